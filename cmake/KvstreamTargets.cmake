@@ -1,0 +1,35 @@
+# Helpers that give every project target the same warnings and include root.
+
+# kvstream_setup(<target>): -Wall -Wextra (as errors for project code), repo root on the
+# include path so headers are included as "common/codec/codec.h".
+function(kvstream_setup target)
+  target_compile_options(${target} PRIVATE -Wall -Wextra)
+  if(KVSTREAM_WERROR)
+    target_compile_options(${target} PRIVATE -Werror)
+  endif()
+  target_include_directories(${target} PUBLIC ${PROJECT_SOURCE_DIR})
+endfunction()
+
+# kvstream_library(<name> SOURCES ... DEPS ...)
+function(kvstream_library name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;DEPS" ${ARGN})
+  add_library(${name} STATIC ${ARG_SOURCES})
+  kvstream_setup(${name})
+  target_link_libraries(${name} PUBLIC ${ARG_DEPS})
+endfunction()
+
+# kvstream_test(<name> SOURCES ... DEPS ... LABELS ...): one gtest binary, one ctest entry.
+function(kvstream_test name)
+  cmake_parse_arguments(ARG "" "TIMEOUT" "SOURCES;DEPS;LABELS;ARGS" ${ARGN})
+  add_executable(${name} ${ARG_SOURCES})
+  kvstream_setup(${name})
+  target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gmock GTest::gtest_main)
+  add_test(NAME ${name} COMMAND ${name} ${ARG_ARGS} WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+  if(NOT ARG_LABELS)
+    set(ARG_LABELS unit)
+  endif()
+  if(NOT ARG_TIMEOUT)
+    set(ARG_TIMEOUT 300)
+  endif()
+  set_tests_properties(${name} PROPERTIES LABELS "${ARG_LABELS}" TIMEOUT ${ARG_TIMEOUT})
+endfunction()

@@ -1,0 +1,100 @@
+// Chunk encode/decode: the KV tensors of a layer range and a run of kept tokens, packed
+// under one LayerSpec, entropy coded, checksummed, in a kvstream.v1.KvChunk.
+//
+// The decoder treats every field as untrusted: it checks the header against the
+// session's limits, the CRC, the sizes implied by the spec, and the positions before it
+// touches the payload, and it never reads out of bounds.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "common/codec/spec.h"
+#include "kvstream/v1/kv_chunk.pb.h"
+
+namespace kvstream::codec {
+
+struct ChunkMeta {
+  std::string session_id;
+  uint64_t seq = 0;
+  int layer_begin = 0;  // layers [layer_begin, layer_end)
+  int layer_end = 0;
+  int token_begin = 0;             // index of the first token in the session's kept list
+  std::vector<int32_t> positions;  // original position ids, strictly increasing
+  int kv_heads = 0;
+  int head_dim = 0;
+  DType source_dtype = DType::kF32;
+  LayerSpec spec;
+  int zstd_level = 0;
+
+  int num_layers() const { return layer_end - layer_begin; }
+  int num_tokens() const { return static_cast<int>(positions.size()); }
+};
+
+// One layer's tensors for the chunk's tokens, each [kv_heads, num_tokens, head_dim],
+// contiguous, in the chunk's source dtype.
+struct LayerKv {
+  const void* k = nullptr;
+  const void* v = nullptr;
+};
+
+// Payload size before the entropy stage (the sum of EncodedTensorBytes over the layers).
+uint64_t ChunkRawBytes(const ChunkMeta& meta);
+
+// Size of the same tensors stored as 16-bit floats: the "raw KV bytes" every compression
+// ratio is quoted against.
+uint64_t ChunkBytes16(const ChunkMeta& meta);
+
+absl::StatusOr<kvstream::v1::KvChunk> EncodeChunk(const ChunkMeta& meta,
+                                                  absl::Span<const LayerKv> layers);
+
+// What the receiver knows about the session; a chunk outside it is rejected.
+struct ChunkLimits {
+  std::string session_id;  // empty: any
+  int num_layers = 0;
+  int kv_heads = 0;
+  int head_dim = 0;
+  int64_t max_position = 0;              // positions must be < this
+  uint64_t max_decoded_bytes = 256ull << 20;  // cap on the decoded float tensors
+};
+
+struct DecodedChunk {
+  ChunkMeta meta;
+  std::vector<float> kv;  // [num_layers][2 (K, V)][kv_heads][num_tokens][head_dim]
+
+  size_t tensor_numel() const {
+    return static_cast<size_t>(meta.kv_heads) * meta.num_tokens() * meta.head_dim;
+  }
+  const float* k(int layer_offset) const { return kv.data() + (2 * layer_offset) * tensor_numel(); }
+  const float* v(int layer_offset) const {
+    return kv.data() + (2 * layer_offset + 1) * tensor_numel();
+  }
+};
+
+// Errors: DATA_LOSS for a CRC mismatch; INVALID_ARGUMENT for everything malformed; the
+// message names the field, what was expected and what was found.
+//
+// ValidateChunk checks the header, the sizes the spec implies, the CRC and the positions,
+// and returns the header without decoding tensors (so a receiver can size its buffer).
+absl::StatusOr<ChunkMeta> ValidateChunk(const kvstream::v1::KvChunk& chunk,
+                                        const ChunkLimits& limits);
+
+// Floats the chunk decodes to: num_layers * 2 * kv_heads * num_tokens * head_dim.
+size_t ChunkNumel(const ChunkMeta& meta);
+
+// Validates, then decodes into `out` ([num_layers][2][kv_heads][num_tokens][head_dim],
+// exactly ChunkNumel floats), e.g. straight into a receiver's staging buffer.
+absl::Status DecodeChunkInto(const kvstream::v1::KvChunk& chunk, const ChunkLimits& limits,
+                             ChunkMeta* meta, absl::Span<float> out);
+
+// Validates and decodes into a new buffer.
+absl::StatusOr<DecodedChunk> DecodeChunk(const kvstream::v1::KvChunk& chunk,
+                                         const ChunkLimits& limits);
+
+void SpecToProto(const TensorSpec& spec, kvstream::v1::TensorSpec* out);
+absl::StatusOr<TensorSpec> SpecFromProto(const kvstream::v1::TensorSpec& in);
+
+}  // namespace kvstream::codec

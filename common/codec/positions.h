@@ -1,0 +1,22 @@
+// Kept token positions on the wire: the first position as a LEB128 varint, then each gap
+// to the previous position (>= 1, positions strictly increase) as a varint.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include "absl/strings/string_view.h"
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace kvstream::codec {
+
+// `positions` must be strictly increasing and non-negative.
+std::string EncodePositions(const std::vector<int32_t>& positions);
+
+// Decodes exactly `count` positions, all < `limit`; rejects truncated or overlong varints,
+// trailing bytes and gaps of 0.
+absl::StatusOr<std::vector<int32_t>> DecodePositions(absl::string_view bytes, uint32_t count,
+                                                     int64_t limit);
+
+}  // namespace kvstream::codec

@@ -1,0 +1,510 @@
+#include "common/codec/quantize.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <numeric>
+#include <vector>
+
+
+#include "absl/strings/str_cat.h"
+#include "common/base/status.h"
+#include "common/codec/bitpack.h"
+#include "common/codec/half.h"
+
+namespace kvstream::codec {
+namespace {
+
+inline uint64_t CeilDiv(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
+
+struct MinMax {
+  float lo;
+  float hi;
+  bool has_nan;
+};
+
+// The hot kernels are compiled twice (AVX2 and baseline x86-64) and picked at load time.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define KVS_KERNEL __attribute__((target_clones("avx2", "default")))
+#else
+#define KVS_KERNEL
+#endif
+
+// Min and max of x[0..n). NaN is reported, not absorbed: the min/max reductions may be
+// reordered (omp simd), the NaN test makes that safe.
+KVS_KERNEL MinMax RangeOf(const float* x, int64_t n) {
+  float lo = std::numeric_limits<float>::infinity();
+  float hi = -lo;
+  int nan = 0;
+#pragma omp simd reduction(min : lo) reduction(max : hi) reduction(| : nan)
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    nan |= v != v;
+    lo = std::min(lo, v);
+    hi = std::max(hi, v);
+  }
+  return {lo, hi, nan != 0};
+}
+
+// q = round((x - offset) / scale), clamped to [0, levels]; NaN cannot reach here.
+KVS_KERNEL void QuantizeRun(const float* __restrict x, int64_t n, float offset, float inv, float levels,
+                        uint8_t* __restrict q) {
+  for (int64_t i = 0; i < n; ++i) {
+    float v = (x[i] - offset) * inv;
+    v = v > 0.0f ? v : 0.0f;
+    v = v < levels ? v : levels;
+    q[i] = static_cast<uint8_t>(static_cast<int>(v + 0.5f));
+  }
+}
+
+KVS_KERNEL void DequantizeRun(const uint8_t* __restrict q, int64_t n, float scale, float offset,
+                              float* __restrict y) {
+  for (int64_t i = 0; i < n; ++i) y[i] = static_cast<float>(q[i]) * scale + offset;
+}
+
+// Hot-path form of ComputeQuantParams: false when the range cannot be represented.
+inline bool FastParams(float lo, float hi, int bits, QuantParams* out) {
+  if (lo < -kHalfMax || hi > kHalfMax) return false;
+  out->offset_h = HalfRoundDown(lo);
+  const float step = (hi - HalfToFloat(out->offset_h)) / static_cast<float>((1 << bits) - 1);
+  if (!(step <= kHalfMax)) return false;
+  out->scale_h = HalfRoundUp(step);
+  return true;
+}
+
+inline void StoreParams(uint8_t* p, const QuantParams& qp) {
+  p[0] = static_cast<uint8_t>(qp.scale_h);
+  p[1] = static_cast<uint8_t>(qp.scale_h >> 8);
+  p[2] = static_cast<uint8_t>(qp.offset_h);
+  p[3] = static_cast<uint8_t>(qp.offset_h >> 8);
+}
+
+inline void LoadParams(const uint8_t* p, float* scale, float* offset) {
+  *scale = HalfToFloat(static_cast<uint16_t>(p[0] | (p[1] << 8)));
+  *offset = HalfToFloat(static_cast<uint16_t>(p[2] | (p[3] << 8)));
+}
+
+absl::Status NonFinite(int64_t group) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("quantize: group ", group, " holds a non-finite value (NaN or inf)"));
+}
+
+// ---- int formats ---------------------------------------------------------------------
+
+absl::Status EncodeInt(const TensorSpec& spec, const TensorShape& s, const float* x,
+                       uint8_t* out) {
+  const int64_t H = s.heads, T = s.tokens, D = s.dim;
+  const float levels = static_cast<float>((1 << spec.bits) - 1);
+  uint8_t* params = out;
+  BitWriter writer(out + QuantGroups(spec, s) * 4, spec.bits);
+  std::vector<uint8_t> q(static_cast<size_t>(D));
+
+  if (spec.axis == Axis::kPerChannel) {
+    std::vector<float> lo(D), hi(D), off(D), inv(D);
+    for (int64_t h = 0; h < H; ++h) {
+      const float* xh = x + h * T * D;
+      std::fill(lo.begin(), lo.end(), std::numeric_limits<float>::infinity());
+      std::fill(hi.begin(), hi.end(), -std::numeric_limits<float>::infinity());
+      bool nan = false;
+      for (int64_t t = 0; t < T; ++t) {
+        const float* row = xh + t * D;
+        for (int64_t d = 0; d < D; ++d) {
+          const float v = row[d];
+          nan |= v != v;
+          lo[d] = v < lo[d] ? v : lo[d];
+          hi[d] = v > hi[d] ? v : hi[d];
+        }
+      }
+      if (nan) return NonFinite(h * D);
+      for (int64_t d = 0; d < D; ++d) {
+        if (!std::isfinite(lo[d]) || !std::isfinite(hi[d])) return NonFinite(h * D + d);
+        QuantParams qp;
+        RETURN_IF_ERROR(ComputeQuantParams(lo[d], hi[d], spec.bits, &qp));
+        StoreParams(params + (h * D + d) * 4, qp);
+        const float scale = HalfToFloat(qp.scale_h);
+        off[d] = HalfToFloat(qp.offset_h);
+        inv[d] = scale > 0.0f ? 1.0f / scale : 0.0f;
+      }
+      for (int64_t t = 0; t < T; ++t) {
+        const float* row = xh + t * D;
+        for (int64_t d = 0; d < D; ++d) {
+          float v = (row[d] - off[d]) * inv[d];
+          v = v > 0.0f ? v : 0.0f;
+          v = v < levels ? v : levels;
+          q[d] = static_cast<uint8_t>(static_cast<int>(v + 0.5f));
+        }
+        writer.Put(q.data(), static_cast<size_t>(D));
+      }
+    }
+  } else {
+    const int64_t G = spec.axis == Axis::kGroup ? std::min<int64_t>(spec.group_size, D) : D;
+    const int64_t n_blocks = static_cast<int64_t>(CeilDiv(D, G));
+    for (int64_t r = 0; r < H * T; ++r) {
+      const float* row = x + r * D;
+      for (int64_t j = 0; j < n_blocks; ++j) {
+        const int64_t start = j * G, len = std::min(G, D - start);
+        const MinMax mm = RangeOf(row + start, len);
+        const int64_t group = r * n_blocks + j;
+        if (mm.has_nan || !std::isfinite(mm.lo) || !std::isfinite(mm.hi)) {
+          return NonFinite(group);
+        }
+        QuantParams qp;
+        if (!FastParams(mm.lo, mm.hi, spec.bits, &qp)) {
+          RETURN_IF_ERROR(ComputeQuantParams(mm.lo, mm.hi, spec.bits, &qp));  // says why
+        }
+        StoreParams(params + group * 4, qp);
+        const float scale = HalfToFloat(qp.scale_h);
+        QuantizeRun(row + start, len, HalfToFloat(qp.offset_h),
+                    scale > 0.0f ? 1.0f / scale : 0.0f, levels, q.data() + start);
+      }
+      writer.Put(q.data(), static_cast<size_t>(D));
+    }
+  }
+  writer.Finish();
+  return absl::OkStatus();
+}
+
+void DecodeInt(const TensorSpec& spec, const TensorShape& s, const uint8_t* in,
+               const uint8_t* end, float* y) {
+  const int64_t H = s.heads, T = s.tokens, D = s.dim;
+  const uint8_t* params = in;
+  BitReader reader(in + QuantGroups(spec, s) * 4, end, spec.bits);
+  std::vector<uint8_t> q(static_cast<size_t>(D));
+  if (spec.axis == Axis::kPerChannel) {
+    std::vector<float> scale(D), off(D);
+    for (int64_t h = 0; h < H; ++h) {
+      for (int64_t d = 0; d < D; ++d) LoadParams(params + (h * D + d) * 4, &scale[d], &off[d]);
+      for (int64_t t = 0; t < T; ++t) {
+        reader.Get(q.data(), static_cast<size_t>(D));
+        float* row = y + (h * T + t) * D;
+        for (int64_t d = 0; d < D; ++d) row[d] = static_cast<float>(q[d]) * scale[d] + off[d];
+      }
+    }
+    return;
+  }
+  const int64_t G = spec.axis == Axis::kGroup ? std::min<int64_t>(spec.group_size, D) : D;
+  const int64_t n_blocks = static_cast<int64_t>(CeilDiv(D, G));
+  for (int64_t r = 0; r < H * T; ++r) {
+    reader.Get(q.data(), static_cast<size_t>(D));
+    float* row = y + r * D;
+    for (int64_t j = 0; j < n_blocks; ++j) {
+      const int64_t start = j * G, len = std::min(G, D - start);
+      float scale, off;
+      LoadParams(params + (r * n_blocks + j) * 4, &scale, &off);
+      DequantizeRun(q.data() + start, len, scale, off, row + start);
+    }
+  }
+}
+
+// ---- float formats -------------------------------------------------------------------
+
+absl::Status EncodeF16(const float* x, int64_t n, uint8_t* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    const uint16_t h = FloatToHalf(x[i]);
+    if ((h & 0x7c00u) == 0x7c00u) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "f16: element ", i, " = ", x[i], " is outside the fp16 range (|x| <= 65504)"));
+    }
+    out[2 * i] = static_cast<uint8_t>(h);
+    out[2 * i + 1] = static_cast<uint8_t>(h >> 8);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status EncodeBF16(const float* x, int64_t n, uint8_t* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    const uint16_t b = FloatToBf16(x[i]);
+    if ((b & 0x7f80u) == 0x7f80u) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("bf16: element ", i, " = ", x[i], " is not finite"));
+    }
+    out[2 * i] = static_cast<uint8_t>(b);
+    out[2 * i + 1] = static_cast<uint8_t>(b >> 8);
+  }
+  return absl::OkStatus();
+}
+
+void ToFloat(DType source, const void* src, int64_t n, float* y) {
+  const auto* b = static_cast<const uint8_t*>(src);
+  switch (source) {
+    case DType::kF32:
+      std::memcpy(y, src, static_cast<size_t>(n) * 4);
+      break;
+    case DType::kF16:
+      for (int64_t i = 0; i < n; ++i) {
+        y[i] = HalfToFloat(static_cast<uint16_t>(b[2 * i] | (b[2 * i + 1] << 8)));
+      }
+      break;
+    case DType::kBF16:
+      for (int64_t i = 0; i < n; ++i) {
+        y[i] = Bf16ToFloat(static_cast<uint16_t>(b[2 * i] | (b[2 * i + 1] << 8)));
+      }
+      break;
+  }
+}
+
+// Encodes floats with the spec's format, ignoring its transform.
+absl::Status EncodeFormat(const TensorSpec& spec, const TensorShape& s, const float* x,
+                          uint8_t* out) {
+  switch (spec.format) {
+    case Format::kF16: return EncodeF16(x, s.numel(), out);
+    case Format::kBF16: return EncodeBF16(x, s.numel(), out);
+    case Format::kInt: return EncodeInt(spec, s, x, out);
+    case Format::kRaw: break;
+  }
+  return absl::InternalError("raw format has no float encoder");
+}
+
+void DecodeFormat(const TensorSpec& spec, const TensorShape& s, DType source, const uint8_t* in,
+                  const uint8_t* end, float* y) {
+  switch (spec.format) {
+    case Format::kRaw: ToFloat(source, in, s.numel(), y); return;
+    case Format::kF16: ToFloat(DType::kF16, in, s.numel(), y); return;
+    case Format::kBF16: ToFloat(DType::kBF16, in, s.numel(), y); return;
+    case Format::kInt: DecodeInt(spec, s, in, end, y); return;
+  }
+}
+
+// ---- transforms ----------------------------------------------------------------------
+
+// CacheGen-style anchor delta: within each run of g tokens, every token but the first
+// becomes its difference to the first (the anchor), which is kept as is.
+void AnchorDelta(const TensorShape& s, int g, float* x, bool inverse) {
+  const int64_t D = s.dim;
+  for (int64_t h = 0; h < s.heads; ++h) {
+    float* xh = x + h * s.tokens * D;
+    for (int64_t t = 0; t < s.tokens; ++t) {
+      const int64_t a = t - t % g;
+      if (a == t) continue;
+      for (int64_t d = 0; d < D; ++d) {
+        xh[t * D + d] += inverse ? xh[a * D + d] : -xh[a * D + d];
+      }
+    }
+  }
+}
+
+// Sequential delta: token t becomes x[t] - x[t-1]. The inverse is a running sum, so
+// quantization errors accumulate along the sequence (the effect the research measured).
+void SeqDelta(const TensorShape& s, float* x, bool inverse) {
+  const int64_t D = s.dim;
+  for (int64_t h = 0; h < s.heads; ++h) {
+    float* xh = x + h * s.tokens * D;
+    if (inverse) {
+      for (int64_t t = 1; t < s.tokens; ++t) {
+        for (int64_t d = 0; d < D; ++d) xh[t * D + d] += xh[(t - 1) * D + d];
+      }
+    } else {
+      for (int64_t t = s.tokens - 1; t >= 1; --t) {
+        for (int64_t d = 0; d < D; ++d) xh[t * D + d] -= xh[(t - 1) * D + d];
+      }
+    }
+  }
+}
+
+// Eigen-decomposition of a symmetric n x n matrix by cyclic Jacobi rotations. On return
+// `a` is (near) diagonal with the eigenvalues, `v` holds the eigenvectors as columns.
+void JacobiEigen(int n, std::vector<double>& a, std::vector<double>& v) {
+  v.assign(static_cast<size_t>(n) * n, 0.0);
+  for (int i = 0; i < n; ++i) v[i * n + i] = 1.0;
+  for (int sweep = 0; sweep < 50; ++sweep) {
+    double off = 0.0, diag = 0.0;
+    for (int p = 0; p < n; ++p) {
+      diag += a[p * n + p] * a[p * n + p];
+      for (int q = p + 1; q < n; ++q) off += a[p * n + q] * a[p * n + q];
+    }
+    if (off <= 1e-22 * diag || off == 0.0) break;
+    for (int p = 0; p < n; ++p) {
+      for (int q = p + 1; q < n; ++q) {
+        const double apq = a[p * n + q];
+        if (std::abs(apq) < 1e-300) continue;
+        const double theta = (a[q * n + q] - a[p * n + p]) / (2.0 * apq);
+        const double t = (theta >= 0 ? 1.0 : -1.0) / (std::abs(theta) + std::sqrt(theta * theta + 1));
+        const double c = 1.0 / std::sqrt(t * t + 1), sn = t * c;
+        for (int k = 0; k < n; ++k) {  // columns p, q
+          const double akp = a[k * n + p], akq = a[k * n + q];
+          a[k * n + p] = c * akp - sn * akq;
+          a[k * n + q] = sn * akp + c * akq;
+        }
+        for (int k = 0; k < n; ++k) {  // rows p, q
+          const double apk = a[p * n + k], aqk = a[q * n + k];
+          a[p * n + k] = c * apk - sn * aqk;
+          a[q * n + k] = sn * apk + c * aqk;
+        }
+        for (int k = 0; k < n; ++k) {
+          const double vkp = v[k * n + p], vkq = v[k * n + q];
+          v[k * n + p] = c * vkp - sn * vkq;
+          v[k * n + q] = sn * vkp + c * vkq;
+        }
+      }
+    }
+  }
+}
+
+int64_t SvdRank(const TensorSpec& spec, const TensorShape& s) {
+  return std::min<int64_t>({spec.transform_param, s.tokens, s.dim});
+}
+
+// Truncated SVD per head through the eigenvectors of X^T X: X [T, D] ~= A B with
+// B = top-r right singular vectors [r, D] and A = X B^T [T, r].
+void SvdFactors(const TensorShape& s, int64_t r, const float* x, float* a_out, float* b_out) {
+  const int64_t T = s.tokens, D = s.dim;
+  std::vector<double> c(static_cast<size_t>(D * D)), v;
+  for (int64_t h = 0; h < s.heads; ++h) {
+    const float* xh = x + h * T * D;
+    std::fill(c.begin(), c.end(), 0.0);
+    for (int64_t t = 0; t < T; ++t) {
+      const float* row = xh + t * D;
+      for (int64_t i = 0; i < D; ++i) {
+        for (int64_t j = i; j < D; ++j) c[i * D + j] += static_cast<double>(row[i]) * row[j];
+      }
+    }
+    for (int64_t i = 0; i < D; ++i) {
+      for (int64_t j = 0; j < i; ++j) c[i * D + j] = c[j * D + i];
+    }
+    JacobiEigen(static_cast<int>(D), c, v);
+    std::vector<int64_t> order(static_cast<size_t>(D));
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int64_t i, int64_t j) { return c[i * D + i] > c[j * D + j]; });
+    float* bh = b_out + h * r * D;
+    for (int64_t k = 0; k < r; ++k) {
+      for (int64_t d = 0; d < D; ++d) bh[k * D + d] = static_cast<float>(v[d * D + order[k]]);
+    }
+    float* ah = a_out + h * T * r;
+    for (int64_t t = 0; t < T; ++t) {
+      for (int64_t k = 0; k < r; ++k) {
+        double acc = 0.0;
+        for (int64_t d = 0; d < D; ++d) acc += static_cast<double>(xh[t * D + d]) * bh[k * D + d];
+        ah[t * r + k] = static_cast<float>(acc);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+absl::Status ComputeQuantParams(float lo, float hi, int bits, QuantParams* out) {
+  if (lo < -kHalfMax || hi > kHalfMax) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "quantize: values in [", lo, ", ", hi, "] exceed the fp16 offset range (|x| <= 65504)"));
+  }
+  out->offset_h = HalfRoundDown(lo);
+  const float offset = HalfToFloat(out->offset_h);
+  const float step = (hi - offset) / static_cast<float>((1 << bits) - 1);
+  if (!(step <= kHalfMax)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "quantize: range [", lo, ", ", hi, "] at ", bits, " bits needs a scale beyond fp16"));
+  }
+  out->scale_h = HalfRoundUp(step);
+  return absl::OkStatus();
+}
+
+uint64_t QuantGroups(const TensorSpec& spec, const TensorShape& s) {
+  if (spec.format != Format::kInt) return 0;
+  const auto H = static_cast<uint64_t>(s.heads), T = static_cast<uint64_t>(s.tokens),
+             D = static_cast<uint64_t>(s.dim);
+  switch (spec.axis) {
+    case Axis::kPerToken: return H * T;
+    case Axis::kPerChannel: return H * D;
+    case Axis::kGroup: return H * T * CeilDiv(D, static_cast<uint64_t>(spec.group_size));
+  }
+  return 0;
+}
+
+uint64_t EncodedTensorBytes(const TensorSpec& spec, const TensorShape& s, DType source) {
+  if (spec.transform == Transform::kSvd) {
+    TensorSpec inner = spec;
+    inner.transform = Transform::kNone;
+    inner.transform_param = 0;
+    const int64_t r = SvdRank(spec, s);
+    return EncodedTensorBytes(inner, {s.heads, s.tokens, r}, source) +
+           EncodedTensorBytes(inner, {s.heads, r, s.dim}, source);
+  }
+  const auto n = static_cast<uint64_t>(s.numel());
+  switch (spec.format) {
+    case Format::kRaw: return n * static_cast<uint64_t>(DTypeBytes(source));
+    case Format::kF16:
+    case Format::kBF16: return n * 2;
+    case Format::kInt: return QuantGroups(spec, s) * 4 + PackedBytes(n, spec.bits);
+  }
+  return 0;
+}
+
+absl::Status EncodeTensor(const TensorSpec& spec, const TensorShape& s, DType source,
+                          const void* src, uint8_t* out) {
+  RETURN_IF_ERROR(spec.Validate());
+  if (spec.format == Format::kRaw) {
+    std::memcpy(out, src, static_cast<size_t>(s.numel()) * DTypeBytes(source));
+    return absl::OkStatus();
+  }
+  // Float view of the input: zero-copy for f32 without a transform.
+  std::vector<float> scratch;
+  const float* x = static_cast<const float*>(src);
+  if (source != DType::kF32 || spec.transform != Transform::kNone) {
+    scratch.resize(static_cast<size_t>(s.numel()));
+    ToFloat(source, src, s.numel(), scratch.data());
+    x = scratch.data();
+  }
+  switch (spec.transform) {
+    case Transform::kNone: break;
+    case Transform::kAnchorDelta: AnchorDelta(s, spec.transform_param, scratch.data(), false); break;
+    case Transform::kSeqDelta: SeqDelta(s, scratch.data(), false); break;
+    case Transform::kSvd: {
+      for (float v : scratch) {
+        if (!std::isfinite(v)) return NonFinite(0);
+      }
+      TensorSpec inner = spec;
+      inner.transform = Transform::kNone;
+      inner.transform_param = 0;
+      const int64_t r = SvdRank(spec, s);
+      const TensorShape sa{s.heads, s.tokens, r}, sb{s.heads, r, s.dim};
+      std::vector<float> a(static_cast<size_t>(sa.numel())), b(static_cast<size_t>(sb.numel()));
+      SvdFactors(s, r, x, a.data(), b.data());
+      RETURN_IF_ERROR(EncodeFormat(inner, sa, a.data(), out));
+      return EncodeFormat(inner, sb, b.data(), out + EncodedTensorBytes(inner, sa, source));
+    }
+  }
+  return EncodeFormat(spec, s, x, out);
+}
+
+absl::Status DecodeTensor(const TensorSpec& spec, const TensorShape& s, DType source,
+                          const uint8_t* in, size_t in_size, float* dst) {
+  RETURN_IF_ERROR(spec.Validate());
+  const uint64_t expected = EncodedTensorBytes(spec, s, source);
+  if (in_size != expected) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor ", spec.ToString(), " [", s.heads,
+                                                   ", ", s.tokens, ", ", s.dim, "]: expected ",
+                                                   expected, " bytes, found ", in_size));
+  }
+  const uint8_t* end = in + in_size;
+  if (spec.transform == Transform::kSvd) {
+    TensorSpec inner = spec;
+    inner.transform = Transform::kNone;
+    inner.transform_param = 0;
+    const int64_t r = SvdRank(spec, s);
+    const TensorShape sa{s.heads, s.tokens, r}, sb{s.heads, r, s.dim};
+    std::vector<float> a(static_cast<size_t>(sa.numel())), b(static_cast<size_t>(sb.numel()));
+    const uint64_t a_bytes = EncodedTensorBytes(inner, sa, source);
+    DecodeFormat(inner, sa, source, in, in + a_bytes, a.data());
+    DecodeFormat(inner, sb, source, in + a_bytes, end, b.data());
+    for (int64_t h = 0; h < s.heads; ++h) {
+      for (int64_t t = 0; t < s.tokens; ++t) {
+        float* row = dst + (h * s.tokens + t) * s.dim;
+        std::fill(row, row + s.dim, 0.0f);
+        for (int64_t k = 0; k < r; ++k) {
+          const float ak = a[(h * s.tokens + t) * r + k];
+          const float* bk = b.data() + (h * r + k) * s.dim;
+          for (int64_t d = 0; d < s.dim; ++d) row[d] += ak * bk[d];
+        }
+      }
+    }
+    return absl::OkStatus();
+  }
+  DecodeFormat(spec, s, source, in, end, dst);
+  if (spec.transform == Transform::kAnchorDelta) AnchorDelta(s, spec.transform_param, dst, true);
+  if (spec.transform == Transform::kSeqDelta) SeqDelta(s, dst, true);
+  return absl::OkStatus();
+}
+
+}  // namespace kvstream::codec

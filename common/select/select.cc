@@ -1,0 +1,205 @@
+#include "common/select/select.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "common/base/status.h"
+
+namespace kvstream::select {
+namespace {
+
+// Sum over layers and heads of a per-(layer, head, token) statistic, for context tokens.
+std::vector<double> SumOverHeads(const AttentionStats& s, const std::vector<float>& a,
+                                 const PromptSpans& spans) {
+  std::vector<double> score(static_cast<size_t>(spans.context_tokens()), 0.0);
+  for (int l = 0; l < s.num_layers; ++l) {
+    for (int h = 0; h < s.num_heads; ++h) {
+      for (int t = spans.context_begin; t < spans.context_end; ++t) {
+        score[t - spans.context_begin] += s.at(a, l, h, t);
+      }
+    }
+  }
+  return score;
+}
+
+// Indices (into `score`) of the `k` highest scores among candidates, ties to the lower
+// index, so the result is deterministic.
+std::vector<int> TopK(const std::vector<double>& score, const std::vector<int>& candidates, int k) {
+  std::vector<int> order = candidates;
+  k = std::min<int>(k, static_cast<int>(order.size()));
+  std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int a, int b) {
+    return score[a] > score[b] || (score[a] == score[b] && a < b);
+  });
+  order.resize(static_cast<size_t>(k));
+  return order;
+}
+
+absl::Status Need(const AttentionStats& s, const std::vector<float>& a, absl::string_view what,
+                  Policy p) {
+  if (a.size() != s.size() || a.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        PolicyName(p), " needs the ", what, " attention statistics ([", s.num_layers, " x ",
+        s.num_heads, " x ", s.num_tokens, "] = ", s.size(), " values), found ", a.size()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::string_view PolicyName(Policy p) {
+  switch (p) {
+    case Policy::kFull: return "full";
+    case Policy::kQ2C: return "q2c";
+    case Policy::kSnapKV: return "snapkv";
+    case Policy::kH2O: return "h2o";
+    case Policy::kRandom: return "random";
+  }
+  return "?";
+}
+
+absl::StatusOr<Policy> ParsePolicy(absl::string_view name) {
+  for (Policy p : {Policy::kFull, Policy::kQ2C, Policy::kSnapKV, Policy::kH2O, Policy::kRandom}) {
+    if (name == PolicyName(p)) return p;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "selector: expected one of full, q2c, snapkv, h2o, random; found '", name, "'"));
+}
+
+int ContextBudget(double retention, int context_tokens) {
+  const long k = std::lround(retention * context_tokens);
+  return static_cast<int>(std::clamp<long>(k, 0, context_tokens));
+}
+
+absl::StatusOr<Selection> Select(const AttentionStats& stats, const PromptSpans& spans,
+                                 const SelectOptions& o) {
+  if (spans.context_begin < 0 || spans.context_end < spans.context_begin ||
+      spans.context_end > spans.num_tokens || spans.question_begin < 0 ||
+      spans.question_end < spans.question_begin || spans.question_end > spans.num_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "spans: context [", spans.context_begin, ", ", spans.context_end, ") and question [",
+        spans.question_begin, ", ", spans.question_end, ") must lie within ", spans.num_tokens,
+        " tokens"));
+  }
+  if (!(o.retention >= 0.0 && o.retention <= 1.0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("retention must be in [0, 1], found ", o.retention));
+  }
+  if (o.sink_tokens < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("sink tokens must be >= 0, found ", o.sink_tokens));
+  }
+  const int n_ctx = spans.context_tokens();
+  const int budget = o.policy == Policy::kFull ? n_ctx : ContextBudget(o.retention, n_ctx);
+  const int sinks = std::min({o.sink_tokens, budget, n_ctx});
+  if (o.policy != Policy::kFull && o.policy != Policy::kRandom && budget > sinks) {
+    if (stats.num_tokens != spans.num_tokens) {
+      return absl::InvalidArgumentError(absl::StrCat("attention statistics cover ", stats.num_tokens,
+                                                     " tokens, the prompt has ", spans.num_tokens));
+    }
+  }
+
+  // Context indices (0-based within the context) chosen beyond the sinks.
+  std::vector<int> candidates(static_cast<size_t>(n_ctx - sinks));
+  std::iota(candidates.begin(), candidates.end(), sinks);
+  const int k = budget - sinks;
+  std::vector<int> chosen;
+  switch (o.policy) {
+    case Policy::kFull:
+      chosen = candidates;
+      break;
+
+    case Policy::kQ2C: {
+      // Question-to-context attention (the research report's Q2C): score(t) = sum over
+      // layers l, heads h and question queries q of softmax(Q_q K^T / sqrt(d))[t].
+      if (k == 0) break;
+      if (spans.question_end == spans.question_begin) {
+        return absl::InvalidArgumentError("q2c needs a non-empty question span");
+      }
+      RETURN_IF_ERROR(Need(stats, stats.question, "question", o.policy));
+      chosen = TopK(SumOverHeads(stats, stats.question, spans), candidates, k);
+      break;
+    }
+
+    case Policy::kSnapKV: {
+      // SnapKV (Li et al. 2024, "SnapKV: LLM Knows What You are Looking for Before
+      // Generation"): votes = attention of the last W queries (the observation window) to
+      // each key, smoothed by a 1-D pooling of `kernel` along the sequence, then top-k.
+      // The paper selects per head; here votes are pooled per (layer, head) and summed.
+      if (k == 0) break;
+      RETURN_IF_ERROR(Need(stats, stats.window, "window", o.policy));
+      if (o.snapkv_kernel < 1 || o.snapkv_kernel % 2 == 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("snapkv kernel must be odd and >= 1, found ", o.snapkv_kernel));
+      }
+      const int half = o.snapkv_kernel / 2;
+      std::vector<double> score(static_cast<size_t>(n_ctx), 0.0);
+      std::vector<double> votes(static_cast<size_t>(n_ctx));
+      for (int l = 0; l < stats.num_layers; ++l) {
+        for (int h = 0; h < stats.num_heads; ++h) {
+          for (int t = 0; t < n_ctx; ++t) {
+            votes[t] = stats.at(stats.window, l, h, spans.context_begin + t);
+          }
+          for (int t = 0; t < n_ctx; ++t) {
+            const int lo = std::max(0, t - half), hi = std::min(n_ctx - 1, t + half);
+            double pooled = o.snapkv_pooling == Pooling::kMax ? votes[lo] : 0.0;
+            for (int j = lo; j <= hi; ++j) {
+              if (o.snapkv_pooling == Pooling::kMax) {
+                pooled = std::max(pooled, votes[j]);
+              } else {
+                pooled += votes[j];
+              }
+            }
+            // Average pooling divides by the full kernel (zero padding), as avg_pool1d does.
+            score[t] += o.snapkv_pooling == Pooling::kMax ? pooled : pooled / o.snapkv_kernel;
+          }
+        }
+      }
+      chosen = TopK(score, candidates, k);
+      break;
+    }
+
+    case Policy::kH2O: {
+      // H2O (Zhang et al. 2023, "H2O: Heavy-Hitter Oracle"): keep the most recent tokens
+      // plus the heavy hitters, the tokens with the largest attention accumulated over all
+      // queries. The budget splits as recent = round(share * k), heavy = k - recent.
+      if (k == 0) break;
+      RETURN_IF_ERROR(Need(stats, stats.cumulative, "cumulative", o.policy));
+      const int recent = std::min(k, static_cast<int>(std::lround(o.h2o_recent_share * k)));
+      std::vector<int> rest(candidates.begin(), candidates.end() - recent);
+      chosen.assign(candidates.end() - recent, candidates.end());
+      std::vector<int> heavy = TopK(SumOverHeads(stats, stats.cumulative, spans), rest, k - recent);
+      chosen.insert(chosen.end(), heavy.begin(), heavy.end());
+      break;
+    }
+
+    case Policy::kRandom: {
+      // Uniform sample without replacement: a partial Fisher-Yates shuffle over a
+      // mt19937_64 stream (both fully specified, so a seed gives the same result on any
+      // standard library).
+      std::mt19937_64 rng(o.seed);
+      for (int i = 0; i < k; ++i) {
+        const uint64_t span = candidates.size() - static_cast<size_t>(i);
+        const size_t j = static_cast<size_t>(i) + static_cast<size_t>(rng() % span);
+        std::swap(candidates[i], candidates[j]);
+      }
+      chosen.assign(candidates.begin(), candidates.begin() + k);
+      break;
+    }
+  }
+
+  Selection sel;
+  sel.context_total = n_ctx;
+  std::vector<bool> keep(static_cast<size_t>(spans.num_tokens), true);
+  for (int t = spans.context_begin; t < spans.context_end; ++t) keep[t] = false;
+  for (int i = 0; i < sinks; ++i) keep[spans.context_begin + i] = true;
+  for (int c : chosen) keep[spans.context_begin + c] = true;
+  for (int t = 0; t < spans.num_tokens; ++t) {
+    if (keep[t]) sel.kept.push_back(t);
+  }
+  sel.context_kept = sinks + static_cast<int>(chosen.size());
+  return sel;
+}
+
+}  // namespace kvstream::select
