@@ -5,6 +5,7 @@
 namespace kvstream::codec {
 
 void BitWriter::Put(const uint8_t* codes, size_t n) {
+  if (n == 0) return;
   size_t i = 0;
   // Byte-aligned fast paths: whole output bytes from 8/b codes at a time.
   if (n_acc_ == 0) {
@@ -71,6 +72,7 @@ void BitWriter::Finish() {
 }
 
 void BitReader::Get(uint8_t* codes, size_t n) {
+  if (n == 0) return;
   size_t i = 0;
   const uint8_t mask = static_cast<uint8_t>((1u << bits_) - 1);
   if (n_acc_ == 0) {

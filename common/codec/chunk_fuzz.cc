@@ -9,8 +9,19 @@
 #include <cstdint>
 #include <cstdlib>
 
+#include <google/protobuf/stubs/logging.h>
+
 #include "common/codec/chunk.h"
 #include "common/codec/crc32c.h"
+
+namespace {
+// Malformed strings are expected input here; keep protobuf's parse warnings off stderr.
+const bool kQuietProtobuf = [] {
+  google::protobuf::SetLogHandler(
+      [](google::protobuf::LogLevel, const char*, int, const std::string&) {});
+  return true;
+}();
+}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;

@@ -1,0 +1,462 @@
+#include "common/model/model.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "common/base/status.h"
+#include "common/model/safetensors.h"
+#include "common/model/transformer.h"
+
+namespace kvstream::model {
+namespace {
+
+// c10::Error stops here: every public entry point runs its body through Guard.
+template <typename F>
+auto Guard(const char* what, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat(what, ": libtorch: ", e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat(what, ": ", e.what()));
+  }
+}
+
+struct Fnv1a {
+  uint64_t h = 1469598103934665603ull;
+  void Add(const void* data, size_t n) {
+    const auto* p = static_cast<const uint8_t*>(data);
+    for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  }
+  void Add(const std::string& s) { Add(s.data(), s.size()); }
+};
+
+}  // namespace
+
+// ---- KvCache -------------------------------------------------------------------------
+
+struct KvCache::Impl {
+  int num_layers = 0, kv_heads = 0, head_dim = 0;
+  torch::TensorOptions opt;
+  std::vector<torch::Tensor> k, v;  // [kv_heads, capacity, head_dim]; slots [0, size) valid
+  int size = 0;
+  std::vector<int32_t> positions;
+  int next_position = 0;
+
+  int capacity() const {
+    return k.empty() || !k[0].defined() ? 0 : static_cast<int>(k[0].size(1));
+  }
+
+  // Grows every layer to hold `n` slots (amortized doubling).
+  void Reserve(int n) {
+    if (n <= capacity()) return;
+    const int cap = std::max({n, 2 * capacity(), 16});
+    for (int l = 0; l < num_layers; ++l) {
+      torch::Tensor nk = torch::zeros({kv_heads, cap, head_dim}, opt);
+      torch::Tensor nv = torch::zeros({kv_heads, cap, head_dim}, opt);
+      if (size > 0) {
+        nk.narrow(1, 0, size).copy_(k[l].narrow(1, 0, size));
+        nv.narrow(1, 0, size).copy_(v[l].narrow(1, 0, size));
+      }
+      k[l] = nk;
+      v[l] = nv;
+    }
+  }
+
+  absl::Status CheckRange(int layer, int begin, int end) const {
+    if (layer < 0 || layer >= num_layers || begin < 0 || end > size || begin > end) {
+      return absl::InvalidArgumentError(absl::StrCat("cache: layer ", layer, " slots [", begin, ", ",
+                                                     end, ") outside ", num_layers, " layers x ",
+                                                     size, " slots"));
+    }
+    return absl::OkStatus();
+  }
+};
+
+KvCache::KvCache(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+KvCache::~KvCache() = default;
+int KvCache::num_layers() const { return impl_->num_layers; }
+int KvCache::kv_heads() const { return impl_->kv_heads; }
+int KvCache::head_dim() const { return impl_->head_dim; }
+int KvCache::size() const { return impl_->size; }
+bool KvCache::is_bf16() const { return impl_->opt.dtype() == torch::kBFloat16; }
+const std::vector<int32_t>& KvCache::positions() const { return impl_->positions; }
+int KvCache::next_position() const { return impl_->next_position; }
+void KvCache::set_next_position(int p) { impl_->next_position = p; }
+
+uint64_t KvCache::bytes() const {
+  uint64_t n = 0;
+  for (const auto& t : impl_->k) n += t.numel() * t.element_size();
+  for (const auto& t : impl_->v) n += t.numel() * t.element_size();
+  return n;
+}
+
+absl::Status KvCache::ExportLayer(int layer, int begin, int end, float* k, float* v) const {
+  RETURN_IF_ERROR(impl_->CheckRange(layer, begin, end));
+  return Guard("cache export", [&]() -> absl::Status {
+    const int n = end - begin;
+    const torch::Tensor tk = impl_->k[layer].narrow(1, begin, n).to(torch::kCPU, torch::kFloat32).contiguous();
+    const torch::Tensor tv = impl_->v[layer].narrow(1, begin, n).to(torch::kCPU, torch::kFloat32).contiguous();
+    std::memcpy(k, tk.data_ptr(), tk.numel() * sizeof(float));
+    std::memcpy(v, tv.data_ptr(), tv.numel() * sizeof(float));
+    return absl::OkStatus();
+  });
+}
+
+absl::Status KvCache::ExportLayerRaw(int layer, int begin, int end, void* k, void* v) const {
+  RETURN_IF_ERROR(impl_->CheckRange(layer, begin, end));
+  return Guard("cache export", [&]() -> absl::Status {
+    const int n = end - begin;
+    const torch::Tensor tk = impl_->k[layer].narrow(1, begin, n).to(torch::kCPU).contiguous();
+    const torch::Tensor tv = impl_->v[layer].narrow(1, begin, n).to(torch::kCPU).contiguous();
+    std::memcpy(k, tk.data_ptr(), tk.numel() * tk.element_size());
+    std::memcpy(v, tv.data_ptr(), tv.numel() * tv.element_size());
+    return absl::OkStatus();
+  });
+}
+
+absl::Status KvCache::WriteLayer(int layer, int begin, int n, const float* k, const float* v) {
+  RETURN_IF_ERROR(impl_->CheckRange(layer, begin, begin + n));
+  return Guard("cache write", [&]() -> absl::Status {
+    const auto f32 = torch::TensorOptions().dtype(torch::kFloat32);
+    const std::vector<int64_t> shape = {impl_->kv_heads, n, impl_->head_dim};
+    impl_->k[layer].narrow(1, begin, n).copy_(torch::from_blob(const_cast<float*>(k), shape, f32));
+    impl_->v[layer].narrow(1, begin, n).copy_(torch::from_blob(const_cast<float*>(v), shape, f32));
+    return absl::OkStatus();
+  });
+}
+
+absl::Status KvCache::Compact(const std::vector<int32_t>& slots) {
+  for (size_t i = 0; i < slots.size(); ++i) {
+    if (slots[i] < 0 || slots[i] >= impl_->size || (i > 0 && slots[i] <= slots[i - 1])) {
+      return absl::InvalidArgumentError(absl::StrCat("cache compact: slot index ", i, " = ", slots[i],
+                                                     " is not strictly increasing within [0, ",
+                                                     impl_->size, ")"));
+    }
+  }
+  return Guard("cache compact", [&]() -> absl::Status {
+    std::vector<int64_t> idx64(slots.begin(), slots.end());
+    const torch::Tensor idx = torch::tensor(idx64, torch::kInt64).to(impl_->opt.device());
+    for (int l = 0; l < impl_->num_layers; ++l) {
+      impl_->k[l] = impl_->k[l].narrow(1, 0, impl_->size).index_select(1, idx);
+      impl_->v[l] = impl_->v[l].narrow(1, 0, impl_->size).index_select(1, idx);
+    }
+    std::vector<int32_t> kept;
+    kept.reserve(slots.size());
+    for (int32_t s : slots) kept.push_back(impl_->positions[s]);
+    impl_->positions = std::move(kept);
+    impl_->size = static_cast<int>(slots.size());
+    return absl::OkStatus();
+  });
+}
+
+// ---- Model ---------------------------------------------------------------------------
+
+struct Model::Impl {
+  ModelConfig config;
+  Weights w;
+  std::string fingerprint;
+  std::string dir;
+  torch::TensorOptions opt;
+
+  std::unique_ptr<KvCache::Impl> EmptyCache() const {
+    auto c = std::make_unique<KvCache::Impl>();
+    c->num_layers = config.num_layers;
+    c->kv_heads = config.num_kv_heads;
+    c->head_dim = config.head_dim;
+    c->opt = opt;
+    c->k.resize(config.num_layers);
+    c->v.resize(config.num_layers);
+    return c;
+  }
+
+  absl::Status CheckTokens(absl::Span<const int32_t> tokens, absl::Span<const int32_t> positions,
+                           const KvCache::Impl& cache) const {
+    if (tokens.empty()) return absl::InvalidArgumentError("no tokens to run");
+    if (tokens.size() != positions.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(tokens.size(), " tokens but ", positions.size(),
+                                                     " positions"));
+    }
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      if (tokens[i] < 0 || tokens[i] >= config.vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat("token ", i, " is id ", tokens[i],
+                                                       ", expected 0..", config.vocab_size - 1));
+      }
+      const int prev = i > 0 ? positions[i - 1]
+                             : (cache.positions.empty() ? -1 : cache.positions.back());
+      if (positions[i] <= prev) {
+        return absl::InvalidArgumentError(absl::StrCat("position ", positions[i], " of token ", i,
+                                                       " must exceed ", prev));
+      }
+      if (positions[i] >= config.max_position_embeddings) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "position ", positions[i], " is beyond the model's maximum of ",
+            config.max_position_embeddings, " positions"));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // Runs tokens through every layer, appending their K/V to `cache`; returns the last
+  // token's logits. With `keep` (fresh cache only), masked tokens are invisible to other
+  // queries. With `stats`, accumulates attention statistics (fresh cache only).
+  std::vector<float> Run(KvCache::Impl& cache, absl::Span<const int32_t> tokens,
+                         absl::Span<const int32_t> positions, const std::vector<uint8_t>* keep,
+                         const PrefillOptions* stats_opt, select::AttentionStats* stats) {
+    torch::NoGradGuard no_grad;
+    const ModelConfig& c = config;
+    const int64_t T = static_cast<int64_t>(tokens.size());
+    const int64_t nh = c.num_heads, nkv = c.num_kv_heads, hd = c.head_dim, g = nh / nkv;
+    const auto dev = opt.device();
+    const auto i64 = torch::TensorOptions().dtype(torch::kInt64).device(dev);
+    const int slot0 = cache.size;
+    const int64_t S = slot0 + T;
+    cache.Reserve(static_cast<int>(S));
+
+    std::vector<int64_t> ids(tokens.begin(), tokens.end());
+    std::vector<int64_t> qpos_v(positions.begin(), positions.end());
+    std::vector<int64_t> kpos_v(cache.positions.begin(), cache.positions.end());
+    kpos_v.insert(kpos_v.end(), qpos_v.begin(), qpos_v.end());
+    const torch::Tensor qpos = torch::tensor(qpos_v, torch::kInt64).to(dev);
+    const torch::Tensor kpos = torch::tensor(kpos_v, torch::kInt64).to(dev);
+    torch::Tensor x = torch::embedding(w.embed, torch::tensor(ids, torch::kInt64).to(dev));  // [T, H]
+    auto [cos, sin] = RopeCosSin(qpos, static_cast<int>(hd), c.rope_theta, opt.dtype().toScalarType());
+
+    torch::Tensor keep_t;
+    if (keep != nullptr && !keep->empty()) {
+      std::vector<uint8_t> kv(static_cast<size_t>(slot0), 1);
+      kv.insert(kv.end(), keep->begin(), keep->end());
+      keep_t = torch::tensor(std::vector<int64_t>(kv.begin(), kv.end()), torch::kInt64).to(dev).ne(0);
+    }
+    const int block = stats_opt != nullptr ? std::max(1, stats_opt->query_block) : 256;
+    torch::Tensor st_q, st_w, st_c;
+    int q_begin = 0, q_end = 0, w_begin = 0;
+    if (stats != nullptr) {
+      const auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(dev);
+      st_q = torch::zeros({c.num_layers, nh, S}, f32);
+      st_w = torch::zeros({c.num_layers, nh, S}, f32);
+      st_c = torch::zeros({c.num_layers, nh, S}, f32);
+      q_begin = stats_opt->spans.question_begin;
+      q_end = stats_opt->spans.question_end;
+      w_begin = std::max<int>(0, static_cast<int>(T) - stats_opt->window);
+    }
+    const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+    const float neg_inf = -std::numeric_limits<float>::infinity();
+
+    for (int l = 0; l < c.num_layers; ++l) {
+      const LayerWeights& lw = w.layers[l];
+      const torch::Tensor h = RmsNorm(x, lw.input_norm, c.rms_norm_eps);
+      torch::Tensor q = torch::linear(h, lw.q_w, lw.q_b).view({T, nh, hd}).transpose(0, 1);   // [nh, T, hd]
+      torch::Tensor k = torch::linear(h, lw.k_w, lw.k_b).view({T, nkv, hd}).transpose(0, 1);  // [nkv, T, hd]
+      const torch::Tensor v = torch::linear(h, lw.v_w, lw.v_b).view({T, nkv, hd}).transpose(0, 1);
+      q = ApplyRope(q, cos, sin);
+      k = ApplyRope(k, cos, sin);
+      cache.k[l].narrow(1, slot0, T).copy_(k);
+      cache.v[l].narrow(1, slot0, T).copy_(v);
+      const torch::Tensor K = cache.k[l].narrow(1, 0, S).unsqueeze(1);  // [nkv, 1, S, hd]
+      const torch::Tensor V = cache.v[l].narrow(1, 0, S).unsqueeze(1);
+      torch::Tensor out = torch::empty({nh, T, hd}, opt);
+      for (int64_t i0 = 0; i0 < T; i0 += block) {
+        const int64_t nb = std::min<int64_t>(block, T - i0);
+        const torch::Tensor qb = q.narrow(1, i0, nb).reshape({nkv, g, nb, hd});
+        torch::Tensor scores = torch::matmul(qb, K.transpose(-1, -2)).to(torch::kFloat32) * scale;
+        if (T > 1 || keep_t.defined()) {
+          torch::Tensor visible = kpos.unsqueeze(0) <= qpos.narrow(0, i0, nb).unsqueeze(1);  // [nb, S]
+          if (keep_t.defined()) {
+            const torch::Tensor self = torch::arange(S, i64).unsqueeze(0) ==
+                                       torch::arange(slot0 + i0, slot0 + i0 + nb, i64).unsqueeze(1);
+            visible = visible.logical_and(keep_t.unsqueeze(0).logical_or(self));
+          }
+          scores = scores.masked_fill(visible.logical_not(), neg_inf);
+        }
+        const torch::Tensor probs = torch::softmax(scores, -1);  // [nkv, g, nb, S] float32
+        if (stats != nullptr) {
+          const torch::Tensor p = probs.reshape({nh, nb, S});
+          st_c[l].add_(p.sum(1));
+          auto add_rows = [&](torch::Tensor& dst, int64_t a, int64_t b) {
+            a = std::max(a, i0);
+            b = std::min(b, i0 + nb);
+            if (a < b) dst[l].add_(p.narrow(1, a - i0, b - a).sum(1));
+          };
+          add_rows(st_q, q_begin, q_end);
+          add_rows(st_w, w_begin, T);
+        }
+        out.narrow(1, i0, nb).copy_(torch::matmul(probs.to(opt.dtype()), V).reshape({nh, nb, hd}));
+      }
+      const torch::Tensor o = out.transpose(0, 1).reshape({T, nh * hd});
+      x = x + torch::linear(o, lw.o_w);
+      x = x + Mlp(RmsNorm(x, lw.post_norm, c.rms_norm_eps), lw);
+    }
+    cache.size = static_cast<int>(S);
+    cache.positions.insert(cache.positions.end(), positions.begin(), positions.end());
+    cache.next_position = positions.back() + 1;
+
+    if (stats != nullptr) {
+      stats->num_layers = c.num_layers;
+      stats->num_heads = static_cast<int>(nh);
+      stats->num_tokens = static_cast<int>(S);
+      stats->window_size = stats_opt->window;
+      auto to_vec = [](const torch::Tensor& t) {
+        const torch::Tensor cpu = t.to(torch::kCPU).contiguous();
+        return std::vector<float>(cpu.data_ptr<float>(), cpu.data_ptr<float>() + cpu.numel());
+      };
+      stats->cumulative = to_vec(st_c);
+      stats->window = to_vec(st_w);
+      if (q_end > q_begin) stats->question = to_vec(st_q);
+    }
+    const torch::Tensor last = RmsNorm(x.narrow(0, T - 1, 1), w.norm, c.rms_norm_eps);
+    const torch::Tensor logits = torch::linear(last, w.lm_head).to(torch::kCPU, torch::kFloat32).contiguous();
+    return std::vector<float>(logits.data_ptr<float>(), logits.data_ptr<float>() + logits.numel());
+  }
+};
+
+Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Model::~Model() = default;
+const ModelConfig& Model::config() const { return impl_->config; }
+const std::string& Model::fingerprint() const { return impl_->fingerprint; }
+const std::string& Model::dir() const { return impl_->dir; }
+bool Model::is_bf16() const { return impl_->opt.dtype() == torch::kBFloat16; }
+
+absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir,
+                                                   const RuntimeOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  impl->dir = dir;
+  ASSIGN_OR_RETURN(impl->config, ModelConfig::Load(dir + "/config.json"));
+  if (options.dtype != "f32" && options.dtype != "bf16") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("dtype must be f32 or bf16 (fp16 matmul has no CPU kernel), found ", options.dtype));
+  }
+  RETURN_IF_ERROR(Guard("device", [&]() -> absl::Status {
+    const torch::Device device(options.device);
+    if (device.is_cuda() && !torch::cuda::is_available()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("device ", options.device, " requested, but libtorch sees no CUDA device"));
+    }
+    impl->opt = torch::TensorOptions()
+                    .dtype(options.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat32)
+                    .device(device);
+    return absl::OkStatus();
+  }));
+  torch::set_num_threads(options.threads > 0 ? options.threads
+                                             : std::max(1u, std::thread::hardware_concurrency()));
+  ASSIGN_OR_RETURN(auto set, WeightSet::OpenDir(dir));
+  RETURN_IF_ERROR(Guard("load weights", [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(impl->w, LoadWeights(impl->config, *set, impl->opt));
+    return absl::OkStatus();
+  }));
+
+  // Fingerprint: what must agree for one side's cache to be valid on the other.
+  Fnv1a h;
+  const ModelConfig& c = impl->config;
+  h.Add(absl::StrCat(c.architecture, "|", c.vocab_size, "|", c.hidden_size, "|", c.num_layers, "|",
+                     c.num_heads, "|", c.num_kv_heads, "|", c.head_dim, "|", c.rope_theta));
+  for (const auto& file : set->files()) {
+    h.Add(file->header());
+    for (const auto& [name, view] : file->tensors()) {
+      // A strided sample of every tensor's bytes: differently trained weights of the
+      // same shapes get different fingerprints without hashing gigabytes.
+      const uint64_t step = std::max<uint64_t>(64, view.nbytes / 64);
+      for (uint64_t off = 0; off + 8 <= view.nbytes; off += step) h.Add(view.data + off, 8);
+    }
+  }
+  std::ifstream tok(dir + "/tokenizer.json", std::ios::binary);
+  if (tok) {
+    std::stringstream ss;
+    ss << tok.rdbuf();
+    h.Add(ss.str());
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(h.h));
+  std::string arch = c.architecture.substr(0, c.architecture.find("For"));
+  std::transform(arch.begin(), arch.end(), arch.begin(), ::tolower);
+  impl->fingerprint = absl::StrCat(arch, "-", hex);
+  return std::unique_ptr<Model>(new Model(std::move(impl)));
+}
+
+absl::StatusOr<PrefillResult> Model::Prefill(absl::Span<const int32_t> tokens,
+                                             const PrefillOptions& options) {
+  auto cache = impl_->EmptyCache();
+  std::vector<int32_t> positions(tokens.size());
+  for (size_t i = 0; i < positions.size(); ++i) positions[i] = static_cast<int32_t>(i);
+  RETURN_IF_ERROR(impl_->CheckTokens(tokens, positions, *cache));
+  const bool masked = !options.keep_mask.empty();
+  if (masked && options.keep_mask.size() != tokens.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("keep mask has ", options.keep_mask.size(),
+                                                   " entries for ", tokens.size(), " tokens"));
+  }
+  if (options.collect_stats) {
+    const auto& s = options.spans;
+    if (s.num_tokens != static_cast<int>(tokens.size()) || s.question_begin < 0 ||
+        s.question_end < s.question_begin || s.question_end > s.num_tokens) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "prompt spans cover ", s.num_tokens, " tokens (question [", s.question_begin, ", ",
+          s.question_end, ")), the prompt has ", tokens.size()));
+    }
+    if (options.window < 1) return absl::InvalidArgumentError("stats window must be >= 1");
+  }
+  PrefillResult result;
+  RETURN_IF_ERROR(Guard("prefill", [&]() -> absl::Status {
+    result.last_logits = impl_->Run(*cache, tokens, positions, masked ? &options.keep_mask : nullptr,
+                                    &options, options.collect_stats ? &result.stats : nullptr);
+    return absl::OkStatus();
+  }));
+  result.cache.reset(new KvCache(std::move(cache)));
+  if (masked) {
+    std::vector<int32_t> kept;
+    for (size_t i = 0; i < options.keep_mask.size(); ++i) {
+      if (options.keep_mask[i]) kept.push_back(static_cast<int32_t>(i));
+    }
+    RETURN_IF_ERROR(result.cache->Compact(kept));
+  }
+  return result;
+}
+
+absl::StatusOr<std::vector<float>> Model::Extend(KvCache& cache, absl::Span<const int32_t> tokens,
+                                                 absl::Span<const int32_t> positions) {
+  KvCache::Impl& c = *cache.impl_;
+  if (c.num_layers != impl_->config.num_layers || c.kv_heads != impl_->config.num_kv_heads ||
+      c.head_dim != impl_->config.head_dim) {
+    return absl::FailedPreconditionError("cache was built for a different model shape");
+  }
+  RETURN_IF_ERROR(impl_->CheckTokens(tokens, positions, c));
+  return Guard("extend", [&]() -> absl::StatusOr<std::vector<float>> {
+    return impl_->Run(c, tokens, positions, nullptr, nullptr, nullptr);
+  });
+}
+
+std::unique_ptr<KvCache> Model::NewCache(const std::vector<int32_t>& positions,
+                                         int next_position) const {
+  auto c = impl_->EmptyCache();
+  torch::NoGradGuard no_grad;
+  c->Reserve(static_cast<int>(positions.size()));
+  c->size = static_cast<int>(positions.size());
+  c->positions = positions;
+  c->next_position = next_position;
+  return std::unique_ptr<KvCache>(new KvCache(std::move(c)));
+}
+
+absl::StatusOr<std::vector<float>> Model::FullLogits(absl::Span<const int32_t> tokens) {
+  KvCache::Impl empty;
+  std::vector<int32_t> positions(tokens.size());
+  for (size_t i = 0; i < positions.size(); ++i) positions[i] = static_cast<int32_t>(i);
+  RETURN_IF_ERROR(impl_->CheckTokens(tokens, positions, empty));
+  return Guard("full forward", [&]() -> absl::StatusOr<std::vector<float>> {
+    torch::NoGradGuard no_grad;
+    std::vector<int64_t> ids(tokens.begin(), tokens.end());
+    const torch::Tensor t = torch::tensor(ids, torch::kInt64).to(impl_->opt.device()).unsqueeze(0);
+    const torch::Tensor logits =
+        ForwardFull(impl_->config, impl_->w, t).to(torch::kCPU, torch::kFloat32).contiguous();
+    return std::vector<float>(logits.data_ptr<float>(), logits.data_ptr<float>() + logits.numel());
+  });
+}
+
+}  // namespace kvstream::model

@@ -1,0 +1,118 @@
+// The model runtime's public surface: a Qwen2/Llama-family decoder running in libtorch,
+// behind an interface that does not include torch (pimpl), so daemons and tools compile
+// without it.
+//
+// Cache convention (shared with the wire): per layer, K after RoPE and V, each
+// [kv_heads, slots, head_dim], plus each slot's original position id. A compacted cache
+// (only kept positions) keeps those ids, and the next token continues at the original
+// prompt length (next_position), so decoding from it needs no re-rotation.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "common/model/config.h"
+#include "common/select/select.h"
+
+namespace kvstream::model {
+
+struct RuntimeOptions {
+  std::string device = "cpu";  // "cpu", "cuda" or "cuda:N"
+  std::string dtype = "f32";   // compute and cache dtype: "f32" or "bf16"
+  int threads = 0;             // torch intra-op threads; 0 = every core
+};
+
+class Model;
+
+class KvCache {
+ public:
+  ~KvCache();
+  KvCache(const KvCache&) = delete;
+  KvCache& operator=(const KvCache&) = delete;
+
+  int num_layers() const;
+  int kv_heads() const;
+  int head_dim() const;
+  int size() const;  // slots
+  bool is_bf16() const;
+  const std::vector<int32_t>& positions() const;  // original position id per slot
+  int next_position() const;                      // position id of the next token
+  void set_next_position(int p);
+
+  // Copies layer `layer`'s K and V at slots [begin, end) into float32 buffers
+  // [kv_heads, end - begin, head_dim].
+  absl::Status ExportLayer(int layer, int begin, int end, float* k, float* v) const;
+  // The same slots in the cache's own dtype (f32: 4 bytes, bf16: 2 bytes per element),
+  // for lossless transfer.
+  absl::Status ExportLayerRaw(int layer, int begin, int end, void* k, void* v) const;
+  // Overwrites slots [begin, begin + n) of `layer` from float32 [kv_heads, n, head_dim].
+  absl::Status WriteLayer(int layer, int begin, int n, const float* k, const float* v);
+  // Keeps only `slots` (strictly increasing indices): eviction after a full prefill.
+  absl::Status Compact(const std::vector<int32_t>& slots);
+  // Bytes held by the tensors.
+  uint64_t bytes() const;
+
+ private:
+  friend class Model;
+  struct Impl;
+  explicit KvCache(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+struct PrefillOptions {
+  // Construction-time masking: tokens with keep_mask[i] == 0 are invisible to every later
+  // query while the cache is built, and are not stored. Empty: keep everything.
+  std::vector<uint8_t> keep_mask;
+  // Collect attention statistics for the selectors over `spans`.
+  bool collect_stats = false;
+  select::PromptSpans spans;
+  int window = 32;        // SnapKV observation window (last `window` query rows)
+  int query_block = 256;  // queries per attention block: memory ~ heads x block x tokens
+};
+
+struct PrefillResult {
+  std::unique_ptr<KvCache> cache;
+  std::vector<float> last_logits;  // [vocab] for the last prompt token
+  select::AttentionStats stats;    // filled when collect_stats
+};
+
+class Model {
+ public:
+  // Loads an HF directory: config.json, model.safetensors (or a sharded index), and
+  // tokenizer.json (hashed into the fingerprint when present).
+  static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& dir,
+                                                     const RuntimeOptions& options = {});
+  ~Model();
+
+  const ModelConfig& config() const;
+  // "<arch>-<16 hex digits>": architecture, dimensions, the safetensors headers, a sample
+  // of the weight bytes and tokenizer.json. Edge and cloud compare it before kv mode.
+  const std::string& fingerprint() const;
+  const std::string& dir() const;
+  bool is_bf16() const;
+
+  // Prefills `tokens` at positions 0..n-1 into a new cache.
+  absl::StatusOr<PrefillResult> Prefill(absl::Span<const int32_t> tokens,
+                                        const PrefillOptions& options = {});
+  // Runs `tokens` at `positions` (each greater than every cached position) through the
+  // model, appending them to `cache`; returns the logits of the last one.
+  absl::StatusOr<std::vector<float>> Extend(KvCache& cache, absl::Span<const int32_t> tokens,
+                                            absl::Span<const int32_t> positions);
+  // An empty-valued cache with `positions.size()` slots, to be filled by WriteLayer.
+  std::unique_ptr<KvCache> NewCache(const std::vector<int32_t>& positions, int next_position) const;
+  // Logits for every position of `tokens` from one full causal pass, no cache: the
+  // reference the cached paths are tested against. [n * vocab], row major.
+  absl::StatusOr<std::vector<float>> FullLogits(absl::Span<const int32_t> tokens);
+
+ private:
+  struct Impl;
+  explicit Model(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kvstream::model

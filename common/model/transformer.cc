@@ -1,0 +1,210 @@
+#include "common/model/transformer.h"
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "common/base/status.h"
+
+namespace kvstream::model {
+namespace {
+
+torch::ScalarType TorchType(StDType d) {
+  switch (d) {
+    case StDType::kF32: return torch::kFloat32;
+    case StDType::kF16: return torch::kFloat16;
+    case StDType::kBF16: return torch::kBFloat16;
+  }
+  return torch::kFloat32;
+}
+
+absl::StatusOr<torch::Tensor> Fetch(const WeightSet& set, const std::string& name,
+                                    std::vector<int64_t> shape, const torch::TensorOptions& opt) {
+  ASSIGN_OR_RETURN(const TensorView* v, set.Get(name, shape));
+  torch::Tensor t = torch::from_blob(const_cast<uint8_t*>(v->data), v->shape,
+                                     torch::TensorOptions().dtype(TorchType(v->dtype)));
+  // Copy out of the mapping, converting dtype and device.
+  return t.to(opt, /*non_blocking=*/false, /*copy=*/true);
+}
+
+}  // namespace
+
+std::vector<torch::Tensor> Weights::Parameters() const {
+  std::vector<torch::Tensor> out = {embed, norm};
+  for (const LayerWeights& l : layers) {
+    for (const torch::Tensor& t : {l.input_norm, l.q_w, l.q_b, l.k_w, l.k_b, l.v_w, l.v_b, l.o_w,
+                                   l.post_norm, l.gate, l.up, l.down}) {
+      if (t.defined()) out.push_back(t);
+    }
+  }
+  if (!lm_head.is_same(embed)) out.push_back(lm_head);
+  return out;
+}
+
+absl::StatusOr<Weights> LoadWeights(const ModelConfig& c, const WeightSet& set,
+                                    const torch::TensorOptions& opt) {
+  Weights w;
+  const int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
+  const int64_t QD = int64_t{c.num_heads} * c.head_dim, KD = int64_t{c.num_kv_heads} * c.head_dim;
+  ASSIGN_OR_RETURN(w.embed, Fetch(set, "model.embed_tokens.weight", {V, H}, opt));
+  ASSIGN_OR_RETURN(w.norm, Fetch(set, "model.norm.weight", {H}, opt));
+  if (c.tie_word_embeddings || !set.Has("lm_head.weight")) {
+    if (!c.tie_word_embeddings) {
+      return absl::NotFoundError("tensor lm_head.weight is missing and tie_word_embeddings is false");
+    }
+    w.lm_head = w.embed;
+  } else {
+    ASSIGN_OR_RETURN(w.lm_head, Fetch(set, "lm_head.weight", {V, H}, opt));
+  }
+  for (int l = 0; l < c.num_layers; ++l) {
+    const std::string p = absl::StrCat("model.layers.", l, ".");
+    LayerWeights lw;
+    ASSIGN_OR_RETURN(lw.input_norm, Fetch(set, p + "input_layernorm.weight", {H}, opt));
+    ASSIGN_OR_RETURN(lw.post_norm, Fetch(set, p + "post_attention_layernorm.weight", {H}, opt));
+    ASSIGN_OR_RETURN(lw.q_w, Fetch(set, p + "self_attn.q_proj.weight", {QD, H}, opt));
+    ASSIGN_OR_RETURN(lw.k_w, Fetch(set, p + "self_attn.k_proj.weight", {KD, H}, opt));
+    ASSIGN_OR_RETURN(lw.v_w, Fetch(set, p + "self_attn.v_proj.weight", {KD, H}, opt));
+    ASSIGN_OR_RETURN(lw.o_w, Fetch(set, p + "self_attn.o_proj.weight", {H, QD}, opt));
+    if (set.Has(p + "self_attn.q_proj.bias")) {
+      ASSIGN_OR_RETURN(lw.q_b, Fetch(set, p + "self_attn.q_proj.bias", {QD}, opt));
+      ASSIGN_OR_RETURN(lw.k_b, Fetch(set, p + "self_attn.k_proj.bias", {KD}, opt));
+      ASSIGN_OR_RETURN(lw.v_b, Fetch(set, p + "self_attn.v_proj.bias", {KD}, opt));
+    }
+    ASSIGN_OR_RETURN(lw.gate, Fetch(set, p + "mlp.gate_proj.weight", {I, H}, opt));
+    ASSIGN_OR_RETURN(lw.up, Fetch(set, p + "mlp.up_proj.weight", {I, H}, opt));
+    ASSIGN_OR_RETURN(lw.down, Fetch(set, p + "mlp.down_proj.weight", {H, I}, opt));
+    w.layers.push_back(std::move(lw));
+  }
+  return w;
+}
+
+Weights InitWeights(const ModelConfig& c, uint64_t seed, double std, bool attention_bias) {
+  torch::manual_seed(seed);
+  const int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
+  const int64_t QD = int64_t{c.num_heads} * c.head_dim, KD = int64_t{c.num_kv_heads} * c.head_dim;
+  auto normal = [&](std::vector<int64_t> shape) { return torch::randn(shape) * std; };
+  Weights w;
+  w.embed = normal({V, H});
+  w.norm = torch::ones({H});
+  w.lm_head = c.tie_word_embeddings ? w.embed : normal({V, H});
+  for (int l = 0; l < c.num_layers; ++l) {
+    LayerWeights lw;
+    lw.input_norm = torch::ones({H});
+    lw.post_norm = torch::ones({H});
+    lw.q_w = normal({QD, H});
+    lw.k_w = normal({KD, H});
+    lw.v_w = normal({KD, H});
+    lw.o_w = normal({H, QD});
+    if (attention_bias) {
+      lw.q_b = torch::zeros({QD});
+      lw.k_b = torch::zeros({KD});
+      lw.v_b = torch::zeros({KD});
+    }
+    lw.gate = normal({I, H});
+    lw.up = normal({I, H});
+    lw.down = normal({H, I});
+    w.layers.push_back(std::move(lw));
+  }
+  return w;
+}
+
+absl::Status SaveWeights(const ModelConfig& c, const Weights& w, const std::string& path) {
+  std::vector<TensorToWrite> out;
+  auto add = [&](const std::string& name, const torch::Tensor& t) {
+    if (!t.defined()) return;
+    torch::Tensor f = t.detach().to(torch::kCPU, torch::kFloat32).contiguous();
+    TensorToWrite tw;
+    tw.name = name;
+    tw.shape = f.sizes().vec();
+    tw.data.assign(static_cast<const char*>(f.data_ptr()), f.numel() * sizeof(float));
+    out.push_back(std::move(tw));
+  };
+  add("model.embed_tokens.weight", w.embed);
+  add("model.norm.weight", w.norm);
+  if (!c.tie_word_embeddings) add("lm_head.weight", w.lm_head);
+  for (int l = 0; l < c.num_layers; ++l) {
+    const LayerWeights& lw = w.layers[l];
+    const std::string p = absl::StrCat("model.layers.", l, ".");
+    add(p + "input_layernorm.weight", lw.input_norm);
+    add(p + "post_attention_layernorm.weight", lw.post_norm);
+    add(p + "self_attn.q_proj.weight", lw.q_w);
+    add(p + "self_attn.q_proj.bias", lw.q_b);
+    add(p + "self_attn.k_proj.weight", lw.k_w);
+    add(p + "self_attn.k_proj.bias", lw.k_b);
+    add(p + "self_attn.v_proj.weight", lw.v_w);
+    add(p + "self_attn.v_proj.bias", lw.v_b);
+    add(p + "self_attn.o_proj.weight", lw.o_w);
+    add(p + "mlp.gate_proj.weight", lw.gate);
+    add(p + "mlp.up_proj.weight", lw.up);
+    add(p + "mlp.down_proj.weight", lw.down);
+  }
+  return WriteSafetensors(path, out, {{"format", "pt"}});
+}
+
+torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
+  const torch::Tensor xf = x.to(torch::kFloat32);
+  const torch::Tensor y = xf * torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  return weight * y.to(x.scalar_type());
+}
+
+std::pair<torch::Tensor, torch::Tensor> RopeCosSin(const torch::Tensor& positions, int head_dim,
+                                                   double theta, torch::ScalarType dtype) {
+  // As HF: inv_freq = 1 / theta^(arange(0, d, 2) / d) in float32.
+  const auto dev = positions.device();
+  const torch::Tensor idx =
+      torch::arange(0, head_dim, 2, torch::TensorOptions().dtype(torch::kInt64).device(dev))
+          .to(torch::kFloat32);
+  const torch::Tensor inv_freq = 1.0 / torch::pow(theta, idx / static_cast<double>(head_dim));
+  const torch::Tensor freqs = torch::outer(positions.to(torch::kFloat32), inv_freq);
+  const torch::Tensor emb = torch::cat({freqs, freqs}, -1);
+  return {emb.cos().to(dtype), emb.sin().to(dtype)};
+}
+
+torch::Tensor ApplyRope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  const int64_t half = x.size(-1) / 2;
+  const torch::Tensor x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
+  const torch::Tensor rotated = torch::cat({-x2, x1}, -1);
+  return x * cos + rotated * sin;
+}
+
+torch::Tensor Mlp(const torch::Tensor& x, const LayerWeights& lw) {
+  return torch::linear(torch::silu(torch::linear(x, lw.gate)) * torch::linear(x, lw.up), lw.down);
+}
+
+torch::Tensor ForwardFull(const ModelConfig& c, const Weights& w, const torch::Tensor& ids) {
+  const int64_t B = ids.size(0), T = ids.size(1);
+  const int64_t nh = c.num_heads, nkv = c.num_kv_heads, hd = c.head_dim, g = nh / nkv;
+  torch::Tensor x = torch::embedding(w.embed, ids);  // [B, T, H]
+  const auto dtype = x.scalar_type();
+  const torch::Tensor pos = torch::arange(T, torch::TensorOptions().dtype(torch::kInt64).device(ids.device()));
+  auto [cos, sin] = RopeCosSin(pos, static_cast<int>(hd), c.rope_theta, dtype);
+  const torch::Tensor mask =
+      torch::full({T, T}, -std::numeric_limits<float>::infinity(),
+                  torch::TensorOptions().dtype(torch::kFloat32).device(ids.device()))
+          .triu(1);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  for (const LayerWeights& lw : w.layers) {
+    const torch::Tensor h = RmsNorm(x, lw.input_norm, c.rms_norm_eps);
+    torch::Tensor q = torch::linear(h, lw.q_w, lw.q_b).view({B, T, nh, hd}).transpose(1, 2);
+    torch::Tensor k = torch::linear(h, lw.k_w, lw.k_b).view({B, T, nkv, hd}).transpose(1, 2);
+    torch::Tensor v = torch::linear(h, lw.v_w, lw.v_b).view({B, T, nkv, hd}).transpose(1, 2);
+    q = ApplyRope(q, cos, sin);
+    k = ApplyRope(k, cos, sin);
+    // q [B, nkv, g, T, hd] against k, v [B, nkv, 1, T, hd]: query head i uses kv head i / g.
+    const torch::Tensor qg = q.reshape({B, nkv, g, T, hd});
+    const torch::Tensor scores =
+        torch::matmul(qg, k.unsqueeze(2).transpose(-1, -2)).to(torch::kFloat32) * scale + mask;
+    const torch::Tensor probs = torch::softmax(scores, -1).to(dtype);
+    const torch::Tensor o = torch::matmul(probs, v.unsqueeze(2))  // [B, nkv, g, T, hd]
+                                .reshape({B, nh, T, hd})
+                                .transpose(1, 2)
+                                .reshape({B, T, nh * hd});
+    x = x + torch::linear(o, lw.o_w);
+    x = x + Mlp(RmsNorm(x, lw.post_norm, c.rms_norm_eps), lw);
+  }
+  return torch::linear(RmsNorm(x, w.norm, c.rms_norm_eps), w.lm_head);
+}
+
+}  // namespace kvstream::model

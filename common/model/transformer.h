@@ -1,0 +1,63 @@
+// Internal (includes torch): the Qwen2/Llama decoder as functions over a Weights struct.
+// Included by model.cc and the tiny-model trainer only; everything else uses model.h.
+//
+// Shapes, HF naming in brackets:
+//   embed   [vocab, hidden]                       (model.embed_tokens.weight)
+//   q_w     [heads * head_dim, hidden], q_b [heads * head_dim]   (self_attn.q_proj)
+//   k_w/v_w [kv_heads * head_dim, hidden], k_b/v_b                (self_attn.k_proj/v_proj)
+//   o_w     [hidden, heads * head_dim]                            (self_attn.o_proj)
+//   gate/up [intermediate, hidden], down [hidden, intermediate]   (mlp.*_proj)
+//   norms   [hidden]                                              (*_layernorm, model.norm)
+//   lm_head [vocab, hidden], the embedding itself when tied       (lm_head.weight)
+#pragma once
+
+#include <torch/torch.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/model/config.h"
+#include "common/model/safetensors.h"
+
+namespace kvstream::model {
+
+struct LayerWeights {
+  torch::Tensor input_norm, q_w, q_b, k_w, k_b, v_w, v_b, o_w;  // q_b/k_b/v_b may be undefined
+  torch::Tensor post_norm, gate, up, down;
+};
+
+struct Weights {
+  torch::Tensor embed;
+  std::vector<LayerWeights> layers;
+  torch::Tensor norm;
+  torch::Tensor lm_head;  // aliases embed when tie_word_embeddings
+
+  // Distinct tensors (a tied head counted once), e.g. for an optimizer.
+  std::vector<torch::Tensor> Parameters() const;
+};
+
+// Reads and shape-checks every tensor the config implies; converts to `options`.
+absl::StatusOr<Weights> LoadWeights(const ModelConfig& config, const WeightSet& set,
+                                    const torch::TensorOptions& options);
+// HF-style initialisation: N(0, std) matrices and embeddings, zero biases, unit norms.
+Weights InitWeights(const ModelConfig& config, uint64_t seed, double std = 0.02,
+                    bool attention_bias = true);
+// Writes float32 model.safetensors with HF names.
+absl::Status SaveWeights(const ModelConfig& config, const Weights& w, const std::string& path);
+
+// x [..., hidden] -> same shape; statistics in float32.
+torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps);
+// cos, sin [n, head_dim] for int64 positions [n] (HF rotate-half convention).
+std::pair<torch::Tensor, torch::Tensor> RopeCosSin(const torch::Tensor& positions, int head_dim,
+                                                   double theta, torch::ScalarType dtype);
+// x [..., n, head_dim] rotated by cos, sin [n, head_dim].
+torch::Tensor ApplyRope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+torch::Tensor Mlp(const torch::Tensor& x, const LayerWeights& lw);
+
+// Full causal forward without a cache: ids [batch, n] (int64) -> logits [batch, n, vocab].
+// The training path and the reference for the cached paths.
+torch::Tensor ForwardFull(const ModelConfig& config, const Weights& w, const torch::Tensor& ids);
+
+}  // namespace kvstream::model

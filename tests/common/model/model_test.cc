@@ -1,0 +1,253 @@
+#include "common/model/model.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "tests/common/model/tiny_model.h"
+
+namespace kvstream::model {
+namespace {
+
+using testing::TinyConfig;
+using testing::WriteTinyModel;
+
+constexpr float kTol = 1e-4f;  // float32 cached vs full-recompute logits
+
+std::vector<int32_t> Tokens(int n, int seed = 1) {
+  std::vector<int32_t> t(n);
+  for (int i = 0; i < n; ++i) t[i] = (i * 37 + seed * 11 + i * i) % 96;
+  return t;
+}
+
+float MaxDiff(const std::vector<float>& a, const float* b, size_t n) {
+  float m = 0;
+  for (size_t i = 0; i < n; ++i) m = std::max(m, std::fabs(a[i] - b[i]));
+  return m;
+}
+
+class ModelTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new std::string(WriteTinyModel("tiny_model", TinyConfig(), 5));
+    auto m = Model::Load(*dir_);
+    ASSERT_TRUE(m.ok()) << m.status();
+    model_ = m->release();
+  }
+  static void TearDownTestSuite() {
+    delete model_;
+    delete dir_;
+  }
+  static Model* model_;
+  static std::string* dir_;
+  const int V = 97;
+};
+Model* ModelTest::model_ = nullptr;
+std::string* ModelTest::dir_ = nullptr;
+
+TEST_F(ModelTest, PrefillMatchesFullRecompute) {
+  const auto tokens = Tokens(40);
+  auto full = model_->FullLogits(tokens);
+  ASSERT_TRUE(full.ok()) << full.status();
+  auto pre = model_->Prefill(tokens);
+  ASSERT_TRUE(pre.ok()) << pre.status();
+  EXPECT_LT(MaxDiff(pre->last_logits, full->data() + 39 * V, V), kTol);
+  EXPECT_EQ(pre->cache->size(), 40);
+  EXPECT_EQ(pre->cache->next_position(), 40);
+}
+
+TEST_F(ModelTest, IncrementalDecodeMatchesFullRecompute) {
+  const auto tokens = Tokens(30);
+  auto full = model_->FullLogits(tokens);
+  ASSERT_TRUE(full.ok());
+  auto pre = model_->Prefill(absl::MakeSpan(tokens).subspan(0, 20));
+  ASSERT_TRUE(pre.ok());
+  for (int i = 20; i < 30; ++i) {
+    auto logits = model_->Extend(*pre->cache, {tokens[i]}, {i});
+    ASSERT_TRUE(logits.ok()) << logits.status();
+    EXPECT_LT(MaxDiff(*logits, full->data() + i * V, V), kTol) << "token " << i;
+  }
+}
+
+TEST_F(ModelTest, QueryBlockSizeDoesNotChangeResults) {
+  const auto tokens = Tokens(50);
+  PrefillOptions a, b;
+  a.collect_stats = b.collect_stats = true;
+  a.spans = b.spans = {50, 5, 40, 40, 48};
+  a.window = b.window = 8;
+  a.query_block = 7;
+  b.query_block = 256;
+  auto ra = model_->Prefill(tokens, a), rb = model_->Prefill(tokens, b);
+  ASSERT_TRUE(ra.ok() && rb.ok());
+  EXPECT_LT(MaxDiff(ra->last_logits, rb->last_logits.data(), V), kTol);
+  ASSERT_EQ(ra->stats.cumulative.size(), rb->stats.cumulative.size());
+  EXPECT_LT(MaxDiff(ra->stats.cumulative, rb->stats.cumulative.data(), rb->stats.cumulative.size()), 1e-4);
+  EXPECT_LT(MaxDiff(ra->stats.question, rb->stats.question.data(), rb->stats.question.size()), 1e-5);
+}
+
+TEST_F(ModelTest, AttentionStatisticsSumToTheirQueryRowCounts) {
+  const auto tokens = Tokens(60);
+  PrefillOptions o;
+  o.collect_stats = true;
+  o.spans = {60, 4, 50, 50, 57};
+  o.window = 10;
+  auto r = model_->Prefill(tokens, o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  const auto& s = r->stats;
+  ASSERT_EQ(s.num_layers, 2);
+  ASSERT_EQ(s.num_heads, 4);
+  ASSERT_EQ(s.num_tokens, 60);
+  for (int l = 0; l < 2; ++l) {
+    for (int h = 0; h < 4; ++h) {
+      double c = 0, w = 0, q = 0;
+      for (int t = 0; t < 60; ++t) {
+        c += s.at(s.cumulative, l, h, t);
+        w += s.at(s.window, l, h, t);
+        q += s.at(s.question, l, h, t);
+        // Causality: question rows (50..56) put no mass on later keys.
+        if (t >= 57) {
+          EXPECT_EQ(s.at(s.question, l, h, t), 0.0f);
+        }
+      }
+      EXPECT_NEAR(c, 60.0, 1e-3);  // every query row's probabilities sum to 1
+      EXPECT_NEAR(w, 10.0, 1e-4);
+      EXPECT_NEAR(q, 7.0, 1e-4);
+    }
+  }
+}
+
+TEST_F(ModelTest, KeepMaskThatDropsNothingEqualsNoMask) {
+  const auto tokens = Tokens(25);
+  PrefillOptions o;
+  o.keep_mask.assign(25, 1);
+  auto a = model_->Prefill(tokens, o), b = model_->Prefill(tokens);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->last_logits, b->last_logits);
+  EXPECT_EQ(a->cache->size(), 25);
+}
+
+TEST_F(ModelTest, DroppedTokensAreInvisibleWhileTheCacheIsBuilt) {
+  auto tokens = Tokens(30);
+  PrefillOptions o;
+  o.keep_mask.assign(30, 1);
+  for (int i : {3, 4, 10, 17, 22}) o.keep_mask[i] = 0;
+  auto a = model_->Prefill(tokens, o);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->cache->size(), 25);
+  EXPECT_EQ(a->cache->positions()[3], 5);  // kept slots keep their original positions
+  EXPECT_EQ(a->cache->next_position(), 30);
+  // Changing what sits at the dropped positions changes nothing the kept tokens see.
+  for (int i : {3, 4, 10, 17, 22}) tokens[i] = (tokens[i] + 50) % 96;
+  auto b = model_->Prefill(tokens, o);
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(a->last_logits, b->last_logits);
+  auto la = model_->Extend(*a->cache, {7}, {30}), lb = model_->Extend(*b->cache, {7}, {30});
+  EXPECT_EQ(*la, *lb);
+  // ... while without the mask the change is visible.
+  auto c = model_->Prefill(tokens);
+  EXPECT_GT(MaxDiff(c->last_logits, a->last_logits.data(), V), 1e-3);
+}
+
+TEST_F(ModelTest, CompactingToEverySlotEqualsTheFullCache) {
+  const auto tokens = Tokens(20);
+  auto a = model_->Prefill(absl::MakeSpan(tokens).subspan(0, 19));
+  auto b = model_->Prefill(absl::MakeSpan(tokens).subspan(0, 19));
+  std::vector<int32_t> all(19);
+  std::iota(all.begin(), all.end(), 0);
+  ASSERT_TRUE(b->cache->Compact(all).ok());
+  auto la = model_->Extend(*a->cache, {tokens[19]}, {19});
+  auto lb = model_->Extend(*b->cache, {tokens[19]}, {19});
+  EXPECT_EQ(*la, *lb);
+}
+
+TEST_F(ModelTest, EvictedCacheDecodesAtOriginalPositionsAndRebuildsExactly) {
+  const auto tokens = Tokens(40);
+  auto pre = model_->Prefill(absl::MakeSpan(tokens).subspan(0, 39));
+  ASSERT_TRUE(pre.ok());
+  std::vector<int32_t> kept;
+  for (int i = 0; i < 39; i += 2) kept.push_back(i);
+  ASSERT_TRUE(pre->cache->Compact(kept).ok());
+  EXPECT_EQ(pre->cache->positions(), kept);
+  EXPECT_EQ(pre->cache->next_position(), 39);
+
+  // Export every layer, rebuild a fresh cache from the floats (as the cloud does), and
+  // decode: float32 export/import is exact.
+  const auto& c = model_->config();
+  const int n = static_cast<int>(kept.size());
+  auto rebuilt = model_->NewCache(kept, 39);
+  std::vector<float> k(c.num_kv_heads * n * c.head_dim), v(k.size());
+  for (int l = 0; l < c.num_layers; ++l) {
+    ASSERT_TRUE(pre->cache->ExportLayer(l, 0, n, k.data(), v.data()).ok());
+    ASSERT_TRUE(rebuilt->WriteLayer(l, 0, n, k.data(), v.data()).ok());
+  }
+  auto la = model_->Extend(*pre->cache, {tokens[39]}, {39});
+  auto lb = model_->Extend(*rebuilt, {tokens[39]}, {39});
+  ASSERT_TRUE(la.ok() && lb.ok());
+  EXPECT_EQ(*la, *lb);
+  // Dropping half the context changes the answer distribution (the test would catch a
+  // cache that silently ignored the compaction).
+  auto full = model_->FullLogits(tokens);
+  EXPECT_GT(MaxDiff(*la, full->data() + 39 * V, V), 1e-3);
+}
+
+TEST_F(ModelTest, ClearErrorsForBadInput) {
+  auto r = model_->Prefill(std::vector<int32_t>{1, 2, 97});
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("token 2 is id 97, expected 0..96"), std::string::npos) << r.status();
+  EXPECT_EQ(model_->Prefill(std::vector<int32_t>{}).status().code(), absl::StatusCode::kInvalidArgument);
+  auto pre = model_->Prefill(Tokens(5));
+  auto e = model_->Extend(*pre->cache, {1}, {4});
+  EXPECT_NE(e.status().message().find("must exceed 4"), std::string::npos) << e.status();
+  e = model_->Extend(*pre->cache, {1}, {512});
+  EXPECT_NE(e.status().message().find("beyond the model's maximum of 512"), std::string::npos);
+  PrefillOptions o;
+  o.keep_mask = {1, 1};
+  EXPECT_NE(model_->Prefill(Tokens(5), o).status().message().find("keep mask has 2 entries for 5"),
+            std::string::npos);
+  std::vector<float> buf(1000);
+  EXPECT_EQ(pre->cache->ExportLayer(2, 0, 5, buf.data(), buf.data()).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(pre->cache->Compact({3, 1}).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ModelLoadTest, FingerprintTracksWeightsAndErrorsNameTheTensor) {
+  const auto c = TinyConfig();
+  const std::string a = WriteTinyModel("fp_a", c, 1), b = WriteTinyModel("fp_b", c, 2);
+  auto ma = Model::Load(a), ma2 = Model::Load(a), mb = Model::Load(b);
+  ASSERT_TRUE(ma.ok() && ma2.ok() && mb.ok());
+  EXPECT_EQ((*ma)->fingerprint(), (*ma2)->fingerprint());
+  EXPECT_NE((*ma)->fingerprint(), (*mb)->fingerprint());
+  EXPECT_EQ((*ma)->fingerprint().rfind("qwen2-", 0), 0u) << (*ma)->fingerprint();
+
+  // A config that disagrees with the weights names the tensor and both shapes.
+  auto bad = c;
+  bad.intermediate_size = 65;
+  std::ofstream(a + "/config.json") << bad.ToJson();
+  auto r = Model::Load(a);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("model.layers.0.mlp.gate_proj.weight has shape [64, 32], config needs [65, 32]"),
+            std::string::npos) << r.status();
+  EXPECT_EQ(Model::Load(a, {"cpu", "f16", 0}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Model::Load(::testing::TempDir() + "/nonexistent").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(ModelLoadTest, Bf16RuntimeTracksFloat32) {
+  const std::string dir = WriteTinyModel("bf16", TinyConfig(), 3);
+  auto f = Model::Load(dir), h = Model::Load(dir, {"cpu", "bf16", 0});
+  ASSERT_TRUE(f.ok() && h.ok());
+  EXPECT_TRUE((*h)->is_bf16());
+  const auto tokens = Tokens(20);
+  auto a = (*f)->Prefill(tokens), b = (*h)->Prefill(tokens);
+  ASSERT_TRUE(a.ok() && b.ok()) << b.status();
+  EXPECT_TRUE(b->cache->is_bf16());
+  // Same argmax on a model this small; logits agree to bf16 precision.
+  const auto am = std::max_element(a->last_logits.begin(), a->last_logits.end()) - a->last_logits.begin();
+  const auto bm = std::max_element(b->last_logits.begin(), b->last_logits.end()) - b->last_logits.begin();
+  EXPECT_EQ(am, bm);
+  EXPECT_LT(MaxDiff(a->last_logits, b->last_logits.data(), 97), 0.1);
+}
+
+}  // namespace
+}  // namespace kvstream::model
