@@ -11,7 +11,7 @@ PACKAGES=(
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libzstd-dev prometheus-cpp-dev libcivetweb-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  nlohmann-json3-dev libpcre2-dev libre2-dev
+  nlohmann-json3-dev libpcre2-dev libre2-dev libutf8proc-dev
   wamerican prometheus docker-compose
 )
 # Node.js runs the reference tokenizer in the parity test. A machine may already carry a

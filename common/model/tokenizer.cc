@@ -1,0 +1,390 @@
+#include "common/model/tokenizer.h"
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+#include <utf8proc.h>
+
+#include <algorithm>
+#include <fstream>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <unordered_map>
+
+#include "absl/strings/str_cat.h"
+#include "common/base/status.h"
+
+namespace kvstream::model {
+namespace {
+
+using nlohmann::json;
+
+bool ValidUtf8(absl::string_view s) {
+  const auto* p = reinterpret_cast<const utf8proc_uint8_t*>(s.data());
+  const auto n = static_cast<utf8proc_ssize_t>(s.size());
+  for (utf8proc_ssize_t i = 0; i < n;) {
+    utf8proc_int32_t cp;
+    const utf8proc_ssize_t len = utf8proc_iterate(p + i, n - i, &cp);
+    if (len <= 0) return false;
+    i += len;
+  }
+  return true;
+}
+
+uint64_t PairKey(int32_t a, int32_t b) {
+  return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
+}
+
+}  // namespace
+
+const std::vector<uint32_t>& ByteToUnicode() {
+  static const std::vector<uint32_t> table = [] {
+    std::vector<uint32_t> t(256);
+    uint32_t extra = 0;
+    for (uint32_t b = 0; b < 256; ++b) {
+      const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174);
+      t[b] = printable ? b : 256 + extra++;
+    }
+    return t;
+  }();
+  return table;
+}
+
+std::string CodepointToUtf8(uint32_t cp) {
+  utf8proc_uint8_t buf[4];
+  const utf8proc_ssize_t n = utf8proc_encode_char(static_cast<utf8proc_int32_t>(cp), buf);
+  return std::string(reinterpret_cast<char*>(buf), static_cast<size_t>(n));
+}
+
+struct Tokenizer::Impl {
+  std::unordered_map<std::string, int32_t> vocab;
+  std::vector<std::string> id_to_token;  // vocabulary and added tokens
+  std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merges;  // pair -> (rank, merged id)
+  struct Added {
+    std::string content;
+    int32_t id;
+    bool special;
+  };
+  std::vector<Added> added;  // longest first
+  std::vector<bool> is_added, is_special;
+  bool nfc = false;
+  bool ignore_merges = false;
+  pcre2_code* regex = nullptr;
+  int32_t byte_id[256] = {};
+  std::unordered_map<uint32_t, uint8_t> unicode_to_byte;
+  mutable std::mutex cache_mu;
+  mutable std::unordered_map<std::string, std::vector<int32_t>> cache;
+
+  ~Impl() {
+    if (regex != nullptr) pcre2_code_free(regex);
+  }
+
+  // BPE over one pre-tokenized piece (raw UTF-8 bytes).
+  std::vector<int32_t> Bpe(const std::string& piece) const {
+    {
+      std::lock_guard<std::mutex> lock(cache_mu);
+      auto it = cache.find(piece);
+      if (it != cache.end()) return it->second;
+    }
+    std::vector<int32_t> syms;
+    syms.reserve(piece.size());
+    for (unsigned char b : piece) syms.push_back(byte_id[b]);
+    bool whole = false;
+    if (ignore_merges) {
+      std::string mapped;
+      for (unsigned char b : piece) mapped += CodepointToUtf8(ByteToUnicode()[b]);
+      auto it = vocab.find(mapped);
+      if (it != vocab.end()) {
+        syms = {it->second};
+        whole = true;
+      }
+    }
+    while (!whole && syms.size() > 1) {
+      int32_t best_rank = INT32_MAX, best_id = -1;
+      size_t best_at = 0;
+      for (size_t i = 0; i + 1 < syms.size(); ++i) {
+        auto it = merges.find(PairKey(syms[i], syms[i + 1]));
+        if (it != merges.end() && it->second.first < best_rank) {
+          best_rank = it->second.first;
+          best_id = it->second.second;
+          best_at = i;
+        }
+      }
+      if (best_id < 0) break;
+      // Merge every occurrence of the best pair, left to right.
+      const int32_t a = syms[best_at], b = syms[best_at + 1];
+      std::vector<int32_t> next;
+      next.reserve(syms.size());
+      for (size_t i = 0; i < syms.size(); ++i) {
+        if (i + 1 < syms.size() && syms[i] == a && syms[i + 1] == b) {
+          next.push_back(best_id);
+          ++i;
+        } else {
+          next.push_back(syms[i]);
+        }
+      }
+      syms.swap(next);
+    }
+    std::lock_guard<std::mutex> lock(cache_mu);
+    if (cache.size() < 100000) cache.emplace(piece, syms);
+    return syms;
+  }
+
+  absl::Status EncodeSegment(absl::string_view text, std::vector<int32_t>* out) const {
+    std::string normalized(text);
+    if (nfc && !text.empty()) {
+      utf8proc_uint8_t* n = utf8proc_NFC(reinterpret_cast<const utf8proc_uint8_t*>(normalized.c_str()));
+      if (n == nullptr) return absl::InvalidArgumentError("text is not valid UTF-8");
+      normalized.assign(reinterpret_cast<char*>(n));
+      free(n);
+    }
+    auto emit = [&](size_t begin, size_t end) {
+      if (begin >= end) return;
+      const std::vector<int32_t> ids = Bpe(normalized.substr(begin, end - begin));
+      out->insert(out->end(), ids.begin(), ids.end());
+    };
+    if (regex == nullptr) {
+      emit(0, normalized.size());
+      return absl::OkStatus();
+    }
+    pcre2_match_data* md = pcre2_match_data_create_from_pattern(regex, nullptr);
+    const auto* subject = reinterpret_cast<PCRE2_SPTR>(normalized.data());
+    const PCRE2_SIZE len = normalized.size();
+    PCRE2_SIZE offset = 0, last_end = 0;
+    absl::Status status;
+    while (offset < len) {
+      const int rc = pcre2_match(regex, subject, len, offset, PCRE2_NO_UTF_CHECK, md, nullptr);
+      if (rc == PCRE2_ERROR_NOMATCH) break;
+      if (rc < 0) {
+        status = absl::InternalError(absl::StrCat("pre-tokenizer regex failed with code ", rc));
+        break;
+      }
+      const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
+      emit(last_end, ov[0]);  // "Isolated": the text between matches is a piece too
+      emit(ov[0], ov[1]);
+      last_end = ov[1];
+      if (ov[1] == ov[0]) {  // empty match: step one code point
+        offset = ov[1] + 1;
+        while (offset < len && (normalized[offset] & 0xC0) == 0x80) ++offset;
+      } else {
+        offset = ov[1];
+      }
+    }
+    pcre2_match_data_free(md);
+    RETURN_IF_ERROR(status);
+    emit(last_end, len);
+    return absl::OkStatus();
+  }
+};
+
+Tokenizer::Tokenizer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Tokenizer::~Tokenizer() = default;
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return FromJson(ss.str(), path);
+}
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(absl::string_view text,
+                                                               absl::string_view source) {
+  auto fail = [&](auto&&... parts) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": ", parts...));
+  };
+  json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) return fail("not a JSON object");
+  if (!j.contains("model") || !j["model"].is_object() || j["model"].value("type", "") != "BPE") {
+    return fail("expected a BPE model (\"model\": {\"type\": \"BPE\", ...})");
+  }
+  auto impl = std::make_unique<Impl>();
+  const json& m = j["model"];
+  if (!m.contains("vocab") || !m["vocab"].is_object()) return fail("model.vocab must be an object");
+  for (auto it = m["vocab"].begin(); it != m["vocab"].end(); ++it) {
+    if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0 ||
+        it.value().get<int64_t>() > 10'000'000) {
+      return fail("vocab entry ", it.key(), " has a bad id ", it.value().dump());
+    }
+    const int32_t id = it.value().get<int32_t>();
+    impl->vocab[it.key()] = id;
+    if (static_cast<size_t>(id) >= impl->id_to_token.size()) impl->id_to_token.resize(id + 1);
+    impl->id_to_token[id] = it.key();
+  }
+  impl->ignore_merges = m.value("ignore_merges", false);
+  // Every byte's character must be a token, or BPE cannot start.
+  for (int b = 0; b < 256; ++b) {
+    const std::string ch = CodepointToUtf8(ByteToUnicode()[b]);
+    auto it = impl->vocab.find(ch);
+    if (it == impl->vocab.end()) return fail("vocab lacks the byte-level token for byte ", b);
+    impl->byte_id[b] = it->second;
+    impl->unicode_to_byte[ByteToUnicode()[b]] = static_cast<uint8_t>(b);
+  }
+  if (!m.contains("merges") || !m["merges"].is_array()) return fail("model.merges must be an array");
+  int32_t rank = 0;
+  for (const json& mg : m["merges"]) {
+    std::string a, b;
+    if (mg.is_string()) {  // "a b"
+      const std::string s = mg.get<std::string>();
+      const size_t sp = s.find(' ');
+      if (sp == std::string::npos) return fail("merge ", rank, " '", s, "' is not \"left right\"");
+      a = s.substr(0, sp);
+      b = s.substr(sp + 1);
+    } else if (mg.is_array() && mg.size() == 2 && mg[0].is_string() && mg[1].is_string()) {
+      a = mg[0].get<std::string>();
+      b = mg[1].get<std::string>();
+    } else {
+      return fail("merge ", rank, " must be \"a b\" or [\"a\", \"b\"], found ", mg.dump());
+    }
+    auto ia = impl->vocab.find(a), ib = impl->vocab.find(b), im = impl->vocab.find(a + b);
+    if (ia == impl->vocab.end() || ib == impl->vocab.end() || im == impl->vocab.end()) {
+      return fail("merge ", rank, " (", a, ", ", b, ") names a token missing from the vocab");
+    }
+    impl->merges.emplace(PairKey(ia->second, ib->second), std::make_pair(rank, im->second));
+    ++rank;
+  }
+  if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
+    for (const json& t : j["added_tokens"]) {
+      if (!t.contains("id") || !t["id"].is_number_integer() || !t.contains("content") ||
+          !t["content"].is_string() || t["content"].get<std::string>().empty()) {
+        return fail("added token ", t.dump(), " needs an id and non-empty content");
+      }
+      Impl::Added a{t["content"].get<std::string>(), t["id"].get<int32_t>(), t.value("special", false)};
+      if (a.id < 0 || a.id > 10'000'000) return fail("added token ", a.content, " has a bad id");
+      if (static_cast<size_t>(a.id) >= impl->id_to_token.size()) impl->id_to_token.resize(a.id + 1);
+      impl->id_to_token[a.id] = a.content;
+      impl->vocab[a.content] = a.id;
+      impl->added.push_back(std::move(a));
+    }
+  }
+  std::stable_sort(impl->added.begin(), impl->added.end(),
+                   [](const Impl::Added& x, const Impl::Added& y) { return x.content.size() > y.content.size(); });
+  impl->is_added.assign(impl->id_to_token.size(), false);
+  impl->is_special.assign(impl->id_to_token.size(), false);
+  for (const auto& a : impl->added) {
+    impl->is_added[a.id] = true;
+    impl->is_special[a.id] = a.special;
+  }
+
+  // normalizer: NFC, or none
+  if (j.contains("normalizer") && j["normalizer"].is_object()) {
+    const std::string type = j["normalizer"].value("type", "");
+    if (type == "NFC") {
+      impl->nfc = true;
+    } else {
+      return fail("normalizer ", type, " is not supported (NFC or null)");
+    }
+  }
+  // pre-tokenizer: a Split regex (optionally in a Sequence with ByteLevel(use_regex=false))
+  std::string pattern;
+  if (j.contains("pre_tokenizer") && j["pre_tokenizer"].is_object()) {
+    const json& p = j["pre_tokenizer"];
+    std::vector<json> steps;
+    if (p.value("type", "") == "Sequence") {
+      for (const json& s : p["pretokenizers"]) steps.push_back(s);
+    } else {
+      steps.push_back(p);
+    }
+    for (const json& s : steps) {
+      const std::string type = s.value("type", "");
+      if (type == "Split" && s.contains("pattern") && s["pattern"].contains("Regex")) {
+        pattern = s["pattern"]["Regex"].get<std::string>();
+        if (s.value("behavior", "Isolated") != "Isolated" || s.value("invert", false)) {
+          return fail("Split pre-tokenizer must be behavior Isolated, invert false");
+        }
+      } else if (type == "ByteLevel") {
+        if (s.value("use_regex", true)) {
+          return fail("ByteLevel pre-tokenizer with use_regex=true is not supported");
+        }
+      } else {
+        return fail("pre-tokenizer ", type, " is not supported");
+      }
+    }
+  }
+  if (!pattern.empty()) {
+    int err = 0;
+    PCRE2_SIZE err_off = 0;
+    impl->regex = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.c_str()), PCRE2_ZERO_TERMINATED,
+                                PCRE2_UTF | PCRE2_UCP, &err, &err_off, nullptr);
+    if (impl->regex == nullptr) {
+      PCRE2_UCHAR msg[256];
+      pcre2_get_error_message(err, msg, sizeof(msg));
+      return fail("pre-tokenizer regex does not compile at offset ", err_off, ": ",
+                  reinterpret_cast<char*>(msg));
+    }
+    pcre2_jit_compile(impl->regex, PCRE2_JIT_COMPLETE);  // falls back to the interpreter
+  }
+  return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(impl)));
+}
+
+absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(absl::string_view text, bool parse_special) const {
+  if (!ValidUtf8(text)) return absl::InvalidArgumentError("text is not valid UTF-8");
+  std::vector<int32_t> out;
+  size_t seg_begin = 0, i = 0;
+  while (i < text.size()) {
+    const Impl::Added* hit = nullptr;
+    if (parse_special) {
+      for (const auto& a : impl_->added) {  // longest first
+        if (text.compare(i, a.content.size(), a.content) == 0) {
+          hit = &a;
+          break;
+        }
+      }
+    }
+    if (hit == nullptr) {
+      ++i;
+      continue;
+    }
+    RETURN_IF_ERROR(impl_->EncodeSegment(text.substr(seg_begin, i - seg_begin), &out));
+    out.push_back(hit->id);
+    i += hit->content.size();
+    seg_begin = i;
+  }
+  RETURN_IF_ERROR(impl_->EncodeSegment(text.substr(seg_begin), &out));
+  return out;
+}
+
+absl::StatusOr<std::string> Tokenizer::Decode(absl::Span<const int32_t> ids, bool skip_special) const {
+  std::string out;
+  for (int32_t id : ids) {
+    if (id < 0 || static_cast<size_t>(id) >= impl_->id_to_token.size() ||
+        impl_->id_to_token[id].empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("token id ", id, " is not in the vocabulary (",
+                                                     impl_->id_to_token.size(), " ids)"));
+    }
+    if (impl_->is_added[id]) {
+      if (!(skip_special && impl_->is_special[id])) out += impl_->id_to_token[id];
+      continue;
+    }
+    const std::string& tok = impl_->id_to_token[id];
+    utf8proc_ssize_t p = 0;
+    const auto n = static_cast<utf8proc_ssize_t>(tok.size());
+    while (p < n) {
+      utf8proc_int32_t cp;
+      const utf8proc_ssize_t len =
+          utf8proc_iterate(reinterpret_cast<const utf8proc_uint8_t*>(tok.data()) + p, n - p, &cp);
+      if (len <= 0) break;
+      auto it = impl_->unicode_to_byte.find(static_cast<uint32_t>(cp));
+      if (it != impl_->unicode_to_byte.end()) {
+        out.push_back(static_cast<char>(it->second));
+      } else {
+        out.append(tok, static_cast<size_t>(p), static_cast<size_t>(len));
+      }
+      p += len;
+    }
+  }
+  return out;
+}
+
+int Tokenizer::TokenId(absl::string_view token) const {
+  auto it = impl_->vocab.find(std::string(token));
+  return it == impl_->vocab.end() ? -1 : it->second;
+}
+
+int Tokenizer::vocab_size() const { return static_cast<int>(impl_->id_to_token.size()); }
+
+bool Tokenizer::IsSpecial(int32_t id) const {
+  return id >= 0 && static_cast<size_t>(id) < impl_->is_special.size() && impl_->is_special[id];
+}
+
+}  // namespace kvstream::model

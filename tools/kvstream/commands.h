@@ -1,0 +1,18 @@
+// Subcommands of the `kvstream` CLI. Each lives in its own file, declares its flags
+// there, and returns a process exit code.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace kvstream::cli {
+
+struct Command {
+  const char* name;
+  const char* summary;
+  int (*run)(const std::vector<std::string>& args);  // positional args after the flags
+};
+
+int RunTokenize(const std::vector<std::string>& args);
+
+}  // namespace kvstream::cli

@@ -1,0 +1,57 @@
+// kvstream: the command-line tool. `kvstream COMMAND [--flags]`; `kvstream COMMAND --help`
+// lists a command's flags.
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "tools/kvstream/commands.h"
+
+namespace {
+
+using kvstream::cli::Command;
+
+const Command kCommands[] = {
+    {"tokenize", "UTF-8 text on stdin -> token ids (or ids -> text with --decode)",
+     kvstream::cli::RunTokenize},
+};
+
+void PrintCommands(FILE* out) {
+  std::fprintf(out, "usage: kvstream COMMAND [--flags]\n\ncommands:\n");
+  for (const Command& c : kCommands) std::fprintf(out, "  %-12s %s\n", c.name, c.summary);
+  std::fprintf(out, "\n`kvstream COMMAND --help` lists the command's flags.\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "help") == 0 ||
+      std::strcmp(argv[1], "-h") == 0) {
+    PrintCommands(argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  const Command* command = nullptr;
+  for (const Command& c : kCommands) {
+    if (std::strcmp(argv[1], c.name) == 0) command = &c;
+  }
+  if (command == nullptr) {
+    std::fprintf(stderr, "kvstream: unknown command '%s'\n\n", argv[1]);
+    PrintCommands(stderr);
+    return 2;
+  }
+  // Help shows only the flags declared in the command's own source file.
+  const std::string file = absl::StrCat("tools/kvstream/", command->name, ".cc");
+  absl::FlagsUsageConfig config;
+  config.contains_helpshort_flags = [file](absl::string_view f) { return absl::EndsWith(f, file); };
+  config.contains_help_flags = config.contains_helpshort_flags;
+  absl::SetFlagsUsageConfig(config);
+  absl::SetProgramUsageMessage(absl::StrCat("kvstream ", command->name, ": ", command->summary));
+  std::vector<char*> rest = absl::ParseCommandLine(argc - 1, argv + 1);
+  std::vector<std::string> args(rest.begin() + 1, rest.end());
+  return command->run(args);
+}
