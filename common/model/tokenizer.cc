@@ -131,6 +131,15 @@ struct Tokenizer::Impl {
   }
 
   absl::Status EncodeSegment(absl::string_view text, std::vector<int32_t>* out) const {
+    return Split(text, [&](const std::string& piece) {
+      const std::vector<int32_t> ids = Bpe(piece);
+      out->insert(out->end(), ids.begin(), ids.end());
+    });
+  }
+
+  // Normalizes `text` and calls `emit` with each pre-tokenized piece in order.
+  template <typename Emit>
+  absl::Status Split(absl::string_view text, Emit&& emit_piece) const {
     std::string normalized(text);
     if (nfc && !text.empty()) {
       utf8proc_uint8_t* n = utf8proc_NFC(reinterpret_cast<const utf8proc_uint8_t*>(normalized.c_str()));
@@ -139,9 +148,7 @@ struct Tokenizer::Impl {
       free(n);
     }
     auto emit = [&](size_t begin, size_t end) {
-      if (begin >= end) return;
-      const std::vector<int32_t> ids = Bpe(normalized.substr(begin, end - begin));
-      out->insert(out->end(), ids.begin(), ids.end());
+      if (begin < end) emit_piece(normalized.substr(begin, end - begin));
     };
     if (regex == nullptr) {
       emit(0, normalized.size());
@@ -374,6 +381,13 @@ absl::StatusOr<std::string> Tokenizer::Decode(absl::Span<const int32_t> ids, boo
     }
   }
   return out;
+}
+
+absl::StatusOr<std::vector<std::string>> Tokenizer::PreTokenize(absl::string_view text) const {
+  if (!ValidUtf8(text)) return absl::InvalidArgumentError("text is not valid UTF-8");
+  std::vector<std::string> pieces;
+  RETURN_IF_ERROR(impl_->Split(text, [&](const std::string& p) { pieces.push_back(p); }));
+  return pieces;
 }
 
 int Tokenizer::TokenId(absl::string_view token) const {

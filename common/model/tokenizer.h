@@ -31,6 +31,10 @@ class Tokenizer {
   absl::StatusOr<std::string> Decode(absl::Span<const int32_t> ids,
                                      bool skip_special = false) const;
 
+  // The pieces BPE would see for `text` (no added-token handling): normalized, split by
+  // the pre-tokenizer regex. Used to train tokenizers with the same splitting.
+  absl::StatusOr<std::vector<std::string>> PreTokenize(absl::string_view text) const;
+
   // Id of a token string (vocabulary or added token), or -1.
   int TokenId(absl::string_view token) const;
   // Largest id + 1 over vocabulary and added tokens.

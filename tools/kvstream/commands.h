@@ -14,5 +14,6 @@ struct Command {
 };
 
 int RunTokenize(const std::vector<std::string>& args);
+int RunTrainTiny(const std::vector<std::string>& args);
 
 }  // namespace kvstream::cli

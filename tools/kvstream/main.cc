@@ -1,5 +1,6 @@
 // kvstream: the command-line tool. `kvstream COMMAND [--flags]`; `kvstream COMMAND --help`
 // lists a command's flags.
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -19,6 +20,8 @@ using kvstream::cli::Command;
 const Command kCommands[] = {
     {"tokenize", "UTF-8 text on stdin -> token ids (or ids -> text with --decode)",
      kvstream::cli::RunTokenize},
+    {"train-tiny", "train the tiny tokenizer and scout/large models on synthetic tasks",
+     kvstream::cli::RunTrainTiny},
 };
 
 void PrintCommands(FILE* out) {
@@ -45,7 +48,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   // Help shows only the flags declared in the command's own source file.
-  const std::string file = absl::StrCat("tools/kvstream/", command->name, ".cc");
+  std::string file = absl::StrCat("tools/kvstream/", command->name, ".cc");
+  std::replace(file.begin(), file.end(), '-', '_');
   absl::FlagsUsageConfig config;
   config.contains_helpshort_flags = [file](absl::string_view f) { return absl::EndsWith(f, file); };
   config.contains_help_flags = config.contains_helpshort_flags;

@@ -1,0 +1,262 @@
+#include "common/eval/tasks.h"
+
+#include <algorithm>
+#include <cctype>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <set>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "common/base/status.h"
+
+namespace kvstream::eval {
+namespace {
+
+using nlohmann::json;
+
+std::string Number(std::mt19937_64& rng, int digits) {
+  std::string s;
+  s.push_back(static_cast<char>('1' + rng() % 9));  // no leading zero
+  for (int i = 1; i < digits; ++i) s.push_back(static_cast<char>('0' + rng() % 10));
+  return s;
+}
+
+// `n` distinct words.
+std::vector<std::string> Pick(const std::vector<std::string>& words, std::mt19937_64& rng, int n) {
+  std::set<size_t> chosen;
+  while (static_cast<int>(chosen.size()) < n) chosen.insert(rng() % words.size());
+  std::vector<std::string> out;
+  for (size_t i : chosen) out.push_back(words[i]);
+  std::shuffle(out.begin(), out.end(), rng);
+  return out;
+}
+
+std::string Capitalize(std::string s) {
+  if (!s.empty()) s[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(s[0])));
+  return s;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<std::string>> LoadWords(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat(path, ": cannot open the word list (Debian package wamerican)"));
+  }
+  std::set<std::string> words;
+  std::string w;
+  while (std::getline(in, w)) {
+    if (w.size() < 3 || w.size() > 8) continue;
+    if (!std::all_of(w.begin(), w.end(), [](char c) { return c >= 'a' && c <= 'z'; })) continue;
+    words.insert(w);
+  }
+  if (words.size() < 1000) {
+    return absl::FailedPreconditionError(absl::StrCat(path, ": only ", words.size(), " usable words"));
+  }
+  return std::vector<std::string>(words.begin(), words.end());
+}
+
+TaskGenerator::TaskGenerator(std::vector<std::string> words, TokenCounter counter)
+    : words_(std::move(words)), counter_(std::move(counter)) {}
+
+Example TaskGenerator::One(const std::string& kind, uint64_t seed, int num_records,
+                           int target_tokens, int value_digits) const {
+  std::mt19937_64 rng(seed);
+  Example ex;
+  ex.kind = kind;
+  if (kind == "single") {
+    const std::vector<std::string> names = Pick(words_, rng, num_records);
+    std::vector<std::string> sentences;
+    std::vector<std::string> values;
+    for (const std::string& n : names) {
+      values.push_back(Number(rng, value_digits));
+      sentences.push_back(absl::StrCat("The code of ", n, " is ", values.back(), "."));
+    }
+    const size_t q = rng() % names.size();
+    ex.context = absl::StrJoin(sentences, " ");
+    ex.question = absl::StrCat("What is the code of ", names[q], "?");
+    ex.answers = {values[q]};
+    for (size_t i = 0; i < names.size(); ++i) {
+      ex.all_qas.emplace_back(absl::StrCat("What is the code of ", names[i], "?"), values[i]);
+    }
+  } else if (kind == "multi") {
+    // Half the records map people to towns, half map towns to codes; every town has a
+    // code, so the first hop alone never answers.
+    const int pairs = std::max(1, num_records / 2);
+    const std::vector<std::string> picked = Pick(words_, rng, 2 * pairs);
+    std::vector<std::string> sentences;
+    std::vector<std::string> values;
+    for (int i = 0; i < pairs; ++i) {
+      values.push_back(Number(rng, value_digits));
+      sentences.push_back(absl::StrCat(Capitalize(picked[i]), " lives in ", picked[pairs + i], "."));
+      sentences.push_back(absl::StrCat("The code of ", picked[pairs + i], " is ", values.back(), "."));
+    }
+    std::shuffle(sentences.begin(), sentences.end(), rng);
+    const int q = static_cast<int>(rng() % pairs);
+    ex.context = absl::StrJoin(sentences, " ");
+    ex.question = absl::StrCat("What is the code of the town where ", Capitalize(picked[q]), " lives?");
+    ex.answers = {values[q]};
+    for (int i = 0; i < pairs; ++i) {
+      ex.all_qas.emplace_back(
+          absl::StrCat("What is the code of the town where ", Capitalize(picked[i]), " lives?"), values[i]);
+      ex.all_qas.emplace_back(absl::StrCat("Where does ", Capitalize(picked[i]), " live?"), picked[pairs + i]);
+    }
+  } else {  // needle
+    const std::vector<std::string> name = Pick(words_, rng, 1);
+    const std::string value = Number(rng, value_digits);
+    const std::string needle = absl::StrCat("The code of ", name[0], " is ", value, ".");
+    auto count = [&](const std::string& s) {
+      return counter_ ? counter_(s) : static_cast<int>(s.size() / 4);
+    };
+    // Distractor sentences of dictionary words, until the context reaches the target.
+    std::vector<std::string> sentences;
+    std::string text;
+    while (count(text) + count(needle) < target_tokens) {
+      std::vector<std::string> ws;
+      const int len = 5 + static_cast<int>(rng() % 8);
+      for (int i = 0; i < len; ++i) ws.push_back(words_[rng() % words_.size()]);
+      ws[0] = Capitalize(ws[0]);
+      sentences.push_back(absl::StrCat(absl::StrJoin(ws, " "), "."));
+      text = absl::StrJoin(sentences, " ");
+    }
+    if (!sentences.empty()) sentences.pop_back();
+    const size_t at = sentences.empty() ? 0 : rng() % (sentences.size() + 1);
+    sentences.insert(sentences.begin() + static_cast<std::ptrdiff_t>(at), needle);
+    ex.context = absl::StrJoin(sentences, " ");
+    ex.question = absl::StrCat("What is the code of ", name[0], "?");
+    ex.answers = {value};
+    ex.target_tokens = target_tokens;
+    ex.all_qas.emplace_back(ex.question, value);
+  }
+  return ex;
+}
+
+std::vector<Example> TaskGenerator::Generate(const TaskOptions& o) const {
+  std::vector<Example> out;
+  for (int i = 0; i < o.num_examples; ++i) {
+    Example ex = One(o.kind, o.seed * 1000003ull + static_cast<uint64_t>(i), o.num_records,
+                     o.target_tokens, o.value_digits);
+    ex.id = absl::StrCat(o.kind, "-", o.seed, "-", i);
+    out.push_back(std::move(ex));
+  }
+  return out;
+}
+
+std::string ToSquadJson(const std::vector<Example>& examples) {
+  json data = json::array();
+  for (const Example& ex : examples) {
+    json answers = json::array();
+    for (const std::string& a : ex.answers) {
+      const size_t at = ex.context.find(a);
+      answers.push_back({{"text", a}, {"answer_start", at == std::string::npos ? -1 : static_cast<int64_t>(at)}});
+    }
+    json qa = {{"id", ex.id}, {"question", ex.question}, {"answers", answers}, {"is_impossible", false}};
+    json paragraph = {{"context", ex.context}, {"qas", json::array({qa})}};
+    json article = {{"title", absl::StrCat(ex.kind, ex.target_tokens > 0 ? absl::StrCat("-", ex.target_tokens) : "")},
+                    {"paragraphs", json::array({paragraph})}};
+    data.push_back(article);
+  }
+  return json({{"version", "v2.0"}, {"data", data}}).dump(1) + "\n";
+}
+
+absl::StatusOr<std::vector<Example>> FromSquadJson(const std::string& text, const std::string& source) {
+  json j = json::parse(text, nullptr, false);
+  auto fail = [&](auto&&... parts) { return absl::InvalidArgumentError(absl::StrCat(source, ": ", parts...)); };
+  if (j.is_discarded() || !j.is_object() || !j.contains("data") || !j["data"].is_array()) {
+    return fail("expected SQuAD JSON {\"data\": [...]}");
+  }
+  std::vector<Example> out;
+  for (const json& article : j["data"]) {
+    const std::string title = article.value("title", "");
+    if (!article.contains("paragraphs") || !article["paragraphs"].is_array()) {
+      return fail("article '", title, "' has no paragraphs array");
+    }
+    for (const json& p : article["paragraphs"]) {
+      if (!p.contains("context") || !p["context"].is_string() || !p.contains("qas")) {
+        return fail("a paragraph of '", title, "' lacks context or qas");
+      }
+      for (const json& qa : p["qas"]) {
+        if (qa.value("is_impossible", false)) continue;
+        Example ex;
+        ex.context = p["context"].get<std::string>();
+        ex.id = qa.contains("id") && qa["id"].is_string() ? qa["id"].get<std::string>() : "";
+        ex.question = qa.value("question", "");
+        const std::string dash = title.substr(0, title.find('-'));
+        ex.kind = (dash == "single" || dash == "multi" || dash == "needle") ? dash : "squad";
+        if (title.find('-') != std::string::npos) {
+          ex.target_tokens = std::atoi(title.c_str() + title.find('-') + 1);
+        }
+        if (qa.contains("answers") && qa["answers"].is_array()) {
+          for (const json& a : qa["answers"]) {
+            if (a.contains("text") && a["text"].is_string()) ex.answers.push_back(a["text"].get<std::string>());
+          }
+        }
+        if (ex.question.empty() || ex.answers.empty()) {
+          return fail("question '", ex.id, "' needs a question and at least one answer");
+        }
+        out.push_back(std::move(ex));
+      }
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<Example>> LoadSquadFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return FromSquadJson(ss.str(), path);
+}
+
+std::string NormalizeAnswer(const std::string& s) {
+  std::string lower;
+  for (char c : s) {
+    if (std::ispunct(static_cast<unsigned char>(c))) continue;
+    lower.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+  }
+  std::vector<std::string> words;
+  for (absl::string_view w : absl::StrSplit(lower, absl::ByAnyChar(" \t\n\r"), absl::SkipEmpty())) {
+    if (w == "a" || w == "an" || w == "the") continue;
+    words.emplace_back(w);
+  }
+  return absl::StrJoin(words, " ");
+}
+
+double ExactMatch(const std::string& prediction, const std::vector<std::string>& golds) {
+  const std::string p = NormalizeAnswer(prediction);
+  for (const std::string& g : golds) {
+    if (NormalizeAnswer(g) == p) return 1.0;
+  }
+  return 0.0;
+}
+
+double TokenF1(const std::string& prediction, const std::vector<std::string>& golds) {
+  const std::vector<std::string> p = absl::StrSplit(NormalizeAnswer(prediction), ' ', absl::SkipEmpty());
+  double best = 0.0;
+  for (const std::string& gold : golds) {
+    const std::vector<std::string> g = absl::StrSplit(NormalizeAnswer(gold), ' ', absl::SkipEmpty());
+    if (p.empty() || g.empty()) {
+      best = std::max(best, p.empty() && g.empty() ? 1.0 : 0.0);
+      continue;
+    }
+    std::map<std::string, int> counts;
+    for (const auto& w : g) ++counts[w];
+    int common = 0;
+    for (const auto& w : p) {
+      if (counts[w]-- > 0) ++common;
+    }
+    if (common == 0) continue;
+    const double precision = static_cast<double>(common) / p.size();
+    const double recall = static_cast<double>(common) / g.size();
+    best = std::max(best, 2 * precision * recall / (precision + recall));
+  }
+  return best;
+}
+
+}  // namespace kvstream::eval

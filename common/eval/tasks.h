@@ -1,0 +1,75 @@
+// Synthetic retrieval tasks, written and read as SQuAD v2 JSON (so a real SQuAD file can
+// be used wherever a generated one is), and the SQuAD scorer.
+//
+// Kinds (the answer always sits somewhere in a long context, so selection and
+// quantization errors show up as wrong answers):
+//   single  many records "The code of <name> is <number>."; the question asks one.
+//   multi   records "<name> lives in <town>." and "The code of <town> is <number>.";
+//           the question needs both hops.
+//   needle  one record hidden in distractor sentences, padded to a target length.
+// Names, towns and distractor words come from a word list (Debian's wamerican).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace kvstream::eval {
+
+struct Example {
+  std::string id;
+  std::string kind;  // single | multi | needle | squad
+  std::string context;
+  std::string question;
+  std::vector<std::string> answers;
+  int target_tokens = 0;  // length the context was generated for (0: not applicable)
+  // Every (question, answer) the context answers, the main one included (generated
+  // tasks only): training asks several per sequence.
+  std::vector<std::pair<std::string, std::string>> all_qas;
+};
+
+struct TaskOptions {
+  std::string kind = "single";
+  int num_examples = 100;
+  uint64_t seed = 1;
+  int num_records = 20;     // single / multi: records in the context
+  int target_tokens = 512;  // needle: context length in tokens
+  int value_digits = 3;
+};
+
+// Counts tokens of a text (e.g. a tokenizer); used to pad needle contexts to length.
+using TokenCounter = std::function<int(const std::string&)>;
+
+// Lowercase ASCII words of 3-8 letters from `path`, deduplicated, sorted.
+absl::StatusOr<std::vector<std::string>> LoadWords(const std::string& path = "/usr/share/dict/words");
+
+class TaskGenerator {
+ public:
+  TaskGenerator(std::vector<std::string> words, TokenCounter counter = nullptr);
+  std::vector<Example> Generate(const TaskOptions& options) const;
+  // One example of `kind`, drawing from the caller's RNG state (for training streams).
+  Example One(const std::string& kind, uint64_t seed, int num_records, int target_tokens,
+              int value_digits = 3) const;
+
+ private:
+  std::vector<std::string> words_;
+  TokenCounter counter_;
+};
+
+// SQuAD v2 JSON: {"version": "v2.0", "data": [{"title", "paragraphs": [{"context",
+// "qas": [{"id", "question", "answers": [{"text", "answer_start"}], "is_impossible"}]}]}]}.
+std::string ToSquadJson(const std::vector<Example>& examples);
+// Reads SQuAD v1/v2 JSON; unanswerable questions (is_impossible) are skipped.
+absl::StatusOr<std::vector<Example>> FromSquadJson(const std::string& json, const std::string& source);
+absl::StatusOr<std::vector<Example>> LoadSquadFile(const std::string& path);
+
+// SQuAD scoring: answers normalized (lowercase, punctuation and the articles a/an/the
+// removed, whitespace collapsed); best over the gold answers.
+std::string NormalizeAnswer(const std::string& s);
+double ExactMatch(const std::string& prediction, const std::vector<std::string>& golds);
+double TokenF1(const std::string& prediction, const std::vector<std::string>& golds);
+
+}  // namespace kvstream::eval

@@ -1,0 +1,105 @@
+#include "common/eval/tasks.h"
+
+#include <gtest/gtest.h>
+
+namespace kvstream::eval {
+namespace {
+
+std::vector<std::string> Words() {
+  auto w = LoadWords();
+  EXPECT_TRUE(w.ok()) << w.status();
+  return w.ok() ? *w : std::vector<std::string>{};
+}
+
+TEST(TasksTest, SingleHopRecordsHoldTheAnswerAndAreDeterministic) {
+  TaskGenerator gen(Words());
+  TaskOptions o;
+  o.num_examples = 20;
+  o.num_records = 15;
+  const auto a = gen.Generate(o), b = gen.Generate(o);
+  ASSERT_EQ(a.size(), 20u);
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].context, b[i].context);
+    EXPECT_EQ(a[i].answers.size(), 1u);
+    // The record that answers the question is in the context, exactly once.
+    const std::string name = a[i].question.substr(20, a[i].question.size() - 21);  // "What is the code of "
+    const std::string record = "The code of " + name + " is " + a[i].answers[0] + ".";
+    EXPECT_NE(a[i].context.find(record), std::string::npos) << a[i].question;
+    EXPECT_EQ(a[i].all_qas.size(), 15u);
+    EXPECT_EQ(a[i].answers[0].size(), 3u);
+  }
+  o.seed = 2;
+  EXPECT_NE(gen.Generate(o)[0].context, a[0].context);
+}
+
+TEST(TasksTest, MultiHopNeedsBothRecords) {
+  TaskGenerator gen(Words());
+  const Example ex = gen.One("multi", 5, 10, 0);
+  // "What is the code of the town where Name lives?"
+  const std::string name = ex.question.substr(35, ex.question.size() - 35 - 7);
+  const size_t at = ex.context.find(name + " lives in ");
+  ASSERT_NE(at, std::string::npos) << ex.context;
+  const size_t town_at = at + name.size() + 10;
+  const std::string town = ex.context.substr(town_at, ex.context.find('.', town_at) - town_at);
+  EXPECT_NE(ex.context.find("The code of " + town + " is " + ex.answers[0] + "."), std::string::npos);
+  EXPECT_EQ(ex.context.find("The code of " + name), std::string::npos);  // no shortcut
+}
+
+TEST(TasksTest, NeedleIsPaddedToTheTargetLength) {
+  TaskGenerator gen(Words(), [](const std::string& s) { return static_cast<int>(s.size() / 4); });
+  for (int target : {256, 1024}) {
+    const Example ex = gen.One("needle", 3, 0, target);
+    const int tokens = static_cast<int>(ex.context.size() / 4);
+    EXPECT_LE(tokens, target);
+    EXPECT_GT(tokens, target * 8 / 10);
+    EXPECT_NE(ex.context.find("The code of "), std::string::npos);
+  }
+}
+
+TEST(TasksTest, SquadJsonRoundTrip) {
+  TaskGenerator gen(Words());
+  TaskOptions o;
+  o.kind = "needle";
+  o.num_examples = 3;
+  o.target_tokens = 300;
+  const auto ex = gen.Generate(o);
+  auto back = FromSquadJson(ToSquadJson(ex), "x.json");
+  ASSERT_TRUE(back.ok()) << back.status();
+  ASSERT_EQ(back->size(), 3u);
+  EXPECT_EQ((*back)[1].context, ex[1].context);
+  EXPECT_EQ((*back)[1].question, ex[1].question);
+  EXPECT_EQ((*back)[1].answers, ex[1].answers);
+  EXPECT_EQ((*back)[1].kind, "needle");
+  EXPECT_EQ((*back)[1].target_tokens, 300);
+}
+
+TEST(TasksTest, ReadsRealSquadV2AndSkipsUnanswerable) {
+  auto r = FromSquadJson(R"({"version": "v2.0", "data": [{"title": "Normans", "paragraphs": [
+      {"context": "The Normans were the people who in the 10th and 11th centuries gave their name to Normandy.",
+       "qas": [{"question": "In what country is Normandy located?", "id": "56ddde6b9a695914005b9628",
+                "answers": [{"text": "France", "answer_start": 159}], "is_impossible": false},
+               {"plausible_answers": [{"text": "x", "answer_start": 1}], "question": "Who?", "id": "q2",
+                "answers": [], "is_impossible": true}]}]}]})", "dev.json");
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->size(), 1u);
+  EXPECT_EQ((*r)[0].kind, "squad");
+  EXPECT_EQ((*r)[0].answers[0], "France");
+  EXPECT_NE(FromSquadJson("{}", "bad.json").status().message().find("bad.json: expected SQuAD JSON"),
+            std::string::npos);
+}
+
+TEST(ScorerTest, SquadNormalizationExactMatchAndF1) {
+  EXPECT_EQ(NormalizeAnswer("The  Quick, brown fox!"), "quick brown fox");
+  EXPECT_EQ(ExactMatch("the France.", {"France"}), 1.0);
+  EXPECT_EQ(ExactMatch("Paris", {"France", "paris"}), 1.0);
+  EXPECT_EQ(ExactMatch("Paris France", {"France"}), 0.0);
+  EXPECT_DOUBLE_EQ(TokenF1("Paris France", {"France"}), 2 * 0.5 * 1.0 / 1.5);
+  EXPECT_DOUBLE_EQ(TokenF1("482", {"482"}), 1.0);
+  EXPECT_DOUBLE_EQ(TokenF1("481", {"482"}), 0.0);
+  EXPECT_DOUBLE_EQ(TokenF1("x y y", {"y y z"}), 2.0 / 3);  // token multiplicity counts
+  EXPECT_DOUBLE_EQ(TokenF1("a y y", {"y y z"}), 0.8);      // "a" is an article: dropped
+  EXPECT_DOUBLE_EQ(TokenF1("", {"the"}), 1.0);  // both normalize to empty
+}
+
+}  // namespace
+}  // namespace kvstream::eval

@@ -1,0 +1,385 @@
+// kvstream train-tiny: trains the project's tiny Qwen2-architecture models and their
+// byte-level BPE tokenizer on the synthetic retrieval tasks (common/eval), and writes
+// them as Hugging Face directories (config.json, model.safetensors, tokenizer.json).
+//
+// Recipe (retrieval is learned suddenly, after a plateau, when induction heads form):
+// HF initialisation (std 0.02), AdamW with warmup and cosine decay, a curriculum from a
+// few records to full-length contexts, and several questions per training sequence
+// (multi-query associative recall); loss on answer tokens only. Checkpoints every
+// --checkpoint_every steps; an interrupted run resumes from them.
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/base/status.h"
+#include "common/eval/tasks.h"
+#include "common/model/bpe_trainer.h"
+#include "common/model/chat.h"
+#include "common/model/tokenizer.h"
+#include "common/model/transformer.h"
+#include "tools/kvstream/commands.h"
+
+ABSL_FLAG(std::string, out, "testdata/models", "Output directory: tokenizer.json, scout/, large/");
+ABSL_FLAG(std::string, model, "both", "What to train: tokenizer, scout, large or both");
+ABSL_FLAG(std::string, ckpt_dir, "build/train-ckpt", "Checkpoint directory (resumed from when present)");
+ABSL_FLAG(int, steps, 8000, "Optimizer steps per model");
+ABSL_FLAG(int, batch, 8, "Sequences per step");
+ABSL_FLAG(double, lr, 2e-3, "Peak learning rate");
+ABSL_FLAG(int, warmup, 300, "Linear warm-up steps");
+ABSL_FLAG(int, threads, 0, "libtorch threads (0: every core)");
+ABSL_FLAG(uint64_t, seed, 1, "Seed for initialisation and data");
+ABSL_FLAG(int, checkpoint_every, 200, "Steps between checkpoints");
+ABSL_FLAG(int, eval_every, 500, "Steps between held-out evaluations (and exports)");
+ABSL_FLAG(int, eval_questions, 40, "Held-out questions per evaluation");
+ABSL_FLAG(double, max_minutes, 0, "Stop after this many minutes, checkpoint and export (0: no limit)");
+ABSL_FLAG(int, max_records, 40, "Records in the longest single-hop training contexts (~500 tokens)");
+ABSL_FLAG(int, vocab_size, 1024, "Tokenizer vocabulary (bytes + merges + 3 special tokens)");
+ABSL_FLAG(std::string, words, "/usr/share/dict/words", "Word list for names and distractors");
+
+namespace kvstream::cli {
+namespace {
+
+using model::ModelConfig;
+using model::Weights;
+
+constexpr char kSystem[] = "Answer with the value from the context.";
+
+ModelConfig TinyConfig(const std::string& name, int vocab, int eos) {
+  ModelConfig c;
+  c.architecture = "Qwen2ForCausalLM";
+  c.vocab_size = vocab;
+  c.max_position_embeddings = 4096;
+  c.rms_norm_eps = 1e-6;
+  c.rope_theta = 10000.0;
+  c.tie_word_embeddings = true;
+  c.eos_token_ids = {eos};
+  if (name == "scout") {  // ~0.5M parameters
+    c.hidden_size = 96;
+    c.intermediate_size = 256;
+    c.num_layers = 4;
+    c.num_heads = 4;
+    c.num_kv_heads = 2;
+  } else {  // large: ~2.6M parameters, deeper, more heads, GQA 3:1
+    c.hidden_size = 192;
+    c.intermediate_size = 512;
+    c.num_layers = 6;
+    c.num_heads = 6;
+    c.num_kv_heads = 2;
+  }
+  c.head_dim = c.hidden_size / c.num_heads;
+  return c;
+}
+
+struct Sample {
+  std::vector<int64_t> ids;
+  std::vector<int64_t> targets;  // -100 where no loss
+};
+
+class Trainer {
+ public:
+  Trainer(const model::Tokenizer& tok, const eval::TaskGenerator& gen) : tok_(tok), gen_(gen) {
+    im_end_ = tok.TokenId("<|im_end|>");
+  }
+
+  // One training sequence: a context and up to 4 question/answer turns about it.
+  Sample Make(uint64_t seed, double progress) const {
+    std::mt19937_64 rng(seed);
+    const int max_records = absl::GetFlag(FLAGS_max_records);
+    const double p = std::min(1.0, progress / 0.5);  // curriculum over the first half
+    const int r_cap = 4 + static_cast<int>(p * (max_records - 4));
+    // Mostly short contexts (cheap, and where recall is first learned), a fifth at full length.
+    const double mix = std::uniform_real_distribution<double>(0, 1)(rng);
+    const int r_max = mix < 0.5 ? std::min(r_cap, 12) : mix < 0.8 ? std::min(r_cap, 24) : r_cap;
+    const double u = std::uniform_real_distribution<double>(0, 1)(rng);
+    eval::Example ex;
+    if (u < 0.7 || p < 0.2) {
+      ex = gen_.One("single", rng(), 2 + static_cast<int>(rng() % (r_max - 1)), 0);
+    } else if (u < 0.85) {
+      ex = gen_.One("needle", rng(), 0, 64 + static_cast<int>(rng() % (64 + static_cast<int>(p * 448))));
+    } else {
+      ex = gen_.One("multi", rng(), 4 + 2 * static_cast<int>(rng() % std::max(1, r_max / 4)), 0);
+    }
+    std::vector<std::pair<std::string, std::string>> qas = ex.all_qas;
+    std::shuffle(qas.begin(), qas.end(), rng);
+    qas.resize(std::min<size_t>(qas.size(), 4));
+
+    Sample s;
+    auto add = [&](const std::vector<int32_t>& ids, bool loss) {
+      for (int32_t id : ids) {
+        s.ids.push_back(id);
+        s.targets.push_back(loss ? id : -100);
+      }
+    };
+    auto enc = [&](const std::string& text, bool special) { return tok_.Encode(text, special).value(); };
+    for (size_t i = 0; i < qas.size(); ++i) {
+      if (i == 0) {
+        add(model::BuildQaPrompt(tok_, ex.context, qas[0].first, {kSystem}).value().tokens, false);
+      } else {
+        add(enc("\n<|im_start|>user\nQuestion:", true), false);
+        add(enc(" " + qas[i].first, false), false);
+        add(enc("<|im_end|>\n<|im_start|>assistant\n", true), false);
+      }
+      std::vector<int32_t> ans = enc(qas[i].second, false);
+      ans.push_back(im_end_);
+      add(ans, true);
+    }
+    // Predict token t+1 at position t.
+    s.targets.erase(s.targets.begin());
+    s.targets.push_back(-100);
+    return s;
+  }
+
+  // Greedy answers on held-out single-hop questions, full recompute (no cache): exact match.
+  std::pair<double, double> Evaluate(const ModelConfig& c, const Weights& w, int n, int records) const {
+    torch::NoGradGuard no_grad;
+    double em = 0, tokens = 0;
+    for (int i = 0; i < n; ++i) {
+      const eval::Example ex = gen_.One("single", 0xE7A1000ull + i, records, 0);
+      std::vector<int32_t> prompt = model::BuildQaPrompt(tok_, ex.context, ex.question, {kSystem}).value().tokens;
+      tokens += prompt.size();
+      std::vector<int64_t> ids(prompt.begin(), prompt.end());
+      std::vector<int32_t> answer;
+      for (int step = 0; step < 8; ++step) {
+        const torch::Tensor logits = model::ForwardFull(c, w, torch::tensor(ids).unsqueeze(0));
+        const int64_t next = logits[0][-1].argmax().item<int64_t>();
+        if (next == im_end_) break;
+        answer.push_back(static_cast<int32_t>(next));
+        ids.push_back(next);
+      }
+      em += eval::ExactMatch(tok_.Decode(answer).value(), ex.answers);
+    }
+    return {em / n, tokens / n};
+  }
+
+ private:
+  const model::Tokenizer& tok_;
+  const eval::TaskGenerator& gen_;
+  int32_t im_end_;
+};
+
+absl::Status WriteText(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+  out.close();
+  if (!out) return absl::InternalError(absl::StrCat("cannot write ", path));
+  return absl::OkStatus();
+}
+
+absl::Status Export(const std::string& dir, const ModelConfig& c, const Weights& w,
+                    const std::string& tokenizer_json, const nlohmann::json& provenance) {
+  std::filesystem::create_directories(dir);
+  RETURN_IF_ERROR(WriteText(dir + "/config.json", c.ToJson()));
+  RETURN_IF_ERROR(model::SaveWeights(c, w, dir + "/model.safetensors"));
+  RETURN_IF_ERROR(WriteText(dir + "/tokenizer.json", tokenizer_json));
+  nlohmann::json gen = {{"eos_token_id", c.eos_token_ids}, {"do_sample", false}, {"max_new_tokens", 16}};
+  RETURN_IF_ERROR(WriteText(dir + "/generation_config.json", gen.dump(2) + "\n"));
+  return WriteText(dir + "/training.json", provenance.dump(2) + "\n");
+}
+
+absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, const std::string& tok_json,
+                        const eval::TaskGenerator& gen) {
+  const ModelConfig c = TinyConfig(name, tok.vocab_size(), tok.TokenId("<|im_end|>"));
+  const int total = absl::GetFlag(FLAGS_steps);
+  const uint64_t seed = absl::GetFlag(FLAGS_seed);
+  const std::string ckpt = absl::StrCat(absl::GetFlag(FLAGS_ckpt_dir), "/", name);
+  std::filesystem::create_directories(ckpt);
+
+  Weights w = model::InitWeights(c, seed + (name == "large" ? 100 : 0), 0.02);
+  int step = 0;
+  const bool resume = std::filesystem::exists(ckpt + "/state.json");
+  if (resume) {
+    ASSIGN_OR_RETURN(auto set, model::WeightSet::OpenDir(ckpt));
+    ASSIGN_OR_RETURN(w, model::LoadWeights(c, *set, torch::TensorOptions().dtype(torch::kFloat32)));
+    std::ifstream in(ckpt + "/state.json");
+    step = nlohmann::json::parse(in).value("step", 0);
+  }
+  std::vector<torch::Tensor> matrices, vectors;
+  for (torch::Tensor& t : w.Parameters()) {
+    t.requires_grad_(true);
+    (t.dim() >= 2 ? matrices : vectors).push_back(t);
+  }
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(matrices, std::make_unique<torch::optim::AdamWOptions>(
+                                    torch::optim::AdamWOptions(1e-3).betas({0.9, 0.95}).weight_decay(0.1)));
+  groups.emplace_back(vectors, std::make_unique<torch::optim::AdamWOptions>(
+                                   torch::optim::AdamWOptions(1e-3).betas({0.9, 0.95}).weight_decay(0.0)));
+  torch::optim::AdamW opt(std::move(groups));
+  if (resume && std::filesystem::exists(ckpt + "/optimizer.pt")) torch::load(opt, ckpt + "/optimizer.pt");
+
+  int64_t n_params = 0;
+  for (const auto& t : w.Parameters()) n_params += t.numel();
+  std::printf("[%s] %lld parameters, %d layers, hidden %d, heads %d/%d, vocab %d; %s at step %d of %d\n",
+              name.c_str(), static_cast<long long>(n_params), c.num_layers, c.hidden_size, c.num_heads,
+              c.num_kv_heads, c.vocab_size, resume ? "resuming" : "starting", step, total);
+  std::fflush(stdout);
+
+  Trainer trainer(tok, gen);
+  const auto start = std::chrono::steady_clock::now();
+  const double max_minutes = absl::GetFlag(FLAGS_max_minutes);
+  const int batch = absl::GetFlag(FLAGS_batch), warmup = absl::GetFlag(FLAGS_warmup);
+  const double peak = absl::GetFlag(FLAGS_lr);
+  double loss_acc = 0, best_em = -1;
+  int loss_n = 0;
+  int64_t tokens_seen = 0;
+  nlohmann::json evals = nlohmann::json::array();
+  auto minutes = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / 60.0;
+  };
+  auto save = [&]() -> absl::Status {
+    RETURN_IF_ERROR(model::SaveWeights(c, w, ckpt + "/model.safetensors"));
+    torch::save(opt, ckpt + "/optimizer.pt");
+    return WriteText(ckpt + "/state.json", nlohmann::json({{"step", step}}).dump() + "\n");
+  };
+  auto evaluate_and_export = [&]() -> absl::Status {
+    const auto [em, prompt_tokens] = trainer.Evaluate(c, w, absl::GetFlag(FLAGS_eval_questions),
+                                                      absl::GetFlag(FLAGS_max_records));
+    std::printf("[%s] step %d eval: exact match %.3f on held-out single-hop (%.0f prompt tokens)\n",
+                name.c_str(), step, em, prompt_tokens);
+    std::fflush(stdout);
+    evals.push_back({{"step", step}, {"single_hop_em", em}, {"prompt_tokens", prompt_tokens}});
+    if (em >= best_em) {
+      best_em = em;
+      nlohmann::json prov = {{"command", "kvstream train-tiny"}, {"step", step}, {"steps", total},
+                             {"seed", seed}, {"lr", peak}, {"batch", batch}, {"evals", evals}};
+      RETURN_IF_ERROR(Export(absl::StrCat(absl::GetFlag(FLAGS_out), "/", name), c, w, tok_json, prov));
+    }
+    return absl::OkStatus();
+  };
+
+  for (; step < total; ++step) {
+    const double lr = step < warmup ? peak * (step + 1) / warmup
+                                    : peak * (0.1 + 0.9 * 0.5 * (1 + std::cos(M_PI * (step - warmup) /
+                                                                               std::max(1, total - warmup))));
+    for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+    std::vector<Sample> samples;
+    size_t max_len = 0;
+    for (int b = 0; b < batch; ++b) {
+      samples.push_back(trainer.Make(seed * 7919 + static_cast<uint64_t>(step) * 131 + b,
+                                     static_cast<double>(step) / total));
+      max_len = std::max(max_len, samples.back().ids.size());
+    }
+    std::vector<int64_t> ids(batch * max_len, 0), targets(batch * max_len, -100);
+    for (int b = 0; b < batch; ++b) {
+      std::copy(samples[b].ids.begin(), samples[b].ids.end(), ids.begin() + b * max_len);
+      std::copy(samples[b].targets.begin(), samples[b].targets.end(), targets.begin() + b * max_len);
+      tokens_seen += static_cast<int64_t>(samples[b].ids.size());
+    }
+    const auto L = static_cast<int64_t>(max_len);
+    const torch::Tensor x = torch::tensor(ids).view({batch, L});
+    const torch::Tensor y = torch::tensor(targets).view({batch * L});
+    const torch::Tensor logits = model::ForwardFull(c, w, x).view({batch * L, c.vocab_size});
+    const torch::Tensor loss = torch::nn::functional::cross_entropy(
+        logits, y, torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100));
+    opt.zero_grad();
+    loss.backward();
+    torch::nn::utils::clip_grad_norm_(w.Parameters(), 1.0);
+    opt.step();
+    loss_acc += loss.item<double>();
+    ++loss_n;
+    if ((step + 1) % 50 == 0) {
+      std::printf("[%s] step %d loss %.4f lr %.2e tokens/s %.0f elapsed %.1f min\n", name.c_str(), step + 1,
+                  loss_acc / loss_n, lr, tokens_seen / (minutes() * 60.0), minutes());
+      std::fflush(stdout);
+      loss_acc = 0;
+      loss_n = 0;
+    }
+    const bool out_of_time = max_minutes > 0 && minutes() >= max_minutes;
+    if ((step + 1) % absl::GetFlag(FLAGS_checkpoint_every) == 0 || out_of_time) {
+      ++step;
+      RETURN_IF_ERROR(save());
+      if (step % absl::GetFlag(FLAGS_eval_every) == 0 || out_of_time) RETURN_IF_ERROR(evaluate_and_export());
+      --step;
+    }
+    if (out_of_time) {
+      std::printf("[%s] time budget of %.0f minutes reached at step %d\n", name.c_str(), max_minutes, step + 1);
+      return absl::OkStatus();
+    }
+  }
+  RETURN_IF_ERROR(save());
+  if (step % absl::GetFlag(FLAGS_checkpoint_every) == 0 && step % absl::GetFlag(FLAGS_eval_every) == 0) {
+    return absl::OkStatus();  // the loop's last checkpoint already evaluated and exported
+  }
+  return evaluate_and_export();
+}
+
+}  // namespace
+
+int RunTrainTiny(const std::vector<std::string>& args) {
+  if (!args.empty()) {
+    std::fprintf(stderr, "kvstream train-tiny: unexpected argument '%s'\n", args[0].c_str());
+    return 2;
+  }
+  const std::string which = absl::GetFlag(FLAGS_model);
+  if (which != "tokenizer" && which != "scout" && which != "large" && which != "both") {
+    std::fprintf(stderr, "kvstream train-tiny: --model must be tokenizer, scout, large or both; found '%s'\n",
+                 which.c_str());
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_threads) > 0) torch::set_num_threads(absl::GetFlag(FLAGS_threads));
+  auto words = eval::LoadWords(absl::GetFlag(FLAGS_words));
+  if (!words.ok()) {
+    std::fprintf(stderr, "kvstream train-tiny: %s\n", std::string(words.status().message()).c_str());
+    return 1;
+  }
+  const std::string out = absl::GetFlag(FLAGS_out);
+  std::filesystem::create_directories(out);
+  const std::string tok_path = out + "/tokenizer.json";
+
+  // Tokenizer: trained once and shared by both models (scout mode needs one vocabulary).
+  if (which == "tokenizer" || !std::filesystem::exists(tok_path)) {
+    eval::TaskGenerator gen(*words);
+    std::vector<std::string> corpus;
+    for (int i = 0; i < 3000; ++i) {
+      const char* kind = i % 3 == 0 ? "single" : i % 3 == 1 ? "multi" : "needle";
+      const eval::Example ex = gen.One(kind, 0xC0FFEEull + i, 30, 300);
+      corpus.push_back(ex.context);
+      for (const auto& [q, a] : ex.all_qas) corpus.push_back("Question: " + q + " " + a);
+    }
+    corpus.push_back(kSystem);
+    model::BpeTrainOptions bo;
+    bo.vocab_size = absl::GetFlag(FLAGS_vocab_size);
+    auto json = model::TrainBpeTokenizer(corpus, bo);
+    if (!json.ok() || !WriteText(tok_path, *json).ok()) {
+      std::fprintf(stderr, "kvstream train-tiny: tokenizer: %s\n", std::string(json.status().message()).c_str());
+      return 1;
+    }
+    auto trained = model::Tokenizer::FromJson(*json, tok_path);
+    std::printf("tokenizer: %d tokens written to %s\n", trained.ok() ? (*trained)->vocab_size() : -1,
+                tok_path.c_str());
+  }
+  if (which == "tokenizer") return 0;
+  auto tok = model::Tokenizer::Load(tok_path);
+  if (!tok.ok()) {
+    std::fprintf(stderr, "kvstream train-tiny: %s\n", std::string(tok.status().message()).c_str());
+    return 1;
+  }
+  std::ifstream tin(tok_path);
+  std::stringstream tss;
+  tss << tin.rdbuf();
+  const model::Tokenizer& t = **tok;
+  eval::TaskGenerator gen(*words, [&t](const std::string& s) {
+    return static_cast<int>(t.Encode(s, false).value().size());
+  });
+  for (const std::string name : {"scout", "large"}) {
+    if (which != "both" && which != name) continue;
+    const absl::Status st = TrainModel(name, t, tss.str(), gen);
+    if (!st.ok()) {
+      std::fprintf(stderr, "kvstream train-tiny: %s: %s\n", name.c_str(), std::string(st.message()).c_str());
+      return 1;
+    }
+  }
+  return 0;
+}
+
+}  // namespace kvstream::cli
