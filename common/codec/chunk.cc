@@ -269,6 +269,13 @@ absl::Status DecodeChunkInto(const kvstream::v1::KvChunk& c, const ChunkLimits& 
   return DecodeValidated(c, *meta, out);
 }
 
+absl::Status DecodeChunkInto(const kvstream::v1::KvChunk& c, const ChunkLimits& limits,
+                             ChunkMeta* meta, std::vector<float>* out) {
+  ASSIGN_OR_RETURN(*meta, ValidateChunk(c, limits));
+  out->resize(ChunkNumel(*meta));
+  return DecodeValidated(c, *meta, absl::MakeSpan(*out));
+}
+
 absl::StatusOr<DecodedChunk> DecodeChunk(const kvstream::v1::KvChunk& c,
                                          const ChunkLimits& limits) {
   DecodedChunk out;

@@ -90,6 +90,11 @@ size_t ChunkNumel(const ChunkMeta& meta);
 absl::Status DecodeChunkInto(const kvstream::v1::KvChunk& chunk, const ChunkLimits& limits,
                              ChunkMeta* meta, absl::Span<float> out);
 
+// Validates, then decodes into `out`, resized to ChunkNumel (its capacity is reused, so a
+// receiver decoding many chunks allocates once).
+absl::Status DecodeChunkInto(const kvstream::v1::KvChunk& chunk, const ChunkLimits& limits,
+                             ChunkMeta* meta, std::vector<float>* out);
+
 // Validates and decodes into a new buffer.
 absl::StatusOr<DecodedChunk> DecodeChunk(const kvstream::v1::KvChunk& chunk,
                                          const ChunkLimits& limits);

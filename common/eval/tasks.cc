@@ -62,7 +62,19 @@ absl::StatusOr<std::vector<std::string>> LoadWords(const std::string& path) {
 }
 
 TaskGenerator::TaskGenerator(std::vector<std::string> words, TokenCounter counter)
-    : words_(std::move(words)), counter_(std::move(counter)) {}
+    : words_(std::move(words)), counter_(std::move(counter)) {
+  if (counter_) {
+    for (const std::string& w : words_) {
+      if (w.size() >= 3 && counter_(" " + w) == 1) values_.push_back(w);
+    }
+    if (values_.size() < 50) values_.clear();  // too few: fall back to numbers
+  }
+}
+
+std::string TaskGenerator::Value(std::mt19937_64& rng, int digits) const {
+  if (!values_.empty()) return values_[rng() % values_.size()];
+  return Number(rng, digits);
+}
 
 Example TaskGenerator::One(const std::string& kind, uint64_t seed, int num_records,
                            int target_tokens, int value_digits) const {
@@ -74,7 +86,7 @@ Example TaskGenerator::One(const std::string& kind, uint64_t seed, int num_recor
     std::vector<std::string> sentences;
     std::vector<std::string> values;
     for (const std::string& n : names) {
-      values.push_back(Number(rng, value_digits));
+      values.push_back(Value(rng, value_digits));
       sentences.push_back(absl::StrCat("The code of ", n, " is ", values.back(), "."));
     }
     const size_t q = rng() % names.size();
@@ -92,7 +104,7 @@ Example TaskGenerator::One(const std::string& kind, uint64_t seed, int num_recor
     std::vector<std::string> sentences;
     std::vector<std::string> values;
     for (int i = 0; i < pairs; ++i) {
-      values.push_back(Number(rng, value_digits));
+      values.push_back(Value(rng, value_digits));
       sentences.push_back(absl::StrCat(Capitalize(picked[i]), " lives in ", picked[pairs + i], "."));
       sentences.push_back(absl::StrCat("The code of ", picked[pairs + i], " is ", values.back(), "."));
     }
@@ -108,7 +120,7 @@ Example TaskGenerator::One(const std::string& kind, uint64_t seed, int num_recor
     }
   } else {  // needle
     const std::vector<std::string> name = Pick(words_, rng, 1);
-    const std::string value = Number(rng, value_digits);
+    const std::string value = Value(rng, value_digits);
     const std::string needle = absl::StrCat("The code of ", name[0], " is ", value, ".");
     auto count = [&](const std::string& s) {
       return counter_ ? counter_(s) : static_cast<int>(s.size() / 4);

@@ -3,15 +3,19 @@
 //
 // Kinds (the answer always sits somewhere in a long context, so selection and
 // quantization errors show up as wrong answers):
-//   single  many records "The code of <name> is <number>."; the question asks one.
-//   multi   records "<name> lives in <town>." and "The code of <town> is <number>.";
+//   single  many records "The code of <name> is <value>."; the question asks one.
+//   multi   records "<name> lives in <town>." and "The code of <town> is <value>.";
 //           the question needs both hops.
 //   needle  one record hidden in distractor sentences, padded to a target length.
-// Names, towns and distractor words come from a word list (Debian's wamerican).
+// Names, towns and distractor words come from a word list (Debian's wamerican). Values
+// are words too: with a TokenCounter, only words the tokenizer keeps as one token after
+// a space, as they stand in the records (so the answer is one copy from the context);
+// without one, 3-digit numbers.
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -49,13 +53,17 @@ absl::StatusOr<std::vector<std::string>> LoadWords(const std::string& path = "/u
 class TaskGenerator {
  public:
   TaskGenerator(std::vector<std::string> words, TokenCounter counter = nullptr);
+  // The value vocabulary in use (empty: numbers).
+  const std::vector<std::string>& values() const { return values_; }
   std::vector<Example> Generate(const TaskOptions& options) const;
   // One example of `kind`, drawing from the caller's RNG state (for training streams).
   Example One(const std::string& kind, uint64_t seed, int num_records, int target_tokens,
               int value_digits = 3) const;
 
  private:
+  std::string Value(std::mt19937_64& rng, int digits) const;
   std::vector<std::string> words_;
+  std::vector<std::string> values_;
   TokenCounter counter_;
 };
 

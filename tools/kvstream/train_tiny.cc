@@ -35,7 +35,7 @@ ABSL_FLAG(std::string, model, "both", "What to train: tokenizer, scout, large or
 ABSL_FLAG(std::string, ckpt_dir, "build/train-ckpt", "Checkpoint directory (resumed from when present)");
 ABSL_FLAG(int, steps, 8000, "Optimizer steps per model");
 ABSL_FLAG(int, batch, 8, "Sequences per step");
-ABSL_FLAG(double, lr, 2e-3, "Peak learning rate");
+ABSL_FLAG(double, lr, 1.5e-3, "Peak learning rate");
 ABSL_FLAG(int, warmup, 300, "Linear warm-up steps");
 ABSL_FLAG(int, threads, 0, "libtorch threads (0: every core)");
 ABSL_FLAG(uint64_t, seed, 1, "Seed for initialisation and data");
@@ -92,12 +92,14 @@ class Trainer {
     im_end_ = tok.TokenId("<|im_end|>");
   }
 
-  // One training sequence: a context and up to 4 question/answer turns about it.
+  // One training sequence: a context and up to 8 question/answer turns about it.
   Sample Make(uint64_t seed, double progress) const {
     std::mt19937_64 rng(seed);
     const int max_records = absl::GetFlag(FLAGS_max_records);
-    const double p = std::min(1.0, progress / 0.5);  // curriculum over the first half
-    const int r_cap = 4 + static_cast<int>(p * (max_records - 4));
+    // Curriculum: at most 8 records for the first 30% of steps, then growing to the full
+    // length by 70%.
+    const double p = std::clamp((progress - 0.3) / 0.4, 0.0, 1.0);
+    const int r_cap = 8 + static_cast<int>(p * (max_records - 8));
     // Mostly short contexts (cheap, and where recall is first learned), a fifth at full length.
     const double mix = std::uniform_real_distribution<double>(0, 1)(rng);
     const int r_max = mix < 0.5 ? std::min(r_cap, 12) : mix < 0.8 ? std::min(r_cap, 24) : r_cap;
@@ -112,7 +114,7 @@ class Trainer {
     }
     std::vector<std::pair<std::string, std::string>> qas = ex.all_qas;
     std::shuffle(qas.begin(), qas.end(), rng);
-    qas.resize(std::min<size_t>(qas.size(), 4));
+    qas.resize(std::min<size_t>(qas.size(), 8));
 
     Sample s;
     auto add = [&](const std::vector<int32_t>& ids, bool loss) {
@@ -130,7 +132,9 @@ class Trainer {
         add(enc(" " + qas[i].first, false), false);
         add(enc("<|im_end|>\n<|im_start|>assistant\n", true), false);
       }
-      std::vector<int32_t> ans = enc(qas[i].second, false);
+      // The answer keeps the leading space its value has in the records, so recall is a
+      // copy of the very token in the context (SQuAD scoring ignores the space).
+      std::vector<int32_t> ans = enc(" " + qas[i].second, false);
       ans.push_back(im_end_);
       add(ans, true);
     }
@@ -371,6 +375,7 @@ int RunTrainTiny(const std::vector<std::string>& args) {
   eval::TaskGenerator gen(*words, [&t](const std::string& s) {
     return static_cast<int>(t.Encode(s, false).value().size());
   });
+  std::printf("tasks: %zu single-token value words\n", gen.values().size());
   for (const std::string name : {"scout", "large"}) {
     if (which != "both" && which != name) continue;
     const absl::Status st = TrainModel(name, t, tss.str(), gen);

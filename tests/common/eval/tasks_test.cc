@@ -26,10 +26,23 @@ TEST(TasksTest, SingleHopRecordsHoldTheAnswerAndAreDeterministic) {
     const std::string record = "The code of " + name + " is " + a[i].answers[0] + ".";
     EXPECT_NE(a[i].context.find(record), std::string::npos) << a[i].question;
     EXPECT_EQ(a[i].all_qas.size(), 15u);
-    EXPECT_EQ(a[i].answers[0].size(), 3u);
+    EXPECT_EQ(a[i].answers[0].size(), 3u);  // no token counter: 3-digit numbers
   }
   o.seed = 2;
   EXPECT_NE(gen.Generate(o)[0].context, a[0].context);
+}
+
+TEST(TasksTest, WithATokenCounterValuesAreSingleTokenWords) {
+  // A stand-in tokenizer that keeps words of up to 4 letters whole.
+  TaskGenerator gen(Words(), [](const std::string& s) {
+    const size_t letters = s.size() - (s[0] == ' ' ? 1 : 0);
+    return letters <= 4 ? 1 : 2;
+  });
+  ASSERT_GE(gen.values().size(), 50u);
+  for (const std::string& v : gen.values()) EXPECT_LE(v.size(), 4u);
+  const Example ex = gen.One("single", 1, 10, 0);
+  EXPECT_LE(ex.answers[0].size(), 4u);
+  EXPECT_TRUE(std::isalpha(static_cast<unsigned char>(ex.answers[0][0])));
 }
 
 TEST(TasksTest, MultiHopNeedsBothRecords) {

@@ -1,0 +1,148 @@
+#include "common/model/kv_chunks.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "common/base/status.h"
+#include "common/codec/quantize.h"
+
+namespace kvstream::model {
+
+absl::StatusOr<std::vector<kvstream::v1::KvChunk>> EncodeCache(const KvCache& cache, const codec::Plan& plan,
+                                                               const std::string& session_id,
+                                                               const ChunkingOptions& options,
+                                                               uint64_t first_seq, EncodeStats* stats) {
+  const int L = cache.num_layers(), H = cache.kv_heads(), D = cache.head_dim(), N = cache.size();
+  RETURN_IF_ERROR(plan.Validate(L));
+  if (N == 0) return absl::InvalidArgumentError("cache is empty: nothing to send");
+  const codec::DType native = cache.is_bf16() ? codec::DType::kBF16 : codec::DType::kF32;
+  std::vector<kvstream::v1::KvChunk> out;
+  uint64_t seq = first_seq;
+  EncodeStats local;
+  int layer = 0;
+  while (layer < L) {
+    // A run of layers with the same spec.
+    const codec::LayerSpec spec = plan.ForLayer(layer);
+    int layer_end = layer + 1;
+    while (layer_end < L && plan.ForLayer(layer_end) == spec) ++layer_end;
+    // Raw specs ship the cache's own dtype; everything else is encoded from float32.
+    const bool raw = spec.k.format == codec::Format::kRaw || spec.v.format == codec::Format::kRaw;
+    const codec::DType source = raw ? native : codec::DType::kF32;
+    const uint64_t per_layer_all = codec::EncodedTensorBytes(spec.k, {H, N, D}, source) +
+                                   codec::EncodedTensorBytes(spec.v, {H, N, D}, source);
+    const uint64_t per_token = std::max<uint64_t>(1, per_layer_all / static_cast<uint64_t>(N));
+    // Whole layers per chunk when a layer is small, else runs of tokens of one layer.
+    int layers_per_chunk = 1, tokens_per_chunk = N;
+    if (per_layer_all <= options.max_chunk_bytes) {
+      layers_per_chunk = static_cast<int>(std::max<uint64_t>(1, options.max_chunk_bytes / per_layer_all));
+    } else {
+      tokens_per_chunk = static_cast<int>(std::max<uint64_t>(1, options.max_chunk_bytes / per_token));
+    }
+    for (int lb = layer; lb < layer_end; lb += layers_per_chunk) {
+      const int le = std::min(layer_end, lb + layers_per_chunk);
+      for (int tb = 0; tb < N; tb += tokens_per_chunk) {
+        const int te = std::min(N, tb + tokens_per_chunk);
+        const int n = te - tb;
+        const size_t elem = static_cast<size_t>(codec::DTypeBytes(source));
+        const size_t tensor_bytes = static_cast<size_t>(H) * n * D * elem;
+        std::vector<std::vector<uint8_t>> buffers;
+        std::vector<codec::LayerKv> views;
+        buffers.reserve(2 * (le - lb));
+        for (int l = lb; l < le; ++l) {
+          buffers.emplace_back(tensor_bytes);
+          buffers.emplace_back(tensor_bytes);
+          void* k = buffers[buffers.size() - 2].data();
+          void* v = buffers.back().data();
+          if (raw) {
+            RETURN_IF_ERROR(cache.ExportLayerRaw(l, tb, te, k, v));
+          } else {
+            RETURN_IF_ERROR(cache.ExportLayer(l, tb, te, static_cast<float*>(k), static_cast<float*>(v)));
+          }
+          views.push_back({k, v});
+        }
+        codec::ChunkMeta m;
+        m.session_id = session_id;
+        m.seq = seq++;
+        m.layer_begin = lb;
+        m.layer_end = le;
+        m.token_begin = tb;
+        m.positions.assign(cache.positions().begin() + tb, cache.positions().begin() + te);
+        m.kv_heads = H;
+        m.head_dim = D;
+        m.source_dtype = source;
+        m.spec = spec;
+        m.zstd_level = plan.zstd_level;
+        ASSIGN_OR_RETURN(kvstream::v1::KvChunk chunk, codec::EncodeChunk(m, views));
+        local.bytes16 += codec::ChunkBytes16(m);
+        local.raw_bytes += chunk.raw_bytes();
+        local.wire_bytes += chunk.payload().size();
+        local.message_bytes += chunk.ByteSizeLong();
+        ++local.chunks;
+        out.push_back(std::move(chunk));
+      }
+    }
+    layer = layer_end;
+  }
+  if (stats != nullptr) *stats = local;
+  return out;
+}
+
+CacheAssembler::CacheAssembler(const Model& model, std::string session_id, std::vector<int32_t> positions,
+                               int next_position)
+    : positions_(std::move(positions)) {
+  const ModelConfig& c = model.config();
+  limits_.session_id = std::move(session_id);
+  limits_.num_layers = c.num_layers;
+  limits_.kv_heads = c.num_kv_heads;
+  limits_.head_dim = c.head_dim;
+  limits_.max_position = next_position;
+  cache_ = model.NewCache(positions_, next_position);
+  written_.assign(c.num_layers, std::vector<bool>(positions_.size(), false));
+  total_ = static_cast<uint64_t>(c.num_layers) * positions_.size();
+}
+
+absl::Status CacheAssembler::Add(const kvstream::v1::KvChunk& chunk) {
+  codec::ChunkMeta meta;
+  RETURN_IF_ERROR(codec::DecodeChunkInto(chunk, limits_, &meta, &scratch_));
+  const int tb = static_cast<int>(chunk.token_begin());
+  const int n = static_cast<int>(chunk.num_tokens());
+  if (tb < 0 || static_cast<size_t>(tb) + n > positions_.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("chunk ", chunk.seq(), ": tokens [", tb, ", ", tb + n,
+                                                   ") outside the session's ", positions_.size(), " slots"));
+  }
+  for (int l = static_cast<int>(chunk.layer_begin()); l < static_cast<int>(chunk.layer_end()); ++l) {
+    for (int t = tb; t < tb + n; ++t) {
+      if (written_[l][t]) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("chunk ", chunk.seq(), ": layer ", l, " slot ", t, " was already received"));
+      }
+    }
+  }
+  for (int i = 0; i < n; ++i) {
+    if (meta.positions[i] != positions_[tb + i]) {
+      return absl::InvalidArgumentError(absl::StrCat("chunk ", chunk.seq(), ": slot ", tb + i, " has position ",
+                                                     meta.positions[i], ", the session expects ",
+                                                     positions_[tb + i]));
+    }
+  }
+  const size_t tensor = static_cast<size_t>(meta.kv_heads) * n * meta.head_dim;
+  for (int i = 0; i < meta.num_layers(); ++i) {
+    const int l = meta.layer_begin + i;
+    RETURN_IF_ERROR(cache_->WriteLayer(l, tb, n, scratch_.data() + 2 * i * tensor,
+                                       scratch_.data() + (2 * i + 1) * tensor));
+    for (int t = tb; t < tb + n; ++t) written_[l][t] = true;
+    covered_ += static_cast<uint64_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<KvCache>> CacheAssembler::Finish() {
+  if (!complete()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cache incomplete: ", cells_missing(), " of ", total_, " (layer, slot) cells not received"));
+  }
+  if (cache_ == nullptr) return absl::FailedPreconditionError("cache already taken");
+  return std::move(cache_);
+}
+
+}  // namespace kvstream::model

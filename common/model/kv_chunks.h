@@ -1,0 +1,67 @@
+// The bridge between a KvCache and the wire: cut a cache into KvChunks under a plan, and
+// assemble a cache from chunks on the receiving side. Works through KvCache's export /
+// write API (no torch here).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/codec/chunk.h"
+#include "common/codec/spec.h"
+#include "common/model/model.h"
+
+namespace kvstream::model {
+
+struct ChunkingOptions {
+  // Upper bound on a chunk's encoded payload (before zstd); chunks stay far below gRPC's
+  // message limit.
+  uint64_t max_chunk_bytes = 1 << 20;
+};
+
+struct EncodeStats {
+  uint64_t bytes16 = 0;   // the same tensors at 16 bits: the reference size
+  uint64_t raw_bytes = 0;  // payload before zstd
+  uint64_t wire_bytes = 0;  // payload as sent
+  uint64_t message_bytes = 0;  // serialized KvChunk messages (headers, positions included)
+  int chunks = 0;
+};
+
+// Cuts every layer x every slot of `cache` into chunks. Layers are grouped where the
+// plan gives them the same LayerSpec; token runs are sized to max_chunk_bytes. Raw specs
+// send the cache's own dtype (bit-exact). Sequence numbers start at `first_seq`.
+absl::StatusOr<std::vector<kvstream::v1::KvChunk>> EncodeCache(const KvCache& cache,
+                                                               const codec::Plan& plan,
+                                                               const std::string& session_id,
+                                                               const ChunkingOptions& options,
+                                                               uint64_t first_seq = 0,
+                                                               EncodeStats* stats = nullptr);
+
+// Rebuilds a cache of `positions.size()` slots from chunks, in any order.
+class CacheAssembler {
+ public:
+  // `positions`: the original position of every slot the sender will fill.
+  CacheAssembler(const Model& model, std::string session_id, std::vector<int32_t> positions,
+                 int next_position);
+  // Validates (header, CRC, sizes, positions) and writes the chunk into the cache.
+  // A chunk whose positions disagree with the expected ones, or that covers cells
+  // already written, is INVALID_ARGUMENT; a CRC mismatch is DATA_LOSS.
+  absl::Status Add(const kvstream::v1::KvChunk& chunk);
+  bool complete() const { return covered_ == total_; }
+  uint64_t cells_missing() const { return total_ - covered_; }
+  // The cache, once every (layer, slot) is covered.
+  absl::StatusOr<std::unique_ptr<KvCache>> Finish();
+
+ private:
+  codec::ChunkLimits limits_;
+  std::vector<int32_t> positions_;
+  std::unique_ptr<KvCache> cache_;
+  std::vector<std::vector<bool>> written_;  // [layer][slot]
+  uint64_t covered_ = 0;
+  uint64_t total_ = 0;
+  std::vector<float> scratch_;
+};
+
+}  // namespace kvstream::model

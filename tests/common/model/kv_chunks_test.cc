@@ -1,0 +1,125 @@
+#include "common/model/kv_chunks.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <random>
+
+#include "common/codec/crc32c.h"
+#include "tests/common/model/tiny_model.h"
+
+namespace kvstream::model {
+namespace {
+
+class KvChunksTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (dir_.empty()) dir_ = testing::WriteTinyModel("kv_chunks_model", testing::TinyConfig(), 21);
+  }
+  std::unique_ptr<Model> Load(const std::string& dtype = "f32") {
+    auto m = Model::Load(dir_, {"cpu", dtype, 0});
+    EXPECT_TRUE(m.ok()) << m.status();
+    return std::move(*m);
+  }
+  // A compacted cache: 30 prompt tokens, every third one dropped.
+  std::unique_ptr<KvCache> Cache(Model& m) {
+    std::vector<int32_t> tokens(30);
+    for (int i = 0; i < 30; ++i) tokens[i] = (i * 13 + 5) % 96;
+    auto pre = m.Prefill(tokens);
+    std::vector<int32_t> kept;
+    for (int i = 0; i < 30; ++i) {
+      if (i % 3 != 1) kept.push_back(i);
+    }
+    EXPECT_TRUE(pre->cache->Compact(kept).ok());
+    return std::move(pre->cache);
+  }
+  static std::string dir_;
+};
+std::string KvChunksTest::dir_;
+
+TEST_F(KvChunksTest, RawPlanRebuildsBitExactFromShuffledChunks) {
+  for (const char* dtype : {"f32", "bf16"}) {
+    SCOPED_TRACE(dtype);
+    auto m = Load(dtype);
+    auto cache = Cache(*m);
+    ChunkingOptions o;
+    o.max_chunk_bytes = 300;  // forces token runs within a layer (a layer is 1280-2560 bytes)
+    EncodeStats stats;
+    auto chunks = EncodeCache(*cache, *codec::ParsePlan("raw"), "s1", o, 5, &stats);
+    ASSERT_TRUE(chunks.ok()) << chunks.status();
+    EXPECT_GT(chunks->size(), 4u);
+    EXPECT_EQ(stats.chunks, static_cast<int>(chunks->size()));
+    EXPECT_EQ((*chunks)[0].seq(), 5u);
+    const uint64_t elems = 2ull * 2 * 2 * 20 * 8;  // K+V x layers x kv_heads x slots x head_dim
+    EXPECT_EQ(stats.bytes16, elems * 2);
+    EXPECT_EQ(stats.raw_bytes, elems * (std::string(dtype) == "f32" ? 4 : 2));
+    std::mt19937 rng(3);
+    std::shuffle(chunks->begin(), chunks->end(), rng);
+    CacheAssembler asm_(*m, "s1", cache->positions(), cache->next_position());
+    for (const auto& c : *chunks) ASSERT_TRUE(asm_.Add(c).ok());
+    ASSERT_TRUE(asm_.complete());
+    auto rebuilt = asm_.Finish();
+    ASSERT_TRUE(rebuilt.ok());
+    auto a = m->Extend(*cache, {7}, {30}), b = m->Extend(**rebuilt, {7}, {30});
+    ASSERT_TRUE(a.ok() && b.ok());
+    EXPECT_EQ(*a, *b);
+  }
+}
+
+TEST_F(KvChunksTest, MixedPlanSplitsAtSpecBoundariesAndStaysClose) {
+  auto m = Load();
+  auto cache = Cache(*m);
+  auto plan = codec::ParsePlan("int8/ch,L0=f16,zstd=3");
+  auto chunks = EncodeCache(*cache, *plan, "s2", {}, 0);
+  ASSERT_TRUE(chunks.ok());
+  ASSERT_EQ(chunks->size(), 2u);  // layer 0 (f16) and layer 1 (int8): small enough for one each
+  EXPECT_EQ((*chunks)[0].layer_end(), 1u);
+  EXPECT_EQ((*chunks)[0].k_spec().format(), kvstream::v1::FORMAT_F16);
+  EXPECT_EQ((*chunks)[1].k_spec().bits(), 8u);
+  CacheAssembler asm_(*m, "s2", cache->positions(), cache->next_position());
+  for (const auto& c : *chunks) ASSERT_TRUE(asm_.Add(c).ok());
+  auto rebuilt = asm_.Finish();
+  auto a = m->Extend(*cache, {7}, {30}), b = m->Extend(**rebuilt, {7}, {30});
+  float diff = 0;
+  for (size_t i = 0; i < a->size(); ++i) diff = std::max(diff, std::abs((*a)[i] - (*b)[i]));
+  EXPECT_GT(diff, 0.0f);   // lossy ...
+  EXPECT_LT(diff, 0.05f);  // ... but close
+}
+
+TEST_F(KvChunksTest, AssemblerRejectsBadChunksAndIncompleteCaches) {
+  auto m = Load();
+  auto cache = Cache(*m);
+  ChunkingOptions o;
+  o.max_chunk_bytes = 500;  // an int4 layer is 640 bytes: two token runs each
+  auto chunks = EncodeCache(*cache, *codec::ParsePlan("int4"), "s3", o, 0);
+  ASSERT_TRUE(chunks.ok());
+  ASSERT_GE(chunks->size(), 2u);
+  CacheAssembler a(*m, "s3", cache->positions(), cache->next_position());
+  ASSERT_TRUE(a.Add((*chunks)[0]).ok());
+  auto dup = a.Add((*chunks)[0]);
+  EXPECT_EQ(dup.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(dup.message().find("already received"), std::string::npos) << dup;
+  auto bad = (*chunks)[1];
+  (*bad.mutable_payload())[0] ^= 1;
+  EXPECT_EQ(a.Add(bad).code(), absl::StatusCode::kDataLoss);
+  auto early = a.Finish();
+  EXPECT_EQ(early.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(early.status().message().find("not received"), std::string::npos);
+
+  // The session expects other positions: the chunk is refused, naming the slot.
+  std::vector<int32_t> shifted = cache->positions();
+  for (auto& p : shifted) p += 0;
+  shifted[0] = 1;
+  shifted[1] = 2;
+  CacheAssembler b(*m, "s3", shifted, cache->next_position());
+  auto st = b.Add((*chunks)[0]);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("the session expects"), std::string::npos) << st;
+  CacheAssembler c(*m, "other", cache->positions(), cache->next_position());
+  EXPECT_NE(c.Add((*chunks)[0]).message().find("session 's3', expected 'other'"), std::string::npos);
+  EXPECT_EQ(EncodeCache(*cache, *codec::ParsePlan("int4,L5=f16"), "s", {}, 0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace kvstream::model
