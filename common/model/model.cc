@@ -159,6 +159,13 @@ absl::Status KvCache::Compact(const std::vector<int32_t>& slots) {
   });
 }
 
+absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Copy(const std::vector<int32_t>& slots) const {
+  auto impl = std::make_unique<Impl>(*impl_);  // shares tensors until Compact replaces them
+  std::unique_ptr<KvCache> copy(new KvCache(std::move(impl)));
+  RETURN_IF_ERROR(copy->Compact(slots));
+  return copy;
+}
+
 // ---- Model ---------------------------------------------------------------------------
 
 struct Model::Impl {

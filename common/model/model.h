@@ -54,6 +54,8 @@ class KvCache {
   absl::Status WriteLayer(int layer, int begin, int n, const float* k, const float* v);
   // Keeps only `slots` (strictly increasing indices): eviction after a full prefill.
   absl::Status Compact(const std::vector<int32_t>& slots);
+  // A new cache holding only `slots` of this one; this cache is unchanged.
+  absl::StatusOr<std::unique_ptr<KvCache>> Copy(const std::vector<int32_t>& slots) const;
   // Bytes held by the tensors.
   uint64_t bytes() const;
 

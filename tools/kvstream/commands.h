@@ -2,8 +2,14 @@
 // there, and returns a process exit code.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
+
+#include "absl/flags/declare.h"
+
+ABSL_DECLARE_FLAG(std::string, words);
+ABSL_DECLARE_FLAG(uint64_t, task_seed);
 
 namespace kvstream::cli {
 
@@ -15,5 +21,7 @@ struct Command {
 
 int RunTokenize(const std::vector<std::string>& args);
 int RunTrainTiny(const std::vector<std::string>& args);
+int RunEval(const std::vector<std::string>& args);
+int RunGenTasks(const std::vector<std::string>& args);
 
 }  // namespace kvstream::cli

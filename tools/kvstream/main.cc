@@ -22,6 +22,9 @@ const Command kCommands[] = {
      kvstream::cli::RunTokenize},
     {"train-tiny", "train the tiny tokenizer and scout/large models on synthetic tasks",
      kvstream::cli::RunTrainTiny},
+    {"gen-tasks", "write generated retrieval tasks as SQuAD v2 JSON", kvstream::cli::RunGenTasks},
+    {"eval", "quality vs bandwidth of selectors x retentions x plans, in process",
+     kvstream::cli::RunEval},
 };
 
 void PrintCommands(FILE* out) {
@@ -51,7 +54,9 @@ int main(int argc, char** argv) {
   std::string file = absl::StrCat("tools/kvstream/", command->name, ".cc");
   std::replace(file.begin(), file.end(), '-', '_');
   absl::FlagsUsageConfig config;
-  config.contains_helpshort_flags = [file](absl::string_view f) { return absl::EndsWith(f, file); };
+  config.contains_helpshort_flags = [file](absl::string_view f) {
+    return absl::EndsWith(f, file) || absl::EndsWith(f, "tools/kvstream/flags.cc");
+  };
   config.contains_help_flags = config.contains_helpshort_flags;
   absl::SetFlagsUsageConfig(config);
   absl::SetProgramUsageMessage(absl::StrCat("kvstream ", command->name, ": ", command->summary));

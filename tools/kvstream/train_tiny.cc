@@ -31,21 +31,20 @@
 #include "tools/kvstream/commands.h"
 
 ABSL_FLAG(std::string, out, "testdata/models", "Output directory: tokenizer.json, scout/, large/");
-ABSL_FLAG(std::string, model, "both", "What to train: tokenizer, scout, large or both");
+ABSL_FLAG(std::string, train, "both", "What to train: tokenizer, scout, large or both");
 ABSL_FLAG(std::string, ckpt_dir, "build/train-ckpt", "Checkpoint directory (resumed from when present)");
 ABSL_FLAG(int, steps, 8000, "Optimizer steps per model");
 ABSL_FLAG(int, batch, 8, "Sequences per step");
 ABSL_FLAG(double, lr, 1.5e-3, "Peak learning rate");
 ABSL_FLAG(int, warmup, 300, "Linear warm-up steps");
 ABSL_FLAG(int, threads, 0, "libtorch threads (0: every core)");
-ABSL_FLAG(uint64_t, seed, 1, "Seed for initialisation and data");
+ABSL_FLAG(uint64_t, train_seed, 1, "Seed for initialisation and data");
 ABSL_FLAG(int, checkpoint_every, 200, "Steps between checkpoints");
 ABSL_FLAG(int, eval_every, 500, "Steps between held-out evaluations (and exports)");
 ABSL_FLAG(int, eval_questions, 40, "Held-out questions per evaluation");
 ABSL_FLAG(double, max_minutes, 0, "Stop after this many minutes, checkpoint and export (0: no limit)");
 ABSL_FLAG(int, max_records, 40, "Records in the longest single-hop training contexts (~500 tokens)");
 ABSL_FLAG(int, vocab_size, 1024, "Tokenizer vocabulary (bytes + merges + 3 special tokens)");
-ABSL_FLAG(std::string, words, "/usr/share/dict/words", "Word list for names and distractors");
 
 namespace kvstream::cli {
 namespace {
@@ -195,7 +194,7 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, co
                         const eval::TaskGenerator& gen) {
   const ModelConfig c = TinyConfig(name, tok.vocab_size(), tok.TokenId("<|im_end|>"));
   const int total = absl::GetFlag(FLAGS_steps);
-  const uint64_t seed = absl::GetFlag(FLAGS_seed);
+  const uint64_t seed = absl::GetFlag(FLAGS_train_seed);
   const std::string ckpt = absl::StrCat(absl::GetFlag(FLAGS_ckpt_dir), "/", name);
   std::filesystem::create_directories(ckpt);
 
@@ -324,9 +323,9 @@ int RunTrainTiny(const std::vector<std::string>& args) {
     std::fprintf(stderr, "kvstream train-tiny: unexpected argument '%s'\n", args[0].c_str());
     return 2;
   }
-  const std::string which = absl::GetFlag(FLAGS_model);
+  const std::string which = absl::GetFlag(FLAGS_train);
   if (which != "tokenizer" && which != "scout" && which != "large" && which != "both") {
-    std::fprintf(stderr, "kvstream train-tiny: --model must be tokenizer, scout, large or both; found '%s'\n",
+    std::fprintf(stderr, "kvstream train-tiny: --train must be tokenizer, scout, large or both; found '%s'\n",
                  which.c_str());
     return 2;
   }

@@ -1,0 +1,221 @@
+// kvstream eval: quality against bandwidth, in process. For every example it runs the kv
+// pipeline the daemons run (prefill with attention statistics -> select -> compact ->
+// encode chunks -> decode -> rebuild -> generate from the rebuilt cache) for each
+// selector x retention x plan, and, with --scout, scout mode (the scout's selection as
+// a keep-mask for the answering model's own prefill). Prints a table and writes CSV and
+// JSON; the CSV is rewritten as examples complete, so a long sweep leaves partial
+// results.
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "common/base/status.h"
+#include "common/codec/positions.h"
+#include "common/eval/tasks.h"
+#include "common/model/chat.h"
+#include "common/model/generate.h"
+#include "common/model/kv_chunks.h"
+#include "common/model/model.h"
+#include "common/model/tokenizer.h"
+#include "tools/kvstream/commands.h"
+
+ABSL_FLAG(std::string, model, "testdata/models/large", "Model directory that answers");
+ABSL_FLAG(std::string, scout, "", "Scout model directory: adds scout-mode rows (its selection, the model's prefill)");
+ABSL_FLAG(std::string, tasks, "", "SQuAD-format JSON to evaluate; empty: generate --kind tasks");
+ABSL_FLAG(std::string, kind, "single", "Generated task kind: single, multi or needle");
+ABSL_FLAG(int, n, 40, "Examples to evaluate");
+ABSL_FLAG(int, records, 40, "Records per generated single/multi context");
+ABSL_FLAG(int, target_tokens, 512, "Context length of generated needle tasks");
+ABSL_FLAG(std::string, specs, "raw", "Plans to evaluate, separated by ';' (e.g. \"raw;int8;int4,L0=f16\")");
+ABSL_FLAG(std::string, selectors, "full", "Selectors, comma separated: full, q2c, snapkv, h2o, random");
+ABSL_FLAG(std::string, retentions, "1", "Context retentions for the selectors, comma separated");
+ABSL_FLAG(int, max_new_tokens, 8, "Answer length cap");
+ABSL_FLAG(std::string, system, "Answer with the value from the context.", "System prompt");
+ABSL_FLAG(std::string, csv, "", "Write per-variant results as CSV");
+ABSL_FLAG(std::string, json, "", "Write per-variant results as JSON");
+
+namespace kvstream::cli {
+namespace {
+
+struct Variant {
+  std::string mode;  // kv | scout
+  std::string selector;
+  double retention;
+  std::string spec;
+  double em = 0, f1 = 0, wire = 0, bytes16 = 0, kept = 0, context = 0;
+  int n = 0;
+};
+
+std::string Csv(const std::vector<Variant>& vs, double base_f1) {
+  std::string out = "mode,selector,retention,spec,n,exact_match,f1,share_of_full_f1,wire_bytes,bandwidth_share,kept_context_tokens,context_tokens\n";
+  for (const Variant& v : vs) {
+    if (v.n == 0) continue;
+    absl::StrAppendFormat(&out, "%s,%s,%.2f,\"%s\",%d,%.4f,%.4f,%.4f,%.0f,%.5f,%.1f,%.1f\n", v.mode, v.selector,
+                          v.retention, v.spec, v.n, v.em / v.n, v.f1 / v.n, base_f1 > 0 ? (v.f1 / v.n) / base_f1 : 0.0,
+                          v.wire / v.n, v.bytes16 > 0 ? v.wire / v.bytes16 : 0.0, v.kept / v.n, v.context / v.n);
+  }
+  return out;
+}
+
+absl::Status Run() {
+  using model::Model;
+  ASSIGN_OR_RETURN(auto answerer, Model::Load(absl::GetFlag(FLAGS_model)));
+  ASSIGN_OR_RETURN(auto tok, model::Tokenizer::Load(absl::GetFlag(FLAGS_model) + "/tokenizer.json"));
+  std::unique_ptr<Model> scout;
+  if (!absl::GetFlag(FLAGS_scout).empty()) {
+    ASSIGN_OR_RETURN(scout, Model::Load(absl::GetFlag(FLAGS_scout)));
+  }
+  std::vector<eval::Example> examples;
+  if (!absl::GetFlag(FLAGS_tasks).empty()) {
+    ASSIGN_OR_RETURN(examples, eval::LoadSquadFile(absl::GetFlag(FLAGS_tasks)));
+    if (static_cast<int>(examples.size()) > absl::GetFlag(FLAGS_n)) examples.resize(absl::GetFlag(FLAGS_n));
+  } else {
+    ASSIGN_OR_RETURN(auto words, eval::LoadWords(absl::GetFlag(FLAGS_words)));
+    const model::Tokenizer& t = *tok;
+    eval::TaskGenerator gen(words, [&t](const std::string& s) { return static_cast<int>(t.Encode(s, false).value().size()); });
+    eval::TaskOptions o;
+    o.kind = absl::GetFlag(FLAGS_kind);
+    o.num_examples = absl::GetFlag(FLAGS_n);
+    o.num_records = absl::GetFlag(FLAGS_records);
+    o.target_tokens = absl::GetFlag(FLAGS_target_tokens);
+    o.seed = absl::GetFlag(FLAGS_task_seed);
+    examples = gen.Generate(o);
+  }
+
+  std::vector<std::string> specs = absl::StrSplit(absl::GetFlag(FLAGS_specs), ';', absl::SkipEmpty());
+  std::vector<codec::Plan> plans;
+  for (const std::string& s : specs) {
+    ASSIGN_OR_RETURN(codec::Plan p, codec::ParsePlan(s));
+    RETURN_IF_ERROR(p.Validate(answerer->config().num_layers));
+    plans.push_back(p);
+  }
+  std::vector<select::Policy> selectors;
+  for (absl::string_view s : absl::StrSplit(absl::GetFlag(FLAGS_selectors), ',', absl::SkipEmpty())) {
+    ASSIGN_OR_RETURN(select::Policy p, select::ParsePolicy(s));
+    selectors.push_back(p);
+  }
+  std::vector<double> retentions;
+  for (absl::string_view s : absl::StrSplit(absl::GetFlag(FLAGS_retentions), ',', absl::SkipEmpty())) {
+    double r;
+    if (!absl::SimpleAtod(s, &r) || r < 0 || r > 1) {
+      return absl::InvalidArgumentError(absl::StrCat("--retentions: expected numbers in [0, 1], found '", s, "'"));
+    }
+    retentions.push_back(r);
+  }
+  std::vector<Variant> variants;
+  for (select::Policy p : selectors) {
+    for (double r : p == select::Policy::kFull ? std::vector<double>{1.0} : retentions) {
+      for (const std::string& s : specs) variants.push_back({"kv", std::string(select::PolicyName(p)), r, s});
+      if (scout != nullptr) variants.push_back({"scout", std::string(select::PolicyName(p)), r, "-"});
+    }
+  }
+
+  model::SamplingOptions sampling;
+  sampling.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
+  sampling.stop_tokens = model::StopTokens(*tok);
+  const auto start = std::chrono::steady_clock::now();
+  double base_f1 = 0;
+  for (size_t e = 0; e < examples.size(); ++e) {
+    const eval::Example& ex = examples[e];
+    ASSIGN_OR_RETURN(model::ChatPrompt prompt,
+                     model::BuildQaPrompt(*tok, ex.context, ex.question, {absl::GetFlag(FLAGS_system)}));
+    // The cache covers the prompt but its last token, which generation feeds.
+    const std::vector<int32_t> head(prompt.tokens.begin(), prompt.tokens.end() - 1);
+    const int32_t last = prompt.tokens.back();
+    select::PromptSpans spans = prompt.spans;
+    spans.num_tokens = static_cast<int>(head.size());
+    model::PrefillOptions po;
+    po.collect_stats = true;
+    po.spans = spans;
+    ASSIGN_OR_RETURN(model::PrefillResult full, answerer->Prefill(head, po));
+    model::PrefillResult scout_pre;
+    if (scout != nullptr) {
+      ASSIGN_OR_RETURN(scout_pre, scout->Prefill(head, po));
+    }
+    const double bytes16_full = 2.0 * 2 * answerer->config().num_layers * answerer->config().num_kv_heads *
+                                head.size() * answerer->config().head_dim;
+    for (Variant& v : variants) {
+      select::SelectOptions so;
+      so.policy = select::ParsePolicy(v.selector).value();
+      so.retention = v.retention;
+      so.seed = e;
+      const select::AttentionStats& stats = v.mode == "scout" ? scout_pre.stats : full.stats;
+      ASSIGN_OR_RETURN(select::Selection sel, select::Select(stats, spans, so));
+      std::string answer;
+      double wire = 0;
+      if (v.mode == "kv") {
+        ASSIGN_OR_RETURN(auto kept, full.cache->Copy(sel.kept));
+        ASSIGN_OR_RETURN(codec::Plan plan, codec::ParsePlan(v.spec));
+        model::EncodeStats es;
+        ASSIGN_OR_RETURN(auto chunks, model::EncodeCache(*kept, plan, "eval", {}, 0, &es));
+        model::CacheAssembler assembler(*answerer, "eval", kept->positions(), kept->next_position());
+        for (const auto& c : chunks) RETURN_IF_ERROR(assembler.Add(c));
+        ASSIGN_OR_RETURN(auto rebuilt, assembler.Finish());
+        ASSIGN_OR_RETURN(model::Generation g, model::Generate(*answerer, *rebuilt, last, sampling));
+        ASSIGN_OR_RETURN(answer, tok->Decode(g.tokens, true));
+        wire = static_cast<double>(es.message_bytes);
+      } else {
+        model::PrefillOptions keep;
+        keep.keep_mask.assign(head.size(), 0);
+        for (int32_t p : sel.kept) keep.keep_mask[p] = 1;
+        ASSIGN_OR_RETURN(model::PrefillResult pre, answerer->Prefill(head, keep));
+        ASSIGN_OR_RETURN(model::Generation g, model::Generate(*answerer, *pre.cache, last, sampling));
+        ASSIGN_OR_RETURN(answer, tok->Decode(g.tokens, true));
+        wire = 4.0 * prompt.tokens.size() + codec::EncodePositions(sel.kept).size();  // ids + positions
+      }
+      v.em += eval::ExactMatch(answer, ex.answers);
+      v.f1 += eval::TokenF1(answer, ex.answers);
+      v.wire += wire;
+      v.bytes16 += bytes16_full;
+      v.kept += sel.context_kept;
+      v.context += sel.context_total;
+      ++v.n;
+    }
+    base_f1 = variants[0].f1 / variants[0].n;
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::fprintf(stderr, "\r[eval] %zu/%zu examples, %.0f s, first variant F1 %.3f   ", e + 1, examples.size(), secs,
+                 base_f1);
+    if (!absl::GetFlag(FLAGS_csv).empty() && ((e + 1) % 10 == 0 || e + 1 == examples.size())) {
+      std::ofstream(absl::GetFlag(FLAGS_csv)) << Csv(variants, base_f1);
+    }
+  }
+  std::fprintf(stderr, "\n");
+  std::printf("model %s (%s), %zu %s examples; share of F1 relative to the first row\n",
+              absl::GetFlag(FLAGS_model).c_str(), answerer->fingerprint().c_str(), examples.size(),
+              examples.empty() ? "" : examples[0].kind.c_str());
+  std::printf("%-6s %-7s %5s %-28s %6s %6s %8s %10s\n", "mode", "select", "keep", "spec", "EM", "F1", "F1 share", "bandwidth");
+  nlohmann::json rows = nlohmann::json::array();
+  for (const Variant& v : variants) {
+    const double f1 = v.f1 / v.n;
+    std::printf("%-6s %-7s %5.2f %-28s %6.3f %6.3f %8.3f %10.4f\n", v.mode.c_str(), v.selector.c_str(), v.retention,
+                v.spec.c_str(), v.em / v.n, f1, base_f1 > 0 ? f1 / base_f1 : 0.0, v.wire / v.bytes16);
+    rows.push_back({{"mode", v.mode}, {"selector", v.selector}, {"retention", v.retention}, {"spec", v.spec},
+                    {"n", v.n}, {"exact_match", v.em / v.n}, {"f1", f1},
+                    {"bandwidth_share", v.wire / v.bytes16}, {"context_tokens", v.context / v.n}});
+  }
+  if (!absl::GetFlag(FLAGS_json).empty()) std::ofstream(absl::GetFlag(FLAGS_json)) << rows.dump(1) << "\n";
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int RunEval(const std::vector<std::string>& args) {
+  if (!args.empty()) {
+    std::fprintf(stderr, "kvstream eval: unexpected argument '%s'\n", args[0].c_str());
+    return 2;
+  }
+  const absl::Status st = Run();
+  if (!st.ok()) {
+    std::fprintf(stderr, "kvstream eval: %s\n", std::string(st.message()).c_str());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace kvstream::cli
