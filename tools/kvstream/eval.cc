@@ -1,14 +1,15 @@
 // kvstream eval: quality against bandwidth, in process. For every example it runs the kv
 // pipeline the daemons run (prefill with attention statistics -> select -> compact ->
 // encode chunks -> decode -> rebuild -> generate from the rebuilt cache) for each
-// selector x retention x plan, and, with --scout, scout mode (the scout's selection as
-// a keep-mask for the answering model's own prefill). Prints a table and writes CSV and
+// selector x retention x plan; scout mode (the scout's selection as a keep-mask for the
+// answering model's own prefill); and text mode (the answering model prefills all). Prints a table and writes CSV and
 // JSON; the CSV is rewritten as examples complete, so a long sweep leaves partial
 // results.
 #include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "absl/flags/flag.h"
@@ -26,12 +27,13 @@
 #include "tools/kvstream/commands.h"
 
 ABSL_FLAG(std::string, model, "testdata/models/large", "Model directory that answers");
-ABSL_FLAG(std::string, scout, "", "Scout model directory: adds scout-mode rows (its selection, the model's prefill)");
+ABSL_FLAG(std::string, scout, "", "Scout model directory for scout mode (its selection, --model's prefill)");
 ABSL_FLAG(std::string, tasks, "", "SQuAD-format JSON to evaluate; empty: generate --kind tasks");
 ABSL_FLAG(std::string, kind, "single", "Generated task kind: single, multi or needle");
 ABSL_FLAG(int, n, 40, "Examples to evaluate");
 ABSL_FLAG(int, records, 40, "Records per generated single/multi context");
 ABSL_FLAG(int, target_tokens, 512, "Context length of generated needle tasks");
+ABSL_FLAG(std::string, modes, "kv", "Modes, comma separated: kv, scout (needs --scout), text");
 ABSL_FLAG(std::string, specs, "raw", "Plans to evaluate, separated by ';' (e.g. \"raw;int8;int4,L0=f16\")");
 ABSL_FLAG(std::string, selectors, "full", "Selectors, comma separated: full, q2c, snapkv, h2o, random");
 ABSL_FLAG(std::string, retentions, "1", "Context retentions for the selectors, comma separated");
@@ -108,13 +110,27 @@ absl::Status Run() {
     }
     retentions.push_back(r);
   }
+  std::set<std::string> modes;
+  for (absl::string_view m : absl::StrSplit(absl::GetFlag(FLAGS_modes), ',', absl::SkipEmpty())) {
+    if (m != "kv" && m != "scout" && m != "text") {
+      return absl::InvalidArgumentError(absl::StrCat("--modes: expected kv, scout or text; found '", m, "'"));
+    }
+    modes.emplace(m);
+  }
+  if (modes.count("scout") && scout == nullptr) {
+    return absl::InvalidArgumentError("--modes=scout needs --scout=DIR (the model that selects)");
+  }
   std::vector<Variant> variants;
+  if (modes.count("text")) variants.push_back({"text", "full", 1.0, "-"});
   for (select::Policy p : selectors) {
     for (double r : p == select::Policy::kFull ? std::vector<double>{1.0} : retentions) {
-      for (const std::string& s : specs) variants.push_back({"kv", std::string(select::PolicyName(p)), r, s});
-      if (scout != nullptr) variants.push_back({"scout", std::string(select::PolicyName(p)), r, "-"});
+      if (modes.count("kv")) {
+        for (const std::string& s : specs) variants.push_back({"kv", std::string(select::PolicyName(p)), r, s});
+      }
+      if (modes.count("scout")) variants.push_back({"scout", std::string(select::PolicyName(p)), r, "-"});
     }
   }
+  if (variants.empty()) return absl::InvalidArgumentError("nothing to evaluate: no mode/selector/spec given");
 
   model::SamplingOptions sampling;
   sampling.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
@@ -149,7 +165,13 @@ absl::Status Run() {
       ASSIGN_OR_RETURN(select::Selection sel, select::Select(stats, spans, so));
       std::string answer;
       double wire = 0;
-      if (v.mode == "kv") {
+      if (v.mode == "text") {
+        // The answering model prefills everything it is sent: the token ids.
+        ASSIGN_OR_RETURN(model::PrefillResult pre, answerer->Prefill(head));
+        ASSIGN_OR_RETURN(model::Generation g, model::Generate(*answerer, *pre.cache, last, sampling));
+        ASSIGN_OR_RETURN(answer, tok->Decode(g.tokens, true));
+        wire = 4.0 * prompt.tokens.size();
+      } else if (v.mode == "kv") {
         ASSIGN_OR_RETURN(auto kept, full.cache->Copy(sel.kept));
         ASSIGN_OR_RETURN(codec::Plan plan, codec::ParsePlan(v.spec));
         model::EncodeStats es;

@@ -6,6 +6,7 @@
 #include <random>
 
 #include "common/codec/crc32c.h"
+#include "common/model/generate.h"
 #include "tests/common/model/tiny_model.h"
 
 namespace kvstream::model {
@@ -119,6 +120,45 @@ TEST_F(KvChunksTest, AssemblerRejectsBadChunksAndIncompleteCaches) {
   EXPECT_NE(c.Add((*chunks)[0]).message().find("session 's3', expected 'other'"), std::string::npos);
   EXPECT_EQ(EncodeCache(*cache, *codec::ParsePlan("int4,L5=f16"), "s", {}, 0).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace kvstream::model
+
+namespace kvstream::model {
+namespace {
+
+// The end-to-end oracle, in process: kv mode with a lossless spec (the cache shipped
+// raw through chunks and rebuilt) generates exactly the tokens text mode generates.
+TEST(KvOracleTest, LosslessKvModeEqualsTextModeOnTwentyPrompts) {
+  const std::string dir = testing::WriteTinyModel("oracle_model", testing::TinyConfig(), 33);
+  for (const char* dtype : {"f32", "bf16"}) {
+    auto m = Model::Load(dir, {"cpu", dtype, 0});
+    ASSERT_TRUE(m.ok());
+    SamplingOptions o;
+    o.max_new_tokens = 12;
+    for (int p = 0; p < 20; ++p) {
+      std::vector<int32_t> prompt(10 + 3 * p);
+      for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<int32_t>((i * (p + 3) + p) % 96);
+      const std::vector<int32_t> head(prompt.begin(), prompt.end() - 1);
+      auto text = (*m)->Prefill(head);
+      auto want = Generate(**m, *text->cache, prompt.back(), o);
+      ASSERT_TRUE(want.ok());
+
+      auto edge = (*m)->Prefill(head);
+      ChunkingOptions co;
+      co.max_chunk_bytes = 512;
+      auto chunks = EncodeCache(*edge->cache, *codec::ParsePlan("raw"), "oracle", co, 0);
+      ASSERT_TRUE(chunks.ok()) << chunks.status();
+      CacheAssembler cloud(**m, "oracle", edge->cache->positions(), edge->cache->next_position());
+      for (const auto& c : *chunks) ASSERT_TRUE(cloud.Add(c).ok());
+      auto rebuilt = cloud.Finish();
+      ASSERT_TRUE(rebuilt.ok());
+      auto got = Generate(**m, **rebuilt, prompt.back(), o);
+      ASSERT_TRUE(got.ok());
+      EXPECT_EQ(got->tokens, want->tokens) << dtype << " prompt " << p;
+    }
+  }
 }
 
 }  // namespace
