@@ -163,13 +163,17 @@ absl::Status Run() {
       so.seed = e;
       const select::AttentionStats& stats = v.mode == "scout" ? scout_pre.stats : full.stats;
       ASSIGN_OR_RETURN(select::Selection sel, select::Select(stats, spans, so));
+      // Generates from `cache` (feeding the prompt's last token) and decodes the answer.
+      auto answer_from = [&](model::KvCache& cache) -> absl::StatusOr<std::string> {
+        ASSIGN_OR_RETURN(model::Generation g, model::Generate(*answerer, cache, last, sampling));
+        return tok->Decode(g.tokens, true);
+      };
       std::string answer;
       double wire = 0;
       if (v.mode == "text") {
         // The answering model prefills everything it is sent: the token ids.
         ASSIGN_OR_RETURN(model::PrefillResult pre, answerer->Prefill(head));
-        ASSIGN_OR_RETURN(model::Generation g, model::Generate(*answerer, *pre.cache, last, sampling));
-        ASSIGN_OR_RETURN(answer, tok->Decode(g.tokens, true));
+        ASSIGN_OR_RETURN(answer, answer_from(*pre.cache));
         wire = 4.0 * prompt.tokens.size();
       } else if (v.mode == "kv") {
         ASSIGN_OR_RETURN(auto kept, full.cache->Copy(sel.kept));
@@ -179,16 +183,14 @@ absl::Status Run() {
         model::CacheAssembler assembler(*answerer, "eval", kept->positions(), kept->next_position());
         for (const auto& c : chunks) RETURN_IF_ERROR(assembler.Add(c));
         ASSIGN_OR_RETURN(auto rebuilt, assembler.Finish());
-        ASSIGN_OR_RETURN(model::Generation g, model::Generate(*answerer, *rebuilt, last, sampling));
-        ASSIGN_OR_RETURN(answer, tok->Decode(g.tokens, true));
+        ASSIGN_OR_RETURN(answer, answer_from(*rebuilt));
         wire = static_cast<double>(es.message_bytes);
       } else {
         model::PrefillOptions keep;
         keep.keep_mask.assign(head.size(), 0);
         for (int32_t p : sel.kept) keep.keep_mask[p] = 1;
         ASSIGN_OR_RETURN(model::PrefillResult pre, answerer->Prefill(head, keep));
-        ASSIGN_OR_RETURN(model::Generation g, model::Generate(*answerer, *pre.cache, last, sampling));
-        ASSIGN_OR_RETURN(answer, tok->Decode(g.tokens, true));
+        ASSIGN_OR_RETURN(answer, answer_from(*pre.cache));
         wire = 4.0 * prompt.tokens.size() + codec::EncodePositions(sel.kept).size();  // ids + positions
       }
       v.em += eval::ExactMatch(answer, ex.answers);
