@@ -385,19 +385,13 @@ void SvdFactors(const TensorShape& s, int64_t r, const float* x, float* a_out, f
 }  // namespace
 
 absl::Status ComputeQuantParams(float lo, float hi, int bits, QuantParams* out) {
+  if (FastParams(lo, hi, bits, out)) return absl::OkStatus();
   if (lo < -kHalfMax || hi > kHalfMax) {
     return absl::InvalidArgumentError(absl::StrCat(
         "quantize: values in [", lo, ", ", hi, "] exceed the fp16 offset range (|x| <= 65504)"));
   }
-  out->offset_h = HalfRoundDown(lo);
-  const float offset = HalfToFloat(out->offset_h);
-  const float step = (hi - offset) / static_cast<float>((1 << bits) - 1);
-  if (!(step <= kHalfMax)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "quantize: range [", lo, ", ", hi, "] at ", bits, " bits needs a scale beyond fp16"));
-  }
-  out->scale_h = HalfRoundUp(step);
-  return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "quantize: range [", lo, ", ", hi, "] at ", bits, " bits needs a scale beyond fp16"));
 }
 
 uint64_t QuantGroups(const TensorSpec& spec, const TensorShape& s) {

@@ -46,10 +46,12 @@ namespace kvstream::cli {
 namespace {
 
 struct Variant {
-  std::string mode;  // kv | scout
+  std::string mode;  // kv | scout | text
   std::string selector;
   double retention;
   std::string spec;
+  codec::Plan plan;  // parsed `spec` (kv mode)
+  select::Policy policy = select::Policy::kFull;
   double em = 0, f1 = 0, wire = 0, bytes16 = 0, kept = 0, context = 0;
   int n = 0;
 };
@@ -121,13 +123,15 @@ absl::Status Run() {
     return absl::InvalidArgumentError("--modes=scout needs --scout=DIR (the model that selects)");
   }
   std::vector<Variant> variants;
-  if (modes.count("text")) variants.push_back({"text", "full", 1.0, "-"});
+  if (modes.count("text")) variants.push_back({"text", "full", 1.0, "-", {}, select::Policy::kFull});
   for (select::Policy p : selectors) {
     for (double r : p == select::Policy::kFull ? std::vector<double>{1.0} : retentions) {
       if (modes.count("kv")) {
-        for (const std::string& s : specs) variants.push_back({"kv", std::string(select::PolicyName(p)), r, s});
+        for (size_t i = 0; i < specs.size(); ++i) {
+          variants.push_back({"kv", std::string(select::PolicyName(p)), r, specs[i], plans[i], p});
+        }
       }
-      if (modes.count("scout")) variants.push_back({"scout", std::string(select::PolicyName(p)), r, "-"});
+      if (modes.count("scout")) variants.push_back({"scout", std::string(select::PolicyName(p)), r, "-", {}, p});
     }
   }
   if (variants.empty()) return absl::InvalidArgumentError("nothing to evaluate: no mode/selector/spec given");
@@ -158,7 +162,7 @@ absl::Status Run() {
                                 head.size() * answerer->config().head_dim;
     for (Variant& v : variants) {
       select::SelectOptions so;
-      so.policy = select::ParsePolicy(v.selector).value();
+      so.policy = v.policy;
       so.retention = v.retention;
       so.seed = e;
       const select::AttentionStats& stats = v.mode == "scout" ? scout_pre.stats : full.stats;
@@ -177,9 +181,8 @@ absl::Status Run() {
         wire = 4.0 * prompt.tokens.size();
       } else if (v.mode == "kv") {
         ASSIGN_OR_RETURN(auto kept, full.cache->Copy(sel.kept));
-        ASSIGN_OR_RETURN(codec::Plan plan, codec::ParsePlan(v.spec));
         model::EncodeStats es;
-        ASSIGN_OR_RETURN(auto chunks, model::EncodeCache(*kept, plan, "eval", {}, 0, &es));
+        ASSIGN_OR_RETURN(auto chunks, model::EncodeCache(*kept, v.plan, "eval", {}, 0, &es));
         model::CacheAssembler assembler(*answerer, "eval", kept->positions(), kept->next_position());
         for (const auto& c : chunks) RETURN_IF_ERROR(assembler.Add(c));
         ASSIGN_OR_RETURN(auto rebuilt, assembler.Finish());

@@ -109,7 +109,6 @@ TEST_F(KvChunksTest, AssemblerRejectsBadChunksAndIncompleteCaches) {
 
   // The session expects other positions: the chunk is refused, naming the slot.
   std::vector<int32_t> shifted = cache->positions();
-  for (auto& p : shifted) p += 0;
   shifted[0] = 1;
   shifted[1] = 2;
   CacheAssembler b(*m, "s3", shifted, cache->next_position());
