@@ -3,8 +3,10 @@
 // them as Hugging Face directories (config.json, model.safetensors, tokenizer.json).
 //
 // Recipe (retrieval is learned suddenly, after a plateau, when induction heads form):
-// HF initialisation (std 0.02), AdamW with warmup and cosine decay, a curriculum from a
-// few records to full-length contexts, and several questions per training sequence
+// HF initialisation (std 0.02), AdamW with warmup and cosine decay, a loss-gated
+// curriculum (contexts grow only once the answer loss at the current length is low, so
+// the model is never pushed to long contexts before it can recall at short ones), and
+// several questions per training sequence
 // (multi-query associative recall); loss on answer tokens only. Checkpoints every
 // --checkpoint_every steps; an interrupted run resumes from them.
 #include <torch/torch.h>
@@ -44,6 +46,9 @@ ABSL_FLAG(int, eval_every, 500, "Steps between held-out evaluations (and exports
 ABSL_FLAG(int, eval_questions, 40, "Held-out questions per evaluation");
 ABSL_FLAG(double, max_minutes, 0, "Stop after this many minutes, checkpoint and export (0: no limit)");
 ABSL_FLAG(int, max_records, 40, "Records in the longest single-hop training contexts (~500 tokens)");
+ABSL_FLAG(int, start_records, 4, "Curriculum: records per context at the start");
+ABSL_FLAG(double, advance_loss, 0.2,
+          "Curriculum: move to longer contexts when the answer loss (running mean) falls below this");
 ABSL_FLAG(int, vocab_size, 1024, "Tokenizer vocabulary (bytes + merges + 3 special tokens)");
 
 namespace kvstream::cli {
@@ -92,24 +97,21 @@ class Trainer {
   }
 
   // One training sequence: a context and up to 8 question/answer turns about it.
-  Sample Make(uint64_t seed, double progress) const {
+  // `level` is the curriculum's current cap on records per context: contexts are drawn
+  // from 2..level records (short ones stay in the mix so recall learned there is kept),
+  // needles are padded to about 12 tokens per level, and multi-hop samples enter at 8.
+  Sample Make(uint64_t seed, int level) const {
     std::mt19937_64 rng(seed);
-    const int max_records = absl::GetFlag(FLAGS_max_records);
-    // Curriculum: at most 8 records for the first 30% of steps, then growing to the full
-    // length by 70%.
-    const double p = std::clamp((progress - 0.3) / 0.4, 0.0, 1.0);
-    const int r_cap = 8 + static_cast<int>(p * (max_records - 8));
-    // Mostly short contexts (cheap, and where recall is first learned), a fifth at full length.
-    const double mix = std::uniform_real_distribution<double>(0, 1)(rng);
-    const int r_max = mix < 0.5 ? std::min(r_cap, 12) : mix < 0.8 ? std::min(r_cap, 24) : r_cap;
     const double u = std::uniform_real_distribution<double>(0, 1)(rng);
+    const int r = 2 + static_cast<int>(rng() % static_cast<uint64_t>(std::max(1, level - 1)));
     eval::Example ex;
-    if (u < 0.7 || p < 0.2) {
-      ex = gen_.One("single", rng(), 2 + static_cast<int>(rng() % (r_max - 1)), 0);
+    if (u < 0.7 || level < 8) {
+      ex = gen_.One("single", rng(), r, 0);
     } else if (u < 0.85) {
-      ex = gen_.One("needle", rng(), 0, 64 + static_cast<int>(rng() % (64 + static_cast<int>(p * 448))));
+      ex = gen_.One("needle", rng(), 0, 48 + static_cast<int>(rng() % static_cast<uint64_t>(12 * level)));
     } else {
-      ex = gen_.One("multi", rng(), 4 + 2 * static_cast<int>(rng() % std::max(1, r_max / 4)), 0);
+      ex = gen_.One("multi", rng(), 4 + 2 * static_cast<int>(rng() % static_cast<uint64_t>(std::max(1, r / 4))),
+                    0);
     }
     std::vector<std::pair<std::string, std::string>> qas = ex.all_qas;
     std::shuffle(qas.begin(), qas.end(), rng);
@@ -200,12 +202,15 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, co
 
   Weights w = model::InitWeights(c, seed + (name == "large" ? 100 : 0), 0.02);
   int step = 0;
+  int level = absl::GetFlag(FLAGS_start_records);
   const bool resume = std::filesystem::exists(ckpt + "/state.json");
   if (resume) {
     ASSIGN_OR_RETURN(auto set, model::WeightSet::OpenDir(ckpt));
     ASSIGN_OR_RETURN(w, model::LoadWeights(c, *set, torch::TensorOptions().dtype(torch::kFloat32)));
     std::ifstream in(ckpt + "/state.json");
-    step = nlohmann::json::parse(in).value("step", 0);
+    const nlohmann::json state = nlohmann::json::parse(in);
+    step = state.value("step", 0);
+    level = state.value("level", level);
   }
   std::vector<torch::Tensor> matrices, vectors;
   for (torch::Tensor& t : w.Parameters()) {
@@ -233,6 +238,10 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, co
   const int batch = absl::GetFlag(FLAGS_batch), warmup = absl::GetFlag(FLAGS_warmup);
   const double peak = absl::GetFlag(FLAGS_lr);
   double loss_acc = 0, best_em = -1;
+  // Running mean of the answer loss over the last ~100 steps, for the curriculum gate.
+  double loss_ema = -1;
+  int steps_at_level = 0;
+  const int max_records = absl::GetFlag(FLAGS_max_records);
   int loss_n = 0;
   int64_t tokens_seen = 0;
   nlohmann::json evals = nlohmann::json::array();
@@ -242,7 +251,7 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, co
   auto save = [&]() -> absl::Status {
     RETURN_IF_ERROR(model::SaveWeights(c, w, ckpt + "/model.safetensors"));
     torch::save(opt, ckpt + "/optimizer.pt");
-    return WriteText(ckpt + "/state.json", nlohmann::json({{"step", step}}).dump() + "\n");
+    return WriteText(ckpt + "/state.json", nlohmann::json({{"step", step}, {"level", level}}).dump() + "\n");
   };
   auto evaluate_and_export = [&]() -> absl::Status {
     const auto [em, prompt_tokens] = trainer.Evaluate(c, w, absl::GetFlag(FLAGS_eval_questions),
@@ -254,7 +263,8 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, co
     if (em >= best_em) {
       best_em = em;
       nlohmann::json prov = {{"command", "kvstream train-tiny"}, {"step", step}, {"steps", total},
-                             {"seed", seed}, {"lr", peak}, {"batch", batch}, {"evals", evals}};
+                             {"seed", seed}, {"lr", peak}, {"batch", batch}, {"curriculum_records", level},
+                             {"evals", evals}};
       RETURN_IF_ERROR(Export(absl::StrCat(absl::GetFlag(FLAGS_out), "/", name), c, w, tok_json, prov));
     }
     return absl::OkStatus();
@@ -268,8 +278,7 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, co
     std::vector<Sample> samples;
     size_t max_len = 0;
     for (int b = 0; b < batch; ++b) {
-      samples.push_back(trainer.Make(seed * 7919 + static_cast<uint64_t>(step) * 131 + b,
-                                     static_cast<double>(step) / total));
+      samples.push_back(trainer.Make(seed * 7919 + static_cast<uint64_t>(step) * 131 + b, level));
       max_len = std::max(max_len, samples.back().ids.size());
     }
     std::vector<int64_t> ids(batch * max_len, 0), targets(batch * max_len, -100);
@@ -288,11 +297,21 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, co
     loss.backward();
     torch::nn::utils::clip_grad_norm_(w.Parameters(), 1.0);
     opt.step();
-    loss_acc += loss.item<double>();
+    const double loss_now = loss.item<double>();
+    loss_acc += loss_now;
     ++loss_n;
+    loss_ema = loss_ema < 0 ? loss_now : 0.99 * loss_ema + 0.01 * loss_now;
+    ++steps_at_level;
+    if (level < max_records && steps_at_level >= 100 && loss_ema < absl::GetFlag(FLAGS_advance_loss)) {
+      level = std::min(max_records, level + std::max(2, level / 4));
+      loss_ema = -1;  // measure afresh at the new length
+      steps_at_level = 0;
+      std::printf("[%s] step %d: curriculum advances to %d records\n", name.c_str(), step + 1, level);
+    }
     if ((step + 1) % 50 == 0) {
-      std::printf("[%s] step %d loss %.4f lr %.2e tokens/s %.0f elapsed %.1f min\n", name.c_str(), step + 1,
-                  loss_acc / loss_n, lr, tokens_seen / (minutes() * 60.0), minutes());
+      std::printf("[%s] step %d loss %.4f (running %.4f) records<=%d lr %.2e tokens/s %.0f elapsed %.1f min\n",
+                  name.c_str(), step + 1, loss_acc / loss_n, loss_ema, level, lr,
+                  tokens_seen / (minutes() * 60.0), minutes());
       std::fflush(stdout);
       loss_acc = 0;
       loss_n = 0;
