@@ -10,6 +10,10 @@
 
 ABSL_DECLARE_FLAG(std::string, words);
 ABSL_DECLARE_FLAG(uint64_t, task_seed);
+ABSL_DECLARE_FLAG(std::string, kind);
+ABSL_DECLARE_FLAG(int, n);
+ABSL_DECLARE_FLAG(int, records);
+ABSL_DECLARE_FLAG(int, target_tokens);
 
 namespace kvstream::cli {
 
@@ -23,5 +27,7 @@ int RunTokenize(const std::vector<std::string>& args);
 int RunTrainTiny(const std::vector<std::string>& args);
 int RunEval(const std::vector<std::string>& args);
 int RunGenTasks(const std::vector<std::string>& args);
+int RunAsk(const std::vector<std::string>& args);
+int RunDemo(const std::vector<std::string>& args);
 
 }  // namespace kvstream::cli

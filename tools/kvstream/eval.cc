@@ -29,10 +29,6 @@
 ABSL_FLAG(std::string, model, "testdata/models/large", "Model directory that answers");
 ABSL_FLAG(std::string, scout, "", "Scout model directory for scout mode (its selection, --model's prefill)");
 ABSL_FLAG(std::string, tasks, "", "SQuAD-format JSON to evaluate; empty: generate --kind tasks");
-ABSL_FLAG(std::string, kind, "single", "Generated task kind: single, multi or needle");
-ABSL_FLAG(int, n, 40, "Examples to evaluate");
-ABSL_FLAG(int, records, 40, "Records per generated single/multi context");
-ABSL_FLAG(int, target_tokens, 512, "Context length of generated needle tasks");
 ABSL_FLAG(std::string, modes, "kv", "Modes, comma separated: kv, scout (needs --scout), text");
 ABSL_FLAG(std::string, specs, "raw", "Plans to evaluate, separated by ';' (e.g. \"raw;int8;int4,L0=f16\")");
 ABSL_FLAG(std::string, selectors, "full", "Selectors, comma separated: full, q2c, snapkv, h2o, random");

@@ -25,6 +25,9 @@ const Command kCommands[] = {
     {"gen-tasks", "write generated retrieval tasks as SQuAD v2 JSON", kvstream::cli::RunGenTasks},
     {"eval", "quality vs bandwidth of selectors x retentions x plans, in process",
      kvstream::cli::RunEval},
+    {"ask", "one question to a kvstream-edge daemon: streams the answer, then the stats", kvstream::cli::RunAsk},
+    {"demo", "starts cloud + edge daemons on loopback with the tiny models and compares modes",
+     kvstream::cli::RunDemo},
 };
 
 void PrintCommands(FILE* out) {

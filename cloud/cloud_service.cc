@@ -1,0 +1,435 @@
+#include "cloud/cloud_service.h"
+
+#include <algorithm>
+#include <chrono>
+#include <random>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/base/log.h"
+#include "common/base/status.h"
+#include "common/codec/positions.h"
+#include "common/metrics/metrics.h"
+#include "common/model/chat.h"
+#include "common/model/generate.h"
+#include "common/model/kv_chunks.h"
+#include "common/net/grpc_util.h"
+
+namespace kvstream::cloud {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using kvstream::v1::Downlink;
+using kvstream::v1::Mode;
+using kvstream::v1::Uplink;
+
+double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+const char* ModeLabel(Mode m) {
+  switch (m) {
+    case kvstream::v1::MODE_KV: return "kv";
+    case kvstream::v1::MODE_SCOUT: return "scout";
+    case kvstream::v1::MODE_TEXT: return "text";
+    default: return "invalid";
+  }
+}
+
+// Sleeps until `tokens` at `rate` tokens/s would have taken since `start` (emulation).
+void PadTo(Clock::time_point start, int64_t tokens, double rate) {
+  if (rate <= 0) return;
+  const auto until = start + std::chrono::duration_cast<Clock::duration>(
+                                 std::chrono::duration<double>(static_cast<double>(tokens) / rate));
+  std::this_thread::sleep_until(until);
+}
+
+}  // namespace
+
+absl::StatusOr<ServedModel> LoadServedModel(const std::string& name, const std::string& dir,
+                                            const model::RuntimeOptions& runtime, int probe_tokens) {
+  ServedModel s;
+  s.name = name;
+  ASSIGN_OR_RETURN(s.model, model::Model::Load(dir, runtime));
+  const model::ModelConfig& c = s.model->config();
+  for (int id : c.eos_token_ids) s.stop_tokens.push_back(id);
+  auto tok = model::Tokenizer::Load(dir + "/tokenizer.json");
+  if (tok.ok()) {
+    s.tokenizer = std::move(*tok);
+    for (int32_t id : model::StopTokens(*s.tokenizer)) {
+      if (std::find(s.stop_tokens.begin(), s.stop_tokens.end(), id) == s.stop_tokens.end()) s.stop_tokens.push_back(id);
+    }
+  }
+  if (probe_tokens > 0) {
+    const int n = std::max(2, std::min(probe_tokens, c.max_position_embeddings / 2));
+    std::mt19937 rng(7);
+    std::vector<int32_t> tokens(n);
+    for (int32_t& t : tokens) t = static_cast<int32_t>(rng() % static_cast<uint32_t>(c.vocab_size));
+    ASSIGN_OR_RETURN(auto warm, s.model->Prefill(absl::MakeSpan(tokens).subspan(0, 8)));  // first-call costs
+    const auto t0 = Clock::now();
+    ASSIGN_OR_RETURN(auto pre, s.model->Prefill(tokens));
+    const auto t1 = Clock::now();
+    const int steps = 16;
+    for (int i = 0; i < steps; ++i) {
+      const int32_t p = pre.cache->next_position();
+      ASSIGN_OR_RETURN(auto logits, s.model->Extend(*pre.cache, {tokens[i]}, {p}));
+    }
+    const auto t2 = Clock::now();
+    s.prefill_tokens_per_second = n / std::max(1e-9, Seconds(t0, t1));
+    s.decode_tokens_per_second = steps / std::max(1e-9, Seconds(t1, t2));
+  }
+  return s;
+}
+
+struct CloudService::Metrics {
+  prometheus::Family<prometheus::Counter>& sessions;
+  prometheus::Counter& received_bytes;
+  prometheus::Counter& chunks;
+  prometheus::Counter& tokens;
+  prometheus::Family<prometheus::Histogram>& stages;
+  prometheus::Gauge& active;
+  prometheus::Gauge& reserved;
+
+  explicit Metrics(prometheus::Registry& r)
+      : sessions(prometheus::BuildCounter()
+                     .Name("kvstream_cloud_sessions_total")
+                     .Help("Transfer sessions by mode and final gRPC status code")
+                     .Register(r)),
+        received_bytes(prometheus::BuildCounter()
+                           .Name("kvstream_cloud_received_chunk_bytes_total")
+                           .Help("Serialized KvChunk bytes received from edges")
+                           .Register(r)
+                           .Add({})),
+        chunks(prometheus::BuildCounter()
+                   .Name("kvstream_cloud_chunks_total")
+                   .Help("KvChunks received and acknowledged")
+                   .Register(r)
+                   .Add({})),
+        tokens(prometheus::BuildCounter()
+                   .Name("kvstream_cloud_generated_tokens_total")
+                   .Help("Answer tokens generated and streamed")
+                   .Register(r)
+                   .Add({})),
+        stages(prometheus::BuildHistogram()
+                   .Name("kvstream_cloud_stage_seconds")
+                   .Help("Time per session stage: rebuild (chunks to cache), prefill (scout/text), "
+                         "first_token (commit to first token), decode (whole answer)")
+                   .Register(r)),
+        active(prometheus::BuildGauge()
+                   .Name("kvstream_cloud_active_sessions")
+                   .Help("Transfer sessions open now")
+                   .Register(r)
+                   .Add({})),
+        reserved(prometheus::BuildGauge()
+                     .Name("kvstream_cloud_cache_reserved_bytes")
+                     .Help("Cache bytes reserved by open sessions (budget: --cache_budget_bytes)")
+                     .Register(r)
+                     .Add({})) {}
+
+  void Stage(const char* name, double seconds) {
+    stages.Add({{"stage", name}}, metrics::SecondsBuckets()).Observe(seconds);
+  }
+};
+
+struct CloudService::Session {
+  std::string id;
+  Mode mode = kvstream::v1::MODE_UNSPECIFIED;
+  ServedModel* served = nullptr;
+  std::vector<int32_t> prompt;    // scout / text
+  std::vector<int32_t> kept;      // kv: slot positions; scout: kept prompt positions
+  int32_t last_token = 0;
+  int next_position = 0;
+  model::SamplingOptions sampling;
+  Lease lease;
+  kvstream::v1::CloudStats stats;
+};
+
+CloudService::CloudService(std::vector<ServedModel> models, const CloudOptions& options,
+                           metrics::MetricsServer& metrics)
+    : models_(std::move(models)), options_(options), metrics_(std::make_unique<Metrics>(metrics.registry())) {
+  Metrics* m = metrics_.get();
+  sessions_ = std::make_unique<SessionStore>(options.max_sessions, options.cache_budget_bytes,
+                                             [m](uint32_t active, uint64_t bytes) {
+                                               m->active.Set(active);
+                                               m->reserved.Set(static_cast<double>(bytes));
+                                             });
+  for (ServedModel& s : models_) {
+    if (options_.emulate_prefill_tokens_per_second > 0) {
+      s.prefill_tokens_per_second = options_.emulate_prefill_tokens_per_second;
+    }
+    if (options_.emulate_decode_tokens_per_second > 0) {
+      s.decode_tokens_per_second = options_.emulate_decode_tokens_per_second;
+    }
+  }
+}
+
+CloudService::~CloudService() = default;
+
+grpc::Status CloudService::GetInfo(grpc::ServerContext*, const kvstream::v1::GetInfoRequest*,
+                                   kvstream::v1::GetInfoResponse* response) {
+  for (const ServedModel& s : models_) {
+    const model::ModelConfig& c = s.model->config();
+    kvstream::v1::ModelInfo* info = response->add_models();
+    info->set_name(s.name);
+    info->set_fingerprint(s.model->fingerprint());
+    info->mutable_dims()->set_num_layers(c.num_layers);
+    info->mutable_dims()->set_num_kv_heads(c.num_kv_heads);
+    info->mutable_dims()->set_head_dim(c.head_dim);
+    info->mutable_dims()->set_vocab_size(c.vocab_size);
+    info->mutable_dims()->set_max_position_embeddings(c.max_position_embeddings);
+    info->set_prefill_tokens_per_second(s.prefill_tokens_per_second);
+    info->set_decode_tokens_per_second(s.decode_tokens_per_second);
+  }
+  response->set_active_sessions(sessions_->active());
+  response->set_cache_bytes_in_use(sessions_->bytes_in_use());
+  response->set_max_sessions(sessions_->max_sessions());
+  response->set_cache_budget_bytes(sessions_->budget_bytes());
+  return grpc::Status::OK;
+}
+
+absl::Status CloudService::Open(const kvstream::v1::SessionOpen& open, Session& s) {
+  s.id = open.session_id();
+  s.mode = open.mode();
+  if (s.mode != kvstream::v1::MODE_KV && s.mode != kvstream::v1::MODE_SCOUT && s.mode != kvstream::v1::MODE_TEXT) {
+    return absl::InvalidArgumentError(absl::StrCat("SessionOpen.mode: expected MODE_KV, MODE_SCOUT or MODE_TEXT, found ",
+                                                   kvstream::v1::Mode_Name(s.mode)));
+  }
+  auto served_list = [&] {
+    std::vector<std::string> names;
+    for (const ServedModel& m : models_) names.push_back(absl::StrCat(m.name, "=", m.model->fingerprint()));
+    return absl::StrJoin(names, ", ");
+  };
+  if (s.mode == kvstream::v1::MODE_KV) {
+    for (ServedModel& m : models_) {
+      if (m.model->fingerprint() == open.model_fingerprint()) s.served = &m;
+    }
+    if (s.served == nullptr) {
+      return absl::FailedPreconditionError(absl::StrCat("kv mode needs the sender's model here: fingerprint '",
+                                                        open.model_fingerprint(), "' is not served (serving ",
+                                                        served_list(), ")"));
+    }
+    const model::ModelConfig& c = s.served->model->config();
+    const kvstream::v1::ModelDims& d = open.dims();
+    const std::pair<const char*, std::pair<uint32_t, int>> dims[] = {
+        {"num_layers", {d.num_layers(), c.num_layers}},
+        {"num_kv_heads", {d.num_kv_heads(), c.num_kv_heads}},
+        {"head_dim", {d.head_dim(), c.head_dim}},
+    };
+    for (const auto& [field, v] : dims) {
+      if (static_cast<int64_t>(v.first) != v.second) {
+        return absl::FailedPreconditionError(absl::StrCat("SessionOpen.dims.", field, " is ", v.first, " but model '",
+                                                          s.served->name, "' has ", v.second));
+      }
+    }
+  } else {
+    if (open.model_name().empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("SessionOpen.model_name is empty; ", ModeLabel(s.mode),
+                                                     " mode names the cloud model (serving ", served_list(), ")"));
+    }
+    for (ServedModel& m : models_) {
+      if (m.name == open.model_name()) s.served = &m;
+    }
+    if (s.served == nullptr) {
+      return absl::NotFoundError(
+          absl::StrCat("model '", open.model_name(), "' is not served here (serving ", served_list(), ")"));
+    }
+  }
+  const model::ModelConfig& c = s.served->model->config();
+  const uint32_t max_tokens = open.max_tokens() == 0 ? options_.default_new_tokens : open.max_tokens();
+  if (max_tokens > options_.max_new_tokens) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_tokens is ", max_tokens, "; this cloud allows at most ", options_.max_new_tokens));
+  }
+  if (open.temperature() < 0 || open.top_p() < 0 || open.top_p() > 1) {
+    return absl::InvalidArgumentError(absl::StrCat("temperature must be >= 0 and top_p in [0, 1] (0: 1), found ",
+                                                   open.temperature(), " and ", open.top_p()));
+  }
+  s.sampling.max_new_tokens = static_cast<int>(max_tokens);
+  s.sampling.temperature = open.temperature();
+  s.sampling.top_p = open.top_p() == 0 ? 1.0 : open.top_p();
+  s.sampling.seed = open.seed();
+  s.sampling.stop_tokens = s.served->stop_tokens;
+
+  uint64_t slots = 0;
+  if (s.mode == kvstream::v1::MODE_KV) {
+    if (open.last_token() < 0 || open.last_token() >= c.vocab_size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("SessionOpen.last_token is ", open.last_token(), ", expected 0..", c.vocab_size - 1));
+    }
+    if (open.next_position() == 0 || open.num_slots() == 0) {
+      return absl::InvalidArgumentError(absl::StrCat("kv mode needs num_slots > 0 and next_position > 0, found ",
+                                                     open.num_slots(), " and ", open.next_position()));
+    }
+    s.last_token = open.last_token();
+    s.next_position = static_cast<int>(open.next_position());
+    auto kept = codec::DecodePositions(open.kept_positions(), open.num_slots(), open.next_position());
+    if (!kept.ok()) return absl::InvalidArgumentError(absl::StrCat("SessionOpen.kept_positions: ", kept.status().message()));
+    s.kept = std::move(*kept);
+    slots = open.num_slots();
+  } else {
+    if (open.prompt_tokens_size() < 2) {
+      return absl::InvalidArgumentError(absl::StrCat("SessionOpen.prompt_tokens has ", open.prompt_tokens_size(),
+                                                     " tokens; expected the whole prompt (at least 2)"));
+    }
+    s.prompt.assign(open.prompt_tokens().begin(), open.prompt_tokens().end());
+    for (size_t i = 0; i < s.prompt.size(); ++i) {
+      if (s.prompt[i] < 0 || s.prompt[i] >= c.vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat("SessionOpen.prompt_tokens[", i, "] is ", s.prompt[i],
+                                                       ", expected 0..", c.vocab_size - 1, " for model '",
+                                                       s.served->name, "'"));
+      }
+    }
+    s.last_token = s.prompt.back();
+    s.next_position = static_cast<int>(s.prompt.size()) - 1;
+    if (s.mode == kvstream::v1::MODE_SCOUT && !open.kept_positions().empty()) {
+      auto kept = codec::DecodePositions(open.kept_positions(), open.num_slots(), s.next_position);
+      if (!kept.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("SessionOpen.kept_positions: ", kept.status().message()));
+      }
+      s.kept = std::move(*kept);
+      slots = s.kept.size();
+    } else {
+      slots = s.prompt.size() - 1;
+    }
+  }
+  if (static_cast<int64_t>(s.next_position) + max_tokens >= c.max_position_embeddings) {
+    return absl::InvalidArgumentError(absl::StrCat("prompt of ", s.next_position + 1, " tokens plus max_tokens ",
+                                                   max_tokens, " exceeds model '", s.served->name, "''s ",
+                                                   c.max_position_embeddings, " positions"));
+  }
+  const uint64_t elem = s.served->model->is_bf16() ? 2 : 4;
+  const uint64_t bytes = (slots + max_tokens + 1) * c.num_layers * 2ull * c.num_kv_heads * c.head_dim * elem;
+  ASSIGN_OR_RETURN(s.lease, sessions_->Acquire(s.id, bytes));
+  return absl::OkStatus();
+}
+
+absl::Status CloudService::RunSession(grpc::ServerContext* context,
+                                      grpc::ServerReaderWriter<Downlink, Uplink>* stream, Session& s) {
+  Uplink up;
+  if (!stream->Read(&up)) {
+    return context->IsCancelled() ? absl::CancelledError("stream cancelled before SessionOpen")
+                                  : absl::InvalidArgumentError("stream closed before SessionOpen");
+  }
+  if (!up.has_open()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("expected SessionOpen as the first message, found ", up.has_chunk() ? "a KvChunk" : "Commit"));
+  }
+  RETURN_IF_ERROR(Open(up.open(), s));
+  logging::Logf(logging::Level::kDebug, "cloud", "session %s open: %s mode, model %s, %zu slots", s.id,
+                ModeLabel(s.mode), s.served->name, s.mode == kvstream::v1::MODE_KV ? s.kept.size() : s.prompt.size());
+
+  std::unique_ptr<model::CacheAssembler> assembler;
+  if (s.mode == kvstream::v1::MODE_KV) {
+    assembler = std::make_unique<model::CacheAssembler>(*s.served->model, s.id, s.kept, s.next_position);
+  }
+  uint64_t chunks = 0;
+  double rebuild = 0;
+  for (;;) {
+    if (!stream->Read(&up)) {
+      return context->IsCancelled()
+                 ? absl::CancelledError("session cancelled by the client or its deadline")
+                 : absl::InvalidArgumentError(absl::StrCat("stream closed before Commit, after ", chunks, " chunks"));
+    }
+    if (up.has_commit()) break;
+    if (up.has_open()) return absl::InvalidArgumentError("a second SessionOpen on one stream; one session per stream");
+    if (assembler == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("KvChunk in ", ModeLabel(s.mode), " mode; chunks are only accepted in kv mode"));
+    }
+    const auto t0 = Clock::now();
+    const absl::Status added = assembler->Add(up.chunk());
+    rebuild += Seconds(t0, Clock::now());
+    if (!added.ok()) return absl::Status(added.code(), absl::StrCat("chunk seq ", up.chunk().seq(), ": ", added.message()));
+    ++chunks;
+    const uint64_t size = up.chunk().ByteSizeLong();
+    metrics_->received_bytes.Increment(static_cast<double>(size));
+    metrics_->chunks.Increment();
+    Downlink ack;
+    ack.mutable_ack()->set_seq(up.chunk().seq());
+    ack.mutable_ack()->set_payload_bytes(size);
+    if (!stream->Write(ack)) return absl::CancelledError("client went away while chunks were acked");
+  }
+  const auto committed = Clock::now();
+  if (up.commit().num_chunks() != chunks) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Commit says ", up.commit().num_chunks(), " chunks were sent but ", chunks, " arrived"));
+  }
+  std::unique_ptr<model::KvCache> cache;
+  model::Model& m = *s.served->model;
+  if (assembler != nullptr) {
+    if (!assembler->complete()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("Commit with ", assembler->cells_missing(), " (layer, slot) cells of the cache not sent"));
+    }
+    const auto t0 = Clock::now();
+    ASSIGN_OR_RETURN(cache, assembler->Finish());
+    rebuild += Seconds(t0, Clock::now());
+    s.stats.set_rebuild_seconds(rebuild);
+    metrics_->Stage("rebuild", rebuild);
+  } else {
+    const auto t0 = Clock::now();
+    model::PrefillOptions po;
+    if (s.mode == kvstream::v1::MODE_SCOUT && !s.kept.empty()) {
+      po.keep_mask.assign(s.prompt.size() - 1, 0);
+      for (int32_t p : s.kept) po.keep_mask[p] = 1;
+    }
+    ASSIGN_OR_RETURN(model::PrefillResult pre,
+                     m.Prefill(absl::MakeConstSpan(s.prompt).subspan(0, s.prompt.size() - 1), po));
+    PadTo(t0, static_cast<int64_t>(s.prompt.size()) - 1, options_.emulate_prefill_tokens_per_second);
+    cache = std::move(pre.cache);
+    s.stats.set_prefill_seconds(Seconds(t0, Clock::now()));
+    metrics_->Stage("prefill", s.stats.prefill_seconds());
+  }
+  if (context->IsCancelled()) return absl::CancelledError("session cancelled before generation");
+
+  // Generate, streaming each token as it comes.
+  const auto decode_start = Clock::now();
+  bool write_failed = false;
+  uint32_t index = 0;
+  auto on_token = [&](int32_t id) {
+    PadTo(decode_start, index + 1, options_.emulate_decode_tokens_per_second);
+    Downlink d;
+    d.mutable_token()->set_index(index);
+    d.mutable_token()->set_id(id);
+    if (s.served->tokenizer != nullptr) {
+      auto text = s.served->tokenizer->Decode({id});
+      if (text.ok()) d.mutable_token()->set_text(*text);
+    }
+    if (index == 0) s.stats.set_first_token_seconds(Seconds(committed, Clock::now()));
+    ++index;
+    metrics_->tokens.Increment();
+    if (!stream->Write(d)) {
+      write_failed = true;
+      return false;
+    }
+    return !context->IsCancelled();
+  };
+  ASSIGN_OR_RETURN(model::Generation g, model::Generate(m, *cache, s.last_token, s.sampling, on_token));
+  if (write_failed || context->IsCancelled()) return absl::CancelledError("client went away during generation");
+  if (index == 0) s.stats.set_first_token_seconds(Seconds(committed, Clock::now()));
+  s.stats.set_decode_seconds(Seconds(decode_start, Clock::now()));
+  s.stats.set_tokens_generated(static_cast<uint32_t>(g.tokens.size()));
+  s.stats.set_stop_reason(g.stop_reason);
+  metrics_->Stage("first_token", s.stats.first_token_seconds());
+  metrics_->Stage("decode", s.stats.decode_seconds());
+  Downlink done;
+  *done.mutable_done()->mutable_stats() = s.stats;
+  stream->Write(done);
+  return absl::OkStatus();
+}
+
+grpc::Status CloudService::Transfer(grpc::ServerContext* context, grpc::ServerReaderWriter<Downlink, Uplink>* stream) {
+  Session s;
+  const absl::Status st = RunSession(context, stream, s);
+  const grpc::Status out = net::ToGrpc(st);
+  metrics_->sessions.Add({{"mode", ModeLabel(s.mode)}, {"code", net::CodeName(out.error_code())}}).Increment();
+  if (st.ok()) {
+    logging::Logf(logging::Level::kInfo, "cloud", "session %s done: %s mode, model %s, %u tokens (%s)", s.id,
+                  ModeLabel(s.mode), s.served->name, s.stats.tokens_generated(), s.stats.stop_reason());
+  } else {
+    logging::Logf(logging::Level::kWarning, "cloud", "session %s ended: %s: %s", s.id.empty() ? "-" : s.id,
+                  net::CodeName(out.error_code()), st.message());
+  }
+  return out;  // `s.lease` is released here, whatever the outcome
+}
+
+}  // namespace kvstream::cloud

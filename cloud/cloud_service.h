@@ -1,0 +1,72 @@
+// kvstream-cloud's CloudService: one Transfer stream per session. It validates the
+// SessionOpen against the models it serves, reserves the session's cache in the
+// SessionStore, rebuilds the cache from KvChunks (kv mode) or prefills the prompt
+// itself (scout: with the edge's keep-mask; text: everything), generates, and streams
+// tokens back. GetInfo reports the models, their measured rates and the session load.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "cloud/session_store.h"
+#include "common/metrics/metrics.h"
+#include "common/model/model.h"
+#include "common/model/tokenizer.h"
+#include "kvstream/v1/service.grpc.pb.h"
+
+namespace kvstream::cloud {
+
+struct ServedModel {
+  std::string name;
+  std::unique_ptr<model::Model> model;
+  std::unique_ptr<model::Tokenizer> tokenizer;  // null when the directory has none
+  std::vector<int32_t> stop_tokens;             // eos ids and <|im_end|>
+  double prefill_tokens_per_second = 0;         // measured at load (or emulated)
+  double decode_tokens_per_second = 0;
+};
+
+// Loads `dir` as model `name`, and measures its prefill rate on `probe_tokens` tokens
+// and its decode rate over 16 steps (0: skip measuring).
+absl::StatusOr<ServedModel> LoadServedModel(const std::string& name, const std::string& dir,
+                                            const model::RuntimeOptions& runtime, int probe_tokens = 128);
+
+struct CloudOptions {
+  uint32_t max_sessions = 16;
+  uint64_t cache_budget_bytes = 1ull << 30;
+  uint32_t max_new_tokens = 512;      // cap on SessionOpen.max_tokens
+  uint32_t default_new_tokens = 32;   // when SessionOpen.max_tokens is 0
+  // Emulate a slower (larger) model: prefill and decode are padded with sleep to these
+  // rates in tokens/s (0: run at the real rate). GetInfo then reports the emulated rates.
+  double emulate_prefill_tokens_per_second = 0;
+  double emulate_decode_tokens_per_second = 0;
+};
+
+class CloudService final : public kvstream::v1::CloudService::Service {
+ public:
+  CloudService(std::vector<ServedModel> models, const CloudOptions& options, metrics::MetricsServer& metrics);
+  ~CloudService() override;
+
+  grpc::Status Transfer(grpc::ServerContext* context,
+                        grpc::ServerReaderWriter<kvstream::v1::Downlink, kvstream::v1::Uplink>* stream) override;
+  grpc::Status GetInfo(grpc::ServerContext* context, const kvstream::v1::GetInfoRequest* request,
+                       kvstream::v1::GetInfoResponse* response) override;
+
+  const SessionStore& sessions() const { return *sessions_; }
+
+ private:
+  struct Metrics;
+  struct Session;
+  absl::Status RunSession(grpc::ServerContext* context,
+                          grpc::ServerReaderWriter<kvstream::v1::Downlink, kvstream::v1::Uplink>* stream,
+                          Session& session);
+  absl::Status Open(const kvstream::v1::SessionOpen& open, Session& session);
+
+  std::vector<ServedModel> models_;
+  CloudOptions options_;
+  std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<SessionStore> sessions_;
+};
+
+}  // namespace kvstream::cloud

@@ -1,0 +1,138 @@
+// kvstream-cloud: serves CloudService (Transfer, GetInfo) for edge daemons, plus health,
+// reflection and /metrics. See --help.
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "cloud/cloud_service.h"
+#include "common/base/log.h"
+#include "common/metrics/metrics.h"
+#include "common/net/daemon.h"
+#include "common/net/grpc_util.h"
+
+ABSL_FLAG(std::vector<std::string>, model, {},
+          "Model to serve as NAME=DIR (an HF directory: config.json, model.safetensors, tokenizer.json). "
+          "Repeat the flag or separate with commas; kv sessions pick a model by fingerprint, scout and text "
+          "sessions by NAME");
+ABSL_FLAG(std::string, listen, "0.0.0.0:50052", "gRPC listen address host:port (port 0: any free port)");
+ABSL_FLAG(std::string, port_file, "", "Write the bound gRPC port to this file once serving");
+ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9102", "Serve Prometheus /metrics here (empty: off)");
+ABSL_FLAG(std::string, metrics_port_file, "", "Write the bound /metrics port to this file");
+ABSL_FLAG(uint32_t, max_sessions, 16, "Transfer sessions open at once; more get RESOURCE_EXHAUSTED");
+ABSL_FLAG(uint64_t, cache_budget_bytes, 1ull << 30,
+          "Cache bytes all open sessions may reserve together (prompt slots + max_tokens, per layer, K and V); "
+          "beyond it RESOURCE_EXHAUSTED");
+ABSL_FLAG(uint32_t, max_new_tokens, 512, "Largest max_tokens a session may ask for");
+ABSL_FLAG(std::string, device, "cpu", "Compute device: cpu, cuda or cuda:N");
+ABSL_FLAG(std::string, dtype, "f32", "Compute and cache dtype: f32 or bf16");
+ABSL_FLAG(int, threads, 0, "libtorch intra-op threads (0: every core)");
+ABSL_FLAG(bool, measure_rates, true, "Measure each model's prefill and decode rate at start-up (for GetInfo)");
+ABSL_FLAG(double, emulate_prefill_tps, 0,
+          "Emulate a slower model: pad prefill to this many tokens/s (0: real speed); GetInfo reports it");
+ABSL_FLAG(double, emulate_decode_tps, 0, "Emulate a slower model: pad decode to this many tokens/s (0: real speed)");
+ABSL_FLAG(double, shutdown_grace_seconds, 10, "On SIGTERM/SIGINT, time in-flight sessions get to finish");
+ABSL_FLAG(std::string, log_level, "info", "Log threshold: debug, info, warning or error");
+
+namespace {
+
+// absl flags keep the last of repeated flags; --model is repeatable, so its occurrences
+// are joined into one comma-separated value before parsing.
+std::vector<char*> JoinRepeatedModelFlags(int argc, char** argv, std::string& joined) {
+  std::vector<char*> out{argv[0]};
+  std::vector<std::string> values;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a.rfind("--model=", 0) == 0) {
+      values.push_back(a.substr(8));
+    } else if (a == "--model" && i + 1 < argc) {
+      values.push_back(argv[++i]);
+    } else {
+      out.push_back(argv[i]);
+    }
+  }
+  if (!values.empty()) {
+    joined = "--model=";
+    for (size_t i = 0; i < values.size(); ++i) joined += (i ? "," : "") + values[i];
+    out.push_back(joined.data());
+  }
+  return out;
+}
+
+int Fail(const std::string& message) {
+  std::fprintf(stderr, "kvstream-cloud: %s\n", message.c_str());
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  kvstream::net::BlockShutdownSignals();
+  absl::SetProgramUsageMessage(
+      "kvstream-cloud: rebuilds KV caches streamed by kvstream-edge and generates answers.\n"
+      "Usage: kvstream-cloud --model=large=DIR --model=scout=DIR [--listen=HOST:PORT] [flags]");
+  std::string joined;
+  std::vector<char*> args = JoinRepeatedModelFlags(argc, argv, joined);
+  const std::vector<char*> rest = absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+  if (rest.size() > 1) return Fail(absl::StrCat("unexpected argument '", rest[1], "'"));
+  namespace logging = kvstream::logging;
+  logging::Level level;
+  if (!logging::ParseLevel(absl::GetFlag(FLAGS_log_level), &level)) {
+    return Fail(absl::StrCat("--log_level: expected debug, info, warning or error; found '",
+                             absl::GetFlag(FLAGS_log_level), "'"));
+  }
+  logging::SetLevel(level);
+  if (absl::GetFlag(FLAGS_model).empty()) return Fail("no --model given; expected at least one NAME=DIR");
+
+  // Metrics first: a taken port fails fast, before the slow model load.
+  kvstream::metrics::MetricsServer metrics;
+  if (absl::Status st = metrics.Start(absl::GetFlag(FLAGS_metrics_address)); !st.ok()) return Fail(std::string(st.message()));
+  if (!absl::GetFlag(FLAGS_metrics_port_file).empty()) {
+    if (absl::Status st = kvstream::net::WritePortFile(absl::GetFlag(FLAGS_metrics_port_file), metrics.port());
+        !st.ok()) {
+      return Fail(std::string(st.message()));
+    }
+  }
+  kvstream::model::RuntimeOptions runtime;
+  runtime.device = absl::GetFlag(FLAGS_device);
+  runtime.dtype = absl::GetFlag(FLAGS_dtype);
+  runtime.threads = absl::GetFlag(FLAGS_threads);
+  std::vector<kvstream::cloud::ServedModel> models;
+  for (const std::string& spec : absl::GetFlag(FLAGS_model)) {
+    const std::vector<std::string> parts = absl::StrSplit(spec, absl::MaxSplits('=', 1));
+    if (parts.size() != 2 || parts[0].empty() || parts[1].empty()) {
+      return Fail(absl::StrCat("--model: expected NAME=DIR, found '", spec, "'"));
+    }
+    for (const auto& m : models) {
+      if (m.name == parts[0]) return Fail(absl::StrCat("--model: name '", parts[0], "' given twice"));
+    }
+    auto served = kvstream::cloud::LoadServedModel(parts[0], parts[1], runtime,
+                                                   absl::GetFlag(FLAGS_measure_rates) ? 128 : 0);
+    if (!served.ok()) return Fail(absl::StrCat("--model ", spec, ": ", served.status().message()));
+    logging::Logf(logging::Level::kInfo, "cloud", "model %s from %s: %s, prefill %.0f tokens/s, decode %.0f tokens/s",
+                  served->name, parts[1], served->model->fingerprint(), served->prefill_tokens_per_second,
+                  served->decode_tokens_per_second);
+    models.push_back(std::move(*served));
+  }
+
+  kvstream::cloud::CloudOptions options;
+  options.max_sessions = absl::GetFlag(FLAGS_max_sessions);
+  options.cache_budget_bytes = absl::GetFlag(FLAGS_cache_budget_bytes);
+  options.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
+  options.emulate_prefill_tokens_per_second = absl::GetFlag(FLAGS_emulate_prefill_tps);
+  options.emulate_decode_tokens_per_second = absl::GetFlag(FLAGS_emulate_decode_tps);
+  kvstream::cloud::CloudService service(std::move(models), options, metrics);
+
+  kvstream::net::ServeOptions so;
+  so.component = "cloud";
+  so.listen = absl::GetFlag(FLAGS_listen);
+  so.port_file = absl::GetFlag(FLAGS_port_file);
+  so.grace_seconds = absl::GetFlag(FLAGS_shutdown_grace_seconds);
+  so.health_services = {"kvstream.v1.CloudService"};
+  if (absl::Status st = kvstream::net::Serve(so, {&service}); !st.ok()) return Fail(std::string(st.message()));
+  return 0;
+}

@@ -1,0 +1,52 @@
+#include "common/net/daemon.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include <chrono>
+#include <csignal>
+
+#include "absl/strings/str_cat.h"
+#include "common/base/log.h"
+#include "common/net/grpc_util.h"
+
+namespace kvstream::net {
+
+absl::Status Serve(const ServeOptions& options, const std::vector<grpc::Service*>& services) {
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  ApplyServerLimits(builder);
+  int port = 0;
+  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
+  for (grpc::Service* s : services) builder.RegisterService(s);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen));
+  }
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  health->SetServingStatus(true);
+  for (const std::string& name : options.health_services) health->SetServingStatus(name, true);
+  if (!options.port_file.empty()) {
+    const absl::Status st = WritePortFile(options.port_file, port);
+    if (!st.ok()) {
+      server->Shutdown();
+      return st;
+    }
+  }
+  logging::Logf(logging::Level::kInfo, options.component, "serving on %s (port %d)", options.listen, port);
+
+  const int sig = WaitForShutdownSignal();
+  logging::Logf(logging::Level::kInfo, options.component, "%s: health NOT_SERVING, draining for up to %.1f s",
+                sig == SIGTERM ? "SIGTERM" : "SIGINT", options.grace_seconds);
+  health->SetServingStatus(false);
+  for (const std::string& name : options.health_services) health->SetServingStatus(name, false);
+  const auto deadline = std::chrono::system_clock::now() +
+                        std::chrono::milliseconds(static_cast<int64_t>(options.grace_seconds * 1000));
+  server->Shutdown(deadline);
+  server->Wait();
+  logging::Logf(logging::Level::kInfo, options.component, "stopped");
+  return absl::OkStatus();
+}
+
+}  // namespace kvstream::net

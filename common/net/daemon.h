@@ -1,0 +1,28 @@
+// The life cycle both daemons share: build a gRPC server (message limits, the standard
+// grpc.health.v1 health service, server reflection), listen, write the port file, serve
+// until SIGTERM or SIGINT, then drain: health goes NOT_SERVING, in-flight calls get
+// `grace_seconds` to finish, the rest are cancelled, and Serve returns OK (exit 0).
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace kvstream::net {
+
+struct ServeOptions {
+  std::string component;  // "edge" or "cloud", for logs
+  std::string listen;     // "host:port"; port 0 picks a free one
+  std::string port_file;  // written with the bound port once serving (empty: none)
+  double grace_seconds = 10;
+  std::vector<std::string> health_services;  // fully-qualified service names marked SERVING
+};
+
+// Call BlockShutdownSignals() first thing in main, before any thread starts.
+absl::Status Serve(const ServeOptions& options, const std::vector<grpc::Service*>& services);
+
+}  // namespace kvstream::net

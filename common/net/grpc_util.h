@@ -1,0 +1,44 @@
+// gRPC plumbing shared by the daemons and the CLI: message-size limits set the same on
+// both sides, channel and server builders, absl::Status -> grpc::Status at a service
+// boundary, and the daemon life cycle (port file, waiting for SIGTERM/SIGINT).
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+
+namespace kvstream::net {
+
+// Largest gRPC message either side accepts. Chunks are cut far below it (1 MiB by
+// default); the limit is explicit on channel and server so neither falls back to
+// gRPC's 4 MiB receive default.
+inline constexpr int kMaxMessageBytes = 16 << 20;
+
+// An insecure channel to `address` with kMaxMessageBytes both ways.
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address);
+
+// Applies kMaxMessageBytes to a server under construction.
+void ApplyServerLimits(grpc::ServerBuilder& builder);
+
+// The same code and message as a grpc::Status.
+grpc::Status ToGrpc(const absl::Status& status);
+// And back, for errors relayed from a peer; `prefix` names the peer ("cloud: ...").
+absl::Status FromGrpc(const grpc::Status& status, const std::string& prefix = "");
+
+// Name of a gRPC status code ("DEADLINE_EXCEEDED"), for logs and metric labels.
+const char* CodeName(grpc::StatusCode code);
+
+// Blocks SIGTERM and SIGINT in the calling thread and every thread it starts later;
+// call first thing in main, before any thread exists.
+void BlockShutdownSignals();
+// Waits for SIGTERM or SIGINT (blocked by BlockShutdownSignals) and returns its number.
+int WaitForShutdownSignal();
+
+// Writes `port` and a newline to `path` atomically (temp file + rename), so a launcher
+// polling for the file never reads a partial number.
+absl::Status WritePortFile(const std::string& path, int port);
+
+}  // namespace kvstream::net

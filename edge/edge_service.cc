@@ -1,0 +1,375 @@
+#include "edge/edge_service.h"
+
+#include <atomic>
+#include <chrono>
+#include <random>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "common/base/log.h"
+#include "common/base/status.h"
+#include "common/codec/positions.h"
+#include "common/model/chat.h"
+#include "common/model/kv_chunks.h"
+#include "common/net/grpc_util.h"
+
+namespace kvstream::edge {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using kvstream::v1::AskEvent;
+using kvstream::v1::Downlink;
+using kvstream::v1::Uplink;
+
+double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+// CANCELLED or DEADLINE_EXCEEDED when the client is gone or out of time.
+absl::Status CheckAlive(grpc::ServerContext* context, const char* stage) {
+  if (!context->IsCancelled()) return absl::OkStatus();
+  if (context->deadline() <= std::chrono::system_clock::now()) {
+    return absl::DeadlineExceededError(absl::StrCat("deadline passed before ", stage));
+  }
+  return absl::CancelledError(absl::StrCat("client cancelled before ", stage));
+}
+
+std::string NewSessionId() {
+  static std::atomic<uint64_t> counter{0};
+  static const uint64_t salt = std::random_device{}() * 0x9E3779B97F4A7C15ull ^
+                               static_cast<uint64_t>(Clock::now().time_since_epoch().count());
+  return absl::StrFormat("%016x-%d", salt, counter.fetch_add(1));
+}
+
+}  // namespace
+
+struct EdgeService::Metrics {
+  prometheus::Family<prometheus::Counter>& requests;
+  prometheus::Family<prometheus::Counter>& raw_bytes;
+  prometheus::Family<prometheus::Counter>& wire_bytes;
+  prometheus::Family<prometheus::Histogram>& stages;
+  prometheus::Family<prometheus::Histogram>& ttft;
+  prometheus::Family<prometheus::Histogram>& ratio;
+  prometheus::Gauge& active;
+
+  explicit Metrics(prometheus::Registry& r)
+      : requests(prometheus::BuildCounter()
+                     .Name("kvstream_edge_requests_total")
+                     .Help("Ask requests by mode and final gRPC status code")
+                     .Register(r)),
+        raw_bytes(prometheus::BuildCounter()
+                      .Name("kvstream_edge_raw_kv_bytes_total")
+                      .Help("Full KV cache of the answering model at 16 bits, per served request")
+                      .Register(r)),
+        wire_bytes(prometheus::BuildCounter()
+                       .Name("kvstream_edge_wire_bytes_total")
+                       .Help("Serialized bytes sent to the cloud (SessionOpen, KvChunks, Commit)")
+                       .Register(r)),
+        stages(prometheus::BuildHistogram()
+                   .Name("kvstream_edge_stage_seconds")
+                   .Help("Time per edge stage: tokenize, prefill, select, encode, transfer")
+                   .Register(r)),
+        ttft(prometheus::BuildHistogram()
+                 .Name("kvstream_edge_ttft_seconds")
+                 .Help("Request arrival to first answer token relayed, by mode")
+                 .Register(r)),
+        ratio(prometheus::BuildHistogram()
+                  .Name("kvstream_edge_compression_ratio")
+                  .Help("Raw KV bytes at 16 bits over wire bytes, by mode")
+                  .Register(r)),
+        active(prometheus::BuildGauge()
+                   .Name("kvstream_edge_active_requests")
+                   .Help("Ask requests in flight")
+                   .Register(r)
+                   .Add({})) {}
+
+  void Stage(const char* name, double seconds) {
+    stages.Add({{"stage", name}}, metrics::SecondsBuckets()).Observe(seconds);
+  }
+};
+
+struct EdgeService::Request {
+  kvstream::v1::Mode mode = kvstream::v1::MODE_UNSPECIFIED;
+  kvstream::v1::RequestStats stats;
+};
+
+EdgeService::EdgeService(std::unique_ptr<model::Model> scout, std::unique_ptr<model::Tokenizer> tokenizer,
+                         const EdgeOptions& options, metrics::MetricsServer& metrics,
+                         std::unique_ptr<PolicyChooser> chooser)
+    : scout_(std::move(scout)),
+      tokenizer_(std::move(tokenizer)),
+      options_(options),
+      metrics_(std::make_unique<Metrics>(metrics.registry())),
+      chooser_(std::move(chooser)),
+      cloud_(kvstream::v1::CloudService::NewStub(net::MakeChannel(options.cloud_address))) {}
+
+EdgeService::~EdgeService() = default;
+
+absl::StatusOr<kvstream::v1::GetInfoResponse> EdgeService::CloudInfo() {
+  std::lock_guard<std::mutex> lock(info_mu_);
+  if (info_.has_value()) return *info_;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  kvstream::v1::GetInfoResponse info;
+  const grpc::Status st = cloud_->GetInfo(&ctx, {}, &info);
+  if (!st.ok()) {
+    return absl::UnavailableError(absl::StrCat("cloud at ", options_.cloud_address,
+                                               " did not answer GetInfo: ", st.error_message()));
+  }
+  info_ = info;
+  return info;
+}
+
+absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1::AskRequest& req,
+                                grpc::ServerWriter<AskEvent>* writer, Request& r) {
+  const auto start = Clock::now();
+  kvstream::v1::RequestStats& stats = r.stats;
+  kvstream::v1::StageSeconds& stages = *stats.mutable_stages();
+  if (req.question().empty()) {
+    return absl::InvalidArgumentError("question is empty; expected the question to answer about the context");
+  }
+  const model::ModelConfig& sc = scout_->config();
+  ASSIGN_OR_RETURN(ResolvedPolicy policy, ResolvePolicy(req.policy(), options_.defaults, sc.num_layers));
+  r.mode = policy.mode;
+
+  // Tokenize.
+  auto t = Clock::now();
+  model::ChatOptions chat{req.system().empty() ? options_.system_prompt : req.system()};
+  ASSIGN_OR_RETURN(model::ChatPrompt prompt, model::BuildQaPrompt(*tokenizer_, req.context(), req.question(), chat));
+  stages.set_tokenize(Seconds(t, Clock::now()));
+  metrics_->Stage("tokenize", stages.tokenize());
+  const int n = static_cast<int>(prompt.tokens.size());
+
+  if (policy.mode == kvstream::v1::MODE_ADAPTIVE) {
+    if (chooser_ == nullptr) {
+      return absl::UnimplementedError(
+          "policy.mode ADAPTIVE: this edge has no adaptive controller; choose MODE_KV, MODE_SCOUT or MODE_TEXT");
+    }
+    ASSIGN_OR_RETURN(policy, chooser_->Choose(policy, n));
+    r.mode = policy.mode;
+  }
+  stats.set_mode(policy.mode);
+  stats.set_selector(std::string(select::PolicyName(policy.selector)));
+  if (policy.mode == kvstream::v1::MODE_KV) stats.set_spec(policy.spec);
+
+  // Length limits, and the answering model's dims for the raw-bytes reference.
+  int64_t layers = sc.num_layers, kv_heads = sc.num_kv_heads, head_dim = sc.head_dim;
+  if (policy.mode == kvstream::v1::MODE_KV || policy.mode == kvstream::v1::MODE_SCOUT) {
+    if (n + static_cast<int64_t>(policy.max_tokens) >= sc.max_position_embeddings) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "context and question take ", n, " tokens, plus max_tokens ", policy.max_tokens,
+          "; the edge's scout model allows ", sc.max_position_embeddings, " positions"));
+    }
+  }
+  if (policy.mode != kvstream::v1::MODE_KV) {
+    if (policy.cloud_model.empty()) {
+      return absl::InvalidArgumentError(
+          "policy.cloud_model is empty and the edge has no --cloud_model default; name the cloud model that answers");
+    }
+    ASSIGN_OR_RETURN(const kvstream::v1::GetInfoResponse info, CloudInfo());
+    const kvstream::v1::ModelInfo* found = nullptr;
+    std::vector<std::string> names;
+    for (const auto& m : info.models()) {
+      names.push_back(m.name());
+      if (m.name() == policy.cloud_model) found = &m;
+    }
+    if (found == nullptr) {
+      return absl::NotFoundError(absl::StrCat("policy.cloud_model '", policy.cloud_model,
+                                              "' is not served by the cloud (it serves ", absl::StrJoin(names, ", "),
+                                              ")"));
+    }
+    if (n + static_cast<int64_t>(policy.max_tokens) >= found->dims().max_position_embeddings()) {
+      return absl::InvalidArgumentError(absl::StrCat("context and question take ", n, " tokens, plus max_tokens ",
+                                                     policy.max_tokens, "; cloud model '", policy.cloud_model,
+                                                     "' allows ", found->dims().max_position_embeddings(),
+                                                     " positions"));
+    }
+    layers = found->dims().num_layers();
+    kv_heads = found->dims().num_kv_heads();
+    head_dim = found->dims().head_dim();
+  }
+  // The cache covers the prompt but its last token, which the cloud feeds first.
+  const std::vector<int32_t> head(prompt.tokens.begin(), prompt.tokens.end() - 1);
+  select::PromptSpans spans = prompt.spans;
+  spans.num_tokens = static_cast<int>(head.size());
+  stats.set_context_tokens(spans.context_tokens());
+  stats.set_raw_kv_bytes(static_cast<uint64_t>(2 * layers * kv_heads * head_dim * 2) * head.size());
+
+  Uplink open_msg;
+  kvstream::v1::SessionOpen& open = *open_msg.mutable_open();
+  const std::string session_id = NewSessionId();
+  open.set_session_id(session_id);
+  open.set_mode(policy.mode);
+  open.set_max_tokens(policy.max_tokens);
+  open.set_temperature(policy.temperature);
+  open.set_top_p(policy.top_p);
+  open.set_seed(policy.seed);
+  std::vector<kvstream::v1::KvChunk> chunks;
+  stats.set_kept_tokens(spans.context_tokens());
+
+  const bool selects = policy.selector != select::Policy::kFull;
+  if (policy.mode == kvstream::v1::MODE_KV || (policy.mode == kvstream::v1::MODE_SCOUT && selects)) {
+    RETURN_IF_ERROR(CheckAlive(context, "prefill"));
+    t = Clock::now();
+    model::PrefillOptions po;
+    po.collect_stats = selects;
+    po.spans = spans;
+    po.window = options_.snapkv_window;
+    ASSIGN_OR_RETURN(model::PrefillResult pre, scout_->Prefill(head, po));
+    stages.set_prefill(Seconds(t, Clock::now()));
+    metrics_->Stage("prefill", stages.prefill());
+
+    t = Clock::now();
+    select::Selection sel;
+    if (selects) {
+      select::SelectOptions so;
+      so.policy = policy.selector;
+      so.retention = policy.retention;
+      so.seed = policy.seed;
+      ASSIGN_OR_RETURN(sel, select::Select(pre.stats, spans, so));
+    } else {
+      for (int i = 0; i < spans.num_tokens; ++i) sel.kept.push_back(i);
+      sel.context_kept = sel.context_total = spans.context_tokens();
+    }
+    stats.set_kept_tokens(sel.context_kept);
+    stages.set_select(Seconds(t, Clock::now()));
+    metrics_->Stage("select", stages.select());
+
+    if (policy.mode == kvstream::v1::MODE_KV) {
+      RETURN_IF_ERROR(CheckAlive(context, "encode"));
+      t = Clock::now();
+      std::unique_ptr<model::KvCache> kept;
+      if (selects) {
+        ASSIGN_OR_RETURN(kept, pre.cache->Copy(sel.kept));
+      }
+      const model::KvCache& cache = selects ? *kept : *pre.cache;
+      model::ChunkingOptions co;
+      co.max_chunk_bytes = options_.chunk_bytes;
+      ASSIGN_OR_RETURN(chunks, model::EncodeCache(cache, policy.plan, session_id, co));
+      stages.set_encode(Seconds(t, Clock::now()));
+      metrics_->Stage("encode", stages.encode());
+      open.set_model_fingerprint(scout_->fingerprint());
+      open.mutable_dims()->set_num_layers(sc.num_layers);
+      open.mutable_dims()->set_num_kv_heads(sc.num_kv_heads);
+      open.mutable_dims()->set_head_dim(sc.head_dim);
+      open.mutable_dims()->set_vocab_size(sc.vocab_size);
+      open.mutable_dims()->set_max_position_embeddings(sc.max_position_embeddings);
+      open.set_last_token(prompt.tokens.back());
+      open.set_num_slots(static_cast<uint32_t>(cache.size()));
+      open.set_next_position(static_cast<uint32_t>(head.size()));
+      open.set_kept_positions(codec::EncodePositions(cache.positions()));
+    } else {
+      open.set_model_name(policy.cloud_model);
+      open.mutable_prompt_tokens()->Add(prompt.tokens.begin(), prompt.tokens.end());
+      open.set_num_slots(static_cast<uint32_t>(sel.kept.size()));
+      open.set_kept_positions(codec::EncodePositions(sel.kept));
+    }
+  } else {
+    open.set_model_name(policy.cloud_model);
+    open.mutable_prompt_tokens()->Add(prompt.tokens.begin(), prompt.tokens.end());
+  }
+  RETURN_IF_ERROR(CheckAlive(context, "transfer"));
+
+  // Transfer: cancellation and deadline of the client's call propagate to the cloud's.
+  std::unique_ptr<grpc::ClientContext> cctx = grpc::ClientContext::FromServerContext(*context);
+  auto stream = cloud_->Transfer(cctx.get());
+  std::atomic<bool> client_gone{false};
+  Clock::time_point last_ack = Clock::now(), first_token{};
+  bool have_token = false, have_done = false;
+  kvstream::v1::CloudStats cloud_stats;
+  uint32_t tokens = 0;
+  std::thread reader([&] {
+    Downlink d;
+    while (stream->Read(&d)) {
+      if (d.has_ack()) {
+        last_ack = Clock::now();
+      } else if (d.has_token()) {
+        if (!have_token) {
+          first_token = Clock::now();
+          have_token = true;
+        }
+        ++tokens;
+        AskEvent ev;
+        *ev.mutable_token() = d.token();
+        if (!writer->Write(ev)) {
+          client_gone = true;
+          cctx->TryCancel();
+          return;
+        }
+      } else if (d.has_done()) {
+        cloud_stats = d.done().stats();
+        have_done = true;
+      }
+    }
+  });
+  const auto transfer_start = Clock::now();
+  uint64_t wire = open_msg.ByteSizeLong();
+  bool sent = stream->Write(open_msg);
+  for (size_t i = 0; sent && i < chunks.size(); ++i) {
+    Uplink up;
+    *up.mutable_chunk() = std::move(chunks[i]);
+    wire += up.ByteSizeLong();
+    sent = stream->Write(up);
+  }
+  if (sent) {
+    Uplink commit;
+    commit.mutable_commit()->set_num_chunks(chunks.size());
+    wire += commit.ByteSizeLong();
+    sent = stream->Write(commit);
+  }
+  stream->WritesDone();
+  const auto writes_done = Clock::now();
+  reader.join();
+  const grpc::Status st = stream->Finish();
+  if (client_gone) return absl::CancelledError("client went away while answer tokens were relayed");
+  if (!st.ok()) {
+    if (st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED || st.error_code() == grpc::StatusCode::CANCELLED) {
+      RETURN_IF_ERROR(CheckAlive(context, "the answer completed"));
+    }
+    return net::FromGrpc(st, "cloud: ");
+  }
+  if (!have_done) return absl::InternalError("cloud closed the stream without Done");
+  stages.set_transfer(Seconds(transfer_start, chunks.empty() ? writes_done : std::max(last_ack, transfer_start)));
+  metrics_->Stage("transfer", stages.transfer());
+  stages.set_rebuild(cloud_stats.rebuild_seconds());
+  stages.set_first_token(cloud_stats.first_token_seconds());
+  stages.set_decode(cloud_stats.decode_seconds());
+  if (cloud_stats.prefill_seconds() > 0) stages.set_prefill(stages.prefill() + cloud_stats.prefill_seconds());
+  stats.set_wire_bytes(wire);
+  stats.set_compression_ratio(wire > 0 ? static_cast<double>(stats.raw_kv_bytes()) / wire : 0);
+  stats.set_ttft_seconds(have_token ? Seconds(start, first_token) : Seconds(start, Clock::now()));
+  stats.set_tokens_generated(tokens);
+  stats.set_stop_reason(cloud_stats.stop_reason());
+  AskEvent last;
+  *last.mutable_stats() = stats;
+  if (!writer->Write(last)) return absl::CancelledError("client went away before the stats");
+  return absl::OkStatus();
+}
+
+grpc::Status EdgeService::Ask(grpc::ServerContext* context, const kvstream::v1::AskRequest* request,
+                              grpc::ServerWriter<AskEvent>* writer) {
+  metrics_->active.Increment();
+  Request r;
+  const absl::Status st = Serve(context, *request, writer, r);
+  metrics_->active.Decrement();
+  const grpc::Status out = net::ToGrpc(st);
+  const char* mode = ModeName(r.mode);
+  metrics_->requests.Add({{"mode", mode}, {"code", net::CodeName(out.error_code())}}).Increment();
+  if (st.ok()) {
+    const auto& s = r.stats;
+    metrics_->raw_bytes.Add({{"mode", mode}}).Increment(static_cast<double>(s.raw_kv_bytes()));
+    metrics_->wire_bytes.Add({{"mode", mode}}).Increment(static_cast<double>(s.wire_bytes()));
+    metrics_->ttft.Add({{"mode", mode}}, metrics::SecondsBuckets()).Observe(s.ttft_seconds());
+    metrics_->ratio.Add({{"mode", mode}}, metrics::RatioBuckets()).Observe(s.compression_ratio());
+    logging::Logf(logging::Level::kInfo, "edge",
+                  "ask done: %s mode, %d context tokens (%d kept), %d wire bytes (x%.1f), ttft %.3f s, %d tokens",
+                  mode, s.context_tokens(), s.kept_tokens(), s.wire_bytes(), s.compression_ratio(), s.ttft_seconds(),
+                  s.tokens_generated());
+  } else {
+    logging::Logf(logging::Level::kWarning, "edge", "ask failed: %s mode: %s: %s", mode,
+                  net::CodeName(out.error_code()), st.message());
+  }
+  return out;
+}
+
+}  // namespace kvstream::edge

@@ -1,0 +1,116 @@
+// kvstream-edge: serves EdgeService.Ask to clients and streams each request's prompt
+// state to a kvstream-cloud. See --help.
+#include <cstdio>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "common/base/log.h"
+#include "common/metrics/metrics.h"
+#include "common/model/model.h"
+#include "common/model/tokenizer.h"
+#include "common/net/daemon.h"
+#include "common/net/grpc_util.h"
+#include "edge/edge_service.h"
+#include "edge/policy.h"
+
+ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "gRPC listen address host:port for clients (port 0: any free port)");
+ABSL_FLAG(std::string, port_file, "", "Write the bound gRPC port to this file once serving");
+ABSL_FLAG(std::string, cloud, "127.0.0.1:50052", "Address of the kvstream-cloud daemon");
+ABSL_FLAG(std::string, scout, "testdata/models/scout",
+          "Scout model directory (HF format, with tokenizer.json): prefills, selects and, in kv mode, "
+          "is the model whose cache is sent (the cloud must serve the same model)");
+ABSL_FLAG(std::string, mode, "kv", "Default mode when a request names none: kv, scout or text");
+ABSL_FLAG(std::string, selector, "full", "Default selector: full, q2c, snapkv, h2o or random");
+ABSL_FLAG(double, retention, 1.0, "Default share of context tokens the selector keeps, (0, 1]");
+ABSL_FLAG(std::string, spec, "raw", "Default kv plan string, e.g. \"int8\" or \"k=int4/ch,v=int4,L0=f16,zstd=3\"");
+ABSL_FLAG(uint32_t, max_tokens, 32, "Default answer length cap");
+ABSL_FLAG(std::string, cloud_model, "", "Default cloud model (by name) that answers in scout and text modes");
+ABSL_FLAG(std::string, system_prompt, "Answer with the value from the context.",
+          "System prompt when a request gives none");
+ABSL_FLAG(uint64_t, chunk_bytes, 1 << 20, "Cap on one KvChunk's payload before zstd (gRPC limit: 16 MiB)");
+ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9101", "Serve Prometheus /metrics here (empty: off)");
+ABSL_FLAG(std::string, metrics_port_file, "", "Write the bound /metrics port to this file");
+ABSL_FLAG(std::string, device, "cpu", "Compute device: cpu, cuda or cuda:N");
+ABSL_FLAG(std::string, dtype, "f32", "Compute and cache dtype: f32 or bf16");
+ABSL_FLAG(int, threads, 0, "libtorch intra-op threads (0: every core)");
+ABSL_FLAG(double, shutdown_grace_seconds, 10, "On SIGTERM/SIGINT, time in-flight requests get to finish");
+ABSL_FLAG(std::string, log_level, "info", "Log threshold: debug, info, warning or error");
+
+namespace {
+int Fail(const std::string& message) {
+  std::fprintf(stderr, "kvstream-edge: %s\n", message.c_str());
+  return 1;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  kvstream::net::BlockShutdownSignals();
+  absl::SetProgramUsageMessage(
+      "kvstream-edge: answers questions about long contexts by streaming the scout model's compressed KV cache "
+      "to kvstream-cloud.\nUsage: kvstream-edge --scout=DIR --cloud=HOST:PORT [--listen=HOST:PORT] [flags]");
+  const std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
+  if (rest.size() > 1) return Fail(absl::StrCat("unexpected argument '", rest[1], "'"));
+  namespace logging = kvstream::logging;
+  logging::Level level;
+  if (!logging::ParseLevel(absl::GetFlag(FLAGS_log_level), &level)) {
+    return Fail(absl::StrCat("--log_level: expected debug, info, warning or error; found '",
+                             absl::GetFlag(FLAGS_log_level), "'"));
+  }
+  logging::SetLevel(level);
+
+  kvstream::edge::EdgeOptions options;
+  options.cloud_address = absl::GetFlag(FLAGS_cloud);
+  options.system_prompt = absl::GetFlag(FLAGS_system_prompt);
+  options.chunk_bytes = absl::GetFlag(FLAGS_chunk_bytes);
+  if (options.chunk_bytes < 1024 || options.chunk_bytes > (8u << 20)) {
+    return Fail(absl::StrCat("--chunk_bytes: expected 1024..8388608 (chunks stay under the 16 MiB message limit), found ",
+                             options.chunk_bytes));
+  }
+  auto mode = kvstream::edge::ParseMode(absl::GetFlag(FLAGS_mode));
+  if (!mode.ok()) return Fail(absl::StrCat("--", mode.status().message()));
+  kvstream::v1::Policy& d = options.defaults;
+  d.set_mode(*mode);
+  d.set_selector(absl::GetFlag(FLAGS_selector));
+  d.set_retention(absl::GetFlag(FLAGS_retention));
+  d.set_spec(absl::GetFlag(FLAGS_spec));
+  d.set_max_tokens(absl::GetFlag(FLAGS_max_tokens));
+  d.set_cloud_model(absl::GetFlag(FLAGS_cloud_model));
+
+  kvstream::model::RuntimeOptions runtime;
+  runtime.device = absl::GetFlag(FLAGS_device);
+  runtime.dtype = absl::GetFlag(FLAGS_dtype);
+  runtime.threads = absl::GetFlag(FLAGS_threads);
+  const std::string dir = absl::GetFlag(FLAGS_scout);
+  auto scout = kvstream::model::Model::Load(dir, runtime);
+  if (!scout.ok()) return Fail(absl::StrCat("--scout: ", scout.status().message()));
+  auto tokenizer = kvstream::model::Tokenizer::Load(dir + "/tokenizer.json");
+  if (!tokenizer.ok()) return Fail(absl::StrCat("--scout: ", tokenizer.status().message()));
+  // The defaults must be servable: check them the way a request would be.
+  if (auto p = kvstream::edge::ResolvePolicy({}, d, (*scout)->config().num_layers); !p.ok()) {
+    return Fail(absl::StrCat("default policy: ", p.status().message()));
+  }
+  logging::Logf(logging::Level::kInfo, "edge", "scout %s (%s); cloud %s; default mode %s, selector %s, spec %s",
+                dir, (*scout)->fingerprint(), options.cloud_address, absl::GetFlag(FLAGS_mode),
+                absl::GetFlag(FLAGS_selector), absl::GetFlag(FLAGS_spec));
+
+  kvstream::metrics::MetricsServer metrics;
+  if (absl::Status st = metrics.Start(absl::GetFlag(FLAGS_metrics_address)); !st.ok()) return Fail(std::string(st.message()));
+  if (!absl::GetFlag(FLAGS_metrics_port_file).empty()) {
+    if (absl::Status st = kvstream::net::WritePortFile(absl::GetFlag(FLAGS_metrics_port_file), metrics.port());
+        !st.ok()) {
+      return Fail(std::string(st.message()));
+    }
+  }
+  kvstream::edge::EdgeService service(std::move(*scout), std::move(*tokenizer), options, metrics);
+  kvstream::net::ServeOptions so;
+  so.component = "edge";
+  so.listen = absl::GetFlag(FLAGS_listen);
+  so.port_file = absl::GetFlag(FLAGS_port_file);
+  so.grace_seconds = absl::GetFlag(FLAGS_shutdown_grace_seconds);
+  so.health_services = {"kvstream.v1.EdgeService"};
+  if (absl::Status st = kvstream::net::Serve(so, {&service}); !st.ok()) return Fail(std::string(st.message()));
+  return 0;
+}
