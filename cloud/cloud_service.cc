@@ -35,6 +35,14 @@ const char* ModeLabel(Mode m) {
   }
 }
 
+// CANCELLED, or DEADLINE_EXCEEDED when the call's deadline has passed.
+absl::Status Gone(grpc::ServerContext* context, absl::string_view when) {
+  if (context->deadline() <= std::chrono::system_clock::now()) {
+    return absl::DeadlineExceededError(absl::StrCat("deadline passed ", when));
+  }
+  return absl::CancelledError(absl::StrCat("client cancelled ", when));
+}
+
 // Sleeps until `tokens` at `rate` tokens/s would have taken since `start` (emulation).
 void PadTo(Clock::time_point start, int64_t tokens, double rate) {
   if (rate <= 0) return;
@@ -306,7 +314,7 @@ absl::Status CloudService::RunSession(grpc::ServerContext* context,
                                       grpc::ServerReaderWriter<Downlink, Uplink>* stream, Session& s) {
   Uplink up;
   if (!stream->Read(&up)) {
-    return context->IsCancelled() ? absl::CancelledError("stream cancelled before SessionOpen")
+    return context->IsCancelled() ? Gone(context, "before SessionOpen")
                                   : absl::InvalidArgumentError("stream closed before SessionOpen");
   }
   if (!up.has_open()) {
@@ -326,7 +334,7 @@ absl::Status CloudService::RunSession(grpc::ServerContext* context,
   for (;;) {
     if (!stream->Read(&up)) {
       return context->IsCancelled()
-                 ? absl::CancelledError("session cancelled by the client or its deadline")
+                 ? Gone(context, absl::StrCat("before Commit, after ", chunks, " chunks"))
                  : absl::InvalidArgumentError(absl::StrCat("stream closed before Commit, after ", chunks, " chunks"));
     }
     if (up.has_commit()) break;
@@ -346,7 +354,7 @@ absl::Status CloudService::RunSession(grpc::ServerContext* context,
     Downlink ack;
     ack.mutable_ack()->set_seq(up.chunk().seq());
     ack.mutable_ack()->set_payload_bytes(size);
-    if (!stream->Write(ack)) return absl::CancelledError("client went away while chunks were acked");
+    if (!stream->Write(ack)) return Gone(context, "while chunks were acked");
   }
   const auto committed = Clock::now();
   if (up.commit().num_chunks() != chunks) {
@@ -379,7 +387,7 @@ absl::Status CloudService::RunSession(grpc::ServerContext* context,
     s.stats.set_prefill_seconds(Seconds(t0, Clock::now()));
     metrics_->Stage("prefill", s.stats.prefill_seconds());
   }
-  if (context->IsCancelled()) return absl::CancelledError("session cancelled before generation");
+  if (context->IsCancelled()) return Gone(context, "before generation");
 
   // Generate, streaming each token as it comes.
   const auto decode_start = Clock::now();
@@ -404,7 +412,7 @@ absl::Status CloudService::RunSession(grpc::ServerContext* context,
     return !context->IsCancelled();
   };
   ASSIGN_OR_RETURN(model::Generation g, model::Generate(m, *cache, s.last_token, s.sampling, on_token));
-  if (write_failed || context->IsCancelled()) return absl::CancelledError("client went away during generation");
+  if (write_failed || context->IsCancelled()) return Gone(context, "during generation");
   if (index == 0) s.stats.set_first_token_seconds(Seconds(committed, Clock::now()));
   s.stats.set_decode_seconds(Seconds(decode_start, Clock::now()));
   s.stats.set_tokens_generated(static_cast<uint32_t>(g.tokens.size()));

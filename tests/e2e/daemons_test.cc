@@ -1,0 +1,554 @@
+// End to end: real kvstream-cloud and kvstream-edge processes on loopback, driven through
+// their gRPC APIs (and, for the error paths, a raw CloudService client).
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "common/codec/positions.h"
+#include "common/codec/quantize.h"
+#include "common/eval/tasks.h"
+#include "common/model/chat.h"
+#include "common/model/kv_chunks.h"
+#include "common/model/model.h"
+#include "common/model/tokenizer.h"
+#include "common/net/ask_client.h"
+#include "common/net/grpc_util.h"
+#include "common/net/process.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "kvstream/v1/service.grpc.pb.h"
+#include "tests/support/http_get.h"
+
+namespace kvstream {
+namespace {
+
+using kvstream::v1::Downlink;
+using kvstream::v1::Uplink;
+
+constexpr char kScout[] = "testdata/models/scout";
+constexpr char kLarge[] = "testdata/models/large";
+constexpr char kSystem[] = "Answer with the value from the context.";
+
+struct Daemon {
+  net::ChildProcess process;
+  int port = 0;
+  int metrics_port = 0;
+};
+
+std::string MakeWorkDir() {
+  char tmpl[] = "/tmp/kvstream-e2e-XXXXXX";
+  return mkdtemp(tmpl) != nullptr ? tmpl : "/tmp";
+}
+
+// Starts `binary` with `args`, waiting for its gRPC and metrics port files.
+absl::Status StartDaemon(Daemon& d, const std::string& work, const std::string& name, const std::string& binary,
+                         std::vector<std::string> args) {
+  const std::string port_file = absl::StrCat(work, "/", name, ".port");
+  const std::string metrics_file = absl::StrCat(work, "/", name, ".metrics_port");
+  args.insert(args.begin(), absl::StrCat(KVSTREAM_BIN_DIR, "/", binary));
+  args.push_back("--listen=127.0.0.1:0");
+  args.push_back("--port_file=" + port_file);
+  args.push_back("--metrics_address=127.0.0.1:0");
+  args.push_back("--metrics_port_file=" + metrics_file);
+  args.push_back("--threads=1");
+  args.push_back("--shutdown_grace_seconds=5");
+  if (absl::Status st = d.process.Start(args, absl::StrCat(work, "/", name, ".log")); !st.ok()) return st;
+  auto port = d.process.WaitForPortFile(port_file, 60);
+  if (!port.ok()) return port.status();
+  d.port = *port;
+  auto mport = d.process.WaitForPortFile(metrics_file, 10);
+  if (!mport.ok()) return mport.status();
+  d.metrics_port = *mport;
+  return absl::OkStatus();
+}
+
+class DaemonsTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    work_ = new std::string(MakeWorkDir());
+    cloud_ = new Daemon;
+    edge_ = new Daemon;
+    absl::Status st = StartDaemon(*cloud_, *work_, "cloud", "kvstream-cloud",
+                                  {absl::StrCat("--model=scout=", kScout), absl::StrCat("--model=large=", kLarge),
+                                   "--max_sessions=16", "--log_level=debug"});
+    if (st.ok()) {
+      st = StartDaemon(*edge_, *work_, "edge", "kvstream-edge",
+                       {absl::StrCat("--scout=", kScout), absl::StrCat("--cloud=127.0.0.1:", cloud_->port),
+                        "--cloud_model=large", "--max_tokens=8"});
+    }
+    start_status_ = new absl::Status(st);
+    tokenizer_ = model::Tokenizer::Load(absl::StrCat(kScout, "/tokenizer.json")).value().release();
+    auto words = eval::LoadWords();
+    const model::Tokenizer* t = tokenizer_;
+    eval::TaskGenerator gen(*words, [t](const std::string& s) { return static_cast<int>(t->Encode(s, false)->size()); });
+    eval::TaskOptions o;
+    o.kind = "single";
+    o.num_records = 8;
+    o.num_examples = 20;
+    o.seed = 4242;
+    examples_ = new std::vector<eval::Example>(gen.Generate(o));
+  }
+
+  static void TearDownTestSuite() {
+    // Clean shutdown is part of the contract: SIGTERM -> exit 0 within the grace period.
+    for (Daemon* d : {edge_, cloud_}) {
+      if (d->process.running()) {
+        auto code = d->process.Stop(20);
+        EXPECT_TRUE(code.ok()) << code.status();
+        if (code.ok()) {
+          EXPECT_EQ(*code, 0);
+        }
+      }
+      delete d;
+    }
+    delete tokenizer_;
+    delete examples_;
+    delete start_status_;
+    delete work_;
+  }
+
+  void SetUp() override {
+    ASSERT_TRUE(start_status_->ok()) << "daemons did not start: " << *start_status_ << " (logs in " << *work_ << ")";
+    edge_stub_ = kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", edge_->port)));
+    cloud_stub_ = kvstream::v1::CloudService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", cloud_->port)));
+  }
+
+  static kvstream::v1::AskRequest Request(const eval::Example& ex, kvstream::v1::Mode mode, const std::string& spec,
+                                          const std::string& selector = "full", double retention = 1,
+                                          const std::string& cloud_model = "") {
+    kvstream::v1::AskRequest r;
+    r.set_context(ex.context);
+    r.set_question(ex.question);
+    r.mutable_policy()->set_mode(mode);
+    r.mutable_policy()->set_spec(spec);
+    r.mutable_policy()->set_selector(selector);
+    r.mutable_policy()->set_retention(retention);
+    r.mutable_policy()->set_cloud_model(cloud_model);
+    r.mutable_policy()->set_max_tokens(8);
+    return r;
+  }
+
+  absl::StatusOr<net::AskResult> Ask(const kvstream::v1::AskRequest& r, double timeout = 60) {
+    net::AskCall call;
+    call.timeout_seconds = timeout;
+    return net::Ask(*edge_stub_, r, call);
+  }
+
+  static uint32_t ActiveSessions(kvstream::v1::CloudService::Stub& stub) {
+    grpc::ClientContext ctx;
+    kvstream::v1::GetInfoResponse info;
+    EXPECT_TRUE(stub.GetInfo(&ctx, {}, &info).ok());
+    return info.active_sessions();
+  }
+
+  // Polls GetInfo until `n` sessions are open (or 10 s pass); returns the last count.
+  static uint32_t WaitForSessions(kvstream::v1::CloudService::Stub& stub, uint32_t n) {
+    uint32_t active = 0;
+    for (int i = 0; i < 500; ++i) {
+      active = ActiveSessions(stub);
+      if (active == n) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return active;
+  }
+
+  static Uplink TextOpen(const std::string& id, const std::string& model_name, int max_tokens = 4) {
+    Uplink up;
+    auto& o = *up.mutable_open();
+    o.set_session_id(id);
+    o.set_mode(kvstream::v1::MODE_TEXT);
+    o.set_model_name(model_name);
+    const auto prompt = model::BuildQaPrompt(*tokenizer_, (*examples_)[0].context, (*examples_)[0].question, {kSystem});
+    o.mutable_prompt_tokens()->Add(prompt->tokens.begin(), prompt->tokens.end());
+    o.set_max_tokens(max_tokens);
+    return up;
+  }
+
+  static std::string* work_;
+  static Daemon* cloud_;
+  static Daemon* edge_;
+  static absl::Status* start_status_;
+  static model::Tokenizer* tokenizer_;
+  static std::vector<eval::Example>* examples_;
+  std::unique_ptr<kvstream::v1::EdgeService::Stub> edge_stub_;
+  std::unique_ptr<kvstream::v1::CloudService::Stub> cloud_stub_;
+};
+
+std::string* DaemonsTest::work_ = nullptr;
+Daemon* DaemonsTest::cloud_ = nullptr;
+Daemon* DaemonsTest::edge_ = nullptr;
+absl::Status* DaemonsTest::start_status_ = nullptr;
+model::Tokenizer* DaemonsTest::tokenizer_ = nullptr;
+std::vector<eval::Example>* DaemonsTest::examples_ = nullptr;
+
+TEST_F(DaemonsTest, HealthIsServing) {
+  for (int port : {edge_->port, cloud_->port}) {
+    auto health = grpc::health::v1::Health::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", port)));
+    for (const std::string service : {"", port == edge_->port ? "kvstream.v1.EdgeService" : "kvstream.v1.CloudService"}) {
+      grpc::ClientContext ctx;
+      grpc::health::v1::HealthCheckRequest req;
+      req.set_service(service);
+      grpc::health::v1::HealthCheckResponse resp;
+      const grpc::Status st = health->Check(&ctx, req, &resp);
+      ASSERT_TRUE(st.ok()) << st.error_message();
+      EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::SERVING) << "service '" << service << "'";
+    }
+  }
+}
+
+// The end-to-end oracle: the cache shipped losslessly gives exactly the tokens the
+// cloud's own prefill of the text gives, with the same model.
+TEST_F(DaemonsTest, LosslessKvEqualsTextOnTwentyPrompts) {
+  int non_empty = 0;
+  for (const eval::Example& ex : *examples_) {
+    auto kv = Ask(Request(ex, kvstream::v1::MODE_KV, "raw"));
+    auto text = Ask(Request(ex, kvstream::v1::MODE_TEXT, "", "full", 1, "scout"));
+    ASSERT_TRUE(kv.ok()) << kv.status();
+    ASSERT_TRUE(text.ok()) << text.status();
+    EXPECT_EQ(kv->token_ids, text->token_ids) << ex.question;
+    EXPECT_EQ(kv->answer, text->answer);
+    EXPECT_EQ(kv->stats.mode(), kvstream::v1::MODE_KV);
+    EXPECT_EQ(text->stats.mode(), kvstream::v1::MODE_TEXT);
+    // The kv request really carried the cache: f32 raw is twice the 16-bit size.
+    EXPECT_GT(kv->stats.wire_bytes(), kv->stats.raw_kv_bytes());
+    EXPECT_LT(text->stats.wire_bytes(), kv->stats.wire_bytes() / 20);
+    EXPECT_EQ(kv->stats.tokens_generated(), kv->token_ids.size());
+    non_empty += kv->token_ids.empty() ? 0 : 1;
+  }
+  EXPECT_GT(non_empty, 10) << "most prompts should produce an answer, or the comparison shows little";
+}
+
+// Compressed kv modes answer, and the bytes they report are the codec's formula for
+// the kept cache plus small message overhead.
+TEST_F(DaemonsTest, CompressedModesAnswerAndBytesMatchTheCodecFormula) {
+  const model::ModelConfig c = model::ModelConfig::Load(absl::StrCat(kScout, "/config.json")).value();
+  struct Variant {
+    std::string spec, selector;
+    double retention;
+    int bits;
+  };
+  const std::vector<Variant> variants = {
+      {"int8", "full", 1, 8}, {"int4", "full", 1, 4}, {"int2", "q2c", 0.5, 2}, {"int4", "snapkv", 0.25, 4}};
+  for (const Variant& v : variants) {
+    for (int e = 0; e < 3; ++e) {
+      const eval::Example& ex = (*examples_)[e];
+      auto r = Ask(Request(ex, kvstream::v1::MODE_KV, v.spec, v.selector, v.retention));
+      ASSERT_TRUE(r.ok()) << v.spec << " " << v.selector << ": " << r.status();
+      const auto& s = r->stats;
+      const auto prompt = model::BuildQaPrompt(*tokenizer_, ex.context, ex.question, {kSystem});
+      const int64_t head = static_cast<int64_t>(prompt->tokens.size()) - 1;
+      EXPECT_EQ(s.context_tokens(), static_cast<uint64_t>(prompt->spans.context_tokens()));
+      if (v.selector == "full") {
+        EXPECT_EQ(s.kept_tokens(), s.context_tokens());
+      } else {
+        EXPECT_EQ(s.kept_tokens(),
+                  static_cast<uint64_t>(select::ContextBudget(v.retention, static_cast<int>(s.context_tokens()))));
+      }
+      const int64_t slots = head - static_cast<int64_t>(s.context_tokens()) + static_cast<int64_t>(s.kept_tokens());
+      const uint64_t per_tensor = codec::EncodedTensorBytes(codec::TensorSpec::Int(v.bits),
+                                                            {c.num_kv_heads, slots, c.head_dim}, codec::DType::kF32);
+      const uint64_t payload = 2ull * c.num_layers * per_tensor;
+      EXPECT_EQ(s.raw_kv_bytes(), 2ull * c.num_layers * c.num_kv_heads * c.head_dim * 2 * head);
+      EXPECT_GT(s.wire_bytes(), payload) << v.spec;
+      // Overhead: positions twice (SessionOpen and chunk, < 2 bytes each here), headers.
+      EXPECT_LE(s.wire_bytes(), payload + 4 * slots + 512) << v.spec;
+      EXPECT_NEAR(s.compression_ratio(), static_cast<double>(s.raw_kv_bytes()) / s.wire_bytes(), 1e-9);
+      EXPECT_GT(s.ttft_seconds(), 0);
+      EXPECT_GT(s.stages().prefill(), 0);
+      EXPECT_GT(s.stages().encode(), 0);
+      EXPECT_EQ(s.spec(), v.spec);
+    }
+  }
+}
+
+TEST_F(DaemonsTest, ScoutModeUsesTheCloudModelAndSendsPositions) {
+  const eval::Example& ex = (*examples_)[1];
+  auto r = Ask(Request(ex, kvstream::v1::MODE_SCOUT, "", "q2c", 0.5));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->stats.mode(), kvstream::v1::MODE_SCOUT);
+  EXPECT_EQ(r->stats.kept_tokens(), static_cast<uint64_t>(select::ContextBudget(0.5, r->stats.context_tokens())));
+  // Token ids (varints, < 2 bytes each here) and positions: far below any cache.
+  EXPECT_LT(r->stats.wire_bytes(), 6 * (r->stats.context_tokens() + 64));
+}
+
+TEST_F(DaemonsTest, ModelMismatchIsFailedPrecondition) {
+  auto info_ctx = std::make_unique<grpc::ClientContext>();
+  kvstream::v1::GetInfoResponse info;
+  ASSERT_TRUE(cloud_stub_->GetInfo(info_ctx.get(), {}, &info).ok());
+  ASSERT_EQ(info.models_size(), 2);
+  std::string scout_fp;
+  for (const auto& m : info.models()) {
+    if (m.name() == "scout") scout_fp = m.fingerprint();
+    EXPECT_GT(m.prefill_tokens_per_second(), 0);
+    EXPECT_GT(m.decode_tokens_per_second(), 0);
+  }
+  auto run = [&](const Uplink& open) {
+    grpc::ClientContext ctx;
+    auto stream = cloud_stub_->Transfer(&ctx);
+    stream->Write(open);
+    stream->WritesDone();
+    Downlink d;
+    while (stream->Read(&d)) {
+    }
+    return stream->Finish();
+  };
+  Uplink open;
+  auto& o = *open.mutable_open();
+  o.set_session_id("mismatch-1");
+  o.set_mode(kvstream::v1::MODE_KV);
+  o.set_model_fingerprint("qwen2-00000000deadbeef");
+  o.mutable_dims()->set_num_layers(4);
+  o.set_num_slots(4);
+  o.set_next_position(4);
+  o.set_kept_positions(codec::EncodePositions({0, 1, 2, 3}));
+  grpc::Status st = run(open);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(st.error_message().find("qwen2-00000000deadbeef"), std::string::npos) << st.error_message();
+  EXPECT_NE(st.error_message().find(scout_fp), std::string::npos) << "names what is served: " << st.error_message();
+
+  o.set_session_id("mismatch-2");
+  o.set_model_fingerprint(scout_fp);
+  o.mutable_dims()->set_num_layers(7);
+  st = run(open);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(st.error_message().find("num_layers is 7"), std::string::npos) << st.error_message();
+
+  // Through the edge: a cloud model the cloud does not serve.
+  auto r = Ask(Request((*examples_)[0], kvstream::v1::MODE_TEXT, "", "full", 1, "gpt-9"));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound) << r.status();
+  EXPECT_NE(r.status().message().find("gpt-9"), std::string::npos);
+  EXPECT_EQ(WaitForSessions(*cloud_stub_, 0), 0u);
+}
+
+TEST_F(DaemonsTest, CorruptedChunkIsDataLossAndFreesTheSession) {
+  auto scout = model::Model::Load(kScout, {"cpu", "f32", 1});
+  ASSERT_TRUE(scout.ok()) << scout.status();
+  const eval::Example& ex = (*examples_)[2];
+  const auto prompt = model::BuildQaPrompt(*tokenizer_, ex.context, ex.question, {kSystem});
+  const std::vector<int32_t> head(prompt->tokens.begin(), prompt->tokens.end() - 1);
+  auto pre = (*scout)->Prefill(head);
+  ASSERT_TRUE(pre.ok());
+  auto chunks = model::EncodeCache(*pre->cache, codec::ParsePlan("int8").value(), "corrupt-1", {});
+  ASSERT_TRUE(chunks.ok() && !chunks->empty());
+  Uplink open;
+  auto& o = *open.mutable_open();
+  o.set_session_id("corrupt-1");
+  o.set_mode(kvstream::v1::MODE_KV);
+  o.set_model_fingerprint((*scout)->fingerprint());
+  o.mutable_dims()->set_num_layers((*scout)->config().num_layers);
+  o.mutable_dims()->set_num_kv_heads((*scout)->config().num_kv_heads);
+  o.mutable_dims()->set_head_dim((*scout)->config().head_dim);
+  o.set_last_token(prompt->tokens.back());
+  o.set_num_slots(static_cast<uint32_t>(head.size()));
+  o.set_next_position(static_cast<uint32_t>(head.size()));
+  o.set_kept_positions(codec::EncodePositions(pre->cache->positions()));
+
+  grpc::ClientContext ctx;
+  auto stream = cloud_stub_->Transfer(&ctx);
+  ASSERT_TRUE(stream->Write(open));
+  Uplink up;
+  *up.mutable_chunk() = (*chunks)[0];
+  (*up.mutable_chunk()->mutable_payload())[17] ^= 0x40;  // one bit flipped in flight; CRC unchanged
+  stream->Write(up);
+  stream->WritesDone();
+  Downlink d;
+  int acks = 0;
+  while (stream->Read(&d)) acks += d.has_ack();
+  const grpc::Status st = stream->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::DATA_LOSS) << st.error_message();
+  EXPECT_NE(st.error_message().find("chunk seq 0"), std::string::npos) << st.error_message();
+  EXPECT_EQ(acks, 0);
+  EXPECT_EQ(WaitForSessions(*cloud_stub_, 0), 0u);
+}
+
+TEST_F(DaemonsTest, ClientCancelFreesTheCloudSession) {
+  grpc::ClientContext ctx;
+  auto stream = cloud_stub_->Transfer(&ctx);
+  ASSERT_TRUE(stream->Write(TextOpen("cancel-1", "scout")));
+  ASSERT_EQ(WaitForSessions(*cloud_stub_, 1), 1u) << "the open session shows in GetInfo";
+  ctx.TryCancel();
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_EQ(WaitForSessions(*cloud_stub_, 0), 0u);
+}
+
+TEST_F(DaemonsTest, ExpiredDeadlineIsDeadlineExceededAndFreesTheSession) {
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+    auto stream = cloud_stub_->Transfer(&ctx);
+    ASSERT_TRUE(stream->Write(TextOpen("deadline-1", "scout")));
+    Downlink d;
+    while (stream->Read(&d)) {
+    }
+    EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+    EXPECT_EQ(WaitForSessions(*cloud_stub_, 0), 0u);
+  }
+  // Through the edge, with a deadline no request can meet.
+  auto r = Ask(Request((*examples_)[3], kvstream::v1::MODE_KV, "int8"), 0.002);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded) << r.status();
+  EXPECT_EQ(WaitForSessions(*cloud_stub_, 0), 0u);
+  // The edge keeps serving.
+  EXPECT_TRUE(Ask(Request((*examples_)[3], kvstream::v1::MODE_KV, "int8")).ok());
+}
+
+TEST_F(DaemonsTest, EightConcurrentClientsGetTheirOwnAnswers) {
+  std::vector<std::vector<int32_t>> expected;
+  for (int i = 0; i < 8; ++i) {
+    auto r = Ask(Request((*examples_)[i], kvstream::v1::MODE_KV, "int8"));
+    ASSERT_TRUE(r.ok()) << r.status();
+    expected.push_back(r->token_ids);
+  }
+  std::vector<absl::StatusOr<net::AskResult>> got(8, absl::UnknownError("not run"));
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&, i] {
+      auto stub = kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", edge_->port)));
+      net::AskCall call;
+      call.timeout_seconds = 120;
+      got[i] = net::Ask(*stub, Request((*examples_)[i], kvstream::v1::MODE_KV, "int8"), call);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < 8; ++i) {
+    ASSERT_TRUE(got[i].ok()) << i << ": " << got[i].status();
+    EXPECT_EQ(got[i]->token_ids, expected[i]) << "client " << i;
+  }
+  EXPECT_EQ(WaitForSessions(*cloud_stub_, 0), 0u);
+}
+
+TEST_F(DaemonsTest, BadRequestsAreInvalidArgumentWithAMessage) {
+  const eval::Example& ex = (*examples_)[0];
+  auto empty = Request(ex, kvstream::v1::MODE_KV, "int8");
+  empty.set_question("");
+  auto r = Ask(empty);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("question is empty"), std::string::npos) << r.status();
+
+  r = Ask(Request(ex, kvstream::v1::MODE_KV, "int9"));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("policy.spec 'int9'"), std::string::npos) << r.status();
+
+  r = Ask(Request(ex, kvstream::v1::MODE_KV, "int4", "best"));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+
+  auto too_long = Request(ex, kvstream::v1::MODE_KV, "int8");
+  std::string context;
+  while (context.size() < 40000) context += "The code of zebra is cat. ";
+  too_long.set_context(context);
+  r = Ask(too_long);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("allows 4096 positions"), std::string::npos) << r.status();
+  too_long.mutable_policy()->set_mode(kvstream::v1::MODE_TEXT);
+  r = Ask(too_long);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("cloud model 'large'"), std::string::npos) << r.status();
+
+  auto adaptive = Request(ex, kvstream::v1::MODE_ADAPTIVE, "");
+  r = Ask(adaptive);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnimplemented) << r.status();
+
+  // Raw cloud protocol errors.
+  grpc::ClientContext ctx;
+  auto stream = cloud_stub_->Transfer(&ctx);
+  Uplink commit;
+  commit.mutable_commit()->set_num_chunks(0);
+  stream->Write(commit);
+  stream->WritesDone();
+  Downlink d;
+  while (stream->Read(&d)) {
+  }
+  const grpc::Status st = stream->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(st.error_message().find("expected SessionOpen"), std::string::npos) << st.error_message();
+  EXPECT_EQ(WaitForSessions(*cloud_stub_, 0), 0u);
+}
+
+TEST_F(DaemonsTest, SessionsBeyondMaxSessionsAreResourceExhausted) {
+  Daemon small;
+  ASSERT_TRUE(StartDaemon(small, *work_, "cloud-small", "kvstream-cloud",
+                          {absl::StrCat("--model=scout=", kScout), "--max_sessions=2", "--measure_rates=false"})
+                  .ok());
+  auto stub = kvstream::v1::CloudService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", small.port)));
+  grpc::ClientContext c1, c2, c3;
+  auto s1 = stub->Transfer(&c1);
+  auto s2 = stub->Transfer(&c2);
+  ASSERT_TRUE(s1->Write(TextOpen("limit-1", "scout")));
+  ASSERT_TRUE(s2->Write(TextOpen("limit-2", "scout")));
+  ASSERT_EQ(WaitForSessions(*stub, 2), 2u);
+  auto s3 = stub->Transfer(&c3);
+  s3->Write(TextOpen("limit-3", "scout"));
+  s3->WritesDone();
+  Downlink d;
+  while (s3->Read(&d)) {
+  }
+  const grpc::Status st = s3->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(st.error_message().find("--max_sessions=2"), std::string::npos) << st.error_message();
+  // Finishing one session makes room again.
+  Uplink commit;
+  commit.mutable_commit();
+  ASSERT_TRUE(s1->Write(commit));
+  s1->WritesDone();
+  int tokens = 0;
+  bool done = false;
+  while (s1->Read(&d)) {
+    tokens += d.has_token();
+    done = done || d.has_done();
+  }
+  EXPECT_TRUE(s1->Finish().ok());
+  EXPECT_TRUE(done);
+  EXPECT_EQ(WaitForSessions(*stub, 1), 1u);
+  c2.TryCancel();
+  s2->Finish();
+  EXPECT_EQ(WaitForSessions(*stub, 0), 0u);
+  auto code = small.process.Stop(20);
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 0);
+}
+
+// Runs `promtool check metrics` on `text`; returns its output (empty: no problems).
+std::string Promtool(const std::string& text, const std::string& work, int* exit_code) {
+  const std::string in = work + "/metrics.txt", out = work + "/promtool.out";
+  std::ofstream(in) << text;
+  const int rc = std::system(("promtool check metrics < " + in + " > " + out + " 2>&1").c_str());
+  *exit_code = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  std::ifstream f(out);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+TEST_F(DaemonsTest, MetricsAfterTrafficPassPromtool) {
+  ASSERT_TRUE(Ask(Request((*examples_)[5], kvstream::v1::MODE_KV, "int4")).ok());
+  ASSERT_TRUE(Ask(Request((*examples_)[5], kvstream::v1::MODE_TEXT, "")).ok());
+  EXPECT_EQ(WaitForSessions(*cloud_stub_, 0), 0u);
+  const auto edge = testing::HttpGet(edge_->metrics_port, "/metrics");
+  const auto cloud = testing::HttpGet(cloud_->metrics_port, "/metrics");
+  ASSERT_EQ(edge.status, 200);
+  ASSERT_EQ(cloud.status, 200);
+  for (const char* name : {"kvstream_edge_requests_total{code=\"OK\",mode=\"kv\"}",
+                           "kvstream_edge_wire_bytes_total{mode=\"kv\"}", "kvstream_edge_ttft_seconds_bucket",
+                           "kvstream_edge_stage_seconds_count{stage=\"prefill\"}", "kvstream_edge_compression_ratio",
+                           "kvstream_edge_active_requests 0"}) {
+    EXPECT_NE(edge.body.find(name), std::string::npos) << name;
+  }
+  for (const char* name : {"kvstream_cloud_sessions_total{code=\"OK\",mode=\"kv\"}",
+                           "kvstream_cloud_sessions_total{code=\"OK\",mode=\"text\"}",
+                           "kvstream_cloud_stage_seconds_count{stage=\"rebuild\"}",
+                           "kvstream_cloud_active_sessions 0", "kvstream_cloud_cache_reserved_bytes 0",
+                           "kvstream_cloud_received_chunk_bytes_total"}) {
+    EXPECT_NE(cloud.body.find(name), std::string::npos) << name;
+  }
+  for (const auto* body : {&edge.body, &cloud.body}) {
+    int rc = 0;
+    const std::string problems = Promtool(*body, *work_, &rc);
+    EXPECT_EQ(rc, 0) << problems;
+    EXPECT_EQ(problems, "") << "promtool check metrics reported problems";
+  }
+}
+
+}  // namespace
+}  // namespace kvstream
