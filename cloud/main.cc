@@ -7,6 +7,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "cloud/cloud_service.h"
@@ -72,8 +74,13 @@ int Fail(const std::string& message) {
 
 int main(int argc, char** argv) {
   kvstream::net::BlockShutdownSignals();
+  // --help lists this daemon's own flags.
+  absl::FlagsUsageConfig usage;
+  usage.contains_helpshort_flags = [](absl::string_view file) { return absl::EndsWith(file, "cloud/main.cc"); };
+  usage.contains_help_flags = usage.contains_helpshort_flags;
+  absl::SetFlagsUsageConfig(usage);
   absl::SetProgramUsageMessage(
-      "kvstream-cloud: rebuilds KV caches streamed by kvstream-edge and generates answers.\n"
+      "rebuilds KV caches streamed by kvstream-edge and generates answers.\n"
       "Usage: kvstream-cloud --model=large=DIR --model=scout=DIR [--listen=HOST:PORT] [flags]");
   std::string joined;
   std::vector<char*> args = JoinRepeatedModelFlags(argc, argv, joined);

@@ -6,6 +6,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/base/log.h"
 #include "common/metrics/metrics.h"
@@ -48,8 +50,13 @@ int Fail(const std::string& message) {
 
 int main(int argc, char** argv) {
   kvstream::net::BlockShutdownSignals();
+  // --help lists this daemon's own flags.
+  absl::FlagsUsageConfig usage;
+  usage.contains_helpshort_flags = [](absl::string_view file) { return absl::EndsWith(file, "edge/main.cc"); };
+  usage.contains_help_flags = usage.contains_helpshort_flags;
+  absl::SetFlagsUsageConfig(usage);
   absl::SetProgramUsageMessage(
-      "kvstream-edge: answers questions about long contexts by streaming the scout model's compressed KV cache "
+      "answers questions about long contexts by streaming the scout model's compressed KV cache "
       "to kvstream-cloud.\nUsage: kvstream-edge --scout=DIR --cloud=HOST:PORT [--listen=HOST:PORT] [flags]");
   const std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
   if (rest.size() > 1) return Fail(absl::StrCat("unexpected argument '", rest[1], "'"));

@@ -28,6 +28,7 @@ std::string Number(std::mt19937_64& rng, int digits) {
 
 // `n` distinct words.
 std::vector<std::string> Pick(const std::vector<std::string>& words, std::mt19937_64& rng, int n) {
+  n = std::min<int>(n, static_cast<int>(words.size()));
   std::set<size_t> chosen;
   while (static_cast<int>(chosen.size()) < n) chosen.insert(rng() % words.size());
   std::vector<std::string> out;
@@ -82,7 +83,7 @@ Example TaskGenerator::One(const std::string& kind, uint64_t seed, int num_recor
   Example ex;
   ex.kind = kind;
   if (kind == "single") {
-    const std::vector<std::string> names = Pick(words_, rng, num_records);
+    const std::vector<std::string> names = Pick(single_token_names_ ? values_ : words_, rng, num_records);
     std::vector<std::string> sentences;
     std::vector<std::string> values;
     for (const std::string& n : names) {
@@ -100,7 +101,7 @@ Example TaskGenerator::One(const std::string& kind, uint64_t seed, int num_recor
     // Half the records map people to towns, half map towns to codes; every town has a
     // code, so the first hop alone never answers.
     const int pairs = std::max(1, num_records / 2);
-    const std::vector<std::string> picked = Pick(words_, rng, 2 * pairs);
+    const std::vector<std::string> picked = Pick(single_token_names_ ? values_ : words_, rng, 2 * pairs);
     std::vector<std::string> sentences;
     std::vector<std::string> values;
     for (int i = 0; i < pairs; ++i) {
@@ -119,7 +120,7 @@ Example TaskGenerator::One(const std::string& kind, uint64_t seed, int num_recor
       ex.all_qas.emplace_back(absl::StrCat("Where does ", Capitalize(picked[i]), " live?"), picked[pairs + i]);
     }
   } else {  // needle
-    const std::vector<std::string> name = Pick(words_, rng, 1);
+    const std::vector<std::string> name = Pick(single_token_names_ ? values_ : words_, rng, 1);
     const std::string value = Value(rng, value_digits);
     const std::string needle = absl::StrCat("The code of ", name[0], " is ", value, ".");
     auto count = [&](const std::string& s) {

@@ -55,6 +55,10 @@ class TaskGenerator {
   TaskGenerator(std::vector<std::string> words, TokenCounter counter = nullptr);
   // The value vocabulary in use (empty: numbers).
   const std::vector<std::string>& values() const { return values_; }
+  // Record names (and towns) drawn from the single-token words only, as the values are,
+  // instead of the whole word list: recall is then a match of one token. Needs a
+  // TokenCounter; without one (or with too few such words) names stay unrestricted.
+  void set_single_token_names(bool on) { single_token_names_ = on && values_.size() >= 50; }
   std::vector<Example> Generate(const TaskOptions& options) const;
   // One example of `kind`, drawing from the caller's RNG state (for training streams).
   Example One(const std::string& kind, uint64_t seed, int num_records, int target_tokens,
@@ -65,6 +69,7 @@ class TaskGenerator {
   std::vector<std::string> words_;
   std::vector<std::string> values_;
   TokenCounter counter_;
+  bool single_token_names_ = false;
 };
 
 // SQuAD v2 JSON: {"version": "v2.0", "data": [{"title", "paragraphs": [{"context",

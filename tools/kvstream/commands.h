@@ -14,6 +14,7 @@ ABSL_DECLARE_FLAG(std::string, kind);
 ABSL_DECLARE_FLAG(int, n);
 ABSL_DECLARE_FLAG(int, records);
 ABSL_DECLARE_FLAG(int, target_tokens);
+ABSL_DECLARE_FLAG(bool, single_token_names);
 
 namespace kvstream::cli {
 
@@ -29,5 +30,6 @@ int RunEval(const std::vector<std::string>& args);
 int RunGenTasks(const std::vector<std::string>& args);
 int RunAsk(const std::vector<std::string>& args);
 int RunDemo(const std::vector<std::string>& args);
+int RunHealth(const std::vector<std::string>& args);
 
 }  // namespace kvstream::cli

@@ -79,6 +79,7 @@ absl::Status Run() {
     ASSIGN_OR_RETURN(auto words, eval::LoadWords(absl::GetFlag(FLAGS_words)));
     const model::Tokenizer& t = *tok;
     eval::TaskGenerator gen(words, [&t](const std::string& s) { return static_cast<int>(t.Encode(s, false).value().size()); });
+    gen.set_single_token_names(absl::GetFlag(FLAGS_single_token_names));
     eval::TaskOptions o;
     o.kind = absl::GetFlag(FLAGS_kind);
     o.num_examples = absl::GetFlag(FLAGS_n);

@@ -11,3 +11,5 @@ ABSL_FLAG(std::string, kind, "single", "Generated task kind: single, multi or ne
 ABSL_FLAG(int, n, 40, "Examples (questions) to run");
 ABSL_FLAG(int, records, 40, "Records per generated single/multi context");
 ABSL_FLAG(int, target_tokens, 512, "Context length of generated needle tasks, in tokens");
+ABSL_FLAG(bool, single_token_names, false,
+          "Generated tasks draw record names from the words the tokenizer keeps whole (as values are)");

@@ -44,6 +44,7 @@ int RunGenTasks(const std::vector<std::string>& args) {
     counter = [&tok](const std::string& s) { return static_cast<int>(tok->Encode(s, false).value().size()); };
   }
   eval::TaskGenerator gen(*words, counter);
+  gen.set_single_token_names(absl::GetFlag(FLAGS_single_token_names));
   eval::TaskOptions o;
   o.kind = kind;
   o.num_examples = absl::GetFlag(FLAGS_count);

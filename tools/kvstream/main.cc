@@ -28,6 +28,7 @@ const Command kCommands[] = {
     {"ask", "one question to a kvstream-edge daemon: streams the answer, then the stats", kvstream::cli::RunAsk},
     {"demo", "starts cloud + edge daemons on loopback with the tiny models and compares modes",
      kvstream::cli::RunDemo},
+    {"health", "asks a daemon's gRPC health service; exit 0 when SERVING", kvstream::cli::RunHealth},
 };
 
 void PrintCommands(FILE* out) {

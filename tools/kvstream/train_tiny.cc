@@ -264,6 +264,7 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, co
       best_em = em;
       nlohmann::json prov = {{"command", "kvstream train-tiny"}, {"step", step}, {"steps", total},
                              {"seed", seed}, {"lr", peak}, {"batch", batch}, {"curriculum_records", level},
+                             {"single_token_names", absl::GetFlag(FLAGS_single_token_names)},
                              {"evals", evals}};
       RETURN_IF_ERROR(Export(absl::StrCat(absl::GetFlag(FLAGS_out), "/", name), c, w, tok_json, prov));
     }
@@ -393,6 +394,7 @@ int RunTrainTiny(const std::vector<std::string>& args) {
   eval::TaskGenerator gen(*words, [&t](const std::string& s) {
     return static_cast<int>(t.Encode(s, false).value().size());
   });
+  gen.set_single_token_names(absl::GetFlag(FLAGS_single_token_names));
   std::printf("tasks: %zu single-token value words\n", gen.values().size());
   for (const std::string name : {"scout", "large"}) {
     if (which != "both" && which != name) continue;
