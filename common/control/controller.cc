@@ -1,0 +1,188 @@
+#include "common/control/controller.h"
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/base/status.h"
+#include "common/codec/quantize.h"
+
+namespace kvstream::control {
+
+const char* ModeName(Mode m) {
+  switch (m) {
+    case Mode::kText: return "text";
+    case Mode::kScout: return "scout";
+    case Mode::kKv: return "kv";
+  }
+  return "?";
+}
+
+void LinkEstimator::AddThroughputSample(uint64_t bytes, double seconds) {
+  if (seconds <= 0 || bytes == 0) return;
+  samples_.push_back(8.0 * static_cast<double>(bytes) / seconds);
+  while (static_cast<int>(samples_.size()) > window_) samples_.pop_front();
+}
+
+void LinkEstimator::AddRttSample(double seconds) {
+  if (seconds < 0) return;
+  rtts_.push_back(seconds);
+  while (static_cast<int>(rtts_.size()) > window_) rtts_.pop_front();
+}
+
+double LinkEstimator::bandwidth_bps() const {
+  if (samples_.empty()) return 0;
+  double inv = 0;
+  for (double s : samples_) inv += 1.0 / s;
+  return static_cast<double>(samples_.size()) / inv;
+}
+
+double LinkEstimator::rtt_seconds() const {
+  if (rtts_.empty()) return 0;
+  return *std::min_element(rtts_.begin(), rtts_.end());
+}
+
+std::string OperatingPoint::label() const {
+  if (mode == Mode::kText) return "text";
+  std::string sel = std::string(select::PolicyName(selector));
+  if (selector != select::Policy::kFull) sel += absl::StrFormat("@%.2f", retention);
+  if (mode == Mode::kScout) return absl::StrCat("scout ", sel);
+  return absl::StrCat("kv ", sel, " ", spec);
+}
+
+absl::StatusOr<Prediction> Predict(const OperatingPoint& p, const RequestShape& r, const ModelShape& m,
+                                   const Rates& rates, const LinkState& link) {
+  if (r.prompt_tokens <= 0 || r.context_tokens < 0 || r.context_tokens >= r.prompt_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("request shape: expected 0 <= context < prompt tokens, found ",
+                                                   r.context_tokens, " of ", r.prompt_tokens));
+  }
+  if (link.bandwidth_bps <= 0) return absl::InvalidArgumentError("no bandwidth estimate");
+  auto per = [](double n, double rate) { return rate > 0 ? n / rate : 0.0; };
+  const int head = r.prompt_tokens - 1;
+  const int kept_context = p.selector == select::Policy::kFull ? r.context_tokens
+                                                                : select::ContextBudget(p.retention, r.context_tokens);
+  const int slots = head - r.context_tokens + kept_context;
+  Prediction out;
+  const uint64_t ids_bytes = 3ull * r.prompt_tokens + 64;
+  if (p.mode == Mode::kText) {
+    out.wire_bytes = ids_bytes;
+    out.cloud_seconds = per(head, rates.cloud_prefill) + per(1, rates.cloud_decode);
+  } else if (p.mode == Mode::kScout) {
+    out.wire_bytes = ids_bytes + 2ull * slots;
+    out.edge_seconds = per(head, rates.edge_prefill);
+    out.cloud_seconds = per(head, rates.cloud_prefill) + per(1, rates.cloud_decode);
+  } else {
+    ASSIGN_OR_RETURN(codec::Plan plan, codec::ParsePlan(p.spec));
+    RETURN_IF_ERROR(plan.Validate(m.layers));
+    uint64_t payload = 0;
+    const codec::TensorShape shape{m.kv_heads, slots, m.head_dim};
+    for (int l = 0; l < m.layers; ++l) {
+      const codec::LayerSpec ls = plan.ForLayer(l);
+      payload += codec::EncodedTensorBytes(ls.k, shape, codec::DType::kF32) +
+                 codec::EncodedTensorBytes(ls.v, shape, codec::DType::kF32);
+    }
+    out.wire_bytes = payload + 4ull * slots + 256;
+    out.edge_seconds = per(head, rates.edge_prefill) + per(static_cast<double>(payload), rates.edge_encode_bytes);
+    out.cloud_seconds = per(static_cast<double>(payload), rates.rebuild_bytes) + per(1, rates.kv_decode);
+  }
+  out.transfer_seconds = link.rtt_seconds + 8.0 * static_cast<double>(out.wire_bytes) / link.bandwidth_bps;
+  out.ttft_seconds = out.edge_seconds + out.transfer_seconds + out.cloud_seconds;
+  return out;
+}
+
+absl::StatusOr<Decision> Choose(const std::vector<OperatingPoint>& points, const RequestShape& request,
+                                const ModelShape& scout, const Rates& rates, const LinkState& link,
+                                double ttft_target, double quality_floor) {
+  if (points.empty()) return absl::FailedPreconditionError("no operating points to choose from");
+  std::vector<Decision> all;
+  for (const OperatingPoint& p : points) {
+    ASSIGN_OR_RETURN(Prediction pred, Predict(p, request, scout, rates, link));
+    all.push_back({p, pred, ""});
+  }
+  const Decision* best = nullptr;
+  if (ttft_target > 0) {
+    for (const Decision& d : all) {
+      if (d.prediction.ttft_seconds > ttft_target) continue;
+      if (best == nullptr || d.point.quality > best->point.quality ||
+          (d.point.quality == best->point.quality && d.prediction.ttft_seconds < best->prediction.ttft_seconds)) {
+        best = &d;
+      }
+    }
+    if (best != nullptr) {
+      Decision out = *best;
+      out.reason = absl::StrFormat("best quality %.3f within the %.3f s TTFT target (predicted %.3f s)",
+                                   out.point.quality, ttft_target, out.prediction.ttft_seconds);
+      return out;
+    }
+  }
+  for (const Decision& d : all) {
+    if (d.point.quality < quality_floor) continue;
+    if (best == nullptr || d.prediction.ttft_seconds < best->prediction.ttft_seconds) best = &d;
+  }
+  std::string why = absl::StrFormat("lowest TTFT at quality >= %.3f", quality_floor);
+  if (best == nullptr) {
+    for (const Decision& d : all) {
+      if (best == nullptr || d.prediction.ttft_seconds < best->prediction.ttft_seconds) best = &d;
+    }
+    why = absl::StrFormat("no point reaches quality %.3f; lowest TTFT", quality_floor);
+  }
+  Decision out = *best;
+  out.reason = absl::StrFormat("%s%s (predicted %.3f s)", why, ttft_target > 0 ? ", none meets the target" : "",
+                               out.prediction.ttft_seconds);
+  return out;
+}
+
+absl::StatusOr<std::vector<OperatingPoint>> ParseQualityTable(const std::string& json, const std::string& source) {
+  nlohmann::json j = nlohmann::json::parse(json, nullptr, false);
+  if (j.is_discarded() || !j.is_array()) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": expected a JSON array of operating points"));
+  }
+  std::vector<OperatingPoint> out;
+  for (size_t i = 0; i < j.size(); ++i) {
+    const nlohmann::json& e = j[i];
+    auto where = [&] { return absl::StrCat(source, "[", i, "]"); };
+    if (!e.is_object() || !e.contains("mode") || !e["mode"].is_string() || !e.contains("quality") ||
+        !e["quality"].is_number()) {
+      return absl::InvalidArgumentError(absl::StrCat(where(), ": expected {\"mode\", \"quality\", ...}"));
+    }
+    OperatingPoint p;
+    const std::string mode = e["mode"];
+    if (mode == "text") p.mode = Mode::kText;
+    else if (mode == "scout") p.mode = Mode::kScout;
+    else if (mode == "kv") p.mode = Mode::kKv;
+    else return absl::InvalidArgumentError(absl::StrCat(where(), ": mode must be text, scout or kv; found '", mode, "'"));
+    p.quality = e["quality"];
+    if (e.contains("selector")) {
+      auto sel = select::ParsePolicy(e["selector"].get<std::string>());
+      if (!sel.ok()) return absl::InvalidArgumentError(absl::StrCat(where(), ": ", sel.status().message()));
+      p.selector = *sel;
+    }
+    p.retention = e.value("retention", 1.0);
+    if (!(p.retention > 0 && p.retention <= 1)) {
+      return absl::InvalidArgumentError(absl::StrCat(where(), ": retention must be in (0, 1], found ", p.retention));
+    }
+    p.spec = e.value("spec", std::string("raw"));
+    if (p.mode == Mode::kKv) {
+      auto plan = codec::ParsePlan(p.spec);
+      if (!plan.ok()) return absl::InvalidArgumentError(absl::StrCat(where(), ": spec: ", plan.status().message()));
+    }
+    out.push_back(p);
+  }
+  if (out.empty()) return absl::InvalidArgumentError(absl::StrCat(source, ": no operating points"));
+  return out;
+}
+
+absl::StatusOr<std::vector<OperatingPoint>> LoadQualityTable(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read quality table ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ParseQualityTable(ss.str(), path);
+}
+
+}  // namespace kvstream::control

@@ -1,0 +1,112 @@
+// The bandwidth-adaptive controller's pure parts: a link estimator fed by chunk acks, a
+// cost model that predicts TTFT and wire bytes for an operating point, and the choice
+// among operating points. No I/O and no clocks: the edge feeds measurements in, and
+// tests check decisions against hand-computed cases.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/codec/spec.h"
+#include "common/select/select.h"
+
+namespace kvstream::control {
+
+enum class Mode { kText, kScout, kKv };
+const char* ModeName(Mode m);
+
+// Bandwidth as the harmonic mean of the last `window` per-chunk throughputs (robust to
+// one fast outlier, as in CacheGen and MPC-style ABR), RTT as the smallest recent
+// ack delay minus the first chunk's transmission time.
+class LinkEstimator {
+ public:
+  explicit LinkEstimator(int window = 8) : window_(window) {}
+  // One chunk of `bytes` that took `seconds` on the link (ack-to-ack gap, or send to ack
+  // for a stream's first chunk).
+  void AddThroughputSample(uint64_t bytes, double seconds);
+  void AddRttSample(double seconds);
+  bool has_bandwidth() const { return !samples_.empty(); }
+  double bandwidth_bps() const;  // bits/s; 0 without samples
+  double rtt_seconds() const;    // 0 without samples
+
+ private:
+  int window_;
+  std::deque<double> samples_;  // bits/s
+  std::deque<double> rtts_;
+};
+
+struct ModelShape {
+  int layers = 0;
+  int kv_heads = 0;
+  int head_dim = 0;
+};
+
+// Rates the cost model needs (tokens/s unless named otherwise).
+struct Rates {
+  double edge_prefill = 0;            // scout prefill, measured at the edge
+  double edge_encode_bytes = 2e9;     // chunk encode, bytes of output per second
+  double cloud_prefill = 0;           // the cloud model that answers scout / text
+  double cloud_decode = 0;            // its first decode step
+  double kv_decode = 0;               // the cloud's copy of the scout, first decode step
+  double rebuild_bytes = 1e9;         // chunk decode + cache write at the cloud
+};
+
+struct LinkState {
+  double bandwidth_bps = 0;  // bits/s
+  double rtt_seconds = 0;
+};
+
+struct RequestShape {
+  int prompt_tokens = 0;   // whole prompt
+  int context_tokens = 0;  // of which context (selection applies to these)
+};
+
+struct OperatingPoint {
+  Mode mode = Mode::kKv;
+  select::Policy selector = select::Policy::kFull;
+  double retention = 1.0;
+  std::string spec = "raw";  // kv plan string
+  double quality = 0;        // expected quality (e.g. F1) from the quality table
+  std::string label() const;
+};
+
+struct Prediction {
+  double ttft_seconds = 0;
+  uint64_t wire_bytes = 0;
+  // The parts, for logs and tests.
+  double edge_seconds = 0, transfer_seconds = 0, cloud_seconds = 0;
+};
+
+// Predicted wire bytes and TTFT of `point` for a request on a link:
+//   text:  rtt + tx(ids) + prompt/cloud_prefill + 1/cloud_decode
+//   scout: prompt/edge_prefill + rtt + tx(ids + positions) + prompt/cloud_prefill + 1/cloud_decode
+//   kv:    prompt/edge_prefill + bytes/encode + rtt + tx(chunks) + bytes/rebuild + 1/kv_decode
+// where kv bytes follow the codec's size formula for the kept slots (f32 source; zstd
+// is not credited, so the estimate is an upper bound), and ids cost 3 bytes each.
+absl::StatusOr<Prediction> Predict(const OperatingPoint& point, const RequestShape& request, const ModelShape& scout,
+                                   const Rates& rates, const LinkState& link);
+
+struct Decision {
+  OperatingPoint point;
+  Prediction prediction;
+  std::string reason;  // one line for logs
+};
+
+// Picks, among `points`:
+//   1. with a TTFT target: the highest quality whose predicted TTFT meets it (ties: the
+//      lower TTFT);
+//   2. otherwise, or when none meets it: the lowest predicted TTFT among points whose
+//      quality is at least `quality_floor` (none: the lowest TTFT of all).
+absl::StatusOr<Decision> Choose(const std::vector<OperatingPoint>& points, const RequestShape& request,
+                                const ModelShape& scout, const Rates& rates, const LinkState& link,
+                                double ttft_target_seconds, double quality_floor);
+
+// Quality table: JSON [{"mode": "kv", "selector": "q2c", "retention": 0.5, "spec": "int4",
+// "quality": 0.55}, ...]. `source` names the file in errors.
+absl::StatusOr<std::vector<OperatingPoint>> ParseQualityTable(const std::string& json, const std::string& source);
+absl::StatusOr<std::vector<OperatingPoint>> LoadQualityTable(const std::string& path);
+
+}  // namespace kvstream::control

@@ -1,0 +1,148 @@
+#include "common/control/controller.h"
+
+#include <gtest/gtest.h>
+
+namespace kvstream::control {
+namespace {
+
+// A 2-layer scout with one KV head of width 4; a 101-token prompt, 80 of them context.
+const ModelShape kScout{2, 1, 4};
+const RequestShape kRequest{101, 80};
+
+Rates TestRates() {
+  Rates r;
+  r.edge_prefill = 1000;
+  r.edge_encode_bytes = 2e9;
+  r.cloud_prefill = 500;
+  r.cloud_decode = 50;
+  r.kv_decode = 100;
+  r.rebuild_bytes = 1e9;
+  return r;
+}
+
+OperatingPoint Point(Mode mode, const std::string& spec, double quality, select::Policy sel = select::Policy::kFull,
+                     double retention = 1) {
+  OperatingPoint p;
+  p.mode = mode;
+  p.spec = spec;
+  p.quality = quality;
+  p.selector = sel;
+  p.retention = retention;
+  return p;
+}
+
+TEST(ControllerTest, PredictsKvInt8ByHand) {
+  // 100 cached slots; INT8 per token at width 4: 4 data bytes + fp16 scale and offset.
+  const double payload = 2 /*layers*/ * 2 /*K,V*/ * 100 * (4 + 4);
+  const double wire = payload + 4 * 100 + 256;
+  const double expected = 100 / 1000.0 + payload / 2e9 + 0.1 + wire * 8 / 1e6 + payload / 1e9 + 1 / 100.0;
+  auto p = Predict(Point(Mode::kKv, "int8", 0.8), kRequest, kScout, TestRates(), {1e6, 0.1});
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->wire_bytes, static_cast<uint64_t>(wire));
+  EXPECT_NEAR(p->ttft_seconds, expected, 1e-12);
+}
+
+TEST(ControllerTest, PredictsTextAndScoutByHand) {
+  const double ids = 3 * 101 + 64;
+  auto text = Predict(Point(Mode::kText, "", 0.9), kRequest, kScout, TestRates(), {1e6, 0.1});
+  ASSERT_TRUE(text.ok());
+  EXPECT_EQ(text->wire_bytes, static_cast<uint64_t>(ids));
+  EXPECT_NEAR(text->ttft_seconds, 0.1 + ids * 8 / 1e6 + 100 / 500.0 + 1 / 50.0, 1e-12);
+  // Scout at 50%: 40 of 80 context tokens kept, 60 slots; the edge prefills first.
+  auto scout = Predict(Point(Mode::kScout, "", 0.85, select::Policy::kQ2C, 0.5), kRequest, kScout, TestRates(),
+                       {1e6, 0.1});
+  ASSERT_TRUE(scout.ok());
+  EXPECT_EQ(scout->wire_bytes, static_cast<uint64_t>(ids + 2 * 60));
+  EXPECT_NEAR(scout->ttft_seconds, 0.1 + 0.1 + (ids + 120) * 8 / 1e6 + 0.2 + 0.02, 1e-12);
+}
+
+TEST(ControllerTest, SelectionShrinksKvBytes) {
+  auto full = Predict(Point(Mode::kKv, "int4", 0.8), kRequest, kScout, TestRates(), {1e6, 0});
+  auto half = Predict(Point(Mode::kKv, "int4", 0.7, select::Policy::kSnapKV, 0.5), kRequest, kScout, TestRates(),
+                      {1e6, 0});
+  ASSERT_TRUE(full.ok() && half.ok());
+  // INT4 at width 4: 2 data bytes + 4 of scale/offset per slot; 100 vs 60 slots.
+  EXPECT_EQ(full->wire_bytes, 2u * 2 * 100 * 6 + 4 * 100 + 256);
+  EXPECT_EQ(half->wire_bytes, 2u * 2 * 60 * 6 + 4 * 60 + 256);
+}
+
+TEST(ControllerTest, ChoosesBestQualityWithinTheTarget) {
+  const std::vector<OperatingPoint> points = {Point(Mode::kText, "", 0.9), Point(Mode::kKv, "int8", 0.8),
+                                              Point(Mode::kKv, "raw", 0.8)};
+  const Rates r = TestRates();
+  // text: 0.3229 s, kv int8: 0.2409 s, kv raw: 0.2665 s.
+  auto d = Choose(points, kRequest, kScout, r, {1e6, 0.1}, 0.3, 0);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->point.label(), "kv full int8") << "raw has the same quality but a higher TTFT";
+  d = Choose(points, kRequest, kScout, r, {1e6, 0.1}, 0.5, 0);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->point.mode, Mode::kText) << "text meets 0.5 s and has the best quality";
+  // Nothing meets 0.1 s: lowest TTFT above the floor.
+  d = Choose(points, kRequest, kScout, r, {1e6, 0.1}, 0.1, 0.85);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->point.mode, Mode::kText);
+  EXPECT_NE(d->reason.find("none meets the target"), std::string::npos) << d->reason;
+  // A floor nobody reaches: lowest TTFT of all.
+  d = Choose(points, kRequest, kScout, r, {1e6, 0.1}, 0, 0.95);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->point.label(), "kv full int8");
+}
+
+TEST(ControllerTest, SlowLinksFavourText) {
+  const std::vector<OperatingPoint> points = {Point(Mode::kText, "", 0.8), Point(Mode::kKv, "int8", 0.8)};
+  // At 10 kbit/s the 3856-byte cache takes 3.1 s, the 367 bytes of ids 0.29 s.
+  auto d = Choose(points, kRequest, kScout, TestRates(), {1e4, 0.1}, 0, 0.5);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->point.mode, Mode::kText);
+  EXPECT_NEAR(d->prediction.ttft_seconds, 0.1 + 367 * 8 / 1e4 + 0.2 + 0.02, 1e-12);
+  // At 1 Gbit/s skipping the large model's prefill wins.
+  d = Choose(points, kRequest, kScout, TestRates(), {1e9, 0.001}, 0, 0.5);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->point.mode, Mode::kKv);
+}
+
+TEST(ControllerTest, BadInputsAreErrors) {
+  EXPECT_FALSE(Predict(Point(Mode::kKv, "int8", 1), kRequest, kScout, TestRates(), {0, 0}).ok());
+  EXPECT_FALSE(Predict(Point(Mode::kKv, "int8", 1), {10, 10}, kScout, TestRates(), {1e6, 0}).ok());
+  EXPECT_FALSE(Predict(Point(Mode::kKv, "int4,L5=f16", 1), kRequest, kScout, TestRates(), {1e6, 0}).ok());
+  EXPECT_EQ(Choose({}, kRequest, kScout, TestRates(), {1e6, 0}, 0, 0).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(LinkEstimatorTest, HarmonicMeanAndMinimumRtt) {
+  LinkEstimator e(3);
+  EXPECT_FALSE(e.has_bandwidth());
+  e.AddThroughputSample(1000, 1.0);   // 8 kbit/s
+  e.AddThroughputSample(1000, 0.25);  // 32 kbit/s
+  EXPECT_NEAR(e.bandwidth_bps(), 2.0 / (1 / 8000.0 + 1 / 32000.0), 1e-9);
+  e.AddThroughputSample(1000, 0.5);
+  e.AddThroughputSample(1000, 0.5);  // the 8 kbit/s sample leaves the window of 3
+  EXPECT_NEAR(e.bandwidth_bps(), 3.0 / (1 / 32000.0 + 2 / 16000.0), 1e-9);
+  e.AddThroughputSample(0, 1);  // ignored
+  e.AddThroughputSample(10, 0);
+  EXPECT_NEAR(e.bandwidth_bps(), 3.0 / (1 / 32000.0 + 2 / 16000.0), 1e-9);
+  e.AddRttSample(0.2);
+  e.AddRttSample(0.05);
+  e.AddRttSample(0.1);
+  EXPECT_DOUBLE_EQ(e.rtt_seconds(), 0.05);
+}
+
+TEST(QualityTableTest, ParsesAndRejectsWithThePlace) {
+  auto t = ParseQualityTable(
+      R"([{"mode": "text", "quality": 0.1}, {"mode": "kv", "selector": "q2c", "retention": 0.5, "spec": "int4", "quality": 0.55}])",
+      "t.json");
+  ASSERT_TRUE(t.ok()) << t.status();
+  ASSERT_EQ(t->size(), 2u);
+  EXPECT_EQ((*t)[1].label(), "kv q2c@0.50 int4");
+  EXPECT_DOUBLE_EQ((*t)[1].quality, 0.55);
+  auto bad = ParseQualityTable(R"([{"mode": "kv", "spec": "int9", "quality": 1}])", "t.json");
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("t.json[0]"), std::string::npos) << bad.status();
+  EXPECT_FALSE(ParseQualityTable(R"([{"mode": "fax", "quality": 1}])", "t").ok());
+  EXPECT_FALSE(ParseQualityTable(R"({})", "t").ok());
+  EXPECT_FALSE(ParseQualityTable(R"([])", "t").ok());
+  EXPECT_FALSE(ParseQualityTable(R"([{"mode": "kv", "quality": 1, "retention": 2}])", "t").ok());
+}
+
+}  // namespace
+}  // namespace kvstream::control
