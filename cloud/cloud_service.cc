@@ -73,17 +73,20 @@ absl::StatusOr<ServedModel> LoadServedModel(const std::string& name, const std::
     std::vector<int32_t> tokens(n);
     for (int32_t& t : tokens) t = static_cast<int32_t>(rng() % static_cast<uint32_t>(c.vocab_size));
     ASSIGN_OR_RETURN(auto warm, s.model->Prefill(absl::MakeSpan(tokens).subspan(0, 8)));  // first-call costs
-    const auto t0 = Clock::now();
-    ASSIGN_OR_RETURN(auto pre, s.model->Prefill(tokens));
-    const auto t1 = Clock::now();
-    const int steps = 16;
-    for (int i = 0; i < steps; ++i) {
-      const int32_t p = pre.cache->next_position();
-      ASSIGN_OR_RETURN(auto logits, s.model->Extend(*pre.cache, {tokens[i]}, {p}));
+    // Best of three: start-up is noisy (the other daemon may be loading too).
+    for (int round = 0; round < 3; ++round) {
+      const auto t0 = Clock::now();
+      ASSIGN_OR_RETURN(auto pre, s.model->Prefill(tokens));
+      const auto t1 = Clock::now();
+      const int steps = 16;
+      for (int i = 0; i < steps; ++i) {
+        const int32_t p = pre.cache->next_position();
+        ASSIGN_OR_RETURN(auto logits, s.model->Extend(*pre.cache, {tokens[i]}, {p}));
+      }
+      const auto t2 = Clock::now();
+      s.prefill_tokens_per_second = std::max(s.prefill_tokens_per_second, n / std::max(1e-9, Seconds(t0, t1)));
+      s.decode_tokens_per_second = std::max(s.decode_tokens_per_second, steps / std::max(1e-9, Seconds(t1, t2)));
     }
-    const auto t2 = Clock::now();
-    s.prefill_tokens_per_second = n / std::max(1e-9, Seconds(t0, t1));
-    s.decode_tokens_per_second = steps / std::max(1e-9, Seconds(t1, t2));
   }
   return s;
 }

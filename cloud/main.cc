@@ -118,7 +118,7 @@ int main(int argc, char** argv) {
       if (m.name == parts[0]) return Fail(absl::StrCat("--model: name '", parts[0], "' given twice"));
     }
     auto served = kvstream::cloud::LoadServedModel(parts[0], parts[1], runtime,
-                                                   absl::GetFlag(FLAGS_measure_rates) ? 128 : 0);
+                                                   absl::GetFlag(FLAGS_measure_rates) ? 256 : 0);
     if (!served.ok()) return Fail(absl::StrCat("--model ", spec, ": ", served.status().message()));
     logging::Logf(logging::Level::kInfo, "cloud", "model %s from %s: %s, prefill %.0f tokens/s, decode %.0f tokens/s",
                   served->name, parts[1], served->model->fingerprint(), served->prefill_tokens_per_second,

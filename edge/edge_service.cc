@@ -51,6 +51,9 @@ struct EdgeService::Metrics {
   prometheus::Family<prometheus::Histogram>& ttft;
   prometheus::Family<prometheus::Histogram>& ratio;
   prometheus::Gauge& active;
+  prometheus::Gauge& bandwidth;
+  prometheus::Gauge& rtt;
+  prometheus::Family<prometheus::Counter>& decisions;
 
   explicit Metrics(prometheus::Registry& r)
       : requests(prometheus::BuildCounter()
@@ -81,7 +84,21 @@ struct EdgeService::Metrics {
                    .Name("kvstream_edge_active_requests")
                    .Help("Ask requests in flight")
                    .Register(r)
-                   .Add({})) {}
+                   .Add({})),
+        bandwidth(prometheus::BuildGauge()
+                      .Name("kvstream_edge_uplink_estimated_bytes_per_second")
+                      .Help("Uplink bandwidth estimated from chunk acks (harmonic mean of recent chunks)")
+                      .Register(r)
+                      .Add({})),
+        rtt(prometheus::BuildGauge()
+                .Name("kvstream_edge_uplink_estimated_rtt_seconds")
+                .Help("Round-trip time estimated from the first chunk's ack delay")
+                .Register(r)
+                .Add({})),
+        decisions(prometheus::BuildCounter()
+                      .Name("kvstream_edge_adaptive_decisions_total")
+                      .Help("Modes the adaptive controller chose")
+                      .Register(r)) {}
 
   void Stage(const char* name, double seconds) {
     stages.Add({{"stage", name}}, metrics::SecondsBuckets()).Observe(seconds);
@@ -94,13 +111,11 @@ struct EdgeService::Request {
 };
 
 EdgeService::EdgeService(std::unique_ptr<model::Model> scout, std::unique_ptr<model::Tokenizer> tokenizer,
-                         const EdgeOptions& options, metrics::MetricsServer& metrics,
-                         std::unique_ptr<PolicyChooser> chooser)
+                         const EdgeOptions& options, metrics::MetricsServer& metrics)
     : scout_(std::move(scout)),
       tokenizer_(std::move(tokenizer)),
       options_(options),
       metrics_(std::make_unique<Metrics>(metrics.registry())),
-      chooser_(std::move(chooser)),
       cloud_(kvstream::v1::CloudService::NewStub(net::MakeChannel(options.cloud_address))) {}
 
 EdgeService::~EdgeService() = default;
@@ -141,11 +156,7 @@ absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1
   const int n = static_cast<int>(prompt.tokens.size());
 
   if (policy.mode == kvstream::v1::MODE_ADAPTIVE) {
-    if (chooser_ == nullptr) {
-      return absl::UnimplementedError(
-          "policy.mode ADAPTIVE: this edge has no adaptive controller; choose MODE_KV, MODE_SCOUT or MODE_TEXT");
-    }
-    ASSIGN_OR_RETURN(policy, chooser_->Choose(policy, n));
+    ASSIGN_OR_RETURN(policy, ChooseAdaptive(policy, n, prompt.spans.context_tokens(), stats));
     r.mode = policy.mode;
   }
   stats.set_mode(policy.mode);
@@ -273,16 +284,27 @@ absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1
   // Transfer: cancellation and deadline of the client's call propagate to the cloud's.
   std::unique_ptr<grpc::ClientContext> cctx = grpc::ClientContext::FromServerContext(*context);
   auto stream = cloud_->Transfer(cctx.get());
+  net::Shaper* shaper = options_.shaper.get();
   std::atomic<bool> client_gone{false};
-  Clock::time_point last_ack = Clock::now(), first_token{};
+  const auto transfer_start = Clock::now();
+  Clock::time_point last_ack = transfer_start, first_token{};
   bool have_token = false, have_done = false;
   kvstream::v1::CloudStats cloud_stats;
   uint32_t tokens = 0;
+  // Per chunk: bytes, when its send began and when its ack came (seconds since
+  // transfer_start), for the link estimator.
+  std::vector<uint64_t> chunk_bytes(chunks.size());
+  std::vector<double> sent(chunks.size(), -1), acked(chunks.size(), -1);
+  auto since = [&](Clock::time_point t) { return Seconds(transfer_start, t); };
   std::thread reader([&] {
     Downlink d;
+    bool first = true;
     while (stream->Read(&d)) {
+      if (first && shaper != nullptr) shaper->Delay();  // downlink one-way delay
+      first = false;
       if (d.has_ack()) {
         last_ack = Clock::now();
+        if (d.ack().seq() < acked.size()) acked[d.ack().seq()] = since(last_ack);
       } else if (d.has_token()) {
         if (!have_token) {
           first_token = Clock::now();
@@ -302,20 +324,29 @@ absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1
       }
     }
   });
-  const auto transfer_start = Clock::now();
   uint64_t wire = open_msg.ByteSizeLong();
-  bool sent = stream->Write(open_msg);
-  for (size_t i = 0; sent && i < chunks.size(); ++i) {
+  const double uplink_start = since(Clock::now());
+  if (shaper != nullptr) {
+    shaper->Delay();  // uplink one-way delay
+    shaper->Transmit(wire);
+  }
+  bool sent_ok = stream->Write(open_msg);
+  for (size_t i = 0; sent_ok && i < chunks.size(); ++i) {
     Uplink up;
     *up.mutable_chunk() = std::move(chunks[i]);
-    wire += up.ByteSizeLong();
-    sent = stream->Write(up);
+    chunk_bytes[i] = up.ByteSizeLong();
+    wire += chunk_bytes[i];
+    // The first chunk's clock starts with the stream, so its ack delay spans a round trip.
+    sent[i] = i == 0 ? uplink_start : since(Clock::now());
+    if (shaper != nullptr) shaper->Transmit(chunk_bytes[i]);
+    sent_ok = stream->Write(up);
   }
-  if (sent) {
+  if (sent_ok) {
     Uplink commit;
     commit.mutable_commit()->set_num_chunks(chunks.size());
     wire += commit.ByteSizeLong();
-    sent = stream->Write(commit);
+    if (shaper != nullptr) shaper->Transmit(commit.ByteSizeLong());
+    sent_ok = stream->Write(commit);
   }
   stream->WritesDone();
   const auto writes_done = Clock::now();
@@ -329,6 +360,7 @@ absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1
     return net::FromGrpc(st, "cloud: ");
   }
   if (!have_done) return absl::InternalError("cloud closed the stream without Done");
+  UpdateLink(chunk_bytes, sent, acked);
   stages.set_transfer(Seconds(transfer_start, chunks.empty() ? writes_done : std::max(last_ack, transfer_start)));
   metrics_->Stage("transfer", stages.transfer());
   stages.set_rebuild(cloud_stats.rebuild_seconds());
@@ -344,6 +376,88 @@ absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1
   *last.mutable_stats() = stats;
   if (!writer->Write(last)) return absl::CancelledError("client went away before the stats");
   return absl::OkStatus();
+}
+
+void EdgeService::UpdateLink(const std::vector<uint64_t>& bytes, const std::vector<double>& sent,
+                             const std::vector<double>& acked) {
+  std::lock_guard<std::mutex> lock(link_mu_);
+  // The first chunk's ack delay holds one round trip; later chunks are paced by the link
+  // (ack-to-ack gaps).
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    if (sent[i] < 0 || acked[i] < 0) continue;
+    double seconds;
+    if (i == 0) {
+      const double rtt = link_.rtt_seconds();
+      seconds = acked[0] - sent[0] - rtt;
+      const double bw = link_.has_bandwidth() ? link_.bandwidth_bps() : 0;
+      if (bw > 0) link_.AddRttSample(std::max(0.0, acked[0] - sent[0] - 8.0 * bytes[0] / bw));
+      if (seconds <= 0) continue;
+    } else {
+      seconds = acked[i] - std::max(sent[i], acked[i - 1]);
+    }
+    link_.AddThroughputSample(bytes[i], seconds);
+  }
+  if (link_.has_bandwidth()) metrics_->bandwidth.Set(link_.bandwidth_bps() / 8);
+  metrics_->rtt.Set(link_.rtt_seconds());
+}
+
+absl::StatusOr<ResolvedPolicy> EdgeService::ChooseAdaptive(const ResolvedPolicy& request, int n, int context,
+                                                           kvstream::v1::RequestStats& stats) {
+  if (options_.quality_table.empty()) {
+    return absl::UnimplementedError(
+        "policy.mode ADAPTIVE: this edge was started without --quality_table; choose MODE_KV, MODE_SCOUT or "
+        "MODE_TEXT, or restart it with a quality table");
+  }
+  ASSIGN_OR_RETURN(const kvstream::v1::GetInfoResponse info, CloudInfo());
+  const kvstream::v1::ModelInfo* kv_model = nullptr;
+  const kvstream::v1::ModelInfo* answer_model = nullptr;
+  for (const auto& m : info.models()) {
+    if (m.fingerprint() == scout_->fingerprint()) kv_model = &m;
+    if (m.name() == request.cloud_model) answer_model = &m;
+  }
+  control::Rates rates;
+  rates.edge_prefill = options_.edge_prefill_tokens_per_second;
+  if (kv_model != nullptr) rates.kv_decode = kv_model->decode_tokens_per_second();
+  if (answer_model != nullptr) {
+    rates.cloud_prefill = answer_model->prefill_tokens_per_second();
+    rates.cloud_decode = answer_model->decode_tokens_per_second();
+  }
+  // Only points the cloud can serve: kv needs the scout there, text/scout the named model.
+  std::vector<control::OperatingPoint> points;
+  for (const control::OperatingPoint& p : options_.quality_table) {
+    if (p.mode == control::Mode::kKv ? kv_model != nullptr : answer_model != nullptr) points.push_back(p);
+  }
+  if (points.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "adaptive: no operating point is servable: the cloud ", kv_model ? "" : "does not serve the scout (kv) and ",
+        answer_model ? "" : absl::StrCat("has no model '", request.cloud_model, "' (text/scout)")));
+  }
+  control::LinkState link;
+  {
+    std::lock_guard<std::mutex> lock(link_mu_);
+    link.bandwidth_bps = link_.has_bandwidth() ? link_.bandwidth_bps() : options_.initial_bandwidth_bps;
+    link.rtt_seconds = link_.rtt_seconds() > 0 ? link_.rtt_seconds() : options_.initial_rtt_seconds;
+  }
+  const model::ModelConfig& c = scout_->config();
+  ASSIGN_OR_RETURN(control::Decision d, control::Choose(points, {n, context}, {c.num_layers, c.num_kv_heads, c.head_dim},
+                                                        rates, link, request.ttft_target_seconds,
+                                                        options_.quality_floor));
+  ResolvedPolicy out = request;
+  out.mode = d.point.mode == control::Mode::kKv      ? kvstream::v1::MODE_KV
+             : d.point.mode == control::Mode::kScout ? kvstream::v1::MODE_SCOUT
+                                                     : kvstream::v1::MODE_TEXT;
+  out.selector = d.point.selector;
+  out.retention = d.point.retention;
+  out.spec = d.point.spec;
+  if (out.mode == kvstream::v1::MODE_KV) {
+    ASSIGN_OR_RETURN(out.plan, codec::ParsePlan(out.spec));
+  }
+  stats.set_decision(absl::StrFormat("%s: %s (link %.1f Mbit/s, rtt %.0f ms)", d.point.label(), d.reason,
+                                     link.bandwidth_bps / 1e6, link.rtt_seconds * 1000));
+  stats.set_predicted_ttft_seconds(d.prediction.ttft_seconds);
+  metrics_->decisions.Add({{"mode", ModeName(out.mode)}}).Increment();
+  logging::Logf(logging::Level::kDebug, "edge", "adaptive: %s", stats.decision());
+  return out;
 }
 
 grpc::Status EdgeService::Ask(grpc::ServerContext* context, const kvstream::v1::AskRequest* request,

@@ -11,9 +11,11 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/control/controller.h"
 #include "common/metrics/metrics.h"
 #include "common/model/model.h"
 #include "common/model/tokenizer.h"
+#include "common/net/shaper.h"
 #include "edge/policy.h"
 #include "kvstream/v1/service.grpc.pb.h"
 
@@ -25,13 +27,24 @@ struct EdgeOptions {
   std::string system_prompt = "Answer with the value from the context.";
   uint64_t chunk_bytes = 1 << 20;  // cap on a chunk's payload before zstd
   int snapkv_window = 32;
+  // Link emulation on the uplink (null: none): every uplink message waits for its bytes
+  // to cross the shaped link; one one-way delay before the first uplink message and
+  // before the first downlink message of each request.
+  std::shared_ptr<net::Shaper> shaper;
+  // Adaptive mode: the operating points and their expected quality (empty: adaptive
+  // requests are UNIMPLEMENTED), the bandwidth assumed before any measurement, the
+  // quality floor, and the scout's prefill rate (tokens/s) for the cost model.
+  std::vector<control::OperatingPoint> quality_table;
+  double initial_bandwidth_bps = 100e6;
+  double initial_rtt_seconds = 0.02;
+  double quality_floor = 0;
+  double edge_prefill_tokens_per_second = 0;
 };
 
 class EdgeService final : public kvstream::v1::EdgeService::Service {
  public:
   EdgeService(std::unique_ptr<model::Model> scout, std::unique_ptr<model::Tokenizer> tokenizer,
-              const EdgeOptions& options, metrics::MetricsServer& metrics,
-              std::unique_ptr<PolicyChooser> chooser = nullptr);
+              const EdgeOptions& options, metrics::MetricsServer& metrics);
   ~EdgeService() override;
 
   grpc::Status Ask(grpc::ServerContext* context, const kvstream::v1::AskRequest* request,
@@ -42,6 +55,13 @@ class EdgeService final : public kvstream::v1::EdgeService::Service {
   struct Request;
   absl::Status Serve(grpc::ServerContext* context, const kvstream::v1::AskRequest& request,
                      grpc::ServerWriter<kvstream::v1::AskEvent>* writer, Request& r);
+  // Adaptive mode: picks a point for `n` prompt tokens (`context` of them context) from
+  // the quality table, the link estimate and the measured rates.
+  absl::StatusOr<ResolvedPolicy> ChooseAdaptive(const ResolvedPolicy& request, int n, int context,
+                                                kvstream::v1::RequestStats& stats);
+  // Feeds one Transfer's chunk timings (seconds since the request began) to the estimator.
+  void UpdateLink(const std::vector<uint64_t>& bytes, const std::vector<double>& sent,
+                  const std::vector<double>& acked);
   // The cloud's GetInfo, fetched on first use and kept (models and rates do not change
   // while a cloud runs; a failed fetch is retried on the next request).
   absl::StatusOr<kvstream::v1::GetInfoResponse> CloudInfo();
@@ -50,7 +70,8 @@ class EdgeService final : public kvstream::v1::EdgeService::Service {
   std::unique_ptr<model::Tokenizer> tokenizer_;
   EdgeOptions options_;
   std::unique_ptr<Metrics> metrics_;
-  std::unique_ptr<PolicyChooser> chooser_;
+  std::mutex link_mu_;
+  control::LinkEstimator link_;
   std::unique_ptr<kvstream::v1::CloudService::Stub> cloud_;
   std::mutex info_mu_;
   std::optional<kvstream::v1::GetInfoResponse> info_;

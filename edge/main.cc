@@ -9,7 +9,12 @@
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include <chrono>
+#include <random>
+
 #include "common/base/log.h"
+#include "common/control/controller.h"
+#include "common/net/shaper.h"
 #include "common/metrics/metrics.h"
 #include "common/model/model.h"
 #include "common/model/tokenizer.h"
@@ -24,7 +29,8 @@ ABSL_FLAG(std::string, cloud, "127.0.0.1:50052", "Address of the kvstream-cloud 
 ABSL_FLAG(std::string, scout, "testdata/models/scout",
           "Scout model directory (HF format, with tokenizer.json): prefills, selects and, in kv mode, "
           "is the model whose cache is sent (the cloud must serve the same model)");
-ABSL_FLAG(std::string, mode, "kv", "Default mode when a request names none: kv, scout or text");
+ABSL_FLAG(std::string, mode, "kv",
+          "Default mode when a request names none: kv, scout, text or adaptive (adaptive needs --quality_table)");
 ABSL_FLAG(std::string, selector, "full", "Default selector: full, q2c, snapkv, h2o or random");
 ABSL_FLAG(double, retention, 1.0, "Default share of context tokens the selector keeps, (0, 1]");
 ABSL_FLAG(std::string, spec, "raw", "Default kv plan string, e.g. \"int8\" or \"k=int4/ch,v=int4,L0=f16,zstd=3\"");
@@ -40,6 +46,19 @@ ABSL_FLAG(std::string, dtype, "f32", "Compute and cache dtype: f32 or bf16");
 ABSL_FLAG(int, threads, 0, "libtorch intra-op threads (0: every core)");
 ABSL_FLAG(double, shutdown_grace_seconds, 10, "On SIGTERM/SIGINT, time in-flight requests get to finish");
 ABSL_FLAG(std::string, log_level, "info", "Log threshold: debug, info, warning or error");
+ABSL_FLAG(double, uplink_mbps, 0, "Emulate an uplink of this many Mbit/s to the cloud (0: unshaped)");
+ABSL_FLAG(std::string, uplink_trace, "",
+          "Emulate an uplink following this bandwidth trace (\"seconds Mbit/s\" lines, repeated); "
+          "overrides --uplink_mbps");
+ABSL_FLAG(double, one_way_delay_ms, 0, "Emulated one-way delay, added to the first message each way per request");
+ABSL_FLAG(std::string, quality_table, "",
+          "JSON operating points with expected quality, for adaptive mode (e.g. testdata/quality/tiny_needle512.json)");
+ABSL_FLAG(double, ttft_target, 0, "Default TTFT target in seconds for adaptive requests (0: minimise TTFT)");
+ABSL_FLAG(double, quality_floor, 0.9,
+          "Adaptive: when minimising TTFT, accept points whose expected quality is at least this share of the "
+          "table's best");
+ABSL_FLAG(double, initial_bandwidth_mbps, 100, "Adaptive: bandwidth assumed before any chunk ack was measured");
+ABSL_FLAG(double, initial_rtt_ms, 20, "Adaptive: round-trip time assumed before any was measured");
 
 namespace {
 int Fail(const std::string& message) {
@@ -85,6 +104,38 @@ int main(int argc, char** argv) {
   d.set_spec(absl::GetFlag(FLAGS_spec));
   d.set_max_tokens(absl::GetFlag(FLAGS_max_tokens));
   d.set_cloud_model(absl::GetFlag(FLAGS_cloud_model));
+  d.set_ttft_target_seconds(absl::GetFlag(FLAGS_ttft_target));
+  if (!absl::GetFlag(FLAGS_quality_table).empty()) {
+    auto table = kvstream::control::LoadQualityTable(absl::GetFlag(FLAGS_quality_table));
+    if (!table.ok()) return Fail(absl::StrCat("--quality_table: ", table.status().message()));
+    options.quality_table = std::move(*table);
+  } else if (*mode == kvstream::v1::MODE_ADAPTIVE) {
+    return Fail("--mode=adaptive needs --quality_table");
+  }
+  if (absl::GetFlag(FLAGS_quality_floor) < 0 || absl::GetFlag(FLAGS_quality_floor) > 1) {
+    return Fail("--quality_floor: expected a share in [0, 1]");
+  }
+  double best_quality = 0;
+  for (const auto& p : options.quality_table) best_quality = std::max(best_quality, p.quality);
+  options.quality_floor = absl::GetFlag(FLAGS_quality_floor) * best_quality;
+  options.initial_bandwidth_bps = absl::GetFlag(FLAGS_initial_bandwidth_mbps) * 1e6;
+  options.initial_rtt_seconds = absl::GetFlag(FLAGS_initial_rtt_ms) / 1000;
+  if (options.initial_bandwidth_bps <= 0) return Fail("--initial_bandwidth_mbps must be > 0");
+  const double delay = absl::GetFlag(FLAGS_one_way_delay_ms) / 1000;
+  if (delay < 0 || absl::GetFlag(FLAGS_uplink_mbps) < 0) {
+    return Fail("--one_way_delay_ms and --uplink_mbps must be >= 0");
+  }
+  if (!absl::GetFlag(FLAGS_uplink_trace).empty()) {
+    auto trace = kvstream::net::LinkTrace::Load(absl::GetFlag(FLAGS_uplink_trace));
+    if (!trace.ok()) return Fail(absl::StrCat("--uplink_trace: ", trace.status().message()));
+    options.shaper = std::make_shared<kvstream::net::Shaper>(std::move(*trace), delay);
+  } else if (absl::GetFlag(FLAGS_uplink_mbps) > 0) {
+    options.shaper =
+        std::make_shared<kvstream::net::Shaper>(kvstream::net::LinkTrace::Constant(absl::GetFlag(FLAGS_uplink_mbps)), delay);
+  } else if (delay > 0) {
+    // Delay only: an unconstrained rate.
+    options.shaper = std::make_shared<kvstream::net::Shaper>(kvstream::net::LinkTrace::Constant(1e6), delay);
+  }
 
   kvstream::model::RuntimeOptions runtime;
   runtime.device = absl::GetFlag(FLAGS_device);
@@ -99,8 +150,31 @@ int main(int argc, char** argv) {
   if (auto p = kvstream::edge::ResolvePolicy({}, d, (*scout)->config().num_layers); !p.ok()) {
     return Fail(absl::StrCat("default policy: ", p.status().message()));
   }
-  logging::Logf(logging::Level::kInfo, "edge", "scout %s (%s); cloud %s; default mode %s, selector %s, spec %s",
-                dir, (*scout)->fingerprint(), options.cloud_address, absl::GetFlag(FLAGS_mode),
+  {
+    // The scout's prefill rate, for the adaptive cost model.
+    const int n = std::min(256, (*scout)->config().max_position_embeddings / 2);
+    std::mt19937 rng(7);
+    std::vector<int32_t> tokens(n);
+    for (int32_t& t : tokens) t = static_cast<int32_t>(rng() % static_cast<uint32_t>((*scout)->config().vocab_size));
+    (void)(*scout)->Prefill(absl::MakeSpan(tokens).subspan(0, 8));
+    for (int round = 0; round < 3; ++round) {  // best of three: start-up is noisy
+      const auto t0 = std::chrono::steady_clock::now();
+      if (auto pre = (*scout)->Prefill(tokens); pre.ok()) {
+        options.edge_prefill_tokens_per_second = std::max(
+            options.edge_prefill_tokens_per_second,
+            n / std::max(1e-9, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()));
+      }
+    }
+  }
+  if (options.shaper != nullptr) {
+    logging::Logf(logging::Level::kInfo, "edge", "uplink emulation: %s, one-way delay %.1f ms",
+                  absl::GetFlag(FLAGS_uplink_trace).empty()
+                      ? absl::StrCat(options.shaper->trace().RateAt(0), " Mbit/s")
+                      : absl::StrCat("trace ", absl::GetFlag(FLAGS_uplink_trace)),
+                  delay * 1000);
+  }
+  logging::Logf(logging::Level::kInfo, "edge", "scout %s (%s, prefill %.0f tokens/s); cloud %s; default mode %s, selector %s, spec %s",
+                dir, (*scout)->fingerprint(), options.edge_prefill_tokens_per_second, options.cloud_address, absl::GetFlag(FLAGS_mode),
                 absl::GetFlag(FLAGS_selector), absl::GetFlag(FLAGS_spec));
 
   kvstream::metrics::MetricsServer metrics;

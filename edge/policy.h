@@ -1,7 +1,6 @@
 // How the edge serves one request: the request's Policy over the daemon's defaults,
-// parsed and checked. This is the seam for the bandwidth-adaptive controller: a request
-// whose mode resolves to MODE_ADAPTIVE is handed to a PolicyChooser, which returns a
-// fixed policy for it.
+// parsed and checked. A request whose mode resolves to MODE_ADAPTIVE is then given a
+// fixed mode, selector and spec by the controller (EdgeService, common/control/).
 #pragma once
 
 #include <cstdint>
@@ -30,17 +29,10 @@ struct ResolvedPolicy {
 
 // Request fields that are set win over `defaults` (zero / empty means unset). Errors are
 // INVALID_ARGUMENT naming the field, what was expected and what was found; mode
-// ADAPTIVE is returned as is (the caller asks its chooser).
+// ADAPTIVE is returned as is.
 absl::StatusOr<ResolvedPolicy> ResolvePolicy(const kvstream::v1::Policy& request,
                                              const kvstream::v1::Policy& defaults, int num_layers);
 
-// Picks a fixed policy for an adaptive request (the controller plugs in here).
-class PolicyChooser {
- public:
-  virtual ~PolicyChooser() = default;
-  // `context_tokens`: the prompt length; `policy`: the resolved request (mode ADAPTIVE).
-  virtual absl::StatusOr<ResolvedPolicy> Choose(const ResolvedPolicy& policy, int context_tokens) = 0;
-};
 
 // Parses "kv", "scout", "text" or "adaptive" (flag values).
 absl::StatusOr<kvstream::v1::Mode> ParseMode(absl::string_view name);

@@ -146,9 +146,11 @@ absl::StatusOr<std::vector<OperatingPoint>> ParseQualityTable(const std::string&
   for (size_t i = 0; i < j.size(); ++i) {
     const nlohmann::json& e = j[i];
     auto where = [&] { return absl::StrCat(source, "[", i, "]"); };
-    if (!e.is_object() || !e.contains("mode") || !e["mode"].is_string() || !e.contains("quality") ||
-        !e["quality"].is_number()) {
-      return absl::InvalidArgumentError(absl::StrCat(where(), ": expected {\"mode\", \"quality\", ...}"));
+    // "quality", or "f1" as `kvstream eval --json` writes it.
+    const char* qkey = e.is_object() && e.contains("quality") ? "quality" : "f1";
+    if (!e.is_object() || !e.contains("mode") || !e["mode"].is_string() || !e.contains(qkey) ||
+        !e[qkey].is_number()) {
+      return absl::InvalidArgumentError(absl::StrCat(where(), ": expected {\"mode\", \"quality\" or \"f1\", ...}"));
     }
     OperatingPoint p;
     const std::string mode = e["mode"];
@@ -156,7 +158,7 @@ absl::StatusOr<std::vector<OperatingPoint>> ParseQualityTable(const std::string&
     else if (mode == "scout") p.mode = Mode::kScout;
     else if (mode == "kv") p.mode = Mode::kKv;
     else return absl::InvalidArgumentError(absl::StrCat(where(), ": mode must be text, scout or kv; found '", mode, "'"));
-    p.quality = e["quality"];
+    p.quality = e[qkey];
     if (e.contains("selector")) {
       auto sel = select::ParsePolicy(e["selector"].get<std::string>());
       if (!sel.ok()) return absl::InvalidArgumentError(absl::StrCat(where(), ": ", sel.status().message()));

@@ -105,7 +105,8 @@ absl::StatusOr<Decision> Choose(const std::vector<OperatingPoint>& points, const
                                 double ttft_target_seconds, double quality_floor);
 
 // Quality table: JSON [{"mode": "kv", "selector": "q2c", "retention": 0.5, "spec": "int4",
-// "quality": 0.55}, ...]. `source` names the file in errors.
+// "quality": 0.55}, ...]; "f1" stands in for "quality", so `kvstream eval --json` output
+// is a table. `source` names the file in errors.
 absl::StatusOr<std::vector<OperatingPoint>> ParseQualityTable(const std::string& json, const std::string& source);
 absl::StatusOr<std::vector<OperatingPoint>> LoadQualityTable(const std::string& path);
 

@@ -451,6 +451,7 @@ TEST_F(DaemonsTest, BadRequestsAreInvalidArgumentWithAMessage) {
   auto adaptive = Request(ex, kvstream::v1::MODE_ADAPTIVE, "");
   r = Ask(adaptive);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kUnimplemented) << r.status();
+  EXPECT_NE(r.status().message().find("--quality_table"), std::string::npos) << r.status();
 
   // Raw cloud protocol errors.
   grpc::ClientContext ctx;
@@ -507,6 +508,50 @@ TEST_F(DaemonsTest, SessionsBeyondMaxSessionsAreResourceExhausted) {
   s2->Finish();
   EXPECT_EQ(WaitForSessions(*stub, 0), 0u);
   auto code = small.process.Stop(20);
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 0);
+}
+
+// Adaptive mode on an emulated 2 Mbit/s uplink: the lossless cache (about 100 kB here,
+// 0.4 s on the link) cannot meet a 0.25 s TTFT target, so the controller must pick a
+// smaller point, and the link estimate must come from the acks.
+TEST_F(DaemonsTest, AdaptiveModeMeetsTheTargetOnASlowLink) {
+  Daemon edge;
+  ASSERT_TRUE(StartDaemon(edge, *work_, "edge-adaptive", "kvstream-edge",
+                          {absl::StrCat("--scout=", kScout), absl::StrCat("--cloud=127.0.0.1:", cloud_->port),
+                           "--cloud_model=large", "--uplink_mbps=2", "--one_way_delay_ms=5",
+                           "--quality_table=testdata/quality/tiny_needle512.json", "--mode=adaptive",
+                           "--initial_bandwidth_mbps=2", "--chunk_bytes=8192"})
+                  .ok());
+  auto stub = kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", edge.port)));
+  int under_target = 0;
+  for (int i = 0; i < 4; ++i) {
+    auto req = Request((*examples_)[i], kvstream::v1::MODE_UNSPECIFIED, "", "");
+    req.mutable_policy()->set_ttft_target_seconds(0.25);
+    net::AskCall call;
+    call.timeout_seconds = 60;
+    auto r = net::Ask(*stub, req, call);
+    ASSERT_TRUE(r.ok()) << r.status();
+    const auto& s = r->stats;
+    EXPECT_FALSE(s.decision().empty());
+    EXPECT_LE(s.predicted_ttft_seconds(), 0.25) << s.decision();
+    EXPECT_EQ(s.mode(), kvstream::v1::MODE_KV) << s.decision() << " (kv points have the best quality here)";
+    EXPECT_NE(s.spec(), "raw") << s.decision();
+    // The shaped link really carried the bytes: transfer >= wire bits / 2 Mbit/s.
+    EXPECT_GE(s.stages().transfer(), 8.0 * s.wire_bytes() / 2e6 * 0.9) << s.decision();
+    under_target += r->client_ttft_seconds <= 0.25 * 1.5;
+  }
+  EXPECT_GE(under_target, 3) << "measured TTFT mostly near the target";
+  const auto metrics = testing::HttpGet(edge.metrics_port, "/metrics");
+  ASSERT_EQ(metrics.status, 200);
+  const std::string gauge = "\nkvstream_edge_uplink_estimated_bytes_per_second ";
+  const size_t at = metrics.body.find(gauge);
+  ASSERT_NE(at, std::string::npos);
+  const double estimate = std::stod(metrics.body.substr(at + gauge.size()));
+  EXPECT_GT(estimate, 2e6 / 8 * 0.5) << "estimated from acks on a 2 Mbit/s link";
+  EXPECT_LT(estimate, 2e6 / 8 * 1.5);
+  EXPECT_NE(metrics.body.find("kvstream_edge_adaptive_decisions_total{mode=\"kv\"}"), std::string::npos);
+  auto code = edge.process.Stop(20);
   ASSERT_TRUE(code.ok()) << code.status();
   EXPECT_EQ(*code, 0);
 }
