@@ -55,7 +55,8 @@ absl::Status ChildProcess::Start(const std::vector<std::string>& argv, const std
   posix_spawnattr_destroy(&attr);
   if (rc != 0) {
     pid_ = -1;
-    return absl::InternalError(absl::StrCat("cannot start ", name_, ": ", strerror(rc)));
+    return absl::InternalError(absl::StrCat("cannot start ", name_, log_path.empty() ? "" : " (log " + log_path + ")",
+                                            ": ", strerror(rc)));
   }
   return absl::OkStatus();
 }

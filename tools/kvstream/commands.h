@@ -31,5 +31,6 @@ int RunGenTasks(const std::vector<std::string>& args);
 int RunAsk(const std::vector<std::string>& args);
 int RunDemo(const std::vector<std::string>& args);
 int RunHealth(const std::vector<std::string>& args);
+int RunProfile(const std::vector<std::string>& args);
 
 }  // namespace kvstream::cli

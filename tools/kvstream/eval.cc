@@ -37,6 +37,10 @@ ABSL_FLAG(int, max_new_tokens, 8, "Answer length cap");
 ABSL_FLAG(std::string, system, "Answer with the value from the context.", "System prompt");
 ABSL_FLAG(std::string, csv, "", "Write per-variant results as CSV");
 ABSL_FLAG(std::string, json, "", "Write per-variant results as JSON");
+ABSL_FLAG(std::string, low, "int2", "profile: the spec one layer at a time is quantized to (the rest lossless)");
+ABSL_FLAG(std::string, base, "int4", "profile: the spec of the other layers when one layer is protected at f16");
+ABSL_FLAG(double, protect_gain, 0.05, "profile: F1 gain over all --base that earns a layer f16 in the recommendation");
+ABSL_FLAG(std::string, profile_json, "", "profile: write per-layer results and the recommended plan as JSON");
 
 namespace kvstream::cli {
 namespace {
@@ -63,7 +67,13 @@ std::string Csv(const std::vector<Variant>& vs, double base_f1) {
   return out;
 }
 
-absl::Status Run() {
+// What one evaluation runs; RunEval fills it from the flags, RunProfile builds its own.
+struct Sweep {
+  std::string modes, specs, selectors, retentions;
+  bool print = true;
+};
+
+absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
   using model::Model;
   ASSIGN_OR_RETURN(auto answerer, Model::Load(absl::GetFlag(FLAGS_model)));
   ASSIGN_OR_RETURN(auto tok, model::Tokenizer::Load(absl::GetFlag(FLAGS_model) + "/tokenizer.json"));
@@ -89,7 +99,7 @@ absl::Status Run() {
     examples = gen.Generate(o);
   }
 
-  std::vector<std::string> specs = absl::StrSplit(absl::GetFlag(FLAGS_specs), ';', absl::SkipEmpty());
+  std::vector<std::string> specs = absl::StrSplit(sweep.specs, ';', absl::SkipEmpty());
   std::vector<codec::Plan> plans;
   for (const std::string& s : specs) {
     ASSIGN_OR_RETURN(codec::Plan p, codec::ParsePlan(s));
@@ -97,12 +107,12 @@ absl::Status Run() {
     plans.push_back(p);
   }
   std::vector<select::Policy> selectors;
-  for (absl::string_view s : absl::StrSplit(absl::GetFlag(FLAGS_selectors), ',', absl::SkipEmpty())) {
+  for (absl::string_view s : absl::StrSplit(sweep.selectors, ',', absl::SkipEmpty())) {
     ASSIGN_OR_RETURN(select::Policy p, select::ParsePolicy(s));
     selectors.push_back(p);
   }
   std::vector<double> retentions;
-  for (absl::string_view s : absl::StrSplit(absl::GetFlag(FLAGS_retentions), ',', absl::SkipEmpty())) {
+  for (absl::string_view s : absl::StrSplit(sweep.retentions, ',', absl::SkipEmpty())) {
     double r;
     if (!absl::SimpleAtod(s, &r) || r < 0 || r > 1) {
       return absl::InvalidArgumentError(absl::StrCat("--retentions: expected numbers in [0, 1], found '", s, "'"));
@@ -110,7 +120,7 @@ absl::Status Run() {
     retentions.push_back(r);
   }
   std::set<std::string> modes;
-  for (absl::string_view m : absl::StrSplit(absl::GetFlag(FLAGS_modes), ',', absl::SkipEmpty())) {
+  for (absl::string_view m : absl::StrSplit(sweep.modes, ',', absl::SkipEmpty())) {
     if (m != "kv" && m != "scout" && m != "text") {
       return absl::InvalidArgumentError(absl::StrCat("--modes: expected kv, scout or text; found '", m, "'"));
     }
@@ -210,6 +220,7 @@ absl::Status Run() {
     }
   }
   std::fprintf(stderr, "\n");
+  if (!sweep.print) return variants;
   std::printf("model %s (%s), %zu %s examples; share of F1 relative to the first row\n",
               absl::GetFlag(FLAGS_model).c_str(), answerer->fingerprint().c_str(), examples.size(),
               examples.empty() ? "" : examples[0].kind.c_str());
@@ -224,6 +235,59 @@ absl::Status Run() {
                     {"bandwidth_share", v.wire / v.bytes16}, {"context_tokens", v.context / v.n}});
   }
   if (!absl::GetFlag(FLAGS_json).empty()) std::ofstream(absl::GetFlag(FLAGS_json)) << rows.dump(1) << "\n";
+  return variants;
+}
+
+// The per-layer diagnostic: quantize one layer at a time to --low (the rest lossless),
+// and protect one layer at a time at f16 (the rest at --base); recommend a plan.
+absl::Status Profile() {
+  ASSIGN_OR_RETURN(model::ModelConfig c, model::ModelConfig::Load(absl::GetFlag(FLAGS_model) + "/config.json"));
+  const std::string low = absl::GetFlag(FLAGS_low), base = absl::GetFlag(FLAGS_base);
+  for (const std::string& s : {low, base}) {
+    ASSIGN_OR_RETURN(codec::Plan p, codec::ParsePlan(s));
+    if (!p.overrides.empty()) return absl::InvalidArgumentError(absl::StrCat("--low/--base: expected one spec, found '", s, "'"));
+  }
+  Sweep sweep;
+  sweep.modes = "kv";
+  sweep.selectors = "full";
+  sweep.retentions = "1";
+  sweep.print = false;
+  sweep.specs = absl::StrCat("raw;", low, ";", base);
+  for (int l = 0; l < c.num_layers; ++l) absl::StrAppend(&sweep.specs, ";raw,L", l, "=", low);
+  for (int l = 0; l < c.num_layers; ++l) absl::StrAppend(&sweep.specs, ";", base, ",L", l, "=f16");
+  ASSIGN_OR_RETURN(std::vector<Variant> v, Run(sweep));
+  auto f1 = [&](size_t i) { return v[i].n ? v[i].f1 / v[i].n : 0.0; };
+  const double raw = f1(0), all_low = f1(1), all_base = f1(2);
+  std::printf("model %s: %d layers, %d examples; F1 lossless %.3f, all %s %.3f, all %s %.3f\n",
+              absl::GetFlag(FLAGS_model).c_str(), c.num_layers, v[0].n, raw, low.c_str(), all_low, base.c_str(),
+              all_base);
+  std::printf("%5s %22s %22s\n", "layer", absl::StrCat("only it ", low).c_str(),
+              absl::StrCat("it f16, rest ", base).c_str());
+  nlohmann::json layers = nlohmann::json::array();
+  std::vector<std::pair<double, int>> gains;
+  for (int l = 0; l < c.num_layers; ++l) {
+    const double alone = f1(3 + l), protect = f1(3 + c.num_layers + l);
+    std::printf("%5d %15.3f (%+.3f) %15.3f (%+.3f)\n", l, alone, alone - raw, protect, protect - all_base);
+    layers.push_back({{"layer", l}, {"quantized_alone_f1", alone}, {"protected_f1", protect}});
+    gains.emplace_back(protect - all_base, l);
+  }
+  // Protect the layers whose f16 copy gains at least --protect_gain over all-base, the
+  // largest gains first, at most two; none when all-base is already within 2% of lossless.
+  std::sort(gains.rbegin(), gains.rend());
+  std::string plan = base;
+  int protected_layers = 0;
+  for (const auto& [gain, l] : gains) {
+    if (protected_layers == 2 || gain < absl::GetFlag(FLAGS_protect_gain) || all_base >= 0.98 * raw) break;
+    absl::StrAppend(&plan, ",L", l, "=f16");
+    ++protected_layers;
+  }
+  std::printf("recommended plan: %s\n", plan.c_str());
+  if (!absl::GetFlag(FLAGS_profile_json).empty()) {
+    nlohmann::json out = {{"model", absl::GetFlag(FLAGS_model)}, {"n", v[0].n}, {"low", low}, {"base", base},
+                          {"lossless_f1", raw}, {"all_low_f1", all_low}, {"all_base_f1", all_base},
+                          {"layers", layers}, {"recommended_plan", plan}};
+    std::ofstream(absl::GetFlag(FLAGS_profile_json)) << out.dump(1) << "\n";
+  }
   return absl::OkStatus();
 }
 
@@ -234,9 +298,24 @@ int RunEval(const std::vector<std::string>& args) {
     std::fprintf(stderr, "kvstream eval: unexpected argument '%s'\n", args[0].c_str());
     return 2;
   }
-  const absl::Status st = Run();
+  Sweep sweep{absl::GetFlag(FLAGS_modes), absl::GetFlag(FLAGS_specs), absl::GetFlag(FLAGS_selectors),
+              absl::GetFlag(FLAGS_retentions), true};
+  const auto st = Run(sweep);
   if (!st.ok()) {
-    std::fprintf(stderr, "kvstream eval: %s\n", std::string(st.message()).c_str());
+    std::fprintf(stderr, "kvstream eval: %s\n", std::string(st.status().message()).c_str());
+    return 1;
+  }
+  return 0;
+}
+
+int RunProfile(const std::vector<std::string>& args) {
+  if (!args.empty()) {
+    std::fprintf(stderr, "kvstream profile: unexpected argument '%s'\n", args[0].c_str());
+    return 2;
+  }
+  const absl::Status st = Profile();
+  if (!st.ok()) {
+    std::fprintf(stderr, "kvstream profile: %s\n", std::string(st.message()).c_str());
     return 1;
   }
   return 0;

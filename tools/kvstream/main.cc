@@ -28,6 +28,8 @@ const Command kCommands[] = {
     {"ask", "one question to a kvstream-edge daemon: streams the answer, then the stats", kvstream::cli::RunAsk},
     {"demo", "starts cloud + edge daemons on loopback with the tiny models and compares modes",
      kvstream::cli::RunDemo},
+    {"profile", "per-layer diagnostic: one layer quantized / one layer protected at a time; recommends a plan",
+     kvstream::cli::RunProfile},
     {"health", "asks a daemon's gRPC health service; exit 0 when SERVING", kvstream::cli::RunHealth},
 };
 
@@ -55,7 +57,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   // Help shows only the flags declared in the command's own source file.
-  std::string file = absl::StrCat("tools/kvstream/", command->name, ".cc");
+  // (profile is part of eval.cc and shares its flags.)
+  std::string file = absl::StrCat("tools/kvstream/", std::strcmp(command->name, "profile") == 0 ? "eval" : command->name,
+                                  ".cc");
   std::replace(file.begin(), file.end(), '-', '_');
   absl::FlagsUsageConfig config;
   config.contains_helpshort_flags = [file](absl::string_view f) {

@@ -1,0 +1,255 @@
+// kvstream-e2e-bench: TTFT and quality against bandwidth, end to end. Starts one
+// kvstream-cloud, then for every link (a rate x RTT, or a bandwidth trace) a
+// kvstream-edge whose uplink is shaped to it, and asks the same generated questions
+// under each policy through the edge's gRPC API. Writes one CSV row per link x policy:
+// EM/F1, mean wire bytes, TTFT median and p95 as the client saw it, and the share of
+// requests within the SLO. Results with --emulate_* set are marked emulated.
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "common/base/status.h"
+#include "common/eval/tasks.h"
+#include "common/model/tokenizer.h"
+#include "common/net/ask_client.h"
+#include "common/net/grpc_util.h"
+#include "common/net/process.h"
+
+ABSL_FLAG(std::string, rates, "1,3,10,30,100,300,1000", "Uplink rates in Mbit/s, comma separated");
+ABSL_FLAG(std::string, rtts, "0,20,100", "Round-trip times in ms, comma separated");
+ABSL_FLAG(std::string, traces, "bench/traces/steady_20mbps.txt,bench/traces/cellular.txt,bench/traces/outages.txt",
+          "Bandwidth traces to replay (run at RTT 20 ms), comma separated; empty: none");
+ABSL_FLAG(std::string, policies, "text,kv-f16,kv-int8,kv-int4,kv-mixed,kv-q2c50-int4,scout,adaptive,adaptive-slo",
+          "Policies, comma separated, from: text, kv-f16, kv-int8, kv-int4, kv-mixed (layer 0 at f16, rest INT4), "
+          "kv-q2c50-int4, scout (Q2C 50%), adaptive (lowest TTFT at >= 90% of the best quality), adaptive-slo "
+          "(best quality within --slo)");
+ABSL_FLAG(int, n, 10, "Questions per link x policy");
+ABSL_FLAG(std::string, kind, "needle", "Generated task kind: single, multi or needle");
+ABSL_FLAG(int, target_tokens, 512, "Needle context length in tokens");
+ABSL_FLAG(int, records, 20, "Records per single/multi context");
+ABSL_FLAG(double, slo, 0.5, "TTFT SLO in seconds (adaptive-slo's target too)");
+ABSL_FLAG(std::string, models_dir, "testdata/models", "Directory with scout/ and large/");
+ABSL_FLAG(std::string, quality_table, "testdata/quality/tiny_needle512.json", "Quality table for adaptive");
+ABSL_FLAG(double, emulate_prefill_tps, 0, "Cloud: emulate this prefill rate (tokens/s; 0: real)");
+ABSL_FLAG(double, emulate_decode_tps, 0, "Cloud: emulate this decode rate (tokens/s; 0: real)");
+ABSL_FLAG(std::string, csv, "bench/results/e2e.csv", "Output CSV (rewritten after every link)");
+ABSL_FLAG(std::string, work_dir, "", "Port files and daemon logs (empty: a fresh directory under /tmp)");
+
+namespace {
+
+using kvstream::net::ChildProcess;
+
+struct Link {
+  std::string name;
+  double mbps = 0;
+  double rtt_ms = 0;
+  std::string trace;
+};
+
+struct Result {
+  std::string link, policy;
+  double mbps = 0, rtt_ms = 0;
+  int n = 0, errors = 0;
+  double em = 0, f1 = 0, wire = 0;
+  std::vector<double> ttft;
+  std::map<std::string, int> modes;
+};
+
+double Quantile(std::vector<double> v, double q) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const double pos = q * (v.size() - 1);
+  const size_t i = static_cast<size_t>(pos);
+  return i + 1 < v.size() ? v[i] + (pos - i) * (v[i + 1] - v[i]) : v[i];
+}
+
+kvstream::v1::Policy PolicyFor(const std::string& name, double slo) {
+  kvstream::v1::Policy p;
+  p.set_max_tokens(8);
+  p.set_selector("full");
+  if (name == "text") {
+    p.set_mode(kvstream::v1::MODE_TEXT);
+  } else if (name == "scout") {
+    p.set_mode(kvstream::v1::MODE_SCOUT);
+    p.set_selector("q2c");
+    p.set_retention(0.5);
+  } else if (name == "adaptive") {
+    // Lowest predicted TTFT among points at >= 90% of the table's best quality.
+    p.set_mode(kvstream::v1::MODE_ADAPTIVE);
+  } else if (name == "adaptive-slo") {
+    // Best expected quality within the SLO.
+    p.set_mode(kvstream::v1::MODE_ADAPTIVE);
+    p.set_ttft_target_seconds(slo);
+  } else {
+    p.set_mode(kvstream::v1::MODE_KV);
+    if (name == "kv-f16") p.set_spec("f16");
+    if (name == "kv-int8") p.set_spec("int8");
+    if (name == "kv-int4") p.set_spec("int4");
+    if (name == "kv-mixed") p.set_spec("int4,L0=f16");
+    if (name == "kv-q2c50-int4") {
+      p.set_spec("int4");
+      p.set_selector("q2c");
+      p.set_retention(0.5);
+    }
+  }
+  return p;
+}
+
+std::string Csv(const std::vector<Result>& rs, double slo, bool emulated) {
+  std::string out =
+      "link,rate_mbps,rtt_ms,policy,n,errors,exact_match,f1,wire_bytes,ttft_median_s,ttft_p95_s,slo_s,slo_hit_rate,"
+      "modes,emulated\n";
+  for (const Result& r : rs) {
+    const int ok = r.n - r.errors;
+    int hits = 0;
+    for (double t : r.ttft) hits += t <= slo;
+    std::string modes;
+    for (const auto& [m, c] : r.modes) absl::StrAppend(&modes, modes.empty() ? "" : " ", m, ":", c);
+    absl::StrAppendFormat(&out, "%s,%g,%g,%s,%d,%d,%.4f,%.4f,%.0f,%.5f,%.5f,%g,%.4f,%s,%d\n", r.link, r.mbps, r.rtt_ms,
+                          r.policy, r.n, r.errors, ok ? r.em / ok : 0.0, ok ? r.f1 / ok : 0.0, ok ? r.wire / ok : 0.0,
+                          Quantile(r.ttft, 0.5), Quantile(r.ttft, 0.95), slo,
+                          r.n ? static_cast<double>(hits) / r.n : 0.0, modes, emulated ? 1 : 0);
+  }
+  return out;
+}
+
+absl::Status Run() {
+  const std::string models = absl::GetFlag(FLAGS_models_dir);
+  std::error_code ec;
+  const std::string bin = std::filesystem::read_symlink("/proc/self/exe", ec).parent_path().string();
+  std::string work = absl::GetFlag(FLAGS_work_dir);
+  if (work.empty()) {
+    char tmpl[] = "/tmp/kvstream-bench-XXXXXX";
+    if (mkdtemp(tmpl) == nullptr) return absl::InternalError("cannot create a directory under /tmp");
+    work = tmpl;
+  }
+  std::filesystem::create_directories(work);
+  const double slo = absl::GetFlag(FLAGS_slo);
+  const bool emulated = absl::GetFlag(FLAGS_emulate_prefill_tps) > 0 || absl::GetFlag(FLAGS_emulate_decode_tps) > 0;
+
+  std::vector<Link> links;
+  for (absl::string_view rtt : absl::StrSplit(absl::GetFlag(FLAGS_rtts), ',', absl::SkipEmpty())) {
+    for (absl::string_view rate : absl::StrSplit(absl::GetFlag(FLAGS_rates), ',', absl::SkipEmpty())) {
+      Link l;
+      if (!absl::SimpleAtod(rate, &l.mbps) || !absl::SimpleAtod(rtt, &l.rtt_ms) || l.mbps <= 0 || l.rtt_ms < 0) {
+        return absl::InvalidArgumentError(absl::StrCat("--rates/--rtts: bad value '", rate, "' or '", rtt, "'"));
+      }
+      l.name = absl::StrCat(rate, "Mbps-", rtt, "ms");
+      links.push_back(l);
+    }
+  }
+  for (absl::string_view t : absl::StrSplit(absl::GetFlag(FLAGS_traces), ',', absl::SkipEmpty())) {
+    Link l;
+    l.trace = std::string(t);
+    l.rtt_ms = 20;
+    l.name = std::filesystem::path(l.trace).stem().string();
+    links.push_back(l);
+  }
+  std::vector<std::string> policies = absl::StrSplit(absl::GetFlag(FLAGS_policies), ',', absl::SkipEmpty());
+
+  ASSIGN_OR_RETURN(auto tok, kvstream::model::Tokenizer::Load(models + "/tokenizer.json"));
+  ASSIGN_OR_RETURN(auto words, kvstream::eval::LoadWords());
+  const kvstream::model::Tokenizer& t = *tok;
+  kvstream::eval::TaskGenerator gen(words, [&t](const std::string& s) { return static_cast<int>(t.Encode(s, false)->size()); });
+  kvstream::eval::TaskOptions o;
+  o.kind = absl::GetFlag(FLAGS_kind);
+  o.num_examples = absl::GetFlag(FLAGS_n);
+  o.num_records = absl::GetFlag(FLAGS_records);
+  o.target_tokens = absl::GetFlag(FLAGS_target_tokens);
+  o.seed = 7;
+  const std::vector<kvstream::eval::Example> examples = gen.Generate(o);
+
+  ChildProcess cloud;
+  RETURN_IF_ERROR(cloud.Start({bin + "/kvstream-cloud", "--model=large=" + models + "/large",
+                               "--model=scout=" + models + "/scout", "--listen=127.0.0.1:0",
+                               "--port_file=" + work + "/cloud.port", "--metrics_address=",
+                               absl::StrCat("--emulate_prefill_tps=", absl::GetFlag(FLAGS_emulate_prefill_tps)),
+                               absl::StrCat("--emulate_decode_tps=", absl::GetFlag(FLAGS_emulate_decode_tps))},
+                              work + "/cloud.log"));
+  ASSIGN_OR_RETURN(const int cloud_port, cloud.WaitForPortFile(work + "/cloud.port", 60));
+  std::fprintf(stderr, "[bench] cloud on port %d; %zu links x %zu policies x %zu questions; logs in %s\n", cloud_port,
+               links.size(), policies.size(), examples.size(), work.c_str());
+
+  std::vector<Result> results;
+  for (const Link& link : links) {
+    ChildProcess edge;
+    const std::string port_file = absl::StrCat(work, "/edge-", link.name, ".port");
+    std::vector<std::string> args = {bin + "/kvstream-edge", "--scout=" + models + "/scout",
+                                     absl::StrCat("--cloud=127.0.0.1:", cloud_port), "--cloud_model=large",
+                                     "--listen=127.0.0.1:0", "--port_file=" + port_file, "--metrics_address=",
+                                     absl::StrCat("--one_way_delay_ms=", link.rtt_ms / 2),
+                                     "--quality_table=" + absl::GetFlag(FLAGS_quality_table), "--chunk_bytes=65536",
+                                     absl::StrCat("--initial_rtt_ms=", link.rtt_ms)};
+    args.push_back(link.trace.empty() ? absl::StrCat("--uplink_mbps=", link.mbps) : "--uplink_trace=" + link.trace);
+    if (!link.trace.empty()) args.push_back("--initial_bandwidth_mbps=10");
+    else args.push_back(absl::StrCat("--initial_bandwidth_mbps=", link.mbps));
+    RETURN_IF_ERROR(edge.Start(args, absl::StrCat(work, "/edge-", link.name, ".log")));
+    ASSIGN_OR_RETURN(const int edge_port, edge.WaitForPortFile(port_file, 60));
+    auto stub = kvstream::v1::EdgeService::NewStub(kvstream::net::MakeChannel(absl::StrCat("127.0.0.1:", edge_port)));
+    for (const std::string& policy : policies) {
+      Result r;
+      r.link = link.name;
+      r.policy = policy;
+      r.mbps = link.mbps;
+      r.rtt_ms = link.rtt_ms;
+      for (const auto& ex : examples) {
+        kvstream::v1::AskRequest req;
+        req.set_context(ex.context);
+        req.set_question(ex.question);
+        *req.mutable_policy() = PolicyFor(policy, slo);
+        kvstream::net::AskCall call;
+        call.timeout_seconds = 120;
+        auto a = kvstream::net::Ask(*stub, req, call);
+        ++r.n;
+        if (!a.ok()) {
+          ++r.errors;
+          std::fprintf(stderr, "[bench] %s %s: %s\n", link.name.c_str(), policy.c_str(),
+                       std::string(a.status().message()).c_str());
+          continue;
+        }
+        r.em += kvstream::eval::ExactMatch(a->answer, ex.answers);
+        r.f1 += kvstream::eval::TokenF1(a->answer, ex.answers);
+        r.wire += static_cast<double>(a->stats.wire_bytes());
+        r.ttft.push_back(a->client_ttft_seconds);
+        const auto& s = a->stats;
+        std::string mode = s.mode() == kvstream::v1::MODE_KV ? absl::StrCat("kv/", s.selector(), "/", s.spec())
+                           : s.mode() == kvstream::v1::MODE_SCOUT ? "scout" : "text";
+        ++r.modes[mode];
+      }
+      std::fprintf(stderr, "[bench] %-16s %-14s TTFT median %.3f s, F1 %.2f\n", link.name.c_str(), policy.c_str(),
+                   Quantile(r.ttft, 0.5), r.n - r.errors ? r.f1 / (r.n - r.errors) : 0.0);
+      results.push_back(std::move(r));
+    }
+    ASSIGN_OR_RETURN(const int code, edge.Stop(30));
+    if (code != 0) return absl::InternalError(absl::StrCat("edge for ", link.name, " exited with ", code));
+    std::ofstream(absl::GetFlag(FLAGS_csv)) << Csv(results, slo, emulated);
+  }
+  ASSIGN_OR_RETURN(const int code, cloud.Stop(30));
+  if (code != 0) return absl::InternalError(absl::StrCat("cloud exited with ", code));
+  std::printf("%s", Csv(results, slo, emulated).c_str());
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("kvstream-e2e-bench: TTFT and quality against bandwidth through real daemons");
+  absl::ParseCommandLine(argc, argv);
+  const absl::Status st = Run();
+  if (!st.ok()) {
+    std::fprintf(stderr, "kvstream-e2e-bench: %s\n", std::string(st.message()).c_str());
+    return 1;
+  }
+  return 0;
+}
