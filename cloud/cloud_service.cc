@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
 #include <random>
 #include <thread>
 
@@ -332,7 +333,8 @@ absl::Status CloudService::RunSession(grpc::ServerContext* context,
   if (s.mode == kvstream::v1::MODE_KV) {
     assembler = std::make_unique<model::CacheAssembler>(*s.served->model, s.id, s.kept, s.next_position);
   }
-  uint64_t chunks = 0;
+  uint64_t chunks = 0;  // distinct chunks applied
+  std::map<uint64_t, uint32_t> received;  // seq -> CRC32C
   double rebuild = 0;
   for (;;) {
     if (!stream->Read(&up)) {
@@ -346,12 +348,25 @@ absl::Status CloudService::RunSession(grpc::ServerContext* context,
       return absl::InvalidArgumentError(
           absl::StrCat("KvChunk in ", ModeLabel(s.mode), " mode; chunks are only accepted in kv mode"));
     }
-    const auto t0 = Clock::now();
-    const absl::Status added = assembler->Add(up.chunk());
-    rebuild += Seconds(t0, Clock::now());
-    if (!added.ok()) return absl::Status(added.code(), absl::StrCat("chunk seq ", up.chunk().seq(), ": ", added.message()));
-    ++chunks;
     const uint64_t size = up.chunk().ByteSizeLong();
+    // A re-sent chunk (same seq and checksum, e.g. after a lost ack) is acked again and
+    // not applied twice; the same seq with other content is an error.
+    const auto seen = received.find(up.chunk().seq());
+    if (seen != received.end()) {
+      if (seen->second != up.chunk().crc32c()) {
+        return absl::InvalidArgumentError(absl::StrCat("chunk seq ", up.chunk().seq(),
+                                                       " arrived twice with different content"));
+      }
+    } else {
+      const auto t0 = Clock::now();
+      const absl::Status added = assembler->Add(up.chunk());
+      rebuild += Seconds(t0, Clock::now());
+      if (!added.ok()) {
+        return absl::Status(added.code(), absl::StrCat("chunk seq ", up.chunk().seq(), ": ", added.message()));
+      }
+      received.emplace(up.chunk().seq(), up.chunk().crc32c());
+      ++chunks;
+    }
     metrics_->received_bytes.Increment(static_cast<double>(size));
     metrics_->chunks.Increment();
     Downlink ack;

@@ -29,8 +29,9 @@ ABSL_FLAG(std::string, cloud, "127.0.0.1:50052", "Address of the kvstream-cloud 
 ABSL_FLAG(std::string, scout, "testdata/models/scout",
           "Scout model directory (HF format, with tokenizer.json): prefills, selects and, in kv mode, "
           "is the model whose cache is sent (the cloud must serve the same model)");
-ABSL_FLAG(std::string, mode, "kv",
-          "Default mode when a request names none: kv, scout, text or adaptive (adaptive needs --quality_table)");
+ABSL_FLAG(std::string, mode, "adaptive",
+          "Default mode when a request names none: adaptive (the controller picks per request; needs "
+          "--quality_table), kv, scout or text");
 ABSL_FLAG(std::string, selector, "full", "Default selector: full, q2c, snapkv, h2o or random");
 ABSL_FLAG(double, retention, 1.0, "Default share of context tokens the selector keeps, (0, 1]");
 ABSL_FLAG(std::string, spec, "raw", "Default kv plan string, e.g. \"int8\" or \"k=int4/ch,v=int4,L0=f16,zstd=3\"");
@@ -51,8 +52,9 @@ ABSL_FLAG(std::string, uplink_trace, "",
           "Emulate an uplink following this bandwidth trace (\"seconds Mbit/s\" lines, repeated); "
           "overrides --uplink_mbps");
 ABSL_FLAG(double, one_way_delay_ms, 0, "Emulated one-way delay, added to the first message each way per request");
-ABSL_FLAG(std::string, quality_table, "",
-          "JSON operating points with expected quality, for adaptive mode (e.g. testdata/quality/tiny_needle512.json)");
+ABSL_FLAG(std::string, quality_table, "testdata/quality/tiny_needle512.json",
+          "JSON operating points with expected quality for adaptive mode, measured for the --scout / --cloud_model "
+          "pair (bench/make_quality_table.sh; empty: adaptive requests are UNIMPLEMENTED)");
 ABSL_FLAG(double, ttft_target, 0, "Default TTFT target in seconds for adaptive requests (0: minimise TTFT)");
 ABSL_FLAG(double, quality_floor, 0.9,
           "Adaptive: when minimising TTFT, accept points whose expected quality is at least this share of the "

@@ -20,6 +20,8 @@
 #include "common/net/ask_client.h"
 #include "common/net/grpc_util.h"
 #include "common/net/process.h"
+#include <grpcpp/generic/generic_stub.h>
+
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "kvstream/v1/service.grpc.pb.h"
 #include "tests/support/http_get.h"
@@ -79,7 +81,7 @@ class DaemonsTest : public ::testing::Test {
     if (st.ok()) {
       st = StartDaemon(*edge_, *work_, "edge", "kvstream-edge",
                        {absl::StrCat("--scout=", kScout), absl::StrCat("--cloud=127.0.0.1:", cloud_->port),
-                        "--cloud_model=large", "--max_tokens=8"});
+                        "--cloud_model=large", "--max_tokens=8", "--mode=kv", "--quality_table="});
     }
     start_status_ = new absl::Status(st);
     tokenizer_ = model::Tokenizer::Load(absl::StrCat(kScout, "/tokenizer.json")).value().release();
@@ -199,6 +201,53 @@ TEST_F(DaemonsTest, HealthIsServing) {
       EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::SERVING) << "service '" << service << "'";
     }
   }
+}
+
+// Server reflection lists the services. The request is written by hand as protobuf
+// bytes (ServerReflectionRequest.list_services = "", field 7) over a generic stub, so the
+// test needs no copy of reflection.proto (whose message names gRPC's own library holds).
+std::string ReflectionListServices(int port) {
+  auto channel = net::MakeChannel(absl::StrCat("127.0.0.1:", port));
+  grpc::GenericStub stub(channel);
+  grpc::CompletionQueue cq;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  auto call = stub.PrepareCall(&ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+  void* tag = nullptr;
+  bool ok = false;
+  auto step = [&](intptr_t want) { return cq.Next(&tag, &ok) && ok && reinterpret_cast<intptr_t>(tag) == want; };
+  call->StartCall(reinterpret_cast<void*>(1));
+  if (!step(1)) return "";
+  const std::string request("\x3a\x00", 2);
+  grpc::Slice slice(request);
+  grpc::ByteBuffer out(&slice, 1);
+  call->Write(out, reinterpret_cast<void*>(2));
+  if (!step(2)) return "";
+  grpc::ByteBuffer in;
+  call->Read(&in, reinterpret_cast<void*>(3));
+  if (!step(3)) return "";
+  std::vector<grpc::Slice> slices;
+  in.Dump(&slices);
+  std::string response;
+  for (const auto& sl : slices) response.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+  call->WritesDone(reinterpret_cast<void*>(4));
+  step(4);
+  grpc::Status status;
+  call->Finish(&status, reinterpret_cast<void*>(5));
+  cq.Next(&tag, &ok);
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok)) {
+  }
+  return response;
+}
+
+TEST_F(DaemonsTest, ReflectionListsTheServices) {
+  const std::string edge = ReflectionListServices(edge_->port);
+  EXPECT_NE(edge.find("kvstream.v1.EdgeService"), std::string::npos);
+  EXPECT_NE(edge.find("grpc.health.v1.Health"), std::string::npos);
+  const std::string cloud = ReflectionListServices(cloud_->port);
+  EXPECT_NE(cloud.find("kvstream.v1.CloudService"), std::string::npos);
+  EXPECT_EQ(cloud.find("kvstream.v1.EdgeService"), std::string::npos);
 }
 
 // The end-to-end oracle: the cache shipped losslessly gives exactly the tokens the
@@ -366,14 +415,85 @@ TEST_F(DaemonsTest, CorruptedChunkIsDataLossAndFreesTheSession) {
   EXPECT_EQ(WaitForSessions(*cloud_stub_, 0), 0u);
 }
 
+// A chunk re-sent after a lost ack is acked again and applied once; the same seq with
+// other content is refused.
+TEST_F(DaemonsTest, ResentChunkIsAckedAndAppliedOnce) {
+  auto scout = model::Model::Load(kScout, {"cpu", "f32", 1});
+  ASSERT_TRUE(scout.ok()) << scout.status();
+  const eval::Example& ex = (*examples_)[4];
+  const auto prompt = model::BuildQaPrompt(*tokenizer_, ex.context, ex.question, {kSystem});
+  const std::vector<int32_t> head(prompt->tokens.begin(), prompt->tokens.end() - 1);
+  auto pre = (*scout)->Prefill(head);
+  ASSERT_TRUE(pre.ok());
+  model::ChunkingOptions small;
+  small.max_chunk_bytes = 4096;
+  for (const bool tamper : {false, true}) {
+    const std::string id = tamper ? "resend-bad" : "resend-ok";
+    auto chunks = model::EncodeCache(*pre->cache, codec::ParsePlan("raw").value(), id, small);
+    ASSERT_TRUE(chunks.ok() && chunks->size() >= 2);
+    Uplink open;
+    auto& o = *open.mutable_open();
+    o.set_session_id(id);
+    o.set_mode(kvstream::v1::MODE_KV);
+    o.set_model_fingerprint((*scout)->fingerprint());
+    o.mutable_dims()->set_num_layers((*scout)->config().num_layers);
+    o.mutable_dims()->set_num_kv_heads((*scout)->config().num_kv_heads);
+    o.mutable_dims()->set_head_dim((*scout)->config().head_dim);
+    o.set_last_token(prompt->tokens.back());
+    o.set_num_slots(static_cast<uint32_t>(head.size()));
+    o.set_next_position(static_cast<uint32_t>(head.size()));
+    o.set_kept_positions(codec::EncodePositions(pre->cache->positions()));
+    o.set_max_tokens(4);
+    grpc::ClientContext ctx;
+    auto stream = cloud_stub_->Transfer(&ctx);
+    ASSERT_TRUE(stream->Write(open));
+    for (size_t i = 0; i < chunks->size(); ++i) {
+      Uplink up;
+      *up.mutable_chunk() = (*chunks)[i];
+      stream->Write(up);
+      if (i == 0) {
+        if (tamper) {
+          (*up.mutable_chunk()->mutable_payload())[0] ^= 1;
+          up.mutable_chunk()->set_crc32c(up.chunk().crc32c() ^ 1);
+        }
+        stream->Write(up);  // the same chunk again
+      }
+    }
+    Uplink commit;
+    commit.mutable_commit()->set_num_chunks(chunks->size());
+    stream->Write(commit);
+    stream->WritesDone();
+    Downlink d;
+    int acks = 0, tokens = 0;
+    while (stream->Read(&d)) {
+      acks += d.has_ack();
+      tokens += d.has_token();
+    }
+    const grpc::Status st = stream->Finish();
+    if (tamper) {
+      EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
+      EXPECT_NE(st.error_message().find("different content"), std::string::npos) << st.error_message();
+    } else {
+      EXPECT_TRUE(st.ok()) << st.error_message();
+      EXPECT_EQ(acks, static_cast<int>(chunks->size()) + 1) << "every copy is acked";
+    }
+  }
+  EXPECT_EQ(WaitForSessions(*cloud_stub_, 0), 0u);
+}
+
 TEST_F(DaemonsTest, ClientCancelFreesTheCloudSession) {
   grpc::ClientContext ctx;
   auto stream = cloud_stub_->Transfer(&ctx);
   ASSERT_TRUE(stream->Write(TextOpen("cancel-1", "scout")));
   ASSERT_EQ(WaitForSessions(*cloud_stub_, 1), 1u) << "the open session shows in GetInfo";
+  EXPECT_NE(testing::HttpGet(cloud_->metrics_port, "/metrics").body.find("\nkvstream_cloud_active_sessions 1\n"),
+            std::string::npos)
+      << "and in the sessions gauge";
   ctx.TryCancel();
   EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
   EXPECT_EQ(WaitForSessions(*cloud_stub_, 0), 0u);
+  EXPECT_NE(testing::HttpGet(cloud_->metrics_port, "/metrics").body.find("\nkvstream_cloud_active_sessions 0\n"),
+            std::string::npos);
 }
 
 TEST_F(DaemonsTest, ExpiredDeadlineIsDeadlineExceededAndFreesTheSession) {

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
@@ -23,6 +24,8 @@ ABSL_FLAG(std::string, models_dir, "testdata/models", "Directory with scout/, la
 ABSL_FLAG(std::string, bin_dir, "", "Directory of kvstream-edge and kvstream-cloud (empty: next to this binary)");
 ABSL_FLAG(std::string, work_dir, "", "Port files and daemon logs (empty: a fresh directory under /tmp)");
 ABSL_FLAG(int, daemon_threads, 0, "libtorch threads per daemon (0: every core)");
+ABSL_FLAG(std::string, demo_quality_table, "testdata/quality/tiny_needle512.json",
+          "Quality table the edge's adaptive mode uses (the demo's last row)");
 
 namespace kvstream::cli {
 namespace {
@@ -35,6 +38,7 @@ struct Row {
   kvstream::v1::Policy policy;
   double em = 0, f1 = 0, wire = 0, raw = 0;
   std::vector<double> ttft;
+  std::map<std::string, int> chosen;  // adaptive: the points the controller picked
   int n = 0, errors = 0;
 };
 
@@ -91,7 +95,8 @@ absl::Status Run() {
   RETURN_IF_ERROR(edge.Start({bin + "/kvstream-edge", "--scout=" + models + "/scout",
                               absl::StrCat("--cloud=127.0.0.1:", cloud_port), "--cloud_model=large",
                               "--listen=127.0.0.1:0", "--port_file=" + work + "/edge.port",
-                              "--metrics_address=127.0.0.1:0", threads},
+                              "--metrics_address=127.0.0.1:0", threads,
+                              "--quality_table=" + absl::GetFlag(FLAGS_demo_quality_table)},
                              work + "/edge.log"));
   ASSIGN_OR_RETURN(const int edge_port, edge.WaitForPortFile(work + "/edge.port", 60));
   std::printf("cloud on port %d, edge on port %d; %zu %s questions per mode\n\n", cloud_port, edge_port,
@@ -113,6 +118,7 @@ absl::Status Run() {
       {"kv int8", "scout", policy(kvstream::v1::MODE_KV, "full", 1, "int8")},
       {"kv q2c 50% + int4", "scout", policy(kvstream::v1::MODE_KV, "q2c", 0.5, "int4")},
       {"scout q2c 50%", "large", policy(kvstream::v1::MODE_SCOUT, "q2c", 0.5, "")},
+      {"adaptive", "(chosen)", policy(kvstream::v1::MODE_ADAPTIVE, "", 0, "")},
   };
   auto stub = kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", edge_port)));
   absl::Status first_error;
@@ -136,6 +142,7 @@ absl::Status Run() {
       row.wire += static_cast<double>(r->stats.wire_bytes());
       row.raw += static_cast<double>(r->stats.raw_kv_bytes());
       row.ttft.push_back(r->client_ttft_seconds);
+      if (!r->stats.decision().empty()) ++row.chosen[r->stats.decision().substr(0, r->stats.decision().find(':'))];
     }
     std::fprintf(stderr, "[demo] %s: %d questions\n", row.label.c_str(), row.n);
   }
@@ -147,6 +154,9 @@ absl::Status Run() {
     std::printf("%-20s %-8s %6.3f %6.3f %12.0f %8.1f %9.1f ms%s\n", r.label.c_str(), r.answered_by.c_str(),
                 ok ? r.em / ok : 0.0, ok ? r.f1 / ok : 0.0, ok ? r.wire / ok : 0.0, r.wire > 0 ? r.raw / r.wire : 0.0,
                 1000 * Median(r.ttft), r.errors ? absl::StrCat("  (", r.errors, " errors)").c_str() : "");
+  }
+  for (const Row& r : rows) {
+    for (const auto& [point, count] : r.chosen) std::printf("adaptive chose %s for %d questions\n", point.c_str(), count);
   }
   std::printf("\nwire bytes: mean bytes sent edge -> cloud per question; ratio: the answering model's full KV "
               "cache at 16 bits over wire bytes; TTFT as this client saw it.\n");
