@@ -11,6 +11,7 @@
 #include "common/base/log.h"
 #include "common/base/status.h"
 #include "common/codec/positions.h"
+#include "common/codec/quantize.h"
 #include "common/model/chat.h"
 #include "common/model/kv_chunks.h"
 #include "common/net/grpc_util.h"
@@ -217,6 +218,12 @@ absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1
   open.set_seed(policy.seed);
   std::vector<kvstream::v1::KvChunk> chunks;
   stats.set_kept_tokens(spans.context_tokens());
+  // kv: the cache that is sent (the prefill's, or its kept slots), kept alive through
+  // the transfer because a re-planning request encodes it layer by layer as it sends.
+  model::PrefillResult pre;
+  std::unique_ptr<model::KvCache> kept;
+  const model::KvCache* send_cache = nullptr;
+  const bool replan = policy.replan && policy.mode == kvstream::v1::MODE_KV && policy.ttft_target_seconds > 0;
 
   const bool selects = policy.selector != select::Policy::kFull;
   if (policy.mode == kvstream::v1::MODE_KV || (policy.mode == kvstream::v1::MODE_SCOUT && selects)) {
@@ -226,7 +233,7 @@ absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1
     po.collect_stats = selects;
     po.spans = spans;
     po.window = options_.snapkv_window;
-    ASSIGN_OR_RETURN(model::PrefillResult pre, scout_->Prefill(head, po));
+    ASSIGN_OR_RETURN(pre, scout_->Prefill(head, po));
     stages.set_prefill(Seconds(t, Clock::now()));
     metrics_->Stage("prefill", stages.prefill());
 
@@ -249,14 +256,16 @@ absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1
     if (policy.mode == kvstream::v1::MODE_KV) {
       RETURN_IF_ERROR(CheckAlive(context, "encode"));
       t = Clock::now();
-      std::unique_ptr<model::KvCache> kept;
       if (selects) {
         ASSIGN_OR_RETURN(kept, pre.cache->Copy(sel.kept));
       }
-      const model::KvCache& cache = selects ? *kept : *pre.cache;
-      model::ChunkingOptions co;
-      co.max_chunk_bytes = options_.chunk_bytes;
-      ASSIGN_OR_RETURN(chunks, model::EncodeCache(cache, policy.plan, session_id, co));
+      send_cache = selects ? kept.get() : pre.cache.get();
+      const model::KvCache& cache = *send_cache;
+      if (!replan) {
+        model::ChunkingOptions co;
+        co.max_chunk_bytes = options_.chunk_bytes;
+        ASSIGN_OR_RETURN(chunks, model::EncodeCache(cache, policy.plan, session_id, co));
+      }
       stages.set_encode(Seconds(t, Clock::now()));
       metrics_->Stage("encode", stages.encode());
       open.set_model_fingerprint(scout_->fingerprint());
@@ -292,9 +301,10 @@ absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1
   kvstream::v1::CloudStats cloud_stats;
   uint32_t tokens = 0;
   // Per chunk: bytes, when its send began and when its ack came (seconds since
-  // transfer_start), for the link estimator.
-  std::vector<uint64_t> chunk_bytes(chunks.size());
-  std::vector<double> sent(chunks.size(), -1), acked(chunks.size(), -1);
+  // transfer_start), for the link estimator and mid-stream re-planning.
+  std::mutex log_mu;
+  std::vector<uint64_t> chunk_bytes;
+  std::vector<double> sent, acked;
   auto since = [&](Clock::time_point t) { return Seconds(transfer_start, t); };
   std::thread reader([&] {
     Downlink d;
@@ -304,6 +314,7 @@ absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1
       first = false;
       if (d.has_ack()) {
         last_ack = Clock::now();
+        std::lock_guard<std::mutex> lock(log_mu);
         if (d.ack().seq() < acked.size()) acked[d.ack().seq()] = since(last_ack);
       } else if (d.has_token()) {
         if (!have_token) {
@@ -331,19 +342,99 @@ absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1
     shaper->Transmit(wire);
   }
   bool sent_ok = stream->Write(open_msg);
-  for (size_t i = 0; sent_ok && i < chunks.size(); ++i) {
+  absl::Status send_status;  // an encoding error while sending
+  uint64_t seq = 0;
+  auto send_chunk = [&](kvstream::v1::KvChunk&& chunk) {
     Uplink up;
-    *up.mutable_chunk() = std::move(chunks[i]);
-    chunk_bytes[i] = up.ByteSizeLong();
-    wire += chunk_bytes[i];
-    // The first chunk's clock starts with the stream, so its ack delay spans a round trip.
-    sent[i] = i == 0 ? uplink_start : since(Clock::now());
-    if (shaper != nullptr) shaper->Transmit(chunk_bytes[i]);
-    sent_ok = stream->Write(up);
+    *up.mutable_chunk() = std::move(chunk);
+    const uint64_t bytes = up.ByteSizeLong();
+    wire += bytes;
+    {
+      std::lock_guard<std::mutex> lock(log_mu);
+      chunk_bytes.push_back(bytes);
+      // The first chunk's clock starts with the stream, so its ack delay spans a round trip.
+      sent.push_back(seq == 0 ? uplink_start : since(Clock::now()));
+      acked.push_back(-1);
+    }
+    ++seq;
+    if (shaper != nullptr) shaper->Transmit(bytes);
+    return stream->Write(up);
+  };
+  if (!replan) {
+    for (size_t i = 0; sent_ok && i < chunks.size(); ++i) sent_ok = send_chunk(std::move(chunks[i]));
+  } else {
+    // Adaptive kv with a TTFT target: encode and send a layer at a time; before each,
+    // measure this request's throughput from the acks so far and move the remaining
+    // layers down the ladder when they would not make the target.
+    const model::ModelConfig& c = scout_->config();
+    std::vector<std::string> ladder = {policy.spec};
+    for (const char* cheaper : {"int8", "int4", "int2"}) {
+      auto plan = codec::ParsePlan(cheaper);
+      const codec::TensorShape one{1, 1, c.head_dim};
+      auto bytes = [&](const codec::LayerSpec& ls) {
+        return codec::EncodedTensorBytes(ls.k, one, codec::DType::kF32) +
+               codec::EncodedTensorBytes(ls.v, one, codec::DType::kF32);
+      };
+      auto last = codec::ParsePlan(ladder.back());
+      if (plan.ok() && last.ok() && bytes(plan->base) < bytes(last->base)) ladder.push_back(cheaper);
+    }
+    int rung = 0;
+    std::string replanned;
+    double encode_seconds = 0;
+    for (int l = 0; sent_ok && l < c.num_layers; ++l) {
+      double bw = 0;
+      {
+        std::lock_guard<std::mutex> lock(log_mu);
+        control::LinkEstimator local;
+        for (size_t i = 1; i < acked.size(); ++i) {
+          if (acked[i] >= 0 && acked[i - 1] >= 0) local.AddThroughputSample(chunk_bytes[i], acked[i] - std::max(sent[i], acked[i - 1]));
+        }
+        bw = local.has_bandwidth() ? local.bandwidth_bps() : policy.planned_bandwidth_bps;
+      }
+      const double left = policy.ttft_target_seconds - Seconds(start, Clock::now()) - policy.predicted_cloud_seconds;
+      // (No early return here: the reader thread is running; errors end the loop.)
+      const absl::StatusOr<int> next = control::ReplanRung(ladder, rung, c.num_layers - l, send_cache->size(),
+                                                           {c.num_layers, c.num_kv_heads, c.head_dim}, bw,
+                                                           std::max(0.0, left));
+      if (!next.ok()) {
+        send_status = next.status();
+        break;
+      }
+      const int r = *next;
+      if (r != rung) {
+        absl::StrAppendFormat(&replanned, "%slayers %d+ -> %s at %.1f Mbit/s", replanned.empty() ? "" : ", ", l,
+                              ladder[r], bw / 1e6);
+        rung = r;
+      }
+      const auto te = Clock::now();
+      const absl::StatusOr<codec::Plan> plan =
+          rung == 0 ? absl::StatusOr<codec::Plan>(policy.plan) : codec::ParsePlan(ladder[rung]);
+      model::ChunkingOptions co;
+      co.max_chunk_bytes = options_.chunk_bytes;
+      co.layer_begin = l;
+      co.layer_end = l + 1;
+      absl::StatusOr<std::vector<kvstream::v1::KvChunk>> layer_chunks =
+          plan.ok() ? model::EncodeCache(*send_cache, *plan, session_id, co, seq)
+                    : absl::StatusOr<std::vector<kvstream::v1::KvChunk>>(plan.status());
+      encode_seconds += Seconds(te, Clock::now());
+      if (!layer_chunks.ok()) {
+        send_status = layer_chunks.status();
+        break;
+      }
+      for (auto& ch : *layer_chunks) {
+        if (!(sent_ok = send_chunk(std::move(ch)))) break;
+      }
+    }
+    stages.set_encode(stages.encode() + encode_seconds);
+    if (!replanned.empty()) stats.set_decision(absl::StrCat(stats.decision(), "; re-planned: ", replanned));
+  }
+  if (!send_status.ok()) {
+    sent_ok = false;
+    cctx->TryCancel();
   }
   if (sent_ok) {
     Uplink commit;
-    commit.mutable_commit()->set_num_chunks(chunks.size());
+    commit.mutable_commit()->set_num_chunks(seq);
     wire += commit.ByteSizeLong();
     if (shaper != nullptr) shaper->Transmit(commit.ByteSizeLong());
     sent_ok = stream->Write(commit);
@@ -352,6 +443,7 @@ absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1
   const auto writes_done = Clock::now();
   reader.join();
   const grpc::Status st = stream->Finish();
+  RETURN_IF_ERROR(send_status);
   if (client_gone) return absl::CancelledError("client went away while answer tokens were relayed");
   if (!st.ok()) {
     if (st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED || st.error_code() == grpc::StatusCode::CANCELLED) {
@@ -361,7 +453,7 @@ absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1
   }
   if (!have_done) return absl::InternalError("cloud closed the stream without Done");
   UpdateLink(chunk_bytes, sent, acked);
-  stages.set_transfer(Seconds(transfer_start, chunks.empty() ? writes_done : std::max(last_ack, transfer_start)));
+  stages.set_transfer(Seconds(transfer_start, seq == 0 ? writes_done : std::max(last_ack, transfer_start)));
   metrics_->Stage("transfer", stages.transfer());
   stages.set_rebuild(cloud_stats.rebuild_seconds());
   stages.set_first_token(cloud_stats.first_token_seconds());
@@ -455,6 +547,9 @@ absl::StatusOr<ResolvedPolicy> EdgeService::ChooseAdaptive(const ResolvedPolicy&
   stats.set_decision(absl::StrFormat("%s: %s (link %.1f Mbit/s, rtt %.0f ms)", d.point.label(), d.reason,
                                      link.bandwidth_bps / 1e6, link.rtt_seconds * 1000));
   stats.set_predicted_ttft_seconds(d.prediction.ttft_seconds);
+  out.replan = true;
+  out.predicted_cloud_seconds = d.prediction.cloud_seconds;
+  out.planned_bandwidth_bps = link.bandwidth_bps;
   metrics_->decisions.Add({{"mode", ModeName(out.mode)}}).Increment();
   logging::Logf(logging::Level::kDebug, "edge", "adaptive: %s", stats.decision());
   return out;
@@ -476,9 +571,9 @@ grpc::Status EdgeService::Ask(grpc::ServerContext* context, const kvstream::v1::
     metrics_->ttft.Add({{"mode", mode}}, metrics::SecondsBuckets()).Observe(s.ttft_seconds());
     metrics_->ratio.Add({{"mode", mode}}, metrics::RatioBuckets()).Observe(s.compression_ratio());
     logging::Logf(logging::Level::kInfo, "edge",
-                  "ask done: %s mode, %d context tokens (%d kept), %d wire bytes (x%.1f), ttft %.3f s, %d tokens",
+                  "ask done: %s mode, %d context tokens (%d kept), %d wire bytes (x%.1f), ttft %.3f s, %d tokens%s",
                   mode, s.context_tokens(), s.kept_tokens(), s.wire_bytes(), s.compression_ratio(), s.ttft_seconds(),
-                  s.tokens_generated());
+                  s.tokens_generated(), s.decision().empty() ? "" : absl::StrCat("; adaptive ", s.decision()));
   } else {
     logging::Logf(logging::Level::kWarning, "edge", "ask failed: %s mode: %s: %s", mode,
                   net::CodeName(out.error_code()), st.message());

@@ -25,6 +25,11 @@ struct ResolvedPolicy {
   uint64_t seed = 0;
   std::string cloud_model;  // scout / text: the cloud model that answers
   double ttft_target_seconds = 0;
+  // Set by the adaptive controller: re-plan the remaining layers mid-stream against the
+  // target, from the cloud time and the bandwidth the choice assumed.
+  bool replan = false;
+  double predicted_cloud_seconds = 0;
+  double planned_bandwidth_bps = 0;
 };
 
 // Request fields that are set win over `defaults` (zero / empty means unset). Errors are

@@ -137,6 +137,23 @@ absl::StatusOr<Decision> Choose(const std::vector<OperatingPoint>& points, const
   return out;
 }
 
+absl::StatusOr<int> ReplanRung(const std::vector<std::string>& ladder, int current, int layers, int slots,
+                               const ModelShape& shape, double bandwidth_bps, double seconds_left) {
+  if (ladder.empty() || current < 0 || current >= static_cast<int>(ladder.size())) {
+    return absl::InvalidArgumentError(absl::StrCat("rung ", current, " is not on a ladder of ", ladder.size()));
+  }
+  if (bandwidth_bps <= 0) return absl::InvalidArgumentError("no bandwidth estimate");
+  const codec::TensorShape t{shape.kv_heads, slots, shape.head_dim};
+  for (int r = current; r < static_cast<int>(ladder.size()); ++r) {
+    ASSIGN_OR_RETURN(codec::Plan plan, codec::ParsePlan(ladder[r]));
+    const codec::LayerSpec ls = plan.base;
+    const double bytes = static_cast<double>(layers) * (codec::EncodedTensorBytes(ls.k, t, codec::DType::kF32) +
+                                                        codec::EncodedTensorBytes(ls.v, t, codec::DType::kF32));
+    if (8.0 * bytes / bandwidth_bps <= seconds_left) return r;
+  }
+  return static_cast<int>(ladder.size()) - 1;
+}
+
 absl::StatusOr<std::vector<OperatingPoint>> ParseQualityTable(const std::string& json, const std::string& source) {
   nlohmann::json j = nlohmann::json::parse(json, nullptr, false);
   if (j.is_discarded() || !j.is_array()) {

@@ -104,6 +104,15 @@ absl::StatusOr<Decision> Choose(const std::vector<OperatingPoint>& points, const
                                 const ModelShape& scout, const Rates& rates, const LinkState& link,
                                 double ttft_target_seconds, double quality_floor);
 
+// Mid-stream re-planning. `ladder` holds plan strings ordered from most to fewest bytes
+// (e.g. raw, int8, int4, int2); the remaining `layers` of a request are sent under one
+// rung. Returns the first rung at or after `current` whose bytes for those layers
+// (kv_heads x slots x head_dim, per the codec formula) cross the link at `bandwidth_bps`
+// within `seconds_left`; the last rung when none does. Never moves back up: a request
+// that was cut down stays cut down.
+absl::StatusOr<int> ReplanRung(const std::vector<std::string>& ladder, int current, int layers, int slots,
+                               const ModelShape& shape, double bandwidth_bps, double seconds_left);
+
 // Quality table: JSON [{"mode": "kv", "selector": "q2c", "retention": 0.5, "spec": "int4",
 // "quality": 0.55}, ...]; "f1" stands in for "quality", so `kvstream eval --json` output
 // is a table. `source` names the file in errors.

@@ -16,15 +16,20 @@ absl::StatusOr<std::vector<kvstream::v1::KvChunk>> EncodeCache(const KvCache& ca
   RETURN_IF_ERROR(plan.Validate(L));
   if (N == 0) return absl::InvalidArgumentError("cache is empty: nothing to send");
   const codec::DType native = cache.is_bf16() ? codec::DType::kBF16 : codec::DType::kF32;
+  const int last = options.layer_end < 0 ? L : options.layer_end;
+  if (options.layer_begin < 0 || options.layer_begin >= last || last > L) {
+    return absl::InvalidArgumentError(absl::StrCat("layer range [", options.layer_begin, ", ", last,
+                                                   ") is not within the cache's ", L, " layers"));
+  }
   std::vector<kvstream::v1::KvChunk> out;
   uint64_t seq = first_seq;
   EncodeStats local;
-  int layer = 0;
-  while (layer < L) {
+  int layer = options.layer_begin;
+  while (layer < last) {
     // A run of layers with the same spec.
     const codec::LayerSpec spec = plan.ForLayer(layer);
     int layer_end = layer + 1;
-    while (layer_end < L && plan.ForLayer(layer_end) == spec) ++layer_end;
+    while (layer_end < last && plan.ForLayer(layer_end) == spec) ++layer_end;
     // Raw specs ship the cache's own dtype; everything else is encoded from float32.
     const bool raw = spec.k.format == codec::Format::kRaw || spec.v.format == codec::Format::kRaw;
     const codec::DType source = raw ? native : codec::DType::kF32;

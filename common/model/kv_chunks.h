@@ -19,6 +19,10 @@ struct ChunkingOptions {
   // Upper bound on a chunk's encoded payload (before zstd); chunks stay far below gRPC's
   // message limit.
   uint64_t max_chunk_bytes = 1 << 20;
+  // Layers to encode, [layer_begin, layer_end); layer_end < 0: through the last. A sender
+  // that re-plans mid-stream encodes a few layers at a time, each under its own spec.
+  int layer_begin = 0;
+  int layer_end = -1;
 };
 
 struct EncodeStats {

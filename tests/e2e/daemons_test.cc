@@ -676,6 +676,40 @@ TEST_F(DaemonsTest, AdaptiveModeMeetsTheTargetOnASlowLink) {
   EXPECT_EQ(*code, 0);
 }
 
+// Mid-stream re-planning: the edge believes the link is 100 Mbit/s, so the lossless
+// cache looks affordable; the link is 2 Mbit/s. After the first layer's acks the
+// remaining layers must move down the ladder.
+TEST_F(DaemonsTest, AdaptiveKvReplansWhenTheLinkIsSlowerThanAssumed) {
+  const std::string table = *work_ + "/replan_table.json";
+  std::ofstream(table) << R"([{"mode": "kv", "spec": "raw", "quality": 0.8},
+                             {"mode": "kv", "spec": "int4", "quality": 0.7},
+                             {"mode": "text", "quality": 0.1}])";
+  Daemon edge;
+  ASSERT_TRUE(StartDaemon(edge, *work_, "edge-replan", "kvstream-edge",
+                          {absl::StrCat("--scout=", kScout), absl::StrCat("--cloud=127.0.0.1:", cloud_->port),
+                           "--cloud_model=large", "--uplink_mbps=2", "--quality_table=" + table,
+                           "--mode=adaptive", "--initial_bandwidth_mbps=100", "--initial_rtt_ms=1",
+                           "--chunk_bytes=4096"})
+                  .ok());
+  auto stub = kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", edge.port)));
+  auto req = Request((*examples_)[6], kvstream::v1::MODE_ADAPTIVE, "", "");
+  req.mutable_policy()->set_ttft_target_seconds(0.3);
+  net::AskCall call;
+  call.timeout_seconds = 60;
+  auto r = net::Ask(*stub, req, call);
+  ASSERT_TRUE(r.ok()) << r.status();
+  const auto& s = r->stats;
+  EXPECT_EQ(s.mode(), kvstream::v1::MODE_KV);
+  EXPECT_EQ(s.spec(), "raw") << "the first choice, at the assumed 100 Mbit/s";
+  EXPECT_NE(s.decision().find("re-planned: layers 1+ ->"), std::string::npos) << s.decision();
+  // Less than the lossless cache (f32: twice the 16-bit size) would have been.
+  EXPECT_LT(s.wire_bytes(), 2 * s.raw_kv_bytes() * 3 / 4) << s.decision();
+  EXPECT_FALSE(r->token_ids.empty() && s.tokens_generated() != 0);
+  auto code = edge.process.Stop(20);
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 0);
+}
+
 // Runs `promtool check metrics` on `text`; returns its output (empty: no problems).
 std::string Promtool(const std::string& text, const std::string& work, int* exit_code) {
   const std::string in = work + "/metrics.txt", out = work + "/promtool.out";

@@ -109,6 +109,23 @@ TEST(ControllerTest, BadInputsAreErrors) {
             absl::StatusCode::kFailedPrecondition);
 }
 
+TEST(ControllerTest, ReplanMovesDownTheLadderOnlyAsFarAsNeeded) {
+  const std::vector<std::string> ladder = {"raw", "int8", "int4", "int2"};
+  // 3 layers left, 100 slots, 1 head of width 4: per layer K+V at raw f32 = 2 x 1600 bytes,
+  // int8 = 2 x 800, int4 = 2 x 600, int2 = 2 x 500.
+  auto at = [&](int current, double bps, double secs) {
+    return ReplanRung(ladder, current, 3, 100, kScout, bps, secs).value();
+  };
+  EXPECT_EQ(at(0, 1e6, 1.0), 0);                   // 9600 B = 0.0768 s fits
+  EXPECT_EQ(at(0, 1e6, 0.05), 1);                  // raw 0.0768 s no; int8 4800 B = 0.0384 s
+  EXPECT_EQ(at(0, 1e6, 0.035), 2);                 // int4 3600 B = 0.0288 s
+  EXPECT_EQ(at(0, 1e6, 0.025), 3);                 // int2 3000 B = 0.024 s
+  EXPECT_EQ(at(0, 1e6, 0.001), 3);                 // nothing fits: the cheapest
+  EXPECT_EQ(at(2, 1e9, 10), 2) << "never moves back up";
+  EXPECT_FALSE(ReplanRung(ladder, 4, 3, 100, kScout, 1e6, 1).ok());
+  EXPECT_FALSE(ReplanRung(ladder, 0, 3, 100, kScout, 0, 1).ok());
+}
+
 TEST(LinkEstimatorTest, HarmonicMeanAndMinimumRtt) {
   LinkEstimator e(3);
   EXPECT_FALSE(e.has_bandwidth());

@@ -67,6 +67,48 @@ TEST_F(KvChunksTest, RawPlanRebuildsBitExactFromShuffledChunks) {
   }
 }
 
+// Layer ranges let a sender encode a few layers at a time, each range under its own
+// plan; the assembler takes the pieces like any other chunks.
+TEST_F(KvChunksTest, LayerRangesEncodeOnlyTheirLayersAndAssembleTogether) {
+  auto m = Load();
+  auto cache = Cache(*m);
+  const int L = cache->num_layers();
+  ASSERT_GE(L, 2);
+  CacheAssembler assembler(*m, "ranges", cache->positions(), cache->next_position());
+  uint64_t seq = 0;
+  for (int l = 0; l < L; ++l) {
+    ChunkingOptions o;
+    o.layer_begin = l;
+    o.layer_end = l + 1;
+    auto chunks = EncodeCache(*cache, *codec::ParsePlan(l == 0 ? "raw" : "int8"), "ranges", o, seq);
+    ASSERT_TRUE(chunks.ok()) << chunks.status();
+    for (const auto& c : *chunks) {
+      EXPECT_EQ(c.layer_begin(), static_cast<uint32_t>(l));
+      EXPECT_EQ(c.layer_end(), static_cast<uint32_t>(l + 1));
+      EXPECT_EQ(c.seq(), seq++);
+      ASSERT_TRUE(assembler.Add(c).ok());
+    }
+    EXPECT_EQ(assembler.complete(), l == L - 1);
+  }
+  auto rebuilt = assembler.Finish();
+  ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
+  // Layer 0 went raw: bit-exact.
+  const int n = cache->size(), HD = cache->kv_heads() * cache->head_dim();
+  std::vector<float> k0(static_cast<size_t>(n) * HD), v0(k0.size()), k1(k0.size()), v1(k0.size());
+  ASSERT_TRUE(cache->ExportLayer(0, 0, n, k0.data(), v0.data()).ok());
+  ASSERT_TRUE((*rebuilt)->ExportLayer(0, 0, n, k1.data(), v1.data()).ok());
+  EXPECT_EQ(k0, k1);
+  EXPECT_EQ(v0, v1);
+  for (auto [b, e] : {std::pair<int, int>{-1, 1}, {1, 1}, {0, L + 1}}) {
+    ChunkingOptions o;
+    o.layer_begin = b;
+    o.layer_end = e;
+    EXPECT_EQ(EncodeCache(*cache, *codec::ParsePlan("int8"), "x", o).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << b << ".." << e;
+  }
+}
+
 TEST_F(KvChunksTest, MixedPlanSplitsAtSpecBoundariesAndStaysClose) {
   auto m = Load();
   auto cache = Cache(*m);
