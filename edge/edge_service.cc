@@ -509,6 +509,7 @@ absl::StatusOr<ResolvedPolicy> EdgeService::ChooseAdaptive(const ResolvedPolicy&
   }
   control::Rates rates;
   rates.edge_prefill = options_.edge_prefill_tokens_per_second;
+  rates.edge_prefill_stats = options_.edge_prefill_stats_tokens_per_second;
   if (kv_model != nullptr) rates.kv_decode = kv_model->decode_tokens_per_second();
   if (answer_model != nullptr) {
     rates.cloud_prefill = answer_model->prefill_tokens_per_second();

@@ -39,6 +39,7 @@ struct EdgeOptions {
   double initial_rtt_seconds = 0.02;
   double quality_floor = 0;
   double edge_prefill_tokens_per_second = 0;
+  double edge_prefill_stats_tokens_per_second = 0;  // while collecting attention statistics
 };
 
 class EdgeService final : public kvstream::v1::EdgeService::Service {

@@ -67,6 +67,9 @@ absl::StatusOr<Prediction> Predict(const OperatingPoint& p, const RequestShape& 
   const int kept_context = p.selector == select::Policy::kFull ? r.context_tokens
                                                                 : select::ContextBudget(p.retention, r.context_tokens);
   const int slots = head - r.context_tokens + kept_context;
+  const double edge_rate = p.selector != select::Policy::kFull && rates.edge_prefill_stats > 0
+                               ? rates.edge_prefill_stats
+                               : rates.edge_prefill;
   Prediction out;
   const uint64_t ids_bytes = 3ull * r.prompt_tokens + 64;
   if (p.mode == Mode::kText) {
@@ -74,7 +77,7 @@ absl::StatusOr<Prediction> Predict(const OperatingPoint& p, const RequestShape& 
     out.cloud_seconds = per(head, rates.cloud_prefill) + per(1, rates.cloud_decode);
   } else if (p.mode == Mode::kScout) {
     out.wire_bytes = ids_bytes + 2ull * slots;
-    out.edge_seconds = per(head, rates.edge_prefill);
+    out.edge_seconds = per(head, edge_rate);
     out.cloud_seconds = per(head, rates.cloud_prefill) + per(1, rates.cloud_decode);
   } else {
     ASSIGN_OR_RETURN(codec::Plan plan, codec::ParsePlan(p.spec));
@@ -87,7 +90,7 @@ absl::StatusOr<Prediction> Predict(const OperatingPoint& p, const RequestShape& 
                  codec::EncodedTensorBytes(ls.v, shape, codec::DType::kF32);
     }
     out.wire_bytes = payload + 4ull * slots + 256;
-    out.edge_seconds = per(head, rates.edge_prefill) + per(static_cast<double>(payload), rates.edge_encode_bytes);
+    out.edge_seconds = per(head, edge_rate) + per(static_cast<double>(payload), rates.edge_encode_bytes);
     out.cloud_seconds = per(static_cast<double>(payload), rates.rebuild_bytes) + per(1, rates.kv_decode);
   }
   out.transfer_seconds = link.rtt_seconds + 8.0 * static_cast<double>(out.wire_bytes) / link.bandwidth_bps;

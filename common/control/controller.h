@@ -47,6 +47,8 @@ struct ModelShape {
 // Rates the cost model needs (tokens/s unless named otherwise).
 struct Rates {
   double edge_prefill = 0;            // scout prefill, measured at the edge
+  double edge_prefill_stats = 0;      // the same while collecting attention statistics
+                                      // (selectors other than full); 0: as edge_prefill
   double edge_encode_bytes = 2e9;     // chunk encode, bytes of output per second
   double cloud_prefill = 0;           // the cloud model that answers scout / text
   double cloud_decode = 0;            // its first decode step
@@ -84,6 +86,7 @@ struct Prediction {
 //   text:  rtt + tx(ids) + prompt/cloud_prefill + 1/cloud_decode
 //   scout: prompt/edge_prefill + rtt + tx(ids + positions) + prompt/cloud_prefill + 1/cloud_decode
 //   kv:    prompt/edge_prefill + bytes/encode + rtt + tx(chunks) + bytes/rebuild + 1/kv_decode
+// where edge_prefill is the statistics-collecting rate when the point selects.
 // where kv bytes follow the codec's size formula for the kept slots (f32 source; zstd
 // is not credited, so the estimate is an upper bound), and ids cost 3 bytes each.
 absl::StatusOr<Prediction> Predict(const OperatingPoint& point, const RequestShape& request, const ModelShape& scout,

@@ -56,6 +56,21 @@ TEST(ControllerTest, PredictsTextAndScoutByHand) {
   EXPECT_NEAR(scout->ttft_seconds, 0.1 + 0.1 + (ids + 120) * 8 / 1e6 + 0.2 + 0.02, 1e-12);
 }
 
+TEST(ControllerTest, SelectingPointsPayForStatisticsAtTheEdge) {
+  Rates r = TestRates();
+  r.edge_prefill_stats = 500;  // half the plain rate
+  auto full = Predict(Point(Mode::kKv, "int4", 0.8), kRequest, kScout, r, {1e9, 0});
+  auto half = Predict(Point(Mode::kKv, "int4", 0.8, select::Policy::kQ2C, 0.5), kRequest, kScout, r, {1e9, 0});
+  ASSERT_TRUE(full.ok() && half.ok());
+  EXPECT_NEAR(full->edge_seconds, 100 / 1000.0 + 2400 / 2e9, 1e-12);
+  EXPECT_NEAR(half->edge_seconds, 100 / 500.0 + 1440 / 2e9, 1e-12);
+  // On a fast link the cheaper transfer does not pay for the statistics.
+  auto d = Choose({Point(Mode::kKv, "int4", 0.8), Point(Mode::kKv, "int4", 0.8, select::Policy::kQ2C, 0.5)},
+                  kRequest, kScout, r, {1e9, 0}, 0, 0);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->point.selector, select::Policy::kFull);
+}
+
 TEST(ControllerTest, SelectionShrinksKvBytes) {
   auto full = Predict(Point(Mode::kKv, "int4", 0.8), kRequest, kScout, TestRates(), {1e6, 0});
   auto half = Predict(Point(Mode::kKv, "int4", 0.7, select::Policy::kSnapKV, 0.5), kRequest, kScout, TestRates(),

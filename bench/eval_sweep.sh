@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The profiler's picture of the research findings on the tiny scout (kv mode, its own
+# cache): selectors x retentions x bits on needle-in-padding questions at 256-2048
+# tokens, the per-layer diagnostic, and the plots. Writes bench/results/eval_*.
+# Usage: bench/eval_sweep.sh   (N=20 questions per length by default)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BUILD_DIR:-build}/bin
+N=${N:-20}
+OUT=bench/results
+PY=/usr/bin/python3
+SPECS="f16;int8;int6;int4;int3;int2;k=int4/ch,v=int4;int4,L0=f16"
+for len in 256 512 1024 2048; do
+  "$BIN"/kvstream eval --model=testdata/models/scout --modes=kv --kind=needle --target_tokens=$len --n="$N" \
+    --selectors=full,q2c,snapkv,h2o,random --retentions=0.75,0.5,0.25 --specs="$SPECS" \
+    --csv=$OUT/eval_needle${len}.csv --json=$OUT/eval_needle${len}.json | tee $OUT/eval_needle${len}.txt
+done
+"$BIN"/kvstream profile --model=testdata/models/scout --kind=needle --target_tokens=512 --n="$N" --low=int1 \
+  --base=int2 --profile_json=$OUT/scout_profile_needle512.json | tee $OUT/scout_profile_needle512.txt
+$PY bench/plot_eval.py pareto $OUT/eval_pareto_needle512.png $OUT/eval_needle512.csv
+$PY bench/plot_eval.py length $OUT/eval_length.png 256=$OUT/eval_needle256.csv 512=$OUT/eval_needle512.csv \
+  1024=$OUT/eval_needle1024.csv 2048=$OUT/eval_needle2048.csv
