@@ -5,8 +5,8 @@
                                                  marker per selector x plan, with the
                                                  Pareto frontier (best F1 at or below each
                                                  bandwidth)
-  plot_eval.py length OUT.png LEN=RUN.csv ...    F1 against context length, one line per
-                                                 mode/selector/retention/spec
+  plot_eval.py length OUT.png LEN=RUN.csv ...    F1 against context length: full cache at
+                                                 each plan, and each selector at 50% + INT4
 
 Needs Debian's python3-matplotlib (run with /usr/bin/python3)."""
 import csv
@@ -60,8 +60,10 @@ def length(out, specs):
     for s in specs:
         n, path = s.split("=", 1)
         for r in csv.DictReader(open(path)):
-            series.setdefault(label(r), []).append((int(n), float(r["f1"])))
-    fig, ax = plt.subplots(figsize=(8, 5))
+            keep = r["selector"] == "full" or (abs(float(r["retention"]) - 0.5) < 1e-9 and r["spec"] == "int4")
+            if keep:
+                series.setdefault(label(r), []).append((int(n), float(r["f1"])))
+    fig, ax = plt.subplots(figsize=(9, 5))
     for name, pts in series.items():
         pts.sort()
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", label=name, markersize=3)
@@ -70,7 +72,7 @@ def length(out, specs):
     ax.set_ylabel("F1")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_title("Quality against context length")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
