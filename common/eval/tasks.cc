@@ -72,6 +72,15 @@ TaskGenerator::TaskGenerator(std::vector<std::string> words, TokenCounter counte
   }
 }
 
+void TaskGenerator::set_single_token_names(bool on) {
+  if (!on || values_.size() < 50 || single_token_names_) return;
+  std::vector<std::string> values, names;
+  for (size_t i = 0; i < values_.size(); ++i) (i % 3 == 0 ? values : names).push_back(values_[i]);
+  values_ = std::move(values);
+  names_ = std::move(names);
+  single_token_names_ = true;
+}
+
 std::string TaskGenerator::Value(std::mt19937_64& rng, int digits) const {
   if (!values_.empty()) return values_[rng() % values_.size()];
   return Number(rng, digits);
@@ -83,7 +92,7 @@ Example TaskGenerator::One(const std::string& kind, uint64_t seed, int num_recor
   Example ex;
   ex.kind = kind;
   if (kind == "single") {
-    const std::vector<std::string> names = Pick(single_token_names_ ? values_ : words_, rng, num_records);
+    const std::vector<std::string> names = Pick(single_token_names_ ? names_ : words_, rng, num_records);
     std::vector<std::string> sentences;
     std::vector<std::string> values;
     for (const std::string& n : names) {
@@ -101,7 +110,7 @@ Example TaskGenerator::One(const std::string& kind, uint64_t seed, int num_recor
     // Half the records map people to towns, half map towns to codes; every town has a
     // code, so the first hop alone never answers.
     const int pairs = std::max(1, num_records / 2);
-    const std::vector<std::string> picked = Pick(single_token_names_ ? values_ : words_, rng, 2 * pairs);
+    const std::vector<std::string> picked = Pick(single_token_names_ ? names_ : words_, rng, 2 * pairs);
     std::vector<std::string> sentences;
     std::vector<std::string> values;
     for (int i = 0; i < pairs; ++i) {
@@ -120,7 +129,7 @@ Example TaskGenerator::One(const std::string& kind, uint64_t seed, int num_recor
       ex.all_qas.emplace_back(absl::StrCat("Where does ", Capitalize(picked[i]), " live?"), picked[pairs + i]);
     }
   } else {  // needle
-    const std::vector<std::string> name = Pick(single_token_names_ ? values_ : words_, rng, 1);
+    const std::vector<std::string> name = Pick(single_token_names_ ? names_ : words_, rng, 1);
     const std::string value = Value(rng, value_digits);
     const std::string needle = absl::StrCat("The code of ", name[0], " is ", value, ".");
     auto count = [&](const std::string& s) {

@@ -55,10 +55,12 @@ class TaskGenerator {
   TaskGenerator(std::vector<std::string> words, TokenCounter counter = nullptr);
   // The value vocabulary in use (empty: numbers).
   const std::vector<std::string>& values() const { return values_; }
-  // Record names (and towns) drawn from the single-token words only, as the values are,
-  // instead of the whole word list: recall is then a match of one token. Needs a
-  // TokenCounter; without one (or with too few such words) names stay unrestricted.
-  void set_single_token_names(bool on) { single_token_names_ = on && values_.size() >= 50; }
+  // Record names (and towns) drawn from single-token words instead of the whole word
+  // list, so recall is a match of one token rather than of a multi-token name whose last
+  // piece is often a common suffix. The single-token words are split in two disjoint
+  // pools, a third for values and the rest for names. Needs a TokenCounter; without one
+  // (or with too few such words) nothing changes.
+  void set_single_token_names(bool on);
   std::vector<Example> Generate(const TaskOptions& options) const;
   // One example of `kind`, drawing from the caller's RNG state (for training streams).
   Example One(const std::string& kind, uint64_t seed, int num_records, int target_tokens,
@@ -68,6 +70,7 @@ class TaskGenerator {
   std::string Value(std::mt19937_64& rng, int digits) const;
   std::vector<std::string> words_;
   std::vector<std::string> values_;
+  std::vector<std::string> names_;  // single-token names (set_single_token_names)
   TokenCounter counter_;
   bool single_token_names_ = false;
 };

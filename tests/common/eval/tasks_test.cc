@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <set>
+
 namespace kvstream::eval {
 namespace {
 
@@ -43,6 +45,29 @@ TEST(TasksTest, WithATokenCounterValuesAreSingleTokenWords) {
   const Example ex = gen.One("single", 1, 10, 0);
   EXPECT_LE(ex.answers[0].size(), 4u);
   EXPECT_TRUE(std::isalpha(static_cast<unsigned char>(ex.answers[0][0])));
+}
+
+TEST(TasksTest, SingleTokenNamesComeFromAPoolDisjointFromValues) {
+  auto counter = [](const std::string& s) {
+    const size_t letters = s.size() - (s[0] == ' ' ? 1 : 0);
+    return letters <= 4 ? 1 : 2;
+  };
+  TaskGenerator gen(Words(), counter);
+  const size_t all = gen.values().size();
+  gen.set_single_token_names(true);
+  const std::set<std::string> values(gen.values().begin(), gen.values().end());
+  EXPECT_NEAR(static_cast<double>(values.size()), all / 3.0, 1.0);
+  for (uint64_t seed = 0; seed < 20; ++seed) {
+    const Example ex = gen.One("single", seed, 8, 0);
+    for (const auto& [q, a] : ex.all_qas) {
+      const std::string name = q.substr(20, q.size() - 21);
+      EXPECT_LE(name.size(), 4u) << q;
+      EXPECT_EQ(values.count(name), 0u) << name << " is also a value";
+      EXPECT_EQ(values.count(a), 1u) << a;
+    }
+  }
+  gen.set_single_token_names(true);  // a second call changes nothing
+  EXPECT_EQ(gen.values().size(), values.size());
 }
 
 TEST(TasksTest, MultiHopNeedsBothRecords) {
