@@ -3,9 +3,9 @@
 // them as Hugging Face directories (config.json, model.safetensors, tokenizer.json).
 //
 // Recipe (retrieval is learned suddenly, after a plateau, when induction heads form):
-// HF initialisation (std 0.02), AdamW with warmup and cosine decay, a loss-gated
-// curriculum (contexts grow only once the answer loss at the current length is low, so
-// the model is never pushed to long contexts before it can recall at short ones), and
+// HF initialisation (std 0.02), AdamW with warmup and cosine decay, a curriculum gated
+// on held-out exact match (contexts grow only once recall works at the current length,
+// starting from two records), and
 // several questions per training sequence
 // (multi-query associative recall); loss on answer tokens only. Checkpoints every
 // --checkpoint_every steps; an interrupted run resumes from them.
@@ -46,9 +46,10 @@ ABSL_FLAG(int, eval_every, 500, "Steps between held-out evaluations (and exports
 ABSL_FLAG(int, eval_questions, 40, "Held-out questions per evaluation");
 ABSL_FLAG(double, max_minutes, 0, "Stop after this many minutes, checkpoint and export (0: no limit)");
 ABSL_FLAG(int, max_records, 40, "Records in the longest single-hop training contexts (~500 tokens)");
-ABSL_FLAG(int, start_records, 4, "Curriculum: records per context at the start");
-ABSL_FLAG(double, advance_loss, 0.2,
-          "Curriculum: move to longer contexts when the answer loss (running mean) falls below this");
+ABSL_FLAG(int, start_records, 2, "Curriculum: records per context at the start");
+ABSL_FLAG(double, advance_em, 0.8,
+          "Curriculum: move to longer contexts when held-out exact match at the current length reaches this");
+ABSL_FLAG(int, gate_every, 250, "Curriculum: steps between held-out checks at the current length");
 ABSL_FLAG(int, vocab_size, 1024, "Tokenizer vocabulary (bytes + merges + 3 special tokens)");
 
 namespace kvstream::cli {
@@ -241,9 +242,8 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, co
   const int batch = absl::GetFlag(FLAGS_batch), warmup = absl::GetFlag(FLAGS_warmup);
   const double peak = absl::GetFlag(FLAGS_lr);
   double loss_acc = 0, best_em = -1;
-  // Running mean of the answer loss over the last ~100 steps, for the curriculum gate.
+  // Running mean of the answer loss over the last ~100 steps (for the log).
   double loss_ema = -1;
-  int steps_at_level = 0;
   const int max_records = absl::GetFlag(FLAGS_max_records);
   int loss_n = 0;
   int64_t tokens_seen = 0;
@@ -305,12 +305,16 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, co
     loss_acc += loss_now;
     ++loss_n;
     loss_ema = loss_ema < 0 ? loss_now : 0.99 * loss_ema + 0.01 * loss_now;
-    ++steps_at_level;
-    if (level < max_records && steps_at_level >= 100 && loss_ema < absl::GetFlag(FLAGS_advance_loss)) {
-      level = std::min(max_records, level + std::max(2, level / 4));
-      loss_ema = -1;  // measure afresh at the new length
-      steps_at_level = 0;
-      std::printf("[%s] step %d: curriculum advances to %d records\n", name.c_str(), step + 1, level);
+    // The gate is held-out exact match at the current length, not the training loss:
+    // the loss also falls through shortcuts (e.g. answering later questions of a
+    // sequence by elimination) that teach no key matching.
+    if (level < max_records && (step + 1) % absl::GetFlag(FLAGS_gate_every) == 0) {
+      const double em = trainer.Evaluate(c, w, absl::GetFlag(FLAGS_eval_questions), level).first;
+      std::printf("[%s] step %d: held-out exact match %.3f at %d records\n", name.c_str(), step + 1, em, level);
+      if (em >= absl::GetFlag(FLAGS_advance_em)) {
+        level = std::min(max_records, level + std::max(1, level / 4));
+        std::printf("[%s] step %d: curriculum advances to %d records\n", name.c_str(), step + 1, level);
+      }
     }
     if ((step + 1) % 50 == 0) {
       std::printf("[%s] step %d loss %.4f (running %.4f) records<=%d lr %.2e tokens/s %.0f elapsed %.1f min\n",
