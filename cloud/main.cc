@@ -39,6 +39,9 @@ ABSL_FLAG(double, emulate_prefill_tps, 0,
 ABSL_FLAG(double, emulate_decode_tps, 0, "Emulate a slower model: pad decode to this many tokens/s (0: real speed)");
 ABSL_FLAG(double, shutdown_grace_seconds, 10, "On SIGTERM/SIGINT, time in-flight sessions get to finish");
 ABSL_FLAG(std::string, log_level, "info", "Log threshold: debug, info, warning or error");
+ABSL_FLAG(std::string, tls_cert, "", "Serve edges over TLS with this PEM certificate (with --tls_key)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls_cert");
+ABSL_FLAG(std::string, tls_client_ca, "", "Require edge certificates signed by this PEM CA (mutual TLS)");
 
 namespace {
 
@@ -95,6 +98,9 @@ int main(int argc, char** argv) {
   logging::SetLevel(level);
   if (absl::GetFlag(FLAGS_model).empty()) return Fail("no --model given; expected at least one NAME=DIR");
 
+  auto credentials = kvstream::net::ServerCredentials(
+      {absl::GetFlag(FLAGS_tls_client_ca), absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key), ""});
+  if (!credentials.ok()) return Fail(absl::StrCat("--tls_*: ", credentials.status().message()));
   // Metrics first: a taken port fails fast, before the slow model load.
   kvstream::metrics::MetricsServer metrics;
   if (absl::Status st = metrics.Start(absl::GetFlag(FLAGS_metrics_address)); !st.ok()) return Fail(std::string(st.message()));
@@ -140,6 +146,7 @@ int main(int argc, char** argv) {
   so.port_file = absl::GetFlag(FLAGS_port_file);
   so.grace_seconds = absl::GetFlag(FLAGS_shutdown_grace_seconds);
   so.health_services = {"kvstream.v1.CloudService"};
+  so.credentials = *credentials;
   if (absl::Status st = kvstream::net::Serve(so, {&service}); !st.ok()) return Fail(std::string(st.message()));
   return 0;
 }

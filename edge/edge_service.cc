@@ -117,7 +117,8 @@ EdgeService::EdgeService(std::unique_ptr<model::Model> scout, std::unique_ptr<mo
       tokenizer_(std::move(tokenizer)),
       options_(options),
       metrics_(std::make_unique<Metrics>(metrics.registry())),
-      cloud_(kvstream::v1::CloudService::NewStub(net::MakeChannel(options.cloud_address))) {}
+      cloud_(kvstream::v1::CloudService::NewStub(options.cloud_channel ? options.cloud_channel
+                                                                       : net::MakeChannel(options.cloud_address))) {}
 
 EdgeService::~EdgeService() = default;
 

@@ -23,6 +23,7 @@ namespace kvstream::edge {
 
 struct EdgeOptions {
   std::string cloud_address;
+  std::shared_ptr<grpc::Channel> cloud_channel;  // null: an insecure channel to cloud_address
   kvstream::v1::Policy defaults;  // mode, selector, retention, spec, max_tokens, cloud_model
   std::string system_prompt = "Answer with the value from the context.";
   uint64_t chunk_bytes = 1 << 20;  // cap on a chunk's payload before zstd

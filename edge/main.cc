@@ -61,6 +61,13 @@ ABSL_FLAG(double, quality_floor, 0.9,
           "table's best");
 ABSL_FLAG(double, initial_bandwidth_mbps, 100, "Adaptive: bandwidth assumed before any chunk ack was measured");
 ABSL_FLAG(double, initial_rtt_ms, 20, "Adaptive: round-trip time assumed before any was measured");
+ABSL_FLAG(std::string, tls_cert, "", "Serve clients over TLS with this PEM certificate (with --tls_key)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls_cert");
+ABSL_FLAG(std::string, tls_client_ca, "", "Require client certificates signed by this PEM CA (mutual TLS)");
+ABSL_FLAG(std::string, cloud_tls_ca, "", "Reach the cloud over TLS, trusting this PEM CA");
+ABSL_FLAG(std::string, cloud_tls_cert, "", "Client certificate (PEM) for a cloud that requires one");
+ABSL_FLAG(std::string, cloud_tls_key, "", "PEM private key for --cloud_tls_cert");
+ABSL_FLAG(std::string, cloud_tls_server_name, "", "Name to check the cloud's certificate against (default: the host)");
 
 namespace {
 int Fail(const std::string& message) {
@@ -91,6 +98,14 @@ int main(int argc, char** argv) {
 
   kvstream::edge::EdgeOptions options;
   options.cloud_address = absl::GetFlag(FLAGS_cloud);
+  auto channel = kvstream::net::MakeChannel(
+      options.cloud_address, {absl::GetFlag(FLAGS_cloud_tls_ca), absl::GetFlag(FLAGS_cloud_tls_cert),
+                              absl::GetFlag(FLAGS_cloud_tls_key), absl::GetFlag(FLAGS_cloud_tls_server_name)});
+  if (!channel.ok()) return Fail(absl::StrCat("--cloud_tls_*: ", channel.status().message()));
+  options.cloud_channel = *channel;
+  auto credentials = kvstream::net::ServerCredentials(
+      {absl::GetFlag(FLAGS_tls_client_ca), absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key), ""});
+  if (!credentials.ok()) return Fail(absl::StrCat("--tls_*: ", credentials.status().message()));
   options.system_prompt = absl::GetFlag(FLAGS_system_prompt);
   options.chunk_bytes = absl::GetFlag(FLAGS_chunk_bytes);
   if (options.chunk_bytes < 1024 || options.chunk_bytes > (8u << 20)) {
@@ -205,6 +220,7 @@ int main(int argc, char** argv) {
   so.port_file = absl::GetFlag(FLAGS_port_file);
   so.grace_seconds = absl::GetFlag(FLAGS_shutdown_grace_seconds);
   so.health_services = {"kvstream.v1.EdgeService"};
+  so.credentials = *credentials;
   if (absl::Status st = kvstream::net::Serve(so, {&service}); !st.ok()) return Fail(std::string(st.message()));
   return 0;
 }

@@ -9,7 +9,7 @@ PACKAGES=(
   clang lld libclang-rt-14-dev
   libtorch-dev libopenblas0-openmp
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libabsl-dev libzstd-dev prometheus-cpp-dev libcivetweb-dev
+  libabsl-dev libzstd-dev prometheus-cpp-dev libcivetweb-dev openssl
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libpcre2-dev libre2-dev libutf8proc-dev
   wamerican prometheus docker-compose

@@ -20,6 +20,7 @@ struct ServeOptions {
   std::string port_file;  // written with the bound port once serving (empty: none)
   double grace_seconds = 10;
   std::vector<std::string> health_services;  // fully-qualified service names marked SERVING
+  std::shared_ptr<grpc::ServerCredentials> credentials;  // null: insecure
 };
 
 // Call BlockShutdownSignals() first thing in main, before any thread starts.

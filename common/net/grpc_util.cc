@@ -3,6 +3,7 @@
 #include <csignal>
 #include <cstdio>
 #include <fstream>
+#include <iterator>
 
 #include "absl/strings/str_cat.h"
 
@@ -13,6 +14,66 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address) {
   args.SetMaxReceiveMessageSize(kMaxMessageBytes);
   args.SetMaxSendMessageSize(kMaxMessageBytes);
   return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+}
+
+namespace {
+absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read TLS ", what, " file ", path));
+  std::string pem((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (pem.find("-----BEGIN") == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("TLS ", what, " file ", path, " holds no PEM block"));
+  }
+  return pem;
+}
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(const TlsFiles& tls) {
+  if (!tls.enabled()) return grpc::InsecureServerCredentials();
+  if (tls.cert.empty() || tls.key.empty()) {
+    return absl::InvalidArgumentError("server TLS needs both a certificate and its key");
+  }
+  grpc::SslServerCredentialsOptions o;
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  auto cert = ReadPem(tls.cert, "certificate");
+  if (!cert.ok()) return cert.status();
+  auto key = ReadPem(tls.key, "key");
+  if (!key.ok()) return key.status();
+  pair.cert_chain = *cert;
+  pair.private_key = *key;
+  o.pem_key_cert_pairs.push_back(pair);
+  if (!tls.ca.empty()) {
+    auto ca = ReadPem(tls.ca, "client CA");
+    if (!ca.ok()) return ca.status();
+    o.pem_root_certs = *ca;
+    o.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(o);
+}
+
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& address, const TlsFiles& tls) {
+  if (!tls.enabled()) return MakeChannel(address);
+  if (tls.ca.empty()) return absl::InvalidArgumentError("client TLS needs the CA that signed the server's certificate");
+  if (tls.cert.empty() != tls.key.empty()) {
+    return absl::InvalidArgumentError("a client certificate needs its key, and a key its certificate");
+  }
+  grpc::SslCredentialsOptions o;
+  auto ca = ReadPem(tls.ca, "CA");
+  if (!ca.ok()) return ca.status();
+  o.pem_root_certs = *ca;
+  if (!tls.cert.empty()) {
+    auto cert = ReadPem(tls.cert, "certificate");
+    if (!cert.ok()) return cert.status();
+    auto key = ReadPem(tls.key, "key");
+    if (!key.ok()) return key.status();
+    o.pem_cert_chain = *cert;
+    o.pem_private_key = *key;
+  }
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  args.SetMaxSendMessageSize(kMaxMessageBytes);
+  if (!tls.server_name.empty()) args.SetSslTargetNameOverride(tls.server_name);
+  return grpc::CreateCustomChannel(address, grpc::SslCredentials(o), args);
 }
 
 void ApplyServerLimits(grpc::ServerBuilder& builder) {

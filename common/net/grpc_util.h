@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace kvstream::net {
 
@@ -19,6 +20,23 @@ inline constexpr int kMaxMessageBytes = 16 << 20;
 
 // An insecure channel to `address` with kMaxMessageBytes both ways.
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address);
+
+// TLS material as PEM file paths. Server side: cert + key, and a client CA to require
+// client certificates (mutual TLS). Client side: the CA that signed the server's cert,
+// and optionally a client cert + key; `server_name` overrides the name checked against
+// the server's certificate (e.g. when dialing an IP address).
+struct TlsFiles {
+  std::string ca;
+  std::string cert;
+  std::string key;
+  std::string server_name;
+  bool enabled() const { return !ca.empty() || !cert.empty() || !key.empty(); }
+};
+// Insecure credentials when `tls` is empty; errors name the file that could not be read
+// or the combination that is incomplete.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(const TlsFiles& tls);
+// A channel with kMaxMessageBytes, over TLS when `tls.ca` is set.
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& address, const TlsFiles& tls);
 
 // Applies kMaxMessageBytes to a server under construction.
 void ApplyServerLimits(grpc::ServerBuilder& builder);

@@ -710,6 +710,55 @@ TEST_F(DaemonsTest, AdaptiveKvReplansWhenTheLinkIsSlowerThanAssumed) {
   EXPECT_EQ(*code, 0);
 }
 
+// Edge to cloud over TLS: a cloud with a certificate from a test CA answers an edge that
+// trusts the CA, and refuses one that speaks plaintext.
+TEST_F(DaemonsTest, EdgeReachesACloudOverTls) {
+  const std::string d = *work_ + "/tls";
+  const std::string script = absl::StrCat(
+      "set -e; mkdir -p ", d, "; cd ", d,
+      "; openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj '/CN=kvstream test CA' "
+      "2>/dev/null; openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj '/CN=localhost' "
+      "2>/dev/null; printf 'subjectAltName=DNS:localhost,IP:127.0.0.1' > ext.cnf; openssl x509 -req -in server.csr "
+      "-CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile ext.cnf 2>/dev/null");
+  ASSERT_EQ(std::system(("bash -c \"" + script + "\"").c_str()), 0) << "openssl could not make test certificates";
+  Daemon cloud, tls_edge, plain_edge;
+  ASSERT_TRUE(StartDaemon(cloud, *work_, "cloud-tls", "kvstream-cloud",
+                          {absl::StrCat("--model=scout=", kScout), "--measure_rates=false",
+                           "--tls_cert=" + d + "/server.pem", "--tls_key=" + d + "/server.key"})
+                  .ok());
+  ASSERT_TRUE(StartDaemon(tls_edge, *work_, "edge-tls", "kvstream-edge",
+                          {absl::StrCat("--scout=", kScout), absl::StrCat("--cloud=127.0.0.1:", cloud.port),
+                           "--cloud_tls_ca=" + d + "/ca.pem", "--mode=kv", "--quality_table="})
+                  .ok());
+  ASSERT_TRUE(StartDaemon(plain_edge, *work_, "edge-plain", "kvstream-edge",
+                          {absl::StrCat("--scout=", kScout), absl::StrCat("--cloud=127.0.0.1:", cloud.port),
+                           "--mode=kv", "--quality_table="})
+                  .ok());
+  auto ask = [&](int port) {
+    auto stub = kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", port)));
+    net::AskCall call;
+    call.timeout_seconds = 20;
+    return net::Ask(*stub, Request((*examples_)[7], kvstream::v1::MODE_KV, "int8"), call);
+  };
+  auto over_tls = ask(tls_edge.port);
+  ASSERT_TRUE(over_tls.ok()) << over_tls.status();
+  auto reference = Ask(Request((*examples_)[7], kvstream::v1::MODE_KV, "int8"));
+  ASSERT_TRUE(reference.ok());
+  EXPECT_EQ(over_tls->token_ids, reference->token_ids) << "same model, same answer, over TLS";
+  auto plain = ask(plain_edge.port);
+  EXPECT_EQ(plain.status().code(), absl::StatusCode::kUnavailable) << plain.status();
+  // A bad TLS configuration stops the daemon at start-up with a message.
+  Daemon broken;
+  EXPECT_FALSE(StartDaemon(broken, *work_, "cloud-badtls", "kvstream-cloud",
+                           {absl::StrCat("--model=scout=", kScout), "--tls_cert=" + d + "/server.pem"})
+                   .ok());
+  for (Daemon* dm : {&plain_edge, &tls_edge, &cloud}) {
+    auto code = dm->process.Stop(20);
+    ASSERT_TRUE(code.ok()) << code.status();
+    EXPECT_EQ(*code, 0);
+  }
+}
+
 // Runs `promtool check metrics` on `text`; returns its output (empty: no problems).
 std::string Promtool(const std::string& text, const std::string& work, int* exit_code) {
   const std::string in = work + "/metrics.txt", out = work + "/promtool.out";

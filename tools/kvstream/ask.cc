@@ -72,7 +72,14 @@ int RunAsk(const std::vector<std::string>& args) {
   p.set_max_tokens(absl::GetFlag(FLAGS_max_tokens));
   p.set_cloud_model(absl::GetFlag(FLAGS_cloud_model));
 
-  auto stub = kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::GetFlag(FLAGS_edge)));
+  auto channel = net::MakeChannel(absl::GetFlag(FLAGS_edge),
+                                 {absl::GetFlag(FLAGS_tls_ca), absl::GetFlag(FLAGS_tls_cert),
+                                  absl::GetFlag(FLAGS_tls_key), absl::GetFlag(FLAGS_tls_server_name)});
+  if (!channel.ok()) {
+    std::fprintf(stderr, "kvstream ask: --tls_*: %s\n", std::string(channel.status().message()).c_str());
+    return 2;
+  }
+  auto stub = kvstream::v1::EdgeService::NewStub(*channel);
   net::AskCall call;
   call.timeout_seconds = absl::GetFlag(FLAGS_timeout);
   call.on_token = [](const kvstream::v1::Token& t) {

@@ -15,6 +15,10 @@ ABSL_DECLARE_FLAG(int, n);
 ABSL_DECLARE_FLAG(int, records);
 ABSL_DECLARE_FLAG(int, target_tokens);
 ABSL_DECLARE_FLAG(bool, single_token_names);
+ABSL_DECLARE_FLAG(std::string, tls_ca);
+ABSL_DECLARE_FLAG(std::string, tls_cert);
+ABSL_DECLARE_FLAG(std::string, tls_key);
+ABSL_DECLARE_FLAG(std::string, tls_server_name);
 
 namespace kvstream::cli {
 

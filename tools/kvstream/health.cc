@@ -18,7 +18,14 @@ int RunHealth(const std::vector<std::string>& args) {
     std::fprintf(stderr, "kvstream health: unexpected argument '%s'\n", args[0].c_str());
     return 2;
   }
-  auto stub = grpc::health::v1::Health::NewStub(net::MakeChannel(absl::GetFlag(FLAGS_target)));
+  auto channel = net::MakeChannel(absl::GetFlag(FLAGS_target),
+                                 {absl::GetFlag(FLAGS_tls_ca), absl::GetFlag(FLAGS_tls_cert),
+                                  absl::GetFlag(FLAGS_tls_key), absl::GetFlag(FLAGS_tls_server_name)});
+  if (!channel.ok()) {
+    std::fprintf(stderr, "kvstream health: --tls_*: %s\n", std::string(channel.status().message()).c_str());
+    return 2;
+  }
+  auto stub = grpc::health::v1::Health::NewStub(*channel);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() +
                    std::chrono::milliseconds(static_cast<int64_t>(absl::GetFlag(FLAGS_health_timeout) * 1000)));
