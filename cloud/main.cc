@@ -6,9 +6,6 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "cloud/cloud_service.h"
@@ -78,11 +75,8 @@ int Fail(const std::string& message) {
 int main(int argc, char** argv) {
   kvstream::net::BlockShutdownSignals();
   // --help lists this daemon's own flags.
-  absl::FlagsUsageConfig usage;
-  usage.contains_helpshort_flags = [](absl::string_view file) { return absl::EndsWith(file, "cloud/main.cc"); };
-  usage.contains_help_flags = usage.contains_helpshort_flags;
-  absl::SetFlagsUsageConfig(usage);
-  absl::SetProgramUsageMessage(
+  kvstream::net::SetDaemonUsage(
+      "cloud/main.cc",
       "rebuilds KV caches streamed by kvstream-edge and generates answers.\n"
       "Usage: kvstream-cloud --model=large=DIR --model=scout=DIR [--listen=HOST:PORT] [flags]");
   std::string joined;
@@ -90,12 +84,9 @@ int main(int argc, char** argv) {
   const std::vector<char*> rest = absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
   if (rest.size() > 1) return Fail(absl::StrCat("unexpected argument '", rest[1], "'"));
   namespace logging = kvstream::logging;
-  logging::Level level;
-  if (!logging::ParseLevel(absl::GetFlag(FLAGS_log_level), &level)) {
-    return Fail(absl::StrCat("--log_level: expected debug, info, warning or error; found '",
-                             absl::GetFlag(FLAGS_log_level), "'"));
+  if (absl::Status st = logging::SetLevelByName(absl::GetFlag(FLAGS_log_level)); !st.ok()) {
+    return Fail(std::string(st.message()));
   }
-  logging::SetLevel(level);
   if (absl::GetFlag(FLAGS_model).empty()) return Fail("no --model given; expected at least one NAME=DIR");
 
   auto credentials = kvstream::net::ServerCredentials(
@@ -103,12 +94,10 @@ int main(int argc, char** argv) {
   if (!credentials.ok()) return Fail(absl::StrCat("--tls_*: ", credentials.status().message()));
   // Metrics first: a taken port fails fast, before the slow model load.
   kvstream::metrics::MetricsServer metrics;
-  if (absl::Status st = metrics.Start(absl::GetFlag(FLAGS_metrics_address)); !st.ok()) return Fail(std::string(st.message()));
-  if (!absl::GetFlag(FLAGS_metrics_port_file).empty()) {
-    if (absl::Status st = kvstream::net::WritePortFile(absl::GetFlag(FLAGS_metrics_port_file), metrics.port());
-        !st.ok()) {
-      return Fail(std::string(st.message()));
-    }
+  if (absl::Status st = kvstream::net::StartMetrics(metrics, absl::GetFlag(FLAGS_metrics_address),
+                                                     absl::GetFlag(FLAGS_metrics_port_file));
+      !st.ok()) {
+    return Fail(std::string(st.message()));
   }
   kvstream::model::RuntimeOptions runtime;
   runtime.device = absl::GetFlag(FLAGS_device);

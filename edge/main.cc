@@ -5,9 +5,6 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include <chrono>
 #include <random>
@@ -79,22 +76,16 @@ int Fail(const std::string& message) {
 int main(int argc, char** argv) {
   kvstream::net::BlockShutdownSignals();
   // --help lists this daemon's own flags.
-  absl::FlagsUsageConfig usage;
-  usage.contains_helpshort_flags = [](absl::string_view file) { return absl::EndsWith(file, "edge/main.cc"); };
-  usage.contains_help_flags = usage.contains_helpshort_flags;
-  absl::SetFlagsUsageConfig(usage);
-  absl::SetProgramUsageMessage(
+  kvstream::net::SetDaemonUsage(
+      "edge/main.cc",
       "answers questions about long contexts by streaming the scout model's compressed KV cache "
       "to kvstream-cloud.\nUsage: kvstream-edge --scout=DIR --cloud=HOST:PORT [--listen=HOST:PORT] [flags]");
   const std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
   if (rest.size() > 1) return Fail(absl::StrCat("unexpected argument '", rest[1], "'"));
   namespace logging = kvstream::logging;
-  logging::Level level;
-  if (!logging::ParseLevel(absl::GetFlag(FLAGS_log_level), &level)) {
-    return Fail(absl::StrCat("--log_level: expected debug, info, warning or error; found '",
-                             absl::GetFlag(FLAGS_log_level), "'"));
+  if (absl::Status st = logging::SetLevelByName(absl::GetFlag(FLAGS_log_level)); !st.ok()) {
+    return Fail(std::string(st.message()));
   }
-  logging::SetLevel(level);
 
   kvstream::edge::EdgeOptions options;
   options.cloud_address = absl::GetFlag(FLAGS_cloud);
@@ -206,12 +197,10 @@ int main(int argc, char** argv) {
                 absl::GetFlag(FLAGS_selector), absl::GetFlag(FLAGS_spec));
 
   kvstream::metrics::MetricsServer metrics;
-  if (absl::Status st = metrics.Start(absl::GetFlag(FLAGS_metrics_address)); !st.ok()) return Fail(std::string(st.message()));
-  if (!absl::GetFlag(FLAGS_metrics_port_file).empty()) {
-    if (absl::Status st = kvstream::net::WritePortFile(absl::GetFlag(FLAGS_metrics_port_file), metrics.port());
-        !st.ok()) {
-      return Fail(std::string(st.message()));
-    }
+  if (absl::Status st = kvstream::net::StartMetrics(metrics, absl::GetFlag(FLAGS_metrics_address),
+                                                     absl::GetFlag(FLAGS_metrics_port_file));
+      !st.ok()) {
+    return Fail(std::string(st.message()));
   }
   kvstream::edge::EdgeService service(std::move(*scout), std::move(*tokenizer), options, metrics);
   kvstream::net::ServeOptions so;

@@ -22,6 +22,16 @@ bool ParseLevel(absl::string_view name, Level* level) {
   return true;
 }
 
+absl::Status SetLevelByName(absl::string_view name) {
+  Level level;
+  if (!ParseLevel(name, &level)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--log_level: expected debug, info, warning or error; found '", name, "'"));
+  }
+  SetLevel(level);
+  return absl::OkStatus();
+}
+
 void SetLevel(Level level) { g_level = static_cast<int>(level); }
 bool Enabled(Level level) { return static_cast<int>(level) >= g_level.load(); }
 

@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
 
@@ -14,6 +15,8 @@ enum class Level { kDebug = 0, kInfo = 1, kWarning = 2, kError = 3 };
 
 // "debug", "info", "warning" or "error"; false for anything else.
 bool ParseLevel(absl::string_view name, Level* level);
+// ParseLevel then SetLevel; INVALID_ARGUMENT naming the expected values otherwise.
+absl::Status SetLevelByName(absl::string_view name);
 void SetLevel(Level level);
 bool Enabled(Level level);
 void Write(Level level, absl::string_view component, absl::string_view message);

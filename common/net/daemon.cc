@@ -6,11 +6,27 @@
 #include <chrono>
 #include <csignal>
 
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/base/log.h"
 #include "common/net/grpc_util.h"
 
 namespace kvstream::net {
+
+void SetDaemonUsage(const std::string& main_file, const std::string& usage) {
+  absl::FlagsUsageConfig config;
+  config.contains_helpshort_flags = [main_file](absl::string_view file) { return absl::EndsWith(file, main_file); };
+  config.contains_help_flags = config.contains_helpshort_flags;
+  absl::SetFlagsUsageConfig(config);
+  absl::SetProgramUsageMessage(usage);
+}
+
+absl::Status StartMetrics(metrics::MetricsServer& metrics, const std::string& address, const std::string& port_file) {
+  if (absl::Status st = metrics.Start(address); !st.ok()) return st;
+  return port_file.empty() ? absl::OkStatus() : WritePortFile(port_file, metrics.port());
+}
 
 absl::Status Serve(const ServeOptions& options, const std::vector<grpc::Service*>& services) {
   grpc::EnableDefaultHealthCheckService(true);
