@@ -44,11 +44,7 @@ absl::StatusOr<std::string> ReadContext(const std::string& path) {
 
 }  // namespace
 
-int RunAsk(const std::vector<std::string>& args) {
-  if (!args.empty()) {
-    std::fprintf(stderr, "kvstream ask: unexpected argument '%s'\n", args[0].c_str());
-    return 2;
-  }
+int RunAsk() {
   auto context = ReadContext(absl::GetFlag(FLAGS_context));
   if (!context.ok()) {
     std::fprintf(stderr, "kvstream ask: %s\n", std::string(context.status().message()).c_str());
@@ -72,11 +68,9 @@ int RunAsk(const std::vector<std::string>& args) {
   p.set_max_tokens(absl::GetFlag(FLAGS_max_tokens));
   p.set_cloud_model(absl::GetFlag(FLAGS_cloud_model));
 
-  auto channel = net::MakeChannel(absl::GetFlag(FLAGS_edge),
-                                 {absl::GetFlag(FLAGS_tls_ca), absl::GetFlag(FLAGS_tls_cert),
-                                  absl::GetFlag(FLAGS_tls_key), absl::GetFlag(FLAGS_tls_server_name)});
+  auto channel = DaemonChannel(absl::GetFlag(FLAGS_edge));
   if (!channel.ok()) {
-    std::fprintf(stderr, "kvstream ask: --tls_*: %s\n", std::string(channel.status().message()).c_str());
+    std::fprintf(stderr, "kvstream ask: %s\n", std::string(channel.status().message()).c_str());
     return 2;
   }
   auto stub = kvstream::v1::EdgeService::NewStub(*channel);

@@ -1,12 +1,16 @@
 // Subcommands of the `kvstream` CLI. Each lives in its own file, declares its flags
-// there, and returns a process exit code.
+// there, and returns a process exit code. Every input is a flag (or stdin); main()
+// refuses positional arguments before a command runs.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/flags/declare.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 ABSL_DECLARE_FLAG(std::string, words);
 ABSL_DECLARE_FLAG(uint64_t, task_seed);
@@ -20,21 +24,31 @@ ABSL_DECLARE_FLAG(std::string, tls_cert);
 ABSL_DECLARE_FLAG(std::string, tls_key);
 ABSL_DECLARE_FLAG(std::string, tls_server_name);
 
+namespace grpc {
+class Channel;
+}
+
 namespace kvstream::cli {
 
 struct Command {
   const char* name;
   const char* summary;
-  int (*run)(const std::vector<std::string>& args);  // positional args after the flags
+  int (*run)();  // positional args after the flags
 };
 
-int RunTokenize(const std::vector<std::string>& args);
-int RunTrainTiny(const std::vector<std::string>& args);
-int RunEval(const std::vector<std::string>& args);
-int RunGenTasks(const std::vector<std::string>& args);
-int RunAsk(const std::vector<std::string>& args);
-int RunDemo(const std::vector<std::string>& args);
-int RunHealth(const std::vector<std::string>& args);
-int RunProfile(const std::vector<std::string>& args);
+// A channel to a daemon at `address`, over TLS when --tls_ca and friends say so.
+absl::StatusOr<std::shared_ptr<grpc::Channel>> DaemonChannel(const std::string& address);
+
+// Prints "kvstream COMMAND: message" for a failed `status` and returns 1; 0 when OK.
+int ExitCode(const char* command, const absl::Status& status);
+
+int RunTokenize();
+int RunTrainTiny();
+int RunEval();
+int RunGenTasks();
+int RunAsk();
+int RunDemo();
+int RunHealth();
+int RunProfile();
 
 }  // namespace kvstream::cli

@@ -174,17 +174,6 @@ absl::Status Run() {
 
 }  // namespace
 
-int RunDemo(const std::vector<std::string>& args) {
-  if (!args.empty()) {
-    std::fprintf(stderr, "kvstream demo: unexpected argument '%s'\n", args[0].c_str());
-    return 2;
-  }
-  const absl::Status st = Run();
-  if (!st.ok()) {
-    std::fprintf(stderr, "kvstream demo: %s\n", std::string(st.message()).c_str());
-    return 1;
-  }
-  return 0;
-}
+int RunDemo() { return ExitCode("demo", Run()); }
 
 }  // namespace kvstream::cli

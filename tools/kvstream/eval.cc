@@ -293,32 +293,12 @@ absl::Status Profile() {
 
 }  // namespace
 
-int RunEval(const std::vector<std::string>& args) {
-  if (!args.empty()) {
-    std::fprintf(stderr, "kvstream eval: unexpected argument '%s'\n", args[0].c_str());
-    return 2;
-  }
+int RunEval() {
   Sweep sweep{absl::GetFlag(FLAGS_modes), absl::GetFlag(FLAGS_specs), absl::GetFlag(FLAGS_selectors),
               absl::GetFlag(FLAGS_retentions), true};
-  const auto st = Run(sweep);
-  if (!st.ok()) {
-    std::fprintf(stderr, "kvstream eval: %s\n", std::string(st.status().message()).c_str());
-    return 1;
-  }
-  return 0;
+  return ExitCode("eval", Run(sweep).status());
 }
 
-int RunProfile(const std::vector<std::string>& args) {
-  if (!args.empty()) {
-    std::fprintf(stderr, "kvstream profile: unexpected argument '%s'\n", args[0].c_str());
-    return 2;
-  }
-  const absl::Status st = Profile();
-  if (!st.ok()) {
-    std::fprintf(stderr, "kvstream profile: %s\n", std::string(st.message()).c_str());
-    return 1;
-  }
-  return 0;
-}
+int RunProfile() { return ExitCode("profile", Profile()); }
 
 }  // namespace kvstream::cli

@@ -3,6 +3,9 @@
 #include <string>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "common/net/grpc_util.h"
+#include "tools/kvstream/commands.h"
 
 ABSL_FLAG(std::string, words, "/usr/share/dict/words",
           "Word list for generated tasks (names, values, distractors; Debian's wamerican)");
@@ -17,3 +20,14 @@ ABSL_FLAG(std::string, tls_ca, "", "ask/health: reach the daemon over TLS, trust
 ABSL_FLAG(std::string, tls_cert, "", "ask/health: client certificate (PEM) for a daemon that requires one");
 ABSL_FLAG(std::string, tls_key, "", "ask/health: PEM private key for --tls_cert");
 ABSL_FLAG(std::string, tls_server_name, "", "ask/health: name to check the daemon's certificate against");
+
+namespace kvstream::cli {
+
+absl::StatusOr<std::shared_ptr<grpc::Channel>> DaemonChannel(const std::string& address) {
+  auto channel = net::MakeChannel(address, {absl::GetFlag(FLAGS_tls_ca), absl::GetFlag(FLAGS_tls_cert),
+                                            absl::GetFlag(FLAGS_tls_key), absl::GetFlag(FLAGS_tls_server_name)});
+  if (!channel.ok()) return absl::InvalidArgumentError(absl::StrCat("--tls_*: ", channel.status().message()));
+  return channel;
+}
+
+}  // namespace kvstream::cli

@@ -17,11 +17,7 @@ ABSL_FLAG(std::string, output, "", "Output file (default: stdout)");
 
 namespace kvstream::cli {
 
-int RunGenTasks(const std::vector<std::string>& args) {
-  if (!args.empty()) {
-    std::fprintf(stderr, "kvstream gen-tasks: unexpected argument '%s'\n", args[0].c_str());
-    return 2;
-  }
+int RunGenTasks() {
   const std::string kind = absl::GetFlag(FLAGS_task_kind);
   if (kind != "single" && kind != "multi" && kind != "needle") {
     std::fprintf(stderr, "kvstream gen-tasks: --task_kind must be single, multi or needle; found '%s'\n", kind.c_str());

@@ -13,16 +13,10 @@ ABSL_FLAG(double, health_timeout, 5, "Seconds to wait for an answer");
 
 namespace kvstream::cli {
 
-int RunHealth(const std::vector<std::string>& args) {
-  if (!args.empty()) {
-    std::fprintf(stderr, "kvstream health: unexpected argument '%s'\n", args[0].c_str());
-    return 2;
-  }
-  auto channel = net::MakeChannel(absl::GetFlag(FLAGS_target),
-                                 {absl::GetFlag(FLAGS_tls_ca), absl::GetFlag(FLAGS_tls_cert),
-                                  absl::GetFlag(FLAGS_tls_key), absl::GetFlag(FLAGS_tls_server_name)});
+int RunHealth() {
+  auto channel = DaemonChannel(absl::GetFlag(FLAGS_target));
   if (!channel.ok()) {
-    std::fprintf(stderr, "kvstream health: --tls_*: %s\n", std::string(channel.status().message()).c_str());
+    std::fprintf(stderr, "kvstream health: %s\n", std::string(channel.status().message()).c_str());
     return 2;
   }
   auto stub = grpc::health::v1::Health::NewStub(*channel);

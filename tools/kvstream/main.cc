@@ -41,6 +41,14 @@ void PrintCommands(FILE* out) {
 
 }  // namespace
 
+namespace kvstream::cli {
+int ExitCode(const char* command, const absl::Status& status) {
+  if (status.ok()) return 0;
+  std::fprintf(stderr, "kvstream %s: %s\n", command, std::string(status.message()).c_str());
+  return 1;
+}
+}  // namespace kvstream::cli
+
 int main(int argc, char** argv) {
   if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "help") == 0 ||
       std::strcmp(argv[1], "-h") == 0) {
@@ -69,6 +77,10 @@ int main(int argc, char** argv) {
   absl::SetFlagsUsageConfig(config);
   absl::SetProgramUsageMessage(absl::StrCat("kvstream ", command->name, ": ", command->summary));
   std::vector<char*> rest = absl::ParseCommandLine(argc - 1, argv + 1);
-  std::vector<std::string> args(rest.begin() + 1, rest.end());
-  return command->run(args);
+  if (rest.size() > 1) {
+    std::fprintf(stderr, "kvstream %s: unexpected argument '%s'; every input is a flag%s (see --help)\n",
+                 command->name, rest[1], std::strcmp(command->name, "tokenize") == 0 ? ", text comes on stdin" : "");
+    return 2;
+  }
+  return command->run();
 }

@@ -20,12 +20,7 @@ ABSL_FLAG(bool, no_special, false,
 
 namespace kvstream::cli {
 
-int RunTokenize(const std::vector<std::string>& args) {
-  if (!args.empty()) {
-    std::fprintf(stderr, "kvstream tokenize: unexpected argument '%s' (text comes on stdin)\n",
-                 args[0].c_str());
-    return 2;
-  }
+int RunTokenize() {
   const std::string path = absl::GetFlag(FLAGS_tokenizer);
   if (path.empty()) {
     std::fprintf(stderr, "kvstream tokenize: --tokenizer=PATH/tokenizer.json is required\n");

@@ -345,11 +345,7 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, co
 
 }  // namespace
 
-int RunTrainTiny(const std::vector<std::string>& args) {
-  if (!args.empty()) {
-    std::fprintf(stderr, "kvstream train-tiny: unexpected argument '%s'\n", args[0].c_str());
-    return 2;
-  }
+int RunTrainTiny() {
   const std::string which = absl::GetFlag(FLAGS_train);
   if (which != "tokenizer" && which != "scout" && which != "large" && which != "both") {
     std::fprintf(stderr, "kvstream train-tiny: --train must be tokenizer, scout, large or both; found '%s'\n",
