@@ -387,9 +387,7 @@ absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1
       {
         std::lock_guard<std::mutex> lock(log_mu);
         control::LinkEstimator local;
-        for (size_t i = 1; i < acked.size(); ++i) {
-          if (acked[i] >= 0 && acked[i - 1] >= 0) local.AddThroughputSample(chunk_bytes[i], acked[i] - std::max(sent[i], acked[i - 1]));
-        }
+        control::AddAckGapSamples(local, chunk_bytes, sent, acked);
         bw = local.has_bandwidth() ? local.bandwidth_bps() : policy.planned_bandwidth_bps;
       }
       const double left = policy.ttft_target_seconds - Seconds(start, Clock::now()) - policy.predicted_cloud_seconds;
@@ -476,20 +474,13 @@ void EdgeService::UpdateLink(const std::vector<uint64_t>& bytes, const std::vect
   std::lock_guard<std::mutex> lock(link_mu_);
   // The first chunk's ack delay holds one round trip; later chunks are paced by the link
   // (ack-to-ack gaps).
-  for (size_t i = 0; i < bytes.size(); ++i) {
-    if (sent[i] < 0 || acked[i] < 0) continue;
-    double seconds;
-    if (i == 0) {
-      const double rtt = link_.rtt_seconds();
-      seconds = acked[0] - sent[0] - rtt;
-      const double bw = link_.has_bandwidth() ? link_.bandwidth_bps() : 0;
-      if (bw > 0) link_.AddRttSample(std::max(0.0, acked[0] - sent[0] - 8.0 * bytes[0] / bw));
-      if (seconds <= 0) continue;
-    } else {
-      seconds = acked[i] - std::max(sent[i], acked[i - 1]);
-    }
-    link_.AddThroughputSample(bytes[i], seconds);
+  if (!bytes.empty() && sent[0] >= 0 && acked[0] >= 0) {
+    const double rtt = link_.rtt_seconds();
+    const double bw = link_.has_bandwidth() ? link_.bandwidth_bps() : 0;
+    if (bw > 0) link_.AddRttSample(std::max(0.0, acked[0] - sent[0] - 8.0 * bytes[0] / bw));
+    link_.AddThroughputSample(bytes[0], acked[0] - sent[0] - rtt);  // ignored when <= 0
   }
+  control::AddAckGapSamples(link_, bytes, sent, acked);
   if (link_.has_bandwidth()) metrics_->bandwidth.Set(link_.bandwidth_bps() / 8);
   metrics_->rtt.Set(link_.rtt_seconds());
 }

@@ -47,6 +47,14 @@ double LinkEstimator::rtt_seconds() const {
   return *std::min_element(rtts_.begin(), rtts_.end());
 }
 
+void AddAckGapSamples(LinkEstimator& estimator, const std::vector<uint64_t>& bytes, const std::vector<double>& sent,
+                      const std::vector<double>& acked) {
+  for (size_t i = 1; i < bytes.size() && i < sent.size() && i < acked.size(); ++i) {
+    if (acked[i] < 0 || acked[i - 1] < 0) continue;
+    estimator.AddThroughputSample(bytes[i], acked[i] - std::max(sent[i], acked[i - 1]));
+  }
+}
+
 std::string OperatingPoint::label() const {
   if (mode == Mode::kText) return "text";
   std::string sel = std::string(select::PolicyName(selector));

@@ -38,6 +38,13 @@ class LinkEstimator {
   std::deque<double> rtts_;
 };
 
+// Adds one stream's ack-gap throughput samples: chunk i >= 1 took from the later of its
+// send and the previous chunk's ack to its own ack (times in seconds on one clock; a
+// negative time means "not yet"). Chunks without both acks are skipped; the first chunk,
+// whose ack delay also holds a round trip, is the caller's to account for.
+void AddAckGapSamples(LinkEstimator& estimator, const std::vector<uint64_t>& bytes, const std::vector<double>& sent,
+                      const std::vector<double>& acked);
+
 struct ModelShape {
   int layers = 0;
   int kv_heads = 0;

@@ -159,6 +159,19 @@ TEST(LinkEstimatorTest, HarmonicMeanAndMinimumRtt) {
   EXPECT_DOUBLE_EQ(e.rtt_seconds(), 0.05);
 }
 
+TEST(LinkEstimatorTest, AckGapSamplesSkipTheFirstChunkAndUnackedOnes) {
+  LinkEstimator e(8);
+  // Chunk 1 waits for chunk 0's ack (1.0) and is acked at 1.5: 1000 B in 0.5 s. Chunk 2
+  // is sent after that ack, at 2.0, and acked at 2.25: 1000 B in 0.25 s. Chunk 3 has no
+  // ack yet.
+  AddAckGapSamples(e, {5000, 1000, 1000, 1000}, {0, 0.2, 2.0, 2.1}, {1.0, 1.5, 2.25, -1});
+  ASSERT_TRUE(e.has_bandwidth());
+  EXPECT_NEAR(e.bandwidth_bps(), 2.0 / (0.5 / 8000 + 0.25 / 8000), 1e-9);
+  LinkEstimator none;
+  AddAckGapSamples(none, {1000, 1000}, {0, 0.1}, {-1, 0.5});  // chunk 0 unacked: no gap
+  EXPECT_FALSE(none.has_bandwidth());
+}
+
 TEST(QualityTableTest, ParsesAndRejectsWithThePlace) {
   auto t = ParseQualityTable(
       R"([{"mode": "text", "quality": 0.1}, {"mode": "kv", "selector": "q2c", "retention": 0.5, "spec": "int4", "quality": 0.55}])",
