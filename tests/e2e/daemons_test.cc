@@ -171,6 +171,24 @@ class DaemonsTest : public ::testing::Test {
     return up;
   }
 
+  // A kv SessionOpen for `cache` (every slot sent), as an edge would write it.
+  static Uplink KvOpen(const model::Model& scout, const model::KvCache& cache, int32_t last_token,
+                       const std::string& id) {
+    Uplink up;
+    auto& o = *up.mutable_open();
+    o.set_session_id(id);
+    o.set_mode(kvstream::v1::MODE_KV);
+    o.set_model_fingerprint(scout.fingerprint());
+    o.mutable_dims()->set_num_layers(scout.config().num_layers);
+    o.mutable_dims()->set_num_kv_heads(scout.config().num_kv_heads);
+    o.mutable_dims()->set_head_dim(scout.config().head_dim);
+    o.set_last_token(last_token);
+    o.set_num_slots(static_cast<uint32_t>(cache.size()));
+    o.set_next_position(static_cast<uint32_t>(cache.next_position()));
+    o.set_kept_positions(codec::EncodePositions(cache.positions()));
+    return up;
+  }
+
   static std::string* work_;
   static Daemon* cloud_;
   static Daemon* edge_;
@@ -384,18 +402,7 @@ TEST_F(DaemonsTest, CorruptedChunkIsDataLossAndFreesTheSession) {
   ASSERT_TRUE(pre.ok());
   auto chunks = model::EncodeCache(*pre->cache, codec::ParsePlan("int8").value(), "corrupt-1", {});
   ASSERT_TRUE(chunks.ok() && !chunks->empty());
-  Uplink open;
-  auto& o = *open.mutable_open();
-  o.set_session_id("corrupt-1");
-  o.set_mode(kvstream::v1::MODE_KV);
-  o.set_model_fingerprint((*scout)->fingerprint());
-  o.mutable_dims()->set_num_layers((*scout)->config().num_layers);
-  o.mutable_dims()->set_num_kv_heads((*scout)->config().num_kv_heads);
-  o.mutable_dims()->set_head_dim((*scout)->config().head_dim);
-  o.set_last_token(prompt->tokens.back());
-  o.set_num_slots(static_cast<uint32_t>(head.size()));
-  o.set_next_position(static_cast<uint32_t>(head.size()));
-  o.set_kept_positions(codec::EncodePositions(pre->cache->positions()));
+  const Uplink open = KvOpen(**scout, *pre->cache, prompt->tokens.back(), "corrupt-1");
 
   grpc::ClientContext ctx;
   auto stream = cloud_stub_->Transfer(&ctx);
@@ -431,19 +438,8 @@ TEST_F(DaemonsTest, ResentChunkIsAckedAndAppliedOnce) {
     const std::string id = tamper ? "resend-bad" : "resend-ok";
     auto chunks = model::EncodeCache(*pre->cache, codec::ParsePlan("raw").value(), id, small);
     ASSERT_TRUE(chunks.ok() && chunks->size() >= 2);
-    Uplink open;
-    auto& o = *open.mutable_open();
-    o.set_session_id(id);
-    o.set_mode(kvstream::v1::MODE_KV);
-    o.set_model_fingerprint((*scout)->fingerprint());
-    o.mutable_dims()->set_num_layers((*scout)->config().num_layers);
-    o.mutable_dims()->set_num_kv_heads((*scout)->config().num_kv_heads);
-    o.mutable_dims()->set_head_dim((*scout)->config().head_dim);
-    o.set_last_token(prompt->tokens.back());
-    o.set_num_slots(static_cast<uint32_t>(head.size()));
-    o.set_next_position(static_cast<uint32_t>(head.size()));
-    o.set_kept_positions(codec::EncodePositions(pre->cache->positions()));
-    o.set_max_tokens(4);
+    Uplink open = KvOpen(**scout, *pre->cache, prompt->tokens.back(), id);
+    open.mutable_open()->set_max_tokens(4);
     grpc::ClientContext ctx;
     auto stream = cloud_stub_->Transfer(&ctx);
     ASSERT_TRUE(stream->Write(open));
