@@ -4,7 +4,6 @@
 // under each policy through the edge's gRPC API. Writes one CSV row per link x policy:
 // EM/F1, mean wire bytes, TTFT median and p95 as the client saw it, and the share of
 // requests within the SLO. Results with --emulate_* set are marked emulated.
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -126,15 +125,8 @@ std::string Csv(const std::vector<Result>& rs, double slo, bool emulated) {
 
 absl::Status Run() {
   const std::string models = absl::GetFlag(FLAGS_models_dir);
-  std::error_code ec;
-  const std::string bin = std::filesystem::read_symlink("/proc/self/exe", ec).parent_path().string();
-  std::string work = absl::GetFlag(FLAGS_work_dir);
-  if (work.empty()) {
-    char tmpl[] = "/tmp/kvstream-bench-XXXXXX";
-    if (mkdtemp(tmpl) == nullptr) return absl::InternalError("cannot create a directory under /tmp");
-    work = tmpl;
-  }
-  std::filesystem::create_directories(work);
+  const std::string bin = kvstream::net::ExecutableDir();
+  ASSIGN_OR_RETURN(const std::string work, kvstream::net::WorkDir(absl::GetFlag(FLAGS_work_dir), "kvstream-bench"));
   const double slo = absl::GetFlag(FLAGS_slo);
   const bool emulated = absl::GetFlag(FLAGS_emulate_prefill_tps) > 0 || absl::GetFlag(FLAGS_emulate_decode_tps) > 0;
 

@@ -6,7 +6,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <thread>
 
@@ -17,6 +20,26 @@
 extern char** environ;
 
 namespace kvstream::net {
+
+std::string ExecutableDir() {
+  std::error_code ec;
+  const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string(".") : exe.parent_path().string();
+}
+
+absl::StatusOr<std::string> WorkDir(const std::string& dir, const std::string& prefix) {
+  if (dir.empty()) {
+    std::string tmpl = "/tmp/" + prefix + "-XXXXXX";
+    if (mkdtemp(tmpl.data()) == nullptr) {
+      return absl::InternalError(absl::StrCat("cannot create ", tmpl, ": ", strerror(errno)));
+    }
+    return tmpl;
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
+  return dir;
+}
 
 ChildProcess::~ChildProcess() {
   if (pid_ > 0) {

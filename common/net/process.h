@@ -12,6 +12,12 @@
 
 namespace kvstream::net {
 
+// The directory of the running executable (sibling binaries live there); "." if unknown.
+std::string ExecutableDir();
+// `dir` when set (created if missing), else a fresh /tmp/<prefix>-XXXXXX directory: where
+// launchers keep port files and daemon logs.
+absl::StatusOr<std::string> WorkDir(const std::string& dir, const std::string& prefix);
+
 class ChildProcess {
  public:
   ChildProcess() = default;

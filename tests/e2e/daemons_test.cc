@@ -42,11 +42,6 @@ struct Daemon {
   int metrics_port = 0;
 };
 
-std::string MakeWorkDir() {
-  char tmpl[] = "/tmp/kvstream-e2e-XXXXXX";
-  return mkdtemp(tmpl) != nullptr ? tmpl : "/tmp";
-}
-
 // Starts `binary` with `args`, waiting for its gRPC and metrics port files.
 absl::Status StartDaemon(Daemon& d, const std::string& work, const std::string& name, const std::string& binary,
                          std::vector<std::string> args) {
@@ -72,7 +67,7 @@ absl::Status StartDaemon(Daemon& d, const std::string& work, const std::string& 
 class DaemonsTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    work_ = new std::string(MakeWorkDir());
+    work_ = new std::string(net::WorkDir("", "kvstream-e2e").value_or("/tmp"));
     cloud_ = new Daemon;
     edge_ = new Daemon;
     absl::Status st = StartDaemon(*cloud_, *work_, "cloud", "kvstream-cloud",

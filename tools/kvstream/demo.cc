@@ -2,11 +2,8 @@
 // `large` and `scout`) and kvstream-edge (scout at the edge) as child processes on free
 // loopback ports, asks generated questions in several modes through the edge's gRPC API,
 // prints one table, and stops both daemons with SIGTERM.
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstdio>
-#include <filesystem>
 #include <map>
 
 #include "absl/flags/flag.h"
@@ -42,12 +39,6 @@ struct Row {
   int n = 0, errors = 0;
 };
 
-std::string SelfDir() {
-  std::error_code ec;
-  const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
-  return ec ? std::string(".") : exe.parent_path().string();
-}
-
 double Median(std::vector<double> v) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
@@ -56,14 +47,9 @@ double Median(std::vector<double> v) {
 
 absl::Status Run() {
   const std::string models = absl::GetFlag(FLAGS_models_dir);
-  const std::string bin = absl::GetFlag(FLAGS_bin_dir).empty() ? SelfDir() : absl::GetFlag(FLAGS_bin_dir);
-  std::string work = absl::GetFlag(FLAGS_work_dir);
-  if (work.empty()) {
-    char tmpl[] = "/tmp/kvstream-demo-XXXXXX";
-    if (mkdtemp(tmpl) == nullptr) return absl::InternalError("cannot create a directory under /tmp");
-    work = tmpl;
-  }
-  std::filesystem::create_directories(work);
+  const std::string bin =
+      absl::GetFlag(FLAGS_bin_dir).empty() ? net::ExecutableDir() : absl::GetFlag(FLAGS_bin_dir);
+  ASSIGN_OR_RETURN(const std::string work, net::WorkDir(absl::GetFlag(FLAGS_work_dir), "kvstream-demo"));
   const std::string threads = absl::StrCat("--threads=", absl::GetFlag(FLAGS_daemon_threads));
 
   // Questions first, so a bad --kind fails before anything starts.
