@@ -11,6 +11,8 @@
 #include "absl/flags/declare.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/eval/tasks.h"
+#include "common/model/tokenizer.h"
 
 ABSL_DECLARE_FLAG(std::string, words);
 ABSL_DECLARE_FLAG(uint64_t, task_seed);
@@ -38,6 +40,11 @@ struct Command {
 
 // A channel to a daemon at `address`, over TLS when --tls_ca and friends say so.
 absl::StatusOr<std::shared_ptr<grpc::Channel>> DaemonChannel(const std::string& address);
+
+// The generated tasks the shared flags ask for (--kind, --n, --records, --target_tokens,
+// --task_seed, --words, --single_token_names), values sized by `tokenizer`; an unknown
+// --kind is INVALID_ARGUMENT.
+absl::StatusOr<std::vector<eval::Example>> GeneratedTasks(const model::Tokenizer& tokenizer);
 
 // Prints "kvstream COMMAND: message" for a failed `status` and returns 1; 0 when OK.
 int ExitCode(const char* command, const absl::Status& status);

@@ -54,20 +54,7 @@ absl::Status Run() {
 
   // Questions first, so a bad --kind fails before anything starts.
   ASSIGN_OR_RETURN(auto tok, model::Tokenizer::Load(models + "/tokenizer.json"));
-  ASSIGN_OR_RETURN(auto words, eval::LoadWords(absl::GetFlag(FLAGS_words)));
-  const model::Tokenizer& t = *tok;
-  eval::TaskGenerator gen(words, [&t](const std::string& s) { return static_cast<int>(t.Encode(s, false).value().size()); });
-  gen.set_single_token_names(absl::GetFlag(FLAGS_single_token_names));
-  eval::TaskOptions o;
-  o.kind = absl::GetFlag(FLAGS_kind);
-  o.num_examples = absl::GetFlag(FLAGS_n);
-  o.num_records = absl::GetFlag(FLAGS_records);
-  o.target_tokens = absl::GetFlag(FLAGS_target_tokens);
-  o.seed = absl::GetFlag(FLAGS_task_seed);
-  if (o.kind != "single" && o.kind != "multi" && o.kind != "needle") {
-    return absl::InvalidArgumentError(absl::StrCat("--kind: expected single, multi or needle; found '", o.kind, "'"));
-  }
-  const std::vector<eval::Example> examples = gen.Generate(o);
+  ASSIGN_OR_RETURN(const std::vector<eval::Example> examples, GeneratedTasks(*tok));
 
   std::printf("starting kvstream-cloud (large, scout) and kvstream-edge (scout) on loopback; logs in %s\n",
               work.c_str());
@@ -86,7 +73,7 @@ absl::Status Run() {
                              work + "/edge.log"));
   ASSIGN_OR_RETURN(const int edge_port, edge.WaitForPortFile(work + "/edge.port", 60));
   std::printf("cloud on port %d, edge on port %d; %zu %s questions per mode\n\n", cloud_port, edge_port,
-              examples.size(), o.kind.c_str());
+              examples.size(), absl::GetFlag(FLAGS_kind).c_str());
   std::fflush(stdout);
 
   auto policy = [](kvstream::v1::Mode mode, const char* selector, double retention, const char* spec) {

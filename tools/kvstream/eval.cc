@@ -86,17 +86,7 @@ absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
     ASSIGN_OR_RETURN(examples, eval::LoadSquadFile(absl::GetFlag(FLAGS_tasks)));
     if (static_cast<int>(examples.size()) > absl::GetFlag(FLAGS_n)) examples.resize(absl::GetFlag(FLAGS_n));
   } else {
-    ASSIGN_OR_RETURN(auto words, eval::LoadWords(absl::GetFlag(FLAGS_words)));
-    const model::Tokenizer& t = *tok;
-    eval::TaskGenerator gen(words, [&t](const std::string& s) { return static_cast<int>(t.Encode(s, false).value().size()); });
-    gen.set_single_token_names(absl::GetFlag(FLAGS_single_token_names));
-    eval::TaskOptions o;
-    o.kind = absl::GetFlag(FLAGS_kind);
-    o.num_examples = absl::GetFlag(FLAGS_n);
-    o.num_records = absl::GetFlag(FLAGS_records);
-    o.target_tokens = absl::GetFlag(FLAGS_target_tokens);
-    o.seed = absl::GetFlag(FLAGS_task_seed);
-    examples = gen.Generate(o);
+    ASSIGN_OR_RETURN(examples, GeneratedTasks(*tok));
   }
 
   std::vector<std::string> specs = absl::StrSplit(sweep.specs, ';', absl::SkipEmpty());

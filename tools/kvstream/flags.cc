@@ -23,6 +23,25 @@ ABSL_FLAG(std::string, tls_server_name, "", "ask/health: name to check the daemo
 
 namespace kvstream::cli {
 
+absl::StatusOr<std::vector<eval::Example>> GeneratedTasks(const model::Tokenizer& tokenizer) {
+  eval::TaskOptions o;
+  o.kind = absl::GetFlag(FLAGS_kind);
+  if (o.kind != "single" && o.kind != "multi" && o.kind != "needle") {
+    return absl::InvalidArgumentError(absl::StrCat("--kind: expected single, multi or needle; found '", o.kind, "'"));
+  }
+  o.num_examples = absl::GetFlag(FLAGS_n);
+  o.num_records = absl::GetFlag(FLAGS_records);
+  o.target_tokens = absl::GetFlag(FLAGS_target_tokens);
+  o.seed = absl::GetFlag(FLAGS_task_seed);
+  auto words = eval::LoadWords(absl::GetFlag(FLAGS_words));
+  if (!words.ok()) return words.status();
+  eval::TaskGenerator gen(*words, [&tokenizer](const std::string& text) {
+    return static_cast<int>(tokenizer.Encode(text, false).value().size());
+  });
+  gen.set_single_token_names(absl::GetFlag(FLAGS_single_token_names));
+  return gen.Generate(o);
+}
+
 absl::StatusOr<std::shared_ptr<grpc::Channel>> DaemonChannel(const std::string& address) {
   auto channel = net::MakeChannel(address, {absl::GetFlag(FLAGS_tls_ca), absl::GetFlag(FLAGS_tls_cert),
                                             absl::GetFlag(FLAGS_tls_key), absl::GetFlag(FLAGS_tls_server_name)});
