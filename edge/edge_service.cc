@@ -55,6 +55,7 @@ struct EdgeService::Metrics {
   prometheus::Gauge& bandwidth;
   prometheus::Gauge& rtt;
   prometheus::Family<prometheus::Counter>& decisions;
+  prometheus::Family<prometheus::Gauge>& prefill_scale;
 
   explicit Metrics(prometheus::Registry& r)
       : requests(prometheus::BuildCounter()
@@ -99,7 +100,12 @@ struct EdgeService::Metrics {
         decisions(prometheus::BuildCounter()
                       .Name("kvstream_edge_adaptive_decisions_total")
                       .Help("Modes the adaptive controller chose")
-                      .Register(r)) {}
+                      .Register(r)),
+        prefill_scale(prometheus::BuildGauge()
+                          .Name("kvstream_edge_prefill_cost_scale")
+                          .Help("Recent scout prefill time over the start-up fit (1: as fast as at start-up), "
+                                "plain or with attention statistics")
+                          .Register(r)) {}
 
   void Stage(const char* name, double seconds) {
     stages.Add({{"stage", name}}, metrics::SecondsBuckets()).Observe(seconds);
@@ -117,6 +123,8 @@ EdgeService::EdgeService(std::unique_ptr<model::Model> scout, std::unique_ptr<mo
       tokenizer_(std::move(tokenizer)),
       options_(options),
       metrics_(std::make_unique<Metrics>(metrics.registry())),
+      prefill_cost_(options.edge_prefill),
+      prefill_stats_cost_(options.edge_prefill_stats),
       cloud_(kvstream::v1::CloudService::NewStub(options.cloud_channel ? options.cloud_channel
                                                                        : net::MakeChannel(options.cloud_address))) {}
 
@@ -237,6 +245,12 @@ absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1
     ASSIGN_OR_RETURN(pre, scout_->Prefill(head, po));
     stages.set_prefill(Seconds(t, Clock::now()));
     metrics_->Stage("prefill", stages.prefill());
+    {
+      std::lock_guard<std::mutex> lock(cost_mu_);
+      control::PrefillCost& cost = selects ? prefill_stats_cost_ : prefill_cost_;
+      cost.Observe(static_cast<int>(head.size()), stages.prefill());
+      metrics_->prefill_scale.Add({{"kind", selects ? "stats" : "plain"}}).Set(cost.scale());
+    }
 
     t = Clock::now();
     select::Selection sel;
@@ -500,8 +514,11 @@ absl::StatusOr<ResolvedPolicy> EdgeService::ChooseAdaptive(const ResolvedPolicy&
     if (m.name() == request.cloud_model) answer_model = &m;
   }
   control::Rates rates;
-  rates.edge_prefill = options_.edge_prefill_tokens_per_second;
-  rates.edge_prefill_stats = options_.edge_prefill_stats_tokens_per_second;
+  {
+    std::lock_guard<std::mutex> lock(cost_mu_);
+    rates.edge_prefill = prefill_cost_;
+    rates.edge_prefill_stats = prefill_stats_cost_;
+  }
   if (kv_model != nullptr) rates.kv_decode = kv_model->decode_tokens_per_second();
   if (answer_model != nullptr) {
     rates.cloud_prefill = answer_model->prefill_tokens_per_second();

@@ -34,13 +34,14 @@ struct EdgeOptions {
   std::shared_ptr<net::Shaper> shaper;
   // Adaptive mode: the operating points and their expected quality (empty: adaptive
   // requests are UNIMPLEMENTED), the bandwidth assumed before any measurement, the
-  // quality floor, and the scout's prefill rate (tokens/s) for the cost model.
+  // quality floor, and the scout's prefill cost against prompt length for the cost
+  // model (each request's measured prefill then recalibrates it).
   std::vector<control::OperatingPoint> quality_table;
   double initial_bandwidth_bps = 100e6;
   double initial_rtt_seconds = 0.02;
   double quality_floor = 0;
-  double edge_prefill_tokens_per_second = 0;
-  double edge_prefill_stats_tokens_per_second = 0;  // while collecting attention statistics
+  control::PrefillCost edge_prefill;
+  control::PrefillCost edge_prefill_stats;  // while collecting attention statistics
 };
 
 class EdgeService final : public kvstream::v1::EdgeService::Service {
@@ -74,6 +75,9 @@ class EdgeService final : public kvstream::v1::EdgeService::Service {
   std::unique_ptr<Metrics> metrics_;
   std::mutex link_mu_;
   control::LinkEstimator link_;
+  // The scout's prefill cost, plain and with statistics, recalibrated by every request.
+  std::mutex cost_mu_;
+  control::PrefillCost prefill_cost_, prefill_stats_cost_;
   std::unique_ptr<kvstream::v1::CloudService::Stub> cloud_;
   std::mutex info_mu_;
   std::optional<kvstream::v1::GetInfoResponse> info_;

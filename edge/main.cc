@@ -1,13 +1,13 @@
 // kvstream-edge: serves EdgeService.Ask to clients and streams each request's prompt
 // state to a kvstream-cloud. See --help.
+#include <chrono>
 #include <cstdio>
+#include <random>
 #include <string>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
-#include <chrono>
-#include <random>
 
 #include "common/base/log.h"
 #include "common/control/controller.h"
@@ -159,29 +159,39 @@ int main(int argc, char** argv) {
     return Fail(absl::StrCat("default policy: ", p.status().message()));
   }
   {
-    // The scout's prefill rate, for the adaptive cost model.
-    const int n = std::min(256, (*scout)->config().max_position_embeddings / 2);
+    // The scout's prefill cost against prompt length, for the adaptive cost model:
+    // timed at two lengths, plain and collecting statistics for a selector over a
+    // question at the end, best of three (start-up is noisy), and fitted as a*n + b*n^2.
+    const int max_n = (*scout)->config().max_position_embeddings / 2;
+    const int n2 = std::min(512, max_n), n1 = std::max(16, n2 / 4);
     std::mt19937 rng(7);
-    std::vector<int32_t> tokens(n);
+    std::vector<int32_t> tokens(n2);
     for (int32_t& t : tokens) t = static_cast<int32_t>(rng() % static_cast<uint32_t>((*scout)->config().vocab_size));
-    (void)(*scout)->Prefill(absl::MakeSpan(tokens).subspan(0, 8));
-    // Plain, and collecting statistics for a selector over a question at the end.
-    kvstream::model::PrefillOptions with_stats;
-    with_stats.collect_stats = true;
-    with_stats.spans.num_tokens = n;
-    with_stats.spans.context_begin = 8;
-    with_stats.spans.context_end = n - 24;
-    with_stats.spans.question_begin = n - 20;
-    with_stats.spans.question_end = n - 8;
-    for (int round = 0; round < 3; ++round) {  // best of three: start-up is noisy
-      for (const bool stats : {false, true}) {
+    (void)(*scout)->Prefill(tokens);  // warm-up: first-call allocations are not prefill cost
+    auto time_prefill = [&](int n, bool stats) {
+      kvstream::model::PrefillOptions po;
+      po.collect_stats = stats;
+      po.spans.num_tokens = n;
+      po.spans.context_begin = 8;
+      po.spans.context_end = n - 12;
+      po.spans.question_begin = n - 10;
+      po.spans.question_end = n - 4;
+      double best = 0;
+      for (int round = 0; round < 3; ++round) {
         const auto t0 = std::chrono::steady_clock::now();
-        auto pre = (*scout)->Prefill(tokens, stats ? with_stats : kvstream::model::PrefillOptions{});
-        const double rate =
-            n / std::max(1e-9, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-        double& best = stats ? options.edge_prefill_stats_tokens_per_second : options.edge_prefill_tokens_per_second;
-        if (pre.ok()) best = std::max(best, rate);
+        auto pre = (*scout)->Prefill(absl::MakeSpan(tokens).subspan(0, n), po);
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (pre.ok() && (best == 0 || s < best)) best = s;
       }
+      return best;
+    };
+    for (const bool stats : {false, true}) {
+      const double t1 = time_prefill(n1, stats), t2 = time_prefill(n2, stats);
+      auto cost = kvstream::control::PrefillCost::Fit(n1, t1, n2, t2);
+      if (!cost.ok()) return Fail(absl::StrCat("timing the scout's prefill: ", cost.status().message()));
+      (stats ? options.edge_prefill_stats : options.edge_prefill) = *cost;
+      logging::Logf(logging::Level::kInfo, "edge", "scout prefill%s: %d tokens in %.1f ms, %d in %.1f ms",
+                    stats ? " with statistics" : "", n1, t1 * 1e3, n2, t2 * 1e3);
     }
   }
   if (options.shaper != nullptr) {
@@ -191,9 +201,8 @@ int main(int argc, char** argv) {
                       : absl::StrCat("trace ", absl::GetFlag(FLAGS_uplink_trace)),
                   delay * 1000);
   }
-  logging::Logf(logging::Level::kInfo, "edge", "scout %s (%s, prefill %.0f tokens/s, %.0f with statistics); cloud %s; default mode %s, selector %s, spec %s",
-                dir, (*scout)->fingerprint(), options.edge_prefill_tokens_per_second,
-                options.edge_prefill_stats_tokens_per_second, options.cloud_address, absl::GetFlag(FLAGS_mode),
+  logging::Logf(logging::Level::kInfo, "edge", "scout %s (%s); cloud %s; default mode %s, selector %s, spec %s",
+                dir, (*scout)->fingerprint(), options.cloud_address, absl::GetFlag(FLAGS_mode),
                 absl::GetFlag(FLAGS_selector), absl::GetFlag(FLAGS_spec));
 
   kvstream::metrics::MetricsServer metrics;

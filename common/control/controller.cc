@@ -55,6 +55,40 @@ void AddAckGapSamples(LinkEstimator& estimator, const std::vector<uint64_t>& byt
   }
 }
 
+PrefillCost PrefillCost::FromRate(double tokens_per_second) {
+  PrefillCost c;
+  if (tokens_per_second > 0) c.a_ = 1.0 / tokens_per_second;
+  return c;
+}
+
+absl::StatusOr<PrefillCost> PrefillCost::Fit(int n1, double t1, int n2, double t2) {
+  if (n1 <= 0 || n2 <= n1 || !(t1 > 0) || !(t2 > 0)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "prefill timings: expected 0 < n1 < n2 and positive seconds, found n1=%d (%g s), n2=%d (%g s)", n1, t1, n2,
+        t2));
+  }
+  PrefillCost c;
+  // a*n + b*n^2 = t at both points: per-token time t/n = a + b*n is a line in n.
+  c.b_ = (t2 / n2 - t1 / n1) / (n2 - n1);
+  c.a_ = t1 / n1 - c.b_ * n1;
+  if (c.b_ < 0) {  // per-token time fell with length: noise; least squares through both, linear
+    c.b_ = 0;
+    c.a_ = (t1 * n1 + t2 * n2) / (static_cast<double>(n1) * n1 + static_cast<double>(n2) * n2);
+  } else if (c.a_ < 0) {  // steeper than quadratic: least squares, quadratic only
+    const double q1 = static_cast<double>(n1) * n1, q2 = static_cast<double>(n2) * n2;
+    c.a_ = 0;
+    c.b_ = (t1 * q1 + t2 * q2) / (q1 * q1 + q2 * q2);
+  }
+  return c;
+}
+
+void PrefillCost::Observe(int n, double seconds, double alpha) {
+  const double modelled = a_ * n + b_ * static_cast<double>(n) * n;
+  if (!(modelled > 0) || !(seconds > 0)) return;
+  const double ratio = std::clamp(seconds / modelled, 0.1, 10.0);
+  scale_ = (1 - alpha) * scale_ + alpha * ratio;
+}
+
 std::string OperatingPoint::label() const {
   if (mode == Mode::kText) return "text";
   std::string sel = std::string(select::PolicyName(selector));
@@ -75,9 +109,9 @@ absl::StatusOr<Prediction> Predict(const OperatingPoint& p, const RequestShape& 
   const int kept_context = p.selector == select::Policy::kFull ? r.context_tokens
                                                                 : select::ContextBudget(p.retention, r.context_tokens);
   const int slots = head - r.context_tokens + kept_context;
-  const double edge_rate = p.selector != select::Policy::kFull && rates.edge_prefill_stats > 0
-                               ? rates.edge_prefill_stats
-                               : rates.edge_prefill;
+  const PrefillCost& edge_prefill = p.selector != select::Policy::kFull && rates.edge_prefill_stats.known()
+                                        ? rates.edge_prefill_stats
+                                        : rates.edge_prefill;
   Prediction out;
   const uint64_t ids_bytes = 3ull * r.prompt_tokens + 64;
   if (p.mode == Mode::kText) {
@@ -85,7 +119,7 @@ absl::StatusOr<Prediction> Predict(const OperatingPoint& p, const RequestShape& 
     out.cloud_seconds = per(head, rates.cloud_prefill) + per(1, rates.cloud_decode);
   } else if (p.mode == Mode::kScout) {
     out.wire_bytes = ids_bytes + 2ull * slots;
-    out.edge_seconds = per(head, edge_rate);
+    out.edge_seconds = edge_prefill.Seconds(head);
     out.cloud_seconds = per(head, rates.cloud_prefill) + per(1, rates.cloud_decode);
   } else {
     ASSIGN_OR_RETURN(codec::Plan plan, codec::ParsePlan(p.spec));
@@ -98,7 +132,7 @@ absl::StatusOr<Prediction> Predict(const OperatingPoint& p, const RequestShape& 
                  codec::EncodedTensorBytes(ls.v, shape, codec::DType::kF32);
     }
     out.wire_bytes = payload + 4ull * slots + 256;
-    out.edge_seconds = per(head, edge_rate) + per(static_cast<double>(payload), rates.edge_encode_bytes);
+    out.edge_seconds = edge_prefill.Seconds(head) + per(static_cast<double>(payload), rates.edge_encode_bytes);
     out.cloud_seconds = per(static_cast<double>(payload), rates.rebuild_bytes) + per(1, rates.kv_decode);
   }
   out.transfer_seconds = link.rtt_seconds + 8.0 * static_cast<double>(out.wire_bytes) / link.bandwidth_bps;

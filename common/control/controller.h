@@ -51,11 +51,40 @@ struct ModelShape {
   int head_dim = 0;
 };
 
+// Prefill time against prompt length: seconds(n) = scale * (a*n + b*n^2). The
+// projections and MLP cost the same per token; attention grows with the prompt, so a
+// rate measured at one length misprices another. The edge fits a and b to prefills
+// timed at two lengths at start-up, and Observe() moves the scale toward what
+// requests actually took, so a machine that is busier now than at start-up is priced
+// as it is now.
+class PrefillCost {
+ public:
+  PrefillCost() = default;  // unknown: costs nothing
+  // n / tokens_per_second (no quadratic term); unknown for a rate <= 0.
+  static PrefillCost FromRate(double tokens_per_second);
+  // Through two timings (0 < n1 < n2, seconds > 0). A negative quadratic term (timing
+  // noise) is dropped for the linear fit through both points; a negative linear term
+  // likewise for a pure quadratic.
+  static absl::StatusOr<PrefillCost> Fit(int n1, double seconds1, int n2, double seconds2);
+  bool known() const { return a_ > 0 || b_ > 0; }
+  double Seconds(int n) const { return scale_ * (a_ * n + b_ * static_cast<double>(n) * n); }
+  // Folds one observed prefill of `n` tokens into the scale: an exponentially weighted
+  // mean (weight `alpha` for the new sample) of observed over modelled time, each
+  // sample clamped to [0.1, 10] so one stall cannot swing the controller.
+  void Observe(int n, double seconds, double alpha = 0.25);
+  double linear() const { return a_; }
+  double quadratic() const { return b_; }
+  double scale() const { return scale_; }
+
+ private:
+  double a_ = 0, b_ = 0, scale_ = 1;
+};
+
 // Rates the cost model needs (tokens/s unless named otherwise).
 struct Rates {
-  double edge_prefill = 0;            // scout prefill, measured at the edge
-  double edge_prefill_stats = 0;      // the same while collecting attention statistics
-                                      // (selectors other than full); 0: as edge_prefill
+  PrefillCost edge_prefill;           // scout prefill at the edge
+  PrefillCost edge_prefill_stats;     // the same while collecting attention statistics
+                                      // (selectors other than full); unknown: as edge_prefill
   double edge_encode_bytes = 2e9;     // chunk encode, bytes of output per second
   double cloud_prefill = 0;           // the cloud model that answers scout / text
   double cloud_decode = 0;            // its first decode step
@@ -91,9 +120,9 @@ struct Prediction {
 
 // Predicted wire bytes and TTFT of `point` for a request on a link:
 //   text:  rtt + tx(ids) + prompt/cloud_prefill + 1/cloud_decode
-//   scout: prompt/edge_prefill + rtt + tx(ids + positions) + prompt/cloud_prefill + 1/cloud_decode
-//   kv:    prompt/edge_prefill + bytes/encode + rtt + tx(chunks) + bytes/rebuild + 1/kv_decode
-// where edge_prefill is the statistics-collecting rate when the point selects.
+//   scout: edge_prefill(prompt) + rtt + tx(ids + positions) + prompt/cloud_prefill + 1/cloud_decode
+//   kv:    edge_prefill(prompt) + bytes/encode + rtt + tx(chunks) + bytes/rebuild + 1/kv_decode
+// where edge_prefill is the statistics-collecting cost when the point selects.
 // where kv bytes follow the codec's size formula for the kept slots (f32 source; zstd
 // is not credited, so the estimate is an upper bound), and ids cost 3 bytes each.
 absl::StatusOr<Prediction> Predict(const OperatingPoint& point, const RequestShape& request, const ModelShape& scout,

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <tuple>
+
 namespace kvstream::control {
 namespace {
 
@@ -11,7 +13,7 @@ const RequestShape kRequest{101, 80};
 
 Rates TestRates() {
   Rates r;
-  r.edge_prefill = 1000;
+  r.edge_prefill = PrefillCost::FromRate(1000);
   r.edge_encode_bytes = 2e9;
   r.cloud_prefill = 500;
   r.cloud_decode = 50;
@@ -58,7 +60,7 @@ TEST(ControllerTest, PredictsTextAndScoutByHand) {
 
 TEST(ControllerTest, SelectingPointsPayForStatisticsAtTheEdge) {
   Rates r = TestRates();
-  r.edge_prefill_stats = 500;  // half the plain rate
+  r.edge_prefill_stats = PrefillCost::FromRate(500);  // half the plain rate
   auto full = Predict(Point(Mode::kKv, "int4", 0.8), kRequest, kScout, r, {1e9, 0});
   auto half = Predict(Point(Mode::kKv, "int4", 0.8, select::Policy::kQ2C, 0.5), kRequest, kScout, r, {1e9, 0});
   ASSERT_TRUE(full.ok() && half.ok());
@@ -69,6 +71,72 @@ TEST(ControllerTest, SelectingPointsPayForStatisticsAtTheEdge) {
                   kRequest, kScout, r, {1e9, 0}, 0, 0);
   ASSERT_TRUE(d.ok());
   EXPECT_EQ(d->point.selector, select::Policy::kFull);
+}
+
+TEST(PrefillCostTest, FitsLinearAndQuadraticTermsThroughTwoTimings) {
+  // 1 ms/token plus 2 us/token^2: 100 tokens take 0.12 s, 400 take 0.72 s.
+  auto c = PrefillCost::Fit(100, 0.12, 400, 0.72);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_NEAR(c->linear(), 1e-3, 1e-12);
+  EXPECT_NEAR(c->quadratic(), 2e-6, 1e-15);
+  EXPECT_NEAR(c->Seconds(200), 0.2 + 0.08, 1e-12);
+  // A rate taken at one length alone misprices another: 100 tokens at 0.12 s priced
+  // linearly puts 400 tokens at 0.48 s, not 0.72 s.
+  EXPECT_NEAR(PrefillCost::FromRate(100 / 0.12).Seconds(400), 0.48, 1e-12);
+}
+
+TEST(PrefillCostTest, NoisyTimingsFallBackToOneTerm) {
+  // Per-token time falling with length (noise): least-squares line through both.
+  auto lin = PrefillCost::Fit(100, 0.2, 200, 0.3);
+  ASSERT_TRUE(lin.ok());
+  EXPECT_EQ(lin->quadratic(), 0);
+  EXPECT_NEAR(lin->linear(), (0.2 * 100 + 0.3 * 200) / (100.0 * 100 + 200.0 * 200), 1e-15);
+  // Steeper than quadratic: the linear term would be negative; quadratic alone.
+  auto quad = PrefillCost::Fit(100, 0.01, 200, 0.1);
+  ASSERT_TRUE(quad.ok());
+  EXPECT_EQ(quad->linear(), 0);
+  EXPECT_GT(quad->quadratic(), 0);
+  for (auto [n1, t1, n2, t2] : {std::tuple{0, 1.0, 10, 1.0}, {10, 1.0, 10, 2.0}, {10, 0.0, 20, 1.0},
+                                 {10, 1.0, 20, -1.0}}) {
+    EXPECT_EQ(PrefillCost::Fit(n1, t1, n2, t2).status().code(), absl::StatusCode::kInvalidArgument) << n1 << " " << n2;
+  }
+  EXPECT_FALSE(PrefillCost().known());
+  EXPECT_FALSE(PrefillCost::FromRate(0).known());
+  EXPECT_EQ(PrefillCost().Seconds(1000), 0);
+}
+
+TEST(PrefillCostTest, ObservedPrefillsMoveTheScale) {
+  PrefillCost c = PrefillCost::FromRate(1000);  // 1 ms/token
+  c.Observe(100, 0.2);                          // took twice the model: 0.75 + 0.25 * 2
+  EXPECT_NEAR(c.scale(), 1.25, 1e-12);
+  EXPECT_NEAR(c.Seconds(100), 0.125, 1e-12);
+  c.Observe(100, 1000.0);  // a stall counts as 10x at most
+  EXPECT_NEAR(c.scale(), 0.75 * 1.25 + 0.25 * 10, 1e-12);
+  for (int i = 0; i < 60; ++i) c.Observe(50, 0.05);  // back to the model
+  EXPECT_NEAR(c.scale(), 1.0, 1e-6);
+  c.Observe(0, 1.0);  // nothing to compare with: ignored
+  c.Observe(10, 0.0);
+  EXPECT_NEAR(c.scale(), 1.0, 1e-6);
+}
+
+TEST(ControllerTest, LongerPromptsMakeSelectionDearer) {
+  // Statistics cost grows with the square of the prompt: at 101 tokens selecting wins on
+  // a slow link; at ten times the length the same link no longer pays for it.
+  Rates r = TestRates();
+  r.edge_prefill = PrefillCost::FromRate(1000);
+  auto stats = PrefillCost::Fit(100, 0.2, 1000, 20.0);  // 2e-5 * n^2 seconds
+  ASSERT_TRUE(stats.ok());
+  r.edge_prefill_stats = *stats;
+  const std::vector<OperatingPoint> points = {Point(Mode::kKv, "int4", 0.8),
+                                              Point(Mode::kKv, "int4", 0.8, select::Policy::kSnapKV, 0.5)};
+  auto short_slow = Choose(points, kRequest, kScout, r, {1e4, 0}, 0, 0);
+  auto long_slow = Choose(points, {1001, 980}, kScout, r, {1e4, 0}, 0, 0);
+  ASSERT_TRUE(short_slow.ok() && long_slow.ok());
+  EXPECT_EQ(short_slow->point.selector, select::Policy::kSnapKV);
+  // 1000 tokens: statistics take 20 s against 1 s plain; keeping 510 of 1000 slots
+  // saves 13,720 wire bytes, 11 s at 10 kbit/s: not enough.
+  EXPECT_EQ(long_slow->point.selector, select::Policy::kFull);
+  EXPECT_NEAR(long_slow->prediction.edge_seconds, 1.0 + 2 * 2 * 1000 * 6 / 2e9, 1e-9);
 }
 
 TEST(ControllerTest, SelectionShrinksKvBytes) {
