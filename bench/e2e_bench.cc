@@ -1,9 +1,13 @@
 // kvstream-e2e-bench: TTFT and quality against bandwidth, end to end. Starts one
 // kvstream-cloud, then for every link (a rate x RTT, or a bandwidth trace) a
 // kvstream-edge whose uplink is shaped to it, and asks the same generated questions
-// under each policy through the edge's gRPC API. Writes one CSV row per link x policy:
-// EM/F1, mean wire bytes, TTFT median and p95 as the client saw it, and the share of
-// requests within the SLO. Results with --emulate_* set are marked emulated.
+// under each policy through the edge's gRPC API. Policies are interleaved (question by
+// question, in an order that rotates), so a slow spell of the machine falls on all of
+// them alike instead of on whichever policy was running. Writes one CSV row per
+// link x policy: EM/F1, mean wire bytes, TTFT median and p95 as the client saw it, the
+// share of requests within the SLO, where the time went (edge, transfer and cloud
+// stages, means) and, for adaptive, the cost model's mean predicted TTFT. Results with
+// --emulate_* set are marked emulated.
 
 #include <algorithm>
 #include <cstdio>
@@ -63,6 +67,10 @@ struct Result {
   double em = 0, f1 = 0, wire = 0;
   std::vector<double> ttft;
   std::map<std::string, int> modes;
+  // Sums over successful requests of the edge's stage times (tokenize through encode),
+  // the transfer, the cloud's (rebuild and first token), and of predicted TTFTs.
+  double edge_s = 0, transfer_s = 0, cloud_s = 0, predicted_s = 0;
+  int predicted_n = 0;
 };
 
 double Quantile(std::vector<double> v, double q) {
@@ -108,17 +116,19 @@ kvstream::v1::Policy PolicyFor(const std::string& name, double slo) {
 std::string Csv(const std::vector<Result>& rs, double slo, bool emulated) {
   std::string out =
       "link,rate_mbps,rtt_ms,policy,n,errors,exact_match,f1,wire_bytes,ttft_median_s,ttft_p95_s,slo_s,slo_hit_rate,"
-      "modes,emulated\n";
+      "modes,emulated,edge_s,transfer_s,cloud_s,predicted_ttft_s\n";
   for (const Result& r : rs) {
     const int ok = r.n - r.errors;
     int hits = 0;
     for (double t : r.ttft) hits += t <= slo;
     std::string modes;
     for (const auto& [m, c] : r.modes) absl::StrAppend(&modes, modes.empty() ? "" : " ", m, ":", c);
-    absl::StrAppendFormat(&out, "%s,%g,%g,%s,%d,%d,%.4f,%.4f,%.0f,%.5f,%.5f,%g,%.4f,%s,%d\n", r.link, r.mbps, r.rtt_ms,
-                          r.policy, r.n, r.errors, ok ? r.em / ok : 0.0, ok ? r.f1 / ok : 0.0, ok ? r.wire / ok : 0.0,
+    const double d = ok ? ok : 1;
+    absl::StrAppendFormat(&out, "%s,%g,%g,%s,%d,%d,%.4f,%.4f,%.0f,%.5f,%.5f,%g,%.4f,%s,%d,%.5f,%.5f,%.5f,%.5f\n", r.link,
+                          r.mbps, r.rtt_ms, r.policy, r.n, r.errors, r.em / d, r.f1 / d, r.wire / d,
                           Quantile(r.ttft, 0.5), Quantile(r.ttft, 0.95), slo,
-                          r.n ? static_cast<double>(hits) / r.n : 0.0, modes, emulated ? 1 : 0);
+                          r.n ? static_cast<double>(hits) / r.n : 0.0, modes, emulated ? 1 : 0, r.edge_s / d,
+                          r.transfer_s / d, r.cloud_s / d, r.predicted_n ? r.predicted_s / r.predicted_n : 0.0);
   }
   return out;
 }
@@ -189,24 +199,29 @@ absl::Status Run() {
     RETURN_IF_ERROR(edge.Start(args, absl::StrCat(work, "/edge-", link.name, ".log")));
     ASSIGN_OR_RETURN(const int edge_port, edge.WaitForPortFile(port_file, 60));
     auto stub = kvstream::v1::EdgeService::NewStub(kvstream::net::MakeChannel(absl::StrCat("127.0.0.1:", edge_port)));
-    for (const std::string& policy : policies) {
-      Result r;
-      r.link = link.name;
-      r.policy = policy;
-      r.mbps = link.mbps;
-      r.rtt_ms = link.rtt_ms;
-      for (const auto& ex : examples) {
+    std::vector<Result> per_policy(policies.size());
+    for (size_t p = 0; p < policies.size(); ++p) {
+      per_policy[p].link = link.name;
+      per_policy[p].policy = policies[p];
+      per_policy[p].mbps = link.mbps;
+      per_policy[p].rtt_ms = link.rtt_ms;
+    }
+    for (size_t q = 0; q < examples.size(); ++q) {
+      const auto& ex = examples[q];
+      for (size_t k = 0; k < policies.size(); ++k) {
+        const size_t p = (q + k) % policies.size();  // rotate who goes first
+        Result& r = per_policy[p];
         kvstream::v1::AskRequest req;
         req.set_context(ex.context);
         req.set_question(ex.question);
-        *req.mutable_policy() = PolicyFor(policy, slo);
+        *req.mutable_policy() = PolicyFor(policies[p], slo);
         kvstream::net::AskCall call;
         call.timeout_seconds = 120;
         auto a = kvstream::net::Ask(*stub, req, call);
         ++r.n;
         if (!a.ok()) {
           ++r.errors;
-          std::fprintf(stderr, "[bench] %s %s: %s\n", link.name.c_str(), policy.c_str(),
+          std::fprintf(stderr, "[bench] %s %s: %s\n", link.name.c_str(), policies[p].c_str(),
                        std::string(a.status().message()).c_str());
           continue;
         }
@@ -215,11 +230,21 @@ absl::Status Run() {
         r.wire += static_cast<double>(a->stats.wire_bytes());
         r.ttft.push_back(a->client_ttft_seconds);
         const auto& s = a->stats;
+        const auto& st = s.stages();
+        r.edge_s += st.tokenize() + st.prefill() + st.select() + st.encode();
+        r.transfer_s += st.transfer();
+        r.cloud_s += st.rebuild() + st.first_token();
+        if (s.predicted_ttft_seconds() > 0) {
+          r.predicted_s += s.predicted_ttft_seconds();
+          ++r.predicted_n;
+        }
         std::string mode = s.mode() == kvstream::v1::MODE_KV ? absl::StrCat("kv/", s.selector(), "/", s.spec())
                            : s.mode() == kvstream::v1::MODE_SCOUT ? "scout" : "text";
         ++r.modes[mode];
       }
-      std::fprintf(stderr, "[bench] %-16s %-14s TTFT median %.3f s, F1 %.2f\n", link.name.c_str(), policy.c_str(),
+    }
+    for (Result& r : per_policy) {
+      std::fprintf(stderr, "[bench] %-16s %-14s TTFT median %.3f s, F1 %.2f\n", link.name.c_str(), r.policy.c_str(),
                    Quantile(r.ttft, 0.5), r.n - r.errors ? r.f1 / (r.n - r.errors) : 0.0);
       results.push_back(std::move(r));
     }
