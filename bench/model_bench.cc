@@ -13,6 +13,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_split.h"
+#include "common/base/memory.h"
 #include "common/model/model.h"
 
 ABSL_FLAG(std::string, models, "testdata/models/scout,testdata/models/large", "Model directories, comma separated");
@@ -32,6 +33,7 @@ double Seconds(std::chrono::steady_clock::time_point a) {
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
+  std::printf("%s\n", kvstream::base::KeepFreedMemoryForReuse().c_str());  // as the daemons run
   const int n_prompt = absl::GetFlag(FLAGS_prompt), n_decode = absl::GetFlag(FLAGS_decode);
   std::printf("%-28s %8s %6s %14s %14s %12s\n", "model", "params", "dtype", "prefill tok/s", "decode tok/s",
               "matmul GF/s");

@@ -10,6 +10,7 @@
 #include "absl/strings/str_split.h"
 #include "cloud/cloud_service.h"
 #include "common/base/log.h"
+#include "common/base/memory.h"
 #include "common/metrics/metrics.h"
 #include "common/net/daemon.h"
 #include "common/net/grpc_util.h"
@@ -88,6 +89,7 @@ int main(int argc, char** argv) {
     return Fail(std::string(st.message()));
   }
   if (absl::GetFlag(FLAGS_model).empty()) return Fail("no --model given; expected at least one NAME=DIR");
+  logging::Logf(logging::Level::kInfo, "cloud", "%s", kvstream::base::KeepFreedMemoryForReuse());
 
   auto credentials = kvstream::net::ServerCredentials(
       {absl::GetFlag(FLAGS_tls_client_ca), absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key), ""});

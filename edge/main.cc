@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 
 #include "common/base/log.h"
+#include "common/base/memory.h"
 #include "common/control/controller.h"
 #include "common/net/shaper.h"
 #include "common/metrics/metrics.h"
@@ -86,6 +87,7 @@ int main(int argc, char** argv) {
   if (absl::Status st = logging::SetLevelByName(absl::GetFlag(FLAGS_log_level)); !st.ok()) {
     return Fail(std::string(st.message()));
   }
+  logging::Logf(logging::Level::kInfo, "edge", "%s", kvstream::base::KeepFreedMemoryForReuse());
 
   kvstream::edge::EdgeOptions options;
   options.cloud_address = absl::GetFlag(FLAGS_cloud);

@@ -11,6 +11,7 @@
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/base/memory.h"
 #include "tools/kvstream/commands.h"
 
 namespace {
@@ -82,5 +83,6 @@ int main(int argc, char** argv) {
                  command->name, rest[1], std::strcmp(command->name, "tokenize") == 0 ? ", text comes on stdin" : "");
     return 2;
   }
+  (void)kvstream::base::KeepFreedMemoryForReuse();  // model commands prefill again and again
   return command->run();
 }
