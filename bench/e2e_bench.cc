@@ -122,9 +122,10 @@ std::string Csv(const std::vector<Result>& rs, double slo, bool emulated) {
     int hits = 0;
     for (double t : r.ttft) hits += t <= slo;
     std::string modes;
+    // Quoted in the CSV: a plan such as "int4,L0=f16" has a comma.
     for (const auto& [m, c] : r.modes) absl::StrAppend(&modes, modes.empty() ? "" : " ", m, ":", c);
     const double d = ok ? ok : 1;
-    absl::StrAppendFormat(&out, "%s,%g,%g,%s,%d,%d,%.4f,%.4f,%.0f,%.5f,%.5f,%g,%.4f,%s,%d,%.5f,%.5f,%.5f,%.5f\n", r.link,
+    absl::StrAppendFormat(&out, "%s,%g,%g,%s,%d,%d,%.4f,%.4f,%.0f,%.5f,%.5f,%g,%.4f,\"%s\",%d,%.5f,%.5f,%.5f,%.5f\n", r.link,
                           r.mbps, r.rtt_ms, r.policy, r.n, r.errors, r.em / d, r.f1 / d, r.wire / d,
                           Quantile(r.ttft, 0.5), Quantile(r.ttft, 0.95), slo,
                           r.n ? static_cast<double>(hits) / r.n : 0.0, modes, emulated ? 1 : 0, r.edge_s / d,
