@@ -661,6 +661,19 @@ TEST_F(DaemonsTest, AdaptiveModeMeetsTheTargetOnASlowLink) {
   EXPECT_GT(estimate, 2e6 / 8 / 4) << "estimated from acks on a 2 Mbit/s link";
   EXPECT_LT(estimate, 2e6 / 8 * 4);
   EXPECT_NE(metrics.body.find("kvstream_edge_adaptive_decisions_total{mode=\"kv\"}"), std::string::npos);
+  // Each kv request's prefill recalibrated the cost model: the scale of the kind it
+  // used is exported, within the clamp of one sample (0.1-10x the start-up fit).
+  int scales = 0;
+  for (const std::string kind : {"plain", "stats"}) {
+    const std::string line = "\nkvstream_edge_prefill_cost_scale{kind=\"" + kind + "\"} ";
+    const size_t pos = metrics.body.find(line);
+    if (pos == std::string::npos) continue;
+    ++scales;
+    const double scale = std::stod(metrics.body.substr(pos + line.size()));
+    EXPECT_GT(scale, 0.1) << kind;
+    EXPECT_LT(scale, 10.0) << kind;
+  }
+  EXPECT_GE(scales, 1) << "no kvstream_edge_prefill_cost_scale after kv requests";
   auto code = edge.process.Stop(20);
   ASSERT_TRUE(code.ok()) << code.status();
   EXPECT_EQ(*code, 0);
