@@ -6,7 +6,7 @@
 // HF initialisation (std 0.02), AdamW with warmup and cosine decay, a curriculum gated
 // on held-out exact match (contexts grow only once recall works at the current length,
 // starting from two records), and
-// several questions per training sequence, drawn with replacement
+// several questions per training sequence
 // (multi-query associative recall); loss on answer tokens only. Checkpoints every
 // --checkpoint_every steps; an interrupted run resumes from them.
 #include <torch/torch.h>
@@ -114,14 +114,16 @@ class Trainer {
       ex = gen_.One("multi", rng(), 4 + 2 * static_cast<int>(rng() % static_cast<uint64_t>(std::max(1, r / 4))),
                     0);
     }
-    // Questions are drawn with replacement, as many as there are records (at most 8):
-    // without replacement, later answers could be found by elimination (with two
-    // records the second answer is "the other value"), a shortcut that lowers the loss
-    // without key matching. With replacement any record may be asked again, so only the
-    // key tells which value is meant, and every sequence still carries several answers.
-    std::vector<std::pair<std::string, std::string>> qas;
-    const size_t n_questions = std::min<size_t>(ex.all_qas.size(), 8);
-    for (size_t i = 0; i < n_questions; ++i) qas.push_back(ex.all_qas[rng() % ex.all_qas.size()]);
+    std::vector<std::pair<std::string, std::string>> qas = ex.all_qas;
+    // Ask about at most half of the records (and at most 8), each once: asking about all
+    // of them lets later answers be found by elimination (with two records the second
+    // answer is "the other value"), a shortcut that lowers the loss without key matching.
+    // Drawing questions with replacement is no cure: a repeated question is answered by
+    // copying the earlier answer, and a new one by elimination among the values not yet
+    // given (measured: the scout's loss at 3 records fell 0.68 -> 0.43 in 19,000 steps
+    // while held-out exact match there moved only from 0.33-0.50 to 0.40-0.63).
+    std::shuffle(qas.begin(), qas.end(), rng);
+    qas.resize(std::min<size_t>({qas.size(), std::max<size_t>(1, qas.size() / 2), 8}));
 
     Sample s;
     auto add = [&](const std::vector<int32_t>& ids, bool loss) {
