@@ -6,17 +6,19 @@
 #include <iterator>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/status.h"
 
 namespace kvstream::net {
 
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address) {
+namespace {
+// Channel arguments every channel to a daemon carries: the message limits both sides set.
+grpc::ChannelArguments LimitedChannelArgs() {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(kMaxMessageBytes);
   args.SetMaxSendMessageSize(kMaxMessageBytes);
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  return args;
 }
 
-namespace {
 absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot read TLS ", what, " file ", path));
@@ -26,7 +28,19 @@ absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what) {
   }
   return pem;
 }
+
+// The certificate chain and private key named by `tls` (both set by the caller's checks).
+absl::StatusOr<grpc::SslServerCredentialsOptions::PemKeyCertPair> ReadCertAndKey(const TlsFiles& tls) {
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  ASSIGN_OR_RETURN(pair.cert_chain, ReadPem(tls.cert, "certificate"));
+  ASSIGN_OR_RETURN(pair.private_key, ReadPem(tls.key, "key"));
+  return pair;
+}
 }  // namespace
+
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address) {
+  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), LimitedChannelArgs());
+}
 
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(const TlsFiles& tls) {
   if (!tls.enabled()) return grpc::InsecureServerCredentials();
@@ -34,18 +48,10 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(const
     return absl::InvalidArgumentError("server TLS needs both a certificate and its key");
   }
   grpc::SslServerCredentialsOptions o;
-  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
-  auto cert = ReadPem(tls.cert, "certificate");
-  if (!cert.ok()) return cert.status();
-  auto key = ReadPem(tls.key, "key");
-  if (!key.ok()) return key.status();
-  pair.cert_chain = *cert;
-  pair.private_key = *key;
-  o.pem_key_cert_pairs.push_back(pair);
+  ASSIGN_OR_RETURN(auto pair, ReadCertAndKey(tls));
+  o.pem_key_cert_pairs.push_back(std::move(pair));
   if (!tls.ca.empty()) {
-    auto ca = ReadPem(tls.ca, "client CA");
-    if (!ca.ok()) return ca.status();
-    o.pem_root_certs = *ca;
+    ASSIGN_OR_RETURN(o.pem_root_certs, ReadPem(tls.ca, "client CA"));
     o.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
   }
   return grpc::SslServerCredentials(o);
@@ -58,20 +64,13 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& ad
     return absl::InvalidArgumentError("a client certificate needs its key, and a key its certificate");
   }
   grpc::SslCredentialsOptions o;
-  auto ca = ReadPem(tls.ca, "CA");
-  if (!ca.ok()) return ca.status();
-  o.pem_root_certs = *ca;
+  ASSIGN_OR_RETURN(o.pem_root_certs, ReadPem(tls.ca, "CA"));
   if (!tls.cert.empty()) {
-    auto cert = ReadPem(tls.cert, "certificate");
-    if (!cert.ok()) return cert.status();
-    auto key = ReadPem(tls.key, "key");
-    if (!key.ok()) return key.status();
-    o.pem_cert_chain = *cert;
-    o.pem_private_key = *key;
+    ASSIGN_OR_RETURN(const auto pair, ReadCertAndKey(tls));
+    o.pem_cert_chain = pair.cert_chain;
+    o.pem_private_key = pair.private_key;
   }
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(kMaxMessageBytes);
-  args.SetMaxSendMessageSize(kMaxMessageBytes);
+  grpc::ChannelArguments args = LimitedChannelArgs();
   if (!tls.server_name.empty()) args.SetSslTargetNameOverride(tls.server_name);
   return grpc::CreateCustomChannel(address, grpc::SslCredentials(o), args);
 }
