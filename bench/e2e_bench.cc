@@ -165,6 +165,7 @@ absl::Status Run() {
   ASSIGN_OR_RETURN(auto words, kvstream::eval::LoadWords());
   const kvstream::model::Tokenizer& t = *tok;
   kvstream::eval::TaskGenerator gen(words, [&t](const std::string& s) { return static_cast<int>(t.Encode(s, false)->size()); });
+  gen.set_single_token_names(true);  // as the tiny models are trained
   kvstream::eval::TaskOptions o;
   o.kind = absl::GetFlag(FLAGS_kind);
   o.num_examples = absl::GetFlag(FLAGS_n);

@@ -73,7 +73,7 @@ TaskGenerator::TaskGenerator(std::vector<std::string> words, TokenCounter counte
 }
 
 void TaskGenerator::set_single_token_names(bool on) {
-  if (!on || values_.size() < 50 || single_token_names_) return;
+  if (!on || values_.size() < kMinSingleTokenWords || single_token_names_) return;
   std::vector<std::string> values, names;
   for (size_t i = 0; i < values_.size(); ++i) (i % 3 == 0 ? values : names).push_back(values_[i]);
   values_ = std::move(values);

@@ -59,8 +59,10 @@ class TaskGenerator {
   // list, so recall is a match of one token rather than of a multi-token name whose last
   // piece is often a common suffix. The single-token words are split in two disjoint
   // pools, a third for values and the rest for names. Needs a TokenCounter; without one
-  // (or with too few such words) nothing changes.
+  // (or with fewer than kMinSingleTokenWords such words) nothing changes.
+  static constexpr size_t kMinSingleTokenWords = 150;
   void set_single_token_names(bool on);
+  bool single_token_names() const { return single_token_names_; }
   std::vector<Example> Generate(const TaskOptions& options) const;
   // One example of `kind`, drawing from the caller's RNG state (for training streams).
   Example One(const std::string& kind, uint64_t seed, int num_records, int target_tokens,

@@ -83,6 +83,7 @@ class DaemonsTest : public ::testing::Test {
     auto words = eval::LoadWords();
     const model::Tokenizer* t = tokenizer_;
     eval::TaskGenerator gen(*words, [t](const std::string& s) { return static_cast<int>(t->Encode(s, false)->size()); });
+    gen.set_single_token_names(true);
     eval::TaskOptions o;
     o.kind = "single";
     o.num_records = 8;

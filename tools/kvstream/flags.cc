@@ -14,8 +14,9 @@ ABSL_FLAG(std::string, kind, "single", "Generated task kind: single, multi or ne
 ABSL_FLAG(int, n, 40, "Examples (questions) to run");
 ABSL_FLAG(int, records, 40, "Records per generated single/multi context");
 ABSL_FLAG(int, target_tokens, 512, "Context length of generated needle tasks, in tokens");
-ABSL_FLAG(bool, single_token_names, false,
-          "Generated tasks draw record names from the words the tokenizer keeps whole (as values are)");
+ABSL_FLAG(bool, single_token_names, true,
+          "Generated tasks draw record names from the words the tokenizer keeps whole, as values are (the "
+          "tiny models are trained so); needs at least 150 such words, else names come from the whole list");
 ABSL_FLAG(std::string, tls_ca, "", "ask/health: reach the daemon over TLS, trusting this PEM CA");
 ABSL_FLAG(std::string, tls_cert, "", "ask/health: client certificate (PEM) for a daemon that requires one");
 ABSL_FLAG(std::string, tls_key, "", "ask/health: PEM private key for --tls_cert");

@@ -70,6 +70,22 @@ TEST(TasksTest, SingleTokenNamesComeFromAPoolDisjointFromValues) {
   EXPECT_EQ(gen.values().size(), values.size());
 }
 
+TEST(TasksTest, SingleTokenNamesNeedEnoughWholeWords) {
+  // Only three-letter words starting with b-d are single tokens (~100, values of their own
+  // but too few for two disjoint pools), so the names keep coming from the whole list.
+  TaskGenerator gen(Words(), [](const std::string& s) {
+    const std::string w = s[0] == ' ' ? s.substr(1) : s;
+    return w.size() == 3 && w[0] >= 'b' && w[0] <= 'd' ? 1 : 2;
+  });
+  ASSERT_GT(gen.values().size(), 0u);
+  ASSERT_LT(gen.values().size(), TaskGenerator::kMinSingleTokenWords);
+  gen.set_single_token_names(true);
+  EXPECT_FALSE(gen.single_token_names());
+  bool long_name = false;
+  for (const auto& [q, a] : gen.One("single", 3, 40, 0).all_qas) long_name |= q.size() - 21 > 3;
+  EXPECT_TRUE(long_name);
+}
+
 TEST(TasksTest, MultiHopNeedsBothRecords) {
   TaskGenerator gen(Words());
   const Example ex = gen.One("multi", 5, 10, 0);

@@ -26,6 +26,7 @@ double ExactMatch(const std::string& dir, const std::string& kind, int n, int re
   EXPECT_TRUE(words.ok());
   const Tokenizer& t = **tok;
   eval::TaskGenerator gen(*words, [&t](const std::string& s) { return static_cast<int>(t.Encode(s, false)->size()); });
+  gen.set_single_token_names(true);  // kvstream eval's default, as the models are trained
   eval::TaskOptions o;
   o.kind = kind;
   o.num_examples = n;
