@@ -110,6 +110,73 @@ Weights InitWeights(const ModelConfig& c, uint64_t seed, double std, bool attent
   return w;
 }
 
+absl::StatusOr<Weights> GrowWeights(const ModelConfig& s, const Weights& w, const ModelConfig& b, double noise,
+                                    uint64_t seed) {
+  auto need = [](bool ok, const char* what, int64_t expected, int64_t found) {
+    return ok ? absl::OkStatus()
+              : absl::InvalidArgumentError(
+                    absl::StrCat("cannot grow: ", what, " must be ", expected, ", found ", found));
+  };
+  RETURN_IF_ERROR(need(b.hidden_size == 2 * s.hidden_size, "hidden_size", 2 * s.hidden_size, b.hidden_size));
+  RETURN_IF_ERROR(need(b.num_heads == 2 * s.num_heads, "num_attention_heads", 2 * s.num_heads, b.num_heads));
+  RETURN_IF_ERROR(
+      need(b.num_kv_heads == 2 * s.num_kv_heads, "num_key_value_heads", 2 * s.num_kv_heads, b.num_kv_heads));
+  RETURN_IF_ERROR(need(b.head_dim == s.head_dim, "head_dim", s.head_dim, b.head_dim));
+  RETURN_IF_ERROR(need(b.intermediate_size == 2 * s.intermediate_size, "intermediate_size",
+                       2 * s.intermediate_size, b.intermediate_size));
+  RETURN_IF_ERROR(need(b.num_layers >= s.num_layers, "num_hidden_layers at least", s.num_layers, b.num_layers));
+  RETURN_IF_ERROR(need(b.vocab_size == s.vocab_size, "vocab_size", s.vocab_size, b.vocab_size));
+  RETURN_IF_ERROR(need(b.tie_word_embeddings == s.tie_word_embeddings, "tie_word_embeddings",
+                       s.tie_word_embeddings, b.tie_word_embeddings));
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(seed);
+  auto jitter = [&](torch::Tensor t) { return noise > 0 ? t + torch::randn(t.sizes()) * noise : t; };
+  auto f32 = [](const torch::Tensor& t) { return t.detach().to(torch::kCPU, torch::kFloat32); };
+  // Rows are output units (duplicated); columns read the duplicated hidden state (halved).
+  auto grow = [&](const torch::Tensor& m) {
+    const torch::Tensor half = f32(m) / 2;
+    const torch::Tensor row = torch::cat({half, half}, 1);
+    return jitter(torch::cat({row, row}, 0)).contiguous();
+  };
+  auto twice = [&](const torch::Tensor& v) {
+    return v.defined() ? torch::cat({f32(v), f32(v)}, 0).contiguous() : torch::Tensor();
+  };
+  Weights out;
+  // Duplicated residual stream [x, x]: same RMS, so the norms keep their weights; the
+  // final norm halves them because the head sums both copies.
+  out.embed = jitter(torch::cat({f32(w.embed), f32(w.embed)}, 1)).contiguous();
+  out.norm = twice(w.norm) / 2;
+  out.lm_head =
+      b.tie_word_embeddings ? out.embed : jitter(torch::cat({f32(w.lm_head), f32(w.lm_head)}, 1)).contiguous();
+  for (const LayerWeights& l : w.layers) {
+    LayerWeights g;
+    g.input_norm = twice(l.input_norm);
+    g.post_norm = twice(l.post_norm);
+    // Heads are contiguous row blocks: doubling the rows gives heads [0..n-1, 0..n-1] and
+    // kv heads likewise, so query head j of the grown model still reads (a copy of) the
+    // kv head it read before: j / g = n_kv + (j - n) / g for the copies j >= n.
+    g.q_w = grow(l.q_w);
+    g.k_w = grow(l.k_w);
+    g.v_w = grow(l.v_w);
+    g.q_b = twice(l.q_b);
+    g.k_b = twice(l.k_b);
+    g.v_b = twice(l.v_b);
+    g.o_w = grow(l.o_w);
+    g.gate = grow(l.gate);
+    g.up = grow(l.up);
+    g.down = grow(l.down);
+    out.layers.push_back(std::move(g));
+  }
+  const Weights fresh = InitWeights(b, seed + 1, 0.02, w.layers.empty() || w.layers[0].q_b.defined());
+  for (int i = s.num_layers; i < b.num_layers; ++i) {
+    LayerWeights l = fresh.layers[static_cast<size_t>(i)];
+    l.o_w = torch::zeros_like(l.o_w);
+    l.down = torch::zeros_like(l.down);
+    out.layers.push_back(std::move(l));
+  }
+  return out;
+}
+
 absl::Status SaveWeights(const ModelConfig& c, const Weights& w, const std::string& path) {
   std::vector<TensorToWrite> out;
   auto add = [&](const std::string& name, const torch::Tensor& t) {
@@ -174,6 +241,10 @@ torch::Tensor Mlp(const torch::Tensor& x, const LayerWeights& lw) {
 }
 
 torch::Tensor ForwardFull(const ModelConfig& c, const Weights& w, const torch::Tensor& ids) {
+  return torch::linear(ForwardHidden(c, w, ids), w.lm_head);
+}
+
+torch::Tensor ForwardHidden(const ModelConfig& c, const Weights& w, const torch::Tensor& ids) {
   const int64_t B = ids.size(0), T = ids.size(1);
   const int64_t nh = c.num_heads, nkv = c.num_kv_heads, hd = c.head_dim, g = nh / nkv;
   torch::Tensor x = torch::embedding(w.embed, ids);  // [B, T, H]
@@ -195,7 +266,7 @@ torch::Tensor ForwardFull(const ModelConfig& c, const Weights& w, const torch::T
     // q [B, nkv, g, T, hd] against k, v [B, nkv, 1, T, hd]: query head i uses kv head i / g.
     const torch::Tensor qg = q.reshape({B, nkv, g, T, hd});
     const torch::Tensor scores =
-        torch::matmul(qg, k.unsqueeze(2).transpose(-1, -2)).to(torch::kFloat32) * scale + mask;
+        torch::matmul(qg * scale, k.unsqueeze(2).transpose(-1, -2)).to(torch::kFloat32) + mask;
     const torch::Tensor probs = torch::softmax(scores, -1).to(dtype);
     const torch::Tensor o = torch::matmul(probs, v.unsqueeze(2))  // [B, nkv, g, T, hd]
                                 .reshape({B, nh, T, hd})
@@ -204,7 +275,7 @@ torch::Tensor ForwardFull(const ModelConfig& c, const Weights& w, const torch::T
     x = x + torch::linear(o, lw.o_w);
     x = x + Mlp(RmsNorm(x, lw.post_norm, c.rms_norm_eps), lw);
   }
-  return torch::linear(RmsNorm(x, w.norm, c.rms_norm_eps), w.lm_head);
+  return RmsNorm(x, w.norm, c.rms_norm_eps);
 }
 
 }  // namespace kvstream::model

@@ -44,6 +44,14 @@ absl::StatusOr<Weights> LoadWeights(const ModelConfig& config, const WeightSet& 
 // HF-style initialisation: N(0, std) matrices and embeddings, zero biases, unit norms.
 Weights InitWeights(const ModelConfig& config, uint64_t seed, double std = 0.02,
                     bool attention_bias = true);
+// Grows `small` into `big` (Net2Net-style, function-preserving): twice the hidden size,
+// heads, kv heads and intermediate size at the same head_dim, every unit duplicated and
+// every input halved, and big.num_layers - small.num_layers identity layers appended
+// (fresh weights, zero output projections). With noise 0 the grown model computes the
+// same logits; noise > 0 adds N(0, noise) to the grown matrices so duplicated units can
+// drift apart in training. Other shapes: InvalidArgument saying which dimension differs.
+absl::StatusOr<Weights> GrowWeights(const ModelConfig& small, const Weights& w, const ModelConfig& big,
+                                    double noise, uint64_t seed);
 // Writes float32 model.safetensors with HF names.
 absl::Status SaveWeights(const ModelConfig& config, const Weights& w, const std::string& path);
 
@@ -59,5 +67,9 @@ torch::Tensor Mlp(const torch::Tensor& x, const LayerWeights& lw);
 // Full causal forward without a cache: ids [batch, n] (int64) -> logits [batch, n, vocab].
 // The training path and the reference for the cached paths.
 torch::Tensor ForwardFull(const ModelConfig& config, const Weights& w, const torch::Tensor& ids);
+// ForwardFull without the lm_head: the final-normed hidden states [batch, n, hidden].
+// Training applies the head only where it takes a loss (a few answer tokens per
+// sequence), which spares the [batch, n, vocab] logits and their gradient.
+torch::Tensor ForwardHidden(const ModelConfig& config, const Weights& w, const torch::Tensor& ids);
 
 }  // namespace kvstream::model

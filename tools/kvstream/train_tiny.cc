@@ -37,6 +37,7 @@ ABSL_FLAG(std::string, train, "both", "What to train: tokenizer, scout, large or
 ABSL_FLAG(std::string, ckpt_dir, "build/train-ckpt", "Checkpoint directory (resumed from when present)");
 ABSL_FLAG(int, steps, 8000, "Optimizer steps per model");
 ABSL_FLAG(int, batch, 8, "Sequences per step");
+ABSL_FLAG(int, micro_batch, 8, "Sequences per forward/backward pass (gradients are summed over --batch)");
 ABSL_FLAG(double, lr, 1.5e-3, "Peak learning rate");
 ABSL_FLAG(int, warmup, 300, "Linear warm-up steps");
 ABSL_FLAG(int, threads, 0, "libtorch threads (0: every core)");
@@ -50,7 +51,13 @@ ABSL_FLAG(int, start_records, 2, "Curriculum: records per context at the start")
 ABSL_FLAG(double, advance_em, 0.8,
           "Curriculum: move to longer contexts when held-out exact match at the current length reaches this");
 ABSL_FLAG(int, gate_every, 250, "Curriculum: steps between held-out checks at the current length");
+ABSL_FLAG(std::string, grow_from, "",
+          "A trained model directory to start from instead of random weights (a fresh run only): "
+          "the large model grows from the scout, twice as wide and deeper, computing the same function");
 ABSL_FLAG(int, vocab_size, 1024, "Tokenizer vocabulary (bytes + merges + 3 special tokens)");
+ABSL_FLAG(int, word_pool, 0,
+          "Tokenizer: train its merges on tasks drawn from this many words of --words (0: all), so that "
+          "most of them become single tokens and serve as record names and values");
 
 namespace kvstream::cli {
 namespace {
@@ -75,12 +82,13 @@ ModelConfig TinyConfig(const std::string& name, int vocab, int eos) {
     c.num_layers = 4;
     c.num_heads = 4;
     c.num_kv_heads = 2;
-  } else {  // large: ~2.6M parameters, deeper, more heads, GQA 3:1
+  } else {  // large: ~2.8M parameters, deeper, more heads, GQA 2:1; the scout doubled in
+            // width (same head_dim), so it can grow from a trained scout (--grow_from)
     c.hidden_size = 192;
     c.intermediate_size = 512;
     c.num_layers = 6;
-    c.num_heads = 6;
-    c.num_kv_heads = 2;
+    c.num_heads = 8;
+    c.num_kv_heads = 4;
   }
   c.head_dim = c.hidden_size / c.num_heads;
   return c;
@@ -219,6 +227,16 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, co
     const nlohmann::json state = nlohmann::json::parse(in);
     step = state.value("step", 0);
     level = state.value("level", level);
+  } else if (const std::string from = absl::GetFlag(FLAGS_grow_from); !from.empty()) {
+    ASSIGN_OR_RETURN(const ModelConfig small, ModelConfig::Load(from + "/config.json"));
+    ASSIGN_OR_RETURN(auto set, model::WeightSet::OpenDir(from));
+    ASSIGN_OR_RETURN(const Weights sw, model::LoadWeights(small, *set, torch::TensorOptions().dtype(torch::kFloat32)));
+    ASSIGN_OR_RETURN(w, model::GrowWeights(small, sw, c, 1e-3, seed + 200));
+    std::ifstream in(from + "/training.json");
+    const nlohmann::json prov = nlohmann::json::parse(in, nullptr, false);
+    if (!prov.is_discarded()) level = prov.value("curriculum_records", level);
+    std::printf("[%s] grown from %s (%d layers, hidden %d), curriculum at %d records\n", name.c_str(),
+                from.c_str(), small.num_layers, small.hidden_size, level);
   }
   std::vector<torch::Tensor> matrices, vectors;
   for (torch::Tensor& t : w.Parameters()) {
@@ -272,7 +290,7 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, co
       nlohmann::json prov = {{"command", "kvstream train-tiny"}, {"step", step}, {"steps", total},
                              {"seed", seed}, {"lr", peak}, {"batch", batch}, {"curriculum_records", level},
                              {"single_token_names", absl::GetFlag(FLAGS_single_token_names)},
-                             {"evals", evals}};
+                             {"grown_from", absl::GetFlag(FLAGS_grow_from)}, {"evals", evals}};
       RETURN_IF_ERROR(Export(absl::StrCat(absl::GetFlag(FLAGS_out), "/", name), c, w, tok_json, prov));
     }
     return absl::OkStatus();
@@ -284,28 +302,47 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, co
                                                                                std::max(1, total - warmup))));
     for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
     std::vector<Sample> samples;
-    size_t max_len = 0;
     for (int b = 0; b < batch; ++b) {
       samples.push_back(trainer.Make(seed * 7919 + static_cast<uint64_t>(step) * 131 + b, level));
-      max_len = std::max(max_len, samples.back().ids.size());
+      tokens_seen += static_cast<int64_t>(samples.back().ids.size());
     }
-    std::vector<int64_t> ids(batch * max_len, 0), targets(batch * max_len, -100);
-    for (int b = 0; b < batch; ++b) {
-      std::copy(samples[b].ids.begin(), samples[b].ids.end(), ids.begin() + b * max_len);
-      std::copy(samples[b].targets.begin(), samples[b].targets.end(), targets.begin() + b * max_len);
-      tokens_seen += static_cast<int64_t>(samples[b].ids.size());
+    // Micro-batches of similar lengths (less padding; every activation stays below
+    // glibc's 32 MiB mmap threshold, so no step pays fresh page faults), gradients summed
+    // over the whole batch, the loss a mean over all of its answer tokens.
+    std::sort(samples.begin(), samples.end(),
+              [](const Sample& a, const Sample& b) { return a.ids.size() < b.ids.size(); });
+    int64_t answer_tokens = 0;
+    for (const Sample& smp : samples) {
+      answer_tokens += std::count_if(smp.targets.begin(), smp.targets.end(), [](int64_t t) { return t >= 0; });
     }
-    const auto L = static_cast<int64_t>(max_len);
-    const torch::Tensor x = torch::tensor(ids).view({batch, L});
-    const torch::Tensor y = torch::tensor(targets).view({batch * L});
-    const torch::Tensor logits = model::ForwardFull(c, w, x).view({batch * L, c.vocab_size});
-    const torch::Tensor loss = torch::nn::functional::cross_entropy(
-        logits, y, torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100));
     opt.zero_grad();
-    loss.backward();
+    double loss_now = 0;
+    const int micro = std::max(1, absl::GetFlag(FLAGS_micro_batch));
+    for (int first = 0; first < batch; first += micro) {
+      const int n = std::min(micro, batch - first);
+      size_t max_len = 0;
+      for (int b = 0; b < n; ++b) max_len = std::max(max_len, samples[first + b].ids.size());
+      std::vector<int64_t> ids(n * max_len, 0), targets(n * max_len, -100);
+      for (int b = 0; b < n; ++b) {
+        const Sample& smp = samples[first + b];
+        std::copy(smp.ids.begin(), smp.ids.end(), ids.begin() + b * max_len);
+        std::copy(smp.targets.begin(), smp.targets.end(), targets.begin() + b * max_len);
+      }
+      const auto L = static_cast<int64_t>(max_len);
+      const torch::Tensor y = torch::tensor(targets);
+      const torch::Tensor at = (y >= 0).nonzero().squeeze(1);
+      const torch::Tensor hidden = model::ForwardHidden(c, w, torch::tensor(ids).view({n, L})).view({n * L, -1});
+      const torch::Tensor logits = torch::linear(hidden.index_select(0, at), w.lm_head);
+      const torch::Tensor loss =
+          torch::nn::functional::cross_entropy(
+              logits, y.index_select(0, at),
+              torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum)) /
+          static_cast<double>(std::max<int64_t>(1, answer_tokens));
+      loss.backward();
+      loss_now += loss.item<double>();
+    }
     torch::nn::utils::clip_grad_norm_(w.Parameters(), 1.0);
     opt.step();
-    const double loss_now = loss.item<double>();
     loss_acc += loss_now;
     ++loss_n;
     loss_ema = loss_ema < 0 ? loss_now : 0.99 * loss_ema + 0.01 * loss_now;
@@ -368,7 +405,13 @@ int RunTrainTiny() {
 
   // Tokenizer: trained once and shared by both models (scout mode needs one vocabulary).
   if (which == "tokenizer" || !std::filesystem::exists(tok_path)) {
-    eval::TaskGenerator gen(*words);
+    std::vector<std::string> pool = *words;
+    if (const int n = absl::GetFlag(FLAGS_word_pool); n > 0 && n < static_cast<int>(pool.size())) {
+      std::shuffle(pool.begin(), pool.end(), std::mt19937_64(0x9001));
+      pool.resize(n);
+      std::sort(pool.begin(), pool.end());
+    }
+    eval::TaskGenerator gen(pool);
     std::vector<std::string> corpus;
     for (int i = 0; i < 3000; ++i) {
       const char* kind = i % 3 == 0 ? "single" : i % 3 == 1 ? "multi" : "needle";
@@ -385,8 +428,12 @@ int RunTrainTiny() {
       return 1;
     }
     auto trained = model::Tokenizer::FromJson(*json, tok_path);
-    std::printf("tokenizer: %d tokens written to %s\n", trained.ok() ? (*trained)->vocab_size() : -1,
-                tok_path.c_str());
+    int whole = 0;
+    for (const std::string& w : pool) {
+      if (trained.ok() && (*trained)->Encode(" " + w, false).value().size() == 1) ++whole;
+    }
+    std::printf("tokenizer: %d tokens written to %s; %d of %zu task words are single tokens\n",
+                trained.ok() ? (*trained)->vocab_size() : -1, tok_path.c_str(), whole, pool.size());
   }
   if (which == "tokenizer") return 0;
   auto tok = model::Tokenizer::Load(tok_path);
