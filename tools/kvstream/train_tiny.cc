@@ -35,10 +35,10 @@
 ABSL_FLAG(std::string, out, "testdata/models", "Output directory: tokenizer.json, scout/, large/");
 ABSL_FLAG(std::string, train, "both", "What to train: tokenizer, scout, large or both");
 ABSL_FLAG(std::string, ckpt_dir, "build/train-ckpt", "Checkpoint directory (resumed from when present)");
-ABSL_FLAG(int, steps, 8000, "Optimizer steps per model");
-ABSL_FLAG(int, batch, 8, "Sequences per step");
+ABSL_FLAG(int, steps, 60000, "Optimizer steps per model (the learning-rate schedule spans them)");
+ABSL_FLAG(int, batch, 32, "Sequences per step");
 ABSL_FLAG(int, micro_batch, 8, "Sequences per forward/backward pass (gradients are summed over --batch)");
-ABSL_FLAG(double, lr, 1.5e-3, "Peak learning rate");
+ABSL_FLAG(double, lr, 2e-3, "Peak learning rate");
 ABSL_FLAG(int, warmup, 300, "Linear warm-up steps");
 ABSL_FLAG(int, threads, 0, "libtorch threads (0: every core)");
 ABSL_FLAG(uint64_t, train_seed, 1, "Seed for initialisation and data");
@@ -46,16 +46,16 @@ ABSL_FLAG(int, checkpoint_every, 200, "Steps between checkpoints");
 ABSL_FLAG(int, eval_every, 500, "Steps between held-out evaluations (and exports)");
 ABSL_FLAG(int, eval_questions, 40, "Held-out questions per evaluation");
 ABSL_FLAG(double, max_minutes, 0, "Stop after this many minutes, checkpoint and export (0: no limit)");
-ABSL_FLAG(int, max_records, 40, "Records in the longest single-hop training contexts (~500 tokens)");
-ABSL_FLAG(int, start_records, 2, "Curriculum: records per context at the start");
+ABSL_FLAG(int, max_records, 64, "Records in the longest single-hop training contexts (~500 tokens)");
+ABSL_FLAG(int, start_records, 8, "Curriculum: records per context at the start (contexts hold 2 to this many)");
 ABSL_FLAG(double, advance_em, 0.8,
           "Curriculum: move to longer contexts when held-out exact match at the current length reaches this");
 ABSL_FLAG(int, gate_every, 250, "Curriculum: steps between held-out checks at the current length");
 ABSL_FLAG(std::string, grow_from, "",
           "A trained model directory to start from instead of random weights (a fresh run only): "
           "the large model grows from the scout, twice as wide and deeper, computing the same function");
-ABSL_FLAG(int, vocab_size, 1024, "Tokenizer vocabulary (bytes + merges + 3 special tokens)");
-ABSL_FLAG(int, word_pool, 0,
+ABSL_FLAG(int, vocab_size, 2048, "Tokenizer vocabulary (bytes + merges + 3 special tokens)");
+ABSL_FLAG(int, word_pool, 600,
           "Tokenizer: train its merges on tasks drawn from this many words of --words (0: all), so that "
           "most of them become single tokens and serve as record names and values");
 
