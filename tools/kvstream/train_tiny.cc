@@ -4,11 +4,12 @@
 //
 // Recipe (retrieval is learned suddenly, after a plateau, when induction heads form):
 // HF initialisation (std 0.02), AdamW with warmup and cosine decay, a curriculum gated
-// on held-out exact match (contexts grow only once recall works at the current length,
-// starting from two records), and
-// several questions per training sequence
-// (multi-query associative recall); loss on answer tokens only. Checkpoints every
-// --checkpoint_every steps; an interrupted run resumes from them.
+// on held-out exact match (contexts of 2 to --start_records records at first, growing
+// only once recall works at the current length), several questions per training
+// sequence (multi-query associative recall), loss on answer tokens only, record names
+// and values that the tokenizer keeps whole (--word_pool). The large model can start
+// as the trained scout grown (--grow_from). Checkpoints every --checkpoint_every steps;
+// an interrupted run resumes from them.
 #include <torch/torch.h>
 
 #include <algorithm>
