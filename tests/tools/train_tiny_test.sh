@@ -28,6 +28,18 @@ grep -q "grown from $DIR/out/scout (4 layers, hidden 96)" "$DIR/large.log" || fa
 grep -q '"num_attention_heads": 8' "$DIR/out/large/config.json" || fail "large heads"
 grep -q "\"grown_from\": \"$DIR/out/scout\"" "$DIR/out/large/training.json" || fail "provenance lacks grown_from"
 
+# A scout trained with another tokenizer (here: one of 1024 entries) cannot seed this run.
+mkdir -p "$DIR/other"
+cp "$DIR/out/scout/"* "$DIR/other/"
+"$BIN" train-tiny --train=tokenizer --vocab_size=1024 --out="$DIR/othertok" >/dev/null
+cp "$DIR/othertok/tokenizer.json" "$DIR/other/tokenizer.json"
+if "$BIN" train-tiny --train=large --steps=2 --grow_from="$DIR/other" --out="$DIR/out" \
+     --ckpt_dir="$DIR/ckpt3" --threads=1 2>"$DIR/err.log" >/dev/null; then
+  fail "grew from a model with a different tokenizer"
+fi
+grep -q "grow_from=$DIR/other: expected its tokenizer.json to be the one this run trains with" "$DIR/err.log" ||
+  fail "error: $(cat "$DIR/err.log")"
+
 # Growing needs the doubled shapes: the large model cannot grow from itself.
 if "$BIN" train-tiny --train=large --steps=2 --grow_from="$DIR/out/large" --out="$DIR/out2" \
      --ckpt_dir="$DIR/ckpt2" --threads=1 2>"$DIR/err.log" >/dev/null; then

@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
@@ -229,6 +230,15 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, co
     step = state.value("step", 0);
     level = state.value("level", level);
   } else if (const std::string from = absl::GetFlag(FLAGS_grow_from); !from.empty()) {
+    // Token ids only mean the same in both models with the same tokenizer; equal
+    // vocabulary sizes (checked by GrowWeights) are not enough.
+    std::ifstream tin(from + "/tokenizer.json", std::ios::binary);
+    const std::string from_tok((std::istreambuf_iterator<char>(tin)), std::istreambuf_iterator<char>());
+    if (from_tok != tok_json) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--grow_from=", from, ": expected its tokenizer.json to be the one this run trains with (",
+          absl::GetFlag(FLAGS_out), "/tokenizer.json); found ", tin.is_open() ? "a different one" : "none"));
+    }
     ASSIGN_OR_RETURN(const ModelConfig small, ModelConfig::Load(from + "/config.json"));
     ASSIGN_OR_RETURN(auto set, model::WeightSet::OpenDir(from));
     ASSIGN_OR_RETURN(const Weights sw, model::LoadWeights(small, *set, torch::TensorOptions().dtype(torch::kFloat32)));
