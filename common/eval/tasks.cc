@@ -98,6 +98,7 @@ Example TaskGenerator::One(const std::string& kind, uint64_t seed, int num_recor
     for (const std::string& n : names) {
       values.push_back(Value(rng, value_digits));
       sentences.push_back(absl::StrCat("The code of ", n, " is ", values.back(), "."));
+      ex.records.emplace_back(n, values.back());
     }
     const size_t q = rng() % names.size();
     ex.context = absl::StrJoin(sentences, " ");
@@ -117,6 +118,7 @@ Example TaskGenerator::One(const std::string& kind, uint64_t seed, int num_recor
       values.push_back(Value(rng, value_digits));
       sentences.push_back(absl::StrCat(Capitalize(picked[i]), " lives in ", picked[pairs + i], "."));
       sentences.push_back(absl::StrCat("The code of ", picked[pairs + i], " is ", values.back(), "."));
+      ex.records.emplace_back(picked[pairs + i], values.back());
     }
     std::shuffle(sentences.begin(), sentences.end(), rng);
     const int q = static_cast<int>(rng() % pairs);
@@ -154,6 +156,7 @@ Example TaskGenerator::One(const std::string& kind, uint64_t seed, int num_recor
     ex.answers = {value};
     ex.target_tokens = target_tokens;
     ex.all_qas.emplace_back(ex.question, value);
+    ex.records.emplace_back(name[0], value);
   }
   return ex;
 }

@@ -33,6 +33,9 @@ struct Example {
   // Every (question, answer) the context answers, the main one included (generated
   // tasks only): training asks several per sequence.
   std::vector<std::pair<std::string, std::string>> all_qas;
+  // (name, value) of every "The code of <name> is <value>." record in the context
+  // (generated tasks only): training restates some of them (train-tiny --recap).
+  std::vector<std::pair<std::string, std::string>> records;
 };
 
 struct TaskOptions {

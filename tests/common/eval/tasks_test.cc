@@ -99,6 +99,26 @@ TEST(TasksTest, MultiHopNeedsBothRecords) {
   EXPECT_EQ(ex.context.find("The code of " + name), std::string::npos);  // no shortcut
 }
 
+TEST(TasksTest, RecordsListEveryCodeRecordOfTheContext) {
+  TaskGenerator gen(Words());
+  for (const std::string kind : {"single", "multi", "needle"}) {
+    const Example ex = gen.One(kind, 11, 10, 256);
+    size_t in_context = 0;
+    for (size_t at = ex.context.find("The code of "); at != std::string::npos;
+         at = ex.context.find("The code of ", at + 1)) {
+      ++in_context;
+    }
+    EXPECT_EQ(ex.records.size(), in_context) << kind;
+    for (const auto& [name, value] : ex.records) {
+      EXPECT_NE(ex.context.find("The code of " + name + " is " + value + "."), std::string::npos) << kind;
+    }
+    // The question's answer is one of them.
+    bool answered = false;
+    for (const auto& r : ex.records) answered = answered || r.second == ex.answers[0];
+    EXPECT_TRUE(answered) << kind;
+  }
+}
+
 TEST(TasksTest, NeedleIsPaddedToTheTargetLength) {
   TaskGenerator gen(Words(), [](const std::string& s) { return static_cast<int>(s.size() / 4); });
   for (int target : {256, 1024}) {
