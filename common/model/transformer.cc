@@ -177,6 +177,37 @@ absl::StatusOr<Weights> GrowWeights(const ModelConfig& s, const Weights& w, cons
   return out;
 }
 
+absl::Status PlantOffsetHeads(const ModelConfig& c, Weights& w, const std::vector<int>& offsets,
+                              double amplitude) {
+  if (offsets.empty()) return absl::OkStatus();
+  if (static_cast<int>(offsets.size()) > c.num_heads) {
+    return absl::InvalidArgumentError(absl::StrCat("offset heads: expected at most ", c.num_heads,
+                                                   " offsets (the query heads of layer 0), found ", offsets.size()));
+  }
+  if (w.layers.empty() || !w.layers[0].q_b.defined() || !w.layers[0].k_b.defined()) {
+    return absl::InvalidArgumentError("offset heads: expected a model with q/k biases, found none");
+  }
+  const int hd = c.head_dim, half = hd / 2, pairs = std::min(4, half), g = c.num_heads / c.num_kv_heads;
+  torch::NoGradGuard no_grad;
+  LayerWeights& l = w.layers[0];
+  for (size_t i = 0; i < offsets.size(); ++i) {
+    if (offsets[i] < 1) {
+      return absl::InvalidArgumentError(absl::StrCat("offset heads: expected offsets of at least 1, found ", offsets[i]));
+    }
+    const int64_t q = static_cast<int64_t>(i) * hd, k = static_cast<int64_t>(i) / g * hd;
+    for (int p = 0; p < pairs; ++p) {
+      // RoPE rotates pair (p, p + half) by position * theta_p: q rotated back by
+      // offset * theta_p meets k at position - offset.
+      const double theta = 1.0 / std::pow(c.rope_theta, 2.0 * p / hd);
+      l.k_b[k + p] = amplitude;
+      l.k_b[k + p + half] = 0.0;
+      l.q_b[q + p] = amplitude * std::cos(offsets[i] * theta);
+      l.q_b[q + p + half] = -amplitude * std::sin(offsets[i] * theta);
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status SaveWeights(const ModelConfig& c, const Weights& w, const std::string& path) {
   std::vector<TensorToWrite> out;
   auto add = [&](const std::string& name, const torch::Tensor& t) {

@@ -52,6 +52,17 @@ Weights InitWeights(const ModelConfig& config, uint64_t seed, double std = 0.02,
 // drift apart in training. Other shapes: InvalidArgument saying which dimension differs.
 absl::StatusOr<Weights> GrowWeights(const ModelConfig& small, const Weights& w, const ModelConfig& big,
                                     double noise, uint64_t seed);
+// Construction-time initialisation of previous-token heads: sets layer 0's q and k
+// biases so that query head i attends `offsets[i]` tokens back whatever the tokens are
+// (with RoPE a bias pair rotated by offset * theta against the key's peaks at that
+// distance; only the 4 highest frequencies carry it, the low ones cannot tell
+// neighbouring positions apart). `amplitude` 9 puts the peak about 10 logits above the
+// next position. Key matching (recall) is built on such heads, and from the usual
+// zero biases they form only after a long plateau. Query heads i / (heads / kv_heads)
+// share a kv head; every kv head a planted head uses gets the same key bias.
+// InvalidArgument for more offsets than heads, offsets below 1, or no q/k biases.
+absl::Status PlantOffsetHeads(const ModelConfig& config, Weights& w, const std::vector<int>& offsets,
+                              double amplitude = 9.0);
 // Writes float32 model.safetensors with HF names.
 absl::Status SaveWeights(const ModelConfig& config, const Weights& w, const std::string& path);
 

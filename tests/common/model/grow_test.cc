@@ -1,5 +1,6 @@
-// Growing a model (twice as wide, deeper) preserves its function: the trainer starts the
-// `large` tiny model from the trained `scout` this way.
+// The trainer's initialisations: growing a model (twice as wide, deeper) preserves its
+// function (the `large` tiny model starts from the trained `scout` this way), and
+// planted offset heads attend a fixed distance back from the first step.
 #include <gtest/gtest.h>
 
 #include "common/model/transformer.h"
@@ -60,6 +61,57 @@ TEST(GrowErrorsTest, NamesTheDimensionThatDoesNotDouble) {
   g = GrowWeights(s, w, b, 0.0, 1);
   ASSERT_FALSE(g.ok());
   EXPECT_NE(g.status().message().find("num_hidden_layers"), std::string::npos) << g.status();
+}
+
+TEST(OffsetHeadsTest, PlantedHeadsAttendTheirOffsetBackWhateverTheTokens) {
+  const ModelConfig c = testing::TinyConfig();
+  Weights w = InitWeights(c, 4);  // HF init: content parts of the scores near zero
+  const std::vector<int> offsets = {2, 6, 1};
+  ASSERT_TRUE(PlantOffsetHeads(c, w, offsets).ok());
+  // Layer 0's scores as the forward computes them, on random tokens.
+  torch::manual_seed(8);
+  const int64_t T = 48, hd = c.head_dim, g = c.num_heads / c.num_kv_heads;
+  const torch::Tensor ids = torch::randint(c.vocab_size, {T}, torch::kInt64);
+  const LayerWeights& l = w.layers[0];
+  const torch::Tensor h = RmsNorm(torch::embedding(w.embed, ids), l.input_norm, c.rms_norm_eps);
+  auto [cos, sin] = RopeCosSin(torch::arange(T), static_cast<int>(hd), c.rope_theta, torch::kFloat32);
+  const torch::Tensor q = ApplyRope(torch::linear(h, l.q_w, l.q_b).view({T, c.num_heads, hd}).transpose(0, 1), cos, sin);
+  const torch::Tensor k =
+      ApplyRope(torch::linear(h, l.k_w, l.k_b).view({T, c.num_kv_heads, hd}).transpose(0, 1), cos, sin);
+  for (size_t i = 0; i < offsets.size(); ++i) {
+    const torch::Tensor scores =
+        torch::matmul(q[i], k[static_cast<int64_t>(i) / g].transpose(0, 1)) / std::sqrt(static_cast<double>(hd)) +
+        torch::full({T, T}, -1e9).triu(1);
+    const torch::Tensor probs = torch::softmax(scores, -1);
+    for (int64_t m = offsets[i]; m < T; ++m) {
+      EXPECT_EQ(probs[m].argmax().item<int64_t>(), m - offsets[i]) << "head " << i << " at " << m;
+      EXPECT_GT(probs[m][m - offsets[i]].item<float>(), 0.9f) << "head " << i << " at " << m;
+    }
+  }
+}
+
+TEST(OffsetHeadsTest, HeadsOfAnotherKvHeadAreLeftAlone) {
+  const ModelConfig c = testing::TinyConfig();  // 4 query heads on 2 kv heads
+  Weights w = InitWeights(c, 4);
+  const torch::Tensor q_before = w.layers[0].q_b.clone(), k_before = w.layers[0].k_b.clone();
+  ASSERT_TRUE(PlantOffsetHeads(c, w, {2, 6}).ok());  // query heads 0 and 1: kv head 0
+  const int64_t hd = c.head_dim;
+  EXPECT_TRUE(torch::equal(w.layers[0].q_b.slice(0, 2 * hd), q_before.slice(0, 2 * hd)));
+  EXPECT_TRUE(torch::equal(w.layers[0].k_b.slice(0, hd), k_before.slice(0, hd)));
+  EXPECT_FALSE(torch::equal(w.layers[0].k_b.slice(0, 0, hd), k_before.slice(0, 0, hd)));
+}
+
+TEST(OffsetHeadsTest, RejectsWhatItCannotPlant) {
+  const ModelConfig c = testing::TinyConfig();
+  Weights w = InitWeights(c, 4);
+  absl::Status st = PlantOffsetHeads(c, w, std::vector<int>(static_cast<size_t>(c.num_heads) + 1, 1));
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("expected at most 4 offsets"), std::string::npos) << st;
+  st = PlantOffsetHeads(c, w, {0});
+  EXPECT_NE(st.message().find("offsets of at least 1, found 0"), std::string::npos) << st;
+  Weights nobias = InitWeights(c, 4, 0.02, /*attention_bias=*/false);
+  st = PlantOffsetHeads(c, nobias, {1});
+  EXPECT_NE(st.message().find("q/k biases"), std::string::npos) << st;
 }
 
 }  // namespace
