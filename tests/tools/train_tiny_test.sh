@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # kvstream train-tiny end to end at toy scale: the pool tokenizer keeps every task word
-# whole, a scout run exports an HF directory and resumes from its checkpoint, and a large
-# run grows from that scout. Usage: train_tiny_test.sh KVSTREAM_BINARY
+# whole, a scout run exports an HF directory and resumes from its checkpoint, offset
+# heads are planted or refused with a clear error, and a large run grows from that scout. Usage: train_tiny_test.sh KVSTREAM_BINARY
 set -euo pipefail
 BIN=$1
 DIR=$(mktemp -d)
@@ -46,4 +46,18 @@ if "$BIN" train-tiny --train=large --steps=2 --grow_from="$DIR/out/large" --out=
   fail "grew from a model of the same width"
 fi
 grep -q "cannot grow: hidden_size must be 384, found 192" "$DIR/err.log" || fail "error: $(cat "$DIR/err.log")"
+# Planted offset heads (a fresh run) and what --offset_heads refuses.
+mkdir -p "$DIR/out4" && cp "$DIR/out/tokenizer.json" "$DIR/out4/"
+"$BIN" train-tiny --train=scout --steps=2 --offset_heads=2,6 "${small[@]}" --out="$DIR/out4" \
+  --ckpt_dir="$DIR/ckpt4" >"$DIR/offsets.log"
+grep -q "layer 0: query heads 0-1 start out attending 2, 6 tokens back" "$DIR/offsets.log" ||
+  fail "offset heads not planted: $(head -3 "$DIR/offsets.log")"
+for bad in "2,x:expected positive integers separated by commas, found 'x'" \
+           "1,1,1,1,1:expected at most 4 offsets (the query heads of layer 0), found 5"; do
+  if "$BIN" train-tiny --train=scout --steps=2 --offset_heads="${bad%%:*}" "${small[@]}" --out="$DIR/out4" \
+       --ckpt_dir="$DIR/ckpt5" 2>"$DIR/err.log" >/dev/null; then
+    fail "accepted --offset_heads=${bad%%:*}"
+  fi
+  grep -qF "${bad#*:}" "$DIR/err.log" || fail "error: $(cat "$DIR/err.log")"
+done
 echo PASS

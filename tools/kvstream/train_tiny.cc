@@ -6,8 +6,10 @@
 // HF initialisation (std 0.02), AdamW with warmup and cosine decay, a curriculum gated
 // on held-out exact match (contexts of 2 to --start_records records at first, growing
 // only once recall works at the current length), several questions per training
-// sequence (multi-query associative recall), loss on answer tokens only, record names
-// and values that the tokenizer keeps whole (--word_pool). The large model can start
+// sequence (multi-query associative recall) and a closing recap of records whose values
+// are targets too (--recap), loss on answer tokens only, record names and values that
+// the tokenizer keeps whole (--word_pool); optionally previous-token heads planted in
+// layer 0 (--offset_heads). The large model can start
 // as the trained scout grown (--grow_from). Checkpoints every --checkpoint_every steps;
 // an interrupted run resumes from them.
 #include <torch/torch.h>
@@ -24,7 +26,9 @@
 #include <sstream>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/base/status.h"
 #include "common/eval/tasks.h"
@@ -56,6 +60,15 @@ ABSL_FLAG(int, gate_every, 250, "Curriculum: steps between held-out checks at th
 ABSL_FLAG(std::string, grow_from, "",
           "A trained model directory to start from instead of random weights (a fresh run only): "
           "the large model grows from the scout, twice as wide and deeper, computing the same function");
+ABSL_FLAG(int, recap, 8,
+          "Records restated in a closing user turn of each training sequence, shuffled, with loss "
+          "on their values: recall with the key just before the answer, a denser signal for the "
+          "key-matching heads than the few questions (measured: held-out exact match at 8 records "
+          "0.15 against 0.03 over the first 3,200 steps; 0: off)");
+ABSL_FLAG(std::string, offset_heads, "",
+          "Comma-separated offsets, e.g. 1,2: the first query heads of layer 0 start out attending "
+          "that many tokens back (through their q and k biases and RoPE), the heads key matching is "
+          "built from, which otherwise form only after a long plateau (fresh runs; empty: none)");
 ABSL_FLAG(int, vocab_size, 2048, "Tokenizer vocabulary (bytes + merges + 3 special tokens)");
 ABSL_FLAG(int, word_pool, 600,
           "Tokenizer: train its merges on tasks drawn from this many words of --words (0: all), so that "
@@ -157,6 +170,18 @@ class Trainer {
       ans.push_back(im_end_);
       add(ans, true);
     }
+    if (const int recap = absl::GetFlag(FLAGS_recap); recap > 0 && !ex.records.empty()) {
+      std::vector<std::pair<std::string, std::string>> recs = ex.records;
+      std::shuffle(recs.begin(), recs.end(), rng);
+      recs.resize(std::min<size_t>(recs.size(), static_cast<size_t>(recap)));
+      add(enc("\n<|im_start|>user\nRecap:", true), false);
+      for (const auto& [name, value] : recs) {
+        add(enc(absl::StrCat(" The code of ", name, " is"), false), false);
+        add(enc(" " + value, false), true);
+        add(enc(".", false), false);
+      }
+      add(enc("<|im_end|>", true), false);
+    }
     // Predict token t+1 at position t.
     s.targets.erase(s.targets.begin());
     s.targets.push_back(-100);
@@ -248,6 +273,22 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, co
     if (!prov.is_discarded()) level = prov.value("curriculum_records", level);
     std::printf("[%s] grown from %s (%d layers, hidden %d), curriculum at %d records\n", name.c_str(),
                 from.c_str(), small.num_layers, small.hidden_size, level);
+  }
+  if (!resume && absl::GetFlag(FLAGS_grow_from).empty()) {
+    std::vector<int> offsets;
+    for (absl::string_view f : absl::StrSplit(absl::GetFlag(FLAGS_offset_heads), ',', absl::SkipEmpty())) {
+      int o = 0;
+      if (!absl::SimpleAtoi(f, &o) || o < 1) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--offset_heads: expected positive integers separated by commas, found '", f, "'"));
+      }
+      offsets.push_back(o);
+    }
+    RETURN_IF_ERROR(model::PlantOffsetHeads(c, w, offsets));
+    if (!offsets.empty()) {
+      std::printf("[%s] layer 0: query heads 0-%zu start out attending %s tokens back\n", name.c_str(),
+                  offsets.size() - 1, absl::StrJoin(offsets, ", ").c_str());
+    }
   }
   std::vector<torch::Tensor> matrices, vectors;
   for (torch::Tensor& t : w.Parameters()) {
