@@ -18,6 +18,7 @@ ABSL_DECLARE_FLAG(std::string, words);
 ABSL_DECLARE_FLAG(uint64_t, task_seed);
 ABSL_DECLARE_FLAG(std::string, kind);
 ABSL_DECLARE_FLAG(int, n);
+ABSL_DECLARE_FLAG(int, threads);
 ABSL_DECLARE_FLAG(int, records);
 ABSL_DECLARE_FLAG(int, target_tokens);
 ABSL_DECLARE_FLAG(bool, single_token_names);

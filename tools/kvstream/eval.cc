@@ -75,11 +75,13 @@ struct Sweep {
 
 absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
   using model::Model;
-  ASSIGN_OR_RETURN(auto answerer, Model::Load(absl::GetFlag(FLAGS_model)));
+  model::RuntimeOptions runtime;
+  runtime.threads = absl::GetFlag(FLAGS_threads);
+  ASSIGN_OR_RETURN(auto answerer, Model::Load(absl::GetFlag(FLAGS_model), runtime));
   ASSIGN_OR_RETURN(auto tok, model::Tokenizer::Load(absl::GetFlag(FLAGS_model) + "/tokenizer.json"));
   std::unique_ptr<Model> scout;
   if (!absl::GetFlag(FLAGS_scout).empty()) {
-    ASSIGN_OR_RETURN(scout, Model::Load(absl::GetFlag(FLAGS_scout)));
+    ASSIGN_OR_RETURN(scout, Model::Load(absl::GetFlag(FLAGS_scout), runtime));
   }
   std::vector<eval::Example> examples;
   if (!absl::GetFlag(FLAGS_tasks).empty()) {

@@ -12,6 +12,7 @@ ABSL_FLAG(std::string, words, "/usr/share/dict/words",
 ABSL_FLAG(uint64_t, task_seed, 7, "Seed of generated evaluation tasks (training uses other seeds)");
 ABSL_FLAG(std::string, kind, "single", "Generated task kind: single, multi or needle");
 ABSL_FLAG(int, n, 40, "Examples (questions) to run");
+ABSL_FLAG(int, threads, 0, "train-tiny, eval, profile: libtorch threads (0: every core)");
 ABSL_FLAG(int, records, 40, "Records per generated single/multi context");
 ABSL_FLAG(int, target_tokens, 512, "Context length of generated needle tasks, in tokens");
 ABSL_FLAG(bool, single_token_names, true,

@@ -46,7 +46,6 @@ ABSL_FLAG(int, batch, 32, "Sequences per step");
 ABSL_FLAG(int, micro_batch, 8, "Sequences per forward/backward pass (gradients are summed over --batch)");
 ABSL_FLAG(double, lr, 2e-3, "Peak learning rate");
 ABSL_FLAG(int, warmup, 300, "Linear warm-up steps");
-ABSL_FLAG(int, threads, 0, "libtorch threads (0: every core)");
 ABSL_FLAG(uint64_t, train_seed, 1, "Seed for initialisation and data");
 ABSL_FLAG(int, checkpoint_every, 200, "Steps between checkpoints");
 ABSL_FLAG(int, eval_every, 500, "Steps between held-out evaluations (and exports)");
