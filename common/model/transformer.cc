@@ -187,13 +187,13 @@ absl::Status PlantOffsetHeads(const ModelConfig& c, Weights& w, const std::vecto
   if (w.layers.empty() || !w.layers[0].q_b.defined() || !w.layers[0].k_b.defined()) {
     return absl::InvalidArgumentError("offset heads: expected a model with q/k biases, found none");
   }
+  for (int o : offsets) {
+    if (o < 1) return absl::InvalidArgumentError(absl::StrCat("offset heads: expected offsets of at least 1, found ", o));
+  }
   const int hd = c.head_dim, half = hd / 2, pairs = std::min(4, half), g = c.num_heads / c.num_kv_heads;
   torch::NoGradGuard no_grad;
   LayerWeights& l = w.layers[0];
   for (size_t i = 0; i < offsets.size(); ++i) {
-    if (offsets[i] < 1) {
-      return absl::InvalidArgumentError(absl::StrCat("offset heads: expected offsets of at least 1, found ", offsets[i]));
-    }
     const int64_t q = static_cast<int64_t>(i) * hd, k = static_cast<int64_t>(i) / g * hd;
     for (int p = 0; p < pairs; ++p) {
       // RoPE rotates pair (p, p + half) by position * theta_p: q rotated back by

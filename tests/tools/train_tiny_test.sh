@@ -52,7 +52,8 @@ mkdir -p "$DIR/out4" && cp "$DIR/out/tokenizer.json" "$DIR/out4/"
   --ckpt_dir="$DIR/ckpt4" >"$DIR/offsets.log"
 grep -q "layer 0: query heads 0-1 start out attending 2, 6 tokens back" "$DIR/offsets.log" ||
   fail "offset heads not planted: $(head -3 "$DIR/offsets.log")"
-for bad in "2,x:expected positive integers separated by commas, found 'x'" \
+for bad in "2,x:expected integers separated by commas, found 'x'" \
+           "2,0:expected offsets of at least 1, found 0" \
            "1,1,1,1,1:expected at most 4 offsets (the query heads of layer 0), found 5"; do
   if "$BIN" train-tiny --train=scout --steps=2 --offset_heads="${bad%%:*}" "${small[@]}" --out="$DIR/out4" \
        --ckpt_dir="$DIR/ckpt5" 2>"$DIR/err.log" >/dev/null; then

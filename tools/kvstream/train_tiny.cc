@@ -272,14 +272,13 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, co
     if (!prov.is_discarded()) level = prov.value("curriculum_records", level);
     std::printf("[%s] grown from %s (%d layers, hidden %d), curriculum at %d records\n", name.c_str(),
                 from.c_str(), small.num_layers, small.hidden_size, level);
-  }
-  if (!resume && absl::GetFlag(FLAGS_grow_from).empty()) {
+  } else {  // fresh weights
     std::vector<int> offsets;
     for (absl::string_view f : absl::StrSplit(absl::GetFlag(FLAGS_offset_heads), ',', absl::SkipEmpty())) {
       int o = 0;
-      if (!absl::SimpleAtoi(f, &o) || o < 1) {
+      if (!absl::SimpleAtoi(f, &o)) {
         return absl::InvalidArgumentError(
-            absl::StrCat("--offset_heads: expected positive integers separated by commas, found '", f, "'"));
+            absl::StrCat("--offset_heads: expected integers separated by commas, found '", f, "'"));
       }
       offsets.push_back(o);
     }
