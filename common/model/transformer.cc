@@ -128,6 +128,10 @@ absl::StatusOr<Weights> GrowWeights(const ModelConfig& s, const Weights& w, cons
   RETURN_IF_ERROR(need(b.vocab_size == s.vocab_size, "vocab_size", s.vocab_size, b.vocab_size));
   RETURN_IF_ERROR(need(b.tie_word_embeddings == s.tie_word_embeddings, "tie_word_embeddings",
                        s.tie_word_embeddings, b.tie_word_embeddings));
+  if (b.rope_theta != s.rope_theta) {  // the same function needs the same rotations
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot grow: rope_theta must be ", s.rope_theta, ", found ", b.rope_theta));
+  }
   torch::NoGradGuard no_grad;
   torch::manual_seed(seed);
   auto jitter = [&](torch::Tensor t) { return noise > 0 ? t + torch::randn(t.sizes()) * noise : t; };
@@ -204,6 +208,61 @@ absl::Status PlantOffsetHeads(const ModelConfig& c, Weights& w, const std::vecto
       l.q_b[q + p] = amplitude * std::cos(offsets[i] * theta);
       l.q_b[q + p + half] = -amplitude * std::sin(offsets[i] * theta);
     }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PlantRecallCircuit(const ModelConfig& c, Weights& w, int key_offset,
+                                const std::vector<int>& query_offsets, uint64_t seed, double out_scale,
+                                double match_scale) {
+  const int g = c.num_heads / c.num_kv_heads;
+  const int nq = static_cast<int>(query_offsets.size());
+  if (c.num_layers < 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("recall circuit: expected a model of 2 or more layers, found ", c.num_layers));
+  }
+  if (nq < 1 || nq > g) {
+    return absl::InvalidArgumentError(absl::StrCat("recall circuit: expected 1 to ", g,
+                                                   " query offsets (the query heads of kv head 0), found ", nq));
+  }
+  if (c.head_dim < 20) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("recall circuit: expected a head_dim of at least 20, found ", c.head_dim));
+  }
+  if (c.hidden_size < c.head_dim * (1 + nq)) {  // room for one subspace per planted head
+    return absl::InvalidArgumentError(absl::StrCat("recall circuit: expected a hidden_size of at least ",
+                                                   c.head_dim * (1 + nq), ", found ", c.hidden_size));
+  }
+  std::vector<int> offsets = {key_offset};
+  offsets.insert(offsets.end(), query_offsets.begin(), query_offsets.end());
+  RETURN_IF_ERROR(PlantOffsetHeads(c, w, offsets));
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(seed);
+  const int64_t hd = c.head_dim, d = c.hidden_size, half = hd / 2, slow = 6;
+  // Mutually orthogonal subspaces of the residual: where the key head and each query head write.
+  const torch::Tensor basis = std::get<0>(torch::linalg_qr(torch::randn({d, hd * (1 + nq)})));
+  const torch::Tensor vrows = std::get<0>(torch::linalg_qr(torch::randn({d, hd}))).t();  // [hd, d]
+  // The slowly rotating RoPE pairs carry the match: rows (half - slow .. half) and their partners.
+  const torch::Tensor proj = std::get<0>(torch::linalg_qr(torch::randn({hd, 2 * slow}))).t();  // [2 slow, hd]
+  LayerWeights& l0 = w.layers[0];
+  LayerWeights& l1 = w.layers[1];
+  for (int i = 0; i <= nq; ++i) {
+    const int64_t kv = i / g;
+    l0.v_w.slice(0, kv * hd, (kv + 1) * hd).copy_(vrows);
+    if (l0.v_b.defined()) l0.v_b.slice(0, kv * hd, (kv + 1) * hd).zero_();
+    l0.o_w.slice(1, i * hd, (i + 1) * hd).copy_(out_scale * basis.slice(1, i * hd, (i + 1) * hd));
+  }
+  auto place = [&](torch::Tensor rows, const torch::Tensor& sub) {  // rows: [hd, d]; sub: [d, hd]
+    rows.zero_();
+    const torch::Tensor m = match_scale * torch::matmul(proj, sub.t());  // [2 slow, d]
+    rows.slice(0, half - slow, half).copy_(m.slice(0, 0, slow));
+    rows.slice(0, hd - slow, hd).copy_(m.slice(0, slow, 2 * slow));
+  };
+  place(l1.k_w.slice(0, 0, hd), basis.slice(1, 0, hd));
+  if (l1.k_b.defined()) l1.k_b.slice(0, 0, hd).zero_();
+  for (int j = 0; j < nq; ++j) {
+    place(l1.q_w.slice(0, j * hd, (j + 1) * hd), basis.slice(1, (1 + j) * hd, (2 + j) * hd));
+    if (l1.q_b.defined()) l1.q_b.slice(0, j * hd, (j + 1) * hd).zero_();
   }
   return absl::OkStatus();
 }

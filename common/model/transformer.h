@@ -64,6 +64,29 @@ absl::StatusOr<Weights> GrowWeights(const ModelConfig& small, const Weights& w, 
 absl::Status PlantOffsetHeads(const ModelConfig& config, Weights& w, const std::vector<int>& offsets,
                               double amplitude = 9.0);
 // Writes float32 model.safetensors with HF names.
+// Construction-time recall circuit for records such as "The code of X is V.", asked
+// for as "...X is" (answer next) or "...X?" followed by a fixed template:
+// - layer 0: query head 0 attends `key_offset` tokens back (from V, to its name X) and
+//   head 1 + j attends `query_offsets[j]` back (from where V is predicted, to the X
+//   asked for), as PlantOffsetHeads plants them; their kv heads share one orthonormal
+//   value map, and each head writes through o_proj into its own orthonormal subspace
+//   of the residual, `out_scale` times;
+// - layer 1: query head j matches the subspace of query offset j against the key
+//   subspace of kv head 0 (`match_scale` times a shared projection), on the 6 most
+//   slowly rotating RoPE pairs only, the ones whose products survive the distance
+//   between question and record (the larger rope_theta, the more such pairs).
+// So from the start, layer 1's heads attend to the value whose name is the one asked
+// for; training has to learn to copy it. Measured on the scout shape (hidden 96, head_dim
+// 24, rope_theta 1e6), untrained: 0.90 of head 0's attention on the right value among 8
+// records, 0.77 among 60 (about 500 tokens); 0.37 among 32 with rope_theta 1e4.
+// InvalidArgument for fewer than 2 layers, 0 or more than heads/kv_heads query offsets,
+// a head_dim below 20 (4 fast pairs for the offsets and 6 slow ones), a hidden_size
+// without room for a head_dim-wide subspace per planted head, or what PlantOffsetHeads
+// rejects.
+absl::Status PlantRecallCircuit(const ModelConfig& config, Weights& w, int key_offset,
+                                const std::vector<int>& query_offsets, uint64_t seed, double out_scale = 1.0,
+                                double match_scale = 3.0);
+
 absl::Status SaveWeights(const ModelConfig& config, const Weights& w, const std::string& path);
 
 // x [..., hidden] -> same shape; statistics in float32.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # kvstream train-tiny end to end at toy scale: the pool tokenizer keeps every task word
-# whole, a scout run exports an HF directory and resumes from its checkpoint, offset
-# heads are planted or refused with a clear error, and a large run grows from that scout. Usage: train_tiny_test.sh KVSTREAM_BINARY
+# whole, a scout run plants its recall circuit, exports an HF directory and resumes from
+# its checkpoint (not with another RoPE base), offset heads and recall circuits are
+# planted or refused with a clear error, and a large run grows from that scout. Usage: train_tiny_test.sh KVSTREAM_BINARY
 set -euo pipefail
 BIN=$1
 DIR=$(mktemp -d)
@@ -15,6 +16,15 @@ grep -q "600 of 600 task words are single tokens" "$DIR/tok.log" || fail "pool w
 small=(--out="$DIR/out" --ckpt_dir="$DIR/ckpt" --threads=1 --batch=4 --micro_batch=2 --eval_questions=2
        --gate_every=1000 --checkpoint_every=10 --eval_every=10 --warmup=5)
 "$BIN" train-tiny --train=scout --steps=10 "${small[@]}" >"$DIR/scout.log"
+# The default circuit's distances come from this tokenizer: " is" and "?" are one token
+# each, the assistant header seven.
+grep -q "recall circuit: values see their names 2 tokens back, answers the names asked for 1, 8 back" \
+  "$DIR/scout.log" || fail "no recall circuit: $(head -3 "$DIR/scout.log")"
+grep -q '"rope_theta": 1000000.0' "$DIR/out/scout/config.json" || fail "scout rope_theta"
+if "$BIN" train-tiny --train=scout --steps=20 --rope_theta=10000 "${small[@]}" 2>"$DIR/err.log" >/dev/null; then
+  fail "resumed a checkpoint with another rope_theta"
+fi
+grep -q "was trained with 1e+06, found 10000" "$DIR/err.log" || fail "error: $(cat "$DIR/err.log")"
 for f in config.json model.safetensors tokenizer.json generation_config.json training.json; do
   [[ -s $DIR/out/scout/$f ]] || fail "scout/$f not written"
 done
@@ -48,17 +58,26 @@ fi
 grep -q "cannot grow: hidden_size must be 384, found 192" "$DIR/err.log" || fail "error: $(cat "$DIR/err.log")"
 # Planted offset heads (a fresh run) and what --offset_heads refuses.
 mkdir -p "$DIR/out4" && cp "$DIR/out/tokenizer.json" "$DIR/out4/"
-"$BIN" train-tiny --train=scout --steps=2 --offset_heads=2,6 "${small[@]}" --out="$DIR/out4" \
+"$BIN" train-tiny --train=scout --steps=2 --offset_heads=2,6 --recall_circuit=none "${small[@]}" --out="$DIR/out4" \
   --ckpt_dir="$DIR/ckpt4" >"$DIR/offsets.log"
 grep -q "layer 0: query heads 0-1 start out attending 2, 6 tokens back" "$DIR/offsets.log" ||
   fail "offset heads not planted: $(head -3 "$DIR/offsets.log")"
 for bad in "2,x:expected integers separated by commas, found 'x'" \
            "2,0:expected offsets of at least 1, found 0" \
            "1,1,1,1,1:expected at most 4 offsets (the query heads of layer 0), found 5"; do
-  if "$BIN" train-tiny --train=scout --steps=2 --offset_heads="${bad%%:*}" "${small[@]}" --out="$DIR/out4" \
+  if "$BIN" train-tiny --train=scout --steps=2 --offset_heads="${bad%%:*}" --recall_circuit=none "${small[@]}" --out="$DIR/out4" \
        --ckpt_dir="$DIR/ckpt5" 2>"$DIR/err.log" >/dev/null; then
     fail "accepted --offset_heads=${bad%%:*}"
   fi
   grep -qF "${bad#*:}" "$DIR/err.log" || fail "error: $(cat "$DIR/err.log")"
+done
+for bad in "--offset_heads=2|expected --recall_circuit=none with it" \
+           "--recall_circuit=2-1|expected auto, none or KEY:Q1[,Q2] with integers (e.g. 2:1,8), found '2-1'" \
+           "--recall_circuit=2:1,8,3|expected 1 to 2 query offsets (the query heads of kv head 0), found 3"; do
+  if "$BIN" train-tiny --train=scout --steps=2 "${bad%%|*}" "${small[@]}" --out="$DIR/out4" \
+       --ckpt_dir="$DIR/ckpt6" 2>"$DIR/err.log" >/dev/null; then
+    fail "accepted ${bad%%|*}"
+  fi
+  grep -qF "${bad#*|}" "$DIR/err.log" || fail "error: $(cat "$DIR/err.log")"
 done
 echo PASS

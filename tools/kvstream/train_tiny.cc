@@ -8,8 +8,10 @@
 // only once recall works at the current length), several questions per training
 // sequence (multi-query associative recall) and a closing recap of records whose values
 // are targets too (--recap), loss on answer tokens only, record names and values that
-// the tokenizer keeps whole (--word_pool); optionally previous-token heads planted in
-// layer 0 (--offset_heads). The large model can start
+// the tokenizer keeps whole (--word_pool), RoPE base 1e6 (--rope_theta), and a recall
+// circuit planted in layers 0-1 and held fixed for the first steps (--recall_circuit,
+// --freeze_circuit), without which the key matching had not formed in 17,000 steps;
+// for probes, previous-token heads alone (--offset_heads). The large model can start
 // as the trained scout grown (--grow_from). Checkpoints every --checkpoint_every steps;
 // an interrupted run resumes from them.
 #include <torch/torch.h>
@@ -22,6 +24,7 @@
 #include <fstream>
 #include <iterator>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <sstream>
 
@@ -68,6 +71,18 @@ ABSL_FLAG(std::string, offset_heads, "",
           "Comma-separated offsets, e.g. 1,2: the first query heads of layer 0 start out attending "
           "that many tokens back (through their q and k biases and RoPE), the heads key matching is "
           "built from, which otherwise form only after a long plateau (fresh runs; empty: none)");
+ABSL_FLAG(double, rope_theta, 1000000.0,
+          "RoPE base of the trained models; a larger base leaves more slowly rotating dimensions, "
+          "whose query-key products survive the distance between a question and its record");
+ABSL_FLAG(std::string, recall_circuit, "auto",
+          "Plant a recall circuit at construction (fresh runs; common/model/transformer.h): "
+          "KEY:Q1[,Q2] are the distances from a record's value back to its name and from where an "
+          "answer is predicted back to the name asked for; auto derives them from the tokenizer and "
+          "the prompt templates (question, and recap when --recap > 0); none: no circuit");
+ABSL_FLAG(int, freeze_circuit, 2000,
+          "Steps for which the planted circuit's weights are held fixed while the rest of the model "
+          "learns to use it (measured: held fixed, held-out exact match at 8 records 0.975 at step 600; "
+          "free, the circuit is trained away and exact match stays near chance)");
 ABSL_FLAG(int, vocab_size, 2048, "Tokenizer vocabulary (bytes + merges + 3 special tokens)");
 ABSL_FLAG(int, word_pool, 600,
           "Tokenizer: train its merges on tasks drawn from this many words of --words (0: all), so that "
@@ -87,7 +102,7 @@ ModelConfig TinyConfig(const std::string& name, int vocab, int eos) {
   c.vocab_size = vocab;
   c.max_position_embeddings = 4096;
   c.rms_norm_eps = 1e-6;
-  c.rope_theta = 10000.0;
+  c.rope_theta = absl::GetFlag(FLAGS_rope_theta);
   c.tie_word_embeddings = true;
   c.eos_token_ids = {eos};
   if (name == "scout") {  // ~0.5M parameters
@@ -234,6 +249,45 @@ absl::Status Export(const std::string& dir, const ModelConfig& c, const Weights&
   return WriteText(dir + "/training.json", provenance.dump(2) + "\n");
 }
 
+struct RecallOffsets {
+  int key = 0;               // from a record's value back to its name
+  std::vector<int> queries;  // from each answer position back to the name asked for
+};
+
+// --recall_circuit: none, auto (derived from the templates the trainer builds: records
+// "The code of X is V.", recap " The code of X is", questions "... X?" and then the
+// assistant header) or explicit KEY:Q1[,Q2].
+absl::StatusOr<std::optional<RecallOffsets>> ParseRecallCircuit(const model::Tokenizer& tok) {
+  const std::string flag = absl::GetFlag(FLAGS_recall_circuit);
+  if (flag == "none") return std::nullopt;
+  RecallOffsets r;
+  if (flag == "auto") {
+    auto count = [&](const std::string& text, bool special) -> absl::StatusOr<int> {
+      ASSIGN_OR_RETURN(const std::vector<int32_t> ids, tok.Encode(text, special));
+      return static_cast<int>(ids.size());
+    };
+    ASSIGN_OR_RETURN(const int is, count(" is", false));
+    ASSIGN_OR_RETURN(const int mark, count("?", false));
+    ASSIGN_OR_RETURN(const int header, count("<|im_end|>\n<|im_start|>assistant\n", true));
+    r.key = is + 1;
+    if (absl::GetFlag(FLAGS_recap) > 0) r.queries.push_back(is);
+    r.queries.push_back(mark + header);
+    return r;
+  }
+  const std::vector<std::string> parts = absl::StrSplit(flag, ':');
+  bool ok = parts.size() == 2 && absl::SimpleAtoi(parts[0], &r.key);
+  for (absl::string_view f : absl::StrSplit(parts.size() == 2 ? parts[1] : "", ',')) {
+    int o = 0;
+    ok = ok && absl::SimpleAtoi(f, &o);
+    r.queries.push_back(o);
+  }
+  if (!ok) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--recall_circuit: expected auto, none or KEY:Q1[,Q2] with integers (e.g. 2:1,8), found '", flag, "'"));
+  }
+  return r;
+}
+
 absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, const std::string& tok_json,
                         const eval::TaskGenerator& gen) {
   const ModelConfig c = TinyConfig(name, tok.vocab_size(), tok.TokenId("<|im_end|>"));
@@ -245,6 +299,7 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, co
   Weights w = model::InitWeights(c, seed + (name == "large" ? 100 : 0), 0.02);
   int step = 0;
   int level = absl::GetFlag(FLAGS_start_records);
+  bool circuit = false;  // a planted recall circuit, held for the first --freeze_circuit steps
   const bool resume = std::filesystem::exists(ckpt + "/state.json");
   if (resume) {
     ASSIGN_OR_RETURN(auto set, model::WeightSet::OpenDir(ckpt));
@@ -253,6 +308,12 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, co
     const nlohmann::json state = nlohmann::json::parse(in);
     step = state.value("step", 0);
     level = state.value("level", level);
+    circuit = state.value("recall_circuit", false);
+    // Checkpoints hold weights only; the shape comes from the flags, and so does RoPE's base.
+    if (const double theta = state.value("rope_theta", 10000.0); theta != c.rope_theta) {
+      return absl::InvalidArgumentError(absl::StrCat("--rope_theta: the checkpoint in ", ckpt, " was trained with ",
+                                                     theta, ", found ", c.rope_theta));
+    }
   } else if (const std::string from = absl::GetFlag(FLAGS_grow_from); !from.empty()) {
     // Token ids only mean the same in both models with the same tokenizer; equal
     // vocabulary sizes (checked by GrowWeights) are not enough.
@@ -283,9 +344,31 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, co
       offsets.push_back(o);
     }
     RETURN_IF_ERROR(model::PlantOffsetHeads(c, w, offsets));
+    ASSIGN_OR_RETURN(const std::optional<RecallOffsets> rc, ParseRecallCircuit(tok));
+    if (rc.has_value()) {
+      if (!offsets.empty()) {
+        return absl::InvalidArgumentError(
+            "--offset_heads: expected --recall_circuit=none with it (both plant layer 0's first heads), "
+            "found --recall_circuit=" + absl::GetFlag(FLAGS_recall_circuit));
+      }
+      RETURN_IF_ERROR(model::PlantRecallCircuit(c, w, rc->key, rc->queries, seed + 300));
+      circuit = true;
+      std::printf("[%s] recall circuit: values see their names %d tokens back, answers the names asked for %s "
+                  "back; held for %d steps\n",
+                  name.c_str(), rc->key, absl::StrJoin(rc->queries, ", ").c_str(), absl::GetFlag(FLAGS_freeze_circuit));
+    }
     if (!offsets.empty()) {
       std::printf("[%s] layer 0: query heads 0-%zu start out attending %s tokens back\n", name.c_str(),
                   offsets.size() - 1, absl::StrJoin(offsets, ", ").c_str());
+    }
+  }
+  // Held at their planted values for the first --freeze_circuit steps, while the rest
+  // of the model learns to use them.
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> frozen;
+  if (circuit && step < absl::GetFlag(FLAGS_freeze_circuit)) {
+    for (torch::Tensor* t : {&w.layers[0].v_w, &w.layers[0].o_w, &w.layers[0].q_b, &w.layers[0].k_b,
+                             &w.layers[1].q_w, &w.layers[1].k_w, &w.layers[1].q_b, &w.layers[1].k_b}) {
+      if (t->defined()) frozen.emplace_back(*t, t->detach().clone());
     }
   }
   std::vector<torch::Tensor> matrices, vectors;
@@ -326,7 +409,7 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, co
   auto save = [&]() -> absl::Status {
     RETURN_IF_ERROR(model::SaveWeights(c, w, ckpt + "/model.safetensors"));
     torch::save(opt, ckpt + "/optimizer.pt");
-    return WriteText(ckpt + "/state.json", nlohmann::json({{"step", step}, {"level", level}}).dump() + "\n");
+    return WriteText(ckpt + "/state.json", nlohmann::json({{"step", step}, {"level", level}, {"rope_theta", c.rope_theta}, {"recall_circuit", circuit}}).dump() + "\n");
   };
   auto evaluate_and_export = [&]() -> absl::Status {
     const auto [em, prompt_tokens] = trainer.Evaluate(c, w, absl::GetFlag(FLAGS_eval_questions),
@@ -340,7 +423,9 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, co
       nlohmann::json prov = {{"command", "kvstream train-tiny"}, {"step", step}, {"steps", total},
                              {"seed", seed}, {"lr", peak}, {"batch", batch}, {"curriculum_records", level},
                              {"single_token_names", absl::GetFlag(FLAGS_single_token_names)},
-                             {"grown_from", absl::GetFlag(FLAGS_grow_from)}, {"evals", evals}};
+                             {"grown_from", absl::GetFlag(FLAGS_grow_from)}, {"recap", absl::GetFlag(FLAGS_recap)},
+                             {"recall_circuit", circuit}, {"freeze_circuit", absl::GetFlag(FLAGS_freeze_circuit)},
+                             {"evals", evals}};
       RETURN_IF_ERROR(Export(absl::StrCat(absl::GetFlag(FLAGS_out), "/", name), c, w, tok_json, prov));
     }
     return absl::OkStatus();
@@ -393,6 +478,10 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, co
     }
     torch::nn::utils::clip_grad_norm_(w.Parameters(), 1.0);
     opt.step();
+    if (!frozen.empty() && step < absl::GetFlag(FLAGS_freeze_circuit)) {
+      torch::NoGradGuard no_grad;
+      for (auto& [t, v] : frozen) t.copy_(v);
+    }
     loss_acc += loss_now;
     ++loss_n;
     loss_ema = loss_ema < 0 ? loss_now : 0.99 * loss_ema + 0.01 * loss_now;

@@ -1,7 +1,11 @@
 // The trainer's initialisations: growing a model (twice as wide, deeper) preserves its
-// function (the `large` tiny model starts from the trained `scout` this way), and
-// planted offset heads attend a fixed distance back from the first step.
+// function (the `large` tiny model starts from the trained `scout` this way), planted
+// offset heads attend a fixed distance back from the first step, and a planted recall
+// circuit attends from a recap's question to the value of the name asked for.
 #include <gtest/gtest.h>
+
+#include <numeric>
+#include <random>
 
 #include "common/model/transformer.h"
 #include "tests/common/model/tiny_model.h"
@@ -61,6 +65,11 @@ TEST(GrowErrorsTest, NamesTheDimensionThatDoesNotDouble) {
   g = GrowWeights(s, w, b, 0.0, 1);
   ASSERT_FALSE(g.ok());
   EXPECT_NE(g.status().message().find("num_hidden_layers"), std::string::npos) << g.status();
+  b = Doubled(s, s.num_layers);
+  b.rope_theta = 2 * s.rope_theta;
+  g = GrowWeights(s, w, b, 0.0, 1);
+  ASSERT_FALSE(g.ok());
+  EXPECT_NE(g.status().message().find("rope_theta must be"), std::string::npos) << g.status();
 }
 
 TEST(OffsetHeadsTest, PlantedHeadsAttendTheirOffsetBackWhateverTheTokens) {
@@ -112,6 +121,97 @@ TEST(OffsetHeadsTest, RejectsWhatItCannotPlant) {
   Weights nobias = InitWeights(c, 4, 0.02, /*attention_bias=*/false);
   st = PlantOffsetHeads(c, nobias, {1});
   EXPECT_NE(st.message().find("q/k biases"), std::string::npos) << st;
+}
+
+// Scout-shaped (hidden 96, head_dim 24, GQA 2:1), two layers, rope_theta as Qwen2.5's.
+ModelConfig RecallConfig() {
+  ModelConfig c = testing::TinyConfig();
+  c.vocab_size = 300;
+  c.hidden_size = 96;
+  c.intermediate_size = 128;
+  c.num_heads = 4;
+  c.num_kv_heads = 2;
+  c.head_dim = 24;
+  c.rope_theta = 1e6;
+  return c;
+}
+
+// Layer `layer`'s attention probabilities [heads, T, T], the layers below run in full.
+torch::Tensor AttentionAt(const ModelConfig& c, const Weights& w, const torch::Tensor& ids, int layer) {
+  torch::NoGradGuard no_grad;
+  const int64_t T = ids.size(0), hd = c.head_dim, g = c.num_heads / c.num_kv_heads;
+  auto [cos, sin] = RopeCosSin(torch::arange(T), static_cast<int>(hd), c.rope_theta, torch::kFloat32);
+  torch::Tensor x = torch::embedding(w.embed, ids);
+  for (int L = 0;; ++L) {
+    const LayerWeights& l = w.layers[static_cast<size_t>(L)];
+    const torch::Tensor h = RmsNorm(x, l.input_norm, c.rms_norm_eps);
+    const torch::Tensor q = ApplyRope(torch::linear(h, l.q_w, l.q_b).view({T, c.num_heads, hd}).transpose(0, 1), cos, sin);
+    const torch::Tensor k = ApplyRope(
+        torch::linear(h, l.k_w, l.k_b).view({T, c.num_kv_heads, hd}).transpose(0, 1).repeat_interleave(g, 0), cos, sin);
+    const torch::Tensor v = torch::linear(h, l.v_w, l.v_b).view({T, c.num_kv_heads, hd}).transpose(0, 1).repeat_interleave(g, 0);
+    const torch::Tensor p = torch::softmax(
+        torch::matmul(q, k.transpose(1, 2)) / std::sqrt(static_cast<double>(hd)) + torch::full({T, T}, -1e9).triu(1), -1);
+    if (L == layer) return p;
+    x = x + torch::linear(torch::matmul(p, v).transpose(0, 1).reshape({T, c.num_heads * hd}), l.o_w);
+    x = x + Mlp(RmsNorm(x, l.post_norm, c.rms_norm_eps), l);
+  }
+}
+
+// Records "T C O name IS value ." over random names and values, then a recap
+// "T C O name IS" for each: layer 1's head 0, asked at each recap IS, against the
+// attention it gives the value of that name.
+double RecallAttention(const ModelConfig& c, const Weights& w, int records) {
+  std::mt19937 rng(11);
+  std::vector<int64_t> names(100), ids, value_at(static_cast<size_t>(records));
+  std::iota(names.begin(), names.end(), 100);
+  std::shuffle(names.begin(), names.end(), rng);
+  const int64_t T_ = 1, C = 2, O = 3, IS = 4, DOT = 5;
+  for (int r = 0; r < records; ++r) {
+    ids.insert(ids.end(), {T_, C, O, names[static_cast<size_t>(r)], IS});
+    value_at[static_cast<size_t>(r)] = static_cast<int64_t>(ids.size());
+    ids.insert(ids.end(), {200 + static_cast<int64_t>(rng() % 100), DOT});
+  }
+  std::vector<std::pair<int64_t, int>> asks;
+  for (int r = records - 1; r >= 0; --r) {
+    ids.insert(ids.end(), {T_, C, O, names[static_cast<size_t>(r)], IS});
+    asks.emplace_back(static_cast<int64_t>(ids.size()) - 1, r);
+  }
+  const torch::Tensor p = AttentionAt(c, w, torch::tensor(ids), 1)[0];
+  double sum = 0;
+  for (auto [at, r] : asks) sum += p[at][value_at[static_cast<size_t>(r)]].item<double>();
+  return sum / records;
+}
+
+TEST(RecallCircuitTest, LayerOneAttendsToTheValueOfTheNameAskedFor) {
+  const ModelConfig c = RecallConfig();
+  Weights w = InitWeights(c, 4);
+  EXPECT_LT(RecallAttention(c, w, 16), 0.05);  // unplanted: about the uniform share
+  ASSERT_TRUE(PlantRecallCircuit(c, w, 2, {1}, 5).ok());
+  EXPECT_GT(RecallAttention(c, w, 16), 0.5);
+  // Keys planted one token off (3 back: "O", not the name) match nothing.
+  Weights off = InitWeights(c, 4);
+  ASSERT_TRUE(PlantRecallCircuit(c, off, 3, {1}, 5).ok());
+  EXPECT_LT(RecallAttention(c, off, 16), 0.1);
+}
+
+TEST(RecallCircuitTest, RejectsShapesItCannotPlantInto) {
+  ModelConfig c = RecallConfig();
+  Weights w = InitWeights(c, 4);
+  absl::Status st = PlantRecallCircuit(c, w, 2, {1, 8, 3}, 5);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("expected 1 to 2 query offsets"), std::string::npos) << st;
+  st = PlantRecallCircuit(c, w, 0, {1}, 5);
+  EXPECT_NE(st.message().find("offsets of at least 1, found 0"), std::string::npos) << st;
+  const ModelConfig narrow = testing::TinyConfig();  // head_dim 8
+  Weights nw = InitWeights(narrow, 4);
+  st = PlantRecallCircuit(narrow, nw, 2, {1}, 5);
+  EXPECT_NE(st.message().find("head_dim of at least 20, found 8"), std::string::npos) << st;
+  c.hidden_size = 48;
+  c.num_heads = 2;
+  c.num_kv_heads = 1;
+  Weights small = InitWeights(c, 4);
+  st = PlantRecallCircuit(c, small, 2, {1, 8}, 5);
+  EXPECT_NE(st.message().find("hidden_size of at least 72, found 48"), std::string::npos) << st;
 }
 
 }  // namespace
