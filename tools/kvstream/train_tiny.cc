@@ -82,7 +82,7 @@ ABSL_FLAG(std::string, recall_circuit, "auto",
 ABSL_FLAG(int, freeze_circuit, 2000,
           "Steps for which the planted circuit's weights are held fixed while the rest of the model "
           "learns to use it (measured: held fixed, held-out exact match at 8 records 0.975 at step 600; "
-          "free, the circuit is trained away and exact match stays near chance)");
+          "free, it was trained away within 600 steps)");
 ABSL_FLAG(int, vocab_size, 2048, "Tokenizer vocabulary (bytes + merges + 3 special tokens)");
 ABSL_FLAG(int, word_pool, 600,
           "Tokenizer: train its merges on tasks drawn from this many words of --words (0: all), so that "
