@@ -62,7 +62,8 @@ mkdir -p "$DIR/out4" && cp "$DIR/out/tokenizer.json" "$DIR/out4/"
   --ckpt_dir="$DIR/ckpt4" >"$DIR/offsets.log"
 grep -q "layer 0: query heads 0-1 start out attending 2, 6 tokens back" "$DIR/offsets.log" ||
   fail "offset heads not planted: $(head -3 "$DIR/offsets.log")"
-for bad in "2,x:expected integers separated by commas, found 'x'" \
+for bad in "2,x:expected integers separated by commas, found '2,x'" \
+           "2,,6:expected integers separated by commas, found '2,,6'" \
            "2,0:expected offsets of at least 1, found 0" \
            "1,1,1,1,1:expected at most 4 offsets (the query heads of layer 0), found 5"; do
   if "$BIN" train-tiny --train=scout --steps=2 --offset_heads="${bad%%:*}" --recall_circuit=none "${small[@]}" --out="$DIR/out4" \

@@ -249,6 +249,18 @@ absl::Status Export(const std::string& dir, const ModelConfig& c, const Weights&
   return WriteText(dir + "/training.json", provenance.dump(2) + "\n");
 }
 
+// "3,1,8" -> {3, 1, 8}; nullopt when any comma-separated field is not an integer
+// (an empty field included).
+std::optional<std::vector<int>> ParseInts(absl::string_view list) {
+  std::vector<int> out;
+  for (absl::string_view f : absl::StrSplit(list, ',')) {
+    int v = 0;
+    if (!absl::SimpleAtoi(f, &v)) return std::nullopt;
+    out.push_back(v);
+  }
+  return out;
+}
+
 struct RecallOffsets {
   int key = 0;               // from a record's value back to its name
   std::vector<int> queries;  // from each answer position back to the name asked for
@@ -275,16 +287,13 @@ absl::StatusOr<std::optional<RecallOffsets>> ParseRecallCircuit(const model::Tok
     return r;
   }
   const std::vector<std::string> parts = absl::StrSplit(flag, ':');
-  bool ok = parts.size() == 2 && absl::SimpleAtoi(parts[0], &r.key);
-  for (absl::string_view f : absl::StrSplit(parts.size() == 2 ? parts[1] : "", ',')) {
-    int o = 0;
-    ok = ok && absl::SimpleAtoi(f, &o);
-    r.queries.push_back(o);
-  }
-  if (!ok) {
+  std::optional<std::vector<int>> queries;
+  if (parts.size() == 2) queries = ParseInts(parts[1]);
+  if (!queries.has_value() || queries->empty() || !absl::SimpleAtoi(parts[0], &r.key)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--recall_circuit: expected auto, none or KEY:Q1[,Q2] with integers (e.g. 2:1,8), found '", flag, "'"));
   }
+  r.queries = *std::move(queries);
   return r;
 }
 
@@ -334,15 +343,13 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, co
     std::printf("[%s] grown from %s (%d layers, hidden %d), curriculum at %d records\n", name.c_str(),
                 from.c_str(), small.num_layers, small.hidden_size, level);
   } else {  // fresh weights
-    std::vector<int> offsets;
-    for (absl::string_view f : absl::StrSplit(absl::GetFlag(FLAGS_offset_heads), ',', absl::SkipEmpty())) {
-      int o = 0;
-      if (!absl::SimpleAtoi(f, &o)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("--offset_heads: expected integers separated by commas, found '", f, "'"));
-      }
-      offsets.push_back(o);
+    const std::string list = absl::GetFlag(FLAGS_offset_heads);
+    std::optional<std::vector<int>> parsed = list.empty() ? std::vector<int>{} : ParseInts(list);
+    if (!parsed.has_value()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--offset_heads: expected integers separated by commas, found '", list, "'"));
     }
+    const std::vector<int> offsets = *std::move(parsed);
     RETURN_IF_ERROR(model::PlantOffsetHeads(c, w, offsets));
     ASSIGN_OR_RETURN(const std::optional<RecallOffsets> rc, ParseRecallCircuit(tok));
     if (rc.has_value()) {
