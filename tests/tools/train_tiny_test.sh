@@ -2,7 +2,8 @@
 # kvstream train-tiny end to end at toy scale: the pool tokenizer keeps every task word
 # whole, a scout run plants its recall circuit, exports an HF directory and resumes from
 # its checkpoint (not with another RoPE base), offset heads and recall circuits are
-# planted or refused with a clear error, and a large run grows from that scout. Usage: train_tiny_test.sh KVSTREAM_BINARY
+# planted or refused with a clear error, and a large run grows from that scout and keeps
+# that provenance across a restart. Usage: train_tiny_test.sh KVSTREAM_BINARY
 set -euo pipefail
 BIN=$1
 DIR=$(mktemp -d)
@@ -32,11 +33,18 @@ grep -q '"vocab_size": 2048' "$DIR/out/scout/config.json" || fail "scout vocabul
 "$BIN" train-tiny --train=scout --steps=20 "${small[@]}" >"$DIR/resume.log"
 grep -q "resuming at step 10 of 20" "$DIR/resume.log" || fail "no resume: $(head -3 "$DIR/resume.log")"
 grep -q '"step": 20' "$DIR/out/scout/training.json" || fail "resumed run did not export step 20"
+# The export's evaluation history spans the restart (steps 10 and 20).
+[[ $(grep -c '"single_hop_em"' "$DIR/out/scout/training.json") == 2 ]] ||
+  fail "evaluations lost on resume: $(cat "$DIR/out/scout/training.json")"
 
 "$BIN" train-tiny --train=large --steps=2 --grow_from="$DIR/out/scout" "${small[@]}" >"$DIR/large.log"
 grep -q "grown from $DIR/out/scout (4 layers, hidden 96)" "$DIR/large.log" || fail "not grown: $(head -3 "$DIR/large.log")"
 grep -q '"num_attention_heads": 8' "$DIR/out/large/config.json" || fail "large heads"
 grep -q "\"grown_from\": \"$DIR/out/scout\"" "$DIR/out/large/training.json" || fail "provenance lacks grown_from"
+# Resumed without --grow_from, the export still names the model it was grown from.
+"$BIN" train-tiny --train=large --steps=4 "${small[@]}" >"$DIR/large2.log"
+grep -q "resuming at step 2 of 4" "$DIR/large2.log" || fail "large did not resume: $(head -3 "$DIR/large2.log")"
+grep -q "\"grown_from\": \"$DIR/out/scout\"" "$DIR/out/large/training.json" || fail "grown_from lost on resume"
 
 # A scout trained with another tokenizer (here: one of 1024 entries) cannot seed this run.
 mkdir -p "$DIR/other"

@@ -309,6 +309,9 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, co
   int step = 0;
   int level = absl::GetFlag(FLAGS_start_records);
   bool circuit = false;  // a planted recall circuit, held for the first --freeze_circuit steps
+  // Provenance that outlives a restart: checkpoints carry it, exports record it.
+  std::string grown_from;
+  nlohmann::json evals = nlohmann::json::array();
   const bool resume = std::filesystem::exists(ckpt + "/state.json");
   if (resume) {
     ASSIGN_OR_RETURN(auto set, model::WeightSet::OpenDir(ckpt));
@@ -318,6 +321,8 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, co
     step = state.value("step", 0);
     level = state.value("level", level);
     circuit = state.value("recall_circuit", false);
+    grown_from = state.value("grown_from", "");
+    if (state.contains("evals")) evals = state["evals"];
     // Checkpoints hold weights only; the shape comes from the flags, and so does RoPE's base.
     if (const double theta = state.value("rope_theta", 10000.0); theta != c.rope_theta) {
       return absl::InvalidArgumentError(absl::StrCat("--rope_theta: the checkpoint in ", ckpt, " was trained with ",
@@ -337,6 +342,7 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, co
     ASSIGN_OR_RETURN(auto set, model::WeightSet::OpenDir(from));
     ASSIGN_OR_RETURN(const Weights sw, model::LoadWeights(small, *set, torch::TensorOptions().dtype(torch::kFloat32)));
     ASSIGN_OR_RETURN(w, model::GrowWeights(small, sw, c, 1e-3, seed + 200));
+    grown_from = from;
     std::ifstream in(from + "/training.json");
     const nlohmann::json prov = nlohmann::json::parse(in, nullptr, false);
     if (!prov.is_discarded()) level = prov.value("curriculum_records", level);
@@ -409,14 +415,15 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, co
   const int max_records = absl::GetFlag(FLAGS_max_records);
   int loss_n = 0;
   int64_t tokens_seen = 0;
-  nlohmann::json evals = nlohmann::json::array();
   auto minutes = [&] {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / 60.0;
   };
   auto save = [&]() -> absl::Status {
     RETURN_IF_ERROR(model::SaveWeights(c, w, ckpt + "/model.safetensors"));
     torch::save(opt, ckpt + "/optimizer.pt");
-    return WriteText(ckpt + "/state.json", nlohmann::json({{"step", step}, {"level", level}, {"rope_theta", c.rope_theta}, {"recall_circuit", circuit}}).dump() + "\n");
+    const nlohmann::json state = {{"step", step}, {"level", level}, {"rope_theta", c.rope_theta},
+                                  {"recall_circuit", circuit}, {"grown_from", grown_from}, {"evals", evals}};
+    return WriteText(ckpt + "/state.json", state.dump() + "\n");
   };
   auto evaluate_and_export = [&]() -> absl::Status {
     const auto [em, prompt_tokens] = trainer.Evaluate(c, w, absl::GetFlag(FLAGS_eval_questions),
@@ -430,7 +437,7 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, co
       nlohmann::json prov = {{"command", "kvstream train-tiny"}, {"step", step}, {"steps", total},
                              {"seed", seed}, {"lr", peak}, {"batch", batch}, {"curriculum_records", level},
                              {"single_token_names", absl::GetFlag(FLAGS_single_token_names)},
-                             {"grown_from", absl::GetFlag(FLAGS_grow_from)}, {"recap", absl::GetFlag(FLAGS_recap)},
+                             {"grown_from", grown_from}, {"recap", absl::GetFlag(FLAGS_recap)},
                              {"recall_circuit", circuit}, {"freeze_circuit", absl::GetFlag(FLAGS_freeze_circuit)},
                              {"evals", evals}};
       RETURN_IF_ERROR(Export(absl::StrCat(absl::GetFlag(FLAGS_out), "/", name), c, w, tok_json, prov));
