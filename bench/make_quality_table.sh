@@ -2,15 +2,16 @@
 # Measures the default quality table for the tiny models (adaptive mode's expected
 # quality per operating point): F1 on generated needle-in-padding questions at 512
 # tokens, `large` answering in text and scout modes, the scout's own cache in kv mode.
-# Usage: bench/make_quality_table.sh [OUT.json] (default testdata/quality/tiny_needle512.json)
+# Usage: [N=20] [THREADS=0] bench/make_quality_table.sh [OUT.json] (default testdata/quality/tiny_needle512.json)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-testdata/quality/tiny_needle512.json}
 BIN=${BUILD_DIR:-build}/bin
 N=${N:-20}
+THREADS=${THREADS:-0}  # libtorch threads per eval (0: every core)
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-common=(--kind=needle --target_tokens=512 --n="$N")
+common=(--kind=needle --target_tokens=512 --n="$N" --threads="$THREADS")
 "$BIN"/kvstream eval --model=testdata/models/large --scout=testdata/models/scout --modes=text,scout \
   --selectors=q2c,snapkv --retentions=0.5 "${common[@]}" --json="$TMP/large.json" >/dev/null
 "$BIN"/kvstream eval --model=testdata/models/scout --modes=kv --selectors=full,q2c,snapkv --retentions=0.5,0.25 \

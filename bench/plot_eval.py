@@ -64,9 +64,15 @@ def length(out, specs):
             if keep:
                 series.setdefault(label(r), []).append((int(n), float(r["f1"])))
     fig, ax = plt.subplots(figsize=(9, 5))
-    for name, pts in series.items():
-        pts.sort()
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", label=name, markersize=3)
+    # Full-cache plans solid, selectors dashed, each group with its own colours (the
+    # default cycle has 10 and would repeat across the groups).
+    full = [n for n in series if n.startswith("kv full")]
+    rest = [n for n in series if n not in full]
+    for group, style, cmap in ((full, "-o", plt.get_cmap("tab10")), (rest, "--s", plt.get_cmap("Dark2"))):
+        for i, name in enumerate(group):
+            pts = sorted(series[name])
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=name, markersize=3,
+                    color=cmap(i % cmap.N))
     ax.set_xscale("log", base=2)
     ax.set_xlabel("context length (tokens)")
     ax.set_ylabel("F1")
