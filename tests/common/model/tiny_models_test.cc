@@ -51,15 +51,17 @@ double ExactMatch(const std::string& dir, const std::string& kind, int n, int re
 }
 
 TEST(TinyModelsTest, ScoutFindsTheNeedleAt512Tokens) {
-  // README: 0.800 on 20 questions.
-  EXPECT_GE(ExactMatch("testdata/models/scout", "needle", 20, 0, 512), 0.75);
+  // README: 1.000 on 20 questions.
+  EXPECT_GE(ExactMatch("testdata/models/scout", "needle", 20, 0, 512), 0.95);
 }
 
-TEST(TinyModelsTest, ScoutAndLargeAnswerShortSingleHop) {
-  // README: scout 0.375, large 0.275 on 40 questions with 4 records; chance ~0.02 (and
-  // 0.25 for always copying one of the four values).
-  EXPECT_GE(ExactMatch("testdata/models/scout", "single", 40, 4, 0), 0.35);
-  EXPECT_GE(ExactMatch("testdata/models/large", "single", 40, 4, 0), 0.25);
+TEST(TinyModelsTest, ScoutAndLargeAnswerSingleHopAt512Tokens) {
+  // The model runtime's targets: exact match on single-hop recall at 512 tokens of
+  // scout >= 0.7 and large >= 0.9. 72 records make 504 context tokens in which every
+  // other record is a distractor; chance is ~1/72. README: scout 0.875, large 0.900 on
+  // these 40 questions (0.908 and 0.917 on 120).
+  EXPECT_GE(ExactMatch("testdata/models/scout", "single", 40, 72, 0), 0.85);
+  EXPECT_GE(ExactMatch("testdata/models/large", "single", 40, 72, 0), 0.875);
 }
 
 }  // namespace
