@@ -334,7 +334,8 @@ torch::Tensor ForwardFull(const ModelConfig& c, const Weights& w, const torch::T
   return torch::linear(ForwardHidden(c, w, ids), w.lm_head);
 }
 
-torch::Tensor ForwardHidden(const ModelConfig& c, const Weights& w, const torch::Tensor& ids) {
+torch::Tensor ForwardHidden(const ModelConfig& c, const Weights& w, const torch::Tensor& ids,
+                            std::vector<torch::Tensor>* attention) {
   const int64_t B = ids.size(0), T = ids.size(1);
   const int64_t nh = c.num_heads, nkv = c.num_kv_heads, hd = c.head_dim, g = nh / nkv;
   torch::Tensor x = torch::embedding(w.embed, ids);  // [B, T, H]
@@ -358,6 +359,7 @@ torch::Tensor ForwardHidden(const ModelConfig& c, const Weights& w, const torch:
     const torch::Tensor scores =
         torch::matmul(qg * scale, k.unsqueeze(2).transpose(-1, -2)).to(torch::kFloat32) + mask;
     const torch::Tensor probs = torch::softmax(scores, -1).to(dtype);
+    if (attention != nullptr) attention->push_back(probs.reshape({B, nh, T, T}));
     const torch::Tensor o = torch::matmul(probs, v.unsqueeze(2))  // [B, nkv, g, T, hd]
                                 .reshape({B, nh, T, hd})
                                 .transpose(1, 2)

@@ -103,7 +103,10 @@ torch::Tensor Mlp(const torch::Tensor& x, const LayerWeights& lw);
 torch::Tensor ForwardFull(const ModelConfig& config, const Weights& w, const torch::Tensor& ids);
 // ForwardFull without the lm_head: the final-normed hidden states [batch, n, hidden].
 // Training applies the head only where it takes a loss (a few answer tokens per
-// sequence), which spares the [batch, n, vocab] logits and their gradient.
-torch::Tensor ForwardHidden(const ModelConfig& config, const Weights& w, const torch::Tensor& ids);
+// sequence), which spares the [batch, n, vocab] logits and their gradient. With
+// `attention`, each layer's attention probabilities [batch, heads, n, n] are appended
+// to it (query heads; for diagnostics).
+torch::Tensor ForwardHidden(const ModelConfig& config, const Weights& w, const torch::Tensor& ids,
+                            std::vector<torch::Tensor>* attention = nullptr);
 
 }  // namespace kvstream::model

@@ -289,7 +289,7 @@ absl::StatusOr<std::optional<RecallOffsets>> ParseRecallCircuit(const model::Tok
   const std::vector<std::string> parts = absl::StrSplit(flag, ':');
   std::optional<std::vector<int>> queries;
   if (parts.size() == 2) queries = ParseInts(parts[1]);
-  if (!queries.has_value() || queries->empty() || !absl::SimpleAtoi(parts[0], &r.key)) {
+  if (!queries.has_value() || !absl::SimpleAtoi(parts[0], &r.key)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--recall_circuit: expected auto, none or KEY:Q1[,Q2] with integers (e.g. 2:1,8), found '", flag, "'"));
   }

@@ -72,26 +72,25 @@ TEST(GrowErrorsTest, NamesTheDimensionThatDoesNotDouble) {
   EXPECT_NE(g.status().message().find("rope_theta must be"), std::string::npos) << g.status();
 }
 
+// Layer `layer`'s attention probabilities [heads, T, T].
+torch::Tensor AttentionAt(const ModelConfig& c, const Weights& w, const torch::Tensor& ids, int layer) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> attention;
+  ForwardHidden(c, w, ids.unsqueeze(0), &attention);
+  return attention[static_cast<size_t>(layer)][0];
+}
+
 TEST(OffsetHeadsTest, PlantedHeadsAttendTheirOffsetBackWhateverTheTokens) {
   const ModelConfig c = testing::TinyConfig();
   Weights w = InitWeights(c, 4);  // HF init: content parts of the scores near zero
   const std::vector<int> offsets = {2, 6, 1};
   ASSERT_TRUE(PlantOffsetHeads(c, w, offsets).ok());
-  // Layer 0's scores as the forward computes them, on random tokens.
+  // Layer 0's attention as the forward computes it, on random tokens.
   torch::manual_seed(8);
-  const int64_t T = 48, hd = c.head_dim, g = c.num_heads / c.num_kv_heads;
-  const torch::Tensor ids = torch::randint(c.vocab_size, {T}, torch::kInt64);
-  const LayerWeights& l = w.layers[0];
-  const torch::Tensor h = RmsNorm(torch::embedding(w.embed, ids), l.input_norm, c.rms_norm_eps);
-  auto [cos, sin] = RopeCosSin(torch::arange(T), static_cast<int>(hd), c.rope_theta, torch::kFloat32);
-  const torch::Tensor q = ApplyRope(torch::linear(h, l.q_w, l.q_b).view({T, c.num_heads, hd}).transpose(0, 1), cos, sin);
-  const torch::Tensor k =
-      ApplyRope(torch::linear(h, l.k_w, l.k_b).view({T, c.num_kv_heads, hd}).transpose(0, 1), cos, sin);
+  const int64_t T = 48;
+  const torch::Tensor attention = AttentionAt(c, w, torch::randint(c.vocab_size, {T}, torch::kInt64), 0);
   for (size_t i = 0; i < offsets.size(); ++i) {
-    const torch::Tensor scores =
-        torch::matmul(q[i], k[static_cast<int64_t>(i) / g].transpose(0, 1)) / std::sqrt(static_cast<double>(hd)) +
-        torch::full({T, T}, -1e9).triu(1);
-    const torch::Tensor probs = torch::softmax(scores, -1);
+    const torch::Tensor probs = attention[static_cast<int64_t>(i)];
     for (int64_t m = offsets[i]; m < T; ++m) {
       EXPECT_EQ(probs[m].argmax().item<int64_t>(), m - offsets[i]) << "head " << i << " at " << m;
       EXPECT_GT(probs[m][m - offsets[i]].item<float>(), 0.9f) << "head " << i << " at " << m;
@@ -134,27 +133,6 @@ ModelConfig RecallConfig() {
   c.head_dim = 24;
   c.rope_theta = 1e6;
   return c;
-}
-
-// Layer `layer`'s attention probabilities [heads, T, T], the layers below run in full.
-torch::Tensor AttentionAt(const ModelConfig& c, const Weights& w, const torch::Tensor& ids, int layer) {
-  torch::NoGradGuard no_grad;
-  const int64_t T = ids.size(0), hd = c.head_dim, g = c.num_heads / c.num_kv_heads;
-  auto [cos, sin] = RopeCosSin(torch::arange(T), static_cast<int>(hd), c.rope_theta, torch::kFloat32);
-  torch::Tensor x = torch::embedding(w.embed, ids);
-  for (int L = 0;; ++L) {
-    const LayerWeights& l = w.layers[static_cast<size_t>(L)];
-    const torch::Tensor h = RmsNorm(x, l.input_norm, c.rms_norm_eps);
-    const torch::Tensor q = ApplyRope(torch::linear(h, l.q_w, l.q_b).view({T, c.num_heads, hd}).transpose(0, 1), cos, sin);
-    const torch::Tensor k = ApplyRope(
-        torch::linear(h, l.k_w, l.k_b).view({T, c.num_kv_heads, hd}).transpose(0, 1).repeat_interleave(g, 0), cos, sin);
-    const torch::Tensor v = torch::linear(h, l.v_w, l.v_b).view({T, c.num_kv_heads, hd}).transpose(0, 1).repeat_interleave(g, 0);
-    const torch::Tensor p = torch::softmax(
-        torch::matmul(q, k.transpose(1, 2)) / std::sqrt(static_cast<double>(hd)) + torch::full({T, T}, -1e9).triu(1), -1);
-    if (L == layer) return p;
-    x = x + torch::linear(torch::matmul(p, v).transpose(0, 1).reshape({T, c.num_heads * hd}), l.o_w);
-    x = x + Mlp(RmsNorm(x, l.post_norm, c.rms_norm_eps), l);
-  }
 }
 
 // Records "T C O name IS value ." over random names and values, then a recap
