@@ -100,6 +100,9 @@ struct CloudService::Metrics {
   prometheus::Family<prometheus::Histogram>& stages;
   prometheus::Gauge& active;
   prometheus::Gauge& reserved;
+  prometheus::Gauge& workers_busy;
+  prometheus::Gauge& queued;
+  prometheus::Histogram& queue_wait;
 
   explicit Metrics(prometheus::Registry& r)
       : sessions(prometheus::BuildCounter()
@@ -135,7 +138,22 @@ struct CloudService::Metrics {
                      .Name("kvstream_cloud_cache_reserved_bytes")
                      .Help("Cache bytes reserved by open sessions (budget: --cache_budget_bytes)")
                      .Register(r)
-                     .Add({})) {}
+                     .Add({})),
+        workers_busy(prometheus::BuildGauge()
+                         .Name("kvstream_cloud_model_workers_busy")
+                         .Help("Model worker slots held (Commit through generation); capacity --model_workers")
+                         .Register(r)
+                         .Add({})),
+        queued(prometheus::BuildGauge()
+                   .Name("kvstream_cloud_queued_sessions")
+                   .Help("Committed sessions waiting for a model worker; capacity --max_queued")
+                   .Register(r)
+                   .Add({})),
+        queue_wait(prometheus::BuildHistogram()
+                       .Name("kvstream_cloud_queue_wait_seconds")
+                       .Help("Time committed sessions waited for a model worker")
+                       .Register(r)
+                       .Add({}, metrics::SecondsBuckets())) {}
 
   void Stage(const char* name, double seconds) {
     stages.Add({{"stage", name}}, metrics::SecondsBuckets()).Observe(seconds);
@@ -164,6 +182,11 @@ CloudService::CloudService(std::vector<ServedModel> models, const CloudOptions& 
                                                m->active.Set(active);
                                                m->reserved.Set(static_cast<double>(bytes));
                                              });
+  gate_ = std::make_unique<base::AdmissionGate>(base::AdmissionGate::Options{options.model_workers, options.max_queued},
+                                                [m](int running, int queued) {
+                                                  m->workers_busy.Set(running);
+                                                  m->queued.Set(queued);
+                                                });
   for (ServedModel& s : models_) {
     if (options_.emulate_prefill_tokens_per_second > 0) {
       s.prefill_tokens_per_second = options_.emulate_prefill_tokens_per_second;
@@ -175,6 +198,8 @@ CloudService::CloudService(std::vector<ServedModel> models, const CloudOptions& 
 }
 
 CloudService::~CloudService() = default;
+
+void CloudService::Drain() { gate_->Close(); }
 
 grpc::Status CloudService::GetInfo(grpc::ServerContext*, const kvstream::v1::GetInfoRequest*,
                                    kvstream::v1::GetInfoResponse* response) {
@@ -379,6 +404,14 @@ absl::Status CloudService::RunSession(grpc::ServerContext* context,
     return absl::InvalidArgumentError(
         absl::StrCat("Commit says ", up.commit().num_chunks(), " chunks were sent but ", chunks, " arrived"));
   }
+  // One model worker from here through generation; queue time counts against the deadline.
+  ASSIGN_OR_RETURN(base::AdmissionGate::Slot slot,
+                   gate_->Acquire(context->deadline(), [context] {
+                     return context->IsCancelled() ? Gone(context, "while queued for a model worker")
+                                                   : absl::OkStatus();
+                   }));
+  s.stats.set_queue_seconds(slot.wait_seconds());
+  metrics_->queue_wait.Observe(slot.wait_seconds());
   std::unique_ptr<model::KvCache> cache;
   model::Model& m = *s.served->model;
   if (assembler != nullptr) {
@@ -394,6 +427,9 @@ absl::Status CloudService::RunSession(grpc::ServerContext* context,
   } else {
     const auto t0 = Clock::now();
     model::PrefillOptions po;
+    po.interrupt = [context] {
+      return context->IsCancelled() ? Gone(context, "during prefill") : absl::OkStatus();
+    };
     if (s.mode == kvstream::v1::MODE_SCOUT && !s.kept.empty()) {
       po.keep_mask.assign(s.prompt.size() - 1, 0);
       for (int32_t p : s.kept) po.keep_mask[p] = 1;

@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "cloud/session_store.h"
+#include "common/base/admission.h"
 #include "common/metrics/metrics.h"
 #include "common/model/model.h"
 #include "common/model/tokenizer.h"
@@ -41,6 +42,10 @@ struct CloudOptions {
   // rates in tokens/s (0: run at the real rate). GetInfo then reports the emulated rates.
   double emulate_prefill_tokens_per_second = 0;
   double emulate_decode_tokens_per_second = 0;
+  // Admission control: a session holds one of `model_workers` slots from Commit through
+  // generation (rebuild or prefill, then decode); up to `max_queued` wait for one.
+  int model_workers = 1;
+  int max_queued = 32;
 };
 
 class CloudService final : public kvstream::v1::CloudService::Service {
@@ -54,6 +59,8 @@ class CloudService final : public kvstream::v1::CloudService::Service {
                        kvstream::v1::GetInfoResponse* response) override;
 
   const SessionStore& sessions() const { return *sessions_; }
+  // Drain: sessions waiting for a model worker, and later ones, get UNAVAILABLE.
+  void Drain();
 
  private:
   struct Metrics;
@@ -67,6 +74,7 @@ class CloudService final : public kvstream::v1::CloudService::Service {
   CloudOptions options_;
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<SessionStore> sessions_;
+  std::unique_ptr<base::AdmissionGate> gate_;
 };
 
 }  // namespace kvstream::cloud

@@ -30,7 +30,15 @@ ABSL_FLAG(uint64_t, cache_budget_bytes, 1ull << 30,
 ABSL_FLAG(uint32_t, max_new_tokens, 512, "Largest max_tokens a session may ask for");
 ABSL_FLAG(std::string, device, "cpu", "Compute device: cpu, cuda or cuda:N");
 ABSL_FLAG(std::string, dtype, "f32", "Compute and cache dtype: f32 or bf16");
-ABSL_FLAG(int, threads, 0, "libtorch intra-op threads (0: every core)");
+ABSL_FLAG(int, threads, 0,
+          "libtorch intra-op threads per model worker (0: cores / --model_workers, so workers x threads "
+          "<= cores)");
+ABSL_FLAG(int, model_workers, 0,
+          "Sessions that run a model at once (Commit through generation); the rest queue (0: about "
+          "sqrt(cores))");
+ABSL_FLAG(int, max_queued, 32,
+          "Committed sessions waiting for a model worker; beyond this a session gets RESOURCE_EXHAUSTED "
+          "at once. Queue time counts against the session's deadline");
 ABSL_FLAG(bool, measure_rates, true, "Measure each model's prefill and decode rate at start-up (for GetInfo)");
 ABSL_FLAG(double, emulate_prefill_tps, 0,
           "Emulate a slower model: pad prefill to this many tokens/s (0: real speed); GetInfo reports it");
@@ -101,10 +109,13 @@ int main(int argc, char** argv) {
       !st.ok()) {
     return Fail(std::string(st.message()));
   }
+  auto split = kvstream::net::SplitCores("cloud", absl::GetFlag(FLAGS_model_workers), absl::GetFlag(FLAGS_threads),
+                                         absl::GetFlag(FLAGS_max_queued));
+  if (!split.ok()) return Fail(std::string(split.status().message()));
   kvstream::model::RuntimeOptions runtime;
   runtime.device = absl::GetFlag(FLAGS_device);
   runtime.dtype = absl::GetFlag(FLAGS_dtype);
-  runtime.threads = absl::GetFlag(FLAGS_threads);
+  runtime.threads = split->threads;
   std::vector<kvstream::cloud::ServedModel> models;
   for (const std::string& spec : absl::GetFlag(FLAGS_model)) {
     const std::vector<std::string> parts = absl::StrSplit(spec, absl::MaxSplits('=', 1));
@@ -129,6 +140,8 @@ int main(int argc, char** argv) {
   options.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
   options.emulate_prefill_tokens_per_second = absl::GetFlag(FLAGS_emulate_prefill_tps);
   options.emulate_decode_tokens_per_second = absl::GetFlag(FLAGS_emulate_decode_tps);
+  options.model_workers = split->workers;
+  options.max_queued = absl::GetFlag(FLAGS_max_queued);
   kvstream::cloud::CloudService service(std::move(models), options, metrics);
 
   kvstream::net::ServeOptions so;
@@ -138,6 +151,7 @@ int main(int argc, char** argv) {
   so.grace_seconds = absl::GetFlag(FLAGS_shutdown_grace_seconds);
   so.health_services = {"kvstream.v1.CloudService"};
   so.credentials = *credentials;
+  so.on_drain = [&service] { service.Drain(); };
   if (absl::Status st = kvstream::net::Serve(so, {&service}); !st.ok()) return Fail(std::string(st.message()));
   return 0;
 }

@@ -56,6 +56,9 @@ struct EdgeService::Metrics {
   prometheus::Gauge& rtt;
   prometheus::Family<prometheus::Counter>& decisions;
   prometheus::Family<prometheus::Gauge>& prefill_scale;
+  prometheus::Gauge& workers_busy;
+  prometheus::Gauge& queued;
+  prometheus::Histogram& queue_wait;
 
   explicit Metrics(prometheus::Registry& r)
       : requests(prometheus::BuildCounter()
@@ -105,7 +108,22 @@ struct EdgeService::Metrics {
                           .Name("kvstream_edge_prefill_cost_scale")
                           .Help("Recent scout prefill time over the start-up fit (1: as fast as at start-up), "
                                 "plain or with attention statistics")
-                          .Register(r)) {}
+                          .Register(r)),
+        workers_busy(prometheus::BuildGauge()
+                         .Name("kvstream_edge_model_workers_busy")
+                         .Help("Model worker slots held (prefill to encode); capacity --model_workers")
+                         .Register(r)
+                         .Add({})),
+        queued(prometheus::BuildGauge()
+                   .Name("kvstream_edge_queued_requests")
+                   .Help("Requests waiting for a model worker; capacity --max_queued")
+                   .Register(r)
+                   .Add({})),
+        queue_wait(prometheus::BuildHistogram()
+                       .Name("kvstream_edge_queue_wait_seconds")
+                       .Help("Time requests that ran the scout waited for a model worker")
+                       .Register(r)
+                       .Add({}, metrics::SecondsBuckets())) {}
 
   void Stage(const char* name, double seconds) {
     stages.Add({{"stage", name}}, metrics::SecondsBuckets()).Observe(seconds);
@@ -123,6 +141,12 @@ EdgeService::EdgeService(std::unique_ptr<model::Model> scout, std::unique_ptr<mo
       tokenizer_(std::move(tokenizer)),
       options_(options),
       metrics_(std::make_unique<Metrics>(metrics.registry())),
+      gate_(std::make_unique<base::AdmissionGate>(
+          base::AdmissionGate::Options{options.model_workers, options.max_queued},
+          [m = metrics_.get()](int running, int queued) {
+            m->workers_busy.Set(running);
+            m->queued.Set(queued);
+          })),
       prefill_cost_(options.edge_prefill),
       prefill_stats_cost_(options.edge_prefill_stats),
       cloud_(kvstream::v1::CloudService::NewStub(options.cloud_channel ? options.cloud_channel
@@ -130,9 +154,22 @@ EdgeService::EdgeService(std::unique_ptr<model::Model> scout, std::unique_ptr<mo
 
 EdgeService::~EdgeService() = default;
 
+void EdgeService::Drain() { gate_->Close(); }
+
+absl::StatusOr<base::AdmissionGate::Slot> EdgeService::Admit(grpc::ServerContext* context,
+                                                             kvstream::v1::StageSeconds& stages) {
+  ASSIGN_OR_RETURN(base::AdmissionGate::Slot slot,
+                   gate_->Acquire(context->deadline(), [context] { return CheckAlive(context, "a model worker was free"); }));
+  stages.set_edge_queue(slot.wait_seconds());
+  metrics_->queue_wait.Observe(slot.wait_seconds());
+  return slot;
+}
+
 absl::StatusOr<kvstream::v1::GetInfoResponse> EdgeService::CloudInfo() {
-  std::lock_guard<std::mutex> lock(info_mu_);
-  if (info_.has_value()) return *info_;
+  {
+    std::lock_guard<std::mutex> lock(info_mu_);
+    if (info_.has_value()) return *info_;
+  }
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   kvstream::v1::GetInfoResponse info;
@@ -141,6 +178,7 @@ absl::StatusOr<kvstream::v1::GetInfoResponse> EdgeService::CloudInfo() {
     return absl::UnavailableError(absl::StrCat("cloud at ", options_.cloud_address,
                                                " did not answer GetInfo: ", st.error_message()));
   }
+  std::lock_guard<std::mutex> lock(info_mu_);
   info_ = info;
   return info;
 }
@@ -236,9 +274,13 @@ absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1
 
   const bool selects = policy.selector != select::Policy::kFull;
   if (policy.mode == kvstream::v1::MODE_KV || (policy.mode == kvstream::v1::MODE_SCOUT && selects)) {
+    // The slot bounds the scout's forward passes; it is given back after encode, before
+    // the transfer waits on the network.
+    ASSIGN_OR_RETURN(base::AdmissionGate::Slot slot, Admit(context, stages));
     RETURN_IF_ERROR(CheckAlive(context, "prefill"));
     t = Clock::now();
     model::PrefillOptions po;
+    po.interrupt = [context] { return CheckAlive(context, "the prefill finished"); };
     po.collect_stats = selects;
     po.spans = spans;
     po.window = options_.snapkv_window;
@@ -468,6 +510,7 @@ absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1
   UpdateLink(chunk_bytes, sent, acked);
   stages.set_transfer(Seconds(transfer_start, seq == 0 ? writes_done : std::max(last_ack, transfer_start)));
   metrics_->Stage("transfer", stages.transfer());
+  stages.set_cloud_queue(cloud_stats.queue_seconds());
   stages.set_rebuild(cloud_stats.rebuild_seconds());
   stages.set_first_token(cloud_stats.first_token_seconds());
   stages.set_decode(cloud_stats.decode_seconds());

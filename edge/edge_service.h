@@ -11,6 +11,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/base/admission.h"
 #include "common/control/controller.h"
 #include "common/metrics/metrics.h"
 #include "common/model/model.h"
@@ -42,6 +43,10 @@ struct EdgeOptions {
   double quality_floor = 0;
   control::PrefillCost edge_prefill;
   control::PrefillCost edge_prefill_stats;  // while collecting attention statistics
+  // Admission control: requests that run the scout (kv, and scout mode with a selector)
+  // hold one of `model_workers` slots from prefill to encode; up to `max_queued` wait.
+  int model_workers = 1;
+  int max_queued = 32;
 };
 
 class EdgeService final : public kvstream::v1::EdgeService::Service {
@@ -53,11 +58,17 @@ class EdgeService final : public kvstream::v1::EdgeService::Service {
   grpc::Status Ask(grpc::ServerContext* context, const kvstream::v1::AskRequest* request,
                    grpc::ServerWriter<kvstream::v1::AskEvent>* writer) override;
 
+  // Drain: queued requests and later ones that need the scout get UNAVAILABLE.
+  void Drain();
+
  private:
   struct Metrics;
   struct Request;
   absl::Status Serve(grpc::ServerContext* context, const kvstream::v1::AskRequest& request,
                      grpc::ServerWriter<kvstream::v1::AskEvent>* writer, Request& r);
+  // Waits for a model worker within the call's deadline (queue time into `stages`).
+  absl::StatusOr<base::AdmissionGate::Slot> Admit(grpc::ServerContext* context,
+                                                  kvstream::v1::StageSeconds& stages);
   // Adaptive mode: picks a point for `n` prompt tokens (`context` of them context) from
   // the quality table, the link estimate and the measured rates.
   absl::StatusOr<ResolvedPolicy> ChooseAdaptive(const ResolvedPolicy& request, int n, int context,
@@ -66,13 +77,15 @@ class EdgeService final : public kvstream::v1::EdgeService::Service {
   void UpdateLink(const std::vector<uint64_t>& bytes, const std::vector<double>& sent,
                   const std::vector<double>& acked);
   // The cloud's GetInfo, fetched on first use and kept (models and rates do not change
-  // while a cloud runs; a failed fetch is retried on the next request).
+  // while a cloud runs; a failed fetch is retried on the next request). No lock is held
+  // across the call, so a hung cloud does not serialise requests behind it.
   absl::StatusOr<kvstream::v1::GetInfoResponse> CloudInfo();
 
   std::unique_ptr<model::Model> scout_;
   std::unique_ptr<model::Tokenizer> tokenizer_;
   EdgeOptions options_;
   std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<base::AdmissionGate> gate_;
   std::mutex link_mu_;
   control::LinkEstimator link_;
   // The scout's prefill cost, plain and with statistics, recalibrated by every request.

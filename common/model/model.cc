@@ -216,7 +216,7 @@ struct Model::Impl {
   // Runs tokens through every layer, appending their K/V to `cache`; returns the last
   // token's logits. With `keep` (fresh cache only), masked tokens are invisible to other
   // queries. With `stats`, accumulates attention statistics (fresh cache only).
-  std::vector<float> Run(KvCache::Impl& cache, absl::Span<const int32_t> tokens,
+  absl::StatusOr<std::vector<float>> Run(KvCache::Impl& cache, absl::Span<const int32_t> tokens,
                          absl::Span<const int32_t> positions, const std::vector<uint8_t>* keep,
                          const PrefillOptions* stats_opt, select::AttentionStats* stats) {
     torch::NoGradGuard no_grad;
@@ -259,6 +259,8 @@ struct Model::Impl {
     const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
     const float neg_inf = -std::numeric_limits<float>::infinity();
 
+    const std::function<absl::Status()>* interrupt =
+        stats_opt != nullptr && stats_opt->interrupt ? &stats_opt->interrupt : nullptr;
     for (int l = 0; l < c.num_layers; ++l) {
       const LayerWeights& lw = w.layers[l];
       const torch::Tensor h = RmsNorm(x, lw.input_norm, c.rms_norm_eps);
@@ -274,6 +276,7 @@ struct Model::Impl {
       torch::Tensor out = torch::empty({nh, T, hd}, opt);
       for (int64_t i0 = 0; i0 < T; i0 += block) {
         const int64_t nb = std::min<int64_t>(block, T - i0);
+        if (interrupt != nullptr) RETURN_IF_ERROR((*interrupt)());
         const torch::Tensor qb = q.narrow(1, i0, nb).reshape({nkv, g, nb, hd});
         torch::Tensor scores = torch::matmul(qb, K.transpose(-1, -2)).to(torch::kFloat32) * scale;
         if (T > 1 || keep_t.defined()) {
@@ -412,8 +415,9 @@ absl::StatusOr<PrefillResult> Model::Prefill(absl::Span<const int32_t> tokens,
   }
   PrefillResult result;
   RETURN_IF_ERROR(Guard("prefill", [&]() -> absl::Status {
-    result.last_logits = impl_->Run(*cache, tokens, positions, masked ? &options.keep_mask : nullptr,
-                                    &options, options.collect_stats ? &result.stats : nullptr);
+    ASSIGN_OR_RETURN(result.last_logits,
+                     impl_->Run(*cache, tokens, positions, masked ? &options.keep_mask : nullptr,
+                                &options, options.collect_stats ? &result.stats : nullptr));
     return absl::OkStatus();
   }));
   result.cache.reset(new KvCache(std::move(cache)));

@@ -75,6 +75,9 @@ struct PrefillOptions {
   select::PromptSpans spans;
   int window = 32;        // SnapKV observation window (last `window` query rows)
   int query_block = 256;  // queries per attention block: memory ~ heads x block x tokens
+  // Called between layers and between query blocks (may be null): a non-OK status stops
+  // the prefill within one block's time and is returned (cancelled or late requests).
+  std::function<absl::Status()> interrupt;
 };
 
 struct PrefillResult {

@@ -3,8 +3,10 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
+#include <thread>
 
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
@@ -26,6 +28,28 @@ void SetDaemonUsage(const std::string& main_file, const std::string& usage) {
 absl::Status StartMetrics(metrics::MetricsServer& metrics, const std::string& address, const std::string& port_file) {
   if (absl::Status st = metrics.Start(address); !st.ok()) return st;
   return port_file.empty() ? absl::OkStatus() : WritePortFile(port_file, metrics.port());
+}
+
+absl::StatusOr<base::WorkerSplit> SplitCores(const std::string& component, int workers, int threads,
+                                             int max_queued) {
+  if (workers < 0 || threads < 0 || max_queued < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("--model_workers, --threads and --max_queued must be >= 0, found ",
+                                                   workers, ", ", threads, " and ", max_queued));
+  }
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  base::WorkerSplit split = base::DefaultWorkerSplit(cores);
+  if (workers > 0) split.workers = workers;
+  split.threads = threads > 0 ? threads : std::max(1, cores / split.workers);
+  logging::Logf(logging::Level::kInfo, component,
+                "admission: %d model workers x %d torch threads on %d cores, up to %d queued", split.workers,
+                split.threads, cores, max_queued);
+  if (split.workers * split.threads > cores) {
+    logging::Logf(logging::Level::kWarning, component,
+                  "--model_workers x --threads = %d exceeds the %d cores: concurrent forward passes will "
+                  "contend for them",
+                  split.workers * split.threads, cores);
+  }
+  return split;
 }
 
 absl::Status Serve(const ServeOptions& options, const std::vector<grpc::Service*>& services) {
@@ -61,6 +85,7 @@ absl::Status Serve(const ServeOptions& options, const std::vector<grpc::Service*
                 sig == SIGTERM ? "SIGTERM" : "SIGINT", options.grace_seconds);
   health->SetServingStatus(false);
   for (const std::string& name : options.health_services) health->SetServingStatus(name, false);
+  if (options.on_drain) options.on_drain();
   const auto deadline = std::chrono::system_clock::now() +
                         std::chrono::milliseconds(static_cast<int64_t>(options.grace_seconds * 1000));
   server->Shutdown(deadline);

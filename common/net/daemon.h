@@ -1,7 +1,7 @@
 // The life cycle both daemons share: build a gRPC server (message limits, the standard
 // grpc.health.v1 health service, server reflection), listen, write the port file, serve
-// until SIGTERM or SIGINT, then drain: health goes NOT_SERVING, in-flight calls get
-// `grace_seconds` to finish, the rest are cancelled, and Serve returns OK (exit 0).
+// until SIGTERM or SIGINT, then drain: health goes NOT_SERVING, `on_drain` runs, in-flight
+// calls get `grace_seconds` to finish, the rest are cancelled, and Serve returns OK (exit 0).
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -10,7 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/base/admission.h"
 #include "common/metrics/metrics.h"
 
 namespace kvstream::net {
@@ -29,7 +30,16 @@ struct ServeOptions {
   double grace_seconds = 10;
   std::vector<std::string> health_services;  // fully-qualified service names marked SERVING
   std::shared_ptr<grpc::ServerCredentials> credentials;  // null: insecure
+  // Called once the drain begins, before in-flight calls get their grace period: e.g.
+  // refuse queued model work with UNAVAILABLE so the grace goes to running requests.
+  std::function<void()> on_drain;
 };
+
+// Resolves --model_workers and --threads (0: the default split of this machine's cores,
+// base::DefaultWorkerSplit) and checks --max_queued; logs the split and warns when
+// workers x threads exceeds the cores (each forward pass would then wait on the others).
+absl::StatusOr<base::WorkerSplit> SplitCores(const std::string& component, int workers, int threads,
+                                             int max_queued);
 
 // Call BlockShutdownSignals() first thing in main, before any thread starts.
 absl::Status Serve(const ServeOptions& options, const std::vector<grpc::Service*>& services);

@@ -24,6 +24,7 @@
 
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "kvstream/v1/service.grpc.pb.h"
+#include "tests/support/daemon.h"
 #include "tests/support/http_get.h"
 
 namespace kvstream {
@@ -36,32 +37,12 @@ constexpr char kScout[] = "testdata/models/scout";
 constexpr char kLarge[] = "testdata/models/large";
 constexpr char kSystem[] = "Answer with the value from the context.";
 
-struct Daemon {
-  net::ChildProcess process;
-  int port = 0;
-  int metrics_port = 0;
-};
+using testing::Daemon;
 
-// Starts `binary` with `args`, waiting for its gRPC and metrics port files.
 absl::Status StartDaemon(Daemon& d, const std::string& work, const std::string& name, const std::string& binary,
                          std::vector<std::string> args) {
-  const std::string port_file = absl::StrCat(work, "/", name, ".port");
-  const std::string metrics_file = absl::StrCat(work, "/", name, ".metrics_port");
-  args.insert(args.begin(), absl::StrCat(KVSTREAM_BIN_DIR, "/", binary));
-  args.push_back("--listen=127.0.0.1:0");
-  args.push_back("--port_file=" + port_file);
-  args.push_back("--metrics_address=127.0.0.1:0");
-  args.push_back("--metrics_port_file=" + metrics_file);
   args.push_back("--threads=1");
-  args.push_back("--shutdown_grace_seconds=5");
-  if (absl::Status st = d.process.Start(args, absl::StrCat(work, "/", name, ".log")); !st.ok()) return st;
-  auto port = d.process.WaitForPortFile(port_file, 60);
-  if (!port.ok()) return port.status();
-  d.port = *port;
-  auto mport = d.process.WaitForPortFile(metrics_file, 10);
-  if (!mport.ok()) return mport.status();
-  d.metrics_port = *mport;
-  return absl::OkStatus();
+  return testing::StartDaemon(d, KVSTREAM_BIN_DIR, work, name, binary, std::move(args));
 }
 
 class DaemonsTest : public ::testing::Test {

@@ -1,0 +1,264 @@
+// Reliability under load: real kvstream-cloud and kvstream-edge processes with their
+// default admission flags (model workers, torch threads, queue bound), driven by bursts
+// of concurrent clients, and a cancelled long prefill.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "common/eval/tasks.h"
+#include "common/model/tokenizer.h"
+#include "common/net/ask_client.h"
+#include "common/net/grpc_util.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "kvstream/v1/service.grpc.pb.h"
+#include "tests/support/daemon.h"
+#include "tests/support/http_get.h"
+
+namespace kvstream {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr char kScout[] = "testdata/models/scout";
+constexpr char kLarge[] = "testdata/models/large";
+
+// A field of /proc/<pid>/status ("Threads", "VmRSS"), as its first number.
+long ProcStatus(pid_t pid, const std::string& field) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/status"));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(field + ":", 0) == 0) return std::stol(line.substr(field.size() + 1));
+  }
+  return -1;
+}
+
+net::AskCall Timeout(double seconds) {
+  net::AskCall call;
+  call.timeout_seconds = seconds;
+  return call;
+}
+
+// A gauge's value from a /metrics page (-1 when absent).
+double Gauge(int metrics_port, const std::string& name) {
+  const std::string body = testing::HttpGet(metrics_port, "/metrics").body;
+  const size_t at = body.find("\n" + name + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(body.substr(at + name.size() + 2));
+}
+
+class LoadTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    work_ = new std::string(net::WorkDir("", "kvstream-load").value_or("/tmp"));
+    cloud_ = new testing::Daemon;
+    edge_ = new testing::Daemon;
+    // Default admission flags on both: only what the deployment must name is given.
+    absl::Status st = testing::StartDaemon(
+        *cloud_, KVSTREAM_BIN_DIR, *work_, "cloud", "kvstream-cloud",
+        {absl::StrCat("--model=scout=", kScout), absl::StrCat("--model=large=", kLarge)});
+    if (st.ok()) {
+      st = testing::StartDaemon(*edge_, KVSTREAM_BIN_DIR, *work_, "edge", "kvstream-edge",
+                                {absl::StrCat("--scout=", kScout),
+                                 absl::StrCat("--cloud=127.0.0.1:", cloud_->port),
+                                 "--cloud_model=large"});
+    }
+    start_status_ = new absl::Status(st);
+    tokenizer_ = model::Tokenizer::Load(absl::StrCat(kScout, "/tokenizer.json")).value().release();
+  }
+
+  static void TearDownTestSuite() {
+    for (testing::Daemon* d : {edge_, cloud_}) {
+      if (d->process.running()) {
+        auto code = d->process.Stop(20);
+        EXPECT_TRUE(code.ok()) << code.status();
+        if (code.ok()) {
+          EXPECT_EQ(*code, 0);
+        }
+      }
+      delete d;
+    }
+    delete tokenizer_;
+    delete start_status_;
+    delete work_;
+  }
+
+  void SetUp() override {
+    ASSERT_TRUE(start_status_->ok()) << "daemons did not start: " << *start_status_ << " (logs in " << *work_
+                                     << ")";
+    edge_stub_ = kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", edge_->port)));
+  }
+
+  // A needle question padded to about `tokens` prompt tokens.
+  static kvstream::v1::AskRequest Needle(int tokens, int seed) {
+    auto words = eval::LoadWords();
+    const model::Tokenizer* t = tokenizer_;
+    eval::TaskGenerator gen(*words,
+                            [t](const std::string& s) { return static_cast<int>(t->Encode(s, false)->size()); });
+    eval::TaskOptions o;
+    o.kind = "needle";
+    o.target_tokens = tokens;
+    o.num_examples = 1;
+    o.seed = seed;
+    const eval::Example ex = gen.Generate(o).at(0);
+    kvstream::v1::AskRequest r;
+    r.set_context(ex.context);
+    r.set_question(ex.question);
+    r.mutable_policy()->set_mode(kvstream::v1::MODE_KV);
+    r.mutable_policy()->set_selector("q2c");
+    r.mutable_policy()->set_retention(0.5);
+    r.mutable_policy()->set_spec("int4");
+    r.mutable_policy()->set_max_tokens(4);
+    return r;
+  }
+
+  static std::string* work_;
+  static testing::Daemon* cloud_;
+  static testing::Daemon* edge_;
+  static absl::Status* start_status_;
+  static model::Tokenizer* tokenizer_;
+  std::unique_ptr<kvstream::v1::EdgeService::Stub> edge_stub_;
+};
+
+std::string* LoadTest::work_ = nullptr;
+testing::Daemon* LoadTest::cloud_ = nullptr;
+testing::Daemon* LoadTest::edge_ = nullptr;
+absl::Status* LoadTest::start_status_ = nullptr;
+model::Tokenizer* LoadTest::tokenizer_ = nullptr;
+
+// Health checks every 100 ms while it lives; counts the ones not SERVING within 2 s.
+class HealthProbe {
+ public:
+  explicit HealthProbe(int port) {
+    auto stub = grpc::health::v1::Health::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", port)));
+    thread_ = std::thread([this, stub = std::move(stub)] {
+      while (!stop_) {
+        grpc::ClientContext ctx;
+        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+        grpc::health::v1::HealthCheckResponse resp;
+        const grpc::Status st = stub->Check(&ctx, {}, &resp);
+        ++checks_;
+        if (!st.ok() || resp.status() != grpc::health::v1::HealthCheckResponse::SERVING) ++failures_;
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    });
+  }
+  ~HealthProbe() { Stop(); }
+  void Stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  int checks() const { return checks_; }
+  int failures() const { return failures_; }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::atomic<int> checks_{0}, failures_{0};
+  std::thread thread_;
+};
+
+// 64 concurrent requests, three rounds: each answers or is refused with
+// RESOURCE_EXHAUSTED within its deadline, health answers throughout, and threads,
+// sessions and memory come back after each round.
+TEST_F(LoadTest, BurstsAnswerOrAreRefusedWithinTheirDeadline) {
+  constexpr int kClients = 64;
+  constexpr double kDeadline = 60;
+  const kvstream::v1::AskRequest request = Needle(512, 11);
+  ASSERT_TRUE(net::Ask(*edge_stub_, request, Timeout(30)).ok());  // warm
+  const long threads_before = ProcStatus(edge_->process.pid(), "Threads");
+  std::vector<long> rss;
+  for (int round = 0; round < 3; ++round) {
+    HealthProbe health(edge_->port);
+    std::mutex mu;
+    std::map<std::string, int> codes;
+    double slowest = 0;
+    std::vector<std::thread> clients;
+    for (int i = 0; i < kClients; ++i) {
+      clients.emplace_back([&] {
+        const auto t0 = Clock::now();
+        auto r = net::Ask(*edge_stub_, request, Timeout(kDeadline));
+        const double took = std::chrono::duration<double>(Clock::now() - t0).count();
+        std::lock_guard<std::mutex> lock(mu);
+        codes[r.ok() ? "OK" : absl::StatusCodeToString(r.status().code())]++;
+        if (r.ok()) {
+          EXPECT_FALSE(r->token_ids.empty());
+        }
+        slowest = std::max(slowest, took);
+      });
+    }
+    for (auto& c : clients) c.join();
+    health.Stop();
+    std::string summary;
+    for (const auto& [code, n] : codes) absl::StrAppend(&summary, code, "=", n, " ");
+    std::printf("round %d: %s slowest %.2f s, health %d/%d failed\n", round, summary.c_str(), slowest,
+                health.failures(), health.checks());
+    EXPECT_GE(codes["OK"], 1) << summary;
+    EXPECT_EQ(codes["OK"] + codes["RESOURCE_EXHAUSTED"], kClients) << summary;
+    EXPECT_LT(slowest, kDeadline + 1);
+    EXPECT_EQ(health.failures(), 0) << "of " << health.checks();
+    // Back to idle: nothing queued or running, no session held, threads reclaimed.
+    EXPECT_EQ(Gauge(edge_->metrics_port, "kvstream_edge_model_workers_busy"), 0);
+    EXPECT_EQ(Gauge(edge_->metrics_port, "kvstream_edge_queued_requests"), 0);
+    EXPECT_EQ(Gauge(cloud_->metrics_port, "kvstream_cloud_active_sessions"), 0);
+    long threads = 0;
+    for (int i = 0; i < 100; ++i) {
+      threads = ProcStatus(edge_->process.pid(), "Threads");
+      if (threads <= threads_before + 4) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    EXPECT_LE(threads, threads_before + 4) << "edge threads before the bursts: " << threads_before;
+    rss.push_back(ProcStatus(edge_->process.pid(), "VmRSS"));
+  }
+  std::printf("edge RSS after rounds: %ld, %ld, %ld kB\n", rss[0], rss[1], rss[2]);
+  EXPECT_LE(rss[2], rss[0] * 115 / 100);
+}
+
+// A request cancelled in the middle of a long prefill gives its model worker back within
+// about one layer's time, not after the whole prefill.
+TEST_F(LoadTest, CancelledPrefillFreesItsWorker) {
+  const kvstream::v1::AskRequest request = Needle(4000, 12);
+  auto whole = net::Ask(*edge_stub_, request, Timeout(60));
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  const double prefill = whole->stats.stages().prefill();
+  const int layers = 4;  // the scout's
+  std::printf("uncancelled prefill of %lu context tokens: %.3f s\n",
+              static_cast<unsigned long>(whole->stats.context_tokens()), prefill);
+
+  std::atomic<grpc::ClientContext*> call{nullptr};
+  std::thread client([&] {
+    net::AskCall ask = Timeout(60);
+    ask.on_start = [&](grpc::ClientContext* c) { call = c; };
+    auto r = net::Ask(*edge_stub_, request, ask);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kCancelled) << r.status();
+  });
+  // Cancel once the request holds a worker and has had a quarter of a prefill's time.
+  bool busy = false;
+  for (int i = 0; i < 2000 && !busy; ++i) {
+    busy = call.load() != nullptr && Gauge(edge_->metrics_port, "kvstream_edge_model_workers_busy") == 1;
+    if (!busy) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_TRUE(busy);
+  std::this_thread::sleep_for(std::chrono::duration<double>(prefill / 4));
+  const auto cancelled_at = Clock::now();
+  call.load()->TryCancel();
+  double freed_after = -1;
+  for (int i = 0; i < 5000; ++i) {
+    if (Gauge(edge_->metrics_port, "kvstream_edge_model_workers_busy") == 0) {
+      freed_after = std::chrono::duration<double>(Clock::now() - cancelled_at).count();
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  client.join();
+  std::printf("worker freed %.3f s after the cancel (one layer: %.3f s)\n", freed_after, prefill / layers);
+  ASSERT_GE(freed_after, 0);
+  EXPECT_LT(freed_after, 1.5 * prefill / layers + 0.02);
+}
+
+}  // namespace
+}  // namespace kvstream

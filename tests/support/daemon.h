@@ -1,0 +1,44 @@
+// Real kvstream daemons as child processes for e2e tests: started on free loopback
+// ports (gRPC and /metrics), found through the port files they write once serving.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/net/process.h"
+
+namespace kvstream::testing {
+
+struct Daemon {
+  net::ChildProcess process;
+  int port = 0;
+  int metrics_port = 0;
+};
+
+// Starts `bin_dir`/`binary` with `args` (plus listen, port files, metrics and a 5 s
+// shutdown grace), logging to `work`/`name`.log, and waits for both port files.
+inline absl::Status StartDaemon(Daemon& d, const std::string& bin_dir, const std::string& work,
+                                const std::string& name, const std::string& binary,
+                                std::vector<std::string> args) {
+  const std::string port_file = absl::StrCat(work, "/", name, ".port");
+  const std::string metrics_file = absl::StrCat(work, "/", name, ".metrics_port");
+  args.insert(args.begin(), absl::StrCat(bin_dir, "/", binary));
+  args.push_back("--listen=127.0.0.1:0");
+  args.push_back("--port_file=" + port_file);
+  args.push_back("--metrics_address=127.0.0.1:0");
+  args.push_back("--metrics_port_file=" + metrics_file);
+  args.push_back("--shutdown_grace_seconds=5");
+  if (absl::Status st = d.process.Start(args, absl::StrCat(work, "/", name, ".log")); !st.ok()) {
+    return st;
+  }
+  auto port = d.process.WaitForPortFile(port_file, 60);
+  if (!port.ok()) return port.status();
+  d.port = *port;
+  auto mport = d.process.WaitForPortFile(metrics_file, 10);
+  if (!mport.ok()) return mport.status();
+  d.metrics_port = *mport;
+  return absl::OkStatus();
+}
+
+}  // namespace kvstream::testing
