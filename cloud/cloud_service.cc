@@ -139,11 +139,13 @@ struct CloudService::Metrics {
                      .Help("Cache bytes reserved by open sessions (budget: --cache_budget_bytes)")
                      .Register(r)
                      .Add({})),
-        workers_busy(prometheus::BuildGauge()
-                         .Name("kvstream_cloud_model_workers_busy")
-                         .Help("Model worker slots held (Commit through generation); capacity --model_workers")
-                         .Register(r)
-                         .Add({})),
+        workers_busy(
+            prometheus::BuildGauge()
+                .Name("kvstream_cloud_model_workers_busy")
+                .Help(
+                    "Model worker slots held (Commit through generation); capacity --model_workers")
+                .Register(r)
+                .Add({})),
         queued(prometheus::BuildGauge()
                    .Name("kvstream_cloud_queued_sessions")
                    .Help("Committed sessions waiting for a model worker; capacity --max_queued")
@@ -182,11 +184,12 @@ CloudService::CloudService(std::vector<ServedModel> models, const CloudOptions& 
                                                m->active.Set(active);
                                                m->reserved.Set(static_cast<double>(bytes));
                                              });
-  gate_ = std::make_unique<base::AdmissionGate>(base::AdmissionGate::Options{options.model_workers, options.max_queued},
-                                                [m](int running, int queued) {
-                                                  m->workers_busy.Set(running);
-                                                  m->queued.Set(queued);
-                                                });
+  gate_ = std::make_unique<base::AdmissionGate>(
+      base::AdmissionGate::Options{options.model_workers, options.max_queued},
+      [m](int running, int queued) {
+        m->workers_busy.Set(running);
+        m->queued.Set(queued);
+      });
   for (ServedModel& s : models_) {
     if (options_.emulate_prefill_tokens_per_second > 0) {
       s.prefill_tokens_per_second = options_.emulate_prefill_tokens_per_second;
@@ -405,11 +408,10 @@ absl::Status CloudService::RunSession(grpc::ServerContext* context,
         absl::StrCat("Commit says ", up.commit().num_chunks(), " chunks were sent but ", chunks, " arrived"));
   }
   // One model worker from here through generation; queue time counts against the deadline.
-  ASSIGN_OR_RETURN(base::AdmissionGate::Slot slot,
-                   gate_->Acquire(context->deadline(), [context] {
-                     return context->IsCancelled() ? Gone(context, "while queued for a model worker")
-                                                   : absl::OkStatus();
-                   }));
+  ASSIGN_OR_RETURN(base::AdmissionGate::Slot slot, gate_->Acquire(context->deadline(), [context] {
+    return context->IsCancelled() ? Gone(context, "while queued for a model worker")
+                                  : absl::OkStatus();
+  }));
   s.stats.set_queue_seconds(slot.wait_seconds());
   metrics_->queue_wait.Observe(slot.wait_seconds());
   std::unique_ptr<model::KvCache> cache;

@@ -30,15 +30,17 @@ ABSL_FLAG(uint64_t, cache_budget_bytes, 1ull << 30,
 ABSL_FLAG(uint32_t, max_new_tokens, 512, "Largest max_tokens a session may ask for");
 ABSL_FLAG(std::string, device, "cpu", "Compute device: cpu, cuda or cuda:N");
 ABSL_FLAG(std::string, dtype, "f32", "Compute and cache dtype: f32 or bf16");
-ABSL_FLAG(int, threads, 0,
-          "libtorch intra-op threads per model worker (0: cores / --model_workers, so workers x threads "
-          "<= cores)");
+ABSL_FLAG(
+    int, threads, 0,
+    "libtorch intra-op threads per model worker (0: cores / --model_workers, so workers x threads "
+    "<= cores)");
 ABSL_FLAG(int, model_workers, 0,
           "Sessions that run a model at once (Commit through generation); the rest queue (0: about "
           "sqrt(cores))");
-ABSL_FLAG(int, max_queued, 32,
-          "Committed sessions waiting for a model worker; beyond this a session gets RESOURCE_EXHAUSTED "
-          "at once. Queue time counts against the session's deadline");
+ABSL_FLAG(
+    int, max_queued, 32,
+    "Committed sessions waiting for a model worker; beyond this a session gets RESOURCE_EXHAUSTED "
+    "at once. Queue time counts against the session's deadline");
 ABSL_FLAG(bool, measure_rates, true, "Measure each model's prefill and decode rate at start-up (for GetInfo)");
 ABSL_FLAG(double, emulate_prefill_tps, 0,
           "Emulate a slower model: pad prefill to this many tokens/s (0: real speed); GetInfo reports it");
@@ -109,8 +111,9 @@ int main(int argc, char** argv) {
       !st.ok()) {
     return Fail(std::string(st.message()));
   }
-  auto split = kvstream::net::SplitCores("cloud", absl::GetFlag(FLAGS_model_workers), absl::GetFlag(FLAGS_threads),
-                                         absl::GetFlag(FLAGS_max_queued));
+  auto split =
+      kvstream::net::SplitCores("cloud", absl::GetFlag(FLAGS_model_workers),
+                                absl::GetFlag(FLAGS_threads), absl::GetFlag(FLAGS_max_queued));
   if (!split.ok()) return Fail(std::string(split.status().message()));
   kvstream::model::RuntimeOptions runtime;
   runtime.device = absl::GetFlag(FLAGS_device);

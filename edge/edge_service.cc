@@ -90,11 +90,12 @@ struct EdgeService::Metrics {
                    .Help("Ask requests in flight")
                    .Register(r)
                    .Add({})),
-        bandwidth(prometheus::BuildGauge()
-                      .Name("kvstream_edge_uplink_estimated_bytes_per_second")
-                      .Help("Uplink bandwidth estimated from chunk acks (harmonic mean of recent chunks)")
-                      .Register(r)
-                      .Add({})),
+        bandwidth(
+            prometheus::BuildGauge()
+                .Name("kvstream_edge_uplink_estimated_bytes_per_second")
+                .Help("Uplink bandwidth estimated from chunk acks (harmonic mean of recent chunks)")
+                .Register(r)
+                .Add({})),
         rtt(prometheus::BuildGauge()
                 .Name("kvstream_edge_uplink_estimated_rtt_seconds")
                 .Help("Round-trip time estimated from the first chunk's ack delay")
@@ -104,16 +105,19 @@ struct EdgeService::Metrics {
                       .Name("kvstream_edge_adaptive_decisions_total")
                       .Help("Modes the adaptive controller chose")
                       .Register(r)),
-        prefill_scale(prometheus::BuildGauge()
-                          .Name("kvstream_edge_prefill_cost_scale")
-                          .Help("Recent scout prefill time over the start-up fit (1: as fast as at start-up), "
-                                "plain or with attention statistics")
-                          .Register(r)),
-        workers_busy(prometheus::BuildGauge()
-                         .Name("kvstream_edge_model_workers_busy")
-                         .Help("Model worker slots held (prefill to encode); capacity --model_workers")
-                         .Register(r)
-                         .Add({})),
+        prefill_scale(
+            prometheus::BuildGauge()
+                .Name("kvstream_edge_prefill_cost_scale")
+                .Help(
+                    "Recent scout prefill time over the start-up fit (1: as fast as at start-up), "
+                    "plain or with attention statistics")
+                .Register(r)),
+        workers_busy(
+            prometheus::BuildGauge()
+                .Name("kvstream_edge_model_workers_busy")
+                .Help("Model worker slots held (prefill to encode); capacity --model_workers")
+                .Register(r)
+                .Add({})),
         queued(prometheus::BuildGauge()
                    .Name("kvstream_edge_queued_requests")
                    .Help("Requests waiting for a model worker; capacity --max_queued")
@@ -135,8 +139,9 @@ struct EdgeService::Request {
   kvstream::v1::RequestStats stats;
 };
 
-EdgeService::EdgeService(std::unique_ptr<model::Model> scout, std::unique_ptr<model::Tokenizer> tokenizer,
-                         const EdgeOptions& options, metrics::MetricsServer& metrics)
+EdgeService::EdgeService(std::unique_ptr<model::Model> scout,
+                         std::unique_ptr<model::Tokenizer> tokenizer, const EdgeOptions& options,
+                         metrics::MetricsServer& metrics)
     : scout_(std::move(scout)),
       tokenizer_(std::move(tokenizer)),
       options_(options),
@@ -149,8 +154,9 @@ EdgeService::EdgeService(std::unique_ptr<model::Model> scout, std::unique_ptr<mo
           })),
       prefill_cost_(options.edge_prefill),
       prefill_stats_cost_(options.edge_prefill_stats),
-      cloud_(kvstream::v1::CloudService::NewStub(options.cloud_channel ? options.cloud_channel
-                                                                       : net::MakeChannel(options.cloud_address))) {}
+      cloud_(kvstream::v1::CloudService::NewStub(options.cloud_channel
+                                                     ? options.cloud_channel
+                                                     : net::MakeChannel(options.cloud_address))) {}
 
 EdgeService::~EdgeService() = default;
 
@@ -158,8 +164,9 @@ void EdgeService::Drain() { gate_->Close(); }
 
 absl::StatusOr<base::AdmissionGate::Slot> EdgeService::Admit(grpc::ServerContext* context,
                                                              kvstream::v1::StageSeconds& stages) {
-  ASSIGN_OR_RETURN(base::AdmissionGate::Slot slot,
-                   gate_->Acquire(context->deadline(), [context] { return CheckAlive(context, "a model worker was free"); }));
+  ASSIGN_OR_RETURN(base::AdmissionGate::Slot slot, gate_->Acquire(context->deadline(), [context] {
+    return CheckAlive(context, "a model worker was free");
+  }));
   stages.set_edge_queue(slot.wait_seconds());
   metrics_->queue_wait.Observe(slot.wait_seconds());
   return slot;

@@ -42,14 +42,17 @@ ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9101", "Serve Prometheus /metri
 ABSL_FLAG(std::string, metrics_port_file, "", "Write the bound /metrics port to this file");
 ABSL_FLAG(std::string, device, "cpu", "Compute device: cpu, cuda or cuda:N");
 ABSL_FLAG(std::string, dtype, "f32", "Compute and cache dtype: f32 or bf16");
-ABSL_FLAG(int, threads, 0,
-          "libtorch intra-op threads per model worker (0: cores / --model_workers, so workers x threads "
-          "<= cores)");
+ABSL_FLAG(
+    int, threads, 0,
+    "libtorch intra-op threads per model worker (0: cores / --model_workers, so workers x threads "
+    "<= cores)");
 ABSL_FLAG(int, model_workers, 0,
-          "Requests that run the scout at once (prefill to encode); the rest queue (0: about sqrt(cores))");
-ABSL_FLAG(int, max_queued, 32,
-          "Requests waiting for a model worker; beyond this a request gets RESOURCE_EXHAUSTED at once. "
-          "Queue time counts against the request's deadline");
+          "Requests that run the scout at once (prefill to encode); the rest queue (0: about "
+          "sqrt(cores))");
+ABSL_FLAG(
+    int, max_queued, 32,
+    "Requests waiting for a model worker; beyond this a request gets RESOURCE_EXHAUSTED at once. "
+    "Queue time counts against the request's deadline");
 ABSL_FLAG(double, shutdown_grace_seconds, 10, "On SIGTERM/SIGINT, time in-flight requests get to finish");
 ABSL_FLAG(std::string, log_level, "info", "Log threshold: debug, info, warning or error");
 ABSL_FLAG(double, uplink_mbps, 0, "Emulate an uplink of this many Mbit/s to the cloud (0: unshaped)");
@@ -154,8 +157,9 @@ int main(int argc, char** argv) {
     options.shaper = std::make_shared<kvstream::net::Shaper>(kvstream::net::LinkTrace::Constant(1e6), delay);
   }
 
-  auto split = kvstream::net::SplitCores("edge", absl::GetFlag(FLAGS_model_workers), absl::GetFlag(FLAGS_threads),
-                                         absl::GetFlag(FLAGS_max_queued));
+  auto split =
+      kvstream::net::SplitCores("edge", absl::GetFlag(FLAGS_model_workers),
+                                absl::GetFlag(FLAGS_threads), absl::GetFlag(FLAGS_max_queued));
   if (!split.ok()) return Fail(std::string(split.status().message()));
   options.model_workers = split->workers;
   options.max_queued = absl::GetFlag(FLAGS_max_queued);

@@ -217,8 +217,10 @@ struct Model::Impl {
   // token's logits. With `keep` (fresh cache only), masked tokens are invisible to other
   // queries. With `stats`, accumulates attention statistics (fresh cache only).
   absl::StatusOr<std::vector<float>> Run(KvCache::Impl& cache, absl::Span<const int32_t> tokens,
-                         absl::Span<const int32_t> positions, const std::vector<uint8_t>* keep,
-                         const PrefillOptions* stats_opt, select::AttentionStats* stats) {
+                                         absl::Span<const int32_t> positions,
+                                         const std::vector<uint8_t>* keep,
+                                         const PrefillOptions* stats_opt,
+                                         select::AttentionStats* stats) {
     torch::NoGradGuard no_grad;
     const ModelConfig& c = config;
     const int64_t T = static_cast<int64_t>(tokens.size());

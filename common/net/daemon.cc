@@ -33,21 +33,23 @@ absl::Status StartMetrics(metrics::MetricsServer& metrics, const std::string& ad
 absl::StatusOr<base::WorkerSplit> SplitCores(const std::string& component, int workers, int threads,
                                              int max_queued) {
   if (workers < 0 || threads < 0 || max_queued < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("--model_workers, --threads and --max_queued must be >= 0, found ",
-                                                   workers, ", ", threads, " and ", max_queued));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--model_workers, --threads and --max_queued must be >= 0, found ", workers,
+                     ", ", threads, " and ", max_queued));
   }
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   base::WorkerSplit split = base::DefaultWorkerSplit(cores);
   if (workers > 0) split.workers = workers;
   split.threads = threads > 0 ? threads : std::max(1, cores / split.workers);
   logging::Logf(logging::Level::kInfo, component,
-                "admission: %d model workers x %d torch threads on %d cores, up to %d queued", split.workers,
-                split.threads, cores, max_queued);
+                "admission: %d model workers x %d torch threads on %d cores, up to %d queued",
+                split.workers, split.threads, cores, max_queued);
   if (split.workers * split.threads > cores) {
-    logging::Logf(logging::Level::kWarning, component,
-                  "--model_workers x --threads = %d exceeds the %d cores: concurrent forward passes will "
-                  "contend for them",
-                  split.workers * split.threads, cores);
+    logging::Logf(
+        logging::Level::kWarning, component,
+        "--model_workers x --threads = %d exceeds the %d cores: concurrent forward passes will "
+        "contend for them",
+        split.workers * split.threads, cores);
   }
   return split;
 }

@@ -1,5 +1,6 @@
 // End to end: real kvstream-cloud and kvstream-edge processes on loopback, driven through
 // their gRPC APIs (and, for the error paths, a raw CloudService client).
+#include <grpcpp/generic/generic_stub.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -20,8 +21,6 @@
 #include "common/net/ask_client.h"
 #include "common/net/grpc_util.h"
 #include "common/net/process.h"
-#include <grpcpp/generic/generic_stub.h>
-
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "kvstream/v1/service.grpc.pb.h"
 #include "tests/support/daemon.h"
@@ -39,8 +38,8 @@ constexpr char kSystem[] = "Answer with the value from the context.";
 
 using testing::Daemon;
 
-absl::Status StartDaemon(Daemon& d, const std::string& work, const std::string& name, const std::string& binary,
-                         std::vector<std::string> args) {
+absl::Status StartDaemon(Daemon& d, const std::string& work, const std::string& name,
+                         const std::string& binary, std::vector<std::string> args) {
   args.push_back("--threads=1");
   return testing::StartDaemon(d, KVSTREAM_BIN_DIR, work, name, binary, std::move(args));
 }

@@ -63,10 +63,10 @@ class LoadTest : public ::testing::Test {
         *cloud_, KVSTREAM_BIN_DIR, *work_, "cloud", "kvstream-cloud",
         {absl::StrCat("--model=scout=", kScout), absl::StrCat("--model=large=", kLarge)});
     if (st.ok()) {
-      st = testing::StartDaemon(*edge_, KVSTREAM_BIN_DIR, *work_, "edge", "kvstream-edge",
-                                {absl::StrCat("--scout=", kScout),
-                                 absl::StrCat("--cloud=127.0.0.1:", cloud_->port),
-                                 "--cloud_model=large"});
+      st = testing::StartDaemon(
+          *edge_, KVSTREAM_BIN_DIR, *work_, "edge", "kvstream-edge",
+          {absl::StrCat("--scout=", kScout), absl::StrCat("--cloud=127.0.0.1:", cloud_->port),
+           "--cloud_model=large"});
     }
     start_status_ = new absl::Status(st);
     tokenizer_ = model::Tokenizer::Load(absl::StrCat(kScout, "/tokenizer.json")).value().release();
@@ -89,17 +89,19 @@ class LoadTest : public ::testing::Test {
   }
 
   void SetUp() override {
-    ASSERT_TRUE(start_status_->ok()) << "daemons did not start: " << *start_status_ << " (logs in " << *work_
-                                     << ")";
-    edge_stub_ = kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", edge_->port)));
+    ASSERT_TRUE(start_status_->ok())
+        << "daemons did not start: " << *start_status_ << " (logs in " << *work_ << ")";
+    edge_stub_ = kvstream::v1::EdgeService::NewStub(
+        net::MakeChannel(absl::StrCat("127.0.0.1:", edge_->port)));
   }
 
   // A needle question padded to about `tokens` prompt tokens.
   static kvstream::v1::AskRequest Needle(int tokens, int seed) {
     auto words = eval::LoadWords();
     const model::Tokenizer* t = tokenizer_;
-    eval::TaskGenerator gen(*words,
-                            [t](const std::string& s) { return static_cast<int>(t->Encode(s, false)->size()); });
+    eval::TaskGenerator gen(*words, [t](const std::string& s) {
+      return static_cast<int>(t->Encode(s, false)->size());
+    });
     eval::TaskOptions o;
     o.kind = "needle";
     o.target_tokens = tokens;
@@ -135,7 +137,8 @@ model::Tokenizer* LoadTest::tokenizer_ = nullptr;
 class HealthProbe {
  public:
   explicit HealthProbe(int port) {
-    auto stub = grpc::health::v1::Health::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", port)));
+    auto stub =
+        grpc::health::v1::Health::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", port)));
     thread_ = std::thread([this, stub = std::move(stub)] {
       while (!stop_) {
         grpc::ClientContext ctx;
@@ -143,7 +146,8 @@ class HealthProbe {
         grpc::health::v1::HealthCheckResponse resp;
         const grpc::Status st = stub->Check(&ctx, {}, &resp);
         ++checks_;
-        if (!st.ok() || resp.status() != grpc::health::v1::HealthCheckResponse::SERVING) ++failures_;
+        if (!st.ok() || resp.status() != grpc::health::v1::HealthCheckResponse::SERVING)
+          ++failures_;
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
       }
     });
@@ -195,8 +199,8 @@ TEST_F(LoadTest, BurstsAnswerOrAreRefusedWithinTheirDeadline) {
     health.Stop();
     std::string summary;
     for (const auto& [code, n] : codes) absl::StrAppend(&summary, code, "=", n, " ");
-    std::printf("round %d: %s slowest %.2f s, health %d/%d failed\n", round, summary.c_str(), slowest,
-                health.failures(), health.checks());
+    std::printf("round %d: %s slowest %.2f s, health %d/%d failed\n", round, summary.c_str(),
+                slowest, health.failures(), health.checks());
     EXPECT_GE(codes["OK"], 1) << summary;
     EXPECT_EQ(codes["OK"] + codes["RESOURCE_EXHAUSTED"], kClients) << summary;
     EXPECT_LT(slowest, kDeadline + 1);
@@ -239,7 +243,8 @@ TEST_F(LoadTest, CancelledPrefillFreesItsWorker) {
   // Cancel once the request holds a worker and has had a quarter of a prefill's time.
   bool busy = false;
   for (int i = 0; i < 2000 && !busy; ++i) {
-    busy = call.load() != nullptr && Gauge(edge_->metrics_port, "kvstream_edge_model_workers_busy") == 1;
+    busy = call.load() != nullptr &&
+           Gauge(edge_->metrics_port, "kvstream_edge_model_workers_busy") == 1;
     if (!busy) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   ASSERT_TRUE(busy);
@@ -255,7 +260,8 @@ TEST_F(LoadTest, CancelledPrefillFreesItsWorker) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   client.join();
-  std::printf("worker freed %.3f s after the cancel (one layer: %.3f s)\n", freed_after, prefill / layers);
+  std::printf("worker freed %.3f s after the cancel (one layer: %.3f s)\n", freed_after,
+              prefill / layers);
   ASSERT_GE(freed_after, 0);
   EXPECT_LT(freed_after, 1.5 * prefill / layers + 0.02);
 }

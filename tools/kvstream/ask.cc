@@ -105,10 +105,12 @@ int RunAsk() {
   std::printf("raw KV bytes (16-bit) %llu, wire bytes %llu, ratio %.2f\n",
               static_cast<unsigned long long>(s.raw_kv_bytes()), static_cast<unsigned long long>(s.wire_bytes()),
               s.compression_ratio());
-  std::printf("stages (s): edge_queue %.4f tokenize %.4f prefill %.4f select %.4f encode %.4f transfer %.4f "
-              "cloud_queue %.4f rebuild %.4f first_token %.4f decode %.4f\n",
-              st.edge_queue(), st.tokenize(), st.prefill(), st.select(), st.encode(), st.transfer(),
-              st.cloud_queue(), st.rebuild(), st.first_token(), st.decode());
+  std::printf(
+      "stages (s): edge_queue %.4f tokenize %.4f prefill %.4f select %.4f encode %.4f transfer "
+      "%.4f "
+      "cloud_queue %.4f rebuild %.4f first_token %.4f decode %.4f\n",
+      st.edge_queue(), st.tokenize(), st.prefill(), st.select(), st.encode(), st.transfer(),
+      st.cloud_queue(), st.rebuild(), st.first_token(), st.decode());
   std::printf("ttft %.4f s (edge), %.4f s (this client); %u tokens, stop: %s\n", s.ttft_seconds(),
               r->client_ttft_seconds, s.tokens_generated(), s.stop_reason().c_str());
   return 0;

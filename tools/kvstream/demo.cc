@@ -20,7 +20,8 @@
 ABSL_FLAG(std::string, models_dir, "testdata/models", "Directory with scout/, large/ and tokenizer.json");
 ABSL_FLAG(std::string, bin_dir, "", "Directory of kvstream-edge and kvstream-cloud (empty: next to this binary)");
 ABSL_FLAG(std::string, work_dir, "", "Port files and daemon logs (empty: a fresh directory under /tmp)");
-ABSL_FLAG(int, daemon_threads, 0, "libtorch threads per model worker in each daemon (0: the daemon's default)");
+ABSL_FLAG(int, daemon_threads, 0,
+          "libtorch threads per model worker in each daemon (0: the daemon's default)");
 ABSL_FLAG(std::string, demo_quality_table, "testdata/quality/tiny_needle512.json",
           "Quality table the edge's adaptive mode uses (the demo's last row)");
 
