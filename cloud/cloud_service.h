@@ -14,8 +14,13 @@
 #include "common/base/admission.h"
 #include "common/metrics/metrics.h"
 #include "common/model/model.h"
+#include "common/model/projection.h"
 #include "common/model/tokenizer.h"
 #include "kvstream/v1/service.grpc.pb.h"
+
+namespace kvstream::model {
+class CacheAssembler;
+}
 
 namespace kvstream::cloud {
 
@@ -32,6 +37,20 @@ struct ServedModel {
 // and its decode rate over 16 steps (0: skip measuring).
 absl::StatusOr<ServedModel> LoadServedModel(const std::string& name, const std::string& dir,
                                             const model::RuntimeOptions& runtime, int probe_tokens = 128);
+
+// A projection from an edge's scout into served model `target` (an index into the
+// models), with its mapping rate measured at load.
+struct ServedProjection {
+  std::unique_ptr<model::Projection> projection;
+  size_t target = 0;
+  double tokens_per_second = 0;
+};
+
+// Loads `path` and matches it to the served model it was fitted for (FAILED_PRECONDITION
+// naming the fingerprints when none is); measures its rate on 256 slots unless
+// `measure` is false.
+absl::StatusOr<ServedProjection> LoadServedProjection(const std::string& path, const std::vector<ServedModel>& models,
+                                                      bool measure);
 
 struct CloudOptions {
   uint32_t max_sessions = 16;
@@ -50,7 +69,8 @@ struct CloudOptions {
 
 class CloudService final : public kvstream::v1::CloudService::Service {
  public:
-  CloudService(std::vector<ServedModel> models, const CloudOptions& options, metrics::MetricsServer& metrics);
+  CloudService(std::vector<ServedModel> models, std::vector<ServedProjection> projections, const CloudOptions& options,
+               metrics::MetricsServer& metrics);
   ~CloudService() override;
 
   grpc::Status Transfer(grpc::ServerContext* context,
@@ -69,8 +89,14 @@ class CloudService final : public kvstream::v1::CloudService::Service {
                           grpc::ServerReaderWriter<kvstream::v1::Downlink, kvstream::v1::Uplink>* stream,
                           Session& session);
   absl::Status Open(const kvstream::v1::SessionOpen& open, Session& session);
+  // Projected mode: finds the projection from the sender's model into `s.served`.
+  absl::Status OpenProjected(const kvstream::v1::SessionOpen& open, Session& session);
+  // The cache the session generates from once its chunks (or prompt) are in.
+  absl::StatusOr<std::unique_ptr<model::KvCache>> BuildCache(grpc::ServerContext* context, Session& s,
+                                                             model::CacheAssembler* assembler, double rebuild);
 
   std::vector<ServedModel> models_;
+  std::vector<ServedProjection> projections_;
   CloudOptions options_;
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<SessionStore> sessions_;

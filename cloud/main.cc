@@ -1,12 +1,15 @@
 // kvstream-cloud: serves CloudService (Transfer, GetInfo) for edge daemons, plus health,
 // reflection and /metrics. See --help.
 #include <cstdio>
+#include <list>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "cloud/cloud_service.h"
 #include "common/base/log.h"
@@ -19,6 +22,9 @@ ABSL_FLAG(std::vector<std::string>, model, {},
           "Model to serve as NAME=DIR (an HF directory: config.json, model.safetensors, tokenizer.json). "
           "Repeat the flag or separate with commas; kv sessions pick a model by fingerprint, scout and text "
           "sessions by NAME");
+ABSL_FLAG(std::vector<std::string>, projection, {},
+          "Projection file to serve (kvstream fit-projection): projected sessions from its source model (by "
+          "fingerprint) are answered by the served --model it was fitted for. Repeat or separate with commas");
 ABSL_FLAG(std::string, listen, "0.0.0.0:50052", "gRPC listen address host:port (port 0: any free port)");
 ABSL_FLAG(std::string, port_file, "", "Write the bound gRPC port to this file once serving");
 ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9102", "Serve Prometheus /metrics here (empty: off)");
@@ -53,25 +59,30 @@ ABSL_FLAG(std::string, tls_client_ca, "", "Require edge certificates signed by t
 
 namespace {
 
-// absl flags keep the last of repeated flags; --model is repeatable, so its occurrences
-// are joined into one comma-separated value before parsing.
-std::vector<char*> JoinRepeatedModelFlags(int argc, char** argv, std::string& joined) {
+// absl flags keep the last of repeated flags; --model and --projection are repeatable, so
+// each one's occurrences are joined into one comma-separated value before parsing.
+std::vector<char*> JoinRepeatedFlags(int argc, char** argv, std::list<std::string>& joined) {
   std::vector<char*> out{argv[0]};
-  std::vector<std::string> values;
+  std::map<std::string, std::vector<std::string>> values;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a.rfind("--model=", 0) == 0) {
-      values.push_back(a.substr(8));
-    } else if (a == "--model" && i + 1 < argc) {
-      values.push_back(argv[++i]);
-    } else {
-      out.push_back(argv[i]);
+    bool taken = false;
+    for (const std::string name : {"model", "projection"}) {
+      const std::string prefix = "--" + name + "=";
+      if (a.rfind(prefix, 0) == 0) {
+        values[name].push_back(a.substr(prefix.size()));
+        taken = true;
+      } else if (a == "--" + name && i + 1 < argc) {
+        values[name].push_back(argv[++i]);
+        taken = true;
+      }
+      if (taken) break;
     }
+    if (!taken) out.push_back(argv[i]);
   }
-  if (!values.empty()) {
-    joined = "--model=";
-    for (size_t i = 0; i < values.size(); ++i) joined += (i ? "," : "") + values[i];
-    out.push_back(joined.data());
+  for (const auto& [name, list] : values) {
+    joined.push_back("--" + name + "=" + absl::StrJoin(list, ","));
+    out.push_back(joined.back().data());
   }
   return out;
 }
@@ -90,8 +101,8 @@ int main(int argc, char** argv) {
       "cloud/main.cc",
       "rebuilds KV caches streamed by kvstream-edge and generates answers.\n"
       "Usage: kvstream-cloud --model=large=DIR --model=scout=DIR [--listen=HOST:PORT] [flags]");
-  std::string joined;
-  std::vector<char*> args = JoinRepeatedModelFlags(argc, argv, joined);
+  std::list<std::string> joined;
+  std::vector<char*> args = JoinRepeatedFlags(argc, argv, joined);
   const std::vector<char*> rest = absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
   if (rest.size() > 1) return Fail(absl::StrCat("unexpected argument '", rest[1], "'"));
   namespace logging = kvstream::logging;
@@ -145,7 +156,16 @@ int main(int argc, char** argv) {
   options.emulate_decode_tokens_per_second = absl::GetFlag(FLAGS_emulate_decode_tps);
   options.model_workers = split->workers;
   options.max_queued = absl::GetFlag(FLAGS_max_queued);
-  kvstream::cloud::CloudService service(std::move(models), options, metrics);
+  std::vector<kvstream::cloud::ServedProjection> projections;
+  for (const std::string& path : absl::GetFlag(FLAGS_projection)) {
+    auto p = kvstream::cloud::LoadServedProjection(path, models, absl::GetFlag(FLAGS_measure_rates));
+    if (!p.ok()) return Fail(absl::StrCat("--projection ", path, ": ", p.status().message()));
+    const kvstream::model::ProjectionHeader& h = p->projection->header();
+    logging::Logf(logging::Level::kInfo, "cloud", "projection %s: %s -> model %s, %.0f slots/s", path,
+                  h.source.fingerprint, models[p->target].name, p->tokens_per_second);
+    projections.push_back(std::move(*p));
+  }
+  kvstream::cloud::CloudService service(std::move(models), std::move(projections), options, metrics);
 
   kvstream::net::ServeOptions so;
   so.component = "cloud";

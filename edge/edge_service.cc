@@ -172,6 +172,19 @@ absl::StatusOr<base::AdmissionGate::Slot> EdgeService::Admit(grpc::ServerContext
   return slot;
 }
 
+absl::Status EdgeService::CheckProjection(const kvstream::v1::GetInfoResponse& info,
+                                          const std::string& cloud_model) const {
+  std::vector<std::string> offered;
+  for (const kvstream::v1::ProjectionInfo& p : info.projections()) {
+    if (p.source_fingerprint() == scout_->fingerprint() && p.target_model() == cloud_model) return absl::OkStatus();
+    offered.push_back(absl::StrCat(p.source_fingerprint(), " -> ", p.target_model()));
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "projected mode: the cloud serves no projection from this edge's scout (", scout_->fingerprint(),
+      ") into '", cloud_model, "' (it serves ", offered.empty() ? "none" : absl::StrJoin(offered, ", "),
+      "); start kvstream-cloud with --projection=FILE from kvstream fit-projection"));
+}
+
 absl::StatusOr<kvstream::v1::GetInfoResponse> EdgeService::CloudInfo() {
   {
     std::lock_guard<std::mutex> lock(info_mu_);
@@ -216,11 +229,13 @@ absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1
   }
   stats.set_mode(policy.mode);
   stats.set_selector(std::string(select::PolicyName(policy.selector)));
-  if (policy.mode == kvstream::v1::MODE_KV) stats.set_spec(policy.spec);
+  // kv and projected send the scout's cache; scout and text send token ids.
+  const bool sends_cache = policy.mode == kvstream::v1::MODE_KV || policy.mode == kvstream::v1::MODE_PROJECTED;
+  if (sends_cache) stats.set_spec(policy.spec);
 
   // Length limits, and the answering model's dims for the raw-bytes reference.
   int64_t layers = sc.num_layers, kv_heads = sc.num_kv_heads, head_dim = sc.head_dim;
-  if (policy.mode == kvstream::v1::MODE_KV || policy.mode == kvstream::v1::MODE_SCOUT) {
+  if (policy.mode != kvstream::v1::MODE_TEXT) {
     if (n + static_cast<int64_t>(policy.max_tokens) >= sc.max_position_embeddings) {
       return absl::InvalidArgumentError(absl::StrCat(
           "context and question take ", n, " tokens, plus max_tokens ", policy.max_tokens,
@@ -253,6 +268,7 @@ absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1
     layers = found->dims().num_layers();
     kv_heads = found->dims().num_kv_heads();
     head_dim = found->dims().head_dim();
+    if (policy.mode == kvstream::v1::MODE_PROJECTED) RETURN_IF_ERROR(CheckProjection(info, policy.cloud_model));
   }
   // The cache covers the prompt but its last token, which the cloud feeds first.
   const std::vector<int32_t> head(prompt.tokens.begin(), prompt.tokens.end() - 1);
@@ -277,10 +293,10 @@ absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1
   model::PrefillResult pre;
   std::unique_ptr<model::KvCache> kept;
   const model::KvCache* send_cache = nullptr;
-  const bool replan = policy.replan && policy.mode == kvstream::v1::MODE_KV && policy.ttft_target_seconds > 0;
+  const bool replan = policy.replan && sends_cache && policy.ttft_target_seconds > 0;
 
   const bool selects = policy.selector != select::Policy::kFull;
-  if (policy.mode == kvstream::v1::MODE_KV || (policy.mode == kvstream::v1::MODE_SCOUT && selects)) {
+  if (sends_cache || (policy.mode == kvstream::v1::MODE_SCOUT && selects)) {
     // The slot bounds the scout's forward passes; it is given back after encode, before
     // the transfer waits on the network.
     ASSIGN_OR_RETURN(base::AdmissionGate::Slot slot, Admit(context, stages));
@@ -317,7 +333,7 @@ absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1
     stages.set_select(Seconds(t, Clock::now()));
     metrics_->Stage("select", stages.select());
 
-    if (policy.mode == kvstream::v1::MODE_KV) {
+    if (sends_cache) {
       RETURN_IF_ERROR(CheckAlive(context, "encode"));
       t = Clock::now();
       if (selects) {
@@ -333,6 +349,7 @@ absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1
       stages.set_encode(Seconds(t, Clock::now()));
       metrics_->Stage("encode", stages.encode());
       open.set_model_fingerprint(scout_->fingerprint());
+      if (policy.mode == kvstream::v1::MODE_PROJECTED) open.set_model_name(policy.cloud_model);
       open.mutable_dims()->set_num_layers(sc.num_layers);
       open.mutable_dims()->set_num_kv_heads(sc.num_kv_heads);
       open.mutable_dims()->set_head_dim(sc.head_dim);
@@ -519,6 +536,7 @@ absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1
   metrics_->Stage("transfer", stages.transfer());
   stages.set_cloud_queue(cloud_stats.queue_seconds());
   stages.set_rebuild(cloud_stats.rebuild_seconds());
+  stages.set_project(cloud_stats.projection_seconds());
   stages.set_first_token(cloud_stats.first_token_seconds());
   stages.set_decode(cloud_stats.decode_seconds());
   if (cloud_stats.prefill_seconds() > 0) stages.set_prefill(stages.prefill() + cloud_stats.prefill_seconds());

@@ -80,6 +80,8 @@ class EdgeService final : public kvstream::v1::EdgeService::Service {
   // while a cloud runs; a failed fetch is retried on the next request). No lock is held
   // across the call, so a hung cloud does not serialise requests behind it.
   absl::StatusOr<kvstream::v1::GetInfoResponse> CloudInfo();
+  // FAILED_PRECONDITION unless the cloud maps this edge's scout into `cloud_model`.
+  absl::Status CheckProjection(const kvstream::v1::GetInfoResponse& info, const std::string& cloud_model) const;
 
   std::unique_ptr<model::Model> scout_;
   std::unique_ptr<model::Tokenizer> tokenizer_;

@@ -12,7 +12,9 @@ absl::StatusOr<Mode> ParseMode(absl::string_view name) {
   if (name == "scout") return kvstream::v1::MODE_SCOUT;
   if (name == "text") return kvstream::v1::MODE_TEXT;
   if (name == "adaptive") return kvstream::v1::MODE_ADAPTIVE;
-  return absl::InvalidArgumentError(absl::StrCat("mode: expected kv, scout, text or adaptive; found '", name, "'"));
+  if (name == "projected") return kvstream::v1::MODE_PROJECTED;
+  return absl::InvalidArgumentError(
+      absl::StrCat("mode: expected kv, projected, scout, text or adaptive; found '", name, "'"));
 }
 
 const char* ModeName(Mode mode) {
@@ -21,6 +23,7 @@ const char* ModeName(Mode mode) {
     case kvstream::v1::MODE_SCOUT: return "scout";
     case kvstream::v1::MODE_TEXT: return "text";
     case kvstream::v1::MODE_ADAPTIVE: return "adaptive";
+    case kvstream::v1::MODE_PROJECTED: return "projected";
     default: return "unspecified";
   }
 }

@@ -14,7 +14,7 @@
 namespace kvstream::edge {
 
 struct ResolvedPolicy {
-  kvstream::v1::Mode mode = kvstream::v1::MODE_KV;  // KV, SCOUT or TEXT
+  kvstream::v1::Mode mode = kvstream::v1::MODE_KV;  // KV, PROJECTED, SCOUT or TEXT
   select::Policy selector = select::Policy::kFull;
   double retention = 1.0;
   std::string spec = "raw";  // kv: the plan string as given
@@ -23,7 +23,7 @@ struct ResolvedPolicy {
   double temperature = 0;
   double top_p = 1;
   uint64_t seed = 0;
-  std::string cloud_model;  // scout / text: the cloud model that answers
+  std::string cloud_model;  // projected / scout / text: the cloud model that answers
   double ttft_target_seconds = 0;
   // Set by the adaptive controller: re-plan the remaining layers mid-stream against the
   // target, from the cloud time and the bandwidth the choice assumed.
@@ -39,7 +39,7 @@ absl::StatusOr<ResolvedPolicy> ResolvePolicy(const kvstream::v1::Policy& request
                                              const kvstream::v1::Policy& defaults, int num_layers);
 
 
-// Parses "kv", "scout", "text" or "adaptive" (flag values).
+// Parses "kv", "projected", "scout", "text" or "adaptive" (flag values).
 absl::StatusOr<kvstream::v1::Mode> ParseMode(absl::string_view name);
 const char* ModeName(kvstream::v1::Mode mode);
 

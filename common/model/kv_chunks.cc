@@ -96,14 +96,26 @@ CacheAssembler::CacheAssembler(const Model& model, std::string session_id, std::
                                int next_position)
     : positions_(std::move(positions)) {
   const ModelConfig& c = model.config();
-  limits_.session_id = std::move(session_id);
-  limits_.num_layers = c.num_layers;
-  limits_.kv_heads = c.num_kv_heads;
-  limits_.head_dim = c.head_dim;
-  limits_.max_position = next_position;
+  Init(c.num_layers, c.num_kv_heads, c.head_dim, std::move(session_id), next_position);
   cache_ = model.NewCache(positions_, next_position);
-  written_.assign(c.num_layers, std::vector<bool>(positions_.size(), false));
-  total_ = static_cast<uint64_t>(c.num_layers) * positions_.size();
+}
+
+CacheAssembler::CacheAssembler(int num_layers, int kv_heads, int head_dim, std::string session_id,
+                               std::vector<int32_t> positions, int next_position)
+    : positions_(std::move(positions)) {
+  Init(num_layers, kv_heads, head_dim, std::move(session_id), next_position);
+  cache_ = KvCache::Create(num_layers, kv_heads, head_dim, positions_, next_position);
+}
+
+void CacheAssembler::Init(int num_layers, int kv_heads, int head_dim, std::string session_id,
+                          int next_position) {
+  limits_.session_id = std::move(session_id);
+  limits_.num_layers = num_layers;
+  limits_.kv_heads = kv_heads;
+  limits_.head_dim = head_dim;
+  limits_.max_position = next_position;
+  written_.assign(num_layers, std::vector<bool>(positions_.size(), false));
+  total_ = static_cast<uint64_t>(num_layers) * positions_.size();
 }
 
 absl::Status CacheAssembler::Add(const kvstream::v1::KvChunk& chunk) {

@@ -49,6 +49,9 @@ class CacheAssembler {
   // `positions`: the original position of every slot the sender will fill.
   CacheAssembler(const Model& model, std::string session_id, std::vector<int32_t> positions,
                  int next_position);
+  // The same for a cache of the given shape that no local model has (KvCache::Create).
+  CacheAssembler(int num_layers, int kv_heads, int head_dim, std::string session_id,
+                 std::vector<int32_t> positions, int next_position);
   // Validates (header, CRC, sizes, positions) and writes the chunk into the cache.
   // A chunk whose positions disagree with the expected ones, or that covers cells
   // already written, is INVALID_ARGUMENT; a CRC mismatch is DATA_LOSS.
@@ -59,6 +62,8 @@ class CacheAssembler {
   absl::StatusOr<std::unique_ptr<KvCache>> Finish();
 
  private:
+  void Init(int num_layers, int kv_heads, int head_dim, std::string session_id, int next_position);
+
   codec::ChunkLimits limits_;
   std::vector<int32_t> positions_;
   std::unique_ptr<KvCache> cache_;

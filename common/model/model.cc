@@ -83,6 +83,23 @@ struct KvCache::Impl {
 };
 
 KvCache::KvCache(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+std::unique_ptr<KvCache> KvCache::Create(int num_layers, int kv_heads, int head_dim,
+                                         const std::vector<int32_t>& positions, int next_position) {
+  auto c = std::make_unique<Impl>();
+  c->num_layers = num_layers;
+  c->kv_heads = kv_heads;
+  c->head_dim = head_dim;
+  c->opt = torch::TensorOptions().dtype(torch::kFloat32);
+  c->k.resize(num_layers);
+  c->v.resize(num_layers);
+  torch::NoGradGuard no_grad;
+  c->Reserve(static_cast<int>(positions.size()));
+  c->size = static_cast<int>(positions.size());
+  c->positions = positions;
+  c->next_position = next_position;
+  return std::unique_ptr<KvCache>(new KvCache(std::move(c)));
+}
 KvCache::~KvCache() = default;
 int KvCache::num_layers() const { return impl_->num_layers; }
 int KvCache::kv_heads() const { return impl_->kv_heads; }

@@ -31,6 +31,11 @@ class Model;
 
 class KvCache {
  public:
+  // An empty-valued float32 CPU cache of `positions.size()` slots, to be filled by
+  // WriteLayer: for a receiver that holds no model of this shape (projected mode
+  // rebuilds the sender's cache before mapping it into its own model's).
+  static std::unique_ptr<KvCache> Create(int num_layers, int kv_heads, int head_dim,
+                                         const std::vector<int32_t>& positions, int next_position);
   ~KvCache();
   KvCache(const KvCache&) = delete;
   KvCache& operator=(const KvCache&) = delete;

@@ -17,12 +17,12 @@
 ABSL_FLAG(std::string, edge, "127.0.0.1:50051", "Address of the kvstream-edge daemon");
 ABSL_FLAG(std::string, context, "", "File holding the context (\"-\": stdin)");
 ABSL_FLAG(std::string, question, "", "The question about the context");
-ABSL_FLAG(std::string, mode, "", "kv, scout, text or adaptive (empty: the edge's default)");
+ABSL_FLAG(std::string, mode, "", "kv, projected, scout, text or adaptive (empty: the edge's default)");
 ABSL_FLAG(std::string, selector, "", "full, q2c, snapkv, h2o or random (empty: the edge's default)");
 ABSL_FLAG(double, retention, 0, "Share of context tokens to keep, (0, 1] (0: the edge's default)");
 ABSL_FLAG(std::string, spec, "", "kv plan string, e.g. \"int4,L0=f16,zstd=3\" (empty: the edge's default)");
 ABSL_FLAG(uint32_t, max_tokens, 0, "Answer length cap (0: the edge's default)");
-ABSL_FLAG(std::string, cloud_model, "", "Cloud model for scout and text modes (empty: the edge's default)");
+ABSL_FLAG(std::string, cloud_model, "", "Cloud model for projected, scout and text modes (empty: the edge's default)");
 ABSL_FLAG(double, timeout, 60, "Deadline of the call in seconds (0: none)");
 ABSL_FLAG(bool, stats_json, false, "Print the stats as JSON instead of text");
 
@@ -108,9 +108,9 @@ int RunAsk() {
   std::printf(
       "stages (s): edge_queue %.4f tokenize %.4f prefill %.4f select %.4f encode %.4f transfer "
       "%.4f "
-      "cloud_queue %.4f rebuild %.4f first_token %.4f decode %.4f\n",
+      "cloud_queue %.4f rebuild %.4f project %.4f first_token %.4f decode %.4f\n",
       st.edge_queue(), st.tokenize(), st.prefill(), st.select(), st.encode(), st.transfer(),
-      st.cloud_queue(), st.rebuild(), st.first_token(), st.decode());
+      st.cloud_queue(), st.rebuild(), st.project(), st.first_token(), st.decode());
   std::printf("ttft %.4f s (edge), %.4f s (this client); %u tokens, stop: %s\n", s.ttft_seconds(),
               r->client_ttft_seconds, s.tokens_generated(), s.stop_reason().c_str());
   return 0;

@@ -22,6 +22,7 @@ ABSL_DECLARE_FLAG(int, threads);
 ABSL_DECLARE_FLAG(int, records);
 ABSL_DECLARE_FLAG(int, target_tokens);
 ABSL_DECLARE_FLAG(bool, single_token_names);
+ABSL_DECLARE_FLAG(std::string, projection);
 ABSL_DECLARE_FLAG(std::string, tls_ca);
 ABSL_DECLARE_FLAG(std::string, tls_cert);
 ABSL_DECLARE_FLAG(std::string, tls_key);
@@ -58,5 +59,6 @@ int RunAsk();
 int RunDemo();
 int RunHealth();
 int RunProfile();
+int RunFitProjection();
 
 }  // namespace kvstream::cli

@@ -23,13 +23,16 @@
 #include "common/model/generate.h"
 #include "common/model/kv_chunks.h"
 #include "common/model/model.h"
+#include "common/model/projection.h"
 #include "common/model/tokenizer.h"
 #include "tools/kvstream/commands.h"
 
 ABSL_FLAG(std::string, model, "testdata/models/large", "Model directory that answers");
 ABSL_FLAG(std::string, scout, "", "Scout model directory for scout mode (its selection, --model's prefill)");
 ABSL_FLAG(std::string, tasks, "", "SQuAD-format JSON to evaluate; empty: generate --kind tasks");
-ABSL_FLAG(std::string, modes, "kv", "Modes, comma separated: kv, scout (needs --scout), text");
+ABSL_FLAG(std::string, modes, "kv",
+          "Modes, comma separated: kv (--model's own cache), scout (needs --scout), projected (the scout's cache "
+          "mapped into --model by --projection), text");
 ABSL_FLAG(std::string, specs, "raw", "Plans to evaluate, separated by ';' (e.g. \"raw;int8;int4,L0=f16\")");
 ABSL_FLAG(std::string, selectors, "full", "Selectors, comma separated: full, q2c, snapkv, h2o, random");
 ABSL_FLAG(std::string, retentions, "1", "Context retentions for the selectors, comma separated");
@@ -46,23 +49,27 @@ namespace kvstream::cli {
 namespace {
 
 struct Variant {
-  std::string mode;  // kv | scout | text
+  std::string mode;  // kv | scout | projected | text
   std::string selector;
   double retention;
   std::string spec;
   codec::Plan plan;  // parsed `spec` (kv mode)
   select::Policy policy = select::Policy::kFull;
   double em = 0, f1 = 0, wire = 0, bytes16 = 0, kept = 0, context = 0;
+  double cloud_seconds = 0;  // the answering side's work before decoding: prefill, rebuild, projection
   int n = 0;
 };
 
 std::string Csv(const std::vector<Variant>& vs, double base_f1) {
-  std::string out = "mode,selector,retention,spec,n,exact_match,f1,share_of_full_f1,wire_bytes,bandwidth_share,kept_context_tokens,context_tokens\n";
+  std::string out =
+      "mode,selector,retention,spec,n,exact_match,f1,share_of_full_f1,wire_bytes,bandwidth_share,kept_context_tokens,"
+      "context_tokens,cloud_ms\n";
   for (const Variant& v : vs) {
     if (v.n == 0) continue;
-    absl::StrAppendFormat(&out, "%s,%s,%.2f,\"%s\",%d,%.4f,%.4f,%.4f,%.0f,%.5f,%.1f,%.1f\n", v.mode, v.selector,
+    absl::StrAppendFormat(&out, "%s,%s,%.2f,\"%s\",%d,%.4f,%.4f,%.4f,%.0f,%.5f,%.1f,%.1f,%.3f\n", v.mode, v.selector,
                           v.retention, v.spec, v.n, v.em / v.n, v.f1 / v.n, base_f1 > 0 ? (v.f1 / v.n) / base_f1 : 0.0,
-                          v.wire / v.n, v.bytes16 > 0 ? v.wire / v.bytes16 : 0.0, v.kept / v.n, v.context / v.n);
+                          v.wire / v.n, v.bytes16 > 0 ? v.wire / v.bytes16 : 0.0, v.kept / v.n, v.context / v.n,
+                          1e3 * v.cloud_seconds / v.n);
   }
   return out;
 }
@@ -113,13 +120,24 @@ absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
   }
   std::set<std::string> modes;
   for (absl::string_view m : absl::StrSplit(sweep.modes, ',', absl::SkipEmpty())) {
-    if (m != "kv" && m != "scout" && m != "text") {
-      return absl::InvalidArgumentError(absl::StrCat("--modes: expected kv, scout or text; found '", m, "'"));
+    if (m != "kv" && m != "scout" && m != "projected" && m != "text") {
+      return absl::InvalidArgumentError(absl::StrCat("--modes: expected kv, scout, projected or text; found '", m, "'"));
     }
     modes.emplace(m);
   }
-  if (modes.count("scout") && scout == nullptr) {
-    return absl::InvalidArgumentError("--modes=scout needs --scout=DIR (the model that selects)");
+  if ((modes.count("scout") || modes.count("projected")) && scout == nullptr) {
+    return absl::InvalidArgumentError("--modes=scout and projected need --scout=DIR (the model that selects)");
+  }
+  std::unique_ptr<model::Projection> projection;
+  if (modes.count("projected")) {
+    if (absl::GetFlag(FLAGS_projection).empty()) {
+      return absl::InvalidArgumentError("--modes=projected needs --projection=FILE (kvstream fit-projection)");
+    }
+    ASSIGN_OR_RETURN(projection, model::Projection::Load(absl::GetFlag(FLAGS_projection)));
+    RETURN_IF_ERROR(projection->CheckTarget(*answerer));
+    const model::ModelConfig& sc = scout->config();
+    RETURN_IF_ERROR(projection->CheckSource(scout->fingerprint(), sc.num_layers, sc.num_kv_heads, sc.head_dim));
+    for (const codec::Plan& p : plans) RETURN_IF_ERROR(p.Validate(sc.num_layers));
   }
   std::vector<Variant> variants;
   if (modes.count("text")) variants.push_back({"text", "full", 1.0, "-", {}, select::Policy::kFull});
@@ -131,6 +149,11 @@ absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
         }
       }
       if (modes.count("scout")) variants.push_back({"scout", std::string(select::PolicyName(p)), r, "-", {}, p});
+      if (modes.count("projected")) {
+        for (size_t i = 0; i < specs.size(); ++i) {
+          variants.push_back({"projected", std::string(select::PolicyName(p)), r, specs[i], plans[i], p});
+        }
+      }
     }
   }
   if (variants.empty()) return absl::InvalidArgumentError("nothing to evaluate: no mode/selector/spec given");
@@ -164,7 +187,8 @@ absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
       so.policy = v.policy;
       so.retention = v.retention;
       so.seed = e;
-      const select::AttentionStats& stats = v.mode == "scout" ? scout_pre.stats : full.stats;
+      const bool scout_selects = v.mode == "scout" || v.mode == "projected";
+      const select::AttentionStats& stats = scout_selects ? scout_pre.stats : full.stats;
       ASSIGN_OR_RETURN(select::Selection sel, select::Select(stats, spans, so));
       // Generates from `cache` (feeding the prompt's last token) and decodes the answer.
       auto answer_from = [&](model::KvCache& cache) -> absl::StatusOr<std::string> {
@@ -173,18 +197,37 @@ absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
       };
       std::string answer;
       double wire = 0;
+      const auto t0 = std::chrono::steady_clock::now();
+      auto cloud_time = [&] { v.cloud_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
       if (v.mode == "text") {
         // The answering model prefills everything it is sent: the token ids.
         ASSIGN_OR_RETURN(model::PrefillResult pre, answerer->Prefill(head));
+        cloud_time();
         ASSIGN_OR_RETURN(answer, answer_from(*pre.cache));
         wire = 4.0 * prompt.tokens.size();
+      } else if (v.mode == "projected") {
+        // The scout's selected cache on the wire, rebuilt in the scout's shape, then
+        // mapped into the answering model's cache.
+        ASSIGN_OR_RETURN(auto kept, scout_pre.cache->Copy(sel.kept));
+        model::EncodeStats es;
+        ASSIGN_OR_RETURN(auto chunks, model::EncodeCache(*kept, v.plan, "eval", {}, 0, &es));
+        const auto tc = std::chrono::steady_clock::now();
+        model::CacheAssembler assembler(*scout, "eval", kept->positions(), kept->next_position());
+        for (const auto& c : chunks) RETURN_IF_ERROR(assembler.Add(c));
+        ASSIGN_OR_RETURN(auto rebuilt, assembler.Finish());
+        ASSIGN_OR_RETURN(auto mapped, projection->Apply(*rebuilt, *answerer));
+        v.cloud_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - tc).count();
+        ASSIGN_OR_RETURN(answer, answer_from(*mapped));
+        wire = static_cast<double>(es.message_bytes);
       } else if (v.mode == "kv") {
         ASSIGN_OR_RETURN(auto kept, full.cache->Copy(sel.kept));
         model::EncodeStats es;
         ASSIGN_OR_RETURN(auto chunks, model::EncodeCache(*kept, v.plan, "eval", {}, 0, &es));
+        const auto tc = std::chrono::steady_clock::now();
         model::CacheAssembler assembler(*answerer, "eval", kept->positions(), kept->next_position());
         for (const auto& c : chunks) RETURN_IF_ERROR(assembler.Add(c));
         ASSIGN_OR_RETURN(auto rebuilt, assembler.Finish());
+        v.cloud_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - tc).count();
         ASSIGN_OR_RETURN(answer, answer_from(*rebuilt));
         wire = static_cast<double>(es.message_bytes);
       } else {
@@ -192,6 +235,7 @@ absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
         keep.keep_mask.assign(head.size(), 0);
         for (int32_t p : sel.kept) keep.keep_mask[p] = 1;
         ASSIGN_OR_RETURN(model::PrefillResult pre, answerer->Prefill(head, keep));
+        cloud_time();
         ASSIGN_OR_RETURN(answer, answer_from(*pre.cache));
         wire = 4.0 * prompt.tokens.size() + codec::EncodePositions(sel.kept).size();  // ids + positions
       }
@@ -216,15 +260,18 @@ absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
   std::printf("model %s (%s), %zu %s examples; share of F1 relative to the first row\n",
               absl::GetFlag(FLAGS_model).c_str(), answerer->fingerprint().c_str(), examples.size(),
               examples.empty() ? "" : examples[0].kind.c_str());
-  std::printf("%-6s %-7s %5s %-28s %6s %6s %8s %10s\n", "mode", "select", "keep", "spec", "EM", "F1", "F1 share", "bandwidth");
+  std::printf("%-9s %-7s %5s %-28s %6s %6s %8s %10s %8s\n", "mode", "select", "keep", "spec", "EM", "F1", "F1 share",
+              "bandwidth", "cloud ms");
   nlohmann::json rows = nlohmann::json::array();
   for (const Variant& v : variants) {
     const double f1 = v.f1 / v.n;
-    std::printf("%-6s %-7s %5.2f %-28s %6.3f %6.3f %8.3f %10.4f\n", v.mode.c_str(), v.selector.c_str(), v.retention,
-                v.spec.c_str(), v.em / v.n, f1, base_f1 > 0 ? f1 / base_f1 : 0.0, v.wire / v.bytes16);
+    std::printf("%-9s %-7s %5.2f %-28s %6.3f %6.3f %8.3f %10.4f %8.2f\n", v.mode.c_str(), v.selector.c_str(),
+                v.retention, v.spec.c_str(), v.em / v.n, f1, base_f1 > 0 ? f1 / base_f1 : 0.0, v.wire / v.bytes16,
+                1e3 * v.cloud_seconds / v.n);
     rows.push_back({{"mode", v.mode}, {"selector", v.selector}, {"retention", v.retention}, {"spec", v.spec},
                     {"n", v.n}, {"exact_match", v.em / v.n}, {"f1", f1},
-                    {"bandwidth_share", v.wire / v.bytes16}, {"context_tokens", v.context / v.n}});
+                    {"bandwidth_share", v.wire / v.bytes16}, {"context_tokens", v.context / v.n},
+                    {"cloud_ms", 1e3 * v.cloud_seconds / v.n}});
   }
   if (!absl::GetFlag(FLAGS_json).empty()) std::ofstream(absl::GetFlag(FLAGS_json)) << rows.dump(1) << "\n";
   return variants;

@@ -32,6 +32,8 @@ const Command kCommands[] = {
     {"profile", "per-layer diagnostic: one layer quantized / one layer protected at a time; recommends a plan",
      kvstream::cli::RunProfile},
     {"health", "asks a daemon's gRPC health service; exit 0 when SERVING", kvstream::cli::RunHealth},
+    {"fit-projection", "fits the maps from a scout's KV cache to a large model's (projected mode)",
+     kvstream::cli::RunFitProjection},
 };
 
 void PrintCommands(FILE* out) {

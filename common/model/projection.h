@@ -1,0 +1,136 @@
+// Cross-model KV projection: maps a source model's cache (the edge's scout) into a
+// target model's cache (the cloud's large model), so the target answers from the
+// source's prefill without prefilling the prompt itself.
+//
+// Per target layer t, the inputs are the source layers layer_map[t], every kv head of
+// each, concatenated per slot; the output is every kv head of target layer t:
+//   x_k [d_in]  = concat_{l in layer_map[t], h} unrope_s(K_s[l][h, slot])   (d_in = |map| * kvh_s * hd_s)
+//   K_t[t][:, slot] = rope_t(reshape([x_k, 1] W_k[t]))                      (W_k [d_in + 1, kvh_t * hd_t])
+//   V_t[t][:, slot] = reshape([x_v, 1] W_v[t])                              (no RoPE on values)
+// Keys are compared before RoPE: a source key is un-rotated with the source's RoPE at
+// the slot's original position, mapped, and rotated with the target's RoPE at the same
+// position, so a selected (compacted) cache maps slot by slot. Both models must share a
+// tokenizer: a position has to mean the same text on both sides.
+//
+// Layer map ("bracket", the default): target layer t takes the one or two source layers
+// around its relative depth t (Ls - 1) / (Lt - 1), since layers at the same relative
+// depth carry the most alike representations; equal depths map layer to layer. "all"
+// feeds every source layer to every target layer (larger maps, better fits when the
+// depths do not line up).
+//
+// Fitting is closed-form ridge regression in float64 over calibration prompts, from
+// accumulated moments (X^T X, X^T Y, Y^T Y): memory is O(d^2) per layer whatever the
+// number of prompts. The ridge strength is chosen per layer and per K / V on held-out
+// prompts, from a grid relative to the mean input variance; held-out R^2 and linear CKA
+// are reported per layer.
+//
+// File: safetensors (F32) with "layers.{t}.k" and "layers.{t}.v" [d_in + 1, d_out] (the
+// last row is the bias), and __metadata__["kvstream_projection"] holding the JSON header:
+//   {"format": 1, "source": MODEL, "target": MODEL, "layer_map": [[l, ...], ...],
+//    "layers": [{"ridge_k", "ridge_v", "r2_k", "r2_v", "cka_k", "cka_v"}, ...],
+//    "calibration": {"prompts", "held_out", "positions", "description"}}
+//   MODEL = {"fingerprint", "num_layers", "num_kv_heads", "head_dim", "rope_theta"}
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "common/model/model.h"
+
+namespace kvstream::model {
+
+struct ProjectionModel {
+  std::string fingerprint;
+  int num_layers = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;
+  double rope_theta = 0;
+};
+
+struct ProjectionLayer {
+  std::vector<int> source_layers;
+  double ridge_k = 0, ridge_v = 0;  // absolute strengths used
+  double r2_k = 0, r2_v = 0;        // held-out R^2 of the fitted map
+  double cka_k = 0, cka_v = 0;      // held-out linear CKA between inputs and targets
+};
+
+struct ProjectionHeader {
+  ProjectionModel source, target;
+  std::vector<ProjectionLayer> layers;  // one per target layer
+  int calibration_prompts = 0;
+  int held_out_prompts = 0;
+  int64_t calibration_positions = 0;
+  std::string calibration;  // what the prompts were
+};
+
+class Projection {
+ public:
+  // Reads and checks a projection file: header fields and types, one map per target
+  // layer, every tensor's shape against the header's dims, every entry finite.
+  // INVALID_ARGUMENT (or NOT_FOUND for a missing file) naming what is wrong.
+  static absl::StatusOr<std::unique_ptr<Projection>> Load(const std::string& path);
+  ~Projection();
+
+  const ProjectionHeader& header() const { return header_; }
+  const std::string& path() const { return path_; }
+  // FAILED_PRECONDITION naming the field when `target` is not the model the maps were
+  // fitted for (fingerprint, layers, kv heads, head dim, RoPE base).
+  absl::Status CheckTarget(const Model& target) const;
+  // FAILED_PRECONDITION when a sender's cache is not the source's shape.
+  absl::Status CheckSource(const std::string& fingerprint, int num_layers, int kv_heads,
+                           int head_dim) const;
+  // The target model's cache for the same slots, positions and next position.
+  absl::StatusOr<std::unique_ptr<KvCache>> Apply(const KvCache& source, const Model& target) const;
+  absl::Status Save(const std::string& path) const;
+
+ private:
+  friend class ProjectionFitter;
+  struct Maps;
+  Projection();
+  ProjectionHeader header_;
+  std::string path_;
+  std::unique_ptr<Maps> maps_;
+};
+
+struct FitOptions {
+  std::string layer_map = "bracket";  // "bracket" or "all"
+  // Ridge strengths tried, times the mean diagonal of the inputs' second moment.
+  std::vector<double> ridge_grid = {1e-8, 1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1};
+  std::string calibration;  // recorded in the header
+};
+
+// The source layers feeding each target layer under `kind` ("bracket" or "all").
+absl::StatusOr<std::vector<std::vector<int>>> ProjectionLayerMap(const std::string& kind,
+                                                                  int source_layers,
+                                                                  int target_layers);
+
+// INVALID_ARGUMENT unless both model directories hold byte-identical tokenizer.json.
+absl::Status CheckSameTokenizer(const std::string& source_dir, const std::string& target_dir);
+
+class ProjectionFitter {
+ public:
+  static absl::StatusOr<std::unique_ptr<ProjectionFitter>> Create(Model& source, Model& target,
+                                                                  const FitOptions& options);
+  ~ProjectionFitter();
+  // Prefills `tokens` on both models and adds every position to the training moments,
+  // or to the held-out ones used to choose the ridge strength and report the fit.
+  absl::Status AddPrompt(absl::Span<const int32_t> tokens, bool held_out);
+  // Solves every layer's maps; needs at least one training and one held-out prompt.
+  absl::StatusOr<std::unique_ptr<Projection>> Fit();
+
+ private:
+  struct Moments;
+  ProjectionFitter() = default;
+  Model* source_ = nullptr;
+  Model* target_ = nullptr;
+  FitOptions options_;
+  std::vector<std::vector<int>> layer_map_;
+  std::vector<std::unique_ptr<Moments>> train_, held_;  // [target layer]
+  int prompts_ = 0, held_prompts_ = 0;
+  int64_t positions_ = 0;
+};
+
+}  // namespace kvstream::model

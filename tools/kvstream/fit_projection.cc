@@ -1,0 +1,139 @@
+// kvstream fit-projection: fits the per-layer linear maps that carry a source model's
+// KV cache (the edge's scout) into a target model's (the cloud's large model), over
+// calibration prompts built the way the edge builds requests (ChatML QA prompts over
+// generated tasks, plus optional plain text), and writes the projection file the cloud
+// serves with --projection. Prints held-out R^2 and linear CKA per layer for K and V.
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "common/base/status.h"
+#include "common/model/chat.h"
+#include "common/model/model.h"
+#include "common/model/projection.h"
+#include "tools/kvstream/commands.h"
+
+ABSL_FLAG(std::string, from, "testdata/models/scout", "fit-projection: source model directory (the edge's scout)");
+ABSL_FLAG(std::string, to, "testdata/models/large", "fit-projection: target model directory (answers in the cloud)");
+ABSL_FLAG(std::string, layer_map, "bracket",
+          "fit-projection: source layers per target layer: bracket (the one or two at the same relative depth) "
+          "or all");
+ABSL_FLAG(std::string, calibration, "single:8,single:40,single:72,needle:256,needle:512,needle:1024,multi:20",
+          "fit-projection: calibration prompt sets, KIND:SIZE comma separated (single/multi: records, needle: "
+          "tokens)");
+ABSL_FLAG(int, calibration_n, 12, "fit-projection: prompts per calibration set");
+ABSL_FLAG(std::string, calibration_text, "",
+          "fit-projection: plain-text file whose 512-token windows are added as contexts (empty: none)");
+ABSL_FLAG(int, held_out_every, 4, "fit-projection: every Nth prompt is held out (ridge choice and reported fit)");
+
+namespace kvstream::cli {
+namespace {
+
+struct CalibrationSet {
+  std::string kind;
+  int size = 0;
+};
+
+absl::StatusOr<std::vector<CalibrationSet>> ParseCalibration(const std::string& text) {
+  std::vector<CalibrationSet> sets;
+  for (absl::string_view item : absl::StrSplit(text, ',', absl::SkipEmpty())) {
+    const std::vector<std::string> parts = absl::StrSplit(item, ':');
+    CalibrationSet s;
+    if (parts.size() != 2 || !absl::SimpleAtoi(parts[1], &s.size) || s.size < 1 ||
+        (parts[0] != "single" && parts[0] != "multi" && parts[0] != "needle")) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--calibration: expected KIND:SIZE with KIND single, multi or needle, found '", item, "'"));
+    }
+    s.kind = parts[0];
+    sets.push_back(s);
+  }
+  if (sets.empty()) return absl::InvalidArgumentError("--calibration is empty");
+  return sets;
+}
+
+// The calibration prompts' token ids (without the last token, as the cache holds).
+absl::StatusOr<std::vector<std::vector<int32_t>>> CalibrationPrompts(const model::Tokenizer& tok) {
+  ASSIGN_OR_RETURN(const std::vector<CalibrationSet> sets, ParseCalibration(absl::GetFlag(FLAGS_calibration)));
+  ASSIGN_OR_RETURN(auto words, eval::LoadWords(absl::GetFlag(FLAGS_words)));
+  eval::TaskGenerator gen(words, [&tok](const std::string& t) { return static_cast<int>(tok.Encode(t, false)->size()); });
+  gen.set_single_token_names(absl::GetFlag(FLAGS_single_token_names));
+  model::ChatOptions chat{"Answer with the value from the context."};
+  std::vector<std::vector<int32_t>> prompts;
+  auto add = [&](const std::string& context, const std::string& question) -> absl::Status {
+    ASSIGN_OR_RETURN(model::ChatPrompt p, model::BuildQaPrompt(tok, context, question, chat));
+    p.tokens.pop_back();
+    prompts.push_back(std::move(p.tokens));
+    return absl::OkStatus();
+  };
+  uint64_t seed = 90001;  // apart from evaluation (task_seed) and training seeds
+  for (const CalibrationSet& s : sets) {
+    eval::TaskOptions o;
+    o.kind = s.kind;
+    o.num_examples = absl::GetFlag(FLAGS_calibration_n);
+    o.num_records = s.size;
+    o.target_tokens = s.size;
+    o.seed = seed++;
+    for (const eval::Example& ex : gen.Generate(o)) RETURN_IF_ERROR(add(ex.context, ex.question));
+  }
+  if (!absl::GetFlag(FLAGS_calibration_text).empty()) {
+    std::ifstream in(absl::GetFlag(FLAGS_calibration_text));
+    if (!in) return absl::NotFoundError(absl::StrCat("--calibration_text: cannot read ", absl::GetFlag(FLAGS_calibration_text)));
+    std::stringstream ss;
+    ss << in.rdbuf();
+    ASSIGN_OR_RETURN(const std::vector<int32_t> ids, tok.Encode(ss.str(), false));
+    for (size_t b = 0; b + 64 <= ids.size(); b += 512) {
+      const std::vector<int32_t> window(ids.begin() + b, ids.begin() + std::min(ids.size(), b + 512));
+      ASSIGN_OR_RETURN(const std::string context, tok.Decode(window));
+      RETURN_IF_ERROR(add(context, "What is this text about?"));
+    }
+  }
+  return prompts;
+}
+
+absl::Status FitProjection() {
+  if (absl::GetFlag(FLAGS_projection).empty()) return absl::InvalidArgumentError("--projection is required (the file to write)");
+  if (absl::GetFlag(FLAGS_held_out_every) < 2) return absl::InvalidArgumentError("--held_out_every must be >= 2");
+  const std::string from = absl::GetFlag(FLAGS_from), to = absl::GetFlag(FLAGS_to);
+  RETURN_IF_ERROR(model::CheckSameTokenizer(from, to));
+  model::RuntimeOptions runtime;
+  runtime.threads = absl::GetFlag(FLAGS_threads);
+  ASSIGN_OR_RETURN(auto source, model::Model::Load(from, runtime));
+  ASSIGN_OR_RETURN(auto target, model::Model::Load(to, runtime));
+  ASSIGN_OR_RETURN(auto tok, model::Tokenizer::Load(from + "/tokenizer.json"));
+  ASSIGN_OR_RETURN(const auto prompts, CalibrationPrompts(*tok));
+  model::FitOptions fo;
+  fo.layer_map = absl::GetFlag(FLAGS_layer_map);
+  fo.calibration = absl::StrCat(absl::GetFlag(FLAGS_calibration), " x ", absl::GetFlag(FLAGS_calibration_n),
+                                absl::GetFlag(FLAGS_calibration_text).empty() ? "" : " + plain text windows",
+                                ", every ", absl::GetFlag(FLAGS_held_out_every), "th held out");
+  ASSIGN_OR_RETURN(auto fitter, model::ProjectionFitter::Create(*source, *target, fo));
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    RETURN_IF_ERROR(fitter->AddPrompt(prompts[i], (i + 1) % absl::GetFlag(FLAGS_held_out_every) == 0));
+  }
+  ASSIGN_OR_RETURN(auto projection, fitter->Fit());
+  const model::ProjectionHeader& h = projection->header();
+  std::printf("%s -> %s: %d prompts (%d held out), %lld positions, layer map %s\n", h.source.fingerprint.c_str(),
+              h.target.fingerprint.c_str(), h.calibration_prompts + h.held_out_prompts, h.held_out_prompts,
+              static_cast<long long>(h.calibration_positions), fo.layer_map.c_str());
+  std::printf("%-6s %-10s %8s %8s %8s %8s %10s %10s\n", "layer", "sources", "R2(K)", "R2(V)", "CKA(K)", "CKA(V)",
+              "ridge K", "ridge V");
+  for (size_t t = 0; t < h.layers.size(); ++t) {
+    const model::ProjectionLayer& l = h.layers[t];
+    std::printf("%-6zu %-10s %8.4f %8.4f %8.4f %8.4f %10.2e %10.2e\n", t, absl::StrJoin(l.source_layers, "+").c_str(),
+                l.r2_k, l.r2_v, l.cka_k, l.cka_v, l.ridge_k, l.ridge_v);
+  }
+  RETURN_IF_ERROR(projection->Save(absl::GetFlag(FLAGS_projection)));
+  std::printf("wrote %s\n", absl::GetFlag(FLAGS_projection).c_str());
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int RunFitProjection() { return ExitCode("fit-projection", FitProjection()); }
+
+}  // namespace kvstream::cli
