@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/base/status.h"
+#include "common/model/kv_chunks.h"
 #include "common/model/safetensors.h"
 #include "common/model/transformer.h"
 
@@ -141,6 +142,10 @@ absl::Status ParseHeader(const std::string& text, ProjectionHeader& h) {
     return absl::InvalidArgumentError(absl::StrCat("header: expected layer_map and layers with one entry per target layer (",
                                                    h.target.num_layers, ")"));
   }
+  if (j.contains("joint_inputs")) {
+    if (!j["joint_inputs"].is_boolean()) return absl::InvalidArgumentError("header.joint_inputs: expected true or false");
+    h.joint_inputs = j["joint_inputs"].get<bool>();
+  }
   h.layers.resize(map.size());
   for (size_t t = 0; t < map.size(); ++t) {
     if (!map[t].is_array() || map[t].empty()) {
@@ -180,6 +185,7 @@ json HeaderJson(const ProjectionHeader& h) {
           {"source", ModelJson(h.source)},
           {"target", ModelJson(h.target)},
           {"layer_map", map},
+          {"joint_inputs", h.joint_inputs},
           {"layers", layers},
           {"calibration",
            {{"prompts", h.calibration_prompts},
@@ -189,7 +195,16 @@ json HeaderJson(const ProjectionHeader& h) {
 }
 
 int64_t InputDim(const ProjectionHeader& h, int t) {
-  return static_cast<int64_t>(h.layers[t].source_layers.size()) * h.source.num_kv_heads * h.source.head_dim;
+  return (h.joint_inputs ? 2 : 1) * static_cast<int64_t>(h.layers[t].source_layers.size()) * h.source.num_kv_heads *
+         h.source.head_dim;
+}
+
+// The inputs of one map: the source layers' own tensor (K for the key map, V for the value
+// map), or with joint inputs both, keys first.
+torch::Tensor MapInputs(bool joint, const std::vector<torch::Tensor>& own, const std::vector<torch::Tensor>& k,
+                        const std::vector<torch::Tensor>& v, const std::vector<int>& layers) {
+  if (!joint) return Features(own, layers);
+  return torch::cat({Features(k, layers), Features(v, layers)}, 1);
 }
 
 }  // namespace
@@ -288,8 +303,9 @@ absl::StatusOr<std::unique_ptr<KvCache>> Projection::Apply(const KvCache& source
     };
     for (int t = 0; t < tm.num_layers; ++t) {
       const std::vector<int>& from = header_.layers[t].source_layers;
-      const torch::Tensor kt = ApplyRope(map(maps_->k[t], Features(k, from)), cos, sin).contiguous();
-      const torch::Tensor vt = map(maps_->v[t], Features(v, from)).contiguous();
+      const bool joint = header_.joint_inputs;
+      const torch::Tensor kt = ApplyRope(map(maps_->k[t], MapInputs(joint, k, k, v, from)), cos, sin).contiguous();
+      const torch::Tensor vt = map(maps_->v[t], MapInputs(joint, v, k, v, from)).contiguous();
       RETURN_IF_ERROR(out->WriteLayer(t, 0, static_cast<int>(n), kt.data_ptr<float>(), vt.data_ptr<float>()));
     }
     return absl::OkStatus();
@@ -382,6 +398,11 @@ absl::StatusOr<std::unique_ptr<ProjectionFitter>> ProjectionFitter::Create(Model
   if (source.config().head_dim % 2 != 0 || target.config().head_dim % 2 != 0) {
     return absl::InvalidArgumentError("RoPE needs an even head_dim on both models");
   }
+  for (const std::string& spec : options.input_specs) {
+    ASSIGN_OR_RETURN(codec::Plan plan, codec::ParsePlan(spec));
+    RETURN_IF_ERROR(plan.Validate(source.config().num_layers));
+    f->input_plans_.push_back(plan);
+  }
   ASSIGN_OR_RETURN(f->layer_map_,
                    ProjectionLayerMap(options.layer_map, source.config().num_layers, target.config().num_layers));
   for (int t = 0; t < target.config().num_layers; ++t) {
@@ -393,19 +414,32 @@ absl::StatusOr<std::unique_ptr<ProjectionFitter>> ProjectionFitter::Create(Model
 
 ProjectionFitter::~ProjectionFitter() = default;
 
+absl::StatusOr<std::unique_ptr<KvCache>> ProjectionFitter::ThroughCodec(std::unique_ptr<KvCache> cache) {
+  const std::vector<codec::Plan>& plans = input_plans_;
+  if (plans.empty()) return cache;
+  const codec::Plan& plan = plans[(prompts_ + held_prompts_) % plans.size()];
+  if (plan.base.k.lossless() && plan.base.v.lossless() && plan.overrides.empty()) return cache;
+  ASSIGN_OR_RETURN(auto chunks, EncodeCache(*cache, plan, "fit", {}));
+  CacheAssembler assembler(*source_, "fit", cache->positions(), cache->next_position());
+  for (const auto& c : chunks) RETURN_IF_ERROR(assembler.Add(c));
+  return assembler.Finish();
+}
+
 absl::Status ProjectionFitter::AddPrompt(absl::Span<const int32_t> tokens, bool held_out) {
   ASSIGN_OR_RETURN(PrefillResult src, source_->Prefill(tokens));
   ASSIGN_OR_RETURN(PrefillResult tgt, target_->Prefill(tokens));
+  ASSIGN_OR_RETURN(std::unique_ptr<KvCache> sent, ThroughCodec(std::move(src.cache)));
   return Guard("projection fit", [&]() -> absl::Status {
     torch::NoGradGuard no_grad;
     std::vector<torch::Tensor> sk, sv, tk, tv;
-    RETURN_IF_ERROR(ExportUnroped(*src.cache, source_->config().rope_theta, sk, sv));
+    RETURN_IF_ERROR(ExportUnroped(*sent, source_->config().rope_theta, sk, sv));
     RETURN_IF_ERROR(ExportUnroped(*tgt.cache, target_->config().rope_theta, tk, tv));
     auto& moments = held_out ? held_ : train_;
     for (size_t t = 0; t < layer_map_.size(); ++t) {
       const std::vector<int> self = {static_cast<int>(t)};
-      moments[t]->k.Add(Features(sk, layer_map_[t]), Features(tk, self));
-      moments[t]->v.Add(Features(sv, layer_map_[t]), Features(tv, self));
+      const bool joint = options_.joint_inputs;
+      moments[t]->k.Add(MapInputs(joint, sk, sk, sv, layer_map_[t]), Features(tk, self));
+      moments[t]->v.Add(MapInputs(joint, sv, sk, sv, layer_map_[t]), Features(tv, self));
     }
     (held_out ? held_prompts_ : prompts_)++;
     positions_ += static_cast<int64_t>(tokens.size());
@@ -472,6 +506,7 @@ absl::StatusOr<std::unique_ptr<Projection>> ProjectionFitter::Fit() {
   h.held_out_prompts = held_prompts_;
   h.calibration_positions = positions_;
   h.calibration = options_.calibration;
+  h.joint_inputs = options_.joint_inputs;
   RETURN_IF_ERROR(Guard("projection solve", [&]() -> absl::Status {
     for (size_t t = 0; t < layer_map_.size(); ++t) {
       ProjectionLayer layer;

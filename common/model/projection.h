@@ -24,10 +24,11 @@
 // prompts, from a grid relative to the mean input variance; held-out R^2 and linear CKA
 // are reported per layer.
 //
-// File: safetensors (F32) with "layers.{t}.k" and "layers.{t}.v" [d_in + 1, d_out] (the
-// last row is the bias), and __metadata__["kvstream_projection"] holding the JSON header:
+// With joint inputs, both maps read the keys and the values of those layers (x = [x_k,
+// x_v]). File: safetensors (F32) with "layers.{t}.k" and "layers.{t}.v" [d_in + 1, d_out]
+// (the last row is the bias), and __metadata__["kvstream_projection"] holding the JSON header:
 //   {"format": 1, "source": MODEL, "target": MODEL, "layer_map": [[l, ...], ...],
-//    "layers": [{"ridge_k", "ridge_v", "r2_k", "r2_v", "cka_k", "cka_v"}, ...],
+//    "joint_inputs": false, "layers": [{"ridge_k", "ridge_v", "r2_k", "r2_v", "cka_k", "cka_v"}, ...],
 //    "calibration": {"prompts", "held_out", "positions", "description"}}
 //   MODEL = {"fingerprint", "num_layers", "num_kv_heads", "head_dim", "rope_theta"}
 #pragma once
@@ -38,6 +39,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "common/codec/spec.h"
 #include "common/model/model.h"
 
 namespace kvstream::model {
@@ -60,6 +62,7 @@ struct ProjectionLayer {
 struct ProjectionHeader {
   ProjectionModel source, target;
   std::vector<ProjectionLayer> layers;  // one per target layer
+  bool joint_inputs = false;            // both maps read the source's K and V
   int calibration_prompts = 0;
   int held_out_prompts = 0;
   int64_t calibration_positions = 0;
@@ -97,9 +100,17 @@ class Projection {
 
 struct FitOptions {
   std::string layer_map = "bracket";  // "bracket" or "all"
+  // Both maps read the source layers' keys and values (d_in doubles): the value map can
+  // use what the keys carry, and the key map what the values carry.
+  bool joint_inputs = false;
   // Ridge strengths tried, times the mean diagonal of the inputs' second moment.
   std::vector<double> ridge_grid = {1e-8, 1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1};
   std::string calibration;  // recorded in the header
+  // Plans the source cache goes through (encode and decode, as on the wire) before its
+  // moments are taken, one per prompt in turn ("raw": untouched; empty: all raw). Maps
+  // fitted on clean caches alone can amplify quantization noise; fitted on what the
+  // cloud will receive, the ridge choice weighs that noise too.
+  std::vector<std::string> input_specs;
 };
 
 // The source layers feeding each target layer under `kind` ("bracket" or "all").
@@ -128,6 +139,8 @@ class ProjectionFitter {
   Model* target_ = nullptr;
   FitOptions options_;
   std::vector<std::vector<int>> layer_map_;
+  std::vector<codec::Plan> input_plans_;
+  absl::StatusOr<std::unique_ptr<KvCache>> ThroughCodec(std::unique_ptr<KvCache> cache);
   std::vector<std::unique_ptr<Moments>> train_, held_;  // [target layer]
   int prompts_ = 0, held_prompts_ = 0;
   int64_t positions_ = 0;

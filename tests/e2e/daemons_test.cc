@@ -34,6 +34,7 @@ using kvstream::v1::Uplink;
 
 constexpr char kScout[] = "testdata/models/scout";
 constexpr char kLarge[] = "testdata/models/large";
+constexpr char kProjection[] = "testdata/projections/scout_to_large.safetensors";
 constexpr char kSystem[] = "Answer with the value from the context.";
 
 using testing::Daemon;
@@ -52,7 +53,8 @@ class DaemonsTest : public ::testing::Test {
     edge_ = new Daemon;
     absl::Status st = StartDaemon(*cloud_, *work_, "cloud", "kvstream-cloud",
                                   {absl::StrCat("--model=scout=", kScout), absl::StrCat("--model=large=", kLarge),
-                                   "--max_sessions=16", "--log_level=debug"});
+                                   absl::StrCat("--projection=", kProjection), "--max_sessions=16",
+                                   "--log_level=debug"});
     if (st.ok()) {
       st = StartDaemon(*edge_, *work_, "edge", "kvstream-edge",
                        {absl::StrCat("--scout=", kScout), absl::StrCat("--cloud=127.0.0.1:", cloud_->port),
@@ -317,6 +319,83 @@ TEST_F(DaemonsTest, ScoutModeUsesTheCloudModelAndSendsPositions) {
   EXPECT_EQ(r->stats.kept_tokens(), static_cast<uint64_t>(select::ContextBudget(0.5, r->stats.context_tokens())));
   // Token ids (varints, < 2 bytes each here) and positions: far below any cache.
   EXPECT_LT(r->stats.wire_bytes(), 6 * (r->stats.context_tokens() + 64));
+}
+
+// Projected mode: the scout's cache goes over the wire exactly as in kv mode (same
+// codec formula), the cloud maps it into the large model, and the large model answers.
+TEST_F(DaemonsTest, ProjectedModeAnswersWithTheLargeModel) {
+  const model::ModelConfig c = model::ModelConfig::Load(absl::StrCat(kScout, "/config.json")).value();
+  const model::ModelConfig lc = model::ModelConfig::Load(absl::StrCat(kLarge, "/config.json")).value();
+  double em = 0;
+  for (const eval::Example& ex : *examples_) {
+    auto r = Ask(Request(ex, kvstream::v1::MODE_PROJECTED, "int4", "q2c", 0.5, "large"));
+    ASSERT_TRUE(r.ok()) << r.status();
+    const auto& s = r->stats;
+    EXPECT_EQ(s.mode(), kvstream::v1::MODE_PROJECTED);
+    const auto prompt = model::BuildQaPrompt(*tokenizer_, ex.context, ex.question, {kSystem});
+    const int64_t head = static_cast<int64_t>(prompt->tokens.size()) - 1;
+    const int64_t slots = head - static_cast<int64_t>(s.context_tokens()) + static_cast<int64_t>(s.kept_tokens());
+    const uint64_t payload = 2ull * c.num_layers *
+                             codec::EncodedTensorBytes(codec::TensorSpec::Int(4), {c.num_kv_heads, slots, c.head_dim},
+                                                       codec::DType::kF32);
+    EXPECT_GT(s.wire_bytes(), payload);
+    EXPECT_LE(s.wire_bytes(), payload + 4 * slots + 512);
+    // The reference is the answering (large) model's cache at 16 bits.
+    EXPECT_EQ(s.raw_kv_bytes(), 2ull * lc.num_layers * lc.num_kv_heads * lc.head_dim * 2 * head);
+    EXPECT_GT(s.stages().project(), 0);
+    EXPECT_GT(s.stages().rebuild(), 0);
+    em += eval::ExactMatch(r->answer, ex.answers);
+  }
+  // Both models answer these 8-record questions (text mode EM 1.00); the large model
+  // answering from the scout's Q2C 50% INT4 cache keeps most of that.
+  EXPECT_GE(em / examples_->size(), 0.8);
+
+  // GetInfo lists the projection, and a model it does not map into is refused at the edge.
+  grpc::ClientContext ctx;
+  kvstream::v1::GetInfoResponse info;
+  ASSERT_TRUE(cloud_stub_->GetInfo(&ctx, {}, &info).ok());
+  ASSERT_EQ(info.projections_size(), 1);
+  EXPECT_EQ(info.projections(0).target_model(), "large");
+  EXPECT_GT(info.projections(0).tokens_per_second(), 0);
+  EXPECT_GT(info.projections(0).mean_r2_k(), 0.5);
+  auto wrong = Ask(Request((*examples_)[0], kvstream::v1::MODE_PROJECTED, "int4", "full", 1, "scout"));
+  EXPECT_EQ(wrong.status().code(), absl::StatusCode::kFailedPrecondition) << wrong.status();
+  EXPECT_NE(wrong.status().message().find("no projection"), std::string::npos) << wrong.status();
+}
+
+// Raw projected sessions: a sender whose dims disagree with the projection's source is
+// refused at SessionOpen, and a cancelled projected session is freed.
+TEST_F(DaemonsTest, ProjectedSessionChecksTheSenderAndIsFreedOnCancel) {
+  auto scout = model::Model::Load(kScout);
+  ASSERT_TRUE(scout.ok());
+  const auto prompt = model::BuildQaPrompt(*tokenizer_, (*examples_)[0].context, (*examples_)[0].question, {kSystem});
+  const std::vector<int32_t> head(prompt->tokens.begin(), prompt->tokens.end() - 1);
+  auto pre = (*scout)->Prefill(head);
+  ASSERT_TRUE(pre.ok());
+  Uplink open = KvOpen(**scout, *pre->cache, prompt->tokens.back(), "projected-1");
+  open.mutable_open()->set_mode(kvstream::v1::MODE_PROJECTED);
+  open.mutable_open()->set_model_name("large");
+  {
+    Uplink bad = open;
+    bad.mutable_open()->mutable_dims()->set_head_dim(12);
+    grpc::ClientContext ctx;
+    auto stream = cloud_stub_->Transfer(&ctx);
+    stream->Write(bad);
+    stream->WritesDone();
+    Downlink d;
+    while (stream->Read(&d)) {
+    }
+    const grpc::Status st = stream->Finish();
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << st.error_message();
+    EXPECT_NE(st.error_message().find("x 12"), std::string::npos) << st.error_message();
+  }
+  grpc::ClientContext ctx;
+  auto stream = cloud_stub_->Transfer(&ctx);
+  ASSERT_TRUE(stream->Write(open));
+  ASSERT_EQ(WaitForSessions(*cloud_stub_, 1), 1u);
+  ctx.TryCancel();
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_EQ(WaitForSessions(*cloud_stub_, 0), 0u);
 }
 
 TEST_F(DaemonsTest, ModelMismatchIsFailedPrecondition) {

@@ -23,10 +23,15 @@ ABSL_FLAG(std::string, to, "testdata/models/large", "fit-projection: target mode
 ABSL_FLAG(std::string, layer_map, "bracket",
           "fit-projection: source layers per target layer: bracket (the one or two at the same relative depth) "
           "or all");
+ABSL_FLAG(bool, joint_inputs, false,
+          "fit-projection: both maps read the source layers' keys and values (twice the inputs)");
+ABSL_FLAG(std::string, fit_specs, "raw;int4",
+          "fit-projection: plans the scout's cache goes through before fitting, one per prompt in turn, separated "
+          "by ';' (e.g. \"raw;int8;int4\"): maps fitted on what the cloud receives do not amplify its noise");
 ABSL_FLAG(std::string, calibration, "single:8,single:40,single:72,needle:256,needle:512,needle:1024,multi:20",
           "fit-projection: calibration prompt sets, KIND:SIZE comma separated (single/multi: records, needle: "
           "tokens)");
-ABSL_FLAG(int, calibration_n, 12, "fit-projection: prompts per calibration set");
+ABSL_FLAG(int, calibration_n, 16, "fit-projection: prompts per calibration set");
 ABSL_FLAG(std::string, calibration_text, "",
           "fit-projection: plain-text file whose 512-token windows are added as contexts (empty: none)");
 ABSL_FLAG(int, held_out_every, 4, "fit-projection: every Nth prompt is held out (ridge choice and reported fit)");
@@ -108,7 +113,10 @@ absl::Status FitProjection() {
   ASSIGN_OR_RETURN(const auto prompts, CalibrationPrompts(*tok));
   model::FitOptions fo;
   fo.layer_map = absl::GetFlag(FLAGS_layer_map);
+  fo.joint_inputs = absl::GetFlag(FLAGS_joint_inputs);
+  fo.input_specs = absl::StrSplit(absl::GetFlag(FLAGS_fit_specs), ';', absl::SkipEmpty());
   fo.calibration = absl::StrCat(absl::GetFlag(FLAGS_calibration), " x ", absl::GetFlag(FLAGS_calibration_n),
+                                "; scout cache through ", absl::GetFlag(FLAGS_fit_specs),
                                 absl::GetFlag(FLAGS_calibration_text).empty() ? "" : " + plain text windows",
                                 ", every ", absl::GetFlag(FLAGS_held_out_every), "th held out");
   ASSIGN_OR_RETURN(auto fitter, model::ProjectionFitter::Create(*source, *target, fo));
@@ -117,9 +125,10 @@ absl::Status FitProjection() {
   }
   ASSIGN_OR_RETURN(auto projection, fitter->Fit());
   const model::ProjectionHeader& h = projection->header();
-  std::printf("%s -> %s: %d prompts (%d held out), %lld positions, layer map %s\n", h.source.fingerprint.c_str(),
+  std::printf("%s -> %s: %d prompts (%d held out), %lld positions, layer map %s%s\n", h.source.fingerprint.c_str(),
               h.target.fingerprint.c_str(), h.calibration_prompts + h.held_out_prompts, h.held_out_prompts,
-              static_cast<long long>(h.calibration_positions), fo.layer_map.c_str());
+              static_cast<long long>(h.calibration_positions), fo.layer_map.c_str(),
+              fo.joint_inputs ? ", joint K+V inputs" : "");
   std::printf("%-6s %-10s %8s %8s %8s %8s %10s %10s\n", "layer", "sources", "R2(K)", "R2(V)", "CKA(K)", "CKA(V)",
               "ridge K", "ridge V");
   for (size_t t = 0; t < h.layers.size(); ++t) {
