@@ -35,6 +35,16 @@ absl::Status CheckAlive(grpc::ServerContext* context, const char* stage) {
   return absl::CancelledError(absl::StrCat("client cancelled before ", stage));
 }
 
+kvstream::v1::Mode ToProtoMode(control::Mode m) {
+  switch (m) {
+    case control::Mode::kKv: return kvstream::v1::MODE_KV;
+    case control::Mode::kProjected: return kvstream::v1::MODE_PROJECTED;
+    case control::Mode::kScout: return kvstream::v1::MODE_SCOUT;
+    case control::Mode::kText: return kvstream::v1::MODE_TEXT;
+  }
+  return kvstream::v1::MODE_TEXT;
+}
+
 std::string NewSessionId() {
   static std::atomic<uint64_t> counter{0};
   static const uint64_t salt = std::random_device{}() * 0x9E3779B97F4A7C15ull ^
@@ -592,15 +602,28 @@ absl::StatusOr<ResolvedPolicy> EdgeService::ChooseAdaptive(const ResolvedPolicy&
     rates.cloud_prefill = answer_model->prefill_tokens_per_second();
     rates.cloud_decode = answer_model->decode_tokens_per_second();
   }
-  // Only points the cloud can serve: kv needs the scout there, text/scout the named model.
+  const kvstream::v1::ProjectionInfo* projection = nullptr;
+  for (const auto& p : info.projections()) {
+    if (p.source_fingerprint() == scout_->fingerprint() && p.target_model() == request.cloud_model) projection = &p;
+  }
+  if (projection != nullptr) rates.projection = projection->tokens_per_second();
+  // Only points the cloud can serve: kv needs the scout there, projected a projection
+  // from it into the named model, text/scout the named model.
+  auto servable = [&](control::Mode mode) {
+    switch (mode) {
+      case control::Mode::kKv: return kv_model != nullptr;
+      case control::Mode::kProjected: return answer_model != nullptr && projection != nullptr;
+      default: return answer_model != nullptr;
+    }
+  };
   std::vector<control::OperatingPoint> points;
   for (const control::OperatingPoint& p : options_.quality_table) {
-    if (p.mode == control::Mode::kKv ? kv_model != nullptr : answer_model != nullptr) points.push_back(p);
+    if (servable(p.mode)) points.push_back(p);
   }
   if (points.empty()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "adaptive: no operating point is servable: the cloud ", kv_model ? "" : "does not serve the scout (kv) and ",
-        answer_model ? "" : absl::StrCat("has no model '", request.cloud_model, "' (text/scout)")));
+        answer_model ? "" : absl::StrCat("has no model '", request.cloud_model, "' (text/scout/projected)")));
   }
   control::LinkState link;
   {
@@ -613,13 +636,11 @@ absl::StatusOr<ResolvedPolicy> EdgeService::ChooseAdaptive(const ResolvedPolicy&
                                                         rates, link, request.ttft_target_seconds,
                                                         options_.quality_floor));
   ResolvedPolicy out = request;
-  out.mode = d.point.mode == control::Mode::kKv      ? kvstream::v1::MODE_KV
-             : d.point.mode == control::Mode::kScout ? kvstream::v1::MODE_SCOUT
-                                                     : kvstream::v1::MODE_TEXT;
+  out.mode = ToProtoMode(d.point.mode);
   out.selector = d.point.selector;
   out.retention = d.point.retention;
   out.spec = d.point.spec;
-  if (out.mode == kvstream::v1::MODE_KV) {
+  if (out.mode == kvstream::v1::MODE_KV || out.mode == kvstream::v1::MODE_PROJECTED) {
     ASSIGN_OR_RETURN(out.plan, codec::ParsePlan(out.spec));
   }
   stats.set_decision(absl::StrFormat("%s: %s (link %.1f Mbit/s, rtt %.0f ms)", d.point.label(), d.reason,

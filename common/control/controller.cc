@@ -19,6 +19,7 @@ const char* ModeName(Mode m) {
     case Mode::kText: return "text";
     case Mode::kScout: return "scout";
     case Mode::kKv: return "kv";
+    case Mode::kProjected: return "projected";
   }
   return "?";
 }
@@ -94,7 +95,7 @@ std::string OperatingPoint::label() const {
   std::string sel = std::string(select::PolicyName(selector));
   if (selector != select::Policy::kFull) sel += absl::StrFormat("@%.2f", retention);
   if (mode == Mode::kScout) return absl::StrCat("scout ", sel);
-  return absl::StrCat("kv ", sel, " ", spec);
+  return absl::StrCat(mode == Mode::kProjected ? "projected " : "kv ", sel, " ", spec);
 }
 
 absl::StatusOr<Prediction> Predict(const OperatingPoint& p, const RequestShape& r, const ModelShape& m,
@@ -133,7 +134,9 @@ absl::StatusOr<Prediction> Predict(const OperatingPoint& p, const RequestShape& 
     }
     out.wire_bytes = payload + 4ull * slots + 256;
     out.edge_seconds = edge_prefill.Seconds(head) + per(static_cast<double>(payload), rates.edge_encode_bytes);
-    out.cloud_seconds = per(static_cast<double>(payload), rates.rebuild_bytes) + per(1, rates.kv_decode);
+    out.cloud_seconds = per(static_cast<double>(payload), rates.rebuild_bytes);
+    out.cloud_seconds += p.mode == Mode::kProjected ? per(slots, rates.projection) + per(1, rates.cloud_decode)
+                                                    : per(1, rates.kv_decode);
   }
   out.transfer_seconds = link.rtt_seconds + 8.0 * static_cast<double>(out.wire_bytes) / link.bandwidth_bps;
   out.ttft_seconds = out.edge_seconds + out.transfer_seconds + out.cloud_seconds;
@@ -219,7 +222,9 @@ absl::StatusOr<std::vector<OperatingPoint>> ParseQualityTable(const std::string&
     if (mode == "text") p.mode = Mode::kText;
     else if (mode == "scout") p.mode = Mode::kScout;
     else if (mode == "kv") p.mode = Mode::kKv;
-    else return absl::InvalidArgumentError(absl::StrCat(where(), ": mode must be text, scout or kv; found '", mode, "'"));
+    else if (mode == "projected") p.mode = Mode::kProjected;
+    else return absl::InvalidArgumentError(
+        absl::StrCat(where(), ": mode must be text, scout, kv or projected; found '", mode, "'"));
     p.quality = e[qkey];
     if (e.contains("selector")) {
       auto sel = select::ParsePolicy(e["selector"].get<std::string>());
@@ -231,7 +236,7 @@ absl::StatusOr<std::vector<OperatingPoint>> ParseQualityTable(const std::string&
       return absl::InvalidArgumentError(absl::StrCat(where(), ": retention must be in (0, 1], found ", p.retention));
     }
     p.spec = e.value("spec", std::string("raw"));
-    if (p.mode == Mode::kKv) {
+    if (p.mode == Mode::kKv || p.mode == Mode::kProjected) {
       auto plan = codec::ParsePlan(p.spec);
       if (!plan.ok()) return absl::InvalidArgumentError(absl::StrCat(where(), ": spec: ", plan.status().message()));
     }

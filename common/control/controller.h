@@ -15,7 +15,7 @@
 
 namespace kvstream::control {
 
-enum class Mode { kText, kScout, kKv };
+enum class Mode { kText, kScout, kKv, kProjected };
 const char* ModeName(Mode m);
 
 // Bandwidth as the harmonic mean of the last `window` per-chunk throughputs (robust to
@@ -90,6 +90,7 @@ struct Rates {
   double cloud_decode = 0;            // its first decode step
   double kv_decode = 0;               // the cloud's copy of the scout, first decode step
   double rebuild_bytes = 1e9;         // chunk decode + cache write at the cloud
+  double projection = 0;              // cache slots the cloud maps into its model per second
 };
 
 struct LinkState {
@@ -106,7 +107,7 @@ struct OperatingPoint {
   Mode mode = Mode::kKv;
   select::Policy selector = select::Policy::kFull;
   double retention = 1.0;
-  std::string spec = "raw";  // kv plan string
+  std::string spec = "raw";  // kv / projected plan string
   double quality = 0;        // expected quality (e.g. F1) from the quality table
   std::string label() const;
 };
@@ -122,6 +123,8 @@ struct Prediction {
 //   text:  rtt + tx(ids) + prompt/cloud_prefill + 1/cloud_decode
 //   scout: edge_prefill(prompt) + rtt + tx(ids + positions) + prompt/cloud_prefill + 1/cloud_decode
 //   kv:    edge_prefill(prompt) + bytes/encode + rtt + tx(chunks) + bytes/rebuild + 1/kv_decode
+//   projected: as kv, plus slots/projection, and the first decode step is the answering
+//          model's (1/cloud_decode)
 // where edge_prefill is the statistics-collecting cost when the point selects.
 // where kv bytes follow the codec's size formula for the kept slots (f32 source; zstd
 // is not credited, so the estimate is an upper bound), and ids cost 3 bytes each.
@@ -152,7 +155,7 @@ absl::StatusOr<Decision> Choose(const std::vector<OperatingPoint>& points, const
 absl::StatusOr<int> ReplanRung(const std::vector<std::string>& ladder, int current, int layers, int slots,
                                const ModelShape& shape, double bandwidth_bps, double seconds_left);
 
-// Quality table: JSON [{"mode": "kv", "selector": "q2c", "retention": 0.5, "spec": "int4",
+// Quality table: JSON [{"mode": "kv" (or "projected", "scout", "text"), "selector": "q2c", "retention": 0.5, "spec": "int4",
 // "quality": 0.55}, ...]; "f1" stands in for "quality", so `kvstream eval --json` output
 // is a table. `source` names the file in errors.
 absl::StatusOr<std::vector<OperatingPoint>> ParseQualityTable(const std::string& json, const std::string& source);

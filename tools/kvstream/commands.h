@@ -60,5 +60,6 @@ int RunDemo();
 int RunHealth();
 int RunProfile();
 int RunFitProjection();
+int RunCompareModels();
 
 }  // namespace kvstream::cli

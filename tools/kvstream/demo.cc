@@ -22,6 +22,8 @@ ABSL_FLAG(std::string, bin_dir, "", "Directory of kvstream-edge and kvstream-clo
 ABSL_FLAG(std::string, work_dir, "", "Port files and daemon logs (empty: a fresh directory under /tmp)");
 ABSL_FLAG(int, daemon_threads, 0,
           "libtorch threads per model worker in each daemon (0: the daemon's default)");
+ABSL_FLAG(std::string, demo_projection, "testdata/projections/scout_to_large.safetensors",
+          "Projection the cloud serves for the projected rows (kvstream fit-projection)");
 ABSL_FLAG(std::string, demo_quality_table, "testdata/quality/tiny_needle512.json",
           "Quality table the edge's adaptive mode uses (the demo's last row)");
 
@@ -57,12 +59,14 @@ absl::Status Run() {
   ASSIGN_OR_RETURN(auto tok, model::Tokenizer::Load(models + "/tokenizer.json"));
   ASSIGN_OR_RETURN(const std::vector<eval::Example> examples, GeneratedTasks(*tok));
 
-  std::printf("starting kvstream-cloud (large, scout) and kvstream-edge (scout) on loopback; logs in %s\n",
+  std::printf("starting kvstream-cloud (large, scout, scout -> large projection) and kvstream-edge (scout) on "
+              "loopback; logs in %s\n",
               work.c_str());
   std::fflush(stdout);
   net::ChildProcess cloud, edge;
   RETURN_IF_ERROR(cloud.Start({bin + "/kvstream-cloud", "--model=large=" + models + "/large",
-                               "--model=scout=" + models + "/scout", "--listen=127.0.0.1:0",
+                               "--model=scout=" + models + "/scout",
+                               "--projection=" + absl::GetFlag(FLAGS_demo_projection), "--listen=127.0.0.1:0",
                                "--port_file=" + work + "/cloud.port", "--metrics_address=127.0.0.1:0", threads},
                               work + "/cloud.log"));
   ASSIGN_OR_RETURN(const int cloud_port, cloud.WaitForPortFile(work + "/cloud.port", 60));
@@ -91,6 +95,8 @@ absl::Status Run() {
       {"kv lossless", "scout", policy(kvstream::v1::MODE_KV, "full", 1, "raw")},
       {"kv int8", "scout", policy(kvstream::v1::MODE_KV, "full", 1, "int8")},
       {"kv q2c 50% + int4", "scout", policy(kvstream::v1::MODE_KV, "q2c", 0.5, "int4")},
+      {"projected int4", "large", policy(kvstream::v1::MODE_PROJECTED, "full", 1, "int4")},
+      {"projected q2c 50%+int4", "large", policy(kvstream::v1::MODE_PROJECTED, "q2c", 0.5, "int4")},
       {"scout q2c 50%", "large", policy(kvstream::v1::MODE_SCOUT, "q2c", 0.5, "")},
       {"adaptive", "(chosen)", policy(kvstream::v1::MODE_ADAPTIVE, "", 0, "")},
   };
@@ -121,11 +127,11 @@ absl::Status Run() {
     std::fprintf(stderr, "[demo] %s: %d questions\n", row.label.c_str(), row.n);
   }
 
-  std::printf("%-20s %-8s %6s %6s %12s %8s %11s\n", "mode", "answers", "EM", "F1", "wire bytes", "ratio",
+  std::printf("%-24s %-8s %6s %6s %12s %8s %11s\n", "mode", "answers", "EM", "F1", "wire bytes", "ratio",
               "median TTFT");
   for (const Row& r : rows) {
     const int ok = r.n - r.errors;
-    std::printf("%-20s %-8s %6.3f %6.3f %12.0f %8.1f %9.1f ms%s\n", r.label.c_str(), r.answered_by.c_str(),
+    std::printf("%-24s %-8s %6.3f %6.3f %12.0f %8.1f %9.1f ms%s\n", r.label.c_str(), r.answered_by.c_str(),
                 ok ? r.em / ok : 0.0, ok ? r.f1 / ok : 0.0, ok ? r.wire / ok : 0.0, r.wire > 0 ? r.raw / r.wire : 0.0,
                 1000 * Median(r.ttft), r.errors ? absl::StrCat("  (", r.errors, " errors)").c_str() : "");
   }

@@ -3,8 +3,12 @@
 // calibration prompts built the way the edge builds requests (ChatML QA prompts over
 // generated tasks, plus optional plain text), and writes the projection file the cloud
 // serves with --projection. Prints held-out R^2 and linear CKA per layer for K and V.
+// kvstream compare-models reports the research's cross-model figures for a model pair:
+// per-layer K/V CKA on clean caches and the overlap of the two models' selections.
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 
 #include "absl/flags/flag.h"
@@ -141,8 +145,88 @@ absl::Status FitProjection() {
   return absl::OkStatus();
 }
 
+// Share of the scout's kept context positions that the large model's own selection also
+// keeps, per selector and retention, over the --kind/--n generated questions.
+absl::Status SelectionOverlap(model::Model& source, model::Model& target, const model::Tokenizer& tok) {
+  ASSIGN_OR_RETURN(const std::vector<eval::Example> examples, GeneratedTasks(tok));
+  const std::vector<std::pair<select::Policy, double>> cells = {{select::Policy::kQ2C, 0.5},
+                                                                {select::Policy::kQ2C, 0.75},
+                                                                {select::Policy::kSnapKV, 0.5},
+                                                                {select::Policy::kSnapKV, 0.75}};
+  std::vector<double> overlap(cells.size(), 0);
+  for (const eval::Example& ex : examples) {
+    ASSIGN_OR_RETURN(model::ChatPrompt p, model::BuildQaPrompt(tok, ex.context, ex.question,
+                                                               {"Answer with the value from the context."}));
+    p.tokens.pop_back();
+    p.spans.num_tokens = static_cast<int>(p.tokens.size());
+    model::PrefillOptions po;
+    po.collect_stats = true;
+    po.spans = p.spans;
+    ASSIGN_OR_RETURN(model::PrefillResult a, source.Prefill(p.tokens, po));
+    ASSIGN_OR_RETURN(model::PrefillResult b, target.Prefill(p.tokens, po));
+    for (size_t c = 0; c < cells.size(); ++c) {
+      select::SelectOptions so;
+      so.policy = cells[c].first;
+      so.retention = cells[c].second;
+      ASSIGN_OR_RETURN(select::Selection sa, select::Select(a.stats, p.spans, so));
+      ASSIGN_OR_RETURN(select::Selection sb, select::Select(b.stats, p.spans, so));
+      std::vector<int32_t> both;
+      std::set_intersection(sa.kept.begin(), sa.kept.end(), sb.kept.begin(), sb.kept.end(), std::back_inserter(both));
+      // Only context positions are chosen; the rest (template, question) are always kept.
+      const int always = static_cast<int>(sa.kept.size()) - sa.context_kept;
+      overlap[c] += sa.context_kept > 0 ? static_cast<double>(static_cast<int>(both.size()) - always) / sa.context_kept
+                                        : 1.0;
+    }
+  }
+  const double research[] = {0.863, 0.915, 0.895, 0.949};  // Qwen2.5-3B vs 7B
+  std::printf("\nselection overlap (share of the source's kept context also kept by the target), %zu %s questions\n",
+              examples.size(), absl::GetFlag(FLAGS_kind).c_str());
+  std::printf("%-8s %9s %10s %22s\n", "selector", "retention", "overlap", "research (3B vs 7B)");
+  for (size_t c = 0; c < cells.size(); ++c) {
+    std::printf("%-8s %9.2f %10.3f %22.3f\n", std::string(select::PolicyName(cells[c].first)).c_str(),
+                cells[c].second, overlap[c] / examples.size(), research[c]);
+  }
+  return absl::OkStatus();
+}
+
+// The research's cross-model figures on any model pair: per target layer, linear CKA
+// between the source's keys (before RoPE) and values and the target's, on clean caches
+// (held-out prompts of the calibration set), and the selection overlap.
+absl::Status CompareModels() {
+  const std::string from = absl::GetFlag(FLAGS_from), to = absl::GetFlag(FLAGS_to);
+  RETURN_IF_ERROR(model::CheckSameTokenizer(from, to));
+  model::RuntimeOptions runtime;
+  runtime.threads = absl::GetFlag(FLAGS_threads);
+  ASSIGN_OR_RETURN(auto source, model::Model::Load(from, runtime));
+  ASSIGN_OR_RETURN(auto target, model::Model::Load(to, runtime));
+  ASSIGN_OR_RETURN(auto tok, model::Tokenizer::Load(from + "/tokenizer.json"));
+  ASSIGN_OR_RETURN(const auto prompts, CalibrationPrompts(*tok));
+  model::FitOptions fo;
+  fo.layer_map = absl::GetFlag(FLAGS_layer_map);
+  ASSIGN_OR_RETURN(auto fitter, model::ProjectionFitter::Create(*source, *target, fo));
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    RETURN_IF_ERROR(fitter->AddPrompt(prompts[i], (i + 1) % absl::GetFlag(FLAGS_held_out_every) == 0));
+  }
+  ASSIGN_OR_RETURN(auto projection, fitter->Fit());
+  const model::ProjectionHeader& h = projection->header();
+  std::printf("%s -> %s, %d held-out prompts (%s layer map; clean caches)\n", from.c_str(), to.c_str(),
+              h.held_out_prompts, fo.layer_map.c_str());
+  std::printf("%-6s %-8s %8s %8s %8s %8s\n", "layer", "sources", "CKA(K)", "CKA(V)", "R2(K)", "R2(V)");
+  double ck = 0, cv = 0;
+  for (size_t t = 0; t < h.layers.size(); ++t) {
+    const model::ProjectionLayer& l = h.layers[t];
+    std::printf("%-6zu %-8s %8.4f %8.4f %8.4f %8.4f\n", t, absl::StrJoin(l.source_layers, "+").c_str(), l.cka_k,
+                l.cka_v, l.r2_k, l.r2_v);
+    ck += l.cka_k / h.layers.size();
+    cv += l.cka_v / h.layers.size();
+  }
+  std::printf("mean   %-8s %8.4f %8.4f   (research, Qwen2.5-3B vs 7B: K 0.975, V 0.71)\n", "", ck, cv);
+  return SelectionOverlap(*source, *target, *tok);
+}
+
 }  // namespace
 
 int RunFitProjection() { return ExitCode("fit-projection", FitProjection()); }
+int RunCompareModels() { return ExitCode("compare-models", CompareModels()); }
 
 }  // namespace kvstream::cli

@@ -34,11 +34,13 @@ const Command kCommands[] = {
     {"health", "asks a daemon's gRPC health service; exit 0 when SERVING", kvstream::cli::RunHealth},
     {"fit-projection", "fits the maps from a scout's KV cache to a large model's (projected mode)",
      kvstream::cli::RunFitProjection},
+    {"compare-models", "per-layer K/V CKA and selection overlap between a scout and a large model",
+     kvstream::cli::RunCompareModels},
 };
 
 void PrintCommands(FILE* out) {
   std::fprintf(out, "usage: kvstream COMMAND [--flags]\n\ncommands:\n");
-  for (const Command& c : kCommands) std::fprintf(out, "  %-12s %s\n", c.name, c.summary);
+  for (const Command& c : kCommands) std::fprintf(out, "  %-15s %s\n", c.name, c.summary);
   std::fprintf(out, "\n`kvstream COMMAND --help` lists the command's flags.\n");
 }
 

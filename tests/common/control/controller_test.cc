@@ -44,6 +44,22 @@ TEST(ControllerTest, PredictsKvInt8ByHand) {
   EXPECT_NEAR(p->ttft_seconds, expected, 1e-12);
 }
 
+TEST(ControllerTest, PredictsProjectedByHand) {
+  // As kv INT8, plus mapping 100 slots at 20,000 slots/s, and the answering model's first
+  // decode step (50/s) instead of the scout's.
+  Rates r = TestRates();
+  r.projection = 20000;
+  const double payload = 2 * 2 * 100 * (4 + 4);
+  const double wire = payload + 4 * 100 + 256;
+  const double expected =
+      100 / 1000.0 + payload / 2e9 + 0.1 + wire * 8 / 1e6 + payload / 1e9 + 100 / 20000.0 + 1 / 50.0;
+  auto p = Predict(Point(Mode::kProjected, "int8", 0.8), kRequest, kScout, r, {1e6, 0.1});
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->wire_bytes, static_cast<uint64_t>(wire));
+  EXPECT_NEAR(p->ttft_seconds, expected, 1e-12);
+  EXPECT_EQ(Point(Mode::kProjected, "int8", 0.8).label(), "projected full int8");
+}
+
 TEST(ControllerTest, PredictsTextAndScoutByHand) {
   const double ids = 3 * 101 + 64;
   auto text = Predict(Point(Mode::kText, "", 0.9), kRequest, kScout, TestRates(), {1e6, 0.1});
@@ -255,6 +271,10 @@ TEST(QualityTableTest, ParsesAndRejectsWithThePlace) {
   EXPECT_FALSE(ParseQualityTable(R"({})", "t").ok());
   EXPECT_FALSE(ParseQualityTable(R"([])", "t").ok());
   EXPECT_FALSE(ParseQualityTable(R"([{"mode": "kv", "quality": 1, "retention": 2}])", "t").ok());
+  auto projected = ParseQualityTable(R"([{"mode": "projected", "spec": "int4", "quality": 0.8}])", "t");
+  ASSERT_TRUE(projected.ok()) << projected.status();
+  EXPECT_EQ((*projected)[0].mode, Mode::kProjected);
+  EXPECT_FALSE(ParseQualityTable(R"([{"mode": "projected", "spec": "int9", "quality": 1}])", "t").ok());
 }
 
 }  // namespace
