@@ -33,7 +33,8 @@ ABSL_FLAG(std::string, rates, "1,3,10,30,100,300,1000", "Uplink rates in Mbit/s,
 ABSL_FLAG(std::string, rtts, "0,20,100", "Round-trip times in ms, comma separated");
 ABSL_FLAG(std::string, traces, "bench/traces/steady_20mbps.txt,bench/traces/cellular.txt,bench/traces/outages.txt",
           "Bandwidth traces to replay (run at RTT 20 ms), comma separated; empty: none");
-ABSL_FLAG(std::string, policies, "text,kv-f16,kv-int8,kv-int4,kv-mixed,kv-q2c50-int4,scout,adaptive,adaptive-slo",
+ABSL_FLAG(std::string, policies,
+          "text,kv-f16,kv-int8,kv-int4,kv-mixed,kv-q2c50-int4,projected-int4,scout,adaptive,adaptive-slo",
           "Policies, comma separated, from: text, kv-f16, kv-int8, kv-int4, kv-mixed (layer 0 at f16, rest INT4), "
           "kv-q2c50-int4, scout (Q2C 50%), adaptive (lowest TTFT at >= 90% of the best quality), adaptive-slo "
           "(best quality within --slo)");
@@ -43,6 +44,8 @@ ABSL_FLAG(int, target_tokens, 512, "Needle context length in tokens");
 ABSL_FLAG(int, records, 20, "Records per single/multi context");
 ABSL_FLAG(double, slo, 0.5, "TTFT SLO in seconds (adaptive-slo's target too)");
 ABSL_FLAG(std::string, models_dir, "testdata/models", "Directory with scout/ and large/");
+ABSL_FLAG(std::string, projection, "testdata/projections/scout_to_large.safetensors",
+          "Projection the cloud serves for projected policies (scout -> large)");
 ABSL_FLAG(std::string, quality_table, "testdata/quality/tiny_needle512.json", "Quality table for adaptive");
 ABSL_FLAG(double, emulate_prefill_tps, 0, "Cloud: emulate this prefill rate (tokens/s; 0: real)");
 ABSL_FLAG(double, emulate_decode_tps, 0, "Cloud: emulate this decode rate (tokens/s; 0: real)");
@@ -91,6 +94,10 @@ kvstream::v1::Policy PolicyFor(const std::string& name, double slo) {
     p.set_mode(kvstream::v1::MODE_SCOUT);
     p.set_selector("q2c");
     p.set_retention(0.5);
+  } else if (name == "projected-int4") {
+    // The large model answers from the scout's INT4 cache.
+    p.set_mode(kvstream::v1::MODE_PROJECTED);
+    p.set_spec("int4");
   } else if (name == "adaptive") {
     // Lowest predicted TTFT among points at >= 90% of the table's best quality.
     p.set_mode(kvstream::v1::MODE_ADAPTIVE);
@@ -176,7 +183,9 @@ absl::Status Run() {
 
   ChildProcess cloud;
   RETURN_IF_ERROR(cloud.Start({bin + "/kvstream-cloud", "--model=large=" + models + "/large",
-                               "--model=scout=" + models + "/scout", "--listen=127.0.0.1:0",
+                               "--model=scout=" + models + "/scout",
+                               "--projection=" + absl::GetFlag(FLAGS_projection),
+                               "--listen=127.0.0.1:0",
                                "--port_file=" + work + "/cloud.port", "--metrics_address=",
                                absl::StrCat("--emulate_prefill_tps=", absl::GetFlag(FLAGS_emulate_prefill_tps)),
                                absl::StrCat("--emulate_decode_tps=", absl::GetFlag(FLAGS_emulate_decode_tps))},
@@ -235,13 +244,15 @@ absl::Status Run() {
         const auto& st = s.stages();
         r.edge_s += st.tokenize() + st.prefill() + st.select() + st.encode();
         r.transfer_s += st.transfer();
-        r.cloud_s += st.rebuild() + st.first_token();
+        r.cloud_s += st.rebuild() + st.project() + st.first_token();
         if (s.predicted_ttft_seconds() > 0) {
           r.predicted_s += s.predicted_ttft_seconds();
           ++r.predicted_n;
         }
-        std::string mode = s.mode() == kvstream::v1::MODE_KV ? absl::StrCat("kv/", s.selector(), "/", s.spec())
-                           : s.mode() == kvstream::v1::MODE_SCOUT ? "scout" : "text";
+        std::string mode = s.mode() == kvstream::v1::MODE_KV          ? absl::StrCat("kv/", s.selector(), "/", s.spec())
+                           : s.mode() == kvstream::v1::MODE_PROJECTED ? absl::StrCat("projected/", s.selector(), "/", s.spec())
+                           : s.mode() == kvstream::v1::MODE_SCOUT     ? "scout"
+                                                                      : "text";
         ++r.modes[mode];
       }
     }
