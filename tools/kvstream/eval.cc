@@ -32,7 +32,7 @@ ABSL_FLAG(std::string, scout, "", "Scout model directory for scout mode (its sel
 ABSL_FLAG(std::string, tasks, "", "SQuAD-format JSON to evaluate; empty: generate --kind tasks");
 ABSL_FLAG(std::string, modes, "kv",
           "Modes, comma separated: kv (--model's own cache), scout (needs --scout), projected (the scout's cache "
-          "mapped into --model by --projection), text");
+          "mapped into --model by --projection), text. profile: kv or projected (the scout's layers)");
 ABSL_FLAG(std::string, specs, "raw", "Plans to evaluate, separated by ';' (e.g. \"raw;int8;int4,L0=f16\")");
 ABSL_FLAG(std::string, selectors, "full", "Selectors, comma separated: full, q2c, snapkv, h2o, random");
 ABSL_FLAG(std::string, retentions, "1", "Context retentions for the selectors, comma separated");
@@ -280,14 +280,22 @@ absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
 // The per-layer diagnostic: quantize one layer at a time to --low (the rest lossless),
 // and protect one layer at a time at f16 (the rest at --base); recommend a plan.
 absl::Status Profile() {
-  ASSIGN_OR_RETURN(model::ModelConfig c, model::ModelConfig::Load(absl::GetFlag(FLAGS_model) + "/config.json"));
+  // kv: --model's own cache; projected: the scout's cache (its layers are the ones sent)
+  // as --model answers from it through --projection.
+  const std::string mode = absl::GetFlag(FLAGS_modes);
+  if (mode != "kv" && mode != "projected") {
+    return absl::InvalidArgumentError(absl::StrCat("profile: --modes must be kv or projected, found '", mode, "'"));
+  }
+  const std::string sent = mode == "kv" ? absl::GetFlag(FLAGS_model) : absl::GetFlag(FLAGS_scout);
+  if (sent.empty()) return absl::InvalidArgumentError("profile --modes=projected needs --scout and --projection");
+  ASSIGN_OR_RETURN(model::ModelConfig c, model::ModelConfig::Load(sent + "/config.json"));
   const std::string low = absl::GetFlag(FLAGS_low), base = absl::GetFlag(FLAGS_base);
   for (const std::string& s : {low, base}) {
     ASSIGN_OR_RETURN(codec::Plan p, codec::ParsePlan(s));
     if (!p.overrides.empty()) return absl::InvalidArgumentError(absl::StrCat("--low/--base: expected one spec, found '", s, "'"));
   }
   Sweep sweep;
-  sweep.modes = "kv";
+  sweep.modes = mode;
   sweep.selectors = "full";
   sweep.retentions = "1";
   sweep.print = false;
@@ -297,9 +305,8 @@ absl::Status Profile() {
   ASSIGN_OR_RETURN(std::vector<Variant> v, Run(sweep));
   auto f1 = [&](size_t i) { return v[i].n ? v[i].f1 / v[i].n : 0.0; };
   const double raw = f1(0), all_low = f1(1), all_base = f1(2);
-  std::printf("model %s: %d layers, %d examples; F1 lossless %.3f, all %s %.3f, all %s %.3f\n",
-              absl::GetFlag(FLAGS_model).c_str(), c.num_layers, v[0].n, raw, low.c_str(), all_low, base.c_str(),
-              all_base);
+  std::printf("%s cache of %s: %d layers, %d examples; F1 lossless %.3f, all %s %.3f, all %s %.3f\n", mode.c_str(),
+              sent.c_str(), c.num_layers, v[0].n, raw, low.c_str(), all_low, base.c_str(), all_base);
   std::printf("%5s %22s %22s\n", "layer", absl::StrCat("only it ", low).c_str(),
               absl::StrCat("it f16, rest ", base).c_str());
   nlohmann::json layers = nlohmann::json::array();
@@ -322,7 +329,7 @@ absl::Status Profile() {
   }
   std::printf("recommended plan: %s\n", plan.c_str());
   if (!absl::GetFlag(FLAGS_profile_json).empty()) {
-    nlohmann::json out = {{"model", absl::GetFlag(FLAGS_model)}, {"n", v[0].n}, {"low", low}, {"base", base},
+    nlohmann::json out = {{"model", absl::GetFlag(FLAGS_model)}, {"mode", mode}, {"sent", sent}, {"n", v[0].n}, {"low", low}, {"base", base},
                           {"lossless_f1", raw}, {"all_low_f1", all_low}, {"all_base_f1", all_base},
                           {"layers", layers}, {"recommended_plan", plan}};
     std::ofstream(absl::GetFlag(FLAGS_profile_json)) << out.dump(1) << "\n";
