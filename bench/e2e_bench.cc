@@ -33,11 +33,14 @@ ABSL_FLAG(std::string, rates, "1,3,10,30,100,300,1000", "Uplink rates in Mbit/s,
 ABSL_FLAG(std::string, rtts, "0,20,100", "Round-trip times in ms, comma separated");
 ABSL_FLAG(std::string, traces, "bench/traces/steady_20mbps.txt,bench/traces/cellular.txt,bench/traces/outages.txt",
           "Bandwidth traces to replay (run at RTT 20 ms), comma separated; empty: none");
-ABSL_FLAG(std::string, policies,
-          "text,kv-f16,kv-int8,kv-int4,kv-mixed,kv-q2c50-int4,projected-int4,scout,adaptive,adaptive-slo",
-          "Policies, comma separated, from: text, kv-f16, kv-int8, kv-int4, kv-mixed (layer 0 at f16, rest INT4), "
-          "kv-q2c50-int4, scout (Q2C 50%), adaptive (lowest TTFT at >= 90% of the best quality), adaptive-slo "
-          "(best quality within --slo)");
+ABSL_FLAG(
+    std::string, policies,
+    "text,kv-f16,kv-int8,kv-int4,kv-mixed,kv-q2c50-int4,projected-int4,scout,adaptive,adaptive-slo",
+    "Policies, comma separated, from: text, kv-f16, kv-int8, kv-int4, kv-mixed (layer 0 at f16, "
+    "rest INT4), "
+    "kv-q2c50-int4, scout (Q2C 50%), adaptive (lowest TTFT at >= 90% of the best quality), "
+    "adaptive-slo "
+    "(best quality within --slo)");
 ABSL_FLAG(int, n, 10, "Questions per link x policy");
 ABSL_FLAG(std::string, kind, "needle", "Generated task kind: single, multi or needle");
 ABSL_FLAG(int, target_tokens, 512, "Needle context length in tokens");
@@ -182,14 +185,13 @@ absl::Status Run() {
   const std::vector<kvstream::eval::Example> examples = gen.Generate(o);
 
   ChildProcess cloud;
-  RETURN_IF_ERROR(cloud.Start({bin + "/kvstream-cloud", "--model=large=" + models + "/large",
-                               "--model=scout=" + models + "/scout",
-                               "--projection=" + absl::GetFlag(FLAGS_projection),
-                               "--listen=127.0.0.1:0",
-                               "--port_file=" + work + "/cloud.port", "--metrics_address=",
-                               absl::StrCat("--emulate_prefill_tps=", absl::GetFlag(FLAGS_emulate_prefill_tps)),
-                               absl::StrCat("--emulate_decode_tps=", absl::GetFlag(FLAGS_emulate_decode_tps))},
-                              work + "/cloud.log"));
+  RETURN_IF_ERROR(cloud.Start(
+      {bin + "/kvstream-cloud", "--model=large=" + models + "/large",
+       "--model=scout=" + models + "/scout", "--projection=" + absl::GetFlag(FLAGS_projection),
+       "--listen=127.0.0.1:0", "--port_file=" + work + "/cloud.port", "--metrics_address=",
+       absl::StrCat("--emulate_prefill_tps=", absl::GetFlag(FLAGS_emulate_prefill_tps)),
+       absl::StrCat("--emulate_decode_tps=", absl::GetFlag(FLAGS_emulate_decode_tps))},
+      work + "/cloud.log"));
   ASSIGN_OR_RETURN(const int cloud_port, cloud.WaitForPortFile(work + "/cloud.port", 60));
   std::fprintf(stderr, "[bench] cloud on port %d; %zu links x %zu policies x %zu questions; logs in %s\n", cloud_port,
                links.size(), policies.size(), examples.size(), work.c_str());
@@ -249,10 +251,12 @@ absl::Status Run() {
           r.predicted_s += s.predicted_ttft_seconds();
           ++r.predicted_n;
         }
-        std::string mode = s.mode() == kvstream::v1::MODE_KV          ? absl::StrCat("kv/", s.selector(), "/", s.spec())
-                           : s.mode() == kvstream::v1::MODE_PROJECTED ? absl::StrCat("projected/", s.selector(), "/", s.spec())
-                           : s.mode() == kvstream::v1::MODE_SCOUT     ? "scout"
-                                                                      : "text";
+        std::string mode = s.mode() == kvstream::v1::MODE_KV
+                               ? absl::StrCat("kv/", s.selector(), "/", s.spec())
+                           : s.mode() == kvstream::v1::MODE_PROJECTED
+                               ? absl::StrCat("projected/", s.selector(), "/", s.spec())
+                           : s.mode() == kvstream::v1::MODE_SCOUT ? "scout"
+                                                                  : "text";
         ++r.modes[mode];
       }
     }

@@ -32,7 +32,8 @@ const char* ModeLabel(Mode m) {
     case kvstream::v1::MODE_KV: return "kv";
     case kvstream::v1::MODE_SCOUT: return "scout";
     case kvstream::v1::MODE_TEXT: return "text";
-    case kvstream::v1::MODE_PROJECTED: return "projected";
+    case kvstream::v1::MODE_PROJECTED:
+      return "projected";
     default: return "invalid";
   }
 }
@@ -93,7 +94,8 @@ absl::StatusOr<ServedModel> LoadServedModel(const std::string& name, const std::
   return s;
 }
 
-absl::StatusOr<ServedProjection> LoadServedProjection(const std::string& path, const std::vector<ServedModel>& models,
+absl::StatusOr<ServedProjection> LoadServedProjection(const std::string& path,
+                                                      const std::vector<ServedModel>& models,
                                                       bool measure) {
   ServedProjection p;
   ASSIGN_OR_RETURN(p.projection, model::Projection::Load(path));
@@ -109,19 +111,21 @@ absl::StatusOr<ServedProjection> LoadServedProjection(const std::string& path, c
     }
   }
   if (!found) {
-    return absl::FailedPreconditionError(absl::StrCat(path, " maps into model ", h.target.fingerprint,
-                                                      ", which is not served (serving ", absl::StrJoin(served, ", "),
-                                                      ")"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(path, " maps into model ", h.target.fingerprint,
+                     ", which is not served (serving ", absl::StrJoin(served, ", "), ")"));
   }
   if (measure) {
     // Slots mapped per second on a random 256-slot source cache, best of three.
     const int n = 256;
     std::vector<int32_t> positions(n);
     for (int i = 0; i < n; ++i) positions[i] = i;
-    auto cache = model::KvCache::Create(h.source.num_layers, h.source.num_kv_heads, h.source.head_dim, positions, n);
+    auto cache = model::KvCache::Create(h.source.num_layers, h.source.num_kv_heads,
+                                        h.source.head_dim, positions, n);
     std::mt19937 rng(7);
     std::normal_distribution<float> normal;
-    std::vector<float> k(static_cast<size_t>(h.source.num_kv_heads) * n * h.source.head_dim), v(k.size());
+    std::vector<float> k(static_cast<size_t>(h.source.num_kv_heads) * n * h.source.head_dim),
+        v(k.size());
     for (int l = 0; l < h.source.num_layers; ++l) {
       for (float& x : k) x = normal(rng);
       for (float& x : v) x = normal(rng);
@@ -130,7 +134,8 @@ absl::StatusOr<ServedProjection> LoadServedProjection(const std::string& path, c
     for (int round = 0; round < 3; ++round) {
       const auto t0 = Clock::now();
       ASSIGN_OR_RETURN(auto out, p.projection->Apply(*cache, *models[p.target].model));
-      p.tokens_per_second = std::max(p.tokens_per_second, n / std::max(1e-9, Seconds(t0, Clock::now())));
+      p.tokens_per_second =
+          std::max(p.tokens_per_second, n / std::max(1e-9, Seconds(t0, Clock::now())));
     }
   }
   return p;
@@ -220,11 +225,13 @@ struct CloudService::Session {
   kvstream::v1::CloudStats stats;
 };
 
-CloudService::CloudService(std::vector<ServedModel> models, std::vector<ServedProjection> projections,
-                           const CloudOptions& options, metrics::MetricsServer& metrics)
+CloudService::CloudService(std::vector<ServedModel> models,
+                           std::vector<ServedProjection> projections, const CloudOptions& options,
+                           metrics::MetricsServer& metrics)
     : models_(std::move(models)),
       projections_(std::move(projections)),
-      options_(options), metrics_(std::make_unique<Metrics>(metrics.registry())) {
+      options_(options),
+      metrics_(std::make_unique<Metrics>(metrics.registry())) {
   Metrics* m = metrics_.get();
   sessions_ = std::make_unique<SessionStore>(options.max_sessions, options.cache_budget_bytes,
                                              [m](uint32_t active, uint64_t bytes) {
@@ -294,11 +301,11 @@ grpc::Status CloudService::GetInfo(grpc::ServerContext*, const kvstream::v1::Get
 absl::Status CloudService::Open(const kvstream::v1::SessionOpen& open, Session& s) {
   s.id = open.session_id();
   s.mode = open.mode();
-  if (s.mode != kvstream::v1::MODE_KV && s.mode != kvstream::v1::MODE_SCOUT && s.mode != kvstream::v1::MODE_TEXT &&
-      s.mode != kvstream::v1::MODE_PROJECTED) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("SessionOpen.mode: expected MODE_KV, MODE_PROJECTED, MODE_SCOUT or MODE_TEXT, found ",
-                     kvstream::v1::Mode_Name(s.mode)));
+  if (s.mode != kvstream::v1::MODE_KV && s.mode != kvstream::v1::MODE_SCOUT &&
+      s.mode != kvstream::v1::MODE_TEXT && s.mode != kvstream::v1::MODE_PROJECTED) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "SessionOpen.mode: expected MODE_KV, MODE_PROJECTED, MODE_SCOUT or MODE_TEXT, found ",
+        kvstream::v1::Mode_Name(s.mode)));
   }
   auto served_list = [&] {
     std::vector<std::string> names;
@@ -406,7 +413,8 @@ absl::Status CloudService::Open(const kvstream::v1::SessionOpen& open, Session& 
                                                    c.max_position_embeddings, " positions"));
   }
   const uint64_t elem = s.served->model->is_bf16() ? 2 : 4;
-  uint64_t bytes = (slots + max_tokens + 1) * c.num_layers * 2ull * c.num_kv_heads * c.head_dim * elem;
+  uint64_t bytes =
+      (slots + max_tokens + 1) * c.num_layers * 2ull * c.num_kv_heads * c.head_dim * elem;
   if (s.projection != nullptr) {  // the sender's cache is rebuilt (float32) before it is mapped
     const model::ProjectionModel& src = s.projection->projection->header().source;
     bytes += slots * src.num_layers * 2ull * src.num_kv_heads * src.head_dim * 4;
@@ -420,40 +428,45 @@ absl::Status CloudService::OpenProjected(const kvstream::v1::SessionOpen& open, 
   for (const ServedProjection& p : projections_) {
     const model::ProjectionHeader& h = p.projection->header();
     offered.push_back(absl::StrCat(h.source.fingerprint, " -> ", models_[p.target].name));
-    if (&models_[p.target] == s.served && h.source.fingerprint == open.model_fingerprint()) s.projection = &p;
+    if (&models_[p.target] == s.served && h.source.fingerprint == open.model_fingerprint())
+      s.projection = &p;
   }
   if (s.projection == nullptr) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "projected mode: no projection from '", open.model_fingerprint(), "' into model '", s.served->name,
-        "' is served (projections: ", offered.empty() ? "none" : absl::StrJoin(offered, ", "), ")"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("projected mode: no projection from '", open.model_fingerprint(),
+                     "' into model '", s.served->name, "' is served (projections: ",
+                     offered.empty() ? "none" : absl::StrJoin(offered, ", "), ")"));
   }
   const kvstream::v1::ModelDims& d = open.dims();
-  return s.projection->projection->CheckSource(open.model_fingerprint(), static_cast<int>(d.num_layers()),
-                                               static_cast<int>(d.num_kv_heads()), static_cast<int>(d.head_dim()));
+  return s.projection->projection->CheckSource(
+      open.model_fingerprint(), static_cast<int>(d.num_layers()),
+      static_cast<int>(d.num_kv_heads()), static_cast<int>(d.head_dim()));
 }
 
-absl::StatusOr<std::unique_ptr<model::KvCache>> CloudService::BuildCache(grpc::ServerContext* context, Session& s,
-                                                                         model::CacheAssembler* assembler,
-                                                                         double rebuild) {
+absl::StatusOr<std::unique_ptr<model::KvCache>> CloudService::BuildCache(
+    grpc::ServerContext* context, Session& s, model::CacheAssembler* assembler, double rebuild) {
   model::Model& m = *s.served->model;
   if (assembler == nullptr) {  // scout / text: the model prefills the prompt itself
     const auto t0 = Clock::now();
     model::PrefillOptions po;
-    po.interrupt = [context] { return context->IsCancelled() ? Gone(context, "during prefill") : absl::OkStatus(); };
+    po.interrupt = [context] {
+      return context->IsCancelled() ? Gone(context, "during prefill") : absl::OkStatus();
+    };
     if (s.mode == kvstream::v1::MODE_SCOUT && !s.kept.empty()) {
       po.keep_mask.assign(s.prompt.size() - 1, 0);
       for (int32_t p : s.kept) po.keep_mask[p] = 1;
     }
     ASSIGN_OR_RETURN(model::PrefillResult pre,
                      m.Prefill(absl::MakeConstSpan(s.prompt).subspan(0, s.prompt.size() - 1), po));
-    PadTo(t0, static_cast<int64_t>(s.prompt.size()) - 1, options_.emulate_prefill_tokens_per_second);
+    PadTo(t0, static_cast<int64_t>(s.prompt.size()) - 1,
+          options_.emulate_prefill_tokens_per_second);
     s.stats.set_prefill_seconds(Seconds(t0, Clock::now()));
     metrics_->Stage("prefill", s.stats.prefill_seconds());
     return std::move(pre.cache);
   }
   if (!assembler->complete()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("Commit with ", assembler->cells_missing(), " (layer, slot) cells of the cache not sent"));
+    return absl::InvalidArgumentError(absl::StrCat("Commit with ", assembler->cells_missing(),
+                                                   " (layer, slot) cells of the cache not sent"));
   }
   const auto t0 = Clock::now();
   ASSIGN_OR_RETURN(std::unique_ptr<model::KvCache> cache, assembler->Finish());
@@ -462,7 +475,8 @@ absl::StatusOr<std::unique_ptr<model::KvCache>> CloudService::BuildCache(grpc::S
   metrics_->Stage("rebuild", rebuild);
   if (s.projection == nullptr) return cache;
   const auto tp = Clock::now();
-  ASSIGN_OR_RETURN(std::unique_ptr<model::KvCache> mapped, s.projection->projection->Apply(*cache, m));
+  ASSIGN_OR_RETURN(std::unique_ptr<model::KvCache> mapped,
+                   s.projection->projection->Apply(*cache, m));
   s.stats.set_projection_seconds(Seconds(tp, Clock::now()));
   metrics_->Stage("project", s.stats.projection_seconds());
   return mapped;
@@ -488,8 +502,8 @@ absl::Status CloudService::RunSession(grpc::ServerContext* context,
     assembler = std::make_unique<model::CacheAssembler>(*s.served->model, s.id, s.kept, s.next_position);
   } else if (s.mode == kvstream::v1::MODE_PROJECTED) {
     const model::ProjectionModel& src = s.projection->projection->header().source;
-    assembler = std::make_unique<model::CacheAssembler>(src.num_layers, src.num_kv_heads, src.head_dim, s.id, s.kept,
-                                                        s.next_position);
+    assembler = std::make_unique<model::CacheAssembler>(
+        src.num_layers, src.num_kv_heads, src.head_dim, s.id, s.kept, s.next_position);
   }
   uint64_t chunks = 0;  // distinct chunks applied
   std::map<uint64_t, uint32_t> received;  // seq -> CRC32C
@@ -504,7 +518,8 @@ absl::Status CloudService::RunSession(grpc::ServerContext* context,
     if (up.has_open()) return absl::InvalidArgumentError("a second SessionOpen on one stream; one session per stream");
     if (assembler == nullptr) {
       return absl::InvalidArgumentError(
-          absl::StrCat("KvChunk in ", ModeLabel(s.mode), " mode; chunks are only accepted in kv and projected modes"));
+          absl::StrCat("KvChunk in ", ModeLabel(s.mode),
+                       " mode; chunks are only accepted in kv and projected modes"));
     }
     const uint64_t size = up.chunk().ByteSizeLong();
     // A re-sent chunk (same seq and checksum, e.g. after a lost ack) is acked again and
@@ -545,7 +560,8 @@ absl::Status CloudService::RunSession(grpc::ServerContext* context,
   s.stats.set_queue_seconds(slot.wait_seconds());
   metrics_->queue_wait.Observe(slot.wait_seconds());
   model::Model& m = *s.served->model;
-  ASSIGN_OR_RETURN(std::unique_ptr<model::KvCache> cache, BuildCache(context, s, assembler.get(), rebuild));
+  ASSIGN_OR_RETURN(std::unique_ptr<model::KvCache> cache,
+                   BuildCache(context, s, assembler.get(), rebuild));
   if (context->IsCancelled()) return Gone(context, "before generation");
 
   // Generate, streaming each token as it comes.

@@ -49,7 +49,8 @@ struct ServedProjection {
 // Loads `path` and matches it to the served model it was fitted for (FAILED_PRECONDITION
 // naming the fingerprints when none is); measures its rate on 256 slots unless
 // `measure` is false.
-absl::StatusOr<ServedProjection> LoadServedProjection(const std::string& path, const std::vector<ServedModel>& models,
+absl::StatusOr<ServedProjection> LoadServedProjection(const std::string& path,
+                                                      const std::vector<ServedModel>& models,
                                                       bool measure);
 
 struct CloudOptions {
@@ -69,8 +70,8 @@ struct CloudOptions {
 
 class CloudService final : public kvstream::v1::CloudService::Service {
  public:
-  CloudService(std::vector<ServedModel> models, std::vector<ServedProjection> projections, const CloudOptions& options,
-               metrics::MetricsServer& metrics);
+  CloudService(std::vector<ServedModel> models, std::vector<ServedProjection> projections,
+               const CloudOptions& options, metrics::MetricsServer& metrics);
   ~CloudService() override;
 
   grpc::Status Transfer(grpc::ServerContext* context,
@@ -92,8 +93,10 @@ class CloudService final : public kvstream::v1::CloudService::Service {
   // Projected mode: finds the projection from the sender's model into `s.served`.
   absl::Status OpenProjected(const kvstream::v1::SessionOpen& open, Session& session);
   // The cache the session generates from once its chunks (or prompt) are in.
-  absl::StatusOr<std::unique_ptr<model::KvCache>> BuildCache(grpc::ServerContext* context, Session& s,
-                                                             model::CacheAssembler* assembler, double rebuild);
+  absl::StatusOr<std::unique_ptr<model::KvCache>> BuildCache(grpc::ServerContext* context,
+                                                             Session& s,
+                                                             model::CacheAssembler* assembler,
+                                                             double rebuild);
 
   std::vector<ServedModel> models_;
   std::vector<ServedProjection> projections_;

@@ -23,8 +23,10 @@ ABSL_FLAG(std::vector<std::string>, model, {},
           "Repeat the flag or separate with commas; kv sessions pick a model by fingerprint, scout and text "
           "sessions by NAME");
 ABSL_FLAG(std::vector<std::string>, projection, {},
-          "Projection file to serve (kvstream fit-projection): projected sessions from its source model (by "
-          "fingerprint) are answered by the served --model it was fitted for. Repeat or separate with commas");
+          "Projection file to serve (kvstream fit-projection): projected sessions from its source "
+          "model (by "
+          "fingerprint) are answered by the served --model it was fitted for. Repeat or separate "
+          "with commas");
 ABSL_FLAG(std::string, listen, "0.0.0.0:50052", "gRPC listen address host:port (port 0: any free port)");
 ABSL_FLAG(std::string, port_file, "", "Write the bound gRPC port to this file once serving");
 ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9102", "Serve Prometheus /metrics here (empty: off)");
@@ -158,14 +160,16 @@ int main(int argc, char** argv) {
   options.max_queued = absl::GetFlag(FLAGS_max_queued);
   std::vector<kvstream::cloud::ServedProjection> projections;
   for (const std::string& path : absl::GetFlag(FLAGS_projection)) {
-    auto p = kvstream::cloud::LoadServedProjection(path, models, absl::GetFlag(FLAGS_measure_rates));
+    auto p =
+        kvstream::cloud::LoadServedProjection(path, models, absl::GetFlag(FLAGS_measure_rates));
     if (!p.ok()) return Fail(absl::StrCat("--projection ", path, ": ", p.status().message()));
     const kvstream::model::ProjectionHeader& h = p->projection->header();
-    logging::Logf(logging::Level::kInfo, "cloud", "projection %s: %s -> model %s, %.0f slots/s", path,
-                  h.source.fingerprint, models[p->target].name, p->tokens_per_second);
+    logging::Logf(logging::Level::kInfo, "cloud", "projection %s: %s -> model %s, %.0f slots/s",
+                  path, h.source.fingerprint, models[p->target].name, p->tokens_per_second);
     projections.push_back(std::move(*p));
   }
-  kvstream::cloud::CloudService service(std::move(models), std::move(projections), options, metrics);
+  kvstream::cloud::CloudService service(std::move(models), std::move(projections), options,
+                                        metrics);
 
   kvstream::net::ServeOptions so;
   so.component = "cloud";

@@ -37,10 +37,14 @@ absl::Status CheckAlive(grpc::ServerContext* context, const char* stage) {
 
 kvstream::v1::Mode ToProtoMode(control::Mode m) {
   switch (m) {
-    case control::Mode::kKv: return kvstream::v1::MODE_KV;
-    case control::Mode::kProjected: return kvstream::v1::MODE_PROJECTED;
-    case control::Mode::kScout: return kvstream::v1::MODE_SCOUT;
-    case control::Mode::kText: return kvstream::v1::MODE_TEXT;
+    case control::Mode::kKv:
+      return kvstream::v1::MODE_KV;
+    case control::Mode::kProjected:
+      return kvstream::v1::MODE_PROJECTED;
+    case control::Mode::kScout:
+      return kvstream::v1::MODE_SCOUT;
+    case control::Mode::kText:
+      return kvstream::v1::MODE_TEXT;
   }
   return kvstream::v1::MODE_TEXT;
 }
@@ -186,13 +190,15 @@ absl::Status EdgeService::CheckProjection(const kvstream::v1::GetInfoResponse& i
                                           const std::string& cloud_model) const {
   std::vector<std::string> offered;
   for (const kvstream::v1::ProjectionInfo& p : info.projections()) {
-    if (p.source_fingerprint() == scout_->fingerprint() && p.target_model() == cloud_model) return absl::OkStatus();
+    if (p.source_fingerprint() == scout_->fingerprint() && p.target_model() == cloud_model)
+      return absl::OkStatus();
     offered.push_back(absl::StrCat(p.source_fingerprint(), " -> ", p.target_model()));
   }
-  return absl::FailedPreconditionError(absl::StrCat(
-      "projected mode: the cloud serves no projection from this edge's scout (", scout_->fingerprint(),
-      ") into '", cloud_model, "' (it serves ", offered.empty() ? "none" : absl::StrJoin(offered, ", "),
-      "); start kvstream-cloud with --projection=FILE from kvstream fit-projection"));
+  return absl::FailedPreconditionError(
+      absl::StrCat("projected mode: the cloud serves no projection from this edge's scout (",
+                   scout_->fingerprint(), ") into '", cloud_model, "' (it serves ",
+                   offered.empty() ? "none" : absl::StrJoin(offered, ", "),
+                   "); start kvstream-cloud with --projection=FILE from kvstream fit-projection"));
 }
 
 absl::StatusOr<kvstream::v1::GetInfoResponse> EdgeService::CloudInfo() {
@@ -240,7 +246,8 @@ absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1
   stats.set_mode(policy.mode);
   stats.set_selector(std::string(select::PolicyName(policy.selector)));
   // kv and projected send the scout's cache; scout and text send token ids.
-  const bool sends_cache = policy.mode == kvstream::v1::MODE_KV || policy.mode == kvstream::v1::MODE_PROJECTED;
+  const bool sends_cache =
+      policy.mode == kvstream::v1::MODE_KV || policy.mode == kvstream::v1::MODE_PROJECTED;
   if (sends_cache) stats.set_spec(policy.spec);
 
   // Length limits, and the answering model's dims for the raw-bytes reference.
@@ -278,7 +285,8 @@ absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1
     layers = found->dims().num_layers();
     kv_heads = found->dims().num_kv_heads();
     head_dim = found->dims().head_dim();
-    if (policy.mode == kvstream::v1::MODE_PROJECTED) RETURN_IF_ERROR(CheckProjection(info, policy.cloud_model));
+    if (policy.mode == kvstream::v1::MODE_PROJECTED)
+      RETURN_IF_ERROR(CheckProjection(info, policy.cloud_model));
   }
   // The cache covers the prompt but its last token, which the cloud feeds first.
   const std::vector<int32_t> head(prompt.tokens.begin(), prompt.tokens.end() - 1);
@@ -604,16 +612,20 @@ absl::StatusOr<ResolvedPolicy> EdgeService::ChooseAdaptive(const ResolvedPolicy&
   }
   const kvstream::v1::ProjectionInfo* projection = nullptr;
   for (const auto& p : info.projections()) {
-    if (p.source_fingerprint() == scout_->fingerprint() && p.target_model() == request.cloud_model) projection = &p;
+    if (p.source_fingerprint() == scout_->fingerprint() && p.target_model() == request.cloud_model)
+      projection = &p;
   }
   if (projection != nullptr) rates.projection = projection->tokens_per_second();
   // Only points the cloud can serve: kv needs the scout there, projected a projection
   // from it into the named model, text/scout the named model.
   auto servable = [&](control::Mode mode) {
     switch (mode) {
-      case control::Mode::kKv: return kv_model != nullptr;
-      case control::Mode::kProjected: return answer_model != nullptr && projection != nullptr;
-      default: return answer_model != nullptr;
+      case control::Mode::kKv:
+        return kv_model != nullptr;
+      case control::Mode::kProjected:
+        return answer_model != nullptr && projection != nullptr;
+      default:
+        return answer_model != nullptr;
     }
   };
   std::vector<control::OperatingPoint> points;
@@ -622,8 +634,11 @@ absl::StatusOr<ResolvedPolicy> EdgeService::ChooseAdaptive(const ResolvedPolicy&
   }
   if (points.empty()) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "adaptive: no operating point is servable: the cloud ", kv_model ? "" : "does not serve the scout (kv) and ",
-        answer_model ? "" : absl::StrCat("has no model '", request.cloud_model, "' (text/scout/projected)")));
+        "adaptive: no operating point is servable: the cloud ",
+        kv_model ? "" : "does not serve the scout (kv) and ",
+        answer_model
+            ? ""
+            : absl::StrCat("has no model '", request.cloud_model, "' (text/scout/projected)")));
   }
   control::LinkState link;
   {

@@ -81,7 +81,8 @@ class EdgeService final : public kvstream::v1::EdgeService::Service {
   // across the call, so a hung cloud does not serialise requests behind it.
   absl::StatusOr<kvstream::v1::GetInfoResponse> CloudInfo();
   // FAILED_PRECONDITION unless the cloud maps this edge's scout into `cloud_model`.
-  absl::Status CheckProjection(const kvstream::v1::GetInfoResponse& info, const std::string& cloud_model) const;
+  absl::Status CheckProjection(const kvstream::v1::GetInfoResponse& info,
+                               const std::string& cloud_model) const;
 
   std::unique_ptr<model::Model> scout_;
   std::unique_ptr<model::Tokenizer> tokenizer_;

@@ -23,7 +23,8 @@ const char* ModeName(Mode mode) {
     case kvstream::v1::MODE_SCOUT: return "scout";
     case kvstream::v1::MODE_TEXT: return "text";
     case kvstream::v1::MODE_ADAPTIVE: return "adaptive";
-    case kvstream::v1::MODE_PROJECTED: return "projected";
+    case kvstream::v1::MODE_PROJECTED:
+      return "projected";
     default: return "unspecified";
   }
 }

@@ -38,7 +38,6 @@ struct ResolvedPolicy {
 absl::StatusOr<ResolvedPolicy> ResolvePolicy(const kvstream::v1::Policy& request,
                                              const kvstream::v1::Policy& defaults, int num_layers);
 
-
 // Parses "kv", "projected", "scout", "text" or "adaptive" (flag values).
 absl::StatusOr<kvstream::v1::Mode> ParseMode(absl::string_view name);
 const char* ModeName(kvstream::v1::Mode mode);

@@ -19,7 +19,8 @@ const char* ModeName(Mode m) {
     case Mode::kText: return "text";
     case Mode::kScout: return "scout";
     case Mode::kKv: return "kv";
-    case Mode::kProjected: return "projected";
+    case Mode::kProjected:
+      return "projected";
   }
   return "?";
 }
@@ -135,8 +136,9 @@ absl::StatusOr<Prediction> Predict(const OperatingPoint& p, const RequestShape& 
     out.wire_bytes = payload + 4ull * slots + 256;
     out.edge_seconds = edge_prefill.Seconds(head) + per(static_cast<double>(payload), rates.edge_encode_bytes);
     out.cloud_seconds = per(static_cast<double>(payload), rates.rebuild_bytes);
-    out.cloud_seconds += p.mode == Mode::kProjected ? per(slots, rates.projection) + per(1, rates.cloud_decode)
-                                                    : per(1, rates.kv_decode);
+    out.cloud_seconds += p.mode == Mode::kProjected
+                             ? per(slots, rates.projection) + per(1, rates.cloud_decode)
+                             : per(1, rates.kv_decode);
   }
   out.transfer_seconds = link.rtt_seconds + 8.0 * static_cast<double>(out.wire_bytes) / link.bandwidth_bps;
   out.ttft_seconds = out.edge_seconds + out.transfer_seconds + out.cloud_seconds;
@@ -222,9 +224,11 @@ absl::StatusOr<std::vector<OperatingPoint>> ParseQualityTable(const std::string&
     if (mode == "text") p.mode = Mode::kText;
     else if (mode == "scout") p.mode = Mode::kScout;
     else if (mode == "kv") p.mode = Mode::kKv;
-    else if (mode == "projected") p.mode = Mode::kProjected;
-    else return absl::InvalidArgumentError(
-        absl::StrCat(where(), ": mode must be text, scout, kv or projected; found '", mode, "'"));
+    else if (mode == "projected")
+      p.mode = Mode::kProjected;
+    else
+      return absl::InvalidArgumentError(
+          absl::StrCat(where(), ": mode must be text, scout, kv or projected; found '", mode, "'"));
     p.quality = e[qkey];
     if (e.contains("selector")) {
       auto sel = select::ParsePolicy(e["selector"].get<std::string>());

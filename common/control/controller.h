@@ -155,9 +155,9 @@ absl::StatusOr<Decision> Choose(const std::vector<OperatingPoint>& points, const
 absl::StatusOr<int> ReplanRung(const std::vector<std::string>& ladder, int current, int layers, int slots,
                                const ModelShape& shape, double bandwidth_bps, double seconds_left);
 
-// Quality table: JSON [{"mode": "kv" (or "projected", "scout", "text"), "selector": "q2c", "retention": 0.5, "spec": "int4",
-// "quality": 0.55}, ...]; "f1" stands in for "quality", so `kvstream eval --json` output
-// is a table. `source` names the file in errors.
+// Quality table: JSON [{"mode": "kv" (or "projected", "scout", "text"), "selector": "q2c",
+// "retention": 0.5, "spec": "int4", "quality": 0.55}, ...]; "f1" stands in for "quality", so
+// `kvstream eval --json` output is a table. `source` names the file in errors.
 absl::StatusOr<std::vector<OperatingPoint>> ParseQualityTable(const std::string& json, const std::string& source);
 absl::StatusOr<std::vector<OperatingPoint>> LoadQualityTable(const std::string& path);
 

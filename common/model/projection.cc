@@ -42,14 +42,15 @@ torch::Tensor PositionsTensor(const std::vector<int32_t>& positions) {
 absl::Status ExportUnroped(const KvCache& cache, double theta, std::vector<torch::Tensor>& k,
                            std::vector<torch::Tensor>& v) {
   const int64_t kvh = cache.kv_heads(), n = cache.size(), hd = cache.head_dim();
-  auto [cos, sin] = RopeCosSin(PositionsTensor(cache.positions()), static_cast<int>(hd), theta,
-                               torch::kFloat32);
+  auto [cos, sin] =
+      RopeCosSin(PositionsTensor(cache.positions()), static_cast<int>(hd), theta, torch::kFloat32);
   k.clear();
   v.clear();
   for (int l = 0; l < cache.num_layers(); ++l) {
     torch::Tensor kl = torch::empty({kvh, n, hd}, torch::kFloat32);
     torch::Tensor vl = torch::empty({kvh, n, hd}, torch::kFloat32);
-    RETURN_IF_ERROR(cache.ExportLayer(l, 0, static_cast<int>(n), kl.data_ptr<float>(), vl.data_ptr<float>()));
+    RETURN_IF_ERROR(
+        cache.ExportLayer(l, 0, static_cast<int>(n), kl.data_ptr<float>(), vl.data_ptr<float>()));
     k.push_back(ApplyRope(kl, cos, -sin));  // R(p)^T: the inverse rotation
     v.push_back(vl);
   }
@@ -57,7 +58,8 @@ absl::Status ExportUnroped(const KvCache& cache, double theta, std::vector<torch
 }
 
 // [slots, |layers| * kv_heads * head_dim]: the given layers' heads side by side per slot.
-torch::Tensor Features(const std::vector<torch::Tensor>& per_layer, const std::vector<int>& layers) {
+torch::Tensor Features(const std::vector<torch::Tensor>& per_layer,
+                       const std::vector<int>& layers) {
   std::vector<torch::Tensor> parts;
   for (int l : layers) {
     const torch::Tensor& t = per_layer[l];  // [kvh, n, hd]
@@ -89,9 +91,10 @@ absl::Status Field(const json& j, const std::string& where, const char* key, dou
 }
 
 absl::Status Field(const json& j, const std::string& where, const char* key, int* out) {
-  if (!j.is_object() || !j.contains(key) || !j[key].is_number_integer() || j[key].get<int64_t>() < 1 ||
-      j[key].get<int64_t>() > (1 << 20)) {
-    return absl::InvalidArgumentError(absl::StrCat(where, ".", key, ": expected a positive integer"));
+  if (!j.is_object() || !j.contains(key) || !j[key].is_number_integer() ||
+      j[key].get<int64_t>() < 1 || j[key].get<int64_t>() > (1 << 20)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ".", key, ": expected a positive integer"));
   }
   *out = j[key].get<int>();
   return absl::OkStatus();
@@ -111,14 +114,19 @@ absl::Status ParseModel(const json& j, const std::string& where, ProjectionModel
   RETURN_IF_ERROR(Field(j, where, "num_kv_heads", &m.num_kv_heads));
   RETURN_IF_ERROR(Field(j, where, "head_dim", &m.head_dim));
   RETURN_IF_ERROR(Field(j, where, "rope_theta", &m.rope_theta));
-  if (m.head_dim % 2 != 0) return absl::InvalidArgumentError(absl::StrCat(where, ".head_dim must be even"));
+  if (m.head_dim % 2 != 0)
+    return absl::InvalidArgumentError(absl::StrCat(where, ".head_dim must be even"));
   return absl::OkStatus();
 }
 
 absl::Status ParseLayer(const json& j, int t, ProjectionLayer& layer) {
   const std::string where = absl::StrCat("layers[", t, "]");
-  for (auto [key, out] : {std::pair{"ridge_k", &layer.ridge_k}, {"ridge_v", &layer.ridge_v}, {"r2_k", &layer.r2_k},
-                          {"r2_v", &layer.r2_v}, {"cka_k", &layer.cka_k}, {"cka_v", &layer.cka_v}}) {
+  for (auto [key, out] : {std::pair{"ridge_k", &layer.ridge_k},
+                          {"ridge_v", &layer.ridge_v},
+                          {"r2_k", &layer.r2_k},
+                          {"r2_v", &layer.r2_v},
+                          {"cka_k", &layer.cka_k},
+                          {"cka_v", &layer.cka_v}}) {
     RETURN_IF_ERROR(Field(j, where, key, out));
   }
   return absl::OkStatus();
@@ -126,10 +134,12 @@ absl::Status ParseLayer(const json& j, int t, ProjectionLayer& layer) {
 
 absl::Status ParseHeader(const std::string& text, ProjectionHeader& h) {
   const json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) return absl::InvalidArgumentError("header is not a JSON object");
+  if (j.is_discarded() || !j.is_object())
+    return absl::InvalidArgumentError("header is not a JSON object");
   double format = 0;
   RETURN_IF_ERROR(Field(j, "header", "format", &format));
-  if (format != 1) return absl::InvalidArgumentError(absl::StrCat("header.format: expected 1, found ", format));
+  if (format != 1)
+    return absl::InvalidArgumentError(absl::StrCat("header.format: expected 1, found ", format));
   if (!j.contains("source") || !j.contains("target")) {
     return absl::InvalidArgumentError("header: expected \"source\" and \"target\" models");
   }
@@ -137,24 +147,29 @@ absl::Status ParseHeader(const std::string& text, ProjectionHeader& h) {
   RETURN_IF_ERROR(ParseModel(j["target"], "target", h.target));
   const json& map = j.contains("layer_map") ? j["layer_map"] : json();
   const json& layers = j.contains("layers") ? j["layers"] : json();
-  if (!map.is_array() || static_cast<int>(map.size()) != h.target.num_layers || !layers.is_array() ||
-      layers.size() != map.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("header: expected layer_map and layers with one entry per target layer (",
-                                                   h.target.num_layers, ")"));
+  if (!map.is_array() || static_cast<int>(map.size()) != h.target.num_layers ||
+      !layers.is_array() || layers.size() != map.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("header: expected layer_map and layers with one entry per target layer (",
+                     h.target.num_layers, ")"));
   }
   if (j.contains("joint_inputs")) {
-    if (!j["joint_inputs"].is_boolean()) return absl::InvalidArgumentError("header.joint_inputs: expected true or false");
+    if (!j["joint_inputs"].is_boolean())
+      return absl::InvalidArgumentError("header.joint_inputs: expected true or false");
     h.joint_inputs = j["joint_inputs"].get<bool>();
   }
   h.layers.resize(map.size());
   for (size_t t = 0; t < map.size(); ++t) {
     if (!map[t].is_array() || map[t].empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("layer_map[", t, "]: expected a non-empty list of source layers"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("layer_map[", t, "]: expected a non-empty list of source layers"));
     }
     for (const json& l : map[t]) {
-      if (!l.is_number_integer() || l.get<int64_t>() < 0 || l.get<int64_t>() >= h.source.num_layers) {
-        return absl::InvalidArgumentError(absl::StrCat("layer_map[", t, "]: expected source layers 0..",
-                                                       h.source.num_layers - 1, ", found ", l.dump()));
+      if (!l.is_number_integer() || l.get<int64_t>() < 0 ||
+          l.get<int64_t>() >= h.source.num_layers) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("layer_map[", t, "]: expected source layers 0..", h.source.num_layers - 1,
+                         ", found ", l.dump()));
       }
       h.layers[t].source_layers.push_back(l.get<int>());
     }
@@ -162,9 +177,12 @@ absl::Status ParseHeader(const std::string& text, ProjectionHeader& h) {
   }
   if (j.contains("calibration") && j["calibration"].is_object()) {
     const json& c = j["calibration"];
-    if (c.contains("prompts") && c["prompts"].is_number_integer()) h.calibration_prompts = c["prompts"];
-    if (c.contains("held_out") && c["held_out"].is_number_integer()) h.held_out_prompts = c["held_out"];
-    if (c.contains("positions") && c["positions"].is_number_integer()) h.calibration_positions = c["positions"];
+    if (c.contains("prompts") && c["prompts"].is_number_integer())
+      h.calibration_prompts = c["prompts"];
+    if (c.contains("held_out") && c["held_out"].is_number_integer())
+      h.held_out_prompts = c["held_out"];
+    if (c.contains("positions") && c["positions"].is_number_integer())
+      h.calibration_positions = c["positions"];
     if (c.contains("description") && c["description"].is_string()) h.calibration = c["description"];
   }
   return absl::OkStatus();
@@ -195,14 +213,15 @@ json HeaderJson(const ProjectionHeader& h) {
 }
 
 int64_t InputDim(const ProjectionHeader& h, int t) {
-  return (h.joint_inputs ? 2 : 1) * static_cast<int64_t>(h.layers[t].source_layers.size()) * h.source.num_kv_heads *
-         h.source.head_dim;
+  return (h.joint_inputs ? 2 : 1) * static_cast<int64_t>(h.layers[t].source_layers.size()) *
+         h.source.num_kv_heads * h.source.head_dim;
 }
 
 // The inputs of one map: the source layers' own tensor (K for the key map, V for the value
 // map), or with joint inputs both, keys first.
-torch::Tensor MapInputs(bool joint, const std::vector<torch::Tensor>& own, const std::vector<torch::Tensor>& k,
-                        const std::vector<torch::Tensor>& v, const std::vector<int>& layers) {
+torch::Tensor MapInputs(bool joint, const std::vector<torch::Tensor>& own,
+                        const std::vector<torch::Tensor>& k, const std::vector<torch::Tensor>& v,
+                        const std::vector<int>& layers) {
   if (!joint) return Features(own, layers);
   return torch::cat({Features(k, layers), Features(v, layers)}, 1);
 }
@@ -223,12 +242,15 @@ absl::StatusOr<std::unique_ptr<Projection>> Projection::Load(const std::string& 
   std::unique_ptr<Projection> p(new Projection());
   p->path_ = path;
   const json top = json::parse(file->header(), nullptr, false);
-  if (top.is_discarded() || !top.contains("__metadata__") || !top["__metadata__"].contains(kMetadataKey) ||
+  if (top.is_discarded() || !top.contains("__metadata__") ||
+      !top["__metadata__"].contains(kMetadataKey) ||
       !top["__metadata__"][kMetadataKey].is_string()) {
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": not a kvstream projection (no __metadata__.", kMetadataKey, ")"));
   }
-  if (absl::Status st = ParseHeader(top["__metadata__"][kMetadataKey].get<std::string>(), p->header_); !st.ok()) {
+  if (absl::Status st =
+          ParseHeader(top["__metadata__"][kMetadataKey].get<std::string>(), p->header_);
+      !st.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", st.message()));
   }
   const ProjectionHeader& h = p->header_;
@@ -238,15 +260,19 @@ absl::StatusOr<std::unique_ptr<Projection>> Projection::Load(const std::string& 
       const std::string name = absl::StrCat("layers.", t, ".", kind);
       const TensorView* view = file->Find(name);
       const std::vector<int64_t> want = {InputDim(h, t) + 1, d_out};
-      if (view == nullptr) return absl::InvalidArgumentError(absl::StrCat(path, ": tensor ", name, " is missing"));
+      if (view == nullptr)
+        return absl::InvalidArgumentError(absl::StrCat(path, ": tensor ", name, " is missing"));
       if (view->dtype != StDType::kF32 || view->shape != want) {
-        return absl::InvalidArgumentError(absl::StrCat(path, ": tensor ", name, " is ", StDTypeName(view->dtype), " [",
-                                                       absl::StrJoin(view->shape, ", "), "], expected F32 [",
-                                                       absl::StrJoin(want, ", "), "] for the header's dims"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, ": tensor ", name, " is ", StDTypeName(view->dtype), " [",
+                         absl::StrJoin(view->shape, ", "), "], expected F32 [",
+                         absl::StrJoin(want, ", "), "] for the header's dims"));
       }
-      torch::Tensor m = torch::from_blob(const_cast<uint8_t*>(view->data), want, torch::kFloat32).clone();
+      torch::Tensor m =
+          torch::from_blob(const_cast<uint8_t*>(view->data), want, torch::kFloat32).clone();
       if (!torch::isfinite(m).all().item<bool>()) {
-        return absl::InvalidArgumentError(absl::StrCat(path, ": tensor ", name, " holds NaN or infinite entries"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, ": tensor ", name, " holds NaN or infinite entries"));
       }
       (kind[0] == 'k' ? p->maps_->k : p->maps_->v).push_back(m);
     }
@@ -257,15 +283,19 @@ absl::StatusOr<std::unique_ptr<Projection>> Projection::Load(const std::string& 
 absl::Status Projection::CheckTarget(const Model& target) const {
   const ProjectionModel want = header_.target, have = FromModel(target);
   auto differ = [&](const char* field, const std::string& a, const std::string& b) {
-    return absl::FailedPreconditionError(absl::StrCat("projection ", path_, " was fitted for a target with ", field, " ",
+    return absl::FailedPreconditionError(absl::StrCat("projection ", path_,
+                                                      " was fitted for a target with ", field, " ",
                                                       a, "; model ", target.dir(), " has ", b));
   };
-  if (want.fingerprint != have.fingerprint) return differ("fingerprint", want.fingerprint, have.fingerprint);
-  if (want.num_layers != have.num_layers) return differ("num_layers", absl::StrCat(want.num_layers), absl::StrCat(have.num_layers));
+  if (want.fingerprint != have.fingerprint)
+    return differ("fingerprint", want.fingerprint, have.fingerprint);
+  if (want.num_layers != have.num_layers)
+    return differ("num_layers", absl::StrCat(want.num_layers), absl::StrCat(have.num_layers));
   if (want.num_kv_heads != have.num_kv_heads) {
     return differ("num_kv_heads", absl::StrCat(want.num_kv_heads), absl::StrCat(have.num_kv_heads));
   }
-  if (want.head_dim != have.head_dim) return differ("head_dim", absl::StrCat(want.head_dim), absl::StrCat(have.head_dim));
+  if (want.head_dim != have.head_dim)
+    return differ("head_dim", absl::StrCat(want.head_dim), absl::StrCat(have.head_dim));
   if (want.rope_theta != have.rope_theta) {
     return differ("rope_theta", absl::StrCat(want.rope_theta), absl::StrCat(have.rope_theta));
   }
@@ -278,15 +308,17 @@ absl::Status Projection::CheckSource(const std::string& fingerprint, int num_lay
   if (fingerprint != s.fingerprint || num_layers != s.num_layers || kv_heads != s.num_kv_heads ||
       head_dim != s.head_dim) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "projection ", path_, " maps from ", s.fingerprint, " (", s.num_layers, " layers x ", s.num_kv_heads,
-        " kv heads x ", s.head_dim, "); the sender's cache is ", fingerprint, " (", num_layers, " x ", kv_heads,
-        " x ", head_dim, ")"));
+        "projection ", path_, " maps from ", s.fingerprint, " (", s.num_layers, " layers x ",
+        s.num_kv_heads, " kv heads x ", s.head_dim, "); the sender's cache is ", fingerprint, " (",
+        num_layers, " x ", kv_heads, " x ", head_dim, ")"));
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::unique_ptr<KvCache>> Projection::Apply(const KvCache& source, const Model& target) const {
-  RETURN_IF_ERROR(CheckSource(header_.source.fingerprint, source.num_layers(), source.kv_heads(), source.head_dim()));
+absl::StatusOr<std::unique_ptr<KvCache>> Projection::Apply(const KvCache& source,
+                                                           const Model& target) const {
+  RETURN_IF_ERROR(CheckSource(header_.source.fingerprint, source.num_layers(), source.kv_heads(),
+                              source.head_dim()));
   RETURN_IF_ERROR(CheckTarget(target));
   const ProjectionModel& tm = header_.target;
   auto out = target.NewCache(source.positions(), source.next_position());
@@ -295,8 +327,10 @@ absl::StatusOr<std::unique_ptr<KvCache>> Projection::Apply(const KvCache& source
     std::vector<torch::Tensor> k, v;
     RETURN_IF_ERROR(ExportUnroped(source, header_.source.rope_theta, k, v));
     const int64_t n = source.size();
-    auto [cos, sin] = RopeCosSin(PositionsTensor(source.positions()), tm.head_dim, tm.rope_theta, torch::kFloat32);
-    auto map = [&](const torch::Tensor& w, const torch::Tensor& x) {  // [n, d_in] -> [kvh_t, n, hd_t]
+    auto [cos, sin] = RopeCosSin(PositionsTensor(source.positions()), tm.head_dim, tm.rope_theta,
+                                 torch::kFloat32);
+    auto map = [&](const torch::Tensor& w,
+                   const torch::Tensor& x) {  // [n, d_in] -> [kvh_t, n, hd_t]
       const int64_t d = x.size(1);
       const torch::Tensor y = torch::addmm(w[d], x, w.narrow(0, 0, d));
       return y.view({n, tm.num_kv_heads, tm.head_dim}).permute({1, 0, 2});
@@ -304,9 +338,11 @@ absl::StatusOr<std::unique_ptr<KvCache>> Projection::Apply(const KvCache& source
     for (int t = 0; t < tm.num_layers; ++t) {
       const std::vector<int>& from = header_.layers[t].source_layers;
       const bool joint = header_.joint_inputs;
-      const torch::Tensor kt = ApplyRope(map(maps_->k[t], MapInputs(joint, k, k, v, from)), cos, sin).contiguous();
+      const torch::Tensor kt =
+          ApplyRope(map(maps_->k[t], MapInputs(joint, k, k, v, from)), cos, sin).contiguous();
       const torch::Tensor vt = map(maps_->v[t], MapInputs(joint, v, k, v, from)).contiguous();
-      RETURN_IF_ERROR(out->WriteLayer(t, 0, static_cast<int>(n), kt.data_ptr<float>(), vt.data_ptr<float>()));
+      RETURN_IF_ERROR(
+          out->WriteLayer(t, 0, static_cast<int>(n), kt.data_ptr<float>(), vt.data_ptr<float>()));
     }
     return absl::OkStatus();
   }));
@@ -317,7 +353,8 @@ absl::Status Projection::Save(const std::string& path) const {
   std::vector<TensorToWrite> tensors;
   for (int t = 0; t < header_.target.num_layers; ++t) {
     for (const char* kind : {"k", "v"}) {
-      const torch::Tensor m = (kind[0] == 'k' ? maps_->k : maps_->v)[t].to(torch::kFloat32).contiguous();
+      const torch::Tensor m =
+          (kind[0] == 'k' ? maps_->k : maps_->v)[t].to(torch::kFloat32).contiguous();
       TensorToWrite w;
       w.name = absl::StrCat("layers.", t, ".", kind);
       w.shape = {m.size(0), m.size(1)};
@@ -330,9 +367,11 @@ absl::Status Projection::Save(const std::string& path) const {
 
 // ---- Fitting --------------------------------------------------------------------------
 
-absl::StatusOr<std::vector<std::vector<int>>> ProjectionLayerMap(const std::string& kind, int source_layers,
-                                                                  int target_layers) {
-  if (source_layers < 1 || target_layers < 1) return absl::InvalidArgumentError("models need at least one layer");
+absl::StatusOr<std::vector<std::vector<int>>> ProjectionLayerMap(const std::string& kind,
+                                                                 int source_layers,
+                                                                 int target_layers) {
+  if (source_layers < 1 || target_layers < 1)
+    return absl::InvalidArgumentError("models need at least one layer");
   std::vector<std::vector<int>> map(target_layers);
   for (int t = 0; t < target_layers; ++t) {
     if (kind == "all") {
@@ -343,7 +382,8 @@ absl::StatusOr<std::vector<std::vector<int>>> ProjectionLayerMap(const std::stri
       map[t].push_back(num / den);
       if (num % den != 0) map[t].push_back(num / den + 1);
     } else {
-      return absl::InvalidArgumentError(absl::StrCat("layer map: expected bracket or all, found '", kind, "'"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("layer map: expected bracket or all, found '", kind, "'"));
     }
   }
   return map;
@@ -360,8 +400,9 @@ absl::Status CheckSameTokenizer(const std::string& source_dir, const std::string
   ASSIGN_OR_RETURN(const std::string a, read(source_dir + "/tokenizer.json"));
   ASSIGN_OR_RETURN(const std::string b, read(target_dir + "/tokenizer.json"));
   if (a != b) {
-    return absl::InvalidArgumentError(absl::StrCat("source and target tokenizers differ (", source_dir, " vs ",
-                                                   target_dir, "): a position would not mean the same text"));
+    return absl::InvalidArgumentError(absl::StrCat("source and target tokenizers differ (",
+                                                   source_dir, " vs ", target_dir,
+                                                   "): a position would not mean the same text"));
   }
   return absl::OkStatus();
 }
@@ -388,8 +429,8 @@ struct ProjectionFitter::Moments {
   Pair k, v;
 };
 
-absl::StatusOr<std::unique_ptr<ProjectionFitter>> ProjectionFitter::Create(Model& source, Model& target,
-                                                                          const FitOptions& options) {
+absl::StatusOr<std::unique_ptr<ProjectionFitter>> ProjectionFitter::Create(
+    Model& source, Model& target, const FitOptions& options) {
   std::unique_ptr<ProjectionFitter> f(new ProjectionFitter());
   f->source_ = &source;
   f->target_ = &target;
@@ -403,8 +444,8 @@ absl::StatusOr<std::unique_ptr<ProjectionFitter>> ProjectionFitter::Create(Model
     RETURN_IF_ERROR(plan.Validate(source.config().num_layers));
     f->input_plans_.push_back(plan);
   }
-  ASSIGN_OR_RETURN(f->layer_map_,
-                   ProjectionLayerMap(options.layer_map, source.config().num_layers, target.config().num_layers));
+  ASSIGN_OR_RETURN(f->layer_map_, ProjectionLayerMap(options.layer_map, source.config().num_layers,
+                                                     target.config().num_layers));
   for (int t = 0; t < target.config().num_layers; ++t) {
     f->train_.push_back(std::make_unique<Moments>());
     f->held_.push_back(std::make_unique<Moments>());
@@ -414,7 +455,8 @@ absl::StatusOr<std::unique_ptr<ProjectionFitter>> ProjectionFitter::Create(Model
 
 ProjectionFitter::~ProjectionFitter() = default;
 
-absl::StatusOr<std::unique_ptr<KvCache>> ProjectionFitter::ThroughCodec(std::unique_ptr<KvCache> cache) {
+absl::StatusOr<std::unique_ptr<KvCache>> ProjectionFitter::ThroughCodec(
+    std::unique_ptr<KvCache> cache) {
   const std::vector<codec::Plan>& plans = input_plans_;
   if (plans.empty()) return cache;
   const codec::Plan& plan = plans[(prompts_ + held_prompts_) % plans.size()];
@@ -462,7 +504,8 @@ double HeldOutSse(const torch::Tensor& w, const torch::Tensor& xtx, const torch:
 
 // Ridge over the grid, chosen by held-out error; R^2 and linear CKA on the held-out set.
 Solved SolveRidge(const torch::Tensor& xtx, const torch::Tensor& xty, const torch::Tensor& hxtx,
-                  const torch::Tensor& hxty, const torch::Tensor& hyty, const std::vector<double>& grid) {
+                  const torch::Tensor& hxty, const torch::Tensor& hyty,
+                  const std::vector<double>& grid) {
   const int64_t d = xtx.size(0) - 1;
   torch::Tensor penalty = torch::ones({d + 1}, torch::kFloat64);
   penalty[d] = 0;  // the bias is not shrunk
@@ -495,8 +538,8 @@ Solved SolveRidge(const torch::Tensor& xtx, const torch::Tensor& xty, const torc
 
 absl::StatusOr<std::unique_ptr<Projection>> ProjectionFitter::Fit() {
   if (prompts_ == 0 || held_prompts_ == 0) {
-    return absl::FailedPreconditionError(absl::StrCat("fitting needs training and held-out prompts; have ", prompts_,
-                                                      " and ", held_prompts_));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "fitting needs training and held-out prompts; have ", prompts_, " and ", held_prompts_));
   }
   std::unique_ptr<Projection> p(new Projection());
   ProjectionHeader& h = p->header_;
@@ -511,11 +554,13 @@ absl::StatusOr<std::unique_ptr<Projection>> ProjectionFitter::Fit() {
     for (size_t t = 0; t < layer_map_.size(); ++t) {
       ProjectionLayer layer;
       layer.source_layers = layer_map_[t];
-      const Moments::Pair &tk = train_[t]->k, &tv = train_[t]->v, &hk = held_[t]->k, &hv = held_[t]->v;
+      const Moments::Pair &tk = train_[t]->k, &tv = train_[t]->v, &hk = held_[t]->k,
+                          &hv = held_[t]->v;
       const Solved k = SolveRidge(tk.xtx, tk.xty, hk.xtx, hk.xty, hk.yty, options_.ridge_grid);
       const Solved v = SolveRidge(tv.xtx, tv.xty, hv.xtx, hv.xty, hv.yty, options_.ridge_grid);
       if (!k.w.defined() || !v.w.defined()) {
-        return absl::InternalError(absl::StrCat("layer ", t, ": no ridge strength gave a finite held-out error"));
+        return absl::InternalError(
+            absl::StrCat("layer ", t, ": no ridge strength gave a finite held-out error"));
       }
       layer.ridge_k = k.ridge;
       layer.ridge_v = v.ridge;

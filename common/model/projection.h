@@ -4,9 +4,10 @@
 //
 // Per target layer t, the inputs are the source layers layer_map[t], every kv head of
 // each, concatenated per slot; the output is every kv head of target layer t:
-//   x_k [d_in]  = concat_{l in layer_map[t], h} unrope_s(K_s[l][h, slot])   (d_in = |map| * kvh_s * hd_s)
-//   K_t[t][:, slot] = rope_t(reshape([x_k, 1] W_k[t]))                      (W_k [d_in + 1, kvh_t * hd_t])
-//   V_t[t][:, slot] = reshape([x_v, 1] W_v[t])                              (no RoPE on values)
+//   x_k [d_in]  = concat_{l in layer_map[t], h} unrope_s(K_s[l][h, slot])   (d_in = |map| * kvh_s *
+//   hd_s) K_t[t][:, slot] = rope_t(reshape([x_k, 1] W_k[t]))                      (W_k [d_in + 1,
+//   kvh_t * hd_t]) V_t[t][:, slot] = reshape([x_v, 1] W_v[t])                              (no RoPE
+//   on values)
 // Keys are compared before RoPE: a source key is un-rotated with the source's RoPE at
 // the slot's original position, mapped, and rotated with the target's RoPE at the same
 // position, so a selected (compacted) cache maps slot by slot. Both models must share a
@@ -28,8 +29,8 @@
 // x_v]). File: safetensors (F32) with "layers.{t}.k" and "layers.{t}.v" [d_in + 1, d_out]
 // (the last row is the bias), and __metadata__["kvstream_projection"] holding the JSON header:
 //   {"format": 1, "source": MODEL, "target": MODEL, "layer_map": [[l, ...], ...],
-//    "joint_inputs": false, "layers": [{"ridge_k", "ridge_v", "r2_k", "r2_v", "cka_k", "cka_v"}, ...],
-//    "calibration": {"prompts", "held_out", "positions", "description"}}
+//    "joint_inputs": false, "layers": [{"ridge_k", "ridge_v", "r2_k", "r2_v", "cka_k", "cka_v"},
+//    ...], "calibration": {"prompts", "held_out", "positions", "description"}}
 //   MODEL = {"fingerprint", "num_layers", "num_kv_heads", "head_dim", "rope_theta"}
 #pragma once
 
@@ -115,8 +116,8 @@ struct FitOptions {
 
 // The source layers feeding each target layer under `kind` ("bracket" or "all").
 absl::StatusOr<std::vector<std::vector<int>>> ProjectionLayerMap(const std::string& kind,
-                                                                  int source_layers,
-                                                                  int target_layers);
+                                                                 int source_layers,
+                                                                 int target_layers);
 
 // INVALID_ARGUMENT unless both model directories hold byte-identical tokenizer.json.
 absl::Status CheckSameTokenizer(const std::string& source_dir, const std::string& target_dir);

@@ -51,10 +51,10 @@ class DaemonsTest : public ::testing::Test {
     work_ = new std::string(net::WorkDir("", "kvstream-e2e").value_or("/tmp"));
     cloud_ = new Daemon;
     edge_ = new Daemon;
-    absl::Status st = StartDaemon(*cloud_, *work_, "cloud", "kvstream-cloud",
-                                  {absl::StrCat("--model=scout=", kScout), absl::StrCat("--model=large=", kLarge),
-                                   absl::StrCat("--projection=", kProjection), "--max_sessions=16",
-                                   "--log_level=debug"});
+    absl::Status st = StartDaemon(
+        *cloud_, *work_, "cloud", "kvstream-cloud",
+        {absl::StrCat("--model=scout=", kScout), absl::StrCat("--model=large=", kLarge),
+         absl::StrCat("--projection=", kProjection), "--max_sessions=16", "--log_level=debug"});
     if (st.ok()) {
       st = StartDaemon(*edge_, *work_, "edge", "kvstream-edge",
                        {absl::StrCat("--scout=", kScout), absl::StrCat("--cloud=127.0.0.1:", cloud_->port),
@@ -324,8 +324,10 @@ TEST_F(DaemonsTest, ScoutModeUsesTheCloudModelAndSendsPositions) {
 // Projected mode: the scout's cache goes over the wire exactly as in kv mode (same
 // codec formula), the cloud maps it into the large model, and the large model answers.
 TEST_F(DaemonsTest, ProjectedModeAnswersWithTheLargeModel) {
-  const model::ModelConfig c = model::ModelConfig::Load(absl::StrCat(kScout, "/config.json")).value();
-  const model::ModelConfig lc = model::ModelConfig::Load(absl::StrCat(kLarge, "/config.json")).value();
+  const model::ModelConfig c =
+      model::ModelConfig::Load(absl::StrCat(kScout, "/config.json")).value();
+  const model::ModelConfig lc =
+      model::ModelConfig::Load(absl::StrCat(kLarge, "/config.json")).value();
   double em = 0;
   for (const eval::Example& ex : *examples_) {
     auto r = Ask(Request(ex, kvstream::v1::MODE_PROJECTED, "int4", "q2c", 0.5, "large"));
@@ -334,10 +336,12 @@ TEST_F(DaemonsTest, ProjectedModeAnswersWithTheLargeModel) {
     EXPECT_EQ(s.mode(), kvstream::v1::MODE_PROJECTED);
     const auto prompt = model::BuildQaPrompt(*tokenizer_, ex.context, ex.question, {kSystem});
     const int64_t head = static_cast<int64_t>(prompt->tokens.size()) - 1;
-    const int64_t slots = head - static_cast<int64_t>(s.context_tokens()) + static_cast<int64_t>(s.kept_tokens());
-    const uint64_t payload = 2ull * c.num_layers *
-                             codec::EncodedTensorBytes(codec::TensorSpec::Int(4), {c.num_kv_heads, slots, c.head_dim},
-                                                       codec::DType::kF32);
+    const int64_t slots =
+        head - static_cast<int64_t>(s.context_tokens()) + static_cast<int64_t>(s.kept_tokens());
+    const uint64_t payload =
+        2ull * c.num_layers *
+        codec::EncodedTensorBytes(codec::TensorSpec::Int(4), {c.num_kv_heads, slots, c.head_dim},
+                                  codec::DType::kF32);
     EXPECT_GT(s.wire_bytes(), payload);
     EXPECT_LE(s.wire_bytes(), payload + 4 * slots + 512);
     // The reference is the answering (large) model's cache at 16 bits.
@@ -358,7 +362,8 @@ TEST_F(DaemonsTest, ProjectedModeAnswersWithTheLargeModel) {
   EXPECT_EQ(info.projections(0).target_model(), "large");
   EXPECT_GT(info.projections(0).tokens_per_second(), 0);
   EXPECT_GT(info.projections(0).mean_r2_k(), 0.5);
-  auto wrong = Ask(Request((*examples_)[0], kvstream::v1::MODE_PROJECTED, "int4", "full", 1, "scout"));
+  auto wrong =
+      Ask(Request((*examples_)[0], kvstream::v1::MODE_PROJECTED, "int4", "full", 1, "scout"));
   EXPECT_EQ(wrong.status().code(), absl::StatusCode::kFailedPrecondition) << wrong.status();
   EXPECT_NE(wrong.status().message().find("no projection"), std::string::npos) << wrong.status();
 }
@@ -368,7 +373,8 @@ TEST_F(DaemonsTest, ProjectedModeAnswersWithTheLargeModel) {
 TEST_F(DaemonsTest, ProjectedSessionChecksTheSenderAndIsFreedOnCancel) {
   auto scout = model::Model::Load(kScout);
   ASSERT_TRUE(scout.ok());
-  const auto prompt = model::BuildQaPrompt(*tokenizer_, (*examples_)[0].context, (*examples_)[0].question, {kSystem});
+  const auto prompt = model::BuildQaPrompt(*tokenizer_, (*examples_)[0].context,
+                                           (*examples_)[0].question, {kSystem});
   const std::vector<int32_t> head(prompt->tokens.begin(), prompt->tokens.end() - 1);
   auto pre = (*scout)->Prefill(head);
   ASSERT_TRUE(pre.ok());

@@ -17,12 +17,14 @@
 ABSL_FLAG(std::string, edge, "127.0.0.1:50051", "Address of the kvstream-edge daemon");
 ABSL_FLAG(std::string, context, "", "File holding the context (\"-\": stdin)");
 ABSL_FLAG(std::string, question, "", "The question about the context");
-ABSL_FLAG(std::string, mode, "", "kv, projected, scout, text or adaptive (empty: the edge's default)");
+ABSL_FLAG(std::string, mode, "",
+          "kv, projected, scout, text or adaptive (empty: the edge's default)");
 ABSL_FLAG(std::string, selector, "", "full, q2c, snapkv, h2o or random (empty: the edge's default)");
 ABSL_FLAG(double, retention, 0, "Share of context tokens to keep, (0, 1] (0: the edge's default)");
 ABSL_FLAG(std::string, spec, "", "kv plan string, e.g. \"int4,L0=f16,zstd=3\" (empty: the edge's default)");
 ABSL_FLAG(uint32_t, max_tokens, 0, "Answer length cap (0: the edge's default)");
-ABSL_FLAG(std::string, cloud_model, "", "Cloud model for projected, scout and text modes (empty: the edge's default)");
+ABSL_FLAG(std::string, cloud_model, "",
+          "Cloud model for projected, scout and text modes (empty: the edge's default)");
 ABSL_FLAG(double, timeout, 60, "Deadline of the call in seconds (0: none)");
 ABSL_FLAG(bool, stats_json, false, "Print the stats as JSON instead of text");
 

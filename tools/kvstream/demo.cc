@@ -59,16 +59,19 @@ absl::Status Run() {
   ASSIGN_OR_RETURN(auto tok, model::Tokenizer::Load(models + "/tokenizer.json"));
   ASSIGN_OR_RETURN(const std::vector<eval::Example> examples, GeneratedTasks(*tok));
 
-  std::printf("starting kvstream-cloud (large, scout, scout -> large projection) and kvstream-edge (scout) on "
-              "loopback; logs in %s\n",
-              work.c_str());
+  std::printf(
+      "starting kvstream-cloud (large, scout, scout -> large projection) and kvstream-edge (scout) "
+      "on "
+      "loopback; logs in %s\n",
+      work.c_str());
   std::fflush(stdout);
   net::ChildProcess cloud, edge;
-  RETURN_IF_ERROR(cloud.Start({bin + "/kvstream-cloud", "--model=large=" + models + "/large",
-                               "--model=scout=" + models + "/scout",
-                               "--projection=" + absl::GetFlag(FLAGS_demo_projection), "--listen=127.0.0.1:0",
-                               "--port_file=" + work + "/cloud.port", "--metrics_address=127.0.0.1:0", threads},
-                              work + "/cloud.log"));
+  RETURN_IF_ERROR(
+      cloud.Start({bin + "/kvstream-cloud", "--model=large=" + models + "/large",
+                   "--model=scout=" + models + "/scout",
+                   "--projection=" + absl::GetFlag(FLAGS_demo_projection), "--listen=127.0.0.1:0",
+                   "--port_file=" + work + "/cloud.port", "--metrics_address=127.0.0.1:0", threads},
+                  work + "/cloud.log"));
   ASSIGN_OR_RETURN(const int cloud_port, cloud.WaitForPortFile(work + "/cloud.port", 60));
   RETURN_IF_ERROR(edge.Start({bin + "/kvstream-edge", "--scout=" + models + "/scout",
                               absl::StrCat("--cloud=127.0.0.1:", cloud_port), "--cloud_model=large",
@@ -127,13 +130,14 @@ absl::Status Run() {
     std::fprintf(stderr, "[demo] %s: %d questions\n", row.label.c_str(), row.n);
   }
 
-  std::printf("%-24s %-8s %6s %6s %12s %8s %11s\n", "mode", "answers", "EM", "F1", "wire bytes", "ratio",
-              "median TTFT");
+  std::printf("%-24s %-8s %6s %6s %12s %8s %11s\n", "mode", "answers", "EM", "F1", "wire bytes",
+              "ratio", "median TTFT");
   for (const Row& r : rows) {
     const int ok = r.n - r.errors;
-    std::printf("%-24s %-8s %6.3f %6.3f %12.0f %8.1f %9.1f ms%s\n", r.label.c_str(), r.answered_by.c_str(),
-                ok ? r.em / ok : 0.0, ok ? r.f1 / ok : 0.0, ok ? r.wire / ok : 0.0, r.wire > 0 ? r.raw / r.wire : 0.0,
-                1000 * Median(r.ttft), r.errors ? absl::StrCat("  (", r.errors, " errors)").c_str() : "");
+    std::printf("%-24s %-8s %6.3f %6.3f %12.0f %8.1f %9.1f ms%s\n", r.label.c_str(),
+                r.answered_by.c_str(), ok ? r.em / ok : 0.0, ok ? r.f1 / ok : 0.0,
+                ok ? r.wire / ok : 0.0, r.wire > 0 ? r.raw / r.wire : 0.0, 1000 * Median(r.ttft),
+                r.errors ? absl::StrCat("  (", r.errors, " errors)").c_str() : "");
   }
   for (const Row& r : rows) {
     for (const auto& [point, count] : r.chosen) std::printf("adaptive chose %s for %d questions\n", point.c_str(), count);

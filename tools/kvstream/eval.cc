@@ -9,8 +9,8 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
-#include <set>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
@@ -30,9 +30,11 @@
 ABSL_FLAG(std::string, model, "testdata/models/large", "Model directory that answers");
 ABSL_FLAG(std::string, scout, "", "Scout model directory for scout mode (its selection, --model's prefill)");
 ABSL_FLAG(std::string, tasks, "", "SQuAD-format JSON to evaluate; empty: generate --kind tasks");
-ABSL_FLAG(std::string, modes, "kv",
-          "Modes, comma separated: kv (--model's own cache), scout (needs --scout), projected (the scout's cache "
-          "mapped into --model by --projection), text. profile: kv or projected (the scout's layers)");
+ABSL_FLAG(
+    std::string, modes, "kv",
+    "Modes, comma separated: kv (--model's own cache), scout (needs --scout), projected (the "
+    "scout's cache "
+    "mapped into --model by --projection), text. profile: kv or projected (the scout's layers)");
 ABSL_FLAG(std::string, specs, "raw", "Plans to evaluate, separated by ';' (e.g. \"raw;int8;int4,L0=f16\")");
 ABSL_FLAG(std::string, selectors, "full", "Selectors, comma separated: full, q2c, snapkv, h2o, random");
 ABSL_FLAG(std::string, retentions, "1", "Context retentions for the selectors, comma separated");
@@ -56,19 +58,22 @@ struct Variant {
   codec::Plan plan;  // parsed `spec` (kv mode)
   select::Policy policy = select::Policy::kFull;
   double em = 0, f1 = 0, wire = 0, bytes16 = 0, kept = 0, context = 0;
-  double cloud_seconds = 0;  // the answering side's work before decoding: prefill, rebuild, projection
+  double cloud_seconds =
+      0;  // the answering side's work before decoding: prefill, rebuild, projection
   int n = 0;
 };
 
 std::string Csv(const std::vector<Variant>& vs, double base_f1) {
   std::string out =
-      "mode,selector,retention,spec,n,exact_match,f1,share_of_full_f1,wire_bytes,bandwidth_share,kept_context_tokens,"
+      "mode,selector,retention,spec,n,exact_match,f1,share_of_full_f1,wire_bytes,bandwidth_share,"
+      "kept_context_tokens,"
       "context_tokens,cloud_ms\n";
   for (const Variant& v : vs) {
     if (v.n == 0) continue;
-    absl::StrAppendFormat(&out, "%s,%s,%.2f,\"%s\",%d,%.4f,%.4f,%.4f,%.0f,%.5f,%.1f,%.1f,%.3f\n", v.mode, v.selector,
-                          v.retention, v.spec, v.n, v.em / v.n, v.f1 / v.n, base_f1 > 0 ? (v.f1 / v.n) / base_f1 : 0.0,
-                          v.wire / v.n, v.bytes16 > 0 ? v.wire / v.bytes16 : 0.0, v.kept / v.n, v.context / v.n,
+    absl::StrAppendFormat(&out, "%s,%s,%.2f,\"%s\",%d,%.4f,%.4f,%.4f,%.0f,%.5f,%.1f,%.1f,%.3f\n",
+                          v.mode, v.selector, v.retention, v.spec, v.n, v.em / v.n, v.f1 / v.n,
+                          base_f1 > 0 ? (v.f1 / v.n) / base_f1 : 0.0, v.wire / v.n,
+                          v.bytes16 > 0 ? v.wire / v.bytes16 : 0.0, v.kept / v.n, v.context / v.n,
                           1e3 * v.cloud_seconds / v.n);
   }
   return out;
@@ -121,22 +126,26 @@ absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
   std::set<std::string> modes;
   for (absl::string_view m : absl::StrSplit(sweep.modes, ',', absl::SkipEmpty())) {
     if (m != "kv" && m != "scout" && m != "projected" && m != "text") {
-      return absl::InvalidArgumentError(absl::StrCat("--modes: expected kv, scout, projected or text; found '", m, "'"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--modes: expected kv, scout, projected or text; found '", m, "'"));
     }
     modes.emplace(m);
   }
   if ((modes.count("scout") || modes.count("projected")) && scout == nullptr) {
-    return absl::InvalidArgumentError("--modes=scout and projected need --scout=DIR (the model that selects)");
+    return absl::InvalidArgumentError(
+        "--modes=scout and projected need --scout=DIR (the model that selects)");
   }
   std::unique_ptr<model::Projection> projection;
   if (modes.count("projected")) {
     if (absl::GetFlag(FLAGS_projection).empty()) {
-      return absl::InvalidArgumentError("--modes=projected needs --projection=FILE (kvstream fit-projection)");
+      return absl::InvalidArgumentError(
+          "--modes=projected needs --projection=FILE (kvstream fit-projection)");
     }
     ASSIGN_OR_RETURN(projection, model::Projection::Load(absl::GetFlag(FLAGS_projection)));
     RETURN_IF_ERROR(projection->CheckTarget(*answerer));
     const model::ModelConfig& sc = scout->config();
-    RETURN_IF_ERROR(projection->CheckSource(scout->fingerprint(), sc.num_layers, sc.num_kv_heads, sc.head_dim));
+    RETURN_IF_ERROR(
+        projection->CheckSource(scout->fingerprint(), sc.num_layers, sc.num_kv_heads, sc.head_dim));
     for (const codec::Plan& p : plans) RETURN_IF_ERROR(p.Validate(sc.num_layers));
   }
   std::vector<Variant> variants;
@@ -151,7 +160,8 @@ absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
       if (modes.count("scout")) variants.push_back({"scout", std::string(select::PolicyName(p)), r, "-", {}, p});
       if (modes.count("projected")) {
         for (size_t i = 0; i < specs.size(); ++i) {
-          variants.push_back({"projected", std::string(select::PolicyName(p)), r, specs[i], plans[i], p});
+          variants.push_back(
+              {"projected", std::string(select::PolicyName(p)), r, specs[i], plans[i], p});
         }
       }
     }
@@ -198,7 +208,10 @@ absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
       std::string answer;
       double wire = 0;
       const auto t0 = std::chrono::steady_clock::now();
-      auto cloud_time = [&] { v.cloud_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+      auto cloud_time = [&] {
+        v.cloud_seconds +=
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      };
       if (v.mode == "text") {
         // The answering model prefills everything it is sent: the token ids.
         ASSIGN_OR_RETURN(model::PrefillResult pre, answerer->Prefill(head));
@@ -216,7 +229,8 @@ absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
         for (const auto& c : chunks) RETURN_IF_ERROR(assembler.Add(c));
         ASSIGN_OR_RETURN(auto rebuilt, assembler.Finish());
         ASSIGN_OR_RETURN(auto mapped, projection->Apply(*rebuilt, *answerer));
-        v.cloud_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - tc).count();
+        v.cloud_seconds +=
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - tc).count();
         ASSIGN_OR_RETURN(answer, answer_from(*mapped));
         wire = static_cast<double>(es.message_bytes);
       } else if (v.mode == "kv") {
@@ -227,7 +241,8 @@ absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
         model::CacheAssembler assembler(*answerer, "eval", kept->positions(), kept->next_position());
         for (const auto& c : chunks) RETURN_IF_ERROR(assembler.Add(c));
         ASSIGN_OR_RETURN(auto rebuilt, assembler.Finish());
-        v.cloud_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - tc).count();
+        v.cloud_seconds +=
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - tc).count();
         ASSIGN_OR_RETURN(answer, answer_from(*rebuilt));
         wire = static_cast<double>(es.message_bytes);
       } else {
@@ -260,17 +275,23 @@ absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
   std::printf("model %s (%s), %zu %s examples; share of F1 relative to the first row\n",
               absl::GetFlag(FLAGS_model).c_str(), answerer->fingerprint().c_str(), examples.size(),
               examples.empty() ? "" : examples[0].kind.c_str());
-  std::printf("%-9s %-7s %5s %-28s %6s %6s %8s %10s %8s\n", "mode", "select", "keep", "spec", "EM", "F1", "F1 share",
-              "bandwidth", "cloud ms");
+  std::printf("%-9s %-7s %5s %-28s %6s %6s %8s %10s %8s\n", "mode", "select", "keep", "spec", "EM",
+              "F1", "F1 share", "bandwidth", "cloud ms");
   nlohmann::json rows = nlohmann::json::array();
   for (const Variant& v : variants) {
     const double f1 = v.f1 / v.n;
-    std::printf("%-9s %-7s %5.2f %-28s %6.3f %6.3f %8.3f %10.4f %8.2f\n", v.mode.c_str(), v.selector.c_str(),
-                v.retention, v.spec.c_str(), v.em / v.n, f1, base_f1 > 0 ? f1 / base_f1 : 0.0, v.wire / v.bytes16,
-                1e3 * v.cloud_seconds / v.n);
-    rows.push_back({{"mode", v.mode}, {"selector", v.selector}, {"retention", v.retention}, {"spec", v.spec},
-                    {"n", v.n}, {"exact_match", v.em / v.n}, {"f1", f1},
-                    {"bandwidth_share", v.wire / v.bytes16}, {"context_tokens", v.context / v.n},
+    std::printf("%-9s %-7s %5.2f %-28s %6.3f %6.3f %8.3f %10.4f %8.2f\n", v.mode.c_str(),
+                v.selector.c_str(), v.retention, v.spec.c_str(), v.em / v.n, f1,
+                base_f1 > 0 ? f1 / base_f1 : 0.0, v.wire / v.bytes16, 1e3 * v.cloud_seconds / v.n);
+    rows.push_back({{"mode", v.mode},
+                    {"selector", v.selector},
+                    {"retention", v.retention},
+                    {"spec", v.spec},
+                    {"n", v.n},
+                    {"exact_match", v.em / v.n},
+                    {"f1", f1},
+                    {"bandwidth_share", v.wire / v.bytes16},
+                    {"context_tokens", v.context / v.n},
                     {"cloud_ms", 1e3 * v.cloud_seconds / v.n}});
   }
   if (!absl::GetFlag(FLAGS_json).empty()) std::ofstream(absl::GetFlag(FLAGS_json)) << rows.dump(1) << "\n";
@@ -284,10 +305,12 @@ absl::Status Profile() {
   // as --model answers from it through --projection.
   const std::string mode = absl::GetFlag(FLAGS_modes);
   if (mode != "kv" && mode != "projected") {
-    return absl::InvalidArgumentError(absl::StrCat("profile: --modes must be kv or projected, found '", mode, "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("profile: --modes must be kv or projected, found '", mode, "'"));
   }
   const std::string sent = mode == "kv" ? absl::GetFlag(FLAGS_model) : absl::GetFlag(FLAGS_scout);
-  if (sent.empty()) return absl::InvalidArgumentError("profile --modes=projected needs --scout and --projection");
+  if (sent.empty())
+    return absl::InvalidArgumentError("profile --modes=projected needs --scout and --projection");
   ASSIGN_OR_RETURN(model::ModelConfig c, model::ModelConfig::Load(sent + "/config.json"));
   const std::string low = absl::GetFlag(FLAGS_low), base = absl::GetFlag(FLAGS_base);
   for (const std::string& s : {low, base}) {
@@ -305,8 +328,10 @@ absl::Status Profile() {
   ASSIGN_OR_RETURN(std::vector<Variant> v, Run(sweep));
   auto f1 = [&](size_t i) { return v[i].n ? v[i].f1 / v[i].n : 0.0; };
   const double raw = f1(0), all_low = f1(1), all_base = f1(2);
-  std::printf("%s cache of %s: %d layers, %d examples; F1 lossless %.3f, all %s %.3f, all %s %.3f\n", mode.c_str(),
-              sent.c_str(), c.num_layers, v[0].n, raw, low.c_str(), all_low, base.c_str(), all_base);
+  std::printf(
+      "%s cache of %s: %d layers, %d examples; F1 lossless %.3f, all %s %.3f, all %s %.3f\n",
+      mode.c_str(), sent.c_str(), c.num_layers, v[0].n, raw, low.c_str(), all_low, base.c_str(),
+      all_base);
   std::printf("%5s %22s %22s\n", "layer", absl::StrCat("only it ", low).c_str(),
               absl::StrCat("it f16, rest ", base).c_str());
   nlohmann::json layers = nlohmann::json::array();
@@ -329,9 +354,17 @@ absl::Status Profile() {
   }
   std::printf("recommended plan: %s\n", plan.c_str());
   if (!absl::GetFlag(FLAGS_profile_json).empty()) {
-    nlohmann::json out = {{"model", absl::GetFlag(FLAGS_model)}, {"mode", mode}, {"sent", sent}, {"n", v[0].n}, {"low", low}, {"base", base},
-                          {"lossless_f1", raw}, {"all_low_f1", all_low}, {"all_base_f1", all_base},
-                          {"layers", layers}, {"recommended_plan", plan}};
+    nlohmann::json out = {{"model", absl::GetFlag(FLAGS_model)},
+                          {"mode", mode},
+                          {"sent", sent},
+                          {"n", v[0].n},
+                          {"low", low},
+                          {"base", base},
+                          {"lossless_f1", raw},
+                          {"all_low_f1", all_low},
+                          {"all_base_f1", all_base},
+                          {"layers", layers},
+                          {"recommended_plan", plan}};
     std::ofstream(absl::GetFlag(FLAGS_profile_json)) << out.dump(1) << "\n";
   }
   return absl::OkStatus();

@@ -22,23 +22,32 @@
 #include "common/model/projection.h"
 #include "tools/kvstream/commands.h"
 
-ABSL_FLAG(std::string, from, "testdata/models/scout", "fit-projection: source model directory (the edge's scout)");
-ABSL_FLAG(std::string, to, "testdata/models/large", "fit-projection: target model directory (answers in the cloud)");
+ABSL_FLAG(std::string, from, "testdata/models/scout",
+          "fit-projection: source model directory (the edge's scout)");
+ABSL_FLAG(std::string, to, "testdata/models/large",
+          "fit-projection: target model directory (answers in the cloud)");
 ABSL_FLAG(std::string, layer_map, "bracket",
-          "fit-projection: source layers per target layer: bracket (the one or two at the same relative depth) "
+          "fit-projection: source layers per target layer: bracket (the one or two at the same "
+          "relative depth) "
           "or all");
 ABSL_FLAG(bool, joint_inputs, false,
           "fit-projection: both maps read the source layers' keys and values (twice the inputs)");
 ABSL_FLAG(std::string, fit_specs, "raw;int4",
-          "fit-projection: plans the scout's cache goes through before fitting, one per prompt in turn, separated "
-          "by ';' (e.g. \"raw;int8;int4\"): maps fitted on what the cloud receives do not amplify its noise");
-ABSL_FLAG(std::string, calibration, "single:8,single:40,single:72,needle:256,needle:512,needle:1024,multi:20",
-          "fit-projection: calibration prompt sets, KIND:SIZE comma separated (single/multi: records, needle: "
+          "fit-projection: plans the scout's cache goes through before fitting, one per prompt in "
+          "turn, separated "
+          "by ';' (e.g. \"raw;int8;int4\"): maps fitted on what the cloud receives do not amplify "
+          "its noise");
+ABSL_FLAG(std::string, calibration,
+          "single:8,single:40,single:72,needle:256,needle:512,needle:1024,multi:20",
+          "fit-projection: calibration prompt sets, KIND:SIZE comma separated (single/multi: "
+          "records, needle: "
           "tokens)");
 ABSL_FLAG(int, calibration_n, 16, "fit-projection: prompts per calibration set");
-ABSL_FLAG(std::string, calibration_text, "",
-          "fit-projection: plain-text file whose 512-token windows are added as contexts (empty: none)");
-ABSL_FLAG(int, held_out_every, 4, "fit-projection: every Nth prompt is held out (ridge choice and reported fit)");
+ABSL_FLAG(
+    std::string, calibration_text, "",
+    "fit-projection: plain-text file whose 512-token windows are added as contexts (empty: none)");
+ABSL_FLAG(int, held_out_every, 4,
+          "fit-projection: every Nth prompt is held out (ridge choice and reported fit)");
 
 namespace kvstream::cli {
 namespace {
@@ -55,8 +64,9 @@ absl::StatusOr<std::vector<CalibrationSet>> ParseCalibration(const std::string& 
     CalibrationSet s;
     if (parts.size() != 2 || !absl::SimpleAtoi(parts[1], &s.size) || s.size < 1 ||
         (parts[0] != "single" && parts[0] != "multi" && parts[0] != "needle")) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--calibration: expected KIND:SIZE with KIND single, multi or needle, found '", item, "'"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--calibration: expected KIND:SIZE with KIND single, multi or needle, found '", item,
+          "'"));
     }
     s.kind = parts[0];
     sets.push_back(s);
@@ -67,9 +77,12 @@ absl::StatusOr<std::vector<CalibrationSet>> ParseCalibration(const std::string& 
 
 // The calibration prompts' token ids (without the last token, as the cache holds).
 absl::StatusOr<std::vector<std::vector<int32_t>>> CalibrationPrompts(const model::Tokenizer& tok) {
-  ASSIGN_OR_RETURN(const std::vector<CalibrationSet> sets, ParseCalibration(absl::GetFlag(FLAGS_calibration)));
+  ASSIGN_OR_RETURN(const std::vector<CalibrationSet> sets,
+                   ParseCalibration(absl::GetFlag(FLAGS_calibration)));
   ASSIGN_OR_RETURN(auto words, eval::LoadWords(absl::GetFlag(FLAGS_words)));
-  eval::TaskGenerator gen(words, [&tok](const std::string& t) { return static_cast<int>(tok.Encode(t, false)->size()); });
+  eval::TaskGenerator gen(words, [&tok](const std::string& t) {
+    return static_cast<int>(tok.Encode(t, false)->size());
+  });
   gen.set_single_token_names(absl::GetFlag(FLAGS_single_token_names));
   model::ChatOptions chat{"Answer with the value from the context."};
   std::vector<std::vector<int32_t>> prompts;
@@ -91,12 +104,15 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> CalibrationPrompts(const model
   }
   if (!absl::GetFlag(FLAGS_calibration_text).empty()) {
     std::ifstream in(absl::GetFlag(FLAGS_calibration_text));
-    if (!in) return absl::NotFoundError(absl::StrCat("--calibration_text: cannot read ", absl::GetFlag(FLAGS_calibration_text)));
+    if (!in)
+      return absl::NotFoundError(
+          absl::StrCat("--calibration_text: cannot read ", absl::GetFlag(FLAGS_calibration_text)));
     std::stringstream ss;
     ss << in.rdbuf();
     ASSIGN_OR_RETURN(const std::vector<int32_t> ids, tok.Encode(ss.str(), false));
     for (size_t b = 0; b + 64 <= ids.size(); b += 512) {
-      const std::vector<int32_t> window(ids.begin() + b, ids.begin() + std::min(ids.size(), b + 512));
+      const std::vector<int32_t> window(ids.begin() + b,
+                                        ids.begin() + std::min(ids.size(), b + 512));
       ASSIGN_OR_RETURN(const std::string context, tok.Decode(window));
       RETURN_IF_ERROR(add(context, "What is this text about?"));
     }
@@ -105,8 +121,10 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> CalibrationPrompts(const model
 }
 
 absl::Status FitProjection() {
-  if (absl::GetFlag(FLAGS_projection).empty()) return absl::InvalidArgumentError("--projection is required (the file to write)");
-  if (absl::GetFlag(FLAGS_held_out_every) < 2) return absl::InvalidArgumentError("--held_out_every must be >= 2");
+  if (absl::GetFlag(FLAGS_projection).empty())
+    return absl::InvalidArgumentError("--projection is required (the file to write)");
+  if (absl::GetFlag(FLAGS_held_out_every) < 2)
+    return absl::InvalidArgumentError("--held_out_every must be >= 2");
   const std::string from = absl::GetFlag(FLAGS_from), to = absl::GetFlag(FLAGS_to);
   RETURN_IF_ERROR(model::CheckSameTokenizer(from, to));
   model::RuntimeOptions runtime;
@@ -119,26 +137,30 @@ absl::Status FitProjection() {
   fo.layer_map = absl::GetFlag(FLAGS_layer_map);
   fo.joint_inputs = absl::GetFlag(FLAGS_joint_inputs);
   fo.input_specs = absl::StrSplit(absl::GetFlag(FLAGS_fit_specs), ';', absl::SkipEmpty());
-  fo.calibration = absl::StrCat(absl::GetFlag(FLAGS_calibration), " x ", absl::GetFlag(FLAGS_calibration_n),
-                                "; scout cache through ", absl::GetFlag(FLAGS_fit_specs),
-                                absl::GetFlag(FLAGS_calibration_text).empty() ? "" : " + plain text windows",
-                                ", every ", absl::GetFlag(FLAGS_held_out_every), "th held out");
+  fo.calibration =
+      absl::StrCat(absl::GetFlag(FLAGS_calibration), " x ", absl::GetFlag(FLAGS_calibration_n),
+                   "; scout cache through ", absl::GetFlag(FLAGS_fit_specs),
+                   absl::GetFlag(FLAGS_calibration_text).empty() ? "" : " + plain text windows",
+                   ", every ", absl::GetFlag(FLAGS_held_out_every), "th held out");
   ASSIGN_OR_RETURN(auto fitter, model::ProjectionFitter::Create(*source, *target, fo));
   for (size_t i = 0; i < prompts.size(); ++i) {
-    RETURN_IF_ERROR(fitter->AddPrompt(prompts[i], (i + 1) % absl::GetFlag(FLAGS_held_out_every) == 0));
+    RETURN_IF_ERROR(
+        fitter->AddPrompt(prompts[i], (i + 1) % absl::GetFlag(FLAGS_held_out_every) == 0));
   }
   ASSIGN_OR_RETURN(auto projection, fitter->Fit());
   const model::ProjectionHeader& h = projection->header();
-  std::printf("%s -> %s: %d prompts (%d held out), %lld positions, layer map %s%s\n", h.source.fingerprint.c_str(),
-              h.target.fingerprint.c_str(), h.calibration_prompts + h.held_out_prompts, h.held_out_prompts,
+  std::printf("%s -> %s: %d prompts (%d held out), %lld positions, layer map %s%s\n",
+              h.source.fingerprint.c_str(), h.target.fingerprint.c_str(),
+              h.calibration_prompts + h.held_out_prompts, h.held_out_prompts,
               static_cast<long long>(h.calibration_positions), fo.layer_map.c_str(),
               fo.joint_inputs ? ", joint K+V inputs" : "");
-  std::printf("%-6s %-10s %8s %8s %8s %8s %10s %10s\n", "layer", "sources", "R2(K)", "R2(V)", "CKA(K)", "CKA(V)",
-              "ridge K", "ridge V");
+  std::printf("%-6s %-10s %8s %8s %8s %8s %10s %10s\n", "layer", "sources", "R2(K)", "R2(V)",
+              "CKA(K)", "CKA(V)", "ridge K", "ridge V");
   for (size_t t = 0; t < h.layers.size(); ++t) {
     const model::ProjectionLayer& l = h.layers[t];
-    std::printf("%-6zu %-10s %8.4f %8.4f %8.4f %8.4f %10.2e %10.2e\n", t, absl::StrJoin(l.source_layers, "+").c_str(),
-                l.r2_k, l.r2_v, l.cka_k, l.cka_v, l.ridge_k, l.ridge_v);
+    std::printf("%-6zu %-10s %8.4f %8.4f %8.4f %8.4f %10.2e %10.2e\n", t,
+                absl::StrJoin(l.source_layers, "+").c_str(), l.r2_k, l.r2_v, l.cka_k, l.cka_v,
+                l.ridge_k, l.ridge_v);
   }
   RETURN_IF_ERROR(projection->Save(absl::GetFlag(FLAGS_projection)));
   std::printf("wrote %s\n", absl::GetFlag(FLAGS_projection).c_str());
@@ -147,7 +169,8 @@ absl::Status FitProjection() {
 
 // Share of the scout's kept context positions that the large model's own selection also
 // keeps, per selector and retention, over the --kind/--n generated questions.
-absl::Status SelectionOverlap(model::Model& source, model::Model& target, const model::Tokenizer& tok) {
+absl::Status SelectionOverlap(model::Model& source, model::Model& target,
+                              const model::Tokenizer& tok) {
   ASSIGN_OR_RETURN(const std::vector<eval::Example> examples, GeneratedTasks(tok));
   const std::vector<std::pair<select::Policy, double>> cells = {{select::Policy::kQ2C, 0.5},
                                                                 {select::Policy::kQ2C, 0.75},
@@ -155,8 +178,9 @@ absl::Status SelectionOverlap(model::Model& source, model::Model& target, const 
                                                                 {select::Policy::kSnapKV, 0.75}};
   std::vector<double> overlap(cells.size(), 0);
   for (const eval::Example& ex : examples) {
-    ASSIGN_OR_RETURN(model::ChatPrompt p, model::BuildQaPrompt(tok, ex.context, ex.question,
-                                                               {"Answer with the value from the context."}));
+    ASSIGN_OR_RETURN(model::ChatPrompt p,
+                     model::BuildQaPrompt(tok, ex.context, ex.question,
+                                          {"Answer with the value from the context."}));
     p.tokens.pop_back();
     p.spans.num_tokens = static_cast<int>(p.tokens.size());
     model::PrefillOptions po;
@@ -171,20 +195,26 @@ absl::Status SelectionOverlap(model::Model& source, model::Model& target, const 
       ASSIGN_OR_RETURN(select::Selection sa, select::Select(a.stats, p.spans, so));
       ASSIGN_OR_RETURN(select::Selection sb, select::Select(b.stats, p.spans, so));
       std::vector<int32_t> both;
-      std::set_intersection(sa.kept.begin(), sa.kept.end(), sb.kept.begin(), sb.kept.end(), std::back_inserter(both));
+      std::set_intersection(sa.kept.begin(), sa.kept.end(), sb.kept.begin(), sb.kept.end(),
+                            std::back_inserter(both));
       // Only context positions are chosen; the rest (template, question) are always kept.
       const int always = static_cast<int>(sa.kept.size()) - sa.context_kept;
-      overlap[c] += sa.context_kept > 0 ? static_cast<double>(static_cast<int>(both.size()) - always) / sa.context_kept
-                                        : 1.0;
+      overlap[c] +=
+          sa.context_kept > 0
+              ? static_cast<double>(static_cast<int>(both.size()) - always) / sa.context_kept
+              : 1.0;
     }
   }
   const double research[] = {0.863, 0.915, 0.895, 0.949};  // Qwen2.5-3B vs 7B
-  std::printf("\nselection overlap (share of the source's kept context also kept by the target), %zu %s questions\n",
-              examples.size(), absl::GetFlag(FLAGS_kind).c_str());
+  std::printf(
+      "\nselection overlap (share of the source's kept context also kept by the target), %zu %s "
+      "questions\n",
+      examples.size(), absl::GetFlag(FLAGS_kind).c_str());
   std::printf("%-8s %9s %10s %22s\n", "selector", "retention", "overlap", "research (3B vs 7B)");
   for (size_t c = 0; c < cells.size(); ++c) {
-    std::printf("%-8s %9.2f %10.3f %22.3f\n", std::string(select::PolicyName(cells[c].first)).c_str(),
-                cells[c].second, overlap[c] / examples.size(), research[c]);
+    std::printf("%-8s %9.2f %10.3f %22.3f\n",
+                std::string(select::PolicyName(cells[c].first)).c_str(), cells[c].second,
+                overlap[c] / examples.size(), research[c]);
   }
   return absl::OkStatus();
 }
@@ -205,22 +235,25 @@ absl::Status CompareModels() {
   fo.layer_map = absl::GetFlag(FLAGS_layer_map);
   ASSIGN_OR_RETURN(auto fitter, model::ProjectionFitter::Create(*source, *target, fo));
   for (size_t i = 0; i < prompts.size(); ++i) {
-    RETURN_IF_ERROR(fitter->AddPrompt(prompts[i], (i + 1) % absl::GetFlag(FLAGS_held_out_every) == 0));
+    RETURN_IF_ERROR(
+        fitter->AddPrompt(prompts[i], (i + 1) % absl::GetFlag(FLAGS_held_out_every) == 0));
   }
   ASSIGN_OR_RETURN(auto projection, fitter->Fit());
   const model::ProjectionHeader& h = projection->header();
-  std::printf("%s -> %s, %d held-out prompts (%s layer map; clean caches)\n", from.c_str(), to.c_str(),
-              h.held_out_prompts, fo.layer_map.c_str());
-  std::printf("%-6s %-8s %8s %8s %8s %8s\n", "layer", "sources", "CKA(K)", "CKA(V)", "R2(K)", "R2(V)");
+  std::printf("%s -> %s, %d held-out prompts (%s layer map; clean caches)\n", from.c_str(),
+              to.c_str(), h.held_out_prompts, fo.layer_map.c_str());
+  std::printf("%-6s %-8s %8s %8s %8s %8s\n", "layer", "sources", "CKA(K)", "CKA(V)", "R2(K)",
+              "R2(V)");
   double ck = 0, cv = 0;
   for (size_t t = 0; t < h.layers.size(); ++t) {
     const model::ProjectionLayer& l = h.layers[t];
-    std::printf("%-6zu %-8s %8.4f %8.4f %8.4f %8.4f\n", t, absl::StrJoin(l.source_layers, "+").c_str(), l.cka_k,
-                l.cka_v, l.r2_k, l.r2_v);
+    std::printf("%-6zu %-8s %8.4f %8.4f %8.4f %8.4f\n", t,
+                absl::StrJoin(l.source_layers, "+").c_str(), l.cka_k, l.cka_v, l.r2_k, l.r2_v);
     ck += l.cka_k / h.layers.size();
     cv += l.cka_v / h.layers.size();
   }
-  std::printf("mean   %-8s %8.4f %8.4f   (research, Qwen2.5-3B vs 7B: K 0.975, V 0.71)\n", "", ck, cv);
+  std::printf("mean   %-8s %8.4f %8.4f   (research, Qwen2.5-3B vs 7B: K 0.975, V 0.71)\n", "", ck,
+              cv);
   return SelectionOverlap(*source, *target, *tok);
 }
 

@@ -19,7 +19,8 @@ ABSL_FLAG(bool, single_token_names, true,
           "Generated tasks draw record names from the words the tokenizer keeps whole, as values are (the "
           "tiny models are trained so); needs at least 150 such words, else names come from the whole list");
 ABSL_FLAG(std::string, projection, "",
-          "fit-projection: the projection file to write; eval: the one projected mode uses (scout -> --model)");
+          "fit-projection: the projection file to write; eval: the one projected mode uses (scout "
+          "-> --model)");
 ABSL_FLAG(std::string, tls_ca, "", "ask/health: reach the daemon over TLS, trusting this PEM CA");
 ABSL_FLAG(std::string, tls_cert, "", "ask/health: client certificate (PEM) for a daemon that requires one");
 ABSL_FLAG(std::string, tls_key, "", "ask/health: PEM private key for --tls_cert");

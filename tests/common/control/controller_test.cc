@@ -51,8 +51,8 @@ TEST(ControllerTest, PredictsProjectedByHand) {
   r.projection = 20000;
   const double payload = 2 * 2 * 100 * (4 + 4);
   const double wire = payload + 4 * 100 + 256;
-  const double expected =
-      100 / 1000.0 + payload / 2e9 + 0.1 + wire * 8 / 1e6 + payload / 1e9 + 100 / 20000.0 + 1 / 50.0;
+  const double expected = 100 / 1000.0 + payload / 2e9 + 0.1 + wire * 8 / 1e6 + payload / 1e9 +
+                          100 / 20000.0 + 1 / 50.0;
   auto p = Predict(Point(Mode::kProjected, "int8", 0.8), kRequest, kScout, r, {1e6, 0.1});
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_EQ(p->wire_bytes, static_cast<uint64_t>(wire));
@@ -271,10 +271,12 @@ TEST(QualityTableTest, ParsesAndRejectsWithThePlace) {
   EXPECT_FALSE(ParseQualityTable(R"({})", "t").ok());
   EXPECT_FALSE(ParseQualityTable(R"([])", "t").ok());
   EXPECT_FALSE(ParseQualityTable(R"([{"mode": "kv", "quality": 1, "retention": 2}])", "t").ok());
-  auto projected = ParseQualityTable(R"([{"mode": "projected", "spec": "int4", "quality": 0.8}])", "t");
+  auto projected =
+      ParseQualityTable(R"([{"mode": "projected", "spec": "int4", "quality": 0.8}])", "t");
   ASSERT_TRUE(projected.ok()) << projected.status();
   EXPECT_EQ((*projected)[0].mode, Mode::kProjected);
-  EXPECT_FALSE(ParseQualityTable(R"([{"mode": "projected", "spec": "int9", "quality": 1}])", "t").ok());
+  EXPECT_FALSE(
+      ParseQualityTable(R"([{"mode": "projected", "spec": "int9", "quality": 1}])", "t").ok());
 }
 
 }  // namespace

@@ -25,7 +25,8 @@ constexpr char kScout[] = "testdata/models/scout";
 constexpr char kLarge[] = "testdata/models/large";
 
 fs::path TempDir(const std::string& name) {
-  const fs::path dir = fs::temp_directory_path() / absl::StrCat("kvstream-projection-", ::getpid(), "-", name);
+  const fs::path dir =
+      fs::temp_directory_path() / absl::StrCat("kvstream-projection-", ::getpid(), "-", name);
   fs::create_directories(dir);
   return dir;
 }
@@ -34,7 +35,8 @@ fs::path TempDir(const std::string& name) {
 std::vector<std::vector<int32_t>> Prompts(int n, uint64_t seed) {
   auto tok = Tokenizer::Load(absl::StrCat(kScout, "/tokenizer.json")).value();
   auto words = eval::LoadWords().value();
-  eval::TaskGenerator gen(words, [&](const std::string& s) { return static_cast<int>(tok->Encode(s, false)->size()); });
+  eval::TaskGenerator gen(
+      words, [&](const std::string& s) { return static_cast<int>(tok->Encode(s, false)->size()); });
   gen.set_single_token_names(true);
   std::vector<std::vector<int32_t>> out;
   for (const char* kind : {"single", "needle"}) {
@@ -45,7 +47,9 @@ std::vector<std::vector<int32_t>> Prompts(int n, uint64_t seed) {
     o.target_tokens = 160;
     o.seed = seed;
     for (const eval::Example& ex : gen.Generate(o)) {
-      ChatPrompt p = BuildQaPrompt(*tok, ex.context, ex.question, {"Answer with the value from the context."}).value();
+      ChatPrompt p =
+          BuildQaPrompt(*tok, ex.context, ex.question, {"Answer with the value from the context."})
+              .value();
       out.push_back(p.tokens);
     }
   }
@@ -67,7 +71,8 @@ std::unique_ptr<Projection> FitOn(Model& source, Model& target, int prompts) {
 
 // Greedy answers from `answerer` on caches built by `source` and mapped by `projection`
 // (null: the source's own cache), for held-out prompts.
-std::vector<std::vector<int32_t>> Answers(Model& source, Model& answerer, const Projection* projection) {
+std::vector<std::vector<int32_t>> Answers(Model& source, Model& answerer,
+                                          const Projection* projection) {
   std::vector<std::vector<int32_t>> out;
   SamplingOptions sampling;
   sampling.max_new_tokens = 6;
@@ -87,11 +92,13 @@ std::vector<std::vector<int32_t>> Answers(Model& source, Model& answerer, const 
 }
 
 TEST(ProjectionLayerMap, BracketsTheRelativeDepth) {
-  EXPECT_EQ(*ProjectionLayerMap("bracket", 4, 4), (std::vector<std::vector<int>>{{0}, {1}, {2}, {3}}));
+  EXPECT_EQ(*ProjectionLayerMap("bracket", 4, 4),
+            (std::vector<std::vector<int>>{{0}, {1}, {2}, {3}}));
   EXPECT_EQ(*ProjectionLayerMap("bracket", 4, 6),
             (std::vector<std::vector<int>>{{0}, {0, 1}, {1, 2}, {1, 2}, {2, 3}, {3}}));
   EXPECT_EQ(*ProjectionLayerMap("all", 2, 2), (std::vector<std::vector<int>>{{0, 1}, {0, 1}}));
-  EXPECT_EQ(ProjectionLayerMap("nearest", 2, 2).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ProjectionLayerMap("nearest", 2, 2).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(Projection, OntoItselfIsTheIdentityAndAnswersAlike) {
@@ -136,17 +143,23 @@ Weights Reparametrise(const ModelConfig& c, Weights w, uint64_t seed) {
   const int64_t hd = c.head_dim, half = hd / 2, g = c.num_heads / c.num_kv_heads;
   for (LayerWeights& lw : w.layers) {
     for (int64_t h = 0; h < c.num_kv_heads; ++h) {
-      const torch::Tensor m = torch::eye(hd) + 0.3 * torch::randn({hd, hd}) / std::sqrt(static_cast<double>(hd));
+      const torch::Tensor m =
+          torch::eye(hd) + 0.3 * torch::randn({hd, hd}) / std::sqrt(static_cast<double>(hd));
       const torch::Tensor angle = torch::rand({half}) * 6.28, scale = 0.5 + torch::rand({half});
       torch::Tensor t = torch::zeros({hd, hd}), u = torch::zeros({hd, hd});
       for (int64_t i = 0; i < half; ++i) {
         const double c0 = std::cos(angle[i].item<double>()), s0 = std::sin(angle[i].item<double>());
         const double k = scale[i].item<double>();
-        t[i][i] = k * c0, t[i][i + half] = -k * s0, t[i + half][i] = k * s0, t[i + half][i + half] = k * c0;
-        u[i][i] = c0 / k, u[i][i + half] = -s0 / k, u[i + half][i] = s0 / k, u[i + half][i + half] = c0 / k;
+        t[i][i] = k * c0, t[i][i + half] = -k * s0, t[i + half][i] = k * s0,
+        t[i + half][i + half] = k * c0;
+        u[i][i] = c0 / k, u[i][i + half] = -s0 / k, u[i + half][i] = s0 / k,
+        u[i + half][i + half] = c0 / k;
       }
       auto rows = [&](torch::Tensor& x, int64_t head, const torch::Tensor& by) {
-        if (x.defined()) x.narrow(0, head * hd, hd).copy_(by.mm(x.narrow(0, head * hd, hd).view({hd, -1})).view_as(x.narrow(0, head * hd, hd)));
+        if (x.defined())
+          x.narrow(0, head * hd, hd)
+              .copy_(by.mm(x.narrow(0, head * hd, hd).view({hd, -1}))
+                         .view_as(x.narrow(0, head * hd, hd)));
       };
       rows(lw.v_w, h, m);
       rows(lw.v_b, h, m);
@@ -169,9 +182,12 @@ TEST(Projection, RecoversAnExactReparametrisation) {
   auto set = WeightSet::OpenDir(kScout).value();
   Weights w = LoadWeights(c, *set, torch::TensorOptions().dtype(torch::kFloat32)).value();
   const fs::path dir = TempDir("reparam");
-  ASSERT_TRUE(SaveWeights(c, Reparametrise(c, std::move(w), 3), (dir / "model.safetensors").string()).ok());
-  fs::copy_file(fs::path(kScout) / "config.json", dir / "config.json", fs::copy_options::overwrite_existing);
-  fs::copy_file(fs::path(kScout) / "tokenizer.json", dir / "tokenizer.json", fs::copy_options::overwrite_existing);
+  ASSERT_TRUE(
+      SaveWeights(c, Reparametrise(c, std::move(w), 3), (dir / "model.safetensors").string()).ok());
+  fs::copy_file(fs::path(kScout) / "config.json", dir / "config.json",
+                fs::copy_options::overwrite_existing);
+  fs::copy_file(fs::path(kScout) / "tokenizer.json", dir / "tokenizer.json",
+                fs::copy_options::overwrite_existing);
   auto other = Model::Load(dir.string()).value();
   ASSERT_NE(other->fingerprint(), scout->fingerprint());
   // Same function: the re-parametrised model answers as the scout does from its own cache.
@@ -196,8 +212,10 @@ TEST(Projection, KeysAreComparedBeforeRope) {
   c.rope_theta = 1e4;
   const fs::path dir = TempDir("rope");
   std::ofstream(dir / "config.json") << c.ToJson();
-  fs::copy_file(fs::path(kScout) / "model.safetensors", dir / "model.safetensors", fs::copy_options::overwrite_existing);
-  fs::copy_file(fs::path(kScout) / "tokenizer.json", dir / "tokenizer.json", fs::copy_options::overwrite_existing);
+  fs::copy_file(fs::path(kScout) / "model.safetensors", dir / "model.safetensors",
+                fs::copy_options::overwrite_existing);
+  fs::copy_file(fs::path(kScout) / "tokenizer.json", dir / "tokenizer.json",
+                fs::copy_options::overwrite_existing);
   auto scout = Model::Load(kScout).value();
   auto other = Model::Load(dir.string()).value();
   auto p = FitOn(*scout, *other, 16);
@@ -217,7 +235,9 @@ TEST(Projection, KeysAreComparedBeforeRope) {
   std::vector<float> k(c.num_kv_heads * row), v(k.size()), k_own(k.size()), v_own(k.size());
   float err = 0, scale = 0;
   for (size_t i = 0; i < slots.size(); ++i) {
-    ASSERT_TRUE(mapped->ExportLayer(0, static_cast<int>(i), static_cast<int>(i) + 1, k.data(), v.data()).ok());
+    ASSERT_TRUE(
+        mapped->ExportLayer(0, static_cast<int>(i), static_cast<int>(i) + 1, k.data(), v.data())
+            .ok());
     ASSERT_TRUE(own.cache->ExportLayer(0, slots[i], slots[i] + 1, k_own.data(), v_own.data()).ok());
     for (size_t j = 0; j < k.size(); ++j) {
       err = std::max(err, std::abs(k[j] - k_own[j]));
@@ -245,14 +265,17 @@ class ProjectionFileTest : public ::testing::Test {
   }
 
   // Rewrites the good file with `edit` applied to its tensors and header JSON.
-  static std::string Rewrite(const std::string& name,
-                             const std::function<void(std::vector<TensorToWrite>&, nlohmann::json&)>& edit) {
+  static std::string Rewrite(
+      const std::string& name,
+      const std::function<void(std::vector<TensorToWrite>&, nlohmann::json&)>& edit) {
     auto file = SafetensorsFile::Open((*dir_ / "good.safetensors").string()).value();
-    nlohmann::json header =
-        nlohmann::json::parse(nlohmann::json::parse(file->header())["__metadata__"]["kvstream_projection"].get<std::string>());
+    nlohmann::json header = nlohmann::json::parse(
+        nlohmann::json::parse(file->header())["__metadata__"]["kvstream_projection"]
+            .get<std::string>());
     std::vector<TensorToWrite> tensors;
     for (const auto& [n, view] : file->tensors()) {
-      tensors.push_back({n, view.dtype, view.shape, std::string(reinterpret_cast<const char*>(view.data), view.nbytes)});
+      tensors.push_back({n, view.dtype, view.shape,
+                         std::string(reinterpret_cast<const char*>(view.data), view.nbytes)});
     }
     edit(tensors, header);
     const std::string path = (*dir_ / name).string();
@@ -276,14 +299,18 @@ TEST_F(ProjectionFileTest, GoodFileLoadsAndChecksItsModels) {
   EXPECT_EQ(wrong_target.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(wrong_target.message().find("fingerprint"), std::string::npos) << wrong_target;
   const ModelConfig& c = scout_->config();
-  EXPECT_TRUE((*p)->CheckSource(scout_->fingerprint(), c.num_layers, c.num_kv_heads, c.head_dim).ok());
-  EXPECT_EQ((*p)->CheckSource(scout_->fingerprint(), c.num_layers, c.num_kv_heads + 1, c.head_dim).code(),
-            absl::StatusCode::kFailedPrecondition);
-  EXPECT_EQ((*p)->CheckSource("qwen2-0000000000000000", c.num_layers, c.num_kv_heads, c.head_dim).code(),
-            absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(
+      (*p)->CheckSource(scout_->fingerprint(), c.num_layers, c.num_kv_heads, c.head_dim).ok());
+  EXPECT_EQ(
+      (*p)->CheckSource(scout_->fingerprint(), c.num_layers, c.num_kv_heads + 1, c.head_dim).code(),
+      absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(
+      (*p)->CheckSource("qwen2-0000000000000000", c.num_layers, c.num_kv_heads, c.head_dim).code(),
+      absl::StatusCode::kFailedPrecondition);
   // A cache of the wrong model is refused before anything is mapped.
   auto large_cache = large_->Prefill(std::vector<int32_t>{1, 2, 3}).value();
-  EXPECT_EQ((*p)->Apply(*large_cache.cache, *large_).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*p)->Apply(*large_cache.cache, *large_).status().code(),
+            absl::StatusCode::kFailedPrecondition);
 }
 
 TEST_F(ProjectionFileTest, MalformedFilesAreRefusedWithTheReason) {
@@ -292,14 +319,17 @@ TEST_F(ProjectionFileTest, MalformedFilesAreRefusedWithTheReason) {
     std::function<void(std::vector<TensorToWrite>&, nlohmann::json&)> edit;
   };
   const std::vector<Case> cases = {
-      {"nan", "NaN", [](auto& t, auto&) { reinterpret_cast<float*>(t[0].data.data())[5] = std::nanf(""); }},
-      {"shape", "expected F32", [](auto& t, auto&) {
+      {"nan", "NaN",
+       [](auto& t, auto&) { reinterpret_cast<float*>(t[0].data.data())[5] = std::nanf(""); }},
+      {"shape", "expected F32",
+       [](auto& t, auto&) {
          t[1].shape[0] -= 1;
          t[1].data.resize(t[1].data.size() - 4 * t[1].shape[1]);
        }},
       {"missing", "missing", [](auto& t, auto&) { t.pop_back(); }},
       {"dims", "expected F32", [](auto&, auto& h) { h["source"]["head_dim"] = 12; }},
-      {"map", "layer_map[0]", [](auto&, auto& h) { h["layer_map"][0] = nlohmann::json::array({9}); }},
+      {"map", "layer_map[0]",
+       [](auto&, auto& h) { h["layer_map"][0] = nlohmann::json::array({9}); }},
       {"layers", "one entry per target layer", [](auto&, auto& h) { h["layers"].erase(0); }},
       {"type", "source.num_layers", [](auto&, auto& h) { h["source"]["num_layers"] = "four"; }},
       {"format", "format", [](auto&, auto& h) { h["format"] = 2; }},
@@ -307,8 +337,10 @@ TEST_F(ProjectionFileTest, MalformedFilesAreRefusedWithTheReason) {
   for (const Case& c : cases) {
     auto p = Projection::Load(Rewrite(c.name + ".safetensors", c.edit));
     ASSERT_FALSE(p.ok()) << c.name;
-    EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument) << c.name << ": " << p.status();
-    EXPECT_NE(p.status().message().find(c.expect), std::string::npos) << c.name << ": " << p.status();
+    EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument)
+        << c.name << ": " << p.status();
+    EXPECT_NE(p.status().message().find(c.expect), std::string::npos)
+        << c.name << ": " << p.status();
   }
   // Truncated, and a safetensors file that is no projection.
   const fs::path good = *dir_ / "good.safetensors", cut = *dir_ / "cut.safetensors";
@@ -317,12 +349,14 @@ TEST_F(ProjectionFileTest, MalformedFilesAreRefusedWithTheReason) {
   EXPECT_FALSE(Projection::Load(cut.string()).ok());
   auto weights = Projection::Load(absl::StrCat(kScout, "/model.safetensors"));
   EXPECT_EQ(weights.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(weights.status().message().find("not a kvstream projection"), std::string::npos) << weights.status();
+  EXPECT_NE(weights.status().message().find("not a kvstream projection"), std::string::npos)
+      << weights.status();
 }
 
 TEST(Projection, RefusesModelsWithDifferentTokenizers) {
   const fs::path dir = TempDir("tokenizer");
-  fs::copy_file(fs::path(kScout) / "config.json", dir / "config.json", fs::copy_options::overwrite_existing);
+  fs::copy_file(fs::path(kScout) / "config.json", dir / "config.json",
+                fs::copy_options::overwrite_existing);
   std::ofstream(dir / "tokenizer.json") << "{}";
   EXPECT_TRUE(CheckSameTokenizer(kScout, kLarge).ok());
   const absl::Status st = CheckSameTokenizer(kScout, dir.string());
