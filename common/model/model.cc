@@ -93,6 +93,11 @@ std::unique_ptr<KvCache> KvCache::Create(int num_layers, int kv_heads, int head_
   c->opt = torch::TensorOptions().dtype(torch::kFloat32);
   c->k.resize(num_layers);
   c->v.resize(num_layers);
+  return Sized(std::move(c), positions, next_position);
+}
+
+std::unique_ptr<KvCache> KvCache::Sized(std::unique_ptr<Impl> c, const std::vector<int32_t>& positions,
+                                        int next_position) {
   torch::NoGradGuard no_grad;
   c->Reserve(static_cast<int>(positions.size()));
   c->size = static_cast<int>(positions.size());
@@ -465,13 +470,7 @@ absl::StatusOr<std::vector<float>> Model::Extend(KvCache& cache, absl::Span<cons
 
 std::unique_ptr<KvCache> Model::NewCache(const std::vector<int32_t>& positions,
                                          int next_position) const {
-  auto c = impl_->EmptyCache();
-  torch::NoGradGuard no_grad;
-  c->Reserve(static_cast<int>(positions.size()));
-  c->size = static_cast<int>(positions.size());
-  c->positions = positions;
-  c->next_position = next_position;
-  return std::unique_ptr<KvCache>(new KvCache(std::move(c)));
+  return KvCache::Sized(impl_->EmptyCache(), positions, next_position);
 }
 
 absl::StatusOr<std::vector<float>> Model::FullLogits(absl::Span<const int32_t> tokens) {

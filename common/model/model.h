@@ -68,6 +68,9 @@ class KvCache {
   friend class Model;
   struct Impl;
   explicit KvCache(std::unique_ptr<Impl> impl);
+  // `impl` grown to `positions.size()` slots (values unset) with those positions.
+  static std::unique_ptr<KvCache> Sized(std::unique_ptr<Impl> impl, const std::vector<int32_t>& positions,
+                                        int next_position);
   std::unique_ptr<Impl> impl_;
 };
 

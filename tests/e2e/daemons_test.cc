@@ -75,17 +75,7 @@ class DaemonsTest : public ::testing::Test {
   }
 
   static void TearDownTestSuite() {
-    // Clean shutdown is part of the contract: SIGTERM -> exit 0 within the grace period.
-    for (Daemon* d : {edge_, cloud_}) {
-      if (d->process.running()) {
-        auto code = d->process.Stop(20);
-        EXPECT_TRUE(code.ok()) << code.status();
-        if (code.ok()) {
-          EXPECT_EQ(*code, 0);
-        }
-      }
-      delete d;
-    }
+    testing::StopDaemons({edge_, cloud_});
     delete tokenizer_;
     delete examples_;
     delete start_status_;

@@ -73,16 +73,7 @@ class LoadTest : public ::testing::Test {
   }
 
   static void TearDownTestSuite() {
-    for (testing::Daemon* d : {edge_, cloud_}) {
-      if (d->process.running()) {
-        auto code = d->process.Stop(20);
-        EXPECT_TRUE(code.ok()) << code.status();
-        if (code.ok()) {
-          EXPECT_EQ(*code, 0);
-        }
-      }
-      delete d;
-    }
+    testing::StopDaemons({edge_, cloud_});
     delete tokenizer_;
     delete start_status_;
     delete work_;

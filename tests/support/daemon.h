@@ -2,6 +2,9 @@
 // ports (gRPC and /metrics), found through the port files they write once serving.
 #pragma once
 
+#include <gtest/gtest.h>
+
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -39,6 +42,21 @@ inline absl::Status StartDaemon(Daemon& d, const std::string& bin_dir, const std
   if (!mport.ok()) return mport.status();
   d.metrics_port = *mport;
   return absl::OkStatus();
+}
+
+// Clean shutdown is part of the contract: each daemon still running gets SIGTERM and
+// must exit 0 within `timeout_seconds`. Deletes the daemons.
+inline void StopDaemons(std::initializer_list<Daemon*> daemons, double timeout_seconds = 20) {
+  for (Daemon* d : daemons) {
+    if (d->process.running()) {
+      auto code = d->process.Stop(timeout_seconds);
+      EXPECT_TRUE(code.ok()) << code.status();
+      if (code.ok()) {
+        EXPECT_EQ(*code, 0);
+      }
+    }
+    delete d;
+  }
 }
 
 }  // namespace kvstream::testing

@@ -120,19 +120,40 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> CalibrationPrompts(const model
   return prompts;
 }
 
-absl::Status FitProjection() {
-  if (absl::GetFlag(FLAGS_projection).empty())
-    return absl::InvalidArgumentError("--projection is required (the file to write)");
-  if (absl::GetFlag(FLAGS_held_out_every) < 2)
+// The --from and --to models, their shared tokenizer, and the maps fitted between them
+// over the calibration prompts under `options`.
+struct Fitted {
+  std::unique_ptr<model::Model> source, target;
+  std::unique_ptr<model::Tokenizer> tokenizer;
+  std::unique_ptr<model::Projection> projection;
+};
+
+absl::StatusOr<Fitted> LoadAndFit(const model::FitOptions& options) {
+  if (absl::GetFlag(FLAGS_held_out_every) < 2) {
     return absl::InvalidArgumentError("--held_out_every must be >= 2");
+  }
   const std::string from = absl::GetFlag(FLAGS_from), to = absl::GetFlag(FLAGS_to);
   RETURN_IF_ERROR(model::CheckSameTokenizer(from, to));
   model::RuntimeOptions runtime;
   runtime.threads = absl::GetFlag(FLAGS_threads);
-  ASSIGN_OR_RETURN(auto source, model::Model::Load(from, runtime));
-  ASSIGN_OR_RETURN(auto target, model::Model::Load(to, runtime));
-  ASSIGN_OR_RETURN(auto tok, model::Tokenizer::Load(from + "/tokenizer.json"));
-  ASSIGN_OR_RETURN(const auto prompts, CalibrationPrompts(*tok));
+  Fitted f;
+  ASSIGN_OR_RETURN(f.source, model::Model::Load(from, runtime));
+  ASSIGN_OR_RETURN(f.target, model::Model::Load(to, runtime));
+  ASSIGN_OR_RETURN(f.tokenizer, model::Tokenizer::Load(from + "/tokenizer.json"));
+  ASSIGN_OR_RETURN(const auto prompts, CalibrationPrompts(*f.tokenizer));
+  ASSIGN_OR_RETURN(auto fitter, model::ProjectionFitter::Create(*f.source, *f.target, options));
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    RETURN_IF_ERROR(
+        fitter->AddPrompt(prompts[i], (i + 1) % absl::GetFlag(FLAGS_held_out_every) == 0));
+  }
+  ASSIGN_OR_RETURN(f.projection, fitter->Fit());
+  return f;
+}
+
+absl::Status FitProjection() {
+  if (absl::GetFlag(FLAGS_projection).empty()) {
+    return absl::InvalidArgumentError("--projection is required (the file to write)");
+  }
   model::FitOptions fo;
   fo.layer_map = absl::GetFlag(FLAGS_layer_map);
   fo.joint_inputs = absl::GetFlag(FLAGS_joint_inputs);
@@ -142,12 +163,8 @@ absl::Status FitProjection() {
                    "; scout cache through ", absl::GetFlag(FLAGS_fit_specs),
                    absl::GetFlag(FLAGS_calibration_text).empty() ? "" : " + plain text windows",
                    ", every ", absl::GetFlag(FLAGS_held_out_every), "th held out");
-  ASSIGN_OR_RETURN(auto fitter, model::ProjectionFitter::Create(*source, *target, fo));
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    RETURN_IF_ERROR(
-        fitter->AddPrompt(prompts[i], (i + 1) % absl::GetFlag(FLAGS_held_out_every) == 0));
-  }
-  ASSIGN_OR_RETURN(auto projection, fitter->Fit());
+  ASSIGN_OR_RETURN(const Fitted fitted, LoadAndFit(fo));
+  const model::Projection* projection = fitted.projection.get();
   const model::ProjectionHeader& h = projection->header();
   std::printf("%s -> %s: %d prompts (%d held out), %lld positions, layer map %s%s\n",
               h.source.fingerprint.c_str(), h.target.fingerprint.c_str(),
@@ -223,22 +240,11 @@ absl::Status SelectionOverlap(model::Model& source, model::Model& target,
 // between the source's keys (before RoPE) and values and the target's, on clean caches
 // (held-out prompts of the calibration set), and the selection overlap.
 absl::Status CompareModels() {
-  const std::string from = absl::GetFlag(FLAGS_from), to = absl::GetFlag(FLAGS_to);
-  RETURN_IF_ERROR(model::CheckSameTokenizer(from, to));
-  model::RuntimeOptions runtime;
-  runtime.threads = absl::GetFlag(FLAGS_threads);
-  ASSIGN_OR_RETURN(auto source, model::Model::Load(from, runtime));
-  ASSIGN_OR_RETURN(auto target, model::Model::Load(to, runtime));
-  ASSIGN_OR_RETURN(auto tok, model::Tokenizer::Load(from + "/tokenizer.json"));
-  ASSIGN_OR_RETURN(const auto prompts, CalibrationPrompts(*tok));
   model::FitOptions fo;
   fo.layer_map = absl::GetFlag(FLAGS_layer_map);
-  ASSIGN_OR_RETURN(auto fitter, model::ProjectionFitter::Create(*source, *target, fo));
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    RETURN_IF_ERROR(
-        fitter->AddPrompt(prompts[i], (i + 1) % absl::GetFlag(FLAGS_held_out_every) == 0));
-  }
-  ASSIGN_OR_RETURN(auto projection, fitter->Fit());
+  ASSIGN_OR_RETURN(const Fitted fitted, LoadAndFit(fo));
+  const std::string from = absl::GetFlag(FLAGS_from), to = absl::GetFlag(FLAGS_to);
+  const model::Projection* projection = fitted.projection.get();
   const model::ProjectionHeader& h = projection->header();
   std::printf("%s -> %s, %d held-out prompts (%s layer map; clean caches)\n", from.c_str(),
               to.c_str(), h.held_out_prompts, fo.layer_map.c_str());
@@ -254,7 +260,7 @@ absl::Status CompareModels() {
   }
   std::printf("mean   %-8s %8.4f %8.4f   (research, Qwen2.5-3B vs 7B: K 0.975, V 0.71)\n", "", ck,
               cv);
-  return SelectionOverlap(*source, *target, *tok);
+  return SelectionOverlap(*fitted.source, *fitted.target, *fitted.tokenizer);
 }
 
 }  // namespace
