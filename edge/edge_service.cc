@@ -320,12 +320,16 @@ absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1
     ASSIGN_OR_RETURN(base::AdmissionGate::Slot slot, Admit(context, stages));
     RETURN_IF_ERROR(CheckAlive(context, "prefill"));
     t = Clock::now();
-    model::PrefillOptions po;
-    po.interrupt = [context] { return CheckAlive(context, "the prefill finished"); };
-    po.collect_stats = selects;
-    po.spans = spans;
-    po.window = options_.snapkv_window;
-    ASSIGN_OR_RETURN(pre, scout_->Prefill(head, po));
+    auto interrupt = [context] { return CheckAlive(context, "the prefill finished"); };
+    if (selects) {
+      // The whole prompt, so the statistics see its last row; the cache stops before it.
+      ASSIGN_OR_RETURN(pre, model::PrefillForSelection(*scout_, prompt.tokens, prompt.spans,
+                                                       options_.snapkv_window, interrupt));
+    } else {
+      model::PrefillOptions po;
+      po.interrupt = interrupt;
+      ASSIGN_OR_RETURN(pre, scout_->Prefill(head, po));
+    }
     stages.set_prefill(Seconds(t, Clock::now()));
     metrics_->Stage("prefill", stages.prefill());
     {

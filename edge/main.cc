@@ -30,7 +30,7 @@ ABSL_FLAG(std::string, scout, "testdata/models/scout",
 ABSL_FLAG(std::string, mode, "adaptive",
           "Default mode when a request names none: adaptive (the controller picks per request; needs "
           "--quality_table), kv, scout or text");
-ABSL_FLAG(std::string, selector, "full", "Default selector: full, q2c, snapkv, h2o or random");
+ABSL_FLAG(std::string, selector, "full", "Default selector: full, q2c, q2c-question, snapkv, h2o or random");
 ABSL_FLAG(double, retention, 1.0, "Default share of context tokens the selector keeps, (0, 1]");
 ABSL_FLAG(std::string, spec, "raw", "Default kv plan string, e.g. \"int8\" or \"k=int4/ch,v=int4,L0=f16,zstd=3\"");
 ABSL_FLAG(uint32_t, max_tokens, 32, "Default answer length cap");

@@ -269,11 +269,12 @@ struct Model::Impl {
       keep_t = torch::tensor(std::vector<int64_t>(kv.begin(), kv.end()), torch::kInt64).to(dev).ne(0);
     }
     const int block = stats_opt != nullptr ? std::max(1, stats_opt->query_block) : 256;
-    torch::Tensor st_q, st_w, st_c;
+    torch::Tensor st_q, st_qt, st_w, st_c;
     int q_begin = 0, q_end = 0, w_begin = 0;
     if (stats != nullptr) {
       const auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(dev);
       st_q = torch::zeros({c.num_layers, nh, S}, f32);
+      st_qt = torch::zeros({c.num_layers, nh, S}, f32);
       st_w = torch::zeros({c.num_layers, nh, S}, f32);
       st_c = torch::zeros({c.num_layers, nh, S}, f32);
       q_begin = stats_opt->spans.question_begin;
@@ -322,6 +323,7 @@ struct Model::Impl {
             if (a < b) dst[l].add_(p.narrow(1, a - i0, b - a).sum(1));
           };
           add_rows(st_q, q_begin, q_end);
+          add_rows(st_qt, q_begin, T);
           add_rows(st_w, w_begin, T);
         }
         out.narrow(1, i0, nb).copy_(torch::matmul(probs.to(opt.dtype()), V).reshape({nh, nb, hd}));
@@ -345,7 +347,10 @@ struct Model::Impl {
       };
       stats->cumulative = to_vec(st_c);
       stats->window = to_vec(st_w);
-      if (q_end > q_begin) stats->question = to_vec(st_q);
+      if (q_end > q_begin) {
+        stats->question = to_vec(st_q);
+        stats->question_tail = to_vec(st_qt);
+      }
     }
     const torch::Tensor last = RmsNorm(x.narrow(0, T - 1, 1), w.norm, c.rms_norm_eps);
     const torch::Tensor logits = torch::linear(last, w.lm_head).to(torch::kCPU, torch::kFloat32).contiguous();
@@ -437,6 +442,12 @@ absl::StatusOr<PrefillResult> Model::Prefill(absl::Span<const int32_t> tokens,
     }
     if (options.window < 1) return absl::InvalidArgumentError("stats window must be >= 1");
   }
+  const int n = static_cast<int>(tokens.size());
+  if (options.cache_tokens > n || options.cache_tokens == 0 || (masked && options.cache_tokens >= 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("cache_tokens must be in [1, ", n,
+                                                   "] (or -1: all) and is not combined with a keep mask; found ",
+                                                   options.cache_tokens));
+  }
   PrefillResult result;
   RETURN_IF_ERROR(Guard("prefill", [&]() -> absl::Status {
     ASSIGN_OR_RETURN(result.last_logits,
@@ -452,7 +463,29 @@ absl::StatusOr<PrefillResult> Model::Prefill(absl::Span<const int32_t> tokens,
     }
     RETURN_IF_ERROR(result.cache->Compact(kept));
   }
+  if (options.cache_tokens >= 0 && options.cache_tokens < n) {
+    KvCache::Impl& c = *result.cache->impl_;  // slots [0, size) stay valid
+    c.size = options.cache_tokens;
+    c.positions.resize(static_cast<size_t>(options.cache_tokens));
+    c.next_position = options.cache_tokens;
+  }
   return result;
+}
+
+absl::StatusOr<PrefillResult> PrefillForSelection(Model& model, absl::Span<const int32_t> tokens,
+                                                  const select::PromptSpans& spans, int window,
+                                                  std::function<absl::Status()> interrupt) {
+  if (tokens.size() < 2) {
+    return absl::InvalidArgumentError(absl::StrCat("a prompt of ", tokens.size(), " tokens; expected at least 2"));
+  }
+  PrefillOptions po;
+  po.collect_stats = true;
+  po.spans = spans;
+  po.spans.num_tokens = static_cast<int>(tokens.size());
+  po.window = window;
+  po.interrupt = std::move(interrupt);
+  po.cache_tokens = static_cast<int>(tokens.size()) - 1;
+  return model.Prefill(tokens, po);
 }
 
 absl::StatusOr<std::vector<float>> Model::Extend(KvCache& cache, absl::Span<const int32_t> tokens,

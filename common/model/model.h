@@ -83,6 +83,9 @@ struct PrefillOptions {
   select::PromptSpans spans;
   int window = 32;        // SnapKV observation window (last `window` query rows)
   int query_block = 256;  // queries per attention block: memory ~ heads x block x tokens
+  // Keep only the first `cache_tokens` tokens' K/V (the rest are run for their statistics
+  // rows and logits); -1: all. Not with a keep mask.
+  int cache_tokens = -1;
   // Called between layers and between query blocks (may be null): a non-OK status stops
   // the prefill within one block's time and is returned (cancelled or late requests).
   std::function<absl::Status()> interrupt;
@@ -93,6 +96,15 @@ struct PrefillResult {
   std::vector<float> last_logits;  // [vocab] for the last prompt token
   select::AttentionStats stats;    // filled when collect_stats
 };
+
+// Prefills a whole prompt (`spans` over all of it; num_tokens is set here) for selection:
+// the statistics cover every query row, the last prompt token's included (Q2C's
+// question-through-last-row sums, SnapKV's window ending at the true last token), and
+// the cache holds every token but the last (next position: the last token's), which the
+// answering side feeds first.
+absl::StatusOr<PrefillResult> PrefillForSelection(Model& model, absl::Span<const int32_t> tokens,
+                                                  const select::PromptSpans& spans, int window = 32,
+                                                  std::function<absl::Status()> interrupt = nullptr);
 
 class Model {
  public:

@@ -53,6 +53,7 @@ absl::string_view PolicyName(Policy p) {
   switch (p) {
     case Policy::kFull: return "full";
     case Policy::kQ2C: return "q2c";
+    case Policy::kQ2CQuestion: return "q2c-question";
     case Policy::kSnapKV: return "snapkv";
     case Policy::kH2O: return "h2o";
     case Policy::kRandom: return "random";
@@ -61,11 +62,12 @@ absl::string_view PolicyName(Policy p) {
 }
 
 absl::StatusOr<Policy> ParsePolicy(absl::string_view name) {
-  for (Policy p : {Policy::kFull, Policy::kQ2C, Policy::kSnapKV, Policy::kH2O, Policy::kRandom}) {
+  for (Policy p : {Policy::kFull, Policy::kQ2C, Policy::kQ2CQuestion, Policy::kSnapKV, Policy::kH2O,
+                   Policy::kRandom}) {
     if (name == PolicyName(p)) return p;
   }
   return absl::InvalidArgumentError(absl::StrCat(
-      "selector: expected one of full, q2c, snapkv, h2o, random; found '", name, "'"));
+      "selector: expected one of full, q2c, q2c-question, snapkv, h2o, random; found '", name, "'"));
 }
 
 int ContextBudget(double retention, int context_tokens) {
@@ -94,7 +96,8 @@ absl::StatusOr<Selection> Select(const AttentionStats& stats, const PromptSpans&
   const int budget = o.policy == Policy::kFull ? n_ctx : ContextBudget(o.retention, n_ctx);
   const int sinks = std::min({o.sink_tokens, budget, n_ctx});
   if (o.policy != Policy::kFull && o.policy != Policy::kRandom && budget > sinks) {
-    if (stats.num_tokens != spans.num_tokens) {
+    // The statistics may cover the prompt's last token beyond the spans (the cache).
+    if (stats.num_tokens < spans.num_tokens) {
       return absl::InvalidArgumentError(absl::StrCat("attention statistics cover ", stats.num_tokens,
                                                      " tokens, the prompt has ", spans.num_tokens));
     }
@@ -110,15 +113,19 @@ absl::StatusOr<Selection> Select(const AttentionStats& stats, const PromptSpans&
       chosen = candidates;
       break;
 
-    case Policy::kQ2C: {
-      // Question-to-context attention (the research report's Q2C): score(t) = sum over
-      // layers l, heads h and question queries q of softmax(Q_q K^T / sqrt(d))[t].
+    case Policy::kQ2C:
+    case Policy::kQ2CQuestion: {
+      // Question-to-context attention: score(t) = sum over layers l, heads h and queries q
+      // of softmax(Q_q K^T / sqrt(d))[t], q over the question and every later row (q2c)
+      // or over the question alone (q2c-question, the research report's definition).
       if (k == 0) break;
       if (spans.question_end == spans.question_begin) {
-        return absl::InvalidArgumentError("q2c needs a non-empty question span");
+        return absl::InvalidArgumentError(absl::StrCat(PolicyName(o.policy), " needs a non-empty question span"));
       }
-      RETURN_IF_ERROR(Need(stats, stats.question, "question", o.policy));
-      chosen = TopK(SumOverHeads(stats, stats.question, spans), candidates, k);
+      const bool tail = o.policy == Policy::kQ2C;
+      const std::vector<float>& rows = tail ? stats.question_tail : stats.question;
+      RETURN_IF_ERROR(Need(stats, rows, tail ? "question-through-last-row" : "question", o.policy));
+      chosen = TopK(SumOverHeads(stats, rows, spans), candidates, k);
       break;
     }
 

@@ -33,13 +33,18 @@ struct PromptSpans {
 // Attention probabilities (after softmax) from a prefill, summed over a set of query
 // rows, for every key position. Each array is [num_layers][num_heads][num_tokens] row
 // major (query heads, not KV heads); an array the prefill did not collect is empty.
+// The rows cover the whole prompt, its last token included (model::PrefillForSelection):
+// on the tiny scout the record lookup happens at exactly that row, and SnapKV's window
+// ends there. The statistics may so cover more tokens than the spans a selection is
+// made over (the cache, without the last token).
 struct AttentionStats {
   int num_layers = 0;
   int num_heads = 0;
   int num_tokens = 0;
-  std::vector<float> question;    // queries in the question span          (Q2C)
-  std::vector<float> window;      // queries in the last `window_size` rows (SnapKV)
-  std::vector<float> cumulative;  // every query row (causal)               (H2O)
+  std::vector<float> question;       // queries in the question span            (q2c-question)
+  std::vector<float> question_tail;  // the question through the last prompt row (q2c)
+  std::vector<float> window;         // queries in the last `window_size` rows   (SnapKV)
+  std::vector<float> cumulative;     // every query row (causal)                 (H2O)
   int window_size = 0;
 
   size_t size() const { return static_cast<size_t>(num_layers) * num_heads * num_tokens; }
@@ -48,7 +53,10 @@ struct AttentionStats {
   }
 };
 
-enum class Policy { kFull, kQ2C, kSnapKV, kH2O, kRandom };
+// kQ2C scores context tokens by the attention of the question and every row after it
+// (the answer template and the last prompt token, where the lookup happens);
+// kQ2CQuestion by the question rows alone, as the research report defines Q2C.
+enum class Policy { kFull, kQ2C, kQ2CQuestion, kSnapKV, kH2O, kRandom };
 enum class Pooling { kMax, kAvg };
 
 struct SelectOptions {

@@ -19,7 +19,7 @@ ABSL_FLAG(std::string, context, "", "File holding the context (\"-\": stdin)");
 ABSL_FLAG(std::string, question, "", "The question about the context");
 ABSL_FLAG(std::string, mode, "",
           "kv, projected, scout, text or adaptive (empty: the edge's default)");
-ABSL_FLAG(std::string, selector, "", "full, q2c, snapkv, h2o or random (empty: the edge's default)");
+ABSL_FLAG(std::string, selector, "", "full, q2c, q2c-question, snapkv, h2o or random (empty: the edge's default)");
 ABSL_FLAG(double, retention, 0, "Share of context tokens to keep, (0, 1] (0: the edge's default)");
 ABSL_FLAG(std::string, spec, "", "kv plan string, e.g. \"int4,L0=f16,zstd=3\" (empty: the edge's default)");
 ABSL_FLAG(uint32_t, max_tokens, 0, "Answer length cap (0: the edge's default)");

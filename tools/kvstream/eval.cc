@@ -36,7 +36,7 @@ ABSL_FLAG(
     "scout's cache "
     "mapped into --model by --projection), text. profile: kv or projected (the scout's layers)");
 ABSL_FLAG(std::string, specs, "raw", "Plans to evaluate, separated by ';' (e.g. \"raw;int8;int4,L0=f16\")");
-ABSL_FLAG(std::string, selectors, "full", "Selectors, comma separated: full, q2c, snapkv, h2o, random");
+ABSL_FLAG(std::string, selectors, "full", "Selectors, comma separated: full, q2c, q2c-question, snapkv, h2o, random");
 ABSL_FLAG(std::string, retentions, "1", "Context retentions for the selectors, comma separated");
 ABSL_FLAG(int, max_new_tokens, 8, "Answer length cap");
 ABSL_FLAG(std::string, system, "Answer with the value from the context.", "System prompt");
@@ -182,13 +182,12 @@ absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
     const int32_t last = prompt.tokens.back();
     select::PromptSpans spans = prompt.spans;
     spans.num_tokens = static_cast<int>(head.size());
-    model::PrefillOptions po;
-    po.collect_stats = true;
-    po.spans = spans;
-    ASSIGN_OR_RETURN(model::PrefillResult full, answerer->Prefill(head, po));
+    // Statistics over the whole prompt (its last row included); caches without the last
+    // token, which generation feeds.
+    ASSIGN_OR_RETURN(model::PrefillResult full, model::PrefillForSelection(*answerer, prompt.tokens, prompt.spans));
     model::PrefillResult scout_pre;
     if (scout != nullptr) {
-      ASSIGN_OR_RETURN(scout_pre, scout->Prefill(head, po));
+      ASSIGN_OR_RETURN(scout_pre, model::PrefillForSelection(*scout, prompt.tokens, prompt.spans));
     }
     const double bytes16_full = 2.0 * 2 * answerer->config().num_layers * answerer->config().num_kv_heads *
                                 head.size() * answerer->config().head_dim;
@@ -275,7 +274,7 @@ absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
   std::printf("model %s (%s), %zu %s examples; share of F1 relative to the first row\n",
               absl::GetFlag(FLAGS_model).c_str(), answerer->fingerprint().c_str(), examples.size(),
               examples.empty() ? "" : examples[0].kind.c_str());
-  std::printf("%-9s %-7s %5s %-28s %6s %6s %8s %10s %8s\n", "mode", "select", "keep", "spec", "EM",
+  std::printf("%-9s %-12s %5s %-28s %6s %6s %8s %10s %8s\n", "mode", "select", "keep", "spec", "EM",
               "F1", "F1 share", "bandwidth", "cloud ms");
   nlohmann::json rows = nlohmann::json::array();
   for (const Variant& v : variants) {

@@ -198,13 +198,9 @@ absl::Status SelectionOverlap(model::Model& source, model::Model& target,
     ASSIGN_OR_RETURN(model::ChatPrompt p,
                      model::BuildQaPrompt(tok, ex.context, ex.question,
                                           {"Answer with the value from the context."}));
-    p.tokens.pop_back();
-    p.spans.num_tokens = static_cast<int>(p.tokens.size());
-    model::PrefillOptions po;
-    po.collect_stats = true;
-    po.spans = p.spans;
-    ASSIGN_OR_RETURN(model::PrefillResult a, source.Prefill(p.tokens, po));
-    ASSIGN_OR_RETURN(model::PrefillResult b, target.Prefill(p.tokens, po));
+    p.spans.num_tokens = static_cast<int>(p.tokens.size()) - 1;  // selection over the cache
+    ASSIGN_OR_RETURN(model::PrefillResult a, model::PrefillForSelection(source, p.tokens, p.spans));
+    ASSIGN_OR_RETURN(model::PrefillResult b, model::PrefillForSelection(target, p.tokens, p.spans));
     for (size_t c = 0; c < cells.size(); ++c) {
       select::SelectOptions so;
       so.policy = cells[c].first;

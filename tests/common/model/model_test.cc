@@ -6,6 +6,7 @@
 #include <cmath>
 #include <numeric>
 
+#include "common/model/transformer.h"
 #include "tests/common/model/tiny_model.h"
 
 namespace kvstream::model {
@@ -115,6 +116,60 @@ TEST_F(ModelTest, AttentionStatisticsSumToTheirQueryRowCounts) {
       EXPECT_NEAR(w, 10.0, 1e-4);
       EXPECT_NEAR(q, 7.0, 1e-4);
     }
+  }
+}
+
+// Selection statistics see the whole prompt: the question-through-last-row and window
+// sums include the last prompt row (checked against each layer's full causal attention
+// from ForwardHidden), while the cache stops before the last token, as a Prefill of
+// the prompt without it would build it.
+TEST_F(ModelTest, SelectionPrefillCountsTheLastPromptRow) {
+  const int n = 40, window = 5;
+  const auto tokens = Tokens(n);
+  const select::PromptSpans spans{n, 4, 30, 30, 36};  // question [30, 36), template tail 36..39
+  auto r = PrefillForSelection(*model_, tokens, spans, window);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->cache->size(), n - 1);
+  EXPECT_EQ(r->cache->next_position(), n - 1);
+  ASSERT_EQ(r->stats.num_tokens, n);
+
+  const ModelConfig c = ModelConfig::Load(*dir_ + "/config.json").value();
+  auto set = WeightSet::OpenDir(*dir_).value();
+  const Weights w = LoadWeights(c, *set, torch::TensorOptions().dtype(torch::kFloat32)).value();
+  std::vector<torch::Tensor> attention;  // per layer [1, heads, n, n]
+  torch::NoGradGuard no_grad;
+  ForwardHidden(c, w, torch::tensor(std::vector<int64_t>(tokens.begin(), tokens.end())).view({1, n}), &attention);
+  ASSERT_EQ(static_cast<int>(attention.size()), c.num_layers);
+  const auto& s = r->stats;
+  float tail_err = 0, window_err = 0, question_err = 0, last_row_mass = 0;
+  for (int l = 0; l < c.num_layers; ++l) {
+    for (int h = 0; h < c.num_heads; ++h) {
+      const torch::Tensor a = attention[l][0][h];  // [n queries, n keys]
+      const torch::Tensor tail = a.narrow(0, 30, n - 30).sum(0), win = a.narrow(0, n - window, window).sum(0);
+      const torch::Tensor question = a.narrow(0, 30, 6).sum(0);
+      for (int t = 0; t < n; ++t) {
+        tail_err = std::max(tail_err, std::fabs(s.at(s.question_tail, l, h, t) - tail[t].item<float>()));
+        window_err = std::max(window_err, std::fabs(s.at(s.window, l, h, t) - win[t].item<float>()));
+        question_err = std::max(question_err, std::fabs(s.at(s.question, l, h, t) - question[t].item<float>()));
+      }
+      last_row_mass = std::max(last_row_mass, a[n - 1].narrow(0, 0, 30).sum().item<float>());
+    }
+  }
+  EXPECT_LT(tail_err, 1e-4);
+  EXPECT_LT(window_err, 1e-4);
+  EXPECT_LT(question_err, 1e-4);
+  EXPECT_GT(last_row_mass, 1e-2) << "the last row must put some mass on the context for the check to mean anything";
+
+  // The cache is the one the prompt without its last token builds.
+  auto head = model_->Prefill(absl::MakeConstSpan(tokens).subspan(0, n - 1));
+  ASSERT_TRUE(head.ok());
+  const size_t numel = static_cast<size_t>(c.num_kv_heads) * (n - 1) * c.head_dim;
+  std::vector<float> k0(numel), v0(numel), k1(numel), v1(numel);
+  for (int l = 0; l < c.num_layers; ++l) {
+    ASSERT_TRUE(head->cache->ExportLayer(l, 0, n - 1, k0.data(), v0.data()).ok());
+    ASSERT_TRUE(r->cache->ExportLayer(l, 0, n - 1, k1.data(), v1.data()).ok());
+    EXPECT_LT(MaxDiff(k0, k1.data(), numel), kTol);
+    EXPECT_LT(MaxDiff(v0, v1.data(), numel), kTol);
   }
 }
 

@@ -17,6 +17,7 @@ AttentionStats Flat(int layers = 2, int heads = 3) {
   s.num_heads = heads;
   s.num_tokens = Spans().num_tokens;
   s.question.assign(s.size(), 0.01f);
+  s.question_tail.assign(s.size(), 0.01f);
   s.window.assign(s.size(), 0.01f);
   s.cumulative.assign(s.size(), 0.01f);
   s.window_size = 8;
@@ -40,7 +41,8 @@ std::set<int> ContextKept(const Selection& sel) {
 
 TEST(SelectTest, CountsAndAlwaysKeptTokensForEveryPolicy) {
   const AttentionStats s = Flat();
-  for (Policy p : {Policy::kFull, Policy::kQ2C, Policy::kSnapKV, Policy::kH2O, Policy::kRandom}) {
+  for (Policy p : {Policy::kFull, Policy::kQ2C, Policy::kQ2CQuestion, Policy::kSnapKV, Policy::kH2O,
+                   Policy::kRandom}) {
     for (double r : {0.0, 0.25, 0.5, 0.75, 1.0}) {
       SCOPED_TRACE(std::string(PolicyName(p)) + " " + std::to_string(r));
       SelectOptions o;
@@ -63,7 +65,7 @@ TEST(SelectTest, CountsAndAlwaysKeptTokensForEveryPolicy) {
 
 TEST(SelectTest, SinkTokensAreAlwaysKept) {
   AttentionStats s = Flat();
-  Set(s, s.question, 30, 1.0f);
+  Set(s, s.question_tail, 30, 1.0f);
   SelectOptions o;
   o.retention = 0.1;  // 4 tokens
   o.sink_tokens = 3;
@@ -77,9 +79,9 @@ TEST(SelectTest, SinkTokensAreAlwaysKept) {
 
 TEST(SelectTest, Q2CKeepsWhatTheQuestionAttendsTo) {
   AttentionStats s = Flat();
-  Set(s, s.question, 10, 0.5f);
-  Set(s, s.question, 20, 0.4f, /*only_layer=*/1);  // one layer alone can carry a token
-  Set(s, s.question, 40, 0.3f);
+  Set(s, s.question_tail, 10, 0.5f);
+  Set(s, s.question_tail, 20, 0.4f, /*only_layer=*/1);  // one layer alone can carry a token
+  Set(s, s.question_tail, 40, 0.3f);
   Set(s, s.window, 5, 0.9f);      // distractors in the other statistics
   Set(s, s.cumulative, 6, 0.9f);
   SelectOptions o;
@@ -87,6 +89,38 @@ TEST(SelectTest, Q2CKeepsWhatTheQuestionAttendsTo) {
   auto sel = Select(s, Spans(), o);
   ASSERT_TRUE(sel.ok());
   EXPECT_EQ(ContextKept(*sel), (std::set<int>{10, 20, 40}));
+}
+
+// Where only the rows after the question (the answer template and the last prompt
+// token) point at the answer, q2c keeps it and the question-rows-only variant does not.
+TEST(SelectTest, Q2CCountsTheRowsAfterTheQuestion) {
+  AttentionStats s = Flat();
+  Set(s, s.question, 12, 0.6f);       // what the question rows look at
+  Set(s, s.question_tail, 12, 0.6f);  // the tail sum includes the question rows...
+  Set(s, s.question_tail, 33, 0.9f);  // ...and the last row, which points at the answer
+  SelectOptions o;
+  o.retention = 1.0 / 40;
+  o.policy = Policy::kQ2C;
+  EXPECT_EQ(ContextKept(*Select(s, Spans(), o)), (std::set<int>{33}));
+  o.policy = Policy::kQ2CQuestion;
+  EXPECT_EQ(ContextKept(*Select(s, Spans(), o)), (std::set<int>{12}));
+  EXPECT_EQ(ParsePolicy("q2c-question").value(), Policy::kQ2CQuestion);
+}
+
+// Statistics from a prefill of the whole prompt cover its last token, one more than the
+// spans a selection over the cache uses; fewer than the spans is an error.
+TEST(SelectTest, StatisticsMayCoverTheLastTokenBeyondTheSpans) {
+  AttentionStats s = Flat();
+  PromptSpans cache = Spans();
+  cache.num_tokens -= 1;
+  SelectOptions o;
+  o.retention = 0.5;
+  auto sel = Select(s, cache, o);
+  ASSERT_TRUE(sel.ok()) << sel.status();
+  EXPECT_LT(sel->kept.back(), cache.num_tokens);
+  PromptSpans longer = Spans();
+  longer.num_tokens += 1;
+  EXPECT_EQ(Select(s, longer, o).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(SelectTest, SnapKVPoolsWindowVotesAlongTheSequence) {
@@ -168,10 +202,10 @@ TEST(SelectTest, ClearErrors) {
   SelectOptions o;
   o.retention = 0.5;
   AttentionStats s = Flat();
-  s.question.clear();
+  s.question_tail.clear();
   auto r = Select(s, Spans(), o);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_NE(r.status().message().find("q2c needs the question attention statistics"),
+  EXPECT_NE(r.status().message().find("q2c needs the question-through-last-row attention statistics"),
             std::string::npos) << r.status();
   o.retention = 1.5;
   EXPECT_EQ(Select(Flat(), Spans(), o).status().code(), absl::StatusCode::kInvalidArgument);
