@@ -43,8 +43,8 @@ ABSL_FLAG(
     "(best quality within --slo)");
 ABSL_FLAG(int, n, 10, "Questions per link x policy");
 ABSL_FLAG(std::string, kind, "needle", "Generated task kind: single, multi or needle");
-ABSL_FLAG(int, target_tokens, 512, "Needle context length in tokens");
-ABSL_FLAG(int, records, 20, "Records per single/multi context");
+ABSL_FLAG(std::string, target_tokens, "512", "Needle context length in tokens: N or a range A-B");
+ABSL_FLAG(std::string, records, "20", "Records per single/multi context: N or a range A-B");
 ABSL_FLAG(double, slo, 0.5, "TTFT SLO in seconds (adaptive-slo's target too)");
 ABSL_FLAG(std::string, models_dir, "testdata/models", "Directory with scout/ and large/");
 ABSL_FLAG(std::string, projection, "testdata/projections/scout_to_large.safetensors",
@@ -179,8 +179,9 @@ absl::Status Run() {
   kvstream::eval::TaskOptions o;
   o.kind = absl::GetFlag(FLAGS_kind);
   o.num_examples = absl::GetFlag(FLAGS_n);
-  o.num_records = absl::GetFlag(FLAGS_records);
-  o.target_tokens = absl::GetFlag(FLAGS_target_tokens);
+  RETURN_IF_ERROR(kvstream::eval::ParseRange(absl::GetFlag(FLAGS_records), "--records", &o.num_records, &o.num_records_max));
+  RETURN_IF_ERROR(
+      kvstream::eval::ParseRange(absl::GetFlag(FLAGS_target_tokens), "--target_tokens", &o.target_tokens, &o.target_tokens_max));
   o.seed = 7;
   const std::vector<kvstream::eval::Example> examples = gen.Generate(o);
 

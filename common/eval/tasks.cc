@@ -9,6 +9,7 @@
 #include <set>
 #include <sstream>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -164,12 +165,34 @@ Example TaskGenerator::One(const std::string& kind, uint64_t seed, int num_recor
 std::vector<Example> TaskGenerator::Generate(const TaskOptions& o) const {
   std::vector<Example> out;
   for (int i = 0; i < o.num_examples; ++i) {
-    Example ex = One(o.kind, o.seed * 1000003ull + static_cast<uint64_t>(i), o.num_records,
-                     o.target_tokens, o.value_digits);
+    const uint64_t seed = o.seed * 1000003ull + static_cast<uint64_t>(i);
+    // The lengths come from their own stream, so a fixed-length cell is unchanged.
+    std::mt19937_64 lengths(seed ^ 0x5DEECE66Dull);
+    auto draw = [&](int lo, int hi) {
+      return hi > lo ? lo + static_cast<int>(lengths() % static_cast<uint64_t>(hi - lo + 1)) : lo;
+    };
+    const int records = draw(o.num_records, o.num_records_max);
+    const int tokens = draw(o.target_tokens, o.target_tokens_max);
+    Example ex = One(o.kind, seed, records, tokens, o.value_digits);
+    if (o.kind != "needle") ex.num_records = records;
     ex.id = absl::StrCat(o.kind, "-", o.seed, "-", i);
     out.push_back(std::move(ex));
   }
   return out;
+}
+
+absl::Status ParseRange(absl::string_view text, absl::string_view what, int* lo, int* hi) {
+  const std::vector<absl::string_view> parts = absl::StrSplit(text, '-');
+  int a = 0, b = 0;
+  const bool ok = (parts.size() == 1 && absl::SimpleAtoi(parts[0], &a) && (b = a, true)) ||
+                  (parts.size() == 2 && absl::SimpleAtoi(parts[0], &a) && absl::SimpleAtoi(parts[1], &b));
+  if (!ok || a < 1 || b < a) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": expected a count N or a range A-B with 1 <= A <= B, found '", text, "'"));
+  }
+  *lo = a;
+  *hi = b;
+  return absl::OkStatus();
 }
 
 std::string ToSquadJson(const std::vector<Example>& examples) {

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace kvstream::eval {
 
@@ -30,6 +31,7 @@ struct Example {
   std::string question;
   std::vector<std::string> answers;
   int target_tokens = 0;  // length the context was generated for (0: not applicable)
+  int num_records = 0;    // single / multi: records in the context
   // Every (question, answer) the context answers, the main one included (generated
   // tasks only): training asks several per sequence.
   std::vector<std::pair<std::string, std::string>> all_qas;
@@ -45,7 +47,17 @@ struct TaskOptions {
   int num_records = 20;     // single / multi: records in the context
   int target_tokens = 512;  // needle: context length in tokens
   int value_digits = 3;
+  // Upper ends of ranges (0: fixed at the value above): each example draws its record
+  // count from [num_records, num_records_max] and its needle length from [target_tokens,
+  // target_tokens_max], uniformly and from its own seed, so a benchmark cell samples many
+  // prompt lengths (and RoPE phases of the answer) instead of repeating one.
+  int num_records_max = 0;
+  int target_tokens_max = 0;
 };
+
+// A count or an inclusive range as written in flags: "72" or "64-80". INVALID_ARGUMENT
+// naming `what` otherwise.
+absl::Status ParseRange(absl::string_view text, absl::string_view what, int* lo, int* hi);
 
 // Counts tokens of a text (e.g. a tokenizer); used to pad needle contexts to length.
 using TokenCounter = std::function<int(const std::string&)>;

@@ -19,8 +19,8 @@ ABSL_DECLARE_FLAG(uint64_t, task_seed);
 ABSL_DECLARE_FLAG(std::string, kind);
 ABSL_DECLARE_FLAG(int, n);
 ABSL_DECLARE_FLAG(int, threads);
-ABSL_DECLARE_FLAG(int, records);
-ABSL_DECLARE_FLAG(int, target_tokens);
+ABSL_DECLARE_FLAG(std::string, records);
+ABSL_DECLARE_FLAG(std::string, target_tokens);
 ABSL_DECLARE_FLAG(bool, single_token_names);
 ABSL_DECLARE_FLAG(std::string, projection);
 ABSL_DECLARE_FLAG(std::string, tls_ca);
@@ -47,6 +47,9 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> DaemonChannel(const std::string& 
 // --task_seed, --words, --single_token_names), values sized by `tokenizer`; an unknown
 // --kind is INVALID_ARGUMENT.
 absl::StatusOr<std::vector<eval::Example>> GeneratedTasks(const model::Tokenizer& tokenizer);
+
+// "single, 64-80 records" / "needle, 512 tokens": the generated tasks the flags ask for.
+std::string TaskShape();
 
 // Prints "kvstream COMMAND: message" for a failed `status` and returns 1; 0 when OK.
 int ExitCode(const char* command, const absl::Status& status);

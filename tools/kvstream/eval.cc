@@ -57,24 +57,30 @@ struct Variant {
   std::string spec;
   codec::Plan plan;  // parsed `spec` (kv mode)
   select::Policy policy = select::Policy::kFull;
-  double em = 0, f1 = 0, wire = 0, bytes16 = 0, kept = 0, context = 0;
+  double em = 0, f1 = 0, f1_sq = 0, wire = 0, bytes16 = 0, kept = 0, context = 0;
   double cloud_seconds =
       0;  // the answering side's work before decoding: prefill, rebuild, projection
   int n = 0;
+  // Half-width of the normal-approximation 95% interval of the mean F1.
+  double f1_ci95() const {
+    if (n < 2) return 0;
+    const double mean = f1 / n, var = std::max(0.0, (f1_sq - n * mean * mean) / (n - 1));
+    return 1.96 * std::sqrt(var / n);
+  }
 };
 
 std::string Csv(const std::vector<Variant>& vs, double base_f1) {
   std::string out =
       "mode,selector,retention,spec,n,exact_match,f1,share_of_full_f1,wire_bytes,bandwidth_share,"
       "kept_context_tokens,"
-      "context_tokens,cloud_ms\n";
+      "context_tokens,cloud_ms,f1_ci95\n";
   for (const Variant& v : vs) {
     if (v.n == 0) continue;
-    absl::StrAppendFormat(&out, "%s,%s,%.2f,\"%s\",%d,%.4f,%.4f,%.4f,%.0f,%.5f,%.1f,%.1f,%.3f\n",
+    absl::StrAppendFormat(&out, "%s,%s,%.2f,\"%s\",%d,%.4f,%.4f,%.4f,%.0f,%.5f,%.1f,%.1f,%.3f,%.4f\n",
                           v.mode, v.selector, v.retention, v.spec, v.n, v.em / v.n, v.f1 / v.n,
                           base_f1 > 0 ? (v.f1 / v.n) / base_f1 : 0.0, v.wire / v.n,
                           v.bytes16 > 0 ? v.wire / v.bytes16 : 0.0, v.kept / v.n, v.context / v.n,
-                          1e3 * v.cloud_seconds / v.n);
+                          1e3 * v.cloud_seconds / v.n, v.f1_ci95());
   }
   return out;
 }
@@ -173,10 +179,12 @@ absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
   sampling.stop_tokens = model::StopTokens(*tok);
   const auto start = std::chrono::steady_clock::now();
   double base_f1 = 0;
+  std::set<int> lengths;  // distinct prompt lengths the cell sampled
   for (size_t e = 0; e < examples.size(); ++e) {
     const eval::Example& ex = examples[e];
     ASSIGN_OR_RETURN(model::ChatPrompt prompt,
                      model::BuildQaPrompt(*tok, ex.context, ex.question, {absl::GetFlag(FLAGS_system)}));
+    lengths.insert(static_cast<int>(prompt.tokens.size()));
     // The cache covers the prompt but its last token, which generation feeds.
     const std::vector<int32_t> head(prompt.tokens.begin(), prompt.tokens.end() - 1);
     const int32_t last = prompt.tokens.back();
@@ -254,7 +262,9 @@ absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
         wire = 4.0 * prompt.tokens.size() + codec::EncodePositions(sel.kept).size();  // ids + positions
       }
       v.em += eval::ExactMatch(answer, ex.answers);
-      v.f1 += eval::TokenF1(answer, ex.answers);
+      const double f1 = eval::TokenF1(answer, ex.answers);
+      v.f1 += f1;
+      v.f1_sq += f1 * f1;
       v.wire += wire;
       v.bytes16 += bytes16_full;
       v.kept += sel.context_kept;
@@ -271,16 +281,18 @@ absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
   }
   std::fprintf(stderr, "\n");
   if (!sweep.print) return variants;
-  std::printf("model %s (%s), %zu %s examples; share of F1 relative to the first row\n",
+  std::printf("model %s (%s), %zu examples (%s; prompt tokens %d-%d, %zu distinct lengths); share of F1 "
+              "relative to the first row; +-: 95%% interval of the mean F1\n",
               absl::GetFlag(FLAGS_model).c_str(), answerer->fingerprint().c_str(), examples.size(),
-              examples.empty() ? "" : examples[0].kind.c_str());
-  std::printf("%-9s %-12s %5s %-28s %6s %6s %8s %10s %8s\n", "mode", "select", "keep", "spec", "EM",
-              "F1", "F1 share", "bandwidth", "cloud ms");
+              absl::GetFlag(FLAGS_tasks).empty() ? TaskShape().c_str() : absl::GetFlag(FLAGS_tasks).c_str(),
+              lengths.empty() ? 0 : *lengths.begin(), lengths.empty() ? 0 : *lengths.rbegin(), lengths.size());
+  std::printf("%-9s %-12s %5s %-28s %6s %6s %6s %8s %10s %8s\n", "mode", "select", "keep", "spec", "EM",
+              "F1", "+-", "F1 share", "bandwidth", "cloud ms");
   nlohmann::json rows = nlohmann::json::array();
   for (const Variant& v : variants) {
     const double f1 = v.f1 / v.n;
-    std::printf("%-9s %-7s %5.2f %-28s %6.3f %6.3f %8.3f %10.4f %8.2f\n", v.mode.c_str(),
-                v.selector.c_str(), v.retention, v.spec.c_str(), v.em / v.n, f1,
+    std::printf("%-9s %-12s %5.2f %-28s %6.3f %6.3f %6.3f %8.3f %10.4f %8.2f\n", v.mode.c_str(),
+                v.selector.c_str(), v.retention, v.spec.c_str(), v.em / v.n, f1, v.f1_ci95(),
                 base_f1 > 0 ? f1 / base_f1 : 0.0, v.wire / v.bytes16, 1e3 * v.cloud_seconds / v.n);
     rows.push_back({{"mode", v.mode},
                     {"selector", v.selector},
@@ -289,6 +301,7 @@ absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
                     {"n", v.n},
                     {"exact_match", v.em / v.n},
                     {"f1", f1},
+                    {"f1_ci95", v.f1_ci95()},
                     {"bandwidth_share", v.wire / v.bytes16},
                     {"context_tokens", v.context / v.n},
                     {"cloud_ms", 1e3 * v.cloud_seconds / v.n}});

@@ -4,6 +4,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
+#include "common/base/status.h"
 #include "common/net/grpc_util.h"
 #include "tools/kvstream/commands.h"
 
@@ -13,8 +14,11 @@ ABSL_FLAG(uint64_t, task_seed, 7, "Seed of generated evaluation tasks (training 
 ABSL_FLAG(std::string, kind, "single", "Generated task kind: single, multi or needle");
 ABSL_FLAG(int, n, 40, "Examples (questions) to run");
 ABSL_FLAG(int, threads, 0, "train-tiny, eval, profile: libtorch threads (0: every core)");
-ABSL_FLAG(int, records, 40, "Records per generated single/multi context");
-ABSL_FLAG(int, target_tokens, 512, "Context length of generated needle tasks, in tokens");
+ABSL_FLAG(std::string, records, "40",
+          "Records per generated single/multi context: N, or a range A-B each question draws from (so a cell "
+          "samples many prompt lengths)");
+ABSL_FLAG(std::string, target_tokens, "512",
+          "Context length of generated needle tasks in tokens: N, or a range A-B each question draws from");
 ABSL_FLAG(bool, single_token_names, true,
           "Generated tasks draw record names from the words the tokenizer keeps whole, as values are (the "
           "tiny models are trained so); needs at least 150 such words, else names come from the whole list");
@@ -35,8 +39,9 @@ absl::StatusOr<std::vector<eval::Example>> GeneratedTasks(const model::Tokenizer
     return absl::InvalidArgumentError(absl::StrCat("--kind: expected single, multi or needle; found '", o.kind, "'"));
   }
   o.num_examples = absl::GetFlag(FLAGS_n);
-  o.num_records = absl::GetFlag(FLAGS_records);
-  o.target_tokens = absl::GetFlag(FLAGS_target_tokens);
+  RETURN_IF_ERROR(eval::ParseRange(absl::GetFlag(FLAGS_records), "--records", &o.num_records, &o.num_records_max));
+  RETURN_IF_ERROR(
+      eval::ParseRange(absl::GetFlag(FLAGS_target_tokens), "--target_tokens", &o.target_tokens, &o.target_tokens_max));
   o.seed = absl::GetFlag(FLAGS_task_seed);
   auto words = eval::LoadWords(absl::GetFlag(FLAGS_words));
   if (!words.ok()) return words.status();
@@ -45,6 +50,12 @@ absl::StatusOr<std::vector<eval::Example>> GeneratedTasks(const model::Tokenizer
   });
   gen.set_single_token_names(absl::GetFlag(FLAGS_single_token_names));
   return gen.Generate(o);
+}
+
+std::string TaskShape() {
+  const std::string kind = absl::GetFlag(FLAGS_kind);
+  return kind == "needle" ? absl::StrCat(kind, ", ", absl::GetFlag(FLAGS_target_tokens), " tokens")
+                          : absl::StrCat(kind, ", ", absl::GetFlag(FLAGS_records), " records");
 }
 
 absl::StatusOr<std::shared_ptr<grpc::Channel>> DaemonChannel(const std::string& address) {

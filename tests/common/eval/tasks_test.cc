@@ -130,6 +130,61 @@ TEST(TasksTest, NeedleIsPaddedToTheTargetLength) {
   }
 }
 
+// A cell drawn from a range samples many prompt lengths; a fixed cell is unchanged by
+// the range machinery (lengths come from their own random stream).
+TEST(TasksTest, RangesSampleManyLengthsPerCell) {
+  TaskGenerator gen(Words(), [](const std::string& s) { return static_cast<int>(s.size() / 4); });
+  TaskOptions o;
+  o.num_examples = 40;
+  o.num_records = 56;
+  o.num_records_max = 64;
+  std::set<int> records;
+  std::set<size_t> lengths;
+  for (const Example& ex : gen.Generate(o)) {
+    EXPECT_GE(ex.num_records, 56);
+    EXPECT_LE(ex.num_records, 64);
+    EXPECT_EQ(ex.all_qas.size(), static_cast<size_t>(ex.num_records));
+    records.insert(ex.num_records);
+    lengths.insert(ex.context.size());
+  }
+  EXPECT_GE(records.size(), 5u);
+  EXPECT_GE(lengths.size(), 5u);
+
+  TaskOptions fixed = o;
+  fixed.num_records_max = 0;
+  const auto a = gen.Generate(fixed);
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].num_records, 56);
+    EXPECT_EQ(a[i].context, gen.One("single", fixed.seed * 1000003ull + i, 56, 512).context);
+  }
+
+  TaskOptions needle;
+  needle.kind = "needle";
+  needle.num_examples = 30;
+  needle.target_tokens = 400;
+  needle.target_tokens_max = 600;
+  std::set<int> targets;
+  for (const Example& ex : gen.Generate(needle)) targets.insert(ex.target_tokens);
+  EXPECT_GE(targets.size(), 5u);
+  EXPECT_GE(*targets.begin(), 400);
+  EXPECT_LE(*targets.rbegin(), 600);
+}
+
+TEST(TasksTest, RangesParseAndRefuseWithTheFlagName) {
+  int lo = 0, hi = 0;
+  ASSERT_TRUE(ParseRange("72", "--records", &lo, &hi).ok());
+  EXPECT_EQ(lo, 72);
+  EXPECT_EQ(hi, 72);
+  ASSERT_TRUE(ParseRange("64-80", "--records", &lo, &hi).ok());
+  EXPECT_EQ(lo, 64);
+  EXPECT_EQ(hi, 80);
+  for (const char* bad : {"", "0", "80-64", "a-b", "1-2-3", "-5"}) {
+    const absl::Status st = ParseRange(bad, "--records", &lo, &hi);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(st.message().find("--records"), std::string::npos) << st;
+  }
+}
+
 TEST(TasksTest, SquadJsonRoundTrip) {
   TaskGenerator gen(Words());
   TaskOptions o;
