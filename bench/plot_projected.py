@@ -10,8 +10,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-TASKS = [("needle512", "needle, 512 tokens"), ("needle1024", "needle, 1024 tokens"),
-         ("single72", "single-hop, 72 records (~512 tokens)"), ("single144", "single-hop, 144 records (~1024 tokens)")]
+TASKS = [("needle512", "needle, 448-576 tokens"), ("needle1024", "needle, 896-1152 tokens"),
+         ("single72", "single-hop, 64-80 records (~450-560 tokens)"),
+         ("single144", "single-hop, 128-160 records (~900-1120 tokens)")]
 STYLE = {"text": ("black", "s", "text (large prefills)"), "scout": ("tab:green", "^", "scout mode (large prefills)"),
          "kv": ("tab:blue", "o", "kv (scout answers)"), "projected": ("tab:red", "D", "projected (large answers)")}
 

@@ -3,7 +3,8 @@
 # scout mode (large prefills the scout's selection), kv (the scout answers from its own
 # cache) and projected (the large model answers from the scout's cache mapped by
 # testdata/projections/scout_to_large.safetensors), at INT8/INT4/INT2 and full, Q2C 50%
-# and SnapKV 50%, on needles and single-hop recall at about 512 and 1024 tokens.
+# and SnapKV 50%, on needles and single-hop recall at about 512 and 1024 tokens; each
+# question draws its length from a range (a cell samples many prompt lengths).
 # Writes bench/results/projected_*.csv and projected_f1_bytes.png.
 # Usage: [N=40] [THREADS=0] bench/projected_sweep.sh
 set -euo pipefail
@@ -14,10 +15,9 @@ THREADS=${THREADS:-0}
 OUT=bench/results
 PROJECTION=testdata/projections/scout_to_large.safetensors
 common=(--selectors=full,q2c,snapkv --retentions=0.5 --specs="int8;int4;int2" --n="$N" --threads="$THREADS")
-for task in needle:512 needle:1024 single:72 single:144; do
-  kind=${task%%:*} size=${task##*:}
-  if [[ $kind == needle ]]; then shape=(--kind=needle --target_tokens="$size"); else shape=(--kind=single --records="$size"); fi
-  name=${kind}${size}
+for task in needle512:448-576 needle1024:896-1152 single72:64-80 single144:128-160; do
+  name=${task%%:*} range=${task##*:}
+  if [[ $name == needle* ]]; then shape=(--kind=needle --target_tokens="$range"); else shape=(--kind=single --records="$range"); fi
   "$BIN"/kvstream eval --model=testdata/models/large --scout=testdata/models/scout --projection=$PROJECTION \
     --modes=text,scout,projected "${shape[@]}" "${common[@]}" --csv=$OUT/projected_${name}_large.csv \
     | tee $OUT/projected_${name}_large.txt

@@ -1,6 +1,7 @@
 #include "cloud/cloud_service.h"
 
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <map>
 #include <random>
@@ -45,6 +46,18 @@ absl::Status Gone(grpc::ServerContext* context, absl::string_view when) {
   }
   return absl::CancelledError(absl::StrCat("client cancelled ", when));
 }
+
+// What makes a re-sent chunk the same chunk: the cells it covers and its payload's CRC.
+struct ChunkIdentity {
+  uint32_t crc = 0, layer_begin = 0, layer_end = 0, token_begin = 0, num_tokens = 0;
+  static ChunkIdentity Of(const kvstream::v1::KvChunk& c) {
+    return {c.crc32c(), c.layer_begin(), c.layer_end(), c.token_begin(), c.num_tokens()};
+  }
+  bool operator==(const ChunkIdentity& o) const {
+    return crc == o.crc && layer_begin == o.layer_begin && layer_end == o.layer_end && token_begin == o.token_begin &&
+           num_tokens == o.num_tokens;
+  }
+};
 
 // Sleeps until `tokens` at `rate` tokens/s would have taken since `start` (emulation).
 void PadTo(Clock::time_point start, int64_t tokens, double rate) {
@@ -354,7 +367,8 @@ absl::Status CloudService::Open(const kvstream::v1::SessionOpen& open, Session& 
     return absl::InvalidArgumentError(
         absl::StrCat("max_tokens is ", max_tokens, "; this cloud allows at most ", options_.max_new_tokens));
   }
-  if (open.temperature() < 0 || open.top_p() < 0 || open.top_p() > 1) {
+  if (!(open.temperature() >= 0) || !std::isfinite(open.temperature()) || !(open.top_p() >= 0) ||
+      open.top_p() > 1) {
     return absl::InvalidArgumentError(absl::StrCat("temperature must be >= 0 and top_p in [0, 1] (0: 1), found ",
                                                    open.temperature(), " and ", open.top_p()));
   }
@@ -374,6 +388,13 @@ absl::Status CloudService::Open(const kvstream::v1::SessionOpen& open, Session& 
     if (open.next_position() == 0 || open.num_slots() == 0) {
       return absl::InvalidArgumentError(absl::StrCat("kv mode needs num_slots > 0 and next_position > 0, found ",
                                                      open.num_slots(), " and ", open.next_position()));
+    }
+    // Checked before any narrowing: a position past the model's is refused, not wrapped.
+    if (open.next_position() >= static_cast<uint32_t>(c.max_position_embeddings) ||
+        open.num_slots() > open.next_position()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "SessionOpen.next_position is ", open.next_position(), " with ", open.num_slots(), " slots; model '",
+          s.served->name, "' allows positions below ", c.max_position_embeddings, " and at most one slot per position"));
     }
     s.last_token = open.last_token();
     s.next_position = static_cast<int>(open.next_position());
@@ -505,8 +526,8 @@ absl::Status CloudService::RunSession(grpc::ServerContext* context,
     assembler = std::make_unique<model::CacheAssembler>(
         src.num_layers, src.num_kv_heads, src.head_dim, s.id, s.kept, s.next_position);
   }
-  uint64_t chunks = 0;  // distinct chunks applied
-  std::map<uint64_t, uint32_t> received;  // seq -> CRC32C
+  uint64_t chunks = 0;  // distinct chunks applied; the next new one must carry this seq
+  std::map<uint64_t, ChunkIdentity> received;
   double rebuild = 0;
   for (;;) {
     if (!stream->Read(&up)) {
@@ -526,10 +547,13 @@ absl::Status CloudService::RunSession(grpc::ServerContext* context,
     // not applied twice; the same seq with other content is an error.
     const auto seen = received.find(up.chunk().seq());
     if (seen != received.end()) {
-      if (seen->second != up.chunk().crc32c()) {
+      if (!(seen->second == ChunkIdentity::Of(up.chunk()))) {
         return absl::InvalidArgumentError(absl::StrCat("chunk seq ", up.chunk().seq(),
                                                        " arrived twice with different content"));
       }
+    } else if (up.chunk().seq() != chunks) {
+      return absl::InvalidArgumentError(absl::StrCat("chunk seq ", up.chunk().seq(), " arrived where seq ", chunks,
+                                                     " was expected (sequence numbers run 0, 1, 2, ... without gaps)"));
     } else {
       const auto t0 = Clock::now();
       const absl::Status added = assembler->Add(up.chunk());
@@ -537,7 +561,7 @@ absl::Status CloudService::RunSession(grpc::ServerContext* context,
       if (!added.ok()) {
         return absl::Status(added.code(), absl::StrCat("chunk seq ", up.chunk().seq(), ": ", added.message()));
       }
-      received.emplace(up.chunk().seq(), up.chunk().crc32c());
+      received.emplace(up.chunk().seq(), ChunkIdentity::Of(up.chunk()));
       ++chunks;
     }
     metrics_->received_bytes.Increment(static_cast<double>(size));

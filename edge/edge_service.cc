@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/base/log.h"
+#include "common/base/quote.h"
 #include "common/base/status.h"
 #include "common/codec/positions.h"
 #include "common/codec/quantize.h"
@@ -226,6 +227,13 @@ absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1
   kvstream::v1::StageSeconds& stages = *stats.mutable_stages();
   if (req.question().empty()) {
     return absl::InvalidArgumentError("question is empty; expected the question to answer about the context");
+  }
+  for (const auto& [field, text] : {std::pair<const char*, const std::string*>{"context", &req.context()},
+                                    {"question", &req.question()}, {"system", &req.system()}}) {
+    if (const size_t at = base::InvalidUtf8At(*text); at != absl::string_view::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, " is not valid UTF-8: byte ", at, " of ", text->size(), " starts no valid sequence"));
+    }
   }
   const model::ModelConfig& sc = scout_->config();
   ASSIGN_OR_RETURN(ResolvedPolicy policy, ResolvePolicy(req.policy(), options_.defaults, sc.num_layers));

@@ -1,6 +1,9 @@
 #include "edge/policy.h"
 
+#include <cmath>
+
 #include "absl/strings/str_cat.h"
+#include "common/base/quote.h"
 #include "common/base/status.h"
 
 namespace kvstream::edge {
@@ -14,7 +17,7 @@ absl::StatusOr<Mode> ParseMode(absl::string_view name) {
   if (name == "adaptive") return kvstream::v1::MODE_ADAPTIVE;
   if (name == "projected") return kvstream::v1::MODE_PROJECTED;
   return absl::InvalidArgumentError(
-      absl::StrCat("mode: expected kv, projected, scout, text or adaptive; found '", name, "'"));
+      absl::StrCat("mode: expected kv, projected, scout, text or adaptive; found ", base::Quote(name)));
 }
 
 const char* ModeName(Mode mode) {
@@ -48,21 +51,25 @@ absl::StatusOr<ResolvedPolicy> ResolvePolicy(const kvstream::v1::Policy& req, co
   if (p.selector == select::Policy::kFull) p.retention = 1.0;
   p.spec = !req.spec().empty() ? req.spec() : def.spec().empty() ? "raw" : def.spec();
   auto plan = codec::ParsePlan(p.spec);
-  if (!plan.ok()) return absl::InvalidArgumentError(absl::StrCat("policy.spec '", p.spec, "': ", plan.status().message()));
+  if (!plan.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("policy.spec ", base::Quote(p.spec), ": ", plan.status().message()));
+  }
   const absl::Status valid = plan->Validate(num_layers);
-  if (!valid.ok()) return absl::InvalidArgumentError(absl::StrCat("policy.spec '", p.spec, "': ", valid.message()));
+  if (!valid.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("policy.spec ", base::Quote(p.spec), ": ", valid.message()));
+  }
   p.plan = *plan;
   p.max_tokens = req.max_tokens() != 0 ? req.max_tokens() : def.max_tokens() != 0 ? def.max_tokens() : 32;
   p.temperature = req.temperature() != 0 ? req.temperature() : def.temperature();
   p.top_p = req.top_p() != 0 ? req.top_p() : def.top_p() != 0 ? def.top_p() : 1.0;
-  if (p.temperature < 0 || !(p.top_p > 0 && p.top_p <= 1)) {
+  if (!(p.temperature >= 0) || !std::isfinite(p.temperature) || !(p.top_p > 0 && p.top_p <= 1)) {
     return absl::InvalidArgumentError(absl::StrCat("policy: expected temperature >= 0 and top_p in (0, 1], found ",
                                                    p.temperature, " and ", p.top_p));
   }
   p.seed = req.seed() != 0 ? req.seed() : def.seed();
   p.cloud_model = !req.cloud_model().empty() ? req.cloud_model() : def.cloud_model();
   p.ttft_target_seconds = req.ttft_target_seconds() != 0 ? req.ttft_target_seconds() : def.ttft_target_seconds();
-  if (p.ttft_target_seconds < 0) {
+  if (!(p.ttft_target_seconds >= 0) || !std::isfinite(p.ttft_target_seconds)) {
     return absl::InvalidArgumentError(
         absl::StrCat("policy.ttft_target_seconds: expected >= 0, found ", p.ttft_target_seconds));
   }

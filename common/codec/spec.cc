@@ -1,5 +1,7 @@
 #include "common/codec/spec.h"
 
+#include "common/base/quote.h"
+
 #include <cctype>
 #include <string>
 
@@ -19,7 +21,7 @@ absl::StatusOr<int> ParseInt(absl::string_view text, absl::string_view what) {
   if (text.empty() || !std::isdigit(static_cast<unsigned char>(text[0])) ||
       !absl::SimpleAtoi(text, &value)) {
     return absl::InvalidArgumentError(
-        absl::StrCat(what, ": expected a non-negative integer, found '", text, "'"));
+        absl::StrCat(what, ": expected a non-negative integer, found ", base::Quote(text)));
   }
   return value;
 }
@@ -154,12 +156,12 @@ absl::StatusOr<TensorSpec> ParseTensorSpec(absl::string_view text) {
     ASSIGN_OR_RETURN(spec.bits, ParseInt(rest, "int bits"));
   } else {
     return absl::InvalidArgumentError(absl::StrCat(
-        "expected a format (raw, f16, bf16, int1..int8), found '", rest, "'"));
+        "expected a format (raw, f16, bf16, int1..int8), found ", base::Quote(rest)));
   }
   if (has_axis) {
     if (spec.format != Format::kInt) {
       return absl::InvalidArgumentError(
-          absl::StrCat("an axis only applies to int formats, found '/", axis_text, "'"));
+          absl::StrCat("an axis only applies to int formats, found /", base::Quote(axis_text)));
     }
     if (axis_text == "tok") {
       spec.axis = Axis::kPerToken;
@@ -170,7 +172,7 @@ absl::StatusOr<TensorSpec> ParseTensorSpec(absl::string_view text) {
       ASSIGN_OR_RETURN(spec.group_size, ParseInt(g, "group size"));
     } else {
       return absl::InvalidArgumentError(
-          absl::StrCat("expected an axis (tok, ch, gN), found '", axis_text, "'"));
+          absl::StrCat("expected an axis (tok, ch, gN), found ", base::Quote(axis_text)));
     }
   }
   if (!transform_text.empty()) {
@@ -185,7 +187,7 @@ absl::StatusOr<TensorSpec> ParseTensorSpec(absl::string_view text) {
       ASSIGN_OR_RETURN(spec.transform_param, ParseInt(t, "anchor-delta group"));
     } else {
       return absl::InvalidArgumentError(absl::StrCat(
-          "expected a transform (adN, sd, svdN), found '", transform_text, "'"));
+          "expected a transform (adN, sd, svdN), found ", base::Quote(transform_text)));
     }
   }
   RETURN_IF_ERROR(spec.Validate());
@@ -250,7 +252,7 @@ absl::StatusOr<Plan> ParsePlan(absl::string_view text) {
     ++index;
     auto fail = [&](const absl::Status& s) {
       return absl::InvalidArgumentError(
-          absl::StrCat("plan item ", index, " '", item, "': ", s.message()));
+          absl::StrCat("plan item ", index, " ", base::Quote(item), ": ", s.message()));
     };
     size_t eq = item.find('=');
     if (eq == absl::string_view::npos) {  // bare spec: default for K and V
@@ -289,7 +291,7 @@ absl::StatusOr<Plan> ParsePlan(absl::string_view text) {
         range = range.substr(0, dot);
         if (kind != "k" && kind != "v") {
           return fail(absl::InvalidArgumentError(
-              absl::StrCat("expected '.k' or '.v' after the layer range, found '.", kind, "'")));
+              absl::StrCat("expected '.k' or '.v' after the layer range, found .", base::Quote(kind))));
         }
       }
       Plan::Override o;
@@ -313,7 +315,7 @@ absl::StatusOr<Plan> ParsePlan(absl::string_view text) {
       plan.overrides.push_back(o);
     } else {
       return fail(absl::InvalidArgumentError(absl::StrCat(
-          "expected a key (k, v, L<range>, L<range>.k, L<range>.v, zstd), found '", key, "'")));
+          "expected a key (k, v, L<range>, L<range>.k, L<range>.v, zstd), found ", base::Quote(key))));
     }
   }
   return plan;

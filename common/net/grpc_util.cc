@@ -1,5 +1,7 @@
 #include "common/net/grpc_util.h"
 
+#include "common/base/quote.h"
+
 #include <csignal>
 #include <cstdio>
 #include <fstream>
@@ -83,7 +85,8 @@ void ApplyServerLimits(grpc::ServerBuilder& builder) {
 grpc::Status ToGrpc(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
   // absl and gRPC share the canonical code numbering.
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+  // Bounded: a message quoting a huge input would not fit in the status metadata.
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), base::Bounded(status.message()));
 }
 
 absl::Status FromGrpc(const grpc::Status& status, const std::string& prefix) {

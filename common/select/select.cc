@@ -6,6 +6,7 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/quote.h"
 #include "common/base/status.h"
 
 namespace kvstream::select {
@@ -67,7 +68,7 @@ absl::StatusOr<Policy> ParsePolicy(absl::string_view name) {
     if (name == PolicyName(p)) return p;
   }
   return absl::InvalidArgumentError(absl::StrCat(
-      "selector: expected one of full, q2c, q2c-question, snapkv, h2o, random; found '", name, "'"));
+      "selector: expected one of full, q2c, q2c-question, snapkv, h2o, random; found ", base::Quote(name)));
 }
 
 int ContextBudget(double retention, int context_tokens) {

@@ -8,6 +8,8 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <functional>
+#include <limits>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -475,6 +477,74 @@ TEST_F(DaemonsTest, CorruptedChunkIsDataLossAndFreesTheSession) {
 
 // A chunk re-sent after a lost ack is acked again and applied once; the same seq with
 // other content is refused.
+// Inputs an adversarial client sent: each gets INVALID_ARGUMENT with a bounded message.
+TEST_F(DaemonsTest, MalformedValuesAreInvalidArgumentAndQuotedBriefly) {
+  const eval::Example& ex = (*examples_)[0];
+  auto nan = Request(ex, kvstream::v1::MODE_TEXT, "", "full", 1, "large");
+  nan.mutable_policy()->set_temperature(std::nan(""));
+  auto r = Ask(nan);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+  EXPECT_NE(r.status().message().find("temperature"), std::string::npos) << r.status();
+  auto inf = Request(ex, kvstream::v1::MODE_KV, "int8");
+  inf.mutable_policy()->set_ttft_target_seconds(std::numeric_limits<double>::infinity());
+  r = Ask(inf);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+  EXPECT_NE(r.status().message().find("ttft_target_seconds"), std::string::npos) << r.status();
+  auto utf8 = Request(ex, kvstream::v1::MODE_KV, "int8");
+  utf8.set_question("What is the code of \xff?");
+  r = Ask(utf8);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+  EXPECT_NE(r.status().message().find("question is not valid UTF-8: byte 20"), std::string::npos) << r.status();
+  r = Ask(Request(ex, kvstream::v1::MODE_KV, std::string(100000, 'k')));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status().message().substr(0, 300);
+  EXPECT_LT(r.status().message().size(), 1200u);
+  EXPECT_NE(r.status().message().find("(100000 bytes)"), std::string::npos) << r.status().message().substr(0, 300);
+}
+
+// Raw sessions: a position past the model's is refused (not wrapped), sequence numbers
+// run without gaps, and a re-sent seq must cover the same cells.
+TEST_F(DaemonsTest, SessionPositionsAndSequenceNumbersAreChecked) {
+  auto scout = model::Model::Load(kScout, {"cpu", "f32", 1});
+  ASSERT_TRUE(scout.ok()) << scout.status();
+  const auto prompt = model::BuildQaPrompt(*tokenizer_, (*examples_)[2].context, (*examples_)[2].question, {kSystem});
+  const std::vector<int32_t> head(prompt->tokens.begin(), prompt->tokens.end() - 1);
+  auto pre = (*scout)->Prefill(head);
+  ASSERT_TRUE(pre.ok());
+  model::ChunkingOptions small;
+  small.max_chunk_bytes = 4096;
+  auto run = [&](const std::string& id, const std::function<void(Uplink&, std::vector<Uplink>&)>& edit) {
+    auto chunks = model::EncodeCache(*pre->cache, codec::ParsePlan("raw").value(), id, small).value();
+    Uplink open = KvOpen(**scout, *pre->cache, prompt->tokens.back(), id);
+    std::vector<Uplink> ups;
+    for (auto& c : chunks) *ups.emplace_back().mutable_chunk() = c;
+    edit(open, ups);
+    grpc::ClientContext ctx;
+    auto stream = cloud_stub_->Transfer(&ctx);
+    stream->Write(open);
+    for (const Uplink& u : ups) stream->Write(u);
+    stream->WritesDone();
+    Downlink d;
+    while (stream->Read(&d)) {
+    }
+    return stream->Finish();
+  };
+  grpc::Status st = run("wrap", [](Uplink& open, auto&) { open.mutable_open()->set_next_position((1u << 31) + 5); });
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
+  EXPECT_NE(st.error_message().find("next_position is 2147483653"), std::string::npos) << st.error_message();
+  st = run("gap", [](auto&, std::vector<Uplink>& ups) { ups.erase(ups.begin()); });
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
+  EXPECT_NE(st.error_message().find("chunk seq 1 arrived where seq 0 was expected"), std::string::npos)
+      << st.error_message();
+  st = run("other-cells", [](auto&, std::vector<Uplink>& ups) {
+    Uplink again = ups[0];  // same seq and payload CRC, other cells
+    again.mutable_chunk()->set_token_begin(again.chunk().token_begin() + 1);
+    ups.insert(ups.begin() + 1, again);
+  });
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
+  EXPECT_NE(st.error_message().find("arrived twice with different content"), std::string::npos) << st.error_message();
+  EXPECT_EQ(WaitForSessions(*cloud_stub_, 0), 0u);
+}
+
 TEST_F(DaemonsTest, ResentChunkIsAckedAndAppliedOnce) {
   auto scout = model::Model::Load(kScout, {"cpu", "f32", 1});
   ASSERT_TRUE(scout.ok()) << scout.status();
