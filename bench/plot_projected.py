@@ -11,8 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 TASKS = [("needle512", "needle, 448-576 tokens"), ("needle1024", "needle, 896-1152 tokens"),
-         ("single72", "single-hop, 64-80 records (~450-560 tokens)"),
-         ("single144", "single-hop, 128-160 records (~900-1120 tokens)")]
+         ("single72", "single-hop, 64-80 records (498-603 prompt tokens)"),
+         ("single144", "single-hop, 128-160 records (960-1170 prompt tokens)")]
 STYLE = {"text": ("black", "s", "text (large prefills)"), "scout": ("tab:green", "^", "scout mode (large prefills)"),
          "kv": ("tab:blue", "o", "kv (scout answers)"), "projected": ("tab:red", "D", "projected (large answers)")}
 
