@@ -18,7 +18,12 @@ namespace kvstream::net {
 // gRPC's 4 MiB receive default.
 inline constexpr int kMaxMessageBytes = 16 << 20;
 
-// An insecure channel to `address` with kMaxMessageBytes both ways.
+// Longest wait between reconnect attempts of a channel to a daemon: a peer that comes
+// back is used within about this long.
+inline constexpr int kMaxReconnectBackoffMs = 1000;
+
+// An insecure channel to `address` with kMaxMessageBytes both ways and the bounded
+// reconnect backoff.
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address);
 
 // TLS material as PEM file paths. Server side: cert + key, and a client CA to require

@@ -5,6 +5,11 @@
 
 #include <atomic>
 #include <chrono>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -255,6 +260,61 @@ TEST_F(LoadTest, CancelledPrefillFreesItsWorker) {
               prefill / layers);
   ASSERT_GE(freed_after, 0);
   EXPECT_LT(freed_after, 1.5 * prefill / layers + 0.02);
+}
+
+// A port on loopback that was free a moment ago (for a daemon restarted on the same one).
+int FreePort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  int port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  ::close(fd);
+  return port;
+}
+
+// The edge reaches a cloud that comes back after a 20 s outage within its bounded
+// reconnect backoff: a request 2 s after the restarted cloud serves succeeds. (With
+// gRPC's default backoff, by then growing past 10 s, it failed.)
+TEST(RecoveryTest, CloudBackAfterAnOutageIsUsedWithinSeconds) {
+  const std::string work = net::WorkDir("", "kvstream-recovery").value_or("/tmp");
+  const int port = FreePort();
+  ASSERT_GT(port, 0);
+  const std::vector<std::string> cloud_args = {absl::StrCat("--model=large=", kLarge),
+                                               absl::StrCat("--listen=127.0.0.1:", port), "--measure_rates=false"};
+  auto* cloud = new testing::Daemon;
+  auto* edge = new testing::Daemon;
+  ASSERT_TRUE(testing::StartDaemon(*cloud, KVSTREAM_BIN_DIR, work, "cloud", "kvstream-cloud", cloud_args).ok());
+  ASSERT_TRUE(testing::StartDaemon(*edge, KVSTREAM_BIN_DIR, work, "edge", "kvstream-edge",
+                                   {absl::StrCat("--scout=", kScout), absl::StrCat("--cloud=127.0.0.1:", port),
+                                    "--cloud_model=large", "--mode=text"})
+                  .ok());
+  auto stub = kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", edge->port)));
+  kvstream::v1::AskRequest req;
+  req.set_context("The code of saddle is shoos. The code of hood is organic.");
+  req.set_question("What is the code of saddle?");
+  req.mutable_policy()->set_max_tokens(2);
+  ASSERT_TRUE(net::Ask(*stub, req, Timeout(10)).ok());
+
+  ASSERT_TRUE(cloud->process.Stop(20).ok());
+  int failed = 0;
+  for (const auto until = Clock::now() + std::chrono::seconds(20); Clock::now() < until;) {
+    failed += net::Ask(*stub, req, Timeout(2)).status().code() == absl::StatusCode::kUnavailable;
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  EXPECT_GT(failed, 10) << "requests during the outage fail fast with UNAVAILABLE";
+  delete cloud;
+  cloud = new testing::Daemon;
+  ASSERT_TRUE(testing::StartDaemon(*cloud, KVSTREAM_BIN_DIR, work, "cloud2", "kvstream-cloud", cloud_args).ok());
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  auto r = net::Ask(*stub, req, Timeout(5));
+  EXPECT_TRUE(r.ok()) << r.status();
+  testing::StopDaemons({edge, cloud});
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <initializer_list>
 #include <string>
 #include <vector>
@@ -19,15 +20,17 @@ struct Daemon {
   int metrics_port = 0;
 };
 
-// Starts `bin_dir`/`binary` with `args` (plus listen, port files, metrics and a 5 s
-// shutdown grace), logging to `work`/`name`.log, and waits for both port files.
+// Starts `bin_dir`/`binary` with `args` (plus port files, metrics, a 5 s shutdown grace
+// and, unless `args` has one, --listen on a free loopback port), logging to `work`/`name`.log, and waits for both port files.
 inline absl::Status StartDaemon(Daemon& d, const std::string& bin_dir, const std::string& work,
                                 const std::string& name, const std::string& binary,
                                 std::vector<std::string> args) {
   const std::string port_file = absl::StrCat(work, "/", name, ".port");
   const std::string metrics_file = absl::StrCat(work, "/", name, ".metrics_port");
+  const bool has_listen =
+      std::any_of(args.begin(), args.end(), [](const std::string& a) { return a.rfind("--listen=", 0) == 0; });
   args.insert(args.begin(), absl::StrCat(bin_dir, "/", binary));
-  args.push_back("--listen=127.0.0.1:0");
+  if (!has_listen) args.push_back("--listen=127.0.0.1:0");
   args.push_back("--port_file=" + port_file);
   args.push_back("--metrics_address=127.0.0.1:0");
   args.push_back("--metrics_port_file=" + metrics_file);
