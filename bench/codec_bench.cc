@@ -170,9 +170,12 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark((std::string("encode/") + spec).c_str(), BM_EncodeTensor, spec);
     benchmark::RegisterBenchmark((std::string("decode/") + spec).c_str(), BM_DecodeTensor, spec);
   }
-  for (const char* plan : {"int8", "int8,zstd=1", "int4", "int4,zstd=1", "int4,zstd=3", "int2,zstd=1"}) {
-    benchmark::RegisterBenchmark((std::string("chunk_encode/") + plan).c_str(), BM_EncodeChunk, plan);
-    benchmark::RegisterBenchmark((std::string("chunk_decode/") + plan).c_str(), BM_DecodeChunk, plan);
+  for (const char* plan :
+       {"int8", "int8,zstd=1", "int4", "int4,zstd=1", "int4,zstd=3", "int2,zstd=1"}) {
+    benchmark::RegisterBenchmark((std::string("chunk_encode/") + plan).c_str(), BM_EncodeChunk,
+                                 plan);
+    benchmark::RegisterBenchmark((std::string("chunk_decode/") + plan).c_str(), BM_DecodeChunk,
+                                 plan);
   }
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;

@@ -31,7 +31,8 @@
 
 ABSL_FLAG(std::string, rates, "1,3,10,30,100,300,1000", "Uplink rates in Mbit/s, comma separated");
 ABSL_FLAG(std::string, rtts, "0,20,100", "Round-trip times in ms, comma separated");
-ABSL_FLAG(std::string, traces, "bench/traces/steady_20mbps.txt,bench/traces/cellular.txt,bench/traces/outages.txt",
+ABSL_FLAG(std::string, traces,
+          "bench/traces/steady_20mbps.txt,bench/traces/cellular.txt,bench/traces/outages.txt",
           "Bandwidth traces to replay (run at RTT 20 ms), comma separated; empty: none");
 ABSL_FLAG(
     std::string, policies,
@@ -49,11 +50,13 @@ ABSL_FLAG(double, slo, 0.5, "TTFT SLO in seconds (adaptive-slo's target too)");
 ABSL_FLAG(std::string, models_dir, "testdata/models", "Directory with scout/ and large/");
 ABSL_FLAG(std::string, projection, "testdata/projections/scout_to_large.safetensors",
           "Projection the cloud serves for projected policies (scout -> large)");
-ABSL_FLAG(std::string, quality_table, "testdata/quality/tiny_needle512.json", "Quality table for adaptive");
+ABSL_FLAG(std::string, quality_table, "testdata/quality/tiny_needle512.json",
+          "Quality table for adaptive");
 ABSL_FLAG(double, emulate_prefill_tps, 0, "Cloud: emulate this prefill rate (tokens/s; 0: real)");
 ABSL_FLAG(double, emulate_decode_tps, 0, "Cloud: emulate this decode rate (tokens/s; 0: real)");
 ABSL_FLAG(std::string, csv, "bench/results/e2e.csv", "Output CSV (rewritten after every link)");
-ABSL_FLAG(std::string, work_dir, "", "Port files and daemon logs (empty: a fresh directory under /tmp)");
+ABSL_FLAG(std::string, work_dir, "",
+          "Port files and daemon logs (empty: a fresh directory under /tmp)");
 
 namespace {
 
@@ -125,7 +128,8 @@ kvstream::v1::Policy PolicyFor(const std::string& name, double slo) {
 
 std::string Csv(const std::vector<Result>& rs, double slo, bool emulated) {
   std::string out =
-      "link,rate_mbps,rtt_ms,policy,n,errors,exact_match,f1,wire_bytes,ttft_median_s,ttft_p95_s,slo_s,slo_hit_rate,"
+      "link,rate_mbps,rtt_ms,policy,n,errors,exact_match,f1,wire_bytes,ttft_median_s,ttft_p95_s,"
+      "slo_s,slo_hit_rate,"
       "modes,emulated,edge_s,transfer_s,cloud_s,predicted_ttft_s\n";
   for (const Result& r : rs) {
     const int ok = r.n - r.errors;
@@ -135,11 +139,12 @@ std::string Csv(const std::vector<Result>& rs, double slo, bool emulated) {
     // Quoted in the CSV: a plan such as "int4,L0=f16" has a comma.
     for (const auto& [m, c] : r.modes) absl::StrAppend(&modes, modes.empty() ? "" : " ", m, ":", c);
     const double d = ok ? ok : 1;
-    absl::StrAppendFormat(&out, "%s,%g,%g,%s,%d,%d,%.4f,%.4f,%.0f,%.5f,%.5f,%g,%.4f,\"%s\",%d,%.5f,%.5f,%.5f,%.5f\n", r.link,
-                          r.mbps, r.rtt_ms, r.policy, r.n, r.errors, r.em / d, r.f1 / d, r.wire / d,
-                          Quantile(r.ttft, 0.5), Quantile(r.ttft, 0.95), slo,
-                          r.n ? static_cast<double>(hits) / r.n : 0.0, modes, emulated ? 1 : 0, r.edge_s / d,
-                          r.transfer_s / d, r.cloud_s / d, r.predicted_n ? r.predicted_s / r.predicted_n : 0.0);
+    absl::StrAppendFormat(
+        &out, "%s,%g,%g,%s,%d,%d,%.4f,%.4f,%.0f,%.5f,%.5f,%g,%.4f,\"%s\",%d,%.5f,%.5f,%.5f,%.5f\n",
+        r.link, r.mbps, r.rtt_ms, r.policy, r.n, r.errors, r.em / d, r.f1 / d, r.wire / d,
+        Quantile(r.ttft, 0.5), Quantile(r.ttft, 0.95), slo,
+        r.n ? static_cast<double>(hits) / r.n : 0.0, modes, emulated ? 1 : 0, r.edge_s / d,
+        r.transfer_s / d, r.cloud_s / d, r.predicted_n ? r.predicted_s / r.predicted_n : 0.0);
   }
   return out;
 }
@@ -147,16 +152,21 @@ std::string Csv(const std::vector<Result>& rs, double slo, bool emulated) {
 absl::Status Run() {
   const std::string models = absl::GetFlag(FLAGS_models_dir);
   const std::string bin = kvstream::net::ExecutableDir();
-  ASSIGN_OR_RETURN(const std::string work, kvstream::net::WorkDir(absl::GetFlag(FLAGS_work_dir), "kvstream-bench"));
+  ASSIGN_OR_RETURN(const std::string work,
+                   kvstream::net::WorkDir(absl::GetFlag(FLAGS_work_dir), "kvstream-bench"));
   const double slo = absl::GetFlag(FLAGS_slo);
-  const bool emulated = absl::GetFlag(FLAGS_emulate_prefill_tps) > 0 || absl::GetFlag(FLAGS_emulate_decode_tps) > 0;
+  const bool emulated =
+      absl::GetFlag(FLAGS_emulate_prefill_tps) > 0 || absl::GetFlag(FLAGS_emulate_decode_tps) > 0;
 
   std::vector<Link> links;
   for (absl::string_view rtt : absl::StrSplit(absl::GetFlag(FLAGS_rtts), ',', absl::SkipEmpty())) {
-    for (absl::string_view rate : absl::StrSplit(absl::GetFlag(FLAGS_rates), ',', absl::SkipEmpty())) {
+    for (absl::string_view rate :
+         absl::StrSplit(absl::GetFlag(FLAGS_rates), ',', absl::SkipEmpty())) {
       Link l;
-      if (!absl::SimpleAtod(rate, &l.mbps) || !absl::SimpleAtod(rtt, &l.rtt_ms) || l.mbps <= 0 || l.rtt_ms < 0) {
-        return absl::InvalidArgumentError(absl::StrCat("--rates/--rtts: bad value '", rate, "' or '", rtt, "'"));
+      if (!absl::SimpleAtod(rate, &l.mbps) || !absl::SimpleAtod(rtt, &l.rtt_ms) || l.mbps <= 0 ||
+          l.rtt_ms < 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--rates/--rtts: bad value '", rate, "' or '", rtt, "'"));
       }
       l.name = absl::StrCat(rate, "Mbps-", rtt, "ms");
       links.push_back(l);
@@ -169,19 +179,22 @@ absl::Status Run() {
     l.name = std::filesystem::path(l.trace).stem().string();
     links.push_back(l);
   }
-  std::vector<std::string> policies = absl::StrSplit(absl::GetFlag(FLAGS_policies), ',', absl::SkipEmpty());
+  std::vector<std::string> policies =
+      absl::StrSplit(absl::GetFlag(FLAGS_policies), ',', absl::SkipEmpty());
 
   ASSIGN_OR_RETURN(auto tok, kvstream::model::Tokenizer::Load(models + "/tokenizer.json"));
   ASSIGN_OR_RETURN(auto words, kvstream::eval::LoadWords());
   const kvstream::model::Tokenizer& t = *tok;
-  kvstream::eval::TaskGenerator gen(words, [&t](const std::string& s) { return static_cast<int>(t.Encode(s, false)->size()); });
+  kvstream::eval::TaskGenerator gen(
+      words, [&t](const std::string& s) { return static_cast<int>(t.Encode(s, false)->size()); });
   gen.set_single_token_names(true);  // as the tiny models are trained
   kvstream::eval::TaskOptions o;
   o.kind = absl::GetFlag(FLAGS_kind);
   o.num_examples = absl::GetFlag(FLAGS_n);
-  RETURN_IF_ERROR(kvstream::eval::ParseRange(absl::GetFlag(FLAGS_records), "--records", &o.num_records, &o.num_records_max));
-  RETURN_IF_ERROR(
-      kvstream::eval::ParseRange(absl::GetFlag(FLAGS_target_tokens), "--target_tokens", &o.target_tokens, &o.target_tokens_max));
+  RETURN_IF_ERROR(kvstream::eval::ParseRange(absl::GetFlag(FLAGS_records), "--records",
+                                             &o.num_records, &o.num_records_max));
+  RETURN_IF_ERROR(kvstream::eval::ParseRange(absl::GetFlag(FLAGS_target_tokens), "--target_tokens",
+                                             &o.target_tokens, &o.target_tokens_max));
   o.seed = 7;
   const std::vector<kvstream::eval::Example> examples = gen.Generate(o);
 
@@ -194,25 +207,35 @@ absl::Status Run() {
        absl::StrCat("--emulate_decode_tps=", absl::GetFlag(FLAGS_emulate_decode_tps))},
       work + "/cloud.log"));
   ASSIGN_OR_RETURN(const int cloud_port, cloud.WaitForPortFile(work + "/cloud.port", 60));
-  std::fprintf(stderr, "[bench] cloud on port %d; %zu links x %zu policies x %zu questions; logs in %s\n", cloud_port,
-               links.size(), policies.size(), examples.size(), work.c_str());
+  std::fprintf(stderr,
+               "[bench] cloud on port %d; %zu links x %zu policies x %zu questions; logs in %s\n",
+               cloud_port, links.size(), policies.size(), examples.size(), work.c_str());
 
   std::vector<Result> results;
   for (const Link& link : links) {
     ChildProcess edge;
     const std::string port_file = absl::StrCat(work, "/edge-", link.name, ".port");
-    std::vector<std::string> args = {bin + "/kvstream-edge", "--scout=" + models + "/scout",
-                                     absl::StrCat("--cloud=127.0.0.1:", cloud_port), "--cloud_model=large",
-                                     "--listen=127.0.0.1:0", "--port_file=" + port_file, "--metrics_address=",
+    std::vector<std::string> args = {bin + "/kvstream-edge",
+                                     "--scout=" + models + "/scout",
+                                     absl::StrCat("--cloud=127.0.0.1:", cloud_port),
+                                     "--cloud_model=large",
+                                     "--listen=127.0.0.1:0",
+                                     "--port_file=" + port_file,
+                                     "--metrics_address=",
                                      absl::StrCat("--one_way_delay_ms=", link.rtt_ms / 2),
-                                     "--quality_table=" + absl::GetFlag(FLAGS_quality_table), "--chunk_bytes=65536",
+                                     "--quality_table=" + absl::GetFlag(FLAGS_quality_table),
+                                     "--chunk_bytes=65536",
                                      absl::StrCat("--initial_rtt_ms=", link.rtt_ms)};
-    args.push_back(link.trace.empty() ? absl::StrCat("--uplink_mbps=", link.mbps) : "--uplink_trace=" + link.trace);
-    if (!link.trace.empty()) args.push_back("--initial_bandwidth_mbps=10");
-    else args.push_back(absl::StrCat("--initial_bandwidth_mbps=", link.mbps));
+    args.push_back(link.trace.empty() ? absl::StrCat("--uplink_mbps=", link.mbps)
+                                      : "--uplink_trace=" + link.trace);
+    if (!link.trace.empty())
+      args.push_back("--initial_bandwidth_mbps=10");
+    else
+      args.push_back(absl::StrCat("--initial_bandwidth_mbps=", link.mbps));
     RETURN_IF_ERROR(edge.Start(args, absl::StrCat(work, "/edge-", link.name, ".log")));
     ASSIGN_OR_RETURN(const int edge_port, edge.WaitForPortFile(port_file, 60));
-    auto stub = kvstream::v1::EdgeService::NewStub(kvstream::net::MakeChannel(absl::StrCat("127.0.0.1:", edge_port)));
+    auto stub = kvstream::v1::EdgeService::NewStub(
+        kvstream::net::MakeChannel(absl::StrCat("127.0.0.1:", edge_port)));
     std::vector<Result> per_policy(policies.size());
     for (size_t p = 0; p < policies.size(); ++p) {
       per_policy[p].link = link.name;
@@ -262,12 +285,14 @@ absl::Status Run() {
       }
     }
     for (Result& r : per_policy) {
-      std::fprintf(stderr, "[bench] %-16s %-14s TTFT median %.3f s, F1 %.2f\n", link.name.c_str(), r.policy.c_str(),
-                   Quantile(r.ttft, 0.5), r.n - r.errors ? r.f1 / (r.n - r.errors) : 0.0);
+      std::fprintf(stderr, "[bench] %-16s %-14s TTFT median %.3f s, F1 %.2f\n", link.name.c_str(),
+                   r.policy.c_str(), Quantile(r.ttft, 0.5),
+                   r.n - r.errors ? r.f1 / (r.n - r.errors) : 0.0);
       results.push_back(std::move(r));
     }
     ASSIGN_OR_RETURN(const int code, edge.Stop(30));
-    if (code != 0) return absl::InternalError(absl::StrCat("edge for ", link.name, " exited with ", code));
+    if (code != 0)
+      return absl::InternalError(absl::StrCat("edge for ", link.name, " exited with ", code));
     std::ofstream(absl::GetFlag(FLAGS_csv)) << Csv(results, slo, emulated);
   }
   ASSIGN_OR_RETURN(const int code, cloud.Stop(30));
@@ -279,7 +304,8 @@ absl::Status Run() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("kvstream-e2e-bench: TTFT and quality against bandwidth through real daemons");
+  absl::SetProgramUsageMessage(
+      "kvstream-e2e-bench: TTFT and quality against bandwidth through real daemons");
   absl::ParseCommandLine(argc, argv);
   const absl::Status st = Run();
   if (!st.ok()) {

@@ -19,14 +19,16 @@
 #include "common/base/memory.h"
 #include "common/model/model.h"
 
-ABSL_FLAG(std::string, models, "testdata/models/scout,testdata/models/large", "Model directories, comma separated");
+ABSL_FLAG(std::string, models, "testdata/models/scout,testdata/models/large",
+          "Model directories, comma separated");
 ABSL_FLAG(int, prompt, 512, "Prompt tokens to prefill");
 ABSL_FLAG(int, decode, 64, "Tokens to decode one at a time");
 ABSL_FLAG(int, threads, 0, "libtorch threads (0: every core)");
 ABSL_FLAG(std::string, dtype, "f32", "Compute dtype: f32 or bf16");
 ABSL_FLAG(int, repeats, 9, "Runs per measurement (prefill: best and median; decode: best)");
 ABSL_FLAG(bool, system_allocator, false,
-          "Leave glibc's allocator at its defaults instead of keeping freed memory for reuse as the daemons do");
+          "Leave glibc's allocator at its defaults instead of keeping freed memory for reuse as "
+          "the daemons do");
 
 namespace {
 
@@ -46,13 +48,15 @@ int main(int argc, char** argv) {
   const int n_prompt = absl::GetFlag(FLAGS_prompt), n_decode = absl::GetFlag(FLAGS_decode);
   std::printf("%-28s %8s %6s %14s %14s %14s %12s\n", "model", "params", "dtype", "prefill tok/s",
               "(median)", "decode tok/s", "matmul GF/s");
-  for (absl::string_view dir : absl::StrSplit(absl::GetFlag(FLAGS_models), ',', absl::SkipEmpty())) {
+  for (absl::string_view dir :
+       absl::StrSplit(absl::GetFlag(FLAGS_models), ',', absl::SkipEmpty())) {
     kvstream::model::RuntimeOptions ro;
     ro.dtype = absl::GetFlag(FLAGS_dtype);
     ro.threads = absl::GetFlag(FLAGS_threads);
     auto model = kvstream::model::Model::Load(std::string(dir), ro);
     if (!model.ok()) {
-      std::fprintf(stderr, "%s: %s\n", std::string(dir).c_str(), std::string(model.status().message()).c_str());
+      std::fprintf(stderr, "%s: %s\n", std::string(dir).c_str(),
+                   std::string(model.status().message()).c_str());
       return 1;
     }
     const auto& c = (*model)->config();
@@ -73,7 +77,8 @@ int main(int argc, char** argv) {
     }
     // Baseline: [prompt, hidden] x [hidden, intermediate] float32 matmul, same threads.
     torch::NoGradGuard ng;
-    const torch::Tensor a = torch::randn({n_prompt, c.hidden_size}), b = torch::randn({c.hidden_size, c.intermediate_size});
+    const torch::Tensor a = torch::randn({n_prompt, c.hidden_size}),
+                        b = torch::randn({c.hidden_size, c.intermediate_size});
     double best_mm = 1e30;
     for (int r = 0; r < 20; ++r) {
       const auto t0 = std::chrono::steady_clock::now();
@@ -85,11 +90,13 @@ int main(int argc, char** argv) {
     const double best_prefill = prefills.front(), median_prefill = prefills[prefills.size() / 2];
     const double gflops = 2.0 * n_prompt * c.hidden_size * c.intermediate_size / best_mm / 1e9;
     int64_t params = int64_t{c.vocab_size} * c.hidden_size;
-    params += int64_t{c.num_layers} * (2 * c.hidden_size + c.hidden_size * c.num_heads * c.head_dim * 2 +
-                                       c.hidden_size * c.num_kv_heads * c.head_dim * 2 +
-                                       3 * c.hidden_size * c.intermediate_size);
-    std::printf("%-28s %7.2fM %6s %14.0f %14.0f %14.1f %12.1f\n", std::string(dir).c_str(), params / 1e6,
-                ro.dtype.c_str(), n_prompt / best_prefill, n_prompt / median_prefill, n_decode / best_decode, gflops);
+    params +=
+        int64_t{c.num_layers} *
+        (2 * c.hidden_size + c.hidden_size * c.num_heads * c.head_dim * 2 +
+         c.hidden_size * c.num_kv_heads * c.head_dim * 2 + 3 * c.hidden_size * c.intermediate_size);
+    std::printf("%-28s %7.2fM %6s %14.0f %14.0f %14.1f %12.1f\n", std::string(dir).c_str(),
+                params / 1e6, ro.dtype.c_str(), n_prompt / best_prefill, n_prompt / median_prefill,
+                n_decode / best_decode, gflops);
   }
   return 0;
 }

@@ -1,8 +1,8 @@
 #include "cloud/cloud_service.h"
 
 #include <algorithm>
-#include <cmath>
 #include <chrono>
+#include <cmath>
 #include <map>
 #include <random>
 #include <thread>
@@ -26,16 +26,22 @@ using kvstream::v1::Downlink;
 using kvstream::v1::Mode;
 using kvstream::v1::Uplink;
 
-double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+double Seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
 
 const char* ModeLabel(Mode m) {
   switch (m) {
-    case kvstream::v1::MODE_KV: return "kv";
-    case kvstream::v1::MODE_SCOUT: return "scout";
-    case kvstream::v1::MODE_TEXT: return "text";
+    case kvstream::v1::MODE_KV:
+      return "kv";
+    case kvstream::v1::MODE_SCOUT:
+      return "scout";
+    case kvstream::v1::MODE_TEXT:
+      return "text";
     case kvstream::v1::MODE_PROJECTED:
       return "projected";
-    default: return "invalid";
+    default:
+      return "invalid";
   }
 }
 
@@ -54,8 +60,8 @@ struct ChunkIdentity {
     return {c.crc32c(), c.layer_begin(), c.layer_end(), c.token_begin(), c.num_tokens()};
   }
   bool operator==(const ChunkIdentity& o) const {
-    return crc == o.crc && layer_begin == o.layer_begin && layer_end == o.layer_end && token_begin == o.token_begin &&
-           num_tokens == o.num_tokens;
+    return crc == o.crc && layer_begin == o.layer_begin && layer_end == o.layer_end &&
+           token_begin == o.token_begin && num_tokens == o.num_tokens;
   }
 };
 
@@ -70,7 +76,8 @@ void PadTo(Clock::time_point start, int64_t tokens, double rate) {
 }  // namespace
 
 absl::StatusOr<ServedModel> LoadServedModel(const std::string& name, const std::string& dir,
-                                            const model::RuntimeOptions& runtime, int probe_tokens) {
+                                            const model::RuntimeOptions& runtime,
+                                            int probe_tokens) {
   ServedModel s;
   s.name = name;
   ASSIGN_OR_RETURN(s.model, model::Model::Load(dir, runtime));
@@ -80,7 +87,8 @@ absl::StatusOr<ServedModel> LoadServedModel(const std::string& name, const std::
   if (tok.ok()) {
     s.tokenizer = std::move(*tok);
     for (int32_t id : model::StopTokens(*s.tokenizer)) {
-      if (std::find(s.stop_tokens.begin(), s.stop_tokens.end(), id) == s.stop_tokens.end()) s.stop_tokens.push_back(id);
+      if (std::find(s.stop_tokens.begin(), s.stop_tokens.end(), id) == s.stop_tokens.end())
+        s.stop_tokens.push_back(id);
     }
   }
   if (probe_tokens > 0) {
@@ -88,7 +96,8 @@ absl::StatusOr<ServedModel> LoadServedModel(const std::string& name, const std::
     std::mt19937 rng(7);
     std::vector<int32_t> tokens(n);
     for (int32_t& t : tokens) t = static_cast<int32_t>(rng() % static_cast<uint32_t>(c.vocab_size));
-    ASSIGN_OR_RETURN(auto warm, s.model->Prefill(absl::MakeSpan(tokens).subspan(0, 8)));  // first-call costs
+    ASSIGN_OR_RETURN(auto warm,
+                     s.model->Prefill(absl::MakeSpan(tokens).subspan(0, 8)));  // first-call costs
     // Best of three: start-up is noisy (the other daemon may be loading too).
     for (int round = 0; round < 3; ++round) {
       const auto t0 = Clock::now();
@@ -100,8 +109,10 @@ absl::StatusOr<ServedModel> LoadServedModel(const std::string& name, const std::
         ASSIGN_OR_RETURN(auto logits, s.model->Extend(*pre.cache, {tokens[i]}, {p}));
       }
       const auto t2 = Clock::now();
-      s.prefill_tokens_per_second = std::max(s.prefill_tokens_per_second, n / std::max(1e-9, Seconds(t0, t1)));
-      s.decode_tokens_per_second = std::max(s.decode_tokens_per_second, steps / std::max(1e-9, Seconds(t1, t2)));
+      s.prefill_tokens_per_second =
+          std::max(s.prefill_tokens_per_second, n / std::max(1e-9, Seconds(t0, t1)));
+      s.decode_tokens_per_second =
+          std::max(s.decode_tokens_per_second, steps / std::max(1e-9, Seconds(t1, t2)));
     }
   }
   return s;
@@ -229,8 +240,8 @@ struct CloudService::Session {
   Mode mode = kvstream::v1::MODE_UNSPECIFIED;
   ServedModel* served = nullptr;
   const ServedProjection* projection = nullptr;  // projected mode
-  std::vector<int32_t> prompt;    // scout / text
-  std::vector<int32_t> kept;      // kv: slot positions; scout: kept prompt positions
+  std::vector<int32_t> prompt;                   // scout / text
+  std::vector<int32_t> kept;                     // kv: slot positions; scout: kept prompt positions
   int32_t last_token = 0;
   int next_position = 0;
   model::SamplingOptions sampling;
@@ -322,7 +333,8 @@ absl::Status CloudService::Open(const kvstream::v1::SessionOpen& open, Session& 
   }
   auto served_list = [&] {
     std::vector<std::string> names;
-    for (const ServedModel& m : models_) names.push_back(absl::StrCat(m.name, "=", m.model->fingerprint()));
+    for (const ServedModel& m : models_)
+      names.push_back(absl::StrCat(m.name, "=", m.model->fingerprint()));
     return absl::StrJoin(names, ", ");
   };
   if (s.mode == kvstream::v1::MODE_KV) {
@@ -330,9 +342,9 @@ absl::Status CloudService::Open(const kvstream::v1::SessionOpen& open, Session& 
       if (m.model->fingerprint() == open.model_fingerprint()) s.served = &m;
     }
     if (s.served == nullptr) {
-      return absl::FailedPreconditionError(absl::StrCat("kv mode needs the sender's model here: fingerprint '",
-                                                        open.model_fingerprint(), "' is not served (serving ",
-                                                        served_list(), ")"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("kv mode needs the sender's model here: fingerprint '",
+                       open.model_fingerprint(), "' is not served (serving ", served_list(), ")"));
     }
     const model::ModelConfig& c = s.served->model->config();
     const kvstream::v1::ModelDims& d = open.dims();
@@ -343,34 +355,38 @@ absl::Status CloudService::Open(const kvstream::v1::SessionOpen& open, Session& 
     };
     for (const auto& [field, v] : dims) {
       if (static_cast<int64_t>(v.first) != v.second) {
-        return absl::FailedPreconditionError(absl::StrCat("SessionOpen.dims.", field, " is ", v.first, " but model '",
-                                                          s.served->name, "' has ", v.second));
+        return absl::FailedPreconditionError(absl::StrCat("SessionOpen.dims.", field, " is ",
+                                                          v.first, " but model '", s.served->name,
+                                                          "' has ", v.second));
       }
     }
   } else {
     if (open.model_name().empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("SessionOpen.model_name is empty; ", ModeLabel(s.mode),
-                                                     " mode names the cloud model (serving ", served_list(), ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("SessionOpen.model_name is empty; ", ModeLabel(s.mode),
+                       " mode names the cloud model (serving ", served_list(), ")"));
     }
     for (ServedModel& m : models_) {
       if (m.name == open.model_name()) s.served = &m;
     }
     if (s.served == nullptr) {
-      return absl::NotFoundError(
-          absl::StrCat("model '", open.model_name(), "' is not served here (serving ", served_list(), ")"));
+      return absl::NotFoundError(absl::StrCat(
+          "model '", open.model_name(), "' is not served here (serving ", served_list(), ")"));
     }
     if (s.mode == kvstream::v1::MODE_PROJECTED) RETURN_IF_ERROR(OpenProjected(open, s));
   }
   const model::ModelConfig& c = s.served->model->config();
-  const uint32_t max_tokens = open.max_tokens() == 0 ? options_.default_new_tokens : open.max_tokens();
+  const uint32_t max_tokens =
+      open.max_tokens() == 0 ? options_.default_new_tokens : open.max_tokens();
   if (max_tokens > options_.max_new_tokens) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("max_tokens is ", max_tokens, "; this cloud allows at most ", options_.max_new_tokens));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_tokens is ", max_tokens, "; this cloud allows at most ", options_.max_new_tokens));
   }
   if (!(open.temperature() >= 0) || !std::isfinite(open.temperature()) || !(open.top_p() >= 0) ||
       open.top_p() > 1) {
-    return absl::InvalidArgumentError(absl::StrCat("temperature must be >= 0 and top_p in [0, 1] (0: 1), found ",
-                                                   open.temperature(), " and ", open.top_p()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("temperature must be >= 0 and top_p in [0, 1] (0: 1), found ",
+                     open.temperature(), " and ", open.top_p()));
   }
   s.sampling.max_new_tokens = static_cast<int>(max_tokens);
   s.sampling.temperature = open.temperature();
@@ -382,37 +398,43 @@ absl::Status CloudService::Open(const kvstream::v1::SessionOpen& open, Session& 
   const bool cache_sent = s.mode == kvstream::v1::MODE_KV || s.mode == kvstream::v1::MODE_PROJECTED;
   if (cache_sent) {
     if (open.last_token() < 0 || open.last_token() >= c.vocab_size) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("SessionOpen.last_token is ", open.last_token(), ", expected 0..", c.vocab_size - 1));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "SessionOpen.last_token is ", open.last_token(), ", expected 0..", c.vocab_size - 1));
     }
     if (open.next_position() == 0 || open.num_slots() == 0) {
-      return absl::InvalidArgumentError(absl::StrCat("kv mode needs num_slots > 0 and next_position > 0, found ",
-                                                     open.num_slots(), " and ", open.next_position()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("kv mode needs num_slots > 0 and next_position > 0, found ",
+                       open.num_slots(), " and ", open.next_position()));
     }
     // Checked before any narrowing: a position past the model's is refused, not wrapped.
     if (open.next_position() >= static_cast<uint32_t>(c.max_position_embeddings) ||
         open.num_slots() > open.next_position()) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "SessionOpen.next_position is ", open.next_position(), " with ", open.num_slots(), " slots; model '",
-          s.served->name, "' allows positions below ", c.max_position_embeddings, " and at most one slot per position"));
+          "SessionOpen.next_position is ", open.next_position(), " with ", open.num_slots(),
+          " slots; model '", s.served->name, "' allows positions below ", c.max_position_embeddings,
+          " and at most one slot per position"));
     }
     s.last_token = open.last_token();
     s.next_position = static_cast<int>(open.next_position());
-    auto kept = codec::DecodePositions(open.kept_positions(), open.num_slots(), open.next_position());
-    if (!kept.ok()) return absl::InvalidArgumentError(absl::StrCat("SessionOpen.kept_positions: ", kept.status().message()));
+    auto kept =
+        codec::DecodePositions(open.kept_positions(), open.num_slots(), open.next_position());
+    if (!kept.ok())
+      return absl::InvalidArgumentError(
+          absl::StrCat("SessionOpen.kept_positions: ", kept.status().message()));
     s.kept = std::move(*kept);
     slots = open.num_slots();
   } else {
     if (open.prompt_tokens_size() < 2) {
-      return absl::InvalidArgumentError(absl::StrCat("SessionOpen.prompt_tokens has ", open.prompt_tokens_size(),
-                                                     " tokens; expected the whole prompt (at least 2)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("SessionOpen.prompt_tokens has ", open.prompt_tokens_size(),
+                       " tokens; expected the whole prompt (at least 2)"));
     }
     s.prompt.assign(open.prompt_tokens().begin(), open.prompt_tokens().end());
     for (size_t i = 0; i < s.prompt.size(); ++i) {
       if (s.prompt[i] < 0 || s.prompt[i] >= c.vocab_size) {
-        return absl::InvalidArgumentError(absl::StrCat("SessionOpen.prompt_tokens[", i, "] is ", s.prompt[i],
-                                                       ", expected 0..", c.vocab_size - 1, " for model '",
-                                                       s.served->name, "'"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("SessionOpen.prompt_tokens[", i, "] is ", s.prompt[i], ", expected 0..",
+                         c.vocab_size - 1, " for model '", s.served->name, "'"));
       }
     }
     s.last_token = s.prompt.back();
@@ -420,7 +442,8 @@ absl::Status CloudService::Open(const kvstream::v1::SessionOpen& open, Session& 
     if (s.mode == kvstream::v1::MODE_SCOUT && !open.kept_positions().empty()) {
       auto kept = codec::DecodePositions(open.kept_positions(), open.num_slots(), s.next_position);
       if (!kept.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat("SessionOpen.kept_positions: ", kept.status().message()));
+        return absl::InvalidArgumentError(
+            absl::StrCat("SessionOpen.kept_positions: ", kept.status().message()));
       }
       s.kept = std::move(*kept);
       slots = s.kept.size();
@@ -429,9 +452,9 @@ absl::Status CloudService::Open(const kvstream::v1::SessionOpen& open, Session& 
     }
   }
   if (static_cast<int64_t>(s.next_position) + max_tokens >= c.max_position_embeddings) {
-    return absl::InvalidArgumentError(absl::StrCat("prompt of ", s.next_position + 1, " tokens plus max_tokens ",
-                                                   max_tokens, " exceeds model '", s.served->name, "''s ",
-                                                   c.max_position_embeddings, " positions"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prompt of ", s.next_position + 1, " tokens plus max_tokens ", max_tokens,
+        " exceeds model '", s.served->name, "''s ", c.max_position_embeddings, " positions"));
   }
   const uint64_t elem = s.served->model->is_bf16() ? 2 : 4;
   uint64_t bytes =
@@ -504,7 +527,8 @@ absl::StatusOr<std::unique_ptr<model::KvCache>> CloudService::BuildCache(
 }
 
 absl::Status CloudService::RunSession(grpc::ServerContext* context,
-                                      grpc::ServerReaderWriter<Downlink, Uplink>* stream, Session& s) {
+                                      grpc::ServerReaderWriter<Downlink, Uplink>* stream,
+                                      Session& s) {
   Uplink up;
   if (!stream->Read(&up)) {
     return context->IsCancelled() ? Gone(context, "before SessionOpen")
@@ -512,15 +536,18 @@ absl::Status CloudService::RunSession(grpc::ServerContext* context,
   }
   if (!up.has_open()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("expected SessionOpen as the first message, found ", up.has_chunk() ? "a KvChunk" : "Commit"));
+        absl::StrCat("expected SessionOpen as the first message, found ",
+                     up.has_chunk() ? "a KvChunk" : "Commit"));
   }
   RETURN_IF_ERROR(Open(up.open(), s));
-  logging::Logf(logging::Level::kDebug, "cloud", "session %s open: %s mode, model %s, %zu slots", s.id,
-                ModeLabel(s.mode), s.served->name, s.mode == kvstream::v1::MODE_KV ? s.kept.size() : s.prompt.size());
+  logging::Logf(logging::Level::kDebug, "cloud", "session %s open: %s mode, model %s, %zu slots",
+                s.id, ModeLabel(s.mode), s.served->name,
+                s.mode == kvstream::v1::MODE_KV ? s.kept.size() : s.prompt.size());
 
   std::unique_ptr<model::CacheAssembler> assembler;
   if (s.mode == kvstream::v1::MODE_KV) {
-    assembler = std::make_unique<model::CacheAssembler>(*s.served->model, s.id, s.kept, s.next_position);
+    assembler =
+        std::make_unique<model::CacheAssembler>(*s.served->model, s.id, s.kept, s.next_position);
   } else if (s.mode == kvstream::v1::MODE_PROJECTED) {
     const model::ProjectionModel& src = s.projection->projection->header().source;
     assembler = std::make_unique<model::CacheAssembler>(
@@ -533,10 +560,13 @@ absl::Status CloudService::RunSession(grpc::ServerContext* context,
     if (!stream->Read(&up)) {
       return context->IsCancelled()
                  ? Gone(context, absl::StrCat("before Commit, after ", chunks, " chunks"))
-                 : absl::InvalidArgumentError(absl::StrCat("stream closed before Commit, after ", chunks, " chunks"));
+                 : absl::InvalidArgumentError(
+                       absl::StrCat("stream closed before Commit, after ", chunks, " chunks"));
     }
     if (up.has_commit()) break;
-    if (up.has_open()) return absl::InvalidArgumentError("a second SessionOpen on one stream; one session per stream");
+    if (up.has_open())
+      return absl::InvalidArgumentError(
+          "a second SessionOpen on one stream; one session per stream");
     if (assembler == nullptr) {
       return absl::InvalidArgumentError(
           absl::StrCat("KvChunk in ", ModeLabel(s.mode),
@@ -548,18 +578,20 @@ absl::Status CloudService::RunSession(grpc::ServerContext* context,
     const auto seen = received.find(up.chunk().seq());
     if (seen != received.end()) {
       if (!(seen->second == ChunkIdentity::Of(up.chunk()))) {
-        return absl::InvalidArgumentError(absl::StrCat("chunk seq ", up.chunk().seq(),
-                                                       " arrived twice with different content"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("chunk seq ", up.chunk().seq(), " arrived twice with different content"));
       }
     } else if (up.chunk().seq() != chunks) {
-      return absl::InvalidArgumentError(absl::StrCat("chunk seq ", up.chunk().seq(), " arrived where seq ", chunks,
-                                                     " was expected (sequence numbers run 0, 1, 2, ... without gaps)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("chunk seq ", up.chunk().seq(), " arrived where seq ", chunks,
+                       " was expected (sequence numbers run 0, 1, 2, ... without gaps)"));
     } else {
       const auto t0 = Clock::now();
       const absl::Status added = assembler->Add(up.chunk());
       rebuild += Seconds(t0, Clock::now());
       if (!added.ok()) {
-        return absl::Status(added.code(), absl::StrCat("chunk seq ", up.chunk().seq(), ": ", added.message()));
+        return absl::Status(added.code(),
+                            absl::StrCat("chunk seq ", up.chunk().seq(), ": ", added.message()));
       }
       received.emplace(up.chunk().seq(), ChunkIdentity::Of(up.chunk()));
       ++chunks;
@@ -573,8 +605,8 @@ absl::Status CloudService::RunSession(grpc::ServerContext* context,
   }
   const auto committed = Clock::now();
   if (up.commit().num_chunks() != chunks) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("Commit says ", up.commit().num_chunks(), " chunks were sent but ", chunks, " arrived"));
+    return absl::InvalidArgumentError(absl::StrCat("Commit says ", up.commit().num_chunks(),
+                                                   " chunks were sent but ", chunks, " arrived"));
   }
   // One model worker from here through generation; queue time counts against the deadline.
   ASSIGN_OR_RETURN(base::AdmissionGate::Slot slot, gate_->Acquire(context->deadline(), [context] {
@@ -610,7 +642,8 @@ absl::Status CloudService::RunSession(grpc::ServerContext* context,
     }
     return !context->IsCancelled();
   };
-  ASSIGN_OR_RETURN(model::Generation g, model::Generate(m, *cache, s.last_token, s.sampling, on_token));
+  ASSIGN_OR_RETURN(model::Generation g,
+                   model::Generate(m, *cache, s.last_token, s.sampling, on_token));
   if (write_failed || context->IsCancelled()) return Gone(context, "during generation");
   if (index == 0) s.stats.set_first_token_seconds(Seconds(committed, Clock::now()));
   s.stats.set_decode_seconds(Seconds(decode_start, Clock::now()));
@@ -624,17 +657,20 @@ absl::Status CloudService::RunSession(grpc::ServerContext* context,
   return absl::OkStatus();
 }
 
-grpc::Status CloudService::Transfer(grpc::ServerContext* context, grpc::ServerReaderWriter<Downlink, Uplink>* stream) {
+grpc::Status CloudService::Transfer(grpc::ServerContext* context,
+                                    grpc::ServerReaderWriter<Downlink, Uplink>* stream) {
   Session s;
   const absl::Status st = RunSession(context, stream, s);
   const grpc::Status out = net::ToGrpc(st);
-  metrics_->sessions.Add({{"mode", ModeLabel(s.mode)}, {"code", net::CodeName(out.error_code())}}).Increment();
+  metrics_->sessions.Add({{"mode", ModeLabel(s.mode)}, {"code", net::CodeName(out.error_code())}})
+      .Increment();
   if (st.ok()) {
-    logging::Logf(logging::Level::kInfo, "cloud", "session %s done: %s mode, model %s, %u tokens (%s)", s.id,
-                  ModeLabel(s.mode), s.served->name, s.stats.tokens_generated(), s.stats.stop_reason());
+    logging::Logf(logging::Level::kInfo, "cloud",
+                  "session %s done: %s mode, model %s, %u tokens (%s)", s.id, ModeLabel(s.mode),
+                  s.served->name, s.stats.tokens_generated(), s.stats.stop_reason());
   } else {
-    logging::Logf(logging::Level::kWarning, "cloud", "session %s ended: %s: %s", s.id.empty() ? "-" : s.id,
-                  net::CodeName(out.error_code()), st.message());
+    logging::Logf(logging::Level::kWarning, "cloud", "session %s ended: %s: %s",
+                  s.id.empty() ? "-" : s.id, net::CodeName(out.error_code()), st.message());
   }
   return out;  // `s.lease` is released here, whatever the outcome
 }

@@ -36,7 +36,8 @@ struct ServedModel {
 // Loads `dir` as model `name`, and measures its prefill rate on `probe_tokens` tokens
 // and its decode rate over 16 steps (0: skip measuring).
 absl::StatusOr<ServedModel> LoadServedModel(const std::string& name, const std::string& dir,
-                                            const model::RuntimeOptions& runtime, int probe_tokens = 128);
+                                            const model::RuntimeOptions& runtime,
+                                            int probe_tokens = 128);
 
 // A projection from an edge's scout into served model `target` (an index into the
 // models), with its mapping rate measured at load.
@@ -56,8 +57,8 @@ absl::StatusOr<ServedProjection> LoadServedProjection(const std::string& path,
 struct CloudOptions {
   uint32_t max_sessions = 16;
   uint64_t cache_budget_bytes = 1ull << 30;
-  uint32_t max_new_tokens = 512;      // cap on SessionOpen.max_tokens
-  uint32_t default_new_tokens = 32;   // when SessionOpen.max_tokens is 0
+  uint32_t max_new_tokens = 512;     // cap on SessionOpen.max_tokens
+  uint32_t default_new_tokens = 32;  // when SessionOpen.max_tokens is 0
   // Emulate a slower (larger) model: prefill and decode are padded with sleep to these
   // rates in tokens/s (0: run at the real rate). GetInfo then reports the emulated rates.
   double emulate_prefill_tokens_per_second = 0;
@@ -74,8 +75,9 @@ class CloudService final : public kvstream::v1::CloudService::Service {
                const CloudOptions& options, metrics::MetricsServer& metrics);
   ~CloudService() override;
 
-  grpc::Status Transfer(grpc::ServerContext* context,
-                        grpc::ServerReaderWriter<kvstream::v1::Downlink, kvstream::v1::Uplink>* stream) override;
+  grpc::Status Transfer(
+      grpc::ServerContext* context,
+      grpc::ServerReaderWriter<kvstream::v1::Downlink, kvstream::v1::Uplink>* stream) override;
   grpc::Status GetInfo(grpc::ServerContext* context, const kvstream::v1::GetInfoRequest* request,
                        kvstream::v1::GetInfoResponse* response) override;
 
@@ -86,9 +88,10 @@ class CloudService final : public kvstream::v1::CloudService::Service {
  private:
   struct Metrics;
   struct Session;
-  absl::Status RunSession(grpc::ServerContext* context,
-                          grpc::ServerReaderWriter<kvstream::v1::Downlink, kvstream::v1::Uplink>* stream,
-                          Session& session);
+  absl::Status RunSession(
+      grpc::ServerContext* context,
+      grpc::ServerReaderWriter<kvstream::v1::Downlink, kvstream::v1::Uplink>* stream,
+      Session& session);
   absl::Status Open(const kvstream::v1::SessionOpen& open, Session& session);
   // Projected mode: finds the projection from the sender's model into `s.served`.
   absl::Status OpenProjected(const kvstream::v1::SessionOpen& open, Session& session);

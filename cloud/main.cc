@@ -18,22 +18,28 @@
 #include "common/net/daemon.h"
 #include "common/net/grpc_util.h"
 
-ABSL_FLAG(std::vector<std::string>, model, {},
-          "Model to serve as NAME=DIR (an HF directory: config.json, model.safetensors, tokenizer.json). "
-          "Repeat the flag or separate with commas; kv sessions pick a model by fingerprint, scout and text "
-          "sessions by NAME");
+ABSL_FLAG(
+    std::vector<std::string>, model, {},
+    "Model to serve as NAME=DIR (an HF directory: config.json, model.safetensors, tokenizer.json). "
+    "Repeat the flag or separate with commas; kv sessions pick a model by fingerprint, scout and "
+    "text "
+    "sessions by NAME");
 ABSL_FLAG(std::vector<std::string>, projection, {},
           "Projection file to serve (kvstream fit-projection): projected sessions from its source "
           "model (by "
           "fingerprint) are answered by the served --model it was fitted for. Repeat or separate "
           "with commas");
-ABSL_FLAG(std::string, listen, "0.0.0.0:50052", "gRPC listen address host:port (port 0: any free port)");
+ABSL_FLAG(std::string, listen, "0.0.0.0:50052",
+          "gRPC listen address host:port (port 0: any free port)");
 ABSL_FLAG(std::string, port_file, "", "Write the bound gRPC port to this file once serving");
-ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9102", "Serve Prometheus /metrics here (empty: off)");
+ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9102",
+          "Serve Prometheus /metrics here (empty: off)");
 ABSL_FLAG(std::string, metrics_port_file, "", "Write the bound /metrics port to this file");
-ABSL_FLAG(uint32_t, max_sessions, 16, "Transfer sessions open at once; more get RESOURCE_EXHAUSTED");
+ABSL_FLAG(uint32_t, max_sessions, 16,
+          "Transfer sessions open at once; more get RESOURCE_EXHAUSTED");
 ABSL_FLAG(uint64_t, cache_budget_bytes, 1ull << 30,
-          "Cache bytes all open sessions may reserve together (prompt slots + max_tokens, per layer, K and V); "
+          "Cache bytes all open sessions may reserve together (prompt slots + max_tokens, per "
+          "layer, K and V); "
           "beyond it RESOURCE_EXHAUSTED");
 ABSL_FLAG(uint32_t, max_new_tokens, 512, "Largest max_tokens a session may ask for");
 ABSL_FLAG(std::string, device, "cpu", "Compute device: cpu, cuda or cuda:N");
@@ -49,15 +55,21 @@ ABSL_FLAG(
     int, max_queued, 32,
     "Committed sessions waiting for a model worker; beyond this a session gets RESOURCE_EXHAUSTED "
     "at once. Queue time counts against the session's deadline");
-ABSL_FLAG(bool, measure_rates, true, "Measure each model's prefill and decode rate at start-up (for GetInfo)");
+ABSL_FLAG(bool, measure_rates, true,
+          "Measure each model's prefill and decode rate at start-up (for GetInfo)");
 ABSL_FLAG(double, emulate_prefill_tps, 0,
-          "Emulate a slower model: pad prefill to this many tokens/s (0: real speed); GetInfo reports it");
-ABSL_FLAG(double, emulate_decode_tps, 0, "Emulate a slower model: pad decode to this many tokens/s (0: real speed)");
-ABSL_FLAG(double, shutdown_grace_seconds, 10, "On SIGTERM/SIGINT, time in-flight sessions get to finish");
+          "Emulate a slower model: pad prefill to this many tokens/s (0: real speed); GetInfo "
+          "reports it");
+ABSL_FLAG(double, emulate_decode_tps, 0,
+          "Emulate a slower model: pad decode to this many tokens/s (0: real speed)");
+ABSL_FLAG(double, shutdown_grace_seconds, 10,
+          "On SIGTERM/SIGINT, time in-flight sessions get to finish");
 ABSL_FLAG(std::string, log_level, "info", "Log threshold: debug, info, warning or error");
-ABSL_FLAG(std::string, tls_cert, "", "Serve edges over TLS with this PEM certificate (with --tls_key)");
+ABSL_FLAG(std::string, tls_cert, "",
+          "Serve edges over TLS with this PEM certificate (with --tls_key)");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls_cert");
-ABSL_FLAG(std::string, tls_client_ca, "", "Require edge certificates signed by this PEM CA (mutual TLS)");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "Require edge certificates signed by this PEM CA (mutual TLS)");
 
 namespace {
 
@@ -105,22 +117,25 @@ int main(int argc, char** argv) {
       "Usage: kvstream-cloud --model=large=DIR --model=scout=DIR [--listen=HOST:PORT] [flags]");
   std::list<std::string> joined;
   std::vector<char*> args = JoinRepeatedFlags(argc, argv, joined);
-  const std::vector<char*> rest = absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+  const std::vector<char*> rest =
+      absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
   if (rest.size() > 1) return Fail(absl::StrCat("unexpected argument '", rest[1], "'"));
   namespace logging = kvstream::logging;
   if (absl::Status st = logging::SetLevelByName(absl::GetFlag(FLAGS_log_level)); !st.ok()) {
     return Fail(std::string(st.message()));
   }
-  if (absl::GetFlag(FLAGS_model).empty()) return Fail("no --model given; expected at least one NAME=DIR");
+  if (absl::GetFlag(FLAGS_model).empty())
+    return Fail("no --model given; expected at least one NAME=DIR");
   logging::Logf(logging::Level::kInfo, "cloud", "%s", kvstream::base::KeepFreedMemoryForReuse());
 
-  auto credentials = kvstream::net::ServerCredentials(
-      {absl::GetFlag(FLAGS_tls_client_ca), absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key), ""});
+  auto credentials = kvstream::net::ServerCredentials({absl::GetFlag(FLAGS_tls_client_ca),
+                                                       absl::GetFlag(FLAGS_tls_cert),
+                                                       absl::GetFlag(FLAGS_tls_key), ""});
   if (!credentials.ok()) return Fail(absl::StrCat("--tls_*: ", credentials.status().message()));
   // Metrics first: a taken port fails fast, before the slow model load.
   kvstream::metrics::MetricsServer metrics;
   if (absl::Status st = kvstream::net::StartMetrics(metrics, absl::GetFlag(FLAGS_metrics_address),
-                                                     absl::GetFlag(FLAGS_metrics_port_file));
+                                                    absl::GetFlag(FLAGS_metrics_port_file));
       !st.ok()) {
     return Fail(std::string(st.message()));
   }
@@ -139,13 +154,15 @@ int main(int argc, char** argv) {
       return Fail(absl::StrCat("--model: expected NAME=DIR, found '", spec, "'"));
     }
     for (const auto& m : models) {
-      if (m.name == parts[0]) return Fail(absl::StrCat("--model: name '", parts[0], "' given twice"));
+      if (m.name == parts[0])
+        return Fail(absl::StrCat("--model: name '", parts[0], "' given twice"));
     }
     auto served = kvstream::cloud::LoadServedModel(parts[0], parts[1], runtime,
                                                    absl::GetFlag(FLAGS_measure_rates) ? 256 : 0);
     if (!served.ok()) return Fail(absl::StrCat("--model ", spec, ": ", served.status().message()));
-    logging::Logf(logging::Level::kInfo, "cloud", "model %s from %s: %s, prefill %.0f tokens/s, decode %.0f tokens/s",
-                  served->name, parts[1], served->model->fingerprint(), served->prefill_tokens_per_second,
+    logging::Logf(logging::Level::kInfo, "cloud",
+                  "model %s from %s: %s, prefill %.0f tokens/s, decode %.0f tokens/s", served->name,
+                  parts[1], served->model->fingerprint(), served->prefill_tokens_per_second,
                   served->decode_tokens_per_second);
     models.push_back(std::move(*served));
   }
@@ -179,6 +196,7 @@ int main(int argc, char** argv) {
   so.health_services = {"kvstream.v1.CloudService"};
   so.credentials = *credentials;
   so.on_drain = [&service] { service.Drain(); };
-  if (absl::Status st = kvstream::net::Serve(so, {&service}); !st.ok()) return Fail(std::string(st.message()));
+  if (absl::Status st = kvstream::net::Serve(so, {&service}); !st.ok())
+    return Fail(std::string(st.message()));
   return 0;
 }

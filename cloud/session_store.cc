@@ -32,18 +32,21 @@ SessionStore::SessionStore(uint32_t max_sessions, uint64_t budget_bytes,
     : max_sessions_(max_sessions), budget_bytes_(budget_bytes), on_change_(std::move(on_change)) {}
 
 absl::StatusOr<Lease> SessionStore::Acquire(const std::string& id, uint64_t bytes) {
-  if (id.empty()) return absl::InvalidArgumentError("session_id is empty; expected a unique id per session");
+  if (id.empty())
+    return absl::InvalidArgumentError("session_id is empty; expected a unique id per session");
   std::lock_guard<std::mutex> lock(mu_);
-  if (open_.count(id)) return absl::AlreadyExistsError(absl::StrCat("session '", id, "' is already open"));
+  if (open_.count(id))
+    return absl::AlreadyExistsError(absl::StrCat("session '", id, "' is already open"));
   if (open_.size() >= max_sessions_) {
     return absl::ResourceExhaustedError(
-        absl::StrCat("cloud is at its session limit: ", open_.size(), " of --max_sessions=", max_sessions_,
-                     " open; retry later"));
+        absl::StrCat("cloud is at its session limit: ", open_.size(),
+                     " of --max_sessions=", max_sessions_, " open; retry later"));
   }
   if (bytes > budget_bytes_ - std::min(bytes_, budget_bytes_)) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "session needs ", bytes, " cache bytes but only ", budget_bytes_ - bytes_, " of --cache_budget_bytes=",
-        budget_bytes_, " are free (", open_.size(), " sessions open)"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("session needs ", bytes, " cache bytes but only ", budget_bytes_ - bytes_,
+                     " of --cache_budget_bytes=", budget_bytes_, " are free (", open_.size(),
+                     " sessions open)"));
   }
   open_.insert(id);
   bytes_ += bytes;

@@ -30,7 +30,8 @@ class Lease {
 
  private:
   friend class SessionStore;
-  Lease(SessionStore* store, std::string id, uint64_t bytes) : store_(store), id_(std::move(id)), bytes_(bytes) {}
+  Lease(SessionStore* store, std::string id, uint64_t bytes)
+      : store_(store), id_(std::move(id)), bytes_(bytes) {}
   void Release();
   SessionStore* store_ = nullptr;
   std::string id_;

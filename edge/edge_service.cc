@@ -25,7 +25,9 @@ using kvstream::v1::AskEvent;
 using kvstream::v1::Downlink;
 using kvstream::v1::Uplink;
 
-double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+double Seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
 
 // CANCELLED or DEADLINE_EXCEEDED when the client is gone or out of time.
 absl::Status CheckAlive(grpc::ServerContext* context, const char* stage) {
@@ -226,23 +228,29 @@ absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1
   kvstream::v1::RequestStats& stats = r.stats;
   kvstream::v1::StageSeconds& stages = *stats.mutable_stages();
   if (req.question().empty()) {
-    return absl::InvalidArgumentError("question is empty; expected the question to answer about the context");
+    return absl::InvalidArgumentError(
+        "question is empty; expected the question to answer about the context");
   }
-  for (const auto& [field, text] : {std::pair<const char*, const std::string*>{"context", &req.context()},
-                                    {"question", &req.question()}, {"system", &req.system()}}) {
+  for (const auto& [field, text] :
+       {std::pair<const char*, const std::string*>{"context", &req.context()},
+        {"question", &req.question()},
+        {"system", &req.system()}}) {
     if (const size_t at = base::InvalidUtf8At(*text); at != absl::string_view::npos) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, " is not valid UTF-8: byte ", at, " of ", text->size(), " starts no valid sequence"));
+      return absl::InvalidArgumentError(absl::StrCat(field, " is not valid UTF-8: byte ", at,
+                                                     " of ", text->size(),
+                                                     " starts no valid sequence"));
     }
   }
   const model::ModelConfig& sc = scout_->config();
-  ASSIGN_OR_RETURN(ResolvedPolicy policy, ResolvePolicy(req.policy(), options_.defaults, sc.num_layers));
+  ASSIGN_OR_RETURN(ResolvedPolicy policy,
+                   ResolvePolicy(req.policy(), options_.defaults, sc.num_layers));
   r.mode = policy.mode;
 
   // Tokenize.
   auto t = Clock::now();
   model::ChatOptions chat{req.system().empty() ? options_.system_prompt : req.system()};
-  ASSIGN_OR_RETURN(model::ChatPrompt prompt, model::BuildQaPrompt(*tokenizer_, req.context(), req.question(), chat));
+  ASSIGN_OR_RETURN(model::ChatPrompt prompt,
+                   model::BuildQaPrompt(*tokenizer_, req.context(), req.question(), chat));
   stages.set_tokenize(Seconds(t, Clock::now()));
   metrics_->Stage("tokenize", stages.tokenize());
   const int n = static_cast<int>(prompt.tokens.size());
@@ -270,7 +278,8 @@ absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1
   if (policy.mode != kvstream::v1::MODE_KV) {
     if (policy.cloud_model.empty()) {
       return absl::InvalidArgumentError(
-          "policy.cloud_model is empty and the edge has no --cloud_model default; name the cloud model that answers");
+          "policy.cloud_model is empty and the edge has no --cloud_model default; name the cloud "
+          "model that answers");
     }
     ASSIGN_OR_RETURN(const kvstream::v1::GetInfoResponse info, CloudInfo());
     const kvstream::v1::ModelInfo* found = nullptr;
@@ -281,14 +290,14 @@ absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1
     }
     if (found == nullptr) {
       return absl::NotFoundError(absl::StrCat("policy.cloud_model '", policy.cloud_model,
-                                              "' is not served by the cloud (it serves ", absl::StrJoin(names, ", "),
-                                              ")"));
+                                              "' is not served by the cloud (it serves ",
+                                              absl::StrJoin(names, ", "), ")"));
     }
     if (n + static_cast<int64_t>(policy.max_tokens) >= found->dims().max_position_embeddings()) {
-      return absl::InvalidArgumentError(absl::StrCat("context and question take ", n, " tokens, plus max_tokens ",
-                                                     policy.max_tokens, "; cloud model '", policy.cloud_model,
-                                                     "' allows ", found->dims().max_position_embeddings(),
-                                                     " positions"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("context and question take ", n, " tokens, plus max_tokens ",
+                       policy.max_tokens, "; cloud model '", policy.cloud_model, "' allows ",
+                       found->dims().max_position_embeddings(), " positions"));
     }
     layers = found->dims().num_layers();
     kv_heads = found->dims().num_kv_heads();
@@ -472,7 +481,8 @@ absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1
     return stream->Write(up);
   };
   if (!replan) {
-    for (size_t i = 0; sent_ok && i < chunks.size(); ++i) sent_ok = send_chunk(std::move(chunks[i]));
+    for (size_t i = 0; sent_ok && i < chunks.size(); ++i)
+      sent_ok = send_chunk(std::move(chunks[i]));
   } else {
     // Adaptive kv with a TTFT target: encode and send a layer at a time; before each,
     // measure this request's throughput from the acks so far and move the remaining
@@ -487,7 +497,8 @@ absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1
                codec::EncodedTensorBytes(ls.v, one, codec::DType::kF32);
       };
       auto last = codec::ParsePlan(ladder.back());
-      if (plan.ok() && last.ok() && bytes(plan->base) < bytes(last->base)) ladder.push_back(cheaper);
+      if (plan.ok() && last.ok() && bytes(plan->base) < bytes(last->base))
+        ladder.push_back(cheaper);
     }
     int rung = 0;
     std::string replanned;
@@ -500,19 +511,20 @@ absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1
         control::AddAckGapSamples(local, chunk_bytes, sent, acked);
         bw = local.has_bandwidth() ? local.bandwidth_bps() : policy.planned_bandwidth_bps;
       }
-      const double left = policy.ttft_target_seconds - Seconds(start, Clock::now()) - policy.predicted_cloud_seconds;
+      const double left = policy.ttft_target_seconds - Seconds(start, Clock::now()) -
+                          policy.predicted_cloud_seconds;
       // (No early return here: the reader thread is running; errors end the loop.)
-      const absl::StatusOr<int> next = control::ReplanRung(ladder, rung, c.num_layers - l, send_cache->size(),
-                                                           {c.num_layers, c.num_kv_heads, c.head_dim}, bw,
-                                                           std::max(0.0, left));
+      const absl::StatusOr<int> next =
+          control::ReplanRung(ladder, rung, c.num_layers - l, send_cache->size(),
+                              {c.num_layers, c.num_kv_heads, c.head_dim}, bw, std::max(0.0, left));
       if (!next.ok()) {
         send_status = next.status();
         break;
       }
       const int r = *next;
       if (r != rung) {
-        absl::StrAppendFormat(&replanned, "%slayers %d+ -> %s at %.1f Mbit/s", replanned.empty() ? "" : ", ", l,
-                              ladder[r], bw / 1e6);
+        absl::StrAppendFormat(&replanned, "%slayers %d+ -> %s at %.1f Mbit/s",
+                              replanned.empty() ? "" : ", ", l, ladder[r], bw / 1e6);
         rung = r;
       }
       const auto te = Clock::now();
@@ -535,7 +547,8 @@ absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1
       }
     }
     stages.set_encode(stages.encode() + encode_seconds);
-    if (!replanned.empty()) stats.set_decision(absl::StrCat(stats.decision(), "; re-planned: ", replanned));
+    if (!replanned.empty())
+      stats.set_decision(absl::StrCat(stats.decision(), "; re-planned: ", replanned));
   }
   if (!send_status.ok()) {
     sent_ok = false;
@@ -555,21 +568,24 @@ absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1
   RETURN_IF_ERROR(send_status);
   if (client_gone) return absl::CancelledError("client went away while answer tokens were relayed");
   if (!st.ok()) {
-    if (st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED || st.error_code() == grpc::StatusCode::CANCELLED) {
+    if (st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
+        st.error_code() == grpc::StatusCode::CANCELLED) {
       RETURN_IF_ERROR(CheckAlive(context, "the answer completed"));
     }
     return net::FromGrpc(st, "cloud: ");
   }
   if (!have_done) return absl::InternalError("cloud closed the stream without Done");
   UpdateLink(chunk_bytes, sent, acked);
-  stages.set_transfer(Seconds(transfer_start, seq == 0 ? writes_done : std::max(last_ack, transfer_start)));
+  stages.set_transfer(
+      Seconds(transfer_start, seq == 0 ? writes_done : std::max(last_ack, transfer_start)));
   metrics_->Stage("transfer", stages.transfer());
   stages.set_cloud_queue(cloud_stats.queue_seconds());
   stages.set_rebuild(cloud_stats.rebuild_seconds());
   stages.set_project(cloud_stats.projection_seconds());
   stages.set_first_token(cloud_stats.first_token_seconds());
   stages.set_decode(cloud_stats.decode_seconds());
-  if (cloud_stats.prefill_seconds() > 0) stages.set_prefill(stages.prefill() + cloud_stats.prefill_seconds());
+  if (cloud_stats.prefill_seconds() > 0)
+    stages.set_prefill(stages.prefill() + cloud_stats.prefill_seconds());
   stats.set_wire_bytes(wire);
   stats.set_compression_ratio(wire > 0 ? static_cast<double>(stats.raw_kv_bytes()) / wire : 0);
   stats.set_ttft_seconds(have_token ? Seconds(start, first_token) : Seconds(start, Clock::now()));
@@ -597,11 +613,13 @@ void EdgeService::UpdateLink(const std::vector<uint64_t>& bytes, const std::vect
   metrics_->rtt.Set(link_.rtt_seconds());
 }
 
-absl::StatusOr<ResolvedPolicy> EdgeService::ChooseAdaptive(const ResolvedPolicy& request, int n, int context,
+absl::StatusOr<ResolvedPolicy> EdgeService::ChooseAdaptive(const ResolvedPolicy& request, int n,
+                                                           int context,
                                                            kvstream::v1::RequestStats& stats) {
   if (options_.quality_table.empty()) {
     return absl::UnimplementedError(
-        "policy.mode ADAPTIVE: this edge was started without --quality_table; choose MODE_KV, MODE_SCOUT or "
+        "policy.mode ADAPTIVE: this edge was started without --quality_table; choose MODE_KV, "
+        "MODE_SCOUT or "
         "MODE_TEXT, or restart it with a quality table");
   }
   ASSIGN_OR_RETURN(const kvstream::v1::GetInfoResponse info, CloudInfo());
@@ -655,13 +673,15 @@ absl::StatusOr<ResolvedPolicy> EdgeService::ChooseAdaptive(const ResolvedPolicy&
   control::LinkState link;
   {
     std::lock_guard<std::mutex> lock(link_mu_);
-    link.bandwidth_bps = link_.has_bandwidth() ? link_.bandwidth_bps() : options_.initial_bandwidth_bps;
+    link.bandwidth_bps =
+        link_.has_bandwidth() ? link_.bandwidth_bps() : options_.initial_bandwidth_bps;
     link.rtt_seconds = link_.rtt_seconds() > 0 ? link_.rtt_seconds() : options_.initial_rtt_seconds;
   }
   const model::ModelConfig& c = scout_->config();
-  ASSIGN_OR_RETURN(control::Decision d, control::Choose(points, {n, context}, {c.num_layers, c.num_kv_heads, c.head_dim},
-                                                        rates, link, request.ttft_target_seconds,
-                                                        options_.quality_floor));
+  ASSIGN_OR_RETURN(
+      control::Decision d,
+      control::Choose(points, {n, context}, {c.num_layers, c.num_kv_heads, c.head_dim}, rates, link,
+                      request.ttft_target_seconds, options_.quality_floor));
   ResolvedPolicy out = request;
   out.mode = ToProtoMode(d.point.mode);
   out.selector = d.point.selector;
@@ -670,8 +690,8 @@ absl::StatusOr<ResolvedPolicy> EdgeService::ChooseAdaptive(const ResolvedPolicy&
   if (out.mode == kvstream::v1::MODE_KV || out.mode == kvstream::v1::MODE_PROJECTED) {
     ASSIGN_OR_RETURN(out.plan, codec::ParsePlan(out.spec));
   }
-  stats.set_decision(absl::StrFormat("%s: %s (link %.1f Mbit/s, rtt %.0f ms)", d.point.label(), d.reason,
-                                     link.bandwidth_bps / 1e6, link.rtt_seconds * 1000));
+  stats.set_decision(absl::StrFormat("%s: %s (link %.1f Mbit/s, rtt %.0f ms)", d.point.label(),
+                                     d.reason, link.bandwidth_bps / 1e6, link.rtt_seconds * 1000));
   stats.set_predicted_ttft_seconds(d.prediction.ttft_seconds);
   out.replan = true;
   out.predicted_cloud_seconds = d.prediction.cloud_seconds;
@@ -697,9 +717,11 @@ grpc::Status EdgeService::Ask(grpc::ServerContext* context, const kvstream::v1::
     metrics_->ttft.Add({{"mode", mode}}, metrics::SecondsBuckets()).Observe(s.ttft_seconds());
     metrics_->ratio.Add({{"mode", mode}}, metrics::RatioBuckets()).Observe(s.compression_ratio());
     logging::Logf(logging::Level::kInfo, "edge",
-                  "ask done: %s mode, %d context tokens (%d kept), %d wire bytes (x%.1f), ttft %.3f s, %d tokens%s",
-                  mode, s.context_tokens(), s.kept_tokens(), s.wire_bytes(), s.compression_ratio(), s.ttft_seconds(),
-                  s.tokens_generated(), s.decision().empty() ? "" : absl::StrCat("; adaptive ", s.decision()));
+                  "ask done: %s mode, %d context tokens (%d kept), %d wire bytes (x%.1f), ttft "
+                  "%.3f s, %d tokens%s",
+                  mode, s.context_tokens(), s.kept_tokens(), s.wire_bytes(), s.compression_ratio(),
+                  s.ttft_seconds(), s.tokens_generated(),
+                  s.decision().empty() ? "" : absl::StrCat("; adaptive ", s.decision()));
   } else {
     logging::Logf(logging::Level::kWarning, "edge", "ask failed: %s mode: %s: %s", mode,
                   net::CodeName(out.error_code()), st.message());

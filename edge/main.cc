@@ -8,37 +8,44 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
-
 #include "common/base/log.h"
 #include "common/base/memory.h"
 #include "common/control/controller.h"
-#include "common/net/shaper.h"
 #include "common/metrics/metrics.h"
 #include "common/model/model.h"
 #include "common/model/tokenizer.h"
 #include "common/net/daemon.h"
 #include "common/net/grpc_util.h"
+#include "common/net/shaper.h"
 #include "edge/edge_service.h"
 #include "edge/policy.h"
 
-ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "gRPC listen address host:port for clients (port 0: any free port)");
+ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
+          "gRPC listen address host:port for clients (port 0: any free port)");
 ABSL_FLAG(std::string, port_file, "", "Write the bound gRPC port to this file once serving");
 ABSL_FLAG(std::string, cloud, "127.0.0.1:50052", "Address of the kvstream-cloud daemon");
-ABSL_FLAG(std::string, scout, "testdata/models/scout",
-          "Scout model directory (HF format, with tokenizer.json): prefills, selects and, in kv mode, "
-          "is the model whose cache is sent (the cloud must serve the same model)");
-ABSL_FLAG(std::string, mode, "adaptive",
-          "Default mode when a request names none: adaptive (the controller picks per request; needs "
-          "--quality_table), kv, scout or text");
-ABSL_FLAG(std::string, selector, "full", "Default selector: full, q2c, q2c-question, snapkv, h2o or random");
+ABSL_FLAG(
+    std::string, scout, "testdata/models/scout",
+    "Scout model directory (HF format, with tokenizer.json): prefills, selects and, in kv mode, "
+    "is the model whose cache is sent (the cloud must serve the same model)");
+ABSL_FLAG(
+    std::string, mode, "adaptive",
+    "Default mode when a request names none: adaptive (the controller picks per request; needs "
+    "--quality_table), kv, scout or text");
+ABSL_FLAG(std::string, selector, "full",
+          "Default selector: full, q2c, q2c-question, snapkv, h2o or random");
 ABSL_FLAG(double, retention, 1.0, "Default share of context tokens the selector keeps, (0, 1]");
-ABSL_FLAG(std::string, spec, "raw", "Default kv plan string, e.g. \"int8\" or \"k=int4/ch,v=int4,L0=f16,zstd=3\"");
+ABSL_FLAG(std::string, spec, "raw",
+          "Default kv plan string, e.g. \"int8\" or \"k=int4/ch,v=int4,L0=f16,zstd=3\"");
 ABSL_FLAG(uint32_t, max_tokens, 32, "Default answer length cap");
-ABSL_FLAG(std::string, cloud_model, "", "Default cloud model (by name) that answers in scout and text modes");
+ABSL_FLAG(std::string, cloud_model, "",
+          "Default cloud model (by name) that answers in scout and text modes");
 ABSL_FLAG(std::string, system_prompt, "Answer with the value from the context.",
           "System prompt when a request gives none");
-ABSL_FLAG(uint64_t, chunk_bytes, 1 << 20, "Cap on one KvChunk's payload before zstd (gRPC limit: 16 MiB)");
-ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9101", "Serve Prometheus /metrics here (empty: off)");
+ABSL_FLAG(uint64_t, chunk_bytes, 1 << 20,
+          "Cap on one KvChunk's payload before zstd (gRPC limit: 16 MiB)");
+ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9101",
+          "Serve Prometheus /metrics here (empty: off)");
 ABSL_FLAG(std::string, metrics_port_file, "", "Write the bound /metrics port to this file");
 ABSL_FLAG(std::string, device, "cpu", "Compute device: cpu, cuda or cuda:N");
 ABSL_FLAG(std::string, dtype, "f32", "Compute and cache dtype: f32 or bf16");
@@ -53,29 +60,40 @@ ABSL_FLAG(
     int, max_queued, 32,
     "Requests waiting for a model worker; beyond this a request gets RESOURCE_EXHAUSTED at once. "
     "Queue time counts against the request's deadline");
-ABSL_FLAG(double, shutdown_grace_seconds, 10, "On SIGTERM/SIGINT, time in-flight requests get to finish");
+ABSL_FLAG(double, shutdown_grace_seconds, 10,
+          "On SIGTERM/SIGINT, time in-flight requests get to finish");
 ABSL_FLAG(std::string, log_level, "info", "Log threshold: debug, info, warning or error");
-ABSL_FLAG(double, uplink_mbps, 0, "Emulate an uplink of this many Mbit/s to the cloud (0: unshaped)");
+ABSL_FLAG(double, uplink_mbps, 0,
+          "Emulate an uplink of this many Mbit/s to the cloud (0: unshaped)");
 ABSL_FLAG(std::string, uplink_trace, "",
           "Emulate an uplink following this bandwidth trace (\"seconds Mbit/s\" lines, repeated); "
           "overrides --uplink_mbps");
-ABSL_FLAG(double, one_way_delay_ms, 0, "Emulated one-way delay, added to the first message each way per request");
+ABSL_FLAG(double, one_way_delay_ms, 0,
+          "Emulated one-way delay, added to the first message each way per request");
 ABSL_FLAG(std::string, quality_table, "testdata/quality/tiny_needle512.json",
-          "JSON operating points with expected quality for adaptive mode, measured for the --scout / --cloud_model "
+          "JSON operating points with expected quality for adaptive mode, measured for the --scout "
+          "/ --cloud_model "
           "pair (bench/make_quality_table.sh; empty: adaptive requests are UNIMPLEMENTED)");
-ABSL_FLAG(double, ttft_target, 0, "Default TTFT target in seconds for adaptive requests (0: minimise TTFT)");
+ABSL_FLAG(double, ttft_target, 0,
+          "Default TTFT target in seconds for adaptive requests (0: minimise TTFT)");
 ABSL_FLAG(double, quality_floor, 0.9,
-          "Adaptive: when minimising TTFT, accept points whose expected quality is at least this share of the "
+          "Adaptive: when minimising TTFT, accept points whose expected quality is at least this "
+          "share of the "
           "table's best");
-ABSL_FLAG(double, initial_bandwidth_mbps, 100, "Adaptive: bandwidth assumed before any chunk ack was measured");
+ABSL_FLAG(double, initial_bandwidth_mbps, 100,
+          "Adaptive: bandwidth assumed before any chunk ack was measured");
 ABSL_FLAG(double, initial_rtt_ms, 20, "Adaptive: round-trip time assumed before any was measured");
-ABSL_FLAG(std::string, tls_cert, "", "Serve clients over TLS with this PEM certificate (with --tls_key)");
+ABSL_FLAG(std::string, tls_cert, "",
+          "Serve clients over TLS with this PEM certificate (with --tls_key)");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls_cert");
-ABSL_FLAG(std::string, tls_client_ca, "", "Require client certificates signed by this PEM CA (mutual TLS)");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "Require client certificates signed by this PEM CA (mutual TLS)");
 ABSL_FLAG(std::string, cloud_tls_ca, "", "Reach the cloud over TLS, trusting this PEM CA");
-ABSL_FLAG(std::string, cloud_tls_cert, "", "Client certificate (PEM) for a cloud that requires one");
+ABSL_FLAG(std::string, cloud_tls_cert, "",
+          "Client certificate (PEM) for a cloud that requires one");
 ABSL_FLAG(std::string, cloud_tls_key, "", "PEM private key for --cloud_tls_cert");
-ABSL_FLAG(std::string, cloud_tls_server_name, "", "Name to check the cloud's certificate against (default: the host)");
+ABSL_FLAG(std::string, cloud_tls_server_name, "",
+          "Name to check the cloud's certificate against (default: the host)");
 
 namespace {
 int Fail(const std::string& message) {
@@ -90,7 +108,8 @@ int main(int argc, char** argv) {
   kvstream::net::SetDaemonUsage(
       "edge/main.cc",
       "answers questions about long contexts by streaming the scout model's compressed KV cache "
-      "to kvstream-cloud.\nUsage: kvstream-edge --scout=DIR --cloud=HOST:PORT [--listen=HOST:PORT] [flags]");
+      "to kvstream-cloud.\nUsage: kvstream-edge --scout=DIR --cloud=HOST:PORT [--listen=HOST:PORT] "
+      "[flags]");
   const std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
   if (rest.size() > 1) return Fail(absl::StrCat("unexpected argument '", rest[1], "'"));
   namespace logging = kvstream::logging;
@@ -102,18 +121,22 @@ int main(int argc, char** argv) {
   kvstream::edge::EdgeOptions options;
   options.cloud_address = absl::GetFlag(FLAGS_cloud);
   auto channel = kvstream::net::MakeChannel(
-      options.cloud_address, {absl::GetFlag(FLAGS_cloud_tls_ca), absl::GetFlag(FLAGS_cloud_tls_cert),
-                              absl::GetFlag(FLAGS_cloud_tls_key), absl::GetFlag(FLAGS_cloud_tls_server_name)});
+      options.cloud_address,
+      {absl::GetFlag(FLAGS_cloud_tls_ca), absl::GetFlag(FLAGS_cloud_tls_cert),
+       absl::GetFlag(FLAGS_cloud_tls_key), absl::GetFlag(FLAGS_cloud_tls_server_name)});
   if (!channel.ok()) return Fail(absl::StrCat("--cloud_tls_*: ", channel.status().message()));
   options.cloud_channel = *channel;
-  auto credentials = kvstream::net::ServerCredentials(
-      {absl::GetFlag(FLAGS_tls_client_ca), absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key), ""});
+  auto credentials = kvstream::net::ServerCredentials({absl::GetFlag(FLAGS_tls_client_ca),
+                                                       absl::GetFlag(FLAGS_tls_cert),
+                                                       absl::GetFlag(FLAGS_tls_key), ""});
   if (!credentials.ok()) return Fail(absl::StrCat("--tls_*: ", credentials.status().message()));
   options.system_prompt = absl::GetFlag(FLAGS_system_prompt);
   options.chunk_bytes = absl::GetFlag(FLAGS_chunk_bytes);
   if (options.chunk_bytes < 1024 || options.chunk_bytes > (8u << 20)) {
-    return Fail(absl::StrCat("--chunk_bytes: expected 1024..8388608 (chunks stay under the 16 MiB message limit), found ",
-                             options.chunk_bytes));
+    return Fail(
+        absl::StrCat("--chunk_bytes: expected 1024..8388608 (chunks stay under the 16 MiB message "
+                     "limit), found ",
+                     options.chunk_bytes));
   }
   auto mode = kvstream::edge::ParseMode(absl::GetFlag(FLAGS_mode));
   if (!mode.ok()) return Fail(absl::StrCat("--", mode.status().message()));
@@ -150,11 +173,12 @@ int main(int argc, char** argv) {
     if (!trace.ok()) return Fail(absl::StrCat("--uplink_trace: ", trace.status().message()));
     options.shaper = std::make_shared<kvstream::net::Shaper>(std::move(*trace), delay);
   } else if (absl::GetFlag(FLAGS_uplink_mbps) > 0) {
-    options.shaper =
-        std::make_shared<kvstream::net::Shaper>(kvstream::net::LinkTrace::Constant(absl::GetFlag(FLAGS_uplink_mbps)), delay);
+    options.shaper = std::make_shared<kvstream::net::Shaper>(
+        kvstream::net::LinkTrace::Constant(absl::GetFlag(FLAGS_uplink_mbps)), delay);
   } else if (delay > 0) {
     // Delay only: an unconstrained rate.
-    options.shaper = std::make_shared<kvstream::net::Shaper>(kvstream::net::LinkTrace::Constant(1e6), delay);
+    options.shaper =
+        std::make_shared<kvstream::net::Shaper>(kvstream::net::LinkTrace::Constant(1e6), delay);
   }
 
   auto split =
@@ -184,7 +208,8 @@ int main(int argc, char** argv) {
     const int n2 = std::min(512, max_n), n1 = std::max(16, n2 / 4);
     std::mt19937 rng(7);
     std::vector<int32_t> tokens(n2);
-    for (int32_t& t : tokens) t = static_cast<int32_t>(rng() % static_cast<uint32_t>((*scout)->config().vocab_size));
+    for (int32_t& t : tokens)
+      t = static_cast<int32_t>(rng() % static_cast<uint32_t>((*scout)->config().vocab_size));
     (void)(*scout)->Prefill(tokens);  // warm-up: first-call allocations are not prefill cost
     auto time_prefill = [&](int n, bool stats) {
       kvstream::model::PrefillOptions po;
@@ -198,7 +223,8 @@ int main(int argc, char** argv) {
       for (int round = 0; round < 3; ++round) {
         const auto t0 = std::chrono::steady_clock::now();
         auto pre = (*scout)->Prefill(absl::MakeSpan(tokens).subspan(0, n), po);
-        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        const double s =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         if (pre.ok() && (best == 0 || s < best)) best = s;
       }
       return best;
@@ -206,9 +232,11 @@ int main(int argc, char** argv) {
     for (const bool stats : {false, true}) {
       const double t1 = time_prefill(n1, stats), t2 = time_prefill(n2, stats);
       auto cost = kvstream::control::PrefillCost::Fit(n1, t1, n2, t2);
-      if (!cost.ok()) return Fail(absl::StrCat("timing the scout's prefill: ", cost.status().message()));
+      if (!cost.ok())
+        return Fail(absl::StrCat("timing the scout's prefill: ", cost.status().message()));
       (stats ? options.edge_prefill_stats : options.edge_prefill) = *cost;
-      logging::Logf(logging::Level::kInfo, "edge", "scout prefill%s: %d tokens in %.1f ms, %d in %.1f ms",
+      logging::Logf(logging::Level::kInfo, "edge",
+                    "scout prefill%s: %d tokens in %.1f ms, %d in %.1f ms",
                     stats ? " with statistics" : "", n1, t1 * 1e3, n2, t2 * 1e3);
     }
   }
@@ -219,13 +247,14 @@ int main(int argc, char** argv) {
                       : absl::StrCat("trace ", absl::GetFlag(FLAGS_uplink_trace)),
                   delay * 1000);
   }
-  logging::Logf(logging::Level::kInfo, "edge", "scout %s (%s); cloud %s; default mode %s, selector %s, spec %s",
-                dir, (*scout)->fingerprint(), options.cloud_address, absl::GetFlag(FLAGS_mode),
+  logging::Logf(logging::Level::kInfo, "edge",
+                "scout %s (%s); cloud %s; default mode %s, selector %s, spec %s", dir,
+                (*scout)->fingerprint(), options.cloud_address, absl::GetFlag(FLAGS_mode),
                 absl::GetFlag(FLAGS_selector), absl::GetFlag(FLAGS_spec));
 
   kvstream::metrics::MetricsServer metrics;
   if (absl::Status st = kvstream::net::StartMetrics(metrics, absl::GetFlag(FLAGS_metrics_address),
-                                                     absl::GetFlag(FLAGS_metrics_port_file));
+                                                    absl::GetFlag(FLAGS_metrics_port_file));
       !st.ok()) {
     return Fail(std::string(st.message()));
   }
@@ -238,6 +267,7 @@ int main(int argc, char** argv) {
   so.health_services = {"kvstream.v1.EdgeService"};
   so.credentials = *credentials;
   so.on_drain = [&service] { service.Drain(); };
-  if (absl::Status st = kvstream::net::Serve(so, {&service}); !st.ok()) return Fail(std::string(st.message()));
+  if (absl::Status st = kvstream::net::Serve(so, {&service}); !st.ok())
+    return Fail(std::string(st.message()));
   return 0;
 }

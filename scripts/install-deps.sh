@@ -6,7 +6,7 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential cmake ninja-build pkg-config git
-  clang lld libclang-rt-14-dev
+  clang clang-format-14 lld libclang-rt-14-dev
   libtorch-dev libopenblas0-openmp
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libzstd-dev prometheus-cpp-dev libcivetweb-dev openssl

@@ -22,7 +22,8 @@ bool Enabled(Level level);
 void Write(Level level, absl::string_view component, absl::string_view message);
 
 template <typename... Args>
-void Logf(Level level, absl::string_view component, const absl::FormatSpec<Args...>& format, const Args&... args) {
+void Logf(Level level, absl::string_view component, const absl::FormatSpec<Args...>& format,
+          const Args&... args) {
   if (Enabled(level)) Write(level, component, absl::StrFormat(format, args...));
 }
 

@@ -7,11 +7,13 @@
 namespace kvstream::base {
 
 std::string KeepFreedMemoryForReuse() {
-  if (std::getenv("MALLOC_MMAP_THRESHOLD_") != nullptr || std::getenv("MALLOC_TRIM_THRESHOLD_") != nullptr) {
+  if (std::getenv("MALLOC_MMAP_THRESHOLD_") != nullptr ||
+      std::getenv("MALLOC_TRIM_THRESHOLD_") != nullptr) {
     return "allocator: MALLOC_* environment settings kept as given";
   }
 #ifdef M_MMAP_THRESHOLD
-  const bool ok = mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 && mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1;
+  const bool ok =
+      mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 && mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1;
   return ok ? "allocator: freed memory kept for reuse (mmap threshold 32 MiB, trim threshold 1 GiB)"
             : "allocator: mallopt refused the settings; glibc defaults in use";
 #else

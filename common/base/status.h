@@ -12,10 +12,10 @@
 #define KVS_CONCAT_(a, b) KVS_CONCAT_INNER_(a, b)
 
 // Returns from the enclosing function if `expr` (an absl::Status) is not OK.
-#define RETURN_IF_ERROR(expr)                        \
-  do {                                               \
-    ::absl::Status kvs_status_ = (expr);             \
-    if (!kvs_status_.ok()) return kvs_status_;       \
+#define RETURN_IF_ERROR(expr)                  \
+  do {                                         \
+    ::absl::Status kvs_status_ = (expr);       \
+    if (!kvs_status_.ok()) return kvs_status_; \
   } while (0)
 
 // ASSIGN_OR_RETURN(T x, expr): evaluates an absl::StatusOr<T>; on error returns its

@@ -18,7 +18,8 @@ void BitWriter::Put(const uint8_t* codes, size_t n) {
         const size_t pairs = n / 2;
         uint8_t* __restrict o = out_;
         const uint8_t* __restrict c = codes;
-        for (size_t j = 0; j < pairs; ++j) o[j] = static_cast<uint8_t>(c[2 * j] | (c[2 * j + 1] << 4));
+        for (size_t j = 0; j < pairs; ++j)
+          o[j] = static_cast<uint8_t>(c[2 * j] | (c[2 * j + 1] << 4));
         out_ += pairs;
         i = 2 * pairs;
         break;

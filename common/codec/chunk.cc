@@ -32,8 +32,8 @@ absl::Status CheckStructure(const ChunkMeta& m) {
                                                    " head_dim=", m.head_dim, " out of bounds"));
   }
   if (m.positions.empty() || static_cast<int64_t>(m.positions.size()) > kMaxTokens) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("chunk ", m.seq, ": ", m.positions.size(), " tokens, expected 1..", kMaxTokens));
+    return absl::InvalidArgumentError(absl::StrCat("chunk ", m.seq, ": ", m.positions.size(),
+                                                   " tokens, expected 1..", kMaxTokens));
   }
   if (m.zstd_level < 0 || m.zstd_level > kMaxZstdLevel) {
     return absl::InvalidArgumentError(absl::StrCat("chunk ", m.seq, ": zstd level ", m.zstd_level,
@@ -58,9 +58,9 @@ void SpecToProto(const TensorSpec& spec, kvstream::v1::TensorSpec* out) {
 absl::StatusOr<TensorSpec> SpecFromProto(const kvstream::v1::TensorSpec& in) {
   if (!kvstream::v1::Format_IsValid(in.format()) || !kvstream::v1::Axis_IsValid(in.axis()) ||
       !kvstream::v1::Transform_IsValid(in.transform())) {
-    return absl::InvalidArgumentError(absl::StrCat("spec: unknown enum value (format ",
-                                                   in.format(), ", axis ", in.axis(),
-                                                   ", transform ", in.transform(), ")"));
+    return absl::InvalidArgumentError(absl::StrCat("spec: unknown enum value (format ", in.format(),
+                                                   ", axis ", in.axis(), ", transform ",
+                                                   in.transform(), ")"));
   }
   if (in.bits() > 64 || in.group_size() > (1u << 30) || in.transform_param() > (1u << 30)) {
     return absl::InvalidArgumentError("spec: field out of range");
@@ -78,9 +78,8 @@ absl::StatusOr<TensorSpec> SpecFromProto(const kvstream::v1::TensorSpec& in) {
 
 uint64_t ChunkRawBytes(const ChunkMeta& m) {
   const TensorShape s = ShapeOf(m);
-  return static_cast<uint64_t>(m.num_layers()) *
-         (EncodedTensorBytes(m.spec.k, s, m.source_dtype) +
-          EncodedTensorBytes(m.spec.v, s, m.source_dtype));
+  return static_cast<uint64_t>(m.num_layers()) * (EncodedTensorBytes(m.spec.k, s, m.source_dtype) +
+                                                  EncodedTensorBytes(m.spec.v, s, m.source_dtype));
 }
 
 uint64_t ChunkBytes16(const ChunkMeta& m) {
@@ -97,8 +96,9 @@ absl::StatusOr<kvstream::v1::KvChunk> EncodeChunk(const ChunkMeta& m,
   }
   for (size_t i = 0; i < m.positions.size(); ++i) {
     if (m.positions[i] < 0 || (i > 0 && m.positions[i] <= m.positions[i - 1])) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "chunk ", m.seq, ": positions must be non-negative and strictly increasing (index ", i, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("chunk ", m.seq,
+                       ": positions must be non-negative and strictly increasing (index ", i, ")"));
     }
   }
   const TensorShape s = ShapeOf(m);
@@ -138,8 +138,7 @@ absl::StatusOr<kvstream::v1::KvChunk> EncodeChunk(const ChunkMeta& m,
   return chunk;
 }
 
-absl::StatusOr<ChunkMeta> ValidateChunk(const kvstream::v1::KvChunk& c,
-                                        const ChunkLimits& limits) {
+absl::StatusOr<ChunkMeta> ValidateChunk(const kvstream::v1::KvChunk& c, const ChunkLimits& limits) {
   const std::string where = absl::StrCat("chunk ", c.seq(), ": ");
   auto invalid = [&](auto&&... parts) {
     return absl::InvalidArgumentError(absl::StrCat(where, parts...));
@@ -195,8 +194,8 @@ absl::StatusOr<ChunkMeta> ValidateChunk(const kvstream::v1::KvChunk& c,
                    m.spec.v.ToString(), " over ", m.num_layers(), " layers x ", m.kv_heads,
                    " heads x ", c.num_tokens(), " tokens x ", m.head_dim, " needs ", expected_raw);
   }
-  const uint64_t numel_total = static_cast<uint64_t>(m.num_layers()) * 2 * m.kv_heads *
-                               c.num_tokens() * m.head_dim;
+  const uint64_t numel_total =
+      static_cast<uint64_t>(m.num_layers()) * 2 * m.kv_heads * c.num_tokens() * m.head_dim;
   const uint64_t decoded_bytes = std::max<uint64_t>(numel_total * sizeof(float), expected_raw);
   if (decoded_bytes > limits.max_decoded_bytes) {
     return invalid("decodes to ", decoded_bytes, " bytes, above the limit of ",
@@ -246,11 +245,11 @@ absl::Status DecodeValidated(const kvstream::v1::KvChunk& c, const ChunkMeta& m,
   const size_t tensor = static_cast<size_t>(s.numel());
   const auto* in = reinterpret_cast<const uint8_t*>(raw.data());
   for (int l = 0; l < m.num_layers(); ++l) {
-    RETURN_IF_ERROR(DecodeTensor(m.spec.k, s, m.source_dtype, in, k_bytes,
-                                 out.data() + (2 * l) * tensor));
+    RETURN_IF_ERROR(
+        DecodeTensor(m.spec.k, s, m.source_dtype, in, k_bytes, out.data() + (2 * l) * tensor));
     in += k_bytes;
-    RETURN_IF_ERROR(DecodeTensor(m.spec.v, s, m.source_dtype, in, v_bytes,
-                                 out.data() + (2 * l + 1) * tensor));
+    RETURN_IF_ERROR(
+        DecodeTensor(m.spec.v, s, m.source_dtype, in, v_bytes, out.data() + (2 * l + 1) * tensor));
     in += v_bytes;
   }
   return absl::OkStatus();

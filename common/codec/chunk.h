@@ -57,7 +57,7 @@ struct ChunkLimits {
   int num_layers = 0;
   int kv_heads = 0;
   int head_dim = 0;
-  int64_t max_position = 0;              // positions must be < this
+  int64_t max_position = 0;                   // positions must be < this
   uint64_t max_decoded_bytes = 256ull << 20;  // cap on the decoded float tensors
 };
 

@@ -5,11 +5,11 @@
 // Build: cmake -DKVSTREAM_FUZZ=ON -DCMAKE_CXX_COMPILER=clang++ ...; run:
 //   build-fuzz/bin/kvstream-chunk-fuzz common/codec/chunk_fuzz_corpus
 // The committed corpus also runs as a regression test (tests/common/codec).
+#include <google/protobuf/stubs/logging.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
-
-#include <google/protobuf/stubs/logging.h>
 
 #include "common/codec/chunk.h"
 #include "common/codec/crc32c.h"

@@ -25,8 +25,8 @@ absl::StatusOr<std::string> ZstdDecompress(absl::string_view frame, uint64_t exp
     return absl::InvalidArgumentError("zstd: frame does not declare its content size");
   }
   if (declared != expected_size) {
-    return absl::InvalidArgumentError(absl::StrCat("zstd: frame declares ", declared,
-                                                   " bytes, expected ", expected_size));
+    return absl::InvalidArgumentError(
+        absl::StrCat("zstd: frame declares ", declared, " bytes, expected ", expected_size));
   }
   std::string out(expected_size, '\0');
   const size_t n = ZSTD_decompress(out.data(), out.size(), frame.data(), frame.size());

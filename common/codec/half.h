@@ -29,7 +29,7 @@ inline uint16_t FloatToHalf(float f) {
   }
   const int32_t e = exp - 127 + 15;
   if (e >= 0x1f) return static_cast<uint16_t>(sign | 0x7c00u);  // overflow -> inf
-  if (e <= 0) {                                                    // subnormal or zero
+  if (e <= 0) {                                                 // subnormal or zero
     if (e < -10) return sign;
     mant |= 0x00800000u;
     const int shift = 14 - e;
@@ -61,7 +61,7 @@ inline float HalfToFloat(uint16_t h) {
 inline uint16_t HalfRoundDown(float f) {
   uint16_t h = FloatToHalf(f);
   if (HalfToFloat(h) > f) {
-    if (h == 0x0000u) return 0x8001u;               // +0 -> smallest negative subnormal
+    if (h == 0x0000u) return 0x8001u;  // +0 -> smallest negative subnormal
     h = (h & 0x8000u) ? static_cast<uint16_t>(h + 1) : static_cast<uint16_t>(h - 1);
   }
   return h;
@@ -71,7 +71,7 @@ inline uint16_t HalfRoundDown(float f) {
 inline uint16_t HalfRoundUp(float f) {
   uint16_t h = FloatToHalf(f);
   if (HalfToFloat(h) < f) {
-    if (h == 0x8000u) return 0x0001u;               // -0 -> smallest positive subnormal
+    if (h == 0x8000u) return 0x0001u;  // -0 -> smallest positive subnormal
     h = (h & 0x8000u) ? static_cast<uint16_t>(h - 1) : static_cast<uint16_t>(h + 1);
   }
   return h;

@@ -44,8 +44,8 @@ absl::StatusOr<std::vector<int32_t>> DecodePositions(absl::string_view bytes, ui
                                                      int64_t limit) {
   std::vector<int32_t> out;
   if (count > bytes.size()) {  // every position takes at least one byte
-    return absl::InvalidArgumentError(absl::StrCat("positions: ", count, " positions need at least ",
-                                                   count, " bytes, found ", bytes.size()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "positions: ", count, " positions need at least ", count, " bytes, found ", bytes.size()));
   }
   out.reserve(count);
   int64_t prev = -1;
@@ -61,15 +61,15 @@ absl::StatusOr<std::vector<int32_t>> DecodePositions(absl::string_view bytes, ui
     }
     const int64_t pos = prev < 0 ? static_cast<int64_t>(v) : prev + static_cast<int64_t>(v);
     if (pos >= limit) {
-      return absl::InvalidArgumentError(absl::StrCat("positions: position ", i, " is ", pos,
-                                                     ", expected < ", limit));
+      return absl::InvalidArgumentError(
+          absl::StrCat("positions: position ", i, " is ", pos, ", expected < ", limit));
     }
     out.push_back(static_cast<int32_t>(pos));
     prev = pos;
   }
   if (!bytes.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "positions: ", bytes.size(), " trailing bytes after ", count, " positions"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("positions: ", bytes.size(), " trailing bytes after ", count, " positions"));
   }
   return out;
 }

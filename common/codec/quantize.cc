@@ -7,7 +7,6 @@
 #include <numeric>
 #include <vector>
 
-
 #include "absl/strings/str_cat.h"
 #include "common/base/status.h"
 #include "common/codec/bitpack.h"
@@ -48,8 +47,8 @@ KVS_KERNEL MinMax RangeOf(const float* x, int64_t n) {
 }
 
 // q = round((x - offset) / scale), clamped to [0, levels]; NaN cannot reach here.
-KVS_KERNEL void QuantizeRun(const float* __restrict x, int64_t n, float offset, float inv, float levels,
-                        uint8_t* __restrict q) {
+KVS_KERNEL void QuantizeRun(const float* __restrict x, int64_t n, float offset, float inv,
+                            float levels, uint8_t* __restrict q) {
   for (int64_t i = 0; i < n; ++i) {
     float v = (x[i] - offset) * inv;
     v = v > 0.0f ? v : 0.0f;
@@ -92,8 +91,7 @@ absl::Status NonFinite(int64_t group) {
 
 // ---- int formats ---------------------------------------------------------------------
 
-absl::Status EncodeInt(const TensorSpec& spec, const TensorShape& s, const float* x,
-                       uint8_t* out) {
+absl::Status EncodeInt(const TensorSpec& spec, const TensorShape& s, const float* x, uint8_t* out) {
   const int64_t H = s.heads, T = s.tokens, D = s.dim;
   const float levels = static_cast<float>((1 << spec.bits) - 1);
   uint8_t* params = out;
@@ -155,8 +153,8 @@ absl::Status EncodeInt(const TensorSpec& spec, const TensorShape& s, const float
         }
         StoreParams(params + group * 4, qp);
         const float scale = HalfToFloat(qp.scale_h);
-        QuantizeRun(row + start, len, HalfToFloat(qp.offset_h),
-                    scale > 0.0f ? 1.0f / scale : 0.0f, levels, q.data() + start);
+        QuantizeRun(row + start, len, HalfToFloat(qp.offset_h), scale > 0.0f ? 1.0f / scale : 0.0f,
+                    levels, q.data() + start);
       }
       writer.Put(q.data(), static_cast<size_t>(D));
     }
@@ -165,8 +163,8 @@ absl::Status EncodeInt(const TensorSpec& spec, const TensorShape& s, const float
   return absl::OkStatus();
 }
 
-void DecodeInt(const TensorSpec& spec, const TensorShape& s, const uint8_t* in,
-               const uint8_t* end, float* y) {
+void DecodeInt(const TensorSpec& spec, const TensorShape& s, const uint8_t* in, const uint8_t* end,
+               float* y) {
   const int64_t H = s.heads, T = s.tokens, D = s.dim;
   const uint8_t* params = in;
   BitReader reader(in + QuantGroups(spec, s) * 4, end, spec.bits);
@@ -203,8 +201,8 @@ absl::Status EncodeF16(const float* x, int64_t n, uint8_t* out) {
   for (int64_t i = 0; i < n; ++i) {
     const uint16_t h = FloatToHalf(x[i]);
     if ((h & 0x7c00u) == 0x7c00u) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "f16: element ", i, " = ", x[i], " is outside the fp16 range (|x| <= 65504)"));
+      return absl::InvalidArgumentError(absl::StrCat("f16: element ", i, " = ", x[i],
+                                                     " is outside the fp16 range (|x| <= 65504)"));
     }
     out[2 * i] = static_cast<uint8_t>(h);
     out[2 * i + 1] = static_cast<uint8_t>(h >> 8);
@@ -248,10 +246,14 @@ void ToFloat(DType source, const void* src, int64_t n, float* y) {
 absl::Status EncodeFormat(const TensorSpec& spec, const TensorShape& s, const float* x,
                           uint8_t* out) {
   switch (spec.format) {
-    case Format::kF16: return EncodeF16(x, s.numel(), out);
-    case Format::kBF16: return EncodeBF16(x, s.numel(), out);
-    case Format::kInt: return EncodeInt(spec, s, x, out);
-    case Format::kRaw: break;
+    case Format::kF16:
+      return EncodeF16(x, s.numel(), out);
+    case Format::kBF16:
+      return EncodeBF16(x, s.numel(), out);
+    case Format::kInt:
+      return EncodeInt(spec, s, x, out);
+    case Format::kRaw:
+      break;
   }
   return absl::InternalError("raw format has no float encoder");
 }
@@ -259,10 +261,18 @@ absl::Status EncodeFormat(const TensorSpec& spec, const TensorShape& s, const fl
 void DecodeFormat(const TensorSpec& spec, const TensorShape& s, DType source, const uint8_t* in,
                   const uint8_t* end, float* y) {
   switch (spec.format) {
-    case Format::kRaw: ToFloat(source, in, s.numel(), y); return;
-    case Format::kF16: ToFloat(DType::kF16, in, s.numel(), y); return;
-    case Format::kBF16: ToFloat(DType::kBF16, in, s.numel(), y); return;
-    case Format::kInt: DecodeInt(spec, s, in, end, y); return;
+    case Format::kRaw:
+      ToFloat(source, in, s.numel(), y);
+      return;
+    case Format::kF16:
+      ToFloat(DType::kF16, in, s.numel(), y);
+      return;
+    case Format::kBF16:
+      ToFloat(DType::kBF16, in, s.numel(), y);
+      return;
+    case Format::kInt:
+      DecodeInt(spec, s, in, end, y);
+      return;
   }
 }
 
@@ -319,7 +329,8 @@ void JacobiEigen(int n, std::vector<double>& a, std::vector<double>& v) {
         const double apq = a[p * n + q];
         if (std::abs(apq) < 1e-300) continue;
         const double theta = (a[q * n + q] - a[p * n + p]) / (2.0 * apq);
-        const double t = (theta >= 0 ? 1.0 : -1.0) / (std::abs(theta) + std::sqrt(theta * theta + 1));
+        const double t =
+            (theta >= 0 ? 1.0 : -1.0) / (std::abs(theta) + std::sqrt(theta * theta + 1));
         const double c = 1.0 / std::sqrt(t * t + 1), sn = t * c;
         for (int k = 0; k < n; ++k) {  // columns p, q
           const double akp = a[k * n + p], akq = a[k * n + q];
@@ -390,8 +401,8 @@ absl::Status ComputeQuantParams(float lo, float hi, int bits, QuantParams* out) 
     return absl::InvalidArgumentError(absl::StrCat(
         "quantize: values in [", lo, ", ", hi, "] exceed the fp16 offset range (|x| <= 65504)"));
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "quantize: range [", lo, ", ", hi, "] at ", bits, " bits needs a scale beyond fp16"));
+  return absl::InvalidArgumentError(absl::StrCat("quantize: range [", lo, ", ", hi, "] at ", bits,
+                                                 " bits needs a scale beyond fp16"));
 }
 
 uint64_t QuantGroups(const TensorSpec& spec, const TensorShape& s) {
@@ -399,9 +410,12 @@ uint64_t QuantGroups(const TensorSpec& spec, const TensorShape& s) {
   const auto H = static_cast<uint64_t>(s.heads), T = static_cast<uint64_t>(s.tokens),
              D = static_cast<uint64_t>(s.dim);
   switch (spec.axis) {
-    case Axis::kPerToken: return H * T;
-    case Axis::kPerChannel: return H * D;
-    case Axis::kGroup: return H * T * CeilDiv(D, static_cast<uint64_t>(spec.group_size));
+    case Axis::kPerToken:
+      return H * T;
+    case Axis::kPerChannel:
+      return H * D;
+    case Axis::kGroup:
+      return H * T * CeilDiv(D, static_cast<uint64_t>(spec.group_size));
   }
   return 0;
 }
@@ -417,10 +431,13 @@ uint64_t EncodedTensorBytes(const TensorSpec& spec, const TensorShape& s, DType 
   }
   const auto n = static_cast<uint64_t>(s.numel());
   switch (spec.format) {
-    case Format::kRaw: return n * static_cast<uint64_t>(DTypeBytes(source));
+    case Format::kRaw:
+      return n * static_cast<uint64_t>(DTypeBytes(source));
     case Format::kF16:
-    case Format::kBF16: return n * 2;
-    case Format::kInt: return QuantGroups(spec, s) * 4 + PackedBytes(n, spec.bits);
+    case Format::kBF16:
+      return n * 2;
+    case Format::kInt:
+      return QuantGroups(spec, s) * 4 + PackedBytes(n, spec.bits);
   }
   return 0;
 }
@@ -441,9 +458,14 @@ absl::Status EncodeTensor(const TensorSpec& spec, const TensorShape& s, DType so
     x = scratch.data();
   }
   switch (spec.transform) {
-    case Transform::kNone: break;
-    case Transform::kAnchorDelta: AnchorDelta(s, spec.transform_param, scratch.data(), false); break;
-    case Transform::kSeqDelta: SeqDelta(s, scratch.data(), false); break;
+    case Transform::kNone:
+      break;
+    case Transform::kAnchorDelta:
+      AnchorDelta(s, spec.transform_param, scratch.data(), false);
+      break;
+    case Transform::kSeqDelta:
+      SeqDelta(s, scratch.data(), false);
+      break;
     case Transform::kSvd: {
       for (float v : scratch) {
         if (!std::isfinite(v)) return NonFinite(0);
@@ -467,9 +489,9 @@ absl::Status DecodeTensor(const TensorSpec& spec, const TensorShape& s, DType so
   RETURN_IF_ERROR(spec.Validate());
   const uint64_t expected = EncodedTensorBytes(spec, s, source);
   if (in_size != expected) {
-    return absl::InvalidArgumentError(absl::StrCat("tensor ", spec.ToString(), " [", s.heads,
-                                                   ", ", s.tokens, ", ", s.dim, "]: expected ",
-                                                   expected, " bytes, found ", in_size));
+    return absl::InvalidArgumentError(absl::StrCat("tensor ", spec.ToString(), " [", s.heads, ", ",
+                                                   s.tokens, ", ", s.dim, "]: expected ", expected,
+                                                   " bytes, found ", in_size));
   }
   const uint8_t* end = in + in_size;
   if (spec.transform == Transform::kSvd) {

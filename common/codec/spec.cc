@@ -1,7 +1,5 @@
 #include "common/codec/spec.h"
 
-#include "common/base/quote.h"
-
 #include <cctype>
 #include <string>
 
@@ -9,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "common/base/quote.h"
 #include "common/base/status.h"
 
 namespace kvstream::codec {
@@ -30,9 +29,12 @@ absl::StatusOr<int> ParseInt(absl::string_view text, absl::string_view what) {
 
 absl::string_view DTypeName(DType d) {
   switch (d) {
-    case DType::kF32: return "f32";
-    case DType::kF16: return "f16";
-    case DType::kBF16: return "bf16";
+    case DType::kF32:
+      return "f32";
+    case DType::kF16:
+      return "f16";
+    case DType::kBF16:
+      return "bf16";
   }
   return "?";
 }
@@ -49,9 +51,9 @@ absl::Status TensorSpec::Validate() const {
     case Format::kF16:
     case Format::kBF16:
       if (bits != 0 || axis != Axis::kPerToken || group_size != 0) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "spec: float formats take no bits/axis/group, found bits=", bits,
-            " axis=", static_cast<int>(axis), " group_size=", group_size));
+        return absl::InvalidArgumentError(
+            absl::StrCat("spec: float formats take no bits/axis/group, found bits=", bits,
+                         " axis=", static_cast<int>(axis), " group_size=", group_size));
       }
       break;
     case Format::kInt:
@@ -66,8 +68,8 @@ absl::Status TensorSpec::Validate() const {
         }
       } else if (axis == Axis::kPerToken || axis == Axis::kPerChannel) {
         if (group_size != 0) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "spec: group size is only for the group axis, found ", group_size));
+          return absl::InvalidArgumentError(
+              absl::StrCat("spec: group size is only for the group axis, found ", group_size));
         }
       } else {
         return absl::InvalidArgumentError(
@@ -86,8 +88,8 @@ absl::Status TensorSpec::Validate() const {
     case Transform::kNone:
     case Transform::kSeqDelta:
       if (transform_param != 0) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "spec: transform takes no parameter, found ", transform_param));
+        return absl::InvalidArgumentError(
+            absl::StrCat("spec: transform takes no parameter, found ", transform_param));
       }
       break;
     case Transform::kAnchorDelta:
@@ -112,9 +114,15 @@ absl::Status TensorSpec::Validate() const {
 std::string TensorSpec::ToString() const {
   std::string out;
   switch (format) {
-    case Format::kRaw: out = "raw"; break;
-    case Format::kF16: out = "f16"; break;
-    case Format::kBF16: out = "bf16"; break;
+    case Format::kRaw:
+      out = "raw";
+      break;
+    case Format::kF16:
+      out = "f16";
+      break;
+    case Format::kBF16:
+      out = "bf16";
+      break;
     case Format::kInt:
       out = absl::StrCat("int", bits);
       if (axis == Axis::kPerChannel) absl::StrAppend(&out, "/ch");
@@ -122,10 +130,17 @@ std::string TensorSpec::ToString() const {
       break;
   }
   switch (transform) {
-    case Transform::kNone: break;
-    case Transform::kAnchorDelta: absl::StrAppend(&out, "+ad", transform_param); break;
-    case Transform::kSeqDelta: absl::StrAppend(&out, "+sd"); break;
-    case Transform::kSvd: absl::StrAppend(&out, "+svd", transform_param); break;
+    case Transform::kNone:
+      break;
+    case Transform::kAnchorDelta:
+      absl::StrAppend(&out, "+ad", transform_param);
+      break;
+    case Transform::kSeqDelta:
+      absl::StrAppend(&out, "+sd");
+      break;
+    case Transform::kSvd:
+      absl::StrAppend(&out, "+svd", transform_param);
+      break;
   }
   return out;
 }
@@ -155,8 +170,8 @@ absl::StatusOr<TensorSpec> ParseTensorSpec(absl::string_view text) {
     spec.format = Format::kInt;
     ASSIGN_OR_RETURN(spec.bits, ParseInt(rest, "int bits"));
   } else {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "expected a format (raw, f16, bf16, int1..int8), found ", base::Quote(rest)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("expected a format (raw, f16, bf16, int1..int8), found ", base::Quote(rest)));
   }
   if (has_axis) {
     if (spec.format != Format::kInt) {
@@ -186,8 +201,8 @@ absl::StatusOr<TensorSpec> ParseTensorSpec(absl::string_view text) {
       spec.transform = Transform::kAnchorDelta;
       ASSIGN_OR_RETURN(spec.transform_param, ParseInt(t, "anchor-delta group"));
     } else {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "expected a transform (adN, sd, svdN), found ", base::Quote(transform_text)));
+      return absl::InvalidArgumentError(absl::StrCat("expected a transform (adN, sd, svdN), found ",
+                                                     base::Quote(transform_text)));
     }
   }
   RETURN_IF_ERROR(spec.Validate());
@@ -207,9 +222,9 @@ LayerSpec Plan::ForLayer(int layer) const {
 absl::Status Plan::Validate(int num_layers) const {
   for (const Override& o : overrides) {
     if (o.last >= num_layers) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "plan: override L", o.first, "-", o.last, " names layer ", o.last,
-          " but the model has ", num_layers, " layers (0..", num_layers - 1, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("plan: override L", o.first, "-", o.last, " names layer ", o.last,
+                       " but the model has ", num_layers, " layers (0..", num_layers - 1, ")"));
     }
   }
   return absl::OkStatus();
@@ -231,8 +246,8 @@ std::string Plan::ToString() const {
     out = absl::StrCat("k=", base.k.ToString(), ",v=", base.v.ToString());
   }
   for (const Override& o : overrides) {
-    std::string range = o.first == o.last ? absl::StrCat("L", o.first)
-                                          : absl::StrCat("L", o.first, "-", o.last);
+    std::string range =
+        o.first == o.last ? absl::StrCat("L", o.first) : absl::StrCat("L", o.first, "-", o.last);
     if (o.k && o.v && *o.k == *o.v) {
       absl::StrAppend(&out, ",", range, "=", o.k->ToString());
     } else {
@@ -290,8 +305,8 @@ absl::StatusOr<Plan> ParsePlan(absl::string_view text) {
         kind = range.substr(dot + 1);
         range = range.substr(0, dot);
         if (kind != "k" && kind != "v") {
-          return fail(absl::InvalidArgumentError(
-              absl::StrCat("expected '.k' or '.v' after the layer range, found .", base::Quote(kind))));
+          return fail(absl::InvalidArgumentError(absl::StrCat(
+              "expected '.k' or '.v' after the layer range, found .", base::Quote(kind))));
         }
       }
       Plan::Override o;
@@ -314,8 +329,9 @@ absl::StatusOr<Plan> ParsePlan(absl::string_view text) {
       if (kind != "k") o.v = *spec;
       plan.overrides.push_back(o);
     } else {
-      return fail(absl::InvalidArgumentError(absl::StrCat(
-          "expected a key (k, v, L<range>, L<range>.k, L<range>.v, zstd), found ", base::Quote(key))));
+      return fail(absl::InvalidArgumentError(
+          absl::StrCat("expected a key (k, v, L<range>, L<range>.k, L<range>.v, zstd), found ",
+                       base::Quote(key))));
     }
   }
   return plan;

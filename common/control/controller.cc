@@ -16,9 +16,12 @@ namespace kvstream::control {
 
 const char* ModeName(Mode m) {
   switch (m) {
-    case Mode::kText: return "text";
-    case Mode::kScout: return "scout";
-    case Mode::kKv: return "kv";
+    case Mode::kText:
+      return "text";
+    case Mode::kScout:
+      return "scout";
+    case Mode::kKv:
+      return "kv";
     case Mode::kProjected:
       return "projected";
   }
@@ -49,8 +52,8 @@ double LinkEstimator::rtt_seconds() const {
   return *std::min_element(rtts_.begin(), rtts_.end());
 }
 
-void AddAckGapSamples(LinkEstimator& estimator, const std::vector<uint64_t>& bytes, const std::vector<double>& sent,
-                      const std::vector<double>& acked) {
+void AddAckGapSamples(LinkEstimator& estimator, const std::vector<uint64_t>& bytes,
+                      const std::vector<double>& sent, const std::vector<double>& acked) {
   for (size_t i = 1; i < bytes.size() && i < sent.size() && i < acked.size(); ++i) {
     if (acked[i] < 0 || acked[i - 1] < 0) continue;
     estimator.AddThroughputSample(bytes[i], acked[i] - std::max(sent[i], acked[i - 1]));
@@ -65,9 +68,10 @@ PrefillCost PrefillCost::FromRate(double tokens_per_second) {
 
 absl::StatusOr<PrefillCost> PrefillCost::Fit(int n1, double t1, int n2, double t2) {
   if (n1 <= 0 || n2 <= n1 || !(t1 > 0) || !(t2 > 0)) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "prefill timings: expected 0 < n1 < n2 and positive seconds, found n1=%d (%g s), n2=%d (%g s)", n1, t1, n2,
-        t2));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("prefill timings: expected 0 < n1 < n2 and positive seconds, found n1=%d "
+                        "(%g s), n2=%d (%g s)",
+                        n1, t1, n2, t2));
   }
   PrefillCost c;
   // a*n + b*n^2 = t at both points: per-token time t/n = a + b*n is a line in n.
@@ -99,21 +103,24 @@ std::string OperatingPoint::label() const {
   return absl::StrCat(mode == Mode::kProjected ? "projected " : "kv ", sel, " ", spec);
 }
 
-absl::StatusOr<Prediction> Predict(const OperatingPoint& p, const RequestShape& r, const ModelShape& m,
-                                   const Rates& rates, const LinkState& link) {
+absl::StatusOr<Prediction> Predict(const OperatingPoint& p, const RequestShape& r,
+                                   const ModelShape& m, const Rates& rates, const LinkState& link) {
   if (r.prompt_tokens <= 0 || r.context_tokens < 0 || r.context_tokens >= r.prompt_tokens) {
-    return absl::InvalidArgumentError(absl::StrCat("request shape: expected 0 <= context < prompt tokens, found ",
-                                                   r.context_tokens, " of ", r.prompt_tokens));
+    return absl::InvalidArgumentError(
+        absl::StrCat("request shape: expected 0 <= context < prompt tokens, found ",
+                     r.context_tokens, " of ", r.prompt_tokens));
   }
   if (link.bandwidth_bps <= 0) return absl::InvalidArgumentError("no bandwidth estimate");
   auto per = [](double n, double rate) { return rate > 0 ? n / rate : 0.0; };
   const int head = r.prompt_tokens - 1;
-  const int kept_context = p.selector == select::Policy::kFull ? r.context_tokens
-                                                                : select::ContextBudget(p.retention, r.context_tokens);
+  const int kept_context = p.selector == select::Policy::kFull
+                               ? r.context_tokens
+                               : select::ContextBudget(p.retention, r.context_tokens);
   const int slots = head - r.context_tokens + kept_context;
-  const PrefillCost& edge_prefill = p.selector != select::Policy::kFull && rates.edge_prefill_stats.known()
-                                        ? rates.edge_prefill_stats
-                                        : rates.edge_prefill;
+  const PrefillCost& edge_prefill =
+      p.selector != select::Policy::kFull && rates.edge_prefill_stats.known()
+          ? rates.edge_prefill_stats
+          : rates.edge_prefill;
   Prediction out;
   const uint64_t ids_bytes = 3ull * r.prompt_tokens + 64;
   if (p.mode == Mode::kText) {
@@ -134,20 +141,23 @@ absl::StatusOr<Prediction> Predict(const OperatingPoint& p, const RequestShape& 
                  codec::EncodedTensorBytes(ls.v, shape, codec::DType::kF32);
     }
     out.wire_bytes = payload + 4ull * slots + 256;
-    out.edge_seconds = edge_prefill.Seconds(head) + per(static_cast<double>(payload), rates.edge_encode_bytes);
+    out.edge_seconds =
+        edge_prefill.Seconds(head) + per(static_cast<double>(payload), rates.edge_encode_bytes);
     out.cloud_seconds = per(static_cast<double>(payload), rates.rebuild_bytes);
     out.cloud_seconds += p.mode == Mode::kProjected
                              ? per(slots, rates.projection) + per(1, rates.cloud_decode)
                              : per(1, rates.kv_decode);
   }
-  out.transfer_seconds = link.rtt_seconds + 8.0 * static_cast<double>(out.wire_bytes) / link.bandwidth_bps;
+  out.transfer_seconds =
+      link.rtt_seconds + 8.0 * static_cast<double>(out.wire_bytes) / link.bandwidth_bps;
   out.ttft_seconds = out.edge_seconds + out.transfer_seconds + out.cloud_seconds;
   return out;
 }
 
-absl::StatusOr<Decision> Choose(const std::vector<OperatingPoint>& points, const RequestShape& request,
-                                const ModelShape& scout, const Rates& rates, const LinkState& link,
-                                double ttft_target, double quality_floor) {
+absl::StatusOr<Decision> Choose(const std::vector<OperatingPoint>& points,
+                                const RequestShape& request, const ModelShape& scout,
+                                const Rates& rates, const LinkState& link, double ttft_target,
+                                double quality_floor) {
   if (points.empty()) return absl::FailedPreconditionError("no operating points to choose from");
   std::vector<Decision> all;
   for (const OperatingPoint& p : points) {
@@ -159,14 +169,16 @@ absl::StatusOr<Decision> Choose(const std::vector<OperatingPoint>& points, const
     for (const Decision& d : all) {
       if (d.prediction.ttft_seconds > ttft_target) continue;
       if (best == nullptr || d.point.quality > best->point.quality ||
-          (d.point.quality == best->point.quality && d.prediction.ttft_seconds < best->prediction.ttft_seconds)) {
+          (d.point.quality == best->point.quality &&
+           d.prediction.ttft_seconds < best->prediction.ttft_seconds)) {
         best = &d;
       }
     }
     if (best != nullptr) {
       Decision out = *best;
-      out.reason = absl::StrFormat("best quality %.3f within the %.3f s TTFT target (predicted %.3f s)",
-                                   out.point.quality, ttft_target, out.prediction.ttft_seconds);
+      out.reason =
+          absl::StrFormat("best quality %.3f within the %.3f s TTFT target (predicted %.3f s)",
+                          out.point.quality, ttft_target, out.prediction.ttft_seconds);
       return out;
     }
   }
@@ -182,32 +194,38 @@ absl::StatusOr<Decision> Choose(const std::vector<OperatingPoint>& points, const
     why = absl::StrFormat("no point reaches quality %.3f; lowest TTFT", quality_floor);
   }
   Decision out = *best;
-  out.reason = absl::StrFormat("%s%s (predicted %.3f s)", why, ttft_target > 0 ? ", none meets the target" : "",
+  out.reason = absl::StrFormat("%s%s (predicted %.3f s)", why,
+                               ttft_target > 0 ? ", none meets the target" : "",
                                out.prediction.ttft_seconds);
   return out;
 }
 
-absl::StatusOr<int> ReplanRung(const std::vector<std::string>& ladder, int current, int layers, int slots,
-                               const ModelShape& shape, double bandwidth_bps, double seconds_left) {
+absl::StatusOr<int> ReplanRung(const std::vector<std::string>& ladder, int current, int layers,
+                               int slots, const ModelShape& shape, double bandwidth_bps,
+                               double seconds_left) {
   if (ladder.empty() || current < 0 || current >= static_cast<int>(ladder.size())) {
-    return absl::InvalidArgumentError(absl::StrCat("rung ", current, " is not on a ladder of ", ladder.size()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("rung ", current, " is not on a ladder of ", ladder.size()));
   }
   if (bandwidth_bps <= 0) return absl::InvalidArgumentError("no bandwidth estimate");
   const codec::TensorShape t{shape.kv_heads, slots, shape.head_dim};
   for (int r = current; r < static_cast<int>(ladder.size()); ++r) {
     ASSIGN_OR_RETURN(codec::Plan plan, codec::ParsePlan(ladder[r]));
     const codec::LayerSpec ls = plan.base;
-    const double bytes = static_cast<double>(layers) * (codec::EncodedTensorBytes(ls.k, t, codec::DType::kF32) +
-                                                        codec::EncodedTensorBytes(ls.v, t, codec::DType::kF32));
+    const double bytes =
+        static_cast<double>(layers) * (codec::EncodedTensorBytes(ls.k, t, codec::DType::kF32) +
+                                       codec::EncodedTensorBytes(ls.v, t, codec::DType::kF32));
     if (8.0 * bytes / bandwidth_bps <= seconds_left) return r;
   }
   return static_cast<int>(ladder.size()) - 1;
 }
 
-absl::StatusOr<std::vector<OperatingPoint>> ParseQualityTable(const std::string& json, const std::string& source) {
+absl::StatusOr<std::vector<OperatingPoint>> ParseQualityTable(const std::string& json,
+                                                              const std::string& source) {
   nlohmann::json j = nlohmann::json::parse(json, nullptr, false);
   if (j.is_discarded() || !j.is_array()) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": expected a JSON array of operating points"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": expected a JSON array of operating points"));
   }
   std::vector<OperatingPoint> out;
   for (size_t i = 0; i < j.size(); ++i) {
@@ -217,13 +235,17 @@ absl::StatusOr<std::vector<OperatingPoint>> ParseQualityTable(const std::string&
     const char* qkey = e.is_object() && e.contains("quality") ? "quality" : "f1";
     if (!e.is_object() || !e.contains("mode") || !e["mode"].is_string() || !e.contains(qkey) ||
         !e[qkey].is_number()) {
-      return absl::InvalidArgumentError(absl::StrCat(where(), ": expected {\"mode\", \"quality\" or \"f1\", ...}"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(where(), ": expected {\"mode\", \"quality\" or \"f1\", ...}"));
     }
     OperatingPoint p;
     const std::string mode = e["mode"];
-    if (mode == "text") p.mode = Mode::kText;
-    else if (mode == "scout") p.mode = Mode::kScout;
-    else if (mode == "kv") p.mode = Mode::kKv;
+    if (mode == "text")
+      p.mode = Mode::kText;
+    else if (mode == "scout")
+      p.mode = Mode::kScout;
+    else if (mode == "kv")
+      p.mode = Mode::kKv;
     else if (mode == "projected")
       p.mode = Mode::kProjected;
     else
@@ -232,17 +254,21 @@ absl::StatusOr<std::vector<OperatingPoint>> ParseQualityTable(const std::string&
     p.quality = e[qkey];
     if (e.contains("selector")) {
       auto sel = select::ParsePolicy(e["selector"].get<std::string>());
-      if (!sel.ok()) return absl::InvalidArgumentError(absl::StrCat(where(), ": ", sel.status().message()));
+      if (!sel.ok())
+        return absl::InvalidArgumentError(absl::StrCat(where(), ": ", sel.status().message()));
       p.selector = *sel;
     }
     p.retention = e.value("retention", 1.0);
     if (!(p.retention > 0 && p.retention <= 1)) {
-      return absl::InvalidArgumentError(absl::StrCat(where(), ": retention must be in (0, 1], found ", p.retention));
+      return absl::InvalidArgumentError(
+          absl::StrCat(where(), ": retention must be in (0, 1], found ", p.retention));
     }
     p.spec = e.value("spec", std::string("raw"));
     if (p.mode == Mode::kKv || p.mode == Mode::kProjected) {
       auto plan = codec::ParsePlan(p.spec);
-      if (!plan.ok()) return absl::InvalidArgumentError(absl::StrCat(where(), ": spec: ", plan.status().message()));
+      if (!plan.ok())
+        return absl::InvalidArgumentError(
+            absl::StrCat(where(), ": spec: ", plan.status().message()));
     }
     out.push_back(p);
   }

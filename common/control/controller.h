@@ -42,8 +42,8 @@ class LinkEstimator {
 // send and the previous chunk's ack to its own ack (times in seconds on one clock; a
 // negative time means "not yet"). Chunks without both acks are skipped; the first chunk,
 // whose ack delay also holds a round trip, is the caller's to account for.
-void AddAckGapSamples(LinkEstimator& estimator, const std::vector<uint64_t>& bytes, const std::vector<double>& sent,
-                      const std::vector<double>& acked);
+void AddAckGapSamples(LinkEstimator& estimator, const std::vector<uint64_t>& bytes,
+                      const std::vector<double>& sent, const std::vector<double>& acked);
 
 struct ModelShape {
   int layers = 0;
@@ -82,15 +82,15 @@ class PrefillCost {
 
 // Rates the cost model needs (tokens/s unless named otherwise).
 struct Rates {
-  PrefillCost edge_prefill;           // scout prefill at the edge
-  PrefillCost edge_prefill_stats;     // the same while collecting attention statistics
-                                      // (selectors other than full); unknown: as edge_prefill
-  double edge_encode_bytes = 2e9;     // chunk encode, bytes of output per second
-  double cloud_prefill = 0;           // the cloud model that answers scout / text
-  double cloud_decode = 0;            // its first decode step
-  double kv_decode = 0;               // the cloud's copy of the scout, first decode step
-  double rebuild_bytes = 1e9;         // chunk decode + cache write at the cloud
-  double projection = 0;              // cache slots the cloud maps into its model per second
+  PrefillCost edge_prefill;        // scout prefill at the edge
+  PrefillCost edge_prefill_stats;  // the same while collecting attention statistics
+                                   // (selectors other than full); unknown: as edge_prefill
+  double edge_encode_bytes = 2e9;  // chunk encode, bytes of output per second
+  double cloud_prefill = 0;        // the cloud model that answers scout / text
+  double cloud_decode = 0;         // its first decode step
+  double kv_decode = 0;            // the cloud's copy of the scout, first decode step
+  double rebuild_bytes = 1e9;      // chunk decode + cache write at the cloud
+  double projection = 0;           // cache slots the cloud maps into its model per second
 };
 
 struct LinkState {
@@ -128,8 +128,9 @@ struct Prediction {
 // where edge_prefill is the statistics-collecting cost when the point selects.
 // where kv bytes follow the codec's size formula for the kept slots (f32 source; zstd
 // is not credited, so the estimate is an upper bound), and ids cost 3 bytes each.
-absl::StatusOr<Prediction> Predict(const OperatingPoint& point, const RequestShape& request, const ModelShape& scout,
-                                   const Rates& rates, const LinkState& link);
+absl::StatusOr<Prediction> Predict(const OperatingPoint& point, const RequestShape& request,
+                                   const ModelShape& scout, const Rates& rates,
+                                   const LinkState& link);
 
 struct Decision {
   OperatingPoint point;
@@ -142,8 +143,9 @@ struct Decision {
 //      lower TTFT);
 //   2. otherwise, or when none meets it: the lowest predicted TTFT among points whose
 //      quality is at least `quality_floor` (none: the lowest TTFT of all).
-absl::StatusOr<Decision> Choose(const std::vector<OperatingPoint>& points, const RequestShape& request,
-                                const ModelShape& scout, const Rates& rates, const LinkState& link,
+absl::StatusOr<Decision> Choose(const std::vector<OperatingPoint>& points,
+                                const RequestShape& request, const ModelShape& scout,
+                                const Rates& rates, const LinkState& link,
                                 double ttft_target_seconds, double quality_floor);
 
 // Mid-stream re-planning. `ladder` holds plan strings ordered from most to fewest bytes
@@ -152,13 +154,15 @@ absl::StatusOr<Decision> Choose(const std::vector<OperatingPoint>& points, const
 // (kv_heads x slots x head_dim, per the codec formula) cross the link at `bandwidth_bps`
 // within `seconds_left`; the last rung when none does. Never moves back up: a request
 // that was cut down stays cut down.
-absl::StatusOr<int> ReplanRung(const std::vector<std::string>& ladder, int current, int layers, int slots,
-                               const ModelShape& shape, double bandwidth_bps, double seconds_left);
+absl::StatusOr<int> ReplanRung(const std::vector<std::string>& ladder, int current, int layers,
+                               int slots, const ModelShape& shape, double bandwidth_bps,
+                               double seconds_left);
 
 // Quality table: JSON [{"mode": "kv" (or "projected", "scout", "text"), "selector": "q2c",
 // "retention": 0.5, "spec": "int4", "quality": 0.55}, ...]; "f1" stands in for "quality", so
 // `kvstream eval --json` output is a table. `source` names the file in errors.
-absl::StatusOr<std::vector<OperatingPoint>> ParseQualityTable(const std::string& json, const std::string& source);
+absl::StatusOr<std::vector<OperatingPoint>> ParseQualityTable(const std::string& json,
+                                                              const std::string& source);
 absl::StatusOr<std::vector<OperatingPoint>> LoadQualityTable(const std::string& path);
 
 }  // namespace kvstream::control

@@ -48,7 +48,8 @@ std::string Capitalize(std::string s) {
 absl::StatusOr<std::vector<std::string>> LoadWords(const std::string& path) {
   std::ifstream in(path);
   if (!in) {
-    return absl::NotFoundError(absl::StrCat(path, ": cannot open the word list (Debian package wamerican)"));
+    return absl::NotFoundError(
+        absl::StrCat(path, ": cannot open the word list (Debian package wamerican)"));
   }
   std::set<std::string> words;
   std::string w;
@@ -58,7 +59,8 @@ absl::StatusOr<std::vector<std::string>> LoadWords(const std::string& path) {
     words.insert(w);
   }
   if (words.size() < 1000) {
-    return absl::FailedPreconditionError(absl::StrCat(path, ": only ", words.size(), " usable words"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(path, ": only ", words.size(), " usable words"));
   }
   return std::vector<std::string>(words.begin(), words.end());
 }
@@ -93,7 +95,8 @@ Example TaskGenerator::One(const std::string& kind, uint64_t seed, int num_recor
   Example ex;
   ex.kind = kind;
   if (kind == "single") {
-    const std::vector<std::string> names = Pick(single_token_names_ ? names_ : words_, rng, num_records);
+    const std::vector<std::string> names =
+        Pick(single_token_names_ ? names_ : words_, rng, num_records);
     std::vector<std::string> sentences;
     std::vector<std::string> values;
     for (const std::string& n : names) {
@@ -112,24 +115,30 @@ Example TaskGenerator::One(const std::string& kind, uint64_t seed, int num_recor
     // Half the records map people to towns, half map towns to codes; every town has a
     // code, so the first hop alone never answers.
     const int pairs = std::max(1, num_records / 2);
-    const std::vector<std::string> picked = Pick(single_token_names_ ? names_ : words_, rng, 2 * pairs);
+    const std::vector<std::string> picked =
+        Pick(single_token_names_ ? names_ : words_, rng, 2 * pairs);
     std::vector<std::string> sentences;
     std::vector<std::string> values;
     for (int i = 0; i < pairs; ++i) {
       values.push_back(Value(rng, value_digits));
-      sentences.push_back(absl::StrCat(Capitalize(picked[i]), " lives in ", picked[pairs + i], "."));
-      sentences.push_back(absl::StrCat("The code of ", picked[pairs + i], " is ", values.back(), "."));
+      sentences.push_back(
+          absl::StrCat(Capitalize(picked[i]), " lives in ", picked[pairs + i], "."));
+      sentences.push_back(
+          absl::StrCat("The code of ", picked[pairs + i], " is ", values.back(), "."));
       ex.records.emplace_back(picked[pairs + i], values.back());
     }
     std::shuffle(sentences.begin(), sentences.end(), rng);
     const int q = static_cast<int>(rng() % pairs);
     ex.context = absl::StrJoin(sentences, " ");
-    ex.question = absl::StrCat("What is the code of the town where ", Capitalize(picked[q]), " lives?");
+    ex.question =
+        absl::StrCat("What is the code of the town where ", Capitalize(picked[q]), " lives?");
     ex.answers = {values[q]};
     for (int i = 0; i < pairs; ++i) {
       ex.all_qas.emplace_back(
-          absl::StrCat("What is the code of the town where ", Capitalize(picked[i]), " lives?"), values[i]);
-      ex.all_qas.emplace_back(absl::StrCat("Where does ", Capitalize(picked[i]), " live?"), picked[pairs + i]);
+          absl::StrCat("What is the code of the town where ", Capitalize(picked[i]), " lives?"),
+          values[i]);
+      ex.all_qas.emplace_back(absl::StrCat("Where does ", Capitalize(picked[i]), " live?"),
+                              picked[pairs + i]);
     }
   } else {  // needle
     const std::vector<std::string> name = Pick(single_token_names_ ? names_ : words_, rng, 1);
@@ -184,11 +193,12 @@ std::vector<Example> TaskGenerator::Generate(const TaskOptions& o) const {
 absl::Status ParseRange(absl::string_view text, absl::string_view what, int* lo, int* hi) {
   const std::vector<absl::string_view> parts = absl::StrSplit(text, '-');
   int a = 0, b = 0;
-  const bool ok = (parts.size() == 1 && absl::SimpleAtoi(parts[0], &a) && (b = a, true)) ||
-                  (parts.size() == 2 && absl::SimpleAtoi(parts[0], &a) && absl::SimpleAtoi(parts[1], &b));
+  const bool ok =
+      (parts.size() == 1 && absl::SimpleAtoi(parts[0], &a) && (b = a, true)) ||
+      (parts.size() == 2 && absl::SimpleAtoi(parts[0], &a) && absl::SimpleAtoi(parts[1], &b));
   if (!ok || a < 1 || b < a) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, ": expected a count N or a range A-B with 1 <= A <= B, found '", text, "'"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": expected a count N or a range A-B with 1 <= A <= B, found '", text, "'"));
   }
   *lo = a;
   *hi = b;
@@ -201,20 +211,27 @@ std::string ToSquadJson(const std::vector<Example>& examples) {
     json answers = json::array();
     for (const std::string& a : ex.answers) {
       const size_t at = ex.context.find(a);
-      answers.push_back({{"text", a}, {"answer_start", at == std::string::npos ? -1 : static_cast<int64_t>(at)}});
+      answers.push_back(
+          {{"text", a}, {"answer_start", at == std::string::npos ? -1 : static_cast<int64_t>(at)}});
     }
-    json qa = {{"id", ex.id}, {"question", ex.question}, {"answers", answers}, {"is_impossible", false}};
+    json qa = {
+        {"id", ex.id}, {"question", ex.question}, {"answers", answers}, {"is_impossible", false}};
     json paragraph = {{"context", ex.context}, {"qas", json::array({qa})}};
-    json article = {{"title", absl::StrCat(ex.kind, ex.target_tokens > 0 ? absl::StrCat("-", ex.target_tokens) : "")},
-                    {"paragraphs", json::array({paragraph})}};
+    json article = {
+        {"title",
+         absl::StrCat(ex.kind, ex.target_tokens > 0 ? absl::StrCat("-", ex.target_tokens) : "")},
+        {"paragraphs", json::array({paragraph})}};
     data.push_back(article);
   }
   return json({{"version", "v2.0"}, {"data", data}}).dump(1) + "\n";
 }
 
-absl::StatusOr<std::vector<Example>> FromSquadJson(const std::string& text, const std::string& source) {
+absl::StatusOr<std::vector<Example>> FromSquadJson(const std::string& text,
+                                                   const std::string& source) {
   json j = json::parse(text, nullptr, false);
-  auto fail = [&](auto&&... parts) { return absl::InvalidArgumentError(absl::StrCat(source, ": ", parts...)); };
+  auto fail = [&](auto&&... parts) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": ", parts...));
+  };
   if (j.is_discarded() || !j.is_object() || !j.contains("data") || !j["data"].is_array()) {
     return fail("expected SQuAD JSON {\"data\": [...]}");
   }
@@ -241,7 +258,8 @@ absl::StatusOr<std::vector<Example>> FromSquadJson(const std::string& text, cons
         }
         if (qa.contains("answers") && qa["answers"].is_array()) {
           for (const json& a : qa["answers"]) {
-            if (a.contains("text") && a["text"].is_string()) ex.answers.push_back(a["text"].get<std::string>());
+            if (a.contains("text") && a["text"].is_string())
+              ex.answers.push_back(a["text"].get<std::string>());
           }
         }
         if (ex.question.empty() || ex.answers.empty()) {
@@ -285,10 +303,12 @@ double ExactMatch(const std::string& prediction, const std::vector<std::string>&
 }
 
 double TokenF1(const std::string& prediction, const std::vector<std::string>& golds) {
-  const std::vector<std::string> p = absl::StrSplit(NormalizeAnswer(prediction), ' ', absl::SkipEmpty());
+  const std::vector<std::string> p =
+      absl::StrSplit(NormalizeAnswer(prediction), ' ', absl::SkipEmpty());
   double best = 0.0;
   for (const std::string& gold : golds) {
-    const std::vector<std::string> g = absl::StrSplit(NormalizeAnswer(gold), ' ', absl::SkipEmpty());
+    const std::vector<std::string> g =
+        absl::StrSplit(NormalizeAnswer(gold), ' ', absl::SkipEmpty());
     if (p.empty() || g.empty()) {
       best = std::max(best, p.empty() && g.empty() ? 1.0 : 0.0);
       continue;

@@ -63,7 +63,8 @@ absl::Status ParseRange(absl::string_view text, absl::string_view what, int* lo,
 using TokenCounter = std::function<int(const std::string&)>;
 
 // Lowercase ASCII words of 3-8 letters from `path`, deduplicated, sorted.
-absl::StatusOr<std::vector<std::string>> LoadWords(const std::string& path = "/usr/share/dict/words");
+absl::StatusOr<std::vector<std::string>> LoadWords(
+    const std::string& path = "/usr/share/dict/words");
 
 class TaskGenerator {
  public:
@@ -96,7 +97,8 @@ class TaskGenerator {
 // "qas": [{"id", "question", "answers": [{"text", "answer_start"}], "is_impossible"}]}]}]}.
 std::string ToSquadJson(const std::vector<Example>& examples);
 // Reads SQuAD v1/v2 JSON; unanswerable questions (is_impossible) are skipped.
-absl::StatusOr<std::vector<Example>> FromSquadJson(const std::string& json, const std::string& source);
+absl::StatusOr<std::vector<Example>> FromSquadJson(const std::string& json,
+                                                   const std::string& source);
 absl::StatusOr<std::vector<Example>> LoadSquadFile(const std::string& path);
 
 // SQuAD scoring: answers normalized (lowercase, punctuation and the articles a/an/the

@@ -3,12 +3,11 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <prometheus/text_serializer.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstring>
-
-#include <prometheus/text_serializer.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -46,8 +45,10 @@ absl::Status MetricsServer::Start(const std::string& address) {
   if (address.empty()) return absl::OkStatus();
   const size_t colon = address.rfind(':');
   int port = -1;
-  if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port) || port < 0 || port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat("metrics address: expected HOST:PORT, found '", address, "'"));
+  if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port) ||
+      port < 0 || port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics address: expected HOST:PORT, found '", address, "'"));
   }
   const std::string host = address.substr(0, colon);
   sockaddr_in addr{};
@@ -58,14 +59,17 @@ absl::Status MetricsServer::Start(const std::string& address) {
   } else if (host == "localhost") {
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   } else if (::inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) {
-    return absl::InvalidArgumentError(absl::StrCat("metrics address: expected an IPv4 host, found '", host, "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics address: expected an IPv4 host, found '", host, "'"));
   }
   listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (listen_fd_ < 0) return absl::UnavailableError(absl::StrCat("metrics: socket: ", std::strerror(errno)));
+  if (listen_fd_ < 0)
+    return absl::UnavailableError(absl::StrCat("metrics: socket: ", std::strerror(errno)));
   const int one = 1;
   ::setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   socklen_t len = sizeof(addr);
-  if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 || ::listen(listen_fd_, 16) != 0 ||
+  if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      ::listen(listen_fd_, 16) != 0 ||
       ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
     const std::string err = std::strerror(errno);
     ::close(listen_fd_);

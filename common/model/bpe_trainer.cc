@@ -18,9 +18,13 @@ json Skeleton(const json& vocab, const json& merges, const std::vector<std::stri
               int first_special_id) {
   json added = json::array();
   for (size_t i = 0; i < specials.size(); ++i) {
-    added.push_back({{"id", first_special_id + static_cast<int>(i)}, {"content", specials[i]},
-                     {"single_word", false}, {"lstrip", false}, {"rstrip", false},
-                     {"normalized", false}, {"special", true}});
+    added.push_back({{"id", first_special_id + static_cast<int>(i)},
+                     {"content", specials[i]},
+                     {"single_word", false},
+                     {"lstrip", false},
+                     {"rstrip", false},
+                     {"normalized", false},
+                     {"special", true}});
   }
   json split = json::object();
   split["type"] = "Split";
@@ -44,9 +48,16 @@ json Skeleton(const json& vocab, const json& merges, const std::vector<std::stri
           {"post_processor", byte_level},
           {"decoder", byte_level},
           {"model",
-           {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr},
-            {"continuing_subword_prefix", ""}, {"end_of_word_suffix", ""}, {"fuse_unk", false},
-            {"byte_fallback", false}, {"ignore_merges", false}, {"vocab", vocab}, {"merges", merges}}}};
+           {{"type", "BPE"},
+            {"dropout", nullptr},
+            {"unk_token", nullptr},
+            {"continuing_subword_prefix", ""},
+            {"end_of_word_suffix", ""},
+            {"fuse_unk", false},
+            {"byte_fallback", false},
+            {"ignore_merges", false},
+            {"vocab", vocab},
+            {"merges", merges}}}};
 }
 
 }  // namespace
@@ -59,7 +70,8 @@ absl::StatusOr<std::string> TrainBpeTokenizer(const std::vector<std::string>& te
   const int n_special = static_cast<int>(o.special_tokens.size());
   if (o.vocab_size < 256 + n_special) {
     return absl::InvalidArgumentError(absl::StrCat("vocab size must be >= ", 256 + n_special,
-                                                   " (bytes + special tokens), found ", o.vocab_size));
+                                                   " (bytes + special tokens), found ",
+                                                   o.vocab_size));
   }
   // Byte alphabet: id b is byte b's byte-level character.
   std::vector<std::string> id_to_str(256);
@@ -68,7 +80,9 @@ absl::StatusOr<std::string> TrainBpeTokenizer(const std::vector<std::string>& te
   for (int b = 0; b < 256; ++b) vocab[id_to_str[b]] = b;
 
   // Pre-tokenize with the real splitter (a merge-less tokenizer with the same regex).
-  ASSIGN_OR_RETURN(auto splitter, Tokenizer::FromJson(Skeleton(vocab, json::array(), {}, 256).dump(), "bpe-trainer"));
+  ASSIGN_OR_RETURN(
+      auto splitter,
+      Tokenizer::FromJson(Skeleton(vocab, json::array(), {}, 256).dump(), "bpe-trainer"));
   std::unordered_map<std::string, int64_t> counts;
   for (const std::string& t : texts) {
     ASSIGN_OR_RETURN(std::vector<std::string> pieces, splitter->PreTokenize(t));
@@ -98,10 +112,9 @@ absl::StatusOr<std::string> TrainBpeTokenizer(const std::vector<std::string>& te
     const std::pair<int, int>* best = nullptr;
     int64_t best_count = 0;
     for (const auto& [pair, c] : pairs) {
-      if (c > best_count ||
-          (c == best_count && best != nullptr &&
-           std::tie(id_to_str[pair.first], id_to_str[pair.second]) <
-               std::tie(id_to_str[best->first], id_to_str[best->second]))) {
+      if (c > best_count || (c == best_count && best != nullptr &&
+                             std::tie(id_to_str[pair.first], id_to_str[pair.second]) <
+                                 std::tie(id_to_str[best->first], id_to_str[best->second]))) {
         best = &pair;
         best_count = c;
       }
@@ -128,7 +141,8 @@ absl::StatusOr<std::string> TrainBpeTokenizer(const std::vector<std::string>& te
       w.syms.swap(next);
     }
   }
-  return Skeleton(vocab, merges, o.special_tokens, static_cast<int>(id_to_str.size())).dump(1) + "\n";
+  return Skeleton(vocab, merges, o.special_tokens, static_cast<int>(id_to_str.size())).dump(1) +
+         "\n";
 }
 
 }  // namespace kvstream::model

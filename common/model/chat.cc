@@ -8,7 +8,8 @@ namespace kvstream::model {
 absl::StatusOr<ChatPrompt> BuildQaPrompt(const Tokenizer& tok, const std::string& context,
                                          const std::string& question, const ChatOptions& options) {
   if (tok.TokenId("<|im_start|>") < 0 || tok.TokenId("<|im_end|>") < 0) {
-    return absl::FailedPreconditionError("tokenizer has no <|im_start|>/<|im_end|> tokens for ChatML");
+    return absl::FailedPreconditionError(
+        "tokenizer has no <|im_start|>/<|im_end|> tokens for ChatML");
   }
   if (question.empty()) return absl::InvalidArgumentError("question is empty");
   ChatPrompt p;
@@ -17,7 +18,9 @@ absl::StatusOr<ChatPrompt> BuildQaPrompt(const Tokenizer& tok, const std::string
     p.tokens.insert(p.tokens.end(), ids.begin(), ids.end());
     return absl::OkStatus();
   };
-  RETURN_IF_ERROR(append(absl::StrCat("<|im_start|>system\n", options.system, "<|im_end|>\n<|im_start|>user\n"), true));
+  RETURN_IF_ERROR(
+      append(absl::StrCat("<|im_start|>system\n", options.system, "<|im_end|>\n<|im_start|>user\n"),
+             true));
   p.spans.context_begin = static_cast<int>(p.tokens.size());
   if (!context.empty()) RETURN_IF_ERROR(append(context, false));
   p.spans.context_end = static_cast<int>(p.tokens.size());

@@ -31,7 +31,8 @@ struct ChatPrompt {
 };
 
 absl::StatusOr<ChatPrompt> BuildQaPrompt(const Tokenizer& tokenizer, const std::string& context,
-                                         const std::string& question, const ChatOptions& options = {});
+                                         const std::string& question,
+                                         const ChatOptions& options = {});
 
 // Ids that end an assistant turn: <|im_end|> and <|endoftext|> where the vocabulary has them.
 std::vector<int32_t> StopTokens(const Tokenizer& tokenizer);

@@ -22,7 +22,8 @@ absl::StatusOr<std::string> ReadText(const std::string& path) {
 
 }  // namespace
 
-absl::StatusOr<ModelConfig> ModelConfig::FromJson(absl::string_view text, absl::string_view source) {
+absl::StatusOr<ModelConfig> ModelConfig::FromJson(absl::string_view text,
+                                                  absl::string_view source) {
   json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": not a JSON object"));
@@ -33,8 +34,9 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(absl::string_view text, absl::
   };
   if (!j.contains("architectures") || !j["architectures"].is_array() ||
       j["architectures"].empty() || !j["architectures"][0].is_string()) {
-    return fail("expected \"architectures\": [\"Qwen2ForCausalLM\" | \"LlamaForCausalLM\" | "
-                "\"MistralForCausalLM\"]");
+    return fail(
+        "expected \"architectures\": [\"Qwen2ForCausalLM\" | \"LlamaForCausalLM\" | "
+        "\"MistralForCausalLM\"]");
   }
   c.architecture = j["architectures"][0].get<std::string>();
   if (c.architecture != "Qwen2ForCausalLM" && c.architecture != "LlamaForCausalLM" &&
@@ -111,8 +113,9 @@ absl::StatusOr<ModelConfig> ModelConfig::Load(const std::string& path) {
 std::string ModelConfig::ToJson() const {
   json j;
   j["architectures"] = {architecture};
-  j["model_type"] = architecture == "Qwen2ForCausalLM" ? "qwen2"
-                    : architecture == "MistralForCausalLM" ? "mistral" : "llama";
+  j["model_type"] = architecture == "Qwen2ForCausalLM"     ? "qwen2"
+                    : architecture == "MistralForCausalLM" ? "mistral"
+                                                           : "llama";
   j["vocab_size"] = vocab_size;
   j["hidden_size"] = hidden_size;
   j["intermediate_size"] = intermediate_size;

@@ -44,11 +44,12 @@ absl::StatusOr<Generation> Generate(Model& model, KvCache& cache, int32_t last_p
                                     const SamplingOptions& o,
                                     const std::function<bool(int32_t)>& on_token) {
   if (o.max_new_tokens < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("max_new_tokens must be >= 1, found ", o.max_new_tokens));
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_new_tokens must be >= 1, found ", o.max_new_tokens));
   }
   if (o.temperature < 0 || !(o.top_p > 0 && o.top_p <= 1)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("temperature must be >= 0 and top_p in (0, 1], found ", o.temperature, ", ", o.top_p));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "temperature must be >= 0 and top_p in (0, 1], found ", o.temperature, ", ", o.top_p));
   }
   Generation g;
   uint64_t rng_state = o.seed;

@@ -28,7 +28,8 @@ struct Generation {
 };
 
 // Picks the next token from logits [vocab] (greedy or sampled with `rng_state`).
-int32_t PickToken(absl::Span<const float> logits, const SamplingOptions& options, uint64_t* rng_state);
+int32_t PickToken(absl::Span<const float> logits, const SamplingOptions& options,
+                  uint64_t* rng_state);
 
 // `on_token` is called with each generated token; returning false stops generation.
 absl::StatusOr<Generation> Generate(Model& model, KvCache& cache, int32_t last_prompt_token,

@@ -8,10 +8,9 @@
 
 namespace kvstream::model {
 
-absl::StatusOr<std::vector<kvstream::v1::KvChunk>> EncodeCache(const KvCache& cache, const codec::Plan& plan,
-                                                               const std::string& session_id,
-                                                               const ChunkingOptions& options,
-                                                               uint64_t first_seq, EncodeStats* stats) {
+absl::StatusOr<std::vector<kvstream::v1::KvChunk>> EncodeCache(
+    const KvCache& cache, const codec::Plan& plan, const std::string& session_id,
+    const ChunkingOptions& options, uint64_t first_seq, EncodeStats* stats) {
   const int L = cache.num_layers(), H = cache.kv_heads(), D = cache.head_dim(), N = cache.size();
   RETURN_IF_ERROR(plan.Validate(L));
   if (N == 0) return absl::InvalidArgumentError("cache is empty: nothing to send");
@@ -39,9 +38,11 @@ absl::StatusOr<std::vector<kvstream::v1::KvChunk>> EncodeCache(const KvCache& ca
     // Whole layers per chunk when a layer is small, else runs of tokens of one layer.
     int layers_per_chunk = 1, tokens_per_chunk = N;
     if (per_layer_all <= options.max_chunk_bytes) {
-      layers_per_chunk = static_cast<int>(std::max<uint64_t>(1, options.max_chunk_bytes / per_layer_all));
+      layers_per_chunk =
+          static_cast<int>(std::max<uint64_t>(1, options.max_chunk_bytes / per_layer_all));
     } else {
-      tokens_per_chunk = static_cast<int>(std::max<uint64_t>(1, options.max_chunk_bytes / per_token));
+      tokens_per_chunk =
+          static_cast<int>(std::max<uint64_t>(1, options.max_chunk_bytes / per_token));
     }
     for (int lb = layer; lb < layer_end; lb += layers_per_chunk) {
       const int le = std::min(layer_end, lb + layers_per_chunk);
@@ -61,7 +62,8 @@ absl::StatusOr<std::vector<kvstream::v1::KvChunk>> EncodeCache(const KvCache& ca
           if (raw) {
             RETURN_IF_ERROR(cache.ExportLayerRaw(l, tb, te, k, v));
           } else {
-            RETURN_IF_ERROR(cache.ExportLayer(l, tb, te, static_cast<float*>(k), static_cast<float*>(v)));
+            RETURN_IF_ERROR(
+                cache.ExportLayer(l, tb, te, static_cast<float*>(k), static_cast<float*>(v)));
           }
           views.push_back({k, v});
         }
@@ -92,8 +94,8 @@ absl::StatusOr<std::vector<kvstream::v1::KvChunk>> EncodeCache(const KvCache& ca
   return out;
 }
 
-CacheAssembler::CacheAssembler(const Model& model, std::string session_id, std::vector<int32_t> positions,
-                               int next_position)
+CacheAssembler::CacheAssembler(const Model& model, std::string session_id,
+                               std::vector<int32_t> positions, int next_position)
     : positions_(std::move(positions)) {
   const ModelConfig& c = model.config();
   Init(c.num_layers, c.num_kv_heads, c.head_dim, std::move(session_id), next_position);
@@ -124,22 +126,24 @@ absl::Status CacheAssembler::Add(const kvstream::v1::KvChunk& chunk) {
   const int tb = static_cast<int>(chunk.token_begin());
   const int n = static_cast<int>(chunk.num_tokens());
   if (tb < 0 || static_cast<size_t>(tb) + n > positions_.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("chunk ", chunk.seq(), ": tokens [", tb, ", ", tb + n,
-                                                   ") outside the session's ", positions_.size(), " slots"));
+    return absl::InvalidArgumentError(absl::StrCat("chunk ", chunk.seq(), ": tokens [", tb, ", ",
+                                                   tb + n, ") outside the session's ",
+                                                   positions_.size(), " slots"));
   }
-  for (int l = static_cast<int>(chunk.layer_begin()); l < static_cast<int>(chunk.layer_end()); ++l) {
+  for (int l = static_cast<int>(chunk.layer_begin()); l < static_cast<int>(chunk.layer_end());
+       ++l) {
     for (int t = tb; t < tb + n; ++t) {
       if (written_[l][t]) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("chunk ", chunk.seq(), ": layer ", l, " slot ", t, " was already received"));
+        return absl::InvalidArgumentError(absl::StrCat("chunk ", chunk.seq(), ": layer ", l,
+                                                       " slot ", t, " was already received"));
       }
     }
   }
   for (int i = 0; i < n; ++i) {
     if (meta.positions[i] != positions_[tb + i]) {
-      return absl::InvalidArgumentError(absl::StrCat("chunk ", chunk.seq(), ": slot ", tb + i, " has position ",
-                                                     meta.positions[i], ", the session expects ",
-                                                     positions_[tb + i]));
+      return absl::InvalidArgumentError(absl::StrCat("chunk ", chunk.seq(), ": slot ", tb + i,
+                                                     " has position ", meta.positions[i],
+                                                     ", the session expects ", positions_[tb + i]));
     }
   }
   const size_t tensor = static_cast<size_t>(meta.kv_heads) * n * meta.head_dim;
@@ -155,8 +159,8 @@ absl::Status CacheAssembler::Add(const kvstream::v1::KvChunk& chunk) {
 
 absl::StatusOr<std::unique_ptr<KvCache>> CacheAssembler::Finish() {
   if (!complete()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("cache incomplete: ", cells_missing(), " of ", total_, " (layer, slot) cells not received"));
+    return absl::FailedPreconditionError(absl::StrCat("cache incomplete: ", cells_missing(), " of ",
+                                                      total_, " (layer, slot) cells not received"));
   }
   if (cache_ == nullptr) return absl::FailedPreconditionError("cache already taken");
   return std::move(cache_);

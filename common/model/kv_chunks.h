@@ -26,9 +26,9 @@ struct ChunkingOptions {
 };
 
 struct EncodeStats {
-  uint64_t bytes16 = 0;   // the same tensors at 16 bits: the reference size
-  uint64_t raw_bytes = 0;  // payload before zstd
-  uint64_t wire_bytes = 0;  // payload as sent
+  uint64_t bytes16 = 0;        // the same tensors at 16 bits: the reference size
+  uint64_t raw_bytes = 0;      // payload before zstd
+  uint64_t wire_bytes = 0;     // payload as sent
   uint64_t message_bytes = 0;  // serialized KvChunk messages (headers, positions included)
   int chunks = 0;
 };
@@ -36,12 +36,9 @@ struct EncodeStats {
 // Cuts every layer x every slot of `cache` into chunks. Layers are grouped where the
 // plan gives them the same LayerSpec; token runs are sized to max_chunk_bytes. Raw specs
 // send the cache's own dtype (bit-exact). Sequence numbers start at `first_seq`.
-absl::StatusOr<std::vector<kvstream::v1::KvChunk>> EncodeCache(const KvCache& cache,
-                                                               const codec::Plan& plan,
-                                                               const std::string& session_id,
-                                                               const ChunkingOptions& options,
-                                                               uint64_t first_seq = 0,
-                                                               EncodeStats* stats = nullptr);
+absl::StatusOr<std::vector<kvstream::v1::KvChunk>> EncodeCache(
+    const KvCache& cache, const codec::Plan& plan, const std::string& session_id,
+    const ChunkingOptions& options, uint64_t first_seq = 0, EncodeStats* stats = nullptr);
 
 // Rebuilds a cache of `positions.size()` slots from chunks, in any order.
 class CacheAssembler {

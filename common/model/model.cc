@@ -52,9 +52,7 @@ struct KvCache::Impl {
   std::vector<int32_t> positions;
   int next_position = 0;
 
-  int capacity() const {
-    return k.empty() || !k[0].defined() ? 0 : static_cast<int>(k[0].size(1));
-  }
+  int capacity() const { return k.empty() || !k[0].defined() ? 0 : static_cast<int>(k[0].size(1)); }
 
   // Grows every layer to hold `n` slots (amortized doubling).
   void Reserve(int n) {
@@ -74,9 +72,9 @@ struct KvCache::Impl {
 
   absl::Status CheckRange(int layer, int begin, int end) const {
     if (layer < 0 || layer >= num_layers || begin < 0 || end > size || begin > end) {
-      return absl::InvalidArgumentError(absl::StrCat("cache: layer ", layer, " slots [", begin, ", ",
-                                                     end, ") outside ", num_layers, " layers x ",
-                                                     size, " slots"));
+      return absl::InvalidArgumentError(absl::StrCat("cache: layer ", layer, " slots [", begin,
+                                                     ", ", end, ") outside ", num_layers,
+                                                     " layers x ", size, " slots"));
     }
     return absl::OkStatus();
   }
@@ -96,8 +94,8 @@ std::unique_ptr<KvCache> KvCache::Create(int num_layers, int kv_heads, int head_
   return Sized(std::move(c), positions, next_position);
 }
 
-std::unique_ptr<KvCache> KvCache::Sized(std::unique_ptr<Impl> c, const std::vector<int32_t>& positions,
-                                        int next_position) {
+std::unique_ptr<KvCache> KvCache::Sized(std::unique_ptr<Impl> c,
+                                        const std::vector<int32_t>& positions, int next_position) {
   torch::NoGradGuard no_grad;
   c->Reserve(static_cast<int>(positions.size()));
   c->size = static_cast<int>(positions.size());
@@ -126,8 +124,10 @@ absl::Status KvCache::ExportLayer(int layer, int begin, int end, float* k, float
   RETURN_IF_ERROR(impl_->CheckRange(layer, begin, end));
   return Guard("cache export", [&]() -> absl::Status {
     const int n = end - begin;
-    const torch::Tensor tk = impl_->k[layer].narrow(1, begin, n).to(torch::kCPU, torch::kFloat32).contiguous();
-    const torch::Tensor tv = impl_->v[layer].narrow(1, begin, n).to(torch::kCPU, torch::kFloat32).contiguous();
+    const torch::Tensor tk =
+        impl_->k[layer].narrow(1, begin, n).to(torch::kCPU, torch::kFloat32).contiguous();
+    const torch::Tensor tv =
+        impl_->v[layer].narrow(1, begin, n).to(torch::kCPU, torch::kFloat32).contiguous();
     std::memcpy(k, tk.data_ptr(), tk.numel() * sizeof(float));
     std::memcpy(v, tv.data_ptr(), tv.numel() * sizeof(float));
     return absl::OkStatus();
@@ -160,9 +160,9 @@ absl::Status KvCache::WriteLayer(int layer, int begin, int n, const float* k, co
 absl::Status KvCache::Compact(const std::vector<int32_t>& slots) {
   for (size_t i = 0; i < slots.size(); ++i) {
     if (slots[i] < 0 || slots[i] >= impl_->size || (i > 0 && slots[i] <= slots[i - 1])) {
-      return absl::InvalidArgumentError(absl::StrCat("cache compact: slot index ", i, " = ", slots[i],
-                                                     " is not strictly increasing within [0, ",
-                                                     impl_->size, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("cache compact: slot index ", i, " = ", slots[i],
+                       " is not strictly increasing within [0, ", impl_->size, ")"));
     }
   }
   return Guard("cache compact", [&]() -> absl::Status {
@@ -212,24 +212,24 @@ struct Model::Impl {
                            const KvCache::Impl& cache) const {
     if (tokens.empty()) return absl::InvalidArgumentError("no tokens to run");
     if (tokens.size() != positions.size()) {
-      return absl::InvalidArgumentError(absl::StrCat(tokens.size(), " tokens but ", positions.size(),
-                                                     " positions"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(tokens.size(), " tokens but ", positions.size(), " positions"));
     }
     for (size_t i = 0; i < tokens.size(); ++i) {
       if (tokens[i] < 0 || tokens[i] >= config.vocab_size) {
         return absl::InvalidArgumentError(absl::StrCat("token ", i, " is id ", tokens[i],
                                                        ", expected 0..", config.vocab_size - 1));
       }
-      const int prev = i > 0 ? positions[i - 1]
-                             : (cache.positions.empty() ? -1 : cache.positions.back());
+      const int prev =
+          i > 0 ? positions[i - 1] : (cache.positions.empty() ? -1 : cache.positions.back());
       if (positions[i] <= prev) {
-        return absl::InvalidArgumentError(absl::StrCat("position ", positions[i], " of token ", i,
-                                                       " must exceed ", prev));
+        return absl::InvalidArgumentError(
+            absl::StrCat("position ", positions[i], " of token ", i, " must exceed ", prev));
       }
       if (positions[i] >= config.max_position_embeddings) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "position ", positions[i], " is beyond the model's maximum of ",
-            config.max_position_embeddings, " positions"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("position ", positions[i], " is beyond the model's maximum of ",
+                         config.max_position_embeddings, " positions"));
       }
     }
     return absl::OkStatus();
@@ -259,14 +259,17 @@ struct Model::Impl {
     kpos_v.insert(kpos_v.end(), qpos_v.begin(), qpos_v.end());
     const torch::Tensor qpos = torch::tensor(qpos_v, torch::kInt64).to(dev);
     const torch::Tensor kpos = torch::tensor(kpos_v, torch::kInt64).to(dev);
-    torch::Tensor x = torch::embedding(w.embed, torch::tensor(ids, torch::kInt64).to(dev));  // [T, H]
-    auto [cos, sin] = RopeCosSin(qpos, static_cast<int>(hd), c.rope_theta, opt.dtype().toScalarType());
+    torch::Tensor x =
+        torch::embedding(w.embed, torch::tensor(ids, torch::kInt64).to(dev));  // [T, H]
+    auto [cos, sin] =
+        RopeCosSin(qpos, static_cast<int>(hd), c.rope_theta, opt.dtype().toScalarType());
 
     torch::Tensor keep_t;
     if (keep != nullptr && !keep->empty()) {
       std::vector<uint8_t> kv(static_cast<size_t>(slot0), 1);
       kv.insert(kv.end(), keep->begin(), keep->end());
-      keep_t = torch::tensor(std::vector<int64_t>(kv.begin(), kv.end()), torch::kInt64).to(dev).ne(0);
+      keep_t =
+          torch::tensor(std::vector<int64_t>(kv.begin(), kv.end()), torch::kInt64).to(dev).ne(0);
     }
     const int block = stats_opt != nullptr ? std::max(1, stats_opt->query_block) : 256;
     torch::Tensor st_q, st_qt, st_w, st_c;
@@ -289,8 +292,10 @@ struct Model::Impl {
     for (int l = 0; l < c.num_layers; ++l) {
       const LayerWeights& lw = w.layers[l];
       const torch::Tensor h = RmsNorm(x, lw.input_norm, c.rms_norm_eps);
-      torch::Tensor q = torch::linear(h, lw.q_w, lw.q_b).view({T, nh, hd}).transpose(0, 1);   // [nh, T, hd]
-      torch::Tensor k = torch::linear(h, lw.k_w, lw.k_b).view({T, nkv, hd}).transpose(0, 1);  // [nkv, T, hd]
+      torch::Tensor q =
+          torch::linear(h, lw.q_w, lw.q_b).view({T, nh, hd}).transpose(0, 1);  // [nh, T, hd]
+      torch::Tensor k =
+          torch::linear(h, lw.k_w, lw.k_b).view({T, nkv, hd}).transpose(0, 1);  // [nkv, T, hd]
       const torch::Tensor v = torch::linear(h, lw.v_w, lw.v_b).view({T, nkv, hd}).transpose(0, 1);
       q = ApplyRope(q, cos, sin);
       k = ApplyRope(k, cos, sin);
@@ -305,7 +310,8 @@ struct Model::Impl {
         const torch::Tensor qb = q.narrow(1, i0, nb).reshape({nkv, g, nb, hd});
         torch::Tensor scores = torch::matmul(qb, K.transpose(-1, -2)).to(torch::kFloat32) * scale;
         if (T > 1 || keep_t.defined()) {
-          torch::Tensor visible = kpos.unsqueeze(0) <= qpos.narrow(0, i0, nb).unsqueeze(1);  // [nb, S]
+          torch::Tensor visible =
+              kpos.unsqueeze(0) <= qpos.narrow(0, i0, nb).unsqueeze(1);  // [nb, S]
           if (keep_t.defined()) {
             const torch::Tensor self = torch::arange(S, i64).unsqueeze(0) ==
                                        torch::arange(slot0 + i0, slot0 + i0 + nb, i64).unsqueeze(1);
@@ -353,7 +359,8 @@ struct Model::Impl {
       }
     }
     const torch::Tensor last = RmsNorm(x.narrow(0, T - 1, 1), w.norm, c.rms_norm_eps);
-    const torch::Tensor logits = torch::linear(last, w.lm_head).to(torch::kCPU, torch::kFloat32).contiguous();
+    const torch::Tensor logits =
+        torch::linear(last, w.lm_head).to(torch::kCPU, torch::kFloat32).contiguous();
     return std::vector<float>(logits.data_ptr<float>(), logits.data_ptr<float>() + logits.numel());
   }
 };
@@ -371,8 +378,8 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir,
   impl->dir = dir;
   ASSIGN_OR_RETURN(impl->config, ModelConfig::Load(dir + "/config.json"));
   if (options.dtype != "f32" && options.dtype != "bf16") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("dtype must be f32 or bf16 (fp16 matmul has no CPU kernel), found ", options.dtype));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "dtype must be f32 or bf16 (fp16 matmul has no CPU kernel), found ", options.dtype));
   }
   RETURN_IF_ERROR(Guard("device", [&]() -> absl::Status {
     const torch::Device device(options.device);
@@ -436,17 +443,18 @@ absl::StatusOr<PrefillResult> Model::Prefill(absl::Span<const int32_t> tokens,
     const auto& s = options.spans;
     if (s.num_tokens != static_cast<int>(tokens.size()) || s.question_begin < 0 ||
         s.question_end < s.question_begin || s.question_end > s.num_tokens) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "prompt spans cover ", s.num_tokens, " tokens (question [", s.question_begin, ", ",
-          s.question_end, ")), the prompt has ", tokens.size()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("prompt spans cover ", s.num_tokens, " tokens (question [", s.question_begin,
+                       ", ", s.question_end, ")), the prompt has ", tokens.size()));
     }
     if (options.window < 1) return absl::InvalidArgumentError("stats window must be >= 1");
   }
   const int n = static_cast<int>(tokens.size());
-  if (options.cache_tokens > n || options.cache_tokens == 0 || (masked && options.cache_tokens >= 0)) {
-    return absl::InvalidArgumentError(absl::StrCat("cache_tokens must be in [1, ", n,
-                                                   "] (or -1: all) and is not combined with a keep mask; found ",
-                                                   options.cache_tokens));
+  if (options.cache_tokens > n || options.cache_tokens == 0 ||
+      (masked && options.cache_tokens >= 0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cache_tokens must be in [1, ", n,
+        "] (or -1: all) and is not combined with a keep mask; found ", options.cache_tokens));
   }
   PrefillResult result;
   RETURN_IF_ERROR(Guard("prefill", [&]() -> absl::Status {
@@ -476,7 +484,8 @@ absl::StatusOr<PrefillResult> PrefillForSelection(Model& model, absl::Span<const
                                                   const select::PromptSpans& spans, int window,
                                                   std::function<absl::Status()> interrupt) {
   if (tokens.size() < 2) {
-    return absl::InvalidArgumentError(absl::StrCat("a prompt of ", tokens.size(), " tokens; expected at least 2"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("a prompt of ", tokens.size(), " tokens; expected at least 2"));
   }
   PrefillOptions po;
   po.collect_stats = true;

@@ -69,8 +69,8 @@ class KvCache {
   struct Impl;
   explicit KvCache(std::unique_ptr<Impl> impl);
   // `impl` grown to `positions.size()` slots (values unset) with those positions.
-  static std::unique_ptr<KvCache> Sized(std::unique_ptr<Impl> impl, const std::vector<int32_t>& positions,
-                                        int next_position);
+  static std::unique_ptr<KvCache> Sized(std::unique_ptr<Impl> impl,
+                                        const std::vector<int32_t>& positions, int next_position);
   std::unique_ptr<Impl> impl_;
 };
 
@@ -102,9 +102,9 @@ struct PrefillResult {
 // question-through-last-row sums, SnapKV's window ending at the true last token), and
 // the cache holds every token but the last (next position: the last token's), which the
 // answering side feeds first.
-absl::StatusOr<PrefillResult> PrefillForSelection(Model& model, absl::Span<const int32_t> tokens,
-                                                  const select::PromptSpans& spans, int window = 32,
-                                                  std::function<absl::Status()> interrupt = nullptr);
+absl::StatusOr<PrefillResult> PrefillForSelection(
+    Model& model, absl::Span<const int32_t> tokens, const select::PromptSpans& spans,
+    int window = 32, std::function<absl::Status()> interrupt = nullptr);
 
 class Model {
  public:

@@ -28,10 +28,14 @@ std::string ShapeString(const std::vector<int64_t>& s) {
 }
 
 bool ParseDType(const std::string& s, StDType* out) {
-  if (s == "F32") *out = StDType::kF32;
-  else if (s == "F16") *out = StDType::kF16;
-  else if (s == "BF16") *out = StDType::kBF16;
-  else return false;
+  if (s == "F32")
+    *out = StDType::kF32;
+  else if (s == "F16")
+    *out = StDType::kF16;
+  else if (s == "BF16")
+    *out = StDType::kBF16;
+  else
+    return false;
   return true;
 }
 
@@ -40,9 +44,12 @@ bool ParseDType(const std::string& s, StDType* out) {
 int StDTypeBytes(StDType d) { return d == StDType::kF32 ? 4 : 2; }
 const char* StDTypeName(StDType d) {
   switch (d) {
-    case StDType::kF32: return "F32";
-    case StDType::kF16: return "F16";
-    case StDType::kBF16: return "BF16";
+    case StDType::kF32:
+      return "F32";
+    case StDType::kF16:
+      return "F16";
+    case StDType::kBF16:
+      return "BF16";
   }
   return "?";
 }
@@ -110,7 +117,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
     TensorView v;
     v.name = name;
     if (!e["dtype"].is_string() || !ParseDType(e["dtype"].get<std::string>(), &v.dtype)) {
-      return fail("tensor ", name, ": dtype ", e["dtype"].dump(), " is not supported (F32, F16, BF16)");
+      return fail("tensor ", name, ": dtype ", e["dtype"].dump(),
+                  " is not supported (F32, F16, BF16)");
     }
     if (!e["shape"].is_array()) return fail("tensor ", name, ": shape is not an array");
     uint64_t numel = 1;
@@ -208,8 +216,9 @@ bool WeightSet::Has(const std::string& name) const { return index_.count(name) >
 absl::StatusOr<const TensorView*> WeightSet::Get(const std::string& name) const {
   auto it = index_.find(name);
   if (it == index_.end()) {
-    return absl::NotFoundError(absl::StrCat(dir_, ": tensor ", name, " is missing from ",
-                                            files_.size() == 1 ? files_[0]->path() : "every shard"));
+    return absl::NotFoundError(
+        absl::StrCat(dir_, ": tensor ", name, " is missing from ",
+                     files_.size() == 1 ? files_[0]->path() : "every shard"));
   }
   return it->second;
 }

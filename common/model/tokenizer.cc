@@ -58,7 +58,7 @@ std::string CodepointToUtf8(uint32_t cp) {
 
 struct Tokenizer::Impl {
   std::unordered_map<std::string, int32_t> vocab;
-  std::vector<std::string> id_to_token;  // vocabulary and added tokens
+  std::vector<std::string> id_to_token;                              // vocabulary and added tokens
   std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merges;  // pair -> (rank, merged id)
   struct Added {
     std::string content;
@@ -142,7 +142,8 @@ struct Tokenizer::Impl {
   absl::Status Split(absl::string_view text, Emit&& emit_piece) const {
     std::string normalized(text);
     if (nfc && !text.empty()) {
-      utf8proc_uint8_t* n = utf8proc_NFC(reinterpret_cast<const utf8proc_uint8_t*>(normalized.c_str()));
+      utf8proc_uint8_t* n =
+          utf8proc_NFC(reinterpret_cast<const utf8proc_uint8_t*>(normalized.c_str()));
       if (n == nullptr) return absl::InvalidArgumentError("text is not valid UTF-8");
       normalized.assign(reinterpret_cast<char*>(n));
       free(n);
@@ -227,7 +228,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(absl::string_view
     impl->byte_id[b] = it->second;
     impl->unicode_to_byte[ByteToUnicode()[b]] = static_cast<uint8_t>(b);
   }
-  if (!m.contains("merges") || !m["merges"].is_array()) return fail("model.merges must be an array");
+  if (!m.contains("merges") || !m["merges"].is_array())
+    return fail("model.merges must be an array");
   int32_t rank = 0;
   for (const json& mg : m["merges"]) {
     std::string a, b;
@@ -256,7 +258,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(absl::string_view
           !t["content"].is_string() || t["content"].get<std::string>().empty()) {
         return fail("added token ", t.dump(), " needs an id and non-empty content");
       }
-      Impl::Added a{t["content"].get<std::string>(), t["id"].get<int32_t>(), t.value("special", false)};
+      Impl::Added a{t["content"].get<std::string>(), t["id"].get<int32_t>(),
+                    t.value("special", false)};
       if (a.id < 0 || a.id > 10'000'000) return fail("added token ", a.content, " has a bad id");
       if (static_cast<size_t>(a.id) >= impl->id_to_token.size()) impl->id_to_token.resize(a.id + 1);
       impl->id_to_token[a.id] = a.content;
@@ -265,7 +268,9 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(absl::string_view
     }
   }
   std::stable_sort(impl->added.begin(), impl->added.end(),
-                   [](const Impl::Added& x, const Impl::Added& y) { return x.content.size() > y.content.size(); });
+                   [](const Impl::Added& x, const Impl::Added& y) {
+                     return x.content.size() > y.content.size();
+                   });
   impl->is_added.assign(impl->id_to_token.size(), false);
   impl->is_special.assign(impl->id_to_token.size(), false);
   for (const auto& a : impl->added) {
@@ -311,8 +316,9 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(absl::string_view
   if (!pattern.empty()) {
     int err = 0;
     PCRE2_SIZE err_off = 0;
-    impl->regex = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.c_str()), PCRE2_ZERO_TERMINATED,
-                                PCRE2_UTF | PCRE2_UCP, &err, &err_off, nullptr);
+    impl->regex =
+        pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.c_str()), PCRE2_ZERO_TERMINATED,
+                      PCRE2_UTF | PCRE2_UCP, &err, &err_off, nullptr);
     if (impl->regex == nullptr) {
       PCRE2_UCHAR msg[256];
       pcre2_get_error_message(err, msg, sizeof(msg));
@@ -324,7 +330,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(absl::string_view
   return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(impl)));
 }
 
-absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(absl::string_view text, bool parse_special) const {
+absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(absl::string_view text,
+                                                       bool parse_special) const {
   if (!ValidUtf8(text)) return absl::InvalidArgumentError("text is not valid UTF-8");
   std::vector<int32_t> out;
   size_t seg_begin = 0, i = 0;
@@ -351,7 +358,8 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(absl::string_view text, b
   return out;
 }
 
-absl::StatusOr<std::string> Tokenizer::Decode(absl::Span<const int32_t> ids, bool skip_special) const {
+absl::StatusOr<std::string> Tokenizer::Decode(absl::Span<const int32_t> ids,
+                                              bool skip_special) const {
   std::string out;
   for (int32_t id : ids) {
     if (id < 0 || static_cast<size_t>(id) >= impl_->id_to_token.size() ||

@@ -13,9 +13,12 @@ namespace {
 
 torch::ScalarType TorchType(StDType d) {
   switch (d) {
-    case StDType::kF32: return torch::kFloat32;
-    case StDType::kF16: return torch::kFloat16;
-    case StDType::kBF16: return torch::kBFloat16;
+    case StDType::kF32:
+      return torch::kFloat32;
+    case StDType::kF16:
+      return torch::kFloat16;
+    case StDType::kBF16:
+      return torch::kBFloat16;
   }
   return torch::kFloat32;
 }
@@ -52,7 +55,8 @@ absl::StatusOr<Weights> LoadWeights(const ModelConfig& c, const WeightSet& set,
   ASSIGN_OR_RETURN(w.norm, Fetch(set, "model.norm.weight", {H}, opt));
   if (c.tie_word_embeddings || !set.Has("lm_head.weight")) {
     if (!c.tie_word_embeddings) {
-      return absl::NotFoundError("tensor lm_head.weight is missing and tie_word_embeddings is false");
+      return absl::NotFoundError(
+          "tensor lm_head.weight is missing and tie_word_embeddings is false");
     }
     w.lm_head = w.embed;
   } else {
@@ -110,21 +114,24 @@ Weights InitWeights(const ModelConfig& c, uint64_t seed, double std, bool attent
   return w;
 }
 
-absl::StatusOr<Weights> GrowWeights(const ModelConfig& s, const Weights& w, const ModelConfig& b, double noise,
-                                    uint64_t seed) {
+absl::StatusOr<Weights> GrowWeights(const ModelConfig& s, const Weights& w, const ModelConfig& b,
+                                    double noise, uint64_t seed) {
   auto need = [](bool ok, const char* what, int64_t expected, int64_t found) {
     return ok ? absl::OkStatus()
               : absl::InvalidArgumentError(
                     absl::StrCat("cannot grow: ", what, " must be ", expected, ", found ", found));
   };
-  RETURN_IF_ERROR(need(b.hidden_size == 2 * s.hidden_size, "hidden_size", 2 * s.hidden_size, b.hidden_size));
-  RETURN_IF_ERROR(need(b.num_heads == 2 * s.num_heads, "num_attention_heads", 2 * s.num_heads, b.num_heads));
   RETURN_IF_ERROR(
-      need(b.num_kv_heads == 2 * s.num_kv_heads, "num_key_value_heads", 2 * s.num_kv_heads, b.num_kv_heads));
+      need(b.hidden_size == 2 * s.hidden_size, "hidden_size", 2 * s.hidden_size, b.hidden_size));
+  RETURN_IF_ERROR(
+      need(b.num_heads == 2 * s.num_heads, "num_attention_heads", 2 * s.num_heads, b.num_heads));
+  RETURN_IF_ERROR(need(b.num_kv_heads == 2 * s.num_kv_heads, "num_key_value_heads",
+                       2 * s.num_kv_heads, b.num_kv_heads));
   RETURN_IF_ERROR(need(b.head_dim == s.head_dim, "head_dim", s.head_dim, b.head_dim));
   RETURN_IF_ERROR(need(b.intermediate_size == 2 * s.intermediate_size, "intermediate_size",
                        2 * s.intermediate_size, b.intermediate_size));
-  RETURN_IF_ERROR(need(b.num_layers >= s.num_layers, "num_hidden_layers at least", s.num_layers, b.num_layers));
+  RETURN_IF_ERROR(
+      need(b.num_layers >= s.num_layers, "num_hidden_layers at least", s.num_layers, b.num_layers));
   RETURN_IF_ERROR(need(b.vocab_size == s.vocab_size, "vocab_size", s.vocab_size, b.vocab_size));
   RETURN_IF_ERROR(need(b.tie_word_embeddings == s.tie_word_embeddings, "tie_word_embeddings",
                        s.tie_word_embeddings, b.tie_word_embeddings));
@@ -134,7 +141,9 @@ absl::StatusOr<Weights> GrowWeights(const ModelConfig& s, const Weights& w, cons
   }
   torch::NoGradGuard no_grad;
   torch::manual_seed(seed);
-  auto jitter = [&](torch::Tensor t) { return noise > 0 ? t + torch::randn(t.sizes()) * noise : t; };
+  auto jitter = [&](torch::Tensor t) {
+    return noise > 0 ? t + torch::randn(t.sizes()) * noise : t;
+  };
   auto f32 = [](const torch::Tensor& t) { return t.detach().to(torch::kCPU, torch::kFloat32); };
   // Rows are output units (duplicated); columns read the duplicated hidden state (halved).
   auto grow = [&](const torch::Tensor& m) {
@@ -150,8 +159,9 @@ absl::StatusOr<Weights> GrowWeights(const ModelConfig& s, const Weights& w, cons
   // final norm halves them because the head sums both copies.
   out.embed = jitter(torch::cat({f32(w.embed), f32(w.embed)}, 1)).contiguous();
   out.norm = twice(w.norm) / 2;
-  out.lm_head =
-      b.tie_word_embeddings ? out.embed : jitter(torch::cat({f32(w.lm_head), f32(w.lm_head)}, 1)).contiguous();
+  out.lm_head = b.tie_word_embeddings
+                    ? out.embed
+                    : jitter(torch::cat({f32(w.lm_head), f32(w.lm_head)}, 1)).contiguous();
   for (const LayerWeights& l : w.layers) {
     LayerWeights g;
     g.input_norm = twice(l.input_norm);
@@ -171,7 +181,8 @@ absl::StatusOr<Weights> GrowWeights(const ModelConfig& s, const Weights& w, cons
     g.down = grow(l.down);
     out.layers.push_back(std::move(g));
   }
-  const Weights fresh = InitWeights(b, seed + 1, 0.02, w.layers.empty() || w.layers[0].q_b.defined());
+  const Weights fresh =
+      InitWeights(b, seed + 1, 0.02, w.layers.empty() || w.layers[0].q_b.defined());
   for (int i = s.num_layers; i < b.num_layers; ++i) {
     LayerWeights l = fresh.layers[static_cast<size_t>(i)];
     l.o_w = torch::zeros_like(l.o_w);
@@ -186,15 +197,19 @@ absl::Status PlantOffsetHeads(const ModelConfig& c, Weights& w, const std::vecto
   if (offsets.empty()) return absl::OkStatus();
   if (static_cast<int>(offsets.size()) > c.num_heads) {
     return absl::InvalidArgumentError(absl::StrCat("offset heads: expected at most ", c.num_heads,
-                                                   " offsets (the query heads of layer 0), found ", offsets.size()));
+                                                   " offsets (the query heads of layer 0), found ",
+                                                   offsets.size()));
   }
   if (w.layers.empty() || !w.layers[0].q_b.defined() || !w.layers[0].k_b.defined()) {
     return absl::InvalidArgumentError("offset heads: expected a model with q/k biases, found none");
   }
   for (int o : offsets) {
-    if (o < 1) return absl::InvalidArgumentError(absl::StrCat("offset heads: expected offsets of at least 1, found ", o));
+    if (o < 1)
+      return absl::InvalidArgumentError(
+          absl::StrCat("offset heads: expected offsets of at least 1, found ", o));
   }
-  const int hd = c.head_dim, half = hd / 2, pairs = std::min(4, half), g = c.num_heads / c.num_kv_heads;
+  const int hd = c.head_dim, half = hd / 2, pairs = std::min(4, half),
+            g = c.num_heads / c.num_kv_heads;
   torch::NoGradGuard no_grad;
   LayerWeights& l = w.layers[0];
   for (size_t i = 0; i < offsets.size(); ++i) {
@@ -213,8 +228,8 @@ absl::Status PlantOffsetHeads(const ModelConfig& c, Weights& w, const std::vecto
 }
 
 absl::Status PlantRecallCircuit(const ModelConfig& c, Weights& w, int key_offset,
-                                const std::vector<int>& query_offsets, uint64_t seed, double out_scale,
-                                double match_scale) {
+                                const std::vector<int>& query_offsets, uint64_t seed,
+                                double out_scale, double match_scale) {
   const int g = c.num_heads / c.num_kv_heads;
   const int nq = static_cast<int>(query_offsets.size());
   if (c.num_layers < 2) {
@@ -222,16 +237,18 @@ absl::Status PlantRecallCircuit(const ModelConfig& c, Weights& w, int key_offset
         absl::StrCat("recall circuit: expected a model of 2 or more layers, found ", c.num_layers));
   }
   if (nq < 1 || nq > g) {
-    return absl::InvalidArgumentError(absl::StrCat("recall circuit: expected 1 to ", g,
-                                                   " query offsets (the query heads of kv head 0), found ", nq));
+    return absl::InvalidArgumentError(
+        absl::StrCat("recall circuit: expected 1 to ", g,
+                     " query offsets (the query heads of kv head 0), found ", nq));
   }
   if (c.head_dim < 20) {
     return absl::InvalidArgumentError(
         absl::StrCat("recall circuit: expected a head_dim of at least 20, found ", c.head_dim));
   }
   if (c.hidden_size < c.head_dim * (1 + nq)) {  // room for one subspace per planted head
-    return absl::InvalidArgumentError(absl::StrCat("recall circuit: expected a hidden_size of at least ",
-                                                   c.head_dim * (1 + nq), ", found ", c.hidden_size));
+    return absl::InvalidArgumentError(
+        absl::StrCat("recall circuit: expected a hidden_size of at least ", c.head_dim * (1 + nq),
+                     ", found ", c.hidden_size));
   }
   std::vector<int> offsets = {key_offset};
   offsets.insert(offsets.end(), query_offsets.begin(), query_offsets.end());
@@ -243,7 +260,8 @@ absl::Status PlantRecallCircuit(const ModelConfig& c, Weights& w, int key_offset
   const torch::Tensor basis = std::get<0>(torch::linalg_qr(torch::randn({d, hd * (1 + nq)})));
   const torch::Tensor vrows = std::get<0>(torch::linalg_qr(torch::randn({d, hd}))).t();  // [hd, d]
   // The slowly rotating RoPE pairs carry the match: rows (half - slow .. half) and their partners.
-  const torch::Tensor proj = std::get<0>(torch::linalg_qr(torch::randn({hd, 2 * slow}))).t();  // [2 slow, hd]
+  const torch::Tensor proj =
+      std::get<0>(torch::linalg_qr(torch::randn({hd, 2 * slow}))).t();  // [2 slow, hd]
   LayerWeights& l0 = w.layers[0];
   LayerWeights& l1 = w.layers[1];
   for (int i = 0; i <= nq; ++i) {
@@ -319,7 +337,8 @@ std::pair<torch::Tensor, torch::Tensor> RopeCosSin(const torch::Tensor& position
   return {emb.cos().to(dtype), emb.sin().to(dtype)};
 }
 
-torch::Tensor ApplyRope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+torch::Tensor ApplyRope(const torch::Tensor& x, const torch::Tensor& cos,
+                        const torch::Tensor& sin) {
   const int64_t half = x.size(-1) / 2;
   const torch::Tensor x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
   const torch::Tensor rotated = torch::cat({-x2, x1}, -1);
@@ -340,7 +359,8 @@ torch::Tensor ForwardHidden(const ModelConfig& c, const Weights& w, const torch:
   const int64_t nh = c.num_heads, nkv = c.num_kv_heads, hd = c.head_dim, g = nh / nkv;
   torch::Tensor x = torch::embedding(w.embed, ids);  // [B, T, H]
   const auto dtype = x.scalar_type();
-  const torch::Tensor pos = torch::arange(T, torch::TensorOptions().dtype(torch::kInt64).device(ids.device()));
+  const torch::Tensor pos =
+      torch::arange(T, torch::TensorOptions().dtype(torch::kInt64).device(ids.device()));
   auto [cos, sin] = RopeCosSin(pos, static_cast<int>(hd), c.rope_theta, dtype);
   const torch::Tensor mask =
       torch::full({T, T}, -std::numeric_limits<float>::infinity(),

@@ -50,8 +50,8 @@ Weights InitWeights(const ModelConfig& config, uint64_t seed, double std = 0.02,
 // (fresh weights, zero output projections). With noise 0 the grown model computes the
 // same logits; noise > 0 adds N(0, noise) to the grown matrices so duplicated units can
 // drift apart in training. Other shapes: InvalidArgument saying which dimension differs.
-absl::StatusOr<Weights> GrowWeights(const ModelConfig& small, const Weights& w, const ModelConfig& big,
-                                    double noise, uint64_t seed);
+absl::StatusOr<Weights> GrowWeights(const ModelConfig& small, const Weights& w,
+                                    const ModelConfig& big, double noise, uint64_t seed);
 // Construction-time initialisation of previous-token heads: sets layer 0's q and k
 // biases so that query head i attends `offsets[i]` tokens back whatever the tokens are
 // (with RoPE a bias pair rotated by offset * theta against the key's peaks at that
@@ -61,8 +61,8 @@ absl::StatusOr<Weights> GrowWeights(const ModelConfig& small, const Weights& w, 
 // zero biases they form only after a long plateau. Query heads i / (heads / kv_heads)
 // share a kv head; every kv head a planted head uses gets the same key bias.
 // InvalidArgument for more offsets than heads, offsets below 1, or no q/k biases.
-absl::Status PlantOffsetHeads(const ModelConfig& config, Weights& w, const std::vector<int>& offsets,
-                              double amplitude = 9.0);
+absl::Status PlantOffsetHeads(const ModelConfig& config, Weights& w,
+                              const std::vector<int>& offsets, double amplitude = 9.0);
 // Writes float32 model.safetensors with HF names.
 // Construction-time recall circuit for records such as "The code of X is V.", asked
 // for as "...X is" (answer next) or "...X?" followed by a fixed template:
@@ -84,8 +84,8 @@ absl::Status PlantOffsetHeads(const ModelConfig& config, Weights& w, const std::
 // without room for a head_dim-wide subspace per planted head, or what PlantOffsetHeads
 // rejects.
 absl::Status PlantRecallCircuit(const ModelConfig& config, Weights& w, int key_offset,
-                                const std::vector<int>& query_offsets, uint64_t seed, double out_scale = 1.0,
-                                double match_scale = 3.0);
+                                const std::vector<int>& query_offsets, uint64_t seed,
+                                double out_scale = 1.0, double match_scale = 3.0);
 
 absl::Status SaveWeights(const ModelConfig& config, const Weights& w, const std::string& path);
 

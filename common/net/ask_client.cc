@@ -6,8 +6,8 @@
 
 namespace kvstream::net {
 
-absl::StatusOr<AskResult> Ask(kvstream::v1::EdgeService::Stub& stub, const kvstream::v1::AskRequest& request,
-                              const AskCall& call) {
+absl::StatusOr<AskResult> Ask(kvstream::v1::EdgeService::Stub& stub,
+                              const kvstream::v1::AskRequest& request, const AskCall& call) {
   using Clock = std::chrono::steady_clock;
   grpc::ClientContext ctx;
   if (call.timeout_seconds > 0) {

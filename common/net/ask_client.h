@@ -28,7 +28,7 @@ struct AskCall {
 };
 
 // Errors keep the server's code and message.
-absl::StatusOr<AskResult> Ask(kvstream::v1::EdgeService::Stub& stub, const kvstream::v1::AskRequest& request,
-                              const AskCall& call = {});
+absl::StatusOr<AskResult> Ask(kvstream::v1::EdgeService::Stub& stub,
+                              const kvstream::v1::AskRequest& request, const AskCall& call = {});
 
 }  // namespace kvstream::net

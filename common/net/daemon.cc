@@ -19,13 +19,16 @@ namespace kvstream::net {
 
 void SetDaemonUsage(const std::string& main_file, const std::string& usage) {
   absl::FlagsUsageConfig config;
-  config.contains_helpshort_flags = [main_file](absl::string_view file) { return absl::EndsWith(file, main_file); };
+  config.contains_helpshort_flags = [main_file](absl::string_view file) {
+    return absl::EndsWith(file, main_file);
+  };
   config.contains_help_flags = config.contains_helpshort_flags;
   absl::SetFlagsUsageConfig(config);
   absl::SetProgramUsageMessage(usage);
 }
 
-absl::Status StartMetrics(metrics::MetricsServer& metrics, const std::string& address, const std::string& port_file) {
+absl::Status StartMetrics(metrics::MetricsServer& metrics, const std::string& address,
+                          const std::string& port_file) {
   if (absl::Status st = metrics.Start(address); !st.ok()) return st;
   return port_file.empty() ? absl::OkStatus() : WritePortFile(port_file, metrics.port());
 }
@@ -63,8 +66,9 @@ absl::Status Serve(const ServeOptions& options, const std::vector<grpc::Service*
   // ends promptly instead of waiting out a poll.
   builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::CQ_TIMEOUT_MSEC, 100);
   int port = 0;
-  builder.AddListeningPort(options.listen,
-                           options.credentials ? options.credentials : grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(
+      options.listen, options.credentials ? options.credentials : grpc::InsecureServerCredentials(),
+      &port);
   for (grpc::Service* s : services) builder.RegisterService(s);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
@@ -80,16 +84,19 @@ absl::Status Serve(const ServeOptions& options, const std::vector<grpc::Service*
       return st;
     }
   }
-  logging::Logf(logging::Level::kInfo, options.component, "serving on %s (port %d)", options.listen, port);
+  logging::Logf(logging::Level::kInfo, options.component, "serving on %s (port %d)", options.listen,
+                port);
 
   const int sig = WaitForShutdownSignal();
-  logging::Logf(logging::Level::kInfo, options.component, "%s: health NOT_SERVING, draining for up to %.1f s",
+  logging::Logf(logging::Level::kInfo, options.component,
+                "%s: health NOT_SERVING, draining for up to %.1f s",
                 sig == SIGTERM ? "SIGTERM" : "SIGINT", options.grace_seconds);
   health->SetServingStatus(false);
   for (const std::string& name : options.health_services) health->SetServingStatus(name, false);
   if (options.on_drain) options.on_drain();
-  const auto deadline = std::chrono::system_clock::now() +
-                        std::chrono::milliseconds(static_cast<int64_t>(options.grace_seconds * 1000));
+  const auto deadline =
+      std::chrono::system_clock::now() +
+      std::chrono::milliseconds(static_cast<int64_t>(options.grace_seconds * 1000));
   server->Shutdown(deadline);
   server->Wait();
   logging::Logf(logging::Level::kInfo, options.component, "stopped");

@@ -21,7 +21,8 @@ void SetDaemonUsage(const std::string& main_file, const std::string& usage);
 
 // Starts serving `metrics` on `address` and, when `port_file` is set, writes the bound
 // port there (as Serve does for the gRPC port).
-absl::Status StartMetrics(metrics::MetricsServer& metrics, const std::string& address, const std::string& port_file);
+absl::Status StartMetrics(metrics::MetricsServer& metrics, const std::string& address,
+                          const std::string& port_file);
 
 struct ServeOptions {
   std::string component;  // "edge" or "cloud", for logs

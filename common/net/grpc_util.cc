@@ -1,13 +1,12 @@
 #include "common/net/grpc_util.h"
 
-#include "common/base/quote.h"
-
 #include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <iterator>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/quote.h"
 #include "common/base/status.h"
 
 namespace kvstream::net {
@@ -31,13 +30,15 @@ absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what) {
   if (!in) return absl::NotFoundError(absl::StrCat("cannot read TLS ", what, " file ", path));
   std::string pem((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   if (pem.find("-----BEGIN") == std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat("TLS ", what, " file ", path, " holds no PEM block"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("TLS ", what, " file ", path, " holds no PEM block"));
   }
   return pem;
 }
 
 // The certificate chain and private key named by `tls` (both set by the caller's checks).
-absl::StatusOr<grpc::SslServerCredentialsOptions::PemKeyCertPair> ReadCertAndKey(const TlsFiles& tls) {
+absl::StatusOr<grpc::SslServerCredentialsOptions::PemKeyCertPair> ReadCertAndKey(
+    const TlsFiles& tls) {
   grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
   ASSIGN_OR_RETURN(pair.cert_chain, ReadPem(tls.cert, "certificate"));
   ASSIGN_OR_RETURN(pair.private_key, ReadPem(tls.key, "key"));
@@ -46,7 +47,8 @@ absl::StatusOr<grpc::SslServerCredentialsOptions::PemKeyCertPair> ReadCertAndKey
 }  // namespace
 
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address) {
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), LimitedChannelArgs());
+  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
+                                   LimitedChannelArgs());
 }
 
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(const TlsFiles& tls) {
@@ -64,11 +66,15 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(const
   return grpc::SslServerCredentials(o);
 }
 
-absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& address, const TlsFiles& tls) {
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& address,
+                                                           const TlsFiles& tls) {
   if (!tls.enabled()) return MakeChannel(address);
-  if (tls.ca.empty()) return absl::InvalidArgumentError("client TLS needs the CA that signed the server's certificate");
+  if (tls.ca.empty())
+    return absl::InvalidArgumentError(
+        "client TLS needs the CA that signed the server's certificate");
   if (tls.cert.empty() != tls.key.empty()) {
-    return absl::InvalidArgumentError("a client certificate needs its key, and a key its certificate");
+    return absl::InvalidArgumentError(
+        "a client certificate needs its key, and a key its certificate");
   }
   grpc::SslCredentialsOptions o;
   ASSIGN_OR_RETURN(o.pem_root_certs, ReadPem(tls.ca, "CA"));
@@ -91,34 +97,54 @@ grpc::Status ToGrpc(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
   // absl and gRPC share the canonical code numbering.
   // Bounded: a message quoting a huge input would not fit in the status metadata.
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), base::Bounded(status.message()));
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
+                      base::Bounded(status.message()));
 }
 
 absl::Status FromGrpc(const grpc::Status& status, const std::string& prefix) {
   if (status.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), prefix + status.error_message());
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      prefix + status.error_message());
 }
 
 const char* CodeName(grpc::StatusCode code) {
   switch (code) {
-    case grpc::StatusCode::OK: return "OK";
-    case grpc::StatusCode::CANCELLED: return "CANCELLED";
-    case grpc::StatusCode::UNKNOWN: return "UNKNOWN";
-    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
-    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
-    case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
-    case grpc::StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
-    case grpc::StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
-    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
-    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
-    case grpc::StatusCode::ABORTED: return "ABORTED";
-    case grpc::StatusCode::OUT_OF_RANGE: return "OUT_OF_RANGE";
-    case grpc::StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
-    case grpc::StatusCode::INTERNAL: return "INTERNAL";
-    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
-    case grpc::StatusCode::DATA_LOSS: return "DATA_LOSS";
-    case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
-    default: return "UNKNOWN";
+    case grpc::StatusCode::OK:
+      return "OK";
+    case grpc::StatusCode::CANCELLED:
+      return "CANCELLED";
+    case grpc::StatusCode::UNKNOWN:
+      return "UNKNOWN";
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND:
+      return "NOT_FOUND";
+    case grpc::StatusCode::ALREADY_EXISTS:
+      return "ALREADY_EXISTS";
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return "PERMISSION_DENIED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return "FAILED_PRECONDITION";
+    case grpc::StatusCode::ABORTED:
+      return "ABORTED";
+    case grpc::StatusCode::OUT_OF_RANGE:
+      return "OUT_OF_RANGE";
+    case grpc::StatusCode::UNIMPLEMENTED:
+      return "UNIMPLEMENTED";
+    case grpc::StatusCode::INTERNAL:
+      return "INTERNAL";
+    case grpc::StatusCode::UNAVAILABLE:
+      return "UNAVAILABLE";
+    case grpc::StatusCode::DATA_LOSS:
+      return "DATA_LOSS";
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return "UNAUTHENTICATED";
+    default:
+      return "UNKNOWN";
   }
 }
 

@@ -41,7 +41,8 @@ struct TlsFiles {
 // or the combination that is incomplete.
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(const TlsFiles& tls);
 // A channel with kMaxMessageBytes, over TLS when `tls.ca` is set.
-absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& address, const TlsFiles& tls);
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& address,
+                                                           const TlsFiles& tls);
 
 // Applies kMaxMessageBytes to a server under construction.
 void ApplyServerLimits(grpc::ServerBuilder& builder);

@@ -48,13 +48,15 @@ ChildProcess::~ChildProcess() {
   }
 }
 
-absl::Status ChildProcess::Start(const std::vector<std::string>& argv, const std::string& log_path) {
+absl::Status ChildProcess::Start(const std::vector<std::string>& argv,
+                                 const std::string& log_path) {
   if (argv.empty()) return absl::InvalidArgumentError("no program to start");
   name_ = argv[0];
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   if (!log_path.empty()) {
-    posix_spawn_file_actions_addopen(&actions, 1, log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_addopen(&actions, 1, log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                     0644);
     posix_spawn_file_actions_adddup2(&actions, 1, 2);
   }
   // The child starts with default signal handling and an empty mask, whatever the
@@ -78,8 +80,9 @@ absl::Status ChildProcess::Start(const std::vector<std::string>& argv, const std
   posix_spawnattr_destroy(&attr);
   if (rc != 0) {
     pid_ = -1;
-    return absl::InternalError(absl::StrCat("cannot start ", name_, log_path.empty() ? "" : " (log " + log_path + ")",
-                                            ": ", strerror(rc)));
+    return absl::InternalError(absl::StrCat("cannot start ", name_,
+                                            log_path.empty() ? "" : " (log " + log_path + ")", ": ",
+                                            strerror(rc)));
   }
   return absl::OkStatus();
 }
@@ -91,17 +94,20 @@ absl::StatusOr<int> ChildProcess::WaitForPortFile(const std::string& path, doubl
     std::ifstream in(path);
     std::string text;
     int port = 0;
-    if (in && std::getline(in, text) && absl::SimpleAtoi(absl::StripAsciiWhitespace(text), &port) && port > 0) {
+    if (in && std::getline(in, text) && absl::SimpleAtoi(absl::StripAsciiWhitespace(text), &port) &&
+        port > 0) {
       return port;
     }
     int status = 0;
     if (pid_ > 0 && ::waitpid(pid_, &status, WNOHANG) == pid_) {
       pid_ = -1;
-      return absl::UnavailableError(absl::StrCat(name_, " exited (status ", status, ") before writing ", path));
+      return absl::UnavailableError(
+          absl::StrCat(name_, " exited (status ", status, ") before writing ", path));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  return absl::DeadlineExceededError(absl::StrCat(name_, " wrote no port to ", path, " within ", timeout_seconds, " s"));
+  return absl::DeadlineExceededError(
+      absl::StrCat(name_, " wrote no port to ", path, " within ", timeout_seconds, " s"));
 }
 
 absl::StatusOr<int> ChildProcess::Stop(double timeout_seconds) {
@@ -117,8 +123,8 @@ absl::StatusOr<int> ChildProcess::Stop(double timeout_seconds) {
       ::kill(pid_, SIGKILL);
       ::waitpid(pid_, &status, 0);
       pid_ = -1;
-      return absl::DeadlineExceededError(absl::StrCat(name_, " did not exit within ", timeout_seconds,
-                                                      " s of SIGTERM; killed"));
+      return absl::DeadlineExceededError(
+          absl::StrCat(name_, " did not exit within ", timeout_seconds, " s of SIGTERM; killed"));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }

@@ -48,7 +48,8 @@ class Shaper {
  public:
   using Clock = std::function<double()>;              // seconds
   using Sleep = std::function<void(double seconds)>;  // until now() + seconds
-  Shaper(LinkTrace trace, double one_way_delay_seconds, Clock clock = nullptr, Sleep sleep = nullptr);
+  Shaper(LinkTrace trace, double one_way_delay_seconds, Clock clock = nullptr,
+         Sleep sleep = nullptr);
 
   // Reserves the link for `bytes` and blocks until they have crossed it; returns the
   // seconds spent waiting (queueing + transmission).

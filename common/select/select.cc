@@ -52,12 +52,18 @@ absl::Status Need(const AttentionStats& s, const std::vector<float>& a, absl::st
 
 absl::string_view PolicyName(Policy p) {
   switch (p) {
-    case Policy::kFull: return "full";
-    case Policy::kQ2C: return "q2c";
-    case Policy::kQ2CQuestion: return "q2c-question";
-    case Policy::kSnapKV: return "snapkv";
-    case Policy::kH2O: return "h2o";
-    case Policy::kRandom: return "random";
+    case Policy::kFull:
+      return "full";
+    case Policy::kQ2C:
+      return "q2c";
+    case Policy::kQ2CQuestion:
+      return "q2c-question";
+    case Policy::kSnapKV:
+      return "snapkv";
+    case Policy::kH2O:
+      return "h2o";
+    case Policy::kRandom:
+      return "random";
   }
   return "?";
 }
@@ -67,8 +73,9 @@ absl::StatusOr<Policy> ParsePolicy(absl::string_view name) {
                    Policy::kRandom}) {
     if (name == PolicyName(p)) return p;
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "selector: expected one of full, q2c, q2c-question, snapkv, h2o, random; found ", base::Quote(name)));
+  return absl::InvalidArgumentError(
+      absl::StrCat("selector: expected one of full, q2c, q2c-question, snapkv, h2o, random; found ",
+                   base::Quote(name)));
 }
 
 int ContextBudget(double retention, int context_tokens) {
@@ -81,17 +88,18 @@ absl::StatusOr<Selection> Select(const AttentionStats& stats, const PromptSpans&
   if (spans.context_begin < 0 || spans.context_end < spans.context_begin ||
       spans.context_end > spans.num_tokens || spans.question_begin < 0 ||
       spans.question_end < spans.question_begin || spans.question_end > spans.num_tokens) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "spans: context [", spans.context_begin, ", ", spans.context_end, ") and question [",
-        spans.question_begin, ", ", spans.question_end, ") must lie within ", spans.num_tokens,
-        " tokens"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("spans: context [", spans.context_begin, ", ", spans.context_end,
+                     ") and question [", spans.question_begin, ", ", spans.question_end,
+                     ") must lie within ", spans.num_tokens, " tokens"));
   }
   if (!(o.retention >= 0.0 && o.retention <= 1.0)) {
     return absl::InvalidArgumentError(
         absl::StrCat("retention must be in [0, 1], found ", o.retention));
   }
   if (o.sink_tokens < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("sink tokens must be >= 0, found ", o.sink_tokens));
+    return absl::InvalidArgumentError(
+        absl::StrCat("sink tokens must be >= 0, found ", o.sink_tokens));
   }
   const int n_ctx = spans.context_tokens();
   const int budget = o.policy == Policy::kFull ? n_ctx : ContextBudget(o.retention, n_ctx);
@@ -99,8 +107,9 @@ absl::StatusOr<Selection> Select(const AttentionStats& stats, const PromptSpans&
   if (o.policy != Policy::kFull && o.policy != Policy::kRandom && budget > sinks) {
     // The statistics may cover the prompt's last token beyond the spans (the cache).
     if (stats.num_tokens < spans.num_tokens) {
-      return absl::InvalidArgumentError(absl::StrCat("attention statistics cover ", stats.num_tokens,
-                                                     " tokens, the prompt has ", spans.num_tokens));
+      return absl::InvalidArgumentError(absl::StrCat("attention statistics cover ",
+                                                     stats.num_tokens, " tokens, the prompt has ",
+                                                     spans.num_tokens));
     }
   }
 
@@ -121,7 +130,8 @@ absl::StatusOr<Selection> Select(const AttentionStats& stats, const PromptSpans&
       // or over the question alone (q2c-question, the research report's definition).
       if (k == 0) break;
       if (spans.question_end == spans.question_begin) {
-        return absl::InvalidArgumentError(absl::StrCat(PolicyName(o.policy), " needs a non-empty question span"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(PolicyName(o.policy), " needs a non-empty question span"));
       }
       const bool tail = o.policy == Policy::kQ2C;
       const std::vector<float>& rows = tail ? stats.question_tail : stats.question;

@@ -58,15 +58,18 @@ class DaemonsTest : public ::testing::Test {
         {absl::StrCat("--model=scout=", kScout), absl::StrCat("--model=large=", kLarge),
          absl::StrCat("--projection=", kProjection), "--max_sessions=16", "--log_level=debug"});
     if (st.ok()) {
-      st = StartDaemon(*edge_, *work_, "edge", "kvstream-edge",
-                       {absl::StrCat("--scout=", kScout), absl::StrCat("--cloud=127.0.0.1:", cloud_->port),
-                        "--cloud_model=large", "--max_tokens=8", "--mode=kv", "--quality_table="});
+      st = StartDaemon(
+          *edge_, *work_, "edge", "kvstream-edge",
+          {absl::StrCat("--scout=", kScout), absl::StrCat("--cloud=127.0.0.1:", cloud_->port),
+           "--cloud_model=large", "--max_tokens=8", "--mode=kv", "--quality_table="});
     }
     start_status_ = new absl::Status(st);
     tokenizer_ = model::Tokenizer::Load(absl::StrCat(kScout, "/tokenizer.json")).value().release();
     auto words = eval::LoadWords();
     const model::Tokenizer* t = tokenizer_;
-    eval::TaskGenerator gen(*words, [t](const std::string& s) { return static_cast<int>(t->Encode(s, false)->size()); });
+    eval::TaskGenerator gen(*words, [t](const std::string& s) {
+      return static_cast<int>(t->Encode(s, false)->size());
+    });
     gen.set_single_token_names(true);
     eval::TaskOptions o;
     o.kind = "single";
@@ -85,13 +88,18 @@ class DaemonsTest : public ::testing::Test {
   }
 
   void SetUp() override {
-    ASSERT_TRUE(start_status_->ok()) << "daemons did not start: " << *start_status_ << " (logs in " << *work_ << ")";
-    edge_stub_ = kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", edge_->port)));
-    cloud_stub_ = kvstream::v1::CloudService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", cloud_->port)));
+    ASSERT_TRUE(start_status_->ok())
+        << "daemons did not start: " << *start_status_ << " (logs in " << *work_ << ")";
+    edge_stub_ = kvstream::v1::EdgeService::NewStub(
+        net::MakeChannel(absl::StrCat("127.0.0.1:", edge_->port)));
+    cloud_stub_ = kvstream::v1::CloudService::NewStub(
+        net::MakeChannel(absl::StrCat("127.0.0.1:", cloud_->port)));
   }
 
-  static kvstream::v1::AskRequest Request(const eval::Example& ex, kvstream::v1::Mode mode, const std::string& spec,
-                                          const std::string& selector = "full", double retention = 1,
+  static kvstream::v1::AskRequest Request(const eval::Example& ex, kvstream::v1::Mode mode,
+                                          const std::string& spec,
+                                          const std::string& selector = "full",
+                                          double retention = 1,
                                           const std::string& cloud_model = "") {
     kvstream::v1::AskRequest r;
     r.set_context(ex.context);
@@ -135,7 +143,8 @@ class DaemonsTest : public ::testing::Test {
     o.set_session_id(id);
     o.set_mode(kvstream::v1::MODE_TEXT);
     o.set_model_name(model_name);
-    const auto prompt = model::BuildQaPrompt(*tokenizer_, (*examples_)[0].context, (*examples_)[0].question, {kSystem});
+    const auto prompt = model::BuildQaPrompt(*tokenizer_, (*examples_)[0].context,
+                                             (*examples_)[0].question, {kSystem});
     o.mutable_prompt_tokens()->Add(prompt->tokens.begin(), prompt->tokens.end());
     o.set_max_tokens(max_tokens);
     return up;
@@ -178,15 +187,18 @@ std::vector<eval::Example>* DaemonsTest::examples_ = nullptr;
 
 TEST_F(DaemonsTest, HealthIsServing) {
   for (int port : {edge_->port, cloud_->port}) {
-    auto health = grpc::health::v1::Health::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", port)));
-    for (const std::string service : {"", port == edge_->port ? "kvstream.v1.EdgeService" : "kvstream.v1.CloudService"}) {
+    auto health =
+        grpc::health::v1::Health::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", port)));
+    for (const std::string service :
+         {"", port == edge_->port ? "kvstream.v1.EdgeService" : "kvstream.v1.CloudService"}) {
       grpc::ClientContext ctx;
       grpc::health::v1::HealthCheckRequest req;
       req.set_service(service);
       grpc::health::v1::HealthCheckResponse resp;
       const grpc::Status st = health->Check(&ctx, req, &resp);
       ASSERT_TRUE(st.ok()) << st.error_message();
-      EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::SERVING) << "service '" << service << "'";
+      EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::SERVING)
+          << "service '" << service << "'";
     }
   }
 }
@@ -200,10 +212,13 @@ std::string ReflectionListServices(int port) {
   grpc::CompletionQueue cq;
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-  auto call = stub.PrepareCall(&ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+  auto call =
+      stub.PrepareCall(&ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
   void* tag = nullptr;
   bool ok = false;
-  auto step = [&](intptr_t want) { return cq.Next(&tag, &ok) && ok && reinterpret_cast<intptr_t>(tag) == want; };
+  auto step = [&](intptr_t want) {
+    return cq.Next(&tag, &ok) && ok && reinterpret_cast<intptr_t>(tag) == want;
+  };
   call->StartCall(reinterpret_cast<void*>(1));
   if (!step(1)) return "";
   const std::string request("\x3a\x00", 2);
@@ -217,7 +232,8 @@ std::string ReflectionListServices(int port) {
   std::vector<grpc::Slice> slices;
   in.Dump(&slices);
   std::string response;
-  for (const auto& sl : slices) response.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+  for (const auto& sl : slices)
+    response.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
   call->WritesDone(reinterpret_cast<void*>(4));
   step(4);
   grpc::Status status;
@@ -257,20 +273,24 @@ TEST_F(DaemonsTest, LosslessKvEqualsTextOnTwentyPrompts) {
     EXPECT_EQ(kv->stats.tokens_generated(), kv->token_ids.size());
     non_empty += kv->token_ids.empty() ? 0 : 1;
   }
-  EXPECT_GT(non_empty, 10) << "most prompts should produce an answer, or the comparison shows little";
+  EXPECT_GT(non_empty, 10)
+      << "most prompts should produce an answer, or the comparison shows little";
 }
 
 // Compressed kv modes answer, and the bytes they report are the codec's formula for
 // the kept cache plus small message overhead.
 TEST_F(DaemonsTest, CompressedModesAnswerAndBytesMatchTheCodecFormula) {
-  const model::ModelConfig c = model::ModelConfig::Load(absl::StrCat(kScout, "/config.json")).value();
+  const model::ModelConfig c =
+      model::ModelConfig::Load(absl::StrCat(kScout, "/config.json")).value();
   struct Variant {
     std::string spec, selector;
     double retention;
     int bits;
   };
-  const std::vector<Variant> variants = {
-      {"int8", "full", 1, 8}, {"int4", "full", 1, 4}, {"int2", "q2c", 0.5, 2}, {"int4", "snapkv", 0.25, 4}};
+  const std::vector<Variant> variants = {{"int8", "full", 1, 8},
+                                         {"int4", "full", 1, 4},
+                                         {"int2", "q2c", 0.5, 2},
+                                         {"int4", "snapkv", 0.25, 4}};
   for (const Variant& v : variants) {
     for (int e = 0; e < 3; ++e) {
       const eval::Example& ex = (*examples_)[e];
@@ -283,18 +303,20 @@ TEST_F(DaemonsTest, CompressedModesAnswerAndBytesMatchTheCodecFormula) {
       if (v.selector == "full") {
         EXPECT_EQ(s.kept_tokens(), s.context_tokens());
       } else {
-        EXPECT_EQ(s.kept_tokens(),
-                  static_cast<uint64_t>(select::ContextBudget(v.retention, static_cast<int>(s.context_tokens()))));
+        EXPECT_EQ(s.kept_tokens(), static_cast<uint64_t>(select::ContextBudget(
+                                       v.retention, static_cast<int>(s.context_tokens()))));
       }
-      const int64_t slots = head - static_cast<int64_t>(s.context_tokens()) + static_cast<int64_t>(s.kept_tokens());
-      const uint64_t per_tensor = codec::EncodedTensorBytes(codec::TensorSpec::Int(v.bits),
-                                                            {c.num_kv_heads, slots, c.head_dim}, codec::DType::kF32);
+      const int64_t slots =
+          head - static_cast<int64_t>(s.context_tokens()) + static_cast<int64_t>(s.kept_tokens());
+      const uint64_t per_tensor = codec::EncodedTensorBytes(
+          codec::TensorSpec::Int(v.bits), {c.num_kv_heads, slots, c.head_dim}, codec::DType::kF32);
       const uint64_t payload = 2ull * c.num_layers * per_tensor;
       EXPECT_EQ(s.raw_kv_bytes(), 2ull * c.num_layers * c.num_kv_heads * c.head_dim * 2 * head);
       EXPECT_GT(s.wire_bytes(), payload) << v.spec;
       // Overhead: positions twice (SessionOpen and chunk, < 2 bytes each here), headers.
       EXPECT_LE(s.wire_bytes(), payload + 4 * slots + 512) << v.spec;
-      EXPECT_NEAR(s.compression_ratio(), static_cast<double>(s.raw_kv_bytes()) / s.wire_bytes(), 1e-9);
+      EXPECT_NEAR(s.compression_ratio(), static_cast<double>(s.raw_kv_bytes()) / s.wire_bytes(),
+                  1e-9);
       EXPECT_GT(s.ttft_seconds(), 0);
       EXPECT_GT(s.stages().prefill(), 0);
       EXPECT_GT(s.stages().encode(), 0);
@@ -308,7 +330,8 @@ TEST_F(DaemonsTest, ScoutModeUsesTheCloudModelAndSendsPositions) {
   auto r = Ask(Request(ex, kvstream::v1::MODE_SCOUT, "", "q2c", 0.5));
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->stats.mode(), kvstream::v1::MODE_SCOUT);
-  EXPECT_EQ(r->stats.kept_tokens(), static_cast<uint64_t>(select::ContextBudget(0.5, r->stats.context_tokens())));
+  EXPECT_EQ(r->stats.kept_tokens(),
+            static_cast<uint64_t>(select::ContextBudget(0.5, r->stats.context_tokens())));
   // Token ids (varints, < 2 bytes each here) and positions: far below any cache.
   EXPECT_LT(r->stats.wire_bytes(), 6 * (r->stats.context_tokens() + 64));
 }
@@ -428,8 +451,10 @@ TEST_F(DaemonsTest, ModelMismatchIsFailedPrecondition) {
   o.set_kept_positions(codec::EncodePositions({0, 1, 2, 3}));
   grpc::Status st = run(open);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
-  EXPECT_NE(st.error_message().find("qwen2-00000000deadbeef"), std::string::npos) << st.error_message();
-  EXPECT_NE(st.error_message().find(scout_fp), std::string::npos) << "names what is served: " << st.error_message();
+  EXPECT_NE(st.error_message().find("qwen2-00000000deadbeef"), std::string::npos)
+      << st.error_message();
+  EXPECT_NE(st.error_message().find(scout_fp), std::string::npos)
+      << "names what is served: " << st.error_message();
 
   o.set_session_id("mismatch-2");
   o.set_model_fingerprint(scout_fp);
@@ -494,11 +519,14 @@ TEST_F(DaemonsTest, MalformedValuesAreInvalidArgumentAndQuotedBriefly) {
   utf8.set_question("What is the code of \xff?");
   r = Ask(utf8);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
-  EXPECT_NE(r.status().message().find("question is not valid UTF-8: byte 20"), std::string::npos) << r.status();
+  EXPECT_NE(r.status().message().find("question is not valid UTF-8: byte 20"), std::string::npos)
+      << r.status();
   r = Ask(Request(ex, kvstream::v1::MODE_KV, std::string(100000, 'k')));
-  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status().message().substr(0, 300);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument)
+      << r.status().message().substr(0, 300);
   EXPECT_LT(r.status().message().size(), 1200u);
-  EXPECT_NE(r.status().message().find("(100000 bytes)"), std::string::npos) << r.status().message().substr(0, 300);
+  EXPECT_NE(r.status().message().find("(100000 bytes)"), std::string::npos)
+      << r.status().message().substr(0, 300);
 }
 
 // Raw sessions: a position past the model's is refused (not wrapped), sequence numbers
@@ -506,14 +534,17 @@ TEST_F(DaemonsTest, MalformedValuesAreInvalidArgumentAndQuotedBriefly) {
 TEST_F(DaemonsTest, SessionPositionsAndSequenceNumbersAreChecked) {
   auto scout = model::Model::Load(kScout, {"cpu", "f32", 1});
   ASSERT_TRUE(scout.ok()) << scout.status();
-  const auto prompt = model::BuildQaPrompt(*tokenizer_, (*examples_)[2].context, (*examples_)[2].question, {kSystem});
+  const auto prompt = model::BuildQaPrompt(*tokenizer_, (*examples_)[2].context,
+                                           (*examples_)[2].question, {kSystem});
   const std::vector<int32_t> head(prompt->tokens.begin(), prompt->tokens.end() - 1);
   auto pre = (*scout)->Prefill(head);
   ASSERT_TRUE(pre.ok());
   model::ChunkingOptions small;
   small.max_chunk_bytes = 4096;
-  auto run = [&](const std::string& id, const std::function<void(Uplink&, std::vector<Uplink>&)>& edit) {
-    auto chunks = model::EncodeCache(*pre->cache, codec::ParsePlan("raw").value(), id, small).value();
+  auto run = [&](const std::string& id,
+                 const std::function<void(Uplink&, std::vector<Uplink>&)>& edit) {
+    auto chunks =
+        model::EncodeCache(*pre->cache, codec::ParsePlan("raw").value(), id, small).value();
     Uplink open = KvOpen(**scout, *pre->cache, prompt->tokens.back(), id);
     std::vector<Uplink> ups;
     for (auto& c : chunks) *ups.emplace_back().mutable_chunk() = c;
@@ -528,12 +559,15 @@ TEST_F(DaemonsTest, SessionPositionsAndSequenceNumbersAreChecked) {
     }
     return stream->Finish();
   };
-  grpc::Status st = run("wrap", [](Uplink& open, auto&) { open.mutable_open()->set_next_position((1u << 31) + 5); });
+  grpc::Status st = run(
+      "wrap", [](Uplink& open, auto&) { open.mutable_open()->set_next_position((1u << 31) + 5); });
   EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
-  EXPECT_NE(st.error_message().find("next_position is 2147483653"), std::string::npos) << st.error_message();
+  EXPECT_NE(st.error_message().find("next_position is 2147483653"), std::string::npos)
+      << st.error_message();
   st = run("gap", [](auto&, std::vector<Uplink>& ups) { ups.erase(ups.begin()); });
   EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
-  EXPECT_NE(st.error_message().find("chunk seq 1 arrived where seq 0 was expected"), std::string::npos)
+  EXPECT_NE(st.error_message().find("chunk seq 1 arrived where seq 0 was expected"),
+            std::string::npos)
       << st.error_message();
   st = run("other-cells", [](auto&, std::vector<Uplink>& ups) {
     Uplink again = ups[0];  // same seq and payload CRC, other cells
@@ -541,7 +575,8 @@ TEST_F(DaemonsTest, SessionPositionsAndSequenceNumbersAreChecked) {
     ups.insert(ups.begin() + 1, again);
   });
   EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
-  EXPECT_NE(st.error_message().find("arrived twice with different content"), std::string::npos) << st.error_message();
+  EXPECT_NE(st.error_message().find("arrived twice with different content"), std::string::npos)
+      << st.error_message();
   EXPECT_EQ(WaitForSessions(*cloud_stub_, 0), 0u);
 }
 
@@ -589,7 +624,8 @@ TEST_F(DaemonsTest, ResentChunkIsAckedAndAppliedOnce) {
     const grpc::Status st = stream->Finish();
     if (tamper) {
       EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
-      EXPECT_NE(st.error_message().find("different content"), std::string::npos) << st.error_message();
+      EXPECT_NE(st.error_message().find("different content"), std::string::npos)
+          << st.error_message();
     } else {
       EXPECT_TRUE(st.ok()) << st.error_message();
       EXPECT_EQ(acks, static_cast<int>(chunks->size()) + 1) << "every copy is acked";
@@ -603,13 +639,15 @@ TEST_F(DaemonsTest, ClientCancelFreesTheCloudSession) {
   auto stream = cloud_stub_->Transfer(&ctx);
   ASSERT_TRUE(stream->Write(TextOpen("cancel-1", "scout")));
   ASSERT_EQ(WaitForSessions(*cloud_stub_, 1), 1u) << "the open session shows in GetInfo";
-  EXPECT_NE(testing::HttpGet(cloud_->metrics_port, "/metrics").body.find("\nkvstream_cloud_active_sessions 1\n"),
+  EXPECT_NE(testing::HttpGet(cloud_->metrics_port, "/metrics")
+                .body.find("\nkvstream_cloud_active_sessions 1\n"),
             std::string::npos)
       << "and in the sessions gauge";
   ctx.TryCancel();
   EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
   EXPECT_EQ(WaitForSessions(*cloud_stub_, 0), 0u);
-  EXPECT_NE(testing::HttpGet(cloud_->metrics_port, "/metrics").body.find("\nkvstream_cloud_active_sessions 0\n"),
+  EXPECT_NE(testing::HttpGet(cloud_->metrics_port, "/metrics")
+                .body.find("\nkvstream_cloud_active_sessions 0\n"),
             std::string::npos);
 }
 
@@ -644,7 +682,8 @@ TEST_F(DaemonsTest, EightConcurrentClientsGetTheirOwnAnswers) {
   std::vector<std::thread> threads;
   for (int i = 0; i < 8; ++i) {
     threads.emplace_back([&, i] {
-      auto stub = kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", edge_->port)));
+      auto stub = kvstream::v1::EdgeService::NewStub(
+          net::MakeChannel(absl::StrCat("127.0.0.1:", edge_->port)));
       net::AskCall call;
       call.timeout_seconds = 120;
       got[i] = net::Ask(*stub, Request((*examples_)[i], kvstream::v1::MODE_KV, "int8"), call);
@@ -702,16 +741,19 @@ TEST_F(DaemonsTest, BadRequestsAreInvalidArgumentWithAMessage) {
   }
   const grpc::Status st = stream->Finish();
   EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_NE(st.error_message().find("expected SessionOpen"), std::string::npos) << st.error_message();
+  EXPECT_NE(st.error_message().find("expected SessionOpen"), std::string::npos)
+      << st.error_message();
   EXPECT_EQ(WaitForSessions(*cloud_stub_, 0), 0u);
 }
 
 TEST_F(DaemonsTest, SessionsBeyondMaxSessionsAreResourceExhausted) {
   Daemon small;
   ASSERT_TRUE(StartDaemon(small, *work_, "cloud-small", "kvstream-cloud",
-                          {absl::StrCat("--model=scout=", kScout), "--max_sessions=2", "--measure_rates=false"})
+                          {absl::StrCat("--model=scout=", kScout), "--max_sessions=2",
+                           "--measure_rates=false"})
                   .ok());
-  auto stub = kvstream::v1::CloudService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", small.port)));
+  auto stub =
+      kvstream::v1::CloudService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", small.port)));
   grpc::ClientContext c1, c2, c3;
   auto s1 = stub->Transfer(&c1);
   auto s2 = stub->Transfer(&c2);
@@ -763,12 +805,13 @@ TEST_F(DaemonsTest, AdaptiveModeMeetsTheTargetOnASlowLink) {
                              {"mode": "text", "quality": 0.5}])";
   Daemon edge;
   ASSERT_TRUE(StartDaemon(edge, *work_, "edge-adaptive", "kvstream-edge",
-                          {absl::StrCat("--scout=", kScout), absl::StrCat("--cloud=127.0.0.1:", cloud_->port),
-                           "--cloud_model=large", "--uplink_mbps=2", "--one_way_delay_ms=5",
-                           "--quality_table=" + table, "--mode=adaptive", "--initial_bandwidth_mbps=2",
-                           "--chunk_bytes=8192"})
+                          {absl::StrCat("--scout=", kScout),
+                           absl::StrCat("--cloud=127.0.0.1:", cloud_->port), "--cloud_model=large",
+                           "--uplink_mbps=2", "--one_way_delay_ms=5", "--quality_table=" + table,
+                           "--mode=adaptive", "--initial_bandwidth_mbps=2", "--chunk_bytes=8192"})
                   .ok());
-  auto stub = kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", edge.port)));
+  auto stub =
+      kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", edge.port)));
   for (int i = 0; i < 4; ++i) {
     auto req = Request((*examples_)[i], kvstream::v1::MODE_UNSPECIFIED, "", "");
     req.mutable_policy()->set_ttft_target_seconds(0.25);
@@ -779,7 +822,8 @@ TEST_F(DaemonsTest, AdaptiveModeMeetsTheTargetOnASlowLink) {
     const auto& s = r->stats;
     EXPECT_FALSE(s.decision().empty());
     EXPECT_LE(s.predicted_ttft_seconds(), 0.25) << s.decision();
-    EXPECT_EQ(s.mode(), kvstream::v1::MODE_KV) << s.decision() << " (kv points have the best quality here)";
+    EXPECT_EQ(s.mode(), kvstream::v1::MODE_KV)
+        << s.decision() << " (kv points have the best quality here)";
     EXPECT_NE(s.spec(), "raw") << s.decision();
     // The shaped link really carried the bytes: transfer >= wire bits / 2 Mbit/s.
     EXPECT_GE(s.stages().transfer(), 8.0 * s.wire_bytes() / 2e6 * 0.9) << s.decision();
@@ -794,7 +838,8 @@ TEST_F(DaemonsTest, AdaptiveModeMeetsTheTargetOnASlowLink) {
   // machine is loose, so no tighter bound here: bench/ measures it).
   EXPECT_GT(estimate, 2e6 / 8 / 4) << "estimated from acks on a 2 Mbit/s link";
   EXPECT_LT(estimate, 2e6 / 8 * 4);
-  EXPECT_NE(metrics.body.find("kvstream_edge_adaptive_decisions_total{mode=\"kv\"}"), std::string::npos);
+  EXPECT_NE(metrics.body.find("kvstream_edge_adaptive_decisions_total{mode=\"kv\"}"),
+            std::string::npos);
   // Each kv request's prefill recalibrated the cost model: the scale of the kind it
   // used is exported, within the clamp of one sample (0.1-10x the start-up fit).
   int scales = 0;
@@ -818,13 +863,15 @@ TEST_F(DaemonsTest, AdaptiveModeMeetsTheTargetOnASlowLink) {
 // sends text (as the end-to-end benchmark measured at 1-3 Mbit/s).
 TEST_F(DaemonsTest, AdaptiveModeSendsTextOnASlowLinkWhenTextAnswersAsWell) {
   Daemon edge;
-  ASSERT_TRUE(StartDaemon(edge, *work_, "edge-adaptive-text", "kvstream-edge",
-                          {absl::StrCat("--scout=", kScout), absl::StrCat("--cloud=127.0.0.1:", cloud_->port),
-                           "--cloud_model=large", "--uplink_mbps=2",
-                           "--quality_table=testdata/quality/tiny_needle512.json", "--mode=adaptive",
-                           "--initial_bandwidth_mbps=2"})
-                  .ok());
-  auto stub = kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", edge.port)));
+  ASSERT_TRUE(
+      StartDaemon(edge, *work_, "edge-adaptive-text", "kvstream-edge",
+                  {absl::StrCat("--scout=", kScout),
+                   absl::StrCat("--cloud=127.0.0.1:", cloud_->port), "--cloud_model=large",
+                   "--uplink_mbps=2", "--quality_table=testdata/quality/tiny_needle512.json",
+                   "--mode=adaptive", "--initial_bandwidth_mbps=2"})
+          .ok());
+  auto stub =
+      kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", edge.port)));
   for (int i = 0; i < 2; ++i) {
     auto req = Request((*examples_)[i], kvstream::v1::MODE_UNSPECIFIED, "", "");
     net::AskCall call;
@@ -848,13 +895,15 @@ TEST_F(DaemonsTest, AdaptiveKvReplansWhenTheLinkIsSlowerThanAssumed) {
                              {"mode": "kv", "spec": "int4", "quality": 0.7},
                              {"mode": "text", "quality": 0.1}])";
   Daemon edge;
-  ASSERT_TRUE(StartDaemon(edge, *work_, "edge-replan", "kvstream-edge",
-                          {absl::StrCat("--scout=", kScout), absl::StrCat("--cloud=127.0.0.1:", cloud_->port),
-                           "--cloud_model=large", "--uplink_mbps=2", "--quality_table=" + table,
-                           "--mode=adaptive", "--initial_bandwidth_mbps=100", "--initial_rtt_ms=1",
-                           "--chunk_bytes=4096"})
-                  .ok());
-  auto stub = kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", edge.port)));
+  ASSERT_TRUE(
+      StartDaemon(
+          edge, *work_, "edge-replan", "kvstream-edge",
+          {absl::StrCat("--scout=", kScout), absl::StrCat("--cloud=127.0.0.1:", cloud_->port),
+           "--cloud_model=large", "--uplink_mbps=2", "--quality_table=" + table, "--mode=adaptive",
+           "--initial_bandwidth_mbps=100", "--initial_rtt_ms=1", "--chunk_bytes=4096"})
+          .ok());
+  auto stub =
+      kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", edge.port)));
   auto req = Request((*examples_)[6], kvstream::v1::MODE_ADAPTIVE, "", "");
   req.mutable_policy()->set_ttft_target_seconds(0.3);
   net::AskCall call;
@@ -878,28 +927,36 @@ TEST_F(DaemonsTest, AdaptiveKvReplansWhenTheLinkIsSlowerThanAssumed) {
 // trusts the CA, and refuses one that speaks plaintext.
 TEST_F(DaemonsTest, EdgeReachesACloudOverTls) {
   const std::string d = *work_ + "/tls";
-  const std::string script = absl::StrCat(
-      "set -e; mkdir -p ", d, "; cd ", d,
-      "; openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj '/CN=kvstream test CA' "
-      "2>/dev/null; openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj '/CN=localhost' "
-      "2>/dev/null; printf 'subjectAltName=DNS:localhost,IP:127.0.0.1' > ext.cnf; openssl x509 -req -in server.csr "
-      "-CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile ext.cnf 2>/dev/null");
-  ASSERT_EQ(std::system(("bash -c \"" + script + "\"").c_str()), 0) << "openssl could not make test certificates";
+  const std::string script =
+      absl::StrCat("set -e; mkdir -p ", d, "; cd ", d,
+                   "; openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 "
+                   "-subj '/CN=kvstream test CA' "
+                   "2>/dev/null; openssl req -newkey rsa:2048 -nodes -keyout server.key -out "
+                   "server.csr -subj '/CN=localhost' "
+                   "2>/dev/null; printf 'subjectAltName=DNS:localhost,IP:127.0.0.1' > ext.cnf; "
+                   "openssl x509 -req -in server.csr "
+                   "-CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile "
+                   "ext.cnf 2>/dev/null");
+  ASSERT_EQ(std::system(("bash -c \"" + script + "\"").c_str()), 0)
+      << "openssl could not make test certificates";
   Daemon cloud, tls_edge, plain_edge;
   ASSERT_TRUE(StartDaemon(cloud, *work_, "cloud-tls", "kvstream-cloud",
                           {absl::StrCat("--model=scout=", kScout), "--measure_rates=false",
                            "--tls_cert=" + d + "/server.pem", "--tls_key=" + d + "/server.key"})
                   .ok());
-  ASSERT_TRUE(StartDaemon(tls_edge, *work_, "edge-tls", "kvstream-edge",
-                          {absl::StrCat("--scout=", kScout), absl::StrCat("--cloud=127.0.0.1:", cloud.port),
-                           "--cloud_tls_ca=" + d + "/ca.pem", "--mode=kv", "--quality_table="})
-                  .ok());
-  ASSERT_TRUE(StartDaemon(plain_edge, *work_, "edge-plain", "kvstream-edge",
-                          {absl::StrCat("--scout=", kScout), absl::StrCat("--cloud=127.0.0.1:", cloud.port),
-                           "--mode=kv", "--quality_table="})
-                  .ok());
+  ASSERT_TRUE(
+      StartDaemon(tls_edge, *work_, "edge-tls", "kvstream-edge",
+                  {absl::StrCat("--scout=", kScout), absl::StrCat("--cloud=127.0.0.1:", cloud.port),
+                   "--cloud_tls_ca=" + d + "/ca.pem", "--mode=kv", "--quality_table="})
+          .ok());
+  ASSERT_TRUE(
+      StartDaemon(plain_edge, *work_, "edge-plain", "kvstream-edge",
+                  {absl::StrCat("--scout=", kScout), absl::StrCat("--cloud=127.0.0.1:", cloud.port),
+                   "--mode=kv", "--quality_table="})
+          .ok());
   auto ask = [&](int port) {
-    auto stub = kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", port)));
+    auto stub =
+        kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", port)));
     net::AskCall call;
     call.timeout_seconds = 20;
     return net::Ask(*stub, Request((*examples_)[7], kvstream::v1::MODE_KV, "int8"), call);
@@ -913,9 +970,10 @@ TEST_F(DaemonsTest, EdgeReachesACloudOverTls) {
   EXPECT_EQ(plain.status().code(), absl::StatusCode::kUnavailable) << plain.status();
   // A bad TLS configuration stops the daemon at start-up with a message.
   Daemon broken;
-  EXPECT_FALSE(StartDaemon(broken, *work_, "cloud-badtls", "kvstream-cloud",
-                           {absl::StrCat("--model=scout=", kScout), "--tls_cert=" + d + "/server.pem"})
-                   .ok());
+  EXPECT_FALSE(
+      StartDaemon(broken, *work_, "cloud-badtls", "kvstream-cloud",
+                  {absl::StrCat("--model=scout=", kScout), "--tls_cert=" + d + "/server.pem"})
+          .ok());
   for (Daemon* dm : {&plain_edge, &tls_edge, &cloud}) {
     auto code = dm->process.Stop(20);
     ASSERT_TRUE(code.ok()) << code.status();
@@ -941,17 +999,18 @@ TEST_F(DaemonsTest, MetricsAfterTrafficPassPromtool) {
   const auto cloud = testing::HttpGet(cloud_->metrics_port, "/metrics");
   ASSERT_EQ(edge.status, 200);
   ASSERT_EQ(cloud.status, 200);
-  for (const char* name : {"kvstream_edge_requests_total{code=\"OK\",mode=\"kv\"}",
-                           "kvstream_edge_wire_bytes_total{mode=\"kv\"}", "kvstream_edge_ttft_seconds_bucket",
-                           "kvstream_edge_stage_seconds_count{stage=\"prefill\"}", "kvstream_edge_compression_ratio",
-                           "kvstream_edge_active_requests 0"}) {
+  for (const char* name :
+       {"kvstream_edge_requests_total{code=\"OK\",mode=\"kv\"}",
+        "kvstream_edge_wire_bytes_total{mode=\"kv\"}", "kvstream_edge_ttft_seconds_bucket",
+        "kvstream_edge_stage_seconds_count{stage=\"prefill\"}", "kvstream_edge_compression_ratio",
+        "kvstream_edge_active_requests 0"}) {
     EXPECT_NE(edge.body.find(name), std::string::npos) << name;
   }
-  for (const char* name : {"kvstream_cloud_sessions_total{code=\"OK\",mode=\"kv\"}",
-                           "kvstream_cloud_sessions_total{code=\"OK\",mode=\"text\"}",
-                           "kvstream_cloud_stage_seconds_count{stage=\"rebuild\"}",
-                           "kvstream_cloud_active_sessions 0", "kvstream_cloud_cache_reserved_bytes 0",
-                           "kvstream_cloud_received_chunk_bytes_total"}) {
+  for (const char* name :
+       {"kvstream_cloud_sessions_total{code=\"OK\",mode=\"kv\"}",
+        "kvstream_cloud_sessions_total{code=\"OK\",mode=\"text\"}",
+        "kvstream_cloud_stage_seconds_count{stage=\"rebuild\"}", "kvstream_cloud_active_sessions 0",
+        "kvstream_cloud_cache_reserved_bytes 0", "kvstream_cloud_received_chunk_bytes_total"}) {
     EXPECT_NE(cloud.body.find(name), std::string::npos) << name;
   }
   for (const auto* body : {&edge.body, &cloud.body}) {

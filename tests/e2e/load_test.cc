@@ -1,15 +1,14 @@
 // Reliability under load: real kvstream-cloud and kvstream-edge processes with their
 // default admission flags (model workers, torch threads, queue bound), driven by bursts
 // of concurrent clients, and a cancelled long prefill.
-#include <gtest/gtest.h>
-
-#include <atomic>
-#include <chrono>
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -286,15 +285,20 @@ TEST(RecoveryTest, CloudBackAfterAnOutageIsUsedWithinSeconds) {
   const int port = FreePort();
   ASSERT_GT(port, 0);
   const std::vector<std::string> cloud_args = {absl::StrCat("--model=large=", kLarge),
-                                               absl::StrCat("--listen=127.0.0.1:", port), "--measure_rates=false"};
+                                               absl::StrCat("--listen=127.0.0.1:", port),
+                                               "--measure_rates=false"};
   auto* cloud = new testing::Daemon;
   auto* edge = new testing::Daemon;
-  ASSERT_TRUE(testing::StartDaemon(*cloud, KVSTREAM_BIN_DIR, work, "cloud", "kvstream-cloud", cloud_args).ok());
-  ASSERT_TRUE(testing::StartDaemon(*edge, KVSTREAM_BIN_DIR, work, "edge", "kvstream-edge",
-                                   {absl::StrCat("--scout=", kScout), absl::StrCat("--cloud=127.0.0.1:", port),
-                                    "--cloud_model=large", "--mode=text"})
+  ASSERT_TRUE(
+      testing::StartDaemon(*cloud, KVSTREAM_BIN_DIR, work, "cloud", "kvstream-cloud", cloud_args)
+          .ok());
+  ASSERT_TRUE(testing::StartDaemon(
+                  *edge, KVSTREAM_BIN_DIR, work, "edge", "kvstream-edge",
+                  {absl::StrCat("--scout=", kScout), absl::StrCat("--cloud=127.0.0.1:", port),
+                   "--cloud_model=large", "--mode=text"})
                   .ok());
-  auto stub = kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", edge->port)));
+  auto stub =
+      kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", edge->port)));
   kvstream::v1::AskRequest req;
   req.set_context("The code of saddle is shoos. The code of hood is organic.");
   req.set_question("What is the code of saddle?");
@@ -310,7 +314,9 @@ TEST(RecoveryTest, CloudBackAfterAnOutageIsUsedWithinSeconds) {
   EXPECT_GT(failed, 10) << "requests during the outage fail fast with UNAVAILABLE";
   delete cloud;
   cloud = new testing::Daemon;
-  ASSERT_TRUE(testing::StartDaemon(*cloud, KVSTREAM_BIN_DIR, work, "cloud2", "kvstream-cloud", cloud_args).ok());
+  ASSERT_TRUE(
+      testing::StartDaemon(*cloud, KVSTREAM_BIN_DIR, work, "cloud2", "kvstream-cloud", cloud_args)
+          .ok());
   std::this_thread::sleep_for(std::chrono::seconds(2));
   auto r = net::Ask(*stub, req, Timeout(5));
   EXPECT_TRUE(r.ok()) << r.status();

@@ -107,7 +107,8 @@ TEST(PolicyTest, BadFieldsAreInvalidArgumentNamingTheField) {
   for (const Case& c : cases) {
     auto p = ResolvePolicy(c.policy, Defaults(), 4);
     EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument) << c.what;
-    EXPECT_NE(p.status().message().find(c.needle), std::string::npos) << c.what << ": " << p.status();
+    EXPECT_NE(p.status().message().find(c.needle), std::string::npos)
+        << c.what << ": " << p.status();
   }
 }
 

@@ -21,14 +21,15 @@ struct Daemon {
 };
 
 // Starts `bin_dir`/`binary` with `args` (plus port files, metrics, a 5 s shutdown grace
-// and, unless `args` has one, --listen on a free loopback port), logging to `work`/`name`.log, and waits for both port files.
+// and, unless `args` has one, --listen on a free loopback port), logging to `work`/`name`.log, and
+// waits for both port files.
 inline absl::Status StartDaemon(Daemon& d, const std::string& bin_dir, const std::string& work,
                                 const std::string& name, const std::string& binary,
                                 std::vector<std::string> args) {
   const std::string port_file = absl::StrCat(work, "/", name, ".port");
   const std::string metrics_file = absl::StrCat(work, "/", name, ".metrics_port");
-  const bool has_listen =
-      std::any_of(args.begin(), args.end(), [](const std::string& a) { return a.rfind("--listen=", 0) == 0; });
+  const bool has_listen = std::any_of(
+      args.begin(), args.end(), [](const std::string& a) { return a.rfind("--listen=", 0) == 0; });
   args.insert(args.begin(), absl::StrCat(bin_dir, "/", binary));
   if (!has_listen) args.push_back("--listen=127.0.0.1:0");
   args.push_back("--port_file=" + port_file);

@@ -27,7 +27,8 @@ inline HttpResponse HttpGet(int port, const std::string& path) {
     ::close(fd);
     return r;
   }
-  const std::string req = "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+  const std::string req =
+      "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
   if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
     ::close(fd);
     return r;
@@ -42,7 +43,8 @@ inline HttpResponse HttpGet(int port, const std::string& path) {
   ::close(fd);
   const size_t sp = all.find(' ');
   const size_t end = all.find("\r\n\r\n");
-  if (all.rfind("HTTP/1.1 ", 0) != 0 || sp == std::string::npos || end == std::string::npos) return r;
+  if (all.rfind("HTTP/1.1 ", 0) != 0 || sp == std::string::npos || end == std::string::npos)
+    return r;
   r.status = std::stoi(all.substr(sp + 1, 3));
   r.body = all.substr(end + 4);
   return r;

@@ -46,8 +46,9 @@ TEST(TokenizerParityTest, MatchesTheReferenceOnEveryString) {
     ASSERT_TRUE(got.ok()) << got.status();
     if (*got != want) {
       ++mismatches;
-      ADD_FAILURE() << "string " << i << " " << nlohmann::json(s).dump() << "\n  c++: "
-                    << absl::StrJoin(*got, " ") << "\n  js:  " << absl::StrJoin(want, " ");
+      ADD_FAILURE() << "string " << i << " " << nlohmann::json(s).dump()
+                    << "\n  c++: " << absl::StrJoin(*got, " ")
+                    << "\n  js:  " << absl::StrJoin(want, " ");
     }
   }
   EXPECT_EQ(mismatches, 0);
@@ -94,7 +95,8 @@ TEST(TokenizerTest, MalformedTokenizerJsonGivesClearErrors) {
   for (const Bad& b : std::initializer_list<Bad>{
            {"[]", "not a JSON object"},
            {R"({"model": {"type": "WordPiece"}})", "expected a BPE model"},
-           {R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}})", "vocab lacks the byte-level token"},
+           {R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}})",
+            "vocab lacks the byte-level token"},
        }) {
     auto t = Tokenizer::FromJson(b.json, "tok.json");
     ASSERT_FALSE(t.ok());

@@ -1,11 +1,11 @@
 // kvstream ask: one question to a kvstream-edge daemon. Streams the answer to stdout as
 // it arrives, then prints the request's stats.
+#include <google/protobuf/util/json_util.h>
+
 #include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <sstream>
-
-#include <google/protobuf/util/json_util.h>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
@@ -19,9 +19,11 @@ ABSL_FLAG(std::string, context, "", "File holding the context (\"-\": stdin)");
 ABSL_FLAG(std::string, question, "", "The question about the context");
 ABSL_FLAG(std::string, mode, "",
           "kv, projected, scout, text or adaptive (empty: the edge's default)");
-ABSL_FLAG(std::string, selector, "", "full, q2c, q2c-question, snapkv, h2o or random (empty: the edge's default)");
+ABSL_FLAG(std::string, selector, "",
+          "full, q2c, q2c-question, snapkv, h2o or random (empty: the edge's default)");
 ABSL_FLAG(double, retention, 0, "Share of context tokens to keep, (0, 1] (0: the edge's default)");
-ABSL_FLAG(std::string, spec, "", "kv plan string, e.g. \"int4,L0=f16,zstd=3\" (empty: the edge's default)");
+ABSL_FLAG(std::string, spec, "",
+          "kv plan string, e.g. \"int4,L0=f16,zstd=3\" (empty: the edge's default)");
 ABSL_FLAG(uint32_t, max_tokens, 0, "Answer length cap (0: the edge's default)");
 ABSL_FLAG(std::string, cloud_model, "",
           "Cloud model for projected, scout and text modes (empty: the edge's default)");
@@ -32,7 +34,8 @@ namespace kvstream::cli {
 namespace {
 
 absl::StatusOr<std::string> ReadContext(const std::string& path) {
-  if (path.empty()) return absl::InvalidArgumentError("--context is required (a file, or - for stdin)");
+  if (path.empty())
+    return absl::InvalidArgumentError("--context is required (a file, or - for stdin)");
   std::stringstream ss;
   if (path == "-") {
     ss << std::cin.rdbuf();
@@ -85,7 +88,8 @@ int RunAsk() {
   auto r = net::Ask(*stub, req, call);
   std::printf("\n");
   if (!r.ok()) {
-    std::fprintf(stderr, "kvstream ask: %s: %s\n", absl::StatusCodeToString(r.status().code()).c_str(),
+    std::fprintf(stderr, "kvstream ask: %s: %s\n",
+                 absl::StatusCodeToString(r.status().code()).c_str(),
                  std::string(r.status().message()).c_str());
     return 1;
   }
@@ -102,11 +106,12 @@ int RunAsk() {
   const auto& st = s.stages();
   std::printf("mode %s, selector %s, spec %s\n", edge::ModeName(s.mode()), s.selector().c_str(),
               s.spec().empty() ? "-" : s.spec().c_str());
-  std::printf("context tokens %llu, kept %llu\n", static_cast<unsigned long long>(s.context_tokens()),
+  std::printf("context tokens %llu, kept %llu\n",
+              static_cast<unsigned long long>(s.context_tokens()),
               static_cast<unsigned long long>(s.kept_tokens()));
   std::printf("raw KV bytes (16-bit) %llu, wire bytes %llu, ratio %.2f\n",
-              static_cast<unsigned long long>(s.raw_kv_bytes()), static_cast<unsigned long long>(s.wire_bytes()),
-              s.compression_ratio());
+              static_cast<unsigned long long>(s.raw_kv_bytes()),
+              static_cast<unsigned long long>(s.wire_bytes()), s.compression_ratio());
   std::printf(
       "stages (s): edge_queue %.4f tokenize %.4f prefill %.4f select %.4f encode %.4f transfer "
       "%.4f "

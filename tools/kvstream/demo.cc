@@ -17,9 +17,12 @@
 #include "common/net/process.h"
 #include "tools/kvstream/commands.h"
 
-ABSL_FLAG(std::string, models_dir, "testdata/models", "Directory with scout/, large/ and tokenizer.json");
-ABSL_FLAG(std::string, bin_dir, "", "Directory of kvstream-edge and kvstream-cloud (empty: next to this binary)");
-ABSL_FLAG(std::string, work_dir, "", "Port files and daemon logs (empty: a fresh directory under /tmp)");
+ABSL_FLAG(std::string, models_dir, "testdata/models",
+          "Directory with scout/, large/ and tokenizer.json");
+ABSL_FLAG(std::string, bin_dir, "",
+          "Directory of kvstream-edge and kvstream-cloud (empty: next to this binary)");
+ABSL_FLAG(std::string, work_dir, "",
+          "Port files and daemon logs (empty: a fresh directory under /tmp)");
 ABSL_FLAG(int, daemon_threads, 0,
           "libtorch threads per model worker in each daemon (0: the daemon's default)");
 ABSL_FLAG(std::string, demo_projection, "testdata/projections/scout_to_large.safetensors",
@@ -52,7 +55,8 @@ absl::Status Run() {
   const std::string models = absl::GetFlag(FLAGS_models_dir);
   const std::string bin =
       absl::GetFlag(FLAGS_bin_dir).empty() ? net::ExecutableDir() : absl::GetFlag(FLAGS_bin_dir);
-  ASSIGN_OR_RETURN(const std::string work, net::WorkDir(absl::GetFlag(FLAGS_work_dir), "kvstream-demo"));
+  ASSIGN_OR_RETURN(const std::string work,
+                   net::WorkDir(absl::GetFlag(FLAGS_work_dir), "kvstream-demo"));
   const std::string threads = absl::StrCat("--threads=", absl::GetFlag(FLAGS_daemon_threads));
 
   // Questions first, so a bad --kind fails before anything starts.
@@ -80,11 +84,12 @@ absl::Status Run() {
                               "--quality_table=" + absl::GetFlag(FLAGS_demo_quality_table)},
                              work + "/edge.log"));
   ASSIGN_OR_RETURN(const int edge_port, edge.WaitForPortFile(work + "/edge.port", 60));
-  std::printf("cloud on port %d, edge on port %d; %zu %s questions per mode\n\n", cloud_port, edge_port,
-              examples.size(), absl::GetFlag(FLAGS_kind).c_str());
+  std::printf("cloud on port %d, edge on port %d; %zu %s questions per mode\n\n", cloud_port,
+              edge_port, examples.size(), absl::GetFlag(FLAGS_kind).c_str());
   std::fflush(stdout);
 
-  auto policy = [](kvstream::v1::Mode mode, const char* selector, double retention, const char* spec) {
+  auto policy = [](kvstream::v1::Mode mode, const char* selector, double retention,
+                   const char* spec) {
     kvstream::v1::Policy p;
     p.set_mode(mode);
     p.set_selector(selector);
@@ -103,7 +108,8 @@ absl::Status Run() {
       {"scout q2c 50%", "large", policy(kvstream::v1::MODE_SCOUT, "q2c", 0.5, "")},
       {"adaptive", "(chosen)", policy(kvstream::v1::MODE_ADAPTIVE, "", 0, "")},
   };
-  auto stub = kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", edge_port)));
+  auto stub =
+      kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", edge_port)));
   absl::Status first_error;
   for (Row& row : rows) {
     for (const eval::Example& ex : examples) {
@@ -125,7 +131,8 @@ absl::Status Run() {
       row.wire += static_cast<double>(r->stats.wire_bytes());
       row.raw += static_cast<double>(r->stats.raw_kv_bytes());
       row.ttft.push_back(r->client_ttft_seconds);
-      if (!r->stats.decision().empty()) ++row.chosen[r->stats.decision().substr(0, r->stats.decision().find(':'))];
+      if (!r->stats.decision().empty())
+        ++row.chosen[r->stats.decision().substr(0, r->stats.decision().find(':'))];
     }
     std::fprintf(stderr, "[demo] %s: %d questions\n", row.label.c_str(), row.n);
   }
@@ -140,19 +147,24 @@ absl::Status Run() {
                 r.errors ? absl::StrCat("  (", r.errors, " errors)").c_str() : "");
   }
   for (const Row& r : rows) {
-    for (const auto& [point, count] : r.chosen) std::printf("adaptive chose %s for %d questions\n", point.c_str(), count);
+    for (const auto& [point, count] : r.chosen)
+      std::printf("adaptive chose %s for %d questions\n", point.c_str(), count);
   }
-  std::printf("\nwire bytes: mean bytes sent edge -> cloud per question; ratio: the answering model's full KV "
-              "cache at 16 bits over wire bytes; TTFT as this client saw it.\n");
+  std::printf(
+      "\nwire bytes: mean bytes sent edge -> cloud per question; ratio: the answering model's full "
+      "KV "
+      "cache at 16 bits over wire bytes; TTFT as this client saw it.\n");
 
   // Clean shutdown: SIGTERM, exit 0 expected from both.
   ASSIGN_OR_RETURN(const int edge_exit, edge.Stop(30));
   ASSIGN_OR_RETURN(const int cloud_exit, cloud.Stop(30));
   std::printf("daemons stopped with SIGTERM: edge exit %d, cloud exit %d\n", edge_exit, cloud_exit);
   if (!first_error.ok()) {
-    return absl::Status(first_error.code(), absl::StrCat("some requests failed, first: ", first_error.message()));
+    return absl::Status(first_error.code(),
+                        absl::StrCat("some requests failed, first: ", first_error.message()));
   }
-  if (edge_exit != 0 || cloud_exit != 0) return absl::InternalError("a daemon did not exit cleanly");
+  if (edge_exit != 0 || cloud_exit != 0)
+    return absl::InternalError("a daemon did not exit cleanly");
   return absl::OkStatus();
 }
 

@@ -2,9 +2,9 @@
 // pipeline the daemons run (prefill with attention statistics -> select -> compact ->
 // encode chunks -> decode -> rebuild -> generate from the rebuilt cache) for each
 // selector x retention x plan; scout mode (the scout's selection as a keep-mask for the
-// answering model's own prefill); and text mode (the answering model prefills all). Prints a table and writes CSV and
-// JSON; the CSV is rewritten as examples complete, so a long sweep leaves partial
-// results.
+// answering model's own prefill); and text mode (the answering model prefills all). Prints a table
+// and writes CSV and JSON; the CSV is rewritten as examples complete, so a long sweep leaves
+// partial results.
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -28,24 +28,31 @@
 #include "tools/kvstream/commands.h"
 
 ABSL_FLAG(std::string, model, "testdata/models/large", "Model directory that answers");
-ABSL_FLAG(std::string, scout, "", "Scout model directory for scout mode (its selection, --model's prefill)");
+ABSL_FLAG(std::string, scout, "",
+          "Scout model directory for scout mode (its selection, --model's prefill)");
 ABSL_FLAG(std::string, tasks, "", "SQuAD-format JSON to evaluate; empty: generate --kind tasks");
 ABSL_FLAG(
     std::string, modes, "kv",
     "Modes, comma separated: kv (--model's own cache), scout (needs --scout), projected (the "
     "scout's cache "
     "mapped into --model by --projection), text. profile: kv or projected (the scout's layers)");
-ABSL_FLAG(std::string, specs, "raw", "Plans to evaluate, separated by ';' (e.g. \"raw;int8;int4,L0=f16\")");
-ABSL_FLAG(std::string, selectors, "full", "Selectors, comma separated: full, q2c, q2c-question, snapkv, h2o, random");
+ABSL_FLAG(std::string, specs, "raw",
+          "Plans to evaluate, separated by ';' (e.g. \"raw;int8;int4,L0=f16\")");
+ABSL_FLAG(std::string, selectors, "full",
+          "Selectors, comma separated: full, q2c, q2c-question, snapkv, h2o, random");
 ABSL_FLAG(std::string, retentions, "1", "Context retentions for the selectors, comma separated");
 ABSL_FLAG(int, max_new_tokens, 8, "Answer length cap");
 ABSL_FLAG(std::string, system, "Answer with the value from the context.", "System prompt");
 ABSL_FLAG(std::string, csv, "", "Write per-variant results as CSV");
 ABSL_FLAG(std::string, json, "", "Write per-variant results as JSON");
-ABSL_FLAG(std::string, low, "int2", "profile: the spec one layer at a time is quantized to (the rest lossless)");
-ABSL_FLAG(std::string, base, "int4", "profile: the spec of the other layers when one layer is protected at f16");
-ABSL_FLAG(double, protect_gain, 0.05, "profile: F1 gain over all --base that earns a layer f16 in the recommendation");
-ABSL_FLAG(std::string, profile_json, "", "profile: write per-layer results and the recommended plan as JSON");
+ABSL_FLAG(std::string, low, "int2",
+          "profile: the spec one layer at a time is quantized to (the rest lossless)");
+ABSL_FLAG(std::string, base, "int4",
+          "profile: the spec of the other layers when one layer is protected at f16");
+ABSL_FLAG(double, protect_gain, 0.05,
+          "profile: F1 gain over all --base that earns a layer f16 in the recommendation");
+ABSL_FLAG(std::string, profile_json, "",
+          "profile: write per-layer results and the recommended plan as JSON");
 
 namespace kvstream::cli {
 namespace {
@@ -76,7 +83,8 @@ std::string Csv(const std::vector<Variant>& vs, double base_f1) {
       "context_tokens,cloud_ms,f1_ci95\n";
   for (const Variant& v : vs) {
     if (v.n == 0) continue;
-    absl::StrAppendFormat(&out, "%s,%s,%.2f,\"%s\",%d,%.4f,%.4f,%.4f,%.0f,%.5f,%.1f,%.1f,%.3f,%.4f\n",
+    absl::StrAppendFormat(&out,
+                          "%s,%s,%.2f,\"%s\",%d,%.4f,%.4f,%.4f,%.0f,%.5f,%.1f,%.1f,%.3f,%.4f\n",
                           v.mode, v.selector, v.retention, v.spec, v.n, v.em / v.n, v.f1 / v.n,
                           base_f1 > 0 ? (v.f1 / v.n) / base_f1 : 0.0, v.wire / v.n,
                           v.bytes16 > 0 ? v.wire / v.bytes16 : 0.0, v.kept / v.n, v.context / v.n,
@@ -96,7 +104,8 @@ absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
   model::RuntimeOptions runtime;
   runtime.threads = absl::GetFlag(FLAGS_threads);
   ASSIGN_OR_RETURN(auto answerer, Model::Load(absl::GetFlag(FLAGS_model), runtime));
-  ASSIGN_OR_RETURN(auto tok, model::Tokenizer::Load(absl::GetFlag(FLAGS_model) + "/tokenizer.json"));
+  ASSIGN_OR_RETURN(auto tok,
+                   model::Tokenizer::Load(absl::GetFlag(FLAGS_model) + "/tokenizer.json"));
   std::unique_ptr<Model> scout;
   if (!absl::GetFlag(FLAGS_scout).empty()) {
     ASSIGN_OR_RETURN(scout, Model::Load(absl::GetFlag(FLAGS_scout), runtime));
@@ -104,7 +113,8 @@ absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
   std::vector<eval::Example> examples;
   if (!absl::GetFlag(FLAGS_tasks).empty()) {
     ASSIGN_OR_RETURN(examples, eval::LoadSquadFile(absl::GetFlag(FLAGS_tasks)));
-    if (static_cast<int>(examples.size()) > absl::GetFlag(FLAGS_n)) examples.resize(absl::GetFlag(FLAGS_n));
+    if (static_cast<int>(examples.size()) > absl::GetFlag(FLAGS_n))
+      examples.resize(absl::GetFlag(FLAGS_n));
   } else {
     ASSIGN_OR_RETURN(examples, GeneratedTasks(*tok));
   }
@@ -125,7 +135,8 @@ absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
   for (absl::string_view s : absl::StrSplit(sweep.retentions, ',', absl::SkipEmpty())) {
     double r;
     if (!absl::SimpleAtod(s, &r) || r < 0 || r > 1) {
-      return absl::InvalidArgumentError(absl::StrCat("--retentions: expected numbers in [0, 1], found '", s, "'"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--retentions: expected numbers in [0, 1], found '", s, "'"));
     }
     retentions.push_back(r);
   }
@@ -155,7 +166,8 @@ absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
     for (const codec::Plan& p : plans) RETURN_IF_ERROR(p.Validate(sc.num_layers));
   }
   std::vector<Variant> variants;
-  if (modes.count("text")) variants.push_back({"text", "full", 1.0, "-", {}, select::Policy::kFull});
+  if (modes.count("text"))
+    variants.push_back({"text", "full", 1.0, "-", {}, select::Policy::kFull});
   for (select::Policy p : selectors) {
     for (double r : p == select::Policy::kFull ? std::vector<double>{1.0} : retentions) {
       if (modes.count("kv")) {
@@ -163,7 +175,8 @@ absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
           variants.push_back({"kv", std::string(select::PolicyName(p)), r, specs[i], plans[i], p});
         }
       }
-      if (modes.count("scout")) variants.push_back({"scout", std::string(select::PolicyName(p)), r, "-", {}, p});
+      if (modes.count("scout"))
+        variants.push_back({"scout", std::string(select::PolicyName(p)), r, "-", {}, p});
       if (modes.count("projected")) {
         for (size_t i = 0; i < specs.size(); ++i) {
           variants.push_back(
@@ -172,7 +185,8 @@ absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
       }
     }
   }
-  if (variants.empty()) return absl::InvalidArgumentError("nothing to evaluate: no mode/selector/spec given");
+  if (variants.empty())
+    return absl::InvalidArgumentError("nothing to evaluate: no mode/selector/spec given");
 
   model::SamplingOptions sampling;
   sampling.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
@@ -182,8 +196,8 @@ absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
   std::set<int> lengths;  // distinct prompt lengths the cell sampled
   for (size_t e = 0; e < examples.size(); ++e) {
     const eval::Example& ex = examples[e];
-    ASSIGN_OR_RETURN(model::ChatPrompt prompt,
-                     model::BuildQaPrompt(*tok, ex.context, ex.question, {absl::GetFlag(FLAGS_system)}));
+    ASSIGN_OR_RETURN(model::ChatPrompt prompt, model::BuildQaPrompt(*tok, ex.context, ex.question,
+                                                                    {absl::GetFlag(FLAGS_system)}));
     lengths.insert(static_cast<int>(prompt.tokens.size()));
     // The cache covers the prompt but its last token, which generation feeds.
     const std::vector<int32_t> head(prompt.tokens.begin(), prompt.tokens.end() - 1);
@@ -192,13 +206,15 @@ absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
     spans.num_tokens = static_cast<int>(head.size());
     // Statistics over the whole prompt (its last row included); caches without the last
     // token, which generation feeds.
-    ASSIGN_OR_RETURN(model::PrefillResult full, model::PrefillForSelection(*answerer, prompt.tokens, prompt.spans));
+    ASSIGN_OR_RETURN(model::PrefillResult full,
+                     model::PrefillForSelection(*answerer, prompt.tokens, prompt.spans));
     model::PrefillResult scout_pre;
     if (scout != nullptr) {
       ASSIGN_OR_RETURN(scout_pre, model::PrefillForSelection(*scout, prompt.tokens, prompt.spans));
     }
-    const double bytes16_full = 2.0 * 2 * answerer->config().num_layers * answerer->config().num_kv_heads *
-                                head.size() * answerer->config().head_dim;
+    const double bytes16_full = 2.0 * 2 * answerer->config().num_layers *
+                                answerer->config().num_kv_heads * head.size() *
+                                answerer->config().head_dim;
     for (Variant& v : variants) {
       select::SelectOptions so;
       so.policy = v.policy;
@@ -245,7 +261,8 @@ absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
         model::EncodeStats es;
         ASSIGN_OR_RETURN(auto chunks, model::EncodeCache(*kept, v.plan, "eval", {}, 0, &es));
         const auto tc = std::chrono::steady_clock::now();
-        model::CacheAssembler assembler(*answerer, "eval", kept->positions(), kept->next_position());
+        model::CacheAssembler assembler(*answerer, "eval", kept->positions(),
+                                        kept->next_position());
         for (const auto& c : chunks) RETURN_IF_ERROR(assembler.Add(c));
         ASSIGN_OR_RETURN(auto rebuilt, assembler.Finish());
         v.cloud_seconds +=
@@ -259,7 +276,8 @@ absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
         ASSIGN_OR_RETURN(model::PrefillResult pre, answerer->Prefill(head, keep));
         cloud_time();
         ASSIGN_OR_RETURN(answer, answer_from(*pre.cache));
-        wire = 4.0 * prompt.tokens.size() + codec::EncodePositions(sel.kept).size();  // ids + positions
+        wire = 4.0 * prompt.tokens.size() +
+               codec::EncodePositions(sel.kept).size();  // ids + positions
       }
       v.em += eval::ExactMatch(answer, ex.answers);
       const double f1 = eval::TokenF1(answer, ex.answers);
@@ -272,22 +290,25 @@ absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
       ++v.n;
     }
     base_f1 = variants[0].f1 / variants[0].n;
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    std::fprintf(stderr, "\r[eval] %zu/%zu examples, %.0f s, first variant F1 %.3f   ", e + 1, examples.size(), secs,
-                 base_f1);
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::fprintf(stderr, "\r[eval] %zu/%zu examples, %.0f s, first variant F1 %.3f   ", e + 1,
+                 examples.size(), secs, base_f1);
     if (!absl::GetFlag(FLAGS_csv).empty() && ((e + 1) % 10 == 0 || e + 1 == examples.size())) {
       std::ofstream(absl::GetFlag(FLAGS_csv)) << Csv(variants, base_f1);
     }
   }
   std::fprintf(stderr, "\n");
   if (!sweep.print) return variants;
-  std::printf("model %s (%s), %zu examples (%s; prompt tokens %d-%d, %zu distinct lengths); share of F1 "
-              "relative to the first row; +-: 95%% interval of the mean F1\n",
-              absl::GetFlag(FLAGS_model).c_str(), answerer->fingerprint().c_str(), examples.size(),
-              absl::GetFlag(FLAGS_tasks).empty() ? TaskShape().c_str() : absl::GetFlag(FLAGS_tasks).c_str(),
-              lengths.empty() ? 0 : *lengths.begin(), lengths.empty() ? 0 : *lengths.rbegin(), lengths.size());
-  std::printf("%-9s %-12s %5s %-28s %6s %6s %6s %8s %10s %8s\n", "mode", "select", "keep", "spec", "EM",
-              "F1", "+-", "F1 share", "bandwidth", "cloud ms");
+  std::printf(
+      "model %s (%s), %zu examples (%s; prompt tokens %d-%d, %zu distinct lengths); share of F1 "
+      "relative to the first row; +-: 95%% interval of the mean F1\n",
+      absl::GetFlag(FLAGS_model).c_str(), answerer->fingerprint().c_str(), examples.size(),
+      absl::GetFlag(FLAGS_tasks).empty() ? TaskShape().c_str() : absl::GetFlag(FLAGS_tasks).c_str(),
+      lengths.empty() ? 0 : *lengths.begin(), lengths.empty() ? 0 : *lengths.rbegin(),
+      lengths.size());
+  std::printf("%-9s %-12s %5s %-28s %6s %6s %6s %8s %10s %8s\n", "mode", "select", "keep", "spec",
+              "EM", "F1", "+-", "F1 share", "bandwidth", "cloud ms");
   nlohmann::json rows = nlohmann::json::array();
   for (const Variant& v : variants) {
     const double f1 = v.f1 / v.n;
@@ -306,7 +327,8 @@ absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
                     {"context_tokens", v.context / v.n},
                     {"cloud_ms", 1e3 * v.cloud_seconds / v.n}});
   }
-  if (!absl::GetFlag(FLAGS_json).empty()) std::ofstream(absl::GetFlag(FLAGS_json)) << rows.dump(1) << "\n";
+  if (!absl::GetFlag(FLAGS_json).empty())
+    std::ofstream(absl::GetFlag(FLAGS_json)) << rows.dump(1) << "\n";
   return variants;
 }
 
@@ -327,7 +349,9 @@ absl::Status Profile() {
   const std::string low = absl::GetFlag(FLAGS_low), base = absl::GetFlag(FLAGS_base);
   for (const std::string& s : {low, base}) {
     ASSIGN_OR_RETURN(codec::Plan p, codec::ParsePlan(s));
-    if (!p.overrides.empty()) return absl::InvalidArgumentError(absl::StrCat("--low/--base: expected one spec, found '", s, "'"));
+    if (!p.overrides.empty())
+      return absl::InvalidArgumentError(
+          absl::StrCat("--low/--base: expected one spec, found '", s, "'"));
   }
   Sweep sweep;
   sweep.modes = mode;
@@ -350,7 +374,8 @@ absl::Status Profile() {
   std::vector<std::pair<double, int>> gains;
   for (int l = 0; l < c.num_layers; ++l) {
     const double alone = f1(3 + l), protect = f1(3 + c.num_layers + l);
-    std::printf("%5d %15.3f (%+.3f) %15.3f (%+.3f)\n", l, alone, alone - raw, protect, protect - all_base);
+    std::printf("%5d %15.3f (%+.3f) %15.3f (%+.3f)\n", l, alone, alone - raw, protect,
+                protect - all_base);
     layers.push_back({{"layer", l}, {"quantized_alone_f1", alone}, {"protected_f1", protect}});
     gains.emplace_back(protect - all_base, l);
   }
@@ -360,7 +385,8 @@ absl::Status Profile() {
   std::string plan = base;
   int protected_layers = 0;
   for (const auto& [gain, l] : gains) {
-    if (protected_layers == 2 || gain < absl::GetFlag(FLAGS_protect_gain) || all_base >= 0.98 * raw) break;
+    if (protected_layers == 2 || gain < absl::GetFlag(FLAGS_protect_gain) || all_base >= 0.98 * raw)
+      break;
     absl::StrAppend(&plan, ",L", l, "=f16");
     ++protected_layers;
   }
@@ -385,8 +411,8 @@ absl::Status Profile() {
 }  // namespace
 
 int RunEval() {
-  Sweep sweep{absl::GetFlag(FLAGS_modes), absl::GetFlag(FLAGS_specs), absl::GetFlag(FLAGS_selectors),
-              absl::GetFlag(FLAGS_retentions), true};
+  Sweep sweep{absl::GetFlag(FLAGS_modes), absl::GetFlag(FLAGS_specs),
+              absl::GetFlag(FLAGS_selectors), absl::GetFlag(FLAGS_retentions), true};
   return ExitCode("eval", Run(sweep).status());
 }
 

@@ -15,20 +15,26 @@ ABSL_FLAG(std::string, kind, "single", "Generated task kind: single, multi or ne
 ABSL_FLAG(int, n, 40, "Examples (questions) to run");
 ABSL_FLAG(int, threads, 0, "train-tiny, eval, profile: libtorch threads (0: every core)");
 ABSL_FLAG(std::string, records, "40",
-          "Records per generated single/multi context: N, or a range A-B each question draws from (so a cell "
+          "Records per generated single/multi context: N, or a range A-B each question draws from "
+          "(so a cell "
           "samples many prompt lengths)");
 ABSL_FLAG(std::string, target_tokens, "512",
-          "Context length of generated needle tasks in tokens: N, or a range A-B each question draws from");
+          "Context length of generated needle tasks in tokens: N, or a range A-B each question "
+          "draws from");
 ABSL_FLAG(bool, single_token_names, true,
-          "Generated tasks draw record names from the words the tokenizer keeps whole, as values are (the "
-          "tiny models are trained so); needs at least 150 such words, else names come from the whole list");
+          "Generated tasks draw record names from the words the tokenizer keeps whole, as values "
+          "are (the "
+          "tiny models are trained so); needs at least 150 such words, else names come from the "
+          "whole list");
 ABSL_FLAG(std::string, projection, "",
           "fit-projection: the projection file to write; eval: the one projected mode uses (scout "
           "-> --model)");
 ABSL_FLAG(std::string, tls_ca, "", "ask/health: reach the daemon over TLS, trusting this PEM CA");
-ABSL_FLAG(std::string, tls_cert, "", "ask/health: client certificate (PEM) for a daemon that requires one");
+ABSL_FLAG(std::string, tls_cert, "",
+          "ask/health: client certificate (PEM) for a daemon that requires one");
 ABSL_FLAG(std::string, tls_key, "", "ask/health: PEM private key for --tls_cert");
-ABSL_FLAG(std::string, tls_server_name, "", "ask/health: name to check the daemon's certificate against");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "ask/health: name to check the daemon's certificate against");
 
 namespace kvstream::cli {
 
@@ -36,12 +42,14 @@ absl::StatusOr<std::vector<eval::Example>> GeneratedTasks(const model::Tokenizer
   eval::TaskOptions o;
   o.kind = absl::GetFlag(FLAGS_kind);
   if (o.kind != "single" && o.kind != "multi" && o.kind != "needle") {
-    return absl::InvalidArgumentError(absl::StrCat("--kind: expected single, multi or needle; found '", o.kind, "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--kind: expected single, multi or needle; found '", o.kind, "'"));
   }
   o.num_examples = absl::GetFlag(FLAGS_n);
-  RETURN_IF_ERROR(eval::ParseRange(absl::GetFlag(FLAGS_records), "--records", &o.num_records, &o.num_records_max));
-  RETURN_IF_ERROR(
-      eval::ParseRange(absl::GetFlag(FLAGS_target_tokens), "--target_tokens", &o.target_tokens, &o.target_tokens_max));
+  RETURN_IF_ERROR(eval::ParseRange(absl::GetFlag(FLAGS_records), "--records", &o.num_records,
+                                   &o.num_records_max));
+  RETURN_IF_ERROR(eval::ParseRange(absl::GetFlag(FLAGS_target_tokens), "--target_tokens",
+                                   &o.target_tokens, &o.target_tokens_max));
   o.seed = absl::GetFlag(FLAGS_task_seed);
   auto words = eval::LoadWords(absl::GetFlag(FLAGS_words));
   if (!words.ok()) return words.status();
@@ -59,9 +67,11 @@ std::string TaskShape() {
 }
 
 absl::StatusOr<std::shared_ptr<grpc::Channel>> DaemonChannel(const std::string& address) {
-  auto channel = net::MakeChannel(address, {absl::GetFlag(FLAGS_tls_ca), absl::GetFlag(FLAGS_tls_cert),
-                                            absl::GetFlag(FLAGS_tls_key), absl::GetFlag(FLAGS_tls_server_name)});
-  if (!channel.ok()) return absl::InvalidArgumentError(absl::StrCat("--tls_*: ", channel.status().message()));
+  auto channel = net::MakeChannel(
+      address, {absl::GetFlag(FLAGS_tls_ca), absl::GetFlag(FLAGS_tls_cert),
+                absl::GetFlag(FLAGS_tls_key), absl::GetFlag(FLAGS_tls_server_name)});
+  if (!channel.ok())
+    return absl::InvalidArgumentError(absl::StrCat("--tls_*: ", channel.status().message()));
   return channel;
 }
 

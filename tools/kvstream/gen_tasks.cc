@@ -11,8 +11,9 @@ ABSL_FLAG(std::string, task_kind, "single", "single, multi or needle");
 ABSL_FLAG(int, count, 100, "Number of examples");
 ABSL_FLAG(int, num_records, 40, "Records per single/multi context");
 ABSL_FLAG(int, length, 512, "Needle context length in tokens (counted with --tokenizer)");
-ABSL_FLAG(std::string, tokenizer_json, "testdata/models/tokenizer.json",
-          "Tokenizer that counts tokens and picks single-token values; empty: numbers, ~4 chars a token");
+ABSL_FLAG(
+    std::string, tokenizer_json, "testdata/models/tokenizer.json",
+    "Tokenizer that counts tokens and picks single-token values; empty: numbers, ~4 chars a token");
 ABSL_FLAG(std::string, output, "", "Output file (default: stdout)");
 
 namespace kvstream::cli {
@@ -20,7 +21,9 @@ namespace kvstream::cli {
 int RunGenTasks() {
   const std::string kind = absl::GetFlag(FLAGS_task_kind);
   if (kind != "single" && kind != "multi" && kind != "needle") {
-    std::fprintf(stderr, "kvstream gen-tasks: --task_kind must be single, multi or needle; found '%s'\n", kind.c_str());
+    std::fprintf(stderr,
+                 "kvstream gen-tasks: --task_kind must be single, multi or needle; found '%s'\n",
+                 kind.c_str());
     return 2;
   }
   auto words = eval::LoadWords(absl::GetFlag(FLAGS_words));
@@ -37,7 +40,9 @@ int RunGenTasks() {
       return 1;
     }
     tok = std::move(*t);
-    counter = [&tok](const std::string& s) { return static_cast<int>(tok->Encode(s, false).value().size()); };
+    counter = [&tok](const std::string& s) {
+      return static_cast<int>(tok->Encode(s, false).value().size());
+    };
   }
   eval::TaskGenerator gen(*words, counter);
   gen.set_single_token_names(absl::GetFlag(FLAGS_single_token_names));

@@ -21,8 +21,9 @@ int RunHealth() {
   }
   auto stub = grpc::health::v1::Health::NewStub(*channel);
   grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() +
-                   std::chrono::milliseconds(static_cast<int64_t>(absl::GetFlag(FLAGS_health_timeout) * 1000)));
+  ctx.set_deadline(
+      std::chrono::system_clock::now() +
+      std::chrono::milliseconds(static_cast<int64_t>(absl::GetFlag(FLAGS_health_timeout) * 1000)));
   grpc::health::v1::HealthCheckRequest req;
   req.set_service(absl::GetFlag(FLAGS_service));
   grpc::health::v1::HealthCheckResponse resp;

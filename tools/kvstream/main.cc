@@ -74,8 +74,9 @@ int main(int argc, char** argv) {
   }
   // Help shows only the flags declared in the command's own source file.
   // (profile is part of eval.cc and shares its flags.)
-  std::string file = absl::StrCat("tools/kvstream/", std::strcmp(command->name, "profile") == 0 ? "eval" : command->name,
-                                  ".cc");
+  std::string file =
+      absl::StrCat("tools/kvstream/",
+                   std::strcmp(command->name, "profile") == 0 ? "eval" : command->name, ".cc");
   std::replace(file.begin(), file.end(), '-', '_');
   absl::FlagsUsageConfig config;
   config.contains_helpshort_flags = [file](absl::string_view f) {
@@ -86,8 +87,10 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(absl::StrCat("kvstream ", command->name, ": ", command->summary));
   std::vector<char*> rest = absl::ParseCommandLine(argc - 1, argv + 1);
   if (rest.size() > 1) {
-    std::fprintf(stderr, "kvstream %s: unexpected argument '%s'; every input is a flag%s (see --help)\n",
-                 command->name, rest[1], std::strcmp(command->name, "tokenize") == 0 ? ", text comes on stdin" : "");
+    std::fprintf(stderr,
+                 "kvstream %s: unexpected argument '%s'; every input is a flag%s (see --help)\n",
+                 command->name, rest[1],
+                 std::strcmp(command->name, "tokenize") == 0 ? ", text comes on stdin" : "");
     return 2;
   }
   (void)kvstream::base::KeepFreedMemoryForReuse();  // model commands prefill again and again

@@ -31,10 +31,12 @@ int RunTokenize() {
     std::fprintf(stderr, "kvstream tokenize: %s\n", std::string(tok.status().message()).c_str());
     return 1;
   }
-  const std::string input((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
+  const std::string input((std::istreambuf_iterator<char>(std::cin)),
+                          std::istreambuf_iterator<char>());
   if (absl::GetFlag(FLAGS_decode)) {
     std::vector<int32_t> ids;
-    for (absl::string_view field : absl::StrSplit(input, absl::ByAnyChar(" \t\r\n"), absl::SkipEmpty())) {
+    for (absl::string_view field :
+         absl::StrSplit(input, absl::ByAnyChar(" \t\r\n"), absl::SkipEmpty())) {
       int32_t id;
       if (!absl::SimpleAtoi(field, &id)) {
         std::fprintf(stderr, "kvstream tokenize: expected an integer token id, found '%s'\n",

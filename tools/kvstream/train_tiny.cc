@@ -43,50 +43,61 @@
 
 ABSL_FLAG(std::string, out, "testdata/models", "Output directory: tokenizer.json, scout/, large/");
 ABSL_FLAG(std::string, train, "both", "What to train: tokenizer, scout, large or both");
-ABSL_FLAG(std::string, ckpt_dir, "build/train-ckpt", "Checkpoint directory (resumed from when present)");
+ABSL_FLAG(std::string, ckpt_dir, "build/train-ckpt",
+          "Checkpoint directory (resumed from when present)");
 ABSL_FLAG(int, steps, 60000, "Optimizer steps per model (the learning-rate schedule spans them)");
 ABSL_FLAG(int, batch, 32, "Sequences per step");
-ABSL_FLAG(int, micro_batch, 8, "Sequences per forward/backward pass (gradients are summed over --batch)");
+ABSL_FLAG(int, micro_batch, 8,
+          "Sequences per forward/backward pass (gradients are summed over --batch)");
 ABSL_FLAG(double, lr, 2e-3, "Peak learning rate");
 ABSL_FLAG(int, warmup, 300, "Linear warm-up steps");
 ABSL_FLAG(uint64_t, train_seed, 1, "Seed for initialisation and data");
 ABSL_FLAG(int, checkpoint_every, 200, "Steps between checkpoints");
 ABSL_FLAG(int, eval_every, 500, "Steps between held-out evaluations (and exports)");
 ABSL_FLAG(int, eval_questions, 40, "Held-out questions per evaluation");
-ABSL_FLAG(double, max_minutes, 0, "Stop after this many minutes, checkpoint and export (0: no limit)");
-ABSL_FLAG(int, max_records, 64, "Records in the longest single-hop training contexts (~500 tokens)");
-ABSL_FLAG(int, start_records, 8, "Curriculum: records per context at the start (contexts hold 2 to this many)");
+ABSL_FLAG(double, max_minutes, 0,
+          "Stop after this many minutes, checkpoint and export (0: no limit)");
+ABSL_FLAG(int, max_records, 64,
+          "Records in the longest single-hop training contexts (~500 tokens)");
+ABSL_FLAG(int, start_records, 8,
+          "Curriculum: records per context at the start (contexts hold 2 to this many)");
 ABSL_FLAG(double, advance_em, 0.8,
-          "Curriculum: move to longer contexts when held-out exact match at the current length reaches this");
+          "Curriculum: move to longer contexts when held-out exact match at the current length "
+          "reaches this");
 ABSL_FLAG(int, gate_every, 250, "Curriculum: steps between held-out checks at the current length");
-ABSL_FLAG(std::string, grow_from, "",
-          "A trained model directory to start from instead of random weights (a fresh run only): "
-          "the large model grows from the scout, twice as wide and deeper, computing the same function");
+ABSL_FLAG(
+    std::string, grow_from, "",
+    "A trained model directory to start from instead of random weights (a fresh run only): "
+    "the large model grows from the scout, twice as wide and deeper, computing the same function");
 ABSL_FLAG(int, recap, 8,
           "Records restated in a closing user turn of each training sequence, shuffled, with loss "
           "on their values: recall with the key just before the answer, a denser signal for the "
           "key-matching heads than the few questions (measured: held-out exact match at 8 records "
           "0.15 against 0.03 over the first 3,200 steps; 0: off)");
-ABSL_FLAG(std::string, offset_heads, "",
-          "Comma-separated offsets, e.g. 1,2: the first query heads of layer 0 start out attending "
-          "that many tokens back (through their q and k biases and RoPE), the heads key matching is "
-          "built from, which otherwise form only after a long plateau (fresh runs; empty: none)");
+ABSL_FLAG(
+    std::string, offset_heads, "",
+    "Comma-separated offsets, e.g. 1,2: the first query heads of layer 0 start out attending "
+    "that many tokens back (through their q and k biases and RoPE), the heads key matching is "
+    "built from, which otherwise form only after a long plateau (fresh runs; empty: none)");
 ABSL_FLAG(double, rope_theta, 1000000.0,
           "RoPE base of the trained models; a larger base leaves more slowly rotating dimensions, "
           "whose query-key products survive the distance between a question and its record");
-ABSL_FLAG(std::string, recall_circuit, "auto",
-          "Plant a recall circuit at construction (fresh runs; common/model/transformer.h): "
-          "KEY:Q1[,Q2] are the distances from a record's value back to its name and from where an "
-          "answer is predicted back to the name asked for; auto derives them from the tokenizer and "
-          "the prompt templates (question, and recap when --recap > 0); none: no circuit");
-ABSL_FLAG(int, freeze_circuit, 2000,
-          "Steps for which the planted circuit's weights are held fixed while the rest of the model "
-          "learns to use it (measured: held fixed, held-out exact match at 8 records 0.975 at step 600; "
-          "free, it was trained away within 600 steps)");
+ABSL_FLAG(
+    std::string, recall_circuit, "auto",
+    "Plant a recall circuit at construction (fresh runs; common/model/transformer.h): "
+    "KEY:Q1[,Q2] are the distances from a record's value back to its name and from where an "
+    "answer is predicted back to the name asked for; auto derives them from the tokenizer and "
+    "the prompt templates (question, and recap when --recap > 0); none: no circuit");
+ABSL_FLAG(
+    int, freeze_circuit, 2000,
+    "Steps for which the planted circuit's weights are held fixed while the rest of the model "
+    "learns to use it (measured: held fixed, held-out exact match at 8 records 0.975 at step 600; "
+    "free, it was trained away within 600 steps)");
 ABSL_FLAG(int, vocab_size, 2048, "Tokenizer vocabulary (bytes + merges + 3 special tokens)");
-ABSL_FLAG(int, word_pool, 600,
-          "Tokenizer: train its merges on tasks drawn from this many words of --words (0: all), so that "
-          "most of them become single tokens and serve as record names and values");
+ABSL_FLAG(
+    int, word_pool, 600,
+    "Tokenizer: train its merges on tasks drawn from this many words of --words (0: all), so that "
+    "most of them become single tokens and serve as record names and values");
 
 namespace kvstream::cli {
 namespace {
@@ -146,10 +157,11 @@ class Trainer {
     if (u < 0.7 || level < 8) {
       ex = gen_.One("single", rng(), r, 0);
     } else if (u < 0.85) {
-      ex = gen_.One("needle", rng(), 0, 48 + static_cast<int>(rng() % static_cast<uint64_t>(12 * level)));
+      ex = gen_.One("needle", rng(), 0,
+                    48 + static_cast<int>(rng() % static_cast<uint64_t>(12 * level)));
     } else {
-      ex = gen_.One("multi", rng(), 4 + 2 * static_cast<int>(rng() % static_cast<uint64_t>(std::max(1, r / 4))),
-                    0);
+      ex = gen_.One("multi", rng(),
+                    4 + 2 * static_cast<int>(rng() % static_cast<uint64_t>(std::max(1, r / 4))), 0);
     }
     std::vector<std::pair<std::string, std::string>> qas = ex.all_qas;
     // Ask about at most half of the records (and at most 8), each once: asking about all
@@ -169,7 +181,9 @@ class Trainer {
         s.targets.push_back(loss ? id : -100);
       }
     };
-    auto enc = [&](const std::string& text, bool special) { return tok_.Encode(text, special).value(); };
+    auto enc = [&](const std::string& text, bool special) {
+      return tok_.Encode(text, special).value();
+    };
     for (size_t i = 0; i < qas.size(); ++i) {
       if (i == 0) {
         add(model::BuildQaPrompt(tok_, ex.context, qas[0].first, {kSystem}).value().tokens, false);
@@ -203,12 +217,14 @@ class Trainer {
   }
 
   // Greedy answers on held-out single-hop questions, full recompute (no cache): exact match.
-  std::pair<double, double> Evaluate(const ModelConfig& c, const Weights& w, int n, int records) const {
+  std::pair<double, double> Evaluate(const ModelConfig& c, const Weights& w, int n,
+                                     int records) const {
     torch::NoGradGuard no_grad;
     double em = 0, tokens = 0;
     for (int i = 0; i < n; ++i) {
       const eval::Example ex = gen_.One("single", 0xE7A1000ull + i, records, 0);
-      std::vector<int32_t> prompt = model::BuildQaPrompt(tok_, ex.context, ex.question, {kSystem}).value().tokens;
+      std::vector<int32_t> prompt =
+          model::BuildQaPrompt(tok_, ex.context, ex.question, {kSystem}).value().tokens;
       tokens += prompt.size();
       std::vector<int64_t> ids(prompt.begin(), prompt.end());
       std::vector<int32_t> answer;
@@ -244,7 +260,8 @@ absl::Status Export(const std::string& dir, const ModelConfig& c, const Weights&
   RETURN_IF_ERROR(WriteText(dir + "/config.json", c.ToJson()));
   RETURN_IF_ERROR(model::SaveWeights(c, w, dir + "/model.safetensors"));
   RETURN_IF_ERROR(WriteText(dir + "/tokenizer.json", tokenizer_json));
-  nlohmann::json gen = {{"eos_token_id", c.eos_token_ids}, {"do_sample", false}, {"max_new_tokens", 16}};
+  nlohmann::json gen = {
+      {"eos_token_id", c.eos_token_ids}, {"do_sample", false}, {"max_new_tokens", 16}};
   RETURN_IF_ERROR(WriteText(dir + "/generation_config.json", gen.dump(2) + "\n"));
   return WriteText(dir + "/training.json", provenance.dump(2) + "\n");
 }
@@ -291,14 +308,15 @@ absl::StatusOr<std::optional<RecallOffsets>> ParseRecallCircuit(const model::Tok
   if (parts.size() == 2) queries = ParseInts(parts[1]);
   if (!queries.has_value() || !absl::SimpleAtoi(parts[0], &r.key)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "--recall_circuit: expected auto, none or KEY:Q1[,Q2] with integers (e.g. 2:1,8), found '", flag, "'"));
+        "--recall_circuit: expected auto, none or KEY:Q1[,Q2] with integers (e.g. 2:1,8), found '",
+        flag, "'"));
   }
   r.queries = *std::move(queries);
   return r;
 }
 
-absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, const std::string& tok_json,
-                        const eval::TaskGenerator& gen) {
+absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok,
+                        const std::string& tok_json, const eval::TaskGenerator& gen) {
   const ModelConfig c = TinyConfig(name, tok.vocab_size(), tok.TokenId("<|im_end|>"));
   const int total = absl::GetFlag(FLAGS_steps);
   const uint64_t seed = absl::GetFlag(FLAGS_train_seed);
@@ -325,35 +343,41 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, co
     if (state.contains("evals")) evals = state["evals"];
     // Checkpoints hold weights only; the shape comes from the flags, and so does RoPE's base.
     if (const double theta = state.value("rope_theta", 10000.0); theta != c.rope_theta) {
-      return absl::InvalidArgumentError(absl::StrCat("--rope_theta: the checkpoint in ", ckpt, " was trained with ",
-                                                     theta, ", found ", c.rope_theta));
+      return absl::InvalidArgumentError(absl::StrCat("--rope_theta: the checkpoint in ", ckpt,
+                                                     " was trained with ", theta, ", found ",
+                                                     c.rope_theta));
     }
   } else if (const std::string from = absl::GetFlag(FLAGS_grow_from); !from.empty()) {
     // Token ids only mean the same in both models with the same tokenizer; equal
     // vocabulary sizes (checked by GrowWeights) are not enough.
     std::ifstream tin(from + "/tokenizer.json", std::ios::binary);
-    const std::string from_tok((std::istreambuf_iterator<char>(tin)), std::istreambuf_iterator<char>());
+    const std::string from_tok((std::istreambuf_iterator<char>(tin)),
+                               std::istreambuf_iterator<char>());
     if (from_tok != tok_json) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--grow_from=", from, ": expected its tokenizer.json to be the one this run trains with (",
-          absl::GetFlag(FLAGS_out), "/tokenizer.json); found ", tin.is_open() ? "a different one" : "none"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--grow_from=", from,
+                       ": expected its tokenizer.json to be the one this run trains with (",
+                       absl::GetFlag(FLAGS_out), "/tokenizer.json); found ",
+                       tin.is_open() ? "a different one" : "none"));
     }
     ASSIGN_OR_RETURN(const ModelConfig small, ModelConfig::Load(from + "/config.json"));
     ASSIGN_OR_RETURN(auto set, model::WeightSet::OpenDir(from));
-    ASSIGN_OR_RETURN(const Weights sw, model::LoadWeights(small, *set, torch::TensorOptions().dtype(torch::kFloat32)));
+    ASSIGN_OR_RETURN(
+        const Weights sw,
+        model::LoadWeights(small, *set, torch::TensorOptions().dtype(torch::kFloat32)));
     ASSIGN_OR_RETURN(w, model::GrowWeights(small, sw, c, 1e-3, seed + 200));
     grown_from = from;
     std::ifstream in(from + "/training.json");
     const nlohmann::json prov = nlohmann::json::parse(in, nullptr, false);
     if (!prov.is_discarded()) level = prov.value("curriculum_records", level);
-    std::printf("[%s] grown from %s (%d layers, hidden %d), curriculum at %d records\n", name.c_str(),
-                from.c_str(), small.num_layers, small.hidden_size, level);
+    std::printf("[%s] grown from %s (%d layers, hidden %d), curriculum at %d records\n",
+                name.c_str(), from.c_str(), small.num_layers, small.hidden_size, level);
   } else {  // fresh weights
     const std::string list = absl::GetFlag(FLAGS_offset_heads);
     std::optional<std::vector<int>> parsed = list.empty() ? std::vector<int>{} : ParseInts(list);
     if (!parsed.has_value()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--offset_heads: expected integers separated by commas, found '", list, "'"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--offset_heads: expected integers separated by commas, found '", list, "'"));
     }
     const std::vector<int> offsets = *std::move(parsed);
     RETURN_IF_ERROR(model::PlantOffsetHeads(c, w, offsets));
@@ -361,26 +385,32 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, co
     if (rc.has_value()) {
       if (!offsets.empty()) {
         return absl::InvalidArgumentError(
-            "--offset_heads: expected --recall_circuit=none with it (both plant layer 0's first heads), "
-            "found --recall_circuit=" + absl::GetFlag(FLAGS_recall_circuit));
+            "--offset_heads: expected --recall_circuit=none with it (both plant layer 0's first "
+            "heads), "
+            "found --recall_circuit=" +
+            absl::GetFlag(FLAGS_recall_circuit));
       }
       RETURN_IF_ERROR(model::PlantRecallCircuit(c, w, rc->key, rc->queries, seed + 300));
       circuit = true;
-      std::printf("[%s] recall circuit: values see their names %d tokens back, answers the names asked for %s "
-                  "back; held for %d steps\n",
-                  name.c_str(), rc->key, absl::StrJoin(rc->queries, ", ").c_str(), absl::GetFlag(FLAGS_freeze_circuit));
+      std::printf(
+          "[%s] recall circuit: values see their names %d tokens back, answers the names asked for "
+          "%s "
+          "back; held for %d steps\n",
+          name.c_str(), rc->key, absl::StrJoin(rc->queries, ", ").c_str(),
+          absl::GetFlag(FLAGS_freeze_circuit));
     }
     if (!offsets.empty()) {
-      std::printf("[%s] layer 0: query heads 0-%zu start out attending %s tokens back\n", name.c_str(),
-                  offsets.size() - 1, absl::StrJoin(offsets, ", ").c_str());
+      std::printf("[%s] layer 0: query heads 0-%zu start out attending %s tokens back\n",
+                  name.c_str(), offsets.size() - 1, absl::StrJoin(offsets, ", ").c_str());
     }
   }
   // Held at their planted values for the first --freeze_circuit steps, while the rest
   // of the model learns to use them.
   std::vector<std::pair<torch::Tensor, torch::Tensor>> frozen;
   if (circuit && step < absl::GetFlag(FLAGS_freeze_circuit)) {
-    for (torch::Tensor* t : {&w.layers[0].v_w, &w.layers[0].o_w, &w.layers[0].q_b, &w.layers[0].k_b,
-                             &w.layers[1].q_w, &w.layers[1].k_w, &w.layers[1].q_b, &w.layers[1].k_b}) {
+    for (torch::Tensor* t :
+         {&w.layers[0].v_w, &w.layers[0].o_w, &w.layers[0].q_b, &w.layers[0].k_b, &w.layers[1].q_w,
+          &w.layers[1].k_w, &w.layers[1].q_b, &w.layers[1].k_b}) {
       if (t->defined()) frozen.emplace_back(*t, t->detach().clone());
     }
   }
@@ -390,18 +420,22 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, co
     (t.dim() >= 2 ? matrices : vectors).push_back(t);
   }
   std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(matrices, std::make_unique<torch::optim::AdamWOptions>(
-                                    torch::optim::AdamWOptions(1e-3).betas({0.9, 0.95}).weight_decay(0.1)));
-  groups.emplace_back(vectors, std::make_unique<torch::optim::AdamWOptions>(
-                                   torch::optim::AdamWOptions(1e-3).betas({0.9, 0.95}).weight_decay(0.0)));
+  groups.emplace_back(matrices,
+                      std::make_unique<torch::optim::AdamWOptions>(
+                          torch::optim::AdamWOptions(1e-3).betas({0.9, 0.95}).weight_decay(0.1)));
+  groups.emplace_back(vectors,
+                      std::make_unique<torch::optim::AdamWOptions>(
+                          torch::optim::AdamWOptions(1e-3).betas({0.9, 0.95}).weight_decay(0.0)));
   torch::optim::AdamW opt(std::move(groups));
-  if (resume && std::filesystem::exists(ckpt + "/optimizer.pt")) torch::load(opt, ckpt + "/optimizer.pt");
+  if (resume && std::filesystem::exists(ckpt + "/optimizer.pt"))
+    torch::load(opt, ckpt + "/optimizer.pt");
 
   int64_t n_params = 0;
   for (const auto& t : w.Parameters()) n_params += t.numel();
-  std::printf("[%s] %lld parameters, %d layers, hidden %d, heads %d/%d, vocab %d; %s at step %d of %d\n",
-              name.c_str(), static_cast<long long>(n_params), c.num_layers, c.hidden_size, c.num_heads,
-              c.num_kv_heads, c.vocab_size, resume ? "resuming" : "starting", step, total);
+  std::printf(
+      "[%s] %lld parameters, %d layers, hidden %d, heads %d/%d, vocab %d; %s at step %d of %d\n",
+      name.c_str(), static_cast<long long>(n_params), c.num_layers, c.hidden_size, c.num_heads,
+      c.num_kv_heads, c.vocab_size, resume ? "resuming" : "starting", step, total);
   std::fflush(stdout);
 
   Trainer trainer(tok, gen);
@@ -421,8 +455,12 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, co
   auto save = [&]() -> absl::Status {
     RETURN_IF_ERROR(model::SaveWeights(c, w, ckpt + "/model.safetensors"));
     torch::save(opt, ckpt + "/optimizer.pt");
-    const nlohmann::json state = {{"step", step}, {"level", level}, {"rope_theta", c.rope_theta},
-                                  {"recall_circuit", circuit}, {"grown_from", grown_from}, {"evals", evals}};
+    const nlohmann::json state = {{"step", step},
+                                  {"level", level},
+                                  {"rope_theta", c.rope_theta},
+                                  {"recall_circuit", circuit},
+                                  {"grown_from", grown_from},
+                                  {"evals", evals}};
     return WriteText(ckpt + "/state.json", state.dump() + "\n");
   };
   auto evaluate_and_export = [&]() -> absl::Status {
@@ -434,21 +472,32 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, co
     evals.push_back({{"step", step}, {"single_hop_em", em}, {"prompt_tokens", prompt_tokens}});
     if (em >= best_em) {
       best_em = em;
-      nlohmann::json prov = {{"command", "kvstream train-tiny"}, {"step", step}, {"steps", total},
-                             {"seed", seed}, {"lr", peak}, {"batch", batch}, {"curriculum_records", level},
+      nlohmann::json prov = {{"command", "kvstream train-tiny"},
+                             {"step", step},
+                             {"steps", total},
+                             {"seed", seed},
+                             {"lr", peak},
+                             {"batch", batch},
+                             {"curriculum_records", level},
                              {"single_token_names", absl::GetFlag(FLAGS_single_token_names)},
-                             {"grown_from", grown_from}, {"recap", absl::GetFlag(FLAGS_recap)},
-                             {"recall_circuit", circuit}, {"freeze_circuit", absl::GetFlag(FLAGS_freeze_circuit)},
+                             {"grown_from", grown_from},
+                             {"recap", absl::GetFlag(FLAGS_recap)},
+                             {"recall_circuit", circuit},
+                             {"freeze_circuit", absl::GetFlag(FLAGS_freeze_circuit)},
                              {"evals", evals}};
-      RETURN_IF_ERROR(Export(absl::StrCat(absl::GetFlag(FLAGS_out), "/", name), c, w, tok_json, prov));
+      RETURN_IF_ERROR(
+          Export(absl::StrCat(absl::GetFlag(FLAGS_out), "/", name), c, w, tok_json, prov));
     }
     return absl::OkStatus();
   };
 
   for (; step < total; ++step) {
-    const double lr = step < warmup ? peak * (step + 1) / warmup
-                                    : peak * (0.1 + 0.9 * 0.5 * (1 + std::cos(M_PI * (step - warmup) /
-                                                                               std::max(1, total - warmup))));
+    const double lr =
+        step < warmup
+            ? peak * (step + 1) / warmup
+            : peak *
+                  (0.1 + 0.9 * 0.5 *
+                             (1 + std::cos(M_PI * (step - warmup) / std::max(1, total - warmup))));
     for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
     std::vector<Sample> samples;
     for (int b = 0; b < batch; ++b) {
@@ -462,7 +511,8 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, co
               [](const Sample& a, const Sample& b) { return a.ids.size() < b.ids.size(); });
     int64_t answer_tokens = 0;
     for (const Sample& smp : samples) {
-      answer_tokens += std::count_if(smp.targets.begin(), smp.targets.end(), [](int64_t t) { return t >= 0; });
+      answer_tokens +=
+          std::count_if(smp.targets.begin(), smp.targets.end(), [](int64_t t) { return t >= 0; });
     }
     opt.zero_grad();
     double loss_now = 0;
@@ -480,7 +530,8 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, co
       const auto L = static_cast<int64_t>(max_len);
       const torch::Tensor y = torch::tensor(targets);
       const torch::Tensor at = (y >= 0).nonzero().squeeze(1);
-      const torch::Tensor hidden = model::ForwardHidden(c, w, torch::tensor(ids).view({n, L})).view({n * L, -1});
+      const torch::Tensor hidden =
+          model::ForwardHidden(c, w, torch::tensor(ids).view({n, L})).view({n * L, -1});
       const torch::Tensor logits = torch::linear(hidden.index_select(0, at), w.lm_head);
       const torch::Tensor loss =
           torch::nn::functional::cross_entropy(
@@ -504,16 +555,20 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, co
     // sequence by elimination) that teach no key matching.
     if (level < max_records && (step + 1) % absl::GetFlag(FLAGS_gate_every) == 0) {
       const double em = trainer.Evaluate(c, w, absl::GetFlag(FLAGS_eval_questions), level).first;
-      std::printf("[%s] step %d: held-out exact match %.3f at %d records\n", name.c_str(), step + 1, em, level);
+      std::printf("[%s] step %d: held-out exact match %.3f at %d records\n", name.c_str(), step + 1,
+                  em, level);
       if (em >= absl::GetFlag(FLAGS_advance_em)) {
         level = std::min(max_records, level + std::max(1, level / 4));
-        std::printf("[%s] step %d: curriculum advances to %d records\n", name.c_str(), step + 1, level);
+        std::printf("[%s] step %d: curriculum advances to %d records\n", name.c_str(), step + 1,
+                    level);
       }
     }
     if ((step + 1) % 50 == 0) {
-      std::printf("[%s] step %d loss %.4f (running %.4f) records<=%d lr %.2e tokens/s %.0f elapsed %.1f min\n",
-                  name.c_str(), step + 1, loss_acc / loss_n, loss_ema, level, lr,
-                  tokens_seen / (minutes() * 60.0), minutes());
+      std::printf(
+          "[%s] step %d loss %.4f (running %.4f) records<=%d lr %.2e tokens/s %.0f elapsed %.1f "
+          "min\n",
+          name.c_str(), step + 1, loss_acc / loss_n, loss_ema, level, lr,
+          tokens_seen / (minutes() * 60.0), minutes());
       std::fflush(stdout);
       loss_acc = 0;
       loss_n = 0;
@@ -522,16 +577,19 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, co
     if ((step + 1) % absl::GetFlag(FLAGS_checkpoint_every) == 0 || out_of_time) {
       ++step;
       RETURN_IF_ERROR(save());
-      if (step % absl::GetFlag(FLAGS_eval_every) == 0 || out_of_time) RETURN_IF_ERROR(evaluate_and_export());
+      if (step % absl::GetFlag(FLAGS_eval_every) == 0 || out_of_time)
+        RETURN_IF_ERROR(evaluate_and_export());
       --step;
     }
     if (out_of_time) {
-      std::printf("[%s] time budget of %.0f minutes reached at step %d\n", name.c_str(), max_minutes, step + 1);
+      std::printf("[%s] time budget of %.0f minutes reached at step %d\n", name.c_str(),
+                  max_minutes, step + 1);
       return absl::OkStatus();
     }
   }
   RETURN_IF_ERROR(save());
-  if (step % absl::GetFlag(FLAGS_checkpoint_every) == 0 && step % absl::GetFlag(FLAGS_eval_every) == 0) {
+  if (step % absl::GetFlag(FLAGS_checkpoint_every) == 0 &&
+      step % absl::GetFlag(FLAGS_eval_every) == 0) {
     return absl::OkStatus();  // the loop's last checkpoint already evaluated and exported
   }
   return evaluate_and_export();
@@ -542,14 +600,17 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok, co
 int RunTrainTiny() {
   const std::string which = absl::GetFlag(FLAGS_train);
   if (which != "tokenizer" && which != "scout" && which != "large" && which != "both") {
-    std::fprintf(stderr, "kvstream train-tiny: --train must be tokenizer, scout, large or both; found '%s'\n",
-                 which.c_str());
+    std::fprintf(
+        stderr,
+        "kvstream train-tiny: --train must be tokenizer, scout, large or both; found '%s'\n",
+        which.c_str());
     return 2;
   }
   if (absl::GetFlag(FLAGS_threads) > 0) torch::set_num_threads(absl::GetFlag(FLAGS_threads));
   auto words = eval::LoadWords(absl::GetFlag(FLAGS_words));
   if (!words.ok()) {
-    std::fprintf(stderr, "kvstream train-tiny: %s\n", std::string(words.status().message()).c_str());
+    std::fprintf(stderr, "kvstream train-tiny: %s\n",
+                 std::string(words.status().message()).c_str());
     return 1;
   }
   const std::string out = absl::GetFlag(FLAGS_out);
@@ -577,7 +638,8 @@ int RunTrainTiny() {
     bo.vocab_size = absl::GetFlag(FLAGS_vocab_size);
     auto json = model::TrainBpeTokenizer(corpus, bo);
     if (!json.ok() || !WriteText(tok_path, *json).ok()) {
-      std::fprintf(stderr, "kvstream train-tiny: tokenizer: %s\n", std::string(json.status().message()).c_str());
+      std::fprintf(stderr, "kvstream train-tiny: tokenizer: %s\n",
+                   std::string(json.status().message()).c_str());
       return 1;
     }
     auto trained = model::Tokenizer::FromJson(*json, tok_path);
@@ -607,7 +669,8 @@ int RunTrainTiny() {
     if (which != "both" && which != name) continue;
     const absl::Status st = TrainModel(name, t, tss.str(), gen);
     if (!st.ok()) {
-      std::fprintf(stderr, "kvstream train-tiny: %s: %s\n", name.c_str(), std::string(st.message()).c_str());
+      std::fprintf(stderr, "kvstream train-tiny: %s: %s\n", name.c_str(),
+                   std::string(st.message()).c_str());
       return 1;
     }
   }

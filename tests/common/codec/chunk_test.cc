@@ -21,7 +21,8 @@ struct Fixture {
   std::vector<LayerKv> views;
 };
 
-Fixture MakeChunk(const std::string& plan_text, std::vector<int32_t> positions = {3, 4, 9, 10, 31}) {
+Fixture MakeChunk(const std::string& plan_text,
+                  std::vector<int32_t> positions = {3, 4, 9, 10, 31}) {
   Fixture f;
   auto plan = ParsePlan(plan_text);
   EXPECT_TRUE(plan.ok()) << plan.status();
@@ -99,8 +100,9 @@ TEST(ChunkTest, EncoderRejectsBadInput) {
   EXPECT_EQ(EncodeChunk(m, f.views).status().code(), absl::StatusCode::kInvalidArgument);
   m = f.meta;
   m.layer_end = 2;
-  EXPECT_NE(EncodeChunk(m, f.views).status().message().find("3 layer tensors for layer range [0, 2)"),
-            std::string::npos);
+  EXPECT_NE(
+      EncodeChunk(m, f.views).status().message().find("3 layer tensors for layer range [0, 2)"),
+      std::string::npos);
 }
 
 struct Corruption {
@@ -117,8 +119,9 @@ TEST(ChunkTest, DecoderRejectsEveryCorruptedField) {
        absl::StatusCode::kDataLoss, "CRC32C"},
       {"flip payload byte", [](v1::KvChunk* c) { (*c->mutable_payload())[5] ^= 0x10; }, false,
        absl::StatusCode::kDataLoss, "CRC32C"},
-      {"truncated payload", [](v1::KvChunk* c) { c->mutable_payload()->resize(c->payload().size() - 3); },
-       true, absl::StatusCode::kInvalidArgument, "payload"},
+      {"truncated payload",
+       [](v1::KvChunk* c) { c->mutable_payload()->resize(c->payload().size() - 3); }, true,
+       absl::StatusCode::kInvalidArgument, "payload"},
       {"extra payload", [](v1::KvChunk* c) { c->mutable_payload()->append("xyz"); }, true,
        absl::StatusCode::kInvalidArgument, "payload"},
       {"raw_bytes", [](v1::KvChunk* c) { c->set_raw_bytes(c->raw_bytes() + 1); }, false,
@@ -135,20 +138,27 @@ TEST(ChunkTest, DecoderRejectsEveryCorruptedField) {
        absl::StatusCode::kInvalidArgument, "num_tokens 0"},
       {"more tokens than positions", [](v1::KvChunk* c) { c->set_num_tokens(6); }, false,
        absl::StatusCode::kInvalidArgument, "raw_bytes"},
-      {"position gap 0", [](v1::KvChunk* c) { c->set_positions(EncodePositions({3, 4, 9, 10, 31}).replace(2, 1, "\x00", 1)); },
+      {"position gap 0",
+       [](v1::KvChunk* c) {
+         c->set_positions(EncodePositions({3, 4, 9, 10, 31}).replace(2, 1, "\x00", 1));
+       },
        false, absl::StatusCode::kInvalidArgument, "gap 2 is 0"},
-      {"position out of range", [](v1::KvChunk* c) { c->set_positions(EncodePositions({3, 4, 9, 10, 64})); },
+      {"position out of range",
+       [](v1::KvChunk* c) {
+         c->set_positions(EncodePositions({3, 4, 9, 10, 64}));
+       },
        false, absl::StatusCode::kInvalidArgument, "position 4 is 64, expected < 64"},
-      {"trailing position bytes", [](v1::KvChunk* c) { c->mutable_positions()->push_back(1); }, false,
-       absl::StatusCode::kInvalidArgument, "trailing"},
+      {"trailing position bytes", [](v1::KvChunk* c) { c->mutable_positions()->push_back(1); },
+       false, absl::StatusCode::kInvalidArgument, "trailing"},
       {"truncated varint", [](v1::KvChunk* c) { c->set_positions("\x01\x01\x01\x01\x80"); }, false,
        absl::StatusCode::kInvalidArgument, "truncated"},
-      {"unknown format", [](v1::KvChunk* c) { c->mutable_k_spec()->set_format(static_cast<v1::Format>(9)); },
-       false, absl::StatusCode::kInvalidArgument, "k_spec: spec: unknown enum"},
+      {"unknown format",
+       [](v1::KvChunk* c) { c->mutable_k_spec()->set_format(static_cast<v1::Format>(9)); }, false,
+       absl::StatusCode::kInvalidArgument, "k_spec: spec: unknown enum"},
       {"bits 9", [](v1::KvChunk* c) { c->mutable_v_spec()->set_bits(9); }, false,
        absl::StatusCode::kInvalidArgument, "v_spec: spec: int bits must be 1..8, found 9"},
-      {"unknown dtype", [](v1::KvChunk* c) { c->set_source_dtype(static_cast<v1::DType>(7)); }, false,
-       absl::StatusCode::kInvalidArgument, "unknown source dtype"},
+      {"unknown dtype", [](v1::KvChunk* c) { c->set_source_dtype(static_cast<v1::DType>(7)); },
+       false, absl::StatusCode::kInvalidArgument, "unknown source dtype"},
       {"zstd level 23", [](v1::KvChunk* c) { c->set_zstd_level(23); }, false,
        absl::StatusCode::kInvalidArgument, "zstd level 23"},
       {"payload claims zstd", [](v1::KvChunk* c) { c->set_zstd_level(3); }, false,
@@ -190,7 +200,8 @@ TEST(ChunkTest, DecoderRejectsCorruptZstdFrames) {
   chunk.set_payload(*frame);
   chunk.set_crc32c(Crc32c(chunk.payload().data(), chunk.payload().size()));
   r = DecodeChunk(chunk, Limits());
-  EXPECT_NE(r.status().message().find("frame declares 100000 bytes"), std::string::npos) << r.status();
+  EXPECT_NE(r.status().message().find("frame declares 100000 bytes"), std::string::npos)
+      << r.status();
 }
 
 TEST(ChunkTest, DecoderEnforcesTheDecodedSizeLimit) {

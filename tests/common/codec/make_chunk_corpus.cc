@@ -27,8 +27,8 @@ int main(int argc, char** argv) {
     out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   };
   int i = 0;
-  for (const char* plan : {"raw", "f16", "int8", "int4/ch,zstd=3", "k=int3/g8,v=int5", "int2+ad4", "f16+svd2",
-                           "int1/g4,zstd=1"}) {
+  for (const char* plan : {"raw", "f16", "int8", "int4/ch,zstd=3", "k=int3/g8,v=int5", "int2+ad4",
+                           "f16+svd2", "int1/g4,zstd=1"}) {
     ChunkMeta m;
     m.session_id = "seed";
     m.seq = static_cast<uint64_t>(i);
@@ -45,7 +45,8 @@ int main(int argc, char** argv) {
     for (auto& t : data) {
       for (auto& x : t) x = n(rng);
     }
-    std::vector<LayerKv> layers = {{data[0].data(), data[1].data()}, {data[2].data(), data[3].data()}};
+    std::vector<LayerKv> layers = {{data[0].data(), data[1].data()},
+                                   {data[2].data(), data[3].data()}};
     auto chunk = EncodeChunk(m, layers);
     if (!chunk.ok()) {
       std::fprintf(stderr, "%s: %s\n", plan, chunk.status().ToString().c_str());

@@ -63,7 +63,8 @@ std::vector<Case> AllIntCases() {
     for (const TensorShape& s : shapes) {
       cases.push_back({bits, TensorSpec::Int(bits, Axis::kPerToken), s});
       cases.push_back({bits, TensorSpec::Int(bits, Axis::kPerChannel), s});
-      for (int g : {1, 8, 32, 48}) cases.push_back({bits, TensorSpec::Int(bits, Axis::kGroup, g), s});
+      for (int g : {1, 8, 32, 48})
+        cases.push_back({bits, TensorSpec::Int(bits, Axis::kGroup, g), s});
     }
   }
   return cases;
@@ -204,7 +205,7 @@ TEST(QuantizeTest, HalfConversionMatchesExhaustiveRoundTrip) {
     if ((h & 0x7c00) == 0x7c00) continue;
     ASSERT_EQ(FloatToHalf(HalfToFloat(static_cast<uint16_t>(h))), h) << h;
   }
-  EXPECT_EQ(FloatToHalf(65520.0f), 0x7c00);  // rounds to inf
+  EXPECT_EQ(FloatToHalf(65520.0f), 0x7c00);                       // rounds to inf
   EXPECT_EQ(HalfToFloat(FloatToHalf(1.0f + 1.0f / 4096)), 1.0f);  // ties to even
   EXPECT_LE(HalfToFloat(HalfRoundDown(0.1f)), 0.1f);
   EXPECT_GE(HalfToFloat(HalfRoundUp(0.1f)), 0.1f);
@@ -229,7 +230,8 @@ TEST(QuantizeTest, DeltaTransformsRoundTrip) {
     std::vector<float> y(x.size());
     ASSERT_TRUE(DecodeTensor(*spec, s, DType::kF32, enc.data(), bytes, y.data()).ok());
     double max_err = 0;
-    for (size_t i = 0; i < x.size(); ++i) max_err = std::max<double>(max_err, std::fabs(y[i] - x[i]));
+    for (size_t i = 0; i < x.size(); ++i)
+      max_err = std::max<double>(max_err, std::fabs(y[i] - x[i]));
     // f16 deltas are near exact; int8 deltas accumulate at most a few steps.
     EXPECT_LT(max_err, spec->format == Format::kF16 ? 0.05 : 1.5);
   }

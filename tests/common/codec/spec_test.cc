@@ -37,9 +37,9 @@ TEST(SpecTest, LaterOverridesWin) {
 }
 
 TEST(SpecTest, CanonicalStringRoundTrips) {
-  for (const char* text :
-       {"raw", "f16", "bf16", "int8", "int3/ch", "int6/g32", "k=int4/ch,v=int4", "int4,L0=f16,zstd=3",
-        "int4,L0-2.k=int8,L5.v=f16", "f16+svd8", "int8+ad4", "int4/ch+sd,zstd=19"}) {
+  for (const char* text : {"raw", "f16", "bf16", "int8", "int3/ch", "int6/g32", "k=int4/ch,v=int4",
+                           "int4,L0=f16,zstd=3", "int4,L0-2.k=int8,L5.v=f16", "f16+svd8",
+                           "int8+ad4", "int4/ch+sd,zstd=19"}) {
     auto p = ParsePlan(text);
     ASSERT_TRUE(p.ok()) << text << ": " << p.status();
     EXPECT_EQ(p->ToString(), text);

@@ -22,8 +22,8 @@ Rates TestRates() {
   return r;
 }
 
-OperatingPoint Point(Mode mode, const std::string& spec, double quality, select::Policy sel = select::Policy::kFull,
-                     double retention = 1) {
+OperatingPoint Point(Mode mode, const std::string& spec, double quality,
+                     select::Policy sel = select::Policy::kFull, double retention = 1) {
   OperatingPoint p;
   p.mode = mode;
   p.spec = spec;
@@ -37,7 +37,8 @@ TEST(ControllerTest, PredictsKvInt8ByHand) {
   // 100 cached slots; INT8 per token at width 4: 4 data bytes + fp16 scale and offset.
   const double payload = 2 /*layers*/ * 2 /*K,V*/ * 100 * (4 + 4);
   const double wire = payload + 4 * 100 + 256;
-  const double expected = 100 / 1000.0 + payload / 2e9 + 0.1 + wire * 8 / 1e6 + payload / 1e9 + 1 / 100.0;
+  const double expected =
+      100 / 1000.0 + payload / 2e9 + 0.1 + wire * 8 / 1e6 + payload / 1e9 + 1 / 100.0;
   auto p = Predict(Point(Mode::kKv, "int8", 0.8), kRequest, kScout, TestRates(), {1e6, 0.1});
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_EQ(p->wire_bytes, static_cast<uint64_t>(wire));
@@ -67,8 +68,8 @@ TEST(ControllerTest, PredictsTextAndScoutByHand) {
   EXPECT_EQ(text->wire_bytes, static_cast<uint64_t>(ids));
   EXPECT_NEAR(text->ttft_seconds, 0.1 + ids * 8 / 1e6 + 100 / 500.0 + 1 / 50.0, 1e-12);
   // Scout at 50%: 40 of 80 context tokens kept, 60 slots; the edge prefills first.
-  auto scout = Predict(Point(Mode::kScout, "", 0.85, select::Policy::kQ2C, 0.5), kRequest, kScout, TestRates(),
-                       {1e6, 0.1});
+  auto scout = Predict(Point(Mode::kScout, "", 0.85, select::Policy::kQ2C, 0.5), kRequest, kScout,
+                       TestRates(), {1e6, 0.1});
   ASSERT_TRUE(scout.ok());
   EXPECT_EQ(scout->wire_bytes, static_cast<uint64_t>(ids + 2 * 60));
   EXPECT_NEAR(scout->ttft_seconds, 0.1 + 0.1 + (ids + 120) * 8 / 1e6 + 0.2 + 0.02, 1e-12);
@@ -78,13 +79,15 @@ TEST(ControllerTest, SelectingPointsPayForStatisticsAtTheEdge) {
   Rates r = TestRates();
   r.edge_prefill_stats = PrefillCost::FromRate(500);  // half the plain rate
   auto full = Predict(Point(Mode::kKv, "int4", 0.8), kRequest, kScout, r, {1e9, 0});
-  auto half = Predict(Point(Mode::kKv, "int4", 0.8, select::Policy::kQ2C, 0.5), kRequest, kScout, r, {1e9, 0});
+  auto half = Predict(Point(Mode::kKv, "int4", 0.8, select::Policy::kQ2C, 0.5), kRequest, kScout, r,
+                      {1e9, 0});
   ASSERT_TRUE(full.ok() && half.ok());
   EXPECT_NEAR(full->edge_seconds, 100 / 1000.0 + 2400 / 2e9, 1e-12);
   EXPECT_NEAR(half->edge_seconds, 100 / 500.0 + 1440 / 2e9, 1e-12);
   // On a fast link the cheaper transfer does not pay for the statistics.
-  auto d = Choose({Point(Mode::kKv, "int4", 0.8), Point(Mode::kKv, "int4", 0.8, select::Policy::kQ2C, 0.5)},
-                  kRequest, kScout, r, {1e9, 0}, 0, 0);
+  auto d = Choose(
+      {Point(Mode::kKv, "int4", 0.8), Point(Mode::kKv, "int4", 0.8, select::Policy::kQ2C, 0.5)},
+      kRequest, kScout, r, {1e9, 0}, 0, 0);
   ASSERT_TRUE(d.ok());
   EXPECT_EQ(d->point.selector, select::Policy::kFull);
 }
@@ -112,9 +115,10 @@ TEST(PrefillCostTest, NoisyTimingsFallBackToOneTerm) {
   ASSERT_TRUE(quad.ok());
   EXPECT_EQ(quad->linear(), 0);
   EXPECT_GT(quad->quadratic(), 0);
-  for (auto [n1, t1, n2, t2] : {std::tuple{0, 1.0, 10, 1.0}, {10, 1.0, 10, 2.0}, {10, 0.0, 20, 1.0},
-                                 {10, 1.0, 20, -1.0}}) {
-    EXPECT_EQ(PrefillCost::Fit(n1, t1, n2, t2).status().code(), absl::StatusCode::kInvalidArgument) << n1 << " " << n2;
+  for (auto [n1, t1, n2, t2] :
+       {std::tuple{0, 1.0, 10, 1.0}, {10, 1.0, 10, 2.0}, {10, 0.0, 20, 1.0}, {10, 1.0, 20, -1.0}}) {
+    EXPECT_EQ(PrefillCost::Fit(n1, t1, n2, t2).status().code(), absl::StatusCode::kInvalidArgument)
+        << n1 << " " << n2;
   }
   EXPECT_FALSE(PrefillCost().known());
   EXPECT_FALSE(PrefillCost::FromRate(0).known());
@@ -143,8 +147,8 @@ TEST(ControllerTest, LongerPromptsMakeSelectionDearer) {
   auto stats = PrefillCost::Fit(100, 0.2, 1000, 20.0);  // 2e-5 * n^2 seconds
   ASSERT_TRUE(stats.ok());
   r.edge_prefill_stats = *stats;
-  const std::vector<OperatingPoint> points = {Point(Mode::kKv, "int4", 0.8),
-                                              Point(Mode::kKv, "int4", 0.8, select::Policy::kSnapKV, 0.5)};
+  const std::vector<OperatingPoint> points = {
+      Point(Mode::kKv, "int4", 0.8), Point(Mode::kKv, "int4", 0.8, select::Policy::kSnapKV, 0.5)};
   auto short_slow = Choose(points, kRequest, kScout, r, {1e4, 0}, 0, 0);
   auto long_slow = Choose(points, {1001, 980}, kScout, r, {1e4, 0}, 0, 0);
   ASSERT_TRUE(short_slow.ok() && long_slow.ok());
@@ -157,8 +161,8 @@ TEST(ControllerTest, LongerPromptsMakeSelectionDearer) {
 
 TEST(ControllerTest, SelectionShrinksKvBytes) {
   auto full = Predict(Point(Mode::kKv, "int4", 0.8), kRequest, kScout, TestRates(), {1e6, 0});
-  auto half = Predict(Point(Mode::kKv, "int4", 0.7, select::Policy::kSnapKV, 0.5), kRequest, kScout, TestRates(),
-                      {1e6, 0});
+  auto half = Predict(Point(Mode::kKv, "int4", 0.7, select::Policy::kSnapKV, 0.5), kRequest, kScout,
+                      TestRates(), {1e6, 0});
   ASSERT_TRUE(full.ok() && half.ok());
   // INT4 at width 4: 2 data bytes + 4 of scale/offset per slot; 100 vs 60 slots.
   EXPECT_EQ(full->wire_bytes, 2u * 2 * 100 * 6 + 4 * 100 + 256);
@@ -166,8 +170,8 @@ TEST(ControllerTest, SelectionShrinksKvBytes) {
 }
 
 TEST(ControllerTest, ChoosesBestQualityWithinTheTarget) {
-  const std::vector<OperatingPoint> points = {Point(Mode::kText, "", 0.9), Point(Mode::kKv, "int8", 0.8),
-                                              Point(Mode::kKv, "raw", 0.8)};
+  const std::vector<OperatingPoint> points = {
+      Point(Mode::kText, "", 0.9), Point(Mode::kKv, "int8", 0.8), Point(Mode::kKv, "raw", 0.8)};
   const Rates r = TestRates();
   // text: 0.3229 s, kv int8: 0.2409 s, kv raw: 0.2665 s.
   auto d = Choose(points, kRequest, kScout, r, {1e6, 0.1}, 0.3, 0);
@@ -188,7 +192,8 @@ TEST(ControllerTest, ChoosesBestQualityWithinTheTarget) {
 }
 
 TEST(ControllerTest, SlowLinksFavourText) {
-  const std::vector<OperatingPoint> points = {Point(Mode::kText, "", 0.8), Point(Mode::kKv, "int8", 0.8)};
+  const std::vector<OperatingPoint> points = {Point(Mode::kText, "", 0.8),
+                                              Point(Mode::kKv, "int8", 0.8)};
   // At 10 kbit/s the 3856-byte cache takes 3.1 s, the 367 bytes of ids 0.29 s.
   auto d = Choose(points, kRequest, kScout, TestRates(), {1e4, 0.1}, 0, 0.5);
   ASSERT_TRUE(d.ok());
@@ -203,7 +208,8 @@ TEST(ControllerTest, SlowLinksFavourText) {
 TEST(ControllerTest, BadInputsAreErrors) {
   EXPECT_FALSE(Predict(Point(Mode::kKv, "int8", 1), kRequest, kScout, TestRates(), {0, 0}).ok());
   EXPECT_FALSE(Predict(Point(Mode::kKv, "int8", 1), {10, 10}, kScout, TestRates(), {1e6, 0}).ok());
-  EXPECT_FALSE(Predict(Point(Mode::kKv, "int4,L5=f16", 1), kRequest, kScout, TestRates(), {1e6, 0}).ok());
+  EXPECT_FALSE(
+      Predict(Point(Mode::kKv, "int4,L5=f16", 1), kRequest, kScout, TestRates(), {1e6, 0}).ok());
   EXPECT_EQ(Choose({}, kRequest, kScout, TestRates(), {1e6, 0}, 0, 0).status().code(),
             absl::StatusCode::kFailedPrecondition);
 }
@@ -215,11 +221,11 @@ TEST(ControllerTest, ReplanMovesDownTheLadderOnlyAsFarAsNeeded) {
   auto at = [&](int current, double bps, double secs) {
     return ReplanRung(ladder, current, 3, 100, kScout, bps, secs).value();
   };
-  EXPECT_EQ(at(0, 1e6, 1.0), 0);                   // 9600 B = 0.0768 s fits
-  EXPECT_EQ(at(0, 1e6, 0.05), 1);                  // raw 0.0768 s no; int8 4800 B = 0.0384 s
-  EXPECT_EQ(at(0, 1e6, 0.035), 2);                 // int4 3600 B = 0.0288 s
-  EXPECT_EQ(at(0, 1e6, 0.025), 3);                 // int2 3000 B = 0.024 s
-  EXPECT_EQ(at(0, 1e6, 0.001), 3);                 // nothing fits: the cheapest
+  EXPECT_EQ(at(0, 1e6, 1.0), 0);    // 9600 B = 0.0768 s fits
+  EXPECT_EQ(at(0, 1e6, 0.05), 1);   // raw 0.0768 s no; int8 4800 B = 0.0384 s
+  EXPECT_EQ(at(0, 1e6, 0.035), 2);  // int4 3600 B = 0.0288 s
+  EXPECT_EQ(at(0, 1e6, 0.025), 3);  // int2 3000 B = 0.024 s
+  EXPECT_EQ(at(0, 1e6, 0.001), 3);  // nothing fits: the cheapest
   EXPECT_EQ(at(2, 1e9, 10), 2) << "never moves back up";
   EXPECT_FALSE(ReplanRung(ladder, 4, 3, 100, kScout, 1e6, 1).ok());
   EXPECT_FALSE(ReplanRung(ladder, 0, 3, 100, kScout, 0, 1).ok());

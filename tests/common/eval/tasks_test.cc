@@ -24,7 +24,8 @@ TEST(TasksTest, SingleHopRecordsHoldTheAnswerAndAreDeterministic) {
     EXPECT_EQ(a[i].context, b[i].context);
     EXPECT_EQ(a[i].answers.size(), 1u);
     // The record that answers the question is in the context, exactly once.
-    const std::string name = a[i].question.substr(20, a[i].question.size() - 21);  // "What is the code of "
+    const std::string name =
+        a[i].question.substr(20, a[i].question.size() - 21);  // "What is the code of "
     const std::string record = "The code of " + name + " is " + a[i].answers[0] + ".";
     EXPECT_NE(a[i].context.find(record), std::string::npos) << a[i].question;
     EXPECT_EQ(a[i].all_qas.size(), 15u);
@@ -95,7 +96,8 @@ TEST(TasksTest, MultiHopNeedsBothRecords) {
   ASSERT_NE(at, std::string::npos) << ex.context;
   const size_t town_at = at + name.size() + 10;
   const std::string town = ex.context.substr(town_at, ex.context.find('.', town_at) - town_at);
-  EXPECT_NE(ex.context.find("The code of " + town + " is " + ex.answers[0] + "."), std::string::npos);
+  EXPECT_NE(ex.context.find("The code of " + town + " is " + ex.answers[0] + "."),
+            std::string::npos);
   EXPECT_EQ(ex.context.find("The code of " + name), std::string::npos);  // no shortcut
 }
 
@@ -110,7 +112,8 @@ TEST(TasksTest, RecordsListEveryCodeRecordOfTheContext) {
     }
     EXPECT_EQ(ex.records.size(), in_context) << kind;
     for (const auto& [name, value] : ex.records) {
-      EXPECT_NE(ex.context.find("The code of " + name + " is " + value + "."), std::string::npos) << kind;
+      EXPECT_NE(ex.context.find("The code of " + name + " is " + value + "."), std::string::npos)
+          << kind;
     }
     // The question's answer is one of them.
     bool answered = false;
@@ -208,13 +211,15 @@ TEST(TasksTest, ReadsRealSquadV2AndSkipsUnanswerable) {
        "qas": [{"question": "In what country is Normandy located?", "id": "56ddde6b9a695914005b9628",
                 "answers": [{"text": "France", "answer_start": 159}], "is_impossible": false},
                {"plausible_answers": [{"text": "x", "answer_start": 1}], "question": "Who?", "id": "q2",
-                "answers": [], "is_impossible": true}]}]}]})", "dev.json");
+                "answers": [], "is_impossible": true}]}]}]})",
+                         "dev.json");
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_EQ(r->size(), 1u);
   EXPECT_EQ((*r)[0].kind, "squad");
   EXPECT_EQ((*r)[0].answers[0], "France");
-  EXPECT_NE(FromSquadJson("{}", "bad.json").status().message().find("bad.json: expected SQuAD JSON"),
-            std::string::npos);
+  EXPECT_NE(
+      FromSquadJson("{}", "bad.json").status().message().find("bad.json: expected SQuAD JSON"),
+      std::string::npos);
 }
 
 TEST(ScorerTest, SquadNormalizationExactMatchAndF1) {
@@ -227,7 +232,7 @@ TEST(ScorerTest, SquadNormalizationExactMatchAndF1) {
   EXPECT_DOUBLE_EQ(TokenF1("481", {"482"}), 0.0);
   EXPECT_DOUBLE_EQ(TokenF1("x y y", {"y y z"}), 2.0 / 3);  // token multiplicity counts
   EXPECT_DOUBLE_EQ(TokenF1("a y y", {"y y z"}), 0.8);      // "a" is an article: dropped
-  EXPECT_DOUBLE_EQ(TokenF1("", {"the"}), 1.0);  // both normalize to empty
+  EXPECT_DOUBLE_EQ(TokenF1("", {"the"}), 1.0);             // both normalize to empty
 }
 
 }  // namespace

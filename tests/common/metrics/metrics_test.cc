@@ -9,7 +9,10 @@ namespace {
 
 TEST(MetricsServerTest, ServesRegistryTextOnGetMetrics) {
   MetricsServer m;
-  auto& c = prometheus::BuildCounter().Name("kvstream_test_events_total").Help("Test events").Register(m.registry());
+  auto& c = prometheus::BuildCounter()
+                .Name("kvstream_test_events_total")
+                .Help("Test events")
+                .Register(m.registry());
   c.Add({{"kind", "a"}}).Increment(3);
   ASSERT_TRUE(m.Start("127.0.0.1:0").ok());
   ASSERT_GT(m.port(), 0);
@@ -20,8 +23,9 @@ TEST(MetricsServerTest, ServesRegistryTextOnGetMetrics) {
   EXPECT_EQ(r.body, m.Text());
   // Updates show on the next scrape.
   c.Add({{"kind", "a"}}).Increment();
-  EXPECT_NE(testing::HttpGet(m.port(), "/metrics").body.find("kvstream_test_events_total{kind=\"a\"} 4"),
-            std::string::npos);
+  EXPECT_NE(
+      testing::HttpGet(m.port(), "/metrics").body.find("kvstream_test_events_total{kind=\"a\"} 4"),
+      std::string::npos);
 }
 
 TEST(MetricsServerTest, OtherPathsAre404) {

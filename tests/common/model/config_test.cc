@@ -34,7 +34,8 @@ TEST(ConfigTest, AcceptsNewerFieldSpellings) {
   auto c = ModelConfig::FromJson(R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 10,
       "hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
       "head_dim": 6, "dtype": "float16", "rope_parameters": {"rope_theta": 500000.0,
-      "rope_type": "default"}, "eos_token_id": [3, 4], "tie_word_embeddings": true})", "x");
+      "rope_type": "default"}, "eos_token_id": [3, 4], "tie_word_embeddings": true})",
+                                 "x");
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->torch_dtype, "float16");
   EXPECT_EQ(c->rope_theta, 500000.0);
@@ -61,18 +62,23 @@ TEST(ConfigTest, ErrorsNameTheFileAndField) {
   for (const Bad& b : std::initializer_list<Bad>{
            {"[1]", "cfg.json: not a JSON object"},
            {"{", "not a JSON object"},
-           {R"({"architectures": ["GPT2LMHeadModel"]})", "architecture GPT2LMHeadModel is not supported"},
-           {R"({"architectures": ["Qwen2ForCausalLM"], "vocab_size": 10})", "missing integer field \"hidden_size\""},
-           {R"({"architectures": ["Qwen2ForCausalLM"], "vocab_size": -1})", "\"vocab_size\" must be a positive integer, found -1"},
+           {R"({"architectures": ["GPT2LMHeadModel"]})",
+            "architecture GPT2LMHeadModel is not supported"},
+           {R"({"architectures": ["Qwen2ForCausalLM"], "vocab_size": 10})",
+            "missing integer field \"hidden_size\""},
+           {R"({"architectures": ["Qwen2ForCausalLM"], "vocab_size": -1})",
+            "\"vocab_size\" must be a positive integer, found -1"},
            {R"({"architectures": ["Qwen2ForCausalLM"], "vocab_size": 10, "hidden_size": 8,
                "intermediate_size": 8, "num_hidden_layers": 1, "num_attention_heads": 3,
-               "num_key_value_heads": 2})", "must be a multiple of num_key_value_heads"},
+               "num_key_value_heads": 2})",
+            "must be a multiple of num_key_value_heads"},
        }) {
     auto c = ModelConfig::FromJson(b.json, "cfg.json");
     ASSERT_FALSE(c.ok()) << b.json;
     EXPECT_NE(c.status().message().find(b.needle), std::string::npos) << c.status().message();
   }
-  EXPECT_EQ(ModelConfig::Load("/nonexistent/config.json").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(ModelConfig::Load("/nonexistent/config.json").status().code(),
+            absl::StatusCode::kNotFound);
 }
 
 }  // namespace

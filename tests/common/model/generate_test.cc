@@ -66,7 +66,8 @@ TEST(GenerateTest, GreedyFromACacheEqualsArgmaxOfFullRecompute) {
   EXPECT_EQ(s->stop_reason, "stop_token");
   EXPECT_EQ(s->tokens, std::vector<int32_t>(g->tokens.begin(), g->tokens.begin() + 2));
   o.max_new_tokens = 0;
-  EXPECT_EQ(Generate(**model, *pre3->cache, 1, o).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Generate(**model, *pre3->cache, 1, o).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

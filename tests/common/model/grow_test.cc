@@ -23,14 +23,18 @@ ModelConfig Doubled(const ModelConfig& s, int layers) {
   return b;
 }
 
-torch::Tensor Ids() { return torch::tensor(std::vector<int64_t>{3, 17, 42, 5, 88, 17, 42, 60, 1, 9, 17, 42}).view({1, 12}); }
+torch::Tensor Ids() {
+  return torch::tensor(std::vector<int64_t>{3, 17, 42, 5, 88, 17, 42, 60, 1, 9, 17, 42})
+      .view({1, 12});
+}
 
 class GrowTest : public ::testing::TestWithParam<bool> {};
 
 TEST_P(GrowTest, GrownModelComputesTheSameLogits) {
   ModelConfig s = testing::TinyConfig();
   s.tie_word_embeddings = GetParam();
-  const Weights w = InitWeights(s, 3, 0.3);  // large init: sharp attention, so a wrong head mapping shows
+  const Weights w =
+      InitWeights(s, 3, 0.3);  // large init: sharp attention, so a wrong head mapping shows
   const ModelConfig b = Doubled(s, s.num_layers + 2);
   auto g = GrowWeights(s, w, b, 0.0, 1);
   ASSERT_TRUE(g.ok()) << g.status();
@@ -60,7 +64,8 @@ TEST(GrowErrorsTest, NamesTheDimensionThatDoesNotDouble) {
   auto g = GrowWeights(s, w, b, 0.0, 1);
   ASSERT_FALSE(g.ok());
   EXPECT_EQ(g.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(g.status().message().find("num_key_value_heads must be 4, found 2"), std::string::npos) << g.status();
+  EXPECT_NE(g.status().message().find("num_key_value_heads must be 4, found 2"), std::string::npos)
+      << g.status();
   b = Doubled(s, s.num_layers - 1);
   g = GrowWeights(s, w, b, 0.0, 1);
   ASSERT_FALSE(g.ok());
@@ -73,7 +78,8 @@ TEST(GrowErrorsTest, NamesTheDimensionThatDoesNotDouble) {
 }
 
 // Layer `layer`'s attention probabilities [heads, T, T].
-torch::Tensor AttentionAt(const ModelConfig& c, const Weights& w, const torch::Tensor& ids, int layer) {
+torch::Tensor AttentionAt(const ModelConfig& c, const Weights& w, const torch::Tensor& ids,
+                          int layer) {
   torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> attention;
   ForwardHidden(c, w, ids.unsqueeze(0), &attention);
@@ -88,7 +94,8 @@ TEST(OffsetHeadsTest, PlantedHeadsAttendTheirOffsetBackWhateverTheTokens) {
   // Layer 0's attention as the forward computes it, on random tokens.
   torch::manual_seed(8);
   const int64_t T = 48;
-  const torch::Tensor attention = AttentionAt(c, w, torch::randint(c.vocab_size, {T}, torch::kInt64), 0);
+  const torch::Tensor attention =
+      AttentionAt(c, w, torch::randint(c.vocab_size, {T}, torch::kInt64), 0);
   for (size_t i = 0; i < offsets.size(); ++i) {
     const torch::Tensor probs = attention[static_cast<int64_t>(i)];
     for (int64_t m = offsets[i]; m < T; ++m) {
@@ -112,7 +119,8 @@ TEST(OffsetHeadsTest, HeadsOfAnotherKvHeadAreLeftAlone) {
 TEST(OffsetHeadsTest, RejectsWhatItCannotPlant) {
   const ModelConfig c = testing::TinyConfig();
   Weights w = InitWeights(c, 4);
-  absl::Status st = PlantOffsetHeads(c, w, std::vector<int>(static_cast<size_t>(c.num_heads) + 1, 1));
+  absl::Status st =
+      PlantOffsetHeads(c, w, std::vector<int>(static_cast<size_t>(c.num_heads) + 1, 1));
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(st.message().find("expected at most 4 offsets"), std::string::npos) << st;
   st = PlantOffsetHeads(c, w, {0});

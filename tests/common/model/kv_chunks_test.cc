@@ -158,7 +158,8 @@ TEST_F(KvChunksTest, AssemblerRejectsBadChunksAndIncompleteCaches) {
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(st.message().find("the session expects"), std::string::npos) << st;
   CacheAssembler c(*m, "other", cache->positions(), cache->next_position());
-  EXPECT_NE(c.Add((*chunks)[0]).message().find("session 's3', expected 'other'"), std::string::npos);
+  EXPECT_NE(c.Add((*chunks)[0]).message().find("session 's3', expected 'other'"),
+            std::string::npos);
   EXPECT_EQ(EncodeCache(*cache, *codec::ParsePlan("int4,L5=f16"), "s", {}, 0).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
@@ -180,7 +181,8 @@ TEST(KvOracleTest, LosslessKvModeEqualsTextModeOnTwentyPrompts) {
     o.max_new_tokens = 12;
     for (int p = 0; p < 20; ++p) {
       std::vector<int32_t> prompt(10 + 3 * p);
-      for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<int32_t>((i * (p + 3) + p) % 96);
+      for (size_t i = 0; i < prompt.size(); ++i)
+        prompt[i] = static_cast<int32_t>((i * (p + 3) + p) % 96);
       const std::vector<int32_t> head(prompt.begin(), prompt.end() - 1);
       auto text = (*m)->Prefill(head);
       auto want = Generate(**m, *text->cache, prompt.back(), o);

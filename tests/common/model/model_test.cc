@@ -84,8 +84,10 @@ TEST_F(ModelTest, QueryBlockSizeDoesNotChangeResults) {
   ASSERT_TRUE(ra.ok() && rb.ok());
   EXPECT_LT(MaxDiff(ra->last_logits, rb->last_logits.data(), V), kTol);
   ASSERT_EQ(ra->stats.cumulative.size(), rb->stats.cumulative.size());
-  EXPECT_LT(MaxDiff(ra->stats.cumulative, rb->stats.cumulative.data(), rb->stats.cumulative.size()), 1e-4);
-  EXPECT_LT(MaxDiff(ra->stats.question, rb->stats.question.data(), rb->stats.question.size()), 1e-5);
+  EXPECT_LT(MaxDiff(ra->stats.cumulative, rb->stats.cumulative.data(), rb->stats.cumulative.size()),
+            1e-4);
+  EXPECT_LT(MaxDiff(ra->stats.question, rb->stats.question.data(), rb->stats.question.size()),
+            1e-5);
 }
 
 TEST_F(ModelTest, AttentionStatisticsSumToTheirQueryRowCounts) {
@@ -138,19 +140,25 @@ TEST_F(ModelTest, SelectionPrefillCountsTheLastPromptRow) {
   const Weights w = LoadWeights(c, *set, torch::TensorOptions().dtype(torch::kFloat32)).value();
   std::vector<torch::Tensor> attention;  // per layer [1, heads, n, n]
   torch::NoGradGuard no_grad;
-  ForwardHidden(c, w, torch::tensor(std::vector<int64_t>(tokens.begin(), tokens.end())).view({1, n}), &attention);
+  ForwardHidden(c, w,
+                torch::tensor(std::vector<int64_t>(tokens.begin(), tokens.end())).view({1, n}),
+                &attention);
   ASSERT_EQ(static_cast<int>(attention.size()), c.num_layers);
   const auto& s = r->stats;
   float tail_err = 0, window_err = 0, question_err = 0, last_row_mass = 0;
   for (int l = 0; l < c.num_layers; ++l) {
     for (int h = 0; h < c.num_heads; ++h) {
       const torch::Tensor a = attention[l][0][h];  // [n queries, n keys]
-      const torch::Tensor tail = a.narrow(0, 30, n - 30).sum(0), win = a.narrow(0, n - window, window).sum(0);
+      const torch::Tensor tail = a.narrow(0, 30, n - 30).sum(0),
+                          win = a.narrow(0, n - window, window).sum(0);
       const torch::Tensor question = a.narrow(0, 30, 6).sum(0);
       for (int t = 0; t < n; ++t) {
-        tail_err = std::max(tail_err, std::fabs(s.at(s.question_tail, l, h, t) - tail[t].item<float>()));
-        window_err = std::max(window_err, std::fabs(s.at(s.window, l, h, t) - win[t].item<float>()));
-        question_err = std::max(question_err, std::fabs(s.at(s.question, l, h, t) - question[t].item<float>()));
+        tail_err =
+            std::max(tail_err, std::fabs(s.at(s.question_tail, l, h, t) - tail[t].item<float>()));
+        window_err =
+            std::max(window_err, std::fabs(s.at(s.window, l, h, t) - win[t].item<float>()));
+        question_err = std::max(question_err,
+                                std::fabs(s.at(s.question, l, h, t) - question[t].item<float>()));
       }
       last_row_mass = std::max(last_row_mass, a[n - 1].narrow(0, 0, 30).sum().item<float>());
     }
@@ -158,7 +166,8 @@ TEST_F(ModelTest, SelectionPrefillCountsTheLastPromptRow) {
   EXPECT_LT(tail_err, 1e-4);
   EXPECT_LT(window_err, 1e-4);
   EXPECT_LT(question_err, 1e-4);
-  EXPECT_GT(last_row_mass, 1e-2) << "the last row must put some mass on the context for the check to mean anything";
+  EXPECT_GT(last_row_mass, 1e-2)
+      << "the last row must put some mass on the context for the check to mean anything";
 
   // The cache is the one the prompt without its last token builds.
   auto head = model_->Prefill(absl::MakeConstSpan(tokens).subspan(0, n - 1));
@@ -250,8 +259,10 @@ TEST_F(ModelTest, EvictedCacheDecodesAtOriginalPositionsAndRebuildsExactly) {
 TEST_F(ModelTest, ClearErrorsForBadInput) {
   auto r = model_->Prefill(std::vector<int32_t>{1, 2, 97});
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(r.status().message().find("token 2 is id 97, expected 0..96"), std::string::npos) << r.status();
-  EXPECT_EQ(model_->Prefill(std::vector<int32_t>{}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("token 2 is id 97, expected 0..96"), std::string::npos)
+      << r.status();
+  EXPECT_EQ(model_->Prefill(std::vector<int32_t>{}).status().code(),
+            absl::StatusCode::kInvalidArgument);
   auto pre = model_->Prefill(Tokens(5));
   auto e = model_->Extend(*pre->cache, {1}, {4});
   EXPECT_NE(e.status().message().find("must exceed 4"), std::string::npos) << e.status();
@@ -282,10 +293,13 @@ TEST(ModelLoadTest, FingerprintTracksWeightsAndErrorsNameTheTensor) {
   std::ofstream(a + "/config.json") << bad.ToJson();
   auto r = Model::Load(a);
   ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.status().message().find("model.layers.0.mlp.gate_proj.weight has shape [64, 32], config needs [65, 32]"),
-            std::string::npos) << r.status();
+  EXPECT_NE(r.status().message().find(
+                "model.layers.0.mlp.gate_proj.weight has shape [64, 32], config needs [65, 32]"),
+            std::string::npos)
+      << r.status();
   EXPECT_EQ(Model::Load(a, {"cpu", "f16", 0}).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(Model::Load(::testing::TempDir() + "/nonexistent").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(Model::Load(::testing::TempDir() + "/nonexistent").status().code(),
+            absl::StatusCode::kNotFound);
 }
 
 TEST(ModelLoadTest, Bf16RuntimeTracksFloat32) {
@@ -298,8 +312,10 @@ TEST(ModelLoadTest, Bf16RuntimeTracksFloat32) {
   ASSERT_TRUE(a.ok() && b.ok()) << b.status();
   EXPECT_TRUE(b->cache->is_bf16());
   // Same argmax on a model this small; logits agree to bf16 precision.
-  const auto am = std::max_element(a->last_logits.begin(), a->last_logits.end()) - a->last_logits.begin();
-  const auto bm = std::max_element(b->last_logits.begin(), b->last_logits.end()) - b->last_logits.begin();
+  const auto am =
+      std::max_element(a->last_logits.begin(), a->last_logits.end()) - a->last_logits.begin();
+  const auto bm =
+      std::max_element(b->last_logits.begin(), b->last_logits.end()) - b->last_logits.begin();
   EXPECT_EQ(am, bm);
   EXPECT_LT(MaxDiff(a->last_logits, b->last_logits.data(), 97), 0.1);
 }

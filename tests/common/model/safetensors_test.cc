@@ -61,18 +61,19 @@ TEST(SafetensorsTest, MalformedFilesGiveClearErrors) {
       {"tiny", "", "", -2, "shorter than the 8-byte header length"},
       {"header_past_end", R"({"x": 1})", "", 1000, "header length 1000 runs past the end"},
       {"not_json", "{not json", "", -1, "header is not a JSON object"},
-      {"offsets_past_end", R"({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 32]}})", f4, -1,
-       "tensor w: data_offsets [0, 32] outside the 16-byte data buffer"},
-      {"reversed_offsets", R"({"w": {"dtype": "F32", "shape": [0], "data_offsets": [8, 4]}})", f4, -1,
-       "data_offsets [8, 4]"},
+      {"offsets_past_end", R"({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 32]}})", f4,
+       -1, "tensor w: data_offsets [0, 32] outside the 16-byte data buffer"},
+      {"reversed_offsets", R"({"w": {"dtype": "F32", "shape": [0], "data_offsets": [8, 4]}})", f4,
+       -1, "data_offsets [8, 4]"},
       {"overlap", R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
-                      "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}})", f4, -1,
-       "tensors overlap: [0, 8) and [4, 12)"},
+                      "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}})",
+       f4, -1, "tensors overlap: [0, 8) and [4, 12)"},
       {"wrong_dtype", R"({"w": {"dtype": "I64", "shape": [2], "data_offsets": [0, 16]}})", f4, -1,
        "tensor w: dtype \"I64\" is not supported (F32, F16, BF16)"},
       {"size_mismatch", R"({"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 16]}})", f4, -1,
        "tensor w: 16 bytes for shape [3] F32, expected 12"},
-      {"missing_fields", R"({"w": {"dtype": "F32"}})", f4, -1, "expected {dtype, shape, data_offsets}"},
+      {"missing_fields", R"({"w": {"dtype": "F32"}})", f4, -1,
+       "expected {dtype, shape, data_offsets}"},
       {"negative_dim", R"({"w": {"dtype": "F32", "shape": [-4], "data_offsets": [0, 16]}})", f4, -1,
        "bad dimension -4"},
   };
@@ -98,21 +99,26 @@ TEST(SafetensorsTest, WeightSetSingleAndShardedAndMissingTensor) {
   const std::string dir = TempPath("ws_single");
   std::filesystem::create_directories(dir);
   ASSERT_TRUE(WriteSafetensors(dir + "/model.safetensors",
-                               {{"w", StDType::kF32, {2, 2}, Floats({1, 2, 3, 4})}}).ok());
+                               {{"w", StDType::kF32, {2, 2}, Floats({1, 2, 3, 4})}})
+                  .ok());
   auto ws = WeightSet::OpenDir(dir);
   ASSERT_TRUE(ws.ok()) << ws.status();
   EXPECT_TRUE((*ws)->Get("w", {2, 2}).ok());
   auto wrong = (*ws)->Get("w", {4});
-  EXPECT_NE(wrong.status().message().find("tensor w has shape [2, 2], config needs [4]"), std::string::npos)
+  EXPECT_NE(wrong.status().message().find("tensor w has shape [2, 2], config needs [4]"),
+            std::string::npos)
       << wrong.status();
   auto missing = (*ws)->Get("lm_head.weight");
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_NE(missing.status().message().find("tensor lm_head.weight is missing from"), std::string::npos);
+  EXPECT_NE(missing.status().message().find("tensor lm_head.weight is missing from"),
+            std::string::npos);
 
   const std::string sharded = TempPath("ws_sharded");
   std::filesystem::create_directories(sharded);
-  ASSERT_TRUE(WriteSafetensors(sharded + "/a.safetensors", {{"x", StDType::kF32, {1}, Floats({1})}}).ok());
-  ASSERT_TRUE(WriteSafetensors(sharded + "/b.safetensors", {{"y", StDType::kF32, {1}, Floats({2})}}).ok());
+  ASSERT_TRUE(
+      WriteSafetensors(sharded + "/a.safetensors", {{"x", StDType::kF32, {1}, Floats({1})}}).ok());
+  ASSERT_TRUE(
+      WriteSafetensors(sharded + "/b.safetensors", {{"y", StDType::kF32, {1}, Floats({2})}}).ok());
   std::ofstream(sharded + "/model.safetensors.index.json")
       << R"({"metadata": {}, "weight_map": {"x": "a.safetensors", "y": "b.safetensors"}})";
   ws = WeightSet::OpenDir(sharded);

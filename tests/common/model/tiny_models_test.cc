@@ -16,7 +16,8 @@ namespace {
 
 constexpr char kSystem[] = "Answer with the value from the context.";
 
-double ExactMatch(const std::string& dir, const std::string& kind, int n, int records, int target_tokens) {
+double ExactMatch(const std::string& dir, const std::string& kind, int n, int records,
+                  int target_tokens) {
   auto model = Model::Load(dir);
   EXPECT_TRUE(model.ok()) << model.status();
   auto tok = Tokenizer::Load(dir + "/tokenizer.json");
@@ -25,7 +26,8 @@ double ExactMatch(const std::string& dir, const std::string& kind, int n, int re
   auto words = eval::LoadWords();
   EXPECT_TRUE(words.ok());
   const Tokenizer& t = **tok;
-  eval::TaskGenerator gen(*words, [&t](const std::string& s) { return static_cast<int>(t.Encode(s, false)->size()); });
+  eval::TaskGenerator gen(
+      *words, [&t](const std::string& s) { return static_cast<int>(t.Encode(s, false)->size()); });
   gen.set_single_token_names(true);  // kvstream eval's default, as the models are trained
   eval::TaskOptions o;
   o.kind = kind;

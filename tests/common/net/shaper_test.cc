@@ -44,7 +44,9 @@ TEST(LinkTraceTest, ParseErrorsNameTheLine) {
 
 TEST(ShaperTest, SerialFifoOnVirtualTime) {
   double now = 0;
-  Shaper s(LinkTrace::Constant(8), 0.05, [&] { return now; }, [&](double d) { now += std::max(0.0, d); });
+  Shaper s(
+      LinkTrace::Constant(8), 0.05, [&] { return now; },
+      [&](double d) { now += std::max(0.0, d); });
   EXPECT_DOUBLE_EQ(s.Transmit(500000), 0.5);
   EXPECT_DOUBLE_EQ(now, 0.5);
   now += 1.0;  // the link idles
@@ -58,7 +60,8 @@ TEST(ShaperTest, BackToBackSendsQueue) {
   double now = 0;
   std::vector<double> sleeps;
   // Sleep records but does not advance: two senders reserve the link at the same instant.
-  Shaper s(LinkTrace::Constant(8), 0, [&] { return now; }, [&](double d) { sleeps.push_back(d); });
+  Shaper s(
+      LinkTrace::Constant(8), 0, [&] { return now; }, [&](double d) { sleeps.push_back(d); });
   s.Transmit(1000000);
   s.Transmit(1000000);
   ASSERT_EQ(sleeps.size(), 2u);

@@ -82,7 +82,7 @@ TEST(SelectTest, Q2CKeepsWhatTheQuestionAttendsTo) {
   Set(s, s.question_tail, 10, 0.5f);
   Set(s, s.question_tail, 20, 0.4f, /*only_layer=*/1);  // one layer alone can carry a token
   Set(s, s.question_tail, 40, 0.3f);
-  Set(s, s.window, 5, 0.9f);      // distractors in the other statistics
+  Set(s, s.window, 5, 0.9f);  // distractors in the other statistics
   Set(s, s.cumulative, 6, 0.9f);
   SelectOptions o;
   o.retention = 3.0 / 40;
@@ -205,8 +205,10 @@ TEST(SelectTest, ClearErrors) {
   s.question_tail.clear();
   auto r = Select(s, Spans(), o);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_NE(r.status().message().find("q2c needs the question-through-last-row attention statistics"),
-            std::string::npos) << r.status();
+  EXPECT_NE(
+      r.status().message().find("q2c needs the question-through-last-row attention statistics"),
+      std::string::npos)
+      << r.status();
   o.retention = 1.5;
   EXPECT_EQ(Select(Flat(), Spans(), o).status().code(), absl::StatusCode::kInvalidArgument);
   o.retention = 0.5;
@@ -215,7 +217,8 @@ TEST(SelectTest, ClearErrors) {
   EXPECT_EQ(Select(Flat(), bad, o).status().code(), absl::StatusCode::kInvalidArgument);
   PromptSpans no_q = Spans();
   no_q.question_begin = no_q.question_end = 50;
-  EXPECT_NE(Select(Flat(), no_q, o).status().message().find("non-empty question"), std::string::npos);
+  EXPECT_NE(Select(Flat(), no_q, o).status().message().find("non-empty question"),
+            std::string::npos);
   EXPECT_EQ(ParsePolicy("snapkv").value(), Policy::kSnapKV);
   EXPECT_NE(ParsePolicy("x").status().message().find("found 'x'"), std::string::npos);
 }
