@@ -257,6 +257,7 @@ CloudService::CloudService(std::vector<ServedModel> models,
       options_(options),
       metrics_(std::make_unique<Metrics>(metrics.registry())) {
   Metrics* m = metrics_.get();
+  watchdog_ = std::make_unique<net::StreamWatchdog>();
   sessions_ = std::make_unique<SessionStore>(options.max_sessions, options.cache_budget_bytes,
                                              [m](uint32_t active, uint64_t bytes) {
                                                m->active.Set(active);
@@ -529,8 +530,16 @@ absl::StatusOr<std::unique_ptr<model::KvCache>> CloudService::BuildCache(
 absl::Status CloudService::RunSession(grpc::ServerContext* context,
                                       grpc::ServerReaderWriter<Downlink, Uplink>* stream,
                                       Session& s) {
+  // A stream that sends no SessionOpen, or an open session that goes quiet, is cancelled
+  // at its timeout so it cannot hold a thread or a session slot.
+  const std::unique_ptr<net::StreamWatchdog::Watch> watch =
+      watchdog_->Start(context, options_.open_timeout_seconds);
   Uplink up;
   if (!stream->Read(&up)) {
+    if (watch->expired()) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "no SessionOpen within ", options_.open_timeout_seconds, " s (--open_timeout_seconds)"));
+    }
     return context->IsCancelled() ? Gone(context, "before SessionOpen")
                                   : absl::InvalidArgumentError("stream closed before SessionOpen");
   }
@@ -540,6 +549,7 @@ absl::Status CloudService::RunSession(grpc::ServerContext* context,
                      up.has_chunk() ? "a KvChunk" : "Commit"));
   }
   RETURN_IF_ERROR(Open(up.open(), s));
+  watch->ExtendBy(options_.idle_timeout_seconds);
   logging::Logf(logging::Level::kDebug, "cloud", "session %s open: %s mode, model %s, %zu slots",
                 s.id, ModeLabel(s.mode), s.served->name,
                 s.mode == kvstream::v1::MODE_KV ? s.kept.size() : s.prompt.size());
@@ -558,11 +568,17 @@ absl::Status CloudService::RunSession(grpc::ServerContext* context,
   double rebuild = 0;
   for (;;) {
     if (!stream->Read(&up)) {
+      if (watch->expired()) {
+        return absl::DeadlineExceededError(
+            absl::StrCat("session idle for ", options_.idle_timeout_seconds,
+                         " s before Commit, after ", chunks, " chunks (--idle_timeout_seconds)"));
+      }
       return context->IsCancelled()
                  ? Gone(context, absl::StrCat("before Commit, after ", chunks, " chunks"))
                  : absl::InvalidArgumentError(
                        absl::StrCat("stream closed before Commit, after ", chunks, " chunks"));
     }
+    watch->ExtendBy(options_.idle_timeout_seconds);
     if (up.has_commit()) break;
     if (up.has_open())
       return absl::InvalidArgumentError(
@@ -603,6 +619,7 @@ absl::Status CloudService::RunSession(grpc::ServerContext* context,
     ack.mutable_ack()->set_payload_bytes(size);
     if (!stream->Write(ack)) return Gone(context, "while chunks were acked");
   }
+  watch->Disarm();  // model work and generation are bounded by the call's own deadline
   const auto committed = Clock::now();
   if (up.commit().num_chunks() != chunks) {
     return absl::InvalidArgumentError(absl::StrCat("Commit says ", up.commit().num_chunks(),

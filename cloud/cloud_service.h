@@ -16,6 +16,7 @@
 #include "common/model/model.h"
 #include "common/model/projection.h"
 #include "common/model/tokenizer.h"
+#include "common/net/watchdog.h"
 #include "kvstream/v1/service.grpc.pb.h"
 
 namespace kvstream::model {
@@ -67,6 +68,11 @@ struct CloudOptions {
   // generation (rebuild or prefill, then decode); up to `max_queued` wait for one.
   int model_workers = 1;
   int max_queued = 32;
+  // A Transfer stream must send SessionOpen within `open_timeout_seconds`, and an open
+  // session must send its next message within `idle_timeout_seconds` until Commit; else
+  // it is cancelled and its slot freed (<= 0: no limit).
+  double open_timeout_seconds = 10;
+  double idle_timeout_seconds = 30;
 };
 
 class CloudService final : public kvstream::v1::CloudService::Service {
@@ -107,6 +113,7 @@ class CloudService final : public kvstream::v1::CloudService::Service {
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<SessionStore> sessions_;
   std::unique_ptr<base::AdmissionGate> gate_;
+  std::unique_ptr<net::StreamWatchdog> watchdog_;
 };
 
 }  // namespace kvstream::cloud

@@ -55,6 +55,13 @@ ABSL_FLAG(
     int, max_queued, 32,
     "Committed sessions waiting for a model worker; beyond this a session gets RESOURCE_EXHAUSTED "
     "at once. Queue time counts against the session's deadline");
+ABSL_FLAG(double, open_timeout_seconds, 10,
+          "A Transfer stream that sends no SessionOpen within this many seconds is cancelled (0: "
+          "no limit)");
+ABSL_FLAG(double, idle_timeout_seconds, 30,
+          "An open session that sends nothing for this many seconds before Commit is cancelled and "
+          "its slot "
+          "freed (0: no limit)");
 ABSL_FLAG(bool, measure_rates, true,
           "Measure each model's prefill and decode rate at start-up (for GetInfo)");
 ABSL_FLAG(double, emulate_prefill_tps, 0,
@@ -174,6 +181,8 @@ int main(int argc, char** argv) {
   options.emulate_prefill_tokens_per_second = absl::GetFlag(FLAGS_emulate_prefill_tps);
   options.emulate_decode_tokens_per_second = absl::GetFlag(FLAGS_emulate_decode_tps);
   options.model_workers = split->workers;
+  options.open_timeout_seconds = absl::GetFlag(FLAGS_open_timeout_seconds);
+  options.idle_timeout_seconds = absl::GetFlag(FLAGS_idle_timeout_seconds);
   options.max_queued = absl::GetFlag(FLAGS_max_queued);
   std::vector<kvstream::cloud::ServedProjection> projections;
   for (const std::string& path : absl::GetFlag(FLAGS_projection)) {

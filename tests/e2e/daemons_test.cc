@@ -746,6 +746,61 @@ TEST_F(DaemonsTest, BadRequestsAreInvalidArgumentWithAMessage) {
   EXPECT_EQ(WaitForSessions(*cloud_stub_, 0), 0u);
 }
 
+// A stream that never sends SessionOpen and a session that goes quiet before Commit are
+// cancelled at their timeouts, and the session's slot is freed: idle clients cannot
+// lock the cloud.
+TEST_F(DaemonsTest, SilentStreamsAndIdleSessionsAreClosedAtTheirTimeouts) {
+  Daemon quick;
+  ASSERT_TRUE(
+      StartDaemon(quick, *work_, "cloud-timeouts", "kvstream-cloud",
+                  {absl::StrCat("--model=scout=", kScout), "--max_sessions=1",
+                   "--measure_rates=false", "--open_timeout_seconds=1", "--idle_timeout_seconds=1"})
+          .ok());
+  auto stub =
+      kvstream::v1::CloudService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", quick.port)));
+  auto closed_after = [](auto& stream) {
+    const auto t0 = std::chrono::steady_clock::now();
+    Downlink d;
+    while (stream->Read(&d)) {
+    }
+    const grpc::Status st = stream->Finish();
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::CANCELLED) << st.error_message();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  {
+    grpc::ClientContext ctx;
+    auto silent = stub->Transfer(&ctx);
+    const double took = closed_after(silent);
+    EXPECT_GT(took, 0.8);
+    EXPECT_LT(took, 3.0);
+  }
+  {
+    grpc::ClientContext ctx;
+    auto idle = stub->Transfer(&ctx);
+    ASSERT_TRUE(idle->Write(TextOpen("idle-1", "scout")));
+    ASSERT_EQ(WaitForSessions(*stub, 1), 1u) << "the session holds the only slot";
+    const double took = closed_after(idle);
+    EXPECT_LT(took, 3.0);
+    EXPECT_EQ(WaitForSessions(*stub, 0), 0u);
+  }
+  // The slot is free again: a session that keeps talking completes.
+  grpc::ClientContext ctx;
+  auto ok = stub->Transfer(&ctx);
+  ASSERT_TRUE(ok->Write(TextOpen("after-idle", "scout")));
+  Uplink commit;
+  commit.mutable_commit()->set_num_chunks(0);
+  ASSERT_TRUE(ok->Write(commit));
+  ok->WritesDone();
+  Downlink d;
+  int tokens = 0;
+  while (ok->Read(&d)) tokens += d.has_token();
+  EXPECT_TRUE(ok->Finish().ok());
+  EXPECT_GT(tokens, 0);
+  const std::string log = testing::HttpGet(quick.metrics_port, "/metrics").body;
+  EXPECT_NE(log.find("kvstream_cloud_sessions_total{code=\"DEADLINE_EXCEEDED\""), std::string::npos)
+      << "the timeouts are counted";
+}
+
 TEST_F(DaemonsTest, SessionsBeyondMaxSessionsAreResourceExhausted) {
   Daemon small;
   ASSERT_TRUE(StartDaemon(small, *work_, "cloud-small", "kvstream-cloud",
