@@ -1,0 +1,135 @@
+"""Builds the findings table (markdown on stdout) from the runs bench/seed_findings.sh
+made: each research finding, its figure, what the tiny scout shows, and a verdict.
+Usage: seed_findings.py RESULTS_DIR"""
+import json
+import os
+import re
+import sys
+
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+class Cell:
+    """F1 of one (selector, retention, spec) cell and its share of the raw full cache."""
+
+    def __init__(self, rows):
+        self.rows = rows
+        base = self.find("full", 1.0, "raw")
+        self.base = base["f1"] if base else 0.0
+        self.n = rows[0]["n"] if rows else 0
+
+    def find(self, selector, retention, spec):
+        for r in self.rows:
+            if r["selector"] == selector and abs(r["retention"] - retention) < 1e-6 and r["spec"] == spec:
+                return r
+        return None
+
+    def share(self, selector, retention, spec):
+        r = self.find(selector, retention, spec)
+        return r["f1"] / self.base if r and self.base > 0 else float("nan")
+
+    def f1(self, selector, retention, spec):
+        r = self.find(selector, retention, spec)
+        return (r["f1"], r["f1_ci95"]) if r else (float("nan"), 0.0)
+
+
+def pct(x):
+    return f"{100 * x:.0f}%"
+
+
+def main(out):
+    plans = {t: Cell(load(os.path.join(out, f"seed_{t}_plans.json"))) for t in ("single", "needle")}
+    select = {t: Cell(load(os.path.join(out, f"seed_{t}_select.json"))) for t in ("single", "needle")}
+    profile = load(os.path.join(out, "seed_single_profile.json"))
+    compare = open(os.path.join(out, "seed_compare_models.txt")).read()
+    s, nd = plans["single"], plans["needle"]
+    rows = []
+
+    def both(spec):
+        return f"single-hop {pct(s.share('full', 1, spec))}, needle {pct(nd.share('full', 1, spec))}"
+
+    i8 = min(s.share("full", 1, "int8"), nd.share("full", 1, "int8"))
+    rows.append(("INT8 KV is lossless", "100% of full-KV F1 (7 families)", both("int8"),
+                 "agrees" if i8 >= 0.98 else "differs", ""))
+    i4 = min(s.share("full", 1, "int4"), nd.share("full", 1, "int4"))
+    rows.append(("INT4 is model- and task-dependent", "Qwen-7B 77% (SQuAD), Qwen-3B 96%", both("int4"),
+                 "agrees with Qwen-3B" if i4 >= 0.9 else "agrees with Qwen-7B" if i4 >= 0.7 else "differs", ""))
+    i3 = min(s.share("full", 1, "int3"), nd.share("full", 1, "int3"))
+    rows.append(("3-4 bit cliff", "INT4 usable, below it quality falls", both("int3") + " at INT3",
+                 "agrees" if i3 < 0.9 else "differs",
+                 "" if i3 < 0.9 else "INT3 keeps >= 90% here: the cliff sits between 3 and 2 bits on this model"))
+    i2 = max(s.share("full", 1, "int2"), nd.share("full", 1, "int2"))
+    rows.append(("INT2 is a cliff", "2-15%", both("int2"), "agrees" if i2 <= 0.5 else "differs",
+                 "" if i2 <= 0.5 else "not a cliff on this model at ~500 tokens; it deepens with length (bench/results/eval_needle2048)"))
+    ax6 = s.share("full", 1, "int6/ch") >= s.share("full", 1, "int6")
+    ax4 = s.share("full", 1, "int4") >= s.share("full", 1, "int4/ch")
+    rows.append(("Quantization axis matters by bit width",
+                 "INT6 per-token 54% vs per-channel 96%; INT4 per-token 77% vs per-channel 42%",
+                 f"single-hop INT6 tok {pct(s.share('full', 1, 'int6'))} / ch {pct(s.share('full', 1, 'int6/ch'))}; "
+                 f"INT4 tok {pct(s.share('full', 1, 'int4'))} / ch {pct(s.share('full', 1, 'int4/ch'))}",
+                 "agrees" if ax6 and ax4 else "differs",
+                 "" if ax6 and ax4 else "on this model neither axis collapses at INT6 or INT4; per-channel is "
+                 "not behind at INT4"))
+    layers = profile["layers"]
+    worst = min(layers, key=lambda l: l["quantized_alone_f1"])
+    raw = profile["lossless_f1"]
+    l0 = s.share("full", 1, "int4,L0=f16")
+    rows.append(("One layer can carry the loss (layer 0)", "Qwen-7B: layer 0 FP16 + rest INT4 = 101%",
+                 f"layer {worst['layer']} alone at INT2 costs most ({worst['quantized_alone_f1']:.2f} against "
+                 f"{raw:.2f}); int4,L0=f16 {pct(l0)} (single-hop)",
+                 "agrees" if worst["layer"] == 0 else "differs",
+                 "" if worst["layer"] == 0 else f"the bottleneck is layer {worst['layer']} here"))
+    q25 = {p: select["single"].share(p, 0.25, "raw") for p in ("q2c", "q2c-question", "snapkv", "h2o", "random")}
+    ranking = " > ".join(f"{p} {pct(v)}" for p, v in sorted(q25.items(), key=lambda kv: -kv[1]))
+    ok = q25["q2c"] >= q25["snapkv"] >= q25["h2o"]
+    rows.append(("Question-aware selection wins at low retention",
+                 "Q2C 25% 0.376 vs SnapKV 0.269, H2O 0.176 (3B)", f"single-hop at 25% kept: {ranking}",
+                 "agrees" if ok else "differs",
+                 "q2c here scores the question through the last prompt row; the research's question-rows-only "
+                 "definition is q2c-question"))
+    q75 = select["single"].find("q2c", 0.75, "int4")
+    rows.append(("Q2C 75% + INT4", "most of full-KV F1 at 18.75% bandwidth",
+                 f"single-hop {pct(select['single'].share('q2c', 0.75, 'int4'))} at "
+                 f"{pct(q75['bandwidth_share'])} of the 16-bit cache" if q75 else "missing",
+                 "agrees" if q75 and select["single"].share("q2c", 0.75, "int4") >= 0.9 else "differs",
+                 "INT4 per token carries an fp16 scale and offset per 24-value row here (head_dim 24), "
+                 "so it is 33% of 16 bits, not 25%"))
+    ad = s.share("full", 1, "int4+ad16")
+    rows.append(("Delta encoding before quantization hurts", "direct INT4 72% vs anchor delta 68%",
+                 f"single-hop INT4 {pct(s.share('full', 1, 'int4'))} vs anchor delta (16) {pct(ad)}",
+                 "agrees" if ad <= s.share("full", 1, "int4") else "differs", ""))
+    m = re.search(r"^mean\s+([\d.]+)\s+([\d.]+)", compare, re.M)
+    ov = dict(((sel, float(r)), float(v)) for sel, r, v in
+              re.findall(r"^(q2c|snapkv)\s+([\d.]+)\s+([\d.]+)", compare, re.M))
+    if m:
+        ck, cv = float(m.group(1)), float(m.group(2))
+        rows.append(("Cross-model KV structure (3B vs 7B)", "CKA K 0.975, V 0.71",
+                     f"scout vs large (grown from it): mean CKA K {ck:.2f}, V {cv:.2f}",
+                     "agrees (keys above values)" if ck > cv else "differs",
+                     "two-layer inputs lower CKA while the maps' R^2 stays 0.82-0.99 (kvstream compare-models)"))
+    if ov:
+        rows.append(("Selection transfers across sizes", "overlap Q2C 50/75% 86.3/91.5%, SnapKV 89.5/94.9%",
+                     f"Q2C {pct(ov.get(('q2c', 0.5), 0))}/{pct(ov.get(('q2c', 0.75), 0))}, SnapKV "
+                     f"{pct(ov.get(('snapkv', 0.5), 0))}/{pct(ov.get(('snapkv', 0.75), 0))}",
+                     "agrees" if min(ov.values()) >= 0.75 else "differs", ""))
+    rows.append(("Multi-hop ties Q2C and SnapKV", "90.6% vs 90.9% (HotpotQA)", "not measured",
+                 "cannot test", "the tiny models have not learned multi-hop (EM 0.075-0.25)"))
+    rows.append(("Generation must start from the rebuilt cache", "generate(past_key_values=...) bugs gave F1 0",
+                 "lossless kv equals text on 20 prompts; cached decode equals full recompute",
+                 "agrees", "held by tests/e2e/daemons_test.cc and tests/common/model/model_test.cc"))
+
+    print("# The research's findings on the tiny models\n")
+    print(f"Scout (0.60M parameters), kv mode on its own cache; single-hop among 56-64 records "
+          f"(n={s.n}) and needles of 448-576 tokens (n={nd.n}), each question drawing its length; "
+          "shares are of the raw full-cache F1 of the same cell. Regenerate with `bench/seed_findings.sh`.\n")
+    print("| finding | research | measured here | verdict | note |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
