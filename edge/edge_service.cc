@@ -151,9 +151,26 @@ struct EdgeService::Metrics {
   }
 };
 
+// One Ask's state as it moves through the stages (Prepare -> BuildPayload -> Transfer).
 struct EdgeService::Request {
   kvstream::v1::Mode mode = kvstream::v1::MODE_UNSPECIFIED;
   kvstream::v1::RequestStats stats;
+  Clock::time_point start;
+  ResolvedPolicy policy;
+  model::ChatPrompt prompt;
+  std::vector<int32_t> head;  // the prompt but its last token, which the cloud feeds first
+  select::PromptSpans spans;  // over `head`
+  bool sends_cache = false;   // kv / projected: the scout's cache goes on the wire
+  bool selects = false;       // a selector other than full
+  bool replan = false;        // kv / projected sent a layer at a time against a TTFT target
+  std::string session_id;
+  Uplink open;
+  std::vector<kvstream::v1::KvChunk> chunks;  // encoded up front (no re-planning)
+  // The cache that is sent (the prefill's, or its kept slots), kept alive through the
+  // transfer because a re-planning request encodes it layer by layer as it sends.
+  model::PrefillResult pre;
+  std::unique_ptr<model::KvCache> kept;
+  const model::KvCache* send_cache = nullptr;
 };
 
 EdgeService::EdgeService(std::unique_ptr<model::Model> scout,
@@ -224,9 +241,14 @@ absl::StatusOr<kvstream::v1::GetInfoResponse> EdgeService::CloudInfo() {
 
 absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1::AskRequest& req,
                                 grpc::ServerWriter<AskEvent>* writer, Request& r) {
-  const auto start = Clock::now();
-  kvstream::v1::RequestStats& stats = r.stats;
-  kvstream::v1::StageSeconds& stages = *stats.mutable_stages();
+  r.start = Clock::now();
+  RETURN_IF_ERROR(Prepare(req, r));
+  RETURN_IF_ERROR(BuildPayload(context, r));
+  RETURN_IF_ERROR(CheckAlive(context, "transfer"));
+  return Transfer(context, writer, r);
+}
+
+absl::Status EdgeService::Prepare(const kvstream::v1::AskRequest& req, Request& r) {
   if (req.question().empty()) {
     return absl::InvalidArgumentError(
         "question is empty; expected the question to answer about the context");
@@ -241,39 +263,48 @@ absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1
                                                      " starts no valid sequence"));
     }
   }
-  const model::ModelConfig& sc = scout_->config();
-  ASSIGN_OR_RETURN(ResolvedPolicy policy,
-                   ResolvePolicy(req.policy(), options_.defaults, sc.num_layers));
-  r.mode = policy.mode;
-
-  // Tokenize.
-  auto t = Clock::now();
+  ASSIGN_OR_RETURN(r.policy,
+                   ResolvePolicy(req.policy(), options_.defaults, scout_->config().num_layers));
+  r.mode = r.policy.mode;
+  kvstream::v1::StageSeconds& stages = *r.stats.mutable_stages();
+  const auto t = Clock::now();
   model::ChatOptions chat{req.system().empty() ? options_.system_prompt : req.system()};
-  ASSIGN_OR_RETURN(model::ChatPrompt prompt,
+  ASSIGN_OR_RETURN(r.prompt,
                    model::BuildQaPrompt(*tokenizer_, req.context(), req.question(), chat));
   stages.set_tokenize(Seconds(t, Clock::now()));
   metrics_->Stage("tokenize", stages.tokenize());
-  const int n = static_cast<int>(prompt.tokens.size());
-
-  if (policy.mode == kvstream::v1::MODE_ADAPTIVE) {
-    ASSIGN_OR_RETURN(policy, ChooseAdaptive(policy, n, prompt.spans.context_tokens(), stats));
-    r.mode = policy.mode;
+  const int n = static_cast<int>(r.prompt.tokens.size());
+  if (r.policy.mode == kvstream::v1::MODE_ADAPTIVE) {
+    ASSIGN_OR_RETURN(r.policy,
+                     ChooseAdaptive(r.policy, n, r.prompt.spans.context_tokens(), r.stats));
+    r.mode = r.policy.mode;
   }
-  stats.set_mode(policy.mode);
-  stats.set_selector(std::string(select::PolicyName(policy.selector)));
-  // kv and projected send the scout's cache; scout and text send token ids.
-  const bool sends_cache =
-      policy.mode == kvstream::v1::MODE_KV || policy.mode == kvstream::v1::MODE_PROJECTED;
-  if (sends_cache) stats.set_spec(policy.spec);
+  r.stats.set_mode(r.policy.mode);
+  r.stats.set_selector(std::string(select::PolicyName(r.policy.selector)));
+  r.sends_cache =
+      r.policy.mode == kvstream::v1::MODE_KV || r.policy.mode == kvstream::v1::MODE_PROJECTED;
+  r.selects = r.policy.selector != select::Policy::kFull;
+  r.replan = r.policy.replan && r.sends_cache && r.policy.ttft_target_seconds > 0;
+  if (r.sends_cache) r.stats.set_spec(r.policy.spec);
+  r.head.assign(r.prompt.tokens.begin(), r.prompt.tokens.end() - 1);
+  r.spans = r.prompt.spans;
+  r.spans.num_tokens = static_cast<int>(r.head.size());
+  r.stats.set_context_tokens(r.spans.context_tokens());
+  r.stats.set_kept_tokens(r.spans.context_tokens());
+  return CheckLengths(r);
+}
 
-  // Length limits, and the answering model's dims for the raw-bytes reference.
+absl::Status EdgeService::CheckLengths(Request& r) {
+  const model::ModelConfig& sc = scout_->config();
+  const ResolvedPolicy& policy = r.policy;
+  const int64_t n = static_cast<int64_t>(r.prompt.tokens.size());
+  // The answering model's dims, for the raw-bytes reference.
   int64_t layers = sc.num_layers, kv_heads = sc.num_kv_heads, head_dim = sc.head_dim;
-  if (policy.mode != kvstream::v1::MODE_TEXT) {
-    if (n + static_cast<int64_t>(policy.max_tokens) >= sc.max_position_embeddings) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "context and question take ", n, " tokens, plus max_tokens ", policy.max_tokens,
-          "; the edge's scout model allows ", sc.max_position_embeddings, " positions"));
-    }
+  if (policy.mode != kvstream::v1::MODE_TEXT &&
+      n + policy.max_tokens >= sc.max_position_embeddings) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "context and question take ", n, " tokens, plus max_tokens ", policy.max_tokens,
+        "; the edge's scout model allows ", sc.max_position_embeddings, " positions"));
   }
   if (policy.mode != kvstream::v1::MODE_KV) {
     if (policy.cloud_model.empty()) {
@@ -293,7 +324,7 @@ absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1
                                               "' is not served by the cloud (it serves ",
                                               absl::StrJoin(names, ", "), ")"));
     }
-    if (n + static_cast<int64_t>(policy.max_tokens) >= found->dims().max_position_embeddings()) {
+    if (n + policy.max_tokens >= found->dims().max_position_embeddings()) {
       return absl::InvalidArgumentError(
           absl::StrCat("context and question take ", n, " tokens, plus max_tokens ",
                        policy.max_tokens, "; cloud model '", policy.cloud_model, "' allows ",
@@ -302,299 +333,232 @@ absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1
     layers = found->dims().num_layers();
     kv_heads = found->dims().num_kv_heads();
     head_dim = found->dims().head_dim();
-    if (policy.mode == kvstream::v1::MODE_PROJECTED)
+    if (policy.mode == kvstream::v1::MODE_PROJECTED) {
       RETURN_IF_ERROR(CheckProjection(info, policy.cloud_model));
+    }
   }
-  // The cache covers the prompt but its last token, which the cloud feeds first.
-  const std::vector<int32_t> head(prompt.tokens.begin(), prompt.tokens.end() - 1);
-  select::PromptSpans spans = prompt.spans;
-  spans.num_tokens = static_cast<int>(head.size());
-  stats.set_context_tokens(spans.context_tokens());
-  stats.set_raw_kv_bytes(static_cast<uint64_t>(2 * layers * kv_heads * head_dim * 2) * head.size());
+  r.stats.set_raw_kv_bytes(static_cast<uint64_t>(2 * layers * kv_heads * head_dim * 2) *
+                           r.head.size());
+  return absl::OkStatus();
+}
 
-  Uplink open_msg;
-  kvstream::v1::SessionOpen& open = *open_msg.mutable_open();
-  const std::string session_id = NewSessionId();
-  open.set_session_id(session_id);
+absl::Status EdgeService::BuildPayload(grpc::ServerContext* context, Request& r) {
+  const ResolvedPolicy& policy = r.policy;
+  kvstream::v1::SessionOpen& open = *r.open.mutable_open();
+  r.session_id = NewSessionId();
+  open.set_session_id(r.session_id);
   open.set_mode(policy.mode);
   open.set_max_tokens(policy.max_tokens);
   open.set_temperature(policy.temperature);
   open.set_top_p(policy.top_p);
   open.set_seed(policy.seed);
-  std::vector<kvstream::v1::KvChunk> chunks;
-  stats.set_kept_tokens(spans.context_tokens());
-  // kv: the cache that is sent (the prefill's, or its kept slots), kept alive through
-  // the transfer because a re-planning request encodes it layer by layer as it sends.
-  model::PrefillResult pre;
-  std::unique_ptr<model::KvCache> kept;
-  const model::KvCache* send_cache = nullptr;
-  const bool replan = policy.replan && sends_cache && policy.ttft_target_seconds > 0;
+  if (policy.mode != kvstream::v1::MODE_KV) open.set_model_name(policy.cloud_model);
+  if (!r.sends_cache && !(policy.mode == kvstream::v1::MODE_SCOUT && r.selects)) {
+    open.mutable_prompt_tokens()->Add(r.prompt.tokens.begin(), r.prompt.tokens.end());
+    return absl::OkStatus();  // text, or scout without a selection: no model work here
+  }
+  // The slot bounds the scout's forward passes; it is given back after encode, before the
+  // transfer waits on the network.
+  ASSIGN_OR_RETURN(base::AdmissionGate::Slot slot, Admit(context, *r.stats.mutable_stages()));
+  RETURN_IF_ERROR(CheckAlive(context, "prefill"));
+  ASSIGN_OR_RETURN(const select::Selection sel, PrefillAndSelect(context, r));
+  if (!r.sends_cache) {  // scout mode: the ids and the kept positions
+    open.mutable_prompt_tokens()->Add(r.prompt.tokens.begin(), r.prompt.tokens.end());
+    open.set_num_slots(static_cast<uint32_t>(sel.kept.size()));
+    open.set_kept_positions(codec::EncodePositions(sel.kept));
+    return absl::OkStatus();
+  }
+  RETURN_IF_ERROR(CheckAlive(context, "encode"));
+  kvstream::v1::StageSeconds& stages = *r.stats.mutable_stages();
+  const auto t = Clock::now();
+  if (r.selects) {
+    ASSIGN_OR_RETURN(r.kept, r.pre.cache->Copy(sel.kept));
+  }
+  r.send_cache = r.selects ? r.kept.get() : r.pre.cache.get();
+  if (!r.replan) {
+    model::ChunkingOptions co;
+    co.max_chunk_bytes = options_.chunk_bytes;
+    ASSIGN_OR_RETURN(r.chunks, model::EncodeCache(*r.send_cache, policy.plan, r.session_id, co));
+  }
+  stages.set_encode(Seconds(t, Clock::now()));
+  metrics_->Stage("encode", stages.encode());
+  const model::ModelConfig& sc = scout_->config();
+  open.set_model_fingerprint(scout_->fingerprint());
+  open.mutable_dims()->set_num_layers(sc.num_layers);
+  open.mutable_dims()->set_num_kv_heads(sc.num_kv_heads);
+  open.mutable_dims()->set_head_dim(sc.head_dim);
+  open.mutable_dims()->set_vocab_size(sc.vocab_size);
+  open.mutable_dims()->set_max_position_embeddings(sc.max_position_embeddings);
+  open.set_last_token(r.prompt.tokens.back());
+  open.set_num_slots(static_cast<uint32_t>(r.send_cache->size()));
+  open.set_next_position(static_cast<uint32_t>(r.head.size()));
+  open.set_kept_positions(codec::EncodePositions(r.send_cache->positions()));
+  return absl::OkStatus();
+}
 
-  const bool selects = policy.selector != select::Policy::kFull;
-  if (sends_cache || (policy.mode == kvstream::v1::MODE_SCOUT && selects)) {
-    // The slot bounds the scout's forward passes; it is given back after encode, before
-    // the transfer waits on the network.
-    ASSIGN_OR_RETURN(base::AdmissionGate::Slot slot, Admit(context, stages));
-    RETURN_IF_ERROR(CheckAlive(context, "prefill"));
-    t = Clock::now();
-    auto interrupt = [context] { return CheckAlive(context, "the prefill finished"); };
-    if (selects) {
-      // The whole prompt, so the statistics see its last row; the cache stops before it.
-      ASSIGN_OR_RETURN(pre, model::PrefillForSelection(*scout_, prompt.tokens, prompt.spans,
+absl::StatusOr<select::Selection> EdgeService::PrefillAndSelect(grpc::ServerContext* context,
+                                                                Request& r) {
+  kvstream::v1::StageSeconds& stages = *r.stats.mutable_stages();
+  auto t = Clock::now();
+  auto interrupt = [context] { return CheckAlive(context, "the prefill finished"); };
+  if (r.selects) {
+    // The whole prompt, so the statistics see its last row; the cache stops before it.
+    ASSIGN_OR_RETURN(r.pre, model::PrefillForSelection(*scout_, r.prompt.tokens, r.prompt.spans,
                                                        options_.snapkv_window, interrupt));
-    } else {
-      model::PrefillOptions po;
-      po.interrupt = interrupt;
-      ASSIGN_OR_RETURN(pre, scout_->Prefill(head, po));
-    }
-    stages.set_prefill(Seconds(t, Clock::now()));
-    metrics_->Stage("prefill", stages.prefill());
-    {
-      std::lock_guard<std::mutex> lock(cost_mu_);
-      control::PrefillCost& cost = selects ? prefill_stats_cost_ : prefill_cost_;
-      cost.Observe(static_cast<int>(head.size()), stages.prefill());
-      metrics_->prefill_scale.Add({{"kind", selects ? "stats" : "plain"}}).Set(cost.scale());
-    }
-
-    t = Clock::now();
-    select::Selection sel;
-    if (selects) {
-      select::SelectOptions so;
-      so.policy = policy.selector;
-      so.retention = policy.retention;
-      so.seed = policy.seed;
-      ASSIGN_OR_RETURN(sel, select::Select(pre.stats, spans, so));
-    } else {
-      for (int i = 0; i < spans.num_tokens; ++i) sel.kept.push_back(i);
-      sel.context_kept = sel.context_total = spans.context_tokens();
-    }
-    stats.set_kept_tokens(sel.context_kept);
-    stages.set_select(Seconds(t, Clock::now()));
-    metrics_->Stage("select", stages.select());
-
-    if (sends_cache) {
-      RETURN_IF_ERROR(CheckAlive(context, "encode"));
-      t = Clock::now();
-      if (selects) {
-        ASSIGN_OR_RETURN(kept, pre.cache->Copy(sel.kept));
-      }
-      send_cache = selects ? kept.get() : pre.cache.get();
-      const model::KvCache& cache = *send_cache;
-      if (!replan) {
-        model::ChunkingOptions co;
-        co.max_chunk_bytes = options_.chunk_bytes;
-        ASSIGN_OR_RETURN(chunks, model::EncodeCache(cache, policy.plan, session_id, co));
-      }
-      stages.set_encode(Seconds(t, Clock::now()));
-      metrics_->Stage("encode", stages.encode());
-      open.set_model_fingerprint(scout_->fingerprint());
-      if (policy.mode == kvstream::v1::MODE_PROJECTED) open.set_model_name(policy.cloud_model);
-      open.mutable_dims()->set_num_layers(sc.num_layers);
-      open.mutable_dims()->set_num_kv_heads(sc.num_kv_heads);
-      open.mutable_dims()->set_head_dim(sc.head_dim);
-      open.mutable_dims()->set_vocab_size(sc.vocab_size);
-      open.mutable_dims()->set_max_position_embeddings(sc.max_position_embeddings);
-      open.set_last_token(prompt.tokens.back());
-      open.set_num_slots(static_cast<uint32_t>(cache.size()));
-      open.set_next_position(static_cast<uint32_t>(head.size()));
-      open.set_kept_positions(codec::EncodePositions(cache.positions()));
-    } else {
-      open.set_model_name(policy.cloud_model);
-      open.mutable_prompt_tokens()->Add(prompt.tokens.begin(), prompt.tokens.end());
-      open.set_num_slots(static_cast<uint32_t>(sel.kept.size()));
-      open.set_kept_positions(codec::EncodePositions(sel.kept));
-    }
   } else {
-    open.set_model_name(policy.cloud_model);
-    open.mutable_prompt_tokens()->Add(prompt.tokens.begin(), prompt.tokens.end());
+    model::PrefillOptions po;
+    po.interrupt = interrupt;
+    ASSIGN_OR_RETURN(r.pre, scout_->Prefill(r.head, po));
   }
-  RETURN_IF_ERROR(CheckAlive(context, "transfer"));
+  stages.set_prefill(Seconds(t, Clock::now()));
+  metrics_->Stage("prefill", stages.prefill());
+  {
+    std::lock_guard<std::mutex> lock(cost_mu_);
+    control::PrefillCost& cost = r.selects ? prefill_stats_cost_ : prefill_cost_;
+    cost.Observe(static_cast<int>(r.head.size()), stages.prefill());
+    metrics_->prefill_scale.Add({{"kind", r.selects ? "stats" : "plain"}}).Set(cost.scale());
+  }
+  t = Clock::now();
+  select::Selection sel;
+  if (r.selects) {
+    select::SelectOptions so;
+    so.policy = r.policy.selector;
+    so.retention = r.policy.retention;
+    so.seed = r.policy.seed;
+    ASSIGN_OR_RETURN(sel, select::Select(r.pre.stats, r.spans, so));
+  } else {
+    for (int i = 0; i < r.spans.num_tokens; ++i) sel.kept.push_back(i);
+    sel.context_kept = sel.context_total = r.spans.context_tokens();
+  }
+  r.stats.set_kept_tokens(sel.context_kept);
+  stages.set_select(Seconds(t, Clock::now()));
+  metrics_->Stage("select", stages.select());
+  return sel;
+}
 
-  // Transfer: cancellation and deadline of the client's call propagate to the cloud's.
-  std::unique_ptr<grpc::ClientContext> cctx = grpc::ClientContext::FromServerContext(*context);
-  auto stream = cloud_->Transfer(cctx.get());
-  net::Shaper* shaper = options_.shaper.get();
-  std::atomic<bool> client_gone{false};
-  const auto transfer_start = Clock::now();
-  Clock::time_point last_ack = transfer_start, first_token{};
-  bool have_token = false, have_done = false;
-  kvstream::v1::CloudStats cloud_stats;
-  uint32_t tokens = 0;
-  // Per chunk: bytes, when its send began and when its ack came (seconds since
-  // transfer_start), for the link estimator and mid-stream re-planning.
-  std::mutex log_mu;
-  std::vector<uint64_t> chunk_bytes;
-  std::vector<double> sent, acked;
-  auto since = [&](Clock::time_point t) { return Seconds(transfer_start, t); };
-  std::thread reader([&] {
-    Downlink d;
-    bool first = true;
-    while (stream->Read(&d)) {
-      if (first && shaper != nullptr) shaper->Delay();  // downlink one-way delay
-      first = false;
-      if (d.has_ack()) {
-        last_ack = Clock::now();
-        std::lock_guard<std::mutex> lock(log_mu);
-        if (d.ack().seq() < acked.size()) acked[d.ack().seq()] = since(last_ack);
-      } else if (d.has_token()) {
-        if (!have_token) {
-          first_token = Clock::now();
-          have_token = true;
-        }
-        ++tokens;
-        AskEvent ev;
-        *ev.mutable_token() = d.token();
-        if (!writer->Write(ev)) {
-          client_gone = true;
-          cctx->TryCancel();
-          return;
-        }
-      } else if (d.has_done()) {
-        cloud_stats = d.done().stats();
-        have_done = true;
-      }
-    }
-  });
-  uint64_t wire = open_msg.ByteSizeLong();
-  const double uplink_start = since(Clock::now());
-  if (shaper != nullptr) {
-    shaper->Delay();  // uplink one-way delay
-    shaper->Transmit(wire);
-  }
-  bool sent_ok = stream->Write(open_msg);
+absl::Status EdgeService::Transfer(grpc::ServerContext* context,
+                                   grpc::ServerWriter<AskEvent>* writer, Request& r) {
+  // Cancellation and deadline of the client's call propagate to the cloud's; the
+  // transfer joins its reader on every way out.
+  CloudTransfer transfer(*cloud_, *context, writer, options_.shaper.get());
+  bool sent_ok = transfer.SendOpen(r.open);
   absl::Status send_status;  // an encoding error while sending
-  uint64_t seq = 0;
-  auto send_chunk = [&](kvstream::v1::KvChunk&& chunk) {
-    Uplink up;
-    *up.mutable_chunk() = std::move(chunk);
-    const uint64_t bytes = up.ByteSizeLong();
-    wire += bytes;
-    {
-      std::lock_guard<std::mutex> lock(log_mu);
-      chunk_bytes.push_back(bytes);
-      // The first chunk's clock starts with the stream, so its ack delay spans a round trip.
-      sent.push_back(seq == 0 ? uplink_start : since(Clock::now()));
-      acked.push_back(-1);
-    }
-    ++seq;
-    if (shaper != nullptr) shaper->Transmit(bytes);
-    return stream->Write(up);
-  };
-  if (!replan) {
-    for (size_t i = 0; sent_ok && i < chunks.size(); ++i)
-      sent_ok = send_chunk(std::move(chunks[i]));
-  } else {
-    // Adaptive kv with a TTFT target: encode and send a layer at a time; before each,
-    // measure this request's throughput from the acks so far and move the remaining
-    // layers down the ladder when they would not make the target.
-    const model::ModelConfig& c = scout_->config();
-    std::vector<std::string> ladder = {policy.spec};
-    for (const char* cheaper : {"int8", "int4", "int2"}) {
-      auto plan = codec::ParsePlan(cheaper);
-      const codec::TensorShape one{1, 1, c.head_dim};
-      auto bytes = [&](const codec::LayerSpec& ls) {
-        return codec::EncodedTensorBytes(ls.k, one, codec::DType::kF32) +
-               codec::EncodedTensorBytes(ls.v, one, codec::DType::kF32);
-      };
-      auto last = codec::ParsePlan(ladder.back());
-      if (plan.ok() && last.ok() && bytes(plan->base) < bytes(last->base))
-        ladder.push_back(cheaper);
-    }
-    int rung = 0;
-    std::string replanned;
-    double encode_seconds = 0;
-    for (int l = 0; sent_ok && l < c.num_layers; ++l) {
-      double bw = 0;
-      {
-        std::lock_guard<std::mutex> lock(log_mu);
-        control::LinkEstimator local;
-        control::AddAckGapSamples(local, chunk_bytes, sent, acked);
-        bw = local.has_bandwidth() ? local.bandwidth_bps() : policy.planned_bandwidth_bps;
-      }
-      const double left = policy.ttft_target_seconds - Seconds(start, Clock::now()) -
-                          policy.predicted_cloud_seconds;
-      // (No early return here: the reader thread is running; errors end the loop.)
-      const absl::StatusOr<int> next =
-          control::ReplanRung(ladder, rung, c.num_layers - l, send_cache->size(),
-                              {c.num_layers, c.num_kv_heads, c.head_dim}, bw, std::max(0.0, left));
-      if (!next.ok()) {
-        send_status = next.status();
-        break;
-      }
-      const int r = *next;
-      if (r != rung) {
-        absl::StrAppendFormat(&replanned, "%slayers %d+ -> %s at %.1f Mbit/s",
-                              replanned.empty() ? "" : ", ", l, ladder[r], bw / 1e6);
-        rung = r;
-      }
-      const auto te = Clock::now();
-      const absl::StatusOr<codec::Plan> plan =
-          rung == 0 ? absl::StatusOr<codec::Plan>(policy.plan) : codec::ParsePlan(ladder[rung]);
-      model::ChunkingOptions co;
-      co.max_chunk_bytes = options_.chunk_bytes;
-      co.layer_begin = l;
-      co.layer_end = l + 1;
-      absl::StatusOr<std::vector<kvstream::v1::KvChunk>> layer_chunks =
-          plan.ok() ? model::EncodeCache(*send_cache, *plan, session_id, co, seq)
-                    : absl::StatusOr<std::vector<kvstream::v1::KvChunk>>(plan.status());
-      encode_seconds += Seconds(te, Clock::now());
-      if (!layer_chunks.ok()) {
-        send_status = layer_chunks.status();
-        break;
-      }
-      for (auto& ch : *layer_chunks) {
-        if (!(sent_ok = send_chunk(std::move(ch)))) break;
-      }
-    }
-    stages.set_encode(stages.encode() + encode_seconds);
-    if (!replanned.empty())
-      stats.set_decision(absl::StrCat(stats.decision(), "; re-planned: ", replanned));
+  if (!r.replan) {
+    for (size_t i = 0; sent_ok && i < r.chunks.size(); ++i)
+      sent_ok = transfer.SendChunk(std::move(r.chunks[i]));
+  } else if (sent_ok) {
+    send_status = SendReplanned(transfer, r, sent_ok);
   }
   if (!send_status.ok()) {
     sent_ok = false;
-    cctx->TryCancel();
+    transfer.Cancel();
   }
-  if (sent_ok) {
-    Uplink commit;
-    commit.mutable_commit()->set_num_chunks(seq);
-    wire += commit.ByteSizeLong();
-    if (shaper != nullptr) shaper->Transmit(commit.ByteSizeLong());
-    sent_ok = stream->Write(commit);
-  }
-  stream->WritesDone();
-  const auto writes_done = Clock::now();
-  reader.join();
-  const grpc::Status st = stream->Finish();
+  if (sent_ok) transfer.SendCommit();
+  const CloudTransfer::Result result = transfer.Finish();
   RETURN_IF_ERROR(send_status);
-  if (client_gone) return absl::CancelledError("client went away while answer tokens were relayed");
-  if (!st.ok()) {
-    if (st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
-        st.error_code() == grpc::StatusCode::CANCELLED) {
+  if (result.client_gone) {
+    return absl::CancelledError("client went away while answer tokens were relayed");
+  }
+  if (!result.status.ok()) {
+    if (result.status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
+        result.status.error_code() == grpc::StatusCode::CANCELLED) {
       RETURN_IF_ERROR(CheckAlive(context, "the answer completed"));
     }
-    return net::FromGrpc(st, "cloud: ");
+    return net::FromGrpc(result.status, "cloud: ");
   }
-  if (!have_done) return absl::InternalError("cloud closed the stream without Done");
-  UpdateLink(chunk_bytes, sent, acked);
-  stages.set_transfer(
-      Seconds(transfer_start, seq == 0 ? writes_done : std::max(last_ack, transfer_start)));
-  metrics_->Stage("transfer", stages.transfer());
-  stages.set_cloud_queue(cloud_stats.queue_seconds());
-  stages.set_rebuild(cloud_stats.rebuild_seconds());
-  stages.set_project(cloud_stats.projection_seconds());
-  stages.set_first_token(cloud_stats.first_token_seconds());
-  stages.set_decode(cloud_stats.decode_seconds());
-  if (cloud_stats.prefill_seconds() > 0)
-    stages.set_prefill(stages.prefill() + cloud_stats.prefill_seconds());
-  stats.set_wire_bytes(wire);
-  stats.set_compression_ratio(wire > 0 ? static_cast<double>(stats.raw_kv_bytes()) / wire : 0);
-  stats.set_ttft_seconds(have_token ? Seconds(start, first_token) : Seconds(start, Clock::now()));
-  stats.set_tokens_generated(tokens);
-  stats.set_stop_reason(cloud_stats.stop_reason());
+  if (!result.have_done) return absl::InternalError("cloud closed the stream without Done");
+  UpdateLink(result.chunk_bytes, result.sent, result.acked);
+  RecordTransfer(result, r);
   AskEvent last;
-  *last.mutable_stats() = stats;
+  *last.mutable_stats() = r.stats;
   if (!writer->Write(last)) return absl::CancelledError("client went away before the stats");
   return absl::OkStatus();
+}
+
+absl::Status EdgeService::SendReplanned(CloudTransfer& transfer, Request& r, bool& sent_ok) {
+  // Encode and send a layer at a time; before each, measure this request's throughput
+  // from the acks so far and move the remaining layers down the ladder when they would
+  // not make the target.
+  const ResolvedPolicy& policy = r.policy;
+  const model::ModelConfig& c = scout_->config();
+  std::vector<std::string> ladder = {policy.spec};
+  for (const char* cheaper : {"int8", "int4", "int2"}) {
+    auto plan = codec::ParsePlan(cheaper);
+    const codec::TensorShape one{1, 1, c.head_dim};
+    auto bytes = [&](const codec::LayerSpec& ls) {
+      return codec::EncodedTensorBytes(ls.k, one, codec::DType::kF32) +
+             codec::EncodedTensorBytes(ls.v, one, codec::DType::kF32);
+    };
+    auto last = codec::ParsePlan(ladder.back());
+    if (plan.ok() && last.ok() && bytes(plan->base) < bytes(last->base)) ladder.push_back(cheaper);
+  }
+  int rung = 0;
+  std::string replanned;
+  double encode_seconds = 0;
+  absl::Status status;
+  for (int l = 0; sent_ok && status.ok() && l < c.num_layers; ++l) {
+    const double bw = transfer.AckedBandwidth(policy.planned_bandwidth_bps);
+    const double left = policy.ttft_target_seconds - Seconds(r.start, Clock::now()) -
+                        policy.predicted_cloud_seconds;
+    const absl::StatusOr<int> next =
+        control::ReplanRung(ladder, rung, c.num_layers - l, r.send_cache->size(),
+                            {c.num_layers, c.num_kv_heads, c.head_dim}, bw, std::max(0.0, left));
+    if (!next.ok()) {
+      status = next.status();
+      break;
+    }
+    if (*next != rung) {
+      absl::StrAppendFormat(&replanned, "%slayers %d+ -> %s at %.1f Mbit/s",
+                            replanned.empty() ? "" : ", ", l, ladder[*next], bw / 1e6);
+      rung = *next;
+    }
+    const auto te = Clock::now();
+    absl::StatusOr<codec::Plan> plan =
+        rung == 0 ? absl::StatusOr<codec::Plan>(policy.plan) : codec::ParsePlan(ladder[rung]);
+    model::ChunkingOptions co;
+    co.max_chunk_bytes = options_.chunk_bytes;
+    co.layer_begin = l;
+    co.layer_end = l + 1;
+    absl::StatusOr<std::vector<kvstream::v1::KvChunk>> layer =
+        plan.ok() ? model::EncodeCache(*r.send_cache, *plan, r.session_id, co, transfer.next_seq())
+                  : absl::StatusOr<std::vector<kvstream::v1::KvChunk>>(plan.status());
+    encode_seconds += Seconds(te, Clock::now());
+    if (!layer.ok()) {
+      status = layer.status();
+      break;
+    }
+    for (auto& ch : *layer) {
+      if (!(sent_ok = transfer.SendChunk(std::move(ch)))) break;
+    }
+  }
+  kvstream::v1::StageSeconds& stages = *r.stats.mutable_stages();
+  stages.set_encode(stages.encode() + encode_seconds);
+  if (!replanned.empty()) {
+    r.stats.set_decision(absl::StrCat(r.stats.decision(), "; re-planned: ", replanned));
+  }
+  return status;
+}
+
+void EdgeService::RecordTransfer(const CloudTransfer::Result& t, Request& r) {
+  kvstream::v1::RequestStats& stats = r.stats;
+  kvstream::v1::StageSeconds& stages = *stats.mutable_stages();
+  stages.set_transfer(
+      Seconds(t.start, t.chunks == 0 ? t.writes_done : std::max(t.last_ack, t.start)));
+  metrics_->Stage("transfer", stages.transfer());
+  const kvstream::v1::CloudStats& cloud = t.cloud;
+  stages.set_cloud_queue(cloud.queue_seconds());
+  stages.set_rebuild(cloud.rebuild_seconds());
+  stages.set_project(cloud.projection_seconds());
+  stages.set_first_token(cloud.first_token_seconds());
+  stages.set_decode(cloud.decode_seconds());
+  if (cloud.prefill_seconds() > 0) stages.set_prefill(stages.prefill() + cloud.prefill_seconds());
+  stats.set_wire_bytes(t.wire_bytes);
+  stats.set_compression_ratio(
+      t.wire_bytes > 0 ? static_cast<double>(stats.raw_kv_bytes()) / t.wire_bytes : 0);
+  stats.set_ttft_seconds(t.have_token ? Seconds(r.start, t.first_token)
+                                      : Seconds(r.start, Clock::now()));
+  stats.set_tokens_generated(t.tokens);
+  stats.set_stop_reason(cloud.stop_reason());
 }
 
 void EdgeService::UpdateLink(const std::vector<uint64_t>& bytes, const std::vector<double>& sent,

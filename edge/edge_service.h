@@ -18,6 +18,7 @@
 #include "common/model/tokenizer.h"
 #include "common/net/shaper.h"
 #include "edge/policy.h"
+#include "edge/transfer.h"
 #include "kvstream/v1/service.grpc.pb.h"
 
 namespace kvstream::edge {
@@ -64,8 +65,23 @@ class EdgeService final : public kvstream::v1::EdgeService::Service {
  private:
   struct Metrics;
   struct Request;
+  // The stages of one Ask, in order: Serve runs Prepare, BuildPayload and Transfer.
   absl::Status Serve(grpc::ServerContext* context, const kvstream::v1::AskRequest& request,
                      grpc::ServerWriter<kvstream::v1::AskEvent>* writer, Request& r);
+  // Validates the request, resolves its policy (adaptive: picks a point), tokenizes,
+  // and checks the prompt against both models' positions.
+  absl::Status Prepare(const kvstream::v1::AskRequest& request, Request& r);
+  absl::Status CheckLengths(Request& r);
+  // The SessionOpen and, for kv / projected, the chunks: admission, prefill, selection,
+  // encode (nothing heavy for text, or scout without a selector).
+  absl::Status BuildPayload(grpc::ServerContext* context, Request& r);
+  absl::StatusOr<select::Selection> PrefillAndSelect(grpc::ServerContext* context, Request& r);
+  // One Transfer stream: sends, relays tokens, records the stats, writes them last.
+  absl::Status Transfer(grpc::ServerContext* context,
+                        grpc::ServerWriter<kvstream::v1::AskEvent>* writer, Request& r);
+  // Re-planning kv: encodes and sends a layer at a time down the spec ladder.
+  absl::Status SendReplanned(CloudTransfer& transfer, Request& r, bool& sent_ok);
+  void RecordTransfer(const CloudTransfer::Result& result, Request& r);
   // Waits for a model worker within the call's deadline (queue time into `stages`).
   absl::StatusOr<base::AdmissionGate::Slot> Admit(grpc::ServerContext* context,
                                                   kvstream::v1::StageSeconds& stages);

@@ -6,7 +6,8 @@ StreamWatchdog::Watch::~Watch() { dog_->Remove(id_); }
 void StreamWatchdog::Watch::ExtendBy(double seconds) { dog_->Set(id_, seconds, seconds > 0); }
 void StreamWatchdog::Watch::Disarm() { dog_->Set(id_, 0, false); }
 
-StreamWatchdog::StreamWatchdog(std::chrono::milliseconds tick) : tick_(tick), thread_([this] { Run(); }) {}
+StreamWatchdog::StreamWatchdog(std::chrono::milliseconds tick)
+    : tick_(tick), thread_([this] { Run(); }) {}
 
 StreamWatchdog::~StreamWatchdog() {
   {
@@ -17,7 +18,8 @@ StreamWatchdog::~StreamWatchdog() {
   thread_.join();
 }
 
-std::unique_ptr<StreamWatchdog::Watch> StreamWatchdog::Start(grpc::ServerContext* context, double seconds) {
+std::unique_ptr<StreamWatchdog::Watch> StreamWatchdog::Start(grpc::ServerContext* context,
+                                                             double seconds) {
   std::lock_guard<std::mutex> lock(mu_);
   const uint64_t id = next_id_++;
   std::unique_ptr<Watch> watch(new Watch(this, id));
@@ -35,8 +37,8 @@ void StreamWatchdog::Set(uint64_t id, double seconds, bool armed) {
   auto it = entries_.find(id);
   if (it == entries_.end()) return;
   it->second.armed = armed;
-  it->second.deadline =
-      Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+  it->second.deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                           std::chrono::duration<double>(seconds));
 }
 
 void StreamWatchdog::Remove(uint64_t id) {

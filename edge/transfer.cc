@@ -1,0 +1,115 @@
+#include "edge/transfer.h"
+
+#include "common/control/controller.h"
+
+namespace kvstream::edge {
+
+using kvstream::v1::AskEvent;
+using kvstream::v1::Downlink;
+using kvstream::v1::Uplink;
+
+CloudTransfer::CloudTransfer(kvstream::v1::CloudService::Stub& stub, const grpc::ServerContext& server_context,
+                             grpc::ServerWriter<AskEvent>* relay, net::Shaper* shaper)
+    : context_(grpc::ClientContext::FromServerContext(server_context)), relay_(relay), shaper_(shaper) {
+  stream_ = stub.Transfer(context_.get());
+  result_.start = result_.last_ack = Clock::now();
+  reader_ = std::thread([this] { Read(); });
+}
+
+CloudTransfer::~CloudTransfer() {
+  if (!finished_) {
+    context_->TryCancel();
+    reader_.join();
+  }
+}
+
+double CloudTransfer::Since(Clock::time_point t) const {
+  return std::chrono::duration<double>(t - result_.start).count();
+}
+
+void CloudTransfer::Read() {
+  Downlink d;
+  bool first = true;
+  while (stream_->Read(&d)) {
+    if (first && shaper_ != nullptr) shaper_->Delay();  // downlink one-way delay
+    first = false;
+    if (d.has_ack()) {
+      result_.last_ack = Clock::now();
+      std::lock_guard<std::mutex> lock(mu_);
+      if (d.ack().seq() < result_.acked.size()) result_.acked[d.ack().seq()] = Since(result_.last_ack);
+    } else if (d.has_token()) {
+      if (!result_.have_token) {
+        result_.first_token = Clock::now();
+        result_.have_token = true;
+      }
+      ++result_.tokens;
+      AskEvent ev;
+      *ev.mutable_token() = d.token();
+      if (!relay_->Write(ev)) {
+        client_gone_ = true;
+        context_->TryCancel();
+        return;
+      }
+    } else if (d.has_done()) {
+      result_.cloud = d.done().stats();
+      result_.have_done = true;
+    }
+  }
+}
+
+bool CloudTransfer::SendOpen(const Uplink& open) {
+  const uint64_t bytes = open.ByteSizeLong();
+  result_.wire_bytes += bytes;
+  uplink_start_ = Since(Clock::now());
+  if (shaper_ != nullptr) {
+    shaper_->Delay();  // uplink one-way delay
+    shaper_->Transmit(bytes);
+  }
+  return stream_->Write(open);
+}
+
+bool CloudTransfer::SendChunk(kvstream::v1::KvChunk&& chunk) {
+  Uplink up;
+  *up.mutable_chunk() = std::move(chunk);
+  const uint64_t bytes = up.ByteSizeLong();
+  result_.wire_bytes += bytes;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    result_.chunk_bytes.push_back(bytes);
+    // The first chunk's clock starts with the stream, so its ack delay spans a round trip.
+    result_.sent.push_back(result_.chunks == 0 ? uplink_start_ : Since(Clock::now()));
+    result_.acked.push_back(-1);
+  }
+  ++result_.chunks;
+  if (shaper_ != nullptr) shaper_->Transmit(bytes);
+  return stream_->Write(up);
+}
+
+bool CloudTransfer::SendCommit() {
+  Uplink commit;
+  commit.mutable_commit()->set_num_chunks(result_.chunks);
+  result_.wire_bytes += commit.ByteSizeLong();
+  if (shaper_ != nullptr) shaper_->Transmit(commit.ByteSizeLong());
+  return stream_->Write(commit);
+}
+
+void CloudTransfer::Cancel() { context_->TryCancel(); }
+
+double CloudTransfer::AckedBandwidth(double fallback) {
+  std::lock_guard<std::mutex> lock(mu_);
+  control::LinkEstimator local;
+  control::AddAckGapSamples(local, result_.chunk_bytes, result_.sent, result_.acked);
+  return local.has_bandwidth() ? local.bandwidth_bps() : fallback;
+}
+
+CloudTransfer::Result CloudTransfer::Finish() {
+  stream_->WritesDone();
+  result_.writes_done = Clock::now();
+  reader_.join();
+  finished_ = true;
+  result_.status = stream_->Finish();
+  result_.client_gone = client_gone_;
+  return result_;
+}
+
+}  // namespace kvstream::edge

@@ -1,0 +1,81 @@
+// One CloudService.Transfer stream as the edge drives it: the uplink (SessionOpen, chunks,
+// Commit, each paced by gRPC flow control and the optional link emulation) on the
+// caller's thread, and a reader thread that records chunk acks and relays answer
+// tokens to the client as they arrive. The reader is joined by Finish() or, on any
+// other way out, by the destructor (which cancels the stream first), so an early return
+// can never leave a joinable thread behind.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "common/net/shaper.h"
+#include "kvstream/v1/service.grpc.pb.h"
+
+namespace kvstream::edge {
+
+class CloudTransfer {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  struct Result {
+    grpc::Status status;        // the stream's final status
+    bool client_gone = false;   // the client stopped reading tokens
+    bool have_done = false;     // the cloud sent Done
+    kvstream::v1::CloudStats cloud;
+    uint32_t tokens = 0;
+    bool have_token = false;
+    Clock::time_point start, first_token, last_ack, writes_done;
+    uint64_t wire_bytes = 0;  // every serialized uplink message
+    uint64_t chunks = 0;
+    // Per chunk: bytes, when its send began and when its ack came (seconds since start;
+    // -1: never acked), for the link estimator.
+    std::vector<uint64_t> chunk_bytes;
+    std::vector<double> sent, acked;
+  };
+
+  // Opens the stream; cancellation and deadline of `server_context` (the client's Ask)
+  // propagate to it. Tokens are relayed to `relay`.
+  CloudTransfer(kvstream::v1::CloudService::Stub& stub, const grpc::ServerContext& server_context,
+                grpc::ServerWriter<kvstream::v1::AskEvent>* relay, net::Shaper* shaper);
+  ~CloudTransfer();
+  CloudTransfer(const CloudTransfer&) = delete;
+  CloudTransfer& operator=(const CloudTransfer&) = delete;
+
+  // Each returns false once the stream is broken (the final status tells why).
+  bool SendOpen(const kvstream::v1::Uplink& open);
+  bool SendChunk(kvstream::v1::KvChunk&& chunk);
+  bool SendCommit();
+  // Cancels the stream (an error on the edge's side mid-transfer).
+  void Cancel();
+  // Throughput of this stream's acked chunks so far in bits/s, or `fallback` before any.
+  double AckedBandwidth(double fallback);
+  uint64_t next_seq() const { return result_.chunks; }
+  Clock::time_point start() const { return result_.start; }
+
+  // Half-closes the uplink, waits for the reader, and returns what the stream did.
+  Result Finish();
+
+ private:
+  void Read();
+  double Since(Clock::time_point t) const;
+
+  std::unique_ptr<grpc::ClientContext> context_;
+  std::unique_ptr<grpc::ClientReaderWriter<kvstream::v1::Uplink, kvstream::v1::Downlink>> stream_;
+  grpc::ServerWriter<kvstream::v1::AskEvent>* relay_;
+  net::Shaper* shaper_;
+  std::mutex mu_;  // guards the chunk log (written by both threads)
+  Result result_;
+  double uplink_start_ = 0;
+  std::atomic<bool> client_gone_{false};
+  bool finished_ = false;
+  std::thread reader_;
+};
+
+}  // namespace kvstream::edge
