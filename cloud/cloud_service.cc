@@ -283,8 +283,12 @@ CloudService::~CloudService() = default;
 
 void CloudService::Drain() { gate_->Close(); }
 
-grpc::Status CloudService::GetInfo(grpc::ServerContext*, const kvstream::v1::GetInfoRequest*,
+grpc::Status CloudService::GetInfo(grpc::ServerContext* context,
+                                   const kvstream::v1::GetInfoRequest*,
                                    kvstream::v1::GetInfoResponse* response) {
+  if (options_.auth != nullptr) {
+    if (absl::Status st = options_.auth->Check(*context).status(); !st.ok()) return net::ToGrpc(st);
+  }
   for (const ServedModel& s : models_) {
     const model::ModelConfig& c = s.model->config();
     kvstream::v1::ModelInfo* info = response->add_models();
@@ -530,6 +534,7 @@ absl::StatusOr<std::unique_ptr<model::KvCache>> CloudService::BuildCache(
 absl::Status CloudService::RunSession(grpc::ServerContext* context,
                                       grpc::ServerReaderWriter<Downlink, Uplink>* stream,
                                       Session& s) {
+  if (options_.auth != nullptr) RETURN_IF_ERROR(options_.auth->Check(*context).status());
   // A stream that sends no SessionOpen, or an open session that goes quiet, is cancelled
   // at its timeout so it cannot hold a thread or a session slot.
   const std::unique_ptr<net::StreamWatchdog::Watch> watch =

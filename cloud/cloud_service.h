@@ -16,6 +16,7 @@
 #include "common/model/model.h"
 #include "common/model/projection.h"
 #include "common/model/tokenizer.h"
+#include "common/net/auth.h"
 #include "common/net/watchdog.h"
 #include "kvstream/v1/service.grpc.pb.h"
 
@@ -73,6 +74,8 @@ struct CloudOptions {
   // it is cancelled and its slot freed (<= 0: no limit).
   double open_timeout_seconds = 10;
   double idle_timeout_seconds = 30;
+  // Edges must present a token from this set (null: no authentication).
+  std::shared_ptr<net::TokenAuthenticator> auth;
 };
 
 class CloudService final : public kvstream::v1::CloudService::Service {

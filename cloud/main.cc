@@ -55,6 +55,10 @@ ABSL_FLAG(
     int, max_queued, 32,
     "Committed sessions waiting for a model worker; beyond this a session gets RESOURCE_EXHAUSTED "
     "at once. Queue time counts against the session's deadline");
+ABSL_FLAG(
+    std::string, auth_tokens_file, "",
+    "Require edges to send 'authorization: Bearer TOKEN' with a token whose SHA-256 is listed here "
+    "('TENANT HEX' lines; re-read on SIGHUP). Empty: no authentication");
 ABSL_FLAG(double, open_timeout_seconds, 10,
           "A Transfer stream that sends no SessionOpen within this many seconds is cancelled (0: "
           "no limit)");
@@ -182,6 +186,15 @@ int main(int argc, char** argv) {
   options.emulate_decode_tokens_per_second = absl::GetFlag(FLAGS_emulate_decode_tps);
   options.model_workers = split->workers;
   options.open_timeout_seconds = absl::GetFlag(FLAGS_open_timeout_seconds);
+  if (!absl::GetFlag(FLAGS_auth_tokens_file).empty()) {
+    auto auth = kvstream::net::TokenAuthenticator::Load(absl::GetFlag(FLAGS_auth_tokens_file));
+    if (!auth.ok()) return Fail(absl::StrCat("--auth_tokens_file: ", auth.status().message()));
+    options.auth = std::move(*auth);
+    logging::Logf(logging::Level::kInfo, "cloud", "authentication: %zu tokens from %s",
+                  options.auth->size(), options.auth->path());
+  }
+  kvstream::net::WarnIfOpen("cloud", absl::GetFlag(FLAGS_listen),
+                            !absl::GetFlag(FLAGS_tls_cert).empty(), options.auth != nullptr);
   options.idle_timeout_seconds = absl::GetFlag(FLAGS_idle_timeout_seconds);
   options.max_queued = absl::GetFlag(FLAGS_max_queued);
   std::vector<kvstream::cloud::ServedProjection> projections;
@@ -205,6 +218,7 @@ int main(int argc, char** argv) {
   so.health_services = {"kvstream.v1.CloudService"};
   so.credentials = *credentials;
   so.on_drain = [&service] { service.Drain(); };
+  so.on_reload = [auth = options.auth] { kvstream::net::ReloadTokens("cloud", auth.get()); };
   if (absl::Status st = kvstream::net::Serve(so, {&service}); !st.ok())
     return Fail(std::string(st.message()));
   return 0;

@@ -227,6 +227,7 @@ absl::StatusOr<kvstream::v1::GetInfoResponse> EdgeService::CloudInfo() {
     if (info_.has_value()) return *info_;
   }
   grpc::ClientContext ctx;
+  net::AddBearer(ctx, options_.cloud_token);
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   kvstream::v1::GetInfoResponse info;
   const grpc::Status st = cloud_->GetInfo(&ctx, {}, &info);
@@ -242,6 +243,7 @@ absl::StatusOr<kvstream::v1::GetInfoResponse> EdgeService::CloudInfo() {
 absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1::AskRequest& req,
                                 grpc::ServerWriter<AskEvent>* writer, Request& r) {
   r.start = Clock::now();
+  if (options_.auth != nullptr) RETURN_IF_ERROR(options_.auth->Check(*context).status());
   RETURN_IF_ERROR(Prepare(req, r));
   RETURN_IF_ERROR(BuildPayload(context, r));
   RETURN_IF_ERROR(CheckAlive(context, "transfer"));
@@ -440,7 +442,7 @@ absl::Status EdgeService::Transfer(grpc::ServerContext* context,
                                    grpc::ServerWriter<AskEvent>* writer, Request& r) {
   // Cancellation and deadline of the client's call propagate to the cloud's; the
   // transfer joins its reader on every way out.
-  CloudTransfer transfer(*cloud_, *context, writer, options_.shaper.get());
+  CloudTransfer transfer(*cloud_, *context, writer, options_.shaper.get(), options_.cloud_token);
   bool sent_ok = transfer.SendOpen(r.open);
   absl::Status send_status;  // an encoding error while sending
   if (!r.replan) {

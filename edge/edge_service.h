@@ -16,6 +16,7 @@
 #include "common/metrics/metrics.h"
 #include "common/model/model.h"
 #include "common/model/tokenizer.h"
+#include "common/net/auth.h"
 #include "common/net/shaper.h"
 #include "edge/policy.h"
 #include "edge/transfer.h"
@@ -48,6 +49,10 @@ struct EdgeOptions {
   // hold one of `model_workers` slots from prefill to encode; up to `max_queued` wait.
   int model_workers = 1;
   int max_queued = 32;
+  // Clients must present a token from this set (null: no authentication); the edge
+  // presents `cloud_token` to the cloud (empty: none).
+  std::shared_ptr<net::TokenAuthenticator> auth;
+  std::string cloud_token;
 };
 
 class EdgeService final : public kvstream::v1::EdgeService::Service {

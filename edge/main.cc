@@ -83,6 +83,12 @@ ABSL_FLAG(double, quality_floor, 0.9,
 ABSL_FLAG(double, initial_bandwidth_mbps, 100,
           "Adaptive: bandwidth assumed before any chunk ack was measured");
 ABSL_FLAG(double, initial_rtt_ms, 20, "Adaptive: round-trip time assumed before any was measured");
+ABSL_FLAG(std::string, auth_tokens_file, "",
+          "Require clients to send 'authorization: Bearer TOKEN' with a token whose SHA-256 is "
+          "listed here "
+          "('TENANT HEX' lines; re-read on SIGHUP). Empty: no authentication");
+ABSL_FLAG(std::string, cloud_token_file, "",
+          "File holding the bearer token this edge presents to the cloud");
 ABSL_FLAG(std::string, tls_cert, "",
           "Serve clients over TLS with this PEM certificate (with --tls_key)");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls_cert");
@@ -130,6 +136,20 @@ int main(int argc, char** argv) {
                                                        absl::GetFlag(FLAGS_tls_cert),
                                                        absl::GetFlag(FLAGS_tls_key), ""});
   if (!credentials.ok()) return Fail(absl::StrCat("--tls_*: ", credentials.status().message()));
+  if (!absl::GetFlag(FLAGS_auth_tokens_file).empty()) {
+    auto auth = kvstream::net::TokenAuthenticator::Load(absl::GetFlag(FLAGS_auth_tokens_file));
+    if (!auth.ok()) return Fail(absl::StrCat("--auth_tokens_file: ", auth.status().message()));
+    options.auth = std::move(*auth);
+    logging::Logf(logging::Level::kInfo, "edge", "authentication: %zu tokens from %s",
+                  options.auth->size(), options.auth->path());
+  }
+  if (!absl::GetFlag(FLAGS_cloud_token_file).empty()) {
+    auto token = kvstream::net::ReadBearerToken(absl::GetFlag(FLAGS_cloud_token_file));
+    if (!token.ok()) return Fail(absl::StrCat("--cloud_token_file: ", token.status().message()));
+    options.cloud_token = *token;
+  }
+  kvstream::net::WarnIfOpen("edge", absl::GetFlag(FLAGS_listen),
+                            !absl::GetFlag(FLAGS_tls_cert).empty(), options.auth != nullptr);
   options.system_prompt = absl::GetFlag(FLAGS_system_prompt);
   options.chunk_bytes = absl::GetFlag(FLAGS_chunk_bytes);
   if (options.chunk_bytes < 1024 || options.chunk_bytes > (8u << 20)) {
@@ -267,6 +287,7 @@ int main(int argc, char** argv) {
   so.health_services = {"kvstream.v1.EdgeService"};
   so.credentials = *credentials;
   so.on_drain = [&service] { service.Drain(); };
+  so.on_reload = [auth = options.auth] { kvstream::net::ReloadTokens("edge", auth.get()); };
   if (absl::Status st = kvstream::net::Serve(so, {&service}); !st.ok())
     return Fail(std::string(st.message()));
   return 0;

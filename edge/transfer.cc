@@ -1,6 +1,7 @@
 #include "edge/transfer.h"
 
 #include "common/control/controller.h"
+#include "common/net/auth.h"
 
 namespace kvstream::edge {
 
@@ -8,9 +9,14 @@ using kvstream::v1::AskEvent;
 using kvstream::v1::Downlink;
 using kvstream::v1::Uplink;
 
-CloudTransfer::CloudTransfer(kvstream::v1::CloudService::Stub& stub, const grpc::ServerContext& server_context,
-                             grpc::ServerWriter<AskEvent>* relay, net::Shaper* shaper)
-    : context_(grpc::ClientContext::FromServerContext(server_context)), relay_(relay), shaper_(shaper) {
+CloudTransfer::CloudTransfer(kvstream::v1::CloudService::Stub& stub,
+                             const grpc::ServerContext& server_context,
+                             grpc::ServerWriter<AskEvent>* relay, net::Shaper* shaper,
+                             const std::string& bearer)
+    : context_(grpc::ClientContext::FromServerContext(server_context)),
+      relay_(relay),
+      shaper_(shaper) {
+  net::AddBearer(*context_, bearer);
   stream_ = stub.Transfer(context_.get());
   result_.start = result_.last_ack = Clock::now();
   reader_ = std::thread([this] { Read(); });
@@ -36,7 +42,8 @@ void CloudTransfer::Read() {
     if (d.has_ack()) {
       result_.last_ack = Clock::now();
       std::lock_guard<std::mutex> lock(mu_);
-      if (d.ack().seq() < result_.acked.size()) result_.acked[d.ack().seq()] = Since(result_.last_ack);
+      if (d.ack().seq() < result_.acked.size())
+        result_.acked[d.ack().seq()] = Since(result_.last_ack);
     } else if (d.has_token()) {
       if (!result_.have_token) {
         result_.first_token = Clock::now();

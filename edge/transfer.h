@@ -25,9 +25,9 @@ class CloudTransfer {
   using Clock = std::chrono::steady_clock;
 
   struct Result {
-    grpc::Status status;        // the stream's final status
-    bool client_gone = false;   // the client stopped reading tokens
-    bool have_done = false;     // the cloud sent Done
+    grpc::Status status;       // the stream's final status
+    bool client_gone = false;  // the client stopped reading tokens
+    bool have_done = false;    // the cloud sent Done
     kvstream::v1::CloudStats cloud;
     uint32_t tokens = 0;
     bool have_token = false;
@@ -42,8 +42,10 @@ class CloudTransfer {
 
   // Opens the stream; cancellation and deadline of `server_context` (the client's Ask)
   // propagate to it. Tokens are relayed to `relay`.
+  // `bearer`: the token the cloud requires (empty: none).
   CloudTransfer(kvstream::v1::CloudService::Stub& stub, const grpc::ServerContext& server_context,
-                grpc::ServerWriter<kvstream::v1::AskEvent>* relay, net::Shaper* shaper);
+                grpc::ServerWriter<kvstream::v1::AskEvent>* relay, net::Shaper* shaper,
+                const std::string& bearer = "");
   ~CloudTransfer();
   CloudTransfer(const CloudTransfer&) = delete;
   CloudTransfer& operator=(const CloudTransfer&) = delete;

@@ -2,6 +2,7 @@
 
 #include <chrono>
 
+#include "common/net/auth.h"
 #include "common/net/grpc_util.h"
 
 namespace kvstream::net {
@@ -10,6 +11,7 @@ absl::StatusOr<AskResult> Ask(kvstream::v1::EdgeService::Stub& stub,
                               const kvstream::v1::AskRequest& request, const AskCall& call) {
   using Clock = std::chrono::steady_clock;
   grpc::ClientContext ctx;
+  AddBearer(ctx, call.bearer_token);
   if (call.timeout_seconds > 0) {
     ctx.set_deadline(std::chrono::system_clock::now() +
                      std::chrono::microseconds(static_cast<int64_t>(call.timeout_seconds * 1e6)));

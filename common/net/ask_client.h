@@ -25,6 +25,7 @@ struct AskCall {
   // Optional: the call's context, e.g. to TryCancel from another thread. Set while the
   // call runs.
   std::function<void(grpc::ClientContext*)> on_start;
+  std::string bearer_token;  // sent as "authorization: Bearer ..." when set
 };
 
 // Errors keep the server's code and message.

@@ -57,6 +57,30 @@ absl::StatusOr<base::WorkerSplit> SplitCores(const std::string& component, int w
   return split;
 }
 
+void WarnIfOpen(const std::string& component, const std::string& listen, bool tls, bool tokens) {
+  const bool loopback = absl::StartsWith(listen, "127.") ||
+                        absl::StartsWith(listen, "localhost:") ||
+                        absl::StartsWith(listen, "[::1]:");
+  if (!loopback && !tls && !tokens) {
+    logging::Logf(
+        logging::Level::kWarning, component,
+        "listening on %s in plaintext without authentication: any client that reaches it is "
+        "served (--tls_cert, --auth_tokens_file)",
+        listen);
+  }
+}
+
+void ReloadTokens(const std::string& component, TokenAuthenticator* auth) {
+  if (auth == nullptr) return;
+  if (absl::Status st = auth->Reload(); !st.ok()) {
+    logging::Logf(logging::Level::kWarning, component,
+                  "token reload failed, keeping %zu tokens: %s", auth->size(), st.message());
+    return;
+  }
+  logging::Logf(logging::Level::kInfo, component, "tokens reloaded: %zu from %s", auth->size(),
+                auth->path());
+}
+
 absl::Status Serve(const ServeOptions& options, const std::vector<grpc::Service*>& services) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -87,7 +111,11 @@ absl::Status Serve(const ServeOptions& options, const std::vector<grpc::Service*
   logging::Logf(logging::Level::kInfo, options.component, "serving on %s (port %d)", options.listen,
                 port);
 
-  const int sig = WaitForShutdownSignal();
+  int sig = WaitForShutdownSignal();
+  for (; sig == SIGHUP; sig = WaitForShutdownSignal()) {
+    logging::Logf(logging::Level::kInfo, options.component, "SIGHUP: reloading");
+    if (options.on_reload) options.on_reload();
+  }
   logging::Logf(logging::Level::kInfo, options.component,
                 "%s: health NOT_SERVING, draining for up to %.1f s",
                 sig == SIGTERM ? "SIGTERM" : "SIGINT", options.grace_seconds);

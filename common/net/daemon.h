@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "common/base/admission.h"
 #include "common/metrics/metrics.h"
+#include "common/net/auth.h"
 
 namespace kvstream::net {
 
@@ -34,6 +35,8 @@ struct ServeOptions {
   // Called once the drain begins, before in-flight calls get their grace period: e.g.
   // refuse queued model work with UNAVAILABLE so the grace goes to running requests.
   std::function<void()> on_drain;
+  // Called on SIGHUP (e.g. re-read the token file); the daemon keeps serving.
+  std::function<void()> on_reload;
 };
 
 // Resolves --model_workers and --threads (0: the default split of this machine's cores,
@@ -41,6 +44,11 @@ struct ServeOptions {
 // workers x threads exceeds the cores (each forward pass would then wait on the others).
 absl::StatusOr<base::WorkerSplit> SplitCores(const std::string& component, int workers, int threads,
                                              int max_queued);
+
+// Logs a warning when a daemon listens beyond loopback with neither TLS nor tokens.
+void WarnIfOpen(const std::string& component, const std::string& listen, bool tls, bool tokens);
+// SIGHUP: re-reads the token file (null: nothing to do) and logs the outcome.
+void ReloadTokens(const std::string& component, TokenAuthenticator* auth);
 
 // Call BlockShutdownSignals() first thing in main, before any thread starts.
 absl::Status Serve(const ServeOptions& options, const std::vector<grpc::Service*>& services);

@@ -154,6 +154,7 @@ sigset_t ShutdownSet() {
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);  // reload, handled by the daemon's loop (never the default: exit)
   return set;
 }
 }  // namespace

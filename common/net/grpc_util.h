@@ -58,7 +58,8 @@ const char* CodeName(grpc::StatusCode code);
 // Blocks SIGTERM and SIGINT in the calling thread and every thread it starts later;
 // call first thing in main, before any thread exists.
 void BlockShutdownSignals();
-// Waits for SIGTERM or SIGINT (blocked by BlockShutdownSignals) and returns its number.
+// Waits for SIGTERM, SIGINT or SIGHUP (blocked by BlockShutdownSignals) and returns its
+// number.
 int WaitForShutdownSignal();
 
 // Writes `port` and a newline to `path` atomically (temp file + rename), so a launcher

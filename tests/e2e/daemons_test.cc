@@ -6,7 +6,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <limits>
@@ -21,6 +23,7 @@
 #include "common/model/model.h"
 #include "common/model/tokenizer.h"
 #include "common/net/ask_client.h"
+#include "common/net/auth.h"
 #include "common/net/grpc_util.h"
 #include "common/net/process.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -980,6 +983,83 @@ TEST_F(DaemonsTest, AdaptiveKvReplansWhenTheLinkIsSlowerThanAssumed) {
 
 // Edge to cloud over TLS: a cloud with a certificate from a test CA answers an edge that
 // trusts the CA, and refuses one that speaks plaintext.
+// Bearer tokens: the edge requires one from clients and presents its own to the cloud;
+// a missing or wrong token is UNAUTHENTICATED, and a token revoked from the file is
+// refused after SIGHUP without a restart.
+TEST_F(DaemonsTest, TokensAreRequiredAndRevocableWithoutARestart) {
+  const std::string dir = *work_ + "/auth";
+  std::filesystem::create_directories(dir);
+  auto write = [](const std::string& path, const std::string& text) {
+    std::ofstream(path) << text;
+  };
+  write(dir + "/edge_tokens", "# clients\nclient-a " + net::Sha256Hex("tok-a") + "\n");
+  write(dir + "/cloud_tokens", "edge-1 " + net::Sha256Hex("edge-secret") + "\n");
+  write(dir + "/edge_token", "edge-secret\n");
+  Daemon cloud, edge;
+  ASSERT_TRUE(StartDaemon(cloud, *work_, "cloud-auth", "kvstream-cloud",
+                          {absl::StrCat("--model=large=", kLarge), "--measure_rates=false",
+                           "--auth_tokens_file=" + dir + "/cloud_tokens"})
+                  .ok());
+  ASSERT_TRUE(StartDaemon(edge, *work_, "edge-auth", "kvstream-edge",
+                          {absl::StrCat("--scout=", kScout),
+                           absl::StrCat("--cloud=127.0.0.1:", cloud.port), "--cloud_model=large",
+                           "--mode=text", "--auth_tokens_file=" + dir + "/edge_tokens",
+                           "--cloud_token_file=" + dir + "/edge_token"})
+                  .ok());
+  auto stub =
+      kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", edge.port)));
+  const auto req = Request((*examples_)[0], kvstream::v1::MODE_TEXT, "");
+  auto ask = [&](const std::string& token) {
+    net::AskCall call;
+    call.timeout_seconds = 30;
+    call.bearer_token = token;
+    return net::Ask(*stub, req, call);
+  };
+  auto r = ask("");
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnauthenticated) << r.status();
+  EXPECT_NE(r.status().message().find("no 'authorization"), std::string::npos) << r.status();
+  r = ask("tok-b");
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnauthenticated) << r.status();
+  EXPECT_EQ(r.status().message().find("tok-b"), std::string::npos) << "the token is never echoed";
+  r = ask("tok-a");
+  ASSERT_TRUE(r.ok()) << r.status() << " (the edge presents its token to the cloud)";
+  EXPECT_FALSE(r->token_ids.empty());
+
+  auto cloud_stub =
+      kvstream::v1::CloudService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", cloud.port)));
+  {
+    grpc::ClientContext ctx;
+    kvstream::v1::GetInfoResponse info;
+    EXPECT_EQ(cloud_stub->GetInfo(&ctx, {}, &info).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  }
+  {
+    grpc::ClientContext ctx;
+    net::AddBearer(ctx, "edge-secret");
+    kvstream::v1::GetInfoResponse info;
+    EXPECT_TRUE(cloud_stub->GetInfo(&ctx, {}, &info).ok());
+  }
+  // Revoke tok-a, admit tok-b, SIGHUP.
+  write(dir + "/edge_tokens", "client-b " + net::Sha256Hex("tok-b") + "\n");
+  ASSERT_EQ(::kill(edge.process.pid(), SIGHUP), 0);
+  bool revoked = false;
+  for (int i = 0; i < 100 && !revoked; ++i) {
+    revoked = ask("tok-a").status().code() == absl::StatusCode::kUnauthenticated;
+    if (!revoked) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_TRUE(revoked);
+  EXPECT_TRUE(ask("tok-b").ok());
+  // A malformed file on reload keeps the tokens already loaded.
+  write(dir + "/edge_tokens", "client-c not-a-hash\n");
+  ASSERT_EQ(::kill(edge.process.pid(), SIGHUP), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_TRUE(ask("tok-b").ok());
+  for (Daemon* d : {&edge, &cloud}) {
+    auto code = d->process.Stop(20);
+    ASSERT_TRUE(code.ok()) << code.status();
+    EXPECT_EQ(*code, 0);
+  }
+}
+
 TEST_F(DaemonsTest, EdgeReachesACloudOverTls) {
   const std::string d = *work_ + "/tls";
   const std::string script =

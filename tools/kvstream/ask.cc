@@ -10,6 +10,7 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "common/net/ask_client.h"
+#include "common/net/auth.h"
 #include "common/net/grpc_util.h"
 #include "edge/policy.h"
 #include "tools/kvstream/commands.h"
@@ -17,6 +18,8 @@
 ABSL_FLAG(std::string, edge, "127.0.0.1:50051", "Address of the kvstream-edge daemon");
 ABSL_FLAG(std::string, context, "", "File holding the context (\"-\": stdin)");
 ABSL_FLAG(std::string, question, "", "The question about the context");
+ABSL_FLAG(std::string, token_file, "",
+          "File holding the bearer token the edge requires (empty: none)");
 ABSL_FLAG(std::string, mode, "",
           "kv, projected, scout, text or adaptive (empty: the edge's default)");
 ABSL_FLAG(std::string, selector, "",
@@ -80,6 +83,13 @@ int RunAsk() {
   }
   auto stub = kvstream::v1::EdgeService::NewStub(*channel);
   net::AskCall call;
+  if (!absl::GetFlag(FLAGS_token_file).empty()) {
+    auto token = net::ReadBearerToken(absl::GetFlag(FLAGS_token_file));
+    if (!token.ok())
+      return ExitCode("ask", absl::InvalidArgumentError(
+                                 absl::StrCat("--token_file: ", token.status().message())));
+    call.bearer_token = *token;
+  }
   call.timeout_seconds = absl::GetFlag(FLAGS_timeout);
   call.on_token = [](const kvstream::v1::Token& t) {
     std::fwrite(t.text().data(), 1, t.text().size(), stdout);
