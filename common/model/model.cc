@@ -19,18 +19,6 @@
 namespace kvstream::model {
 namespace {
 
-// c10::Error stops here: every public entry point runs its body through Guard.
-template <typename F>
-auto Guard(const char* what, F&& f) -> decltype(f()) {
-  try {
-    return f();
-  } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat(what, ": libtorch: ", e.what_without_backtrace()));
-  } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat(what, ": ", e.what()));
-  }
-}
-
 struct Fnv1a {
   uint64_t h = 1469598103934665603ull;
   void Add(const void* data, size_t n) {

@@ -21,18 +21,6 @@ namespace {
 using nlohmann::json;
 constexpr char kMetadataKey[] = "kvstream_projection";
 
-// c10::Error stops here, as in model.cc.
-template <typename F>
-auto Guard(const char* what, F&& f) -> decltype(f()) {
-  try {
-    return f();
-  } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat(what, ": ", e.what_without_backtrace()));
-  } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat(what, ": ", e.what()));
-  }
-}
-
 torch::Tensor PositionsTensor(const std::vector<int32_t>& positions) {
   return torch::tensor(std::vector<int64_t>(positions.begin(), positions.end()), torch::kInt64);
 }

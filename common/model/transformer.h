@@ -18,10 +18,24 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "common/model/config.h"
 #include "common/model/safetensors.h"
 
 namespace kvstream::model {
+
+// c10::Error stops here: every public entry point of the runtime (model.cc,
+// projection.cc) runs its body through Guard, so libtorch exceptions become Status.
+template <typename F>
+auto Guard(const char* what, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat(what, ": libtorch: ", e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat(what, ": ", e.what()));
+  }
+}
 
 struct LayerWeights {
   torch::Tensor input_norm, q_w, q_b, k_w, k_b, v_w, v_b, o_w;  // q_b/k_b/v_b may be undefined
