@@ -73,6 +73,39 @@ void PadTo(Clock::time_point start, int64_t tokens, double rate) {
   std::this_thread::sleep_until(until);
 }
 
+// Times prefill at two prompt lengths (best of three each; start-up is noisy, the other
+// daemon may be loading too) and the first 16 decode steps after the longer one.
+absl::Status MeasureRates(ServedModel& s, int probe_tokens) {
+  const model::ModelConfig& c = s.model->config();
+  const int n2 = std::max(4, std::min(probe_tokens * 2, c.max_position_embeddings / 2));
+  const int n1 = std::max(2, std::min(probe_tokens / 2, n2 / 2));
+  std::mt19937 rng(7);
+  std::vector<int32_t> tokens(n2);
+  for (int32_t& t : tokens) t = static_cast<int32_t>(rng() % static_cast<uint32_t>(c.vocab_size));
+  // First-call costs (allocations, thread pools) are not prefill cost.
+  RETURN_IF_ERROR(s.model->Prefill(absl::MakeSpan(tokens).subspan(0, 8)).status());
+  for (const int n : {n1, n2}) {
+    double best = 0;
+    for (int round = 0; round < 3; ++round) {
+      const auto t0 = Clock::now();
+      ASSIGN_OR_RETURN(auto pre, s.model->Prefill(absl::MakeSpan(tokens).subspan(0, n)));
+      const auto t1 = Clock::now();
+      best = round == 0 ? Seconds(t0, t1) : std::min(best, Seconds(t0, t1));
+      if (n != n2) continue;
+      const int steps = 16;
+      for (int i = 0; i < steps; ++i) {
+        const int32_t p = pre.cache->next_position();
+        ASSIGN_OR_RETURN(auto logits, s.model->Extend(*pre.cache, {tokens[i]}, {p}));
+      }
+      s.decode_tokens_per_second =
+          std::max(s.decode_tokens_per_second, steps / std::max(1e-9, Seconds(t1, Clock::now())));
+    }
+    s.prefill_timings.emplace_back(n, std::max(1e-9, best));
+  }
+  s.prefill_tokens_per_second = n2 / s.prefill_timings.back().second;
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<ServedModel> LoadServedModel(const std::string& name, const std::string& dir,
@@ -91,30 +124,7 @@ absl::StatusOr<ServedModel> LoadServedModel(const std::string& name, const std::
         s.stop_tokens.push_back(id);
     }
   }
-  if (probe_tokens > 0) {
-    const int n = std::max(2, std::min(probe_tokens, c.max_position_embeddings / 2));
-    std::mt19937 rng(7);
-    std::vector<int32_t> tokens(n);
-    for (int32_t& t : tokens) t = static_cast<int32_t>(rng() % static_cast<uint32_t>(c.vocab_size));
-    ASSIGN_OR_RETURN(auto warm,
-                     s.model->Prefill(absl::MakeSpan(tokens).subspan(0, 8)));  // first-call costs
-    // Best of three: start-up is noisy (the other daemon may be loading too).
-    for (int round = 0; round < 3; ++round) {
-      const auto t0 = Clock::now();
-      ASSIGN_OR_RETURN(auto pre, s.model->Prefill(tokens));
-      const auto t1 = Clock::now();
-      const int steps = 16;
-      for (int i = 0; i < steps; ++i) {
-        const int32_t p = pre.cache->next_position();
-        ASSIGN_OR_RETURN(auto logits, s.model->Extend(*pre.cache, {tokens[i]}, {p}));
-      }
-      const auto t2 = Clock::now();
-      s.prefill_tokens_per_second =
-          std::max(s.prefill_tokens_per_second, n / std::max(1e-9, Seconds(t0, t1)));
-      s.decode_tokens_per_second =
-          std::max(s.decode_tokens_per_second, steps / std::max(1e-9, Seconds(t1, t2)));
-    }
-  }
+  if (probe_tokens > 0) RETURN_IF_ERROR(MeasureRates(s, probe_tokens));
   return s;
 }
 
@@ -272,6 +282,7 @@ CloudService::CloudService(std::vector<ServedModel> models,
   for (ServedModel& s : models_) {
     if (options_.emulate_prefill_tokens_per_second > 0) {
       s.prefill_tokens_per_second = options_.emulate_prefill_tokens_per_second;
+      s.prefill_timings.clear();  // the emulated rate is linear in length
     }
     if (options_.emulate_decode_tokens_per_second > 0) {
       s.decode_tokens_per_second = options_.emulate_decode_tokens_per_second;
@@ -301,6 +312,11 @@ grpc::Status CloudService::GetInfo(grpc::ServerContext* context,
     info->mutable_dims()->set_max_position_embeddings(c.max_position_embeddings);
     info->set_prefill_tokens_per_second(s.prefill_tokens_per_second);
     info->set_decode_tokens_per_second(s.decode_tokens_per_second);
+    for (const auto& [tokens, seconds] : s.prefill_timings) {
+      kvstream::v1::PrefillTiming* t = info->add_prefill_timings();
+      t->set_tokens(static_cast<uint32_t>(tokens));
+      t->set_seconds(seconds);
+    }
   }
   for (const ServedProjection& p : projections_) {
     const model::ProjectionHeader& h = p.projection->header();

@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -33,10 +34,13 @@ struct ServedModel {
   std::vector<int32_t> stop_tokens;             // eos ids and <|im_end|>
   double prefill_tokens_per_second = 0;         // measured at load (or emulated)
   double decode_tokens_per_second = 0;
+  // (tokens, seconds) of the start-up prefill probes, shortest first; empty when not
+  // measured or emulated.
+  std::vector<std::pair<int, double>> prefill_timings;
 };
 
-// Loads `dir` as model `name`, and measures its prefill rate on `probe_tokens` tokens
-// and its decode rate over 16 steps (0: skip measuring).
+// Loads `dir` as model `name`, and measures its prefill time at `probe_tokens` / 2 and
+// `probe_tokens` * 2 tokens and its decode rate over 16 steps (0: skip measuring).
 absl::StatusOr<ServedModel> LoadServedModel(const std::string& name, const std::string& dir,
                                             const model::RuntimeOptions& runtime,
                                             int probe_tokens = 128);

@@ -9,6 +9,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "cloud/cloud_service.h"
@@ -171,10 +172,15 @@ int main(int argc, char** argv) {
     auto served = kvstream::cloud::LoadServedModel(parts[0], parts[1], runtime,
                                                    absl::GetFlag(FLAGS_measure_rates) ? 256 : 0);
     if (!served.ok()) return Fail(absl::StrCat("--model ", spec, ": ", served.status().message()));
+    std::string timings;
+    for (const auto& [tokens, seconds] : served->prefill_timings)
+      absl::StrAppend(&timings, timings.empty() ? " (" : ", ", tokens, " in ",
+                      absl::StrFormat("%.1f ms", seconds * 1e3));
+    if (!timings.empty()) timings += ")";
     logging::Logf(logging::Level::kInfo, "cloud",
-                  "model %s from %s: %s, prefill %.0f tokens/s, decode %.0f tokens/s", served->name,
-                  parts[1], served->model->fingerprint(), served->prefill_tokens_per_second,
-                  served->decode_tokens_per_second);
+                  "model %s from %s: %s, prefill %.0f tokens/s%s, decode %.0f tokens/s",
+                  served->name, parts[1], served->model->fingerprint(),
+                  served->prefill_tokens_per_second, timings, served->decode_tokens_per_second);
     models.push_back(std::move(*served));
   }
 

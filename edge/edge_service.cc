@@ -125,9 +125,8 @@ struct EdgeService::Metrics {
         prefill_scale(
             prometheus::BuildGauge()
                 .Name("kvstream_edge_prefill_cost_scale")
-                .Help(
-                    "Recent scout prefill time over the start-up fit (1: as fast as at start-up), "
-                    "plain or with attention statistics")
+                .Help("Recent prefill time over the start-up fit (1: as fast as at start-up): the "
+                      "scout's, plain or with attention statistics, and each cloud model's")
                 .Register(r)),
         workers_busy(
             prometheus::BuildGauge()
@@ -553,7 +552,11 @@ void EdgeService::RecordTransfer(const CloudTransfer::Result& t, Request& r) {
   stages.set_project(cloud.projection_seconds());
   stages.set_first_token(cloud.first_token_seconds());
   stages.set_decode(cloud.decode_seconds());
-  if (cloud.prefill_seconds() > 0) stages.set_prefill(stages.prefill() + cloud.prefill_seconds());
+  if (cloud.prefill_seconds() > 0) {
+    stages.set_prefill(stages.prefill() + cloud.prefill_seconds());
+    ObserveCloudPrefill(r.policy.cloud_model, static_cast<int>(r.head.size()),
+                        cloud.prefill_seconds());
+  }
   stats.set_wire_bytes(t.wire_bytes);
   stats.set_compression_ratio(
       t.wire_bytes > 0 ? static_cast<double>(stats.raw_kv_bytes()) / t.wire_bytes : 0);
@@ -561,6 +564,30 @@ void EdgeService::RecordTransfer(const CloudTransfer::Result& t, Request& r) {
                                       : Seconds(r.start, Clock::now()));
   stats.set_tokens_generated(t.tokens);
   stats.set_stop_reason(cloud.stop_reason());
+}
+
+control::PrefillCost EdgeService::CloudPrefillCost(const kvstream::v1::ModelInfo& m) {
+  std::lock_guard<std::mutex> lock(cost_mu_);
+  auto it = cloud_prefill_cost_.find(m.name());
+  if (it != cloud_prefill_cost_.end()) return it->second;
+  control::PrefillCost cost = control::PrefillCost::FromRate(m.prefill_tokens_per_second());
+  const auto& t = m.prefill_timings();
+  if (t.size() >= 2) {
+    auto fit = control::PrefillCost::Fit(static_cast<int>(t[0].tokens()), t[0].seconds(),
+                                         static_cast<int>(t[t.size() - 1].tokens()),
+                                         t[t.size() - 1].seconds());
+    if (fit.ok()) cost = *fit;
+  }
+  if (cost.known()) cloud_prefill_cost_[m.name()] = cost;
+  return cost;
+}
+
+void EdgeService::ObserveCloudPrefill(const std::string& model, int tokens, double seconds) {
+  std::lock_guard<std::mutex> lock(cost_mu_);
+  auto it = cloud_prefill_cost_.find(model);
+  if (it == cloud_prefill_cost_.end() || tokens <= 0) return;  // not priced yet
+  it->second.Observe(tokens, seconds);
+  metrics_->prefill_scale.Add({{"kind", "cloud:" + model}}).Set(it->second.scale());
 }
 
 void EdgeService::UpdateLink(const std::vector<uint64_t>& bytes, const std::vector<double>& sent,
@@ -603,7 +630,7 @@ absl::StatusOr<ResolvedPolicy> EdgeService::ChooseAdaptive(const ResolvedPolicy&
   }
   if (kv_model != nullptr) rates.kv_decode = kv_model->decode_tokens_per_second();
   if (answer_model != nullptr) {
-    rates.cloud_prefill = answer_model->prefill_tokens_per_second();
+    rates.cloud_prefill = CloudPrefillCost(*answer_model);
     rates.cloud_decode = answer_model->decode_tokens_per_second();
   }
   const kvstream::v1::ProjectionInfo* projection = nullptr;

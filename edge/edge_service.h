@@ -5,6 +5,7 @@
 // gRPC flow control paces the edge, then Commit) -> relay the cloud's tokens.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -112,9 +113,16 @@ class EdgeService final : public kvstream::v1::EdgeService::Service {
   std::unique_ptr<base::AdmissionGate> gate_;
   std::mutex link_mu_;
   control::LinkEstimator link_;
-  // The scout's prefill cost, plain and with statistics, recalibrated by every request.
+  // The cloud model's prefill cost (text / scout), fitted to the start-up timings in its
+  // GetInfo the first time it is priced, then recalibrated by every answer it prefills.
+  control::PrefillCost CloudPrefillCost(const kvstream::v1::ModelInfo& model);
+  void ObserveCloudPrefill(const std::string& model, int tokens, double seconds);
+
+  // The scout's prefill cost, plain and with statistics, recalibrated by every request;
+  // the cloud models' by cloud model name.
   std::mutex cost_mu_;
   control::PrefillCost prefill_cost_, prefill_stats_cost_;
+  std::map<std::string, control::PrefillCost> cloud_prefill_cost_;
   std::unique_ptr<kvstream::v1::CloudService::Stub> cloud_;
   std::mutex info_mu_;
   std::optional<kvstream::v1::GetInfoResponse> info_;

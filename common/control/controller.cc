@@ -125,11 +125,11 @@ absl::StatusOr<Prediction> Predict(const OperatingPoint& p, const RequestShape& 
   const uint64_t ids_bytes = 3ull * r.prompt_tokens + 64;
   if (p.mode == Mode::kText) {
     out.wire_bytes = ids_bytes;
-    out.cloud_seconds = per(head, rates.cloud_prefill) + per(1, rates.cloud_decode);
+    out.cloud_seconds = rates.cloud_prefill.Seconds(head) + per(1, rates.cloud_decode);
   } else if (p.mode == Mode::kScout) {
     out.wire_bytes = ids_bytes + 2ull * slots;
     out.edge_seconds = edge_prefill.Seconds(head);
-    out.cloud_seconds = per(head, rates.cloud_prefill) + per(1, rates.cloud_decode);
+    out.cloud_seconds = rates.cloud_prefill.Seconds(head) + per(1, rates.cloud_decode);
   } else {
     ASSIGN_OR_RETURN(codec::Plan plan, codec::ParsePlan(p.spec));
     RETURN_IF_ERROR(plan.Validate(m.layers));

@@ -86,7 +86,7 @@ struct Rates {
   PrefillCost edge_prefill_stats;  // the same while collecting attention statistics
                                    // (selectors other than full); unknown: as edge_prefill
   double edge_encode_bytes = 2e9;  // chunk encode, bytes of output per second
-  double cloud_prefill = 0;        // the cloud model that answers scout / text
+  PrefillCost cloud_prefill;       // the cloud model that answers scout / text
   double cloud_decode = 0;         // its first decode step
   double kv_decode = 0;            // the cloud's copy of the scout, first decode step
   double rebuild_bytes = 1e9;      // chunk decode + cache write at the cloud
@@ -120,10 +120,10 @@ struct Prediction {
 };
 
 // Predicted wire bytes and TTFT of `point` for a request on a link:
-//   text:  rtt + tx(ids) + prompt/cloud_prefill + 1/cloud_decode
-//   scout: edge_prefill(prompt) + rtt + tx(ids + positions) + prompt/cloud_prefill + 1/cloud_decode
-//   kv:    edge_prefill(prompt) + bytes/encode + rtt + tx(chunks) + bytes/rebuild + 1/kv_decode
-//   projected: as kv, plus slots/projection, and the first decode step is the answering
+//   text:  rtt + tx(ids) + cloud_prefill(prompt) + 1/cloud_decode
+//   scout: edge_prefill(prompt) + rtt + tx(ids + positions) + cloud_prefill(prompt) +
+//   1/cloud_decode kv:    edge_prefill(prompt) + bytes/encode + rtt + tx(chunks) + bytes/rebuild +
+//   1/kv_decode projected: as kv, plus slots/projection, and the first decode step is the answering
 //          model's (1/cloud_decode)
 // where edge_prefill is the statistics-collecting cost when the point selects.
 // where kv bytes follow the codec's size formula for the kept slots (f32 source; zstd

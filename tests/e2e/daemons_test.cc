@@ -432,6 +432,12 @@ TEST_F(DaemonsTest, ModelMismatchIsFailedPrecondition) {
     if (m.name() == "scout") scout_fp = m.fingerprint();
     EXPECT_GT(m.prefill_tokens_per_second(), 0);
     EXPECT_GT(m.decode_tokens_per_second(), 0);
+    // Two probe lengths, so the edge can fit prefill time against prompt length.
+    ASSERT_EQ(m.prefill_timings_size(), 2) << m.name();
+    EXPECT_LT(m.prefill_timings(0).tokens(), m.prefill_timings(1).tokens());
+    EXPECT_LT(m.prefill_timings(0).seconds(), m.prefill_timings(1).seconds());
+    EXPECT_NEAR(m.prefill_tokens_per_second(),
+                m.prefill_timings(1).tokens() / m.prefill_timings(1).seconds(), 1e-6);
   }
   auto run = [&](const Uplink& open) {
     grpc::ClientContext ctx;

@@ -15,7 +15,7 @@ Rates TestRates() {
   Rates r;
   r.edge_prefill = PrefillCost::FromRate(1000);
   r.edge_encode_bytes = 2e9;
-  r.cloud_prefill = 500;
+  r.cloud_prefill = PrefillCost::FromRate(500);
   r.cloud_decode = 50;
   r.kv_decode = 100;
   r.rebuild_bytes = 1e9;
@@ -157,6 +157,27 @@ TEST(ControllerTest, LongerPromptsMakeSelectionDearer) {
   // saves 13,720 wire bytes, 11 s at 10 kbit/s: not enough.
   EXPECT_EQ(long_slow->point.selector, select::Policy::kFull);
   EXPECT_NEAR(long_slow->prediction.edge_seconds, 1.0 + 2 * 2 * 1000 * 6 / 2e9, 1e-9);
+}
+
+TEST(ControllerTest, CloudPrefillGrowsWithTheSquareOfThePrompt) {
+  // The cloud's prefill fitted through 128 tokens in 10 ms and 512 in 80 ms: the linear
+  // rate at 128 tokens (12,800 tokens/s) would price 1,000 tokens at 78 ms; the fit says
+  // a*n + b*n^2 with a = 5.2083e-5, b = 2.0345e-7, i.e. 255 ms.
+  Rates r = TestRates();
+  auto cloud = PrefillCost::Fit(128, 0.010, 512, 0.080);
+  ASSERT_TRUE(cloud.ok());
+  r.cloud_prefill = *cloud;
+  auto text = Predict(Point(Mode::kText, "", 0.9), {1001, 980}, kScout, r, {1e9, 0});
+  ASSERT_TRUE(text.ok());
+  const double b = (0.080 / 512 - 0.010 / 128) / (512 - 128), a = 0.010 / 128 - b * 128;
+  EXPECT_NEAR(text->cloud_seconds, a * 1000 + b * 1000 * 1000 + 1 / 50.0, 1e-12);
+  EXPECT_GT(text->cloud_seconds, 0.25);
+  // Observed answers move the scale: prefills twice as slow as the fit double the price
+  // after enough samples.
+  for (int i = 0; i < 60; ++i) r.cloud_prefill.Observe(512, 0.160);
+  auto slower = Predict(Point(Mode::kText, "", 0.9), {1001, 980}, kScout, r, {1e9, 0});
+  ASSERT_TRUE(slower.ok());
+  EXPECT_NEAR(slower->cloud_seconds - 1 / 50.0, 2 * (text->cloud_seconds - 1 / 50.0), 1e-6);
 }
 
 TEST(ControllerTest, SelectionShrinksKvBytes) {
