@@ -7,7 +7,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -16,15 +19,13 @@
 namespace kvstream::metrics {
 namespace {
 
-bool SendAll(int fd, const std::string& data) {
-  size_t off = 0;
-  while (off < data.size()) {
-    const ssize_t n = ::send(fd, data.data() + off, data.size() - off, MSG_NOSIGNAL);
-    if (n <= 0) return false;
-    off += static_cast<size_t>(n);
-  }
-  return true;
-}
+// Scrapers send one short GET and read to EOF. A client gets kReadTimeout from accept to
+// send its request (in total: trickling bytes does not extend it) and kWriteTimeout to
+// read the answer; at most kMaxConnections are served at once.
+constexpr size_t kMaxRequestBytes = 16384;
+constexpr size_t kMaxConnections = 64;
+constexpr auto kReadTimeout = std::chrono::seconds(2);
+constexpr auto kWriteTimeout = std::chrono::seconds(10);
 
 std::string Response(int code, const char* reason, const char* type, const std::string& body) {
   return absl::StrCat("HTTP/1.1 ", code, " ", reason, "\r\nContent-Type: ", type,
@@ -81,33 +82,87 @@ absl::Status MetricsServer::Start(const std::string& address) {
   return absl::OkStatus();
 }
 
-void MetricsServer::ServeLoop() {
-  while (!stop_) {
-    pollfd p{listen_fd_, POLLIN, 0};
-    if (::poll(&p, 1, 100) <= 0) continue;
-    const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (fd < 0) continue;
-    // One short request per connection (scrapers send a GET and read to EOF); a slow or
-    // silent client gets two seconds.
-    std::string req;
-    char buf[2048];
-    for (;;) {
-      pollfd c{fd, POLLIN, 0};
-      if (::poll(&c, 1, 2000) <= 0) break;
-      const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
-      if (n <= 0) break;
-      req.append(buf, static_cast<size_t>(n));
-      if (req.find("\r\n\r\n") != std::string::npos || req.size() > 16384) break;
-    }
-    if (absl::StartsWith(req, "GET /metrics ") || absl::StartsWith(req, "GET /metrics?")) {
-      SendAll(fd, Response(200, "OK", "text/plain; version=0.0.4; charset=utf-8", Text()));
-    } else if (absl::StartsWith(req, "GET ")) {
-      SendAll(fd, Response(404, "Not Found", "text/plain", "only /metrics is served here\n"));
-    } else if (!req.empty()) {
-      SendAll(fd, Response(405, "Method Not Allowed", "text/plain", "expected GET /metrics\n"));
-    }
-    ::close(fd);
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// One scrape connection: the request is read, then the response written, without
+// blocking the loop; both within a deadline that starts at accept.
+struct Connection {
+  int fd = -1;
+  std::string in, out;
+  size_t sent = 0;
+  bool answered = false;
+  Clock::time_point read_deadline, write_deadline;
+};
+
+std::string Answer(const std::string& req, const MetricsServer& server) {
+  if (absl::StartsWith(req, "GET /metrics ") || absl::StartsWith(req, "GET /metrics?")) {
+    return Response(200, "OK", "text/plain; version=0.0.4; charset=utf-8", server.Text());
   }
+  if (absl::StartsWith(req, "GET ")) {
+    return Response(404, "Not Found", "text/plain", "only /metrics is served here\n");
+  }
+  return Response(405, "Method Not Allowed", "text/plain", "expected GET /metrics\n");
+}
+
+// Reads what is there; true while the connection should stay open.
+bool ReadSome(Connection& c, const MetricsServer& server) {
+  char buf[2048];
+  const ssize_t n = ::recv(c.fd, buf, sizeof(buf), 0);
+  if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) return false;
+  if (n > 0) c.in.append(buf, static_cast<size_t>(n));
+  if (c.in.find("\r\n\r\n") != std::string::npos || c.in.size() > kMaxRequestBytes) {
+    c.out = Answer(c.in, server);
+    c.answered = true;
+  }
+  return true;
+}
+
+// Writes what the socket takes; true while there is more to write.
+bool WriteSome(Connection& c) {
+  const ssize_t n = ::send(c.fd, c.out.data() + c.sent, c.out.size() - c.sent, MSG_NOSIGNAL);
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return true;
+  if (n <= 0) return false;
+  c.sent += static_cast<size_t>(n);
+  return c.sent < c.out.size();
+}
+
+}  // namespace
+
+void MetricsServer::ServeLoop() {
+  std::vector<Connection> conns;
+  std::vector<pollfd> fds;
+  while (!stop_) {
+    fds.clear();
+    for (const Connection& c : conns)
+      fds.push_back({c.fd, static_cast<short>(c.answered ? POLLOUT : POLLIN), 0});
+    // At the connection cap new clients wait in the listen backlog until one finishes or
+    // times out.
+    if (conns.size() < kMaxConnections) fds.push_back({listen_fd_, POLLIN, 0});
+    ::poll(fds.data(), fds.size(), 100);
+    const Clock::time_point now = Clock::now();
+    std::vector<Connection> keep;
+    for (size_t i = 0; i < conns.size(); ++i) {
+      Connection& c = conns[i];
+      bool open = now < (c.answered ? c.write_deadline : c.read_deadline);
+      const short ev = fds[i].revents;
+      if (open && !c.answered && (ev & (POLLIN | POLLHUP | POLLERR))) open = ReadSome(c, *this);
+      if (open && c.answered && (ev & (POLLOUT | POLLHUP | POLLERR))) open = WriteSome(c);
+      if (open) {
+        keep.push_back(std::move(c));
+      } else {
+        ::close(c.fd);
+      }
+    }
+    conns.swap(keep);
+    if (conns.size() < kMaxConnections && fds.back().fd == listen_fd_ &&
+        (fds.back().revents & POLLIN)) {
+      const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+      if (fd >= 0) conns.push_back({fd, {}, {}, 0, false, now + kReadTimeout, now + kWriteTimeout});
+    }
+  }
+  for (const Connection& c : conns) ::close(c.fd);
 }
 
 std::string MetricsServer::Text() const {
