@@ -268,6 +268,8 @@ CloudService::CloudService(std::vector<ServedModel> models,
       metrics_(std::make_unique<Metrics>(metrics.registry())) {
   Metrics* m = metrics_.get();
   watchdog_ = std::make_unique<net::StreamWatchdog>();
+  peers_ =
+      std::make_unique<net::PeerLimiter>(options.max_streams_per_peer, "--max_streams_per_peer");
   sessions_ = std::make_unique<SessionStore>(options.max_sessions, options.cache_budget_bytes,
                                              [m](uint32_t active, uint64_t bytes) {
                                                m->active.Set(active);
@@ -698,7 +700,8 @@ absl::Status CloudService::RunSession(grpc::ServerContext* context,
 grpc::Status CloudService::Transfer(grpc::ServerContext* context,
                                     grpc::ServerReaderWriter<Downlink, Uplink>* stream) {
   Session s;
-  const absl::Status st = RunSession(context, stream, s);
+  absl::StatusOr<net::PeerLimiter::Hold> hold = peers_->Acquire(context->peer());
+  const absl::Status st = hold.ok() ? RunSession(context, stream, s) : hold.status();
   const grpc::Status out = net::ToGrpc(st);
   metrics_->sessions.Add({{"mode", ModeLabel(s.mode)}, {"code", net::CodeName(out.error_code())}})
       .Increment();

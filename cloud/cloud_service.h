@@ -18,6 +18,7 @@
 #include "common/model/projection.h"
 #include "common/model/tokenizer.h"
 #include "common/net/auth.h"
+#include "common/net/peer_limit.h"
 #include "common/net/watchdog.h"
 #include "kvstream/v1/service.grpc.pb.h"
 
@@ -62,6 +63,7 @@ absl::StatusOr<ServedProjection> LoadServedProjection(const std::string& path,
 
 struct CloudOptions {
   uint32_t max_sessions = 16;
+  int max_streams_per_peer = 0;  // Transfer streams one client address holds (0: any)
   uint64_t cache_budget_bytes = 1ull << 30;
   uint32_t max_new_tokens = 512;     // cap on SessionOpen.max_tokens
   uint32_t default_new_tokens = 32;  // when SessionOpen.max_tokens is 0
@@ -120,6 +122,7 @@ class CloudService final : public kvstream::v1::CloudService::Service {
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<SessionStore> sessions_;
   std::unique_ptr<base::AdmissionGate> gate_;
+  std::unique_ptr<net::PeerLimiter> peers_;
   std::unique_ptr<net::StreamWatchdog> watchdog_;
 };
 

@@ -17,6 +17,7 @@
 #include "common/base/memory.h"
 #include "common/metrics/metrics.h"
 #include "common/net/daemon.h"
+#include "common/net/daemon_flags.h"
 #include "common/net/grpc_util.h"
 
 ABSL_FLAG(
@@ -139,6 +140,10 @@ int main(int argc, char** argv) {
   if (absl::GetFlag(FLAGS_model).empty())
     return Fail("no --model given; expected at least one NAME=DIR");
   logging::Logf(logging::Level::kInfo, "cloud", "%s", kvstream::base::KeepFreedMemoryForReuse());
+  kvstream::net::ServeOptions so;
+  if (absl::Status st = kvstream::net::ApplyDaemonFlags(so); !st.ok()) {
+    return Fail(std::string(st.message()));
+  }
 
   auto credentials = kvstream::net::ServerCredentials({absl::GetFlag(FLAGS_tls_client_ca),
                                                        absl::GetFlag(FLAGS_tls_cert),
@@ -186,6 +191,7 @@ int main(int argc, char** argv) {
 
   kvstream::cloud::CloudOptions options;
   options.max_sessions = absl::GetFlag(FLAGS_max_sessions);
+  options.max_streams_per_peer = kvstream::net::MaxStreamsPerPeerFlag();
   options.cache_budget_bytes = absl::GetFlag(FLAGS_cache_budget_bytes);
   options.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
   options.emulate_prefill_tokens_per_second = absl::GetFlag(FLAGS_emulate_prefill_tps);
@@ -216,7 +222,6 @@ int main(int argc, char** argv) {
   kvstream::cloud::CloudService service(std::move(models), std::move(projections), options,
                                         metrics);
 
-  kvstream::net::ServeOptions so;
   so.component = "cloud";
   so.listen = absl::GetFlag(FLAGS_listen);
   so.port_file = absl::GetFlag(FLAGS_port_file);

@@ -185,6 +185,8 @@ EdgeService::EdgeService(std::unique_ptr<model::Model> scout,
             m->workers_busy.Set(running);
             m->queued.Set(queued);
           })),
+      peers_(std::make_unique<net::PeerLimiter>(options.max_streams_per_peer,
+                                                "--max_streams_per_peer")),
       prefill_cost_(options.edge_prefill),
       prefill_stats_cost_(options.edge_prefill_stats),
       cloud_(kvstream::v1::CloudService::NewStub(options.cloud_channel
@@ -698,7 +700,8 @@ grpc::Status EdgeService::Ask(grpc::ServerContext* context, const kvstream::v1::
                               grpc::ServerWriter<AskEvent>* writer) {
   metrics_->active.Increment();
   Request r;
-  const absl::Status st = Serve(context, *request, writer, r);
+  absl::StatusOr<net::PeerLimiter::Hold> hold = peers_->Acquire(context->peer());
+  const absl::Status st = hold.ok() ? Serve(context, *request, writer, r) : hold.status();
   metrics_->active.Decrement();
   const grpc::Status out = net::ToGrpc(st);
   const char* mode = ModeName(r.mode);

@@ -18,6 +18,7 @@
 #include "common/model/model.h"
 #include "common/model/tokenizer.h"
 #include "common/net/auth.h"
+#include "common/net/peer_limit.h"
 #include "common/net/shaper.h"
 #include "edge/policy.h"
 #include "edge/transfer.h"
@@ -28,6 +29,7 @@ namespace kvstream::edge {
 struct EdgeOptions {
   std::string cloud_address;
   std::shared_ptr<grpc::Channel> cloud_channel;  // null: an insecure channel to cloud_address
+  int max_streams_per_peer = 0;                  // Ask calls one client address holds (0: any)
   kvstream::v1::Policy defaults;  // mode, selector, retention, spec, max_tokens, cloud_model
   std::string system_prompt = "Answer with the value from the context.";
   uint64_t chunk_bytes = 1 << 20;  // cap on a chunk's payload before zstd
@@ -111,6 +113,7 @@ class EdgeService final : public kvstream::v1::EdgeService::Service {
   EdgeOptions options_;
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<base::AdmissionGate> gate_;
+  std::unique_ptr<net::PeerLimiter> peers_;
   std::mutex link_mu_;
   control::LinkEstimator link_;
   // The cloud model's prefill cost (text / scout), fitted to the start-up timings in its

@@ -15,6 +15,7 @@
 #include "common/model/model.h"
 #include "common/model/tokenizer.h"
 #include "common/net/daemon.h"
+#include "common/net/daemon_flags.h"
 #include "common/net/grpc_util.h"
 #include "common/net/shaper.h"
 #include "edge/edge_service.h"
@@ -123,13 +124,19 @@ int main(int argc, char** argv) {
     return Fail(std::string(st.message()));
   }
   logging::Logf(logging::Level::kInfo, "edge", "%s", kvstream::base::KeepFreedMemoryForReuse());
+  kvstream::net::ServeOptions so;
+  if (absl::Status st = kvstream::net::ApplyDaemonFlags(so); !st.ok()) {
+    return Fail(std::string(st.message()));
+  }
 
   kvstream::edge::EdgeOptions options;
   options.cloud_address = absl::GetFlag(FLAGS_cloud);
   auto channel = kvstream::net::MakeChannel(
       options.cloud_address,
       {absl::GetFlag(FLAGS_cloud_tls_ca), absl::GetFlag(FLAGS_cloud_tls_cert),
-       absl::GetFlag(FLAGS_cloud_tls_key), absl::GetFlag(FLAGS_cloud_tls_server_name)});
+       absl::GetFlag(FLAGS_cloud_tls_key), absl::GetFlag(FLAGS_cloud_tls_server_name)},
+      so.keepalive_seconds);
+  options.max_streams_per_peer = kvstream::net::MaxStreamsPerPeerFlag();
   if (!channel.ok()) return Fail(absl::StrCat("--cloud_tls_*: ", channel.status().message()));
   options.cloud_channel = *channel;
   auto credentials = kvstream::net::ServerCredentials({absl::GetFlag(FLAGS_tls_client_ca),
@@ -279,7 +286,6 @@ int main(int argc, char** argv) {
     return Fail(std::string(st.message()));
   }
   kvstream::edge::EdgeService service(std::move(*scout), std::move(*tokenizer), options, metrics);
-  kvstream::net::ServeOptions so;
   so.component = "edge";
   so.listen = absl::GetFlag(FLAGS_listen);
   so.port_file = absl::GetFlag(FLAGS_port_file);

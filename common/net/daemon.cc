@@ -2,6 +2,8 @@
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/impl/server_builder_option.h>
+#include <grpcpp/impl/server_builder_plugin.h>
 
 #include <algorithm>
 #include <chrono>
@@ -81,11 +83,28 @@ void ReloadTokens(const std::string& component, TokenAuthenticator* auth) {
                 auth->path());
 }
 
+namespace {
+// Linking gRPC's reflection library registers its plugin with every ServerBuilder in the
+// process; this option takes it out of one builder again.
+class WithoutReflection : public grpc::ServerBuilderOption {
+ public:
+  void UpdateArguments(grpc::ChannelArguments*) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
+    plugins->erase(std::remove_if(plugins->begin(), plugins->end(),
+                                  [](const std::unique_ptr<grpc::ServerBuilderPlugin>& p) {
+                                    return p->name() == "proto_server_reflection";
+                                  }),
+                   plugins->end());
+  }
+};
+}  // namespace
+
 absl::Status Serve(const ServeOptions& options, const std::vector<grpc::Service*>& services) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  ApplyServerLimits(builder);
+  if (!options.reflection) builder.SetOption(std::make_unique<WithoutReflection>());
+  ApplyServerLimits(builder, options.keepalive_seconds);
   // Sync-server pollers wake at least this often, so a drain with nothing in flight
   // ends promptly instead of waiting out a poll.
   builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::CQ_TIMEOUT_MSEC, 100);
@@ -108,8 +127,11 @@ absl::Status Serve(const ServeOptions& options, const std::vector<grpc::Service*
       return st;
     }
   }
-  logging::Logf(logging::Level::kInfo, options.component, "serving on %s (port %d)", options.listen,
-                port);
+  logging::Logf(logging::Level::kInfo, options.component,
+                "serving on %s (port %d); reflection %s; keepalive %s", options.listen, port,
+                options.reflection ? "on" : "off",
+                options.keepalive_seconds > 0 ? absl::StrCat(options.keepalive_seconds, " s")
+                                              : std::string("off"));
 
   int sig = WaitForShutdownSignal();
   for (; sig == SIGHUP; sig = WaitForShutdownSignal()) {

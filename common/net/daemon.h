@@ -14,6 +14,7 @@
 #include "common/base/admission.h"
 #include "common/metrics/metrics.h"
 #include "common/net/auth.h"
+#include "common/net/grpc_util.h"
 
 namespace kvstream::net {
 
@@ -32,6 +33,8 @@ struct ServeOptions {
   double grace_seconds = 10;
   std::vector<std::string> health_services;  // fully-qualified service names marked SERVING
   std::shared_ptr<grpc::ServerCredentials> credentials;  // null: insecure
+  bool reflection = true;                                // gRPC server reflection
+  double keepalive_seconds = kDefaultKeepaliveSeconds;   // 0: no server pings
   // Called once the drain begins, before in-flight calls get their grace period: e.g.
   // refuse queued model work with UNAVAILABLE so the grace goes to running requests.
   std::function<void()> on_drain;

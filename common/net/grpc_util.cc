@@ -13,10 +13,18 @@ namespace kvstream::net {
 
 namespace {
 // Channel arguments every channel to a daemon carries: the message limits both sides
-// set, and a reconnect backoff bounded at kMaxReconnectBackoffMs (gRPC's own grows to
-// 120 s: after a long outage the edge kept failing for 21 s after the cloud was back).
-grpc::ChannelArguments LimitedChannelArgs() {
+// set, keepalive pings, and a reconnect backoff bounded at kMaxReconnectBackoffMs
+// (gRPC's own grows to 120 s: after a long outage the edge kept failing for 21 s after
+// the cloud was back).
+grpc::ChannelArguments LimitedChannelArgs(double keepalive_seconds) {
   grpc::ChannelArguments args;
+  if (keepalive_seconds > 0) {
+    const int ms = static_cast<int>(keepalive_seconds * 1000);
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, ms);
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, ms);
+    args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);  // no cap on pings between calls
+  }
   args.SetMaxReceiveMessageSize(kMaxMessageBytes);
   args.SetMaxSendMessageSize(kMaxMessageBytes);
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 250);
@@ -48,7 +56,7 @@ absl::StatusOr<grpc::SslServerCredentialsOptions::PemKeyCertPair> ReadCertAndKey
 
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address) {
   return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
-                                   LimitedChannelArgs());
+                                   LimitedChannelArgs(kDefaultKeepaliveSeconds));
 }
 
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(const TlsFiles& tls) {
@@ -67,8 +75,12 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(const
 }
 
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& address,
-                                                           const TlsFiles& tls) {
-  if (!tls.enabled()) return MakeChannel(address);
+                                                           const TlsFiles& tls,
+                                                           double keepalive_seconds) {
+  if (!tls.enabled()) {
+    return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
+                                     LimitedChannelArgs(keepalive_seconds));
+  }
   if (tls.ca.empty())
     return absl::InvalidArgumentError(
         "client TLS needs the CA that signed the server's certificate");
@@ -83,14 +95,24 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& ad
     o.pem_cert_chain = pair.cert_chain;
     o.pem_private_key = pair.private_key;
   }
-  grpc::ChannelArguments args = LimitedChannelArgs();
+  grpc::ChannelArguments args = LimitedChannelArgs(keepalive_seconds);
   if (!tls.server_name.empty()) args.SetSslTargetNameOverride(tls.server_name);
   return grpc::CreateCustomChannel(address, grpc::SslCredentials(o), args);
 }
 
-void ApplyServerLimits(grpc::ServerBuilder& builder) {
+void ApplyServerLimits(grpc::ServerBuilder& builder, double keepalive_seconds) {
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
   builder.SetMaxSendMessageSize(kMaxMessageBytes);
+  if (keepalive_seconds > 0) {
+    const int ms = static_cast<int>(keepalive_seconds * 1000);
+    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, ms);
+    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, ms);
+  }
+  // Clients (edges, apps) may ping idle connections; gRPC's server default would answer
+  // pings closer than 5 minutes apart with GOAWAY.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                             kMinClientPingSeconds * 1000);
 }
 
 grpc::Status ToGrpc(const absl::Status& status) {

@@ -22,8 +22,14 @@ inline constexpr int kMaxMessageBytes = 16 << 20;
 // back is used within about this long.
 inline constexpr int kMaxReconnectBackoffMs = 1000;
 
-// An insecure channel to `address` with kMaxMessageBytes both ways and the bounded
-// reconnect backoff.
+// Channels ping a connection quiet this long and drop it when the ping goes unanswered
+// as long again (a peer that hangs or vanishes fails the calls on it instead of
+// hanging them); servers accept pings down to kMinClientPingSeconds apart.
+inline constexpr double kDefaultKeepaliveSeconds = 20;
+inline constexpr int kMinClientPingSeconds = 1;
+
+// An insecure channel to `address` with kMaxMessageBytes both ways, the bounded
+// reconnect backoff and keepalive pings.
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address);
 
 // TLS material as PEM file paths. Server side: cert + key, and a client CA to require
@@ -40,12 +46,17 @@ struct TlsFiles {
 // Insecure credentials when `tls` is empty; errors name the file that could not be read
 // or the combination that is incomplete.
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(const TlsFiles& tls);
-// A channel with kMaxMessageBytes, over TLS when `tls.ca` is set.
-absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& address,
-                                                           const TlsFiles& tls);
+// A channel with kMaxMessageBytes, over TLS when `tls.ca` is set, pinging after
+// `keepalive_seconds` of quiet (0: no pings).
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(
+    const std::string& address, const TlsFiles& tls,
+    double keepalive_seconds = kDefaultKeepaliveSeconds);
 
-// Applies kMaxMessageBytes to a server under construction.
-void ApplyServerLimits(grpc::ServerBuilder& builder);
+// Applies kMaxMessageBytes to a server under construction, keepalive pings after
+// `keepalive_seconds` of quiet (0: none), and accepts client pings kMinClientPingSeconds
+// apart.
+void ApplyServerLimits(grpc::ServerBuilder& builder,
+                       double keepalive_seconds = kDefaultKeepaliveSeconds);
 
 // The same code and message as a grpc::Status.
 grpc::Status ToGrpc(const absl::Status& status);

@@ -810,6 +810,52 @@ TEST_F(DaemonsTest, SilentStreamsAndIdleSessionsAreClosedAtTheirTimeouts) {
       << "the timeouts are counted";
 }
 
+// One client cannot hold every stream: beyond --max_streams_per_peer its next Transfer
+// is RESOURCE_EXHAUSTED, and a closed stream frees its place. Reflection can be off.
+TEST_F(DaemonsTest, StreamsPerPeerAreCappedAndReflectionCanBeOff) {
+  Daemon capped;
+  ASSERT_TRUE(StartDaemon(capped, *work_, "cloud-capped", "kvstream-cloud",
+                          {absl::StrCat("--model=scout=", kScout), "--measure_rates=false",
+                           "--max_streams_per_peer=2", "--reflection=false"})
+                  .ok());
+  auto stub = kvstream::v1::CloudService::NewStub(
+      net::MakeChannel(absl::StrCat("127.0.0.1:", capped.port)));
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::unique_ptr<grpc::ClientReaderWriter<Uplink, Downlink>>> held;
+  for (int i = 0; i < 2; ++i) {
+    contexts.push_back(std::make_unique<grpc::ClientContext>());
+    held.push_back(stub->Transfer(contexts.back().get()));
+    ASSERT_TRUE(held.back()->Write(TextOpen(absl::StrCat("held-", i), "scout")));
+  }
+  ASSERT_EQ(WaitForSessions(*stub, 2), 2u);
+  auto run = [&](const std::string& id) {
+    grpc::ClientContext ctx;
+    auto stream = stub->Transfer(&ctx);
+    stream->Write(TextOpen(id, "scout"));
+    Uplink commit;
+    commit.mutable_commit()->set_num_chunks(0);
+    stream->Write(commit);
+    stream->WritesDone();
+    Downlink d;
+    while (stream->Read(&d)) {
+    }
+    return stream->Finish();
+  };
+  const grpc::Status third = run("third");
+  EXPECT_EQ(third.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << third.error_message();
+  EXPECT_NE(third.error_message().find("--max_streams_per_peer"), std::string::npos)
+      << third.error_message();
+  // Closing one held stream frees its place.
+  contexts[0]->TryCancel();
+  held[0]->Finish();
+  ASSERT_EQ(WaitForSessions(*stub, 1), 1u);
+  const grpc::Status again = run("again");
+  EXPECT_TRUE(again.ok()) << again.error_message();
+  contexts[1]->TryCancel();
+  held[1]->Finish();
+  EXPECT_EQ(ReflectionListServices(capped.port), "") << "--reflection=false";
+}
+
 TEST_F(DaemonsTest, SessionsBeyondMaxSessionsAreResourceExhausted) {
   Daemon small;
   ASSERT_TRUE(StartDaemon(small, *work_, "cloud-small", "kvstream-cloud",

@@ -9,6 +9,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <csignal>
+#include <cstdio>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -320,6 +322,47 @@ TEST(RecoveryTest, CloudBackAfterAnOutageIsUsedWithinSeconds) {
   std::this_thread::sleep_for(std::chrono::seconds(2));
   auto r = net::Ask(*stub, req, Timeout(5));
   EXPECT_TRUE(r.ok()) << r.status();
+  testing::StopDaemons({edge, cloud});
+}
+
+// A cloud that hangs (SIGSTOP: its connections stay open, nothing answers) fails the
+// edge's requests within the keepalive time instead of holding them to their deadline,
+// and is used again once it resumes.
+TEST(RecoveryTest, HungCloudFailsRequestsWithinTheKeepalive) {
+  const std::string work = net::WorkDir("", "kvstream-hung").value_or("/tmp");
+  auto* cloud = new testing::Daemon;
+  auto* edge = new testing::Daemon;
+  ASSERT_TRUE(
+      testing::StartDaemon(*cloud, KVSTREAM_BIN_DIR, work, "cloud", "kvstream-cloud",
+                           {absl::StrCat("--model=large=", kLarge), "--measure_rates=false"})
+          .ok());
+  ASSERT_TRUE(testing::StartDaemon(*edge, KVSTREAM_BIN_DIR, work, "edge", "kvstream-edge",
+                                   {absl::StrCat("--scout=", kScout),
+                                    absl::StrCat("--cloud=127.0.0.1:", cloud->port),
+                                    "--cloud_model=large", "--mode=text", "--keepalive_seconds=1"})
+                  .ok());
+  auto stub =
+      kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", edge->port)));
+  kvstream::v1::AskRequest req;
+  req.set_context("The code of saddle is shoos. The code of hood is organic.");
+  req.set_question("What is the code of saddle?");
+  req.mutable_policy()->set_max_tokens(2);
+  ASSERT_TRUE(net::Ask(*stub, req, Timeout(10)).ok());
+
+  ASSERT_EQ(::kill(cloud->process.pid(), SIGSTOP), 0);
+  const auto t0 = Clock::now();
+  auto hung = net::Ask(*stub, req, Timeout(30));
+  const double took = std::chrono::duration<double>(Clock::now() - t0).count();
+  EXPECT_EQ(hung.status().code(), absl::StatusCode::kUnavailable) << hung.status();
+  EXPECT_LT(took, 8.0) << "keepalive 1 s: an unanswered ping drops the connection";
+  std::printf("hung cloud: the request failed after %.2f s\n", took);
+  ASSERT_EQ(::kill(cloud->process.pid(), SIGCONT), 0);
+  absl::Status after = absl::UnknownError("not tried");
+  for (int i = 0; i < 10 && !after.ok(); ++i) {
+    after = net::Ask(*stub, req, Timeout(5)).status();
+    if (!after.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  EXPECT_TRUE(after.ok()) << after;
   testing::StopDaemons({edge, cloud});
 }
 

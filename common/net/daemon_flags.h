@@ -1,0 +1,14 @@
+// Flags both daemons take for their gRPC server: reflection, keepalive, and the cap on
+// concurrent calls per client. Defined here once and linked only into the daemons.
+#pragma once
+
+#include "common/net/daemon.h"
+
+namespace kvstream::net {
+
+// Copies --reflection and --keepalive_seconds into `options`; an error names a bad value.
+absl::Status ApplyDaemonFlags(ServeOptions& options);
+// --max_streams_per_peer (0: no cap).
+int MaxStreamsPerPeerFlag();
+
+}  // namespace kvstream::net
