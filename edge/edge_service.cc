@@ -172,6 +172,14 @@ struct EdgeService::Request {
   const model::KvCache* send_cache = nullptr;
 };
 
+absl::StatusOr<OnTransferFailure> ParseOnTransferFailure(absl::string_view name) {
+  if (name == "fail") return OnTransferFailure::kFail;
+  if (name == "retry") return OnTransferFailure::kRetry;
+  if (name == "text") return OnTransferFailure::kText;
+  return absl::InvalidArgumentError(
+      absl::StrCat("on_transfer_failure: expected fail, retry or text, found ", base::Quote(name)));
+}
+
 EdgeService::EdgeService(std::unique_ptr<model::Model> scout,
                          std::unique_ptr<model::Tokenizer> tokenizer, const EdgeOptions& options,
                          metrics::MetricsServer& metrics)
@@ -441,14 +449,48 @@ absl::StatusOr<select::Selection> EdgeService::PrefillAndSelect(grpc::ServerCont
 
 absl::Status EdgeService::Transfer(grpc::ServerContext* context,
                                    grpc::ServerWriter<AskEvent>* writer, Request& r) {
+  for (int attempt = 1;; ++attempt) {
+    CloudTransfer::Result result;
+    r.stats.set_transfer_attempts(static_cast<uint32_t>(attempt));
+    const absl::Status st = TransferOnce(context, writer, r, result);
+    if (st.ok()) {
+      UpdateLink(result.chunk_bytes, result.sent, result.acked);
+      RecordTransfer(result, r);
+      break;
+    }
+    // Only a broken stream (the cloud died, restarted, drained, or the connection
+    // dropped) before any answer token reached the client can be tried again.
+    const bool broken =
+        st.code() == absl::StatusCode::kUnavailable && !result.have_token && !result.client_gone;
+    if (!broken || options_.on_transfer_failure == OnTransferFailure::kFail ||
+        attempt > options_.transfer_retries) {
+      return st;
+    }
+    r.stats.set_wire_bytes(r.stats.wire_bytes() + result.wire_bytes);  // what was sent counts
+    RETURN_IF_ERROR(PrepareRetry(context, st, attempt, r));
+  }
+  AskEvent last;
+  *last.mutable_stats() = r.stats;
+  if (!writer->Write(last)) return absl::CancelledError("client went away before the stats");
+  return absl::OkStatus();
+}
+
+absl::Status EdgeService::TransferOnce(grpc::ServerContext* context,
+                                       grpc::ServerWriter<AskEvent>* writer, Request& r,
+                                       CloudTransfer::Result& result) {
   // Cancellation and deadline of the client's call propagate to the cloud's; the
   // transfer joins its reader on every way out.
   CloudTransfer transfer(*cloud_, *context, writer, options_.shaper.get(), options_.cloud_token);
   bool sent_ok = transfer.SendOpen(r.open);
   absl::Status send_status;  // an encoding error while sending
   if (!r.replan) {
-    for (size_t i = 0; sent_ok && i < r.chunks.size(); ++i)
-      sent_ok = transfer.SendChunk(std::move(r.chunks[i]));
+    // The chunks are kept while another attempt could re-send them.
+    const bool keep =
+        options_.on_transfer_failure == OnTransferFailure::kRetry && options_.transfer_retries > 0;
+    for (size_t i = 0; sent_ok && i < r.chunks.size(); ++i) {
+      sent_ok =
+          transfer.SendChunk(keep ? kvstream::v1::KvChunk(r.chunks[i]) : std::move(r.chunks[i]));
+    }
   } else if (sent_ok) {
     send_status = SendReplanned(transfer, r, sent_ok);
   }
@@ -457,7 +499,7 @@ absl::Status EdgeService::Transfer(grpc::ServerContext* context,
     transfer.Cancel();
   }
   if (sent_ok) transfer.SendCommit();
-  const CloudTransfer::Result result = transfer.Finish();
+  result = transfer.Finish();
   RETURN_IF_ERROR(send_status);
   if (result.client_gone) {
     return absl::CancelledError("client went away while answer tokens were relayed");
@@ -470,11 +512,54 @@ absl::Status EdgeService::Transfer(grpc::ServerContext* context,
     return net::FromGrpc(result.status, "cloud: ");
   }
   if (!result.have_done) return absl::InternalError("cloud closed the stream without Done");
-  UpdateLink(result.chunk_bytes, result.sent, result.acked);
-  RecordTransfer(result, r);
-  AskEvent last;
-  *last.mutable_stats() = r.stats;
-  if (!writer->Write(last)) return absl::CancelledError("client went away before the stats");
+  return absl::OkStatus();
+}
+
+absl::Status EdgeService::PrepareRetry(grpc::ServerContext* context, const absl::Status& failure,
+                                       int attempt, Request& r) {
+  // 100-300 ms, doubling per attempt, never past the client's deadline.
+  thread_local std::mt19937 rng(std::random_device{}());
+  const double backoff =
+      std::uniform_real_distribution<double>(0.1, 0.3)(rng) * (1 << (attempt - 1));
+  const auto until = std::chrono::system_clock::now() +
+                     std::chrono::microseconds(static_cast<int64_t>(backoff * 1e6));
+  if (until >= context->deadline()) return failure;
+  std::this_thread::sleep_until(until);
+  RETURN_IF_ERROR(CheckAlive(context, "another transfer attempt"));
+  const bool to_text =
+      options_.on_transfer_failure == OnTransferFailure::kText && r.mode != kvstream::v1::MODE_TEXT;
+  if (to_text && r.policy.cloud_model.empty()) {
+    return absl::Status(
+        failure.code(),
+        absl::StrCat(failure.message(), " (no text fallback: the request names no cloud model)"));
+  }
+  const std::string what = absl::StrCat(absl::StatusCodeToString(failure.code()), ": ",
+                                        base::Bounded(failure.message(), 200));
+  r.stats.set_recovery(absl::StrCat(r.stats.recovery(), r.stats.recovery().empty() ? "" : "; ",
+                                    to_text ? "fell back to text after " : "retried after ", what));
+  logging::Logf(logging::Level::kWarning, "edge", "transfer attempt %d failed (%s); %s", attempt,
+                what, to_text ? "falling back to text" : "retrying");
+  r.session_id = NewSessionId();
+  kvstream::v1::SessionOpen& open = *r.open.mutable_open();
+  open.set_session_id(r.session_id);
+  for (kvstream::v1::KvChunk& c : r.chunks) c.set_session_id(r.session_id);
+  if (to_text) {
+    kvstream::v1::SessionOpen text;
+    text.set_session_id(r.session_id);
+    text.set_mode(kvstream::v1::MODE_TEXT);
+    text.set_model_name(r.policy.cloud_model);
+    text.set_max_tokens(open.max_tokens());
+    text.set_temperature(open.temperature());
+    text.set_top_p(open.top_p());
+    text.set_seed(open.seed());
+    text.mutable_prompt_tokens()->Add(r.prompt.tokens.begin(), r.prompt.tokens.end());
+    open = std::move(text);
+    r.chunks.clear();
+    r.mode = kvstream::v1::MODE_TEXT;
+    r.sends_cache = r.replan = false;
+    r.stats.set_mode(kvstream::v1::MODE_TEXT);
+    r.stats.clear_spec();
+  }
   return absl::OkStatus();
 }
 
@@ -559,9 +644,9 @@ void EdgeService::RecordTransfer(const CloudTransfer::Result& t, Request& r) {
     ObserveCloudPrefill(r.policy.cloud_model, static_cast<int>(r.head.size()),
                         cloud.prefill_seconds());
   }
-  stats.set_wire_bytes(t.wire_bytes);
+  stats.set_wire_bytes(stats.wire_bytes() + t.wire_bytes);  // with any broken attempts'
   stats.set_compression_ratio(
-      t.wire_bytes > 0 ? static_cast<double>(stats.raw_kv_bytes()) / t.wire_bytes : 0);
+      stats.wire_bytes() > 0 ? static_cast<double>(stats.raw_kv_bytes()) / stats.wire_bytes() : 0);
   stats.set_ttft_seconds(t.have_token ? Seconds(r.start, t.first_token)
                                       : Seconds(r.start, Clock::now()));
   stats.set_tokens_generated(t.tokens);

@@ -26,10 +26,18 @@
 
 namespace kvstream::edge {
 
+// What the edge does when the Transfer stream to the cloud breaks (UNAVAILABLE) before
+// any answer token reached the client: return the error, send the same payload again on
+// a new stream, or send the prompt as text (the cloud's model prefills it).
+enum class OnTransferFailure { kFail, kRetry, kText };
+absl::StatusOr<OnTransferFailure> ParseOnTransferFailure(absl::string_view name);
+
 struct EdgeOptions {
   std::string cloud_address;
   std::shared_ptr<grpc::Channel> cloud_channel;  // null: an insecure channel to cloud_address
   int max_streams_per_peer = 0;                  // Ask calls one client address holds (0: any)
+  OnTransferFailure on_transfer_failure = OnTransferFailure::kRetry;
+  int transfer_retries = 1;       // further streams after a broken one (jittered backoff between)
   kvstream::v1::Policy defaults;  // mode, selector, retention, spec, max_tokens, cloud_model
   std::string system_prompt = "Answer with the value from the context.";
   uint64_t chunk_bytes = 1 << 20;  // cap on a chunk's payload before zstd
@@ -84,9 +92,18 @@ class EdgeService final : public kvstream::v1::EdgeService::Service {
   // encode (nothing heavy for text, or scout without a selector).
   absl::Status BuildPayload(grpc::ServerContext* context, Request& r);
   absl::StatusOr<select::Selection> PrefillAndSelect(grpc::ServerContext* context, Request& r);
-  // One Transfer stream: sends, relays tokens, records the stats, writes them last.
+  // Transfer streams until one answers (recovering per --on_transfer_failure), then
+  // records the stats and writes them last.
   absl::Status Transfer(grpc::ServerContext* context,
                         grpc::ServerWriter<kvstream::v1::AskEvent>* writer, Request& r);
+  // One Transfer stream: sends the payload and relays the answer tokens.
+  absl::Status TransferOnce(grpc::ServerContext* context,
+                            grpc::ServerWriter<kvstream::v1::AskEvent>* writer, Request& r,
+                            CloudTransfer::Result& result);
+  // After a broken stream (`failure`): waits a jittered backoff within the deadline and
+  // readies `r` for the next attempt (a new session id; text mode when falling back).
+  absl::Status PrepareRetry(grpc::ServerContext* context, const absl::Status& failure, int attempt,
+                            Request& r);
   // Re-planning kv: encodes and sends a layer at a time down the spec ladder.
   absl::Status SendReplanned(CloudTransfer& transfer, Request& r, bool& sent_ok);
   void RecordTransfer(const CloudTransfer::Result& result, Request& r);

@@ -88,6 +88,15 @@ ABSL_FLAG(std::string, auth_tokens_file, "",
           "Require clients to send 'authorization: Bearer TOKEN' with a token whose SHA-256 is "
           "listed here "
           "('TENANT HEX' lines; re-read on SIGHUP). Empty: no authentication");
+ABSL_FLAG(std::string, on_transfer_failure, "retry",
+          "When the Transfer stream to the cloud breaks (UNAVAILABLE: the cloud died, restarted "
+          "or drains, or the connection dropped) before any answer token reached the client: "
+          "fail (return the error), retry (send the same payload again on a new stream) or text "
+          "(send the prompt as text to the request's cloud model). The request's stats say "
+          "which happened");
+ABSL_FLAG(int, transfer_retries, 1,
+          "Further Transfer streams after a broken one, 100-300 ms apart (doubling), within the "
+          "request's deadline");
 ABSL_FLAG(std::string, cloud_token_file, "",
           "File holding the bearer token this edge presents to the cloud");
 ABSL_FLAG(std::string, tls_cert, "",
@@ -137,6 +146,15 @@ int main(int argc, char** argv) {
        absl::GetFlag(FLAGS_cloud_tls_key), absl::GetFlag(FLAGS_cloud_tls_server_name)},
       so.keepalive_seconds);
   options.max_streams_per_peer = kvstream::net::MaxStreamsPerPeerFlag();
+  auto on_failure =
+      kvstream::edge::ParseOnTransferFailure(absl::GetFlag(FLAGS_on_transfer_failure));
+  if (!on_failure.ok()) return Fail(absl::StrCat("--", on_failure.status().message()));
+  options.on_transfer_failure = *on_failure;
+  options.transfer_retries = absl::GetFlag(FLAGS_transfer_retries);
+  if (options.transfer_retries < 0 || options.transfer_retries > 10) {
+    return Fail(
+        absl::StrCat("--transfer_retries: expected 0 to 10, found ", options.transfer_retries));
+  }
   if (!channel.ok()) return Fail(absl::StrCat("--cloud_tls_*: ", channel.status().message()));
   options.cloud_channel = *channel;
   auto credentials = kvstream::net::ServerCredentials({absl::GetFlag(FLAGS_tls_client_ca),

@@ -366,5 +366,85 @@ TEST(RecoveryTest, HungCloudFailsRequestsWithinTheKeepalive) {
   testing::StopDaemons({edge, cloud});
 }
 
+// The cloud is killed while a kv request's chunks are on a slow uplink, and restarted on
+// the same port. With --on_transfer_failure=retry the edge sends the payload again and
+// the answer equals the uninterrupted one; with =text it sends the prompt as text and
+// the answer equals a text-mode answer. The stats say what happened.
+TEST(RecoveryTest, KilledCloudMidTransferIsRetriedOrAnsweredAsText) {
+  const std::string work = net::WorkDir("", "kvstream-retry").value_or("/tmp");
+  const int port = FreePort();
+  ASSERT_GT(port, 0);
+  const std::vector<std::string> cloud_args = {
+      absl::StrCat("--model=scout=", kScout), absl::StrCat("--model=large=", kLarge),
+      absl::StrCat("--listen=127.0.0.1:", port), "--measure_rates=false"};
+  auto* cloud = new testing::Daemon;
+  ASSERT_TRUE(
+      testing::StartDaemon(*cloud, KVSTREAM_BIN_DIR, work, "cloud", "kvstream-cloud", cloud_args)
+          .ok());
+  std::map<std::string, testing::Daemon*> edges;
+  for (const char* policy : {"retry", "text"}) {
+    edges[policy] = new testing::Daemon;
+    // 1 Mbit/s: the f16 cache of this prompt takes seconds to send.
+    ASSERT_TRUE(testing::StartDaemon(
+                    *edges[policy], KVSTREAM_BIN_DIR, work, absl::StrCat("edge-", policy),
+                    "kvstream-edge",
+                    {absl::StrCat("--scout=", kScout), absl::StrCat("--cloud=127.0.0.1:", port),
+                     "--cloud_model=large", "--mode=kv", "--spec=f16", "--uplink_mbps=1",
+                     absl::StrCat("--on_transfer_failure=", policy), "--transfer_retries=8"})
+                    .ok());
+  }
+  kvstream::v1::AskRequest req;
+  std::string context;
+  for (int i = 0; i < 40; ++i)
+    absl::StrAppend(&context, "The code of item", i, " is w", 7 * i, ". ");
+  req.set_context(context);
+  req.set_question("What is the code of item17?");
+  req.mutable_policy()->set_max_tokens(4);
+  auto stub_of = [&](const char* policy) {
+    return kvstream::v1::EdgeService::NewStub(
+        net::MakeChannel(absl::StrCat("127.0.0.1:", edges[policy]->port)));
+  };
+  // The uninterrupted answers: kv (as the retry must give) and text (the fallback's).
+  auto kv = net::Ask(*stub_of("retry"), req, Timeout(60));
+  ASSERT_TRUE(kv.ok()) << kv.status();
+  ASSERT_GT(kv->stats.stages().transfer(), 1.0) << "the kill must land mid-transfer";
+  EXPECT_EQ(kv->stats.transfer_attempts(), 1u);
+  EXPECT_EQ(kv->stats.recovery(), "");
+  kvstream::v1::AskRequest text_req = req;
+  text_req.mutable_policy()->set_mode(kvstream::v1::MODE_TEXT);
+  auto text = net::Ask(*stub_of("text"), text_req, Timeout(60));
+  ASSERT_TRUE(text.ok()) << text.status();
+
+  for (const char* policy : {"retry", "text"}) {
+    SCOPED_TRACE(policy);
+    absl::StatusOr<net::AskResult> got;
+    std::thread ask([&] { got = net::Ask(*stub_of(policy), req, Timeout(60)); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(600));
+    delete cloud;  // SIGKILL
+    cloud = new testing::Daemon;
+    ASSERT_TRUE(testing::StartDaemon(*cloud, KVSTREAM_BIN_DIR, work,
+                                     absl::StrCat("cloud-after-", policy), "kvstream-cloud",
+                                     cloud_args)
+                    .ok());
+    ask.join();
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_GE(got->stats.transfer_attempts(), 2u);
+    if (std::string(policy) == "retry") {
+      EXPECT_EQ(got->token_ids, kv->token_ids);
+      EXPECT_EQ(got->stats.mode(), kvstream::v1::MODE_KV);
+      EXPECT_EQ(got->stats.recovery().rfind("retried after UNAVAILABLE", 0), 0u)
+          << got->stats.recovery();
+      EXPECT_GT(got->stats.wire_bytes(), kv->stats.wire_bytes()) << "the broken attempt counts";
+    } else {
+      EXPECT_EQ(got->token_ids, text->token_ids);
+      EXPECT_EQ(got->stats.mode(), kvstream::v1::MODE_TEXT);
+      EXPECT_NE(got->stats.recovery().find("fell back to text after UNAVAILABLE"),
+                std::string::npos)
+          << got->stats.recovery();
+    }
+  }
+  testing::StopDaemons({edges["retry"], edges["text"], cloud});
+}
+
 }  // namespace
 }  // namespace kvstream
