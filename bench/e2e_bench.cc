@@ -50,6 +50,8 @@ ABSL_FLAG(double, slo, 0.5, "TTFT SLO in seconds (adaptive-slo's target too)");
 ABSL_FLAG(std::string, models_dir, "testdata/models", "Directory with scout/ and large/");
 ABSL_FLAG(std::string, projection, "testdata/projections/scout_to_large.safetensors",
           "Projection the cloud serves for projected policies (scout -> large)");
+ABSL_FLAG(int, estimate_steps, 4,
+          "Edge --estimate_steps: adaptive checks its kv plan on the scout first (0: off)");
 ABSL_FLAG(std::string, quality_table, "testdata/quality/tiny_needle512.json",
           "Quality table for adaptive");
 ABSL_FLAG(double, emulate_prefill_tps, 0, "Cloud: emulate this prefill rate (tokens/s; 0: real)");
@@ -80,6 +82,7 @@ struct Result {
   // the transfer, the cloud's (rebuild and first token), and of predicted TTFTs.
   double edge_s = 0, transfer_s = 0, cloud_s = 0, predicted_s = 0;
   int predicted_n = 0;
+  double estimate_s = 0;  // of which the adaptive quality estimate (in edge_s)
 };
 
 double Quantile(std::vector<double> v, double q) {
@@ -130,7 +133,7 @@ std::string Csv(const std::vector<Result>& rs, double slo, bool emulated) {
   std::string out =
       "link,rate_mbps,rtt_ms,policy,n,errors,exact_match,f1,wire_bytes,ttft_median_s,ttft_p95_s,"
       "slo_s,slo_hit_rate,"
-      "modes,emulated,edge_s,transfer_s,cloud_s,predicted_ttft_s\n";
+      "modes,emulated,edge_s,transfer_s,cloud_s,predicted_ttft_s,estimate_s\n";
   for (const Result& r : rs) {
     const int ok = r.n - r.errors;
     int hits = 0;
@@ -140,11 +143,13 @@ std::string Csv(const std::vector<Result>& rs, double slo, bool emulated) {
     for (const auto& [m, c] : r.modes) absl::StrAppend(&modes, modes.empty() ? "" : " ", m, ":", c);
     const double d = ok ? ok : 1;
     absl::StrAppendFormat(
-        &out, "%s,%g,%g,%s,%d,%d,%.4f,%.4f,%.0f,%.5f,%.5f,%g,%.4f,\"%s\",%d,%.5f,%.5f,%.5f,%.5f\n",
+        &out,
+        "%s,%g,%g,%s,%d,%d,%.4f,%.4f,%.0f,%.5f,%.5f,%g,%.4f,\"%s\",%d,%.5f,%.5f,%.5f,%.5f,%.5f\n",
         r.link, r.mbps, r.rtt_ms, r.policy, r.n, r.errors, r.em / d, r.f1 / d, r.wire / d,
         Quantile(r.ttft, 0.5), Quantile(r.ttft, 0.95), slo,
         r.n ? static_cast<double>(hits) / r.n : 0.0, modes, emulated ? 1 : 0, r.edge_s / d,
-        r.transfer_s / d, r.cloud_s / d, r.predicted_n ? r.predicted_s / r.predicted_n : 0.0);
+        r.transfer_s / d, r.cloud_s / d, r.predicted_n ? r.predicted_s / r.predicted_n : 0.0,
+        r.estimate_s / d);
   }
   return out;
 }
@@ -215,17 +220,19 @@ absl::Status Run() {
   for (const Link& link : links) {
     ChildProcess edge;
     const std::string port_file = absl::StrCat(work, "/edge-", link.name, ".port");
-    std::vector<std::string> args = {bin + "/kvstream-edge",
-                                     "--scout=" + models + "/scout",
-                                     absl::StrCat("--cloud=127.0.0.1:", cloud_port),
-                                     "--cloud_model=large",
-                                     "--listen=127.0.0.1:0",
-                                     "--port_file=" + port_file,
-                                     "--metrics_address=",
-                                     absl::StrCat("--one_way_delay_ms=", link.rtt_ms / 2),
-                                     "--quality_table=" + absl::GetFlag(FLAGS_quality_table),
-                                     "--chunk_bytes=65536",
-                                     absl::StrCat("--initial_rtt_ms=", link.rtt_ms)};
+    std::vector<std::string> args = {
+        bin + "/kvstream-edge",
+        "--scout=" + models + "/scout",
+        absl::StrCat("--cloud=127.0.0.1:", cloud_port),
+        "--cloud_model=large",
+        "--listen=127.0.0.1:0",
+        "--port_file=" + port_file,
+        "--metrics_address=",
+        absl::StrCat("--one_way_delay_ms=", link.rtt_ms / 2),
+        "--quality_table=" + absl::GetFlag(FLAGS_quality_table),
+        absl::StrCat("--estimate_steps=", absl::GetFlag(FLAGS_estimate_steps)),
+        "--chunk_bytes=65536",
+        absl::StrCat("--initial_rtt_ms=", link.rtt_ms)};
     args.push_back(link.trace.empty() ? absl::StrCat("--uplink_mbps=", link.mbps)
                                       : "--uplink_trace=" + link.trace);
     if (!link.trace.empty())
@@ -268,7 +275,8 @@ absl::Status Run() {
         r.ttft.push_back(a->client_ttft_seconds);
         const auto& s = a->stats;
         const auto& st = s.stages();
-        r.edge_s += st.tokenize() + st.prefill() + st.select() + st.encode();
+        r.edge_s += st.tokenize() + st.prefill() + st.select() + st.encode() + st.estimate();
+        r.estimate_s += st.estimate();
         r.transfer_s += st.transfer();
         r.cloud_s += st.rebuild() + st.project() + st.first_token();
         if (s.predicted_ttft_seconds() > 0) {

@@ -1,5 +1,6 @@
 #include "edge/edge_service.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <random>
@@ -15,6 +16,7 @@
 #include "common/codec/quantize.h"
 #include "common/model/chat.h"
 #include "common/model/kv_chunks.h"
+#include "common/model/quality_probe.h"
 #include "common/net/grpc_util.h"
 
 namespace kvstream::edge {
@@ -157,11 +159,14 @@ struct EdgeService::Request {
   Clock::time_point start;
   ResolvedPolicy policy;
   model::ChatPrompt prompt;
-  std::vector<int32_t> head;  // the prompt but its last token, which the cloud feeds first
-  select::PromptSpans spans;  // over `head`
-  bool sends_cache = false;   // kv / projected: the scout's cache goes on the wire
-  bool selects = false;       // a selector other than full
-  bool replan = false;        // kv / projected sent a layer at a time against a TTFT target
+  std::vector<int32_t> head;      // the prompt but its last token, which the cloud feeds first
+  select::PromptSpans spans;      // over `head`
+  bool sends_cache = false;       // kv / projected: the scout's cache goes on the wire
+  bool selects = false;           // a selector other than full
+  bool replan = false;            // kv / projected sent a layer at a time against a TTFT target
+  bool adaptive = false;          // the policy was chosen by the controller
+  ResolvedPolicy requested;       // adaptive: the policy as asked, before the choice
+  control::OperatingPoint point;  // adaptive: the point chosen
   std::string session_id;
   Uplink open;
   std::vector<kvstream::v1::KvChunk> chunks;  // encoded up front (no re-planning)
@@ -286,8 +291,10 @@ absl::Status EdgeService::Prepare(const kvstream::v1::AskRequest& req, Request& 
   metrics_->Stage("tokenize", stages.tokenize());
   const int n = static_cast<int>(r.prompt.tokens.size());
   if (r.policy.mode == kvstream::v1::MODE_ADAPTIVE) {
-    ASSIGN_OR_RETURN(r.policy,
-                     ChooseAdaptive(r.policy, n, r.prompt.spans.context_tokens(), r.stats));
+    r.adaptive = true;
+    r.requested = r.policy;
+    ASSIGN_OR_RETURN(r.policy, ChooseAdaptive(r.requested, n, r.prompt.spans.context_tokens(),
+                                              r.stats, nullptr, &r.point));
     r.mode = r.policy.mode;
   }
   r.stats.set_mode(r.policy.mode);
@@ -373,6 +380,10 @@ absl::Status EdgeService::BuildPayload(grpc::ServerContext* context, Request& r)
   ASSIGN_OR_RETURN(base::AdmissionGate::Slot slot, Admit(context, *r.stats.mutable_stages()));
   RETURN_IF_ERROR(CheckAlive(context, "prefill"));
   ASSIGN_OR_RETURN(const select::Selection sel, PrefillAndSelect(context, r));
+  if (r.adaptive && r.sends_cache && options_.estimate_steps > 0) {
+    RETURN_IF_ERROR(CheckEstimate(context, r, r.selects ? sel.kept : std::vector<int32_t>{}));
+    if (r.mode == kvstream::v1::MODE_TEXT) return absl::OkStatus();  // the estimate chose text
+  }
   if (!r.sends_cache) {  // scout mode: the ids and the kept positions
     open.mutable_prompt_tokens()->Add(r.prompt.tokens.begin(), r.prompt.tokens.end());
     open.set_num_slots(static_cast<uint32_t>(sel.kept.size()));
@@ -543,23 +554,7 @@ absl::Status EdgeService::PrepareRetry(grpc::ServerContext* context, const absl:
   kvstream::v1::SessionOpen& open = *r.open.mutable_open();
   open.set_session_id(r.session_id);
   for (kvstream::v1::KvChunk& c : r.chunks) c.set_session_id(r.session_id);
-  if (to_text) {
-    kvstream::v1::SessionOpen text;
-    text.set_session_id(r.session_id);
-    text.set_mode(kvstream::v1::MODE_TEXT);
-    text.set_model_name(r.policy.cloud_model);
-    text.set_max_tokens(open.max_tokens());
-    text.set_temperature(open.temperature());
-    text.set_top_p(open.top_p());
-    text.set_seed(open.seed());
-    text.mutable_prompt_tokens()->Add(r.prompt.tokens.begin(), r.prompt.tokens.end());
-    open = std::move(text);
-    r.chunks.clear();
-    r.mode = kvstream::v1::MODE_TEXT;
-    r.sends_cache = r.replan = false;
-    r.stats.set_mode(kvstream::v1::MODE_TEXT);
-    r.stats.clear_spec();
-  }
+  if (to_text) SwitchToText(r);
   return absl::OkStatus();
 }
 
@@ -653,6 +648,71 @@ void EdgeService::RecordTransfer(const CloudTransfer::Result& t, Request& r) {
   stats.set_stop_reason(cloud.stop_reason());
 }
 
+void EdgeService::SwitchToText(Request& r) {
+  const kvstream::v1::SessionOpen& was = r.open.open();
+  kvstream::v1::SessionOpen text;
+  text.set_session_id(was.session_id());
+  text.set_mode(kvstream::v1::MODE_TEXT);
+  text.set_model_name(r.policy.cloud_model);
+  text.set_max_tokens(was.max_tokens());
+  text.set_temperature(was.temperature());
+  text.set_top_p(was.top_p());
+  text.set_seed(was.seed());
+  text.mutable_prompt_tokens()->Add(r.prompt.tokens.begin(), r.prompt.tokens.end());
+  *r.open.mutable_open() = std::move(text);
+  r.chunks.clear();
+  r.mode = r.policy.mode = kvstream::v1::MODE_TEXT;
+  r.sends_cache = r.replan = false;
+  r.stats.set_mode(kvstream::v1::MODE_TEXT);
+  r.stats.clear_spec();
+}
+
+absl::Status EdgeService::CheckEstimate(grpc::ServerContext* context, Request& r,
+                                        const std::vector<int32_t>& kept) {
+  const auto t = Clock::now();
+  std::vector<int32_t> stop = model::StopTokens(*tokenizer_);
+  for (int id : scout_->config().eos_token_ids) stop.push_back(id);
+  ASSIGN_OR_RETURN(auto probe,
+                   model::QualityProbe::Create(*scout_, *r.pre.cache, r.prompt.tokens.back(),
+                                               options_.estimate_steps, stop));
+  std::vector<std::string> rejected;
+  for (;;) {
+    RETURN_IF_ERROR(CheckAlive(context, "the quality estimate"));
+    ASSIGN_OR_RETURN(const model::QualityEstimate e, probe->Estimate(kept, r.policy.plan));
+    const bool accepted = e.agreement >= options_.estimate_min_agreement &&
+                          (options_.estimate_max_kl <= 0 || e.kl <= options_.estimate_max_kl);
+    kvstream::v1::PlanEstimate& pe = *r.stats.add_estimates();
+    pe.set_point(r.point.label());
+    pe.set_kl(e.kl);
+    pe.set_agreement(e.agreement);
+    pe.set_p_top(e.p_top);
+    pe.set_steps(static_cast<uint32_t>(e.steps));
+    pe.set_accepted(accepted);
+    if (accepted) break;
+    rejected.push_back(r.point.label());
+    // The same selection under the table's other specs, or text.
+    const control::OperatingPoint was = r.point;
+    auto allow = [&](const control::OperatingPoint& p) {
+      if (std::find(rejected.begin(), rejected.end(), p.label()) != rejected.end()) return false;
+      return p.mode == control::Mode::kText ||
+             (p.mode == was.mode && p.selector == was.selector && p.retention == was.retention);
+    };
+    ASSIGN_OR_RETURN(r.policy,
+                     ChooseAdaptive(r.requested, static_cast<int>(r.prompt.tokens.size()),
+                                    r.prompt.spans.context_tokens(), r.stats, allow, &r.point));
+    r.stats.set_decision(absl::StrCat(r.stats.decision(), "; the estimate rejected ",
+                                      absl::StrJoin(rejected, ", ")));
+    if (r.policy.mode == kvstream::v1::MODE_TEXT) {
+      SwitchToText(r);
+      break;
+    }
+    r.stats.set_spec(r.policy.spec);
+  }
+  r.stats.mutable_stages()->set_estimate(Seconds(t, Clock::now()));
+  metrics_->Stage("estimate", r.stats.stages().estimate());
+  return absl::OkStatus();
+}
+
 control::PrefillCost EdgeService::CloudPrefillCost(const kvstream::v1::ModelInfo& m) {
   std::lock_guard<std::mutex> lock(cost_mu_);
   auto it = cloud_prefill_cost_.find(m.name());
@@ -693,9 +753,10 @@ void EdgeService::UpdateLink(const std::vector<uint64_t>& bytes, const std::vect
   metrics_->rtt.Set(link_.rtt_seconds());
 }
 
-absl::StatusOr<ResolvedPolicy> EdgeService::ChooseAdaptive(const ResolvedPolicy& request, int n,
-                                                           int context,
-                                                           kvstream::v1::RequestStats& stats) {
+absl::StatusOr<ResolvedPolicy> EdgeService::ChooseAdaptive(
+    const ResolvedPolicy& request, int n, int context, kvstream::v1::RequestStats& stats,
+    const std::function<bool(const control::OperatingPoint&)>& allow,
+    control::OperatingPoint* chosen) {
   if (options_.quality_table.empty()) {
     return absl::UnimplementedError(
         "policy.mode ADAPTIVE: this edge was started without --quality_table; choose MODE_KV, "
@@ -740,7 +801,7 @@ absl::StatusOr<ResolvedPolicy> EdgeService::ChooseAdaptive(const ResolvedPolicy&
   };
   std::vector<control::OperatingPoint> points;
   for (const control::OperatingPoint& p : options_.quality_table) {
-    if (servable(p.mode)) points.push_back(p);
+    if (servable(p.mode) && (!allow || allow(p))) points.push_back(p);
   }
   if (points.empty()) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -773,6 +834,7 @@ absl::StatusOr<ResolvedPolicy> EdgeService::ChooseAdaptive(const ResolvedPolicy&
   stats.set_decision(absl::StrFormat("%s: %s (link %.1f Mbit/s, rtt %.0f ms)", d.point.label(),
                                      d.reason, link.bandwidth_bps / 1e6, link.rtt_seconds * 1000));
   stats.set_predicted_ttft_seconds(d.prediction.ttft_seconds);
+  if (chosen != nullptr) *chosen = d.point;
   out.replan = true;
   out.predicted_cloud_seconds = d.prediction.cloud_seconds;
   out.planned_bandwidth_bps = link.bandwidth_bps;

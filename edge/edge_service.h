@@ -5,6 +5,7 @@
 // gRPC flow control paces the edge, then Commit) -> relay the cloud's tokens.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -54,6 +55,14 @@ struct EdgeOptions {
   double initial_bandwidth_bps = 100e6;
   double initial_rtt_seconds = 0.02;
   double quality_floor = 0;
+  // Adaptive: before sending a kv / projected plan, rebuild it on the scout and compare
+  // its first `estimate_steps` next-token distributions with the full cache's (0: off).
+  // A plan whose greedy tokens agree less than `estimate_min_agreement`, or whose mean
+  // KL exceeds `estimate_max_kl` (0: no limit), is rejected and the controller chooses
+  // again among the same selection's other specs and text.
+  int estimate_steps = 0;
+  double estimate_min_agreement = 1.0;
+  double estimate_max_kl = 0;
   control::PrefillCost edge_prefill;
   control::PrefillCost edge_prefill_stats;  // while collecting attention statistics
   // Admission control: requests that run the scout (kv, and scout mode with a selector)
@@ -112,8 +121,18 @@ class EdgeService final : public kvstream::v1::EdgeService::Service {
                                                   kvstream::v1::StageSeconds& stages);
   // Adaptive mode: picks a point for `n` prompt tokens (`context` of them context) from
   // the quality table, the link estimate and the measured rates.
-  absl::StatusOr<ResolvedPolicy> ChooseAdaptive(const ResolvedPolicy& request, int n, int context,
-                                                kvstream::v1::RequestStats& stats);
+  // `allow` (may be null) narrows the table's points; the point chosen goes to `chosen`.
+  absl::StatusOr<ResolvedPolicy> ChooseAdaptive(
+      const ResolvedPolicy& request, int n, int context, kvstream::v1::RequestStats& stats,
+      const std::function<bool(const control::OperatingPoint&)>& allow = nullptr,
+      control::OperatingPoint* chosen = nullptr);
+  // Adaptive kv / projected: estimates the chosen plan on the scout (the cache in
+  // `r.pre`, the selection `kept`) and chooses again while the estimate rejects it;
+  // the request may end up in text mode.
+  absl::Status CheckEstimate(grpc::ServerContext* context, Request& r,
+                             const std::vector<int32_t>& kept);
+  // Turns `r` into a text-mode request under its current session id.
+  void SwitchToText(Request& r);
   // Feeds one Transfer's chunk timings (seconds since the request began) to the estimator.
   void UpdateLink(const std::vector<uint64_t>& bytes, const std::vector<double>& sent,
                   const std::vector<double>& acked);

@@ -81,6 +81,17 @@ ABSL_FLAG(double, quality_floor, 0.9,
           "Adaptive: when minimising TTFT, accept points whose expected quality is at least this "
           "share of the "
           "table's best");
+ABSL_FLAG(int, estimate_steps, 4,
+          "Adaptive: before sending a kv / projected plan, rebuild it on the scout as the cloud "
+          "would and compare this many next-token distributions (the prompt's last token, then "
+          "the full cache's greedy tokens) with the full cache's; a plan that fails "
+          "--estimate_min_agreement / --estimate_max_kl is rejected and the controller chooses "
+          "again among the same selection's other specs and text (0: off)");
+ABSL_FLAG(double, estimate_min_agreement, 1.0,
+          "Adaptive: share of the estimate's steps whose greedy token must be the full cache's");
+ABSL_FLAG(double, estimate_max_kl, 0,
+          "Adaptive: largest mean KL divergence (nats per step) from the full cache's "
+          "distributions a plan may show (0: no limit)");
 ABSL_FLAG(double, initial_bandwidth_mbps, 100,
           "Adaptive: bandwidth assumed before any chunk ack was measured");
 ABSL_FLAG(double, initial_rtt_ms, 20, "Adaptive: round-trip time assumed before any was measured");
@@ -151,6 +162,18 @@ int main(int argc, char** argv) {
   if (!on_failure.ok()) return Fail(absl::StrCat("--", on_failure.status().message()));
   options.on_transfer_failure = *on_failure;
   options.transfer_retries = absl::GetFlag(FLAGS_transfer_retries);
+  options.estimate_steps = absl::GetFlag(FLAGS_estimate_steps);
+  options.estimate_min_agreement = absl::GetFlag(FLAGS_estimate_min_agreement);
+  options.estimate_max_kl = absl::GetFlag(FLAGS_estimate_max_kl);
+  if (options.estimate_steps < 0 || options.estimate_steps > 64) {
+    return Fail(absl::StrCat("--estimate_steps: expected 0 to 64, found ", options.estimate_steps));
+  }
+  if (!(options.estimate_min_agreement >= 0 && options.estimate_min_agreement <= 1) ||
+      !(options.estimate_max_kl >= 0)) {
+    return Fail(absl::StrCat(
+        "--estimate_min_agreement: expected 0 to 1, found ", options.estimate_min_agreement,
+        "; --estimate_max_kl: expected >= 0, found ", options.estimate_max_kl));
+  }
   if (options.transfer_retries < 0 || options.transfer_retries > 10) {
     return Fail(
         absl::StrCat("--transfer_retries: expected 0 to 10, found ", options.transfer_retries));

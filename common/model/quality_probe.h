@@ -1,0 +1,59 @@
+// A per-request estimate of what a kv plan does to an answer, measured on the sender's own
+// model before anything is sent. The edge holds the scout's full cache of the prompt; a
+// candidate plan keeps some of its slots and codes them. The probe rebuilds the cache
+// exactly as the receiver would (selection, encode, decode through the chunk path), feeds
+// the prompt's last token and then the full cache's own greedy tokens (teacher forcing),
+// and compares the next-token distributions with the full cache's at each step.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/codec/spec.h"
+#include "common/model/model.h"
+
+namespace kvstream::model {
+
+struct QualityEstimate {
+  double kl = 0;         // mean over steps of KL(full || plan), nats
+  double agreement = 1;  // share of steps whose greedy token is the full cache's
+  double p_top = 1;      // mean over steps of the plan's probability of the full cache's token
+  int steps = 0;
+  double seconds = 0;  // to rebuild the cache and run the steps
+};
+
+class QualityProbe {
+ public:
+  // The reference: a copy of `cache` (the prompt but its last token; not changed, and it
+  // must outlive the probe) fed `last`, then up to `steps` - 1 of its own greedy tokens,
+  // ending at the first of `stop_tokens` it predicts (what follows a stop is never sent
+  // to a client, so it is not compared).
+  static absl::StatusOr<std::unique_ptr<QualityProbe>> Create(
+      Model& model, const KvCache& cache, int32_t last, int steps,
+      const std::vector<int32_t>& stop_tokens = {});
+
+  // The estimate for sending `kept` slots of the cache (strictly increasing; empty: all)
+  // coded under `plan`.
+  absl::StatusOr<QualityEstimate> Estimate(const std::vector<int32_t>& kept,
+                                           const codec::Plan& plan);
+
+  int steps() const { return static_cast<int>(inputs_.size()); }
+  // The full cache's greedy token at each step (ties to the lowest id, as generation).
+  const std::vector<int>& greedy() const { return top_; }
+  double reference_seconds() const { return reference_seconds_; }
+
+ private:
+  QualityProbe(Model& model, const KvCache& cache) : model_(model), cache_(cache) {}
+
+  Model& model_;
+  const KvCache& cache_;
+  std::vector<int32_t> inputs_;                 // token fed at each step
+  std::vector<std::vector<double>> log_probs_;  // the full cache's, per step
+  std::vector<int> top_;                        // its greedy token per step
+  double reference_seconds_ = 0;
+};
+
+}  // namespace kvstream::model

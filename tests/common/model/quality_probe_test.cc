@@ -1,0 +1,136 @@
+// The per-request quality estimate on the bundled scout: exactly no loss for a lossless
+// plan, more loss as the plan's bits drop, and loss when its selection drops slots.
+#include "common/model/quality_probe.h"
+
+#include <gtest/gtest.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/eval/tasks.h"
+#include "common/model/chat.h"
+#include "common/model/generate.h"
+#include "common/model/tokenizer.h"
+
+namespace kvstream::model {
+namespace {
+
+constexpr char kScout[] = "testdata/models/scout";
+
+// Needle prompts as the edge builds them, whole (the last token included).
+std::vector<ChatPrompt> Prompts(int n) {
+  auto tok = Tokenizer::Load(absl::StrCat(kScout, "/tokenizer.json")).value();
+  auto words = eval::LoadWords().value();
+  eval::TaskGenerator gen(
+      words, [&](const std::string& s) { return static_cast<int>(tok->Encode(s, false)->size()); });
+  gen.set_single_token_names(true);
+  eval::TaskOptions o;
+  o.kind = "needle";
+  o.num_examples = n;
+  o.target_tokens = 256;
+  o.seed = 91;
+  std::vector<ChatPrompt> out;
+  for (const eval::Example& ex : gen.Generate(o)) {
+    out.push_back(
+        BuildQaPrompt(*tok, ex.context, ex.question, {"Answer with the value from the context."})
+            .value());
+  }
+  return out;
+}
+
+class QualityProbeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto m = Model::Load(kScout);
+    ASSERT_TRUE(m.ok()) << m.status();
+    model_ = std::move(*m);
+  }
+  // The probe's estimate for each plan, summed over `prompts` (kept: every slot).
+  std::vector<double> SummedKl(const std::vector<ChatPrompt>& prompts,
+                               const std::vector<std::string>& specs) {
+    std::vector<double> kl(specs.size(), 0);
+    for (const ChatPrompt& p : prompts) {
+      const std::vector<int32_t> head(p.tokens.begin(), p.tokens.end() - 1);
+      auto pre = model_->Prefill(head);
+      EXPECT_TRUE(pre.ok());
+      auto probe = QualityProbe::Create(*model_, *pre->cache, p.tokens.back(), 4);
+      EXPECT_TRUE(probe.ok()) << probe.status();
+      for (size_t i = 0; i < specs.size(); ++i) {
+        auto e = (*probe)->Estimate({}, codec::ParsePlan(specs[i]).value());
+        EXPECT_TRUE(e.ok()) << e.status();
+        kl[i] += e->kl;
+      }
+    }
+    return kl;
+  }
+  std::unique_ptr<Model> model_;
+};
+
+TEST_F(QualityProbeTest, LosslessPlanIsExactlyNoLoss) {
+  const ChatPrompt p = Prompts(1).at(0);
+  const std::vector<int32_t> head(p.tokens.begin(), p.tokens.end() - 1);
+  auto pre = model_->Prefill(head);
+  ASSERT_TRUE(pre.ok());
+  const int slots = pre->cache->size();
+  auto probe = QualityProbe::Create(*model_, *pre->cache, p.tokens.back(), 4);
+  ASSERT_TRUE(probe.ok()) << probe.status();
+  EXPECT_EQ((*probe)->steps(), 4);
+  auto e = (*probe)->Estimate({}, codec::ParsePlan("raw").value());
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_EQ(e->kl, 0.0);
+  EXPECT_EQ(e->agreement, 1.0);
+  EXPECT_EQ(e->steps, 4);
+  EXPECT_GT(e->p_top, 0.0);
+  EXPECT_EQ(pre->cache->size(), slots) << "the probe must not change the cache it reads";
+  // The reference's greedy tokens are what generation from the full cache gives.
+  std::vector<int32_t> all(slots);
+  for (int i = 0; i < slots; ++i) all[i] = i;
+  SamplingOptions greedy;
+  greedy.max_new_tokens = 4;
+  auto g = Generate(*model_, *pre->cache->Copy(all).value(), p.tokens.back(), greedy);
+  ASSERT_TRUE(g.ok());
+  ASSERT_EQ(g->tokens.size(), 4u);
+  for (int s = 0; s < 4; ++s) EXPECT_EQ((*probe)->greedy()[s], g->tokens[s]) << s;
+}
+
+TEST_F(QualityProbeTest, LossGrowsAsBitsDrop) {
+  const std::vector<std::string> specs = {"int8", "int4", "int3", "int2", "int1"};
+  const std::vector<double> kl = SummedKl(Prompts(4), specs);
+  for (size_t i = 0; i + 1 < specs.size(); ++i) {
+    EXPECT_LT(kl[i], kl[i + 1]) << specs[i] << " against " << specs[i + 1];
+  }
+  EXPECT_GT(kl[0], 0.0) << "INT8 is not lossless";
+}
+
+TEST_F(QualityProbeTest, DroppedSlotsAreSeen) {
+  const ChatPrompt p = Prompts(1).at(0);
+  const std::vector<int32_t> head(p.tokens.begin(), p.tokens.end() - 1);
+  auto pre = model_->Prefill(head);
+  ASSERT_TRUE(pre.ok());
+  auto probe = QualityProbe::Create(*model_, *pre->cache, p.tokens.back(), 2);
+  ASSERT_TRUE(probe.ok());
+  // Keep the first slot (the attention sink) and then every other slot, every fourth,
+  // every sixteenth: raw values, so only the selection loses.
+  std::vector<double> kl;
+  for (int stride : {1, 2, 4, 16}) {
+    std::vector<int32_t> kept;
+    for (int i = 0; i < pre->cache->size(); i += stride) kept.push_back(i);
+    auto e = (*probe)->Estimate(kept, codec::ParsePlan("raw").value());
+    ASSERT_TRUE(e.ok()) << e.status();
+    kl.push_back(e->kl);
+  }
+  // Dropping slots is seen; how much is not monotone in the stride once the needle's
+  // slots are gone (the distribution is then wrong in different ways).
+  EXPECT_EQ(kl[0], 0.0);
+  for (size_t i = 1; i < kl.size(); ++i) EXPECT_GT(kl[i], 0.01) << i;
+}
+
+TEST_F(QualityProbeTest, BadStepsAreRefused) {
+  const ChatPrompt p = Prompts(1).at(0);
+  const std::vector<int32_t> head(p.tokens.begin(), p.tokens.end() - 1);
+  auto pre = model_->Prefill(head);
+  ASSERT_TRUE(pre.ok());
+  EXPECT_EQ(QualityProbe::Create(*model_, *pre->cache, p.tokens.back(), 0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace kvstream::model
