@@ -140,6 +140,12 @@ int main(int argc, char** argv) {
   if (absl::GetFlag(FLAGS_model).empty())
     return Fail("no --model given; expected at least one NAME=DIR");
   logging::Logf(logging::Level::kInfo, "cloud", "%s", kvstream::base::KeepFreedMemoryForReuse());
+  // Before any model or server thread allocates.
+  if (absl::Status st =
+          kvstream::net::LimitArenasFromFlag("cloud", absl::GetFlag(FLAGS_model_workers));
+      !st.ok()) {
+    return Fail(std::string(st.message()));
+  }
   kvstream::net::ServeOptions so;
   if (absl::Status st = kvstream::net::ApplyDaemonFlags(so); !st.ok()) {
     return Fail(std::string(st.message()));

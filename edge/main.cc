@@ -144,6 +144,12 @@ int main(int argc, char** argv) {
     return Fail(std::string(st.message()));
   }
   logging::Logf(logging::Level::kInfo, "edge", "%s", kvstream::base::KeepFreedMemoryForReuse());
+  // Before any model or server thread allocates.
+  if (absl::Status st =
+          kvstream::net::LimitArenasFromFlag("edge", absl::GetFlag(FLAGS_model_workers));
+      !st.ok()) {
+    return Fail(std::string(st.message()));
+  }
   kvstream::net::ServeOptions so;
   if (absl::Status st = kvstream::net::ApplyDaemonFlags(so); !st.ok()) {
     return Fail(std::string(st.message()));

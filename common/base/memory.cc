@@ -21,4 +21,19 @@ std::string KeepFreedMemoryForReuse() {
 #endif
 }
 
+std::string LimitArenas(int arenas) {
+  if (std::getenv("MALLOC_ARENA_MAX") != nullptr) {
+    return "allocator: MALLOC_ARENA_MAX kept as given";
+  }
+#ifdef M_ARENA_MAX
+  if (mallopt(M_ARENA_MAX, arenas) == 1) {
+    return "allocator: at most " + std::to_string(arenas) + " malloc arenas";
+  }
+  return "allocator: mallopt refused the arena cap; glibc's default in use";
+#else
+  (void)arenas;
+  return "allocator: not glibc; arena count not capped";
+#endif
+}
+
 }  // namespace kvstream::base

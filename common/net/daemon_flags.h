@@ -10,5 +10,8 @@ namespace kvstream::net {
 absl::Status ApplyDaemonFlags(ServeOptions& options);
 // --max_streams_per_peer (0: no cap).
 int MaxStreamsPerPeerFlag();
+// Caps malloc arenas at --malloc_arenas (0: model workers + 1, from `model_workers_flag`
+// or the default split of this machine's cores) and logs it; call first thing in main.
+absl::Status LimitArenasFromFlag(const std::string& component, int model_workers_flag);
 
 }  // namespace kvstream::net
