@@ -206,6 +206,19 @@ TEST_F(DaemonsTest, HealthIsServing) {
   }
 }
 
+// Sends Commit (no chunks) on `stream`, closes its writes, reads it to the end and
+// returns its status.
+grpc::Status CommitAndFinish(grpc::ClientReaderWriter<Uplink, Downlink>& stream) {
+  Uplink commit;
+  commit.mutable_commit()->set_num_chunks(0);
+  stream.Write(commit);
+  stream.WritesDone();
+  Downlink d;
+  while (stream.Read(&d)) {
+  }
+  return stream.Finish();
+}
+
 // Server reflection lists the services. The request is written by hand as protobuf
 // bytes (ServerReflectionRequest.list_services = "", field 7) over a generic stub, so the
 // test needs no copy of reflection.proto (whose message names gRPC's own library holds).
@@ -741,14 +754,7 @@ TEST_F(DaemonsTest, BadRequestsAreInvalidArgumentWithAMessage) {
   // Raw cloud protocol errors.
   grpc::ClientContext ctx;
   auto stream = cloud_stub_->Transfer(&ctx);
-  Uplink commit;
-  commit.mutable_commit()->set_num_chunks(0);
-  stream->Write(commit);
-  stream->WritesDone();
-  Downlink d;
-  while (stream->Read(&d)) {
-  }
-  const grpc::Status st = stream->Finish();
+  const grpc::Status st = CommitAndFinish(*stream);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_NE(st.error_message().find("expected SessionOpen"), std::string::npos)
       << st.error_message();
@@ -832,14 +838,7 @@ TEST_F(DaemonsTest, StreamsPerPeerAreCappedAndReflectionCanBeOff) {
     grpc::ClientContext ctx;
     auto stream = stub->Transfer(&ctx);
     stream->Write(TextOpen(id, "scout"));
-    Uplink commit;
-    commit.mutable_commit()->set_num_chunks(0);
-    stream->Write(commit);
-    stream->WritesDone();
-    Downlink d;
-    while (stream->Read(&d)) {
-    }
-    return stream->Finish();
+    return CommitAndFinish(*stream);
   };
   const grpc::Status third = run("third");
   EXPECT_EQ(third.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << third.error_message();

@@ -58,6 +58,15 @@ double Gauge(int metrics_port, const std::string& name) {
   return std::stod(body.substr(at + name.size() + 2));
 }
 
+// A two-record text question that any daemon pair answers in milliseconds.
+kvstream::v1::AskRequest SmallQuestion() {
+  kvstream::v1::AskRequest req;
+  req.set_context("The code of saddle is shoos. The code of hood is organic.");
+  req.set_question("What is the code of saddle?");
+  req.mutable_policy()->set_max_tokens(2);
+  return req;
+}
+
 class LoadTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -301,10 +310,7 @@ TEST(RecoveryTest, CloudBackAfterAnOutageIsUsedWithinSeconds) {
                   .ok());
   auto stub =
       kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", edge->port)));
-  kvstream::v1::AskRequest req;
-  req.set_context("The code of saddle is shoos. The code of hood is organic.");
-  req.set_question("What is the code of saddle?");
-  req.mutable_policy()->set_max_tokens(2);
+  const kvstream::v1::AskRequest req = SmallQuestion();
   ASSERT_TRUE(net::Ask(*stub, req, Timeout(10)).ok());
 
   ASSERT_TRUE(cloud->process.Stop(20).ok());
@@ -343,10 +349,7 @@ TEST(RecoveryTest, HungCloudFailsRequestsWithinTheKeepalive) {
                   .ok());
   auto stub =
       kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", edge->port)));
-  kvstream::v1::AskRequest req;
-  req.set_context("The code of saddle is shoos. The code of hood is organic.");
-  req.set_question("What is the code of saddle?");
-  req.mutable_policy()->set_max_tokens(2);
+  const kvstream::v1::AskRequest req = SmallQuestion();
   ASSERT_TRUE(net::Ask(*stub, req, Timeout(10)).ok());
 
   ASSERT_EQ(::kill(cloud->process.pid(), SIGSTOP), 0);
