@@ -573,6 +573,9 @@ absl::Status CloudService::RunSession(grpc::ServerContext* context,
   }
   RETURN_IF_ERROR(Open(up.open(), s));
   watch->ExtendBy(options_.idle_timeout_seconds);
+  Downlink opened;
+  opened.mutable_opened();
+  if (!stream->Write(opened)) return Gone(context, "as the session opened");
   logging::Logf(logging::Level::kDebug, "cloud", "session %s open: %s mode, model %s, %zu slots",
                 s.id, ModeLabel(s.mode), s.served->name,
                 s.mode == kvstream::v1::MODE_KV ? s.kept.size() : s.prompt.size());

@@ -117,7 +117,7 @@ struct EdgeService::Metrics {
                 .Add({})),
         rtt(prometheus::BuildGauge()
                 .Name("kvstream_edge_uplink_estimated_rtt_seconds")
-                .Help("Round-trip time estimated from the first chunk's ack delay")
+                .Help("Round-trip time: the fastest SessionOpen -> Opened of recent requests")
                 .Register(r)
                 .Add({})),
         decisions(prometheus::BuildCounter()
@@ -465,7 +465,7 @@ absl::Status EdgeService::Transfer(grpc::ServerContext* context,
     r.stats.set_transfer_attempts(static_cast<uint32_t>(attempt));
     const absl::Status st = TransferOnce(context, writer, r, result);
     if (st.ok()) {
-      UpdateLink(result.chunk_bytes, result.sent, result.acked);
+      UpdateLink(result);
       RecordTransfer(result, r);
       break;
     }
@@ -737,16 +737,24 @@ void EdgeService::ObserveCloudPrefill(const std::string& model, int tokens, doub
   metrics_->prefill_scale.Add({{"kind", "cloud:" + model}}).Set(it->second.scale());
 }
 
-void EdgeService::UpdateLink(const std::vector<uint64_t>& bytes, const std::vector<double>& sent,
-                             const std::vector<double>& acked) {
+void EdgeService::UpdateLink(const CloudTransfer::Result& t) {
+  const std::vector<uint64_t>& bytes = t.chunk_bytes;
+  const std::vector<double>& sent = t.sent;
+  const std::vector<double>& acked = t.acked;
   std::lock_guard<std::mutex> lock(link_mu_);
+  // SessionOpen -> Opened is a round trip with no payload. A cloud that sends no Opened
+  // leaves the round trip to be inferred from the first chunk's ack, which also holds
+  // its transmission: with one small chunk per request that inference fed on itself (an
+  // underestimated bandwidth left a small round trip, which left a low bandwidth).
+  if (t.opened >= 0 && t.open_sent >= 0) link_.AddRttSample(t.opened - t.open_sent);
   // The first chunk's ack delay holds one round trip; later chunks are paced by the link
   // (ack-to-ack gaps).
   if (!bytes.empty() && sent[0] >= 0 && acked[0] >= 0) {
-    const double rtt = link_.rtt_seconds();
     const double bw = link_.has_bandwidth() ? link_.bandwidth_bps() : 0;
-    if (bw > 0) link_.AddRttSample(std::max(0.0, acked[0] - sent[0] - 8.0 * bytes[0] / bw));
-    link_.AddThroughputSample(bytes[0], acked[0] - sent[0] - rtt);  // ignored when <= 0
+    if (t.opened < 0 && bw > 0) {
+      link_.AddRttSample(std::max(0.0, acked[0] - sent[0] - 8.0 * bytes[0] / bw));
+    }
+    link_.AddThroughputSample(bytes[0], acked[0] - sent[0] - link_.rtt_seconds());  // <= 0: none
   }
   control::AddAckGapSamples(link_, bytes, sent, acked);
   if (link_.has_bandwidth()) metrics_->bandwidth.Set(link_.bandwidth_bps() / 8);

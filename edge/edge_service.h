@@ -134,8 +134,7 @@ class EdgeService final : public kvstream::v1::EdgeService::Service {
   // Turns `r` into a text-mode request under its current session id.
   void SwitchToText(Request& r);
   // Feeds one Transfer's chunk timings (seconds since the request began) to the estimator.
-  void UpdateLink(const std::vector<uint64_t>& bytes, const std::vector<double>& sent,
-                  const std::vector<double>& acked);
+  void UpdateLink(const CloudTransfer::Result& transfer);
   // The cloud's GetInfo, fetched on first use and kept (models and rates do not change
   // while a cloud runs; a failed fetch is retried on the next request). No lock is held
   // across the call, so a hung cloud does not serialise requests behind it.

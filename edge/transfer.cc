@@ -39,7 +39,9 @@ void CloudTransfer::Read() {
   while (stream_->Read(&d)) {
     if (first && shaper_ != nullptr) shaper_->Delay();  // downlink one-way delay
     first = false;
-    if (d.has_ack()) {
+    if (d.has_opened()) {
+      result_.opened = Since(Clock::now());
+    } else if (d.has_ack()) {
       result_.last_ack = Clock::now();
       std::lock_guard<std::mutex> lock(mu_);
       if (d.ack().seq() < result_.acked.size())
@@ -68,6 +70,7 @@ bool CloudTransfer::SendOpen(const Uplink& open) {
   const uint64_t bytes = open.ByteSizeLong();
   result_.wire_bytes += bytes;
   uplink_start_ = Since(Clock::now());
+  result_.open_sent = uplink_start_;
   if (shaper_ != nullptr) {
     shaper_->Delay();  // uplink one-way delay
     shaper_->Transmit(bytes);

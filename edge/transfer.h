@@ -38,6 +38,9 @@ class CloudTransfer {
     // -1: never acked), for the link estimator.
     std::vector<uint64_t> chunk_bytes;
     std::vector<double> sent, acked;
+    // SessionOpen's send and the cloud's Opened (seconds since start; -1: none): a round
+    // trip with no payload on it.
+    double open_sent = -1, opened = -1;
   };
 
   // Opens the stream; cancellation and deadline of `server_context` (the client's Ask)

@@ -947,6 +947,14 @@ TEST_F(DaemonsTest, AdaptiveModeMeetsTheTargetOnASlowLink) {
   // machine is loose, so no tighter bound here: bench/ measures it).
   EXPECT_GT(estimate, 2e6 / 8 / 4) << "estimated from acks on a 2 Mbit/s link";
   EXPECT_LT(estimate, 2e6 / 8 * 4);
+  // The round trip is timed SessionOpen -> Opened: both 5 ms one-way delays. (Inferred
+  // from the first chunk's ack, as before Opened existed, it came out near one delay.)
+  const std::string rtt_gauge = "\nkvstream_edge_uplink_estimated_rtt_seconds ";
+  const size_t rtt_at = metrics.body.find(rtt_gauge);
+  ASSERT_NE(rtt_at, std::string::npos);
+  const double rtt = std::stod(metrics.body.substr(rtt_at + rtt_gauge.size()));
+  EXPECT_GE(rtt, 0.0095);
+  EXPECT_LT(rtt, 0.05);
   EXPECT_NE(metrics.body.find("kvstream_edge_adaptive_decisions_total{mode=\"kv\"}"),
             std::string::npos);
   // Each kv request's prefill recalibrated the cost model: the scale of the kind it
