@@ -24,6 +24,7 @@
 #include "common/model/kv_chunks.h"
 #include "common/model/model.h"
 #include "common/model/projection.h"
+#include "common/model/quality_probe.h"
 #include "common/model/tokenizer.h"
 #include "tools/kvstream/commands.h"
 
@@ -45,6 +46,10 @@ ABSL_FLAG(int, max_new_tokens, 8, "Answer length cap");
 ABSL_FLAG(std::string, system, "Answer with the value from the context.", "System prompt");
 ABSL_FLAG(std::string, csv, "", "Write per-variant results as CSV");
 ABSL_FLAG(std::string, json, "", "Write per-variant results as JSON");
+ABSL_FLAG(int, estimate_steps, 0,
+          "eval: also run the edge's per-request quality estimate (this many steps) on every kv "
+          "/ projected variant and report F1 split by whether it accepts the plan (every step's "
+          "greedy token agrees with the full cache's), for calibrating it; 0: off");
 ABSL_FLAG(std::string, low, "int2",
           "profile: the spec one layer at a time is quantized to (the rest lossless)");
 ABSL_FLAG(std::string, base, "int4",
@@ -68,6 +73,16 @@ struct Variant {
   double cloud_seconds =
       0;  // the answering side's work before decoding: prefill, rebuild, projection
   int n = 0;
+  // --estimate_steps: examples the estimate accepted / rejected, their F1, and its KL.
+  int est_accepted = 0, est_rejected = 0;
+  double f1_accepted = 0, f1_rejected = 0, est_kl = 0;
+  std::string EstimateColumns() const {
+    const int m = est_accepted + est_rejected;
+    if (m == 0) return ",,,,";
+    return absl::StrFormat(",%.4f,%.4f,%.4f,%.5f", static_cast<double>(est_accepted) / m,
+                           est_accepted ? f1_accepted / est_accepted : 0.0,
+                           est_rejected ? f1_rejected / est_rejected : 0.0, est_kl / m);
+  }
   // Half-width of the normal-approximation 95% interval of the mean F1.
   double f1_ci95() const {
     if (n < 2) return 0;
@@ -76,19 +91,64 @@ struct Variant {
   }
 };
 
+// --estimate_steps: folds the edge's quality estimate of sending `kept` slots under
+// `v.plan`, and the F1 the variant's answer got, into `v`.
+absl::Status RecordEstimate(model::QualityProbe& probe, const std::vector<int32_t>& kept, double f1,
+                            Variant& v) {
+  ASSIGN_OR_RETURN(const model::QualityEstimate e, probe.Estimate(kept, v.plan));
+  v.est_kl += e.kl;
+  if (e.agreement >= 1.0) {
+    ++v.est_accepted;
+    v.f1_accepted += f1;
+  } else {
+    ++v.est_rejected;
+    v.f1_rejected += f1;
+  }
+  return absl::OkStatus();
+}
+
+// --estimate_steps: how often the edge's estimate accepts each kv / projected variant and
+// the F1 of the answers it accepted and rejected (printed, and added to `rows`).
+void PrintEstimates(const std::vector<Variant>& vs, nlohmann::json& rows) {
+  if (absl::GetFlag(FLAGS_estimate_steps) <= 0) return;
+  std::printf("\nquality estimate (%d steps; accepted: every step's greedy token agrees)\n",
+              absl::GetFlag(FLAGS_estimate_steps));
+  std::printf("%-9s %-12s %5s %-28s %9s %12s %12s %9s\n", "mode", "select", "keep", "spec",
+              "accepted", "F1 accepted", "F1 rejected", "mean KL");
+  for (size_t i = 0; i < vs.size(); ++i) {
+    const Variant& v = vs[i];
+    const int m = v.est_accepted + v.est_rejected;
+    if (m == 0) continue;
+    const double acc = v.est_accepted ? v.f1_accepted / v.est_accepted : 0.0;
+    const double rej = v.est_rejected ? v.f1_rejected / v.est_rejected : 0.0;
+    std::printf("%-9s %-12s %5.2f %-28s %9.3f %12s %12s %9.4f\n", v.mode.c_str(),
+                v.selector.c_str(), v.retention, v.spec.c_str(),
+                static_cast<double>(v.est_accepted) / m,
+                v.est_accepted ? absl::StrFormat("%.3f (%d)", acc, v.est_accepted).c_str() : "-",
+                v.est_rejected ? absl::StrFormat("%.3f (%d)", rej, v.est_rejected).c_str() : "-",
+                v.est_kl / m);
+    rows[i]["est_accepted"] = v.est_accepted;
+    rows[i]["est_rejected"] = v.est_rejected;
+    rows[i]["f1_when_accepted"] = acc;
+    rows[i]["f1_when_rejected"] = rej;
+    rows[i]["est_kl"] = v.est_kl / m;
+  }
+}
+
 std::string Csv(const std::vector<Variant>& vs, double base_f1) {
   std::string out =
       "mode,selector,retention,spec,n,exact_match,f1,share_of_full_f1,wire_bytes,bandwidth_share,"
       "kept_context_tokens,"
-      "context_tokens,cloud_ms,f1_ci95\n";
+      "context_tokens,cloud_ms,f1_ci95,est_accept_share,f1_when_accepted,f1_when_rejected,"
+      "est_kl\n";
   for (const Variant& v : vs) {
     if (v.n == 0) continue;
     absl::StrAppendFormat(&out,
-                          "%s,%s,%.2f,\"%s\",%d,%.4f,%.4f,%.4f,%.0f,%.5f,%.1f,%.1f,%.3f,%.4f\n",
+                          "%s,%s,%.2f,\"%s\",%d,%.4f,%.4f,%.4f,%.0f,%.5f,%.1f,%.1f,%.3f,%.4f%s\n",
                           v.mode, v.selector, v.retention, v.spec, v.n, v.em / v.n, v.f1 / v.n,
                           base_f1 > 0 ? (v.f1 / v.n) / base_f1 : 0.0, v.wire / v.n,
                           v.bytes16 > 0 ? v.wire / v.bytes16 : 0.0, v.kept / v.n, v.context / v.n,
-                          1e3 * v.cloud_seconds / v.n, v.f1_ci95());
+                          1e3 * v.cloud_seconds / v.n, v.f1_ci95(), v.EstimateColumns());
   }
   return out;
 }
@@ -212,6 +272,18 @@ absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
     if (scout != nullptr) {
       ASSIGN_OR_RETURN(scout_pre, model::PrefillForSelection(*scout, prompt.tokens, prompt.spans));
     }
+    // The edge's estimate probes the cache that is sent: --model's own (kv), the scout's
+    // (projected).
+    std::unique_ptr<model::QualityProbe> own_probe, scout_probe;
+    if (const int steps = absl::GetFlag(FLAGS_estimate_steps); steps > 0) {
+      std::vector<int32_t> stop = sampling.stop_tokens;
+      ASSIGN_OR_RETURN(own_probe,
+                       model::QualityProbe::Create(*answerer, *full.cache, last, steps, stop));
+      if (scout != nullptr) {
+        ASSIGN_OR_RETURN(scout_probe,
+                         model::QualityProbe::Create(*scout, *scout_pre.cache, last, steps, stop));
+      }
+    }
     const double bytes16_full = 2.0 * 2 * answerer->config().num_layers *
                                 answerer->config().num_kv_heads * head.size() *
                                 answerer->config().head_dim;
@@ -281,6 +353,10 @@ absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
       }
       v.em += eval::ExactMatch(answer, ex.answers);
       const double f1 = eval::TokenF1(answer, ex.answers);
+      model::QualityProbe* probe = v.mode == "kv"          ? own_probe.get()
+                                   : v.mode == "projected" ? scout_probe.get()
+                                                           : nullptr;
+      if (probe != nullptr) RETURN_IF_ERROR(RecordEstimate(*probe, sel.kept, f1, v));
       v.f1 += f1;
       v.f1_sq += f1 * f1;
       v.wire += wire;
@@ -327,6 +403,7 @@ absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
                     {"context_tokens", v.context / v.n},
                     {"cloud_ms", 1e3 * v.cloud_seconds / v.n}});
   }
+  PrintEstimates(variants, rows);
   if (!absl::GetFlag(FLAGS_json).empty())
     std::ofstream(absl::GetFlag(FLAGS_json)) << rows.dump(1) << "\n";
   return variants;
