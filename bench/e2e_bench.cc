@@ -52,7 +52,7 @@ ABSL_FLAG(std::string, projection, "testdata/projections/scout_to_large.safetens
           "Projection the cloud serves for projected policies (scout -> large)");
 ABSL_FLAG(int, estimate_steps, 4,
           "Edge --estimate_steps: adaptive checks its kv plan on the scout first (0: off)");
-ABSL_FLAG(std::string, quality_table, "testdata/quality/tiny_needle512.json",
+ABSL_FLAG(std::string, quality_table, "testdata/quality/tiny_mixed.json",
           "Quality table for adaptive");
 ABSL_FLAG(double, emulate_prefill_tps, 0, "Cloud: emulate this prefill rate (tokens/s; 0: real)");
 ABSL_FLAG(double, emulate_decode_tps, 0, "Cloud: emulate this decode rate (tokens/s; 0: real)");

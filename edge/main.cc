@@ -71,7 +71,7 @@ ABSL_FLAG(std::string, uplink_trace, "",
           "overrides --uplink_mbps");
 ABSL_FLAG(double, one_way_delay_ms, 0,
           "Emulated one-way delay, added to the first message each way per request");
-ABSL_FLAG(std::string, quality_table, "testdata/quality/tiny_needle512.json",
+ABSL_FLAG(std::string, quality_table, "testdata/quality/tiny_mixed.json",
           "JSON operating points with expected quality for adaptive mode, measured for the --scout "
           "/ --cloud_model "
           "pair (bench/make_quality_table.sh; empty: adaptive requests are UNIMPLEMENTED)");

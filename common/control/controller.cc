@@ -220,6 +220,22 @@ absl::StatusOr<int> ReplanRung(const std::vector<std::string>& ladder, int curre
   return static_cast<int>(ladder.size()) - 1;
 }
 
+namespace {
+// Rows for the same point measured on several task kinds become one point at the lowest
+// quality any kind gave: without a per-request estimate the controller cannot know which
+// kind a request is, so it assumes the hardest.
+void MergeConservatively(const OperatingPoint& p, std::vector<OperatingPoint>& points) {
+  for (OperatingPoint& q : points) {
+    if (q.mode == p.mode && q.selector == p.selector && q.retention == p.retention &&
+        q.spec == p.spec) {
+      q.quality = std::min(q.quality, p.quality);
+      return;
+    }
+  }
+  points.push_back(p);
+}
+}  // namespace
+
 absl::StatusOr<std::vector<OperatingPoint>> ParseQualityTable(const std::string& json,
                                                               const std::string& source) {
   nlohmann::json j = nlohmann::json::parse(json, nullptr, false);
@@ -270,7 +286,11 @@ absl::StatusOr<std::vector<OperatingPoint>> ParseQualityTable(const std::string&
         return absl::InvalidArgumentError(
             absl::StrCat(where(), ": spec: ", plan.status().message()));
     }
-    out.push_back(p);
+    if (e.contains("kind") && !(e["kind"].is_string() && !e["kind"].get<std::string>().empty())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where(), ": kind must be a non-empty string (the task kind measured)"));
+    }
+    MergeConservatively(p, out);
   }
   if (out.empty()) return absl::InvalidArgumentError(absl::StrCat(source, ": no operating points"));
   return out;

@@ -160,7 +160,9 @@ absl::StatusOr<int> ReplanRung(const std::vector<std::string>& ladder, int curre
 
 // Quality table: JSON [{"mode": "kv" (or "projected", "scout", "text"), "selector": "q2c",
 // "retention": 0.5, "spec": "int4", "quality": 0.55}, ...]; "f1" stands in for "quality", so
-// `kvstream eval --json` output is a table. `source` names the file in errors.
+// `kvstream eval --json` output is a table. A row may name the task kind it was measured
+// on ("kind": "needle"); rows for one point from several kinds become one point at the
+// lowest quality among them. `source` names the file in errors.
 absl::StatusOr<std::vector<OperatingPoint>> ParseQualityTable(const std::string& json,
                                                               const std::string& source);
 absl::StatusOr<std::vector<OperatingPoint>> LoadQualityTable(const std::string& path);

@@ -984,7 +984,7 @@ TEST_F(DaemonsTest, AdaptiveModeSendsTextOnASlowLinkWhenTextAnswersAsWell) {
       StartDaemon(edge, *work_, "edge-adaptive-text", "kvstream-edge",
                   {absl::StrCat("--scout=", kScout),
                    absl::StrCat("--cloud=127.0.0.1:", cloud_->port), "--cloud_model=large",
-                   "--uplink_mbps=2", "--quality_table=testdata/quality/tiny_needle512.json",
+                   "--uplink_mbps=2", "--quality_table=testdata/quality/tiny_mixed.json",
                    "--mode=adaptive", "--initial_bandwidth_mbps=2"})
           .ok());
   auto stub =

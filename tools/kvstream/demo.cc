@@ -27,7 +27,7 @@ ABSL_FLAG(int, daemon_threads, 0,
           "libtorch threads per model worker in each daemon (0: the daemon's default)");
 ABSL_FLAG(std::string, demo_projection, "testdata/projections/scout_to_large.safetensors",
           "Projection the cloud serves for the projected rows (kvstream fit-projection)");
-ABSL_FLAG(std::string, demo_quality_table, "testdata/quality/tiny_needle512.json",
+ABSL_FLAG(std::string, demo_quality_table, "testdata/quality/tiny_mixed.json",
           "Quality table the edge's adaptive mode uses (the demo's last row)");
 
 namespace kvstream::cli {

@@ -283,6 +283,29 @@ TEST(LinkEstimatorTest, AckGapSamplesSkipTheFirstChunkAndUnackedOnes) {
   EXPECT_FALSE(none.has_bandwidth());
 }
 
+TEST(QualityTableTest, RowsFromSeveralKindsKeepTheLowestQuality) {
+  auto t = ParseQualityTable(R"([
+    {"mode": "kv", "spec": "int2", "quality": 1.0, "kind": "needle"},
+    {"mode": "kv", "spec": "int2", "quality": 0.6, "kind": "single"},
+    {"mode": "kv", "spec": "int4", "quality": 0.97, "kind": "single"},
+    {"mode": "kv", "spec": "int4", "quality": 1.0, "kind": "needle"},
+    {"mode": "kv", "selector": "q2c", "retention": 0.5, "spec": "int2", "quality": 0.9,
+     "kind": "needle"},
+    {"mode": "text", "quality": 1.0, "kind": "needle"}])",
+                             "t.json");
+  ASSERT_TRUE(t.ok()) << t.status();
+  ASSERT_EQ(t->size(), 4u);
+  EXPECT_EQ((*t)[0].spec, "int2");
+  EXPECT_DOUBLE_EQ((*t)[0].quality, 0.6);
+  EXPECT_EQ((*t)[1].spec, "int4");
+  EXPECT_DOUBLE_EQ((*t)[1].quality, 0.97);
+  EXPECT_EQ((*t)[2].selector, select::Policy::kQ2C) << "another selection is another point";
+  EXPECT_DOUBLE_EQ((*t)[2].quality, 0.9);
+  auto bad = ParseQualityTable(R"([{"mode": "text", "quality": 1, "kind": 3}])", "t.json");
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("t.json[0]: kind"), std::string::npos) << bad.status();
+}
+
 TEST(QualityTableTest, ParsesAndRejectsWithThePlace) {
   auto t = ParseQualityTable(
       R"([{"mode": "text", "quality": 0.1}, {"mode": "kv", "selector": "q2c", "retention": 0.5, "spec": "int4", "quality": 0.55}])",
