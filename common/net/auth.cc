@@ -9,8 +9,10 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/base/quote.h"
 #include "common/base/status.h"
 
 namespace kvstream::net {
@@ -30,7 +32,33 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what) 
   return ss.str();
 }
 
+// One "key=value" right or quota of a token file line, into `t`.
+absl::Status ParseRight(absl::string_view field, Tenant& t) {
+  const size_t eq = field.find('=');
+  const absl::string_view key = field.substr(0, eq);
+  const absl::string_view value = eq == absl::string_view::npos ? "" : field.substr(eq + 1);
+  uint64_t n = 0;
+  if (key == "models" && !value.empty()) {
+    for (absl::string_view m : absl::StrSplit(value, ',', absl::SkipEmpty()))
+      t.models.emplace_back(m);
+    return absl::OkStatus();
+  }
+  if ((key == "max_sessions" || key == "max_cache_bytes") && absl::SimpleAtoi(value, &n) && n > 0 &&
+      (key != "max_sessions" || n <= 1000000)) {
+    if (key == "max_sessions") t.max_sessions = static_cast<uint32_t>(n);
+    if (key == "max_cache_bytes") t.max_cache_bytes = n;
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("expected models=A,B, max_sessions=N or max_cache_bytes=N (N > 0), found ",
+                   base::Quote(field)));
+}
+
 }  // namespace
+
+bool Tenant::MayUse(const std::string& model) const {
+  return models.empty() || std::find(models.begin(), models.end(), model) != models.end();
+}
 
 std::string Sha256Hex(absl::string_view data) { return absl::BytesToHexString(Sha256Raw(data)); }
 
@@ -43,17 +71,27 @@ absl::StatusOr<std::vector<TokenAuthenticator::Entry>> TokenAuthenticator::Parse
     ++line_no;
     line = absl::StripAsciiWhitespace(line);
     if (line.empty() || line[0] == '#') continue;
-    const std::vector<absl::string_view> fields = absl::StrSplit(line, ' ', absl::SkipWhitespace());
-    const bool hex = fields.size() == 2 && fields[1].size() == 64 &&
+    const std::vector<absl::string_view> fields =
+        absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipWhitespace());
+    const bool hex = fields.size() >= 2 && fields[1].size() == 64 &&
                      std::all_of(fields[1].begin(), fields[1].end(),
                                  [](char c) { return absl::ascii_isxdigit(c); });
     if (!hex) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ":", line_no, ": expected 'TENANT SHA256HEX' (64 hex digits), found ",
-                       fields.size(), " fields"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ":", line_no,
+          ": expected 'TENANT SHA256HEX [models=A,B] [max_sessions=N] [max_cache_bytes=N]' (64 "
+          "hex digits), found ",
+          fields.size(), " fields"));
     }
-    entries.push_back(
-        {std::string(fields[0]), absl::HexStringToBytes(absl::AsciiStrToLower(fields[1]))});
+    Entry e;
+    e.tenant.name = std::string(fields[0]);
+    e.hash = absl::HexStringToBytes(absl::AsciiStrToLower(fields[1]));
+    for (size_t f = 2; f < fields.size(); ++f) {
+      if (absl::Status st = ParseRight(fields[f], e.tenant); !st.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(path, ":", line_no, ": ", st.message()));
+      }
+    }
+    entries.push_back(std::move(e));
   }
   return entries;
 }
@@ -79,7 +117,7 @@ size_t TokenAuthenticator::size() const {
   return entries_.size();
 }
 
-absl::StatusOr<std::string> TokenAuthenticator::Check(const grpc::ServerContext& context) const {
+absl::StatusOr<Tenant> TokenAuthenticator::Check(const grpc::ServerContext& context) const {
   const auto& md = context.client_metadata();
   const auto it = md.find("authorization");
   if (it == md.end()) {
@@ -91,9 +129,13 @@ absl::StatusOr<std::string> TokenAuthenticator::Check(const grpc::ServerContext&
   if (value.substr(0, kBearer.size()) != kBearer || value.size() == kBearer.size()) {
     return absl::UnauthenticatedError("authorization metadata: expected 'Bearer TOKEN'");
   }
-  const std::string presented = Sha256Raw(value.substr(kBearer.size()));
+  return Lookup(value.substr(kBearer.size()));
+}
+
+absl::StatusOr<Tenant> TokenAuthenticator::Lookup(absl::string_view token) const {
+  const std::string presented = Sha256Raw(token);
   std::lock_guard<std::mutex> lock(mu_);
-  const std::string* tenant = nullptr;
+  const Tenant* tenant = nullptr;
   for (const Entry& e : entries_) {  // every entry, whatever matches: no early exit
     if (CRYPTO_memcmp(e.hash.data(), presented.data(), presented.size()) == 0) tenant = &e.tenant;
   }

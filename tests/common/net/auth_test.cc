@@ -24,16 +24,46 @@ TEST(AuthTest, TokenFilesAreCheckedLineByLine) {
       "ok", "# comment\n\nalpha " + Sha256Hex("a") + "\nbeta   " + Sha256Hex("b") + "  \n"));
   ASSERT_TRUE(ok.ok()) << ok.status();
   EXPECT_EQ((*ok)->size(), 2u);
-  for (const std::string& bad :
-       std::vector<std::string>{"alpha\n", "alpha xyz\n", "alpha " + Sha256Hex("a") + " extra\n",
-                                "alpha " + Sha256Hex("a").substr(1) + "\n"}) {
+  for (const std::string& bad : std::vector<std::string>{
+           "alpha\n", "alpha xyz\n", "alpha " + Sha256Hex("a").substr(1) + "\n"}) {
     auto r = TokenAuthenticator::Load(TempFile("bad", "# first\n" + bad));
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad;
-    EXPECT_NE(r.status().message().find(":2: expected 'TENANT SHA256HEX'"), std::string::npos)
+    EXPECT_NE(r.status().message().find(":2: expected 'TENANT SHA256HEX [models=A,B]"),
+              std::string::npos)
         << r.status();
   }
   EXPECT_EQ(TokenAuthenticator::Load("/nonexistent/tokens").status().code(),
             absl::StatusCode::kNotFound);
+}
+
+TEST(AuthTest, TokensCarryTheirTenantsRightsAndQuotas) {
+  auto a = TokenAuthenticator::Load(
+      TempFile("rights", "lab " + Sha256Hex("l") +
+                             " models=large,scout max_sessions=4\tmax_cache_bytes=268435456\n" +
+                             "open " + Sha256Hex("o") + "\n"));
+  ASSERT_TRUE(a.ok()) << a.status();
+  auto lab = (*a)->Lookup("l");
+  ASSERT_TRUE(lab.ok()) << lab.status();
+  EXPECT_EQ(lab->name, "lab");
+  EXPECT_EQ(lab->models, (std::vector<std::string>{"large", "scout"}));
+  EXPECT_EQ(lab->max_sessions, 4u);
+  EXPECT_EQ(lab->max_cache_bytes, 268435456u);
+  EXPECT_TRUE(lab->MayUse("large"));
+  EXPECT_FALSE(lab->MayUse("huge"));
+  auto open = (*a)->Lookup("o");
+  ASSERT_TRUE(open.ok());
+  EXPECT_TRUE(open->MayUse("anything")) << "no models= list: every model";
+  EXPECT_EQ(open->max_sessions, 0u);
+  EXPECT_EQ((*a)->Lookup("nope").status().code(), absl::StatusCode::kUnauthenticated);
+  for (const std::string& bad : {std::string(" extra"), std::string(" max_sessions=0"),
+                                 std::string(" max_cache_bytes=-1"), std::string(" models=")}) {
+    auto r = TokenAuthenticator::Load(TempFile("badright", "x " + Sha256Hex("x") + bad + "\n"));
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(r.status().message().find(":1: expected models=A,B, max_sessions=N or "
+                                        "max_cache_bytes=N"),
+              std::string::npos)
+        << r.status();
+  }
 }
 
 TEST(AuthTest, ReloadKeepsTheOldTokensWhenTheFileIsBad) {
