@@ -254,6 +254,16 @@ absl::StatusOr<std::vector<OperatingPoint>> ParseQualityTable(const std::string&
       return absl::InvalidArgumentError(
           absl::StrCat(where(), ": expected {\"mode\", \"quality\" or \"f1\", ...}"));
     }
+    for (const char* key : {"selector", "spec"}) {
+      if (e.contains(key) && !e[key].is_string()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where(), ": ", key, " must be a string, found ", e[key].type_name()));
+      }
+    }
+    if (e.contains("retention") && !e["retention"].is_number()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where(), ": retention must be a number, found ", e["retention"].type_name()));
+    }
     OperatingPoint p;
     const std::string mode = e["mode"];
     if (mode == "text")
