@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "cloud/session_open.h"
 #include "common/base/log.h"
 #include "common/base/status.h"
 #include "common/codec/positions.h"
@@ -348,12 +349,7 @@ grpc::Status CloudService::GetInfo(grpc::ServerContext* context,
 absl::Status CloudService::Open(const kvstream::v1::SessionOpen& open, Session& s) {
   s.id = open.session_id();
   s.mode = open.mode();
-  if (s.mode != kvstream::v1::MODE_KV && s.mode != kvstream::v1::MODE_SCOUT &&
-      s.mode != kvstream::v1::MODE_TEXT && s.mode != kvstream::v1::MODE_PROJECTED) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "SessionOpen.mode: expected MODE_KV, MODE_PROJECTED, MODE_SCOUT or MODE_TEXT, found ",
-        kvstream::v1::Mode_Name(s.mode)));
-  }
+  RETURN_IF_ERROR(CheckSessionMode(s.mode));
   auto served_list = [&] {
     std::vector<std::string> names;
     for (const ServedModel& m : models_)
@@ -368,20 +364,6 @@ absl::Status CloudService::Open(const kvstream::v1::SessionOpen& open, Session& 
       return absl::FailedPreconditionError(
           absl::StrCat("kv mode needs the sender's model here: fingerprint '",
                        open.model_fingerprint(), "' is not served (serving ", served_list(), ")"));
-    }
-    const model::ModelConfig& c = s.served->model->config();
-    const kvstream::v1::ModelDims& d = open.dims();
-    const std::pair<const char*, std::pair<uint32_t, int>> dims[] = {
-        {"num_layers", {d.num_layers(), c.num_layers}},
-        {"num_kv_heads", {d.num_kv_heads(), c.num_kv_heads}},
-        {"head_dim", {d.head_dim(), c.head_dim}},
-    };
-    for (const auto& [field, v] : dims) {
-      if (static_cast<int64_t>(v.first) != v.second) {
-        return absl::FailedPreconditionError(absl::StrCat("SessionOpen.dims.", field, " is ",
-                                                          v.first, " but model '", s.served->name,
-                                                          "' has ", v.second));
-      }
     }
   } else {
     if (open.model_name().empty()) {
@@ -399,86 +381,20 @@ absl::Status CloudService::Open(const kvstream::v1::SessionOpen& open, Session& 
     if (s.mode == kvstream::v1::MODE_PROJECTED) RETURN_IF_ERROR(OpenProjected(open, s));
   }
   const model::ModelConfig& c = s.served->model->config();
-  const uint32_t max_tokens =
-      open.max_tokens() == 0 ? options_.default_new_tokens : open.max_tokens();
-  if (max_tokens > options_.max_new_tokens) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "max_tokens is ", max_tokens, "; this cloud allows at most ", options_.max_new_tokens));
-  }
-  if (!(open.temperature() >= 0) || !std::isfinite(open.temperature()) || !(open.top_p() >= 0) ||
-      open.top_p() > 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("temperature must be >= 0 and top_p in [0, 1] (0: 1), found ",
-                     open.temperature(), " and ", open.top_p()));
-  }
-  s.sampling.max_new_tokens = static_cast<int>(max_tokens);
-  s.sampling.temperature = open.temperature();
-  s.sampling.top_p = open.top_p() == 0 ? 1.0 : open.top_p();
-  s.sampling.seed = open.seed();
+  ASSIGN_OR_RETURN(CheckedOpen checked,
+                   CheckSessionOpen(open, c, s.served->name,
+                                    {options_.max_new_tokens, options_.default_new_tokens}));
+  s.sampling.max_new_tokens = checked.max_new_tokens;
+  s.sampling.temperature = checked.temperature;
+  s.sampling.top_p = checked.top_p;
+  s.sampling.seed = checked.seed;
   s.sampling.stop_tokens = s.served->stop_tokens;
-
-  uint64_t slots = 0;
-  const bool cache_sent = s.mode == kvstream::v1::MODE_KV || s.mode == kvstream::v1::MODE_PROJECTED;
-  if (cache_sent) {
-    if (open.last_token() < 0 || open.last_token() >= c.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "SessionOpen.last_token is ", open.last_token(), ", expected 0..", c.vocab_size - 1));
-    }
-    if (open.next_position() == 0 || open.num_slots() == 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("kv mode needs num_slots > 0 and next_position > 0, found ",
-                       open.num_slots(), " and ", open.next_position()));
-    }
-    // Checked before any narrowing: a position past the model's is refused, not wrapped.
-    if (open.next_position() >= static_cast<uint32_t>(c.max_position_embeddings) ||
-        open.num_slots() > open.next_position()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "SessionOpen.next_position is ", open.next_position(), " with ", open.num_slots(),
-          " slots; model '", s.served->name, "' allows positions below ", c.max_position_embeddings,
-          " and at most one slot per position"));
-    }
-    s.last_token = open.last_token();
-    s.next_position = static_cast<int>(open.next_position());
-    auto kept =
-        codec::DecodePositions(open.kept_positions(), open.num_slots(), open.next_position());
-    if (!kept.ok())
-      return absl::InvalidArgumentError(
-          absl::StrCat("SessionOpen.kept_positions: ", kept.status().message()));
-    s.kept = std::move(*kept);
-    slots = open.num_slots();
-  } else {
-    if (open.prompt_tokens_size() < 2) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("SessionOpen.prompt_tokens has ", open.prompt_tokens_size(),
-                       " tokens; expected the whole prompt (at least 2)"));
-    }
-    s.prompt.assign(open.prompt_tokens().begin(), open.prompt_tokens().end());
-    for (size_t i = 0; i < s.prompt.size(); ++i) {
-      if (s.prompt[i] < 0 || s.prompt[i] >= c.vocab_size) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("SessionOpen.prompt_tokens[", i, "] is ", s.prompt[i], ", expected 0..",
-                         c.vocab_size - 1, " for model '", s.served->name, "'"));
-      }
-    }
-    s.last_token = s.prompt.back();
-    s.next_position = static_cast<int>(s.prompt.size()) - 1;
-    if (s.mode == kvstream::v1::MODE_SCOUT && !open.kept_positions().empty()) {
-      auto kept = codec::DecodePositions(open.kept_positions(), open.num_slots(), s.next_position);
-      if (!kept.ok()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("SessionOpen.kept_positions: ", kept.status().message()));
-      }
-      s.kept = std::move(*kept);
-      slots = s.kept.size();
-    } else {
-      slots = s.prompt.size() - 1;
-    }
-  }
-  if (static_cast<int64_t>(s.next_position) + max_tokens >= c.max_position_embeddings) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "prompt of ", s.next_position + 1, " tokens plus max_tokens ", max_tokens,
-        " exceeds model '", s.served->name, "''s ", c.max_position_embeddings, " positions"));
-  }
+  s.prompt = std::move(checked.prompt);
+  s.kept = std::move(checked.kept);
+  s.last_token = checked.last_token;
+  s.next_position = checked.next_position;
+  const uint64_t slots = checked.slots;
+  const uint64_t max_tokens = static_cast<uint64_t>(checked.max_new_tokens);
   const uint64_t elem = s.served->model->is_bf16() ? 2 : 4;
   uint64_t bytes =
       (slots + max_tokens + 1) * c.num_layers * 2ull * c.num_kv_heads * c.head_dim * elem;

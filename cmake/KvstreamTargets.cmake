@@ -33,3 +33,15 @@ function(kvstream_test name)
   endif()
   set_tests_properties(${name} PROPERTIES LABELS "${ARG_LABELS}" TIMEOUT ${ARG_TIMEOUT})
 endfunction()
+
+# kvstream_fuzzer(<name> SOURCES ... DEPS ...): one libFuzzer target (-DKVSTREAM_FUZZ=ON,
+# clang). Its committed corpus runs as a unit test in every build (tests/, beside the
+# target's own tests), so define the target only here and the test there.
+function(kvstream_fuzzer name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;DEPS" ${ARGN})
+  add_executable(${name} ${ARG_SOURCES})
+  kvstream_setup(${name})
+  target_compile_options(${name} PRIVATE -fsanitize=fuzzer,address,undefined)
+  target_link_options(${name} PRIVATE -fsanitize=fuzzer,address,undefined)
+  target_link_libraries(${name} PRIVATE ${ARG_DEPS})
+endfunction()

@@ -13,18 +13,23 @@ void PutVarint(uint64_t v, std::string* out) {
   out->push_back(static_cast<char>(v));
 }
 
-bool GetVarint(absl::string_view* in, uint64_t* v) {
+enum class Varint { kOk, kBad, kNotShortest };
+
+Varint GetVarint(absl::string_view* in, uint64_t* v) {
   uint64_t result = 0;
   for (int shift = 0; shift <= 35 && !in->empty(); shift += 7) {
     const auto byte = static_cast<uint8_t>(in->front());
     in->remove_prefix(1);
     result |= static_cast<uint64_t>(byte & 0x7f) << shift;
     if (!(byte & 0x80)) {
+      // A last byte of 0 after others adds nothing: the value has a shorter encoding.
+      // Refused so that positions have one encoding, the one EncodePositions writes.
+      if (byte == 0 && shift > 0) return Varint::kNotShortest;
       *v = result;
-      return true;
+      return Varint::kOk;
     }
   }
-  return false;  // truncated, or longer than 5 bytes (a 32-bit value never needs more)
+  return Varint::kBad;  // truncated, or longer than 5 bytes (a 32-bit value never needs more)
 }
 
 }  // namespace
@@ -50,10 +55,16 @@ absl::StatusOr<std::vector<int32_t>> DecodePositions(absl::string_view bytes, ui
   out.reserve(count);
   int64_t prev = -1;
   for (uint32_t i = 0; i < count; ++i) {
-    uint64_t v;
-    if (!GetVarint(&bytes, &v)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("positions: varint ", i, " of ", count, " is truncated or overlong"));
+    uint64_t v = 0;
+    switch (GetVarint(&bytes, &v)) {
+      case Varint::kOk:
+        break;
+      case Varint::kBad:
+        return absl::InvalidArgumentError(
+            absl::StrCat("positions: varint ", i, " of ", count, " is truncated or overlong"));
+      case Varint::kNotShortest:
+        return absl::InvalidArgumentError(absl::StrCat(
+            "positions: varint ", i, " of ", count, " is not in its shortest form (ends in 0x00)"));
     }
     if (i > 0 && v == 0) {
       return absl::InvalidArgumentError(

@@ -15,7 +15,8 @@ namespace kvstream::codec {
 std::string EncodePositions(const std::vector<int32_t>& positions);
 
 // Decodes exactly `count` positions, all < `limit`; rejects truncated or overlong varints,
-// trailing bytes and gaps of 0.
+// varints not in their shortest form (so a list of positions has one encoding), trailing
+// bytes and gaps of 0.
 absl::StatusOr<std::vector<int32_t>> DecodePositions(absl::string_view bytes, uint32_t count,
                                                      int64_t limit);
 

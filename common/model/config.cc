@@ -64,6 +64,10 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(absl::string_view text,
   c.num_kv_heads = c.num_heads;
   RETURN_IF_ERROR(get_int("num_key_value_heads", &c.num_kv_heads, false));
   c.head_dim = c.hidden_size / c.num_heads;
+  if (c.head_dim == 0 && (!j.contains("head_dim") || j["head_dim"].is_null())) {
+    return fail(absl::StrCat("hidden_size ", c.hidden_size, " is smaller than num_attention_heads ",
+                             c.num_heads, " and no head_dim is given"));
+  }
   RETURN_IF_ERROR(get_int("head_dim", &c.head_dim, false));
   c.max_position_embeddings = 32768;
   RETURN_IF_ERROR(get_int("max_position_embeddings", &c.max_position_embeddings, false));
@@ -71,35 +75,59 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(absl::string_view text,
     return fail(absl::StrCat("num_attention_heads ", c.num_heads,
                              " must be a multiple of num_key_value_heads ", c.num_kv_heads));
   }
-  if (j.contains("rms_norm_eps") && j["rms_norm_eps"].is_number()) {
-    c.rms_norm_eps = j["rms_norm_eps"].get<double>();
-  }
-  if (j.contains("rope_theta") && j["rope_theta"].is_number()) {
-    c.rope_theta = j["rope_theta"].get<double>();
-  } else if (j.contains("rope_parameters") && j["rope_parameters"].is_object() &&
-             j["rope_parameters"].contains("rope_theta") &&
-             j["rope_parameters"]["rope_theta"].is_number()) {
-    c.rope_theta = j["rope_parameters"]["rope_theta"].get<double>();
+  // Optional fields: absent or null keeps the default; anything else must have the type.
+  auto present = [](const json& obj, const char* key) {
+    return obj.contains(key) && !obj[key].is_null();
+  };
+  auto get_positive = [&](const json& obj, const char* key, double* out) -> absl::Status {
+    if (!present(obj, key)) return absl::OkStatus();
+    if (!obj[key].is_number() || !(obj[key].get<double>() > 0)) {
+      return fail(absl::StrCat("\"", key, "\" must be a positive number, found ", obj[key].dump()));
+    }
+    *out = obj[key].get<double>();
+    return absl::OkStatus();
+  };
+  auto token_id = [&](const json& v, const char* key, int* out) -> absl::Status {
+    if (!v.is_number_integer() || v.get<int64_t>() < 0 ||
+        v.get<int64_t>() > (int64_t{1} << 31) - 1) {
+      return fail(absl::StrCat("\"", key, "\" must be a token id (a non-negative integer), found ",
+                               v.dump()));
+    }
+    *out = v.get<int>();
+    return absl::OkStatus();
+  };
+  RETURN_IF_ERROR(get_positive(j, "rms_norm_eps", &c.rms_norm_eps));
+  if (present(j, "rope_theta")) {
+    RETURN_IF_ERROR(get_positive(j, "rope_theta", &c.rope_theta));
+  } else if (present(j, "rope_parameters") && j["rope_parameters"].is_object()) {
+    RETURN_IF_ERROR(get_positive(j["rope_parameters"], "rope_theta", &c.rope_theta));
   }
   if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) {
     return fail("rope_scaling is not supported");
   }
-  if (j.contains("tie_word_embeddings") && j["tie_word_embeddings"].is_boolean()) {
+  if (present(j, "tie_word_embeddings")) {
+    if (!j["tie_word_embeddings"].is_boolean()) {
+      return fail(absl::StrCat("\"tie_word_embeddings\" must be true or false, found ",
+                               j["tie_word_embeddings"].dump()));
+    }
     c.tie_word_embeddings = j["tie_word_embeddings"].get<bool>();
   }
   for (const char* key : {"torch_dtype", "dtype"}) {
-    if (j.contains(key) && j[key].is_string()) c.torch_dtype = j[key].get<std::string>();
+    if (!present(j, key)) continue;
+    if (!j[key].is_string()) {
+      return fail(absl::StrCat("\"", key, "\" must be a string, found ", j[key].dump()));
+    }
+    c.torch_dtype = j[key].get<std::string>();
   }
-  if (j.contains("bos_token_id") && j["bos_token_id"].is_number_integer()) {
-    c.bos_token_id = j["bos_token_id"].get<int>();
+  if (present(j, "bos_token_id")) {
+    RETURN_IF_ERROR(token_id(j["bos_token_id"], "bos_token_id", &c.bos_token_id));
   }
-  if (j.contains("eos_token_id")) {
+  if (present(j, "eos_token_id")) {
     const json& e = j["eos_token_id"];
-    if (e.is_number_integer()) c.eos_token_ids.push_back(e.get<int>());
-    if (e.is_array()) {
-      for (const json& x : e) {
-        if (x.is_number_integer()) c.eos_token_ids.push_back(x.get<int>());
-      }
+    for (const json& x : e.is_array() ? e : json::array({e})) {
+      int id = 0;
+      RETURN_IF_ERROR(token_id(x, "eos_token_id", &id));
+      c.eos_token_ids.push_back(id);
     }
   }
   return c;

@@ -5,7 +5,6 @@
 #include <cmath>
 #include <fstream>
 #include <map>
-#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -17,9 +16,6 @@
 
 namespace kvstream::model {
 namespace {
-
-using nlohmann::json;
-constexpr char kMetadataKey[] = "kvstream_projection";
 
 torch::Tensor PositionsTensor(const std::vector<int32_t>& positions) {
   return torch::tensor(std::vector<int64_t>(positions.begin(), positions.end()), torch::kInt64);
@@ -56,153 +52,9 @@ torch::Tensor Features(const std::vector<torch::Tensor>& per_layer,
   return torch::cat(parts, 1);
 }
 
-json ModelJson(const ProjectionModel& m) {
-  return {{"fingerprint", m.fingerprint},
-          {"num_layers", m.num_layers},
-          {"num_kv_heads", m.num_kv_heads},
-          {"head_dim", m.head_dim},
-          {"rope_theta", m.rope_theta}};
-}
-
 ProjectionModel FromModel(const Model& m) {
   const ModelConfig& c = m.config();
   return {m.fingerprint(), c.num_layers, c.num_kv_heads, c.head_dim, c.rope_theta};
-}
-
-// Typed field access that reports instead of throwing.
-absl::Status Field(const json& j, const std::string& where, const char* key, double* out) {
-  if (!j.is_object() || !j.contains(key) || !j[key].is_number()) {
-    return absl::InvalidArgumentError(absl::StrCat(where, ".", key, ": expected a number"));
-  }
-  *out = j[key].get<double>();
-  return absl::OkStatus();
-}
-
-absl::Status Field(const json& j, const std::string& where, const char* key, int* out) {
-  if (!j.is_object() || !j.contains(key) || !j[key].is_number_integer() ||
-      j[key].get<int64_t>() < 1 || j[key].get<int64_t>() > (1 << 20)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(where, ".", key, ": expected a positive integer"));
-  }
-  *out = j[key].get<int>();
-  return absl::OkStatus();
-}
-
-absl::Status Field(const json& j, const std::string& where, const char* key, std::string* out) {
-  if (!j.is_object() || !j.contains(key) || !j[key].is_string()) {
-    return absl::InvalidArgumentError(absl::StrCat(where, ".", key, ": expected a string"));
-  }
-  *out = j[key].get<std::string>();
-  return absl::OkStatus();
-}
-
-absl::Status ParseModel(const json& j, const std::string& where, ProjectionModel& m) {
-  RETURN_IF_ERROR(Field(j, where, "fingerprint", &m.fingerprint));
-  RETURN_IF_ERROR(Field(j, where, "num_layers", &m.num_layers));
-  RETURN_IF_ERROR(Field(j, where, "num_kv_heads", &m.num_kv_heads));
-  RETURN_IF_ERROR(Field(j, where, "head_dim", &m.head_dim));
-  RETURN_IF_ERROR(Field(j, where, "rope_theta", &m.rope_theta));
-  if (m.head_dim % 2 != 0)
-    return absl::InvalidArgumentError(absl::StrCat(where, ".head_dim must be even"));
-  return absl::OkStatus();
-}
-
-absl::Status ParseLayer(const json& j, int t, ProjectionLayer& layer) {
-  const std::string where = absl::StrCat("layers[", t, "]");
-  for (auto [key, out] : {std::pair{"ridge_k", &layer.ridge_k},
-                          {"ridge_v", &layer.ridge_v},
-                          {"r2_k", &layer.r2_k},
-                          {"r2_v", &layer.r2_v},
-                          {"cka_k", &layer.cka_k},
-                          {"cka_v", &layer.cka_v}}) {
-    RETURN_IF_ERROR(Field(j, where, key, out));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status ParseHeader(const std::string& text, ProjectionHeader& h) {
-  const json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object())
-    return absl::InvalidArgumentError("header is not a JSON object");
-  double format = 0;
-  RETURN_IF_ERROR(Field(j, "header", "format", &format));
-  if (format != 1)
-    return absl::InvalidArgumentError(absl::StrCat("header.format: expected 1, found ", format));
-  if (!j.contains("source") || !j.contains("target")) {
-    return absl::InvalidArgumentError("header: expected \"source\" and \"target\" models");
-  }
-  RETURN_IF_ERROR(ParseModel(j["source"], "source", h.source));
-  RETURN_IF_ERROR(ParseModel(j["target"], "target", h.target));
-  const json& map = j.contains("layer_map") ? j["layer_map"] : json();
-  const json& layers = j.contains("layers") ? j["layers"] : json();
-  if (!map.is_array() || static_cast<int>(map.size()) != h.target.num_layers ||
-      !layers.is_array() || layers.size() != map.size()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("header: expected layer_map and layers with one entry per target layer (",
-                     h.target.num_layers, ")"));
-  }
-  if (j.contains("joint_inputs")) {
-    if (!j["joint_inputs"].is_boolean())
-      return absl::InvalidArgumentError("header.joint_inputs: expected true or false");
-    h.joint_inputs = j["joint_inputs"].get<bool>();
-  }
-  h.layers.resize(map.size());
-  for (size_t t = 0; t < map.size(); ++t) {
-    if (!map[t].is_array() || map[t].empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("layer_map[", t, "]: expected a non-empty list of source layers"));
-    }
-    for (const json& l : map[t]) {
-      if (!l.is_number_integer() || l.get<int64_t>() < 0 ||
-          l.get<int64_t>() >= h.source.num_layers) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("layer_map[", t, "]: expected source layers 0..", h.source.num_layers - 1,
-                         ", found ", l.dump()));
-      }
-      h.layers[t].source_layers.push_back(l.get<int>());
-    }
-    RETURN_IF_ERROR(ParseLayer(layers[t], static_cast<int>(t), h.layers[t]));
-  }
-  if (j.contains("calibration") && j["calibration"].is_object()) {
-    const json& c = j["calibration"];
-    if (c.contains("prompts") && c["prompts"].is_number_integer())
-      h.calibration_prompts = c["prompts"];
-    if (c.contains("held_out") && c["held_out"].is_number_integer())
-      h.held_out_prompts = c["held_out"];
-    if (c.contains("positions") && c["positions"].is_number_integer())
-      h.calibration_positions = c["positions"];
-    if (c.contains("description") && c["description"].is_string()) h.calibration = c["description"];
-  }
-  return absl::OkStatus();
-}
-
-json HeaderJson(const ProjectionHeader& h) {
-  json map = json::array(), layers = json::array();
-  for (const ProjectionLayer& l : h.layers) {
-    map.push_back(l.source_layers);
-    layers.push_back({{"ridge_k", l.ridge_k},
-                      {"ridge_v", l.ridge_v},
-                      {"r2_k", l.r2_k},
-                      {"r2_v", l.r2_v},
-                      {"cka_k", l.cka_k},
-                      {"cka_v", l.cka_v}});
-  }
-  return {{"format", 1},
-          {"source", ModelJson(h.source)},
-          {"target", ModelJson(h.target)},
-          {"layer_map", map},
-          {"joint_inputs", h.joint_inputs},
-          {"layers", layers},
-          {"calibration",
-           {{"prompts", h.calibration_prompts},
-            {"held_out", h.held_out_prompts},
-            {"positions", h.calibration_positions},
-            {"description", h.calibration}}}};
-}
-
-int64_t InputDim(const ProjectionHeader& h, int t) {
-  return (h.joint_inputs ? 2 : 1) * static_cast<int64_t>(h.layers[t].source_layers.size()) *
-         h.source.num_kv_heads * h.source.head_dim;
 }
 
 // The inputs of one map: the source layers' own tensor (K for the key map, V for the value
@@ -229,33 +81,19 @@ absl::StatusOr<std::unique_ptr<Projection>> Projection::Load(const std::string& 
   ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(path));
   std::unique_ptr<Projection> p(new Projection());
   p->path_ = path;
-  const json top = json::parse(file->header(), nullptr, false);
-  if (top.is_discarded() || !top.contains("__metadata__") ||
-      !top["__metadata__"].contains(kMetadataKey) ||
-      !top["__metadata__"][kMetadataKey].is_string()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": not a kvstream projection (no __metadata__.", kMetadataKey, ")"));
+  absl::StatusOr<ProjectionHeader> header = ReadProjectionHeader(file->header(), file->tensors());
+  if (!header.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", header.status().message()));
   }
-  if (absl::Status st =
-          ParseHeader(top["__metadata__"][kMetadataKey].get<std::string>(), p->header_);
-      !st.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": ", st.message()));
-  }
+  p->header_ = std::move(*header);
   const ProjectionHeader& h = p->header_;
   const int64_t d_out = static_cast<int64_t>(h.target.num_kv_heads) * h.target.head_dim;
   for (int t = 0; t < h.target.num_layers; ++t) {
     for (const char* kind : {"k", "v"}) {
+      // Present, F32 and of this shape: ReadProjectionHeader checked.
       const std::string name = absl::StrCat("layers.", t, ".", kind);
       const TensorView* view = file->Find(name);
-      const std::vector<int64_t> want = {InputDim(h, t) + 1, d_out};
-      if (view == nullptr)
-        return absl::InvalidArgumentError(absl::StrCat(path, ": tensor ", name, " is missing"));
-      if (view->dtype != StDType::kF32 || view->shape != want) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(path, ": tensor ", name, " is ", StDTypeName(view->dtype), " [",
-                         absl::StrJoin(view->shape, ", "), "], expected F32 [",
-                         absl::StrJoin(want, ", "), "] for the header's dims"));
-      }
+      const std::vector<int64_t> want = {ProjectionInputDim(h, t) + 1, d_out};
       torch::Tensor m =
           torch::from_blob(const_cast<uint8_t*>(view->data), want, torch::kFloat32).clone();
       if (!torch::isfinite(m).all().item<bool>()) {
@@ -350,7 +188,7 @@ absl::Status Projection::Save(const std::string& path) const {
       tensors.push_back(std::move(w));
     }
   }
-  return WriteSafetensors(path, tensors, {{kMetadataKey, HeaderJson(header_).dump()}});
+  return WriteSafetensors(path, tensors, {{kProjectionMetadataKey, ProjectionHeaderJson(header_)}});
 }
 
 // ---- Fitting --------------------------------------------------------------------------

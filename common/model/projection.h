@@ -26,12 +26,7 @@
 // are reported per layer.
 //
 // With joint inputs, both maps read the keys and the values of those layers (x = [x_k,
-// x_v]). File: safetensors (F32) with "layers.{t}.k" and "layers.{t}.v" [d_in + 1, d_out]
-// (the last row is the bias), and __metadata__["kvstream_projection"] holding the JSON header:
-//   {"format": 1, "source": MODEL, "target": MODEL, "layer_map": [[l, ...], ...],
-//    "joint_inputs": false, "layers": [{"ridge_k", "ridge_v", "r2_k", "r2_v", "cka_k", "cka_v"},
-//    ...], "calibration": {"prompts", "held_out", "positions", "description"}}
-//   MODEL = {"fingerprint", "num_layers", "num_kv_heads", "head_dim", "rope_theta"}
+// x_v]). File layout and header: projection_header.h.
 #pragma once
 
 #include <memory>
@@ -42,33 +37,9 @@
 #include "absl/types/span.h"
 #include "common/codec/spec.h"
 #include "common/model/model.h"
+#include "common/model/projection_header.h"
 
 namespace kvstream::model {
-
-struct ProjectionModel {
-  std::string fingerprint;
-  int num_layers = 0;
-  int num_kv_heads = 0;
-  int head_dim = 0;
-  double rope_theta = 0;
-};
-
-struct ProjectionLayer {
-  std::vector<int> source_layers;
-  double ridge_k = 0, ridge_v = 0;  // absolute strengths used
-  double r2_k = 0, r2_v = 0;        // held-out R^2 of the fitted map
-  double cka_k = 0, cka_v = 0;      // held-out linear CKA between inputs and targets
-};
-
-struct ProjectionHeader {
-  ProjectionModel source, target;
-  std::vector<ProjectionLayer> layers;  // one per target layer
-  bool joint_inputs = false;            // both maps read the source's K and V
-  int calibration_prompts = 0;
-  int held_out_prompts = 0;
-  int64_t calibration_positions = 0;
-  std::string calibration;  // what the prompts were
-};
 
 class Projection {
  public:

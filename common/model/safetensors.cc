@@ -60,51 +60,29 @@ int64_t TensorView::numel() const {
   return n;
 }
 
-absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
-  std::unique_ptr<SafetensorsFile> f(new SafetensorsFile());
-  f->path_ = path;
+absl::StatusOr<std::map<std::string, TensorView>> ParseSafetensors(const uint8_t* data, size_t size,
+                                                                   absl::string_view source,
+                                                                   std::string* header) {
   auto fail = [&](auto&&... parts) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": ", parts...));
+    return absl::InvalidArgumentError(absl::StrCat(source, ": ", parts...));
   };
-
-  // map the file
-  {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return absl::NotFoundError(absl::StrCat(path, ": ", std::strerror(errno)));
-    struct stat st {};
-    if (::fstat(fd, &st) != 0) {
-      ::close(fd);
-      return absl::InternalError(absl::StrCat(path, ": fstat: ", std::strerror(errno)));
-    }
-    f->map_size_ = static_cast<size_t>(st.st_size);
-    if (f->map_size_ < 8) {
-      ::close(fd);
-      return fail("file is ", f->map_size_, " bytes, shorter than the 8-byte header length");
-    }
-    f->map_ = ::mmap(nullptr, f->map_size_, PROT_READ, MAP_PRIVATE, fd, 0);
-    ::close(fd);
-    if (f->map_ == MAP_FAILED) {
-      f->map_ = nullptr;
-      return absl::InternalError(absl::StrCat(path, ": mmap: ", std::strerror(errno)));
-    }
-  }
-  const auto* base = static_cast<const uint8_t*>(f->map_);
-
   // header length
+  if (size < 8) return fail("file is ", size, " bytes, shorter than the 8-byte header length");
   uint64_t n = 0;
-  for (int i = 7; i >= 0; --i) n = (n << 8) | base[i];
-  if (n > kMaxHeaderBytes || n > f->map_size_ - 8) {
-    return fail("header length ", n, " runs past the end of the ", f->map_size_, "-byte file");
+  for (int i = 7; i >= 0; --i) n = (n << 8) | data[i];
+  if (n > kMaxHeaderBytes || n > size - 8) {
+    return fail("header length ", n, " runs past the end of the ", size, "-byte file");
   }
-  f->header_.assign(reinterpret_cast<const char*>(base + 8), n);
-  const uint8_t* buffer = base + 8 + n;
-  const uint64_t buffer_size = f->map_size_ - 8 - n;
+  const absl::string_view text(reinterpret_cast<const char*>(data + 8), n);
+  const uint8_t* buffer = data + 8 + n;
+  const uint64_t buffer_size = size - 8 - n;
 
   // header JSON
-  json j = json::parse(f->header_, nullptr, /*allow_exceptions=*/false);
+  json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) return fail("header is not a JSON object");
 
   // tensors
+  std::map<std::string, TensorView> tensors;
   std::vector<std::pair<uint64_t, uint64_t>> ranges;
   for (auto it = j.begin(); it != j.end(); ++it) {
     if (it.key() == "__metadata__") continue;
@@ -147,7 +125,7 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
     }
     v.data = buffer + b;
     ranges.emplace_back(b, en);
-    f->tensors_.emplace(name, std::move(v));
+    tensors.emplace(name, std::move(v));
   }
 
   // no overlaps
@@ -158,6 +136,59 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
                   ranges[i].first, ", ", ranges[i].second, ")");
     }
   }
+  if (header != nullptr) header->assign(text.data(), text.size());
+  return tensors;
+}
+
+absl::StatusOr<std::vector<std::string>> ParseSafetensorsIndex(absl::string_view text,
+                                                               absl::string_view source) {
+  json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("weight_map") ||
+      !j["weight_map"].is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": expected {\"weight_map\": {...}}"));
+  }
+  std::vector<std::string> shards;
+  for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
+    const json& v = it.value();
+    const std::string file = v.is_string() ? v.get<std::string>() : std::string();
+    if (file.empty() || file == "." || file == ".." ||
+        file.find_first_of(std::string("/\0", 2)) != std::string::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ": weight_map[\"", it.key(),
+                       "\"] must name a file beside the index, found ", v.dump()));
+    }
+    if (std::find(shards.begin(), shards.end(), file) == shards.end()) shards.push_back(file);
+  }
+  return shards;
+}
+
+absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
+  std::unique_ptr<SafetensorsFile> f(new SafetensorsFile());
+  f->path_ = path;
+
+  // map the file
+  {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return absl::NotFoundError(absl::StrCat(path, ": ", std::strerror(errno)));
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) {
+      ::close(fd);
+      return absl::InternalError(absl::StrCat(path, ": fstat: ", std::strerror(errno)));
+    }
+    f->map_size_ = static_cast<size_t>(st.st_size);
+    if (f->map_size_ < 8) {
+      ::close(fd);
+      return ParseSafetensors(nullptr, f->map_size_, path).status();
+    }
+    f->map_ = ::mmap(nullptr, f->map_size_, PROT_READ, MAP_PRIVATE, fd, 0);
+    ::close(fd);
+    if (f->map_ == MAP_FAILED) {
+      f->map_ = nullptr;
+      return absl::InternalError(absl::StrCat(path, ": mmap: ", std::strerror(errno)));
+    }
+  }
+  ASSIGN_OR_RETURN(f->tensors_, ParseSafetensors(static_cast<const uint8_t*>(f->map_), f->map_size_,
+                                                 path, &f->header_));
   return f;
 }
 
@@ -180,18 +211,7 @@ absl::StatusOr<std::unique_ptr<WeightSet>> WeightSet::OpenDir(const std::string&
     std::ifstream in(index);
     std::stringstream ss;
     ss << in.rdbuf();
-    json j = json::parse(ss.str(), nullptr, false);
-    if (j.is_discarded() || !j.contains("weight_map") || !j["weight_map"].is_object()) {
-      return absl::InvalidArgumentError(absl::StrCat(index, ": expected {\"weight_map\": {...}}"));
-    }
-    for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
-      if (!it.value().is_string() || it.value().get<std::string>().find('/') != std::string::npos) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(index, ": weight_map[", it.key(), "] must be a file name in ", dir));
-      }
-      const std::string file = it.value().get<std::string>();
-      if (std::find(shards.begin(), shards.end(), file) == shards.end()) shards.push_back(file);
-    }
+    ASSIGN_OR_RETURN(shards, ParseSafetensorsIndex(ss.str(), index));
   } else if (std::ifstream(single).good()) {
     shards.push_back("model.safetensors");
   } else {

@@ -11,6 +11,9 @@
 //
 // A weight set is a model directory's `model.safetensors`, or the shards listed in
 // `model.safetensors.index.json` ({"weight_map": {NAME: FILE}}).
+//
+// The parsers work on bytes in memory (ParseSafetensors, ParseSafetensorsIndex), so the
+// fuzz targets beside this file reach them without files; Open and OpenDir add the I/O.
 #pragma once
 
 #include <cstdint>
@@ -20,6 +23,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace kvstream::model {
 
@@ -35,6 +39,20 @@ struct TensorView {
   uint64_t nbytes = 0;
   int64_t numel() const;
 };
+
+// Validates a safetensors image of `size` bytes at `data` (length, JSON header, data
+// buffer): every tensor's dtype, shape and offsets, and that no two overlap. The views'
+// `data` point into `data`. `source` names the file in errors; `header`, when not null,
+// receives the JSON header text.
+absl::StatusOr<std::map<std::string, TensorView>> ParseSafetensors(const uint8_t* data, size_t size,
+                                                                   absl::string_view source,
+                                                                   std::string* header = nullptr);
+
+// The shard files `model.safetensors.index.json` text names, each once, in order of
+// first mention. A shard is a plain file name beside the index: not empty, not "." or
+// "..", no '/' and no NUL. `source` names the file in errors.
+absl::StatusOr<std::vector<std::string>> ParseSafetensorsIndex(absl::string_view json,
+                                                               absl::string_view source);
 
 class SafetensorsFile {
  public:

@@ -142,10 +142,14 @@ struct Tokenizer::Impl {
   absl::Status Split(absl::string_view text, Emit&& emit_piece) const {
     std::string normalized(text);
     if (nfc && !text.empty()) {
-      utf8proc_uint8_t* n =
-          utf8proc_NFC(reinterpret_cast<const utf8proc_uint8_t*>(normalized.c_str()));
-      if (n == nullptr) return absl::InvalidArgumentError("text is not valid UTF-8");
-      normalized.assign(reinterpret_cast<char*>(n));
+      // By length, not NUL-terminated (utf8proc_NFC): text after a NUL is text too.
+      utf8proc_uint8_t* n = nullptr;
+      const utf8proc_ssize_t len =
+          utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(normalized.data()),
+                       static_cast<utf8proc_ssize_t>(normalized.size()), &n,
+                       static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_COMPOSE));
+      if (len < 0) return absl::InvalidArgumentError("text is not valid UTF-8");
+      normalized.assign(reinterpret_cast<char*>(n), static_cast<size_t>(len));
       free(n);
     }
     auto emit = [&](size_t begin, size_t end) {
@@ -201,25 +205,63 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(absl::string_view
   auto fail = [&](auto&&... parts) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": ", parts...));
   };
+  // Optional fields of one type: absent or null gives `fallback`, another type an error
+  // (json's value() would throw).
+  auto opt_string = [&](const json& obj, const char* key, const char* fallback,
+                        absl::string_view where) -> absl::StatusOr<std::string> {
+    if (!obj.is_object() || !obj.contains(key) || obj[key].is_null()) return fallback;
+    if (!obj[key].is_string()) {
+      return fail(where, ".", key, ": expected a string, found ", obj[key].dump());
+    }
+    return obj[key].get<std::string>();
+  };
+  auto opt_bool = [&](const json& obj, const char* key, bool fallback,
+                      absl::string_view where) -> absl::StatusOr<bool> {
+    if (!obj.is_object() || !obj.contains(key) || obj[key].is_null()) return fallback;
+    if (!obj[key].is_boolean()) {
+      return fail(where, ".", key, ": expected true or false, found ", obj[key].dump());
+    }
+    return obj[key].get<bool>();
+  };
+  // Ids index id_to_token: bounded, so a hostile file cannot ask for a huge table.
+  auto valid_id = [](const json& v) {
+    return v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() <= 10'000'000;
+  };
+
   json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) return fail("not a JSON object");
-  if (!j.contains("model") || !j["model"].is_object() || j["model"].value("type", "") != "BPE") {
+  if (!j.contains("model") || !j["model"].is_object()) {
     return fail("expected a BPE model (\"model\": {\"type\": \"BPE\", ...})");
   }
-  auto impl = std::make_unique<Impl>();
   const json& m = j["model"];
+  ASSIGN_OR_RETURN(const std::string model_type, opt_string(m, "type", "", "model"));
+  if (model_type != "BPE") {
+    return fail("expected a BPE model (\"model\": {\"type\": \"BPE\", ...}), found type \"",
+                model_type, "\"");
+  }
+  auto impl = std::make_unique<Impl>();
   if (!m.contains("vocab") || !m["vocab"].is_object()) return fail("model.vocab must be an object");
+  // Decoding maps an id back to its one string: two strings on one id would decode one
+  // as the other, so ids are unique within the vocabulary.
+  std::vector<bool> taken;
   for (auto it = m["vocab"].begin(); it != m["vocab"].end(); ++it) {
-    if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0 ||
-        it.value().get<int64_t>() > 10'000'000) {
+    if (!valid_id(it.value())) {
       return fail("vocab entry ", it.key(), " has a bad id ", it.value().dump());
     }
     const int32_t id = it.value().get<int32_t>();
+    if (static_cast<size_t>(id) >= impl->id_to_token.size()) {
+      impl->id_to_token.resize(id + 1);
+      taken.resize(id + 1);
+    }
+    if (taken[id]) {
+      return fail("vocab entries \"", impl->id_to_token[id], "\" and \"", it.key(), "\" share id ",
+                  id);
+    }
+    taken[id] = true;
     impl->vocab[it.key()] = id;
-    if (static_cast<size_t>(id) >= impl->id_to_token.size()) impl->id_to_token.resize(id + 1);
     impl->id_to_token[id] = it.key();
   }
-  impl->ignore_merges = m.value("ignore_merges", false);
+  ASSIGN_OR_RETURN(impl->ignore_merges, opt_bool(m, "ignore_merges", false, "model"));
   // Every byte's character must be a token, or BPE cannot start.
   for (int b = 0; b < 256; ++b) {
     const std::string ch = CodepointToUtf8(ByteToUnicode()[b]);
@@ -254,14 +296,23 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(absl::string_view
   }
   if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
     for (const json& t : j["added_tokens"]) {
-      if (!t.contains("id") || !t["id"].is_number_integer() || !t.contains("content") ||
+      if (!t.contains("id") || !valid_id(t["id"]) || !t.contains("content") ||
           !t["content"].is_string() || t["content"].get<std::string>().empty()) {
-        return fail("added token ", t.dump(), " needs an id and non-empty content");
+        return fail("added token ", t.dump(), " needs an id in 0..10000000 and non-empty content");
       }
-      Impl::Added a{t["content"].get<std::string>(), t["id"].get<int32_t>(),
-                    t.value("special", false)};
-      if (a.id < 0 || a.id > 10'000'000) return fail("added token ", a.content, " has a bad id");
-      if (static_cast<size_t>(a.id) >= impl->id_to_token.size()) impl->id_to_token.resize(a.id + 1);
+      Impl::Added a{t["content"].get<std::string>(), t["id"].get<int32_t>(), false};
+      ASSIGN_OR_RETURN(a.special, opt_bool(t, "special", false, "added token"));
+      // An added token may repeat a vocabulary entry (GPT-2's <|endoftext|>), not take
+      // another string's id.
+      if (static_cast<size_t>(a.id) >= impl->id_to_token.size()) {
+        impl->id_to_token.resize(a.id + 1);
+        taken.resize(a.id + 1);
+      }
+      if (taken[a.id] && impl->id_to_token[a.id] != a.content) {
+        return fail("added token \"", a.content, "\" has id ", a.id, ", which \"",
+                    impl->id_to_token[a.id], "\" already has");
+      }
+      taken[a.id] = true;
       impl->id_to_token[a.id] = a.content;
       impl->vocab[a.content] = a.id;
       impl->added.push_back(std::move(a));
@@ -280,7 +331,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(absl::string_view
 
   // normalizer: NFC, or none
   if (j.contains("normalizer") && j["normalizer"].is_object()) {
-    const std::string type = j["normalizer"].value("type", "");
+    ASSIGN_OR_RETURN(const std::string type, opt_string(j["normalizer"], "type", "", "normalizer"));
     if (type == "NFC") {
       impl->nfc = true;
     } else {
@@ -291,21 +342,35 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(absl::string_view
   std::string pattern;
   if (j.contains("pre_tokenizer") && j["pre_tokenizer"].is_object()) {
     const json& p = j["pre_tokenizer"];
+    ASSIGN_OR_RETURN(const std::string p_type, opt_string(p, "type", "", "pre_tokenizer"));
     std::vector<json> steps;
-    if (p.value("type", "") == "Sequence") {
+    if (p_type == "Sequence") {
+      if (!p.contains("pretokenizers") || !p["pretokenizers"].is_array()) {
+        return fail("pre_tokenizer.pretokenizers: expected an array of pre-tokenizers");
+      }
       for (const json& s : p["pretokenizers"]) steps.push_back(s);
     } else {
       steps.push_back(p);
     }
     for (const json& s : steps) {
-      const std::string type = s.value("type", "");
-      if (type == "Split" && s.contains("pattern") && s["pattern"].contains("Regex")) {
+      ASSIGN_OR_RETURN(const std::string type, opt_string(s, "type", "", "pre-tokenizer"));
+      if (type == "Split" && s.contains("pattern") && s["pattern"].is_object() &&
+          s["pattern"].contains("Regex")) {
+        if (!s["pattern"]["Regex"].is_string()) {
+          return fail("Split pre-tokenizer: pattern.Regex must be a string, found ",
+                      s["pattern"]["Regex"].dump());
+        }
         pattern = s["pattern"]["Regex"].get<std::string>();
-        if (s.value("behavior", "Isolated") != "Isolated" || s.value("invert", false)) {
+        ASSIGN_OR_RETURN(const std::string behavior,
+                         opt_string(s, "behavior", "Isolated", "Split pre-tokenizer"));
+        ASSIGN_OR_RETURN(const bool invert, opt_bool(s, "invert", false, "Split pre-tokenizer"));
+        if (behavior != "Isolated" || invert) {
           return fail("Split pre-tokenizer must be behavior Isolated, invert false");
         }
       } else if (type == "ByteLevel") {
-        if (s.value("use_regex", true)) {
+        ASSIGN_OR_RETURN(const bool use_regex,
+                         opt_bool(s, "use_regex", true, "ByteLevel pre-tokenizer"));
+        if (use_regex) {
           return fail("ByteLevel pre-tokenizer with use_regex=true is not supported");
         }
       } else {
@@ -316,9 +381,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(absl::string_view
   if (!pattern.empty()) {
     int err = 0;
     PCRE2_SIZE err_off = 0;
-    impl->regex =
-        pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.c_str()), PCRE2_ZERO_TERMINATED,
-                      PCRE2_UTF | PCRE2_UCP, &err, &err_off, nullptr);
+    impl->regex = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+                                PCRE2_UTF | PCRE2_UCP, &err, &err_off, nullptr);
     if (impl->regex == nullptr) {
       PCRE2_UCHAR msg[256];
       pcre2_get_error_message(err, msg, sizeof(msg));

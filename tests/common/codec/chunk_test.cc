@@ -234,6 +234,12 @@ TEST(PositionsTest, RoundTripAndSize) {
   EXPECT_FALSE(DecodePositions(bytes, 7, 100001).ok());
   EXPECT_FALSE(DecodePositions(bytes, 6, 100000).ok());
   EXPECT_FALSE(DecodePositions("\xff\xff\xff\xff\xff\x01", 1, 10).ok());  // overlong
+  // 4 as 0x84 0x00: the right value, not in its shortest form (found by session_open_fuzz).
+  auto padded = DecodePositions(std::string("\x01\x84\x00", 3), 2, 10);
+  EXPECT_FALSE(padded.ok());
+  EXPECT_NE(padded.status().message().find("varint 1 of 2 is not in its shortest form"),
+            std::string::npos)
+      << padded.status();
 }
 
 }  // namespace

@@ -72,6 +72,26 @@ TEST(ConfigTest, ErrorsNameTheFileAndField) {
                "intermediate_size": 8, "num_hidden_layers": 1, "num_attention_heads": 3,
                "num_key_value_heads": 2})",
             "must be a multiple of num_key_value_heads"},
+           // Found with common/model/config_fuzz.cc: each used to load, and not round-trip.
+           {R"({"architectures": ["Qwen2ForCausalLM"], "vocab_size": 10, "hidden_size": 2,
+               "intermediate_size": 8, "num_hidden_layers": 1, "num_attention_heads": 4})",
+            "hidden_size 2 is smaller than num_attention_heads 4 and no head_dim is given"},
+           {R"({"architectures": ["Qwen2ForCausalLM"], "vocab_size": 10, "hidden_size": 8,
+               "intermediate_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+               "bos_token_id": -5})",
+            "\"bos_token_id\" must be a token id (a non-negative integer), found -5"},
+           {R"({"architectures": ["Qwen2ForCausalLM"], "vocab_size": 10, "hidden_size": 8,
+               "intermediate_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+               "rope_theta": 0})",
+            "\"rope_theta\" must be a positive number, found 0"},
+           {R"({"architectures": ["Qwen2ForCausalLM"], "vocab_size": 10, "hidden_size": 8,
+               "intermediate_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+               "eos_token_id": ["</s>"]})",
+            "\"eos_token_id\" must be a token id"},
+           {R"({"architectures": ["Qwen2ForCausalLM"], "vocab_size": 10, "hidden_size": 8,
+               "intermediate_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+               "tie_word_embeddings": "yes"})",
+            "\"tie_word_embeddings\" must be true or false, found \"yes\""},
        }) {
     auto c = ModelConfig::FromJson(b.json, "cfg.json");
     ASSERT_FALSE(c.ok()) << b.json;

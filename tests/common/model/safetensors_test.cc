@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include "absl/strings/str_cat.h"
+
 namespace kvstream::model {
 namespace {
 
@@ -128,6 +130,22 @@ TEST(SafetensorsTest, WeightSetSingleAndShardedAndMissingTensor) {
 
   std::ofstream(sharded + "/model.safetensors.index.json") << R"({"weight_map": {"x": "../a"}})";
   EXPECT_EQ(WeightSet::OpenDir(sharded).status().code(), absl::StatusCode::kInvalidArgument);
+  // Names that are no file beside the index (found with safetensors_index_fuzz.cc: these
+  // used to reach open() as the directory itself or its parent).
+  for (const char* name : {R"("..")", R"(".")", R"("")", R"("a\u0000b")", "7"}) {
+    SCOPED_TRACE(name);
+    auto shards = ParseSafetensorsIndex(
+        absl::StrCat(R"({"weight_map": {"x": "a.safetensors", "y": )", name, "}}"), "index.json");
+    ASSERT_FALSE(shards.ok());
+    EXPECT_NE(shards.status().message().find(absl::StrCat(
+                  "index.json: weight_map[\"y\"] must name a file beside the index, found ")),
+              std::string::npos)
+        << shards.status();
+  }
+  auto shards = ParseSafetensorsIndex(
+      R"({"weight_map": {"x": "a.safetensors", "y": "b.safetensors", "z": "a.safetensors"}})", "i");
+  ASSERT_TRUE(shards.ok()) << shards.status();
+  EXPECT_EQ(*shards, (std::vector<std::string>{"a.safetensors", "b.safetensors"}));
   EXPECT_EQ(WeightSet::OpenDir(TempPath("nowhere")).status().code(), absl::StatusCode::kNotFound);
 }
 

@@ -1,0 +1,97 @@
+// libFuzzer target for the cloud's SessionOpen checks (CheckSessionOpen). Input: one
+// control byte, then a serialized SessionOpen. Bit 0 of the control byte picks the
+// served model's config (the tiny scout's, or one with only 64 positions so the position
+// limits are near); bit 1 the cloud's token limits.
+//
+// Invariants checked on every SessionOpen that passes: max_new_tokens in 1..the cap;
+// temperature finite and >= 0, top_p in (0, 1]; kv / projected: the sender's dims are
+// the model's, last_token in the vocabulary, 0 < slots == |kept| <= next_position;
+// scout / text: at least 2 prompt ids, all in the vocabulary, last_token and
+// next_position taken from the prompt, kept empty or inside it; kept strictly increasing
+// and below next_position, and re-encoded to the bytes that were sent; next_position +
+// max_new_tokens below the model's positions.
+//
+// Build and run: docs/fuzzing.md. The committed corpus (session_open_fuzz_corpus/) also
+// runs as a regression test (tests/cloud/session_open_fuzz_corpus_test.cc).
+#include <google/protobuf/stubs/logging.h>
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+
+#include "cloud/session_open.h"
+#include "common/codec/positions.h"
+
+namespace {
+
+using kvstream::cloud::CheckedOpen;
+using kvstream::cloud::OpenLimits;
+using kvstream::model::ModelConfig;
+
+// Malformed messages are expected input here; keep protobuf's parse warnings off stderr.
+const bool kQuietProtobuf = [] {
+  google::protobuf::SetLogHandler(
+      [](google::protobuf::LogLevel, const char*, int, const std::string&) {});
+  return true;
+}();
+
+void Check(bool ok) {
+  if (!ok) std::abort();
+}
+
+ModelConfig Config(bool short_context) {
+  ModelConfig c;  // testdata/models/scout/config.json
+  c.architecture = "Qwen2ForCausalLM";
+  c.vocab_size = 2048;
+  c.hidden_size = 96;
+  c.intermediate_size = 256;
+  c.num_layers = 4;
+  c.num_heads = 4;
+  c.num_kv_heads = 2;
+  c.head_dim = 24;
+  c.max_position_embeddings = short_context ? 64 : 4096;
+  return c;
+}
+
+void CheckOpen(const kvstream::v1::SessionOpen& open, const ModelConfig& c,
+               const OpenLimits& limits, const CheckedOpen& o) {
+  Check(o.max_new_tokens >= 1 && static_cast<uint32_t>(o.max_new_tokens) <= limits.max_new_tokens);
+  Check(std::isfinite(o.temperature) && o.temperature >= 0 && o.top_p > 0 && o.top_p <= 1);
+  const bool cache_sent =
+      open.mode() == kvstream::v1::MODE_KV || open.mode() == kvstream::v1::MODE_PROJECTED;
+  if (open.mode() == kvstream::v1::MODE_KV) {
+    Check(static_cast<int64_t>(open.dims().num_layers()) == c.num_layers &&
+          static_cast<int64_t>(open.dims().num_kv_heads()) == c.num_kv_heads &&
+          static_cast<int64_t>(open.dims().head_dim()) == c.head_dim);
+  }
+  if (cache_sent) {
+    Check(o.prompt.empty() && o.slots > 0 && o.slots == o.kept.size());
+    Check(o.slots <= static_cast<uint64_t>(o.next_position));
+  } else {
+    Check(o.prompt.size() >= 2 && o.last_token == o.prompt.back() &&
+          o.next_position == static_cast<int>(o.prompt.size()) - 1);
+    for (int32_t id : o.prompt) Check(id >= 0 && id < c.vocab_size);
+    Check(o.slots == (o.kept.empty() ? o.prompt.size() - 1 : o.kept.size()));
+  }
+  Check(o.last_token >= 0 && o.last_token < c.vocab_size);
+  for (size_t i = 0; i < o.kept.size(); ++i) {
+    Check(o.kept[i] >= 0 && o.kept[i] < o.next_position);
+    if (i > 0) Check(o.kept[i] > o.kept[i - 1]);
+  }
+  if (!o.kept.empty()) Check(kvstream::codec::EncodePositions(o.kept) == open.kept_positions());
+  Check(static_cast<int64_t>(o.next_position) + o.max_new_tokens < c.max_position_embeddings);
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size < 1) return 0;
+  kvstream::v1::SessionOpen open;
+  if (!open.ParseFromArray(data + 1, static_cast<int>(size - 1))) return 0;
+  const ModelConfig config = Config(data[0] & 1);
+  const OpenLimits limits = (data[0] & 2) ? OpenLimits{16, 16} : OpenLimits{};
+  auto checked = kvstream::cloud::CheckSessionOpen(open, config, "scout", limits);
+  if (checked.ok()) CheckOpen(open, config, limits, *checked);
+  return 0;
+}
