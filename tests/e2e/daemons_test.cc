@@ -980,13 +980,12 @@ TEST_F(DaemonsTest, AdaptiveModeMeetsTheTargetOnASlowLink) {
 // sends text (as the end-to-end benchmark measured at 1-3 Mbit/s).
 TEST_F(DaemonsTest, AdaptiveModeSendsTextOnASlowLinkWhenTextAnswersAsWell) {
   Daemon edge;
-  ASSERT_TRUE(
-      StartDaemon(edge, *work_, "edge-adaptive-text", "kvstream-edge",
-                  {absl::StrCat("--scout=", kScout),
-                   absl::StrCat("--cloud=127.0.0.1:", cloud_->port), "--cloud_model=large",
-                   "--uplink_mbps=2", "--quality_table=testdata/quality/tiny_mixed.json",
-                   "--mode=adaptive", "--initial_bandwidth_mbps=2"})
-          .ok());
+  ASSERT_TRUE(StartDaemon(edge, *work_, "edge-adaptive-text", "kvstream-edge",
+                          {absl::StrCat("--scout=", kScout),
+                           absl::StrCat("--cloud=127.0.0.1:", cloud_->port), "--cloud_model=large",
+                           "--uplink_mbps=2", "--quality_table=testdata/quality/tiny_mixed.json",
+                           "--mode=adaptive", "--initial_bandwidth_mbps=2"})
+                  .ok());
   auto stub =
       kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", edge.port)));
   for (int i = 0; i < 2; ++i) {
