@@ -3,7 +3,8 @@
 
 Run from the repository root: python3 tests/support/make_fuzz_seeds.py
 Seeds are named valid_* (must parse; the regression tests check it), bad_* (must be
-refused) or throws_* (a known bug, see common/control/quality_table_fuzz.cc). What the
+refused) or wrong_type_* (quality tables with a field of the wrong JSON type, which once
+escaped as an exception; now refused). What the
 fuzzers found on top of these (hash-named files) was merged in with -merge=1; see
 docs/fuzzing.md. Only the standard library is used: the SessionOpen seeds are encoded
 by hand (protobuf wire format).
@@ -273,9 +274,9 @@ for name, table in {
     "bad_selector": [{"mode": "scout", "selector": "best", "quality": 1}],
     "bad_no_quality": [{"mode": "kv"}],
     "bad_kind_empty": [{"mode": "kv", "kind": "", "quality": 1}],
-    "throws_selector_number": [{"mode": "scout", "selector": 1, "quality": 1}],
-    "throws_retention_string": [{"mode": "scout", "retention": "half", "quality": 1}],
-    "throws_spec_number": [{"mode": "kv", "spec": 4, "quality": 1}],
+    "wrong_type_selector_number": [{"mode": "scout", "selector": 1, "quality": 1}],
+    "wrong_type_retention_string": [{"mode": "scout", "retention": "half", "quality": 1}],
+    "wrong_type_spec_number": [{"mode": "kv", "spec": 4, "quality": 1}],
 }.items():
     write(QT, name, json.dumps(table))
 

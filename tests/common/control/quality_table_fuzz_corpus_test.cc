@@ -20,13 +20,12 @@ TEST(QualityTableFuzzCorpusTest, EverySeedRunsAndNamedSeedsParseAsNamed) {
   EXPECT_GE(counts.bad, 5);
 }
 
-// Known bug (see quality_table_fuzz.cc): a field of the wrong type throws instead of
-// returning INVALID_ARGUMENT. Enable this test with the fix in controller.cc, and drop the
-// catch in the fuzz target.
-TEST(QualityTableFuzzCorpusTest, DISABLED_WrongFieldTypesAreErrorsNotExceptions) {
+// Fields of the wrong JSON type were once an uncaught nlohmann::json::type_error (found
+// by the fuzz target); they are INVALID_ARGUMENT.
+TEST(QualityTableFuzzCorpusTest, WrongFieldTypesAreErrorsNotExceptions) {
   int files = 0;
   for (const auto& entry : std::filesystem::directory_iterator(kCorpus)) {
-    if (entry.path().filename().string().rfind("throws_", 0) != 0) continue;
+    if (entry.path().filename().string().rfind("wrong_type_", 0) != 0) continue;
     SCOPED_TRACE(entry.path().string());
     const std::string text = kvstream::testing::ReadCorpusFile(entry.path());
     auto table = kvstream::control::ParseQualityTable(text, "corpus");
