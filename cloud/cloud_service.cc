@@ -178,6 +178,7 @@ absl::StatusOr<ServedProjection> LoadServedProjection(const std::string& path,
 
 struct CloudService::Metrics {
   prometheus::Family<prometheus::Counter>& sessions;
+  prometheus::Family<prometheus::Counter>& tenant_sessions;
   prometheus::Counter& received_bytes;
   prometheus::Counter& chunks;
   prometheus::Counter& tokens;
@@ -193,6 +194,11 @@ struct CloudService::Metrics {
                      .Name("kvstream_cloud_sessions_total")
                      .Help("Transfer sessions by mode and final gRPC status code")
                      .Register(r)),
+        tenant_sessions(prometheus::BuildCounter()
+                            .Name("kvstream_cloud_tenant_sessions_total")
+                            .Help("Transfer sessions by tenant (token file) and final gRPC status "
+                                  "code; only with --auth_tokens_file")
+                            .Register(r)),
         received_bytes(prometheus::BuildCounter()
                            .Name("kvstream_cloud_received_chunk_bytes_total")
                            .Help("Serialized KvChunk bytes received from edges")
@@ -257,6 +263,8 @@ struct CloudService::Session {
   int next_position = 0;
   model::SamplingOptions sampling;
   Lease lease;
+  net::Tenant tenant;  // the token's tenant (empty name: no authentication)
+  TenantLedger::Hold tenant_hold;
   kvstream::v1::CloudStats stats;
 };
 
@@ -402,6 +410,15 @@ absl::Status CloudService::Open(const kvstream::v1::SessionOpen& open, Session& 
     const model::ProjectionModel& src = s.projection->projection->header().source;
     bytes += slots * src.num_layers * 2ull * src.num_kv_heads * src.head_dim * 4;
   }
+  if (!s.tenant.MayUse(s.served->name)) {
+    return absl::PermissionDeniedError(absl::StrCat("tenant '", s.tenant.name, "' may use models ",
+                                                    absl::StrJoin(s.tenant.models, ", "),
+                                                    "; this session needs '", s.served->name, "'"));
+  }
+  // The tenant's quota first, so a tenant over it takes none of the daemon's budget.
+  if (!s.tenant.name.empty()) {
+    ASSIGN_OR_RETURN(s.tenant_hold, tenants_->Acquire(s.tenant, bytes));
+  }
   ASSIGN_OR_RETURN(s.lease, sessions_->Acquire(s.id, bytes));
   return absl::OkStatus();
 }
@@ -468,7 +485,9 @@ absl::StatusOr<std::unique_ptr<model::KvCache>> CloudService::BuildCache(
 absl::Status CloudService::RunSession(grpc::ServerContext* context,
                                       grpc::ServerReaderWriter<Downlink, Uplink>* stream,
                                       Session& s) {
-  if (options_.auth != nullptr) RETURN_IF_ERROR(options_.auth->Check(*context).status());
+  if (options_.auth != nullptr) {
+    ASSIGN_OR_RETURN(s.tenant, options_.auth->Check(*context));
+  }
   // A stream that sends no SessionOpen, or an open session that goes quiet, is cancelled
   // at its timeout so it cannot hold a thread or a session slot.
   const std::unique_ptr<net::StreamWatchdog::Watch> watch =
@@ -624,6 +643,11 @@ grpc::Status CloudService::Transfer(grpc::ServerContext* context,
   const grpc::Status out = net::ToGrpc(st);
   metrics_->sessions.Add({{"mode", ModeLabel(s.mode)}, {"code", net::CodeName(out.error_code())}})
       .Increment();
+  if (!s.tenant.name.empty()) {  // tenants come from the token file: a bounded set
+    metrics_->tenant_sessions
+        .Add({{"tenant", s.tenant.name}, {"code", net::CodeName(out.error_code())}})
+        .Increment();
+  }
   if (st.ok()) {
     logging::Logf(logging::Level::kInfo, "cloud",
                   "session %s done: %s mode, model %s, %u tokens (%s)", s.id, ModeLabel(s.mode),

@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "cloud/session_store.h"
+#include "cloud/tenant_ledger.h"
 #include "common/base/admission.h"
 #include "common/metrics/metrics.h"
 #include "common/model/model.h"
@@ -121,6 +122,7 @@ class CloudService final : public kvstream::v1::CloudService::Service {
   CloudOptions options_;
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<SessionStore> sessions_;
+  std::unique_ptr<TenantLedger> tenants_ = std::make_unique<TenantLedger>();
   std::unique_ptr<base::AdmissionGate> gate_;
   std::unique_ptr<net::PeerLimiter> peers_;
   std::unique_ptr<net::StreamWatchdog> watchdog_;

@@ -1094,6 +1094,62 @@ TEST_F(DaemonsTest, AdaptiveDoesNotSendAPlanTheEstimateShowsBreaking) {
 // Bearer tokens: the edge requires one from clients and presents its own to the cloud;
 // a missing or wrong token is UNAUTHENTICATED, and a token revoked from the file is
 // refused after SIGHUP without a restart.
+// A token's tenant may use only the models its line names, and hold only as many
+// sessions as its quota: PERMISSION_DENIED and RESOURCE_EXHAUSTED, counted per tenant.
+TEST_F(DaemonsTest, TenantsAreHeldToTheirModelsAndQuotas) {
+  const std::string tokens = *work_ + "/tenant_tokens";
+  std::ofstream(tokens) << "lab " << net::Sha256Hex("lab-secret")
+                        << " models=large max_sessions=1\n";
+  Daemon cloud;
+  ASSERT_TRUE(
+      StartDaemon(cloud, *work_, "cloud-tenants", "kvstream-cloud",
+                  {absl::StrCat("--model=scout=", kScout), absl::StrCat("--model=large=", kLarge),
+                   "--measure_rates=false", "--auth_tokens_file=" + tokens})
+          .ok());
+  auto stub =
+      kvstream::v1::CloudService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", cloud.port)));
+  auto open = [&](grpc::ClientContext& ctx, const std::string& id, const std::string& model) {
+    net::AddBearer(ctx, "lab-secret");
+    auto stream = stub->Transfer(&ctx);
+    stream->Write(TextOpen(id, model));
+    return stream;
+  };
+  {
+    grpc::ClientContext ctx;
+    const grpc::Status st = CommitAndFinish(*open(ctx, "denied", "scout"));
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED) << st.error_message();
+    EXPECT_NE(st.error_message().find("tenant 'lab' may use models large; this session needs "
+                                      "'scout'"),
+              std::string::npos)
+        << st.error_message();
+  }
+  grpc::ClientContext held_ctx;
+  auto held = open(held_ctx, "held", "large");
+  Downlink d;
+  ASSERT_TRUE(held->Read(&d));
+  ASSERT_TRUE(d.has_opened()) << "the session is open before the next one asks";
+  {
+    grpc::ClientContext ctx;
+    const grpc::Status st = CommitAndFinish(*open(ctx, "second", "large"));
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << st.error_message();
+    EXPECT_NE(st.error_message().find("its quota is max_sessions=1"), std::string::npos)
+        << st.error_message();
+  }
+  EXPECT_TRUE(CommitAndFinish(*held).ok());
+  {
+    grpc::ClientContext ctx;
+    const grpc::Status st = CommitAndFinish(*open(ctx, "after", "large"));
+    EXPECT_TRUE(st.ok()) << st.error_message();
+  }
+  const std::string metrics = testing::HttpGet(cloud.metrics_port, "/metrics").body;
+  for (const char* code : {"PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "OK"}) {
+    EXPECT_NE(metrics.find(absl::StrCat("kvstream_cloud_tenant_sessions_total{code=\"", code,
+                                        "\",tenant=\"lab\"}")),
+              std::string::npos)
+        << code;
+  }
+}
+
 TEST_F(DaemonsTest, TokensAreRequiredAndRevocableWithoutARestart) {
   const std::string dir = *work_ + "/auth";
   std::filesystem::create_directories(dir);
