@@ -202,9 +202,9 @@ EdgeService::EdgeService(std::unique_ptr<model::Model> scout,
                                                 "--max_streams_per_peer")),
       prefill_cost_(options.edge_prefill),
       prefill_stats_cost_(options.edge_prefill_stats),
-      cloud_(kvstream::v1::CloudService::NewStub(options.cloud_channel
-                                                     ? options.cloud_channel
-                                                     : net::MakeChannel(options.cloud_address))) {}
+      channel_(options.cloud_channel ? options.cloud_channel
+                                     : net::MakeChannel(options.cloud_address)),
+      cloud_(kvstream::v1::CloudService::NewStub(channel_)) {}
 
 EdgeService::~EdgeService() = default;
 
@@ -259,9 +259,28 @@ absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1
   r.start = Clock::now();
   if (options_.auth != nullptr) RETURN_IF_ERROR(options_.auth->Check(*context).status());
   RETURN_IF_ERROR(Prepare(req, r));
+  RETURN_IF_ERROR(CloudReady(context));
   RETURN_IF_ERROR(BuildPayload(context, r));
   RETURN_IF_ERROR(CheckAlive(context, "transfer"));
   return Transfer(context, writer, r);
+}
+
+absl::Status EdgeService::CloudReady(grpc::ServerContext* context) {
+  grpc_connectivity_state state = channel_->GetState(/*try_to_connect=*/true);
+  // Known down: fail now. Idle or connecting: give it up to a second to settle.
+  const auto until =
+      std::min(context->deadline(), std::chrono::system_clock::now() + std::chrono::seconds(1));
+  while (state == GRPC_CHANNEL_IDLE || state == GRPC_CHANNEL_CONNECTING) {
+    if (!channel_->WaitForStateChange(state, until)) break;
+    state = channel_->GetState(true);
+  }
+  if (state == GRPC_CHANNEL_READY) return absl::OkStatus();
+  const char* name = state == GRPC_CHANNEL_TRANSIENT_FAILURE ? "failing to connect"
+                     : state == GRPC_CHANNEL_SHUTDOWN        ? "shut down"
+                                                             : "still connecting";
+  return absl::UnavailableError(absl::StrCat("cloud at ", options_.cloud_address,
+                                             " is not reachable (", name,
+                                             "); the request was not started"));
 }
 
 absl::Status EdgeService::Prepare(const kvstream::v1::AskRequest& req, Request& r) {

@@ -97,6 +97,9 @@ class EdgeService final : public kvstream::v1::EdgeService::Service {
   // and checks the prompt against both models' positions.
   absl::Status Prepare(const kvstream::v1::AskRequest& request, Request& r);
   absl::Status CheckLengths(Request& r);
+  // UNAVAILABLE, before any model work, when the cloud's channel is failing to connect
+  // (or does not connect within a second); OK when it is connected.
+  absl::Status CloudReady(grpc::ServerContext* context);
   // The SessionOpen and, for kv / projected, the chunks: admission, prefill, selection,
   // encode (nothing heavy for text, or scout without a selector).
   absl::Status BuildPayload(grpc::ServerContext* context, Request& r);
@@ -161,6 +164,7 @@ class EdgeService final : public kvstream::v1::EdgeService::Service {
   std::mutex cost_mu_;
   control::PrefillCost prefill_cost_, prefill_stats_cost_;
   std::map<std::string, control::PrefillCost> cloud_prefill_cost_;
+  std::shared_ptr<grpc::Channel> channel_;  // to the cloud
   std::unique_ptr<kvstream::v1::CloudService::Stub> cloud_;
   std::mutex info_mu_;
   std::optional<kvstream::v1::GetInfoResponse> info_;

@@ -17,6 +17,7 @@
 #include <sstream>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/eval/tasks.h"
 #include "common/model/tokenizer.h"
@@ -314,12 +315,15 @@ TEST(RecoveryTest, CloudBackAfterAnOutageIsUsedWithinSeconds) {
   ASSERT_TRUE(net::Ask(*stub, req, Timeout(10)).ok());
 
   ASSERT_TRUE(cloud->process.Stop(20).ok());
-  int failed = 0;
+  int failed = 0, refused_up_front = 0;
   for (const auto until = Clock::now() + std::chrono::seconds(20); Clock::now() < until;) {
-    failed += net::Ask(*stub, req, Timeout(2)).status().code() == absl::StatusCode::kUnavailable;
+    const absl::Status st = net::Ask(*stub, req, Timeout(2)).status();
+    failed += st.code() == absl::StatusCode::kUnavailable;
+    refused_up_front += absl::StrContains(st.message(), "the request was not started");
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
   }
   EXPECT_GT(failed, 10) << "requests during the outage fail fast with UNAVAILABLE";
+  EXPECT_GT(refused_up_front, 5) << "the edge sees the cloud is down before starting work";
   delete cloud;
   cloud = new testing::Daemon;
   ASSERT_TRUE(
