@@ -188,6 +188,8 @@ struct CloudService::Metrics {
   prometheus::Gauge& workers_busy;
   prometheus::Gauge& queued;
   prometheus::Histogram& queue_wait;
+  prometheus::Gauge& parked;
+  prometheus::Family<prometheus::Counter>& resumes;
 
   explicit Metrics(prometheus::Registry& r)
       : sessions(prometheus::BuildCounter()
@@ -245,7 +247,17 @@ struct CloudService::Metrics {
                        .Name("kvstream_cloud_queue_wait_seconds")
                        .Help("Time committed sessions waited for a model worker")
                        .Register(r)
-                       .Add({}, metrics::SecondsBuckets())) {}
+                       .Add({}, metrics::SecondsBuckets())),
+        parked(prometheus::BuildGauge()
+                   .Name("kvstream_cloud_parked_sessions")
+                   .Help("Sessions whose stream broke before Commit, held for a resume "
+                         "(--resume_window_seconds)")
+                   .Register(r)
+                   .Add({})),
+        resumes(prometheus::BuildCounter()
+                    .Name("kvstream_cloud_resumes_total")
+                    .Help("SessionOpen.resume requests by outcome (resumed, refused)")
+                    .Register(r)) {}
 
   void Stage(const char* name, double seconds) {
     stages.Add({{"stage", name}}, metrics::SecondsBuckets()).Observe(seconds);
@@ -264,8 +276,17 @@ struct CloudService::Session {
   model::SamplingOptions sampling;
   Lease lease;
   net::Tenant tenant;  // the token's tenant (empty name: no authentication)
-  TenantLedger::Hold tenant_hold;
+  net::TenantLedger::Hold tenant_hold;
   kvstream::v1::CloudStats stats;
+  // The first SessionOpen, serialized; a resume must repeat it.
+  std::string open_bytes;
+  // kv / projected: the chunks applied so far. A stream that breaks before Commit
+  // parks the session with these, and a resume continues from them.
+  std::unique_ptr<model::CacheAssembler> assembler;
+  uint64_t chunks = 0;  // distinct chunks applied; the next new one must carry this seq
+  std::map<uint64_t, ChunkIdentity> received;
+  double rebuild = 0;
+  bool park = false;  // set when the stream broke and the session may be resumed
 };
 
 CloudService::CloudService(std::vector<ServedModel> models,
@@ -277,6 +298,9 @@ CloudService::CloudService(std::vector<ServedModel> models,
       metrics_(std::make_unique<Metrics>(metrics.registry())) {
   Metrics* m = metrics_.get();
   watchdog_ = std::make_unique<net::StreamWatchdog>();
+  parked_ = std::make_unique<ParkedSessions<Session>>(
+      options.resume_window_seconds,
+      [m](size_t parked) { m->parked.Set(static_cast<double>(parked)); });
   peers_ =
       std::make_unique<net::PeerLimiter>(options.max_streams_per_peer, "--max_streams_per_peer");
   sessions_ = std::make_unique<SessionStore>(options.max_sessions, options.cache_budget_bytes,
@@ -482,11 +506,145 @@ absl::StatusOr<std::unique_ptr<model::KvCache>> CloudService::BuildCache(
   return mapped;
 }
 
+absl::Status CloudService::Attach(grpc::ServerContext* context,
+                                  const kvstream::v1::SessionOpen& open,
+                                  std::unique_ptr<Session>& s) {
+  if (!open.resume()) {
+    RETURN_IF_ERROR(Open(open, *s));
+    open.SerializeToString(&s->open_bytes);
+    if (s->mode == kvstream::v1::MODE_KV) {
+      s->assembler = std::make_unique<model::CacheAssembler>(*s->served->model, s->id, s->kept,
+                                                             s->next_position);
+    } else if (s->mode == kvstream::v1::MODE_PROJECTED) {
+      const model::ProjectionModel& src = s->projection->projection->header().source;
+      s->assembler = std::make_unique<model::CacheAssembler>(
+          src.num_layers, src.num_kv_heads, src.head_dim, s->id, s->kept, s->next_position);
+    }
+    return absl::OkStatus();
+  }
+  if (!parked_->enabled()) {
+    return absl::NotFoundError(absl::StrCat(
+        "no session '", open.session_id(),
+        "' to resume: this cloud keeps none (--resume_window_seconds=0); send it again from "
+        "the start"));
+  }
+  kvstream::v1::SessionOpen first = open;
+  first.clear_resume();
+  const std::string expected = first.SerializeAsString();
+  // A session still open on a stream that broke moments ago (the cloud has not noticed
+  // yet) is waited for a little; one that is neither open nor parked is not coming.
+  const auto wait =
+      !sessions_->IsOpen(open.session_id())
+          ? Clock::duration::zero()
+          : std::min<Clock::duration>(std::chrono::seconds(2),
+                                      std::chrono::duration_cast<Clock::duration>(
+                                          context->deadline() - std::chrono::system_clock::now()));
+  absl::StatusOr<std::unique_ptr<Session>> taken =
+      parked_->Take(open.session_id(), s->tenant.name, wait, [&](const Session& parked) {
+        return parked.open_bytes == expected
+                   ? absl::OkStatus()
+                   : absl::InvalidArgumentError(absl::StrCat(
+                         "resume of session '", open.session_id(),
+                         "': its SessionOpen differs from the first one (a resume repeats "
+                         "every field and sets resume)"));
+      });
+  metrics_->resumes.Add({{"outcome", taken.ok() ? "resumed" : "refused"}}).Increment();
+  if (!taken.ok()) return taken.status();
+  s = std::move(*taken);
+  s->park = false;
+  logging::Logf(logging::Level::kInfo, "cloud", "session %s resumed after %llu chunks", s->id,
+                static_cast<unsigned long long>(s->chunks));
+  return absl::OkStatus();
+}
+
+absl::Status CloudService::Broken(grpc::ServerContext* context, Session& s,
+                                  absl::string_view when) {
+  absl::Status gone = Gone(context, when);
+  // A broken connection (not a passed deadline) leaves a kv / projected session parked for
+  // a resume.
+  s.park =
+      gone.code() == absl::StatusCode::kCancelled && s.assembler != nullptr && parked_->enabled();
+  if (!s.park) return gone;
+  return absl::CancelledError(absl::StrCat(gone.message(), "; the session is kept ",
+                                           parked_->window_seconds(), " s for a resume"));
+}
+
+absl::Status CloudService::ReceiveChunks(grpc::ServerContext* context,
+                                         grpc::ServerReaderWriter<Downlink, Uplink>* stream,
+                                         Session& s, net::StreamWatchdog::Watch& watch,
+                                         uint64_t& committed_chunks) {
+  Uplink up;
+  for (;;) {
+    if (!stream->Read(&up)) {
+      if (watch.expired()) {
+        return absl::DeadlineExceededError(
+            absl::StrCat("session idle for ", options_.idle_timeout_seconds,
+                         " s before Commit, after ", s.chunks, " chunks (--idle_timeout_seconds)"));
+      }
+      if (!context->IsCancelled()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("stream closed before Commit, after ", s.chunks, " chunks"));
+      }
+      return Broken(context, s, absl::StrCat("before Commit, after ", s.chunks, " chunks"));
+    }
+    watch.ExtendBy(options_.idle_timeout_seconds);
+    if (up.has_commit()) {
+      committed_chunks = up.commit().num_chunks();
+      return absl::OkStatus();
+    }
+    if (up.has_open()) {
+      return absl::InvalidArgumentError(
+          "a second SessionOpen on one stream; one session per stream");
+    }
+    RETURN_IF_ERROR(ApplyChunk(up.chunk(), s));
+    const uint64_t size = up.chunk().ByteSizeLong();
+    metrics_->received_bytes.Increment(static_cast<double>(size));
+    metrics_->chunks.Increment();
+    Downlink ack;
+    ack.mutable_ack()->set_seq(up.chunk().seq());
+    ack.mutable_ack()->set_payload_bytes(size);
+    if (!stream->Write(ack)) return Broken(context, s, "while chunks were acked");
+  }
+}
+
+absl::Status CloudService::ApplyChunk(const kvstream::v1::KvChunk& chunk, Session& s) {
+  if (s.assembler == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("KvChunk in ", ModeLabel(s.mode),
+                     " mode; chunks are only accepted in kv and projected modes"));
+  }
+  // A re-sent chunk (same seq and cells, e.g. after a lost ack) is acked again and not
+  // applied twice; the same seq with other content is an error.
+  const auto seen = s.received.find(chunk.seq());
+  if (seen != s.received.end()) {
+    if (!(seen->second == ChunkIdentity::Of(chunk))) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("chunk seq ", chunk.seq(), " arrived twice with different content"));
+    }
+    return absl::OkStatus();
+  }
+  if (chunk.seq() != s.chunks) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("chunk seq ", chunk.seq(), " arrived where seq ", s.chunks,
+                     " was expected (sequence numbers run 0, 1, 2, ... without gaps)"));
+  }
+  const auto t0 = Clock::now();
+  const absl::Status added = s.assembler->Add(chunk);
+  s.rebuild += Seconds(t0, Clock::now());
+  if (!added.ok()) {
+    return absl::Status(added.code(),
+                        absl::StrCat("chunk seq ", chunk.seq(), ": ", added.message()));
+  }
+  s.received.emplace(chunk.seq(), ChunkIdentity::Of(chunk));
+  ++s.chunks;
+  return absl::OkStatus();
+}
+
 absl::Status CloudService::RunSession(grpc::ServerContext* context,
                                       grpc::ServerReaderWriter<Downlink, Uplink>* stream,
-                                      Session& s) {
+                                      std::unique_ptr<Session>& s) {
   if (options_.auth != nullptr) {
-    ASSIGN_OR_RETURN(s.tenant, options_.auth->Check(*context));
+    ASSIGN_OR_RETURN(s->tenant, options_.auth->Check(*context));
   }
   // A stream that sends no SessionOpen, or an open session that goes quiet, is cancelled
   // at its timeout so it cannot hold a thread or a session slot.
@@ -506,86 +664,27 @@ absl::Status CloudService::RunSession(grpc::ServerContext* context,
         absl::StrCat("expected SessionOpen as the first message, found ",
                      up.has_chunk() ? "a KvChunk" : "Commit"));
   }
-  RETURN_IF_ERROR(Open(up.open(), s));
+  RETURN_IF_ERROR(Attach(context, up.open(), s));
   watch->ExtendBy(options_.idle_timeout_seconds);
   Downlink opened;
-  opened.mutable_opened();
-  if (!stream->Write(opened)) return Gone(context, "as the session opened");
+  opened.mutable_opened()->set_next_seq(s->chunks);
+  if (!stream->Write(opened)) return Broken(context, *s, "as the session opened");
   logging::Logf(logging::Level::kDebug, "cloud", "session %s open: %s mode, model %s, %zu slots",
-                s.id, ModeLabel(s.mode), s.served->name,
-                s.mode == kvstream::v1::MODE_KV ? s.kept.size() : s.prompt.size());
-
-  std::unique_ptr<model::CacheAssembler> assembler;
-  if (s.mode == kvstream::v1::MODE_KV) {
-    assembler =
-        std::make_unique<model::CacheAssembler>(*s.served->model, s.id, s.kept, s.next_position);
-  } else if (s.mode == kvstream::v1::MODE_PROJECTED) {
-    const model::ProjectionModel& src = s.projection->projection->header().source;
-    assembler = std::make_unique<model::CacheAssembler>(
-        src.num_layers, src.num_kv_heads, src.head_dim, s.id, s.kept, s.next_position);
-  }
-  uint64_t chunks = 0;  // distinct chunks applied; the next new one must carry this seq
-  std::map<uint64_t, ChunkIdentity> received;
-  double rebuild = 0;
-  for (;;) {
-    if (!stream->Read(&up)) {
-      if (watch->expired()) {
-        return absl::DeadlineExceededError(
-            absl::StrCat("session idle for ", options_.idle_timeout_seconds,
-                         " s before Commit, after ", chunks, " chunks (--idle_timeout_seconds)"));
-      }
-      return context->IsCancelled()
-                 ? Gone(context, absl::StrCat("before Commit, after ", chunks, " chunks"))
-                 : absl::InvalidArgumentError(
-                       absl::StrCat("stream closed before Commit, after ", chunks, " chunks"));
-    }
-    watch->ExtendBy(options_.idle_timeout_seconds);
-    if (up.has_commit()) break;
-    if (up.has_open())
-      return absl::InvalidArgumentError(
-          "a second SessionOpen on one stream; one session per stream");
-    if (assembler == nullptr) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("KvChunk in ", ModeLabel(s.mode),
-                       " mode; chunks are only accepted in kv and projected modes"));
-    }
-    const uint64_t size = up.chunk().ByteSizeLong();
-    // A re-sent chunk (same seq and checksum, e.g. after a lost ack) is acked again and
-    // not applied twice; the same seq with other content is an error.
-    const auto seen = received.find(up.chunk().seq());
-    if (seen != received.end()) {
-      if (!(seen->second == ChunkIdentity::Of(up.chunk()))) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("chunk seq ", up.chunk().seq(), " arrived twice with different content"));
-      }
-    } else if (up.chunk().seq() != chunks) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("chunk seq ", up.chunk().seq(), " arrived where seq ", chunks,
-                       " was expected (sequence numbers run 0, 1, 2, ... without gaps)"));
-    } else {
-      const auto t0 = Clock::now();
-      const absl::Status added = assembler->Add(up.chunk());
-      rebuild += Seconds(t0, Clock::now());
-      if (!added.ok()) {
-        return absl::Status(added.code(),
-                            absl::StrCat("chunk seq ", up.chunk().seq(), ": ", added.message()));
-      }
-      received.emplace(up.chunk().seq(), ChunkIdentity::Of(up.chunk()));
-      ++chunks;
-    }
-    metrics_->received_bytes.Increment(static_cast<double>(size));
-    metrics_->chunks.Increment();
-    Downlink ack;
-    ack.mutable_ack()->set_seq(up.chunk().seq());
-    ack.mutable_ack()->set_payload_bytes(size);
-    if (!stream->Write(ack)) return Gone(context, "while chunks were acked");
-  }
+                s->id, ModeLabel(s->mode), s->served->name,
+                s->mode == kvstream::v1::MODE_KV ? s->kept.size() : s->prompt.size());
+  uint64_t committed_chunks = 0;
+  RETURN_IF_ERROR(ReceiveChunks(context, stream, *s, *watch, committed_chunks));
   watch->Disarm();  // model work and generation are bounded by the call's own deadline
-  const auto committed = Clock::now();
-  if (up.commit().num_chunks() != chunks) {
-    return absl::InvalidArgumentError(absl::StrCat("Commit says ", up.commit().num_chunks(),
-                                                   " chunks were sent but ", chunks, " arrived"));
+  if (committed_chunks != s->chunks) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Commit says ", committed_chunks, " chunks were sent but ", s->chunks, " arrived"));
   }
+  return Answer(context, stream, *s);
+}
+
+absl::Status CloudService::Answer(grpc::ServerContext* context,
+                                  grpc::ServerReaderWriter<Downlink, Uplink>* stream, Session& s) {
+  const auto committed = Clock::now();
   // One model worker from here through generation; queue time counts against the deadline.
   ASSIGN_OR_RETURN(base::AdmissionGate::Slot slot, gate_->Acquire(context->deadline(), [context] {
     return context->IsCancelled() ? Gone(context, "while queued for a model worker")
@@ -595,7 +694,7 @@ absl::Status CloudService::RunSession(grpc::ServerContext* context,
   metrics_->queue_wait.Observe(slot.wait_seconds());
   model::Model& m = *s.served->model;
   ASSIGN_OR_RETURN(std::unique_ptr<model::KvCache> cache,
-                   BuildCache(context, s, assembler.get(), rebuild));
+                   BuildCache(context, s, s.assembler.get(), s.rebuild));
   if (context->IsCancelled()) return Gone(context, "before generation");
 
   // Generate, streaming each token as it comes.
@@ -637,26 +736,30 @@ absl::Status CloudService::RunSession(grpc::ServerContext* context,
 
 grpc::Status CloudService::Transfer(grpc::ServerContext* context,
                                     grpc::ServerReaderWriter<Downlink, Uplink>* stream) {
-  Session s;
+  auto s = std::make_unique<Session>();
   absl::StatusOr<net::PeerLimiter::Hold> hold = peers_->Acquire(context->peer());
   const absl::Status st = hold.ok() ? RunSession(context, stream, s) : hold.status();
   const grpc::Status out = net::ToGrpc(st);
-  metrics_->sessions.Add({{"mode", ModeLabel(s.mode)}, {"code", net::CodeName(out.error_code())}})
+  metrics_->sessions.Add({{"mode", ModeLabel(s->mode)}, {"code", net::CodeName(out.error_code())}})
       .Increment();
-  if (!s.tenant.name.empty()) {  // tenants come from the token file: a bounded set
+  if (!s->tenant.name.empty()) {  // tenants come from the token file: a bounded set
     metrics_->tenant_sessions
-        .Add({{"tenant", s.tenant.name}, {"code", net::CodeName(out.error_code())}})
+        .Add({{"tenant", s->tenant.name}, {"code", net::CodeName(out.error_code())}})
         .Increment();
   }
   if (st.ok()) {
     logging::Logf(logging::Level::kInfo, "cloud",
-                  "session %s done: %s mode, model %s, %u tokens (%s)", s.id, ModeLabel(s.mode),
-                  s.served->name, s.stats.tokens_generated(), s.stats.stop_reason());
+                  "session %s done: %s mode, model %s, %u tokens (%s)", s->id, ModeLabel(s->mode),
+                  s->served->name, s->stats.tokens_generated(), s->stats.stop_reason());
   } else {
     logging::Logf(logging::Level::kWarning, "cloud", "session %s ended: %s: %s",
-                  s.id.empty() ? "-" : s.id, net::CodeName(out.error_code()), st.message());
+                  s->id.empty() ? "-" : s->id, net::CodeName(out.error_code()), st.message());
   }
-  return out;  // `s.lease` is released here, whatever the outcome
+  if (s->park) {
+    const std::string id = s->id, tenant = s->tenant.name;
+    parked_->Park(id, tenant, std::move(s));
+  }
+  return out;  // otherwise the session's lease is released here, whatever the outcome
 }
 
 }  // namespace kvstream::cloud

@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "cloud/parked_sessions.h"
 #include "cloud/session_store.h"
-#include "cloud/tenant_ledger.h"
 #include "common/base/admission.h"
 #include "common/metrics/metrics.h"
 #include "common/model/model.h"
@@ -20,6 +20,7 @@
 #include "common/model/tokenizer.h"
 #include "common/net/auth.h"
 #include "common/net/peer_limit.h"
+#include "common/net/tenant_ledger.h"
 #include "common/net/watchdog.h"
 #include "kvstream/v1/service.grpc.pb.h"
 
@@ -81,6 +82,9 @@ struct CloudOptions {
   // it is cancelled and its slot freed (<= 0: no limit).
   double open_timeout_seconds = 10;
   double idle_timeout_seconds = 30;
+  // A kv / projected session whose stream breaks before Commit is kept this long, with its
+  // chunks and reservations, for the sender to resume (0: not kept).
+  double resume_window_seconds = 10;
   // Edges must present a token from this set (null: no authentication).
   std::shared_ptr<net::TokenAuthenticator> auth;
 };
@@ -104,10 +108,22 @@ class CloudService final : public kvstream::v1::CloudService::Service {
  private:
   struct Metrics;
   struct Session;
-  absl::Status RunSession(
-      grpc::ServerContext* context,
-      grpc::ServerReaderWriter<kvstream::v1::Downlink, kvstream::v1::Uplink>* stream,
-      Session& session);
+  using Stream = grpc::ServerReaderWriter<kvstream::v1::Downlink, kvstream::v1::Uplink>;
+  // SessionOpen through Commit, then Answer. `session` may be replaced by a parked one
+  // (resume), and is marked for parking when the stream breaks before Commit.
+  absl::Status RunSession(grpc::ServerContext* context, Stream* stream,
+                          std::unique_ptr<Session>& session);
+  // A new session (Open) or a parked one taken back (SessionOpen.resume).
+  absl::Status Attach(grpc::ServerContext* context, const kvstream::v1::SessionOpen& open,
+                      std::unique_ptr<Session>& session);
+  // Chunks until Commit; `committed_chunks` is the count the Commit states.
+  absl::Status ReceiveChunks(grpc::ServerContext* context, Stream* stream, Session& s,
+                             net::StreamWatchdog::Watch& watch, uint64_t& committed_chunks);
+  absl::Status ApplyChunk(const kvstream::v1::KvChunk& chunk, Session& s);
+  // The stream broke `when`: CANCELLED or DEADLINE_EXCEEDED, and marks `s` for parking.
+  absl::Status Broken(grpc::ServerContext* context, Session& s, absl::string_view when);
+  // A model worker, the cache, and the answer streamed back.
+  absl::Status Answer(grpc::ServerContext* context, Stream* stream, Session& s);
   absl::Status Open(const kvstream::v1::SessionOpen& open, Session& session);
   // Projected mode: finds the projection from the sender's model into `s.served`.
   absl::Status OpenProjected(const kvstream::v1::SessionOpen& open, Session& session);
@@ -122,10 +138,12 @@ class CloudService final : public kvstream::v1::CloudService::Service {
   CloudOptions options_;
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<SessionStore> sessions_;
-  std::unique_ptr<TenantLedger> tenants_ = std::make_unique<TenantLedger>();
+  std::unique_ptr<net::TenantLedger> tenants_ = std::make_unique<net::TenantLedger>();
   std::unique_ptr<base::AdmissionGate> gate_;
   std::unique_ptr<net::PeerLimiter> peers_;
   std::unique_ptr<net::StreamWatchdog> watchdog_;
+  // Last: parked sessions hold leases on `sessions_` and `tenants_`.
+  std::unique_ptr<ParkedSessions<Session>> parked_;
 };
 
 }  // namespace kvstream::cloud

@@ -68,6 +68,10 @@ ABSL_FLAG(double, idle_timeout_seconds, 30,
           "An open session that sends nothing for this many seconds before Commit is cancelled and "
           "its slot "
           "freed (0: no limit)");
+ABSL_FLAG(double, resume_window_seconds, 10,
+          "How long a kv or projected session whose Transfer stream broke before Commit is kept "
+          "(its chunks, session slot and cache bytes) for the edge to resume it and re-send only "
+          "the chunks not applied; 0: not kept, the edge sends again from the start");
 ABSL_FLAG(bool, measure_rates, true,
           "Measure each model's prefill and decode rate at start-up (for GetInfo)");
 ABSL_FLAG(double, emulate_prefill_tps, 0,
@@ -214,6 +218,7 @@ int main(int argc, char** argv) {
   kvstream::net::WarnIfOpen("cloud", absl::GetFlag(FLAGS_listen),
                             !absl::GetFlag(FLAGS_tls_cert).empty(), options.auth != nullptr);
   options.idle_timeout_seconds = absl::GetFlag(FLAGS_idle_timeout_seconds);
+  options.resume_window_seconds = absl::GetFlag(FLAGS_resume_window_seconds);
   options.max_queued = absl::GetFlag(FLAGS_max_queued);
   std::vector<kvstream::cloud::ServedProjection> projections;
   for (const std::string& path : absl::GetFlag(FLAGS_projection)) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -65,6 +66,7 @@ std::string NewSessionId() {
 
 struct EdgeService::Metrics {
   prometheus::Family<prometheus::Counter>& requests;
+  prometheus::Family<prometheus::Counter>& tenant_requests;
   prometheus::Family<prometheus::Counter>& raw_bytes;
   prometheus::Family<prometheus::Counter>& wire_bytes;
   prometheus::Family<prometheus::Histogram>& stages;
@@ -84,6 +86,11 @@ struct EdgeService::Metrics {
                      .Name("kvstream_edge_requests_total")
                      .Help("Ask requests by mode and final gRPC status code")
                      .Register(r)),
+        tenant_requests(prometheus::BuildCounter()
+                            .Name("kvstream_edge_tenant_requests_total")
+                            .Help("Ask requests by tenant (token file) and final gRPC status "
+                                  "code; only with --auth_tokens_file")
+                            .Register(r)),
         raw_bytes(prometheus::BuildCounter()
                       .Name("kvstream_edge_raw_kv_bytes_total")
                       .Help("Full KV cache of the answering model at 16 bits, per served request")
@@ -168,8 +175,18 @@ struct EdgeService::Request {
   ResolvedPolicy requested;       // adaptive: the policy as asked, before the choice
   control::OperatingPoint point;  // adaptive: the point chosen
   std::string session_id;
+  net::Tenant tenant;  // the client's token's tenant (empty name: no authentication)
+  net::TenantLedger::Hold tenant_hold;
   Uplink open;
-  std::vector<kvstream::v1::KvChunk> chunks;  // encoded up front (no re-planning)
+  // Encoded up front (no re-planning), or as sent (re-planning) while another attempt
+  // could re-send them; chunks[i] has seq i.
+  std::vector<kvstream::v1::KvChunk> chunks;
+  int replan_layer = 0, replan_rung = 0;  // re-planning: the next layer, the ladder rung
+  // Recovery: whether the cloud opened the current session (so it may hold it), whether
+  // the next attempt resumes it, what broke, and that stream's chunks sent and unacked.
+  bool opened = false, resume = false;
+  std::string failure;
+  uint64_t sent_upto = 0, unacked_bytes = 0;
   // The cache that is sent (the prefill's, or its kept slots), kept alive through the
   // transfer because a re-planning request encodes it layer by layer as it sends.
   model::PrefillResult pre;
@@ -257,12 +274,63 @@ absl::StatusOr<kvstream::v1::GetInfoResponse> EdgeService::CloudInfo() {
 absl::Status EdgeService::Serve(grpc::ServerContext* context, const kvstream::v1::AskRequest& req,
                                 grpc::ServerWriter<AskEvent>* writer, Request& r) {
   r.start = Clock::now();
-  if (options_.auth != nullptr) RETURN_IF_ERROR(options_.auth->Check(*context).status());
+  if (options_.auth != nullptr) {
+    ASSIGN_OR_RETURN(r.tenant, options_.auth->Check(*context));
+  }
   RETURN_IF_ERROR(Prepare(req, r));
+  RETURN_IF_ERROR(CheckTenant(r));
   RETURN_IF_ERROR(CloudReady(context));
   RETURN_IF_ERROR(BuildPayload(context, r));
   RETURN_IF_ERROR(CheckAlive(context, "transfer"));
   return Transfer(context, writer, r);
+}
+
+absl::StatusOr<std::string> EdgeService::AnsweringModel(kvstream::v1::Mode mode,
+                                                        const std::string& cloud_model) {
+  if (mode != kvstream::v1::MODE_KV) return cloud_model;
+  ASSIGN_OR_RETURN(const kvstream::v1::GetInfoResponse info, CloudInfo());
+  for (const auto& m : info.models()) {
+    if (m.fingerprint() == scout_->fingerprint()) return m.name();
+  }
+  return absl::FailedPreconditionError(absl::StrCat("kv mode needs the scout (fingerprint ",
+                                                    scout_->fingerprint(),
+                                                    ") on the cloud; it is not served there"));
+}
+
+std::function<bool(const control::OperatingPoint&)> EdgeService::TenantAllows(const Request& r) {
+  if (r.tenant.models.empty()) return nullptr;
+  return [this, &r](const control::OperatingPoint& p) {
+    const absl::StatusOr<std::string> model =
+        AnsweringModel(ToProtoMode(p.mode), r.policy.cloud_model);
+    return model.ok() && r.tenant.MayUse(*model);
+  };
+}
+
+absl::Status EdgeService::CheckTenantTable(const Request& r) {
+  const auto allows = TenantAllows(r);
+  if (!allows || std::any_of(options_.quality_table.begin(), options_.quality_table.end(), allows))
+    return absl::OkStatus();
+  return absl::PermissionDeniedError(absl::StrCat(
+      "tenant '", r.tenant.name, "' may use models ", absl::StrJoin(r.tenant.models, ", "),
+      "; no point of the adaptive quality table is answered by one of them"));
+}
+
+absl::Status EdgeService::CheckTenant(Request& r) {
+  if (r.tenant.name.empty()) return absl::OkStatus();
+  if (!r.tenant.models.empty()) {
+    ASSIGN_OR_RETURN(const std::string model, AnsweringModel(r.policy.mode, r.policy.cloud_model));
+    if (!r.tenant.MayUse(model)) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "tenant '", r.tenant.name, "' may use models ", absl::StrJoin(r.tenant.models, ", "),
+          "; this ", ModeName(r.policy.mode), " request is answered by '", model, "'"));
+    }
+  }
+  // The scout's cache for the whole prompt, as prefill holds it.
+  const model::ModelConfig& c = scout_->config();
+  const uint64_t bytes = static_cast<uint64_t>(r.prompt.tokens.size()) * c.num_layers * 2ull *
+                         c.num_kv_heads * c.head_dim * (scout_->is_bf16() ? 2 : 4);
+  ASSIGN_OR_RETURN(r.tenant_hold, tenants_->Acquire(r.tenant, bytes));
+  return absl::OkStatus();
 }
 
 absl::Status EdgeService::CloudReady(grpc::ServerContext* context) {
@@ -312,8 +380,9 @@ absl::Status EdgeService::Prepare(const kvstream::v1::AskRequest& req, Request& 
   if (r.policy.mode == kvstream::v1::MODE_ADAPTIVE) {
     r.adaptive = true;
     r.requested = r.policy;
+    RETURN_IF_ERROR(CheckTenantTable(r));
     ASSIGN_OR_RETURN(r.policy, ChooseAdaptive(r.requested, n, r.prompt.spans.context_tokens(),
-                                              r.stats, nullptr, &r.point));
+                                              r.stats, TenantAllows(r), &r.point));
     r.mode = r.policy.mode;
   }
   r.stats.set_mode(r.policy.mode);
@@ -479,30 +548,43 @@ absl::StatusOr<select::Selection> EdgeService::PrefillAndSelect(grpc::ServerCont
 
 absl::Status EdgeService::Transfer(grpc::ServerContext* context,
                                    grpc::ServerWriter<AskEvent>* writer, Request& r) {
-  for (int attempt = 1;; ++attempt) {
+  for (int attempt = 1, failures = 0;; ++attempt) {
     CloudTransfer::Result result;
     r.stats.set_transfer_attempts(static_cast<uint32_t>(attempt));
     const absl::Status st = TransferOnce(context, writer, r, result);
+    if (result.opened >= 0 && r.sends_cache) r.opened = true;
+    if (r.resume && result.opened >= 0) NoteResumed(result, r);
     if (st.ok()) {
       UpdateLink(result);
       RecordTransfer(result, r);
       break;
+    }
+    r.stats.set_wire_bytes(r.stats.wire_bytes() + result.wire_bytes);  // what was sent counts
+    if (r.resume && result.opened < 0 && st.code() == absl::StatusCode::kNotFound) {
+      // The cloud no longer holds the session (restarted, another replica, window over).
+      RETURN_IF_ERROR(StartAfresh(
+          r, absl::StrCat(r.failure, " (resume refused: ", absl::StatusCodeToString(st.code()),
+                          ": ", base::Bounded(st.message(), 200), ")")));
+      continue;
     }
     // Only a broken stream (the cloud died, restarted, drained, or the connection
     // dropped) before any answer token reached the client can be tried again.
     const bool broken =
         st.code() == absl::StatusCode::kUnavailable && !result.have_token && !result.client_gone;
     if (!broken || options_.on_transfer_failure == OnTransferFailure::kFail ||
-        attempt > options_.transfer_retries) {
+        ++failures > options_.transfer_retries) {
       return st;
     }
-    r.stats.set_wire_bytes(r.stats.wire_bytes() + result.wire_bytes);  // what was sent counts
-    RETURN_IF_ERROR(PrepareRetry(context, st, attempt, r));
+    RETURN_IF_ERROR(PrepareRetry(context, st, failures, result, r));
   }
   AskEvent last;
   *last.mutable_stats() = r.stats;
   if (!writer->Write(last)) return absl::CancelledError("client went away before the stats");
   return absl::OkStatus();
+}
+
+bool EdgeService::KeepsChunks() const {
+  return options_.on_transfer_failure != OnTransferFailure::kFail && options_.transfer_retries > 0;
 }
 
 absl::Status EdgeService::TransferOnce(grpc::ServerContext* context,
@@ -511,19 +593,22 @@ absl::Status EdgeService::TransferOnce(grpc::ServerContext* context,
   // Cancellation and deadline of the client's call propagate to the cloud's; the
   // transfer joins its reader on every way out.
   CloudTransfer transfer(*cloud_, *context, writer, options_.shaper.get(), options_.cloud_token);
-  bool sent_ok = transfer.SendOpen(r.open);
-  absl::Status send_status;  // an encoding error while sending
-  if (!r.replan) {
-    // The chunks are kept while another attempt could re-send them.
-    const bool keep =
-        options_.on_transfer_failure == OnTransferFailure::kRetry && options_.transfer_retries > 0;
-    for (size_t i = 0; sent_ok && i < r.chunks.size(); ++i) {
-      sent_ok =
-          transfer.SendChunk(keep ? kvstream::v1::KvChunk(r.chunks[i]) : std::move(r.chunks[i]));
-    }
-  } else if (sent_ok) {
-    send_status = SendReplanned(transfer, r, sent_ok);
+  Uplink open = r.open;
+  if (r.resume) open.mutable_open()->set_resume(true);
+  bool sent_ok = transfer.SendOpen(open);
+  uint64_t first = 0;  // a resumed session continues where the cloud stopped applying
+  if (sent_ok && r.resume) {
+    const std::optional<uint64_t> next = transfer.WaitOpened();
+    sent_ok = next.has_value() && *next <= r.chunks.size();
+    if (sent_ok) first = *next;
   }
+  absl::Status send_status;  // an encoding error while sending
+  const bool keep = KeepsChunks();
+  for (size_t i = first; sent_ok && i < r.chunks.size(); ++i) {
+    sent_ok =
+        transfer.SendChunk(keep ? kvstream::v1::KvChunk(r.chunks[i]) : std::move(r.chunks[i]));
+  }
+  if (r.replan && sent_ok) send_status = SendReplanned(transfer, r, sent_ok);
   if (!send_status.ok()) {
     sent_ok = false;
     transfer.Cancel();
@@ -545,8 +630,26 @@ absl::Status EdgeService::TransferOnce(grpc::ServerContext* context,
   return absl::OkStatus();
 }
 
+void EdgeService::NoteResumed(const CloudTransfer::Result& t, Request& r) {
+  // Chunks first..sent_upto had gone out on the broken stream: this one sent them again.
+  const uint64_t again = r.sent_upto > t.first_seq ? r.sent_upto - t.first_seq : 0;
+  uint64_t resent = 0;
+  for (uint64_t i = 0; i < again && i < t.chunk_bytes.size(); ++i) resent += t.chunk_bytes[i];
+  r.stats.set_resent_bytes(r.stats.resent_bytes() + resent);
+  r.stats.set_unacked_bytes(r.stats.unacked_bytes() + r.unacked_bytes);
+  r.stats.set_recovery(absl::StrCat(r.stats.recovery(), r.stats.recovery().empty() ? "" : "; ",
+                                    "resumed after ", r.failure, ": the cloud held ", t.first_seq,
+                                    " of ", r.sent_upto, " chunks sent, ", again, " sent again (",
+                                    resent, " of ", r.unacked_bytes, " unacked bytes)"));
+  logging::Logf(logging::Level::kInfo, "edge", "session %s resumed at chunk %llu of %llu sent",
+                r.session_id, static_cast<unsigned long long>(t.first_seq),
+                static_cast<unsigned long long>(r.sent_upto));
+  r.resume = false;
+}
+
 absl::Status EdgeService::PrepareRetry(grpc::ServerContext* context, const absl::Status& failure,
-                                       int attempt, Request& r) {
+                                       int attempt, const CloudTransfer::Result& broken,
+                                       Request& r) {
   // 100-300 ms, doubling per attempt, never past the client's deadline.
   thread_local std::mt19937 rng(std::random_device{}());
   const double backoff =
@@ -556,22 +659,49 @@ absl::Status EdgeService::PrepareRetry(grpc::ServerContext* context, const absl:
   if (until >= context->deadline()) return failure;
   std::this_thread::sleep_until(until);
   RETURN_IF_ERROR(CheckAlive(context, "another transfer attempt"));
+  const std::string what = absl::StrCat(absl::StatusCodeToString(failure.code()), ": ",
+                                        base::Bounded(failure.message(), 200));
+  r.sent_upto = broken.first_seq + broken.chunks;
+  r.unacked_bytes = 0;
+  for (size_t i = 0; i < broken.chunk_bytes.size(); ++i) {
+    if (broken.acked[i] < 0) r.unacked_bytes += broken.chunk_bytes[i];
+  }
+  // A session the cloud opened may still be held there: reattach and send only the
+  // chunks it has not applied.
+  if (r.sends_cache && r.opened) {
+    r.resume = true;
+    r.failure = what;
+    logging::Logf(logging::Level::kWarning, "edge", "transfer attempt %d failed (%s); resuming",
+                  attempt, what);
+    return absl::OkStatus();
+  }
+  return StartAfresh(r, what);
+}
+
+absl::Status EdgeService::StartAfresh(Request& r, const std::string& what) {
   const bool to_text =
       options_.on_transfer_failure == OnTransferFailure::kText && r.mode != kvstream::v1::MODE_TEXT;
   if (to_text && r.policy.cloud_model.empty()) {
-    return absl::Status(
-        failure.code(),
-        absl::StrCat(failure.message(), " (no text fallback: the request names no cloud model)"));
+    return absl::UnavailableError(
+        absl::StrCat(what, " (no text fallback: the request names no cloud model)"));
   }
-  const std::string what = absl::StrCat(absl::StatusCodeToString(failure.code()), ": ",
-                                        base::Bounded(failure.message(), 200));
+  if (to_text && !r.tenant.MayUse(r.policy.cloud_model)) {
+    return absl::UnavailableError(absl::StrCat(what, " (no text fallback: tenant '", r.tenant.name,
+                                               "' may not use model '", r.policy.cloud_model,
+                                               "')"));
+  }
   r.stats.set_recovery(absl::StrCat(r.stats.recovery(), r.stats.recovery().empty() ? "" : "; ",
                                     to_text ? "fell back to text after " : "retried after ", what));
-  logging::Logf(logging::Level::kWarning, "edge", "transfer attempt %d failed (%s); %s", attempt,
-                what, to_text ? "falling back to text" : "retrying");
+  logging::Logf(logging::Level::kWarning, "edge", "transfer of session %s failed (%s); %s",
+                r.session_id, what, to_text ? "falling back to text" : "sending it again");
+  r.resume = r.opened = false;
   r.session_id = NewSessionId();
   kvstream::v1::SessionOpen& open = *r.open.mutable_open();
   open.set_session_id(r.session_id);
+  if (r.replan) {  // re-planning encodes again from the first layer
+    r.chunks.clear();
+    r.replan_layer = r.replan_rung = 0;
+  }
   for (kvstream::v1::KvChunk& c : r.chunks) c.set_session_id(r.session_id);
   if (to_text) SwitchToText(r);
   return absl::OkStatus();
@@ -594,11 +724,12 @@ absl::Status EdgeService::SendReplanned(CloudTransfer& transfer, Request& r, boo
     auto last = codec::ParsePlan(ladder.back());
     if (plan.ok() && last.ok() && bytes(plan->base) < bytes(last->base)) ladder.push_back(cheaper);
   }
-  int rung = 0;
+  int& rung = r.replan_rung;
   std::string replanned;
   double encode_seconds = 0;
   absl::Status status;
-  for (int l = 0; sent_ok && status.ok() && l < c.num_layers; ++l) {
+  const bool keep = KeepsChunks();
+  for (int& l = r.replan_layer; sent_ok && status.ok() && l < c.num_layers; ++l) {
     const double bw = transfer.AckedBandwidth(policy.planned_bandwidth_bps);
     const double left = policy.ttft_target_seconds - Seconds(r.start, Clock::now()) -
                         policy.predicted_cloud_seconds;
@@ -629,6 +760,8 @@ absl::Status EdgeService::SendReplanned(CloudTransfer& transfer, Request& r, boo
       status = layer.status();
       break;
     }
+    // Kept first, so a resume can re-send this layer's unsent chunks too.
+    if (keep) r.chunks.insert(r.chunks.end(), layer->begin(), layer->end());
     for (auto& ch : *layer) {
       if (!(sent_ok = transfer.SendChunk(std::move(ch)))) break;
     }
@@ -695,9 +828,10 @@ absl::Status EdgeService::CheckEstimate(grpc::ServerContext* context, Request& r
                    model::QualityProbe::Create(*scout_, *r.pre.cache, r.prompt.tokens.back(),
                                                options_.estimate_steps, stop));
   std::vector<std::string> rejected;
+  std::vector<int32_t> estimate_kept = kept;
   for (;;) {
     RETURN_IF_ERROR(CheckAlive(context, "the quality estimate"));
-    ASSIGN_OR_RETURN(const model::QualityEstimate e, probe->Estimate(kept, r.policy.plan));
+    ASSIGN_OR_RETURN(const model::QualityEstimate e, probe->Estimate(estimate_kept, r.policy.plan));
     const bool accepted = e.agreement >= options_.estimate_min_agreement &&
                           (options_.estimate_max_kl <= 0 || e.kl <= options_.estimate_max_kl);
     kvstream::v1::PlanEstimate& pe = *r.stats.add_estimates();
@@ -709,11 +843,16 @@ absl::Status EdgeService::CheckEstimate(grpc::ServerContext* context, Request& r
     pe.set_accepted(accepted);
     if (accepted) break;
     rejected.push_back(r.point.label());
-    // The same selection under the table's other specs, or text.
+    // The same selection under the table's other specs, or a lossless fallback: text,
+    // or kv's whole cache unquantized (for a tenant that may not use the text model).
     const control::OperatingPoint was = r.point;
+    const auto tenant_allows = TenantAllows(r);
     auto allow = [&](const control::OperatingPoint& p) {
       if (std::find(rejected.begin(), rejected.end(), p.label()) != rejected.end()) return false;
-      return p.mode == control::Mode::kText ||
+      if (tenant_allows && !tenant_allows(p)) return false;
+      const bool whole_kv = was.mode == control::Mode::kKv && p.mode == control::Mode::kKv &&
+                            p.selector == select::Policy::kFull && p.spec == "raw";
+      return p.mode == control::Mode::kText || whole_kv ||
              (p.mode == was.mode && p.selector == was.selector && p.retention == was.retention);
     };
     ASSIGN_OR_RETURN(r.policy,
@@ -724,6 +863,12 @@ absl::Status EdgeService::CheckEstimate(grpc::ServerContext* context, Request& r
     if (r.policy.mode == kvstream::v1::MODE_TEXT) {
       SwitchToText(r);
       break;
+    }
+    if (r.point.selector != was.selector || r.point.retention != was.retention) {
+      r.selects = false;  // the whole cache
+      estimate_kept.clear();
+      r.stats.set_selector(std::string(select::PolicyName(r.policy.selector)));
+      r.stats.set_kept_tokens(r.spans.context_tokens());
     }
     r.stats.set_spec(r.policy.spec);
   }
@@ -880,6 +1025,11 @@ grpc::Status EdgeService::Ask(grpc::ServerContext* context, const kvstream::v1::
   const grpc::Status out = net::ToGrpc(st);
   const char* mode = ModeName(r.mode);
   metrics_->requests.Add({{"mode", mode}, {"code", net::CodeName(out.error_code())}}).Increment();
+  if (!r.tenant.name.empty()) {  // tenants come from the token file: a bounded set
+    metrics_->tenant_requests
+        .Add({{"tenant", r.tenant.name}, {"code", net::CodeName(out.error_code())}})
+        .Increment();
+  }
   if (st.ok()) {
     const auto& s = r.stats;
     metrics_->raw_bytes.Add({{"mode", mode}}).Increment(static_cast<double>(s.raw_kv_bytes()));

@@ -21,6 +21,7 @@
 #include "common/net/auth.h"
 #include "common/net/peer_limit.h"
 #include "common/net/shaper.h"
+#include "common/net/tenant_ledger.h"
 #include "edge/policy.h"
 #include "edge/transfer.h"
 #include "kvstream/v1/service.grpc.pb.h"
@@ -97,6 +98,18 @@ class EdgeService final : public kvstream::v1::EdgeService::Service {
   // and checks the prompt against both models' positions.
   absl::Status Prepare(const kvstream::v1::AskRequest& request, Request& r);
   absl::Status CheckLengths(Request& r);
+  // The tenant's rights (PERMISSION_DENIED for a model outside its models=) and quotas
+  // (RESOURCE_EXHAUSTED past max_sessions concurrent requests or max_cache_bytes of
+  // scout cache), held until the request ends.
+  absl::Status CheckTenant(Request& r);
+  // Adaptive: PERMISSION_DENIED when the tenant may use no point of the quality table.
+  absl::Status CheckTenantTable(const Request& r);
+  // The cloud model that answers `mode`: `cloud_model`, or in kv mode the cloud's copy of
+  // the scout (found by fingerprint).
+  absl::StatusOr<std::string> AnsweringModel(kvstream::v1::Mode mode,
+                                             const std::string& cloud_model);
+  // Adaptive: the points whose answering model the request's tenant may use (null: all).
+  std::function<bool(const control::OperatingPoint&)> TenantAllows(const Request& r);
   // UNAVAILABLE, before any model work, when the cloud's channel is failing to connect
   // (or does not connect within a second); OK when it is connected.
   absl::Status CloudReady(grpc::ServerContext* context);
@@ -112,10 +125,18 @@ class EdgeService final : public kvstream::v1::EdgeService::Service {
   absl::Status TransferOnce(grpc::ServerContext* context,
                             grpc::ServerWriter<kvstream::v1::AskEvent>* writer, Request& r,
                             CloudTransfer::Result& result);
-  // After a broken stream (`failure`): waits a jittered backoff within the deadline and
-  // readies `r` for the next attempt (a new session id; text mode when falling back).
+  // After a broken stream (`failure`, `broken`): waits a jittered backoff within the
+  // deadline and readies `r` for the next attempt: a resume of the session when the cloud
+  // had opened it, else StartAfresh.
   absl::Status PrepareRetry(grpc::ServerContext* context, const absl::Status& failure, int attempt,
-                            Request& r);
+                            const CloudTransfer::Result& broken, Request& r);
+  // A new session id for the payload, or text mode (--on_transfer_failure=text); the
+  // recovery stats say `what` broke.
+  absl::Status StartAfresh(Request& r, const std::string& what);
+  // The stats and log of a resumed session (`t`: the stream that resumed it).
+  void NoteResumed(const CloudTransfer::Result& t, Request& r);
+  // Whether chunks are kept after sending, for a resume or another attempt.
+  bool KeepsChunks() const;
   // Re-planning kv: encodes and sends a layer at a time down the spec ladder.
   absl::Status SendReplanned(CloudTransfer& transfer, Request& r, bool& sent_ok);
   void RecordTransfer(const CloudTransfer::Result& result, Request& r);
@@ -130,8 +151,9 @@ class EdgeService final : public kvstream::v1::EdgeService::Service {
       const std::function<bool(const control::OperatingPoint&)>& allow = nullptr,
       control::OperatingPoint* chosen = nullptr);
   // Adaptive kv / projected: estimates the chosen plan on the scout (the cache in
-  // `r.pre`, the selection `kept`) and chooses again while the estimate rejects it;
-  // the request may end up in text mode.
+  // `r.pre`, the selection `kept`) and chooses again while the estimate rejects it: the
+  // same selection's other specs, or a lossless fallback (text, or kv's whole cache
+  // unquantized); the request may end up in text mode.
   absl::Status CheckEstimate(grpc::ServerContext* context, Request& r,
                              const std::vector<int32_t>& kept);
   // Turns `r` into a text-mode request under its current session id.
@@ -152,6 +174,7 @@ class EdgeService final : public kvstream::v1::EdgeService::Service {
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<base::AdmissionGate> gate_;
   std::unique_ptr<net::PeerLimiter> peers_;
+  std::unique_ptr<net::TenantLedger> tenants_ = std::make_unique<net::TenantLedger>("requests");
   std::mutex link_mu_;
   control::LinkEstimator link_;
   // The cloud model's prefill cost (text / scout), fitted to the start-up timings in its

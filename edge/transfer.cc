@@ -40,12 +40,15 @@ void CloudTransfer::Read() {
     if (first && shaper_ != nullptr) shaper_->Delay();  // downlink one-way delay
     first = false;
     if (d.has_opened()) {
+      std::lock_guard<std::mutex> lock(mu_);
       result_.opened = Since(Clock::now());
+      opened_seq_ = d.opened().next_seq();
+      opened_cv_.notify_all();
     } else if (d.has_ack()) {
       result_.last_ack = Clock::now();
       std::lock_guard<std::mutex> lock(mu_);
-      if (d.ack().seq() < result_.acked.size())
-        result_.acked[d.ack().seq()] = Since(result_.last_ack);
+      const uint64_t i = d.ack().seq() - result_.first_seq;  // wraps when below: ignored
+      if (i < result_.acked.size()) result_.acked[i] = Since(result_.last_ack);
     } else if (d.has_token()) {
       if (!result_.have_token) {
         result_.first_token = Clock::now();
@@ -57,13 +60,25 @@ void CloudTransfer::Read() {
       if (!relay_->Write(ev)) {
         client_gone_ = true;
         context_->TryCancel();
-        return;
+        break;
       }
     } else if (d.has_done()) {
       result_.cloud = d.done().stats();
       result_.have_done = true;
     }
   }
+  std::lock_guard<std::mutex> lock(mu_);
+  reader_done_ = true;
+  opened_cv_.notify_all();
+}
+
+std::optional<uint64_t> CloudTransfer::WaitOpened() {
+  std::unique_lock<std::mutex> lock(mu_);
+  opened_cv_.wait(lock, [this] { return opened_seq_.has_value() || reader_done_; });
+  if (!opened_seq_) return std::nullopt;
+  result_.first_seq = *opened_seq_;
+  waited_open_ = true;
+  return opened_seq_;
 }
 
 bool CloudTransfer::SendOpen(const Uplink& open) {
@@ -87,7 +102,8 @@ bool CloudTransfer::SendChunk(kvstream::v1::KvChunk&& chunk) {
     std::lock_guard<std::mutex> lock(mu_);
     result_.chunk_bytes.push_back(bytes);
     // The first chunk's clock starts with the stream, so its ack delay spans a round trip.
-    result_.sent.push_back(result_.chunks == 0 ? uplink_start_ : Since(Clock::now()));
+    result_.sent.push_back(result_.chunks == 0 && !waited_open_ ? uplink_start_
+                                                                : Since(Clock::now()));
     result_.acked.push_back(-1);
   }
   ++result_.chunks;
@@ -97,7 +113,7 @@ bool CloudTransfer::SendChunk(kvstream::v1::KvChunk&& chunk) {
 
 bool CloudTransfer::SendCommit() {
   Uplink commit;
-  commit.mutable_commit()->set_num_chunks(result_.chunks);
+  commit.mutable_commit()->set_num_chunks(next_seq());
   result_.wire_bytes += commit.ByteSizeLong();
   if (shaper_ != nullptr) shaper_->Transmit(commit.ByteSizeLong());
   return stream_->Write(commit);

@@ -10,8 +10,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -33,7 +35,8 @@ class CloudTransfer {
     bool have_token = false;
     Clock::time_point start, first_token, last_ack, writes_done;
     uint64_t wire_bytes = 0;  // every serialized uplink message
-    uint64_t chunks = 0;
+    uint64_t chunks = 0;      // chunks sent on this stream
+    uint64_t first_seq = 0;   // the seq of the first of them (a resumed session's next_seq)
     // Per chunk: bytes, when its send began and when its ack came (seconds since start;
     // -1: never acked), for the link estimator.
     std::vector<uint64_t> chunk_bytes;
@@ -55,13 +58,16 @@ class CloudTransfer {
 
   // Each returns false once the stream is broken (the final status tells why).
   bool SendOpen(const kvstream::v1::Uplink& open);
+  // Blocks until the cloud's Opened arrives and returns its next_seq, from which this
+  // stream's chunks are numbered; nullopt when the stream ended first (Finish says why).
+  std::optional<uint64_t> WaitOpened();
   bool SendChunk(kvstream::v1::KvChunk&& chunk);
   bool SendCommit();
   // Cancels the stream (an error on the edge's side mid-transfer).
   void Cancel();
   // Throughput of this stream's acked chunks so far in bits/s, or `fallback` before any.
   double AckedBandwidth(double fallback);
-  uint64_t next_seq() const { return result_.chunks; }
+  uint64_t next_seq() const { return result_.first_seq + result_.chunks; }
   Clock::time_point start() const { return result_.start; }
 
   // Half-closes the uplink, waits for the reader, and returns what the stream did.
@@ -75,7 +81,11 @@ class CloudTransfer {
   std::unique_ptr<grpc::ClientReaderWriter<kvstream::v1::Uplink, kvstream::v1::Downlink>> stream_;
   grpc::ServerWriter<kvstream::v1::AskEvent>* relay_;
   net::Shaper* shaper_;
-  std::mutex mu_;  // guards the chunk log (written by both threads)
+  std::mutex mu_;  // guards the chunk log and the Opened state (written by both threads)
+  std::condition_variable opened_cv_;
+  std::optional<uint64_t> opened_seq_;  // Opened.next_seq, once it came
+  bool reader_done_ = false;
+  bool waited_open_ = false;  // chunks follow the Opened round trip, not the SessionOpen
   Result result_;
   double uplink_start_ = 0;
   std::atomic<bool> client_gone_{false};

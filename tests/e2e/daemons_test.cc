@@ -1150,6 +1150,94 @@ TEST_F(DaemonsTest, TenantsAreHeldToTheirModelsAndQuotas) {
   }
 }
 
+// The edge holds its clients' tenants to their rights and quotas too: a request answered
+// by a model outside the token's models= is PERMISSION_DENIED (kv mode is answered by
+// the cloud's copy of the scout; adaptive chooses only among the tenant's models), and
+// requests beyond max_sessions at once or max_cache_bytes of scout cache are
+// RESOURCE_EXHAUSTED before any model work.
+TEST_F(DaemonsTest, EdgeHoldsClientTenantsToTheirModelsAndQuotas) {
+  const std::string tokens = *work_ + "/edge_tenant_tokens";
+  std::ofstream(tokens) << "lab " << net::Sha256Hex("lab") << " models=large max_sessions=1\n"
+                        << "kvonly " << net::Sha256Hex("kvonly") << " models=scout\n"
+                        << "nowhere " << net::Sha256Hex("nowhere") << " models=other\n"
+                        << "small " << net::Sha256Hex("small") << " max_cache_bytes=1000\n";
+  Daemon cloud, edge;
+  // Decode padded to 10 tokens/s: an 8-token answer holds its request for ~0.8 s.
+  ASSERT_TRUE(
+      StartDaemon(cloud, *work_, "cloud-edge-tenants", "kvstream-cloud",
+                  {absl::StrCat("--model=scout=", kScout), absl::StrCat("--model=large=", kLarge),
+                   "--measure_rates=false", "--emulate_decode_tps=10"})
+          .ok());
+  ASSERT_TRUE(
+      StartDaemon(edge, *work_, "edge-tenants", "kvstream-edge",
+                  {absl::StrCat("--scout=", kScout), absl::StrCat("--cloud=127.0.0.1:", cloud.port),
+                   "--cloud_model=large", "--auth_tokens_file=" + tokens})
+          .ok());
+  auto stub =
+      kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", edge.port)));
+  auto ask = [&](const std::string& token, kvstream::v1::Mode mode) {
+    net::AskCall call;
+    call.timeout_seconds = 60;
+    call.bearer_token = token;
+    return net::Ask(*stub, Request((*examples_)[0], mode, "int8"), call);
+  };
+  EXPECT_TRUE(ask("lab", kvstream::v1::MODE_TEXT).ok());
+  auto r = ask("lab", kvstream::v1::MODE_KV);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kPermissionDenied) << r.status();
+  EXPECT_NE(r.status().message().find("tenant 'lab' may use models large; this kv request is "
+                                      "answered by 'scout'"),
+            std::string::npos)
+      << r.status();
+  EXPECT_TRUE(ask("kvonly", kvstream::v1::MODE_KV).ok());
+  EXPECT_EQ(ask("kvonly", kvstream::v1::MODE_SCOUT).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  // Adaptive chooses among the points the tenant may use: for kvonly, kv points only.
+  r = ask("kvonly", kvstream::v1::MODE_ADAPTIVE);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->stats.mode(), kvstream::v1::MODE_KV) << r->stats.decision();
+  r = ask("nowhere", kvstream::v1::MODE_ADAPTIVE);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kPermissionDenied) << r.status();
+  EXPECT_NE(r.status().message().find("no point of the adaptive quality table"), std::string::npos)
+      << r.status();
+  // The prompt's scout cache is far above 1000 bytes.
+  r = ask("small", kvstream::v1::MODE_TEXT);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted) << r.status();
+  EXPECT_NE(r.status().message().find("its quota is max_cache_bytes=1000"), std::string::npos)
+      << r.status();
+  // lab may hold one request at a time.
+  absl::StatusOr<net::AskResult> first;
+  std::thread holder([&] { first = ask("lab", kvstream::v1::MODE_TEXT); });
+  absl::StatusOr<net::AskResult> second = absl::UnknownError("not run");
+  for (int i = 0; i < 40; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    second = ask("lab", kvstream::v1::MODE_TEXT);
+    if (second.status().code() == absl::StatusCode::kResourceExhausted) break;
+  }
+  holder.join();
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kResourceExhausted) << second.status();
+  EXPECT_NE(second.status().message().find("tenant 'lab' holds 1 requests; its quota is "
+                                           "max_sessions=1"),
+            std::string::npos)
+      << second.status();
+  EXPECT_TRUE(ask("lab", kvstream::v1::MODE_TEXT).ok()) << "a finished request frees its place";
+  const std::string metrics = testing::HttpGet(edge.metrics_port, "/metrics").body;
+  for (const auto& [tenant, code] : {std::pair<const char*, const char*>{"lab", "OK"},
+                                     {"lab", "PERMISSION_DENIED"},
+                                     {"lab", "RESOURCE_EXHAUSTED"},
+                                     {"small", "RESOURCE_EXHAUSTED"}}) {
+    EXPECT_NE(metrics.find(absl::StrCat("kvstream_edge_tenant_requests_total{code=\"", code,
+                                        "\",tenant=\"", tenant, "\"}")),
+              std::string::npos)
+        << tenant << " " << code;
+  }
+  for (Daemon* d : {&edge, &cloud}) {
+    auto code = d->process.Stop(20);
+    ASSERT_TRUE(code.ok()) << code.status();
+    EXPECT_EQ(*code, 0);
+  }
+}
+
 TEST_F(DaemonsTest, TokensAreRequiredAndRevocableWithoutARestart) {
   const std::string dir = *work_ + "/auth";
   std::filesystem::create_directories(dir);

@@ -27,6 +27,7 @@
 #include "kvstream/v1/service.grpc.pb.h"
 #include "tests/support/daemon.h"
 #include "tests/support/http_get.h"
+#include "tests/support/tcp_proxy.h"
 
 namespace kvstream {
 namespace {
@@ -441,6 +442,10 @@ TEST(RecoveryTest, KilledCloudMidTransferIsRetriedOrAnsweredAsText) {
       EXPECT_EQ(got->stats.mode(), kvstream::v1::MODE_KV);
       EXPECT_EQ(got->stats.recovery().rfind("retried after UNAVAILABLE", 0), 0u)
           << got->stats.recovery();
+      // The restarted cloud does not hold the session, so the edge sent it from the start.
+      EXPECT_NE(got->stats.recovery().find("(resume refused: NOT_FOUND"), std::string::npos)
+          << got->stats.recovery();
+      EXPECT_EQ(got->stats.resent_bytes(), 0u);
       EXPECT_GT(got->stats.wire_bytes(), kv->stats.wire_bytes()) << "the broken attempt counts";
     } else {
       EXPECT_EQ(got->token_ids, text->token_ids);
@@ -451,6 +456,95 @@ TEST(RecoveryTest, KilledCloudMidTransferIsRetriedOrAnsweredAsText) {
     }
   }
   testing::StopDaemons({edges["retry"], edges["text"], cloud});
+}
+
+// A counter's value from a /metrics page for one label set, e.g.
+// `kvstream_cloud_resumes_total{outcome="resumed"}` (0 when absent).
+double Counter(int metrics_port, const std::string& series) {
+  const std::string body = testing::HttpGet(metrics_port, "/metrics").body;
+  const size_t at = body.find("\n" + series + " ");
+  return at == std::string::npos ? 0 : std::stod(body.substr(at + series.size() + 2));
+}
+
+// The connection between edge and cloud breaks halfway through a kv transfer (a proxy
+// cuts it after half the payload's bytes). The cloud keeps the session; the edge
+// reattaches and sends only the chunks the cloud had not applied, and the answer equals
+// the uninterrupted one. With the edge not retrying, the parked session is freed when
+// --resume_window_seconds runs out.
+TEST(RecoveryTest, BrokenConnectionResumesTheSession) {
+  const std::string work = net::WorkDir("", "kvstream-resume").value_or("/tmp");
+  auto* cloud = new testing::Daemon;
+  ASSERT_TRUE(testing::StartDaemon(
+                  *cloud, KVSTREAM_BIN_DIR, work, "cloud", "kvstream-cloud",
+                  {absl::StrCat("--model=scout=", kScout), absl::StrCat("--model=large=", kLarge),
+                   "--measure_rates=false", "--resume_window_seconds=2"})
+                  .ok());
+  testing::TcpProxy proxy(cloud->port);
+  ASSERT_GT(proxy.port(), 0);
+  std::map<std::string, testing::Daemon*> edges;
+  for (const char* policy : {"retry", "fail"}) {
+    edges[policy] = new testing::Daemon;
+    // 2 Mbit/s and 16 KiB chunks: the f16 cache goes out in many chunks over ~1.5 s.
+    ASSERT_TRUE(
+        testing::StartDaemon(
+            *edges[policy], KVSTREAM_BIN_DIR, work, absl::StrCat("edge-", policy), "kvstream-edge",
+            {absl::StrCat("--scout=", kScout), absl::StrCat("--cloud=127.0.0.1:", proxy.port()),
+             "--cloud_model=large", "--mode=kv", "--spec=f16", "--uplink_mbps=2",
+             "--chunk_bytes=16384", absl::StrCat("--on_transfer_failure=", policy)})
+            .ok());
+  }
+  kvstream::v1::AskRequest req;
+  std::string context;
+  for (int i = 0; i < 40; ++i)
+    absl::StrAppend(&context, "The code of item", i, " is w", 7 * i, ". ");
+  req.set_context(context);
+  req.set_question("What is the code of item17?");
+  req.mutable_policy()->set_max_tokens(4);
+  auto stub_of = [&](const char* policy) {
+    return kvstream::v1::EdgeService::NewStub(
+        net::MakeChannel(absl::StrCat("127.0.0.1:", edges[policy]->port)));
+  };
+  auto plain = net::Ask(*stub_of("retry"), req, Timeout(60));
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  const uint64_t wire = plain->stats.wire_bytes();
+  ASSERT_GT(wire, 200'000u) << "the payload must span many chunks";
+
+  proxy.CutOnceAfter(proxy.upstream_bytes() + wire / 2);
+  auto resumed = net::Ask(*stub_of("retry"), req, Timeout(60));
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(proxy.cuts(), 1);
+  EXPECT_EQ(resumed->token_ids, plain->token_ids);
+  EXPECT_EQ(resumed->stats.transfer_attempts(), 2u);
+  EXPECT_EQ(resumed->stats.recovery().rfind("resumed after UNAVAILABLE", 0), 0u)
+      << resumed->stats.recovery();
+  // Only chunks the broken stream had not seen acked went again: not a second payload.
+  const kvstream::v1::RequestStats& st = resumed->stats;
+  EXPECT_GT(st.unacked_bytes(), 0u);
+  EXPECT_LE(st.resent_bytes(), st.unacked_bytes());
+  EXPECT_LT(st.resent_bytes(), wire / 2);
+  // Every byte on the wire is the payload once, what was re-sent, and a second SessionOpen.
+  ASSERT_GE(st.wire_bytes(), wire + st.resent_bytes());
+  EXPECT_LT(st.wire_bytes() - wire - st.resent_bytes(), 2048u) << st.recovery();
+  EXPECT_EQ(Counter(cloud->metrics_port, "kvstream_cloud_resumes_total{outcome=\"resumed\"}"), 1);
+
+  // An edge that does not retry leaves the session parked; the window frees it.
+  proxy.CutOnceAfter(proxy.upstream_bytes() + wire / 2);
+  auto failed = net::Ask(*stub_of("fail"), req, Timeout(60));
+  ASSERT_FALSE(failed.ok());
+  EXPECT_EQ(failed.status().code(), absl::StatusCode::kUnavailable) << failed.status();
+  EXPECT_EQ(proxy.cuts(), 2);
+  double parked = -1;
+  for (int i = 0; i < 20 && parked != 1; ++i) {
+    parked = Gauge(cloud->metrics_port, "kvstream_cloud_parked_sessions");
+    if (parked != 1) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(parked, 1);
+  EXPECT_EQ(Gauge(cloud->metrics_port, "kvstream_cloud_active_sessions"), 1)
+      << "a parked session keeps its slot";
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  EXPECT_EQ(Gauge(cloud->metrics_port, "kvstream_cloud_parked_sessions"), 0);
+  EXPECT_EQ(Gauge(cloud->metrics_port, "kvstream_cloud_active_sessions"), 0);
+  testing::StopDaemons({edges["retry"], edges["fail"], cloud});
 }
 
 }  // namespace

@@ -1,7 +1,6 @@
-// Per-tenant quotas on the cloud: the sessions each tenant holds open and the cache bytes
-// they reserve, against the tenant's max_sessions / max_cache_bytes from the token file
-// (net::Tenant). The daemon-wide limits (--max_sessions, --cache_budget_bytes) still
-// apply on top, in the SessionStore.
+// Per-tenant quotas: the sessions (cloud) or requests (edge) each tenant holds open and
+// the cache bytes they reserve, against the tenant's max_sessions / max_cache_bytes from
+// the token file (Tenant). A daemon's own limits still apply on top.
 #pragma once
 
 #include <cstdint>
@@ -12,10 +11,13 @@
 #include "absl/status/statusor.h"
 #include "common/net/auth.h"
 
-namespace kvstream::cloud {
+namespace kvstream::net {
 
 class TenantLedger {
  public:
+  // `what`: the noun for what a Hold stands for in messages ("sessions", "requests").
+  explicit TenantLedger(std::string what = "sessions") : what_(std::move(what)) {}
+
   // One session's share of its tenant's quotas; released when destroyed.
   class Hold {
    public:
@@ -35,9 +37,9 @@ class TenantLedger {
     uint64_t bytes_ = 0;
   };
 
-  // A session of `bytes` for `tenant`, or RESOURCE_EXHAUSTED naming the quota it would
-  // exceed.
-  absl::StatusOr<Hold> Acquire(const net::Tenant& tenant, uint64_t bytes);
+  // One more session (request) of `bytes` for `tenant`, or RESOURCE_EXHAUSTED naming the
+  // quota it would exceed.
+  absl::StatusOr<Hold> Acquire(const Tenant& tenant, uint64_t bytes);
   uint32_t sessions(const std::string& tenant) const;
   uint64_t bytes(const std::string& tenant) const;
 
@@ -47,8 +49,9 @@ class TenantLedger {
     uint64_t bytes = 0;
   };
   void Release(const std::string& tenant, uint64_t bytes);
+  const std::string what_;
   mutable std::mutex mu_;
   std::map<std::string, Usage> usage_;
 };
 
-}  // namespace kvstream::cloud
+}  // namespace kvstream::net

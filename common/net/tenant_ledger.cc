@@ -1,8 +1,8 @@
-#include "cloud/tenant_ledger.h"
+#include "common/net/tenant_ledger.h"
 
 #include "absl/strings/str_cat.h"
 
-namespace kvstream::cloud {
+namespace kvstream::net {
 
 TenantLedger::Hold::Hold(Hold&& o) noexcept
     : ledger_(o.ledger_), tenant_(std::move(o.tenant_)), bytes_(o.bytes_) {
@@ -24,18 +24,18 @@ TenantLedger::Hold::~Hold() {
   if (ledger_ != nullptr) ledger_->Release(tenant_, bytes_);
 }
 
-absl::StatusOr<TenantLedger::Hold> TenantLedger::Acquire(const net::Tenant& t, uint64_t bytes) {
+absl::StatusOr<TenantLedger::Hold> TenantLedger::Acquire(const Tenant& t, uint64_t bytes) {
   std::lock_guard<std::mutex> lock(mu_);
   Usage& u = usage_[t.name];
   if (t.max_sessions > 0 && u.sessions >= t.max_sessions) {
     return absl::ResourceExhaustedError(
-        absl::StrCat("tenant '", t.name, "' holds ", u.sessions,
-                     " sessions; its quota is max_sessions=", t.max_sessions, " (token file)"));
+        absl::StrCat("tenant '", t.name, "' holds ", u.sessions, " ", what_,
+                     "; its quota is max_sessions=", t.max_sessions, " (token file)"));
   }
   if (t.max_cache_bytes > 0 && u.bytes + bytes > t.max_cache_bytes) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "tenant '", t.name, "' holds ", u.bytes, " cache bytes and this session needs ", bytes,
-        "; its quota is max_cache_bytes=", t.max_cache_bytes, " (token file)"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("tenant '", t.name, "' holds ", u.bytes, " cache bytes and this one needs ",
+                     bytes, "; its quota is max_cache_bytes=", t.max_cache_bytes, " (token file)"));
   }
   ++u.sessions;
   u.bytes += bytes;
@@ -63,4 +63,4 @@ void TenantLedger::Release(const std::string& tenant, uint64_t bytes) {
   if (it->second.sessions == 0) usage_.erase(it);
 }
 
-}  // namespace kvstream::cloud
+}  // namespace kvstream::net

@@ -1,11 +1,11 @@
-#include "cloud/tenant_ledger.h"
+#include "common/net/tenant_ledger.h"
 
 #include <gtest/gtest.h>
 
 #include <utility>
 #include <vector>
 
-namespace kvstream::cloud {
+namespace kvstream::net {
 namespace {
 
 TEST(TenantLedgerTest, SessionQuotaPerTenant) {
@@ -40,7 +40,7 @@ TEST(TenantLedgerTest, CacheByteQuotaAndMoves) {
   ASSERT_TRUE(a.ok());
   auto b = ledger.Acquire(t, 500);
   ASSERT_EQ(b.status().code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_NE(b.status().message().find("holds 600 cache bytes and this session needs 500; its "
+  EXPECT_NE(b.status().message().find("holds 600 cache bytes and this one needs 500; its "
                                       "quota is max_cache_bytes=1000"),
             std::string::npos)
       << b.status();
@@ -53,4 +53,4 @@ TEST(TenantLedgerTest, CacheByteQuotaAndMoves) {
 }
 
 }  // namespace
-}  // namespace kvstream::cloud
+}  // namespace kvstream::net
