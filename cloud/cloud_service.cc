@@ -107,6 +107,21 @@ absl::Status MeasureRates(ServedModel& s, int probe_tokens) {
   return absl::OkStatus();
 }
 
+// Sorted, so the order of --model / --projection flags does not matter.
+std::string ModelCard(const std::vector<ServedModel>& models,
+                      const std::vector<ServedProjection>& projections) {
+  std::vector<std::string> parts;
+  for (const ServedModel& m : models)
+    parts.push_back(absl::StrCat("model ", m.name, "=", m.model->fingerprint()));
+  for (const ServedProjection& p : projections) {
+    const model::ProjectionHeader& h = p.projection->header();
+    parts.push_back(absl::StrCat("projection ", h.source.fingerprint, "->", models[p.target].name,
+                                 "=", h.target.fingerprint));
+  }
+  std::sort(parts.begin(), parts.end());
+  return net::Sha256Hex(absl::StrJoin(parts, "\n")).substr(0, 16);
+}
+
 }  // namespace
 
 absl::StatusOr<ServedModel> LoadServedModel(const std::string& name, const std::string& dir,
@@ -294,6 +309,7 @@ CloudService::CloudService(std::vector<ServedModel> models,
                            metrics::MetricsServer& metrics)
     : models_(std::move(models)),
       projections_(std::move(projections)),
+      model_card_(ModelCard(models_, projections_)),
       options_(options),
       metrics_(std::make_unique<Metrics>(metrics.registry())) {
   Metrics* m = metrics_.get();
@@ -375,6 +391,7 @@ grpc::Status CloudService::GetInfo(grpc::ServerContext* context,
   response->set_cache_bytes_in_use(sessions_->bytes_in_use());
   response->set_max_sessions(sessions_->max_sessions());
   response->set_cache_budget_bytes(sessions_->budget_bytes());
+  response->set_model_card(model_card_);
   return grpc::Status::OK;
 }
 
@@ -440,10 +457,24 @@ absl::Status CloudService::Open(const kvstream::v1::SessionOpen& open, Session& 
                                                     "; this session needs '", s.served->name, "'"));
   }
   // The tenant's quota first, so a tenant over it takes none of the daemon's budget.
+  // Parked sessions yield to live ones: while a quota refuses, the oldest parked session
+  // (the tenant's own for its quota) is dropped.
   if (!s.tenant.name.empty()) {
-    ASSIGN_OR_RETURN(s.tenant_hold, tenants_->Acquire(s.tenant, bytes));
+    auto hold = tenants_->Acquire(s.tenant, bytes);
+    while (!hold.ok() && hold.status().code() == absl::StatusCode::kResourceExhausted &&
+           parked_->EvictOldest(&s.tenant.name)) {
+      hold = tenants_->Acquire(s.tenant, bytes);
+    }
+    if (!hold.ok()) return hold.status();
+    s.tenant_hold = std::move(*hold);
   }
-  ASSIGN_OR_RETURN(s.lease, sessions_->Acquire(s.id, bytes));
+  auto lease = sessions_->Acquire(s.id, bytes);
+  while (!lease.ok() && lease.status().code() == absl::StatusCode::kResourceExhausted &&
+         parked_->EvictOldest(nullptr)) {
+    lease = sessions_->Acquire(s.id, bytes);
+  }
+  if (!lease.ok()) return lease.status();
+  s.lease = std::move(*lease);
   return absl::OkStatus();
 }
 
@@ -523,6 +554,7 @@ absl::Status CloudService::Attach(grpc::ServerContext* context,
     return absl::OkStatus();
   }
   if (!parked_->enabled()) {
+    metrics_->resumes.Add({{"outcome", "refused"}}).Increment();
     return absl::NotFoundError(absl::StrCat(
         "no session '", open.session_id(),
         "' to resume: this cloud keeps none (--resume_window_seconds=0); send it again from "
@@ -531,14 +563,11 @@ absl::Status CloudService::Attach(grpc::ServerContext* context,
   kvstream::v1::SessionOpen first = open;
   first.clear_resume();
   const std::string expected = first.SerializeAsString();
-  // A session still open on a stream that broke moments ago (the cloud has not noticed
-  // yet) is waited for a little; one that is neither open nor parked is not coming.
-  const auto wait =
-      !sessions_->IsOpen(open.session_id())
-          ? Clock::duration::zero()
-          : std::min<Clock::duration>(std::chrono::seconds(2),
-                                      std::chrono::duration_cast<Clock::duration>(
-                                          context->deadline() - std::chrono::system_clock::now()));
+  // A session still receiving on a stream that broke moments ago (the cloud has not
+  // noticed yet) is waited for a little; one neither receiving nor parked is not coming.
+  const auto wait = std::min<Clock::duration>(
+      std::chrono::seconds(2), std::chrono::duration_cast<Clock::duration>(
+                                   context->deadline() - std::chrono::system_clock::now()));
   absl::StatusOr<std::unique_ptr<Session>> taken =
       parked_->Take(open.session_id(), s->tenant.name, wait, [&](const Session& parked) {
         return parked.open_bytes == expected
@@ -665,6 +694,7 @@ absl::Status CloudService::RunSession(grpc::ServerContext* context,
                      up.has_chunk() ? "a KvChunk" : "Commit"));
   }
   RETURN_IF_ERROR(Attach(context, up.open(), s));
+  if (s->assembler != nullptr) parked_->BeginReceiving(s->id);
   watch->ExtendBy(options_.idle_timeout_seconds);
   Downlink opened;
   opened.mutable_opened()->set_next_seq(s->chunks);
@@ -674,6 +704,7 @@ absl::Status CloudService::RunSession(grpc::ServerContext* context,
                 s->mode == kvstream::v1::MODE_KV ? s->kept.size() : s->prompt.size());
   uint64_t committed_chunks = 0;
   RETURN_IF_ERROR(ReceiveChunks(context, stream, *s, *watch, committed_chunks));
+  parked_->EndReceiving(s->id);
   watch->Disarm();  // model work and generation are bounded by the call's own deadline
   if (committed_chunks != s->chunks) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -758,6 +789,8 @@ grpc::Status CloudService::Transfer(grpc::ServerContext* context,
   if (s->park) {
     const std::string id = s->id, tenant = s->tenant.name;
     parked_->Park(id, tenant, std::move(s));
+  } else if (!s->id.empty()) {
+    parked_->EndReceiving(s->id);
   }
   return out;  // otherwise the session's lease is released here, whatever the outcome
 }

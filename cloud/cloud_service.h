@@ -102,6 +102,8 @@ class CloudService final : public kvstream::v1::CloudService::Service {
                        kvstream::v1::GetInfoResponse* response) override;
 
   const SessionStore& sessions() const { return *sessions_; }
+  // GetInfoResponse.model_card: a digest of the served models and projections.
+  const std::string& model_card() const { return model_card_; }
   // Drain: sessions waiting for a model worker, and later ones, get UNAVAILABLE.
   void Drain();
 
@@ -135,6 +137,7 @@ class CloudService final : public kvstream::v1::CloudService::Service {
 
   std::vector<ServedModel> models_;
   std::vector<ServedProjection> projections_;
+  std::string model_card_;
   CloudOptions options_;
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<SessionStore> sessions_;

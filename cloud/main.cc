@@ -237,7 +237,10 @@ int main(int argc, char** argv) {
   so.listen = absl::GetFlag(FLAGS_listen);
   so.port_file = absl::GetFlag(FLAGS_port_file);
   so.grace_seconds = absl::GetFlag(FLAGS_shutdown_grace_seconds);
-  so.health_services = {"kvstream.v1.CloudService"};
+  // The card's name lets edges' health checks pass over replicas serving other models.
+  so.health_services = {"kvstream.v1.CloudService",
+                        absl::StrCat("kvstream.v1.CloudService/", service.model_card())};
+  logging::Logf(logging::Level::kInfo, "cloud", "model card %s", service.model_card());
   so.credentials = *credentials;
   so.on_drain = [&service] { service.Drain(); };
   so.on_reload = [auth = options.auth] { kvstream::net::ReloadTokens("cloud", auth.get()); };

@@ -1,8 +1,8 @@
 // Sessions whose Transfer stream broke before Commit, kept for a window so that the
 // sender can reattach (SessionOpen.resume) and send only what the cloud has not applied.
 // A parked session keeps what it holds (its session slot, cache bytes and tenant quota,
-// all owned by the state): they go back with the state when the window expires, or
-// travel with it to the stream that takes it back.
+// all owned by the state): they go back with the state when the window expires or when
+// live work needs them (EvictOldest), or travel with it to the stream that takes it back.
 #pragma once
 
 #include <algorithm>
@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <utility>
@@ -50,11 +51,27 @@ class ParkedSessions {
   bool enabled() const { return window_.count() > 0; }
   double window_seconds() const { return std::chrono::duration<double>(window_).count(); }
 
-  // Keeps `state` under `id` for the window; a state parked earlier under `id` is dropped.
+  // Session `id` is receiving chunks on a stream (until Commit or a break): a resume that
+  // arrives before that stream notices its break waits for it to park.
+  void BeginReceiving(const std::string& id) {
+    std::lock_guard<std::mutex> lock(mu_);
+    receiving_.insert(id);
+  }
+  void EndReceiving(const std::string& id) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      receiving_.erase(id);
+    }
+    cv_.notify_all();
+  }
+
+  // Keeps `state` under `id` for the window (and ends its receiving); a state parked
+  // earlier under `id` is dropped.
   void Park(const std::string& id, const std::string& tenant, std::unique_ptr<T> state) {
     std::unique_ptr<T> dropped;
     {
       std::lock_guard<std::mutex> lock(mu_);
+      receiving_.erase(id);
       Entry& e = parked_[id];
       dropped = std::move(e.state);
       e = Entry{tenant, std::move(state), Clock::now() + window_};
@@ -64,9 +81,9 @@ class ParkedSessions {
   }
 
   // Takes session `id` back for `tenant` once `check(state)` passes (a failing check
-  // leaves it parked and is returned). A stream that broke may not have noticed yet, so
-  // this waits up to `wait` for the session to be parked. NOT_FOUND when no such session
-  // is parked: never opened, expired, taken already, or another tenant's.
+  // leaves it parked and is returned). A stream still receiving may not have noticed its
+  // break yet, so this waits up to `wait` for it to park. NOT_FOUND when no such session
+  // is parked: never opened, committed, expired, taken already, or another tenant's.
   absl::StatusOr<std::unique_ptr<T>> Take(const std::string& id, const std::string& tenant,
                                           Clock::duration wait,
                                           const std::function<absl::Status(const T&)>& check) {
@@ -75,7 +92,8 @@ class ParkedSessions {
       auto it = parked_.find(id);
       return it != parked_.end() && it->second.tenant == tenant ? it : parked_.end();
     };
-    cv_.wait_until(lock, Clock::now() + wait, [&] { return stop_ || found() != parked_.end(); });
+    cv_.wait_until(lock, Clock::now() + wait,
+                   [&] { return stop_ || found() != parked_.end() || receiving_.count(id) == 0; });
     auto it = found();
     if (it == parked_.end()) {
       return absl::NotFoundError(absl::StrCat(
@@ -90,6 +108,25 @@ class ParkedSessions {
     parked_.erase(it);
     Changed();
     return state;
+  }
+
+  // Drops the oldest parked session (of `tenant` when not null) so live work can have
+  // what it held; false when there is none.
+  bool EvictOldest(const std::string* tenant) {
+    std::unique_ptr<T> dropped;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto oldest = parked_.end();
+      for (auto it = parked_.begin(); it != parked_.end(); ++it) {
+        if (tenant != nullptr && it->second.tenant != *tenant) continue;
+        if (oldest == parked_.end() || it->second.expires < oldest->second.expires) oldest = it;
+      }
+      if (oldest == parked_.end()) return false;
+      dropped = std::move(oldest->second.state);
+      parked_.erase(oldest);
+      Changed();
+    }
+    return true;  // `dropped` frees what it held here, outside the lock
   }
 
   size_t size() const {
@@ -144,6 +181,7 @@ class ParkedSessions {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::map<std::string, Entry> parked_;
+  std::set<std::string> receiving_;
   bool stop_ = false;
   std::thread reaper_;
 };

@@ -61,11 +61,6 @@ void SessionStore::Release(const std::string& id, uint64_t bytes) {
   if (on_change_) on_change_(static_cast<uint32_t>(open_.size()), bytes_);
 }
 
-bool SessionStore::IsOpen(const std::string& id) const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return open_.count(id) > 0;
-}
-
 uint32_t SessionStore::active() const {
   std::lock_guard<std::mutex> lock(mu_);
   return static_cast<uint32_t>(open_.size());

@@ -48,8 +48,6 @@ class SessionStore {
   // ALREADY_EXISTS when `id` is open, INVALID_ARGUMENT when `id` is empty.
   absl::StatusOr<Lease> Acquire(const std::string& id, uint64_t bytes);
   uint32_t active() const;
-  // Whether session `id` holds a lease now.
-  bool IsOpen(const std::string& id) const;
   uint64_t bytes_in_use() const;
   uint32_t max_sessions() const { return max_sessions_; }
   uint64_t budget_bytes() const { return budget_bytes_; }

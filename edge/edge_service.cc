@@ -297,17 +297,21 @@ absl::StatusOr<std::string> EdgeService::AnsweringModel(kvstream::v1::Mode mode,
                                                     ") on the cloud; it is not served there"));
 }
 
-std::function<bool(const control::OperatingPoint&)> EdgeService::TenantAllows(const Request& r) {
+absl::StatusOr<std::function<bool(const control::OperatingPoint&)>> EdgeService::TenantAllows(
+    const Request& r) {
   if (r.tenant.models.empty()) return nullptr;
-  return [this, &r](const control::OperatingPoint& p) {
-    const absl::StatusOr<std::string> model =
-        AnsweringModel(ToProtoMode(p.mode), r.policy.cloud_model);
-    return model.ok() && r.tenant.MayUse(*model);
+  // Looked up once: a cloud that cannot be asked is its own error, not a refusal.
+  absl::StatusOr<std::string> kv = AnsweringModel(kvstream::v1::MODE_KV, r.policy.cloud_model);
+  if (!kv.ok() && kv.status().code() != absl::StatusCode::kFailedPrecondition) return kv.status();
+  const bool kv_allowed = kv.ok() && r.tenant.MayUse(*kv);
+  const bool cloud_model_allowed = r.tenant.MayUse(r.policy.cloud_model);
+  return [kv_allowed, cloud_model_allowed](const control::OperatingPoint& p) {
+    return p.mode == control::Mode::kKv ? kv_allowed : cloud_model_allowed;
   };
 }
 
 absl::Status EdgeService::CheckTenantTable(const Request& r) {
-  const auto allows = TenantAllows(r);
+  ASSIGN_OR_RETURN(const auto allows, TenantAllows(r));
   if (!allows || std::any_of(options_.quality_table.begin(), options_.quality_table.end(), allows))
     return absl::OkStatus();
   return absl::PermissionDeniedError(absl::StrCat(
@@ -325,10 +329,14 @@ absl::Status EdgeService::CheckTenant(Request& r) {
           "; this ", ModeName(r.policy.mode), " request is answered by '", model, "'"));
     }
   }
-  // The scout's cache for the whole prompt, as prefill holds it.
+  // The scout's cache for the whole prompt, as prefill holds it (text mode, and scout
+  // mode without a selection, run no prefill here).
   const model::ModelConfig& c = scout_->config();
-  const uint64_t bytes = static_cast<uint64_t>(r.prompt.tokens.size()) * c.num_layers * 2ull *
-                         c.num_kv_heads * c.head_dim * (scout_->is_bf16() ? 2 : 4);
+  const bool prefills = r.sends_cache || (r.mode == kvstream::v1::MODE_SCOUT && r.selects);
+  const uint64_t bytes = !prefills
+                             ? 0
+                             : static_cast<uint64_t>(r.prompt.tokens.size()) * c.num_layers * 2ull *
+                                   c.num_kv_heads * c.head_dim * (scout_->is_bf16() ? 2 : 4);
   ASSIGN_OR_RETURN(r.tenant_hold, tenants_->Acquire(r.tenant, bytes));
   return absl::OkStatus();
 }
@@ -381,8 +389,9 @@ absl::Status EdgeService::Prepare(const kvstream::v1::AskRequest& req, Request& 
     r.adaptive = true;
     r.requested = r.policy;
     RETURN_IF_ERROR(CheckTenantTable(r));
+    ASSIGN_OR_RETURN(const auto allows, TenantAllows(r));
     ASSIGN_OR_RETURN(r.policy, ChooseAdaptive(r.requested, n, r.prompt.spans.context_tokens(),
-                                              r.stats, TenantAllows(r), &r.point));
+                                              r.stats, allows, &r.point));
     r.mode = r.policy.mode;
   }
   r.stats.set_mode(r.policy.mode);
@@ -596,19 +605,24 @@ absl::Status EdgeService::TransferOnce(grpc::ServerContext* context,
   Uplink open = r.open;
   if (r.resume) open.mutable_open()->set_resume(true);
   bool sent_ok = transfer.SendOpen(open);
-  uint64_t first = 0;  // a resumed session continues where the cloud stopped applying
+  uint64_t first = 0;        // a resumed session continues where the cloud stopped applying
+  absl::Status send_status;  // an encoding error while sending, or a bad resume
   if (sent_ok && r.resume) {
     const std::optional<uint64_t> next = transfer.WaitOpened();
-    sent_ok = next.has_value() && *next <= r.chunks.size();
-    if (sent_ok) first = *next;
+    sent_ok = next.has_value();
+    if (sent_ok && *next > r.chunks.size()) {
+      send_status = absl::InternalError(
+          absl::StrCat("resume of session ", r.session_id, ": the cloud holds ", *next,
+                       " chunks, more than the ", r.chunks.size(), " this edge encoded"));
+    }
+    if (sent_ok) first = std::min<uint64_t>(*next, r.chunks.size());
   }
-  absl::Status send_status;  // an encoding error while sending
   const bool keep = KeepsChunks();
   for (size_t i = first; sent_ok && i < r.chunks.size(); ++i) {
     sent_ok =
         transfer.SendChunk(keep ? kvstream::v1::KvChunk(r.chunks[i]) : std::move(r.chunks[i]));
   }
-  if (r.replan && sent_ok) send_status = SendReplanned(transfer, r, sent_ok);
+  if (r.replan && sent_ok && send_status.ok()) send_status = SendReplanned(transfer, r, sent_ok);
   if (!send_status.ok()) {
     sent_ok = false;
     transfer.Cancel();
@@ -637,6 +651,7 @@ void EdgeService::NoteResumed(const CloudTransfer::Result& t, Request& r) {
   for (uint64_t i = 0; i < again && i < t.chunk_bytes.size(); ++i) resent += t.chunk_bytes[i];
   r.stats.set_resent_bytes(r.stats.resent_bytes() + resent);
   r.stats.set_unacked_bytes(r.stats.unacked_bytes() + r.unacked_bytes);
+  r.unacked_bytes = 0;
   r.stats.set_recovery(absl::StrCat(r.stats.recovery(), r.stats.recovery().empty() ? "" : "; ",
                                     "resumed after ", r.failure, ": the cloud held ", t.first_seq,
                                     " of ", r.sent_upto, " chunks sent, ", again, " sent again (",
@@ -661,10 +676,12 @@ absl::Status EdgeService::PrepareRetry(grpc::ServerContext* context, const absl:
   RETURN_IF_ERROR(CheckAlive(context, "another transfer attempt"));
   const std::string what = absl::StrCat(absl::StatusCodeToString(failure.code()), ": ",
                                         base::Bounded(failure.message(), 200));
-  r.sent_upto = broken.first_seq + broken.chunks;
-  r.unacked_bytes = 0;
-  for (size_t i = 0; i < broken.chunk_bytes.size(); ++i) {
-    if (broken.acked[i] < 0) r.unacked_bytes += broken.chunk_bytes[i];
+  // A stream that broke before its Opened sent nothing new: keep what the last one sent.
+  if (broken.opened >= 0) {
+    r.sent_upto = broken.first_seq + broken.chunks;
+    for (size_t i = 0; i < broken.chunk_bytes.size(); ++i) {
+      if (broken.acked[i] < 0) r.unacked_bytes += broken.chunk_bytes[i];
+    }
   }
   // A session the cloud opened may still be held there: reattach and send only the
   // chunks it has not applied.
@@ -846,7 +863,7 @@ absl::Status EdgeService::CheckEstimate(grpc::ServerContext* context, Request& r
     // The same selection under the table's other specs, or a lossless fallback: text,
     // or kv's whole cache unquantized (for a tenant that may not use the text model).
     const control::OperatingPoint was = r.point;
-    const auto tenant_allows = TenantAllows(r);
+    ASSIGN_OR_RETURN(const auto tenant_allows, TenantAllows(r));
     auto allow = [&](const control::OperatingPoint& p) {
       if (std::find(rejected.begin(), rejected.end(), p.label()) != rejected.end()) return false;
       if (tenant_allows && !tenant_allows(p)) return false;
@@ -910,7 +927,10 @@ void EdgeService::UpdateLink(const CloudTransfer::Result& t) {
   // leaves the round trip to be inferred from the first chunk's ack, which also holds
   // its transmission: with one small chunk per request that inference fed on itself (an
   // underestimated bandwidth left a small round trip, which left a low bandwidth).
-  if (t.opened >= 0 && t.open_sent >= 0) link_.AddRttSample(t.opened - t.open_sent);
+  // (Not on a resume: the cloud may have waited for the broken stream to let go.)
+  if (t.opened >= 0 && t.open_sent >= 0 && !t.resumed) {
+    link_.AddRttSample(t.opened - t.open_sent);
+  }
   // The first chunk's ack delay holds one round trip; later chunks are paced by the link
   // (ack-to-ack gaps).
   if (!bytes.empty() && sent[0] >= 0 && acked[0] >= 0) {

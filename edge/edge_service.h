@@ -108,8 +108,10 @@ class EdgeService final : public kvstream::v1::EdgeService::Service {
   // the scout (found by fingerprint).
   absl::StatusOr<std::string> AnsweringModel(kvstream::v1::Mode mode,
                                              const std::string& cloud_model);
-  // Adaptive: the points whose answering model the request's tenant may use (null: all).
-  std::function<bool(const control::OperatingPoint&)> TenantAllows(const Request& r);
+  // Adaptive: the points whose answering model the request's tenant may use (null: all);
+  // the cloud's error when it cannot say which model answers kv.
+  absl::StatusOr<std::function<bool(const control::OperatingPoint&)>> TenantAllows(
+      const Request& r);
   // UNAVAILABLE, before any model work, when the cloud's channel is failing to connect
   // (or does not connect within a second); OK when it is connected.
   absl::Status CloudReady(grpc::ServerContext* context);

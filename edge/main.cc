@@ -20,11 +20,19 @@
 #include "common/net/shaper.h"
 #include "edge/edge_service.h"
 #include "edge/policy.h"
+#include "edge/replicas.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
           "gRPC listen address host:port for clients (port 0: any free port)");
 ABSL_FLAG(std::string, port_file, "", "Write the bound gRPC port to this file once serving");
-ABSL_FLAG(std::string, cloud, "127.0.0.1:50052", "Address of the kvstream-cloud daemon");
+ABSL_FLAG(std::string, cloud, "127.0.0.1:50052",
+          "The kvstream-cloud replicas, as a gRPC target: host:port, "
+          "ipv4:10.0.0.1:50052,10.0.0.2:50052 or dns:///cloud.example:50052 (every address "
+          "the name resolves to). Replicas must serve the same models (checked at start-up)");
+ABSL_FLAG(std::string, cloud_lb, "round_robin",
+          "How sessions spread over the --cloud replicas: round_robin (each Transfer stream to "
+          "the next healthy replica; a replica whose health is NOT_SERVING, e.g. draining, or "
+          "that is down gets none) or pick_first (one replica until it fails)");
 ABSL_FLAG(
     std::string, scout, "testdata/models/scout",
     "Scout model directory (HF format, with tokenizer.json): prefills, selects and, in kv mode, "
@@ -127,6 +135,52 @@ int Fail(const std::string& message) {
   std::fprintf(stderr, "kvstream-edge: %s\n", message.c_str());
   return 1;
 }
+
+// The channel to the cloud replicas: round robin (or pick_first) over the target's
+// addresses, health-checked for the model card most of them serve; each replica's card
+// is logged, and one serving another card is passed over.
+absl::StatusOr<std::shared_ptr<grpc::Channel>> CloudChannel(const std::string& target,
+                                                            const std::string& bearer,
+                                                            double keepalive_seconds) {
+  using kvstream::logging::Level;
+  const kvstream::net::TlsFiles tls{
+      absl::GetFlag(FLAGS_cloud_tls_ca), absl::GetFlag(FLAGS_cloud_tls_cert),
+      absl::GetFlag(FLAGS_cloud_tls_key), absl::GetFlag(FLAGS_cloud_tls_server_name)};
+  auto addresses = kvstream::edge::TargetAddresses(target);
+  if (!addresses.ok()) return addresses.status();
+  const auto replicas = kvstream::edge::ProbeReplicas(*addresses, tls, bearer, 2);
+  const std::string card = kvstream::edge::ExpectedCard(replicas);
+  for (const auto& r : replicas) {
+    if (r.card.empty()) {
+      kvstream::logging::Logf(Level::kWarning, "edge",
+                              "cloud replica %s: no model card (%s); it gets sessions once its "
+                              "health check for card %s passes",
+                              r.address, r.error, card.empty() ? "(any)" : card);
+    } else if (r.card != card) {
+      kvstream::logging::Logf(Level::kError, "edge",
+                              "cloud replica %s serves model card %s, not %s as %s do: it gets "
+                              "no sessions (its health check for card %s fails)",
+                              r.address, r.card, card, "most replicas", card);
+    } else {
+      kvstream::logging::Logf(Level::kInfo, "edge", "cloud replica %s: model card %s", r.address,
+                              r.card);
+    }
+  }
+  if (addresses->empty()) {
+    kvstream::logging::Logf(Level::kInfo, "edge",
+                            "cloud target %s: addresses not listed here; replicas are checked "
+                            "for health, not for their model card",
+                            target);
+  }
+  auto config = kvstream::net::ReplicaServiceConfig(absl::GetFlag(FLAGS_cloud_lb),
+                                                    kvstream::edge::HealthServiceFor(card));
+  if (!config.ok())
+    return absl::InvalidArgumentError(absl::StrCat("--cloud_lb: ", config.status().message()));
+  auto channel = kvstream::net::MakeChannel(target, tls, keepalive_seconds, *config);
+  if (!channel.ok())
+    return absl::InvalidArgumentError(absl::StrCat("--cloud_tls_*: ", channel.status().message()));
+  return channel;
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -157,11 +211,6 @@ int main(int argc, char** argv) {
 
   kvstream::edge::EdgeOptions options;
   options.cloud_address = absl::GetFlag(FLAGS_cloud);
-  auto channel = kvstream::net::MakeChannel(
-      options.cloud_address,
-      {absl::GetFlag(FLAGS_cloud_tls_ca), absl::GetFlag(FLAGS_cloud_tls_cert),
-       absl::GetFlag(FLAGS_cloud_tls_key), absl::GetFlag(FLAGS_cloud_tls_server_name)},
-      so.keepalive_seconds);
   options.max_streams_per_peer = kvstream::net::MaxStreamsPerPeerFlag();
   auto on_failure =
       kvstream::edge::ParseOnTransferFailure(absl::GetFlag(FLAGS_on_transfer_failure));
@@ -184,8 +233,6 @@ int main(int argc, char** argv) {
     return Fail(
         absl::StrCat("--transfer_retries: expected 0 to 10, found ", options.transfer_retries));
   }
-  if (!channel.ok()) return Fail(absl::StrCat("--cloud_tls_*: ", channel.status().message()));
-  options.cloud_channel = *channel;
   auto credentials = kvstream::net::ServerCredentials({absl::GetFlag(FLAGS_tls_client_ca),
                                                        absl::GetFlag(FLAGS_tls_cert),
                                                        absl::GetFlag(FLAGS_tls_key), ""});
@@ -202,6 +249,9 @@ int main(int argc, char** argv) {
     if (!token.ok()) return Fail(absl::StrCat("--cloud_token_file: ", token.status().message()));
     options.cloud_token = *token;
   }
+  auto channel = CloudChannel(options.cloud_address, options.cloud_token, so.keepalive_seconds);
+  if (!channel.ok()) return Fail(std::string(channel.status().message()));
+  options.cloud_channel = *channel;
   kvstream::net::WarnIfOpen("edge", absl::GetFlag(FLAGS_listen),
                             !absl::GetFlag(FLAGS_tls_cert).empty(), options.auth != nullptr);
   options.system_prompt = absl::GetFlag(FLAGS_system_prompt);

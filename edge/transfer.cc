@@ -77,7 +77,7 @@ std::optional<uint64_t> CloudTransfer::WaitOpened() {
   opened_cv_.wait(lock, [this] { return opened_seq_.has_value() || reader_done_; });
   if (!opened_seq_) return std::nullopt;
   result_.first_seq = *opened_seq_;
-  waited_open_ = true;
+  result_.resumed = waited_open_ = true;
   return opened_seq_;
 }
 

@@ -44,6 +44,7 @@ class CloudTransfer {
     // SessionOpen's send and the cloud's Opened (seconds since start; -1: none): a round
     // trip with no payload on it.
     double open_sent = -1, opened = -1;
+    bool resumed = false;  // a resume: Opened waited on the cloud finding the session
   };
 
   // Opens the stream; cancellation and deadline of `server_context` (the client's Ask)

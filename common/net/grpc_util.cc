@@ -74,12 +74,28 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(const
   return grpc::SslServerCredentials(o);
 }
 
+absl::StatusOr<std::string> ReplicaServiceConfig(const std::string& lb_policy,
+                                                 const std::string& health_service) {
+  if (lb_policy != "round_robin" && lb_policy != "pick_first") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "load balancing policy: expected round_robin or pick_first, found '", lb_policy, "'"));
+  }
+  std::string config = absl::StrCat(R"({"loadBalancingConfig": [{")", lb_policy, R"(": {}}])");
+  if (!health_service.empty()) {
+    absl::StrAppend(&config, R"(, "healthCheckConfig": {"serviceName": ")", health_service,
+                    R"("})");
+  }
+  return absl::StrCat(config, "}");
+}
+
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& address,
                                                            const TlsFiles& tls,
-                                                           double keepalive_seconds) {
+                                                           double keepalive_seconds,
+                                                           const std::string& service_config) {
+  grpc::ChannelArguments args = LimitedChannelArgs(keepalive_seconds);
+  if (!service_config.empty()) args.SetServiceConfigJSON(service_config);
   if (!tls.enabled()) {
-    return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
-                                     LimitedChannelArgs(keepalive_seconds));
+    return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
   }
   if (tls.ca.empty())
     return absl::InvalidArgumentError(
@@ -95,7 +111,6 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& ad
     o.pem_cert_chain = pair.cert_chain;
     o.pem_private_key = pair.private_key;
   }
-  grpc::ChannelArguments args = LimitedChannelArgs(keepalive_seconds);
   if (!tls.server_name.empty()) args.SetSslTargetNameOverride(tls.server_name);
   return grpc::CreateCustomChannel(address, grpc::SslCredentials(o), args);
 }

@@ -47,10 +47,19 @@ struct TlsFiles {
 // or the combination that is incomplete.
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(const TlsFiles& tls);
 // A channel with kMaxMessageBytes, over TLS when `tls.ca` is set, pinging after
-// `keepalive_seconds` of quiet (0: no pings).
+// `keepalive_seconds` of quiet (0: no pings), with `service_config` (JSON; empty: gRPC's
+// default, pick_first).
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(
     const std::string& address, const TlsFiles& tls,
-    double keepalive_seconds = kDefaultKeepaliveSeconds);
+    double keepalive_seconds = kDefaultKeepaliveSeconds, const std::string& service_config = "");
+
+// A service config spreading calls over every address the target resolves to with
+// gRPC's `lb_policy` ("round_robin" or "pick_first"), and, when `health_service` is not
+// empty, gRPC client-side health checking: an address whose grpc.health.v1 Watch for
+// that service is not SERVING (draining, or down) gets no new calls.
+// INVALID_ARGUMENT for another policy.
+absl::StatusOr<std::string> ReplicaServiceConfig(const std::string& lb_policy,
+                                                 const std::string& health_service);
 
 // Applies kMaxMessageBytes to a server under construction, keepalive pings after
 // `keepalive_seconds` of quiet (0: none), and accepts client pings kMinClientPingSeconds

@@ -64,12 +64,12 @@ TEST(ParkedSessionsTest, AnotherTenantOrAFailedCheckLeavesItParked) {
 
 TEST(ParkedSessionsTest, ExpiryFreesTheSessionsSlot) {
   SessionStore store(4, 1000);
-  ParkedSessions<State> parked(0.2);
+  ParkedSessions<State> parked(0.6);
   parked.Park("s1", "", NewState(store, "s1", 1));
-  std::this_thread::sleep_for(milliseconds(50));
+  std::this_thread::sleep_for(milliseconds(300));
   parked.Park("s2", "", NewState(store, "s2", 1));
   EXPECT_EQ(store.active(), 2u);
-  // s1 expires first, s2 about 50 ms later; neither needs another call to go.
+  // s1 expires first, s2 about 300 ms later; neither needs another call to go.
   for (int i = 0; i < 100 && store.active() == 2; ++i)
     std::this_thread::sleep_for(milliseconds(10));
   EXPECT_EQ(store.active(), 1u);
@@ -84,6 +84,7 @@ TEST(ParkedSessionsTest, ExpiryFreesTheSessionsSlot) {
 TEST(ParkedSessionsTest, TakeWaitsForAStreamThatHasNotNoticedItsBreak) {
   SessionStore store(4, 1000);
   ParkedSessions<State> parked(10);
+  parked.BeginReceiving("s1");  // its stream has not noticed the break yet
   std::thread late([&] {
     std::this_thread::sleep_for(milliseconds(100));
     parked.Park("s1", "", NewState(store, "s1", 5));
@@ -96,9 +97,37 @@ TEST(ParkedSessionsTest, TakeWaitsForAStreamThatHasNotNoticedItsBreak) {
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_EQ((*got)->chunks, 5u);
   EXPECT_LT(waited, 2.0) << "woken by the park, not the wait's end";
-  // Nothing parked under the id: NOT_FOUND once the wait is over.
-  EXPECT_EQ(parked.Take("s9", "", milliseconds(50), kAny).status().code(),
+  // Neither receiving nor parked: NOT_FOUND at once, not after the wait.
+  const auto t1 = std::chrono::steady_clock::now();
+  EXPECT_EQ(parked.Take("s9", "", std::chrono::seconds(5), kAny).status().code(),
             absl::StatusCode::kNotFound);
+  // Receiving, then committed (not parked): the wait ends with it.
+  parked.BeginReceiving("s8");
+  std::thread commit([&] {
+    std::this_thread::sleep_for(milliseconds(100));
+    parked.EndReceiving("s8");
+  });
+  EXPECT_EQ(parked.Take("s8", "", std::chrono::seconds(5), kAny).status().code(),
+            absl::StatusCode::kNotFound);
+  commit.join();
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count(), 2.0);
+}
+
+TEST(ParkedSessionsTest, LiveWorkEvictsTheOldestParkedSession) {
+  SessionStore store(4, 1000);
+  ParkedSessions<State> parked(60);
+  parked.Park("a1", "tenant-a", NewState(store, "a1", 1));
+  parked.Park("b1", "tenant-b", NewState(store, "b1", 1));
+  parked.Park("a2", "tenant-a", NewState(store, "a2", 1));
+  const std::string b = "tenant-b", c = "tenant-c";
+  EXPECT_FALSE(parked.EvictOldest(&c));
+  EXPECT_TRUE(parked.EvictOldest(&b));
+  EXPECT_EQ(parked.Take("b1", "tenant-b", milliseconds(0), kAny).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_TRUE(parked.EvictOldest(nullptr));  // a1, the oldest left
+  EXPECT_EQ(store.active(), 1u);
+  EXPECT_TRUE(parked.Take("a2", "tenant-a", milliseconds(0), kAny).ok());
+  EXPECT_FALSE(parked.EvictOldest(nullptr));
 }
 
 TEST(ParkedSessionsTest, ParkingTheSameIdAgainDropsTheOlderState) {

@@ -52,14 +52,6 @@ net::AskCall Timeout(double seconds) {
   return call;
 }
 
-// A gauge's value from a /metrics page (-1 when absent).
-double Gauge(int metrics_port, const std::string& name) {
-  const std::string body = testing::HttpGet(metrics_port, "/metrics").body;
-  const size_t at = body.find("\n" + name + " ");
-  if (at == std::string::npos) return -1;
-  return std::stod(body.substr(at + name.size() + 2));
-}
-
 // A two-record text question that any daemon pair answers in milliseconds.
 kvstream::v1::AskRequest SmallQuestion() {
   kvstream::v1::AskRequest req;
@@ -214,9 +206,9 @@ TEST_F(LoadTest, BurstsAnswerOrAreRefusedWithinTheirDeadline) {
     EXPECT_LT(slowest, kDeadline + 1);
     EXPECT_EQ(health.failures(), 0) << "of " << health.checks();
     // Back to idle: nothing queued or running, no session held, threads reclaimed.
-    EXPECT_EQ(Gauge(edge_->metrics_port, "kvstream_edge_model_workers_busy"), 0);
-    EXPECT_EQ(Gauge(edge_->metrics_port, "kvstream_edge_queued_requests"), 0);
-    EXPECT_EQ(Gauge(cloud_->metrics_port, "kvstream_cloud_active_sessions"), 0);
+    EXPECT_EQ(testing::MetricValue(edge_->metrics_port, "kvstream_edge_model_workers_busy"), 0);
+    EXPECT_EQ(testing::MetricValue(edge_->metrics_port, "kvstream_edge_queued_requests"), 0);
+    EXPECT_EQ(testing::MetricValue(cloud_->metrics_port, "kvstream_cloud_active_sessions"), 0);
     long threads = 0;
     for (int i = 0; i < 100; ++i) {
       threads = ProcStatus(edge_->process.pid(), "Threads");
@@ -252,7 +244,7 @@ TEST_F(LoadTest, CancelledPrefillFreesItsWorker) {
   bool busy = false;
   for (int i = 0; i < 2000 && !busy; ++i) {
     busy = call.load() != nullptr &&
-           Gauge(edge_->metrics_port, "kvstream_edge_model_workers_busy") == 1;
+           testing::MetricValue(edge_->metrics_port, "kvstream_edge_model_workers_busy") == 1;
     if (!busy) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   ASSERT_TRUE(busy);
@@ -261,7 +253,7 @@ TEST_F(LoadTest, CancelledPrefillFreesItsWorker) {
   call.load()->TryCancel();
   double freed_after = -1;
   for (int i = 0; i < 5000; ++i) {
-    if (Gauge(edge_->metrics_port, "kvstream_edge_model_workers_busy") == 0) {
+    if (testing::MetricValue(edge_->metrics_port, "kvstream_edge_model_workers_busy") == 0) {
       freed_after = std::chrono::duration<double>(Clock::now() - cancelled_at).count();
       break;
     }
@@ -458,14 +450,6 @@ TEST(RecoveryTest, KilledCloudMidTransferIsRetriedOrAnsweredAsText) {
   testing::StopDaemons({edges["retry"], edges["text"], cloud});
 }
 
-// A counter's value from a /metrics page for one label set, e.g.
-// `kvstream_cloud_resumes_total{outcome="resumed"}` (0 when absent).
-double Counter(int metrics_port, const std::string& series) {
-  const std::string body = testing::HttpGet(metrics_port, "/metrics").body;
-  const size_t at = body.find("\n" + series + " ");
-  return at == std::string::npos ? 0 : std::stod(body.substr(at + series.size() + 2));
-}
-
 // The connection between edge and cloud breaks halfway through a kv transfer (a proxy
 // cuts it after half the payload's bytes). The cloud keeps the session; the edge
 // reattaches and sends only the chunks the cloud had not applied, and the answer equals
@@ -525,7 +509,9 @@ TEST(RecoveryTest, BrokenConnectionResumesTheSession) {
   // Every byte on the wire is the payload once, what was re-sent, and a second SessionOpen.
   ASSERT_GE(st.wire_bytes(), wire + st.resent_bytes());
   EXPECT_LT(st.wire_bytes() - wire - st.resent_bytes(), 2048u) << st.recovery();
-  EXPECT_EQ(Counter(cloud->metrics_port, "kvstream_cloud_resumes_total{outcome=\"resumed\"}"), 1);
+  EXPECT_EQ(testing::MetricValue(cloud->metrics_port,
+                                 "kvstream_cloud_resumes_total{outcome=\"resumed\"}"),
+            1);
 
   // An edge that does not retry leaves the session parked; the window frees it.
   proxy.CutOnceAfter(proxy.upstream_bytes() + wire / 2);
@@ -535,15 +521,15 @@ TEST(RecoveryTest, BrokenConnectionResumesTheSession) {
   EXPECT_EQ(proxy.cuts(), 2);
   double parked = -1;
   for (int i = 0; i < 20 && parked != 1; ++i) {
-    parked = Gauge(cloud->metrics_port, "kvstream_cloud_parked_sessions");
+    parked = testing::MetricValue(cloud->metrics_port, "kvstream_cloud_parked_sessions");
     if (parked != 1) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   EXPECT_EQ(parked, 1);
-  EXPECT_EQ(Gauge(cloud->metrics_port, "kvstream_cloud_active_sessions"), 1)
+  EXPECT_EQ(testing::MetricValue(cloud->metrics_port, "kvstream_cloud_active_sessions"), 1)
       << "a parked session keeps its slot";
   std::this_thread::sleep_for(std::chrono::milliseconds(2500));
-  EXPECT_EQ(Gauge(cloud->metrics_port, "kvstream_cloud_parked_sessions"), 0);
-  EXPECT_EQ(Gauge(cloud->metrics_port, "kvstream_cloud_active_sessions"), 0);
+  EXPECT_EQ(testing::MetricValue(cloud->metrics_port, "kvstream_cloud_parked_sessions"), 0);
+  EXPECT_EQ(testing::MetricValue(cloud->metrics_port, "kvstream_cloud_active_sessions"), 0);
   testing::StopDaemons({edges["retry"], edges["fail"], cloud});
 }
 

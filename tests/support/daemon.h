@@ -49,18 +49,23 @@ inline absl::Status StartDaemon(Daemon& d, const std::string& bin_dir, const std
 }
 
 // Clean shutdown is part of the contract: each daemon still running gets SIGTERM and
-// must exit 0 within `timeout_seconds`. Deletes the daemons.
-inline void StopDaemons(std::initializer_list<Daemon*> daemons, double timeout_seconds = 20) {
+// must exit 0 within `timeout_seconds` (in a sanitizer build, that exit runs the leak
+// check).
+inline void StopCleanly(std::initializer_list<Daemon*> daemons, double timeout_seconds = 20) {
   for (Daemon* d : daemons) {
-    if (d->process.running()) {
-      auto code = d->process.Stop(timeout_seconds);
-      EXPECT_TRUE(code.ok()) << code.status();
-      if (code.ok()) {
-        EXPECT_EQ(*code, 0);
-      }
+    if (!d->process.running()) continue;
+    auto code = d->process.Stop(timeout_seconds);
+    EXPECT_TRUE(code.ok()) << code.status();
+    if (code.ok()) {
+      EXPECT_EQ(*code, 0);
     }
-    delete d;
   }
+}
+
+// StopCleanly, then deletes the daemons.
+inline void StopDaemons(std::initializer_list<Daemon*> daemons, double timeout_seconds = 20) {
+  StopCleanly(daemons, timeout_seconds);
+  for (Daemon* d : daemons) delete d;
 }
 
 }  // namespace kvstream::testing

@@ -50,4 +50,14 @@ inline HttpResponse HttpGet(int port, const std::string& path) {
   return r;
 }
 
+// One series' value on a daemon's /metrics page: `name` alone for an unlabelled gauge,
+// or with its labels as the page writes them (`name{code="OK",mode="kv"}`); -1 when the
+// page does not have it.
+inline double MetricValue(int metrics_port, const std::string& series) {
+  const std::string body = HttpGet(metrics_port, "/metrics").body;
+  const size_t at = body.find("\n" + series + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(body.substr(at + series.size() + 2));
+}
+
 }  // namespace kvstream::testing

@@ -1,0 +1,240 @@
+// One edge in front of several cloud replicas, spread by gRPC's own round_robin with
+// client-side health checking (--cloud=ipv4:A,B,C): sessions spread evenly, a replica
+// serving other models is passed over, a killed replica costs no later request, and a
+// draining replica gets no new sessions. Prints requests/s and TTFT with one and three
+// replicas.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/net/ask_client.h"
+#include "common/net/grpc_util.h"
+#include "kvstream/v1/service.grpc.pb.h"
+#include "tests/support/daemon.h"
+#include "tests/support/http_get.h"
+
+namespace kvstream {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr char kScout[] = "testdata/models/scout";
+constexpr char kLarge[] = "testdata/models/large";
+
+double Seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+// Sessions a cloud finished with OK, from its /metrics (all modes).
+int OkSessions(const testing::Daemon& cloud) {
+  const std::string body = testing::HttpGet(cloud.metrics_port, "/metrics").body;
+  int total = 0;
+  size_t at = 0;
+  while ((at = body.find("\nkvstream_cloud_sessions_total{code=\"OK\"", at)) != std::string::npos) {
+    at = body.find("} ", at);
+    total += static_cast<int>(std::stod(body.substr(at + 2)));
+  }
+  return total;
+}
+
+kvstream::v1::AskRequest Question(int i) {
+  kvstream::v1::AskRequest req;
+  std::string context;
+  for (int r = 0; r < 12; ++r)
+    absl::StrAppend(&context, "The code of item", r, " is w", 7 * r, ". ");
+  req.set_context(context);
+  req.set_question(absl::StrCat("What is the code of item", i % 12, "?"));
+  req.mutable_policy()->set_mode(kvstream::v1::MODE_KV);
+  req.mutable_policy()->set_spec("int8");
+  req.mutable_policy()->set_max_tokens(4);
+  return req;
+}
+
+struct Outcome {
+  double start = 0, seconds = 0, ttft = 0;  // start: since the run began
+  absl::StatusCode code = absl::StatusCode::kOk;
+};
+
+// `clients` threads asking back to back until `stop` (or `per_client` asks each).
+std::vector<Outcome> AskMany(int edge_port, int clients, int per_client, Clock::time_point t0,
+                             const std::atomic<bool>* stop = nullptr) {
+  std::mutex mu;
+  std::vector<Outcome> out;
+  std::vector<std::thread> threads;
+  for (int c = 0; c < clients; ++c) {
+    threads.emplace_back([&, c] {
+      auto stub = kvstream::v1::EdgeService::NewStub(
+          net::MakeChannel(absl::StrCat("127.0.0.1:", edge_port)));
+      for (int i = 0; i < per_client && !(stop != nullptr && *stop); ++i) {
+        net::AskCall call;
+        call.timeout_seconds = 30;
+        Outcome o;
+        const auto s = Clock::now();
+        o.start = Seconds(t0, s);
+        auto r = net::Ask(*stub, Question(c * 100 + i), call);
+        o.seconds = Seconds(s, Clock::now());
+        o.code = r.status().code();
+        if (r.ok()) o.ttft = r->stats.ttft_seconds();
+        std::lock_guard<std::mutex> lock(mu);
+        out.push_back(o);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  return out;
+}
+
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(p * v.size()))];
+}
+
+class ReplicasTest : public ::testing::Test {
+ protected:
+  void SetUp() override { work_ = net::WorkDir("", "kvstream-replicas").value_or("/tmp"); }
+  testing::Daemon* StartCloud(const std::string& name, bool with_scout) {
+    auto* d = new testing::Daemon;
+    std::vector<std::string> args = {absl::StrCat("--model=large=", kLarge),
+                                     "--measure_rates=false"};
+    if (with_scout) args.push_back(absl::StrCat("--model=scout=", kScout));
+    EXPECT_TRUE(
+        testing::StartDaemon(*d, KVSTREAM_BIN_DIR, work_, name, "kvstream-cloud", args).ok());
+    return d;
+  }
+  testing::Daemon* StartEdge(const std::string& name, const std::vector<testing::Daemon*>& clouds) {
+    std::vector<std::string> addrs;
+    for (auto* c : clouds) addrs.push_back(absl::StrCat("127.0.0.1:", c->port));
+    auto* d = new testing::Daemon;
+    EXPECT_TRUE(
+        testing::StartDaemon(*d, KVSTREAM_BIN_DIR, work_, name, "kvstream-edge",
+                             {absl::StrCat("--scout=", kScout),
+                              "--cloud=ipv4:" + absl::StrJoin(addrs, ","), "--cloud_model=large"})
+            .ok());
+    return d;
+  }
+  std::string work_;
+};
+
+TEST_F(ReplicasTest, RoundRobinSpreadsSessionsAndPassesOverAReplicaServingOtherModels) {
+  std::vector<testing::Daemon*> clouds;
+  for (int i = 0; i < 3; ++i) clouds.push_back(StartCloud(absl::StrCat("cloud", i), true));
+  testing::Daemon* odd = StartCloud("cloud-odd", false);  // no scout: another model card
+  testing::Daemon* edge = StartEdge("edge", {clouds[0], odd, clouds[1], clouds[2]});
+  const auto runs = AskMany(edge->port, 4, 15, Clock::now());
+  int ok = 0;
+  for (const Outcome& o : runs) ok += o.code == absl::StatusCode::kOk;
+  EXPECT_EQ(ok, 60);
+  std::vector<int> spread;
+  for (auto* c : clouds) spread.push_back(OkSessions(*c));
+  std::printf("60 kv requests over 3 replicas: %s sessions each; the odd replica %d\n",
+              absl::StrJoin(spread, ", ").c_str(), OkSessions(*odd));
+  for (int n : spread) {
+    EXPECT_GE(n, 16) << "within 20% of an even spread";
+    EXPECT_LE(n, 24) << "within 20% of an even spread";
+  }
+  EXPECT_EQ(OkSessions(*odd), 0) << "a replica serving another model card gets no sessions";
+  testing::StopDaemons({edge, odd, clouds[0], clouds[1], clouds[2]});
+}
+
+// One replica is killed (SIGKILL) while 4 clients ask back to back, another drained
+// (SIGTERM). Requests in flight on the killed one are sent again to another replica or
+// fail UNAVAILABLE; none hangs, and every request started after the kill answers.
+TEST_F(ReplicasTest, KilledAndDrainingReplicasCostNoLaterRequest) {
+  std::vector<testing::Daemon*> clouds;
+  for (int i = 0; i < 3; ++i) clouds.push_back(StartCloud(absl::StrCat("cloud", i), true));
+  testing::Daemon* edge = StartEdge("edge", clouds);
+  std::atomic<bool> stop{false};
+  const auto t0 = Clock::now();
+  std::vector<Outcome> runs;
+  std::thread load([&] { runs = AskMany(edge->port, 4, 1000, t0, &stop); });
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  const double killed_at = Seconds(t0, Clock::now());
+  ASSERT_EQ(::kill(clouds[0]->process.pid(), SIGKILL), 0);
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  const int drained_before = OkSessions(*clouds[1]);
+  ASSERT_EQ(::kill(clouds[1]->process.pid(), SIGTERM), 0);
+  const double drained_at = Seconds(t0, Clock::now());
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  stop = true;
+  load.join();
+  int after_kill = 0, failed_after = 0, in_flight = 0;
+  double worst_in_flight = 0;
+  for (const Outcome& o : runs) {
+    EXPECT_TRUE(o.code == absl::StatusCode::kOk || o.code == absl::StatusCode::kUnavailable)
+        << absl::StatusCodeToString(o.code);
+    EXPECT_LT(o.seconds, 10) << "no request hangs";
+    if (o.start < killed_at && o.start + o.seconds > killed_at) {
+      ++in_flight;
+      worst_in_flight = std::max(worst_in_flight, o.start + o.seconds - killed_at);
+    }
+    if (o.start > killed_at) {
+      ++after_kill;
+      failed_after += o.code != absl::StatusCode::kOk;
+    }
+  }
+  std::printf(
+      "%zu requests; %d in flight at the kill (all done %.3f s after it); %d started "
+      "after it, %d failed\n",
+      runs.size(), in_flight, worst_in_flight, after_kill, failed_after);
+  EXPECT_GT(after_kill, 8);
+  EXPECT_EQ(failed_after, 0);
+  // The drained replica finished what it had and took no new session after its drain
+  // began (its log says so; its /metrics closes with it).
+  auto code = clouds[1]->process.Stop(20);
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 0);
+  int started_after_drain = 0;
+  for (const Outcome& o : runs) started_after_drain += o.start > drained_at + 0.5;
+  EXPECT_GT(started_after_drain, 4);
+  // Its log: no more sessions finished after the drain began than the 4 clients can have
+  // had in flight then.
+  std::ifstream log(absl::StrCat(work_, "/cloud1.log"));
+  std::string line;
+  int done_after_drain = -1;
+  while (std::getline(log, line)) {
+    if (line.find("health NOT_SERVING, draining") != std::string::npos) done_after_drain = 0;
+    if (done_after_drain >= 0 && line.find(" done: ") != std::string::npos) ++done_after_drain;
+  }
+  EXPECT_GE(done_after_drain, 0) << "the replica logged its drain";
+  EXPECT_LE(done_after_drain, 4);
+  std::printf("drain: replica 1 had %d sessions before SIGTERM, %d finished after\n",
+              drained_before, done_after_drain);
+  testing::StopDaemons({edge, clouds[2]});
+  delete clouds[0];
+  delete clouds[1];
+}
+
+TEST_F(ReplicasTest, ThroughputWithOneAndThreeReplicas) {
+  std::vector<testing::Daemon*> clouds;
+  for (int i = 0; i < 3; ++i) clouds.push_back(StartCloud(absl::StrCat("cloud", i), true));
+  testing::Daemon* one = StartEdge("edge-one", {clouds[0]});
+  testing::Daemon* three = StartEdge("edge-three", clouds);
+  for (auto [name, edge] :
+       {std::pair<const char*, testing::Daemon*>{"1 replica", one}, {"3 replicas", three}}) {
+    const auto t0 = Clock::now();
+    const auto runs = AskMany(edge->port, 4, 10, t0);
+    const double wall = Seconds(t0, Clock::now());
+    std::vector<double> ttft;
+    for (const Outcome& o : runs) {
+      EXPECT_EQ(o.code, absl::StatusCode::kOk);
+      ttft.push_back(o.ttft);
+    }
+    std::printf(
+        "%s: %zu kv int8 requests (4 clients, tiny models, loopback) in %.2f s: %.1f "
+        "requests/s, TTFT p50 %.3f s p99 %.3f s\n",
+        name, runs.size(), wall, runs.size() / wall, Percentile(ttft, 0.5), Percentile(ttft, 0.99));
+  }
+  testing::StopDaemons({one, three, clouds[0], clouds[1], clouds[2]});
+}
+
+}  // namespace
+}  // namespace kvstream
