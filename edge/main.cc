@@ -29,6 +29,10 @@ ABSL_FLAG(std::string, cloud, "127.0.0.1:50052",
           "The kvstream-cloud replicas, as a gRPC target: host:port, "
           "ipv4:10.0.0.1:50052,10.0.0.2:50052 or dns:///cloud.example:50052 (every address "
           "the name resolves to). Replicas must serve the same models (checked at start-up)");
+ABSL_FLAG(bool, cloud_health_check, true,
+          "Check each --cloud replica's gRPC health (for its model card, see --cloud) and send "
+          "sessions only to SERVING ones. Turn off behind an L7 proxy (nginx grpc_pass), "
+          "whose health answer comes from whichever replica the proxy picks");
 ABSL_FLAG(std::string, cloud_lb, "round_robin",
           "How sessions spread over the --cloud replicas: round_robin (each Transfer stream to "
           "the next healthy replica; a replica whose health is NOT_SERVING, e.g. draining, or "
@@ -156,6 +160,11 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> CloudChannel(const std::string& t
                               "cloud replica %s: no model card (%s); it gets sessions once its "
                               "health check for card %s passes",
                               r.address, r.error, card.empty() ? "(any)" : card);
+    } else if (r.card != card && !absl::GetFlag(FLAGS_cloud_health_check)) {
+      kvstream::logging::Logf(Level::kError, "edge",
+                              "cloud replica %s serves model card %s, not %s as most replicas "
+                              "do, and --cloud_health_check=false cannot pass it over",
+                              r.address, r.card, card);
     } else if (r.card != card) {
       kvstream::logging::Logf(Level::kError, "edge",
                               "cloud replica %s serves model card %s, not %s as %s do: it gets "
@@ -172,8 +181,9 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> CloudChannel(const std::string& t
                             "for health, not for their model card",
                             target);
   }
-  auto config = kvstream::net::ReplicaServiceConfig(absl::GetFlag(FLAGS_cloud_lb),
-                                                    kvstream::edge::HealthServiceFor(card));
+  auto config = kvstream::net::ReplicaServiceConfig(
+      absl::GetFlag(FLAGS_cloud_lb),
+      absl::GetFlag(FLAGS_cloud_health_check) ? kvstream::edge::HealthServiceFor(card) : "");
   if (!config.ok())
     return absl::InvalidArgumentError(absl::StrCat("--cloud_lb: ", config.status().message()));
   auto channel = kvstream::net::MakeChannel(target, tls, keepalive_seconds, *config);

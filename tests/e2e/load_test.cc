@@ -266,28 +266,12 @@ TEST_F(LoadTest, CancelledPrefillFreesItsWorker) {
   EXPECT_LT(freed_after, 1.5 * prefill / layers + 0.02);
 }
 
-// A port on loopback that was free a moment ago (for a daemon restarted on the same one).
-int FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  int port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  ::close(fd);
-  return port;
-}
-
 // The edge reaches a cloud that comes back after a 20 s outage within its bounded
 // reconnect backoff: a request 2 s after the restarted cloud serves succeeds. (With
 // gRPC's default backoff, by then growing past 10 s, it failed.)
 TEST(RecoveryTest, CloudBackAfterAnOutageIsUsedWithinSeconds) {
   const std::string work = net::WorkDir("", "kvstream-recovery").value_or("/tmp");
-  const int port = FreePort();
+  const int port = testing::FreePort();
   ASSERT_GT(port, 0);
   const std::vector<std::string> cloud_args = {absl::StrCat("--model=large=", kLarge),
                                                absl::StrCat("--listen=127.0.0.1:", port),
@@ -372,7 +356,7 @@ TEST(RecoveryTest, HungCloudFailsRequestsWithinTheKeepalive) {
 // the answer equals a text-mode answer. The stats say what happened.
 TEST(RecoveryTest, KilledCloudMidTransferIsRetriedOrAnsweredAsText) {
   const std::string work = net::WorkDir("", "kvstream-retry").value_or("/tmp");
-  const int port = FreePort();
+  const int port = testing::FreePort();
   ASSERT_GT(port, 0);
   const std::vector<std::string> cloud_args = {
       absl::StrCat("--model=scout=", kScout), absl::StrCat("--model=large=", kLarge),

@@ -1,15 +1,17 @@
 // One edge in front of several cloud replicas, spread by gRPC's own round_robin with
 // client-side health checking (--cloud=ipv4:A,B,C): sessions spread evenly, a replica
 // serving other models is passed over, a killed replica costs no later request, and a
-// draining replica gets no new sessions. Prints requests/s and TTFT with one and three
-// replicas.
+// draining replica gets no new sessions; the same through nginx (deploy/nginx/) in
+// front of the replicas. Prints requests/s and TTFT with one and three replicas.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <csignal>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -18,6 +20,7 @@
 #include "absl/strings/str_join.h"
 #include "common/net/ask_client.h"
 #include "common/net/grpc_util.h"
+#include "common/net/process.h"
 #include "kvstream/v1/service.grpc.pb.h"
 #include "tests/support/daemon.h"
 #include "tests/support/http_get.h"
@@ -211,6 +214,91 @@ TEST_F(ReplicasTest, KilledAndDrainingReplicasCostNoLaterRequest) {
   testing::StopDaemons({edge, clouds[2]});
   delete clouds[0];
   delete clouds[1];
+}
+
+// nginx with deploy/nginx/kvstream-cloud.conf in front of 3 replicas, the edge reaching
+// it as one address: requests spread over the replicas, and after one is killed every
+// later request answers (nginx skips the refused replica; streams that were on it are
+// sent again by the edge).
+TEST_F(ReplicasTest, NginxInFrontSpreadsSessionsAndSurvivesAKilledReplica) {
+  const char* nginx = "/usr/sbin/nginx";
+  if (::access(nginx, X_OK) != 0) {
+    GTEST_SKIP() << "no " << nginx << " (scripts/install-deps.sh installs nginx-light)";
+  }
+  std::vector<testing::Daemon*> clouds;
+  for (int i = 0; i < 3; ++i) clouds.push_back(StartCloud(absl::StrCat("cloud", i), true));
+  const int port = testing::FreePort();
+  ASSERT_GT(port, 0);
+  // The deployed file, with its replicas and port pointed at this test's.
+  std::ifstream in("deploy/nginx/kvstream-cloud.conf");
+  std::string conf((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  for (int i = 0; i < 3; ++i) {
+    const std::string from = absl::StrCat("server cloud-", i, ":50052");
+    ASSERT_NE(conf.find(from), std::string::npos) << from;
+    conf.replace(conf.find(from), from.size(), absl::StrCat("server 127.0.0.1:", clouds[i]->port));
+  }
+  const std::string listen = "listen 50052 http2;";
+  ASSERT_NE(conf.find(listen), std::string::npos);
+  conf.replace(conf.find(listen), listen.size(),
+               absl::StrCat("listen 127.0.0.1:", port, " http2;"));
+  std::ofstream(work_ + "/kvstream-cloud.conf") << conf;
+  std::ofstream(work_ + "/nginx.conf") << absl::StrCat(
+      "daemon off;\nworker_processes 1;\npid ", work_, "/nginx.pid;\nerror_log ", work_,
+      "/nginx-error.log warn;\nevents { worker_connections 512; }\nhttp {\n  access_log off;\n",
+      "  client_body_temp_path ", work_, "/body;\n  proxy_temp_path ", work_, "/proxy;\n",
+      "  fastcgi_temp_path ", work_, "/fastcgi;\n  uwsgi_temp_path ", work_, "/uwsgi;\n",
+      "  scgi_temp_path ", work_, "/scgi;\n  include ", work_, "/kvstream-cloud.conf;\n}\n");
+  net::ChildProcess proxy;
+  ASSERT_TRUE(proxy
+                  .Start({nginx, "-e", work_ + "/nginx-error.log", "-p", work_, "-c",
+                          work_ + "/nginx.conf"},
+                         work_ + "/nginx.log")
+                  .ok());
+  auto* edge = new testing::Daemon;
+  ASSERT_TRUE(testing::StartDaemon(
+                  *edge, KVSTREAM_BIN_DIR, work_, "edge", "kvstream-edge",
+                  {absl::StrCat("--scout=", kScout), absl::StrCat("--cloud=127.0.0.1:", port),
+                   "--cloud_model=large", "--cloud_health_check=false"})
+                  .ok())
+      << "edge (or nginx: see " << work_ << "/nginx-error.log)";
+  const auto runs = AskMany(edge->port, 4, 15, Clock::now());
+  int ok = 0;
+  for (const Outcome& o : runs) ok += o.code == absl::StatusCode::kOk;
+  EXPECT_EQ(ok, 60);
+  std::vector<int> spread;
+  for (auto* c : clouds) spread.push_back(OkSessions(*c));
+  std::printf("60 kv requests through nginx: %s sessions per replica\n",
+              absl::StrJoin(spread, ", ").c_str());
+  for (int n : spread) {
+    EXPECT_GE(n, 16) << "within 20% of an even spread";
+    EXPECT_LE(n, 24) << "within 20% of an even spread";
+  }
+  std::atomic<bool> stop{false};
+  const auto t0 = Clock::now();
+  std::vector<Outcome> after;
+  std::thread load([&] { after = AskMany(edge->port, 4, 1000, t0, &stop); });
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  const double killed_at = Seconds(t0, Clock::now());
+  ASSERT_EQ(::kill(clouds[0]->process.pid(), SIGKILL), 0);
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  stop = true;
+  load.join();
+  int started_after = 0, failed = 0;
+  for (const Outcome& o : after) {
+    EXPECT_LT(o.seconds, 10) << "no request hangs";
+    if (o.start > killed_at) {
+      ++started_after;
+      failed += o.code != absl::StatusCode::kOk;
+    }
+  }
+  std::printf("through nginx, replica 0 killed: %d requests started after it, %d failed\n",
+              started_after, failed);
+  EXPECT_GT(started_after, 8);
+  EXPECT_EQ(failed, 0);
+  testing::StopDaemons({edge, clouds[1], clouds[2]});
+  auto code = proxy.Stop(10);
+  EXPECT_TRUE(code.ok()) << code.status();
+  delete clouds[0];
 }
 
 TEST_F(ReplicasTest, ThroughputWithOneAndThreeReplicas) {
