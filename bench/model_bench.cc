@@ -2,10 +2,14 @@
 // float32 matmul of the same hidden size measured in the same run as the machine's
 // baseline. Prefill is reported as the best and the median of --repeats runs: the
 // median shows what a request meets (with --system_allocator, glibc's defaults, it falls
-// far below the best; see common/base/memory.h).
+// far below the best; see common/base/memory.h). With --estimate_steps, also the edge's
+// per-request quality estimate (the probe's reference and one plan's estimate, INT4 over
+// the whole cache) as a share of the selection prefill (with attention statistics) and
+// of the plain prefill of the same prompt, best of --repeats each.
 //
 //   build/bin/kvstream-model-bench [--models=DIR,DIR] [--prompt=512] [--decode=64]
 //                                  [--threads=0] [--dtype=f32|bf16] [--system_allocator]
+//                                  [--estimate_steps=4]
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -17,7 +21,9 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_split.h"
 #include "common/base/memory.h"
+#include "common/codec/spec.h"
 #include "common/model/model.h"
+#include "common/model/quality_probe.h"
 
 ABSL_FLAG(std::string, models, "testdata/models/scout,testdata/models/large",
           "Model directories, comma separated");
@@ -29,11 +35,43 @@ ABSL_FLAG(int, repeats, 9, "Runs per measurement (prefill: best and median; deco
 ABSL_FLAG(bool, system_allocator, false,
           "Leave glibc's allocator at its defaults instead of keeping freed memory for reuse as "
           "the daemons do");
+ABSL_FLAG(int, estimate_steps, 4,
+          "Steps of the quality estimate to time against the prefill (0: skip)");
 
 namespace {
 
 double Seconds(std::chrono::steady_clock::time_point a) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count();
+}
+
+// Best-of-`repeats` seconds of the selection prefill (statistics, the last token's
+// logits) and of the quality estimate after it (reference + one INT4 plan), on a prompt
+// whose last 16 tokens are the question.
+void TimeEstimate(kvstream::model::Model& model, const std::vector<int32_t>& tokens, int steps,
+                  int repeats, double plain_prefill) {
+  kvstream::select::PromptSpans spans;
+  const int n = static_cast<int>(tokens.size());
+  spans.context_end = n - 17;
+  spans.question_begin = n - 17;
+  spans.question_end = n - 1;
+  const auto plan = kvstream::codec::ParsePlan("int4").value();
+  double best_stats = 1e30, best_probe = 1e30;
+  for (int r = 0; r < repeats; ++r) {
+    auto t0 = std::chrono::steady_clock::now();
+    auto pre = kvstream::model::PrefillForSelection(model, tokens, spans);
+    best_stats = std::min(best_stats, Seconds(t0));
+    if (!pre.ok()) return;
+    t0 = std::chrono::steady_clock::now();
+    auto probe = kvstream::model::QualityProbe::Create(model, *pre->cache, tokens.back(), steps, {},
+                                                       &pre->last_logits);
+    if (!probe.ok() || !(*probe)->Estimate({}, plan).ok()) return;
+    best_probe = std::min(best_probe, Seconds(t0));
+  }
+  std::printf(
+      "  estimate (%d steps, reference + one INT4 plan): %.2f ms = %.1f%% of the "
+      "selection prefill (%.2f ms), %.1f%% of the plain prefill (%.2f ms)\n",
+      steps, best_probe * 1e3, 100 * best_probe / best_stats, best_stats * 1e3,
+      100 * best_probe / plain_prefill, plain_prefill * 1e3);
 }
 
 }  // namespace
@@ -97,6 +135,10 @@ int main(int argc, char** argv) {
     std::printf("%-28s %7.2fM %6s %14.0f %14.0f %14.1f %12.1f\n", std::string(dir).c_str(),
                 params / 1e6, ro.dtype.c_str(), n_prompt / best_prefill, n_prompt / median_prefill,
                 n_decode / best_decode, gflops);
+    if (absl::GetFlag(FLAGS_estimate_steps) > 0) {
+      TimeEstimate(**model, tokens, absl::GetFlag(FLAGS_estimate_steps),
+                   absl::GetFlag(FLAGS_repeats), best_prefill);
+    }
   }
   return 0;
 }

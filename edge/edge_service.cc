@@ -525,9 +525,12 @@ absl::StatusOr<select::Selection> EdgeService::PrefillAndSelect(grpc::ServerCont
     ASSIGN_OR_RETURN(r.pre, model::PrefillForSelection(*scout_, r.prompt.tokens, r.prompt.spans,
                                                        options_.snapkv_window, interrupt));
   } else {
+    // The whole prompt too (the cache stops before its last token): the last row's
+    // logits, one token's work, are the quality estimate's first step.
     model::PrefillOptions po;
     po.interrupt = interrupt;
-    ASSIGN_OR_RETURN(r.pre, scout_->Prefill(r.head, po));
+    po.cache_tokens = static_cast<int>(r.head.size());
+    ASSIGN_OR_RETURN(r.pre, scout_->Prefill(r.prompt.tokens, po));
   }
   stages.set_prefill(Seconds(t, Clock::now()));
   metrics_->Stage("prefill", stages.prefill());
@@ -843,7 +846,7 @@ absl::Status EdgeService::CheckEstimate(grpc::ServerContext* context, Request& r
   for (int id : scout_->config().eos_token_ids) stop.push_back(id);
   ASSIGN_OR_RETURN(auto probe,
                    model::QualityProbe::Create(*scout_, *r.pre.cache, r.prompt.tokens.back(),
-                                               options_.estimate_steps, stop));
+                                               options_.estimate_steps, stop, &r.pre.last_logits));
   std::vector<std::string> rejected;
   std::vector<int32_t> estimate_kept = kept;
   for (;;) {

@@ -223,14 +223,14 @@ struct Model::Impl {
     return absl::OkStatus();
   }
 
-  // Runs tokens through every layer, appending their K/V to `cache`; returns the last
-  // token's logits. With `keep` (fresh cache only), masked tokens are invisible to other
-  // queries. With `stats`, accumulates attention statistics (fresh cache only).
+  // Runs tokens through every layer, appending their K/V to `cache`; returns the logits of
+  // the last `rows` tokens, row major. With `keep` (fresh cache only), masked tokens are invisible
+  // to other queries. With `stats`, accumulates attention statistics (fresh cache only).
   absl::StatusOr<std::vector<float>> Run(KvCache::Impl& cache, absl::Span<const int32_t> tokens,
                                          absl::Span<const int32_t> positions,
                                          const std::vector<uint8_t>* keep,
                                          const PrefillOptions* stats_opt,
-                                         select::AttentionStats* stats) {
+                                         select::AttentionStats* stats, int64_t rows = 1) {
     torch::NoGradGuard no_grad;
     const ModelConfig& c = config;
     const int64_t T = static_cast<int64_t>(tokens.size());
@@ -346,7 +346,7 @@ struct Model::Impl {
         stats->question_tail = to_vec(st_qt);
       }
     }
-    const torch::Tensor last = RmsNorm(x.narrow(0, T - 1, 1), w.norm, c.rms_norm_eps);
+    const torch::Tensor last = RmsNorm(x.narrow(0, T - rows, rows), w.norm, c.rms_norm_eps);
     const torch::Tensor logits =
         torch::linear(last, w.lm_head).to(torch::kCPU, torch::kFloat32).contiguous();
     return std::vector<float>(logits.data_ptr<float>(), logits.data_ptr<float>() + logits.numel());
@@ -486,15 +486,20 @@ absl::StatusOr<PrefillResult> PrefillForSelection(Model& model, absl::Span<const
 }
 
 absl::StatusOr<std::vector<float>> Model::Extend(KvCache& cache, absl::Span<const int32_t> tokens,
-                                                 absl::Span<const int32_t> positions) {
+                                                 absl::Span<const int32_t> positions, int rows) {
   KvCache::Impl& c = *cache.impl_;
   if (c.num_layers != impl_->config.num_layers || c.kv_heads != impl_->config.num_kv_heads ||
       c.head_dim != impl_->config.head_dim) {
     return absl::FailedPreconditionError("cache was built for a different model shape");
   }
   RETURN_IF_ERROR(impl_->CheckTokens(tokens, positions, c));
+  if (rows < 1 || rows > static_cast<int>(tokens.size())) {
+    return absl::InvalidArgumentError(absl::StrCat("extend: logits of ", rows, " rows of ",
+                                                   tokens.size(), " tokens; expected 1 to ",
+                                                   tokens.size()));
+  }
   return Guard("extend", [&]() -> absl::StatusOr<std::vector<float>> {
-    return impl_->Run(c, tokens, positions, nullptr, nullptr, nullptr);
+    return impl_->Run(c, tokens, positions, nullptr, nullptr, nullptr, rows);
   });
 }
 

@@ -125,9 +125,10 @@ class Model {
   absl::StatusOr<PrefillResult> Prefill(absl::Span<const int32_t> tokens,
                                         const PrefillOptions& options = {});
   // Runs `tokens` at `positions` (each greater than every cached position) through the
-  // model, appending them to `cache`; returns the logits of the last one.
+  // model, appending them to `cache`; returns the logits of the last `rows` of them
+  // ([rows * vocab], row major; rows in [1, tokens.size()]).
   absl::StatusOr<std::vector<float>> Extend(KvCache& cache, absl::Span<const int32_t> tokens,
-                                            absl::Span<const int32_t> positions);
+                                            absl::Span<const int32_t> positions, int rows = 1);
   // An empty-valued cache with `positions.size()` slots, to be filled by WriteLayer.
   std::unique_ptr<KvCache> NewCache(const std::vector<int32_t>& positions, int next_position) const;
   // Logits for every position of `tokens` from one full causal pass, no cache: the

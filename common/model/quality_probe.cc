@@ -42,26 +42,76 @@ std::vector<int32_t> AllSlots(const KvCache& cache) {
 
 absl::StatusOr<std::unique_ptr<QualityProbe>> QualityProbe::Create(
     Model& model, const KvCache& cache, int32_t last, int steps,
-    const std::vector<int32_t>& stop_tokens) {
+    const std::vector<int32_t>& stop_tokens, const std::vector<float>* last_logits) {
   if (steps < 1 || steps > 64) {
     return absl::InvalidArgumentError(
         absl::StrCat("quality probe: expected 1 to 64 steps, found ", steps));
   }
+  const int vocab = model.config().vocab_size;
+  if (last_logits != nullptr && static_cast<int>(last_logits->size()) != vocab) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "quality probe: last logits of ", last_logits->size(), " entries; expected ", vocab));
+  }
   const auto t0 = Clock::now();
   std::unique_ptr<QualityProbe> probe(new QualityProbe(model, cache));
-  ASSIGN_OR_RETURN(std::unique_ptr<KvCache> copy, cache.Copy(AllSlots(cache)));
-  int32_t token = last;
-  for (int s = 0; s < steps; ++s) {
-    const int32_t position = copy->next_position();
-    ASSIGN_OR_RETURN(std::vector<float> logits, model.Extend(*copy, {token}, {position}));
-    probe->inputs_.push_back(token);
-    probe->log_probs_.push_back(LogSoftmax(logits));
-    probe->top_.push_back(ArgMax(probe->log_probs_.back()));
-    token = probe->top_.back();
-    if (std::find(stop_tokens.begin(), stop_tokens.end(), token) != stop_tokens.end()) break;
-  }
+  ASSIGN_OR_RETURN(probe->inputs_, probe->GreedyInputs(last, steps, stop_tokens, last_logits));
+  // The reference distributions come from one teacher-forced pass over those inputs, the
+  // same call Estimate makes on a plan's cache, so a lossless plan compares exactly equal.
+  ASSIGN_OR_RETURN(probe->log_probs_, probe->StepLogProbs(cache, AllSlots(cache)));
+  for (const std::vector<double>& lp : probe->log_probs_) probe->top_.push_back(ArgMax(lp));
   probe->reference_seconds_ = Since(t0);
   return probe;
+}
+
+absl::StatusOr<std::vector<int32_t>> QualityProbe::GreedyInputs(
+    int32_t last, int steps, const std::vector<int32_t>& stop_tokens,
+    const std::vector<float>* last_logits) {
+  auto is_stop = [&](int32_t t) {
+    return std::find(stop_tokens.begin(), stop_tokens.end(), t) != stop_tokens.end();
+  };
+  std::vector<int32_t> inputs = {last};
+  std::unique_ptr<KvCache> copy;
+  std::vector<int32_t> pending = {last};  // fed on the next call
+  for (int s = 0; s + 1 < steps; ++s) {
+    int32_t top;
+    if (s == 0 && last_logits != nullptr) {  // the prefill already ran `last`
+      top = ArgMax(LogSoftmax(*last_logits));
+    } else {
+      if (copy == nullptr) {
+        ASSIGN_OR_RETURN(copy, cache_.Copy(AllSlots(cache_)));
+      }
+      std::vector<int32_t> positions(pending.size());
+      std::iota(positions.begin(), positions.end(), copy->next_position());
+      ASSIGN_OR_RETURN(std::vector<float> logits, model_.Extend(*copy, pending, positions));
+      pending.clear();
+      top = ArgMax(LogSoftmax(logits));
+    }
+    if (is_stop(top)) break;  // the answer ends here: nothing after it is compared
+    inputs.push_back(top);
+    pending.push_back(top);
+  }
+  return inputs;
+}
+
+absl::StatusOr<std::vector<std::vector<double>>> QualityProbe::StepLogProbs(
+    const KvCache& source, const std::vector<int32_t>& slots) const {
+  ASSIGN_OR_RETURN(std::unique_ptr<KvCache> cache, source.Copy(slots));
+  return StepLogProbsOn(*cache);
+}
+
+absl::StatusOr<std::vector<std::vector<double>>> QualityProbe::StepLogProbsOn(
+    KvCache& cache) const {
+  const int n = static_cast<int>(inputs_.size());
+  std::vector<int32_t> positions(n);
+  std::iota(positions.begin(), positions.end(), cache.next_position());
+  ASSIGN_OR_RETURN(std::vector<float> logits, model_.Extend(cache, inputs_, positions, n));
+  const size_t vocab = logits.size() / n;
+  std::vector<std::vector<double>> out;
+  for (int s = 0; s < n; ++s) {
+    out.push_back(LogSoftmax(
+        std::vector<float>(logits.begin() + s * vocab, logits.begin() + (s + 1) * vocab)));
+  }
+  return out;
 }
 
 absl::StatusOr<QualityEstimate> QualityProbe::Estimate(const std::vector<int32_t>& kept,
@@ -74,12 +124,11 @@ absl::StatusOr<QualityEstimate> QualityProbe::Estimate(const std::vector<int32_t
   CacheAssembler assembler(model_, "estimate", sent->positions(), sent->next_position());
   for (const auto& c : chunks) RETURN_IF_ERROR(assembler.Add(c));
   ASSIGN_OR_RETURN(std::unique_ptr<KvCache> rebuilt, assembler.Finish());
+  ASSIGN_OR_RETURN(const std::vector<std::vector<double>> plan_lp, StepLogProbsOn(*rebuilt));
   QualityEstimate e;
   e.agreement = e.p_top = 0;
   for (size_t s = 0; s < inputs_.size(); ++s) {
-    const int32_t position = rebuilt->next_position();
-    ASSIGN_OR_RETURN(std::vector<float> logits, model_.Extend(*rebuilt, {inputs_[s]}, {position}));
-    const std::vector<double> lp = LogSoftmax(logits);
+    const std::vector<double>& lp = plan_lp[s];
     const std::vector<double>& ref = log_probs_[s];
     double kl = 0;
     for (size_t i = 0; i < ref.size(); ++i) {

@@ -30,10 +30,15 @@ class QualityProbe {
   // The reference: a copy of `cache` (the prompt but its last token; not changed, and it
   // must outlive the probe) fed `last`, then up to `steps` - 1 of its own greedy tokens,
   // ending at the first of `stop_tokens` it predicts (what follows a stop is never sent
-  // to a client, so it is not compared).
+  // to a client, so it is not compared). `last_logits` (optional): the logits the
+  // prefill already computed for `last` over the whole prompt, which saves a step.
+  // The greedy tokens are found one forward pass at a time; the distributions compared
+  // then come from one teacher-forced pass over all the steps, for the reference and
+  // for each plan alike.
   static absl::StatusOr<std::unique_ptr<QualityProbe>> Create(
       Model& model, const KvCache& cache, int32_t last, int steps,
-      const std::vector<int32_t>& stop_tokens = {});
+      const std::vector<int32_t>& stop_tokens = {},
+      const std::vector<float>* last_logits = nullptr);
 
   // The estimate for sending `kept` slots of the cache (strictly increasing; empty: all)
   // coded under `plan`.
@@ -47,6 +52,15 @@ class QualityProbe {
 
  private:
   QualityProbe(Model& model, const KvCache& cache) : model_(model), cache_(cache) {}
+  // `last` and the full cache's greedy tokens after it, up to `steps` inputs.
+  absl::StatusOr<std::vector<int32_t>> GreedyInputs(int32_t last, int steps,
+                                                    const std::vector<int32_t>& stop_tokens,
+                                                    const std::vector<float>* last_logits);
+  // Log-probabilities at each step, the inputs fed in one pass through a copy of
+  // `source`'s `slots` (or through `cache` itself, which it extends).
+  absl::StatusOr<std::vector<std::vector<double>>> StepLogProbs(
+      const KvCache& source, const std::vector<int32_t>& slots) const;
+  absl::StatusOr<std::vector<std::vector<double>>> StepLogProbsOn(KvCache& cache) const;
 
   Model& model_;
   const KvCache& cache_;

@@ -277,11 +277,12 @@ absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
     std::unique_ptr<model::QualityProbe> own_probe, scout_probe;
     if (const int steps = absl::GetFlag(FLAGS_estimate_steps); steps > 0) {
       std::vector<int32_t> stop = sampling.stop_tokens;
-      ASSIGN_OR_RETURN(own_probe,
-                       model::QualityProbe::Create(*answerer, *full.cache, last, steps, stop));
+      ASSIGN_OR_RETURN(own_probe, model::QualityProbe::Create(*answerer, *full.cache, last, steps,
+                                                              stop, &full.last_logits));
       if (scout != nullptr) {
         ASSIGN_OR_RETURN(scout_probe,
-                         model::QualityProbe::Create(*scout, *scout_pre.cache, last, steps, stop));
+                         model::QualityProbe::Create(*scout, *scout_pre.cache, last, steps, stop,
+                                                     &scout_pre.last_logits));
       }
     }
     const double bytes16_full = 2.0 * 2 * answerer->config().num_layers *

@@ -91,6 +91,33 @@ TEST_F(QualityProbeTest, LosslessPlanIsExactlyNoLoss) {
   for (int s = 0; s < 4; ++s) EXPECT_EQ((*probe)->greedy()[s], g->tokens[s]) << s;
 }
 
+// The prefill's logits for the last prompt token stand in for the probe's first step:
+// same greedy tokens, same estimates (up to float noise: another pass computed them).
+TEST_F(QualityProbeTest, PrefillLogitsSaveTheFirstStep) {
+  for (const ChatPrompt& p : Prompts(3)) {
+    PrefillOptions po;
+    po.cache_tokens = static_cast<int>(p.tokens.size()) - 1;
+    auto pre = model_->Prefill(p.tokens, po);
+    ASSERT_TRUE(pre.ok()) << pre.status();
+    auto plain = QualityProbe::Create(*model_, *pre->cache, p.tokens.back(), 4);
+    auto saved =
+        QualityProbe::Create(*model_, *pre->cache, p.tokens.back(), 4, {}, &pre->last_logits);
+    ASSERT_TRUE(plain.ok() && saved.ok());
+    EXPECT_EQ((*plain)->greedy(), (*saved)->greedy());
+    for (const char* spec : {"raw", "int4", "int2"}) {
+      const auto a = (*plain)->Estimate({}, codec::ParsePlan(spec).value());
+      const auto b = (*saved)->Estimate({}, codec::ParsePlan(spec).value());
+      ASSERT_TRUE(a.ok() && b.ok());
+      EXPECT_NEAR(a->kl, b->kl, 1e-9 + 1e-6 * a->kl) << spec;
+      EXPECT_EQ(a->agreement, b->agreement) << spec;
+    }
+    std::vector<float> wrong(7);
+    EXPECT_EQ(
+        QualityProbe::Create(*model_, *pre->cache, p.tokens.back(), 4, {}, &wrong).status().code(),
+        absl::StatusCode::kInvalidArgument);
+  }
+}
+
 TEST_F(QualityProbeTest, LossGrowsAsBitsDrop) {
   const std::vector<std::string> specs = {"int8", "int4", "int3", "int2", "int1"};
   const std::vector<double> kl = SummedKl(Prompts(4), specs);
