@@ -151,6 +151,11 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> CloudChannel(const std::string& t
       absl::GetFlag(FLAGS_cloud_tls_ca), absl::GetFlag(FLAGS_cloud_tls_cert),
       absl::GetFlag(FLAGS_cloud_tls_key), absl::GetFlag(FLAGS_cloud_tls_server_name)};
   auto addresses = kvstream::edge::TargetAddresses(target);
+  if (absl::IsNotFound(addresses.status())) {  // e.g. a Service with no ready pod yet
+    kvstream::logging::Logf(Level::kWarning, "edge", "%s; replicas are checked for health only",
+                            addresses.status().message());
+    addresses = std::vector<std::string>{};
+  }
   if (!addresses.ok()) return addresses.status();
   const auto replicas = kvstream::edge::ProbeReplicas(*addresses, tls, bearer, 2);
   const std::string card = kvstream::edge::ExpectedCard(replicas);

@@ -13,7 +13,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libpcre2-dev libre2-dev libutf8proc-dev
   wamerican prometheus docker-compose python3-matplotlib nginx-light
-  python3-grpcio python3-protobuf
+  python3-grpcio python3-protobuf python3-yaml
 )
 # Node.js runs the reference tokenizer in the parity test. A machine may already carry a
 # Node.js build that bundles npm (which conflicts with Debian's npm package): only ask
