@@ -200,6 +200,8 @@ struct CloudService::Metrics {
   prometheus::Family<prometheus::Histogram>& stages;
   prometheus::Gauge& active;
   prometheus::Gauge& reserved;
+  prometheus::Gauge& budget;
+  prometheus::Gauge& max_sessions;
   prometheus::Gauge& workers_busy;
   prometheus::Gauge& queued;
   prometheus::Histogram& queue_wait;
@@ -246,6 +248,16 @@ struct CloudService::Metrics {
                      .Help("Cache bytes reserved by open sessions (budget: --cache_budget_bytes)")
                      .Register(r)
                      .Add({})),
+        budget(prometheus::BuildGauge()
+                   .Name("kvstream_cloud_cache_budget_bytes")
+                   .Help("--cache_budget_bytes: the cache bytes open sessions may reserve")
+                   .Register(r)
+                   .Add({})),
+        max_sessions(prometheus::BuildGauge()
+                         .Name("kvstream_cloud_max_sessions")
+                         .Help("--max_sessions: the sessions that may be open at once")
+                         .Register(r)
+                         .Add({})),
         workers_busy(
             prometheus::BuildGauge()
                 .Name("kvstream_cloud_model_workers_busy")
@@ -314,6 +326,8 @@ CloudService::CloudService(std::vector<ServedModel> models,
       metrics_(std::make_unique<Metrics>(metrics.registry())) {
   Metrics* m = metrics_.get();
   watchdog_ = std::make_unique<net::StreamWatchdog>();
+  m->budget.Set(static_cast<double>(options.cache_budget_bytes));
+  m->max_sessions.Set(options.max_sessions);
   parked_ = std::make_unique<ParkedSessions<Session>>(
       options.resume_window_seconds,
       [m](size_t parked) { m->parked.Set(static_cast<double>(parked)); });

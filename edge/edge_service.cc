@@ -152,7 +152,10 @@ struct EdgeService::Metrics {
                        .Name("kvstream_edge_queue_wait_seconds")
                        .Help("Time requests that ran the scout waited for a model worker")
                        .Register(r)
-                       .Add({}, metrics::SecondsBuckets())) {}
+                       .Add({}, metrics::SecondsBuckets())) {
+    // Every mode from the start, so dashboards and alerts see zeros, not missing series.
+    for (const char* mode : {"kv", "scout", "text", "projected"}) decisions.Add({{"mode", mode}});
+  }
 
   void Stage(const char* name, double seconds) {
     stages.Add({{"stage", name}}, metrics::SecondsBuckets()).Observe(seconds);
@@ -560,7 +563,7 @@ absl::StatusOr<select::Selection> EdgeService::PrefillAndSelect(grpc::ServerCont
 
 absl::Status EdgeService::Transfer(grpc::ServerContext* context,
                                    grpc::ServerWriter<AskEvent>* writer, Request& r) {
-  for (int attempt = 1, failures = 0;; ++attempt) {
+  for (int attempt = 1, failures = 0, refusals = 0;; ++attempt) {
     CloudTransfer::Result result;
     r.stats.set_transfer_attempts(static_cast<uint32_t>(attempt));
     const absl::Status st = TransferOnce(context, writer, r, result);
@@ -572,6 +575,15 @@ absl::Status EdgeService::Transfer(grpc::ServerContext* context,
       break;
     }
     r.stats.set_wire_bytes(r.stats.wire_bytes() + result.wire_bytes);  // what was sent counts
+    // A replica at its session or cache limit refused the SessionOpen: round robin
+    // offers it to the next replica.
+    if (st.code() == absl::StatusCode::kResourceExhausted && result.opened < 0 && !r.resume &&
+        ++refusals < 2 * options_.cloud_replicas) {
+      r.stats.set_recovery(absl::StrCat(r.stats.recovery(), r.stats.recovery().empty() ? "" : "; ",
+                                        "a replica was full (", base::Bounded(st.message(), 200),
+                                        "), tried another"));
+      continue;
+    }
     if (r.resume && result.opened < 0 && st.code() == absl::StatusCode::kNotFound) {
       // The cloud no longer holds the session (restarted, another replica, window over).
       RETURN_IF_ERROR(StartAfresh(

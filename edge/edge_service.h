@@ -39,7 +39,11 @@ struct EdgeOptions {
   std::shared_ptr<grpc::Channel> cloud_channel;  // null: an insecure channel to cloud_address
   int max_streams_per_peer = 0;                  // Ask calls one client address holds (0: any)
   OnTransferFailure on_transfer_failure = OnTransferFailure::kRetry;
-  int transfer_retries = 1;       // further streams after a broken one (jittered backoff between)
+  int transfer_retries = 1;  // further streams after a broken one (jittered backoff between)
+  // Cloud replicas behind cloud_address (1 when unknown). A session a replica refuses at
+  // SessionOpen for its limits (RESOURCE_EXHAUSTED) is offered to the next one, up to
+  // twice this many tries, before the client gets the refusal.
+  int cloud_replicas = 1;
   kvstream::v1::Policy defaults;  // mode, selector, retention, spec, max_tokens, cloud_model
   std::string system_prompt = "Answer with the value from the context.";
   uint64_t chunk_bytes = 1 << 20;  // cap on a chunk's payload before zstd

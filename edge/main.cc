@@ -145,7 +145,8 @@ int Fail(const std::string& message) {
 // is logged, and one serving another card is passed over.
 absl::StatusOr<std::shared_ptr<grpc::Channel>> CloudChannel(const std::string& target,
                                                             const std::string& bearer,
-                                                            double keepalive_seconds) {
+                                                            double keepalive_seconds,
+                                                            int& replicas) {
   using kvstream::logging::Level;
   const kvstream::net::TlsFiles tls{
       absl::GetFlag(FLAGS_cloud_tls_ca), absl::GetFlag(FLAGS_cloud_tls_cert),
@@ -157,9 +158,10 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> CloudChannel(const std::string& t
     addresses = std::vector<std::string>{};
   }
   if (!addresses.ok()) return addresses.status();
-  const auto replicas = kvstream::edge::ProbeReplicas(*addresses, tls, bearer, 2);
-  const std::string card = kvstream::edge::ExpectedCard(replicas);
-  for (const auto& r : replicas) {
+  const auto probed = kvstream::edge::ProbeReplicas(*addresses, tls, bearer, 2);
+  const std::string card = kvstream::edge::ExpectedCard(probed);
+  replicas = std::max<int>(1, static_cast<int>(addresses->size()));
+  for (const auto& r : probed) {
     if (r.card.empty()) {
       kvstream::logging::Logf(Level::kWarning, "edge",
                               "cloud replica %s: no model card (%s); it gets sessions once its "
@@ -264,7 +266,8 @@ int main(int argc, char** argv) {
     if (!token.ok()) return Fail(absl::StrCat("--cloud_token_file: ", token.status().message()));
     options.cloud_token = *token;
   }
-  auto channel = CloudChannel(options.cloud_address, options.cloud_token, so.keepalive_seconds);
+  auto channel = CloudChannel(options.cloud_address, options.cloud_token, so.keepalive_seconds,
+                              options.cloud_replicas);
   if (!channel.ok()) return Fail(std::string(channel.status().message()));
   options.cloud_channel = *channel;
   kvstream::net::WarnIfOpen("edge", absl::GetFlag(FLAGS_listen),

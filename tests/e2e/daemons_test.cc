@@ -8,12 +8,16 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <limits>
+#include <regex>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/codec/positions.h"
 #include "common/codec/quantize.h"
@@ -1396,6 +1400,26 @@ TEST_F(DaemonsTest, MetricsAfterTrafficPassPromtool) {
         "kvstream_cloud_stage_seconds_count{stage=\"rebuild\"}", "kvstream_cloud_active_sessions 0",
         "kvstream_cloud_cache_reserved_bytes 0", "kvstream_cloud_received_chunk_bytes_total"}) {
     EXPECT_NE(cloud.body.find(name), std::string::npos) << name;
+  }
+  // Every metric the dashboard and the alert rules query is on the pages.
+  for (const char* path : {"deploy/grafana/kvstream.json", "deploy/prometheus/alerts.yml"}) {
+    std::ifstream in(path);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    ASSERT_FALSE(text.empty()) << path;
+    const std::regex metric("kvstream_[a-z_]+");
+    int checked = 0;
+    for (auto it = std::sregex_iterator(text.begin(), text.end(), metric);
+         it != std::sregex_iterator(); ++it, ++checked) {
+      std::string name = it->str();
+      for (const char* suffix : {"_bucket", "_sum", "_count"}) {
+        if (absl::EndsWith(name, suffix)) name.resize(name.size() - strlen(suffix));
+      }
+      const std::string type = "# TYPE " + name + " ";
+      EXPECT_TRUE(edge.body.find(type) != std::string::npos ||
+                  cloud.body.find(type) != std::string::npos)
+          << path << " queries " << it->str() << ", which neither daemon exports";
+    }
+    EXPECT_GT(checked, 5) << path;
   }
   for (const auto* body : {&edge.body, &cloud.body}) {
     int rc = 0;

@@ -301,6 +301,66 @@ TEST_F(ReplicasTest, NginxInFrontSpreadsSessionsAndSurvivesAKilledReplica) {
   delete clouds[0];
 }
 
+// Replicas with room for one session each. With the first one held full by another
+// client, the edge's sessions that round robin sends there are refused at SessionOpen and
+// offered to the next replica: every request answers. With all three full, the client
+// gets RESOURCE_EXHAUSTED naming the limit.
+TEST_F(ReplicasTest, AFullReplicaIsPassedOverAndAllFullIsResourceExhausted) {
+  std::vector<testing::Daemon*> clouds;
+  for (int i = 0; i < 3; ++i) {
+    auto* d = new testing::Daemon;
+    ASSERT_TRUE(testing::StartDaemon(
+                    *d, KVSTREAM_BIN_DIR, work_, absl::StrCat("cloud", i), "kvstream-cloud",
+                    {absl::StrCat("--model=large=", kLarge), absl::StrCat("--model=scout=", kScout),
+                     "--measure_rates=false", "--max_sessions=1"})
+                    .ok());
+    clouds.push_back(d);
+  }
+  testing::Daemon* edge = StartEdge("edge", clouds);
+  // Another client's idle session fills a replica.
+  struct Holder {
+    std::unique_ptr<kvstream::v1::CloudService::Stub> stub;
+    grpc::ClientContext ctx;
+    std::unique_ptr<grpc::ClientReaderWriter<kvstream::v1::Uplink, kvstream::v1::Downlink>> stream;
+  };
+  auto hold = [&](testing::Daemon* cloud) {
+    auto h = std::make_unique<Holder>();
+    h->stub = kvstream::v1::CloudService::NewStub(
+        net::MakeChannel(absl::StrCat("127.0.0.1:", cloud->port)));
+    h->stream = h->stub->Transfer(&h->ctx);
+    kvstream::v1::Uplink up;
+    up.mutable_open()->set_session_id(absl::StrCat("holder-", cloud->port));
+    up.mutable_open()->set_mode(kvstream::v1::MODE_TEXT);
+    up.mutable_open()->set_model_name("large");
+    up.mutable_open()->add_prompt_tokens(1);
+    up.mutable_open()->add_prompt_tokens(2);
+    EXPECT_TRUE(h->stream->Write(up));
+    kvstream::v1::Downlink d;
+    EXPECT_TRUE(h->stream->Read(&d) && d.has_opened()) << "the holder's session is open";
+    return h;
+  };
+  std::vector<std::unique_ptr<Holder>> holders;
+  holders.push_back(hold(clouds[0]));
+  const auto runs = AskMany(edge->port, 1, 12, Clock::now());
+  int ok = 0;
+  for (const Outcome& o : runs) ok += o.code == absl::StatusCode::kOk;
+  EXPECT_EQ(ok, 12) << "a full replica costs no request while another has room";
+  EXPECT_EQ(OkSessions(*clouds[0]), 0);
+  EXPECT_EQ(OkSessions(*clouds[1]) + OkSessions(*clouds[2]), 12);
+  holders.push_back(hold(clouds[1]));
+  holders.push_back(hold(clouds[2]));
+  auto stub =
+      kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", edge->port)));
+  net::AskCall call;
+  call.timeout_seconds = 30;
+  const auto full = net::Ask(*stub, Question(0), call);
+  EXPECT_EQ(full.status().code(), absl::StatusCode::kResourceExhausted) << full.status();
+  EXPECT_NE(full.status().message().find("--max_sessions=1"), std::string::npos) << full.status();
+  for (auto& h : holders) h->ctx.TryCancel();
+  holders.clear();
+  testing::StopDaemons({edge, clouds[0], clouds[1], clouds[2]});
+}
+
 TEST_F(ReplicasTest, ThroughputWithOneAndThreeReplicas) {
   std::vector<testing::Daemon*> clouds;
   for (int i = 0; i < 3; ++i) clouds.push_back(StartCloud(absl::StrCat("cloud", i), true));
