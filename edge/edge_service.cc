@@ -264,7 +264,9 @@ absl::StatusOr<kvstream::v1::GetInfoResponse> EdgeService::CloudInfo() {
   net::AddBearer(ctx, options_.cloud_token);
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   kvstream::v1::GetInfoResponse info;
-  const grpc::Status st = cloud_->GetInfo(&ctx, {}, &info);
+  kvstream::v1::CloudService::Stub& stub =
+      options_.replica_set != nullptr ? options_.replica_set->AnyStub() : *cloud_;
+  const grpc::Status st = stub.GetInfo(&ctx, {}, &info);
   if (!st.ok()) {
     return absl::UnavailableError(absl::StrCat("cloud at ", options_.cloud_address,
                                                " did not answer GetInfo: ", st.error_message()));
@@ -345,10 +347,15 @@ absl::Status EdgeService::CheckTenant(Request& r) {
 }
 
 absl::Status EdgeService::CloudReady(grpc::ServerContext* context) {
-  grpc_connectivity_state state = channel_->GetState(/*try_to_connect=*/true);
   // Known down: fail now. Idle or connecting: give it up to a second to settle.
   const auto until =
       std::min(context->deadline(), std::chrono::system_clock::now() + std::chrono::seconds(1));
+  if (options_.replica_set != nullptr) {
+    if (options_.replica_set->WaitForReady(until)) return absl::OkStatus();
+    return absl::UnavailableError(absl::StrCat("no cloud replica at ", options_.cloud_address,
+                                               " is ready; the request was not started"));
+  }
+  grpc_connectivity_state state = channel_->GetState(/*try_to_connect=*/true);
   while (state == GRPC_CHANNEL_IDLE || state == GRPC_CHANNEL_CONNECTING) {
     if (!channel_->WaitForStateChange(state, until)) break;
     state = channel_->GetState(true);
@@ -616,7 +623,17 @@ absl::Status EdgeService::TransferOnce(grpc::ServerContext* context,
                                        CloudTransfer::Result& result) {
   // Cancellation and deadline of the client's call propagate to the cloud's; the
   // transfer joins its reader on every way out.
-  CloudTransfer transfer(*cloud_, *context, writer, options_.shaper.get(), options_.cloud_token);
+  kvstream::v1::CloudService::Stub* stub = cloud_.get();
+  std::optional<ReplicaSet::Picked> replica;  // counted against its replica until the end
+  if (options_.replica_set != nullptr) {
+    replica.emplace(options_.replica_set->Pick());
+    if (!*replica) {
+      return absl::UnavailableError(
+          "no cloud replica is ready (down, or failing its health check)");
+    }
+    stub = (*replica)->stub.get();
+  }
+  CloudTransfer transfer(*stub, *context, writer, options_.shaper.get(), options_.cloud_token);
   Uplink open = r.open;
   if (r.resume) open.mutable_open()->set_resume(true);
   bool sent_ok = transfer.SendOpen(open);

@@ -23,6 +23,7 @@
 #include "common/net/shaper.h"
 #include "common/net/tenant_ledger.h"
 #include "edge/policy.h"
+#include "edge/replica_set.h"
 #include "edge/transfer.h"
 #include "kvstream/v1/service.grpc.pb.h"
 
@@ -44,6 +45,9 @@ struct EdgeOptions {
   // SessionOpen for its limits (RESOURCE_EXHAUSTED) is offered to the next one, up to
   // twice this many tries, before the client gets the refusal.
   int cloud_replicas = 1;
+  // --cloud_lb=least_loaded: the replicas, each session sent to the one with the most room
+  // (null: every call on cloud_channel).
+  std::shared_ptr<ReplicaSet> replica_set;
   kvstream::v1::Policy defaults;  // mode, selector, retention, spec, max_tokens, cloud_model
   std::string system_prompt = "Answer with the value from the context.";
   uint64_t chunk_bytes = 1 << 20;  // cap on a chunk's payload before zstd

@@ -20,6 +20,7 @@
 #include "common/net/shaper.h"
 #include "edge/edge_service.h"
 #include "edge/policy.h"
+#include "edge/replica_set.h"
 #include "edge/replicas.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
@@ -36,7 +37,10 @@ ABSL_FLAG(bool, cloud_health_check, true,
 ABSL_FLAG(std::string, cloud_lb, "round_robin",
           "How sessions spread over the --cloud replicas: round_robin (each Transfer stream to "
           "the next healthy replica; a replica whose health is NOT_SERVING, e.g. draining, or "
-          "that is down gets none) or pick_first (one replica until it fails)");
+          "that is down gets none), least_loaded (the healthy replica with the most room: "
+          "sessions and reserved cache bytes against its limits, polled every second; needs "
+          "a target whose addresses the edge can list) or pick_first (one replica until it "
+          "fails)");
 ABSL_FLAG(
     std::string, scout, "testdata/models/scout",
     "Scout model directory (HF format, with tokenizer.json): prefills, selects and, in kv mode, "
@@ -140,63 +144,78 @@ int Fail(const std::string& message) {
   return 1;
 }
 
-// The channel to the cloud replicas: round robin (or pick_first) over the target's
-// addresses, health-checked for the model card most of them serve; each replica's card
-// is logged, and one serving another card is passed over.
-absl::StatusOr<std::shared_ptr<grpc::Channel>> CloudChannel(const std::string& target,
-                                                            const std::string& bearer,
-                                                            double keepalive_seconds,
-                                                            int& replicas) {
+// Logs each probed replica's model card against the one most of them serve.
+void LogReplicaCards(const std::vector<kvstream::edge::ReplicaCard>& probed,
+                     const std::string& card) {
   using kvstream::logging::Level;
-  const kvstream::net::TlsFiles tls{
-      absl::GetFlag(FLAGS_cloud_tls_ca), absl::GetFlag(FLAGS_cloud_tls_cert),
-      absl::GetFlag(FLAGS_cloud_tls_key), absl::GetFlag(FLAGS_cloud_tls_server_name)};
-  auto addresses = kvstream::edge::TargetAddresses(target);
-  if (absl::IsNotFound(addresses.status())) {  // e.g. a Service with no ready pod yet
-    kvstream::logging::Logf(Level::kWarning, "edge", "%s; replicas are checked for health only",
-                            addresses.status().message());
-    addresses = std::vector<std::string>{};
-  }
-  if (!addresses.ok()) return addresses.status();
-  const auto probed = kvstream::edge::ProbeReplicas(*addresses, tls, bearer, 2);
-  const std::string card = kvstream::edge::ExpectedCard(probed);
-  replicas = std::max<int>(1, static_cast<int>(addresses->size()));
+  const bool checked = absl::GetFlag(FLAGS_cloud_health_check);
   for (const auto& r : probed) {
     if (r.card.empty()) {
       kvstream::logging::Logf(Level::kWarning, "edge",
                               "cloud replica %s: no model card (%s); it gets sessions once its "
                               "health check for card %s passes",
                               r.address, r.error, card.empty() ? "(any)" : card);
-    } else if (r.card != card && !absl::GetFlag(FLAGS_cloud_health_check)) {
-      kvstream::logging::Logf(Level::kError, "edge",
-                              "cloud replica %s serves model card %s, not %s as most replicas "
-                              "do, and --cloud_health_check=false cannot pass it over",
-                              r.address, r.card, card);
     } else if (r.card != card) {
       kvstream::logging::Logf(Level::kError, "edge",
-                              "cloud replica %s serves model card %s, not %s as %s do: it gets "
-                              "no sessions (its health check for card %s fails)",
-                              r.address, r.card, card, "most replicas", card);
+                              "cloud replica %s serves model card %s, not %s as most do: %s",
+                              r.address, r.card, card,
+                              checked ? "it gets no sessions (its health check for this card fails)"
+                                      : "--cloud_health_check=false cannot pass it over");
     } else {
       kvstream::logging::Logf(Level::kInfo, "edge", "cloud replica %s: model card %s", r.address,
                               r.card);
     }
   }
-  if (addresses->empty()) {
-    kvstream::logging::Logf(Level::kInfo, "edge",
-                            "cloud target %s: addresses not listed here; replicas are checked "
-                            "for health, not for their model card",
-                            target);
+}
+
+struct CloudLink {
+  std::shared_ptr<grpc::Channel> channel;
+  std::shared_ptr<kvstream::edge::ReplicaSet> replica_set;  // --cloud_lb=least_loaded
+  int replicas = 1;
+};
+
+// The cloud replicas: gRPC's round robin (or pick_first) over the target's addresses, or
+// the edge's own least-loaded choice, health-checked for the model card most of them
+// serve, so a replica serving another card is passed over.
+absl::StatusOr<CloudLink> ConnectCloud(const std::string& target, const std::string& bearer,
+                                       double keepalive_seconds) {
+  const kvstream::net::TlsFiles tls{
+      absl::GetFlag(FLAGS_cloud_tls_ca), absl::GetFlag(FLAGS_cloud_tls_cert),
+      absl::GetFlag(FLAGS_cloud_tls_key), absl::GetFlag(FLAGS_cloud_tls_server_name)};
+  auto addresses = kvstream::edge::TargetAddresses(target);
+  if (absl::IsNotFound(addresses.status())) {  // e.g. a Service with no ready pod yet
+    kvstream::logging::Logf(kvstream::logging::Level::kWarning, "edge",
+                            "%s; replicas are checked for health only",
+                            addresses.status().message());
+    addresses = std::vector<std::string>{};
   }
-  auto config = kvstream::net::ReplicaServiceConfig(
-      absl::GetFlag(FLAGS_cloud_lb),
-      absl::GetFlag(FLAGS_cloud_health_check) ? kvstream::edge::HealthServiceFor(card) : "");
+  if (!addresses.ok()) return addresses.status();
+  const auto probed = kvstream::edge::ProbeReplicas(*addresses, tls, bearer, 2);
+  const std::string card = kvstream::edge::ExpectedCard(probed);
+  LogReplicaCards(probed, card);
+  const std::string health =
+      absl::GetFlag(FLAGS_cloud_health_check) ? kvstream::edge::HealthServiceFor(card) : "";
+  CloudLink link;
+  link.replicas = std::max<int>(1, static_cast<int>(addresses->size()));
+  const std::string lb = absl::GetFlag(FLAGS_cloud_lb);
+  if (lb == "least_loaded") {
+    auto set = kvstream::edge::ReplicaSet::Start(
+        {*addresses, tls, bearer, keepalive_seconds, health, /*poll_seconds=*/1});
+    if (!set.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--cloud_lb: ", set.status().message()));
+    }
+    link.replica_set = std::move(*set);
+    link.channel = link.replica_set->first_channel();
+    return link;
+  }
+  auto config = kvstream::net::ReplicaServiceConfig(lb, health);
   if (!config.ok())
     return absl::InvalidArgumentError(absl::StrCat("--cloud_lb: ", config.status().message()));
   auto channel = kvstream::net::MakeChannel(target, tls, keepalive_seconds, *config);
   if (!channel.ok())
     return absl::InvalidArgumentError(absl::StrCat("--cloud_tls_*: ", channel.status().message()));
-  return channel;
+  link.channel = *channel;
+  return link;
 }
 }  // namespace
 
@@ -266,10 +285,11 @@ int main(int argc, char** argv) {
     if (!token.ok()) return Fail(absl::StrCat("--cloud_token_file: ", token.status().message()));
     options.cloud_token = *token;
   }
-  auto channel = CloudChannel(options.cloud_address, options.cloud_token, so.keepalive_seconds,
-                              options.cloud_replicas);
-  if (!channel.ok()) return Fail(std::string(channel.status().message()));
-  options.cloud_channel = *channel;
+  auto link = ConnectCloud(options.cloud_address, options.cloud_token, so.keepalive_seconds);
+  if (!link.ok()) return Fail(std::string(link.status().message()));
+  options.cloud_channel = link->channel;
+  options.replica_set = link->replica_set;
+  options.cloud_replicas = link->replicas;
   kvstream::net::WarnIfOpen("edge", absl::GetFlag(FLAGS_listen),
                             !absl::GetFlag(FLAGS_tls_cert).empty(), options.auth != nullptr);
   options.system_prompt = absl::GetFlag(FLAGS_system_prompt);

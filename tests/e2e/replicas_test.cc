@@ -113,16 +113,41 @@ class ReplicasTest : public ::testing::Test {
         testing::StartDaemon(*d, KVSTREAM_BIN_DIR, work_, name, "kvstream-cloud", args).ok());
     return d;
   }
-  testing::Daemon* StartEdge(const std::string& name, const std::vector<testing::Daemon*>& clouds) {
+  testing::Daemon* StartEdge(const std::string& name, const std::vector<testing::Daemon*>& clouds,
+                             std::vector<std::string> extra = {}) {
     std::vector<std::string> addrs;
     for (auto* c : clouds) addrs.push_back(absl::StrCat("127.0.0.1:", c->port));
     auto* d = new testing::Daemon;
+    std::vector<std::string> args = {absl::StrCat("--scout=", kScout),
+                                     "--cloud=ipv4:" + absl::StrJoin(addrs, ","),
+                                     "--cloud_model=large"};
+    args.insert(args.end(), extra.begin(), extra.end());
     EXPECT_TRUE(
-        testing::StartDaemon(*d, KVSTREAM_BIN_DIR, work_, name, "kvstream-edge",
-                             {absl::StrCat("--scout=", kScout),
-                              "--cloud=ipv4:" + absl::StrJoin(addrs, ","), "--cloud_model=large"})
-            .ok());
+        testing::StartDaemon(*d, KVSTREAM_BIN_DIR, work_, name, "kvstream-edge", args).ok());
     return d;
+  }
+  // Another client's idle text session on `cloud`, held open until destroyed.
+  struct Holder {
+    std::unique_ptr<kvstream::v1::CloudService::Stub> stub;
+    grpc::ClientContext ctx;
+    std::unique_ptr<grpc::ClientReaderWriter<kvstream::v1::Uplink, kvstream::v1::Downlink>> stream;
+    ~Holder() { ctx.TryCancel(); }
+  };
+  static std::unique_ptr<Holder> Hold(const testing::Daemon& cloud, const std::string& id) {
+    auto h = std::make_unique<Holder>();
+    h->stub = kvstream::v1::CloudService::NewStub(
+        net::MakeChannel(absl::StrCat("127.0.0.1:", cloud.port)));
+    h->stream = h->stub->Transfer(&h->ctx);
+    kvstream::v1::Uplink up;
+    up.mutable_open()->set_session_id(id);
+    up.mutable_open()->set_mode(kvstream::v1::MODE_TEXT);
+    up.mutable_open()->set_model_name("large");
+    up.mutable_open()->add_prompt_tokens(1);
+    up.mutable_open()->add_prompt_tokens(2);
+    EXPECT_TRUE(h->stream->Write(up));
+    kvstream::v1::Downlink d;
+    EXPECT_TRUE(h->stream->Read(&d) && d.has_opened()) << "the holder's session is open";
+    return h;
   }
   std::string work_;
 };
@@ -317,38 +342,16 @@ TEST_F(ReplicasTest, AFullReplicaIsPassedOverAndAllFullIsResourceExhausted) {
     clouds.push_back(d);
   }
   testing::Daemon* edge = StartEdge("edge", clouds);
-  // Another client's idle session fills a replica.
-  struct Holder {
-    std::unique_ptr<kvstream::v1::CloudService::Stub> stub;
-    grpc::ClientContext ctx;
-    std::unique_ptr<grpc::ClientReaderWriter<kvstream::v1::Uplink, kvstream::v1::Downlink>> stream;
-  };
-  auto hold = [&](testing::Daemon* cloud) {
-    auto h = std::make_unique<Holder>();
-    h->stub = kvstream::v1::CloudService::NewStub(
-        net::MakeChannel(absl::StrCat("127.0.0.1:", cloud->port)));
-    h->stream = h->stub->Transfer(&h->ctx);
-    kvstream::v1::Uplink up;
-    up.mutable_open()->set_session_id(absl::StrCat("holder-", cloud->port));
-    up.mutable_open()->set_mode(kvstream::v1::MODE_TEXT);
-    up.mutable_open()->set_model_name("large");
-    up.mutable_open()->add_prompt_tokens(1);
-    up.mutable_open()->add_prompt_tokens(2);
-    EXPECT_TRUE(h->stream->Write(up));
-    kvstream::v1::Downlink d;
-    EXPECT_TRUE(h->stream->Read(&d) && d.has_opened()) << "the holder's session is open";
-    return h;
-  };
   std::vector<std::unique_ptr<Holder>> holders;
-  holders.push_back(hold(clouds[0]));
+  holders.push_back(Hold(*clouds[0], "holder-0"));
   const auto runs = AskMany(edge->port, 1, 12, Clock::now());
   int ok = 0;
   for (const Outcome& o : runs) ok += o.code == absl::StatusCode::kOk;
   EXPECT_EQ(ok, 12) << "a full replica costs no request while another has room";
   EXPECT_EQ(OkSessions(*clouds[0]), 0);
   EXPECT_EQ(OkSessions(*clouds[1]) + OkSessions(*clouds[2]), 12);
-  holders.push_back(hold(clouds[1]));
-  holders.push_back(hold(clouds[2]));
+  holders.push_back(Hold(*clouds[1], "holder-1"));
+  holders.push_back(Hold(*clouds[2], "holder-2"));
   auto stub =
       kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", edge->port)));
   net::AskCall call;
@@ -356,9 +359,51 @@ TEST_F(ReplicasTest, AFullReplicaIsPassedOverAndAllFullIsResourceExhausted) {
   const auto full = net::Ask(*stub, Question(0), call);
   EXPECT_EQ(full.status().code(), absl::StatusCode::kResourceExhausted) << full.status();
   EXPECT_NE(full.status().message().find("--max_sessions=1"), std::string::npos) << full.status();
-  for (auto& h : holders) h->ctx.TryCancel();
   holders.clear();
   testing::StopDaemons({edge, clouds[0], clouds[1], clouds[2]});
+}
+
+// --cloud_lb=least_loaded: with one replica 3/4 full (another client's sessions), every
+// session goes to the other, and none is refused on the way; with both empty, sessions
+// spread over both.
+TEST_F(ReplicasTest, LeastLoadedSendsSessionsWhereThereIsRoom) {
+  std::vector<testing::Daemon*> clouds;
+  for (int i = 0; i < 2; ++i) {
+    auto* d = new testing::Daemon;
+    ASSERT_TRUE(testing::StartDaemon(
+                    *d, KVSTREAM_BIN_DIR, work_, absl::StrCat("cloud", i), "kvstream-cloud",
+                    {absl::StrCat("--model=large=", kLarge), absl::StrCat("--model=scout=", kScout),
+                     "--measure_rates=false", "--max_sessions=4"})
+                    .ok());
+    clouds.push_back(d);
+  }
+  std::vector<std::unique_ptr<Holder>> holders;
+  for (int i = 0; i < 3; ++i) holders.push_back(Hold(*clouds[0], absl::StrCat("holder-", i)));
+  testing::Daemon* edge = StartEdge("edge", clouds, {"--cloud_lb=least_loaded"});
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // a load poll
+  auto stub =
+      kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", edge->port)));
+  for (int i = 0; i < 12; ++i) {
+    net::AskCall call;
+    call.timeout_seconds = 30;
+    auto r = net::Ask(*stub, Question(i), call);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->stats.recovery(), "") << "no replica refused it";
+  }
+  EXPECT_EQ(OkSessions(*clouds[0]), 0);
+  EXPECT_EQ(OkSessions(*clouds[1]), 12);
+  holders.clear();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  const auto runs = AskMany(edge->port, 1, 12, Clock::now());
+  for (const Outcome& o : runs) EXPECT_EQ(o.code, absl::StatusCode::kOk);
+  const int to_first = OkSessions(*clouds[0]), to_second = OkSessions(*clouds[1]) - 12;
+  std::printf(
+      "least_loaded: 12 of 12 to the free replica while the other was 3/4 full; then "
+      "%d and %d of 12 with both free\n",
+      to_first, to_second);
+  EXPECT_GE(to_first, 4);
+  EXPECT_GE(to_second, 4);
+  testing::StopDaemons({edge, clouds[0], clouds[1]});
 }
 
 TEST_F(ReplicasTest, ThroughputWithOneAndThreeReplicas) {
