@@ -87,7 +87,9 @@ class TcpProxy {
       if (n <= 0) break;
       ssize_t off = 0;
       while (off < n) {
-        const ssize_t w = write(to, buf + off, static_cast<size_t>(n - off));
+        // send(MSG_NOSIGNAL), not write(): `to` may be shut down by the other pump or
+        // closed by its peer, and SIGPIPE would kill the test binary.
+        const ssize_t w = send(to, buf + off, static_cast<size_t>(n - off), MSG_NOSIGNAL);
         if (w <= 0) break;
         off += w;
       }
