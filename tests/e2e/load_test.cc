@@ -61,6 +61,19 @@ kvstream::v1::AskRequest SmallQuestion() {
   return req;
 }
 
+// A question over 40 records (~430 prompt tokens): its f16 cache takes seconds on a
+// shaped uplink of 1-2 Mbit/s, long enough to break the transfer halfway.
+kvstream::v1::AskRequest FortyItemQuestion() {
+  kvstream::v1::AskRequest req;
+  std::string context;
+  for (int i = 0; i < 40; ++i)
+    absl::StrAppend(&context, "The code of item", i, " is w", 7 * i, ". ");
+  req.set_context(context);
+  req.set_question("What is the code of item17?");
+  req.mutable_policy()->set_max_tokens(4);
+  return req;
+}
+
 class LoadTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -377,13 +390,7 @@ TEST(RecoveryTest, KilledCloudMidTransferIsRetriedOrAnsweredAsText) {
                      absl::StrCat("--on_transfer_failure=", policy), "--transfer_retries=8"})
                     .ok());
   }
-  kvstream::v1::AskRequest req;
-  std::string context;
-  for (int i = 0; i < 40; ++i)
-    absl::StrAppend(&context, "The code of item", i, " is w", 7 * i, ". ");
-  req.set_context(context);
-  req.set_question("What is the code of item17?");
-  req.mutable_policy()->set_max_tokens(4);
+  const kvstream::v1::AskRequest req = FortyItemQuestion();
   auto stub_of = [&](const char* policy) {
     return kvstream::v1::EdgeService::NewStub(
         net::MakeChannel(absl::StrCat("127.0.0.1:", edges[policy]->port)));
@@ -461,13 +468,7 @@ TEST(RecoveryTest, BrokenConnectionResumesTheSession) {
              "--chunk_bytes=16384", absl::StrCat("--on_transfer_failure=", policy)})
             .ok());
   }
-  kvstream::v1::AskRequest req;
-  std::string context;
-  for (int i = 0; i < 40; ++i)
-    absl::StrAppend(&context, "The code of item", i, " is w", 7 * i, ". ");
-  req.set_context(context);
-  req.set_question("What is the code of item17?");
-  req.mutable_policy()->set_max_tokens(4);
+  const kvstream::v1::AskRequest req = FortyItemQuestion();
   auto stub_of = [&](const char* policy) {
     return kvstream::v1::EdgeService::NewStub(
         net::MakeChannel(absl::StrCat("127.0.0.1:", edges[policy]->port)));

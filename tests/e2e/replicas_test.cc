@@ -104,11 +104,13 @@ double Percentile(std::vector<double> v, double p) {
 class ReplicasTest : public ::testing::Test {
  protected:
   void SetUp() override { work_ = net::WorkDir("", "kvstream-replicas").value_or("/tmp"); }
-  testing::Daemon* StartCloud(const std::string& name, bool with_scout) {
+  testing::Daemon* StartCloud(const std::string& name, bool with_scout,
+                              const std::string& max_sessions = "") {
     auto* d = new testing::Daemon;
     std::vector<std::string> args = {absl::StrCat("--model=large=", kLarge),
                                      "--measure_rates=false"};
     if (with_scout) args.push_back(absl::StrCat("--model=scout=", kScout));
+    if (!max_sessions.empty()) args.push_back("--max_sessions=" + max_sessions);
     EXPECT_TRUE(
         testing::StartDaemon(*d, KVSTREAM_BIN_DIR, work_, name, "kvstream-cloud", args).ok());
     return d;
@@ -332,15 +334,7 @@ TEST_F(ReplicasTest, NginxInFrontSpreadsSessionsAndSurvivesAKilledReplica) {
 // gets RESOURCE_EXHAUSTED naming the limit.
 TEST_F(ReplicasTest, AFullReplicaIsPassedOverAndAllFullIsResourceExhausted) {
   std::vector<testing::Daemon*> clouds;
-  for (int i = 0; i < 3; ++i) {
-    auto* d = new testing::Daemon;
-    ASSERT_TRUE(testing::StartDaemon(
-                    *d, KVSTREAM_BIN_DIR, work_, absl::StrCat("cloud", i), "kvstream-cloud",
-                    {absl::StrCat("--model=large=", kLarge), absl::StrCat("--model=scout=", kScout),
-                     "--measure_rates=false", "--max_sessions=1"})
-                    .ok());
-    clouds.push_back(d);
-  }
+  for (int i = 0; i < 3; ++i) clouds.push_back(StartCloud(absl::StrCat("cloud", i), true, "1"));
   testing::Daemon* edge = StartEdge("edge", clouds);
   std::vector<std::unique_ptr<Holder>> holders;
   holders.push_back(Hold(*clouds[0], "holder-0"));
@@ -368,15 +362,7 @@ TEST_F(ReplicasTest, AFullReplicaIsPassedOverAndAllFullIsResourceExhausted) {
 // spread over both.
 TEST_F(ReplicasTest, LeastLoadedSendsSessionsWhereThereIsRoom) {
   std::vector<testing::Daemon*> clouds;
-  for (int i = 0; i < 2; ++i) {
-    auto* d = new testing::Daemon;
-    ASSERT_TRUE(testing::StartDaemon(
-                    *d, KVSTREAM_BIN_DIR, work_, absl::StrCat("cloud", i), "kvstream-cloud",
-                    {absl::StrCat("--model=large=", kLarge), absl::StrCat("--model=scout=", kScout),
-                     "--measure_rates=false", "--max_sessions=4"})
-                    .ok());
-    clouds.push_back(d);
-  }
+  for (int i = 0; i < 2; ++i) clouds.push_back(StartCloud(absl::StrCat("cloud", i), true, "4"));
   std::vector<std::unique_ptr<Holder>> holders;
   for (int i = 0; i < 3; ++i) holders.push_back(Hold(*clouds[0], absl::StrCat("holder-", i)));
   testing::Daemon* edge = StartEdge("edge", clouds, {"--cloud_lb=least_loaded"});
