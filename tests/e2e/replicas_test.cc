@@ -101,6 +101,23 @@ double Percentile(std::vector<double> v, double p) {
   return v[std::min(v.size() - 1, static_cast<size_t>(p * v.size()))];
 }
 
+// Every one of `runs` answered, and each replica took within 20% of an even share.
+void ExpectEvenSpread(const std::vector<Outcome>& runs, const std::vector<testing::Daemon*>& clouds,
+                      const char* how) {
+  int ok = 0;
+  for (const Outcome& o : runs) ok += o.code == absl::StatusCode::kOk;
+  EXPECT_EQ(ok, static_cast<int>(runs.size()));
+  std::vector<int> spread;
+  for (auto* c : clouds) spread.push_back(OkSessions(*c));
+  std::printf("%zu kv requests %s: %s sessions per replica\n", runs.size(), how,
+              absl::StrJoin(spread, ", ").c_str());
+  const double even = static_cast<double>(runs.size()) / clouds.size();
+  for (int n : spread) {
+    EXPECT_GE(n, 0.8 * even) << "within 20% of an even spread";
+    EXPECT_LE(n, 1.2 * even) << "within 20% of an even spread";
+  }
+}
+
 class ReplicasTest : public ::testing::Test {
  protected:
   void SetUp() override { work_ = net::WorkDir("", "kvstream-replicas").value_or("/tmp"); }
@@ -160,17 +177,8 @@ TEST_F(ReplicasTest, RoundRobinSpreadsSessionsAndPassesOverAReplicaServingOtherM
   testing::Daemon* odd = StartCloud("cloud-odd", false);  // no scout: another model card
   testing::Daemon* edge = StartEdge("edge", {clouds[0], odd, clouds[1], clouds[2]});
   const auto runs = AskMany(edge->port, 4, 15, Clock::now());
-  int ok = 0;
-  for (const Outcome& o : runs) ok += o.code == absl::StatusCode::kOk;
-  EXPECT_EQ(ok, 60);
-  std::vector<int> spread;
-  for (auto* c : clouds) spread.push_back(OkSessions(*c));
-  std::printf("60 kv requests over 3 replicas: %s sessions each; the odd replica %d\n",
-              absl::StrJoin(spread, ", ").c_str(), OkSessions(*odd));
-  for (int n : spread) {
-    EXPECT_GE(n, 16) << "within 20% of an even spread";
-    EXPECT_LE(n, 24) << "within 20% of an even spread";
-  }
+  ExpectEvenSpread(runs, clouds, "over 3 replicas");
+  std::printf("the odd replica: %d sessions\n", OkSessions(*odd));
   EXPECT_EQ(OkSessions(*odd), 0) << "a replica serving another model card gets no sessions";
   testing::StopDaemons({edge, odd, clouds[0], clouds[1], clouds[2]});
 }
@@ -289,17 +297,7 @@ TEST_F(ReplicasTest, NginxInFrontSpreadsSessionsAndSurvivesAKilledReplica) {
                   .ok())
       << "edge (or nginx: see " << work_ << "/nginx-error.log)";
   const auto runs = AskMany(edge->port, 4, 15, Clock::now());
-  int ok = 0;
-  for (const Outcome& o : runs) ok += o.code == absl::StatusCode::kOk;
-  EXPECT_EQ(ok, 60);
-  std::vector<int> spread;
-  for (auto* c : clouds) spread.push_back(OkSessions(*c));
-  std::printf("60 kv requests through nginx: %s sessions per replica\n",
-              absl::StrJoin(spread, ", ").c_str());
-  for (int n : spread) {
-    EXPECT_GE(n, 16) << "within 20% of an even spread";
-    EXPECT_LE(n, 24) << "within 20% of an even spread";
-  }
+  ExpectEvenSpread(runs, clouds, "through nginx");
   std::atomic<bool> stop{false};
   const auto t0 = Clock::now();
   std::vector<Outcome> after;
