@@ -180,6 +180,8 @@ struct EdgeService::Request {
   std::string session_id;
   net::Tenant tenant;  // the client's token's tenant (empty name: no authentication)
   net::TenantLedger::Hold tenant_hold;
+  // Adaptive: the quality-table points whose answering model the tenant may use (null: all).
+  std::function<bool(const control::OperatingPoint&)> tenant_allows;
   Uplink open;
   // Encoded up front (no re-planning), or as sent (re-planning) while another attempt
   // could re-send them; chunks[i] has seq i.
@@ -302,23 +304,18 @@ absl::StatusOr<std::string> EdgeService::AnsweringModel(kvstream::v1::Mode mode,
                                                     ") on the cloud; it is not served there"));
 }
 
-absl::StatusOr<std::function<bool(const control::OperatingPoint&)>> EdgeService::TenantAllows(
-    const Request& r) {
-  if (r.tenant.models.empty()) return nullptr;
+absl::Status EdgeService::SetTenantPoints(Request& r) {
+  if (r.tenant.models.empty()) return absl::OkStatus();
   // Looked up once: a cloud that cannot be asked is its own error, not a refusal.
   absl::StatusOr<std::string> kv = AnsweringModel(kvstream::v1::MODE_KV, r.policy.cloud_model);
   if (!kv.ok() && kv.status().code() != absl::StatusCode::kFailedPrecondition) return kv.status();
   const bool kv_allowed = kv.ok() && r.tenant.MayUse(*kv);
   const bool cloud_model_allowed = r.tenant.MayUse(r.policy.cloud_model);
-  return [kv_allowed, cloud_model_allowed](const control::OperatingPoint& p) {
+  r.tenant_allows = [kv_allowed, cloud_model_allowed](const control::OperatingPoint& p) {
     return p.mode == control::Mode::kKv ? kv_allowed : cloud_model_allowed;
   };
-}
-
-absl::Status EdgeService::CheckTenantTable(const Request& r) {
-  ASSIGN_OR_RETURN(const auto allows, TenantAllows(r));
-  if (!allows || std::any_of(options_.quality_table.begin(), options_.quality_table.end(), allows))
-    return absl::OkStatus();
+  const auto& table = options_.quality_table;
+  if (std::any_of(table.begin(), table.end(), r.tenant_allows)) return absl::OkStatus();
   return absl::PermissionDeniedError(absl::StrCat(
       "tenant '", r.tenant.name, "' may use models ", absl::StrJoin(r.tenant.models, ", "),
       "; no point of the adaptive quality table is answered by one of them"));
@@ -398,10 +395,9 @@ absl::Status EdgeService::Prepare(const kvstream::v1::AskRequest& req, Request& 
   if (r.policy.mode == kvstream::v1::MODE_ADAPTIVE) {
     r.adaptive = true;
     r.requested = r.policy;
-    RETURN_IF_ERROR(CheckTenantTable(r));
-    ASSIGN_OR_RETURN(const auto allows, TenantAllows(r));
+    RETURN_IF_ERROR(SetTenantPoints(r));
     ASSIGN_OR_RETURN(r.policy, ChooseAdaptive(r.requested, n, r.prompt.spans.context_tokens(),
-                                              r.stats, allows, &r.point));
+                                              r.stats, r.tenant_allows, &r.point));
     r.mode = r.policy.mode;
   }
   r.stats.set_mode(r.policy.mode);
@@ -895,10 +891,9 @@ absl::Status EdgeService::CheckEstimate(grpc::ServerContext* context, Request& r
     // The same selection under the table's other specs, or a lossless fallback: text,
     // or kv's whole cache unquantized (for a tenant that may not use the text model).
     const control::OperatingPoint was = r.point;
-    ASSIGN_OR_RETURN(const auto tenant_allows, TenantAllows(r));
     auto allow = [&](const control::OperatingPoint& p) {
       if (std::find(rejected.begin(), rejected.end(), p.label()) != rejected.end()) return false;
-      if (tenant_allows && !tenant_allows(p)) return false;
+      if (r.tenant_allows && !r.tenant_allows(p)) return false;
       const bool whole_kv = was.mode == control::Mode::kKv && p.mode == control::Mode::kKv &&
                             p.selector == select::Policy::kFull && p.spec == "raw";
       return p.mode == control::Mode::kText || whole_kv ||

@@ -110,16 +110,14 @@ class EdgeService final : public kvstream::v1::EdgeService::Service {
   // (RESOURCE_EXHAUSTED past max_sessions concurrent requests or max_cache_bytes of
   // scout cache), held until the request ends.
   absl::Status CheckTenant(Request& r);
-  // Adaptive: PERMISSION_DENIED when the tenant may use no point of the quality table.
-  absl::Status CheckTenantTable(const Request& r);
+  // Adaptive: `r.tenant_allows`, the quality-table points whose answering model the tenant
+  // may use (kv: the cloud's copy of the scout); PERMISSION_DENIED when there are none, the
+  // cloud's error when it cannot say which model answers kv.
+  absl::Status SetTenantPoints(Request& r);
   // The cloud model that answers `mode`: `cloud_model`, or in kv mode the cloud's copy of
   // the scout (found by fingerprint).
   absl::StatusOr<std::string> AnsweringModel(kvstream::v1::Mode mode,
                                              const std::string& cloud_model);
-  // Adaptive: the points whose answering model the request's tenant may use (null: all);
-  // the cloud's error when it cannot say which model answers kv.
-  absl::StatusOr<std::function<bool(const control::OperatingPoint&)>> TenantAllows(
-      const Request& r);
   // UNAVAILABLE, before any model work, when the cloud's channel is failing to connect
   // (or does not connect within a second); OK when it is connected.
   absl::Status CloudReady(grpc::ServerContext* context);
