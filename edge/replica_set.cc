@@ -3,7 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "common/base/log.h"
+#include "common/base/status.h"
 #include "common/net/auth.h"
 
 namespace kvstream::edge {
@@ -15,10 +15,9 @@ absl::StatusOr<std::unique_ptr<ReplicaSet>> ReplicaSet::Start(const Options& opt
         "host:port or a dns:/// name the edge can resolve");
   }
   std::unique_ptr<ReplicaSet> set(new ReplicaSet(options));
-  const std::string config = options.health_service.empty()
-                                 ? ""
-                                 : absl::StrCat(R"({"healthCheckConfig": {"serviceName": ")",
-                                                options.health_service, R"("}})");
+  // One address per channel: pick_first, with the health check.
+  ASSIGN_OR_RETURN(const std::string config,
+                   net::ReplicaServiceConfig("pick_first", options.health_service));
   for (const std::string& address : options.addresses) {
     auto r = std::make_unique<Replica>();
     r->address = address;
@@ -120,13 +119,6 @@ kvstream::v1::CloudService::Stub& ReplicaSet::AnyStub() {
     if (r->channel->GetState(false) == GRPC_CHANNEL_READY) return *r->stub;
   }
   return *replicas_.front()->stub;
-}
-
-std::vector<double> ReplicaSet::loads() {
-  std::lock_guard<std::mutex> lock(mu_);
-  std::vector<double> out;
-  for (auto& r : replicas_) out.push_back(Load(*r));
-  return out;
 }
 
 }  // namespace kvstream::edge

@@ -73,8 +73,6 @@ class ReplicaSet {
   // A READY replica's stub for calls that are not sessions (GetInfo), or the first.
   kvstream::v1::CloudService::Stub& AnyStub();
   std::shared_ptr<grpc::Channel> first_channel() const { return replicas_.front()->channel; }
-  // The load each replica was last polled at, for logs and tests.
-  std::vector<double> loads();
 
  private:
   explicit ReplicaSet(const Options& options) : options_(options) {}

@@ -77,7 +77,7 @@ std::optional<uint64_t> CloudTransfer::WaitOpened() {
   opened_cv_.wait(lock, [this] { return opened_seq_.has_value() || reader_done_; });
   if (!opened_seq_) return std::nullopt;
   result_.first_seq = *opened_seq_;
-  result_.resumed = waited_open_ = true;
+  result_.resumed = true;  // chunks follow the Opened round trip, not the SessionOpen
   return opened_seq_;
 }
 
@@ -102,8 +102,8 @@ bool CloudTransfer::SendChunk(kvstream::v1::KvChunk&& chunk) {
     std::lock_guard<std::mutex> lock(mu_);
     result_.chunk_bytes.push_back(bytes);
     // The first chunk's clock starts with the stream, so its ack delay spans a round trip.
-    result_.sent.push_back(result_.chunks == 0 && !waited_open_ ? uplink_start_
-                                                                : Since(Clock::now()));
+    result_.sent.push_back(result_.chunks == 0 && !result_.resumed ? uplink_start_
+                                                                   : Since(Clock::now()));
     result_.acked.push_back(-1);
   }
   ++result_.chunks;

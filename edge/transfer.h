@@ -86,7 +86,6 @@ class CloudTransfer {
   std::condition_variable opened_cv_;
   std::optional<uint64_t> opened_seq_;  // Opened.next_seq, once it came
   bool reader_done_ = false;
-  bool waited_open_ = false;  // chunks follow the Opened round trip, not the SessionOpen
   Result result_;
   double uplink_start_ = 0;
   std::atomic<bool> client_gone_{false};
