@@ -66,6 +66,20 @@ struct ChunkIdentity {
   }
 };
 
+// `acquire()`, and while it refuses for a full quota (RESOURCE_EXHAUSTED) drops the oldest
+// parked session (of `tenant` when not null) and tries again: parked sessions yield to
+// live ones.
+template <typename T, typename Acquire>
+auto YieldingParked(ParkedSessions<T>& parked, const std::string* tenant, Acquire acquire)
+    -> decltype(acquire()) {
+  auto got = acquire();
+  while (!got.ok() && got.status().code() == absl::StatusCode::kResourceExhausted &&
+         parked.EvictOldest(tenant)) {
+    got = acquire();
+  }
+  return got;
+}
+
 // Sleeps until `tokens` at `rate` tokens/s would have taken since `start` (emulation).
 void PadTo(Clock::time_point start, int64_t tokens, double rate) {
   if (rate <= 0) return;
@@ -471,24 +485,15 @@ absl::Status CloudService::Open(const kvstream::v1::SessionOpen& open, Session& 
                                                     "; this session needs '", s.served->name, "'"));
   }
   // The tenant's quota first, so a tenant over it takes none of the daemon's budget.
-  // Parked sessions yield to live ones: while a quota refuses, the oldest parked session
-  // (the tenant's own for its quota) is dropped.
+  // The tenant's quota (its own parked sessions yield to it), then the daemon's (any
+  // parked session yields).
   if (!s.tenant.name.empty()) {
-    auto hold = tenants_->Acquire(s.tenant, bytes);
-    while (!hold.ok() && hold.status().code() == absl::StatusCode::kResourceExhausted &&
-           parked_->EvictOldest(&s.tenant.name)) {
-      hold = tenants_->Acquire(s.tenant, bytes);
-    }
-    if (!hold.ok()) return hold.status();
-    s.tenant_hold = std::move(*hold);
+    ASSIGN_OR_RETURN(s.tenant_hold, YieldingParked(*parked_, &s.tenant.name, [&] {
+                       return tenants_->Acquire(s.tenant, bytes);
+                     }));
   }
-  auto lease = sessions_->Acquire(s.id, bytes);
-  while (!lease.ok() && lease.status().code() == absl::StatusCode::kResourceExhausted &&
-         parked_->EvictOldest(nullptr)) {
-    lease = sessions_->Acquire(s.id, bytes);
-  }
-  if (!lease.ok()) return lease.status();
-  s.lease = std::move(*lease);
+  ASSIGN_OR_RETURN(
+      s.lease, YieldingParked(*parked_, nullptr, [&] { return sessions_->Acquire(s.id, bytes); }));
   return absl::OkStatus();
 }
 
