@@ -21,6 +21,7 @@
 #include <cstdlib>
 
 #include "cloud/session_open.h"
+#include "common/base/fuzz_check.h"
 #include "common/codec/positions.h"
 
 namespace {
@@ -35,10 +36,6 @@ const bool kQuietProtobuf = [] {
       [](google::protobuf::LogLevel, const char*, int, const std::string&) {});
   return true;
 }();
-
-void Check(bool ok) {
-  if (!ok) std::abort();
-}
 
 ModelConfig Config(bool short_context) {
   ModelConfig c;  // testdata/models/scout/config.json
@@ -56,31 +53,35 @@ ModelConfig Config(bool short_context) {
 
 void CheckOpen(const kvstream::v1::SessionOpen& open, const ModelConfig& c,
                const OpenLimits& limits, const CheckedOpen& o) {
-  Check(o.max_new_tokens >= 1 && static_cast<uint32_t>(o.max_new_tokens) <= limits.max_new_tokens);
-  Check(std::isfinite(o.temperature) && o.temperature >= 0 && o.top_p > 0 && o.top_p <= 1);
+  kvstream::base::FuzzCheck(o.max_new_tokens >= 1 &&
+                            static_cast<uint32_t>(o.max_new_tokens) <= limits.max_new_tokens);
+  kvstream::base::FuzzCheck(std::isfinite(o.temperature) && o.temperature >= 0 && o.top_p > 0 &&
+                            o.top_p <= 1);
   const bool cache_sent =
       open.mode() == kvstream::v1::MODE_KV || open.mode() == kvstream::v1::MODE_PROJECTED;
   if (open.mode() == kvstream::v1::MODE_KV) {
-    Check(static_cast<int64_t>(open.dims().num_layers()) == c.num_layers &&
-          static_cast<int64_t>(open.dims().num_kv_heads()) == c.num_kv_heads &&
-          static_cast<int64_t>(open.dims().head_dim()) == c.head_dim);
+    kvstream::base::FuzzCheck(static_cast<int64_t>(open.dims().num_layers()) == c.num_layers &&
+                              static_cast<int64_t>(open.dims().num_kv_heads()) == c.num_kv_heads &&
+                              static_cast<int64_t>(open.dims().head_dim()) == c.head_dim);
   }
   if (cache_sent) {
-    Check(o.prompt.empty() && o.slots > 0 && o.slots == o.kept.size());
-    Check(o.slots <= static_cast<uint64_t>(o.next_position));
+    kvstream::base::FuzzCheck(o.prompt.empty() && o.slots > 0 && o.slots == o.kept.size());
+    kvstream::base::FuzzCheck(o.slots <= static_cast<uint64_t>(o.next_position));
   } else {
-    Check(o.prompt.size() >= 2 && o.last_token == o.prompt.back() &&
-          o.next_position == static_cast<int>(o.prompt.size()) - 1);
-    for (int32_t id : o.prompt) Check(id >= 0 && id < c.vocab_size);
-    Check(o.slots == (o.kept.empty() ? o.prompt.size() - 1 : o.kept.size()));
+    kvstream::base::FuzzCheck(o.prompt.size() >= 2 && o.last_token == o.prompt.back() &&
+                              o.next_position == static_cast<int>(o.prompt.size()) - 1);
+    for (int32_t id : o.prompt) kvstream::base::FuzzCheck(id >= 0 && id < c.vocab_size);
+    kvstream::base::FuzzCheck(o.slots == (o.kept.empty() ? o.prompt.size() - 1 : o.kept.size()));
   }
-  Check(o.last_token >= 0 && o.last_token < c.vocab_size);
+  kvstream::base::FuzzCheck(o.last_token >= 0 && o.last_token < c.vocab_size);
   for (size_t i = 0; i < o.kept.size(); ++i) {
-    Check(o.kept[i] >= 0 && o.kept[i] < o.next_position);
-    if (i > 0) Check(o.kept[i] > o.kept[i - 1]);
+    kvstream::base::FuzzCheck(o.kept[i] >= 0 && o.kept[i] < o.next_position);
+    if (i > 0) kvstream::base::FuzzCheck(o.kept[i] > o.kept[i - 1]);
   }
-  if (!o.kept.empty()) Check(kvstream::codec::EncodePositions(o.kept) == open.kept_positions());
-  Check(static_cast<int64_t>(o.next_position) + o.max_new_tokens < c.max_position_embeddings);
+  if (!o.kept.empty())
+    kvstream::base::FuzzCheck(kvstream::codec::EncodePositions(o.kept) == open.kept_positions());
+  kvstream::base::FuzzCheck(static_cast<int64_t>(o.next_position) + o.max_new_tokens <
+                            c.max_position_embeddings);
 }
 
 }  // namespace

@@ -15,30 +15,27 @@
 #include <set>
 #include <string>
 
+#include "common/base/fuzz_check.h"
 #include "common/codec/spec.h"
 
 namespace {
 
 using kvstream::codec::Plan;
 
-void Check(bool ok) {
-  if (!ok) std::abort();
-}
-
 void CheckSpec(const kvstream::codec::TensorSpec& spec) {
-  Check(spec.Validate().ok());
+  kvstream::base::FuzzCheck(spec.Validate().ok());
   auto again = kvstream::codec::ParseTensorSpec(spec.ToString());
-  Check(again.ok() && *again == spec);
+  kvstream::base::FuzzCheck(again.ok() && *again == spec);
 }
 
 void CheckPlan(const Plan& plan) {
   CheckSpec(plan.base.k);
   CheckSpec(plan.base.v);
-  Check(plan.zstd_level >= 0 && plan.zstd_level <= 22);
+  kvstream::base::FuzzCheck(plan.zstd_level >= 0 && plan.zstd_level <= 22);
   std::set<int64_t> probes = {0, 1, 2, 3, 4, 5, 6, 7, 8};
   int64_t max_last = -1;
   for (const Plan::Override& o : plan.overrides) {
-    Check(0 <= o.first && o.first <= o.last && (o.k || o.v));
+    kvstream::base::FuzzCheck(0 <= o.first && o.first <= o.last && (o.k || o.v));
     if (o.k) CheckSpec(*o.k);
     if (o.v) CheckSpec(*o.v);
     for (int64_t l :
@@ -50,11 +47,13 @@ void CheckPlan(const Plan& plan) {
 
   const std::string text = plan.ToString();
   auto again = kvstream::codec::ParsePlan(text);
-  Check(again.ok() && again->ToString() == text && again->zstd_level == plan.zstd_level);
+  kvstream::base::FuzzCheck(again.ok() && again->ToString() == text &&
+                            again->zstd_level == plan.zstd_level);
   for (int64_t l : probes) {
-    Check(again->ForLayer(static_cast<int>(l)) == plan.ForLayer(static_cast<int>(l)));
+    kvstream::base::FuzzCheck(again->ForLayer(static_cast<int>(l)) ==
+                              plan.ForLayer(static_cast<int>(l)));
   }
-  for (int n : {1, 4, 64}) Check(plan.Validate(n).ok() == (max_last < n));
+  for (int n : {1, 4, 64}) kvstream::base::FuzzCheck(plan.Validate(n).ok() == (max_last < n));
 }
 
 }  // namespace

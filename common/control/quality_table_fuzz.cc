@@ -16,16 +16,9 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "common/base/fuzz_check.h"
 #include "common/codec/spec.h"
 #include "common/control/controller.h"
-
-namespace {
-
-void Check(bool ok) {
-  if (!ok) std::abort();
-}
-
-}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);
@@ -33,17 +26,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       kvstream::control::ParseQualityTable(text, "fuzz");
   if (!table.ok()) return 0;
   const auto j = nlohmann::json::parse(text, nullptr, false);
-  Check(!table->empty() && j.is_array() && table->size() <= j.size());
+  kvstream::base::FuzzCheck(!table->empty() && j.is_array() && table->size() <= j.size());
   for (size_t i = 0; i < table->size(); ++i) {
     const kvstream::control::OperatingPoint& p = (*table)[i];
-    Check(p.retention > 0 && p.retention <= 1);
+    kvstream::base::FuzzCheck(p.retention > 0 && p.retention <= 1);
     if (p.mode == kvstream::control::Mode::kKv || p.mode == kvstream::control::Mode::kProjected) {
-      Check(kvstream::codec::ParsePlan(p.spec).ok());
+      kvstream::base::FuzzCheck(kvstream::codec::ParsePlan(p.spec).ok());
     }
     for (size_t k = 0; k < i; ++k) {
       const kvstream::control::OperatingPoint& q = (*table)[k];
-      Check(!(q.mode == p.mode && q.selector == p.selector && q.retention == p.retention &&
-              q.spec == p.spec));
+      kvstream::base::FuzzCheck(!(q.mode == p.mode && q.selector == p.selector &&
+                                  q.retention == p.retention && q.spec == p.spec));
     }
   }
   return 0;

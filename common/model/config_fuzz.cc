@@ -12,15 +12,12 @@
 #include <cstdlib>
 #include <string>
 
+#include "common/base/fuzz_check.h"
 #include "common/model/config.h"
 
 namespace {
 
 using kvstream::model::ModelConfig;
-
-void Check(bool ok) {
-  if (!ok) std::abort();
-}
 
 bool Same(const ModelConfig& a, const ModelConfig& b) {
   return a.architecture == b.architecture && a.vocab_size == b.vocab_size &&
@@ -39,17 +36,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);
   auto c = ModelConfig::FromJson(text, "fuzz");
   if (!c.ok()) return 0;
-  Check(c->architecture == "Qwen2ForCausalLM" || c->architecture == "LlamaForCausalLM" ||
-        c->architecture == "MistralForCausalLM");
+  kvstream::base::FuzzCheck(c->architecture == "Qwen2ForCausalLM" ||
+                            c->architecture == "LlamaForCausalLM" ||
+                            c->architecture == "MistralForCausalLM");
   for (int v : {c->vocab_size, c->hidden_size, c->intermediate_size, c->num_layers, c->num_heads,
                 c->num_kv_heads, c->head_dim, c->max_position_embeddings}) {
-    Check(v > 0);
+    kvstream::base::FuzzCheck(v > 0);
   }
-  Check(c->num_heads % c->num_kv_heads == 0);
-  Check(c->rms_norm_eps > 0 && c->rope_theta > 0);
-  Check(c->bos_token_id >= -1);
-  for (int id : c->eos_token_ids) Check(id >= 0);
+  kvstream::base::FuzzCheck(c->num_heads % c->num_kv_heads == 0);
+  kvstream::base::FuzzCheck(c->rms_norm_eps > 0 && c->rope_theta > 0);
+  kvstream::base::FuzzCheck(c->bos_token_id >= -1);
+  for (int id : c->eos_token_ids) kvstream::base::FuzzCheck(id >= 0);
   auto again = ModelConfig::FromJson(c->ToJson(), "fuzz ToJson");
-  Check(again.ok() && Same(*c, *again));
+  kvstream::base::FuzzCheck(again.ok() && Same(*c, *again));
   return 0;
 }

@@ -19,6 +19,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/fuzz_check.h"
 #include "common/model/projection_header.h"
 #include "common/model/safetensors.h"
 
@@ -27,29 +28,27 @@ namespace {
 using kvstream::model::ProjectionHeader;
 using kvstream::model::ProjectionModel;
 
-void Check(bool ok) {
-  if (!ok) std::abort();
-}
-
 void CheckModel(const ProjectionModel& m) {
-  for (int d : {m.num_layers, m.num_kv_heads, m.head_dim}) Check(d >= 1 && d <= (1 << 20));
-  Check(m.head_dim % 2 == 0);
+  for (int d : {m.num_layers, m.num_kv_heads, m.head_dim})
+    kvstream::base::FuzzCheck(d >= 1 && d <= (1 << 20));
+  kvstream::base::FuzzCheck(m.head_dim % 2 == 0);
 }
 
 void CheckHeader(const ProjectionHeader& h) {
   CheckModel(h.source);
   CheckModel(h.target);
-  Check(static_cast<int>(h.layers.size()) == h.target.num_layers);
+  kvstream::base::FuzzCheck(static_cast<int>(h.layers.size()) == h.target.num_layers);
   for (size_t t = 0; t < h.layers.size(); ++t) {
     const auto& from = h.layers[t].source_layers;
-    Check(!from.empty());
+    kvstream::base::FuzzCheck(!from.empty());
     std::set<int> seen;
-    for (int l : from) Check(l >= 0 && l < h.source.num_layers && seen.insert(l).second);
-    Check(kvstream::model::ProjectionInputDim(h, static_cast<int>(t)) > 0);
+    for (int l : from)
+      kvstream::base::FuzzCheck(l >= 0 && l < h.source.num_layers && seen.insert(l).second);
+    kvstream::base::FuzzCheck(kvstream::model::ProjectionInputDim(h, static_cast<int>(t)) > 0);
   }
   const std::string text = kvstream::model::ProjectionHeaderJson(h);
   auto again = kvstream::model::ParseProjectionHeader(text);
-  Check(again.ok() && kvstream::model::ProjectionHeaderJson(*again) == text);
+  kvstream::base::FuzzCheck(again.ok() && kvstream::model::ProjectionHeaderJson(*again) == text);
 }
 
 }  // namespace
@@ -71,13 +70,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (int t = 0; t < h->target.num_layers; ++t) {
     for (const char* kind : {"k", "v"}) {
       auto it = tensors->find(absl::StrCat("layers.", t, ".", kind));
-      Check(it != tensors->end());
+      kvstream::base::FuzzCheck(it != tensors->end());
       const kvstream::model::TensorView& view = it->second;
       const int64_t rows = kvstream::model::ProjectionInputDim(*h, t) + 1;
-      Check(view.dtype == kvstream::model::StDType::kF32 && view.shape.size() == 2 &&
-            view.shape[0] == rows && view.shape[1] == d_out);
-      Check(view.nbytes == static_cast<uint64_t>(rows * d_out) * 4);
-      Check(view.data >= data && view.data + view.nbytes <= data + size);
+      kvstream::base::FuzzCheck(view.dtype == kvstream::model::StDType::kF32 &&
+                                view.shape.size() == 2 && view.shape[0] == rows &&
+                                view.shape[1] == d_out);
+      kvstream::base::FuzzCheck(view.nbytes == static_cast<uint64_t>(rows * d_out) * 4);
+      kvstream::base::FuzzCheck(view.data >= data && view.data + view.nbytes <= data + size);
     }
   }
   return 0;

@@ -16,41 +16,36 @@
 #include <utility>
 #include <vector>
 
+#include "common/base/fuzz_check.h"
 #include "common/model/safetensors.h"
-
-namespace {
-
-void Check(bool ok) {
-  if (!ok) std::abort();
-}
-
-}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string header;
   auto tensors = kvstream::model::ParseSafetensors(data, size, "fuzz", &header);
   if (!tensors.ok()) return 0;
-  Check(size >= 8 + header.size() &&
-        header == std::string(reinterpret_cast<const char*>(data + 8), header.size()));
+  kvstream::base::FuzzCheck(
+      size >= 8 + header.size() &&
+      header == std::string(reinterpret_cast<const char*>(data + 8), header.size()));
   const uint8_t* buffer = data + 8 + header.size();
   const uint8_t* end = data + size;
   std::vector<std::pair<const uint8_t*, const uint8_t*>> ranges;
   volatile uint8_t sink = 0;
   for (const auto& [name, view] : *tensors) {
-    Check(view.name == name);
+    kvstream::base::FuzzCheck(view.name == name);
     uint64_t numel = 1;
     for (int64_t d : view.shape) {
-      Check(d >= 0);
+      kvstream::base::FuzzCheck(d >= 0);
       numel *= static_cast<uint64_t>(d);
     }
-    Check(static_cast<int64_t>(numel) == view.numel());
-    Check(view.nbytes == numel * kvstream::model::StDTypeBytes(view.dtype));
-    Check(view.data >= buffer && view.data <= end &&
-          view.nbytes <= static_cast<uint64_t>(end - view.data));
+    kvstream::base::FuzzCheck(static_cast<int64_t>(numel) == view.numel());
+    kvstream::base::FuzzCheck(view.nbytes == numel * kvstream::model::StDTypeBytes(view.dtype));
+    kvstream::base::FuzzCheck(view.data >= buffer && view.data <= end &&
+                              view.nbytes <= static_cast<uint64_t>(end - view.data));
     for (uint64_t i = 0; i < view.nbytes; ++i) sink = sink ^ view.data[i];
     ranges.emplace_back(view.data, view.data + view.nbytes);
   }
   std::sort(ranges.begin(), ranges.end());
-  for (size_t i = 1; i < ranges.size(); ++i) Check(ranges[i].first >= ranges[i - 1].second);
+  for (size_t i = 1; i < ranges.size(); ++i)
+    kvstream::base::FuzzCheck(ranges[i].first >= ranges[i - 1].second);
   return 0;
 }

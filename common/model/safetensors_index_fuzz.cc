@@ -13,15 +13,8 @@
 #include <set>
 #include <string>
 
+#include "common/base/fuzz_check.h"
 #include "common/model/safetensors.h"
-
-namespace {
-
-void Check(bool ok) {
-  if (!ok) std::abort();
-}
-
-}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);
@@ -29,9 +22,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!shards.ok()) return 0;
   std::set<std::string> seen;
   for (const std::string& s : *shards) {
-    Check(!s.empty() && s != "." && s != "..");
-    Check(s.find('/') == std::string::npos && s.find('\0') == std::string::npos);
-    Check(seen.insert(s).second);
+    kvstream::base::FuzzCheck(!s.empty() && s != "." && s != "..");
+    kvstream::base::FuzzCheck(s.find('/') == std::string::npos &&
+                              s.find('\0') == std::string::npos);
+    kvstream::base::FuzzCheck(seen.insert(s).second);
   }
   return 0;
 }

@@ -18,13 +18,10 @@
 #include <vector>
 
 #include "absl/strings/string_view.h"
+#include "common/base/fuzz_check.h"
 #include "common/model/tokenizer.h"
 
 namespace {
-
-void Check(bool ok) {
-  if (!ok) std::abort();
-}
 
 bool Ascii(absl::string_view s) {
   for (char c : s) {
@@ -70,9 +67,9 @@ bool ValidUtf8(absl::string_view s) {
 // fails (PCRE2's match limit on a pathological pattern: INTERNAL).
 void CheckAccepted(const absl::Status& status, bool valid) {
   if (!valid) {
-    Check(status.code() == absl::StatusCode::kInvalidArgument);
+    kvstream::base::FuzzCheck(status.code() == absl::StatusCode::kInvalidArgument);
   } else {
-    Check(status.ok() || status.code() == absl::StatusCode::kInternal);
+    kvstream::base::FuzzCheck(status.ok() || status.code() == absl::StatusCode::kInternal);
   }
 }
 
@@ -85,7 +82,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto tok = kvstream::model::Tokenizer::FromJson(json_text, "fuzz");
   if (!tok.ok()) return 0;
   const kvstream::model::Tokenizer& t = **tok;
-  Check(t.vocab_size() >= 256);
+  kvstream::base::FuzzCheck(t.vocab_size() >= 256);
 
   const auto j = nlohmann::json::parse(json_text.begin(), json_text.end(), nullptr, false);
   const bool added =
@@ -106,16 +103,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (pieces.ok() && exact) {
       std::string joined;
       for (const std::string& p : *pieces) joined += p;
-      Check(joined == text);
+      kvstream::base::FuzzCheck(joined == text);
     }
     for (const bool special : {false, true}) {
       auto ids = t.Encode(text, special);
       CheckAccepted(ids.status(), valid);
       if (!ids.ok()) continue;
-      for (int32_t id : *ids) Check(id >= 0 && id < t.vocab_size());
+      for (int32_t id : *ids) kvstream::base::FuzzCheck(id >= 0 && id < t.vocab_size());
       auto back = t.Decode(*ids);
-      Check(back.ok());
-      if (exact) Check(*back == text);
+      kvstream::base::FuzzCheck(back.ok());
+      if (exact) kvstream::base::FuzzCheck(*back == text);
     }
   }
   return 0;
