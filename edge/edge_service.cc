@@ -226,7 +226,9 @@ EdgeService::EdgeService(std::unique_ptr<model::Model> scout,
       prefill_stats_cost_(options.edge_prefill_stats),
       channel_(options.cloud_channel ? options.cloud_channel
                                      : net::MakeChannel(options.cloud_address)),
-      cloud_(kvstream::v1::CloudService::NewStub(channel_)) {}
+      cloud_(kvstream::v1::CloudService::NewStub(channel_)) {
+  if (options_.replica_set != nullptr) options_.replica_set->ExportTo(metrics.registry());
+}
 
 EdgeService::~EdgeService() = default;
 

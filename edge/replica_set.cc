@@ -1,5 +1,8 @@
 #include "edge/replica_set.h"
 
+#include <prometheus/gauge.h>
+#include <prometheus/registry.h>
+
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
@@ -55,22 +58,54 @@ void ReplicaSet::PollLoop() {
 
 void ReplicaSet::PollOnce() {
   for (auto& r : replicas_) {
-    if (r->channel->GetState(true) != GRPC_CHANNEL_READY) continue;
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
-    net::AddBearer(ctx, options_.bearer);
     kvstream::v1::GetInfoResponse info;
-    if (!r->stub->GetInfo(&ctx, {}, &info).ok()) continue;
-    const double bytes = info.cache_budget_bytes() > 0
-                             ? static_cast<double>(info.cache_bytes_in_use()) /
-                                   static_cast<double>(info.cache_budget_bytes())
-                             : 0;
+    bool ok = r->channel->GetState(true) == GRPC_CHANNEL_READY;
+    if (ok) {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+      net::AddBearer(ctx, options_.bearer);
+      ok = r->stub->GetInfo(&ctx, {}, &info).ok();
+    }
     std::lock_guard<std::mutex> lock(mu_);
-    r->polled_sessions = info.active_sessions();
-    r->max_sessions = info.max_sessions();
-    r->polled_bytes = bytes;
-    r->own_at_poll = r->own;
+    r->polled = ok;
+    if (ok) {
+      r->polled_sessions = info.active_sessions();
+      r->max_sessions = info.max_sessions();
+      r->polled_bytes = info.cache_budget_bytes() > 0
+                            ? static_cast<double>(info.cache_bytes_in_use()) /
+                                  static_cast<double>(info.cache_budget_bytes())
+                            : 0;
+      r->own_at_poll = r->own;
+    }
+    UpdateGauges(*r);
   }
+}
+
+void ReplicaSet::ExportTo(prometheus::Registry& registry) {
+  auto& load = prometheus::BuildGauge()
+                   .Name("kvstream_edge_cloud_replica_load")
+                   .Help(
+                       "--cloud_lb=least_loaded: a cloud replica's fuller share (sessions or "
+                       "cache bytes) at the last poll, with this edge's sessions since")
+                   .Register(registry);
+  auto& up = prometheus::BuildGauge()
+                 .Name("kvstream_edge_cloud_replica_up")
+                 .Help(
+                     "--cloud_lb=least_loaded: 1 when the last poll reached the replica "
+                     "(READY, answered GetInfo in time), else 0")
+                 .Register(registry);
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& r : replicas_) {
+    r->load_gauge = &load.Add({{"replica", r->address}});
+    r->up_gauge = &up.Add({{"replica", r->address}});
+    UpdateGauges(*r);
+  }
+}
+
+void ReplicaSet::UpdateGauges(const Replica& r) const {
+  if (r.load_gauge == nullptr) return;
+  r.load_gauge->Set(Load(r));
+  r.up_gauge->Set(r.polled ? 1 : 0);
 }
 
 double ReplicaSet::Load(const Replica& r) const {

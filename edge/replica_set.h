@@ -21,6 +21,11 @@
 #include "common/net/grpc_util.h"
 #include "kvstream/v1/service.grpc.pb.h"
 
+namespace prometheus {
+class Gauge;
+class Registry;
+}  // namespace prometheus
+
 namespace kvstream::edge {
 
 class ReplicaSet {
@@ -42,6 +47,11 @@ class ReplicaSet {
     double polled_bytes = 0;
     // This edge's sessions on the replica now, and when it was polled.
     int own = 0, own_at_poll = 0;
+    // Whether the last poll reached it (READY, answered GetInfo in time).
+    bool polled = false;
+    // kvstream_edge_cloud_replica_{load,up}{replica=address}, once exported.
+    prometheus::Gauge* load_gauge = nullptr;
+    prometheus::Gauge* up_gauge = nullptr;
   };
   // A session on a replica, counted against it while this lives.
   class Picked {
@@ -68,6 +78,9 @@ class ReplicaSet {
   // The replica for the next session, counted against it until the Picked is destroyed;
   // empty when none is READY.
   Picked Pick();
+  // Exports each replica's load share and whether the last poll reached it, updated at
+  // every poll, as kvstream_edge_cloud_replica_load / _up{replica="address"}.
+  void ExportTo(prometheus::Registry& registry);
   // Whether a replica is READY, waiting until `deadline` for one to connect.
   bool WaitForReady(std::chrono::system_clock::time_point deadline);
   // A READY replica's stub for calls that are not sessions (GetInfo), or the first.
@@ -78,7 +91,8 @@ class ReplicaSet {
   explicit ReplicaSet(const Options& options) : options_(options) {}
   void PollLoop();
   void PollOnce();
-  double Load(const Replica& r) const;  // under mu_
+  double Load(const Replica& r) const;        // under mu_
+  void UpdateGauges(const Replica& r) const;  // under mu_
 
   Options options_;
   std::vector<std::unique_ptr<Replica>> replicas_;

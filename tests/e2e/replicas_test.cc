@@ -48,6 +48,23 @@ int OkSessions(const testing::Daemon& cloud) {
   return total;
 }
 
+// Waits up to 10 s for the edge's view of a cloud replica (--cloud_lb=least_loaded, from
+// its /metrics) to be reachable with a load share in [low, high]; false if it never is.
+bool AwaitReplicaLoad(const testing::Daemon& edge, const testing::Daemon& cloud, double low,
+                      double high) {
+  const std::string label = absl::StrCat("{replica=\"127.0.0.1:", cloud.port, "\"}");
+  const auto until = Clock::now() + std::chrono::seconds(10);
+  while (Clock::now() < until) {
+    const double up =
+        testing::MetricValue(edge.metrics_port, "kvstream_edge_cloud_replica_up" + label);
+    const double load =
+        testing::MetricValue(edge.metrics_port, "kvstream_edge_cloud_replica_load" + label);
+    if (up == 1 && load >= low && load <= high) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
 kvstream::v1::AskRequest Question(int i) {
   kvstream::v1::AskRequest req;
   std::string context;
@@ -364,7 +381,8 @@ TEST_F(ReplicasTest, LeastLoadedSendsSessionsWhereThereIsRoom) {
   std::vector<std::unique_ptr<Holder>> holders;
   for (int i = 0; i < 3; ++i) holders.push_back(Hold(*clouds[0], absl::StrCat("holder-", i)));
   testing::Daemon* edge = StartEdge("edge", clouds, {"--cloud_lb=least_loaded"});
-  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // a load poll
+  ASSERT_TRUE(AwaitReplicaLoad(*edge, *clouds[0], 0.75, 0.75)) << "the edge never saw 3 of 4";
+  ASSERT_TRUE(AwaitReplicaLoad(*edge, *clouds[1], 0, 0)) << "the edge never saw the free one";
   auto stub =
       kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", edge->port)));
   for (int i = 0; i < 12; ++i) {
@@ -377,7 +395,7 @@ TEST_F(ReplicasTest, LeastLoadedSendsSessionsWhereThereIsRoom) {
   EXPECT_EQ(OkSessions(*clouds[0]), 0);
   EXPECT_EQ(OkSessions(*clouds[1]), 12);
   holders.clear();
-  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  ASSERT_TRUE(AwaitReplicaLoad(*edge, *clouds[0], 0, 0)) << "the holders' sessions never ended";
   const auto runs = AskMany(edge->port, 1, 12, Clock::now());
   for (const Outcome& o : runs) EXPECT_EQ(o.code, absl::StatusCode::kOk);
   const int to_first = OkSessions(*clouds[0]), to_second = OkSessions(*clouds[1]) - 12;
