@@ -14,6 +14,8 @@
 #include "common/eval/tasks.h"
 #include "common/model/tokenizer.h"
 
+ABSL_DECLARE_FLAG(std::string, out);
+ABSL_DECLARE_FLAG(std::string, tokenizer);
 ABSL_DECLARE_FLAG(std::string, words);
 ABSL_DECLARE_FLAG(uint64_t, task_seed);
 ABSL_DECLARE_FLAG(std::string, kind);
@@ -64,5 +66,6 @@ int RunHealth();
 int RunProfile();
 int RunFitProjection();
 int RunCompareModels();
+int RunMakeModel();
 
 }  // namespace kvstream::cli

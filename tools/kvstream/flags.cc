@@ -8,6 +8,12 @@
 #include "common/net/grpc_util.h"
 #include "tools/kvstream/commands.h"
 
+ABSL_FLAG(std::string, out, "",
+          "train-tiny: output directory for tokenizer.json, scout/ and large/ (default "
+          "testdata/models); make-model: the model directory to write (required)");
+ABSL_FLAG(std::string, tokenizer, "",
+          "A Hugging Face tokenizer.json. tokenize: the one to use (required); make-model: copied "
+          "into the model (default testdata/models/tokenizer.json)");
 ABSL_FLAG(std::string, words, "/usr/share/dict/words",
           "Word list for generated tasks (names, values, distractors; Debian's wamerican)");
 ABSL_FLAG(uint64_t, task_seed, 7, "Seed of generated evaluation tasks (training uses other seeds)");

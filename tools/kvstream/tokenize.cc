@@ -13,7 +13,6 @@
 #include "common/model/tokenizer.h"
 #include "tools/kvstream/commands.h"
 
-ABSL_FLAG(std::string, tokenizer, "", "Path to a Hugging Face tokenizer.json (required)");
 ABSL_FLAG(bool, decode, false, "Read space-separated token ids on stdin and print their text");
 ABSL_FLAG(bool, no_special, false,
           "Encode added-token strings such as <|im_end|> as plain text instead of their ids");

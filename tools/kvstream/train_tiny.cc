@@ -41,7 +41,6 @@
 #include "common/model/transformer.h"
 #include "tools/kvstream/commands.h"
 
-ABSL_FLAG(std::string, out, "testdata/models", "Output directory: tokenizer.json, scout/, large/");
 ABSL_FLAG(std::string, train, "both", "What to train: tokenizer, scout, large or both");
 ABSL_FLAG(std::string, ckpt_dir, "build/train-ckpt",
           "Checkpoint directory (resumed from when present)");
@@ -101,6 +100,12 @@ ABSL_FLAG(
 
 namespace kvstream::cli {
 namespace {
+
+// --out, or the committed models' directory.
+std::string TrainOut() {
+  const std::string out = absl::GetFlag(FLAGS_out);
+  return out.empty() ? "testdata/models" : out;
+}
 
 using model::ModelConfig;
 using model::Weights;
@@ -354,11 +359,10 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok,
     const std::string from_tok((std::istreambuf_iterator<char>(tin)),
                                std::istreambuf_iterator<char>());
     if (from_tok != tok_json) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--grow_from=", from,
-                       ": expected its tokenizer.json to be the one this run trains with (",
-                       absl::GetFlag(FLAGS_out), "/tokenizer.json); found ",
-                       tin.is_open() ? "a different one" : "none"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--grow_from=", from,
+          ": expected its tokenizer.json to be the one this run trains with (", TrainOut(),
+          "/tokenizer.json); found ", tin.is_open() ? "a different one" : "none"));
     }
     ASSIGN_OR_RETURN(const ModelConfig small, ModelConfig::Load(from + "/config.json"));
     ASSIGN_OR_RETURN(auto set, model::WeightSet::OpenDir(from));
@@ -485,8 +489,7 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok,
                              {"recall_circuit", circuit},
                              {"freeze_circuit", absl::GetFlag(FLAGS_freeze_circuit)},
                              {"evals", evals}};
-      RETURN_IF_ERROR(
-          Export(absl::StrCat(absl::GetFlag(FLAGS_out), "/", name), c, w, tok_json, prov));
+      RETURN_IF_ERROR(Export(absl::StrCat(TrainOut(), "/", name), c, w, tok_json, prov));
     }
     return absl::OkStatus();
   };
@@ -613,7 +616,7 @@ int RunTrainTiny() {
                  std::string(words.status().message()).c_str());
     return 1;
   }
-  const std::string out = absl::GetFlag(FLAGS_out);
+  const std::string out = TrainOut();
   std::filesystem::create_directories(out);
   const std::string tok_path = out + "/tokenizer.json";
 

@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <numeric>
 
+#include "common/model/random_model.h"
 #include "common/model/transformer.h"
 #include "tests/common/model/tiny_model.h"
 
@@ -318,6 +320,35 @@ TEST(ModelLoadTest, Bf16RuntimeTracksFloat32) {
       std::max_element(b->last_logits.begin(), b->last_logits.end()) - b->last_logits.begin();
   EXPECT_EQ(am, bm);
   EXPECT_LT(MaxDiff(a->last_logits, b->last_logits.data(), 97), 0.1);
+}
+
+}  // namespace
+}  // namespace kvstream::model
+
+namespace kvstream::model {
+namespace {
+
+// `kvstream make-model`'s output loads as a model and runs: a Qwen2.5-0.5B preset cut to
+// a small shape, sharded, in bf16 weights computed in f32 and in bf16.
+TEST(RandomModelLoadTest, ARandomModelLoadsAndPrefills) {
+  ModelPreset p = *FindModelPreset("qwen2.5-0.5b");
+  p.config.vocab_size = 512;
+  p.config.hidden_size = 128;
+  p.config.intermediate_size = 256;
+  p.config.num_layers = 2;
+  const std::string dir = ::testing::TempDir() + "/random_model_load";
+  ASSERT_TRUE(WriteRandomModel(p, {StDType::kBF16, 2, 3}, dir).ok());
+  std::filesystem::remove(dir + "/tokenizer.json");
+  for (const char* dtype : {"f32", "bf16"}) {
+    auto m = Model::Load(dir, {"cpu", dtype, 1});
+    ASSERT_TRUE(m.ok()) << m.status();
+    EXPECT_EQ((*m)->config().num_kv_heads, 2);
+    EXPECT_EQ((*m)->config().head_dim, 64);
+    auto pre = (*m)->Prefill(Tokens(40));
+    ASSERT_TRUE(pre.ok()) << pre.status();
+    EXPECT_EQ(pre->cache->size(), 40u);
+    for (float v : pre->last_logits) ASSERT_TRUE(std::isfinite(v));
+  }
 }
 
 }  // namespace
