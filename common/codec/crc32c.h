@@ -6,7 +6,10 @@
 
 namespace kvstream::codec {
 
-// Extends `crc` (0 for a fresh computation) over data[0..n).
+// Extends `crc` (0 for a fresh computation) over data[0..n). Uses the CPU's crc32
+// instruction where it has one (x86-64 with SSE4.2), else Crc32cPortable.
 uint32_t Crc32c(const void* data, size_t n, uint32_t crc = 0);
+// The same in portable C++ (slicing by 8), for CPUs without the instruction and for tests.
+uint32_t Crc32cPortable(const void* data, size_t n, uint32_t crc = 0);
 
 }  // namespace kvstream::codec

@@ -222,6 +222,22 @@ TEST(Crc32cTest, KnownVectors) {
   EXPECT_EQ(Crc32c(ones.data(), 32), 0x62A8AB43u);
   // Incremental equals one-shot.
   EXPECT_EQ(Crc32c("6789", 4, Crc32c("12345", 5)), 0xE3069283u);
+  EXPECT_EQ(Crc32cPortable("123456789", 9), 0xE3069283u);
+  EXPECT_EQ(Crc32cPortable(ones.data(), 32), 0x62A8AB43u);
+}
+
+// The dispatched CRC (the CPU's instruction where it has one) and the portable one agree
+// at every length and alignment, including tails shorter than a word.
+TEST(Crc32cTest, DispatchedEqualsPortable) {
+  std::string data(4099, '\0');
+  uint32_t x = 12345;
+  for (char& c : data) c = static_cast<char>((x = x * 1103515245 + 12345) >> 24);
+  for (size_t offset = 0; offset < 8; ++offset) {
+    for (size_t n : {0, 1, 7, 8, 9, 63, 64, 1000, 4091}) {
+      ASSERT_EQ(Crc32c(data.data() + offset, n, 7), Crc32cPortable(data.data() + offset, n, 7))
+          << "offset " << offset << " length " << n;
+    }
+  }
 }
 
 TEST(PositionsTest, RoundTripAndSize) {
