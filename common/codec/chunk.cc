@@ -218,44 +218,67 @@ size_t ChunkNumel(const ChunkMeta& m) {
   return static_cast<size_t>(m.num_layers()) * 2 * m.kv_heads * m.num_tokens() * m.head_dim;
 }
 
-namespace {
-
-// Decodes the payload of a chunk that ValidateChunk accepted (as `m`) into `out`.
-absl::Status DecodeValidated(const kvstream::v1::KvChunk& c, const ChunkMeta& m,
-                             absl::Span<float> out) {
-  const std::string where = absl::StrCat("chunk ", c.seq(), ": ");
-  auto invalid = [&](auto&&... parts) {
-    return absl::InvalidArgumentError(absl::StrCat(where, parts...));
-  };
+absl::StatusOr<ChunkPayload> ChunkPayload::Open(const kvstream::v1::KvChunk& c,
+                                                const ChunkMeta& m) {
+  ChunkPayload p;
+  p.meta_ = &m;
+  p.seq_ = c.seq();
   const uint64_t expected_raw = c.raw_bytes();  // checked against the spec by ValidateChunk
-  std::string decompressed;
-  absl::string_view raw = c.payload();
+  p.raw_ = c.payload();
   if (m.zstd_level > 0) {
     auto d = ZstdDecompress(c.payload(), expected_raw);
-    if (!d.ok()) return invalid(d.status().message());
-    decompressed = *std::move(d);
-    raw = decompressed;
-  } else if (raw.size() != expected_raw) {
-    return invalid("payload ", raw.size(), " bytes, spec needs ", expected_raw);
+    if (!d.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("chunk ", c.seq(), ": ", d.status().message()));
+    }
+    p.decompressed_ = std::make_shared<std::string>(*std::move(d));
+    p.raw_ = *p.decompressed_;
+  } else if (p.raw_.size() != expected_raw) {
+    return absl::InvalidArgumentError(absl::StrCat("chunk ", c.seq(), ": payload ", p.raw_.size(),
+                                                   " bytes, spec needs ", expected_raw));
   }
-
   const TensorShape s = ShapeOf(m);
-  const uint64_t k_bytes = EncodedTensorBytes(m.spec.k, s, m.source_dtype);
-  const uint64_t v_bytes = EncodedTensorBytes(m.spec.v, s, m.source_dtype);
-  const size_t tensor = static_cast<size_t>(s.numel());
-  const auto* in = reinterpret_cast<const uint8_t*>(raw.data());
+  p.k_bytes_ = EncodedTensorBytes(m.spec.k, s, m.source_dtype);
+  p.v_bytes_ = EncodedTensorBytes(m.spec.v, s, m.source_dtype);
+  return p;
+}
+
+absl::Status ChunkPayload::DecodeLayer(int i, float* k, float* v) const {
+  const ChunkMeta& m = *meta_;
+  if (i < 0 || i >= m.num_layers()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("chunk ", seq_, ": no layer ", i, " in its ", m.num_layers()));
+  }
+  const TensorShape s = ShapeOf(m);
+  const auto* in = reinterpret_cast<const uint8_t*>(raw_.data()) + i * (k_bytes_ + v_bytes_);
+  RETURN_IF_ERROR(DecodeTensor(m.spec.k, s, m.source_dtype, in, k_bytes_, k));
+  return DecodeTensor(m.spec.v, s, m.source_dtype, in + k_bytes_, v_bytes_, v);
+}
+
+absl::Status DecodeValidated(const kvstream::v1::KvChunk& c, const ChunkMeta& m,
+                             absl::Span<float> out) {
+  ASSIGN_OR_RETURN(const ChunkPayload payload, ChunkPayload::Open(c, m));
+  const size_t tensor = static_cast<size_t>(ShapeOf(m).numel());
   for (int l = 0; l < m.num_layers(); ++l) {
     RETURN_IF_ERROR(
-        DecodeTensor(m.spec.k, s, m.source_dtype, in, k_bytes, out.data() + (2 * l) * tensor));
-    in += k_bytes;
-    RETURN_IF_ERROR(
-        DecodeTensor(m.spec.v, s, m.source_dtype, in, v_bytes, out.data() + (2 * l + 1) * tensor));
-    in += v_bytes;
+        payload.DecodeLayer(l, out.data() + (2 * l) * tensor, out.data() + (2 * l + 1) * tensor));
   }
   return absl::OkStatus();
 }
 
-}  // namespace
+std::vector<LayerKv> PayloadTensors(const kvstream::v1::KvChunk& c, const ChunkMeta& m) {
+  const bool raw = m.spec.k.lossless() && m.spec.v.lossless();
+  if (!raw || m.zstd_level > 0 || c.payload().size() != c.raw_bytes()) return {};
+  const uint64_t bytes = static_cast<uint64_t>(ShapeOf(m).numel()) * DTypeBytes(m.source_dtype);
+  std::vector<LayerKv> layers(m.num_layers());
+  const char* in = c.payload().data();
+  for (LayerKv& l : layers) {
+    l.k = in;
+    l.v = in + bytes;
+    in += 2 * bytes;
+  }
+  return layers;
+}
 
 absl::Status DecodeChunkInto(const kvstream::v1::KvChunk& c, const ChunkLimits& limits,
                              ChunkMeta* meta, absl::Span<float> out) {

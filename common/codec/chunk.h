@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -89,6 +90,35 @@ size_t ChunkNumel(const ChunkMeta& meta);
 // exactly ChunkNumel floats), e.g. straight into a receiver's staging buffer.
 absl::Status DecodeChunkInto(const kvstream::v1::KvChunk& chunk, const ChunkLimits& limits,
                              ChunkMeta* meta, absl::Span<float> out);
+
+// Decodes the payload of a chunk ValidateChunk accepted (as `meta`) into `out`
+// (exactly ChunkNumel floats): for a receiver that validated first.
+absl::Status DecodeValidated(const kvstream::v1::KvChunk& chunk, const ChunkMeta& meta,
+                             absl::Span<float> out);
+
+// A validated chunk's payload (decompressed when it went through zstd), decoded a layer
+// at a time so a receiver's scratch space is one layer, not the whole chunk. Refers to
+// the chunk and meta it was opened on: they must outlive it.
+class ChunkPayload {
+ public:
+  static absl::StatusOr<ChunkPayload> Open(const kvstream::v1::KvChunk& chunk,
+                                           const ChunkMeta& meta);
+  // Layer `i` of the chunk (0-based within it) into `k` and `v`, each
+  // [kv_heads][num_tokens][head_dim] floats.
+  absl::Status DecodeLayer(int i, float* k, float* v) const;
+
+ private:
+  const ChunkMeta* meta_ = nullptr;
+  uint64_t seq_ = 0;
+  std::shared_ptr<std::string> decompressed_;
+  absl::string_view raw_;
+  uint64_t k_bytes_ = 0, v_bytes_ = 0;
+};
+
+// When a validated chunk's payload is its tensors as they were (raw specs, no entropy
+// stage), each layer's K and V in `meta.source_dtype`, pointing into the payload; else
+// empty. A receiver whose cache has that dtype copies them without decoding.
+std::vector<LayerKv> PayloadTensors(const kvstream::v1::KvChunk& chunk, const ChunkMeta& meta);
 
 // Validates, then decodes into `out`, resized to ChunkNumel (its capacity is reused, so a
 // receiver decoding many chunks allocates once).

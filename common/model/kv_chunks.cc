@@ -121,38 +121,68 @@ void CacheAssembler::Init(int num_layers, int kv_heads, int head_dim, std::strin
 }
 
 absl::Status CacheAssembler::Add(const kvstream::v1::KvChunk& chunk) {
-  codec::ChunkMeta meta;
-  RETURN_IF_ERROR(codec::DecodeChunkInto(chunk, limits_, &meta, &scratch_));
-  const int tb = static_cast<int>(chunk.token_begin());
-  const int n = static_cast<int>(chunk.num_tokens());
-  if (tb < 0 || static_cast<size_t>(tb) + n > positions_.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("chunk ", chunk.seq(), ": tokens [", tb, ", ",
-                                                   tb + n, ") outside the session's ",
-                                                   positions_.size(), " slots"));
+  ASSIGN_OR_RETURN(const codec::ChunkMeta meta, Validate(chunk));
+  return AddValidated(chunk, meta);
+}
+
+absl::StatusOr<codec::ChunkMeta> CacheAssembler::Validate(
+    const kvstream::v1::KvChunk& chunk) const {
+  return codec::ValidateChunk(chunk, limits_);
+}
+
+absl::Status CacheAssembler::AddValidated(const kvstream::v1::KvChunk& chunk,
+                                          const codec::ChunkMeta& meta) {
+  const int tb = meta.token_begin;
+  const int n = meta.num_tokens();
+  RETURN_IF_ERROR(CheckCells(chunk.seq(), meta));
+  // Lossless chunks in the cache's own dtype are copied as they are; the rest decode
+  // through float32, a layer at a time.
+  const codec::DType own = cache_->is_bf16() ? codec::DType::kBF16 : codec::DType::kF32;
+  std::vector<codec::LayerKv> raw;
+  if (meta.source_dtype == own) raw = codec::PayloadTensors(chunk, meta);
+  if (!raw.empty()) {
+    for (int i = 0; i < meta.num_layers(); ++i) {
+      RETURN_IF_ERROR(cache_->WriteLayerRaw(meta.layer_begin + i, tb, n, raw[i].k, raw[i].v));
+    }
+  } else {
+    ASSIGN_OR_RETURN(const codec::ChunkPayload payload, codec::ChunkPayload::Open(chunk, meta));
+    const size_t tensor = static_cast<size_t>(meta.kv_heads) * n * meta.head_dim;
+    scratch_.resize(2 * tensor);
+    for (int i = 0; i < meta.num_layers(); ++i) {
+      RETURN_IF_ERROR(payload.DecodeLayer(i, scratch_.data(), scratch_.data() + tensor));
+      RETURN_IF_ERROR(cache_->WriteLayer(meta.layer_begin + i, tb, n, scratch_.data(),
+                                         scratch_.data() + tensor));
+    }
   }
-  for (int l = static_cast<int>(chunk.layer_begin()); l < static_cast<int>(chunk.layer_end());
-       ++l) {
+  for (int l = meta.layer_begin; l < meta.layer_end; ++l) {
+    for (int t = tb; t < tb + n; ++t) written_[l][t] = true;
+    covered_ += static_cast<uint64_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CacheAssembler::CheckCells(uint64_t seq, const codec::ChunkMeta& meta) const {
+  const int tb = meta.token_begin;
+  const int n = meta.num_tokens();
+  if (tb < 0 || static_cast<size_t>(tb) + n > positions_.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("chunk ", seq, ": tokens [", tb, ", ", tb + n,
+                                                   ") outside the session's ", positions_.size(),
+                                                   " slots"));
+  }
+  for (int l = meta.layer_begin; l < meta.layer_end; ++l) {
     for (int t = tb; t < tb + n; ++t) {
       if (written_[l][t]) {
-        return absl::InvalidArgumentError(absl::StrCat("chunk ", chunk.seq(), ": layer ", l,
-                                                       " slot ", t, " was already received"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("chunk ", seq, ": layer ", l, " slot ", t, " was already received"));
       }
     }
   }
   for (int i = 0; i < n; ++i) {
     if (meta.positions[i] != positions_[tb + i]) {
-      return absl::InvalidArgumentError(absl::StrCat("chunk ", chunk.seq(), ": slot ", tb + i,
+      return absl::InvalidArgumentError(absl::StrCat("chunk ", seq, ": slot ", tb + i,
                                                      " has position ", meta.positions[i],
                                                      ", the session expects ", positions_[tb + i]));
     }
-  }
-  const size_t tensor = static_cast<size_t>(meta.kv_heads) * n * meta.head_dim;
-  for (int i = 0; i < meta.num_layers(); ++i) {
-    const int l = meta.layer_begin + i;
-    RETURN_IF_ERROR(cache_->WriteLayer(l, tb, n, scratch_.data() + 2 * i * tensor,
-                                       scratch_.data() + (2 * i + 1) * tensor));
-    for (int t = tb; t < tb + n; ++t) written_[l][t] = true;
-    covered_ += static_cast<uint64_t>(n);
   }
   return absl::OkStatus();
 }

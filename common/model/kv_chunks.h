@@ -53,6 +53,11 @@ class CacheAssembler {
   // A chunk whose positions disagree with the expected ones, or that covers cells
   // already written, is INVALID_ARGUMENT; a CRC mismatch is DATA_LOSS.
   absl::Status Add(const kvstream::v1::KvChunk& chunk);
+  // The two halves of Add, for a receiver that checks a chunk as it arrives and writes
+  // it later on another thread: Validate (header, CRC, sizes, positions against the
+  // session; touches nothing, safe beside AddValidated) and AddValidated.
+  absl::StatusOr<codec::ChunkMeta> Validate(const kvstream::v1::KvChunk& chunk) const;
+  absl::Status AddValidated(const kvstream::v1::KvChunk& chunk, const codec::ChunkMeta& meta);
   bool complete() const { return covered_ == total_; }
   uint64_t cells_missing() const { return total_ - covered_; }
   // The cache, once every (layer, slot) is covered.
@@ -60,6 +65,8 @@ class CacheAssembler {
 
  private:
   void Init(int num_layers, int kv_heads, int head_dim, std::string session_id, int next_position);
+  // The chunk's cells are inside the session, not yet written, at the expected positions.
+  absl::Status CheckCells(uint64_t seq, const codec::ChunkMeta& meta) const;
 
   codec::ChunkLimits limits_;
   std::vector<int32_t> positions_;

@@ -42,13 +42,15 @@ struct KvCache::Impl {
 
   int capacity() const { return k.empty() || !k[0].defined() ? 0 : static_cast<int>(k[0].size(1)); }
 
-  // Grows every layer to hold `n` slots (amortized doubling).
+  // Grows every layer to hold `n` slots (amortized doubling). New slots are left
+  // uninitialised: every slot below `size` is written before it is read (a receiver's
+  // cache is only used once every cell arrived), and none above it is read.
   void Reserve(int n) {
     if (n <= capacity()) return;
     const int cap = std::max({n, 2 * capacity(), 16});
     for (int l = 0; l < num_layers; ++l) {
-      torch::Tensor nk = torch::zeros({kv_heads, cap, head_dim}, opt);
-      torch::Tensor nv = torch::zeros({kv_heads, cap, head_dim}, opt);
+      torch::Tensor nk = torch::empty({kv_heads, cap, head_dim}, opt);
+      torch::Tensor nv = torch::empty({kv_heads, cap, head_dim}, opt);
       if (size > 0) {
         nk.narrow(1, 0, size).copy_(k[l].narrow(1, 0, size));
         nv.narrow(1, 0, size).copy_(v[l].narrow(1, 0, size));
@@ -134,13 +136,69 @@ absl::Status KvCache::ExportLayerRaw(int layer, int begin, int end, void* k, voi
   });
 }
 
+namespace {
+
+uint16_t Bf16Bits(float f) {  // round to nearest even, as torch converts
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);  // NaN
+  u += 0x7fff + ((u >> 16) & 1);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+// Writes [kv_heads, n, head_dim] values into slots [begin, begin + n) of a CPU cache
+// tensor [kv_heads, capacity, head_dim] on the calling thread: one contiguous run per
+// head, converted from float32 when `src_is_f32` and the tensor holds bf16. Runs off the
+// model's worker threads (a receiver writes chunks as they arrive), so it takes no
+// part in torch's thread pool.
+void WriteSlots(torch::Tensor& t, int begin, int n, const void* src, bool src_is_f32) {
+  const int64_t heads = t.size(0), cap = t.size(1), dim = t.size(2);
+  const size_t run = static_cast<size_t>(n) * dim;
+  const bool bf16 = t.scalar_type() == torch::kBFloat16;
+  char* base = static_cast<char*>(t.data_ptr());
+  const size_t width = bf16 ? 2 : 4;
+  for (int64_t h = 0; h < heads; ++h) {
+    char* dst = base + (static_cast<size_t>(h * cap + begin) * dim) * width;
+    if (!src_is_f32 || !bf16) {  // same dtype
+      std::memcpy(dst, static_cast<const char*>(src) + h * run * width, run * width);
+      continue;
+    }
+    const float* in = static_cast<const float*>(src) + h * run;
+    auto* out = reinterpret_cast<uint16_t*>(dst);
+    for (size_t i = 0; i < run; ++i) out[i] = Bf16Bits(in[i]);
+  }
+}
+
+}  // namespace
+
 absl::Status KvCache::WriteLayer(int layer, int begin, int n, const float* k, const float* v) {
   RETURN_IF_ERROR(impl_->CheckRange(layer, begin, begin + n));
   return Guard("cache write", [&]() -> absl::Status {
+    if (impl_->k[layer].is_cpu() && impl_->k[layer].is_contiguous()) {
+      WriteSlots(impl_->k[layer], begin, n, k, true);
+      WriteSlots(impl_->v[layer], begin, n, v, true);
+      return absl::OkStatus();
+    }
     const auto f32 = torch::TensorOptions().dtype(torch::kFloat32);
     const std::vector<int64_t> shape = {impl_->kv_heads, n, impl_->head_dim};
     impl_->k[layer].narrow(1, begin, n).copy_(torch::from_blob(const_cast<float*>(k), shape, f32));
     impl_->v[layer].narrow(1, begin, n).copy_(torch::from_blob(const_cast<float*>(v), shape, f32));
+    return absl::OkStatus();
+  });
+}
+
+absl::Status KvCache::WriteLayerRaw(int layer, int begin, int n, const void* k, const void* v) {
+  RETURN_IF_ERROR(impl_->CheckRange(layer, begin, begin + n));
+  return Guard("cache write", [&]() -> absl::Status {
+    if (impl_->k[layer].is_cpu() && impl_->k[layer].is_contiguous()) {
+      WriteSlots(impl_->k[layer], begin, n, k, false);
+      WriteSlots(impl_->v[layer], begin, n, v, false);
+      return absl::OkStatus();
+    }
+    const auto own = torch::TensorOptions().dtype(impl_->k[layer].scalar_type());
+    const std::vector<int64_t> shape = {impl_->kv_heads, n, impl_->head_dim};
+    impl_->k[layer].narrow(1, begin, n).copy_(torch::from_blob(const_cast<void*>(k), shape, own));
+    impl_->v[layer].narrow(1, begin, n).copy_(torch::from_blob(const_cast<void*>(v), shape, own));
     return absl::OkStatus();
   });
 }

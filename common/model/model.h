@@ -57,6 +57,9 @@ class KvCache {
   absl::Status ExportLayerRaw(int layer, int begin, int end, void* k, void* v) const;
   // Overwrites slots [begin, begin + n) of `layer` from float32 [kv_heads, n, head_dim].
   absl::Status WriteLayer(int layer, int begin, int n, const float* k, const float* v);
+  // The same from buffers in the cache's own dtype (as ExportLayerRaw gives them): a
+  // copy with no conversion, for lossless chunks.
+  absl::Status WriteLayerRaw(int layer, int begin, int n, const void* k, const void* v);
   // Keeps only `slots` (strictly increasing indices): eviction after a full prefill.
   absl::Status Compact(const std::vector<int32_t>& slots);
   // A new cache holding only `slots` of this one; this cache is unchanged.

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <random>
 
 #include "common/codec/crc32c.h"
@@ -64,6 +65,37 @@ TEST_F(KvChunksTest, RawPlanRebuildsBitExactFromShuffledChunks) {
     auto a = m->Extend(*cache, {7}, {30}), b = m->Extend(**rebuilt, {7}, {30});
     ASSERT_TRUE(a.ok() && b.ok());
     EXPECT_EQ(*a, *b);
+  }
+}
+
+// A raw chunk whose dtype is not the receiver's cache dtype goes through the decoder:
+// bf16 into an f32 cache is exact, f32 into a bf16 cache rounds to bf16.
+TEST_F(KvChunksTest, RawChunksOfTheOtherDtypeAreConverted) {
+  auto f32 = Load("f32"), bf16 = Load("bf16");
+  for (const bool to_bf16 : {false, true}) {
+    SCOPED_TRACE(to_bf16 ? "f32 -> bf16" : "bf16 -> f32");
+    Model& from = to_bf16 ? *f32 : *bf16;
+    Model& to = to_bf16 ? *bf16 : *f32;
+    auto cache = Cache(from);
+    auto chunks = EncodeCache(*cache, *codec::ParsePlan("raw"), "x", {}, 0);
+    ASSERT_TRUE(chunks.ok()) << chunks.status();
+    CacheAssembler assembler(to, "x", cache->positions(), cache->next_position());
+    for (const auto& c : *chunks) ASSERT_TRUE(assembler.Add(c).ok());
+    auto rebuilt = assembler.Finish();
+    ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
+    EXPECT_EQ((*rebuilt)->is_bf16(), to_bf16);
+    const size_t n = static_cast<size_t>(cache->kv_heads()) * cache->size() * cache->head_dim();
+    std::vector<float> k0(n), v0(n), k1(n), v1(n);
+    for (int l = 0; l < cache->num_layers(); ++l) {
+      ASSERT_TRUE(cache->ExportLayer(l, 0, cache->size(), k0.data(), v0.data()).ok());
+      ASSERT_TRUE((*rebuilt)->ExportLayer(l, 0, cache->size(), k1.data(), v1.data()).ok());
+      for (size_t i = 0; i < n; ++i) {
+        // bf16 keeps 8 significant bits: within 2^-8 relative of the f32 value.
+        const float tol = to_bf16 ? std::fabs(k0[i]) / 256 : 0;
+        ASSERT_NEAR(k1[i], k0[i], tol) << "layer " << l << " element " << i;
+        ASSERT_NEAR(v1[i], v0[i], to_bf16 ? std::fabs(v0[i]) / 256 : 0);
+      }
+    }
   }
 }
 
