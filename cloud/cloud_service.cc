@@ -324,9 +324,13 @@ struct CloudService::Session {
   // kv / projected: the chunks applied so far. A stream that breaks before Commit
   // parks the session with these, and a resume continues from them.
   std::unique_ptr<model::CacheAssembler> assembler;
-  uint64_t chunks = 0;  // distinct chunks applied; the next new one must carry this seq
+  // Distinct chunks accepted (applied, once ReceiveChunks returns); the next new one must
+  // carry this seq.
+  uint64_t chunks = 0;
   std::map<uint64_t, ChunkIdentity> received;
-  double rebuild = 0;
+  // Seconds spent on chunks: writing them into the cache (on the applier's thread) and
+  // validating them (on the reader's), added into `rebuild` once both are done.
+  double rebuild = 0, validate = 0;
   bool park = false;  // set when the stream broke and the session may be resumed
 };
 
@@ -621,6 +625,26 @@ absl::Status CloudService::ReceiveChunks(grpc::ServerContext* context,
                                          grpc::ServerReaderWriter<Downlink, Uplink>* stream,
                                          Session& s, net::StreamWatchdog::Watch& watch,
                                          uint64_t& committed_chunks) {
+  // Chunks are acknowledged as they are accepted and applied behind the reader; every
+  // way out waits for them, so a parked or answered session holds all it acknowledged.
+  ChunkApplier applier(kMaxQueuedChunkBytes);
+  const absl::Status read = ReadChunks(context, stream, s, watch, committed_chunks, applier);
+  const auto t0 = Clock::now();
+  absl::Status applied = applier.Drain();
+  s.stats.set_rebuild_wait_seconds(Seconds(t0, Clock::now()));
+  s.rebuild += s.validate;
+  s.validate = 0;
+  if (!applied.ok()) {
+    s.park = false;  // it acknowledged a chunk it could not apply: no resume from here
+    return applied;
+  }
+  return read;
+}
+
+absl::Status CloudService::ReadChunks(grpc::ServerContext* context,
+                                      grpc::ServerReaderWriter<Downlink, Uplink>* stream,
+                                      Session& s, net::StreamWatchdog::Watch& watch,
+                                      uint64_t& committed_chunks, ChunkApplier& applier) {
   Uplink up;
   for (;;) {
     if (!stream->Read(&up)) {
@@ -644,18 +668,19 @@ absl::Status CloudService::ReceiveChunks(grpc::ServerContext* context,
       return absl::InvalidArgumentError(
           "a second SessionOpen on one stream; one session per stream");
     }
-    RETURN_IF_ERROR(ApplyChunk(up.chunk(), s));
-    const uint64_t size = up.chunk().ByteSizeLong();
+    ASSIGN_OR_RETURN(const bool is_new, AcceptChunk(up.chunk(), s));
+    const uint64_t seq = up.chunk().seq(), size = up.chunk().ByteSizeLong();
+    if (is_new) RETURN_IF_ERROR(QueueChunk(std::move(*up.mutable_chunk()), s, applier));
     metrics_->received_bytes.Increment(static_cast<double>(size));
     metrics_->chunks.Increment();
     Downlink ack;
-    ack.mutable_ack()->set_seq(up.chunk().seq());
+    ack.mutable_ack()->set_seq(seq);
     ack.mutable_ack()->set_payload_bytes(size);
     if (!stream->Write(ack)) return Broken(context, s, "while chunks were acked");
   }
 }
 
-absl::Status CloudService::ApplyChunk(const kvstream::v1::KvChunk& chunk, Session& s) {
+absl::StatusOr<bool> CloudService::AcceptChunk(const kvstream::v1::KvChunk& chunk, Session& s) {
   if (s.assembler == nullptr) {
     return absl::InvalidArgumentError(
         absl::StrCat("KvChunk in ", ModeLabel(s.mode),
@@ -669,23 +694,37 @@ absl::Status CloudService::ApplyChunk(const kvstream::v1::KvChunk& chunk, Sessio
       return absl::InvalidArgumentError(
           absl::StrCat("chunk seq ", chunk.seq(), " arrived twice with different content"));
     }
-    return absl::OkStatus();
+    return false;
   }
   if (chunk.seq() != s.chunks) {
     return absl::InvalidArgumentError(
         absl::StrCat("chunk seq ", chunk.seq(), " arrived where seq ", s.chunks,
                      " was expected (sequence numbers run 0, 1, 2, ... without gaps)"));
   }
-  const auto t0 = Clock::now();
-  const absl::Status added = s.assembler->Add(chunk);
-  s.rebuild += Seconds(t0, Clock::now());
-  if (!added.ok()) {
-    return absl::Status(added.code(),
-                        absl::StrCat("chunk seq ", chunk.seq(), ": ", added.message()));
-  }
   s.received.emplace(chunk.seq(), ChunkIdentity::Of(chunk));
   ++s.chunks;
-  return absl::OkStatus();
+  return true;
+}
+
+absl::Status CloudService::QueueChunk(kvstream::v1::KvChunk chunk, Session& s,
+                                      ChunkApplier& applier) {
+  auto prefixed = [seq = chunk.seq()](const absl::Status& st) {
+    return absl::Status(st.code(), absl::StrCat("chunk seq ", seq, ": ", st.message()));
+  };
+  // Integrity first, so a chunk is acknowledged only once it arrived intact.
+  const auto t0 = Clock::now();
+  auto meta = s.assembler->Validate(chunk);
+  s.validate += Seconds(t0, Clock::now());
+  if (!meta.ok()) return prefixed(meta.status());
+  const uint64_t bytes = chunk.payload().size();
+  auto owned = std::make_shared<std::pair<kvstream::v1::KvChunk, codec::ChunkMeta>>(
+      std::move(chunk), *std::move(meta));
+  return applier.Push(bytes, [&s, owned, prefixed]() -> absl::Status {
+    const auto t = Clock::now();
+    const absl::Status added = s.assembler->AddValidated(owned->first, owned->second);
+    s.rebuild += Seconds(t, Clock::now());
+    return added.ok() ? added : prefixed(added);
+  });
 }
 
 absl::Status CloudService::RunSession(grpc::ServerContext* context,

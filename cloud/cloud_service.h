@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "cloud/chunk_applier.h"
 #include "cloud/parked_sessions.h"
 #include "cloud/session_store.h"
 #include "common/base/admission.h"
@@ -118,10 +119,22 @@ class CloudService final : public kvstream::v1::CloudService::Service {
   // A new session (Open) or a parked one taken back (SessionOpen.resume).
   absl::Status Attach(grpc::ServerContext* context, const kvstream::v1::SessionOpen& open,
                       std::unique_ptr<Session>& session);
-  // Chunks until Commit; `committed_chunks` is the count the Commit states.
+  // Chunks until Commit; `committed_chunks` is the count the Commit states. Returns
+  // once every accepted chunk is applied.
   absl::Status ReceiveChunks(grpc::ServerContext* context, Stream* stream, Session& s,
                              net::StreamWatchdog::Watch& watch, uint64_t& committed_chunks);
-  absl::Status ApplyChunk(const kvstream::v1::KvChunk& chunk, Session& s);
+  // The reading half: accepts, queues and acknowledges each chunk.
+  absl::Status ReadChunks(grpc::ServerContext* context, Stream* stream, Session& s,
+                          net::StreamWatchdog::Watch& watch, uint64_t& committed_chunks,
+                          ChunkApplier& applier);
+  // Checks a chunk's place in the sequence: true for the next new one (now counted),
+  // false for a re-sent one already accepted.
+  absl::StatusOr<bool> AcceptChunk(const kvstream::v1::KvChunk& chunk, Session& s);
+  // Validates an accepted chunk (header, CRC, positions) and queues it to be written into
+  // the session's cache on the applier's thread.
+  absl::Status QueueChunk(kvstream::v1::KvChunk chunk, Session& s, ChunkApplier& applier);
+  // Bytes of accepted chunks waiting to be applied before the reader stops taking more.
+  static constexpr uint64_t kMaxQueuedChunkBytes = 32ull << 20;
   // The stream broke `when`: CANCELLED or DEADLINE_EXCEEDED, and marks `s` for parking.
   absl::Status Broken(grpc::ServerContext* context, Session& s, absl::string_view when);
   // A model worker, the cache, and the answer streamed back.
