@@ -631,7 +631,13 @@ absl::Status EdgeService::TransferOnce(grpc::ServerContext* context,
     }
     stub = (*replica)->stub.get();
   }
-  CloudTransfer transfer(*stub, *context, writer, options_.shaper.get(), options_.cloud_token);
+  auto relay = [writer](const kvstream::v1::Token& token) {
+    AskEvent ev;
+    *ev.mutable_token() = token;
+    return writer->Write(ev);
+  };
+  CloudTransfer transfer(*stub, grpc::ClientContext::FromServerContext(*context), relay,
+                         options_.shaper.get(), options_.cloud_token);
   Uplink open = r.open;
   if (r.resume) open.mutable_open()->set_resume(true);
   bool sent_ok = transfer.SendOpen(open);

@@ -5,17 +5,13 @@
 
 namespace kvstream::edge {
 
-using kvstream::v1::AskEvent;
 using kvstream::v1::Downlink;
 using kvstream::v1::Uplink;
 
 CloudTransfer::CloudTransfer(kvstream::v1::CloudService::Stub& stub,
-                             const grpc::ServerContext& server_context,
-                             grpc::ServerWriter<AskEvent>* relay, net::Shaper* shaper,
-                             const std::string& bearer)
-    : context_(grpc::ClientContext::FromServerContext(server_context)),
-      relay_(relay),
-      shaper_(shaper) {
+                             std::unique_ptr<grpc::ClientContext> context, OnToken on_token,
+                             net::Shaper* shaper, const std::string& bearer)
+    : context_(std::move(context)), on_token_(std::move(on_token)), shaper_(shaper) {
   net::AddBearer(*context_, bearer);
   stream_ = stub.Transfer(context_.get());
   result_.start = result_.last_ack = Clock::now();
@@ -55,9 +51,7 @@ void CloudTransfer::Read() {
         result_.have_token = true;
       }
       ++result_.tokens;
-      AskEvent ev;
-      *ev.mutable_token() = d.token();
-      if (!relay_->Write(ev)) {
+      if (!on_token_(d.token())) {
         client_gone_ = true;
         context_->TryCancel();
         break;

@@ -1,9 +1,9 @@
 // One CloudService.Transfer stream as the edge drives it: the uplink (SessionOpen, chunks,
 // Commit, each paced by gRPC flow control and the optional link emulation) on the
-// caller's thread, and a reader thread that records chunk acks and relays answer
-// tokens to the client as they arrive. The reader is joined by Finish() or, on any
-// other way out, by the destructor (which cancels the stream first), so an early return
-// can never leave a joinable thread behind.
+// caller's thread, and a reader thread that records chunk acks and hands answer tokens
+// to a callback as they arrive (the edge relays them to its client). The reader is joined by
+// Finish() or, on any other way out, by the destructor (which cancels the stream first), so an
+// early return can never leave a joinable thread behind.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -47,11 +48,14 @@ class CloudTransfer {
     bool resumed = false;  // a resume: Opened waited on the cloud finding the session
   };
 
-  // Opens the stream; cancellation and deadline of `server_context` (the client's Ask)
-  // propagate to it. Tokens are relayed to `relay`.
-  // `bearer`: the token the cloud requires (empty: none).
-  CloudTransfer(kvstream::v1::CloudService::Stub& stub, const grpc::ServerContext& server_context,
-                grpc::ServerWriter<kvstream::v1::AskEvent>* relay, net::Shaper* shaper,
+  // Returns false when the tokens' receiver is gone (the stream is then cancelled).
+  using OnToken = std::function<bool(const kvstream::v1::Token&)>;
+
+  // Opens the stream under `context` (the edge's: made from its client's Ask, so that
+  // call's cancellation and deadline propagate). `bearer`: the token the cloud requires
+  // (empty: none).
+  CloudTransfer(kvstream::v1::CloudService::Stub& stub,
+                std::unique_ptr<grpc::ClientContext> context, OnToken on_token, net::Shaper* shaper,
                 const std::string& bearer = "");
   ~CloudTransfer();
   CloudTransfer(const CloudTransfer&) = delete;
@@ -80,7 +84,7 @@ class CloudTransfer {
 
   std::unique_ptr<grpc::ClientContext> context_;
   std::unique_ptr<grpc::ClientReaderWriter<kvstream::v1::Uplink, kvstream::v1::Downlink>> stream_;
-  grpc::ServerWriter<kvstream::v1::AskEvent>* relay_;
+  OnToken on_token_;
   net::Shaper* shaper_;
   std::mutex mu_;  // guards the chunk log and the Opened state (written by both threads)
   std::condition_variable opened_cv_;

@@ -1,0 +1,352 @@
+// kvstream-transfer-bench: how fast a KV cache streams, against what gRPC itself does on
+// the same machine. For every plan x chunk size it encodes one random cache of the
+// model's shape (a prompt length drawn from --tokens per repetition) and sends the same
+// chunks, with the edge's own CloudTransfer, twice in turn:
+//   - to a sink (a child process answering Opened / one ack per chunk / Done and doing
+//     nothing else): the baseline, what a gRPC stream of these messages costs;
+//   - to a real kvstream-cloud serving the model, which validates, decodes and writes
+//     every chunk into a cache and then answers one token.
+// The transfer stage is timed as the edge times it (stream start to the last chunk's
+// ack), and so is "ready": that plus the time the cloud still spent writing chunks into
+// its cache after Commit (CloudStats.rebuild_wait_seconds), i.e. when the cache is whole.
+// Prints, per cell, the medians over repetitions: wire MB, encode seconds, the sink's
+// transfer and GB/s, the cloud's transfer, GB/s, chunks/s, ready and rebuild seconds, and
+// the ratios of the cloud's goodput to the sink's (transfer and ready); then each plan's
+// transfer and ready times over the raw plan's.
+
+#include <signal.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <random>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "common/base/status.h"
+#include "common/codec/chunk.h"
+#include "common/codec/positions.h"
+#include "common/model/kv_chunks.h"
+#include "common/model/model.h"
+#include "common/net/grpc_util.h"
+#include "common/net/process.h"
+#include "edge/transfer.h"
+
+ABSL_FLAG(std::string, model, "",
+          "Model directory (e.g. from kvstream make-model --preset=qwen2.5-0.5b): the cache "
+          "shape, and what the cloud serves");
+ABSL_FLAG(std::string, dtype, "bf16",
+          "Model dtype on both sides (the raw plan sends it): bf16 "
+          "or f32");
+ABSL_FLAG(std::string, tokens, "1400-1700",
+          "Cached prompt length: N, or a range A-B each repetition draws from");
+ABSL_FLAG(std::string, chunk_kib, "256,1024,4096,8192", "Chunk sizes in KiB, comma separated");
+ABSL_FLAG(std::string, plans, "raw;int8;int4;int4,zstd=3", "Plans, separated by ';'");
+ABSL_FLAG(int, reps, 5, "Repetitions per cell (each with a new prompt length and cache)");
+ABSL_FLAG(std::string, csv, "", "Also write the cells here as CSV");
+ABSL_FLAG(std::vector<std::string>, cloud_args, {},
+          "Extra kvstream-cloud flags, comma separated (e.g. --threads=1)");
+ABSL_FLAG(std::string, work_dir, "", "Port files and the cloud's log (default: a fresh /tmp dir)");
+ABSL_FLAG(std::string, sink_port_file, "",
+          "Internal: run as the baseline sink, writing its port here, until SIGTERM");
+
+namespace kvstream {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using kvstream::v1::Downlink;
+using kvstream::v1::Uplink;
+
+// The baseline: reads every message and answers as the cloud's protocol asks, no more.
+class Sink final : public kvstream::v1::CloudService::Service {
+  grpc::Status Transfer(grpc::ServerContext*,
+                        grpc::ServerReaderWriter<Downlink, Uplink>* stream) override {
+    Uplink up;
+    while (stream->Read(&up)) {
+      Downlink d;
+      if (up.has_open()) {
+        d.mutable_opened()->set_next_seq(0);
+      } else if (up.has_chunk()) {
+        d.mutable_ack()->set_seq(up.chunk().seq());
+        d.mutable_ack()->set_payload_bytes(up.chunk().ByteSizeLong());
+      } else {
+        d.mutable_done();
+        stream->Write(d);
+        break;
+      }
+      if (!stream->Write(d)) break;
+    }
+    return grpc::Status::OK;
+  }
+};
+
+int RunSink(const std::string& port_file) {
+  net::BlockShutdownSignals();
+  Sink sink;
+  grpc::ServerBuilder builder;
+  net::ApplyServerLimits(builder);
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&sink);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr) return 1;
+  std::ofstream(port_file) << port << "\n";
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  int sig = 0;
+  sigwait(&set, &sig);
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  return 0;
+}
+
+struct Session {
+  double transfer = 0, rebuild = 0, wait = 0;
+  uint64_t wire = 0, chunks = 0;
+  bool ok = false;
+  std::string error;
+};
+
+// One session of pre-encoded chunks, timed as the edge times its transfer stage.
+Session Send(kvstream::v1::CloudService::Stub& stub, const Uplink& open,
+             const std::vector<kvstream::v1::KvChunk>& chunks) {
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+  edge::CloudTransfer t(
+      stub, std::move(context), [](const kvstream::v1::Token&) { return true; }, nullptr);
+  bool ok = t.SendOpen(open);
+  for (size_t i = 0; ok && i < chunks.size(); ++i) {
+    kvstream::v1::KvChunk c = chunks[i];
+    ok = t.SendChunk(std::move(c));
+  }
+  if (ok) t.SendCommit();
+  const edge::CloudTransfer::Result r = t.Finish();
+  Session s;
+  s.ok = r.status.ok() && r.have_done;
+  s.error = r.status.error_message();
+  s.transfer = std::chrono::duration<double>(std::max(r.last_ack, r.start) - r.start).count();
+  s.rebuild = r.cloud.rebuild_seconds();
+  s.wait = r.cloud.rebuild_wait_seconds();
+  s.wire = r.wire_bytes;
+  s.chunks = r.chunks;
+  return s;
+}
+
+struct Cell {
+  std::string plan;
+  int chunk_kib = 0;
+  std::vector<double> sink, cloud, ready, rebuild, wire, chunks, encode;
+};
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+absl::StatusOr<std::pair<int, int>> ParseRange(const std::string& text) {
+  std::vector<std::string> parts = absl::StrSplit(text, '-');
+  int a = 0, b = 0;
+  if (parts.size() > 2 || !absl::SimpleAtoi(parts[0], &a) || !absl::SimpleAtoi(parts.back(), &b) ||
+      a < 1 || b < a) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--tokens: expected N or A-B with 1 <= A <= B, found \"", text, "\""));
+  }
+  return std::make_pair(a, b);
+}
+
+// A cache of `n` slots with N(0, 1) keys and values.
+std::unique_ptr<model::KvCache> RandomCache(const model::Model& m, int n, std::mt19937& rng) {
+  const model::ModelConfig& c = m.config();
+  std::vector<int32_t> positions(n);
+  for (int i = 0; i < n; ++i) positions[i] = i;
+  auto cache = m.NewCache(positions, n);
+  std::normal_distribution<float> normal;
+  std::vector<float> k(static_cast<size_t>(c.num_kv_heads) * n * c.head_dim), v(k.size());
+  for (int l = 0; l < c.num_layers; ++l) {
+    for (float& x : k) x = normal(rng);
+    for (float& x : v) x = normal(rng);
+    (void)cache->WriteLayer(l, 0, n, k.data(), v.data());
+  }
+  return cache;
+}
+
+Uplink OpenFor(const model::Model& m, const model::KvCache& cache, const std::string& id) {
+  Uplink up;
+  kvstream::v1::SessionOpen& o = *up.mutable_open();
+  const model::ModelConfig& c = m.config();
+  o.set_session_id(id);
+  o.set_mode(kvstream::v1::MODE_KV);
+  o.set_max_tokens(1);
+  o.set_model_fingerprint(m.fingerprint());
+  o.mutable_dims()->set_num_layers(c.num_layers);
+  o.mutable_dims()->set_num_kv_heads(c.num_kv_heads);
+  o.mutable_dims()->set_head_dim(c.head_dim);
+  o.mutable_dims()->set_vocab_size(c.vocab_size);
+  o.mutable_dims()->set_max_position_embeddings(c.max_position_embeddings);
+  o.set_last_token(0);
+  o.set_num_slots(static_cast<uint32_t>(cache.size()));
+  o.set_next_position(static_cast<uint32_t>(cache.size()));
+  o.set_kept_positions(codec::EncodePositions(cache.positions()));
+  return up;
+}
+
+struct Peers {
+  net::ChildProcess sink, cloud;
+  std::unique_ptr<kvstream::v1::CloudService::Stub> sink_stub, cloud_stub;
+};
+
+absl::Status StartPeers(const std::string& dir, Peers& p) {
+  const std::string bin = net::ExecutableDir();
+  RETURN_IF_ERROR(
+      p.sink.Start({bin + "/kvstream-transfer-bench", "--sink_port_file=" + dir + "/sink.port"},
+                   dir + "/sink.log"));
+  RETURN_IF_ERROR(
+      p.cloud.Start({bin + "/kvstream-cloud", "--model=bench=" + absl::GetFlag(FLAGS_model),
+                     "--dtype=" + absl::GetFlag(FLAGS_dtype), "--listen=127.0.0.1:0",
+                     "--port_file=" + dir + "/cloud.port",
+                     "--metrics_address=", "--measure_rates=false", "--log_level=warning"},
+                    dir + "/cloud.log"));
+  ASSIGN_OR_RETURN(const int sink_port, p.sink.WaitForPortFile(dir + "/sink.port", 30));
+  ASSIGN_OR_RETURN(const int cloud_port, p.cloud.WaitForPortFile(dir + "/cloud.port", 300));
+  p.sink_stub =
+      kvstream::v1::CloudService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", sink_port)));
+  p.cloud_stub =
+      kvstream::v1::CloudService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", cloud_port)));
+  return absl::OkStatus();
+}
+
+// One repetition of one cell: encode, then the sink and the cloud in turn (alternating
+// which goes first, so neither always runs on a warmer machine).
+absl::Status RunRep(const model::Model& m, const model::KvCache& cache, const codec::Plan& plan,
+                    Cell& cell, int rep, Peers& peers) {
+  model::ChunkingOptions co;
+  co.max_chunk_bytes = static_cast<uint64_t>(cell.chunk_kib) << 10;
+  const std::string id = absl::StrCat("bench-", cell.plan, "-", cell.chunk_kib, "-", rep);
+  const auto t0 = Clock::now();
+  ASSIGN_OR_RETURN(auto chunks, model::EncodeCache(cache, plan, id, co));
+  cell.encode.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+  for (int turn = 0; turn < 2; ++turn) {
+    const bool to_sink = (turn + rep) % 2 == 0;
+    const Uplink open = OpenFor(m, cache, id);
+    const Session s = Send(to_sink ? *peers.sink_stub : *peers.cloud_stub, open, chunks);
+    if (!s.ok) {
+      return absl::InternalError(
+          absl::StrCat(to_sink ? "sink" : "cloud", " session failed: ", s.error));
+    }
+    (to_sink ? cell.sink : cell.cloud).push_back(s.transfer);
+    if (to_sink) continue;
+    cell.rebuild.push_back(s.rebuild);
+    cell.ready.push_back(s.transfer + s.wait);
+    cell.wire.push_back(static_cast<double>(s.wire));
+    cell.chunks.push_back(static_cast<double>(s.chunks));
+  }
+  return absl::OkStatus();
+}
+
+void Print(const std::vector<Cell>& cells, const std::string& model, const std::string& tokens,
+           int reps) {
+  std::printf("\nmodel %s (%s), random cache of %s tokens, %d repetitions per cell, loopback\n",
+              model.c_str(), absl::GetFlag(FLAGS_dtype).c_str(), tokens.c_str(), reps);
+  std::printf("%-12s %5s %7s %7s %7s %6s %7s %6s %7s %7s %7s %6s %6s\n", "plan", "KiB", "wire MB",
+              "encode", "sink s", "GB/s", "cloud s", "GB/s", "chunk/s", "ready s", "rebuild",
+              "ratio", "ready");
+  for (const Cell& c : cells) {
+    const double wire = Median(c.wire), sink = Median(c.sink), cloud = Median(c.cloud),
+                 ready = Median(c.ready);
+    std::printf("%-12s %5d %7.2f %7.4f %7.4f %6.2f %7.4f %6.2f %7.0f %7.4f %7.4f %5.2fx %5.2fx\n",
+                c.plan.c_str(), c.chunk_kib, wire / 1e6, Median(c.encode), sink, wire / sink / 1e9,
+                cloud, wire / cloud / 1e9, Median(c.chunks) / cloud, ready, Median(c.rebuild),
+                sink / cloud, sink / ready);
+  }
+  std::printf("\nagainst the raw plan at the same chunk size (cloud): transfer, ready, bytes\n");
+  for (const Cell& c : cells) {
+    for (const Cell& raw : cells) {
+      if (raw.plan == "raw" && raw.chunk_kib == c.chunk_kib && c.plan != "raw") {
+        std::printf("  %-12s %5d KiB: %.2fx the transfer, %.2fx ready, %.2fx the bytes\n",
+                    c.plan.c_str(), c.chunk_kib, Median(c.cloud) / Median(raw.cloud),
+                    Median(c.ready) / Median(raw.ready), Median(c.wire) / Median(raw.wire));
+      }
+    }
+  }
+}
+
+absl::Status WriteCsv(const std::string& path, const std::vector<Cell>& cells) {
+  std::ofstream out(path);
+  out << "plan,chunk_kib,wire_bytes,encode_s,sink_transfer_s,cloud_transfer_s,cloud_ready_s,"
+         "cloud_rebuild_s,reps\n";
+  for (const Cell& c : cells) {
+    out << '"' << c.plan << '"' << ',' << c.chunk_kib << ',' << Median(c.wire) << ','
+        << Median(c.encode) << ',' << Median(c.sink) << ',' << Median(c.cloud) << ','
+        << Median(c.ready) << ',' << Median(c.rebuild) << ',' << c.cloud.size() << '\n';
+  }
+  return out ? absl::OkStatus() : absl::InternalError(absl::StrCat(path, ": write failed"));
+}
+
+absl::Status Run() {
+  if (absl::GetFlag(FLAGS_model).empty()) {
+    return absl::InvalidArgumentError("--model: a model directory is required");
+  }
+  ASSIGN_OR_RETURN(const auto range, ParseRange(absl::GetFlag(FLAGS_tokens)));
+  std::vector<Cell> cells;
+  std::vector<codec::Plan> plans;
+  for (const absl::string_view p : absl::StrSplit(absl::GetFlag(FLAGS_plans), ';')) {
+    ASSIGN_OR_RETURN(codec::Plan plan, codec::ParsePlan(p));
+    for (const absl::string_view k : absl::StrSplit(absl::GetFlag(FLAGS_chunk_kib), ',')) {
+      Cell c;
+      c.plan = std::string(p);
+      if (!absl::SimpleAtoi(k, &c.chunk_kib) || c.chunk_kib < 4 || c.chunk_kib > 8192) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--chunk_kib: expected sizes in 4..8192, found \"", k, "\""));
+      }
+      cells.push_back(c);
+      plans.push_back(plan);
+    }
+  }
+  ASSIGN_OR_RETURN(const std::string dir, net::WorkDir(absl::GetFlag(FLAGS_work_dir), "transfer"));
+  ASSIGN_OR_RETURN(auto m, model::Model::Load(absl::GetFlag(FLAGS_model),
+                                              {"cpu", absl::GetFlag(FLAGS_dtype), 1}));
+  Peers peers;
+  RETURN_IF_ERROR(StartPeers(dir, peers));
+  std::mt19937 rng(1);
+  const int reps = absl::GetFlag(FLAGS_reps);
+  for (int rep = 0; rep < reps; ++rep) {
+    const int n = std::uniform_int_distribution<int>(range.first, range.second)(rng);
+    const auto cache = RandomCache(*m, n, rng);
+    for (size_t i = 0; i < cells.size(); ++i) {
+      RETURN_IF_ERROR(RunRep(*m, *cache, plans[i], cells[i], rep, peers));
+    }
+    std::fprintf(stderr, "repetition %d/%d (%d tokens) done\n", rep + 1, reps, n);
+  }
+  Print(cells, absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_tokens), reps);
+  (void)peers.sink.Stop(5);
+  (void)peers.cloud.Stop(10);
+  if (!absl::GetFlag(FLAGS_csv).empty()) return WriteCsv(absl::GetFlag(FLAGS_csv), cells);
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace kvstream
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "KV stream goodput against a plain gRPC stream of the same messages.\n"
+      "  kvstream-transfer-bench --model=DIR [--tokens=1400-1700] [--plans='raw;int4']");
+  absl::ParseCommandLine(argc, argv);
+  if (!absl::GetFlag(FLAGS_sink_port_file).empty()) {
+    return kvstream::RunSink(absl::GetFlag(FLAGS_sink_port_file));
+  }
+  const absl::Status s = kvstream::Run();
+  if (!s.ok()) {
+    std::fprintf(stderr, "kvstream-transfer-bench: %s\n", std::string(s.message()).c_str());
+    return 1;
+  }
+  return 0;
+}
