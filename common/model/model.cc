@@ -318,6 +318,17 @@ struct Model::Impl {
           torch::tensor(std::vector<int64_t>(kv.begin(), kv.end()), torch::kInt64).to(dev).ne(0);
     }
     const int block = stats_opt != nullptr ? std::max(1, stats_opt->query_block) : 256;
+    // Positions increasing along the slots (every prefill and extension; compaction keeps
+    // the order), and no keep mask: attention is plainly causal over the slots.
+    const bool causal =
+        !keep_t.defined() &&
+        std::is_sorted(kpos_v.begin(), kpos_v.end(), [](int64_t a, int64_t b) { return a <= b; });
+    torch::Tensor diagonal_mask;  // [block, block]: true above the diagonal
+    if (causal && T > 1) {
+      diagonal_mask = torch::ones({std::min<int64_t>(block, T), std::min<int64_t>(block, T)},
+                                  torch::TensorOptions().dtype(torch::kBool).device(dev))
+                          .triu(1);
+    }
     torch::Tensor st_q, st_qt, st_w, st_c;
     int q_begin = 0, q_end = 0, w_begin = 0;
     if (stats != nullptr) {
@@ -353,9 +364,19 @@ struct Model::Impl {
       for (int64_t i0 = 0; i0 < T; i0 += block) {
         const int64_t nb = std::min<int64_t>(block, T - i0);
         if (interrupt != nullptr) RETURN_IF_ERROR((*interrupt)());
-        const torch::Tensor qb = q.narrow(1, i0, nb).reshape({nkv, g, nb, hd});
-        torch::Tensor scores = torch::matmul(qb, K.transpose(-1, -2)).to(torch::kFloat32) * scale;
-        if (T > 1 || keep_t.defined()) {
+        // With positions increasing along the slots, a query block sees exactly the keys up
+        // to its own last slot, and only its diagonal square needs a mask: the keys after
+        // it are left out of the products instead of masked.
+        const int64_t sb = causal ? slot0 + i0 + nb : S;
+        const torch::Tensor qb = (q.narrow(1, i0, nb) * scale).reshape({nkv, g, nb, hd});
+        torch::Tensor scores =
+            torch::matmul(qb, K.narrow(2, 0, sb).transpose(-1, -2)).to(torch::kFloat32);
+        if (causal) {
+          if (nb > 1) {
+            scores.narrow(-1, sb - nb, nb)
+                .masked_fill_(diagonal_mask.narrow(0, 0, nb).narrow(1, 0, nb), neg_inf);
+          }
+        } else if (T > 1 || keep_t.defined()) {
           torch::Tensor visible =
               kpos.unsqueeze(0) <= qpos.narrow(0, i0, nb).unsqueeze(1);  // [nb, S]
           if (keep_t.defined()) {
@@ -363,22 +384,23 @@ struct Model::Impl {
                                        torch::arange(slot0 + i0, slot0 + i0 + nb, i64).unsqueeze(1);
             visible = visible.logical_and(keep_t.unsqueeze(0).logical_or(self));
           }
-          scores = scores.masked_fill(visible.logical_not(), neg_inf);
+          scores.masked_fill_(visible.logical_not(), neg_inf);
         }
-        const torch::Tensor probs = torch::softmax(scores, -1);  // [nkv, g, nb, S] float32
+        const torch::Tensor probs = torch::softmax(scores, -1);  // [nkv, g, nb, sb] float32
         if (stats != nullptr) {
-          const torch::Tensor p = probs.reshape({nh, nb, S});
-          st_c[l].add_(p.sum(1));
+          const torch::Tensor p = probs.reshape({nh, nb, sb});
+          st_c[l].narrow(1, 0, sb).add_(p.sum(1));
           auto add_rows = [&](torch::Tensor& dst, int64_t a, int64_t b) {
             a = std::max(a, i0);
             b = std::min(b, i0 + nb);
-            if (a < b) dst[l].add_(p.narrow(1, a - i0, b - a).sum(1));
+            if (a < b) dst[l].narrow(1, 0, sb).add_(p.narrow(1, a - i0, b - a).sum(1));
           };
           add_rows(st_q, q_begin, q_end);
           add_rows(st_qt, q_begin, T);
           add_rows(st_w, w_begin, T);
         }
-        out.narrow(1, i0, nb).copy_(torch::matmul(probs.to(opt.dtype()), V).reshape({nh, nb, hd}));
+        out.narrow(1, i0, nb).copy_(
+            torch::matmul(probs.to(opt.dtype()), V.narrow(2, 0, sb)).reshape({nh, nb, hd}));
       }
       const torch::Tensor o = out.transpose(0, 1).reshape({T, nh * hd});
       x = x + torch::linear(o, lw.o_w);
