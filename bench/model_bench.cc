@@ -15,6 +15,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -74,6 +76,25 @@ void TimeEstimate(kvstream::model::Model& model, const std::vector<int32_t>& tok
       100 * best_probe / plain_prefill, plain_prefill * 1e3);
 }
 
+// This process's VmRSS or VmHWM (peak) in bytes, from /proc/self/status; 0 if unknown.
+double ProcBytes(const char* field) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  const std::string key = std::string(field) + ":";
+  while (std::getline(in, line)) {
+    if (line.rfind(key, 0) == 0) return std::atof(line.c_str() + key.size()) * 1024;
+  }
+  return 0;
+}
+
+double WeightFileBytes(const std::string& dir) {
+  double bytes = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    if (e.path().extension() == ".safetensors") bytes += static_cast<double>(e.file_size());
+  }
+  return bytes;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -91,7 +112,9 @@ int main(int argc, char** argv) {
     kvstream::model::RuntimeOptions ro;
     ro.dtype = absl::GetFlag(FLAGS_dtype);
     ro.threads = absl::GetFlag(FLAGS_threads);
+    const double rss_before = ProcBytes("VmRSS");
     auto model = kvstream::model::Model::Load(std::string(dir), ro);
+    const double rss_loaded = ProcBytes("VmRSS");
     if (!model.ok()) {
       std::fprintf(stderr, "%s: %s\n", std::string(dir).c_str(),
                    std::string(model.status().message()).c_str());
@@ -135,6 +158,12 @@ int main(int argc, char** argv) {
     std::printf("%-28s %7.2fM %6s %14.0f %14.0f %14.1f %12.1f\n", std::string(dir).c_str(),
                 params / 1e6, ro.dtype.c_str(), n_prompt / best_prefill, n_prompt / median_prefill,
                 n_decode / best_decode, gflops);
+    const double files = WeightFileBytes(std::string(dir));
+    std::printf(
+        "  memory: weights %.0f MB in files; RSS %.0f MB after load, %.0f MB after the runs "
+        "(%.2fx the files; peak of the process %.0f MB)\n",
+        files / 1e6, (rss_loaded - rss_before) / 1e6, (ProcBytes("VmRSS") - rss_before) / 1e6,
+        (ProcBytes("VmRSS") - rss_before) / files, ProcBytes("VmHWM") / 1e6);
     if (absl::GetFlag(FLAGS_estimate_steps) > 0) {
       TimeEstimate(**model, tokens, absl::GetFlag(FLAGS_estimate_steps),
                    absl::GetFlag(FLAGS_repeats), best_prefill);

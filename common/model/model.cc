@@ -462,9 +462,9 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir,
   }));
   torch::set_num_threads(options.threads > 0 ? options.threads
                                              : std::max(1u, std::thread::hardware_concurrency()));
-  ASSIGN_OR_RETURN(auto set, WeightSet::OpenDir(dir));
+  ASSIGN_OR_RETURN(std::shared_ptr<const WeightSet> set, WeightSet::OpenDir(dir));
   RETURN_IF_ERROR(Guard("load weights", [&]() -> absl::Status {
-    ASSIGN_OR_RETURN(impl->w, LoadWeights(impl->config, *set, impl->opt));
+    ASSIGN_OR_RETURN(impl->w, LoadWeights(impl->config, *set, impl->opt, set));
     return absl::OkStatus();
   }));
 

@@ -23,12 +23,24 @@ torch::ScalarType TorchType(StDType d) {
   return torch::kFloat32;
 }
 
+// The tensor `name`, shape-checked. With `in_place` (the set itself, kept alive by every
+// tensor that refers to it), a tensor already in the wanted dtype on the CPU is the
+// mapped file's bytes, not a copy; anything else is copied out, converting dtype and
+// device.
 absl::StatusOr<torch::Tensor> Fetch(const WeightSet& set, const std::string& name,
-                                    std::vector<int64_t> shape, const torch::TensorOptions& opt) {
+                                    std::vector<int64_t> shape, const torch::TensorOptions& opt,
+                                    const std::shared_ptr<const WeightSet>& in_place) {
   ASSIGN_OR_RETURN(const TensorView* v, set.Get(name, shape));
-  torch::Tensor t = torch::from_blob(const_cast<uint8_t*>(v->data), v->shape,
-                                     torch::TensorOptions().dtype(TorchType(v->dtype)));
-  // Copy out of the mapping, converting dtype and device.
+  const auto type = TorchType(v->dtype);
+  const bool aligned = reinterpret_cast<uintptr_t>(v->data) % StDTypeBytes(v->dtype) == 0;
+  if (in_place != nullptr && aligned && opt.device().is_cpu() &&
+      opt.dtype() == torch::scalarTypeToTypeMeta(type)) {
+    return torch::from_blob(
+        const_cast<uint8_t*>(v->data), v->shape, [keep = in_place](void*) {},
+        torch::TensorOptions().dtype(type));
+  }
+  torch::Tensor t =
+      torch::from_blob(const_cast<uint8_t*>(v->data), v->shape, torch::TensorOptions().dtype(type));
   return t.to(opt, /*non_blocking=*/false, /*copy=*/true);
 }
 
@@ -47,12 +59,13 @@ std::vector<torch::Tensor> Weights::Parameters() const {
 }
 
 absl::StatusOr<Weights> LoadWeights(const ModelConfig& c, const WeightSet& set,
-                                    const torch::TensorOptions& opt) {
+                                    const torch::TensorOptions& opt,
+                                    std::shared_ptr<const WeightSet> in_place) {
   Weights w;
   const int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
   const int64_t QD = int64_t{c.num_heads} * c.head_dim, KD = int64_t{c.num_kv_heads} * c.head_dim;
-  ASSIGN_OR_RETURN(w.embed, Fetch(set, "model.embed_tokens.weight", {V, H}, opt));
-  ASSIGN_OR_RETURN(w.norm, Fetch(set, "model.norm.weight", {H}, opt));
+  ASSIGN_OR_RETURN(w.embed, Fetch(set, "model.embed_tokens.weight", {V, H}, opt, in_place));
+  ASSIGN_OR_RETURN(w.norm, Fetch(set, "model.norm.weight", {H}, opt, in_place));
   if (c.tie_word_embeddings || !set.Has("lm_head.weight")) {
     if (!c.tie_word_embeddings) {
       return absl::NotFoundError(
@@ -60,25 +73,26 @@ absl::StatusOr<Weights> LoadWeights(const ModelConfig& c, const WeightSet& set,
     }
     w.lm_head = w.embed;
   } else {
-    ASSIGN_OR_RETURN(w.lm_head, Fetch(set, "lm_head.weight", {V, H}, opt));
+    ASSIGN_OR_RETURN(w.lm_head, Fetch(set, "lm_head.weight", {V, H}, opt, in_place));
   }
   for (int l = 0; l < c.num_layers; ++l) {
     const std::string p = absl::StrCat("model.layers.", l, ".");
     LayerWeights lw;
-    ASSIGN_OR_RETURN(lw.input_norm, Fetch(set, p + "input_layernorm.weight", {H}, opt));
-    ASSIGN_OR_RETURN(lw.post_norm, Fetch(set, p + "post_attention_layernorm.weight", {H}, opt));
-    ASSIGN_OR_RETURN(lw.q_w, Fetch(set, p + "self_attn.q_proj.weight", {QD, H}, opt));
-    ASSIGN_OR_RETURN(lw.k_w, Fetch(set, p + "self_attn.k_proj.weight", {KD, H}, opt));
-    ASSIGN_OR_RETURN(lw.v_w, Fetch(set, p + "self_attn.v_proj.weight", {KD, H}, opt));
-    ASSIGN_OR_RETURN(lw.o_w, Fetch(set, p + "self_attn.o_proj.weight", {H, QD}, opt));
+    ASSIGN_OR_RETURN(lw.input_norm, Fetch(set, p + "input_layernorm.weight", {H}, opt, in_place));
+    ASSIGN_OR_RETURN(lw.post_norm,
+                     Fetch(set, p + "post_attention_layernorm.weight", {H}, opt, in_place));
+    ASSIGN_OR_RETURN(lw.q_w, Fetch(set, p + "self_attn.q_proj.weight", {QD, H}, opt, in_place));
+    ASSIGN_OR_RETURN(lw.k_w, Fetch(set, p + "self_attn.k_proj.weight", {KD, H}, opt, in_place));
+    ASSIGN_OR_RETURN(lw.v_w, Fetch(set, p + "self_attn.v_proj.weight", {KD, H}, opt, in_place));
+    ASSIGN_OR_RETURN(lw.o_w, Fetch(set, p + "self_attn.o_proj.weight", {H, QD}, opt, in_place));
     if (set.Has(p + "self_attn.q_proj.bias")) {
-      ASSIGN_OR_RETURN(lw.q_b, Fetch(set, p + "self_attn.q_proj.bias", {QD}, opt));
-      ASSIGN_OR_RETURN(lw.k_b, Fetch(set, p + "self_attn.k_proj.bias", {KD}, opt));
-      ASSIGN_OR_RETURN(lw.v_b, Fetch(set, p + "self_attn.v_proj.bias", {KD}, opt));
+      ASSIGN_OR_RETURN(lw.q_b, Fetch(set, p + "self_attn.q_proj.bias", {QD}, opt, in_place));
+      ASSIGN_OR_RETURN(lw.k_b, Fetch(set, p + "self_attn.k_proj.bias", {KD}, opt, in_place));
+      ASSIGN_OR_RETURN(lw.v_b, Fetch(set, p + "self_attn.v_proj.bias", {KD}, opt, in_place));
     }
-    ASSIGN_OR_RETURN(lw.gate, Fetch(set, p + "mlp.gate_proj.weight", {I, H}, opt));
-    ASSIGN_OR_RETURN(lw.up, Fetch(set, p + "mlp.up_proj.weight", {I, H}, opt));
-    ASSIGN_OR_RETURN(lw.down, Fetch(set, p + "mlp.down_proj.weight", {H, I}, opt));
+    ASSIGN_OR_RETURN(lw.gate, Fetch(set, p + "mlp.gate_proj.weight", {I, H}, opt, in_place));
+    ASSIGN_OR_RETURN(lw.up, Fetch(set, p + "mlp.up_proj.weight", {I, H}, opt, in_place));
+    ASSIGN_OR_RETURN(lw.down, Fetch(set, p + "mlp.down_proj.weight", {H, I}, opt, in_place));
     w.layers.push_back(std::move(lw));
   }
   return w;

@@ -52,9 +52,13 @@ struct Weights {
   std::vector<torch::Tensor> Parameters() const;
 };
 
-// Reads and shape-checks every tensor the config implies; converts to `options`.
+// Reads and shape-checks every tensor the config implies; converts to `options`. With
+// `in_place` (pointing at `set`), tensors already in that dtype on the CPU use the mapped
+// files' bytes without a copy (read-only: for inference, not for training) and keep
+// the set open.
 absl::StatusOr<Weights> LoadWeights(const ModelConfig& config, const WeightSet& set,
-                                    const torch::TensorOptions& options);
+                                    const torch::TensorOptions& options,
+                                    std::shared_ptr<const WeightSet> in_place = nullptr);
 // HF-style initialisation: N(0, std) matrices and embeddings, zero biases, unit norms.
 Weights InitWeights(const ModelConfig& config, uint64_t seed, double std = 0.02,
                     bool attention_bias = true);
