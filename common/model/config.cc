@@ -22,6 +22,61 @@ absl::StatusOr<std::string> ReadText(const std::string& path) {
 
 }  // namespace
 
+namespace {
+
+// A rope_scaling (or rope_parameters) object; type "" for none ("default").
+absl::StatusOr<RopeScaling> ParseRopeScaling(const json& o, const char* key) {
+  RopeScaling r;
+  std::string type = "default";
+  for (const char* t : {"rope_type", "type"}) {
+    if (o.contains(t) && o[t].is_string()) type = o[t].get<std::string>();
+  }
+  if (type == "default") return r;
+  if (type != "linear" && type != "llama3" && type != "yarn") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        key, ".rope_type \"", type, "\" is not supported (supported: linear, llama3, yarn)"));
+  }
+  r.type = type;
+  auto number = [&](const char* name, double* out) -> absl::Status {
+    if (!o.contains(name) || o[name].is_null()) return absl::OkStatus();
+    if (!o[name].is_number() || !(o[name].get<double>() > 0)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(key, ".", name, " must be a positive number, found ", o[name].dump()));
+    }
+    *out = o[name].get<double>();
+    return absl::OkStatus();
+  };
+  if (!o.contains("factor")) {
+    return absl::InvalidArgumentError(absl::StrCat(key, " of type ", type, " needs \"factor\""));
+  }
+  RETURN_IF_ERROR(number("factor", &r.factor));
+  RETURN_IF_ERROR(number("low_freq_factor", &r.low_freq_factor));
+  RETURN_IF_ERROR(number("high_freq_factor", &r.high_freq_factor));
+  RETURN_IF_ERROR(number("beta_fast", &r.beta_fast));
+  RETURN_IF_ERROR(number("beta_slow", &r.beta_slow));
+  RETURN_IF_ERROR(number("attention_factor", &r.attention_factor));
+  double original = 0;
+  RETURN_IF_ERROR(number("original_max_position_embeddings", &original));
+  r.original_max_position_embeddings = static_cast<int>(original);
+  if (o.contains("truncate") && o["truncate"].is_boolean()) r.truncate = o["truncate"].get<bool>();
+  if (type == "llama3" && !(r.high_freq_factor > r.low_freq_factor)) {
+    return absl::InvalidArgumentError(absl::StrCat(key, ": high_freq_factor ", r.high_freq_factor,
+                                                   " must exceed low_freq_factor ",
+                                                   r.low_freq_factor));
+  }
+  return r;
+}
+
+}  // namespace
+
+bool RopeScaling::operator==(const RopeScaling& o) const {
+  return type == o.type && factor == o.factor && low_freq_factor == o.low_freq_factor &&
+         high_freq_factor == o.high_freq_factor &&
+         original_max_position_embeddings == o.original_max_position_embeddings &&
+         beta_fast == o.beta_fast && beta_slow == o.beta_slow &&
+         attention_factor == o.attention_factor && truncate == o.truncate;
+}
+
 absl::StatusOr<ModelConfig> ModelConfig::FromJson(absl::string_view text,
                                                   absl::string_view source) {
   json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
@@ -35,14 +90,14 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(absl::string_view text,
   if (!j.contains("architectures") || !j["architectures"].is_array() ||
       j["architectures"].empty() || !j["architectures"][0].is_string()) {
     return fail(
-        "expected \"architectures\": [\"Qwen2ForCausalLM\" | \"LlamaForCausalLM\" | "
-        "\"MistralForCausalLM\"]");
+        "expected \"architectures\": [\"Qwen2ForCausalLM\" | \"Qwen3ForCausalLM\" | "
+        "\"LlamaForCausalLM\" | \"MistralForCausalLM\"]");
   }
   c.architecture = j["architectures"][0].get<std::string>();
-  if (c.architecture != "Qwen2ForCausalLM" && c.architecture != "LlamaForCausalLM" &&
-      c.architecture != "MistralForCausalLM") {
+  if (c.architecture != "Qwen2ForCausalLM" && c.architecture != "Qwen3ForCausalLM" &&
+      c.architecture != "LlamaForCausalLM" && c.architecture != "MistralForCausalLM") {
     return fail(absl::StrCat("architecture ", c.architecture,
-                             " is not supported (Qwen2, Llama or Mistral ForCausalLM)"));
+                             " is not supported (Qwen2, Qwen3, Llama or Mistral ForCausalLM)"));
   }
   auto get_int = [&](const char* key, int* out, bool required) -> absl::Status {
     if (!j.contains(key) || j[key].is_null()) {
@@ -102,8 +157,15 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(absl::string_view text,
   } else if (present(j, "rope_parameters") && j["rope_parameters"].is_object()) {
     RETURN_IF_ERROR(get_positive(j["rope_parameters"], "rope_theta", &c.rope_theta));
   }
-  if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) {
-    return fail("rope_scaling is not supported");
+  c.qk_norm = c.architecture == "Qwen3ForCausalLM";
+  for (const char* key : {"rope_scaling", "rope_parameters"}) {
+    if (!present(j, key)) continue;
+    if (!j[key].is_object()) {
+      return fail(absl::StrCat("\"", key, "\" must be an object, found ", j[key].dump()));
+    }
+    auto scaling = ParseRopeScaling(j[key], key);
+    if (!scaling.ok()) return fail(scaling.status().message());
+    if (!scaling->type.empty()) c.rope_scaling = *scaling;
   }
   if (present(j, "tie_word_embeddings")) {
     if (!j["tie_word_embeddings"].is_boolean()) {
@@ -142,6 +204,7 @@ std::string ModelConfig::ToJson() const {
   json j;
   j["architectures"] = {architecture};
   j["model_type"] = architecture == "Qwen2ForCausalLM"     ? "qwen2"
+                    : architecture == "Qwen3ForCausalLM"   ? "qwen3"
                     : architecture == "MistralForCausalLM" ? "mistral"
                                                            : "llama";
   j["vocab_size"] = vocab_size;
@@ -155,6 +218,24 @@ std::string ModelConfig::ToJson() const {
   j["rms_norm_eps"] = rms_norm_eps;
   j["rope_theta"] = rope_theta;
   j["tie_word_embeddings"] = tie_word_embeddings;
+  if (!rope_scaling.type.empty()) {
+    const RopeScaling& r = rope_scaling;
+    json o = {{"rope_type", r.type}, {"factor", r.factor}};
+    if (r.type == "llama3") {
+      o["low_freq_factor"] = r.low_freq_factor;
+      o["high_freq_factor"] = r.high_freq_factor;
+    }
+    if (r.type == "yarn") {
+      o["beta_fast"] = r.beta_fast;
+      o["beta_slow"] = r.beta_slow;
+      o["truncate"] = r.truncate;
+      if (r.attention_factor > 0) o["attention_factor"] = r.attention_factor;
+    }
+    if (r.original_max_position_embeddings > 0) {
+      o["original_max_position_embeddings"] = r.original_max_position_embeddings;
+    }
+    j["rope_scaling"] = o;
+  }
   j["torch_dtype"] = torch_dtype;
   j["hidden_act"] = "silu";
   j["initializer_range"] = 0.02;

@@ -27,7 +27,8 @@ bool Same(const ModelConfig& a, const ModelConfig& b) {
          a.max_position_embeddings == b.max_position_embeddings &&
          a.rms_norm_eps == b.rms_norm_eps && a.rope_theta == b.rope_theta &&
          a.tie_word_embeddings == b.tie_word_embeddings && a.torch_dtype == b.torch_dtype &&
-         a.bos_token_id == b.bos_token_id && a.eos_token_ids == b.eos_token_ids;
+         a.bos_token_id == b.bos_token_id && a.eos_token_ids == b.eos_token_ids &&
+         a.rope_scaling == b.rope_scaling && a.qk_norm == b.qk_norm;
 }
 
 }  // namespace

@@ -307,8 +307,7 @@ struct Model::Impl {
     const torch::Tensor kpos = torch::tensor(kpos_v, torch::kInt64).to(dev);
     torch::Tensor x =
         torch::embedding(w.embed, torch::tensor(ids, torch::kInt64).to(dev));  // [T, H]
-    auto [cos, sin] =
-        RopeCosSin(qpos, static_cast<int>(hd), c.rope_theta, opt.dtype().toScalarType());
+    auto [cos, sin] = RopeCosSin(qpos, c, opt.dtype().toScalarType());
 
     torch::Tensor keep_t;
     if (keep != nullptr && !keep->empty()) {
@@ -349,10 +348,14 @@ struct Model::Impl {
     for (int l = 0; l < c.num_layers; ++l) {
       const LayerWeights& lw = w.layers[l];
       const torch::Tensor h = RmsNorm(x, lw.input_norm, c.rms_norm_eps);
-      torch::Tensor q =
-          torch::linear(h, lw.q_w, lw.q_b).view({T, nh, hd}).transpose(0, 1);  // [nh, T, hd]
-      torch::Tensor k =
-          torch::linear(h, lw.k_w, lw.k_b).view({T, nkv, hd}).transpose(0, 1);  // [nkv, T, hd]
+      torch::Tensor q = torch::linear(h, lw.q_w, lw.q_b).view({T, nh, hd});
+      torch::Tensor k = torch::linear(h, lw.k_w, lw.k_b).view({T, nkv, hd});
+      if (c.qk_norm) {  // Qwen3: per head, before RoPE
+        q = RmsNorm(q, lw.q_norm, c.rms_norm_eps);
+        k = RmsNorm(k, lw.k_norm, c.rms_norm_eps);
+      }
+      q = q.transpose(0, 1);  // [nh, T, hd]
+      k = k.transpose(0, 1);  // [nkv, T, hd]
       const torch::Tensor v = torch::linear(h, lw.v_w, lw.v_b).view({T, nkv, hd}).transpose(0, 1);
       q = ApplyRope(q, cos, sin);
       k = ApplyRope(k, cos, sin);
@@ -473,6 +476,10 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir,
   const ModelConfig& c = impl->config;
   h.Add(absl::StrCat(c.architecture, "|", c.vocab_size, "|", c.hidden_size, "|", c.num_layers, "|",
                      c.num_heads, "|", c.num_kv_heads, "|", c.head_dim, "|", c.rope_theta));
+  if (!c.rope_scaling.type.empty() || c.qk_norm) {  // absent before they existed
+    h.Add(absl::StrCat("|", c.rope_scaling.type, "|", c.rope_scaling.factor, "|",
+                       c.rope_scaling.original_max_position_embeddings, "|", c.qk_norm));
+  }
   for (const auto& file : set->files()) {
     h.Add(file->header());
     for (const auto& [name, view] : file->tensors()) {

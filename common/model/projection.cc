@@ -52,6 +52,15 @@ torch::Tensor Features(const std::vector<torch::Tensor>& per_layer,
   return torch::cat(parts, 1);
 }
 
+// Projections un-rotate and re-rotate keys with the plain RoPE of rope_theta.
+absl::Status CheckPlainRope(const Model& m) {
+  const RopeScaling& r = m.config().rope_scaling;
+  if (r.type.empty()) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      absl::StrCat("model ", m.dir(), " scales RoPE (rope_scaling ", r.type,
+                   "); projections support models with plain RoPE only"));
+}
+
 ProjectionModel FromModel(const Model& m) {
   const ModelConfig& c = m.config();
   return {m.fingerprint(), c.num_layers, c.num_kv_heads, c.head_dim, c.rope_theta};
@@ -107,6 +116,7 @@ absl::StatusOr<std::unique_ptr<Projection>> Projection::Load(const std::string& 
 }
 
 absl::Status Projection::CheckTarget(const Model& target) const {
+  RETURN_IF_ERROR(CheckPlainRope(target));
   const ProjectionModel want = header_.target, have = FromModel(target);
   auto differ = [&](const char* field, const std::string& a, const std::string& b) {
     return absl::FailedPreconditionError(absl::StrCat("projection ", path_,
@@ -262,6 +272,8 @@ absl::StatusOr<std::unique_ptr<ProjectionFitter>> ProjectionFitter::Create(
   f->target_ = &target;
   f->options_ = options;
   if (options.ridge_grid.empty()) return absl::InvalidArgumentError("ridge grid is empty");
+  RETURN_IF_ERROR(CheckPlainRope(source));
+  RETURN_IF_ERROR(CheckPlainRope(target));
   if (source.config().head_dim % 2 != 0 || target.config().head_dim % 2 != 0) {
     return absl::InvalidArgumentError("RoPE needs an even head_dim on both models");
   }

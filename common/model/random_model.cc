@@ -38,6 +38,44 @@ ModelPreset Qwen25(const char* name, int hidden, int intermediate, int layers, i
   return p;
 }
 
+ModelPreset Qwen3_06b() {
+  ModelPreset p = Qwen25("qwen3-0.6b", 1024, 3072, 28, 16, 8, 151936, true);
+  ModelConfig& c = p.config;
+  c.architecture = "Qwen3ForCausalLM";
+  c.head_dim = 128;  // explicit: heads x head_dim is not hidden_size
+  c.max_position_embeddings = 40960;
+  c.qk_norm = true;
+  p.attention_bias = false;
+  return p;
+}
+
+ModelPreset Llama32_1b() {
+  ModelPreset p;
+  p.name = "llama-3.2-1b";
+  p.attention_bias = false;
+  ModelConfig& c = p.config;
+  c.architecture = "LlamaForCausalLM";
+  c.vocab_size = 128256;
+  c.hidden_size = 2048;
+  c.intermediate_size = 8192;
+  c.num_layers = 16;
+  c.num_heads = 32;
+  c.num_kv_heads = 8;
+  c.head_dim = 64;
+  c.max_position_embeddings = 131072;
+  c.rms_norm_eps = 1e-5;
+  c.rope_theta = 500000;
+  c.rope_scaling.type = "llama3";
+  c.rope_scaling.factor = 32;
+  c.rope_scaling.low_freq_factor = 1;
+  c.rope_scaling.high_freq_factor = 4;
+  c.rope_scaling.original_max_position_embeddings = 8192;
+  c.tie_word_embeddings = true;
+  c.bos_token_id = 128000;
+  c.eos_token_ids = {128001};
+  return p;
+}
+
 // Deterministic per (seed, tensor index), so a tensor's values do not depend on the
 // shard layout.
 class Normalish {
@@ -142,6 +180,8 @@ const std::vector<ModelPreset>& ModelPresets() {
       Qwen25("qwen2.5-1.5b", 1536, 8960, 28, 12, 2, 151936, true),
       Qwen25("qwen2.5-3b", 2048, 11008, 36, 16, 2, 151936, true),
       Qwen25("qwen2.5-7b", 3584, 18944, 28, 28, 4, 152064, false),
+      Qwen3_06b(),
+      Llama32_1b(),
   };
   return *presets;
 }
@@ -173,6 +213,10 @@ TensorList ModelTensors(const ModelPreset& preset) {
       t.push_back({p + "self_attn.v_proj.bias", {kv}});
     }
     t.push_back({p + "self_attn.o_proj.weight", {h, q}});
+    if (c.qk_norm) {
+      t.push_back({p + "self_attn.q_norm.weight", {c.head_dim}});
+      t.push_back({p + "self_attn.k_norm.weight", {c.head_dim}});
+    }
     t.push_back({p + "post_attention_layernorm.weight", {h}});
     t.push_back({p + "mlp.gate_proj.weight", {i, h}});
     t.push_back({p + "mlp.up_proj.weight", {i, h}});

@@ -24,7 +24,8 @@ struct ModelPreset {
   bool attention_bias = true;
 };
 
-// The presets: Qwen2.5 0.5B, 1.5B, 3B and 7B as published in their config.json files.
+// The presets, as published in their config.json files: Qwen2.5 0.5B, 1.5B, 3B and 7B,
+// Qwen3 0.6B (per-head q/k norms, head_dim 128) and Llama 3.2 1B (llama3 rope_scaling).
 const std::vector<ModelPreset>& ModelPresets();
 // NOT_FOUND listing the presets.
 absl::StatusOr<ModelPreset> FindModelPreset(const std::string& name);

@@ -50,7 +50,7 @@ std::vector<torch::Tensor> Weights::Parameters() const {
   std::vector<torch::Tensor> out = {embed, norm};
   for (const LayerWeights& l : layers) {
     for (const torch::Tensor& t : {l.input_norm, l.q_w, l.q_b, l.k_w, l.k_b, l.v_w, l.v_b, l.o_w,
-                                   l.post_norm, l.gate, l.up, l.down}) {
+                                   l.post_norm, l.gate, l.up, l.down, l.q_norm, l.k_norm}) {
       if (t.defined()) out.push_back(t);
     }
   }
@@ -90,6 +90,11 @@ absl::StatusOr<Weights> LoadWeights(const ModelConfig& c, const WeightSet& set,
       ASSIGN_OR_RETURN(lw.k_b, Fetch(set, p + "self_attn.k_proj.bias", {KD}, opt, in_place));
       ASSIGN_OR_RETURN(lw.v_b, Fetch(set, p + "self_attn.v_proj.bias", {KD}, opt, in_place));
     }
+    if (c.qk_norm) {
+      const int64_t D = c.head_dim;
+      ASSIGN_OR_RETURN(lw.q_norm, Fetch(set, p + "self_attn.q_norm.weight", {D}, opt, in_place));
+      ASSIGN_OR_RETURN(lw.k_norm, Fetch(set, p + "self_attn.k_norm.weight", {D}, opt, in_place));
+    }
     ASSIGN_OR_RETURN(lw.gate, Fetch(set, p + "mlp.gate_proj.weight", {I, H}, opt, in_place));
     ASSIGN_OR_RETURN(lw.up, Fetch(set, p + "mlp.up_proj.weight", {I, H}, opt, in_place));
     ASSIGN_OR_RETURN(lw.down, Fetch(set, p + "mlp.down_proj.weight", {H, I}, opt, in_place));
@@ -123,6 +128,10 @@ Weights InitWeights(const ModelConfig& c, uint64_t seed, double std, bool attent
     lw.gate = normal({I, H});
     lw.up = normal({I, H});
     lw.down = normal({H, I});
+    if (c.qk_norm) {
+      lw.q_norm = torch::ones({c.head_dim});
+      lw.k_norm = torch::ones({c.head_dim});
+    }
     w.layers.push_back(std::move(lw));
   }
   return w;
@@ -325,6 +334,8 @@ absl::Status SaveWeights(const ModelConfig& c, const Weights& w, const std::stri
     add(p + "self_attn.v_proj.weight", lw.v_w);
     add(p + "self_attn.v_proj.bias", lw.v_b);
     add(p + "self_attn.o_proj.weight", lw.o_w);
+    add(p + "self_attn.q_norm.weight", lw.q_norm);
+    add(p + "self_attn.k_norm.weight", lw.k_norm);
     add(p + "mlp.gate_proj.weight", lw.gate);
     add(p + "mlp.up_proj.weight", lw.up);
     add(p + "mlp.down_proj.weight", lw.down);
@@ -351,6 +362,80 @@ std::pair<torch::Tensor, torch::Tensor> RopeCosSin(const torch::Tensor& position
   return {emb.cos().to(dtype), emb.sin().to(dtype)};
 }
 
+namespace {
+
+// llama3: wavelengths longer than original / low_freq_factor are divided by `factor`,
+// shorter than original / high_freq_factor kept, the band between blended.
+torch::Tensor Llama3InvFreq(const torch::Tensor& inv_freq, const RopeScaling& r, int original) {
+  const double low_wavelen = original / r.low_freq_factor;
+  const double high_wavelen = original / r.high_freq_factor;
+  const torch::Tensor wavelen = 2 * M_PI / inv_freq;
+  torch::Tensor scaled = torch::where(wavelen > low_wavelen, inv_freq / r.factor, inv_freq);
+  const torch::Tensor smooth =
+      (original / wavelen - r.low_freq_factor) / (r.high_freq_factor - r.low_freq_factor);
+  const torch::Tensor smoothed = (1 - smooth) * scaled / r.factor + smooth * scaled;
+  const torch::Tensor medium = wavelen.less(high_wavelen)
+                                   .logical_not()
+                                   .logical_and(wavelen.greater(low_wavelen).logical_not());
+  return torch::where(medium, smoothed, scaled);
+}
+
+// yarn: per frequency, a ramp between the interpolated (divided by `factor`) and the
+// original frequency over the dimensions whose rotation count within the original
+// context lies between beta_slow and beta_fast.
+torch::Tensor YarnInvFreq(const torch::Tensor& pos_freqs, const RopeScaling& r, int original,
+                          int dim, double base) {
+  auto correction_dim = [&](double rotations) {
+    return dim * std::log(original / (rotations * 2 * M_PI)) / (2 * std::log(base));
+  };
+  double low = correction_dim(r.beta_fast), high = correction_dim(r.beta_slow);
+  if (r.truncate) {
+    low = std::floor(low);
+    high = std::ceil(high);
+  }
+  low = std::max(low, 0.0);
+  high = std::min(high, dim - 1.0);
+  if (low == high) high += 0.001;
+  const torch::Tensor ramp =
+      ((torch::arange(dim / 2, torch::kFloat32) - low) / (high - low)).clamp(0, 1);
+  const torch::Tensor extrapolation = 1 - ramp;
+  return (1.0 / (r.factor * pos_freqs)) * (1 - extrapolation) + (1.0 / pos_freqs) * extrapolation;
+}
+
+}  // namespace
+
+std::pair<torch::Tensor, double> RopeInvFreq(const ModelConfig& c) {
+  const int dim = c.head_dim;
+  const torch::Tensor idx = torch::arange(0, dim, 2, torch::kInt64).to(torch::kFloat32);
+  const torch::Tensor pos_freqs = torch::pow(c.rope_theta, idx / static_cast<double>(dim));
+  const torch::Tensor inv_freq = 1.0 / pos_freqs;
+  const RopeScaling& r = c.rope_scaling;
+  const int original = r.original_max_position_embeddings > 0 ? r.original_max_position_embeddings
+                                                              : c.max_position_embeddings;
+  if (r.type == "linear") return {inv_freq / r.factor, 1.0};
+  if (r.type == "llama3") return {Llama3InvFreq(inv_freq, r, original), 1.0};
+  if (r.type == "yarn") {
+    const double attention = r.attention_factor > 0
+                                 ? r.attention_factor
+                                 : (r.factor <= 1 ? 1.0 : 0.1 * std::log(r.factor) + 1.0);
+    return {YarnInvFreq(pos_freqs, r, original, dim, c.rope_theta), attention};
+  }
+  return {inv_freq, 1.0};
+}
+
+std::pair<torch::Tensor, torch::Tensor> RopeCosSin(const torch::Tensor& positions,
+                                                   const ModelConfig& config,
+                                                   torch::ScalarType dtype) {
+  if (config.rope_scaling.type.empty()) {
+    return RopeCosSin(positions, config.head_dim, config.rope_theta, dtype);
+  }
+  auto [inv_freq, attention] = RopeInvFreq(config);
+  const torch::Tensor freqs =
+      torch::outer(positions.to(torch::kFloat32), inv_freq.to(positions.device()));
+  const torch::Tensor emb = torch::cat({freqs, freqs}, -1);
+  return {(emb.cos() * attention).to(dtype), (emb.sin() * attention).to(dtype)};
+}
+
 torch::Tensor ApplyRope(const torch::Tensor& x, const torch::Tensor& cos,
                         const torch::Tensor& sin) {
   const int64_t half = x.size(-1) / 2;
@@ -375,7 +460,7 @@ torch::Tensor ForwardHidden(const ModelConfig& c, const Weights& w, const torch:
   const auto dtype = x.scalar_type();
   const torch::Tensor pos =
       torch::arange(T, torch::TensorOptions().dtype(torch::kInt64).device(ids.device()));
-  auto [cos, sin] = RopeCosSin(pos, static_cast<int>(hd), c.rope_theta, dtype);
+  auto [cos, sin] = RopeCosSin(pos, c, dtype);
   const torch::Tensor mask =
       torch::full({T, T}, -std::numeric_limits<float>::infinity(),
                   torch::TensorOptions().dtype(torch::kFloat32).device(ids.device()))
@@ -383,8 +468,14 @@ torch::Tensor ForwardHidden(const ModelConfig& c, const Weights& w, const torch:
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
   for (const LayerWeights& lw : w.layers) {
     const torch::Tensor h = RmsNorm(x, lw.input_norm, c.rms_norm_eps);
-    torch::Tensor q = torch::linear(h, lw.q_w, lw.q_b).view({B, T, nh, hd}).transpose(1, 2);
-    torch::Tensor k = torch::linear(h, lw.k_w, lw.k_b).view({B, T, nkv, hd}).transpose(1, 2);
+    torch::Tensor q = torch::linear(h, lw.q_w, lw.q_b).view({B, T, nh, hd});
+    torch::Tensor k = torch::linear(h, lw.k_w, lw.k_b).view({B, T, nkv, hd});
+    if (c.qk_norm) {
+      q = RmsNorm(q, lw.q_norm, c.rms_norm_eps);
+      k = RmsNorm(k, lw.k_norm, c.rms_norm_eps);
+    }
+    q = q.transpose(1, 2);
+    k = k.transpose(1, 2);
     torch::Tensor v = torch::linear(h, lw.v_w, lw.v_b).view({B, T, nkv, hd}).transpose(1, 2);
     q = ApplyRope(q, cos, sin);
     k = ApplyRope(k, cos, sin);

@@ -40,6 +40,7 @@ auto Guard(const char* what, F&& f) -> decltype(f()) {
 struct LayerWeights {
   torch::Tensor input_norm, q_w, q_b, k_w, k_b, v_w, v_b, o_w;  // q_b/k_b/v_b may be undefined
   torch::Tensor post_norm, gate, up, down;
+  torch::Tensor q_norm, k_norm;  // [head_dim], Qwen3 only
 };
 
 struct Weights {
@@ -112,6 +113,13 @@ torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight, doubl
 // cos, sin [n, head_dim] for int64 positions [n] (HF rotate-half convention).
 std::pair<torch::Tensor, torch::Tensor> RopeCosSin(const torch::Tensor& positions, int head_dim,
                                                    double theta, torch::ScalarType dtype);
+// The same for a model's RoPE: its base, and its rope_scaling (linear, llama3, yarn) as
+// Hugging Face computes the frequencies; yarn scales cos and sin by its attention factor.
+std::pair<torch::Tensor, torch::Tensor> RopeCosSin(const torch::Tensor& positions,
+                                                   const ModelConfig& config,
+                                                   torch::ScalarType dtype);
+// The inverse frequencies [head_dim / 2] (float32) and the cos/sin factor of a config.
+std::pair<torch::Tensor, double> RopeInvFreq(const ModelConfig& config);
 // x [..., n, head_dim] rotated by cos, sin [n, head_dim].
 torch::Tensor ApplyRope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
 torch::Tensor Mlp(const torch::Tensor& x, const LayerWeights& lw);

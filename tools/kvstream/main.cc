@@ -39,7 +39,8 @@ const Command kCommands[] = {
      kvstream::cli::RunFitProjection},
     {"compare-models", "per-layer K/V CKA and selection overlap between a scout and a large model",
      kvstream::cli::RunCompareModels},
-    {"make-model", "writes a random-weight model with a real shape (qwen2.5-*) for speed work",
+    {"make-model",
+     "writes a random-weight model with a real shape (Qwen2.5, Qwen3, Llama 3.2) for speed work",
      kvstream::cli::RunMakeModel},
 };
 

@@ -9,7 +9,8 @@
 #include "tools/kvstream/commands.h"
 
 ABSL_FLAG(std::string, preset, "",
-          "make-model: the shape, one of qwen2.5-0.5b, qwen2.5-1.5b, qwen2.5-3b, qwen2.5-7b");
+          "make-model: the shape, one of qwen2.5-0.5b, qwen2.5-1.5b, qwen2.5-3b, qwen2.5-7b, "
+          "qwen3-0.6b, llama-3.2-1b");
 ABSL_FLAG(int, layers, 0, "make-model: keep only this many layers (0: the preset's)");
 ABSL_FLAG(std::string, dtype, "bf16", "make-model: weight dtype, bf16 or f32");
 ABSL_FLAG(int, shards, 1, "make-model: safetensors files (> 1: with an index, as HF shards)");

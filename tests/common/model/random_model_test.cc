@@ -28,6 +28,8 @@ TEST(RandomModelTest, PresetsHaveThePublishedParameterCounts) {
   EXPECT_EQ(Params(*FindModelPreset("qwen2.5-1.5b")), 1543714304u);
   EXPECT_EQ(Params(*FindModelPreset("qwen2.5-3b")), 3085938688u);
   EXPECT_EQ(Params(*FindModelPreset("qwen2.5-7b")), 7615616512u);
+  EXPECT_EQ(Params(*FindModelPreset("qwen3-0.6b")), 596049920u);
+  EXPECT_EQ(Params(*FindModelPreset("llama-3.2-1b")), 1235814400u);
   const auto missing = FindModelPreset("qwen9");
   EXPECT_TRUE(absl::IsNotFound(missing.status()));
   EXPECT_NE(missing.status().message().find("qwen2.5-3b"), std::string::npos);
