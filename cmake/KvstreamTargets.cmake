@@ -10,12 +10,17 @@ function(kvstream_setup target)
   target_include_directories(${target} PUBLIC ${PROJECT_SOURCE_DIR})
 endfunction()
 
-# kvstream_library(<name> SOURCES ... DEPS ...)
+# kvstream_library(<name> SOURCES ... DEPS ... [PRIVATE_DEPS ...]): DEPS reach every
+# target that links the library (their headers are in its headers); PRIVATE_DEPS only
+# its own sources (libtorch behind model.h, so its 1 GB of headers stays out of users).
 function(kvstream_library name)
-  cmake_parse_arguments(ARG "" "" "SOURCES;DEPS" ${ARGN})
+  cmake_parse_arguments(ARG "" "" "SOURCES;DEPS;PRIVATE_DEPS" ${ARGN})
   add_library(${name} STATIC ${ARG_SOURCES})
   kvstream_setup(${name})
   target_link_libraries(${name} PUBLIC ${ARG_DEPS})
+  if(ARG_PRIVATE_DEPS)
+    target_link_libraries(${name} PRIVATE ${ARG_PRIVATE_DEPS})
+  endif()
 endfunction()
 
 # kvstream_test(<name> SOURCES ... DEPS ... LABELS ...): one gtest binary, one ctest entry.

@@ -38,6 +38,7 @@
 #include "common/model/bpe_trainer.h"
 #include "common/model/chat.h"
 #include "common/model/tokenizer.h"
+#include "common/model/training.h"
 #include "common/model/transformer.h"
 #include "tools/kvstream/commands.h"
 

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "common/model/model.h"
+#include "common/model/training.h"
 #include "common/model/transformer.h"
 #include "tests/common/model/tiny_model.h"
 

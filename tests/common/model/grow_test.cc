@@ -7,6 +7,7 @@
 #include <numeric>
 #include <random>
 
+#include "common/model/training.h"
 #include "common/model/transformer.h"
 #include "tests/common/model/tiny_model.h"
 

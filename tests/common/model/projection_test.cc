@@ -15,6 +15,7 @@
 #include "common/model/generate.h"
 #include "common/model/safetensors.h"
 #include "common/model/tokenizer.h"
+#include "common/model/training.h"
 #include "common/model/transformer.h"
 
 namespace kvstream::model {

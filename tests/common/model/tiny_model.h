@@ -6,6 +6,7 @@
 #include <string>
 
 #include "common/model/config.h"
+#include "common/model/training.h"
 #include "common/model/transformer.h"
 
 namespace kvstream::model::testing {
