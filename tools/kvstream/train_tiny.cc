@@ -25,8 +25,10 @@
 #include <iterator>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <stdexcept>
 #include <random>
 #include <sstream>
+#include <stdexcept>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/numbers.h"
@@ -341,12 +343,18 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok,
     ASSIGN_OR_RETURN(auto set, model::WeightSet::OpenDir(ckpt));
     ASSIGN_OR_RETURN(w, model::LoadWeights(c, *set, torch::TensorOptions().dtype(torch::kFloat32)));
     std::ifstream in(ckpt + "/state.json");
-    const nlohmann::json state = nlohmann::json::parse(in);
-    step = state.value("step", 0);
-    level = state.value("level", level);
-    circuit = state.value("recall_circuit", false);
-    grown_from = state.value("grown_from", "");
-    if (state.contains("evals")) evals = state["evals"];
+    const nlohmann::json state = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    try {  // value() throws on a field of another type
+      if (!state.is_object()) throw std::invalid_argument("not a JSON object");
+      step = state.value("step", 0);
+      level = state.value("level", level);
+      circuit = state.value("recall_circuit", false);
+      grown_from = state.value("grown_from", "");
+      if (state.contains("evals")) evals = state["evals"];
+    } catch (const std::exception& e) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          ckpt, "/state.json: expected the checkpoint's state (step, level, ...): ", e.what()));
+    }
     // Checkpoints hold weights only; the shape comes from the flags, and so does RoPE's base.
     if (const double theta = state.value("rope_theta", 10000.0); theta != c.rope_theta) {
       return absl::InvalidArgumentError(absl::StrCat("--rope_theta: the checkpoint in ", ckpt,
