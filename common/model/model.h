@@ -109,6 +109,11 @@ absl::StatusOr<PrefillResult> PrefillForSelection(
     Model& model, absl::Span<const int32_t> tokens, const select::PromptSpans& spans,
     int window = 32, std::function<absl::Status()> interrupt = nullptr);
 
+// Thread safety: a Model's weights are read-only after Load, and Prefill, Extend and
+// FullLogits keep their state in the cache they are given, so several threads may run
+// them at once on different caches (the daemons' model workers do; torch's intra-op
+// threads are set once, at Load, for the process). A KvCache is used by one thread at a
+// time.
 class Model {
  public:
   // Loads an HF directory: config.json, model.safetensors (or a sharded index), and

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <numeric>
+#include <thread>
 
 #include "common/model/random_model.h"
 #include "common/model/transformer.h"
@@ -181,6 +182,33 @@ TEST_F(ModelTest, SelectionPrefillCountsTheLastPromptRow) {
     ASSERT_TRUE(r->cache->ExportLayer(l, 0, n - 1, k1.data(), v1.data()).ok());
     EXPECT_LT(MaxDiff(k0, k1.data(), numel), kTol);
     EXPECT_LT(MaxDiff(v0, v1.data(), numel), kTol);
+  }
+}
+
+// Four threads prefilling and extending their own caches at once get what one thread
+// gets alone (the daemons' model workers share one Model); intra-op threads may split
+// the sums differently, hence a float32 rounding tolerance.
+TEST_F(ModelTest, ConcurrentCallsOnSeparateCachesMatchSequentialOnes) {
+  Model* m = model_;
+  std::vector<std::vector<float>> alone(4), together(4);
+  auto run = [&](int i, std::vector<float>& out) {
+    const std::vector<int32_t> t = Tokens(40 + 7 * i, i + 1);
+    auto pre = m->Prefill(t);
+    ASSERT_TRUE(pre.ok()) << pre.status();
+    auto next = m->Extend(*pre->cache, {5}, {static_cast<int32_t>(t.size())});
+    ASSERT_TRUE(next.ok()) << next.status();
+    out = pre->last_logits;
+    out.insert(out.end(), next->begin(), next->end());
+  };
+  for (int i = 0; i < 4; ++i) run(i, alone[i]);
+  for (int round = 0; round < 3; ++round) {
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 4; ++i) threads.emplace_back([&, i] { run(i, together[i]); });
+    for (auto& t : threads) t.join();
+    for (int i = 0; i < 4; ++i) {
+      ASSERT_EQ(together[i].size(), alone[i].size());
+      EXPECT_LT(MaxDiff(alone[i], together[i].data(), alone[i].size()), 1e-5) << "thread " << i;
+    }
   }
 }
 
