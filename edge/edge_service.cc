@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <future>
 #include <optional>
 #include <random>
 #include <thread>
@@ -197,6 +198,15 @@ struct EdgeService::Request {
   model::PrefillResult pre;
   std::unique_ptr<model::KvCache> kept;
   const model::KvCache* send_cache = nullptr;
+  // --estimate_overlap: the selection the plan keeps, the probe (kept for choosing again
+  // after a rejection), whether the stream just closed for a rejection, and the
+  // estimate running beside the transfer with its model worker slot. Last, so it is
+  // joined before the members it reads are destroyed.
+  std::vector<int32_t> estimate_kept;
+  std::unique_ptr<model::QualityProbe> probe;
+  bool estimate_rejected = false;
+  std::optional<base::AdmissionGate::Slot> estimate_slot;
+  std::future<absl::StatusOr<model::QualityEstimate>> estimate;
 };
 
 absl::StatusOr<OnTransferFailure> ParseOnTransferFailure(absl::string_view name) {
@@ -485,7 +495,8 @@ absl::Status EdgeService::BuildPayload(grpc::ServerContext* context, Request& r)
   ASSIGN_OR_RETURN(base::AdmissionGate::Slot slot, Admit(context, *r.stats.mutable_stages()));
   RETURN_IF_ERROR(CheckAlive(context, "prefill"));
   ASSIGN_OR_RETURN(const select::Selection sel, PrefillAndSelect(context, r));
-  if (r.adaptive && r.sends_cache && options_.estimate_steps > 0) {
+  const bool estimates = r.adaptive && r.sends_cache && options_.estimate_steps > 0;
+  if (estimates && !(options_.estimate_overlap && !r.replan)) {
     RETURN_IF_ERROR(CheckEstimate(context, r, r.selects ? sel.kept : std::vector<int32_t>{}));
     if (r.mode == kvstream::v1::MODE_TEXT) return absl::OkStatus();  // the estimate chose text
   }
@@ -496,19 +507,29 @@ absl::Status EdgeService::BuildPayload(grpc::ServerContext* context, Request& r)
     return absl::OkStatus();
   }
   RETURN_IF_ERROR(CheckAlive(context, "encode"));
+  r.estimate_kept = r.selects ? sel.kept : std::vector<int32_t>{};
+  RETURN_IF_ERROR(EncodePayload(r));
+  if (estimates && !r.replan && options_.estimate_overlap) {
+    StartEstimate(r, std::move(slot), r.estimate_kept);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status EdgeService::EncodePayload(Request& r) {
+  kvstream::v1::SessionOpen& open = *r.open.mutable_open();
   kvstream::v1::StageSeconds& stages = *r.stats.mutable_stages();
   const auto t = Clock::now();
   if (r.selects) {
-    ASSIGN_OR_RETURN(r.kept, r.pre.cache->Copy(sel.kept));
+    ASSIGN_OR_RETURN(r.kept, r.pre.cache->Copy(r.estimate_kept));
   }
   r.send_cache = r.selects ? r.kept.get() : r.pre.cache.get();
   if (!r.replan) {
     model::ChunkingOptions co;
     co.max_chunk_bytes = options_.chunk_bytes;
-    ASSIGN_OR_RETURN(r.chunks, model::EncodeCache(*r.send_cache, policy.plan, r.session_id, co));
+    ASSIGN_OR_RETURN(r.chunks, model::EncodeCache(*r.send_cache, r.policy.plan, r.session_id, co));
   }
-  stages.set_encode(Seconds(t, Clock::now()));
-  metrics_->Stage("encode", stages.encode());
+  stages.set_encode(stages.encode() + Seconds(t, Clock::now()));
+  metrics_->Stage("encode", Seconds(t, Clock::now()));
   const model::ModelConfig& sc = scout_->config();
   open.set_model_fingerprint(scout_->fingerprint());
   open.mutable_dims()->set_num_layers(sc.num_layers);
@@ -580,6 +601,10 @@ absl::Status EdgeService::Transfer(grpc::ServerContext* context,
       break;
     }
     r.stats.set_wire_bytes(r.stats.wire_bytes() + result.wire_bytes);  // what was sent counts
+    if (r.estimate_rejected) {  // choose again and send the new choice on a new stream
+      RETURN_IF_ERROR(ReplanRejected(context, r));
+      continue;
+    }
     // A replica at its session or cache limit refused the SessionOpen: round robin
     // offers it to the next replica.
     if (st.code() == absl::StatusCode::kResourceExhausted && result.opened < 0 && !r.resume &&
@@ -659,6 +684,17 @@ absl::Status EdgeService::TransferOnce(grpc::ServerContext* context,
         transfer.SendChunk(keep ? kvstream::v1::KvChunk(r.chunks[i]) : std::move(r.chunks[i]));
   }
   if (r.replan && sent_ok && send_status.ok()) send_status = SendReplanned(transfer, r, sent_ok);
+  if (sent_ok && send_status.ok() && r.sends_cache && r.estimate.valid()) {
+    // The cloud holds the whole plan; Commit waits for the estimate's verdict. A rejected
+    // plan's stream is closed without Commit, which the cloud answers by dropping the
+    // session (INVALID_ARGUMENT, never parked for a resume).
+    const absl::StatusOr<bool> accepted = AwaitEstimate(r);
+    if (!accepted.ok()) send_status = accepted.status();
+    if (accepted.ok() && !*accepted) {
+      r.estimate_rejected = true;
+      sent_ok = false;
+    }
+  }
   if (!send_status.ok()) {
     sent_ok = false;
     transfer.Cancel();
@@ -666,6 +702,7 @@ absl::Status EdgeService::TransferOnce(grpc::ServerContext* context,
   if (sent_ok) transfer.SendCommit();
   result = transfer.Finish();
   RETURN_IF_ERROR(send_status);
+  if (r.estimate_rejected) return absl::AbortedError("the quality estimate rejected the plan");
   if (result.client_gone) {
     return absl::CancelledError("client went away while answer tokens were relayed");
   }
@@ -872,61 +909,114 @@ void EdgeService::SwitchToText(Request& r) {
   r.stats.clear_spec();
 }
 
+absl::StatusOr<std::unique_ptr<model::QualityProbe>> NewProbe(model::Model& scout,
+                                                              const model::Tokenizer& tokenizer,
+                                                              const model::PrefillResult& pre,
+                                                              int32_t last_token, int steps) {
+  std::vector<int32_t> stop = model::StopTokens(tokenizer);
+  for (int id : scout.config().eos_token_ids) stop.push_back(id);
+  return model::QualityProbe::Create(scout, *pre.cache, last_token, steps, stop, &pre.last_logits);
+}
+
+bool EdgeService::RecordEstimate(Request& r, const model::QualityEstimate& e) {
+  const bool accepted = e.agreement >= options_.estimate_min_agreement &&
+                        (options_.estimate_max_kl <= 0 || e.kl <= options_.estimate_max_kl);
+  kvstream::v1::PlanEstimate& pe = *r.stats.add_estimates();
+  pe.set_point(r.point.label());
+  pe.set_kl(e.kl);
+  pe.set_agreement(e.agreement);
+  pe.set_p_top(e.p_top);
+  pe.set_steps(static_cast<uint32_t>(e.steps));
+  pe.set_accepted(accepted);
+  return accepted;
+}
+
 absl::Status EdgeService::CheckEstimate(grpc::ServerContext* context, Request& r,
-                                        const std::vector<int32_t>& kept) {
+                                        const std::vector<int32_t>& kept,
+                                        std::vector<std::string> rejected,
+                                        std::unique_ptr<model::QualityProbe> probe) {
   const auto t = Clock::now();
-  std::vector<int32_t> stop = model::StopTokens(*tokenizer_);
-  for (int id : scout_->config().eos_token_ids) stop.push_back(id);
-  ASSIGN_OR_RETURN(auto probe,
-                   model::QualityProbe::Create(*scout_, *r.pre.cache, r.prompt.tokens.back(),
-                                               options_.estimate_steps, stop, &r.pre.last_logits));
-  std::vector<std::string> rejected;
+  if (probe == nullptr) {
+    ASSIGN_OR_RETURN(probe, NewProbe(*scout_, *tokenizer_, r.pre, r.prompt.tokens.back(),
+                                     options_.estimate_steps));
+  }
   std::vector<int32_t> estimate_kept = kept;
-  for (;;) {
+  for (bool choose = !rejected.empty();; choose = true) {
+    if (choose) {
+      // The same selection under the table's other specs, or a lossless fallback: text,
+      // or kv's whole cache unquantized (for a tenant that may not use the text model).
+      const control::OperatingPoint was = r.point;
+      auto allow = [&](const control::OperatingPoint& p) {
+        if (std::find(rejected.begin(), rejected.end(), p.label()) != rejected.end()) return false;
+        if (r.tenant_allows && !r.tenant_allows(p)) return false;
+        const bool whole_kv = was.mode == control::Mode::kKv && p.mode == control::Mode::kKv &&
+                              p.selector == select::Policy::kFull && p.spec == "raw";
+        return p.mode == control::Mode::kText || whole_kv ||
+               (p.mode == was.mode && p.selector == was.selector && p.retention == was.retention);
+      };
+      ASSIGN_OR_RETURN(r.policy,
+                       ChooseAdaptive(r.requested, static_cast<int>(r.prompt.tokens.size()),
+                                      r.prompt.spans.context_tokens(), r.stats, allow, &r.point));
+      r.stats.set_decision(absl::StrCat(r.stats.decision(), "; the estimate rejected ",
+                                        absl::StrJoin(rejected, ", ")));
+      if (r.policy.mode == kvstream::v1::MODE_TEXT) {
+        SwitchToText(r);
+        break;
+      }
+      if (r.point.selector != was.selector || r.point.retention != was.retention) {
+        r.selects = false;  // the whole cache
+        estimate_kept.clear();
+        r.stats.set_selector(std::string(select::PolicyName(r.policy.selector)));
+        r.stats.set_kept_tokens(r.spans.context_tokens());
+      }
+      r.stats.set_spec(r.policy.spec);
+    }
     RETURN_IF_ERROR(CheckAlive(context, "the quality estimate"));
     ASSIGN_OR_RETURN(const model::QualityEstimate e, probe->Estimate(estimate_kept, r.policy.plan));
-    const bool accepted = e.agreement >= options_.estimate_min_agreement &&
-                          (options_.estimate_max_kl <= 0 || e.kl <= options_.estimate_max_kl);
-    kvstream::v1::PlanEstimate& pe = *r.stats.add_estimates();
-    pe.set_point(r.point.label());
-    pe.set_kl(e.kl);
-    pe.set_agreement(e.agreement);
-    pe.set_p_top(e.p_top);
-    pe.set_steps(static_cast<uint32_t>(e.steps));
-    pe.set_accepted(accepted);
-    if (accepted) break;
+    if (RecordEstimate(r, e)) break;
     rejected.push_back(r.point.label());
-    // The same selection under the table's other specs, or a lossless fallback: text,
-    // or kv's whole cache unquantized (for a tenant that may not use the text model).
-    const control::OperatingPoint was = r.point;
-    auto allow = [&](const control::OperatingPoint& p) {
-      if (std::find(rejected.begin(), rejected.end(), p.label()) != rejected.end()) return false;
-      if (r.tenant_allows && !r.tenant_allows(p)) return false;
-      const bool whole_kv = was.mode == control::Mode::kKv && p.mode == control::Mode::kKv &&
-                            p.selector == select::Policy::kFull && p.spec == "raw";
-      return p.mode == control::Mode::kText || whole_kv ||
-             (p.mode == was.mode && p.selector == was.selector && p.retention == was.retention);
-    };
-    ASSIGN_OR_RETURN(r.policy,
-                     ChooseAdaptive(r.requested, static_cast<int>(r.prompt.tokens.size()),
-                                    r.prompt.spans.context_tokens(), r.stats, allow, &r.point));
-    r.stats.set_decision(absl::StrCat(r.stats.decision(), "; the estimate rejected ",
-                                      absl::StrJoin(rejected, ", ")));
-    if (r.policy.mode == kvstream::v1::MODE_TEXT) {
-      SwitchToText(r);
-      break;
-    }
-    if (r.point.selector != was.selector || r.point.retention != was.retention) {
-      r.selects = false;  // the whole cache
-      estimate_kept.clear();
-      r.stats.set_selector(std::string(select::PolicyName(r.policy.selector)));
-      r.stats.set_kept_tokens(r.spans.context_tokens());
-    }
-    r.stats.set_spec(r.policy.spec);
   }
-  r.stats.mutable_stages()->set_estimate(Seconds(t, Clock::now()));
-  metrics_->Stage("estimate", r.stats.stages().estimate());
+  r.estimate_kept = estimate_kept;
+  r.stats.mutable_stages()->set_estimate(r.stats.stages().estimate() + Seconds(t, Clock::now()));
+  metrics_->Stage("estimate", Seconds(t, Clock::now()));
   return absl::OkStatus();
+}
+
+void EdgeService::StartEstimate(Request& r, base::AdmissionGate::Slot slot,
+                                std::vector<int32_t> kept) {
+  r.estimate_slot.emplace(std::move(slot));
+  r.estimate = std::async(
+      std::launch::async,
+      [this, &r, kept = std::move(kept)]() -> absl::StatusOr<model::QualityEstimate> {
+        const auto t = Clock::now();
+        ASSIGN_OR_RETURN(r.probe, NewProbe(*scout_, *tokenizer_, r.pre, r.prompt.tokens.back(),
+                                           options_.estimate_steps));
+        ASSIGN_OR_RETURN(model::QualityEstimate e, r.probe->Estimate(kept, r.policy.plan));
+        e.seconds = Seconds(t, Clock::now());
+        return e;
+      });
+}
+
+absl::StatusOr<bool> EdgeService::AwaitEstimate(Request& r) {
+  absl::StatusOr<model::QualityEstimate> e = r.estimate.get();
+  r.estimate_slot.reset();
+  if (!e.ok()) return e.status();
+  r.stats.mutable_stages()->set_estimate(e->seconds);
+  metrics_->Stage("estimate", e->seconds);
+  return RecordEstimate(r, *e);
+}
+
+absl::Status EdgeService::ReplanRejected(grpc::ServerContext* context, Request& r) {
+  r.estimate_rejected = false;
+  const std::string label = r.point.label();
+  // The new choice is estimated before it is sent, and runs on a model worker.
+  ASSIGN_OR_RETURN(base::AdmissionGate::Slot slot, Admit(context, *r.stats.mutable_stages()));
+  RETURN_IF_ERROR(CheckEstimate(context, r, r.estimate_kept, {label}, std::move(r.probe)));
+  r.resume = r.opened = false;
+  r.session_id = NewSessionId();
+  r.open.mutable_open()->set_session_id(r.session_id);
+  if (r.mode == kvstream::v1::MODE_TEXT) return absl::OkStatus();
+  return EncodePayload(r);
 }
 
 control::PrefillCost EdgeService::CloudPrefillCost(const kvstream::v1::ModelInfo& m) {

@@ -17,6 +17,7 @@
 #include "common/control/controller.h"
 #include "common/metrics/metrics.h"
 #include "common/model/model.h"
+#include "common/model/quality_probe.h"
 #include "common/model/tokenizer.h"
 #include "common/net/auth.h"
 #include "common/net/peer_limit.h"
@@ -72,6 +73,10 @@ struct EdgeOptions {
   int estimate_steps = 0;
   double estimate_min_agreement = 1.0;
   double estimate_max_kl = 0;
+  // Run the estimate while the plan's chunks are sent and hold Commit for its verdict
+  // (a rejected plan's stream is closed without Commit and the new choice sent), so on
+  // a fast link the estimate does not add to TTFT. Not with layer-by-layer re-planning.
+  bool estimate_overlap = true;
   control::PrefillCost edge_prefill;
   control::PrefillCost edge_prefill_stats;  // while collecting attention statistics
   // Admission control: requests that run the scout (kv, and scout mode with a selector)
@@ -158,12 +163,26 @@ class EdgeService final : public kvstream::v1::EdgeService::Service {
       const ResolvedPolicy& request, int n, int context, kvstream::v1::RequestStats& stats,
       const std::function<bool(const control::OperatingPoint&)>& allow = nullptr,
       control::OperatingPoint* chosen = nullptr);
+  // --estimate_overlap: starts the estimate of the chosen plan beside the transfer;
+  // AwaitEstimate (before Commit) records its verdict, true when accepted.
+  void StartEstimate(Request& r, base::AdmissionGate::Slot slot, std::vector<int32_t> kept);
+  absl::StatusOr<bool> AwaitEstimate(Request& r);
+  // After a rejected overlapped estimate: choose again (checking each new plan first)
+  // and encode the new choice for a fresh session.
+  absl::Status ReplanRejected(grpc::ServerContext* context, Request& r);
+  // Encodes the cache to send under the request's plan and fills SessionOpen's fields.
+  absl::Status EncodePayload(Request& r);
+  // Records one plan's estimate in the request's stats; true when it passes.
+  bool RecordEstimate(Request& r, const model::QualityEstimate& e);
   // Adaptive kv / projected: estimates the chosen plan on the scout (the cache in
   // `r.pre`, the selection `kept`) and chooses again while the estimate rejects it: the
   // same selection's other specs, or a lossless fallback (text, or kv's whole cache
   // unquantized); the request may end up in text mode.
+  // `rejected`: plans already rejected (the loop then starts by choosing again).
   absl::Status CheckEstimate(grpc::ServerContext* context, Request& r,
-                             const std::vector<int32_t>& kept);
+                             const std::vector<int32_t>& kept,
+                             std::vector<std::string> rejected = {},
+                             std::unique_ptr<model::QualityProbe> probe = nullptr);
   // Turns `r` into a text-mode request under its current session id.
   void SwitchToText(Request& r);
   // Feeds one Transfer's chunk timings (seconds since the request began) to the estimator.

@@ -108,6 +108,10 @@ ABSL_FLAG(double, estimate_min_agreement, 1.0,
 ABSL_FLAG(double, estimate_max_kl, 0,
           "Adaptive: largest mean KL divergence (nats per step) from the full cache's "
           "distributions a plan may show (0: no limit)");
+ABSL_FLAG(bool, estimate_overlap, true,
+          "Adaptive: run the estimate while the plan's chunks are sent and hold Commit for its "
+          "verdict (a rejected plan's stream is closed without Commit and the new choice sent), "
+          "so the estimate does not add to TTFT; false: estimate before sending");
 ABSL_FLAG(double, initial_bandwidth_mbps, 100,
           "Adaptive: bandwidth assumed before any chunk ack was measured");
 ABSL_FLAG(double, initial_rtt_ms, 20, "Adaptive: round-trip time assumed before any was measured");
@@ -255,6 +259,7 @@ int main(int argc, char** argv) {
   options.transfer_retries = absl::GetFlag(FLAGS_transfer_retries);
   options.estimate_steps = absl::GetFlag(FLAGS_estimate_steps);
   options.estimate_min_agreement = absl::GetFlag(FLAGS_estimate_min_agreement);
+  options.estimate_overlap = absl::GetFlag(FLAGS_estimate_overlap);
   options.estimate_max_kl = absl::GetFlag(FLAGS_estimate_max_kl);
   if (options.estimate_steps < 0 || options.estimate_steps > 64) {
     return Fail(absl::StrCat("--estimate_steps: expected 0 to 64, found ", options.estimate_steps));

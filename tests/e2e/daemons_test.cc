@@ -1047,19 +1047,22 @@ TEST_F(DaemonsTest, AdaptiveKvReplansWhenTheLinkIsSlowerThanAssumed) {
 
 // A quality table that calls INT1 perfect: without the estimate adaptive believes it
 // (INT1 is the fewest bytes); with it the edge measures INT1 on the scout, sees it change
-// the answer's first tokens, and sends a plan that does not.
+// the answer's first tokens, and sends a plan that does not. With --estimate_overlap
+// (the default) INT1 is already on the wire when the verdict comes: its stream closes
+// without Commit, the cloud drops that session, and the new choice goes on a second one.
 TEST_F(DaemonsTest, AdaptiveDoesNotSendAPlanTheEstimateShowsBreaking) {
   const std::string table = *work_ + "/lying_table.json";
   std::ofstream(table) << R"([{"mode": "kv", "spec": "int1", "quality": 1.0},
                              {"mode": "kv", "spec": "raw", "quality": 1.0}])";
-  auto ask = [&](const std::string& name, int steps) {
+  auto ask = [&](const std::string& name, int steps, bool overlap) {
     Daemon edge;
     EXPECT_TRUE(
         StartDaemon(edge, *work_, name, "kvstream-edge",
                     {absl::StrCat("--scout=", kScout),
                      absl::StrCat("--cloud=127.0.0.1:", cloud_->port), "--cloud_model=large",
                      "--quality_table=" + table, "--mode=adaptive", "--initial_bandwidth_mbps=10",
-                     "--initial_rtt_ms=1", absl::StrCat("--estimate_steps=", steps)})
+                     "--initial_rtt_ms=1", absl::StrCat("--estimate_steps=", steps),
+                     absl::StrCat("--estimate_overlap=", overlap)})
             .ok());
     auto stub =
         kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", edge.port)));
@@ -1069,30 +1072,39 @@ TEST_F(DaemonsTest, AdaptiveDoesNotSendAPlanTheEstimateShowsBreaking) {
     EXPECT_TRUE(edge.process.Stop(20).ok());
     return r;
   };
-  auto believed = ask("edge-no-estimate", 0);
+  auto believed = ask("edge-no-estimate", 0, true);
   ASSERT_TRUE(believed.ok()) << believed.status();
   EXPECT_EQ(believed->stats.spec(), "int1") << believed->stats.decision();
   EXPECT_EQ(believed->stats.estimates_size(), 0);
-
-  auto checked = ask("edge-estimate", 4);
-  ASSERT_TRUE(checked.ok()) << checked.status();
-  const auto& s = checked->stats;
-  ASSERT_GE(s.estimates_size(), 2) << s.decision();
-  EXPECT_NE(s.estimates(0).point().find("int1"), std::string::npos) << s.estimates(0).point();
-  EXPECT_FALSE(s.estimates(0).accepted());
-  EXPECT_LT(s.estimates(0).agreement(), 1.0);
-  EXPECT_GT(s.estimates(0).kl(), 0.0);
-  EXPECT_TRUE(s.estimates(s.estimates_size() - 1).accepted());
-  EXPECT_EQ(s.spec(), "raw");
-  EXPECT_NE(s.decision().find("the estimate rejected kv full int1"), std::string::npos)
-      << s.decision();
-  EXPECT_GT(s.stages().estimate(), 0.0);
   // The plan sent instead is lossless: the answer is the full cache's.
   auto lossless =
       net::Ask(*edge_stub_, Request((*examples_)[2], kvstream::v1::MODE_KV, "raw"), net::AskCall{});
   ASSERT_TRUE(lossless.ok()) << lossless.status();
-  EXPECT_EQ(checked->token_ids, lossless->token_ids);
   EXPECT_NE(believed->token_ids, lossless->token_ids) << "INT1 should have changed the answer";
+
+  for (const bool overlap : {false, true}) {
+    SCOPED_TRACE(overlap ? "estimate beside the transfer" : "estimate before sending");
+    auto checked = ask(overlap ? "edge-estimate-overlap" : "edge-estimate", 4, overlap);
+    ASSERT_TRUE(checked.ok()) << checked.status();
+    const auto& s = checked->stats;
+    ASSERT_GE(s.estimates_size(), 2) << s.decision();
+    EXPECT_NE(s.estimates(0).point().find("int1"), std::string::npos) << s.estimates(0).point();
+    EXPECT_FALSE(s.estimates(0).accepted());
+    EXPECT_LT(s.estimates(0).agreement(), 1.0);
+    EXPECT_GT(s.estimates(0).kl(), 0.0);
+    EXPECT_TRUE(s.estimates(s.estimates_size() - 1).accepted());
+    EXPECT_EQ(s.spec(), "raw");
+    EXPECT_NE(s.decision().find("the estimate rejected kv full int1"), std::string::npos)
+        << s.decision();
+    EXPECT_GT(s.stages().estimate(), 0.0);
+    // Overlapped, the rejected plan went out on a stream of its own, and its bytes count.
+    EXPECT_EQ(s.transfer_attempts(), overlap ? 2u : 1u);
+    if (overlap) {
+      EXPECT_GT(s.wire_bytes(), believed->stats.wire_bytes());
+    }
+    EXPECT_EQ(checked->token_ids, lossless->token_ids);
+    EXPECT_EQ(WaitForSessions(*cloud_stub_, 0), 0u) << "the rejected session was dropped";
+  }
 }
 
 // Edge to cloud over TLS: a cloud with a certificate from a test CA answers an edge that
