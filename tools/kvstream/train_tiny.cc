@@ -25,7 +25,6 @@
 #include <iterator>
 #include <nlohmann/json.hpp>
 #include <optional>
-#include <stdexcept>
 #include <random>
 #include <sstream>
 #include <stdexcept>
