@@ -60,6 +60,11 @@ struct KvCache::Impl {
     }
   }
 
+  // Slots [begin, begin + n) of `layer` from [kv_heads, n, head_dim] buffers, float32
+  // when `src_f32`, else in the cache's own dtype: on the calling thread for a CPU
+  // cache, through torch elsewhere.
+  absl::Status Write(int layer, int begin, int n, const void* k, const void* v, bool src_f32);
+
   absl::Status CheckRange(int layer, int begin, int end) const {
     if (layer < 0 || layer >= num_layers || begin < 0 || end > size || begin > end) {
       return absl::InvalidArgumentError(absl::StrCat("cache: layer ", layer, " slots [", begin,
@@ -171,36 +176,31 @@ void WriteSlots(torch::Tensor& t, int begin, int n, const void* src, bool src_is
 
 }  // namespace
 
-absl::Status KvCache::WriteLayer(int layer, int begin, int n, const float* k, const float* v) {
-  RETURN_IF_ERROR(impl_->CheckRange(layer, begin, begin + n));
+absl::Status KvCache::Impl::Write(int layer, int begin, int n, const void* k, const void* v,
+                                  bool src_f32) {
+  Impl& c = *this;
+  RETURN_IF_ERROR(c.CheckRange(layer, begin, begin + n));
   return Guard("cache write", [&]() -> absl::Status {
-    if (impl_->k[layer].is_cpu() && impl_->k[layer].is_contiguous()) {
-      WriteSlots(impl_->k[layer], begin, n, k, true);
-      WriteSlots(impl_->v[layer], begin, n, v, true);
+    if (c.k[layer].is_cpu() && c.k[layer].is_contiguous()) {
+      WriteSlots(c.k[layer], begin, n, k, src_f32);
+      WriteSlots(c.v[layer], begin, n, v, src_f32);
       return absl::OkStatus();
     }
-    const auto f32 = torch::TensorOptions().dtype(torch::kFloat32);
-    const std::vector<int64_t> shape = {impl_->kv_heads, n, impl_->head_dim};
-    impl_->k[layer].narrow(1, begin, n).copy_(torch::from_blob(const_cast<float*>(k), shape, f32));
-    impl_->v[layer].narrow(1, begin, n).copy_(torch::from_blob(const_cast<float*>(v), shape, f32));
+    const auto src =
+        torch::TensorOptions().dtype(src_f32 ? torch::kFloat32 : c.k[layer].scalar_type());
+    const std::vector<int64_t> shape = {c.kv_heads, n, c.head_dim};
+    c.k[layer].narrow(1, begin, n).copy_(torch::from_blob(const_cast<void*>(k), shape, src));
+    c.v[layer].narrow(1, begin, n).copy_(torch::from_blob(const_cast<void*>(v), shape, src));
     return absl::OkStatus();
   });
 }
 
+absl::Status KvCache::WriteLayer(int layer, int begin, int n, const float* k, const float* v) {
+  return impl_->Write(layer, begin, n, k, v, /*src_f32=*/true);
+}
+
 absl::Status KvCache::WriteLayerRaw(int layer, int begin, int n, const void* k, const void* v) {
-  RETURN_IF_ERROR(impl_->CheckRange(layer, begin, begin + n));
-  return Guard("cache write", [&]() -> absl::Status {
-    if (impl_->k[layer].is_cpu() && impl_->k[layer].is_contiguous()) {
-      WriteSlots(impl_->k[layer], begin, n, k, false);
-      WriteSlots(impl_->v[layer], begin, n, v, false);
-      return absl::OkStatus();
-    }
-    const auto own = torch::TensorOptions().dtype(impl_->k[layer].scalar_type());
-    const std::vector<int64_t> shape = {impl_->kv_heads, n, impl_->head_dim};
-    impl_->k[layer].narrow(1, begin, n).copy_(torch::from_blob(const_cast<void*>(k), shape, own));
-    impl_->v[layer].narrow(1, begin, n).copy_(torch::from_blob(const_cast<void*>(v), shape, own));
-    return absl::OkStatus();
-  });
+  return impl_->Write(layer, begin, n, k, v, /*src_f32=*/false);
 }
 
 absl::Status KvCache::Compact(const std::vector<int32_t>& slots) {
