@@ -22,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "common/base/quantile.h"
 #include "common/base/status.h"
 #include "common/eval/tasks.h"
 #include "common/model/tokenizer.h"
@@ -85,13 +86,7 @@ struct Result {
   double estimate_s = 0;  // of which the adaptive quality estimate (in edge_s)
 };
 
-double Quantile(std::vector<double> v, double q) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const double pos = q * (v.size() - 1);
-  const size_t i = static_cast<size_t>(pos);
-  return i + 1 < v.size() ? v[i] + (pos - i) * (v[i + 1] - v[i]) : v[i];
-}
+using kvstream::base::Quantile;
 
 kvstream::v1::Policy PolicyFor(const std::string& name, double slo) {
   kvstream::v1::Policy p;

@@ -9,6 +9,7 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/base/quantile.h"
 #include "common/base/status.h"
 #include "common/eval/tasks.h"
 #include "common/model/tokenizer.h"
@@ -45,11 +46,7 @@ struct Row {
   int n = 0, errors = 0;
 };
 
-double Median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
-}
+using base::Median;
 
 absl::Status Run() {
   const std::string models = absl::GetFlag(FLAGS_models_dir);
