@@ -28,6 +28,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "common/base/quantile.h"
 #include "common/base/status.h"
 #include "common/codec/chunk.h"
 #include "common/codec/positions.h"
@@ -144,12 +145,7 @@ struct Cell {
   std::vector<double> sink, cloud, ready, rebuild, wire, chunks, encode;
 };
 
-double Median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
+using base::Median;
 
 absl::StatusOr<std::pair<int, int>> ParseRange(const std::string& text) {
   std::vector<std::string> parts = absl::StrSplit(text, '-');
@@ -295,6 +291,10 @@ absl::Status Run() {
     return absl::InvalidArgumentError("--model: a model directory is required");
   }
   ASSIGN_OR_RETURN(const auto range, ParseRange(absl::GetFlag(FLAGS_tokens)));
+  if (absl::GetFlag(FLAGS_reps) < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--reps: expected 1 or more, found ", absl::GetFlag(FLAGS_reps)));
+  }
   std::vector<Cell> cells;
   std::vector<codec::Plan> plans;
   for (const absl::string_view p : absl::StrSplit(absl::GetFlag(FLAGS_plans), ';')) {
