@@ -109,17 +109,31 @@ torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight, doubl
   return weight * y.to(x.scalar_type());
 }
 
+namespace {
+
+// theta^(arange(0, d, 2) / d) in float32, as Hugging Face computes it: the inverse of
+// RoPE's unscaled frequencies.
+torch::Tensor PosFreqs(int head_dim, double theta) {
+  const torch::Tensor idx = torch::arange(0, head_dim, 2, torch::kInt64).to(torch::kFloat32);
+  return torch::pow(theta, idx / static_cast<double>(head_dim));
+}
+
+// cos, sin [n, head_dim] of positions [n] at `inv_freq` [head_dim / 2], times `attention`.
+std::pair<torch::Tensor, torch::Tensor> CosSin(const torch::Tensor& positions,
+                                               const torch::Tensor& inv_freq, double attention,
+                                               torch::ScalarType dtype) {
+  const torch::Tensor freqs =
+      torch::outer(positions.to(torch::kFloat32), inv_freq.to(positions.device()));
+  const torch::Tensor emb = torch::cat({freqs, freqs}, -1);
+  if (attention == 1.0) return {emb.cos().to(dtype), emb.sin().to(dtype)};
+  return {(emb.cos() * attention).to(dtype), (emb.sin() * attention).to(dtype)};
+}
+
+}  // namespace
+
 std::pair<torch::Tensor, torch::Tensor> RopeCosSin(const torch::Tensor& positions, int head_dim,
                                                    double theta, torch::ScalarType dtype) {
-  // As HF: inv_freq = 1 / theta^(arange(0, d, 2) / d) in float32.
-  const auto dev = positions.device();
-  const torch::Tensor idx =
-      torch::arange(0, head_dim, 2, torch::TensorOptions().dtype(torch::kInt64).device(dev))
-          .to(torch::kFloat32);
-  const torch::Tensor inv_freq = 1.0 / torch::pow(theta, idx / static_cast<double>(head_dim));
-  const torch::Tensor freqs = torch::outer(positions.to(torch::kFloat32), inv_freq);
-  const torch::Tensor emb = torch::cat({freqs, freqs}, -1);
-  return {emb.cos().to(dtype), emb.sin().to(dtype)};
+  return CosSin(positions, 1.0 / PosFreqs(head_dim, theta), 1.0, dtype);
 }
 
 namespace {
@@ -166,8 +180,7 @@ torch::Tensor YarnInvFreq(const torch::Tensor& pos_freqs, const RopeScaling& r, 
 
 std::pair<torch::Tensor, double> RopeInvFreq(const ModelConfig& c) {
   const int dim = c.head_dim;
-  const torch::Tensor idx = torch::arange(0, dim, 2, torch::kInt64).to(torch::kFloat32);
-  const torch::Tensor pos_freqs = torch::pow(c.rope_theta, idx / static_cast<double>(dim));
+  const torch::Tensor pos_freqs = PosFreqs(dim, c.rope_theta);
   const torch::Tensor inv_freq = 1.0 / pos_freqs;
   const RopeScaling& r = c.rope_scaling;
   const int original = r.original_max_position_embeddings > 0 ? r.original_max_position_embeddings
@@ -186,14 +199,8 @@ std::pair<torch::Tensor, double> RopeInvFreq(const ModelConfig& c) {
 std::pair<torch::Tensor, torch::Tensor> RopeCosSin(const torch::Tensor& positions,
                                                    const ModelConfig& config,
                                                    torch::ScalarType dtype) {
-  if (config.rope_scaling.type.empty()) {
-    return RopeCosSin(positions, config.head_dim, config.rope_theta, dtype);
-  }
-  auto [inv_freq, attention] = RopeInvFreq(config);
-  const torch::Tensor freqs =
-      torch::outer(positions.to(torch::kFloat32), inv_freq.to(positions.device()));
-  const torch::Tensor emb = torch::cat({freqs, freqs}, -1);
-  return {(emb.cos() * attention).to(dtype), (emb.sin() * attention).to(dtype)};
+  const auto [inv_freq, attention] = RopeInvFreq(config);
+  return CosSin(positions, inv_freq, attention, dtype);
 }
 
 torch::Tensor ApplyRope(const torch::Tensor& x, const torch::Tensor& cos,
