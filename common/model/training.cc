@@ -63,6 +63,9 @@ absl::StatusOr<Weights> GrowWeights(const ModelConfig& s, const Weights& w, cons
   RETURN_IF_ERROR(
       need(b.num_layers >= s.num_layers, "num_hidden_layers at least", s.num_layers, b.num_layers));
   RETURN_IF_ERROR(need(b.vocab_size == s.vocab_size, "vocab_size", s.vocab_size, b.vocab_size));
+  if (s.qk_norm || b.qk_norm) {
+    return absl::InvalidArgumentError("cannot grow: models with per-head q/k norms (Qwen3)");
+  }
   RETURN_IF_ERROR(need(b.tie_word_embeddings == s.tie_word_embeddings, "tie_word_embeddings",
                        s.tie_word_embeddings, b.tie_word_embeddings));
   if (b.rope_theta != s.rope_theta) {  // the same function needs the same rotations

@@ -87,6 +87,18 @@ torch::Tensor AttentionAt(const ModelConfig& c, const Weights& w, const torch::T
   return attention[static_cast<size_t>(layer)][0];
 }
 
+// Growing does not carry Qwen3's q/k norms, so it refuses such models instead of
+// writing one without them.
+TEST(GrowErrorsTest, RefusesPerHeadQkNorms) {
+  ModelConfig s = testing::TinyConfig();
+  s.qk_norm = true;
+  const Weights w = InitWeights(s, 3);
+  const auto g = GrowWeights(s, w, Doubled(s, s.num_layers), 0.0, 1);
+  ASSERT_FALSE(g.ok());
+  EXPECT_EQ(g.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(g.status().message().find("q/k norms"), std::string::npos) << g.status();
+}
+
 TEST(OffsetHeadsTest, PlantedHeadsAttendTheirOffsetBackWhateverTheTokens) {
   const ModelConfig c = testing::TinyConfig();
   Weights w = InitWeights(c, 4);  // HF init: content parts of the scores near zero
