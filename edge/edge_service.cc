@@ -528,8 +528,9 @@ absl::Status EdgeService::EncodePayload(Request& r) {
     co.max_chunk_bytes = options_.chunk_bytes;
     ASSIGN_OR_RETURN(r.chunks, model::EncodeCache(*r.send_cache, r.policy.plan, r.session_id, co));
   }
-  stages.set_encode(stages.encode() + Seconds(t, Clock::now()));
-  metrics_->Stage("encode", Seconds(t, Clock::now()));
+  const double encode = Seconds(t, Clock::now());
+  stages.set_encode(stages.encode() + encode);
+  metrics_->Stage("encode", encode);
   const model::ModelConfig& sc = scout_->config();
   open.set_model_fingerprint(scout_->fingerprint());
   open.mutable_dims()->set_num_layers(sc.num_layers);
@@ -977,8 +978,9 @@ absl::Status EdgeService::CheckEstimate(grpc::ServerContext* context, Request& r
     rejected.push_back(r.point.label());
   }
   r.estimate_kept = estimate_kept;
-  r.stats.mutable_stages()->set_estimate(r.stats.stages().estimate() + Seconds(t, Clock::now()));
-  metrics_->Stage("estimate", Seconds(t, Clock::now()));
+  const double estimate = Seconds(t, Clock::now());
+  r.stats.mutable_stages()->set_estimate(r.stats.stages().estimate() + estimate);
+  metrics_->Stage("estimate", estimate);
   return absl::OkStatus();
 }
 

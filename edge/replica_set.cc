@@ -128,7 +128,10 @@ ReplicaSet::Picked ReplicaSet::Pick() {
     }
   }
   next_ = (next_ + 1) % n;
-  if (best != nullptr) ++best->own;
+  if (best != nullptr) {
+    ++best->own;
+    UpdateGauges(*best);
+  }
   return Picked(this, best);
 }
 
@@ -136,6 +139,7 @@ ReplicaSet::Picked::~Picked() {
   if (replica_ == nullptr) return;
   std::lock_guard<std::mutex> lock(set_->mu_);
   --replica_->own;
+  set_->UpdateGauges(*replica_);
 }
 
 bool ReplicaSet::WaitForReady(std::chrono::system_clock::time_point deadline) {
