@@ -18,6 +18,7 @@
 #include "common/model/generate.h"
 #include "common/model/kv_chunks.h"
 #include "common/net/grpc_util.h"
+#include "common/pipeline/mode.h"
 
 namespace kvstream::cloud {
 namespace {
@@ -29,21 +30,6 @@ using kvstream::v1::Uplink;
 
 double Seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
-}
-
-const char* ModeLabel(Mode m) {
-  switch (m) {
-    case kvstream::v1::MODE_KV:
-      return "kv";
-    case kvstream::v1::MODE_SCOUT:
-      return "scout";
-    case kvstream::v1::MODE_TEXT:
-      return "text";
-    case kvstream::v1::MODE_PROJECTED:
-      return "projected";
-    default:
-      return "invalid";
-  }
 }
 
 // CANCELLED, or DEADLINE_EXCEEDED when the call's deadline has passed.
@@ -449,7 +435,7 @@ absl::Status CloudService::Open(const kvstream::v1::SessionOpen& open, Session& 
   } else {
     if (open.model_name().empty()) {
       return absl::InvalidArgumentError(
-          absl::StrCat("SessionOpen.model_name is empty; ", ModeLabel(s.mode),
+          absl::StrCat("SessionOpen.model_name is empty; ", pipeline::ModeName(s.mode),
                        " mode names the cloud model (serving ", served_list(), ")"));
     }
     for (ServedModel& m : models_) {
@@ -683,7 +669,7 @@ absl::Status CloudService::ReadChunks(grpc::ServerContext* context,
 absl::StatusOr<bool> CloudService::AcceptChunk(const kvstream::v1::KvChunk& chunk, Session& s) {
   if (s.assembler == nullptr) {
     return absl::InvalidArgumentError(
-        absl::StrCat("KvChunk in ", ModeLabel(s.mode),
+        absl::StrCat("KvChunk in ", pipeline::ModeName(s.mode),
                      " mode; chunks are only accepted in kv and projected modes"));
   }
   // A re-sent chunk (same seq and cells, e.g. after a lost ack) is acked again and not
@@ -758,7 +744,7 @@ absl::Status CloudService::RunSession(grpc::ServerContext* context,
   opened.mutable_opened()->set_next_seq(s->chunks);
   if (!stream->Write(opened)) return Broken(context, *s, "as the session opened");
   logging::Logf(logging::Level::kDebug, "cloud", "session %s open: %s mode, model %s, %zu slots",
-                s->id, ModeLabel(s->mode), s->served->name,
+                s->id, pipeline::ModeName(s->mode), s->served->name,
                 s->mode == kvstream::v1::MODE_KV ? s->kept.size() : s->prompt.size());
   uint64_t committed_chunks = 0;
   RETURN_IF_ERROR(ReceiveChunks(context, stream, *s, *watch, committed_chunks));
@@ -829,7 +815,8 @@ grpc::Status CloudService::Transfer(grpc::ServerContext* context,
   absl::StatusOr<net::PeerLimiter::Hold> hold = peers_->Acquire(context->peer());
   const absl::Status st = hold.ok() ? RunSession(context, stream, s) : hold.status();
   const grpc::Status out = net::ToGrpc(st);
-  metrics_->sessions.Add({{"mode", ModeLabel(s->mode)}, {"code", net::CodeName(out.error_code())}})
+  metrics_->sessions
+      .Add({{"mode", pipeline::ModeName(s->mode)}, {"code", net::CodeName(out.error_code())}})
       .Increment();
   if (!s->tenant.name.empty()) {  // tenants come from the token file: a bounded set
     metrics_->tenant_sessions
@@ -838,8 +825,9 @@ grpc::Status CloudService::Transfer(grpc::ServerContext* context,
   }
   if (st.ok()) {
     logging::Logf(logging::Level::kInfo, "cloud",
-                  "session %s done: %s mode, model %s, %u tokens (%s)", s->id, ModeLabel(s->mode),
-                  s->served->name, s->stats.tokens_generated(), s->stats.stop_reason());
+                  "session %s done: %s mode, model %s, %u tokens (%s)", s->id,
+                  pipeline::ModeName(s->mode), s->served->name, s->stats.tokens_generated(),
+                  s->stats.stop_reason());
   } else {
     logging::Logf(logging::Level::kWarning, "cloud", "session %s ended: %s: %s",
                   s->id.empty() ? "-" : s->id, net::CodeName(out.error_code()), st.message());

@@ -5,12 +5,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/codec/positions.h"
+#include "common/pipeline/mode.h"
 
 namespace kvstream::cloud {
 
 absl::Status CheckSessionMode(kvstream::v1::Mode mode) {
-  if (mode != kvstream::v1::MODE_KV && mode != kvstream::v1::MODE_SCOUT &&
-      mode != kvstream::v1::MODE_TEXT && mode != kvstream::v1::MODE_PROJECTED) {
+  if (!pipeline::Answers(mode)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "SessionOpen.mode: expected MODE_KV, MODE_PROJECTED, MODE_SCOUT or MODE_TEXT, found ",
         kvstream::v1::Mode_Name(mode)));
@@ -56,8 +56,7 @@ absl::StatusOr<CheckedOpen> CheckSessionOpen(const kvstream::v1::SessionOpen& op
   out.top_p = open.top_p() == 0 ? 1.0 : open.top_p();
   out.seed = open.seed();
 
-  const bool cache_sent =
-      open.mode() == kvstream::v1::MODE_KV || open.mode() == kvstream::v1::MODE_PROJECTED;
+  const bool cache_sent = pipeline::SendsCache(open.mode());
   if (cache_sent) {
     if (open.last_token() < 0 || open.last_token() >= c.vocab_size) {
       return absl::InvalidArgumentError(absl::StrCat(

@@ -20,6 +20,7 @@
 #include "common/model/kv_chunks.h"
 #include "common/model/quality_probe.h"
 #include "common/net/grpc_util.h"
+#include "common/pipeline/mode.h"
 
 namespace kvstream::edge {
 namespace {
@@ -40,20 +41,6 @@ absl::Status CheckAlive(grpc::ServerContext* context, const char* stage) {
     return absl::DeadlineExceededError(absl::StrCat("deadline passed before ", stage));
   }
   return absl::CancelledError(absl::StrCat("client cancelled before ", stage));
-}
-
-kvstream::v1::Mode ToProtoMode(control::Mode m) {
-  switch (m) {
-    case control::Mode::kKv:
-      return kvstream::v1::MODE_KV;
-    case control::Mode::kProjected:
-      return kvstream::v1::MODE_PROJECTED;
-    case control::Mode::kScout:
-      return kvstream::v1::MODE_SCOUT;
-    case control::Mode::kText:
-      return kvstream::v1::MODE_TEXT;
-  }
-  return kvstream::v1::MODE_TEXT;
 }
 
 std::string NewSessionId() {
@@ -324,7 +311,7 @@ absl::Status EdgeService::SetTenantPoints(Request& r) {
   const bool kv_allowed = kv.ok() && r.tenant.MayUse(*kv);
   const bool cloud_model_allowed = r.tenant.MayUse(r.policy.cloud_model);
   r.tenant_allows = [kv_allowed, cloud_model_allowed](const control::OperatingPoint& p) {
-    return p.mode == control::Mode::kKv ? kv_allowed : cloud_model_allowed;
+    return p.mode == kvstream::v1::MODE_KV ? kv_allowed : cloud_model_allowed;
   };
   const auto& table = options_.quality_table;
   if (std::any_of(table.begin(), table.end(), r.tenant_allows)) return absl::OkStatus();
@@ -340,7 +327,7 @@ absl::Status EdgeService::CheckTenant(Request& r) {
     if (!r.tenant.MayUse(model)) {
       return absl::PermissionDeniedError(absl::StrCat(
           "tenant '", r.tenant.name, "' may use models ", absl::StrJoin(r.tenant.models, ", "),
-          "; this ", ModeName(r.policy.mode), " request is answered by '", model, "'"));
+          "; this ", pipeline::ModeName(r.policy.mode), " request is answered by '", model, "'"));
     }
   }
   // The scout's cache for the whole prompt, as prefill holds it (text mode, and scout
@@ -414,8 +401,7 @@ absl::Status EdgeService::Prepare(const kvstream::v1::AskRequest& req, Request& 
   }
   r.stats.set_mode(r.policy.mode);
   r.stats.set_selector(std::string(select::PolicyName(r.policy.selector)));
-  r.sends_cache =
-      r.policy.mode == kvstream::v1::MODE_KV || r.policy.mode == kvstream::v1::MODE_PROJECTED;
+  r.sends_cache = pipeline::SendsCache(r.policy.mode);
   r.selects = r.policy.selector != select::Policy::kFull;
   r.replan = r.policy.replan && r.sends_cache && r.policy.ttft_target_seconds > 0;
   if (r.sends_cache) r.stats.set_spec(r.policy.spec);
@@ -485,7 +471,7 @@ absl::Status EdgeService::BuildPayload(grpc::ServerContext* context, Request& r)
   open.set_temperature(policy.temperature);
   open.set_top_p(policy.top_p);
   open.set_seed(policy.seed);
-  if (policy.mode != kvstream::v1::MODE_KV) open.set_model_name(policy.cloud_model);
+  if (pipeline::NamesCloudModel(policy.mode)) open.set_model_name(policy.cloud_model);
   if (!r.sends_cache && !(policy.mode == kvstream::v1::MODE_SCOUT && r.selects)) {
     open.mutable_prompt_tokens()->Add(r.prompt.tokens.begin(), r.prompt.tokens.end());
     return absl::OkStatus();  // text, or scout without a selection: no model work here
@@ -950,9 +936,10 @@ absl::Status EdgeService::CheckEstimate(grpc::ServerContext* context, Request& r
       auto allow = [&](const control::OperatingPoint& p) {
         if (std::find(rejected.begin(), rejected.end(), p.label()) != rejected.end()) return false;
         if (r.tenant_allows && !r.tenant_allows(p)) return false;
-        const bool whole_kv = was.mode == control::Mode::kKv && p.mode == control::Mode::kKv &&
+        const bool whole_kv = was.mode == kvstream::v1::MODE_KV &&
+                              p.mode == kvstream::v1::MODE_KV &&
                               p.selector == select::Policy::kFull && p.spec == "raw";
-        return p.mode == control::Mode::kText || whole_kv ||
+        return p.mode == kvstream::v1::MODE_TEXT || whole_kv ||
                (p.mode == was.mode && p.selector == was.selector && p.retention == was.retention);
       };
       ASSIGN_OR_RETURN(r.policy,
@@ -1110,9 +1097,9 @@ absl::StatusOr<ResolvedPolicy> EdgeService::ChooseAdaptive(
   // from it into the named model, text/scout the named model.
   auto servable = [&](control::Mode mode) {
     switch (mode) {
-      case control::Mode::kKv:
+      case kvstream::v1::MODE_KV:
         return kv_model != nullptr;
-      case control::Mode::kProjected:
+      case kvstream::v1::MODE_PROJECTED:
         return answer_model != nullptr && projection != nullptr;
       default:
         return answer_model != nullptr;
@@ -1143,11 +1130,11 @@ absl::StatusOr<ResolvedPolicy> EdgeService::ChooseAdaptive(
       control::Choose(points, {n, context}, {c.num_layers, c.num_kv_heads, c.head_dim}, rates, link,
                       request.ttft_target_seconds, options_.quality_floor));
   ResolvedPolicy out = request;
-  out.mode = ToProtoMode(d.point.mode);
+  out.mode = d.point.mode;
   out.selector = d.point.selector;
   out.retention = d.point.retention;
   out.spec = d.point.spec;
-  if (out.mode == kvstream::v1::MODE_KV || out.mode == kvstream::v1::MODE_PROJECTED) {
+  if (pipeline::SendsCache(out.mode)) {
     ASSIGN_OR_RETURN(out.plan, codec::ParsePlan(out.spec));
   }
   stats.set_decision(absl::StrFormat("%s: %s (link %.1f Mbit/s, rtt %.0f ms)", d.point.label(),
@@ -1157,7 +1144,7 @@ absl::StatusOr<ResolvedPolicy> EdgeService::ChooseAdaptive(
   out.replan = true;
   out.predicted_cloud_seconds = d.prediction.cloud_seconds;
   out.planned_bandwidth_bps = link.bandwidth_bps;
-  metrics_->decisions.Add({{"mode", ModeName(out.mode)}}).Increment();
+  metrics_->decisions.Add({{"mode", pipeline::ModeName(out.mode)}}).Increment();
   logging::Logf(logging::Level::kDebug, "edge", "adaptive: %s", stats.decision());
   return out;
 }
@@ -1170,7 +1157,7 @@ grpc::Status EdgeService::Ask(grpc::ServerContext* context, const kvstream::v1::
   const absl::Status st = hold.ok() ? Serve(context, *request, writer, r) : hold.status();
   metrics_->active.Decrement();
   const grpc::Status out = net::ToGrpc(st);
-  const char* mode = ModeName(r.mode);
+  const char* mode = pipeline::ModeName(r.mode);
   metrics_->requests.Add({{"mode", mode}, {"code", net::CodeName(out.error_code())}}).Increment();
   if (!r.tenant.name.empty()) {  // tenants come from the token file: a bounded set
     metrics_->tenant_requests

@@ -18,6 +18,7 @@
 #include "common/net/daemon_flags.h"
 #include "common/net/grpc_util.h"
 #include "common/net/shaper.h"
+#include "common/pipeline/mode.h"
 #include "edge/edge_service.h"
 #include "edge/policy.h"
 #include "edge/replica_set.h"
@@ -305,7 +306,7 @@ int main(int argc, char** argv) {
                      "limit), found ",
                      options.chunk_bytes));
   }
-  auto mode = kvstream::edge::ParseMode(absl::GetFlag(FLAGS_mode));
+  auto mode = kvstream::pipeline::ParseMode(absl::GetFlag(FLAGS_mode));
   if (!mode.ok()) return Fail(absl::StrCat("--", mode.status().message()));
   kvstream::v1::Policy& d = options.defaults;
   d.set_mode(*mode);

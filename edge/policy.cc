@@ -10,33 +10,6 @@ namespace kvstream::edge {
 
 using kvstream::v1::Mode;
 
-absl::StatusOr<Mode> ParseMode(absl::string_view name) {
-  if (name == "kv") return kvstream::v1::MODE_KV;
-  if (name == "scout") return kvstream::v1::MODE_SCOUT;
-  if (name == "text") return kvstream::v1::MODE_TEXT;
-  if (name == "adaptive") return kvstream::v1::MODE_ADAPTIVE;
-  if (name == "projected") return kvstream::v1::MODE_PROJECTED;
-  return absl::InvalidArgumentError(absl::StrCat(
-      "mode: expected kv, projected, scout, text or adaptive; found ", base::Quote(name)));
-}
-
-const char* ModeName(Mode mode) {
-  switch (mode) {
-    case kvstream::v1::MODE_KV:
-      return "kv";
-    case kvstream::v1::MODE_SCOUT:
-      return "scout";
-    case kvstream::v1::MODE_TEXT:
-      return "text";
-    case kvstream::v1::MODE_ADAPTIVE:
-      return "adaptive";
-    case kvstream::v1::MODE_PROJECTED:
-      return "projected";
-    default:
-      return "unspecified";
-  }
-}
-
 absl::StatusOr<ResolvedPolicy> ResolvePolicy(const kvstream::v1::Policy& req,
                                              const kvstream::v1::Policy& def, int num_layers) {
   ResolvedPolicy p;

@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/codec/spec.h"
+#include "common/pipeline/mode.h"
 #include "common/select/select.h"
 #include "kvstream/v1/service.pb.h"
 
@@ -37,9 +38,5 @@ struct ResolvedPolicy {
 // ADAPTIVE is returned as is.
 absl::StatusOr<ResolvedPolicy> ResolvePolicy(const kvstream::v1::Policy& request,
                                              const kvstream::v1::Policy& defaults, int num_layers);
-
-// Parses "kv", "projected", "scout", "text" or "adaptive" (flag values).
-absl::StatusOr<kvstream::v1::Mode> ParseMode(absl::string_view name);
-const char* ModeName(kvstream::v1::Mode mode);
 
 }  // namespace kvstream::edge

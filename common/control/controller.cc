@@ -14,20 +14,6 @@
 
 namespace kvstream::control {
 
-const char* ModeName(Mode m) {
-  switch (m) {
-    case Mode::kText:
-      return "text";
-    case Mode::kScout:
-      return "scout";
-    case Mode::kKv:
-      return "kv";
-    case Mode::kProjected:
-      return "projected";
-  }
-  return "?";
-}
-
 void LinkEstimator::AddThroughputSample(uint64_t bytes, double seconds) {
   if (seconds <= 0 || bytes == 0) return;
   samples_.push_back(8.0 * static_cast<double>(bytes) / seconds);
@@ -96,11 +82,11 @@ void PrefillCost::Observe(int n, double seconds, double alpha) {
 }
 
 std::string OperatingPoint::label() const {
-  if (mode == Mode::kText) return "text";
+  if (mode == kvstream::v1::MODE_TEXT) return "text";
   std::string sel = std::string(select::PolicyName(selector));
   if (selector != select::Policy::kFull) sel += absl::StrFormat("@%.2f", retention);
-  if (mode == Mode::kScout) return absl::StrCat("scout ", sel);
-  return absl::StrCat(mode == Mode::kProjected ? "projected " : "kv ", sel, " ", spec);
+  if (mode == kvstream::v1::MODE_SCOUT) return absl::StrCat("scout ", sel);
+  return absl::StrCat(mode == kvstream::v1::MODE_PROJECTED ? "projected " : "kv ", sel, " ", spec);
 }
 
 absl::StatusOr<Prediction> Predict(const OperatingPoint& p, const RequestShape& r,
@@ -123,10 +109,10 @@ absl::StatusOr<Prediction> Predict(const OperatingPoint& p, const RequestShape& 
           : rates.edge_prefill;
   Prediction out;
   const uint64_t ids_bytes = 3ull * r.prompt_tokens + 64;
-  if (p.mode == Mode::kText) {
+  if (p.mode == kvstream::v1::MODE_TEXT) {
     out.wire_bytes = ids_bytes;
     out.cloud_seconds = rates.cloud_prefill.Seconds(head) + per(1, rates.cloud_decode);
-  } else if (p.mode == Mode::kScout) {
+  } else if (p.mode == kvstream::v1::MODE_SCOUT) {
     out.wire_bytes = ids_bytes + 2ull * slots;
     out.edge_seconds = edge_prefill.Seconds(head);
     out.cloud_seconds = rates.cloud_prefill.Seconds(head) + per(1, rates.cloud_decode);
@@ -144,7 +130,7 @@ absl::StatusOr<Prediction> Predict(const OperatingPoint& p, const RequestShape& 
     out.edge_seconds =
         edge_prefill.Seconds(head) + per(static_cast<double>(payload), rates.edge_encode_bytes);
     out.cloud_seconds = per(static_cast<double>(payload), rates.rebuild_bytes);
-    out.cloud_seconds += p.mode == Mode::kProjected
+    out.cloud_seconds += p.mode == kvstream::v1::MODE_PROJECTED
                              ? per(slots, rates.projection) + per(1, rates.cloud_decode)
                              : per(1, rates.kv_decode);
   }
@@ -265,18 +251,11 @@ absl::StatusOr<std::vector<OperatingPoint>> ParseQualityTable(const std::string&
           where(), ": retention must be a number, found ", e["retention"].type_name()));
     }
     OperatingPoint p;
-    const std::string mode = e["mode"];
-    if (mode == "text")
-      p.mode = Mode::kText;
-    else if (mode == "scout")
-      p.mode = Mode::kScout;
-    else if (mode == "kv")
-      p.mode = Mode::kKv;
-    else if (mode == "projected")
-      p.mode = Mode::kProjected;
-    else
-      return absl::InvalidArgumentError(
-          absl::StrCat(where(), ": mode must be text, scout, kv or projected; found '", mode, "'"));
+    const absl::StatusOr<Mode> mode =
+        pipeline::ParseMode(e["mode"].get<std::string>(), /*allow_adaptive=*/false);
+    if (!mode.ok())
+      return absl::InvalidArgumentError(absl::StrCat(where(), ": ", mode.status().message()));
+    p.mode = *mode;
     p.quality = e[qkey];
     if (e.contains("selector")) {
       auto sel = select::ParsePolicy(e["selector"].get<std::string>());
@@ -290,7 +269,7 @@ absl::StatusOr<std::vector<OperatingPoint>> ParseQualityTable(const std::string&
           absl::StrCat(where(), ": retention must be in (0, 1], found ", p.retention));
     }
     p.spec = e.value("spec", std::string("raw"));
-    if (p.mode == Mode::kKv || p.mode == Mode::kProjected) {
+    if (pipeline::SendsCache(p.mode)) {
       auto plan = codec::ParsePlan(p.spec);
       if (!plan.ok())
         return absl::InvalidArgumentError(

@@ -11,12 +11,13 @@
 
 #include "absl/status/statusor.h"
 #include "common/codec/spec.h"
+#include "common/pipeline/mode.h"
 #include "common/select/select.h"
 
 namespace kvstream::control {
 
-enum class Mode { kText, kScout, kKv, kProjected };
-const char* ModeName(Mode m);
+// Modes are the wire's (common/pipeline/mode.h): KV, PROJECTED, SCOUT, TEXT.
+using pipeline::Mode;
 
 // Bandwidth as the harmonic mean of the last `window` per-chunk throughputs (robust to
 // one fast outlier, as in CacheGen and MPC-style ABR), RTT as the smallest recent
@@ -104,7 +105,7 @@ struct RequestShape {
 };
 
 struct OperatingPoint {
-  Mode mode = Mode::kKv;
+  Mode mode = kvstream::v1::MODE_KV;
   select::Policy selector = select::Policy::kFull;
   double retention = 1.0;
   std::string spec = "raw";  // kv / projected plan string

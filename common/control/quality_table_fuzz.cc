@@ -30,7 +30,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (size_t i = 0; i < table->size(); ++i) {
     const kvstream::control::OperatingPoint& p = (*table)[i];
     kvstream::base::FuzzCheck(p.retention > 0 && p.retention <= 1);
-    if (p.mode == kvstream::control::Mode::kKv || p.mode == kvstream::control::Mode::kProjected) {
+    if (p.mode == kvstream::v1::MODE_KV || p.mode == kvstream::v1::MODE_PROJECTED) {
       kvstream::base::FuzzCheck(kvstream::codec::ParsePlan(p.spec).ok());
     }
     for (size_t k = 0; k < i; ++k) {

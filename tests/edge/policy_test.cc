@@ -112,16 +112,5 @@ TEST(PolicyTest, BadFieldsAreInvalidArgumentNamingTheField) {
   }
 }
 
-TEST(PolicyTest, ParseModeNamesAndErrors) {
-  EXPECT_EQ(*ParseMode("kv"), kvstream::v1::MODE_KV);
-  EXPECT_EQ(*ParseMode("scout"), kvstream::v1::MODE_SCOUT);
-  EXPECT_EQ(*ParseMode("text"), kvstream::v1::MODE_TEXT);
-  EXPECT_EQ(*ParseMode("adaptive"), kvstream::v1::MODE_ADAPTIVE);
-  EXPECT_EQ(*ParseMode("projected"), kvstream::v1::MODE_PROJECTED);
-  EXPECT_STREQ(ModeName(kvstream::v1::MODE_PROJECTED), "projected");
-  EXPECT_EQ(ParseMode("KV").status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_STREQ(ModeName(kvstream::v1::MODE_SCOUT), "scout");
-}
-
 }  // namespace
 }  // namespace kvstream::edge

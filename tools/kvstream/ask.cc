@@ -12,6 +12,7 @@
 #include "common/net/ask_client.h"
 #include "common/net/auth.h"
 #include "common/net/grpc_util.h"
+#include "common/pipeline/mode.h"
 #include "edge/policy.h"
 #include "tools/kvstream/commands.h"
 
@@ -63,7 +64,7 @@ int RunAsk() {
   req.set_question(absl::GetFlag(FLAGS_question));
   kvstream::v1::Policy& p = *req.mutable_policy();
   if (!absl::GetFlag(FLAGS_mode).empty()) {
-    auto mode = edge::ParseMode(absl::GetFlag(FLAGS_mode));
+    auto mode = pipeline::ParseMode(absl::GetFlag(FLAGS_mode));
     if (!mode.ok()) {
       std::fprintf(stderr, "kvstream ask: --%s\n", std::string(mode.status().message()).c_str());
       return 2;
@@ -114,7 +115,7 @@ int RunAsk() {
     return 0;
   }
   const auto& st = s.stages();
-  std::printf("mode %s, selector %s, spec %s\n", edge::ModeName(s.mode()), s.selector().c_str(),
+  std::printf("mode %s, selector %s, spec %s\n", pipeline::ModeName(s.mode()), s.selector().c_str(),
               s.spec().empty() ? "-" : s.spec().c_str());
   std::printf("context tokens %llu, kept %llu\n",
               static_cast<unsigned long long>(s.context_tokens()),

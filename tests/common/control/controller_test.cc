@@ -39,7 +39,8 @@ TEST(ControllerTest, PredictsKvInt8ByHand) {
   const double wire = payload + 4 * 100 + 256;
   const double expected =
       100 / 1000.0 + payload / 2e9 + 0.1 + wire * 8 / 1e6 + payload / 1e9 + 1 / 100.0;
-  auto p = Predict(Point(Mode::kKv, "int8", 0.8), kRequest, kScout, TestRates(), {1e6, 0.1});
+  auto p =
+      Predict(Point(kvstream::v1::MODE_KV, "int8", 0.8), kRequest, kScout, TestRates(), {1e6, 0.1});
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_EQ(p->wire_bytes, static_cast<uint64_t>(wire));
   EXPECT_NEAR(p->ttft_seconds, expected, 1e-12);
@@ -54,22 +55,24 @@ TEST(ControllerTest, PredictsProjectedByHand) {
   const double wire = payload + 4 * 100 + 256;
   const double expected = 100 / 1000.0 + payload / 2e9 + 0.1 + wire * 8 / 1e6 + payload / 1e9 +
                           100 / 20000.0 + 1 / 50.0;
-  auto p = Predict(Point(Mode::kProjected, "int8", 0.8), kRequest, kScout, r, {1e6, 0.1});
+  auto p =
+      Predict(Point(kvstream::v1::MODE_PROJECTED, "int8", 0.8), kRequest, kScout, r, {1e6, 0.1});
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_EQ(p->wire_bytes, static_cast<uint64_t>(wire));
   EXPECT_NEAR(p->ttft_seconds, expected, 1e-12);
-  EXPECT_EQ(Point(Mode::kProjected, "int8", 0.8).label(), "projected full int8");
+  EXPECT_EQ(Point(kvstream::v1::MODE_PROJECTED, "int8", 0.8).label(), "projected full int8");
 }
 
 TEST(ControllerTest, PredictsTextAndScoutByHand) {
   const double ids = 3 * 101 + 64;
-  auto text = Predict(Point(Mode::kText, "", 0.9), kRequest, kScout, TestRates(), {1e6, 0.1});
+  auto text =
+      Predict(Point(kvstream::v1::MODE_TEXT, "", 0.9), kRequest, kScout, TestRates(), {1e6, 0.1});
   ASSERT_TRUE(text.ok());
   EXPECT_EQ(text->wire_bytes, static_cast<uint64_t>(ids));
   EXPECT_NEAR(text->ttft_seconds, 0.1 + ids * 8 / 1e6 + 100 / 500.0 + 1 / 50.0, 1e-12);
   // Scout at 50%: 40 of 80 context tokens kept, 60 slots; the edge prefills first.
-  auto scout = Predict(Point(Mode::kScout, "", 0.85, select::Policy::kQ2C, 0.5), kRequest, kScout,
-                       TestRates(), {1e6, 0.1});
+  auto scout = Predict(Point(kvstream::v1::MODE_SCOUT, "", 0.85, select::Policy::kQ2C, 0.5),
+                       kRequest, kScout, TestRates(), {1e6, 0.1});
   ASSERT_TRUE(scout.ok());
   EXPECT_EQ(scout->wire_bytes, static_cast<uint64_t>(ids + 2 * 60));
   EXPECT_NEAR(scout->ttft_seconds, 0.1 + 0.1 + (ids + 120) * 8 / 1e6 + 0.2 + 0.02, 1e-12);
@@ -78,16 +81,16 @@ TEST(ControllerTest, PredictsTextAndScoutByHand) {
 TEST(ControllerTest, SelectingPointsPayForStatisticsAtTheEdge) {
   Rates r = TestRates();
   r.edge_prefill_stats = PrefillCost::FromRate(500);  // half the plain rate
-  auto full = Predict(Point(Mode::kKv, "int4", 0.8), kRequest, kScout, r, {1e9, 0});
-  auto half = Predict(Point(Mode::kKv, "int4", 0.8, select::Policy::kQ2C, 0.5), kRequest, kScout, r,
-                      {1e9, 0});
+  auto full = Predict(Point(kvstream::v1::MODE_KV, "int4", 0.8), kRequest, kScout, r, {1e9, 0});
+  auto half = Predict(Point(kvstream::v1::MODE_KV, "int4", 0.8, select::Policy::kQ2C, 0.5),
+                      kRequest, kScout, r, {1e9, 0});
   ASSERT_TRUE(full.ok() && half.ok());
   EXPECT_NEAR(full->edge_seconds, 100 / 1000.0 + 2400 / 2e9, 1e-12);
   EXPECT_NEAR(half->edge_seconds, 100 / 500.0 + 1440 / 2e9, 1e-12);
   // On a fast link the cheaper transfer does not pay for the statistics.
-  auto d = Choose(
-      {Point(Mode::kKv, "int4", 0.8), Point(Mode::kKv, "int4", 0.8, select::Policy::kQ2C, 0.5)},
-      kRequest, kScout, r, {1e9, 0}, 0, 0);
+  auto d = Choose({Point(kvstream::v1::MODE_KV, "int4", 0.8),
+                   Point(kvstream::v1::MODE_KV, "int4", 0.8, select::Policy::kQ2C, 0.5)},
+                  kRequest, kScout, r, {1e9, 0}, 0, 0);
   ASSERT_TRUE(d.ok());
   EXPECT_EQ(d->point.selector, select::Policy::kFull);
 }
@@ -148,7 +151,8 @@ TEST(ControllerTest, LongerPromptsMakeSelectionDearer) {
   ASSERT_TRUE(stats.ok());
   r.edge_prefill_stats = *stats;
   const std::vector<OperatingPoint> points = {
-      Point(Mode::kKv, "int4", 0.8), Point(Mode::kKv, "int4", 0.8, select::Policy::kSnapKV, 0.5)};
+      Point(kvstream::v1::MODE_KV, "int4", 0.8),
+      Point(kvstream::v1::MODE_KV, "int4", 0.8, select::Policy::kSnapKV, 0.5)};
   auto short_slow = Choose(points, kRequest, kScout, r, {1e4, 0}, 0, 0);
   auto long_slow = Choose(points, {1001, 980}, kScout, r, {1e4, 0}, 0, 0);
   ASSERT_TRUE(short_slow.ok() && long_slow.ok());
@@ -167,7 +171,7 @@ TEST(ControllerTest, CloudPrefillGrowsWithTheSquareOfThePrompt) {
   auto cloud = PrefillCost::Fit(128, 0.010, 512, 0.080);
   ASSERT_TRUE(cloud.ok());
   r.cloud_prefill = *cloud;
-  auto text = Predict(Point(Mode::kText, "", 0.9), {1001, 980}, kScout, r, {1e9, 0});
+  auto text = Predict(Point(kvstream::v1::MODE_TEXT, "", 0.9), {1001, 980}, kScout, r, {1e9, 0});
   ASSERT_TRUE(text.ok());
   const double b = (0.080 / 512 - 0.010 / 128) / (512 - 128), a = 0.010 / 128 - b * 128;
   EXPECT_NEAR(text->cloud_seconds, a * 1000 + b * 1000 * 1000 + 1 / 50.0, 1e-12);
@@ -175,15 +179,16 @@ TEST(ControllerTest, CloudPrefillGrowsWithTheSquareOfThePrompt) {
   // Observed answers move the scale: prefills twice as slow as the fit double the price
   // after enough samples.
   for (int i = 0; i < 60; ++i) r.cloud_prefill.Observe(512, 0.160);
-  auto slower = Predict(Point(Mode::kText, "", 0.9), {1001, 980}, kScout, r, {1e9, 0});
+  auto slower = Predict(Point(kvstream::v1::MODE_TEXT, "", 0.9), {1001, 980}, kScout, r, {1e9, 0});
   ASSERT_TRUE(slower.ok());
   EXPECT_NEAR(slower->cloud_seconds - 1 / 50.0, 2 * (text->cloud_seconds - 1 / 50.0), 1e-6);
 }
 
 TEST(ControllerTest, SelectionShrinksKvBytes) {
-  auto full = Predict(Point(Mode::kKv, "int4", 0.8), kRequest, kScout, TestRates(), {1e6, 0});
-  auto half = Predict(Point(Mode::kKv, "int4", 0.7, select::Policy::kSnapKV, 0.5), kRequest, kScout,
-                      TestRates(), {1e6, 0});
+  auto full =
+      Predict(Point(kvstream::v1::MODE_KV, "int4", 0.8), kRequest, kScout, TestRates(), {1e6, 0});
+  auto half = Predict(Point(kvstream::v1::MODE_KV, "int4", 0.7, select::Policy::kSnapKV, 0.5),
+                      kRequest, kScout, TestRates(), {1e6, 0});
   ASSERT_TRUE(full.ok() && half.ok());
   // INT4 at width 4: 2 data bytes + 4 of scale/offset per slot; 100 vs 60 slots.
   EXPECT_EQ(full->wire_bytes, 2u * 2 * 100 * 6 + 4 * 100 + 256);
@@ -191,8 +196,9 @@ TEST(ControllerTest, SelectionShrinksKvBytes) {
 }
 
 TEST(ControllerTest, ChoosesBestQualityWithinTheTarget) {
-  const std::vector<OperatingPoint> points = {
-      Point(Mode::kText, "", 0.9), Point(Mode::kKv, "int8", 0.8), Point(Mode::kKv, "raw", 0.8)};
+  const std::vector<OperatingPoint> points = {Point(kvstream::v1::MODE_TEXT, "", 0.9),
+                                              Point(kvstream::v1::MODE_KV, "int8", 0.8),
+                                              Point(kvstream::v1::MODE_KV, "raw", 0.8)};
   const Rates r = TestRates();
   // text: 0.3229 s, kv int8: 0.2409 s, kv raw: 0.2665 s.
   auto d = Choose(points, kRequest, kScout, r, {1e6, 0.1}, 0.3, 0);
@@ -200,11 +206,11 @@ TEST(ControllerTest, ChoosesBestQualityWithinTheTarget) {
   EXPECT_EQ(d->point.label(), "kv full int8") << "raw has the same quality but a higher TTFT";
   d = Choose(points, kRequest, kScout, r, {1e6, 0.1}, 0.5, 0);
   ASSERT_TRUE(d.ok());
-  EXPECT_EQ(d->point.mode, Mode::kText) << "text meets 0.5 s and has the best quality";
+  EXPECT_EQ(d->point.mode, kvstream::v1::MODE_TEXT) << "text meets 0.5 s and has the best quality";
   // Nothing meets 0.1 s: lowest TTFT above the floor.
   d = Choose(points, kRequest, kScout, r, {1e6, 0.1}, 0.1, 0.85);
   ASSERT_TRUE(d.ok());
-  EXPECT_EQ(d->point.mode, Mode::kText);
+  EXPECT_EQ(d->point.mode, kvstream::v1::MODE_TEXT);
   EXPECT_NE(d->reason.find("none meets the target"), std::string::npos) << d->reason;
   // A floor nobody reaches: lowest TTFT of all.
   d = Choose(points, kRequest, kScout, r, {1e6, 0.1}, 0, 0.95);
@@ -213,24 +219,28 @@ TEST(ControllerTest, ChoosesBestQualityWithinTheTarget) {
 }
 
 TEST(ControllerTest, SlowLinksFavourText) {
-  const std::vector<OperatingPoint> points = {Point(Mode::kText, "", 0.8),
-                                              Point(Mode::kKv, "int8", 0.8)};
+  const std::vector<OperatingPoint> points = {Point(kvstream::v1::MODE_TEXT, "", 0.8),
+                                              Point(kvstream::v1::MODE_KV, "int8", 0.8)};
   // At 10 kbit/s the 3856-byte cache takes 3.1 s, the 367 bytes of ids 0.29 s.
   auto d = Choose(points, kRequest, kScout, TestRates(), {1e4, 0.1}, 0, 0.5);
   ASSERT_TRUE(d.ok());
-  EXPECT_EQ(d->point.mode, Mode::kText);
+  EXPECT_EQ(d->point.mode, kvstream::v1::MODE_TEXT);
   EXPECT_NEAR(d->prediction.ttft_seconds, 0.1 + 367 * 8 / 1e4 + 0.2 + 0.02, 1e-12);
   // At 1 Gbit/s skipping the large model's prefill wins.
   d = Choose(points, kRequest, kScout, TestRates(), {1e9, 0.001}, 0, 0.5);
   ASSERT_TRUE(d.ok());
-  EXPECT_EQ(d->point.mode, Mode::kKv);
+  EXPECT_EQ(d->point.mode, kvstream::v1::MODE_KV);
 }
 
 TEST(ControllerTest, BadInputsAreErrors) {
-  EXPECT_FALSE(Predict(Point(Mode::kKv, "int8", 1), kRequest, kScout, TestRates(), {0, 0}).ok());
-  EXPECT_FALSE(Predict(Point(Mode::kKv, "int8", 1), {10, 10}, kScout, TestRates(), {1e6, 0}).ok());
   EXPECT_FALSE(
-      Predict(Point(Mode::kKv, "int4,L5=f16", 1), kRequest, kScout, TestRates(), {1e6, 0}).ok());
+      Predict(Point(kvstream::v1::MODE_KV, "int8", 1), kRequest, kScout, TestRates(), {0, 0}).ok());
+  EXPECT_FALSE(
+      Predict(Point(kvstream::v1::MODE_KV, "int8", 1), {10, 10}, kScout, TestRates(), {1e6, 0})
+          .ok());
+  EXPECT_FALSE(Predict(Point(kvstream::v1::MODE_KV, "int4,L5=f16", 1), kRequest, kScout,
+                       TestRates(), {1e6, 0})
+                   .ok());
   EXPECT_EQ(Choose({}, kRequest, kScout, TestRates(), {1e6, 0}, 0, 0).status().code(),
             absl::StatusCode::kFailedPrecondition);
 }
@@ -324,7 +334,7 @@ TEST(QualityTableTest, ParsesAndRejectsWithThePlace) {
   auto projected =
       ParseQualityTable(R"([{"mode": "projected", "spec": "int4", "quality": 0.8}])", "t");
   ASSERT_TRUE(projected.ok()) << projected.status();
-  EXPECT_EQ((*projected)[0].mode, Mode::kProjected);
+  EXPECT_EQ((*projected)[0].mode, kvstream::v1::MODE_PROJECTED);
   EXPECT_FALSE(
       ParseQualityTable(R"([{"mode": "projected", "spec": "int9", "quality": 1}])", "t").ok());
 }
