@@ -9,7 +9,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "cloud/session_open.h"
 #include "common/base/log.h"
 #include "common/base/status.h"
 #include "common/codec/positions.h"
@@ -18,7 +17,8 @@
 #include "common/model/generate.h"
 #include "common/model/kv_chunks.h"
 #include "common/net/grpc_util.h"
-#include "common/pipeline/mode.h"
+#include "common/pipeline/pipeline.h"
+#include "common/pipeline/session_open.h"
 
 namespace kvstream::cloud {
 namespace {
@@ -130,16 +130,9 @@ absl::StatusOr<ServedModel> LoadServedModel(const std::string& name, const std::
   ServedModel s;
   s.name = name;
   ASSIGN_OR_RETURN(s.model, model::Model::Load(dir, runtime));
-  const model::ModelConfig& c = s.model->config();
-  for (int id : c.eos_token_ids) s.stop_tokens.push_back(id);
   auto tok = model::Tokenizer::Load(dir + "/tokenizer.json");
-  if (tok.ok()) {
-    s.tokenizer = std::move(*tok);
-    for (int32_t id : model::StopTokens(*s.tokenizer)) {
-      if (std::find(s.stop_tokens.begin(), s.stop_tokens.end(), id) == s.stop_tokens.end())
-        s.stop_tokens.push_back(id);
-    }
-  }
+  if (tok.ok()) s.tokenizer = std::move(*tok);
+  s.stop_tokens = pipeline::StopTokens(*s.model, s.tokenizer.get());
   if (probe_tokens > 0) RETURN_IF_ERROR(MeasureRates(s, probe_tokens));
   return s;
 }
@@ -296,11 +289,7 @@ struct CloudService::Session {
   Mode mode = kvstream::v1::MODE_UNSPECIFIED;
   ServedModel* served = nullptr;
   const ServedProjection* projection = nullptr;  // projected mode
-  std::vector<int32_t> prompt;                   // scout / text
-  std::vector<int32_t> kept;                     // kv: slot positions; scout: kept prompt positions
-  int32_t last_token = 0;
-  int next_position = 0;
-  model::SamplingOptions sampling;
+  pipeline::CheckedOpen checked;  // the SessionOpen, checked against the served model
   Lease lease;
   net::Tenant tenant;  // the token's tenant (empty name: no authentication)
   net::TenantLedger::Hold tenant_hold;
@@ -416,7 +405,7 @@ grpc::Status CloudService::GetInfo(grpc::ServerContext* context,
 absl::Status CloudService::Open(const kvstream::v1::SessionOpen& open, Session& s) {
   s.id = open.session_id();
   s.mode = open.mode();
-  RETURN_IF_ERROR(CheckSessionMode(s.mode));
+  RETURN_IF_ERROR(pipeline::CheckSessionMode(s.mode));
   auto served_list = [&] {
     std::vector<std::string> names;
     for (const ServedModel& m : models_)
@@ -448,20 +437,11 @@ absl::Status CloudService::Open(const kvstream::v1::SessionOpen& open, Session& 
     if (s.mode == kvstream::v1::MODE_PROJECTED) RETURN_IF_ERROR(OpenProjected(open, s));
   }
   const model::ModelConfig& c = s.served->model->config();
-  ASSIGN_OR_RETURN(CheckedOpen checked,
-                   CheckSessionOpen(open, c, s.served->name,
-                                    {options_.max_new_tokens, options_.default_new_tokens}));
-  s.sampling.max_new_tokens = checked.max_new_tokens;
-  s.sampling.temperature = checked.temperature;
-  s.sampling.top_p = checked.top_p;
-  s.sampling.seed = checked.seed;
-  s.sampling.stop_tokens = s.served->stop_tokens;
-  s.prompt = std::move(checked.prompt);
-  s.kept = std::move(checked.kept);
-  s.last_token = checked.last_token;
-  s.next_position = checked.next_position;
-  const uint64_t slots = checked.slots;
-  const uint64_t max_tokens = static_cast<uint64_t>(checked.max_new_tokens);
+  ASSIGN_OR_RETURN(s.checked, pipeline::CheckSessionOpen(
+                                  open, c, s.served->name,
+                                  {options_.max_new_tokens, options_.default_new_tokens}));
+  const uint64_t slots = s.checked.slots;
+  const uint64_t max_tokens = static_cast<uint64_t>(s.checked.max_new_tokens);
   const uint64_t elem = s.served->model->is_bf16() ? 2 : 4;
   uint64_t bytes =
       (slots + max_tokens + 1) * c.num_layers * 2ull * c.num_kv_heads * c.head_dim * elem;
@@ -508,42 +488,32 @@ absl::Status CloudService::OpenProjected(const kvstream::v1::SessionOpen& open, 
 }
 
 absl::StatusOr<std::unique_ptr<model::KvCache>> CloudService::BuildCache(
-    grpc::ServerContext* context, Session& s, model::CacheAssembler* assembler, double rebuild) {
-  model::Model& m = *s.served->model;
-  if (assembler == nullptr) {  // scout / text: the model prefills the prompt itself
-    const auto t0 = Clock::now();
-    model::PrefillOptions po;
-    po.interrupt = [context] {
-      return context->IsCancelled() ? Gone(context, "during prefill") : absl::OkStatus();
-    };
-    if (s.mode == kvstream::v1::MODE_SCOUT && !s.kept.empty()) {
-      po.keep_mask.assign(s.prompt.size() - 1, 0);
-      for (int32_t p : s.kept) po.keep_mask[p] = 1;
-    }
-    ASSIGN_OR_RETURN(model::PrefillResult pre,
-                     m.Prefill(absl::MakeConstSpan(s.prompt).subspan(0, s.prompt.size() - 1), po));
-    PadTo(t0, static_cast<int64_t>(s.prompt.size()) - 1,
+    grpc::ServerContext* context, Session& s) {
+  const auto t0 = Clock::now();
+  pipeline::RebuildTimes times;
+  times.rebuild = s.rebuild;  // writing the chunks into the cache as they arrived
+  auto interrupt = [context] {
+    return context->IsCancelled() ? Gone(context, "during prefill") : absl::OkStatus();
+  };
+  const model::Projection* projection =
+      s.projection != nullptr ? s.projection->projection.get() : nullptr;
+  ASSIGN_OR_RETURN(std::unique_ptr<model::KvCache> cache,
+                   pipeline::Rebuild(s.mode, *s.served->model, s.checked, s.assembler.get(),
+                                     projection, interrupt, &times));
+  if (pipeline::CloudPrefills(s.mode)) {
+    PadTo(t0, static_cast<int64_t>(s.checked.prompt.size()) - 1,
           options_.emulate_prefill_tokens_per_second);
     s.stats.set_prefill_seconds(Seconds(t0, Clock::now()));
     metrics_->Stage("prefill", s.stats.prefill_seconds());
-    return std::move(pre.cache);
+    return cache;
   }
-  if (!assembler->complete()) {
-    return absl::InvalidArgumentError(absl::StrCat("Commit with ", assembler->cells_missing(),
-                                                   " (layer, slot) cells of the cache not sent"));
+  s.stats.set_rebuild_seconds(times.rebuild);
+  metrics_->Stage("rebuild", times.rebuild);
+  if (projection != nullptr) {
+    s.stats.set_projection_seconds(times.projection);
+    metrics_->Stage("project", times.projection);
   }
-  const auto t0 = Clock::now();
-  ASSIGN_OR_RETURN(std::unique_ptr<model::KvCache> cache, assembler->Finish());
-  rebuild += Seconds(t0, Clock::now());
-  s.stats.set_rebuild_seconds(rebuild);
-  metrics_->Stage("rebuild", rebuild);
-  if (s.projection == nullptr) return cache;
-  const auto tp = Clock::now();
-  ASSIGN_OR_RETURN(std::unique_ptr<model::KvCache> mapped,
-                   s.projection->projection->Apply(*cache, m));
-  s.stats.set_projection_seconds(Seconds(tp, Clock::now()));
-  metrics_->Stage("project", s.stats.projection_seconds());
-  return mapped;
+  return cache;
 }
 
 absl::Status CloudService::Attach(grpc::ServerContext* context,
@@ -552,14 +522,9 @@ absl::Status CloudService::Attach(grpc::ServerContext* context,
   if (!open.resume()) {
     RETURN_IF_ERROR(Open(open, *s));
     open.SerializeToString(&s->open_bytes);
-    if (s->mode == kvstream::v1::MODE_KV) {
-      s->assembler = std::make_unique<model::CacheAssembler>(*s->served->model, s->id, s->kept,
-                                                             s->next_position);
-    } else if (s->mode == kvstream::v1::MODE_PROJECTED) {
-      const model::ProjectionModel& src = s->projection->projection->header().source;
-      s->assembler = std::make_unique<model::CacheAssembler>(
-          src.num_layers, src.num_kv_heads, src.head_dim, s->id, s->kept, s->next_position);
-    }
+    s->assembler = pipeline::NewAssembler(
+        s->mode, *s->served->model,
+        s->projection != nullptr ? s->projection->projection.get() : nullptr, s->id, s->checked);
     return absl::OkStatus();
   }
   if (!parked_->enabled()) {
@@ -745,7 +710,7 @@ absl::Status CloudService::RunSession(grpc::ServerContext* context,
   if (!stream->Write(opened)) return Broken(context, *s, "as the session opened");
   logging::Logf(logging::Level::kDebug, "cloud", "session %s open: %s mode, model %s, %zu slots",
                 s->id, pipeline::ModeName(s->mode), s->served->name,
-                s->mode == kvstream::v1::MODE_KV ? s->kept.size() : s->prompt.size());
+                static_cast<size_t>(s->checked.slots));
   uint64_t committed_chunks = 0;
   RETURN_IF_ERROR(ReceiveChunks(context, stream, *s, *watch, committed_chunks));
   parked_->EndReceiving(s->id);
@@ -768,8 +733,7 @@ absl::Status CloudService::Answer(grpc::ServerContext* context,
   s.stats.set_queue_seconds(slot.wait_seconds());
   metrics_->queue_wait.Observe(slot.wait_seconds());
   model::Model& m = *s.served->model;
-  ASSIGN_OR_RETURN(std::unique_ptr<model::KvCache> cache,
-                   BuildCache(context, s, s.assembler.get(), s.rebuild));
+  ASSIGN_OR_RETURN(std::unique_ptr<model::KvCache> cache, BuildCache(context, s));
   if (context->IsCancelled()) return Gone(context, "before generation");
 
   // Generate, streaming each token as it comes.
@@ -795,7 +759,8 @@ absl::Status CloudService::Answer(grpc::ServerContext* context,
     return !context->IsCancelled();
   };
   ASSIGN_OR_RETURN(model::Generation g,
-                   model::Generate(m, *cache, s.last_token, s.sampling, on_token));
+                   model::Generate(m, *cache, s.checked.last_token,
+                                   pipeline::Sampling(s.checked, s.served->stop_tokens), on_token));
   if (write_failed || context->IsCancelled()) return Gone(context, "during generation");
   if (index == 0) s.stats.set_first_token_seconds(Seconds(committed, Clock::now()));
   s.stats.set_decode_seconds(Seconds(decode_start, Clock::now()));

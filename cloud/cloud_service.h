@@ -142,11 +142,10 @@ class CloudService final : public kvstream::v1::CloudService::Service {
   absl::Status Open(const kvstream::v1::SessionOpen& open, Session& session);
   // Projected mode: finds the projection from the sender's model into `s.served`.
   absl::Status OpenProjected(const kvstream::v1::SessionOpen& open, Session& session);
-  // The cache the session generates from once its chunks (or prompt) are in.
+  // The cache the session generates from once its chunks (or prompt) are in
+  // (pipeline::Rebuild), with its stage times recorded.
   absl::StatusOr<std::unique_ptr<model::KvCache>> BuildCache(grpc::ServerContext* context,
-                                                             Session& s,
-                                                             model::CacheAssembler* assembler,
-                                                             double rebuild);
+                                                             Session& s);
 
   std::vector<ServedModel> models_;
   std::vector<ServedProjection> projections_;

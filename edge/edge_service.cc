@@ -20,7 +20,7 @@
 #include "common/model/kv_chunks.h"
 #include "common/model/quality_probe.h"
 #include "common/net/grpc_util.h"
-#include "common/pipeline/mode.h"
+#include "common/pipeline/pipeline.h"
 
 namespace kvstream::edge {
 namespace {
@@ -41,13 +41,6 @@ absl::Status CheckAlive(grpc::ServerContext* context, const char* stage) {
     return absl::DeadlineExceededError(absl::StrCat("deadline passed before ", stage));
   }
   return absl::CancelledError(absl::StrCat("client cancelled before ", stage));
-}
-
-std::string NewSessionId() {
-  static std::atomic<uint64_t> counter{0};
-  static const uint64_t salt = std::random_device{}() * 0x9E3779B97F4A7C15ull ^
-                               static_cast<uint64_t>(Clock::now().time_since_epoch().count());
-  return absl::StrFormat("%016x-%d", salt, counter.fetch_add(1));
 }
 
 }  // namespace
@@ -185,11 +178,12 @@ struct EdgeService::Request {
   model::PrefillResult pre;
   std::unique_ptr<model::KvCache> kept;
   const model::KvCache* send_cache = nullptr;
-  // --estimate_overlap: the selection the plan keeps, the probe (kept for choosing again
-  // after a rejection), whether the stream just closed for a rejection, and the
-  // estimate running beside the transfer with its model worker slot. Last, so it is
-  // joined before the members it reads are destroyed.
-  std::vector<int32_t> estimate_kept;
+  // The positions the selection keeps (empty: the whole cache), which are encoded and
+  // estimated; --estimate_overlap: the probe (kept for choosing again after a
+  // rejection), whether the stream just closed for a rejection, and the estimate running
+  // beside the transfer with its model worker slot. Last, so it is joined before the
+  // members it reads are destroyed.
+  std::vector<int32_t> selected;
   std::unique_ptr<model::QualityProbe> probe;
   bool estimate_rejected = false;
   std::optional<base::AdmissionGate::Slot> estimate_slot;
@@ -461,21 +455,14 @@ absl::Status EdgeService::CheckLengths(Request& r) {
   return absl::OkStatus();
 }
 
+pipeline::Request EdgeService::PipelineRequest(const Request& r) const {
+  return ToPipelineRequest(r.policy, options_.chunk_bytes, options_.snapkv_window);
+}
+
 absl::Status EdgeService::BuildPayload(grpc::ServerContext* context, Request& r) {
-  const ResolvedPolicy& policy = r.policy;
-  kvstream::v1::SessionOpen& open = *r.open.mutable_open();
-  r.session_id = NewSessionId();
-  open.set_session_id(r.session_id);
-  open.set_mode(policy.mode);
-  open.set_max_tokens(policy.max_tokens);
-  open.set_temperature(policy.temperature);
-  open.set_top_p(policy.top_p);
-  open.set_seed(policy.seed);
-  if (pipeline::NamesCloudModel(policy.mode)) open.set_model_name(policy.cloud_model);
-  if (!r.sends_cache && !(policy.mode == kvstream::v1::MODE_SCOUT && r.selects)) {
-    open.mutable_prompt_tokens()->Add(r.prompt.tokens.begin(), r.prompt.tokens.end());
-    return absl::OkStatus();  // text, or scout without a selection: no model work here
-  }
+  r.session_id = pipeline::NewSessionId();
+  // Text, and scout without a selection: no model work here.
+  if (!pipeline::SenderPrefills(PipelineRequest(r))) return EncodePayload(r);
   // The slot bounds the scout's forward passes; it is given back after encode, before the
   // transfer waits on the network.
   ASSIGN_OR_RETURN(base::AdmissionGate::Slot slot, Admit(context, *r.stats.mutable_stages()));
@@ -485,49 +472,34 @@ absl::Status EdgeService::BuildPayload(grpc::ServerContext* context, Request& r)
   if (estimates && !(options_.estimate_overlap && !r.replan)) {
     RETURN_IF_ERROR(CheckEstimate(context, r, r.selects ? sel.kept : std::vector<int32_t>{}));
     if (r.mode == kvstream::v1::MODE_TEXT) return absl::OkStatus();  // the estimate chose text
-  }
-  if (!r.sends_cache) {  // scout mode: the ids and the kept positions
-    open.mutable_prompt_tokens()->Add(r.prompt.tokens.begin(), r.prompt.tokens.end());
-    open.set_num_slots(static_cast<uint32_t>(sel.kept.size()));
-    open.set_kept_positions(codec::EncodePositions(sel.kept));
-    return absl::OkStatus();
+  } else {
+    r.selected = r.selects ? sel.kept : std::vector<int32_t>{};
   }
   RETURN_IF_ERROR(CheckAlive(context, "encode"));
-  r.estimate_kept = r.selects ? sel.kept : std::vector<int32_t>{};
   RETURN_IF_ERROR(EncodePayload(r));
   if (estimates && !r.replan && options_.estimate_overlap) {
-    StartEstimate(r, std::move(slot), r.estimate_kept);
+    StartEstimate(r, std::move(slot), r.selected);
   }
   return absl::OkStatus();
 }
 
 absl::Status EdgeService::EncodePayload(Request& r) {
-  kvstream::v1::SessionOpen& open = *r.open.mutable_open();
-  kvstream::v1::StageSeconds& stages = *r.stats.mutable_stages();
   const auto t = Clock::now();
-  if (r.selects) {
-    ASSIGN_OR_RETURN(r.kept, r.pre.cache->Copy(r.estimate_kept));
-  }
-  r.send_cache = r.selects ? r.kept.get() : r.pre.cache.get();
-  if (!r.replan) {
-    model::ChunkingOptions co;
-    co.max_chunk_bytes = options_.chunk_bytes;
-    ASSIGN_OR_RETURN(r.chunks, model::EncodeCache(*r.send_cache, r.policy.plan, r.session_id, co));
-  }
+  select::Selection sel;
+  sel.kept = r.selected;
+  const bool prefilled = r.pre.cache != nullptr;
+  ASSIGN_OR_RETURN(pipeline::Payload p,
+                   pipeline::Encode(*scout_, prefilled ? &r.pre : nullptr, &sel, r.prompt,
+                                    PipelineRequest(r), r.session_id, !r.replan));
+  *r.open.mutable_open() = std::move(p.open);
+  r.chunks = std::move(p.chunks);
+  r.kept = std::move(p.kept);
+  r.send_cache = p.cache;
+  if (!r.sends_cache) return absl::OkStatus();
   const double encode = Seconds(t, Clock::now());
+  kvstream::v1::StageSeconds& stages = *r.stats.mutable_stages();
   stages.set_encode(stages.encode() + encode);
   metrics_->Stage("encode", encode);
-  const model::ModelConfig& sc = scout_->config();
-  open.set_model_fingerprint(scout_->fingerprint());
-  open.mutable_dims()->set_num_layers(sc.num_layers);
-  open.mutable_dims()->set_num_kv_heads(sc.num_kv_heads);
-  open.mutable_dims()->set_head_dim(sc.head_dim);
-  open.mutable_dims()->set_vocab_size(sc.vocab_size);
-  open.mutable_dims()->set_max_position_embeddings(sc.max_position_embeddings);
-  open.set_last_token(r.prompt.tokens.back());
-  open.set_num_slots(static_cast<uint32_t>(r.send_cache->size()));
-  open.set_next_position(static_cast<uint32_t>(r.head.size()));
-  open.set_kept_positions(codec::EncodePositions(r.send_cache->positions()));
   return absl::OkStatus();
 }
 
@@ -536,18 +508,8 @@ absl::StatusOr<select::Selection> EdgeService::PrefillAndSelect(grpc::ServerCont
   kvstream::v1::StageSeconds& stages = *r.stats.mutable_stages();
   auto t = Clock::now();
   auto interrupt = [context] { return CheckAlive(context, "the prefill finished"); };
-  if (r.selects) {
-    // The whole prompt, so the statistics see its last row; the cache stops before it.
-    ASSIGN_OR_RETURN(r.pre, model::PrefillForSelection(*scout_, r.prompt.tokens, r.prompt.spans,
-                                                       options_.snapkv_window, interrupt));
-  } else {
-    // The whole prompt too (the cache stops before its last token): the last row's
-    // logits, one token's work, are the quality estimate's first step.
-    model::PrefillOptions po;
-    po.interrupt = interrupt;
-    po.cache_tokens = static_cast<int>(r.head.size());
-    ASSIGN_OR_RETURN(r.pre, scout_->Prefill(r.prompt.tokens, po));
-  }
+  const pipeline::Request request = PipelineRequest(r);
+  ASSIGN_OR_RETURN(r.pre, pipeline::Prefill(*scout_, r.prompt, request, interrupt));
   stages.set_prefill(Seconds(t, Clock::now()));
   metrics_->Stage("prefill", stages.prefill());
   {
@@ -557,17 +519,7 @@ absl::StatusOr<select::Selection> EdgeService::PrefillAndSelect(grpc::ServerCont
     metrics_->prefill_scale.Add({{"kind", r.selects ? "stats" : "plain"}}).Set(cost.scale());
   }
   t = Clock::now();
-  select::Selection sel;
-  if (r.selects) {
-    select::SelectOptions so;
-    so.policy = r.policy.selector;
-    so.retention = r.policy.retention;
-    so.seed = r.policy.seed;
-    ASSIGN_OR_RETURN(sel, select::Select(r.pre.stats, r.spans, so));
-  } else {
-    for (int i = 0; i < r.spans.num_tokens; ++i) sel.kept.push_back(i);
-    sel.context_kept = sel.context_total = r.spans.context_tokens();
-  }
+  ASSIGN_OR_RETURN(select::Selection sel, pipeline::Select(r.pre, r.prompt, request));
   r.stats.set_kept_tokens(sel.context_kept);
   stages.set_select(Seconds(t, Clock::now()));
   metrics_->Stage("select", stages.select());
@@ -772,7 +724,7 @@ absl::Status EdgeService::StartAfresh(Request& r, const std::string& what) {
   logging::Logf(logging::Level::kWarning, "edge", "transfer of session %s failed (%s); %s",
                 r.session_id, what, to_text ? "falling back to text" : "sending it again");
   r.resume = r.opened = false;
-  r.session_id = NewSessionId();
+  r.session_id = pipeline::NewSessionId();
   kvstream::v1::SessionOpen& open = *r.open.mutable_open();
   open.set_session_id(r.session_id);
   if (r.replan) {  // re-planning encodes again from the first layer
@@ -780,8 +732,7 @@ absl::Status EdgeService::StartAfresh(Request& r, const std::string& what) {
     r.replan_layer = r.replan_rung = 0;
   }
   for (kvstream::v1::KvChunk& c : r.chunks) c.set_session_id(r.session_id);
-  if (to_text) SwitchToText(r);
-  return absl::OkStatus();
+  return to_text ? SwitchToText(r) : absl::OkStatus();
 }
 
 absl::Status EdgeService::SendReplanned(CloudTransfer& transfer, Request& r, bool& sent_ok) {
@@ -877,23 +828,12 @@ void EdgeService::RecordTransfer(const CloudTransfer::Result& t, Request& r) {
   stats.set_stop_reason(cloud.stop_reason());
 }
 
-void EdgeService::SwitchToText(Request& r) {
-  const kvstream::v1::SessionOpen& was = r.open.open();
-  kvstream::v1::SessionOpen text;
-  text.set_session_id(was.session_id());
-  text.set_mode(kvstream::v1::MODE_TEXT);
-  text.set_model_name(r.policy.cloud_model);
-  text.set_max_tokens(was.max_tokens());
-  text.set_temperature(was.temperature());
-  text.set_top_p(was.top_p());
-  text.set_seed(was.seed());
-  text.mutable_prompt_tokens()->Add(r.prompt.tokens.begin(), r.prompt.tokens.end());
-  *r.open.mutable_open() = std::move(text);
-  r.chunks.clear();
+absl::Status EdgeService::SwitchToText(Request& r) {
   r.mode = r.policy.mode = kvstream::v1::MODE_TEXT;
   r.sends_cache = r.replan = false;
   r.stats.set_mode(kvstream::v1::MODE_TEXT);
   r.stats.clear_spec();
+  return EncodePayload(r);
 }
 
 absl::StatusOr<std::unique_ptr<model::QualityProbe>> NewProbe(model::Model& scout,
@@ -948,7 +888,7 @@ absl::Status EdgeService::CheckEstimate(grpc::ServerContext* context, Request& r
       r.stats.set_decision(absl::StrCat(r.stats.decision(), "; the estimate rejected ",
                                         absl::StrJoin(rejected, ", ")));
       if (r.policy.mode == kvstream::v1::MODE_TEXT) {
-        SwitchToText(r);
+        RETURN_IF_ERROR(SwitchToText(r));
         break;
       }
       if (r.point.selector != was.selector || r.point.retention != was.retention) {
@@ -964,7 +904,7 @@ absl::Status EdgeService::CheckEstimate(grpc::ServerContext* context, Request& r
     if (RecordEstimate(r, e)) break;
     rejected.push_back(r.point.label());
   }
-  r.estimate_kept = estimate_kept;
+  r.selected = estimate_kept;
   const double estimate = Seconds(t, Clock::now());
   r.stats.mutable_stages()->set_estimate(r.stats.stages().estimate() + estimate);
   metrics_->Stage("estimate", estimate);
@@ -1000,9 +940,9 @@ absl::Status EdgeService::ReplanRejected(grpc::ServerContext* context, Request& 
   const std::string label = r.point.label();
   // The new choice is estimated before it is sent, and runs on a model worker.
   ASSIGN_OR_RETURN(base::AdmissionGate::Slot slot, Admit(context, *r.stats.mutable_stages()));
-  RETURN_IF_ERROR(CheckEstimate(context, r, r.estimate_kept, {label}, std::move(r.probe)));
+  RETURN_IF_ERROR(CheckEstimate(context, r, r.selected, {label}, std::move(r.probe)));
   r.resume = r.opened = false;
-  r.session_id = NewSessionId();
+  r.session_id = pipeline::NewSessionId();
   r.open.mutable_open()->set_session_id(r.session_id);
   if (r.mode == kvstream::v1::MODE_TEXT) return absl::OkStatus();
   return EncodePayload(r);

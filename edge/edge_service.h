@@ -23,6 +23,7 @@
 #include "common/net/peer_limit.h"
 #include "common/net/shaper.h"
 #include "common/net/tenant_ledger.h"
+#include "common/pipeline/pipeline.h"
 #include "edge/policy.h"
 #include "edge/replica_set.h"
 #include "edge/transfer.h"
@@ -170,7 +171,10 @@ class EdgeService final : public kvstream::v1::EdgeService::Service {
   // After a rejected overlapped estimate: choose again (checking each new plan first)
   // and encode the new choice for a fresh session.
   absl::Status ReplanRejected(grpc::ServerContext* context, Request& r);
-  // Encodes the cache to send under the request's plan and fills SessionOpen's fields.
+  // The request as the pipeline runs it (its current policy).
+  pipeline::Request PipelineRequest(const Request& r) const;
+  // The payload of the request's current policy (pipeline::Encode): SessionOpen and, for
+  // kv / projected, the chunks of the selected cache (none yet when re-planning).
   absl::Status EncodePayload(Request& r);
   // Records one plan's estimate in the request's stats; true when it passes.
   bool RecordEstimate(Request& r, const model::QualityEstimate& e);
@@ -184,7 +188,7 @@ class EdgeService final : public kvstream::v1::EdgeService::Service {
                              std::vector<std::string> rejected = {},
                              std::unique_ptr<model::QualityProbe> probe = nullptr);
   // Turns `r` into a text-mode request under its current session id.
-  void SwitchToText(Request& r);
+  absl::Status SwitchToText(Request& r);
   // Feeds one Transfer's chunk timings (seconds since the request began) to the estimator.
   void UpdateLink(const CloudTransfer::Result& transfer);
   // The cloud's GetInfo, fetched on first use and kept (models and rates do not change

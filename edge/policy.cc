@@ -67,4 +67,21 @@ absl::StatusOr<ResolvedPolicy> ResolvePolicy(const kvstream::v1::Policy& req,
   return p;
 }
 
+pipeline::Request ToPipelineRequest(const ResolvedPolicy& p, uint64_t chunk_bytes,
+                                    int snapkv_window) {
+  pipeline::Request q;
+  q.mode = p.mode;
+  q.selector = p.selector;
+  q.retention = p.retention;
+  q.seed = p.seed;
+  q.plan = p.plan;
+  q.cloud_model = p.cloud_model;
+  q.max_tokens = p.max_tokens;
+  q.temperature = p.temperature;
+  q.top_p = p.top_p;
+  q.chunk_bytes = chunk_bytes;
+  q.snapkv_window = snapkv_window;
+  return q;
+}
+
 }  // namespace kvstream::edge

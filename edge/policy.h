@@ -9,6 +9,7 @@
 #include "absl/status/statusor.h"
 #include "common/codec/spec.h"
 #include "common/pipeline/mode.h"
+#include "common/pipeline/request.h"
 #include "common/select/select.h"
 #include "kvstream/v1/service.pb.h"
 
@@ -38,5 +39,10 @@ struct ResolvedPolicy {
 // ADAPTIVE is returned as is.
 absl::StatusOr<ResolvedPolicy> ResolvePolicy(const kvstream::v1::Policy& request,
                                              const kvstream::v1::Policy& defaults, int num_layers);
+
+// The request the pipeline runs for `policy` (a mode that answers, not ADAPTIVE), with
+// chunks of at most `chunk_bytes` and SnapKV's window of `snapkv_window` rows.
+pipeline::Request ToPipelineRequest(const ResolvedPolicy& policy, uint64_t chunk_bytes,
+                                    int snapkv_window);
 
 }  // namespace kvstream::edge

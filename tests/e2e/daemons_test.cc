@@ -25,11 +25,14 @@
 #include "common/model/chat.h"
 #include "common/model/kv_chunks.h"
 #include "common/model/model.h"
+#include "common/model/projection.h"
 #include "common/model/tokenizer.h"
 #include "common/net/ask_client.h"
 #include "common/net/auth.h"
 #include "common/net/grpc_util.h"
 #include "common/net/process.h"
+#include "common/pipeline/pipeline.h"
+#include "edge/policy.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "kvstream/v1/service.grpc.pb.h"
 #include "tests/support/daemon.h"
@@ -299,6 +302,73 @@ TEST_F(DaemonsTest, LosslessKvEqualsTextOnTwentyPrompts) {
 
 // Compressed kv modes answer, and the bytes they report are the codec's formula for
 // the kept cache plus small message overhead.
+// What `kvstream eval` measures is what the daemons do: the same request through the
+// in-process pipeline (the edge's policy resolution, the scout's prefill and selection,
+// the encoded messages, the cloud's checks, rebuild and generation) and through the
+// edge and cloud daemons gives the same answer tokens and the same uplink bytes.
+TEST_F(DaemonsTest, InProcessPipelineMatchesTheDaemonsTokenForTokenAndByteForByte) {
+  model::RuntimeOptions rt;
+  rt.threads = 1;
+  auto scout = model::Model::Load(kScout, rt);
+  auto large = model::Model::Load(kLarge, rt);
+  auto projection = model::Projection::Load(kProjection);
+  ASSERT_TRUE(scout.ok() && large.ok() && projection.ok());
+  struct Case {
+    kvstream::v1::Mode mode;
+    const char *spec, *selector;
+    double retention;
+  };
+  const Case cases[] = {{kvstream::v1::MODE_KV, "raw", "full", 1},
+                        {kvstream::v1::MODE_KV, "int4", "q2c", 0.5},
+                        {kvstream::v1::MODE_PROJECTED, "int8", "full", 1},
+                        {kvstream::v1::MODE_PROJECTED, "int4,L0=f16", "snapkv", 0.5},
+                        {kvstream::v1::MODE_SCOUT, "raw", "q2c", 0.5},
+                        {kvstream::v1::MODE_TEXT, "raw", "full", 1}};
+  kvstream::v1::Policy defaults;  // the edge's flags in SetUpTestSuite
+  defaults.set_mode(kvstream::v1::MODE_KV);
+  defaults.set_max_tokens(8);
+  defaults.set_cloud_model("large");
+  for (const Case& c : cases) {
+    for (size_t e = 0; e < 3; ++e) {
+      SCOPED_TRACE(
+          absl::StrCat(pipeline::ModeName(c.mode), " ", c.selector, " ", c.spec, ", example ", e));
+      const bool kv = c.mode == kvstream::v1::MODE_KV;
+      const kvstream::v1::AskRequest req =
+          Request((*examples_)[e], c.mode, c.spec, c.selector, c.retention, kv ? "" : "large");
+      auto daemons = Ask(req);
+      ASSERT_TRUE(daemons.ok()) << daemons.status();
+
+      auto policy = edge::ResolvePolicy(req.policy(), defaults, (*scout)->config().num_layers);
+      ASSERT_TRUE(policy.ok()) << policy.status();
+      const pipeline::Request pr = edge::ToPipelineRequest(*policy, 1 << 20, 32);
+      auto prompt = model::BuildQaPrompt(*tokenizer_, (*examples_)[e].context,
+                                         (*examples_)[e].question, {kSystem});
+      ASSERT_TRUE(prompt.ok());
+      model::PrefillResult pre;
+      select::Selection sel;
+      if (pipeline::SenderPrefills(pr)) {
+        ASSERT_TRUE((pre = pipeline::Prefill(**scout, *prompt, pr).value()).cache != nullptr);
+        sel = pipeline::Select(pre, *prompt, pr).value();
+      }
+      auto payload = pipeline::Encode(**scout, pipeline::SenderPrefills(pr) ? &pre : nullptr, &sel,
+                                      *prompt, pr, pipeline::NewSessionId());
+      ASSERT_TRUE(payload.ok()) << payload.status();
+      pipeline::Receiver to;
+      to.model = kv ? scout->get() : large->get();
+      to.name = kv ? "scout" : "large";
+      to.projection = c.mode == kvstream::v1::MODE_PROJECTED ? projection->get() : nullptr;
+      to.stop_tokens = pipeline::StopTokens(*to.model, tokenizer_);
+      auto local = pipeline::AnswerLocally(*payload, to);
+      ASSERT_TRUE(local.ok()) << local.status();
+
+      EXPECT_FALSE(local->tokens.empty());
+      EXPECT_EQ(local->tokens, daemons->token_ids);
+      EXPECT_EQ(local->wire_bytes, daemons->stats.wire_bytes());
+      EXPECT_EQ(local->stop_reason, daemons->stats.stop_reason());
+    }
+  }
+}
+
 TEST_F(DaemonsTest, CompressedModesAnswerAndBytesMatchTheCodecFormula) {
   const model::ModelConfig c =
       model::ModelConfig::Load(absl::StrCat(kScout, "/config.json")).value();

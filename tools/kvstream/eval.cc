@@ -1,10 +1,12 @@
-// kvstream eval: quality against bandwidth, in process. For every example it runs the kv
-// pipeline the daemons run (prefill with attention statistics -> select -> compact ->
-// encode chunks -> decode -> rebuild -> generate from the rebuilt cache) for each
-// selector x retention x plan; scout mode (the scout's selection as a keep-mask for the
-// answering model's own prefill); and text mode (the answering model prefills all). Prints a table
-// and writes CSV and JSON; the CSV is rewritten as examples complete, so a long sweep leaves
-// partial results.
+// kvstream eval: quality against bandwidth, in process. Every example runs each variant
+// (selector x retention x plan, per mode: kv with --model's own cache, projected and
+// scout from --scout's, text) through the request pipeline the daemons run
+// (common/pipeline: prefill with statistics -> select -> encode -> the serialized uplink
+// messages -> the cloud's checks and rebuild -> generate), so what it measures is what
+// the daemons do; wire bytes are every serialized uplink message, as the edge counts them.
+// The senders' prefills are shared by an example's variants. Prints a table and writes
+// CSV and JSON; the CSV is rewritten as examples complete, so a long sweep leaves partial
+// results.
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -26,6 +28,7 @@
 #include "common/model/projection.h"
 #include "common/model/quality_probe.h"
 #include "common/model/tokenizer.h"
+#include "common/pipeline/pipeline.h"
 #include "tools/kvstream/commands.h"
 
 ABSL_FLAG(std::string, model, "testdata/models/large", "Model directory that answers");
@@ -248,9 +251,14 @@ absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
   if (variants.empty())
     return absl::InvalidArgumentError("nothing to evaluate: no mode/selector/spec given");
 
-  model::SamplingOptions sampling;
-  sampling.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
-  sampling.stop_tokens = model::StopTokens(*tok);
+  // The answering side, as the cloud serves --model.
+  pipeline::Receiver receiver;
+  receiver.model = answerer.get();
+  receiver.name = "eval";
+  const int sampling_tokens = absl::GetFlag(FLAGS_max_new_tokens);
+  receiver.limits = {static_cast<uint32_t>(std::max(512, sampling_tokens)),
+                     static_cast<uint32_t>(sampling_tokens)};
+  receiver.stop_tokens = pipeline::StopTokens(*answerer, tok.get());
   const auto start = std::chrono::steady_clock::now();
   double base_f1 = 0;
   std::set<int> lengths;  // distinct prompt lengths the cell sampled
@@ -259,24 +267,23 @@ absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
     ASSIGN_OR_RETURN(model::ChatPrompt prompt, model::BuildQaPrompt(*tok, ex.context, ex.question,
                                                                     {absl::GetFlag(FLAGS_system)}));
     lengths.insert(static_cast<int>(prompt.tokens.size()));
-    // The cache covers the prompt but its last token, which generation feeds.
-    const std::vector<int32_t> head(prompt.tokens.begin(), prompt.tokens.end() - 1);
     const int32_t last = prompt.tokens.back();
-    select::PromptSpans spans = prompt.spans;
-    spans.num_tokens = static_cast<int>(head.size());
-    // Statistics over the whole prompt (its last row included); caches without the last
-    // token, which generation feeds.
+    // The senders' prefills, with statistics over the whole prompt, shared by every
+    // variant (their caches equal the plain prefill's that a request without a selector
+    // gets).
+    pipeline::Request stats_request;
+    stats_request.selector = select::Policy::kQ2C;
     ASSIGN_OR_RETURN(model::PrefillResult full,
-                     model::PrefillForSelection(*answerer, prompt.tokens, prompt.spans));
+                     pipeline::Prefill(*answerer, prompt, stats_request));
     model::PrefillResult scout_pre;
     if (scout != nullptr) {
-      ASSIGN_OR_RETURN(scout_pre, model::PrefillForSelection(*scout, prompt.tokens, prompt.spans));
+      ASSIGN_OR_RETURN(scout_pre, pipeline::Prefill(*scout, prompt, stats_request));
     }
     // The edge's estimate probes the cache that is sent: --model's own (kv), the scout's
     // (projected).
     std::unique_ptr<model::QualityProbe> own_probe, scout_probe;
     if (const int steps = absl::GetFlag(FLAGS_estimate_steps); steps > 0) {
-      std::vector<int32_t> stop = sampling.stop_tokens;
+      std::vector<int32_t> stop = receiver.stop_tokens;
       ASSIGN_OR_RETURN(own_probe, model::QualityProbe::Create(*answerer, *full.cache, last, steps,
                                                               stop, &full.last_logits));
       if (scout != nullptr) {
@@ -286,72 +293,39 @@ absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
       }
     }
     const double bytes16_full = 2.0 * 2 * answerer->config().num_layers *
-                                answerer->config().num_kv_heads * head.size() *
+                                answerer->config().num_kv_heads * (prompt.tokens.size() - 1) *
                                 answerer->config().head_dim;
     for (Variant& v : variants) {
-      select::SelectOptions so;
-      so.policy = v.policy;
-      so.retention = v.retention;
-      so.seed = e;
-      const bool scout_selects = v.mode == "scout" || v.mode == "projected";
-      const select::AttentionStats& stats = scout_selects ? scout_pre.stats : full.stats;
-      ASSIGN_OR_RETURN(select::Selection sel, select::Select(stats, spans, so));
-      // Generates from `cache` (feeding the prompt's last token) and decodes the answer.
-      auto answer_from = [&](model::KvCache& cache) -> absl::StatusOr<std::string> {
-        ASSIGN_OR_RETURN(model::Generation g, model::Generate(*answerer, cache, last, sampling));
-        return tok->Decode(g.tokens, true);
-      };
-      std::string answer;
-      double wire = 0;
-      const auto t0 = std::chrono::steady_clock::now();
-      auto cloud_time = [&] {
-        v.cloud_seconds +=
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      };
-      if (v.mode == "text") {
-        // The answering model prefills everything it is sent: the token ids.
-        ASSIGN_OR_RETURN(model::PrefillResult pre, answerer->Prefill(head));
-        cloud_time();
-        ASSIGN_OR_RETURN(answer, answer_from(*pre.cache));
-        wire = 4.0 * prompt.tokens.size();
-      } else if (v.mode == "projected") {
-        // The scout's selected cache on the wire, rebuilt in the scout's shape, then
-        // mapped into the answering model's cache.
-        ASSIGN_OR_RETURN(auto kept, scout_pre.cache->Copy(sel.kept));
-        model::EncodeStats es;
-        ASSIGN_OR_RETURN(auto chunks, model::EncodeCache(*kept, v.plan, "eval", {}, 0, &es));
-        const auto tc = std::chrono::steady_clock::now();
-        model::CacheAssembler assembler(*scout, "eval", kept->positions(), kept->next_position());
-        for (const auto& c : chunks) RETURN_IF_ERROR(assembler.Add(c));
-        ASSIGN_OR_RETURN(auto rebuilt, assembler.Finish());
-        ASSIGN_OR_RETURN(auto mapped, projection->Apply(*rebuilt, *answerer));
-        v.cloud_seconds +=
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - tc).count();
-        ASSIGN_OR_RETURN(answer, answer_from(*mapped));
-        wire = static_cast<double>(es.message_bytes);
-      } else if (v.mode == "kv") {
-        ASSIGN_OR_RETURN(auto kept, full.cache->Copy(sel.kept));
-        model::EncodeStats es;
-        ASSIGN_OR_RETURN(auto chunks, model::EncodeCache(*kept, v.plan, "eval", {}, 0, &es));
-        const auto tc = std::chrono::steady_clock::now();
-        model::CacheAssembler assembler(*answerer, "eval", kept->positions(),
-                                        kept->next_position());
-        for (const auto& c : chunks) RETURN_IF_ERROR(assembler.Add(c));
-        ASSIGN_OR_RETURN(auto rebuilt, assembler.Finish());
-        v.cloud_seconds +=
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - tc).count();
-        ASSIGN_OR_RETURN(answer, answer_from(*rebuilt));
-        wire = static_cast<double>(es.message_bytes);
+      // The request as the edge would send it, carried to the answering side in process
+      // through the daemons' own messages and checks.
+      ASSIGN_OR_RETURN(const pipeline::Mode mode, pipeline::ParseMode(v.mode, false));
+      pipeline::Request req;
+      req.mode = mode;
+      req.selector = v.policy;
+      req.retention = v.retention;
+      req.seed = e;
+      req.plan = v.plan;
+      req.cloud_model = receiver.name;
+      req.max_tokens = static_cast<uint32_t>(sampling_tokens);
+      const bool own = mode == kvstream::v1::MODE_KV;
+      const Model& sender = own ? *answerer : (scout != nullptr ? *scout : *answerer);
+      const model::PrefillResult& pre = own ? full : scout_pre;
+      select::Selection sel;
+      if (mode != kvstream::v1::MODE_TEXT) {
+        ASSIGN_OR_RETURN(sel, pipeline::Select(pre, prompt, req));
       } else {
-        model::PrefillOptions keep;
-        keep.keep_mask.assign(head.size(), 0);
-        for (int32_t p : sel.kept) keep.keep_mask[p] = 1;
-        ASSIGN_OR_RETURN(model::PrefillResult pre, answerer->Prefill(head, keep));
-        cloud_time();
-        ASSIGN_OR_RETURN(answer, answer_from(*pre.cache));
-        wire = 4.0 * prompt.tokens.size() +
-               codec::EncodePositions(sel.kept).size();  // ids + positions
+        sel.context_kept = sel.context_total = prompt.spans.context_tokens();
       }
+      const bool prefilled = pipeline::SenderPrefills(req);
+      ASSIGN_OR_RETURN(const pipeline::Payload payload,
+                       pipeline::Encode(sender, prefilled ? &pre : nullptr, &sel, prompt, req,
+                                        pipeline::NewSessionId()));
+      pipeline::Receiver to = receiver;
+      to.projection = mode == kvstream::v1::MODE_PROJECTED ? projection.get() : nullptr;
+      ASSIGN_OR_RETURN(const pipeline::LocalAnswer a, pipeline::AnswerLocally(payload, to));
+      ASSIGN_OR_RETURN(const std::string answer, tok->Decode(a.tokens, true));
+      v.cloud_seconds += a.times.prefill + a.times.rebuild + a.times.projection;
+      const double wire = static_cast<double>(a.wire_bytes);
       v.em += eval::ExactMatch(answer, ex.answers);
       const double f1 = eval::TokenF1(answer, ex.answers);
       model::QualityProbe* probe = v.mode == "kv"          ? own_probe.get()

@@ -33,6 +33,7 @@ int RunGenTasks() {
   }
   std::unique_ptr<model::Tokenizer> tok;
   eval::TokenCounter counter;
+  absl::Status encode_error;  // the first text the tokenizer refused
   if (!absl::GetFlag(FLAGS_tokenizer_json).empty()) {
     auto t = model::Tokenizer::Load(absl::GetFlag(FLAGS_tokenizer_json));
     if (!t.ok()) {
@@ -40,9 +41,7 @@ int RunGenTasks() {
       return 1;
     }
     tok = std::move(*t);
-    counter = [&tok](const std::string& s) {
-      return static_cast<int>(tok->Encode(s, false).value().size());
-    };
+    counter = CountTokens(*tok, encode_error);
   }
   eval::TaskGenerator gen(*words, counter);
   gen.set_single_token_names(absl::GetFlag(FLAGS_single_token_names));
@@ -52,7 +51,13 @@ int RunGenTasks() {
   o.num_records = absl::GetFlag(FLAGS_num_records);
   o.target_tokens = absl::GetFlag(FLAGS_length);
   o.seed = absl::GetFlag(FLAGS_task_seed);
-  const std::string json = eval::ToSquadJson(gen.Generate(o));
+  const std::vector<eval::Example> examples = gen.Generate(o);
+  if (!encode_error.ok()) {
+    std::fprintf(stderr, "kvstream gen-tasks: tokenizing tasks: %s\n",
+                 std::string(encode_error.message()).c_str());
+    return 1;
+  }
+  const std::string json = eval::ToSquadJson(examples);
   if (absl::GetFlag(FLAGS_output).empty()) {
     std::fwrite(json.data(), 1, json.size(), stdout);
   } else {

@@ -1,4 +1,4 @@
-#include "cloud/session_open.h"
+#include "common/pipeline/session_open.h"
 
 #include <cmath>
 #include <utility>
@@ -7,7 +7,7 @@
 #include "common/codec/positions.h"
 #include "common/pipeline/mode.h"
 
-namespace kvstream::cloud {
+namespace kvstream::pipeline {
 
 absl::Status CheckSessionMode(kvstream::v1::Mode mode) {
   if (!pipeline::Answers(mode)) {
@@ -121,4 +121,4 @@ absl::StatusOr<CheckedOpen> CheckSessionOpen(const kvstream::v1::SessionOpen& op
   return out;
 }
 
-}  // namespace kvstream::cloud
+}  // namespace kvstream::pipeline

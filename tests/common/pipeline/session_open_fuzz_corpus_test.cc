@@ -3,21 +3,21 @@
 // small token limits), then a serialized SessionOpen.
 #include <gtest/gtest.h>
 
-#include "cloud/session_open.h"
 #include "common/model/config.h"
+#include "common/pipeline/session_open.h"
 #include "tests/support/fuzz_corpus.h"
 
 namespace {
 
-using kvstream::cloud::OpenLimits;
 using kvstream::model::ModelConfig;
+using kvstream::pipeline::OpenLimits;
 
 TEST(SessionOpenFuzzCorpusTest, EverySeedRunsAndNamedSeedsParseAsNamed) {
   // The fuzz target's model is the tiny scout's config.
   auto scout = ModelConfig::Load("testdata/models/scout/config.json");
   ASSERT_TRUE(scout.ok()) << scout.status();
   const auto counts = kvstream::testing::RunFuzzCorpus(
-      "cloud/session_open_fuzz_corpus", [&](const std::string& data) -> absl::Status {
+      "common/pipeline/session_open_fuzz_corpus", [&](const std::string& data) -> absl::Status {
         kvstream::v1::SessionOpen open;
         if (data.empty() || !open.ParseFromString(data.substr(1))) {
           return absl::InvalidArgumentError("not a SessionOpen");
@@ -25,7 +25,7 @@ TEST(SessionOpenFuzzCorpusTest, EverySeedRunsAndNamedSeedsParseAsNamed) {
         ModelConfig c = *scout;
         if (data[0] & 1) c.max_position_embeddings = 64;
         const OpenLimits limits = (data[0] & 2) ? OpenLimits{16, 16} : OpenLimits{};
-        return kvstream::cloud::CheckSessionOpen(open, c, "scout", limits).status();
+        return kvstream::pipeline::CheckSessionOpen(open, c, "scout", limits).status();
       });
   EXPECT_GE(counts.files, 14);
   EXPECT_GE(counts.valid, 5);

@@ -13,7 +13,7 @@
 #include "common/model/config.h"
 #include "kvstream/v1/service.pb.h"
 
-namespace kvstream::cloud {
+namespace kvstream::pipeline {
 
 // INVALID_ARGUMENT unless `mode` is KV, PROJECTED, SCOUT or TEXT.
 absl::Status CheckSessionMode(kvstream::v1::Mode mode);
@@ -49,4 +49,4 @@ absl::StatusOr<CheckedOpen> CheckSessionOpen(const kvstream::v1::SessionOpen& op
                                              absl::string_view model_name,
                                              const OpenLimits& limits);
 
-}  // namespace kvstream::cloud
+}  // namespace kvstream::pipeline

@@ -12,7 +12,7 @@
 // max_new_tokens below the model's positions.
 //
 // Build and run: docs/fuzzing.md. The committed corpus (session_open_fuzz_corpus/) also
-// runs as a regression test (tests/cloud/session_open_fuzz_corpus_test.cc).
+// runs as a regression test (tests/common/pipeline/session_open_fuzz_corpus_test.cc).
 #include <google/protobuf/stubs/logging.h>
 
 #include <cmath>
@@ -20,15 +20,15 @@
 #include <cstdint>
 #include <cstdlib>
 
-#include "cloud/session_open.h"
 #include "common/base/fuzz_check.h"
 #include "common/codec/positions.h"
+#include "common/pipeline/session_open.h"
 
 namespace {
 
-using kvstream::cloud::CheckedOpen;
-using kvstream::cloud::OpenLimits;
 using kvstream::model::ModelConfig;
+using kvstream::pipeline::CheckedOpen;
+using kvstream::pipeline::OpenLimits;
 
 // Malformed messages are expected input here; keep protobuf's parse warnings off stderr.
 const bool kQuietProtobuf = [] {
@@ -92,7 +92,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!open.ParseFromArray(data + 1, static_cast<int>(size - 1))) return 0;
   const ModelConfig config = Config(data[0] & 1);
   const OpenLimits limits = (data[0] & 2) ? OpenLimits{16, 16} : OpenLimits{};
-  auto checked = kvstream::cloud::CheckSessionOpen(open, config, "scout", limits);
+  auto checked = kvstream::pipeline::CheckSessionOpen(open, config, "scout", limits);
   if (checked.ok()) CheckOpen(open, config, limits, *checked);
   return 0;
 }

@@ -1,0 +1,393 @@
+#include "common/pipeline/pipeline.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/base/status.h"
+#include "common/codec/positions.h"
+#include "common/model/projection.h"
+#include "common/model/tokenizer.h"
+
+namespace kvstream::pipeline {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// The prompt but its last token, which the receiver feeds first.
+int HeadTokens(const model::ChatPrompt& prompt) {
+  return static_cast<int>(prompt.tokens.size()) - 1;
+}
+
+// The fields every mode's SessionOpen carries.
+kvstream::v1::SessionOpen CommonOpen(const Request& request, const std::string& session_id) {
+  kvstream::v1::SessionOpen open;
+  open.set_session_id(session_id);
+  open.set_mode(request.mode);
+  open.set_max_tokens(request.max_tokens);
+  open.set_temperature(request.temperature);
+  open.set_top_p(request.top_p);
+  open.set_seed(request.seed);
+  if (NamesCloudModel(request.mode)) open.set_model_name(request.cloud_model);
+  return open;
+}
+
+// What one mode does on each side. The four instances are stateless.
+class Strategy {
+ public:
+  virtual ~Strategy() = default;
+  virtual bool SenderPrefills(const Request& request) const = 0;
+  // Fills the mode's part of `payload.open` (the common fields are set) and its chunks.
+  virtual absl::Status Fill(const model::Model& sender, const model::PrefillResult* pre,
+                            const select::Selection* selection, const model::ChatPrompt& prompt,
+                            const Request& request, bool encode_chunks, Payload& payload) const = 0;
+  virtual std::unique_ptr<model::CacheAssembler> NewAssembler(const model::Model& answerer,
+                                                              const model::Projection* projection,
+                                                              const std::string& session_id,
+                                                              const CheckedOpen& open) const = 0;
+  virtual absl::StatusOr<std::unique_ptr<model::KvCache>> Rebuild(
+      model::Model& answerer, const CheckedOpen& open, model::CacheAssembler* assembler,
+      const model::Projection* projection, Interrupt interrupt, RebuildTimes& times) const = 0;
+};
+
+// kv: the sender's cache (its kept slots) in the answering model's shape.
+class CacheStrategy : public Strategy {
+ public:
+  bool SenderPrefills(const Request&) const override { return true; }
+
+  absl::Status Fill(const model::Model& sender, const model::PrefillResult* pre,
+                    const select::Selection* selection, const model::ChatPrompt& prompt,
+                    const Request& request, bool encode_chunks, Payload& payload) const override {
+    if (pre == nullptr || pre->cache == nullptr || selection == nullptr) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(ModeName(request.mode), " mode sends the sender's cache; no prefill given"));
+    }
+    if (request.selects()) {
+      ASSIGN_OR_RETURN(payload.kept, pre->cache->Copy(selection->kept));
+    }
+    payload.cache = request.selects() ? payload.kept.get() : pre->cache.get();
+    if (encode_chunks) {
+      model::ChunkingOptions co;
+      co.max_chunk_bytes = request.chunk_bytes;
+      ASSIGN_OR_RETURN(payload.chunks, model::EncodeCache(*payload.cache, request.plan,
+                                                          payload.open.session_id(), co));
+    }
+    const model::ModelConfig& sc = sender.config();
+    kvstream::v1::SessionOpen& open = payload.open;
+    open.set_model_fingerprint(sender.fingerprint());
+    open.mutable_dims()->set_num_layers(sc.num_layers);
+    open.mutable_dims()->set_num_kv_heads(sc.num_kv_heads);
+    open.mutable_dims()->set_head_dim(sc.head_dim);
+    open.mutable_dims()->set_vocab_size(sc.vocab_size);
+    open.mutable_dims()->set_max_position_embeddings(sc.max_position_embeddings);
+    open.set_last_token(prompt.tokens.back());
+    open.set_num_slots(static_cast<uint32_t>(payload.cache->size()));
+    open.set_next_position(static_cast<uint32_t>(HeadTokens(prompt)));
+    open.set_kept_positions(codec::EncodePositions(payload.cache->positions()));
+    return absl::OkStatus();
+  }
+
+  std::unique_ptr<model::CacheAssembler> NewAssembler(const model::Model& answerer,
+                                                      const model::Projection*,
+                                                      const std::string& session_id,
+                                                      const CheckedOpen& open) const override {
+    return std::make_unique<model::CacheAssembler>(answerer, session_id, open.kept,
+                                                   open.next_position);
+  }
+
+  absl::StatusOr<std::unique_ptr<model::KvCache>> Rebuild(
+      model::Model& answerer, const CheckedOpen&, model::CacheAssembler* assembler,
+      const model::Projection* projection, Interrupt, RebuildTimes& times) const override {
+    if (assembler == nullptr) return absl::FailedPreconditionError("no chunks were received");
+    if (!assembler->complete()) {
+      return absl::InvalidArgumentError(absl::StrCat("Commit with ", assembler->cells_missing(),
+                                                     " (layer, slot) cells of the cache not sent"));
+    }
+    const auto t = Clock::now();
+    ASSIGN_OR_RETURN(std::unique_ptr<model::KvCache> cache, assembler->Finish());
+    times.rebuild += Since(t);
+    return Map(std::move(cache), answerer, projection, times);
+  }
+
+ protected:
+  virtual absl::StatusOr<std::unique_ptr<model::KvCache>> Map(std::unique_ptr<model::KvCache> cache,
+                                                              const model::Model&,
+                                                              const model::Projection*,
+                                                              RebuildTimes&) const {
+    return cache;
+  }
+};
+
+// projected: the scout's cache, rebuilt in its own shape and mapped into the answering
+// model by the projection.
+class ProjectedStrategy : public CacheStrategy {
+ public:
+  std::unique_ptr<model::CacheAssembler> NewAssembler(const model::Model&,
+                                                      const model::Projection* projection,
+                                                      const std::string& session_id,
+                                                      const CheckedOpen& open) const override {
+    if (projection == nullptr) return nullptr;
+    const model::ProjectionModel& src = projection->header().source;
+    return std::make_unique<model::CacheAssembler>(src.num_layers, src.num_kv_heads, src.head_dim,
+                                                   session_id, open.kept, open.next_position);
+  }
+
+ protected:
+  absl::StatusOr<std::unique_ptr<model::KvCache>> Map(std::unique_ptr<model::KvCache> cache,
+                                                      const model::Model& answerer,
+                                                      const model::Projection* projection,
+                                                      RebuildTimes& times) const override {
+    if (projection == nullptr) {
+      return absl::FailedPreconditionError("projected mode without a projection");
+    }
+    const auto t = Clock::now();
+    ASSIGN_OR_RETURN(std::unique_ptr<model::KvCache> mapped, projection->Apply(*cache, answerer));
+    times.projection += Since(t);
+    return mapped;
+  }
+};
+
+// text: the prompt's ids; the answering model prefills them.
+class PromptStrategy : public Strategy {
+ public:
+  bool SenderPrefills(const Request&) const override { return false; }
+
+  absl::Status Fill(const model::Model&, const model::PrefillResult*, const select::Selection*,
+                    const model::ChatPrompt& prompt, const Request&, bool,
+                    Payload& payload) const override {
+    payload.open.mutable_prompt_tokens()->Add(prompt.tokens.begin(), prompt.tokens.end());
+    return absl::OkStatus();
+  }
+
+  std::unique_ptr<model::CacheAssembler> NewAssembler(const model::Model&, const model::Projection*,
+                                                      const std::string&,
+                                                      const CheckedOpen&) const override {
+    return nullptr;
+  }
+
+  absl::StatusOr<std::unique_ptr<model::KvCache>> Rebuild(
+      model::Model& answerer, const CheckedOpen& open, model::CacheAssembler*,
+      const model::Projection*, Interrupt interrupt, RebuildTimes& times) const override {
+    const auto t = Clock::now();
+    model::PrefillOptions po;
+    po.interrupt = std::move(interrupt);
+    const size_t head = open.prompt.size() - 1;
+    if (!open.kept.empty()) {  // scout: the kept positions only
+      po.keep_mask.assign(head, 0);
+      for (int32_t p : open.kept) po.keep_mask[p] = 1;
+    }
+    ASSIGN_OR_RETURN(model::PrefillResult pre,
+                     answerer.Prefill(absl::MakeConstSpan(open.prompt).subspan(0, head), po));
+    times.prefill += Since(t);
+    return std::move(pre.cache);
+  }
+};
+
+// scout: the ids and, with a selector, the positions the scout kept; the answering model
+// prefills only those.
+class ScoutStrategy : public PromptStrategy {
+ public:
+  bool SenderPrefills(const Request& request) const override { return request.selects(); }
+
+  absl::Status Fill(const model::Model& sender, const model::PrefillResult* pre,
+                    const select::Selection* selection, const model::ChatPrompt& prompt,
+                    const Request& request, bool encode_chunks, Payload& payload) const override {
+    RETURN_IF_ERROR(
+        PromptStrategy::Fill(sender, pre, selection, prompt, request, encode_chunks, payload));
+    if (!request.selects()) return absl::OkStatus();
+    if (selection == nullptr) {
+      return absl::FailedPreconditionError("scout mode with a selector; no selection given");
+    }
+    payload.open.set_num_slots(static_cast<uint32_t>(selection->kept.size()));
+    payload.open.set_kept_positions(codec::EncodePositions(selection->kept));
+    return absl::OkStatus();
+  }
+};
+
+const Strategy* For(Mode mode) {
+  static const CacheStrategy kv;
+  static const ProjectedStrategy projected;
+  static const ScoutStrategy scout;
+  static const PromptStrategy text;
+  switch (mode) {
+    case kvstream::v1::MODE_KV:
+      return &kv;
+    case kvstream::v1::MODE_PROJECTED:
+      return &projected;
+    case kvstream::v1::MODE_SCOUT:
+      return &scout;
+    case kvstream::v1::MODE_TEXT:
+      return &text;
+    default:
+      return nullptr;
+  }
+}
+
+absl::StatusOr<const Strategy*> Checked(Mode mode) {
+  const Strategy* s = For(mode);
+  if (s == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "mode: expected kv, projected, scout or text to answer in, found ", ModeName(mode)));
+  }
+  return s;
+}
+
+}  // namespace
+
+bool SenderPrefills(const Request& request) {
+  const Strategy* s = For(request.mode);
+  return s != nullptr && s->SenderPrefills(request);
+}
+
+absl::StatusOr<model::PrefillResult> Prefill(model::Model& sender, const model::ChatPrompt& prompt,
+                                             const Request& request, Interrupt interrupt) {
+  if (request.selects()) {
+    return model::PrefillForSelection(sender, prompt.tokens, prompt.spans, request.snapkv_window,
+                                      std::move(interrupt));
+  }
+  if (prompt.tokens.size() < 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a prompt of ", prompt.tokens.size(), " tokens; expected at least 2"));
+  }
+  // The whole prompt too: the last row's logits, one token's work, are the quality
+  // estimate's first step.
+  model::PrefillOptions po;
+  po.interrupt = std::move(interrupt);
+  po.cache_tokens = HeadTokens(prompt);
+  return sender.Prefill(prompt.tokens, po);
+}
+
+absl::StatusOr<select::Selection> Select(const model::PrefillResult& pre,
+                                         const model::ChatPrompt& prompt, const Request& request) {
+  select::PromptSpans spans = prompt.spans;
+  spans.num_tokens = HeadTokens(prompt);
+  if (request.selects()) {
+    select::SelectOptions so;
+    so.policy = request.selector;
+    so.retention = request.retention;
+    so.seed = request.seed;
+    return select::Select(pre.stats, spans, so);
+  }
+  select::Selection all;
+  all.kept.reserve(spans.num_tokens);
+  for (int i = 0; i < spans.num_tokens; ++i) all.kept.push_back(i);
+  all.context_kept = all.context_total = spans.context_tokens();
+  return all;
+}
+
+absl::StatusOr<Payload> Encode(const model::Model& sender, const model::PrefillResult* pre,
+                               const select::Selection* selection, const model::ChatPrompt& prompt,
+                               const Request& request, const std::string& session_id,
+                               bool encode_chunks) {
+  ASSIGN_OR_RETURN(const Strategy* strategy, Checked(request.mode));
+  if (prompt.tokens.size() < 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a prompt of ", prompt.tokens.size(), " tokens; expected at least 2"));
+  }
+  Payload payload;
+  payload.open = CommonOpen(request, session_id);
+  RETURN_IF_ERROR(strategy->Fill(sender, pre, selection, prompt, request, encode_chunks, payload));
+  return payload;
+}
+
+std::string NewSessionId() {
+  static std::atomic<uint64_t> counter{0};
+  static const uint64_t salt = std::random_device{}() * 0x9E3779B97F4A7C15ull ^
+                               static_cast<uint64_t>(Clock::now().time_since_epoch().count());
+  return absl::StrFormat("%016x-%08x", salt,
+                         static_cast<uint32_t>(counter.fetch_add(1) & 0xffffffffu));
+}
+
+std::vector<kvstream::v1::Uplink> UplinkMessages(const Payload& payload) {
+  std::vector<kvstream::v1::Uplink> out(payload.chunks.size() + 2);
+  *out.front().mutable_open() = payload.open;
+  for (size_t i = 0; i < payload.chunks.size(); ++i)
+    *out[i + 1].mutable_chunk() = payload.chunks[i];
+  out.back().mutable_commit()->set_num_chunks(payload.chunks.size());
+  return out;
+}
+
+std::vector<int32_t> StopTokens(const model::Model& answerer, const model::Tokenizer* tokenizer) {
+  std::vector<int32_t> stop(answerer.config().eos_token_ids.begin(),
+                            answerer.config().eos_token_ids.end());
+  if (tokenizer != nullptr) {
+    for (int32_t id : model::StopTokens(*tokenizer)) {
+      if (std::find(stop.begin(), stop.end(), id) == stop.end()) stop.push_back(id);
+    }
+  }
+  return stop;
+}
+
+std::unique_ptr<model::CacheAssembler> NewAssembler(Mode mode, const model::Model& answerer,
+                                                    const model::Projection* projection,
+                                                    const std::string& session_id,
+                                                    const CheckedOpen& open) {
+  const Strategy* s = For(mode);
+  return s == nullptr ? nullptr : s->NewAssembler(answerer, projection, session_id, open);
+}
+
+absl::StatusOr<std::unique_ptr<model::KvCache>> Rebuild(Mode mode, model::Model& answerer,
+                                                        const CheckedOpen& open,
+                                                        model::CacheAssembler* assembler,
+                                                        const model::Projection* projection,
+                                                        Interrupt interrupt, RebuildTimes* times) {
+  ASSIGN_OR_RETURN(const Strategy* strategy, Checked(mode));
+  RebuildTimes local;
+  return strategy->Rebuild(answerer, open, assembler, projection, std::move(interrupt),
+                           times != nullptr ? *times : local);
+}
+
+model::SamplingOptions Sampling(const CheckedOpen& open, std::vector<int32_t> stop_tokens) {
+  model::SamplingOptions s;
+  s.max_new_tokens = open.max_new_tokens;
+  s.temperature = open.temperature;
+  s.top_p = open.top_p;
+  s.seed = open.seed;
+  s.stop_tokens = std::move(stop_tokens);
+  return s;
+}
+
+absl::StatusOr<LocalAnswer> AnswerLocally(const Payload& payload, const Receiver& receiver) {
+  if (receiver.model == nullptr) return absl::InvalidArgumentError("receiver without a model");
+  LocalAnswer out;
+  std::vector<kvstream::v1::Uplink> sent = UplinkMessages(payload);
+  std::vector<kvstream::v1::Uplink> got(sent.size());
+  for (size_t i = 0; i < sent.size(); ++i) {
+    const std::string bytes = sent[i].SerializeAsString();
+    out.wire_bytes += bytes.size();
+    if (!got[i].ParseFromString(bytes))
+      return absl::InternalError("an uplink message did not parse");
+  }
+  const kvstream::v1::SessionOpen& open = got.front().open();
+  ASSIGN_OR_RETURN(const CheckedOpen checked, CheckSessionOpen(open, receiver.model->config(),
+                                                               receiver.name, receiver.limits));
+  std::unique_ptr<model::CacheAssembler> assembler =
+      NewAssembler(open.mode(), *receiver.model, receiver.projection, open.session_id(), checked);
+  const auto t = Clock::now();  // writing the chunks counts as rebuild, as on the cloud
+  for (size_t i = 1; i + 1 < got.size(); ++i) {
+    if (assembler == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("a KvChunk in ", ModeName(open.mode()), " mode, which sends no cache"));
+    }
+    ASSIGN_OR_RETURN(const codec::ChunkMeta meta, assembler->Validate(got[i].chunk()));
+    RETURN_IF_ERROR(assembler->AddValidated(got[i].chunk(), meta));
+  }
+  if (assembler != nullptr) out.times.rebuild += Since(t);
+  ASSIGN_OR_RETURN(std::unique_ptr<model::KvCache> cache,
+                   Rebuild(open.mode(), *receiver.model, checked, assembler.get(),
+                           receiver.projection, nullptr, &out.times));
+  ASSIGN_OR_RETURN(model::Generation g, model::Generate(*receiver.model, *cache, checked.last_token,
+                                                        Sampling(checked, receiver.stop_tokens)));
+  out.tokens = std::move(g.tokens);
+  out.stop_reason = std::move(g.stop_reason);
+  return out;
+}
+
+}  // namespace kvstream::pipeline

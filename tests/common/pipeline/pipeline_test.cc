@@ -1,0 +1,218 @@
+// The request pipeline in process, on the committed tiny models: each mode's payload, the
+// receiver's checks and rebuild, and the oracles that tie the modes together.
+#include "common/pipeline/pipeline.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "common/base/status.h"
+#include "common/codec/positions.h"
+#include "common/eval/tasks.h"
+#include "common/model/projection.h"
+#include "common/model/tokenizer.h"
+
+namespace kvstream::pipeline {
+namespace {
+
+constexpr char kScout[] = "testdata/models/scout";
+constexpr char kLarge[] = "testdata/models/large";
+constexpr char kProjection[] = "testdata/projections/scout_to_large.safetensors";
+
+class PipelineTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    model::RuntimeOptions runtime;
+    runtime.threads = 1;
+    scout_ = model::Model::Load(kScout, runtime).value().release();
+    large_ = model::Model::Load(kLarge, runtime).value().release();
+    tokenizer_ = model::Tokenizer::Load(std::string(kScout) + "/tokenizer.json").value().release();
+    projection_ = model::Projection::Load(kProjection).value().release();
+    // A single-hop question among 8 records, as the models were trained on.
+    auto words = eval::LoadWords();
+    const model::Tokenizer* t = tokenizer_;
+    eval::TaskGenerator gen(*words, [t](const std::string& s) {
+      return static_cast<int>(t->Encode(s, false)->size());
+    });
+    gen.set_single_token_names(true);
+    eval::TaskOptions o;
+    o.kind = "single";
+    o.num_records = 8;
+    o.num_examples = 1;
+    o.seed = 4242;
+    example_ = new eval::Example(gen.Generate(o).front());
+    prompt_ = new model::ChatPrompt(
+        model::BuildQaPrompt(*tokenizer_, example_->context, example_->question,
+                             {"Answer with the value from the context."})
+            .value());
+  }
+  static void TearDownTestSuite() {
+    delete example_;
+    delete prompt_;
+    delete projection_;
+    delete tokenizer_;
+    delete large_;
+    delete scout_;
+  }
+
+  static Request Make(Mode mode, const char* spec = "raw",
+                      select::Policy selector = select::Policy::kFull, double retention = 1) {
+    Request r;
+    r.mode = mode;
+    r.plan = codec::ParsePlan(spec).value();
+    r.selector = selector;
+    r.retention = retention;
+    r.cloud_model = mode == kvstream::v1::MODE_KV ? "" : "large";
+    r.max_tokens = 6;
+    r.top_p = 1;
+    return r;
+  }
+
+  // The sender's side for `r` (the scout sends), then the receiver's in process.
+  static absl::StatusOr<LocalAnswer> Run(const Request& r, model::Model& answerer,
+                                         Payload* kept = nullptr) {
+    model::PrefillResult pre;
+    select::Selection sel;
+    if (SenderPrefills(r)) {
+      ASSIGN_OR_RETURN(pre, Prefill(*scout_, *prompt_, r));
+      ASSIGN_OR_RETURN(sel, Select(pre, *prompt_, r));
+    }
+    ASSIGN_OR_RETURN(Payload payload, Encode(*scout_, SenderPrefills(r) ? &pre : nullptr, &sel,
+                                             *prompt_, r, NewSessionId()));
+    Receiver to;
+    to.model = &answerer;
+    to.name = &answerer == large_ ? "large" : "scout";
+    to.projection = r.mode == kvstream::v1::MODE_PROJECTED ? projection_ : nullptr;
+    to.stop_tokens = StopTokens(answerer, tokenizer_);
+    absl::StatusOr<LocalAnswer> a = AnswerLocally(payload, to);
+    if (kept != nullptr) {
+      kept->open = payload.open;
+      kept->chunks = payload.chunks;
+    }
+    return a;
+  }
+
+  static model::Model* scout_;
+  static model::Model* large_;
+  static model::Tokenizer* tokenizer_;
+  static model::Projection* projection_;
+  static model::ChatPrompt* prompt_;
+  static eval::Example* example_;
+};
+
+model::Model* PipelineTest::scout_ = nullptr;
+model::Model* PipelineTest::large_ = nullptr;
+model::Tokenizer* PipelineTest::tokenizer_ = nullptr;
+model::Projection* PipelineTest::projection_ = nullptr;
+model::ChatPrompt* PipelineTest::prompt_ = nullptr;
+eval::Example* PipelineTest::example_ = nullptr;
+
+// The evaluator shares one statistics prefill among its variants, where the daemon runs
+// a plain prefill for a request without a selector: the two caches must be the same.
+TEST_F(PipelineTest, StatisticsPrefillLeavesTheSameCacheAsThePlainOne) {
+  auto plain = Prefill(*scout_, *prompt_, Make(kvstream::v1::MODE_KV));
+  auto stats =
+      Prefill(*scout_, *prompt_, Make(kvstream::v1::MODE_KV, "raw", select::Policy::kQ2C, 0.5));
+  ASSERT_TRUE(plain.ok() && stats.ok()) << plain.status() << stats.status();
+  EXPECT_EQ(plain->stats.num_tokens, 0);
+  EXPECT_EQ(stats->stats.num_tokens, static_cast<int>(prompt_->tokens.size()));
+  ASSERT_EQ(plain->cache->size(), static_cast<int>(prompt_->tokens.size()) - 1);
+  ASSERT_EQ(stats->cache->size(), plain->cache->size());
+  EXPECT_EQ(stats->cache->positions(), plain->cache->positions());
+  EXPECT_EQ(stats->last_logits, plain->last_logits);
+  const model::ModelConfig& c = scout_->config();
+  const size_t n = static_cast<size_t>(c.num_kv_heads) * plain->cache->size() * c.head_dim;
+  std::vector<float> ak(n), av(n), bk(n), bv(n);
+  for (int l = 0; l < c.num_layers; ++l) {
+    const int slots = plain->cache->size();
+    ASSERT_TRUE(plain->cache->ExportLayer(l, 0, slots, ak.data(), av.data()).ok());
+    ASSERT_TRUE(stats->cache->ExportLayer(l, 0, slots, bk.data(), bv.data()).ok());
+    EXPECT_EQ(std::memcmp(ak.data(), bk.data(), n * sizeof(float)), 0) << "keys, layer " << l;
+    EXPECT_EQ(std::memcmp(av.data(), bv.data(), n * sizeof(float)), 0) << "values, layer " << l;
+  }
+}
+
+// Lossless kv from the scout to the scout answers exactly what text mode does.
+TEST_F(PipelineTest, LosslessKvAnswersAsTextDoes) {
+  auto kv = Run(Make(kvstream::v1::MODE_KV), *scout_);
+  Request text = Make(kvstream::v1::MODE_TEXT);
+  auto t = Run(text, *scout_);
+  ASSERT_TRUE(kv.ok() && t.ok()) << kv.status() << t.status();
+  ASSERT_FALSE(kv->tokens.empty());
+  EXPECT_EQ(kv->tokens, t->tokens);
+  EXPECT_EQ(eval::ExactMatch(tokenizer_->Decode(kv->tokens, true).value(), example_->answers), 1)
+      << tokenizer_->Decode(kv->tokens, true).value();
+  EXPECT_GT(kv->times.rebuild, 0);
+  EXPECT_GT(t->times.prefill, 0);
+}
+
+TEST_F(PipelineTest, EachModeCarriesWhatItSaysAndAnswers) {
+  Payload kv_open, scout_open, text_open;
+  auto kv = Run(Make(kvstream::v1::MODE_KV, "int4", select::Policy::kQ2C, 0.5), *scout_, &kv_open);
+  auto scout =
+      Run(Make(kvstream::v1::MODE_SCOUT, "raw", select::Policy::kQ2C, 0.5), *large_, &scout_open);
+  auto text = Run(Make(kvstream::v1::MODE_TEXT), *large_, &text_open);
+  auto projected = Run(Make(kvstream::v1::MODE_PROJECTED, "int8"), *large_);
+  for (auto* a : {&kv, &scout, &text, &projected}) {
+    ASSERT_TRUE(a->ok()) << a->status();
+    EXPECT_FALSE((*a)->tokens.empty());
+  }
+  // kv: the kept slots' cache, no ids; scout: the ids and the same kept positions.
+  EXPECT_GT(kv_open.chunks.size(), 0u);
+  EXPECT_EQ(kv_open.open.prompt_tokens_size(), 0);
+  EXPECT_EQ(kv_open.open.model_fingerprint(), scout_->fingerprint());
+  EXPECT_LT(kv_open.open.num_slots(), prompt_->tokens.size() - 1);
+  EXPECT_EQ(scout_open.open.kept_positions(), kv_open.open.kept_positions());
+  EXPECT_EQ(scout_open.open.prompt_tokens_size(), static_cast<int>(prompt_->tokens.size()));
+  EXPECT_TRUE(scout_open.chunks.empty());
+  EXPECT_EQ(scout_open.open.model_name(), "large");
+  EXPECT_TRUE(text_open.open.kept_positions().empty());
+  EXPECT_GT(projected->times.projection, 0);
+  // Wire bytes are the serialized messages: open, chunks, commit.
+  uint64_t bytes = 0;
+  Payload p;
+  p.open = kv_open.open;
+  p.chunks = kv_open.chunks;
+  for (const kvstream::v1::Uplink& u : UplinkMessages(p)) bytes += u.ByteSizeLong();
+  EXPECT_EQ(kv->wire_bytes, bytes);
+  EXPECT_GT(kv->wire_bytes, text->wire_bytes);
+  EXPECT_GT(scout->wire_bytes, text->wire_bytes + scout_open.open.kept_positions().size());
+}
+
+TEST_F(PipelineTest, ErrorsNameWhatWasExpected) {
+  Request kv = Make(kvstream::v1::MODE_KV);
+  kv.chunk_bytes = 1024;
+  auto no_prefill = Encode(*scout_, nullptr, nullptr, *prompt_, kv, "s");
+  EXPECT_EQ(no_prefill.status().code(), absl::StatusCode::kFailedPrecondition);
+  Request adaptive = kv;
+  adaptive.mode = kvstream::v1::MODE_ADAPTIVE;
+  auto a = Encode(*scout_, nullptr, nullptr, *prompt_, adaptive, "s");
+  EXPECT_EQ(a.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(a.status().message().find("found adaptive"), std::string::npos) << a.status();
+  // A cache missing a layer's chunks is refused at rebuild, as at Commit on the cloud.
+  auto pre = Prefill(*scout_, *prompt_, kv);
+  ASSERT_TRUE(pre.ok());
+  auto sel = Select(*pre, *prompt_, kv);
+  auto payload = Encode(*scout_, &*pre, &*sel, *prompt_, kv, NewSessionId());
+  ASSERT_TRUE(payload.ok() && payload->chunks.size() > 1) << payload.status();
+  auto checked = CheckSessionOpen(payload->open, scout_->config(), "scout", {});
+  ASSERT_TRUE(checked.ok()) << checked.status();
+  auto assembler = NewAssembler(kv.mode, *scout_, nullptr, payload->open.session_id(), *checked);
+  ASSERT_NE(assembler, nullptr);
+  ASSERT_TRUE(assembler->Add(payload->chunks.front()).ok());
+  auto cache = Rebuild(kv.mode, *scout_, *checked, assembler.get(), nullptr, nullptr, nullptr);
+  EXPECT_EQ(cache.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(cache.status().message().find("cells of the cache not sent"), std::string::npos)
+      << cache.status();
+  EXPECT_EQ(NewAssembler(kvstream::v1::MODE_TEXT, *scout_, nullptr, "s", *checked), nullptr);
+}
+
+TEST_F(PipelineTest, SessionIdsHaveOneLengthAndDoNotRepeat) {
+  const std::string a = NewSessionId(), b = NewSessionId();
+  EXPECT_EQ(a.size(), 25u);
+  EXPECT_EQ(b.size(), a.size());
+  EXPECT_NE(a, b);
+}
+
+}  // namespace
+}  // namespace kvstream::pipeline
