@@ -7,9 +7,14 @@
 // the whole cache) as a share of the selection prefill (with attention statistics) and
 // of the plain prefill of the same prompt, best of --repeats each.
 //
+// With --lengths=512,2048,...,16384 it measures long contexts instead: for each prompt
+// length (increasing), prefill tokens/s (best of --repeats), decode tokens/s with that
+// context in the cache, the process's peak RSS so far, and both rates as ratios to the
+// first length's, measured in the same run.
+//
 //   build/bin/kvstream-model-bench [--models=DIR,DIR] [--prompt=512] [--decode=64]
 //                                  [--threads=0] [--dtype=f32|bf16] [--system_allocator]
-//                                  [--estimate_steps=4]
+//                                  [--estimate_steps=4] [--lengths=512,2048,8192]
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -21,6 +26,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "common/base/memory.h"
 #include "common/codec/spec.h"
@@ -37,6 +43,9 @@ ABSL_FLAG(int, repeats, 9, "Runs per measurement (prefill: best and median; deco
 ABSL_FLAG(bool, system_allocator, false,
           "Leave glibc's allocator at its defaults instead of keeping freed memory for reuse as "
           "the daemons do");
+ABSL_FLAG(std::string, lengths, "",
+          "Long-context sweep: prompt lengths, increasing, comma separated (replaces --prompt "
+          "and the matmul baseline); empty: off");
 ABSL_FLAG(int, estimate_steps, 4,
           "Steps of the quality estimate to time against the prefill (0: skip)");
 
@@ -95,6 +104,49 @@ double WeightFileBytes(const std::string& dir) {
   return bytes;
 }
 
+// --lengths: prefill and decode speed and peak memory by context length, as ratios to the
+// first length's.
+int LengthSweep(kvstream::model::Model& model, const std::string& dir,
+                const std::vector<int>& lengths) {
+  const auto& c = model.config();
+  const int repeats = absl::GetFlag(FLAGS_repeats), n_decode = absl::GetFlag(FLAGS_decode);
+  std::printf("%s (%s): prefill best of %d, decode %d tokens after it\n", dir.c_str(),
+              absl::GetFlag(FLAGS_dtype).c_str(), repeats, n_decode);
+  std::printf("%8s %14s %9s %14s %9s %14s\n", "tokens", "prefill tok/s", "ratio", "decode tok/s",
+              "ratio", "peak RSS MB");
+  double first_prefill = 0, first_decode = 0;
+  for (const int n : lengths) {
+    if (n < 2 || n + n_decode >= c.max_position_embeddings) {
+      std::fprintf(stderr, "--lengths: %d tokens plus %d decoded do not fit %d positions\n", n,
+                   n_decode, c.max_position_embeddings);
+      return 1;
+    }
+    std::vector<int32_t> tokens(n);
+    for (int i = 0; i < n; ++i) tokens[i] = (i * 7 + 3) % c.vocab_size;
+    double best_prefill = 1e30, best_decode = 1e30;
+    for (int r = 0; r < repeats; ++r) {
+      auto t0 = std::chrono::steady_clock::now();
+      auto pre = model.Prefill(tokens);
+      best_prefill = std::min(best_prefill, Seconds(t0));
+      if (!pre.ok()) return 1;
+      t0 = std::chrono::steady_clock::now();
+      for (int i = 0; i < n_decode; ++i) {
+        if (!model.Extend(*pre->cache, {i % c.vocab_size}, {n + i}).ok()) return 1;
+      }
+      best_decode = std::min(best_decode, Seconds(t0));
+    }
+    const double prefill = n / best_prefill, decode = n_decode / best_decode;
+    if (first_prefill == 0) {
+      first_prefill = prefill;
+      first_decode = decode;
+    }
+    std::printf("%8d %14.1f %9.2f %14.2f %9.2f %14.0f\n", n, prefill, prefill / first_prefill,
+                decode, decode / first_decode, ProcBytes("VmHWM") / 1e6);
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -105,8 +157,10 @@ int main(int argc, char** argv) {
     std::printf("%s\n", kvstream::base::KeepFreedMemoryForReuse().c_str());  // as the daemons run
   }
   const int n_prompt = absl::GetFlag(FLAGS_prompt), n_decode = absl::GetFlag(FLAGS_decode);
-  std::printf("%-28s %8s %6s %14s %14s %14s %12s\n", "model", "params", "dtype", "prefill tok/s",
-              "(median)", "decode tok/s", "matmul GF/s");
+  if (absl::GetFlag(FLAGS_lengths).empty()) {
+    std::printf("%-28s %8s %6s %14s %14s %14s %12s\n", "model", "params", "dtype", "prefill tok/s",
+                "(median)", "decode tok/s", "matmul GF/s");
+  }
   for (absl::string_view dir :
        absl::StrSplit(absl::GetFlag(FLAGS_models), ',', absl::SkipEmpty())) {
     kvstream::model::RuntimeOptions ro;
@@ -119,6 +173,20 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "%s: %s\n", std::string(dir).c_str(),
                    std::string(model.status().message()).c_str());
       return 1;
+    }
+    if (!absl::GetFlag(FLAGS_lengths).empty()) {
+      std::vector<int> lengths;
+      for (absl::string_view v : absl::StrSplit(absl::GetFlag(FLAGS_lengths), ',')) {
+        int n = 0;
+        if (!absl::SimpleAtoi(v, &n) || (!lengths.empty() && n <= lengths.back())) {
+          std::fprintf(stderr, "--lengths: expected increasing integers, found '%s'\n",
+                       std::string(v).c_str());
+          return 1;
+        }
+        lengths.push_back(n);
+      }
+      if (LengthSweep(**model, std::string(dir), lengths) != 0) return 1;
+      continue;
     }
     const auto& c = (*model)->config();
     std::vector<int32_t> tokens(n_prompt);

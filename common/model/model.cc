@@ -42,12 +42,14 @@ struct KvCache::Impl {
 
   int capacity() const { return k.empty() || !k[0].defined() ? 0 : static_cast<int>(k[0].size(1)); }
 
-  // Grows every layer to hold `n` slots (amortized doubling). New slots are left
+  // Grows every layer to hold `n` slots, by a quarter of the capacity at least (at least
+  // 256 slots): amortized O(1) copies per slot, and at most a quarter of a long cache
+  // held unused (doubling would hold up to as much again). New slots are left
   // uninitialised: every slot below `size` is written before it is read (a receiver's
   // cache is only used once every cell arrived), and none above it is read.
   void Reserve(int n) {
     if (n <= capacity()) return;
-    const int cap = std::max({n, 2 * capacity(), 16});
+    const int cap = std::max({n, capacity() + std::max(capacity() / 4, 256)});
     for (int l = 0; l < num_layers; ++l) {
       torch::Tensor nk = torch::empty({kv_heads, cap, head_dim}, opt);
       torch::Tensor nv = torch::empty({kv_heads, cap, head_dim}, opt);
@@ -361,8 +363,11 @@ struct Model::Impl {
       k = ApplyRope(k, cos, sin);
       cache.k[l].narrow(1, slot0, T).copy_(k);
       cache.v[l].narrow(1, slot0, T).copy_(v);
-      const torch::Tensor K = cache.k[l].narrow(1, 0, S).unsqueeze(1);  // [nkv, 1, S, hd]
-      const torch::Tensor V = cache.v[l].narrow(1, 0, S).unsqueeze(1);
+      // A kv head's g query heads are rows of one product with its keys ([nkv, g * nb,
+      // hd] x [nkv, hd, sb]), so the keys and values are read in place, never broadcast
+      // (and copied) to every query head.
+      const torch::Tensor K = cache.k[l].narrow(1, 0, S);  // [nkv, S, hd]
+      const torch::Tensor V = cache.v[l].narrow(1, 0, S);
       torch::Tensor out = torch::empty({nh, T, hd}, opt);
       for (int64_t i0 = 0; i0 < T; i0 += block) {
         const int64_t nb = std::min<int64_t>(block, T - i0);
@@ -371,9 +376,9 @@ struct Model::Impl {
         // to its own last slot, and only its diagonal square needs a mask: the keys after
         // it are left out of the products instead of masked.
         const int64_t sb = causal ? slot0 + i0 + nb : S;
-        const torch::Tensor qb = (q.narrow(1, i0, nb) * scale).reshape({nkv, g, nb, hd});
+        const torch::Tensor qb = (q.narrow(1, i0, nb) * scale).reshape({nkv, g * nb, hd});
         torch::Tensor scores =
-            torch::matmul(qb, K.narrow(2, 0, sb).transpose(-1, -2)).to(torch::kFloat32);
+            torch::matmul(qb, K.narrow(1, 0, sb).transpose(-1, -2)).view({nkv, g, nb, sb});
         if (causal) {
           if (nb > 1) {
             scores.narrow(-1, sb - nb, nb)
@@ -389,25 +394,36 @@ struct Model::Impl {
           }
           scores.masked_fill_(visible.logical_not(), neg_inf);
         }
-        const torch::Tensor probs = torch::softmax(scores, -1);  // [nkv, g, nb, sb] float32
+        // In the compute dtype: for bf16 the kernel works in float32 and rounds once, the
+        // same probabilities as a float32 softmax cast to bf16 for the product with V
+        // (as Hugging Face's eager attention does), without two float32 copies of the
+        // scores.
+        const torch::Tensor probs = torch::softmax(scores, -1);  // [nkv, g, nb, sb]
         if (stats != nullptr) {
-          const torch::Tensor p = probs.reshape({nh, nb, sb});
-          st_c[l].narrow(1, 0, sb).add_(p.sum(1));
+          const torch::Tensor p = probs.view({nh, nb, sb});
+          auto sum_rows = [](const torch::Tensor& t) { return t.sum(1, false, torch::kFloat32); };
+          st_c[l].narrow(1, 0, sb).add_(sum_rows(p));
           auto add_rows = [&](torch::Tensor& dst, int64_t a, int64_t b) {
             a = std::max(a, i0);
             b = std::min(b, i0 + nb);
-            if (a < b) dst[l].narrow(1, 0, sb).add_(p.narrow(1, a - i0, b - a).sum(1));
+            if (a < b) dst[l].narrow(1, 0, sb).add_(sum_rows(p.narrow(1, a - i0, b - a)));
           };
           add_rows(st_q, q_begin, q_end);
           add_rows(st_qt, q_begin, T);
           add_rows(st_w, w_begin, T);
         }
         out.narrow(1, i0, nb).copy_(
-            torch::matmul(probs.to(opt.dtype()), V.narrow(2, 0, sb)).reshape({nh, nb, hd}));
+            torch::matmul(probs.view({nkv, g * nb, sb}), V.narrow(1, 0, sb)).view({nh, nb, hd}));
       }
       const torch::Tensor o = out.transpose(0, 1).reshape({T, nh * hd});
       x = x + torch::linear(o, lw.o_w);
-      x = x + Mlp(RmsNorm(x, lw.post_norm, c.rms_norm_eps), lw);
+      // The MLP's [tokens, intermediate] activations are the largest of a long prompt:
+      // rows go through it a block at a time, so its memory does not grow with length.
+      constexpr int64_t kMlpRows = 1024;
+      for (int64_t r0 = 0; r0 < T; r0 += kMlpRows) {
+        torch::Tensor xr = x.narrow(0, r0, std::min(kMlpRows, T - r0));
+        xr.add_(Mlp(RmsNorm(xr, lw.post_norm, c.rms_norm_eps), lw));
+      }
     }
     cache.size = static_cast<int>(S);
     cache.positions.insert(cache.positions.end(), positions.begin(), positions.end());
