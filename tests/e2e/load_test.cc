@@ -235,6 +235,63 @@ TEST_F(LoadTest, BurstsAnswerOrAreRefusedWithinTheirDeadline) {
   EXPECT_LE(rss[2], rss[0] * 115 / 100);
 }
 
+// The cloud serves Transfer with gRPC's synchronous API: a stream holds one handler
+// thread from its first message to its end, and model work is bounded by the admission
+// gate, not by threads. 64 streams held open at once (the per-peer limit) must all get a
+// handler (none waits behind another), GetInfo must keep answering, and every thread must
+// come back once the streams end. The figures printed are docs/daemons.md's case for
+// the synchronous API.
+TEST_F(LoadTest, CloudHoldsSixtyFourStreamsAndGivesTheirThreadsBack) {
+  constexpr int kStreams = 64;
+  const pid_t cloud = cloud_->process.pid();
+  auto stub = kvstream::v1::CloudService::NewStub(
+      net::MakeChannel(absl::StrCat("127.0.0.1:", cloud_->port)));
+  auto get_info = [&] {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    kvstream::v1::GetInfoResponse info;
+    return stub->GetInfo(&ctx, {}, &info).ok();
+  };
+  ASSERT_TRUE(get_info());
+  const long threads_idle = ProcStatus(cloud, "Threads"), rss_idle = ProcStatus(cloud, "VmRSS");
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<
+      std::unique_ptr<grpc::ClientReaderWriter<kvstream::v1::Uplink, kvstream::v1::Downlink>>>
+      streams;
+  for (int i = 0; i < kStreams; ++i) {
+    contexts.push_back(std::make_unique<grpc::ClientContext>());
+    streams.push_back(stub->Transfer(contexts.back().get()));
+  }
+  // Every stream reaches a handler: the threads grow by about one per stream.
+  long threads_open = 0;
+  for (int i = 0; i < 100 && threads_open < threads_idle + kStreams - 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    threads_open = ProcStatus(cloud, "Threads");
+  }
+  const long rss_open = ProcStatus(cloud, "VmRSS");
+  const bool info_while_open = get_info();
+  for (auto& c : contexts) c->TryCancel();
+  for (auto& st : streams) st->Finish();
+  long threads_after = 0;
+  for (int i = 0; i < 100; ++i) {
+    threads_after = ProcStatus(cloud, "Threads");
+    if (threads_after <= threads_idle + 4) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  std::printf(
+      "cloud with %d open Transfer streams: threads %ld idle, %ld open (%.2f per stream), %ld "
+      "after; RSS %ld kB idle, %ld kB open (%.0f kB per stream)\n",
+      kStreams, threads_idle, threads_open,
+      static_cast<double>(threads_open - threads_idle) / kStreams, threads_after, rss_idle,
+      rss_open, static_cast<double>(rss_open - rss_idle) / kStreams);
+  // Up to two of the server's idle polling threads (gRPC's MAX_POLLERS default) take a
+  // stream without a new thread; every other stream needs its own.
+  EXPECT_GE(threads_open, threads_idle + kStreams - 2) << "a stream waited for a handler thread";
+  EXPECT_TRUE(info_while_open);
+  EXPECT_LE(threads_after, threads_idle + 4);
+  EXPECT_TRUE(get_info());
+}
+
 // A request cancelled in the middle of a long prefill gives its model worker back within
 // about one layer's time, not after the whole prefill.
 TEST_F(LoadTest, CancelledPrefillFreesItsWorker) {
