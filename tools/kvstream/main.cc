@@ -18,30 +18,33 @@ namespace {
 
 using kvstream::cli::Command;
 
+// Without the model runtime (-DKVSTREAM_BUILD_MODEL=OFF) only the client commands exist.
 const Command kCommands[] = {
     {"tokenize", "UTF-8 text on stdin -> token ids (or ids -> text with --decode)",
      kvstream::cli::RunTokenize},
-    {"train-tiny", "train the tiny tokenizer and scout/large models on synthetic tasks",
-     kvstream::cli::RunTrainTiny},
     {"gen-tasks", "write generated retrieval tasks as SQuAD v2 JSON", kvstream::cli::RunGenTasks},
-    {"eval", "quality vs bandwidth of selectors x retentions x plans, in process",
-     kvstream::cli::RunEval},
     {"ask", "one question to a kvstream-edge daemon: streams the answer, then the stats",
      kvstream::cli::RunAsk},
+    {"health", "asks a daemon's gRPC health service; exit 0 when SERVING",
+     kvstream::cli::RunHealth},
+    {"make-model",
+     "writes a random-weight model with a real shape (Qwen2.5, Qwen3, Llama 3.2) for speed work",
+     kvstream::cli::RunMakeModel},
+#ifdef KVSTREAM_CLI_MODEL_COMMANDS
+    {"train-tiny", "train the tiny tokenizer and scout/large models on synthetic tasks",
+     kvstream::cli::RunTrainTiny},
+    {"eval", "quality vs bandwidth of selectors x retentions x plans, in process",
+     kvstream::cli::RunEval},
     {"demo", "starts cloud + edge daemons on loopback with the tiny models and compares modes",
      kvstream::cli::RunDemo},
     {"profile",
      "per-layer diagnostic: one layer quantized / one layer protected at a time; recommends a plan",
      kvstream::cli::RunProfile},
-    {"health", "asks a daemon's gRPC health service; exit 0 when SERVING",
-     kvstream::cli::RunHealth},
     {"fit-projection", "fits the maps from a scout's KV cache to a large model's (projected mode)",
      kvstream::cli::RunFitProjection},
     {"compare-models", "per-layer K/V CKA and selection overlap between a scout and a large model",
      kvstream::cli::RunCompareModels},
-    {"make-model",
-     "writes a random-weight model with a real shape (Qwen2.5, Qwen3, Llama 3.2) for speed work",
-     kvstream::cli::RunMakeModel},
+#endif
 };
 
 void PrintCommands(FILE* out) {
