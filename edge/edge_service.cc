@@ -999,16 +999,9 @@ void EdgeService::UpdateLink(const CloudTransfer::Result& t) {
   metrics_->rtt.Set(link_.rtt_seconds());
 }
 
-absl::StatusOr<ResolvedPolicy> EdgeService::ChooseAdaptive(
-    const ResolvedPolicy& request, int n, int context, kvstream::v1::RequestStats& stats,
-    const std::function<bool(const control::OperatingPoint&)>& allow,
-    control::OperatingPoint* chosen) {
-  if (options_.quality_table.empty()) {
-    return absl::UnimplementedError(
-        "policy.mode ADAPTIVE: this edge was started without --quality_table; choose MODE_KV, "
-        "MODE_SCOUT or "
-        "MODE_TEXT, or restart it with a quality table");
-  }
+absl::StatusOr<std::vector<control::OperatingPoint>> EdgeService::ServablePoints(
+    const ResolvedPolicy& request, const std::function<bool(const control::OperatingPoint&)>& allow,
+    control::Rates& rates) {
   ASSIGN_OR_RETURN(const kvstream::v1::GetInfoResponse info, CloudInfo());
   const kvstream::v1::ModelInfo* kv_model = nullptr;
   const kvstream::v1::ModelInfo* answer_model = nullptr;
@@ -1016,7 +1009,6 @@ absl::StatusOr<ResolvedPolicy> EdgeService::ChooseAdaptive(
     if (m.fingerprint() == scout_->fingerprint()) kv_model = &m;
     if (m.name() == request.cloud_model) answer_model = &m;
   }
-  control::Rates rates;
   {
     std::lock_guard<std::mutex> lock(cost_mu_);
     rates.edge_prefill = prefill_cost_;
@@ -1057,6 +1049,22 @@ absl::StatusOr<ResolvedPolicy> EdgeService::ChooseAdaptive(
             ? ""
             : absl::StrCat("has no model '", request.cloud_model, "' (text/scout/projected)")));
   }
+  return points;
+}
+
+absl::StatusOr<ResolvedPolicy> EdgeService::ChooseAdaptive(
+    const ResolvedPolicy& request, int n, int context, kvstream::v1::RequestStats& stats,
+    const std::function<bool(const control::OperatingPoint&)>& allow,
+    control::OperatingPoint* chosen) {
+  if (options_.quality_table.empty()) {
+    return absl::UnimplementedError(
+        "policy.mode ADAPTIVE: this edge was started without --quality_table; choose MODE_KV, "
+        "MODE_SCOUT or "
+        "MODE_TEXT, or restart it with a quality table");
+  }
+  control::Rates rates;
+  ASSIGN_OR_RETURN(const std::vector<control::OperatingPoint> points,
+                   ServablePoints(request, allow, rates));
   control::LinkState link;
   {
     std::lock_guard<std::mutex> lock(link_mu_);

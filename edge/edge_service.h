@@ -157,6 +157,12 @@ class EdgeService final : public kvstream::v1::EdgeService::Service {
   // Waits for a model worker within the call's deadline (queue time into `stages`).
   absl::StatusOr<base::AdmissionGate::Slot> Admit(grpc::ServerContext* context,
                                                   kvstream::v1::StageSeconds& stages);
+  // The quality table's points the cloud serves for `request` (kv: the scout there;
+  // projected: a projection into the named model; text / scout: the named model) that
+  // `allow` (may be null) lets through, and the rates the cost model prices them with.
+  absl::StatusOr<std::vector<control::OperatingPoint>> ServablePoints(
+      const ResolvedPolicy& request,
+      const std::function<bool(const control::OperatingPoint&)>& allow, control::Rates& rates);
   // Adaptive mode: picks a point for `n` prompt tokens (`context` of them context) from
   // the quality table, the link estimate and the measured rates.
   // `allow` (may be null) narrows the table's points; the point chosen goes to `chosen`.
