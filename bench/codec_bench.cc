@@ -55,7 +55,7 @@ void BM_Memcpy(benchmark::State& state) {
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * kInputBytes));
 }
 
-void BM_EncodeTensor(benchmark::State& state, std::string spec_text) {
+void BM_EncodeTensor(benchmark::State& state, const std::string& spec_text) {
   const Data& d = GetData();
   const TensorSpec spec = *ParseTensorSpec(spec_text);
   const uint64_t bytes = EncodedTensorBytes(spec, kShape, DType::kF32);
@@ -72,7 +72,7 @@ void BM_EncodeTensor(benchmark::State& state, std::string spec_text) {
   state.counters["wire_share"] = static_cast<double>(2 * bytes) / kInputBytes;
 }
 
-void BM_DecodeTensor(benchmark::State& state, std::string spec_text) {
+void BM_DecodeTensor(benchmark::State& state, const std::string& spec_text) {
   const Data& d = GetData();
   const TensorSpec spec = *ParseTensorSpec(spec_text);
   const uint64_t bytes = EncodedTensorBytes(spec, kShape, DType::kF32);
@@ -103,7 +103,7 @@ ChunkMeta Meta(const std::string& plan_text) {
   return m;
 }
 
-void BM_EncodeChunk(benchmark::State& state, std::string plan_text) {
+void BM_EncodeChunk(benchmark::State& state, const std::string& plan_text) {
   const Data& d = GetData();
   const ChunkMeta m = Meta(plan_text);
   const LayerKv layer{d.k.data(), d.v.data()};
@@ -121,7 +121,7 @@ void BM_EncodeChunk(benchmark::State& state, std::string plan_text) {
   state.counters["wire_share"] = static_cast<double>(wire) / kInputBytes;
 }
 
-void BM_DecodeChunk(benchmark::State& state, std::string plan_text) {
+void BM_DecodeChunk(benchmark::State& state, const std::string& plan_text) {
   const Data& d = GetData();
   const ChunkMeta m = Meta(plan_text);
   const LayerKv layer{d.k.data(), d.v.data()};

@@ -147,9 +147,7 @@ int LengthSweep(kvstream::model::Model& model, const std::string& dir,
   return 0;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int Main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   if (absl::GetFlag(FLAGS_system_allocator)) {
     std::printf("allocator: glibc defaults (freed memory returned to the system)\n");
@@ -238,4 +236,16 @@ int main(int argc, char** argv) {
     }
   }
   return 0;
+}
+
+}  // namespace
+
+// libtorch reports some failures (out of memory, a bad shape) by throwing.
+int main(int argc, char** argv) {
+  try {
+    return Main(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kvstream-model-bench: %s\n", e.what());
+    return 1;
+  }
 }

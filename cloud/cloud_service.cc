@@ -111,6 +111,7 @@ absl::Status MeasureRates(ServedModel& s, int probe_tokens) {
 std::string ModelCard(const std::vector<ServedModel>& models,
                       const std::vector<ServedProjection>& projections) {
   std::vector<std::string> parts;
+  parts.reserve(models.size() + projections.size());
   for (const ServedModel& m : models)
     parts.push_back(absl::StrCat("model ", m.name, "=", m.model->fingerprint()));
   for (const ServedProjection& p : projections) {
@@ -579,7 +580,7 @@ absl::Status CloudService::ReceiveChunks(grpc::ServerContext* context,
   // Chunks are acknowledged as they are accepted and applied behind the reader; every
   // way out waits for them, so a parked or answered session holds all it acknowledged.
   ChunkApplier applier(kMaxQueuedChunkBytes);
-  const absl::Status read = ReadChunks(context, stream, s, watch, committed_chunks, applier);
+  absl::Status read = ReadChunks(context, stream, s, watch, committed_chunks, applier);
   const auto t0 = Clock::now();
   absl::Status applied = applier.Drain();
   s.stats.set_rebuild_wait_seconds(Seconds(t0, Clock::now()));
@@ -779,7 +780,7 @@ grpc::Status CloudService::Transfer(grpc::ServerContext* context,
   auto s = std::make_unique<Session>();
   absl::StatusOr<net::PeerLimiter::Hold> hold = peers_->Acquire(context->peer());
   const absl::Status st = hold.ok() ? RunSession(context, stream, s) : hold.status();
-  const grpc::Status out = net::ToGrpc(st);
+  grpc::Status out = net::ToGrpc(st);
   metrics_->sessions
       .Add({{"mode", pipeline::ModeName(s->mode)}, {"code", net::CodeName(out.error_code())}})
       .Increment();

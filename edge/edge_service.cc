@@ -531,7 +531,7 @@ absl::Status EdgeService::Transfer(grpc::ServerContext* context,
   for (int attempt = 1, failures = 0, refusals = 0;; ++attempt) {
     CloudTransfer::Result result;
     r.stats.set_transfer_attempts(static_cast<uint32_t>(attempt));
-    const absl::Status st = TransferOnce(context, writer, r, result);
+    absl::Status st = TransferOnce(context, writer, r, result);
     if (result.opened >= 0 && r.sends_cache) r.opened = true;
     if (r.resume && result.opened >= 0) NoteResumed(result, r);
     if (st.ok()) {
@@ -1104,7 +1104,7 @@ grpc::Status EdgeService::Ask(grpc::ServerContext* context, const kvstream::v1::
   absl::StatusOr<net::PeerLimiter::Hold> hold = peers_->Acquire(context->peer());
   const absl::Status st = hold.ok() ? Serve(context, *request, writer, r) : hold.status();
   metrics_->active.Decrement();
-  const grpc::Status out = net::ToGrpc(st);
+  grpc::Status out = net::ToGrpc(st);
   const char* mode = pipeline::ModeName(r.mode);
   metrics_->requests.Add({{"mode", mode}, {"code", net::CodeName(out.error_code())}}).Increment();
   if (!r.tenant.name.empty()) {  // tenants come from the token file: a bounded set

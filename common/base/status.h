@@ -22,7 +22,10 @@
 // status, else moves the value into the declaration `lhs`.
 #define ASSIGN_OR_RETURN(lhs, expr) \
   KVS_ASSIGN_OR_RETURN_IMPL_(KVS_CONCAT_(kvs_statusor_, __LINE__), lhs, expr)
+// `lhs` is a declaration (`T x`), which parentheses would break.
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define KVS_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr) \
   auto tmp = (expr);                               \
   if (!tmp.ok()) return std::move(tmp).status();   \
   lhs = std::move(tmp).value()
+// NOLINTEND(bugprone-macro-parentheses)

@@ -33,6 +33,7 @@ std::vector<std::string> Pick(const std::vector<std::string>& words, std::mt1993
   std::set<size_t> chosen;
   while (static_cast<int>(chosen.size()) < n) chosen.insert(rng() % words.size());
   std::vector<std::string> out;
+  out.reserve(chosen.size());
   for (size_t i : chosen) out.push_back(words[i]);
   std::shuffle(out.begin(), out.end(), rng);
   return out;
@@ -153,6 +154,7 @@ Example TaskGenerator::One(const std::string& kind, uint64_t seed, int num_recor
     while (count(text) + count(needle) < target_tokens) {
       std::vector<std::string> ws;
       const int len = 5 + static_cast<int>(rng() % 8);
+      ws.reserve(len);
       for (int i = 0; i < len; ++i) ws.push_back(words_[rng() % words_.size()]);
       ws[0] = Capitalize(ws[0]);
       sentences.push_back(absl::StrCat(absl::StrJoin(ws, " "), "."));

@@ -107,6 +107,7 @@ absl::StatusOr<std::vector<std::vector<double>>> QualityProbe::StepLogProbsOn(
   ASSIGN_OR_RETURN(std::vector<float> logits, model_.Extend(cache, inputs_, positions, n));
   const size_t vocab = logits.size() / n;
   std::vector<std::vector<double>> out;
+  out.reserve(n);
   for (int s = 0; s < n; ++s) {
     out.push_back(LogSoftmax(
         std::vector<float>(logits.begin() + s * vocab, logits.begin() + (s + 1) * vocab)));

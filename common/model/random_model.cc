@@ -257,7 +257,8 @@ absl::Status WriteRandomModel(const ModelPreset& preset, const RandomModelOption
     const std::string file =
         o.shards == 1 ? "model.safetensors"
                       : absl::StrFormat("model-%05d-of-%05d.safetensors", s + 1, o.shards);
-    if (absl::Status st = WriteShard(dir + "/" + file, tensors, begin, end, o); !st.ok()) {
+    if (absl::Status st = WriteShard(absl::StrCat(dir, "/", file), tensors, begin, end, o);
+        !st.ok()) {
       return st;
     }
     for (size_t i = begin; i < end; ++i) weight_map[tensors[i].first] = file;

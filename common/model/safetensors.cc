@@ -219,7 +219,7 @@ absl::StatusOr<std::unique_ptr<WeightSet>> WeightSet::OpenDir(const std::string&
         absl::StrCat(dir, ": neither model.safetensors nor model.safetensors.index.json"));
   }
   for (const std::string& shard : shards) {
-    ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(dir + "/" + shard));
+    ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(absl::StrCat(dir, "/", shard)));
     for (const auto& [name, view] : file->tensors()) {
       if (!ws->index_.emplace(name, &view).second) {
         return absl::InvalidArgumentError(
@@ -259,6 +259,7 @@ absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorT
   json header = json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::vector<const TensorToWrite*> order;
+  order.reserve(tensors.size());
   for (const auto& t : tensors) order.push_back(&t);
   std::sort(order.begin(), order.end(), [](auto* a, auto* b) { return a->name < b->name; });
   uint64_t offset = 0;

@@ -14,7 +14,7 @@ Weights InitWeights(const ModelConfig& c, uint64_t seed, double std, bool attent
   torch::manual_seed(seed);
   const int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
   const int64_t QD = int64_t{c.num_heads} * c.head_dim, KD = int64_t{c.num_kv_heads} * c.head_dim;
-  auto normal = [&](std::vector<int64_t> shape) { return torch::randn(shape) * std; };
+  auto normal = [&](const std::vector<int64_t>& shape) { return torch::randn(shape) * std; };
   Weights w;
   w.embed = normal({V, H});
   w.norm = torch::ones({H});
@@ -74,7 +74,7 @@ absl::StatusOr<Weights> GrowWeights(const ModelConfig& s, const Weights& w, cons
   }
   torch::NoGradGuard no_grad;
   torch::manual_seed(seed);
-  auto jitter = [&](torch::Tensor t) {
+  auto jitter = [&](const torch::Tensor& t) {
     return noise > 0 ? t + torch::randn(t.sizes()) * noise : t;
   };
   auto f32 = [](const torch::Tensor& t) { return t.detach().to(torch::kCPU, torch::kFloat32); };
@@ -203,7 +203,8 @@ absl::Status PlantRecallCircuit(const ModelConfig& c, Weights& w, int key_offset
     if (l0.v_b.defined()) l0.v_b.slice(0, kv * hd, (kv + 1) * hd).zero_();
     l0.o_w.slice(1, i * hd, (i + 1) * hd).copy_(out_scale * basis.slice(1, i * hd, (i + 1) * hd));
   }
-  auto place = [&](torch::Tensor rows, const torch::Tensor& sub) {  // rows: [hd, d]; sub: [d, hd]
+  auto place = [&](const torch::Tensor& rows,
+                   const torch::Tensor& sub) {  // rows: [hd, d]; sub: [d, hd]
     rows.zero_();
     const torch::Tensor m = match_scale * torch::matmul(proj, sub.t());  // [2 slow, d]
     rows.slice(0, half - slow, half).copy_(m.slice(0, 0, slow));

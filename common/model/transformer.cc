@@ -28,7 +28,8 @@ torch::ScalarType TorchType(StDType d) {
 // mapped file's bytes, not a copy; anything else is copied out, converting dtype and
 // device.
 absl::StatusOr<torch::Tensor> Fetch(const WeightSet& set, const std::string& name,
-                                    std::vector<int64_t> shape, const torch::TensorOptions& opt,
+                                    const std::vector<int64_t>& shape,
+                                    const torch::TensorOptions& opt,
                                     const std::shared_ptr<const WeightSet>& in_place) {
   ASSIGN_OR_RETURN(const TensorView* v, set.Get(name, shape));
   const auto type = TorchType(v->dtype);
@@ -60,7 +61,7 @@ std::vector<torch::Tensor> Weights::Parameters() const {
 
 absl::StatusOr<Weights> LoadWeights(const ModelConfig& c, const WeightSet& set,
                                     const torch::TensorOptions& opt,
-                                    std::shared_ptr<const WeightSet> in_place) {
+                                    const std::shared_ptr<const WeightSet>& in_place) {
   Weights w;
   const int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
   const int64_t QD = int64_t{c.num_heads} * c.head_dim, KD = int64_t{c.num_kv_heads} * c.head_dim;

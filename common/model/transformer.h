@@ -59,7 +59,7 @@ struct Weights {
 // the set open.
 absl::StatusOr<Weights> LoadWeights(const ModelConfig& config, const WeightSet& set,
                                     const torch::TensorOptions& options,
-                                    std::shared_ptr<const WeightSet> in_place = nullptr);
+                                    const std::shared_ptr<const WeightSet>& in_place = nullptr);
 // x [..., hidden] -> same shape; statistics in float32.
 torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps);
 // cos, sin [n, head_dim] for int64 positions [n] (HF rotate-half convention).

@@ -121,7 +121,7 @@ absl::Status Serve(const ServeOptions& options, const std::vector<grpc::Service*
   health->SetServingStatus(true);
   for (const std::string& name : options.health_services) health->SetServingStatus(name, true);
   if (!options.port_file.empty()) {
-    const absl::Status st = WritePortFile(options.port_file, port);
+    absl::Status st = WritePortFile(options.port_file, port);
     if (!st.ok()) {
       server->Shutdown();
       return st;

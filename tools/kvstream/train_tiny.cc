@@ -642,7 +642,7 @@ int RunTrainTiny() {
       const char* kind = i % 3 == 0 ? "single" : i % 3 == 1 ? "multi" : "needle";
       const eval::Example ex = gen.One(kind, 0xC0FFEEull + i, 30, 300);
       corpus.push_back(ex.context);
-      for (const auto& [q, a] : ex.all_qas) corpus.push_back("Question: " + q + " " + a);
+      for (const auto& [q, a] : ex.all_qas) corpus.push_back(absl::StrCat("Question: ", q, " ", a));
     }
     corpus.push_back(kSystem);
     model::BpeTrainOptions bo;
