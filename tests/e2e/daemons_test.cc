@@ -37,6 +37,7 @@
 #include "kvstream/v1/service.grpc.pb.h"
 #include "tests/support/daemon.h"
 #include "tests/support/http_get.h"
+#include "tests/support/tasks.h"
 
 namespace kvstream {
 namespace {
@@ -75,18 +76,8 @@ class DaemonsTest : public ::testing::Test {
     }
     start_status_ = new absl::Status(st);
     tokenizer_ = model::Tokenizer::Load(absl::StrCat(kScout, "/tokenizer.json")).value().release();
-    auto words = eval::LoadWords();
-    const model::Tokenizer* t = tokenizer_;
-    eval::TaskGenerator gen(*words, [t](const std::string& s) {
-      return static_cast<int>(t->Encode(s, false)->size());
-    });
-    gen.set_single_token_names(true);
-    eval::TaskOptions o;
-    o.kind = "single";
-    o.num_records = 8;
-    o.num_examples = 20;
-    o.seed = 4242;
-    examples_ = new std::vector<eval::Example>(gen.Generate(o));
+    examples_ =
+        new std::vector<eval::Example>(testing::SingleHopExamples(*tokenizer_, 8, 20, 4242));
   }
 
   static void TearDownTestSuite() {

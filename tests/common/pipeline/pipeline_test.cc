@@ -11,6 +11,7 @@
 #include "common/eval/tasks.h"
 #include "common/model/projection.h"
 #include "common/model/tokenizer.h"
+#include "tests/support/tasks.h"
 
 namespace kvstream::pipeline {
 namespace {
@@ -29,18 +30,7 @@ class PipelineTest : public ::testing::Test {
     tokenizer_ = model::Tokenizer::Load(std::string(kScout) + "/tokenizer.json").value().release();
     projection_ = model::Projection::Load(kProjection).value().release();
     // A single-hop question among 8 records, as the models were trained on.
-    auto words = eval::LoadWords();
-    const model::Tokenizer* t = tokenizer_;
-    eval::TaskGenerator gen(*words, [t](const std::string& s) {
-      return static_cast<int>(t->Encode(s, false)->size());
-    });
-    gen.set_single_token_names(true);
-    eval::TaskOptions o;
-    o.kind = "single";
-    o.num_records = 8;
-    o.num_examples = 1;
-    o.seed = 4242;
-    example_ = new eval::Example(gen.Generate(o).front());
+    example_ = new eval::Example(testing::SingleHopExamples(*tokenizer_, 8, 1, 4242).at(0));
     prompt_ = new model::ChatPrompt(
         model::BuildQaPrompt(*tokenizer_, example_->context, example_->question,
                              {"Answer with the value from the context."})
