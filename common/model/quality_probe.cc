@@ -56,8 +56,14 @@ absl::StatusOr<std::unique_ptr<QualityProbe>> QualityProbe::Create(
   std::unique_ptr<QualityProbe> probe(new QualityProbe(model, cache));
   ASSIGN_OR_RETURN(probe->inputs_, probe->GreedyInputs(last, steps, stop_tokens, last_logits));
   // The reference distributions come from one teacher-forced pass over those inputs, the
-  // same call Estimate makes on a plan's cache, so a lossless plan compares exactly equal.
-  ASSIGN_OR_RETURN(probe->log_probs_, probe->StepLogProbs(cache, AllSlots(cache)));
+  // same call Estimate makes on a plan's cache. With one step and the prefill's logits,
+  // those logits are the reference and no pass runs (Estimate answers a lossless plan
+  // over every slot exactly, without a pass, so it still compares exactly equal).
+  if (probe->inputs_.size() == 1 && last_logits != nullptr) {
+    probe->log_probs_ = {LogSoftmax(*last_logits)};
+  } else {
+    ASSIGN_OR_RETURN(probe->log_probs_, probe->StepLogProbs(cache, AllSlots(cache)));
+  }
   for (const std::vector<double>& lp : probe->log_probs_) probe->top_.push_back(ArgMax(lp));
   probe->reference_seconds_ = Since(t0);
   return probe;
@@ -118,6 +124,17 @@ absl::StatusOr<std::vector<std::vector<double>>> QualityProbe::StepLogProbsOn(
 absl::StatusOr<QualityEstimate> QualityProbe::Estimate(const std::vector<int32_t>& kept,
                                                        const codec::Plan& plan) {
   const auto t0 = Clock::now();
+  if (kept.empty() && plan.lossless(model_.config().num_layers)) {
+    // The receiver rebuilds this cache bit for bit: the reference itself.
+    QualityEstimate e;
+    e.steps = static_cast<int>(inputs_.size());
+    e.agreement = 1;
+    e.p_top = 0;
+    for (size_t s = 0; s < inputs_.size(); ++s) e.p_top += std::exp(log_probs_[s][top_[s]]);
+    e.p_top /= e.steps;
+    e.seconds = Since(t0);
+    return e;
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<KvCache> sent,
                    cache_.Copy(kept.empty() ? AllSlots(cache_) : kept));
   // Through the codec and the receiver's assembler, as the cloud rebuilds it.

@@ -118,6 +118,42 @@ TEST_F(QualityProbeTest, PrefillLogitsSaveTheFirstStep) {
   }
 }
 
+// With one step the prefill's own logits are the reference (no pass): lossy plans get
+// the estimates a computed reference gives, up to float noise, and a lossless plan over
+// every slot is still exactly no loss.
+TEST_F(QualityProbeTest, OneStepUsesThePrefillLogitsAsTheReference) {
+  for (const ChatPrompt& p : Prompts(3)) {
+    PrefillOptions po;
+    po.cache_tokens = static_cast<int>(p.tokens.size()) - 1;
+    auto pre = model_->Prefill(p.tokens, po);
+    ASSERT_TRUE(pre.ok()) << pre.status();
+    auto computed = QualityProbe::Create(*model_, *pre->cache, p.tokens.back(), 1);
+    auto saved =
+        QualityProbe::Create(*model_, *pre->cache, p.tokens.back(), 1, {}, &pre->last_logits);
+    ASSERT_TRUE(computed.ok() && saved.ok());
+    EXPECT_EQ((*computed)->greedy(), (*saved)->greedy());
+    for (const char* spec : {"int4", "int2", "int1"}) {
+      const auto a = (*computed)->Estimate({}, codec::ParsePlan(spec).value());
+      const auto b = (*saved)->Estimate({}, codec::ParsePlan(spec).value());
+      ASSERT_TRUE(a.ok() && b.ok());
+      EXPECT_NEAR(a->kl, b->kl, 1e-5 + 1e-3 * a->kl) << spec;
+      EXPECT_EQ(a->agreement, b->agreement) << spec;
+    }
+    const auto lossless = (*saved)->Estimate({}, codec::ParsePlan("raw").value());
+    ASSERT_TRUE(lossless.ok());
+    EXPECT_EQ(lossless->kl, 0.0);
+    EXPECT_EQ(lossless->agreement, 1.0);
+    EXPECT_GT(lossless->p_top, 0.0);
+    EXPECT_LE(lossless->p_top, 1.0);
+    // Keeping every slot but the first is not lossless: it is computed, and costs.
+    std::vector<int32_t> most(pre->cache->size() - 1);
+    for (size_t i = 0; i < most.size(); ++i) most[i] = static_cast<int32_t>(i + 1);
+    const auto dropped = (*saved)->Estimate(most, codec::ParsePlan("raw").value());
+    ASSERT_TRUE(dropped.ok());
+    EXPECT_GT(dropped->kl, 0.0);
+  }
+}
+
 TEST_F(QualityProbeTest, LossGrowsAsBitsDrop) {
   const std::vector<std::string> specs = {"int8", "int4", "int3", "int2", "int1"};
   const std::vector<double> kl = SummedKl(Prompts(4), specs);
