@@ -185,12 +185,13 @@ TEST_F(ModelTest, SelectionPrefillCountsTheLastPromptRow) {
   }
 }
 
-// Four threads prefilling and extending their own caches at once get what one thread
+// Eight threads prefilling and extending their own caches at once get what one thread
 // gets alone (the daemons' model workers share one Model); intra-op threads may split
 // the sums differently, hence a float32 rounding tolerance.
 TEST_F(ModelTest, ConcurrentCallsOnSeparateCachesMatchSequentialOnes) {
   Model* m = model_;
-  std::vector<std::vector<float>> alone(4), together(4);
+  constexpr int kThreads = 8;
+  std::vector<std::vector<float>> alone(kThreads), together(kThreads);
   auto run = [&](int i, std::vector<float>& out) {
     const std::vector<int32_t> t = Tokens(40 + 7 * i, i + 1);
     auto pre = m->Prefill(t);
@@ -200,12 +201,12 @@ TEST_F(ModelTest, ConcurrentCallsOnSeparateCachesMatchSequentialOnes) {
     out = pre->last_logits;
     out.insert(out.end(), next->begin(), next->end());
   };
-  for (int i = 0; i < 4; ++i) run(i, alone[i]);
+  for (int i = 0; i < kThreads; ++i) run(i, alone[i]);
   for (int round = 0; round < 3; ++round) {
     std::vector<std::thread> threads;
-    for (int i = 0; i < 4; ++i) threads.emplace_back([&, i] { run(i, together[i]); });
+    for (int i = 0; i < kThreads; ++i) threads.emplace_back([&, i] { run(i, together[i]); });
     for (auto& t : threads) t.join();
-    for (int i = 0; i < 4; ++i) {
+    for (int i = 0; i < kThreads; ++i) {
       ASSERT_EQ(together[i].size(), alone[i].size());
       EXPECT_LT(MaxDiff(alone[i], together[i].data(), alone[i].size()), 1e-5) << "thread " << i;
     }
