@@ -22,6 +22,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -104,6 +105,40 @@ double WeightFileBytes(const std::string& dir) {
   return bytes;
 }
 
+// A prompt of `n` tokens, the same for every run.
+std::vector<int32_t> PromptTokens(const kvstream::model::ModelConfig& c, int n) {
+  std::vector<int32_t> tokens(n);
+  for (int i = 0; i < n; ++i) tokens[i] = (i * 7 + 3) % c.vocab_size;
+  return tokens;
+}
+
+struct Timing {
+  std::vector<double> prefills;  // seconds of each run's prefill, sorted
+  double best_decode = 1e30;     // seconds of the fastest run's --decode steps
+};
+
+// --repeats runs, each a prefill of `tokens` then --decode steps one token at a time
+// with that context in the cache; nullopt when a call fails.
+std::optional<Timing> TimePrefillAndDecode(kvstream::model::Model& model,
+                                           const std::vector<int32_t>& tokens) {
+  const int n = static_cast<int>(tokens.size()), n_decode = absl::GetFlag(FLAGS_decode);
+  const int vocab = model.config().vocab_size;
+  Timing t;
+  for (int r = 0; r < absl::GetFlag(FLAGS_repeats); ++r) {
+    auto t0 = std::chrono::steady_clock::now();
+    auto pre = model.Prefill(tokens);
+    t.prefills.push_back(Seconds(t0));
+    if (!pre.ok()) return std::nullopt;
+    t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < n_decode; ++i) {
+      if (!model.Extend(*pre->cache, {i % vocab}, {n + i}).ok()) return std::nullopt;
+    }
+    t.best_decode = std::min(t.best_decode, Seconds(t0));
+  }
+  std::sort(t.prefills.begin(), t.prefills.end());
+  return t;
+}
+
 // --lengths: prefill and decode speed and peak memory by context length, as ratios to the
 // first length's.
 int LengthSweep(kvstream::model::Model& model, const std::string& dir,
@@ -121,21 +156,9 @@ int LengthSweep(kvstream::model::Model& model, const std::string& dir,
                    n_decode, c.max_position_embeddings);
       return 1;
     }
-    std::vector<int32_t> tokens(n);
-    for (int i = 0; i < n; ++i) tokens[i] = (i * 7 + 3) % c.vocab_size;
-    double best_prefill = 1e30, best_decode = 1e30;
-    for (int r = 0; r < repeats; ++r) {
-      auto t0 = std::chrono::steady_clock::now();
-      auto pre = model.Prefill(tokens);
-      best_prefill = std::min(best_prefill, Seconds(t0));
-      if (!pre.ok()) return 1;
-      t0 = std::chrono::steady_clock::now();
-      for (int i = 0; i < n_decode; ++i) {
-        if (!model.Extend(*pre->cache, {i % c.vocab_size}, {n + i}).ok()) return 1;
-      }
-      best_decode = std::min(best_decode, Seconds(t0));
-    }
-    const double prefill = n / best_prefill, decode = n_decode / best_decode;
+    const std::optional<Timing> t = TimePrefillAndDecode(model, PromptTokens(c, n));
+    if (!t) return 1;
+    const double prefill = n / t->prefills.front(), decode = n_decode / t->best_decode;
     if (first_prefill == 0) {
       first_prefill = prefill;
       first_decode = decode;
@@ -155,7 +178,20 @@ int Main(int argc, char** argv) {
     std::printf("%s\n", kvstream::base::KeepFreedMemoryForReuse().c_str());  // as the daemons run
   }
   const int n_prompt = absl::GetFlag(FLAGS_prompt), n_decode = absl::GetFlag(FLAGS_decode);
-  if (absl::GetFlag(FLAGS_lengths).empty()) {
+  // Checked before any model loads (a large one takes a while).
+  std::vector<int> lengths;
+  if (!absl::GetFlag(FLAGS_lengths).empty()) {
+    for (absl::string_view v : absl::StrSplit(absl::GetFlag(FLAGS_lengths), ',')) {
+      int n = 0;
+      if (!absl::SimpleAtoi(v, &n) || (!lengths.empty() && n <= lengths.back())) {
+        std::fprintf(stderr, "--lengths: expected increasing integers, found '%s'\n",
+                     std::string(v).c_str());
+        return 1;
+      }
+      lengths.push_back(n);
+    }
+  }
+  if (lengths.empty()) {
     std::printf("%-28s %8s %6s %14s %14s %14s %12s\n", "model", "params", "dtype", "prefill tok/s",
                 "(median)", "decode tok/s", "matmul GF/s");
   }
@@ -172,36 +208,16 @@ int Main(int argc, char** argv) {
                    std::string(model.status().message()).c_str());
       return 1;
     }
-    if (!absl::GetFlag(FLAGS_lengths).empty()) {
-      std::vector<int> lengths;
-      for (absl::string_view v : absl::StrSplit(absl::GetFlag(FLAGS_lengths), ',')) {
-        int n = 0;
-        if (!absl::SimpleAtoi(v, &n) || (!lengths.empty() && n <= lengths.back())) {
-          std::fprintf(stderr, "--lengths: expected increasing integers, found '%s'\n",
-                       std::string(v).c_str());
-          return 1;
-        }
-        lengths.push_back(n);
-      }
+    if (!lengths.empty()) {
       if (LengthSweep(**model, std::string(dir), lengths) != 0) return 1;
       continue;
     }
     const auto& c = (*model)->config();
-    std::vector<int32_t> tokens(n_prompt);
-    for (int i = 0; i < n_prompt; ++i) tokens[i] = (i * 7 + 3) % c.vocab_size;
-    double best_decode = 1e30;
-    std::vector<double> prefills;
-    for (int r = 0; r < absl::GetFlag(FLAGS_repeats); ++r) {
-      auto t0 = std::chrono::steady_clock::now();
-      auto pre = (*model)->Prefill(tokens);
-      prefills.push_back(Seconds(t0));
-      if (!pre.ok()) return 1;
-      t0 = std::chrono::steady_clock::now();
-      for (int i = 0; i < n_decode; ++i) {
-        if (!(*model)->Extend(*pre->cache, {i % c.vocab_size}, {n_prompt + i}).ok()) return 1;
-      }
-      best_decode = std::min(best_decode, Seconds(t0));
-    }
+    const std::vector<int32_t> tokens = PromptTokens(c, n_prompt);
+    const std::optional<Timing> timing = TimePrefillAndDecode(**model, tokens);
+    if (!timing) return 1;
+    const std::vector<double>& prefills = timing->prefills;
+    const double best_decode = timing->best_decode;
     // Baseline: [prompt, hidden] x [hidden, intermediate] float32 matmul, same threads.
     torch::NoGradGuard ng;
     const torch::Tensor a = torch::randn({n_prompt, c.hidden_size}),
@@ -213,7 +229,6 @@ int Main(int argc, char** argv) {
       (void)y.sum().item<float>();
       best_mm = std::min(best_mm, Seconds(t0));
     }
-    std::sort(prefills.begin(), prefills.end());
     const double best_prefill = prefills.front(), median_prefill = prefills[prefills.size() / 2];
     const double gflops = 2.0 * n_prompt * c.hidden_size * c.intermediate_size / best_mm / 1e9;
     int64_t params = int64_t{c.vocab_size} * c.hidden_size;
