@@ -290,6 +290,10 @@ struct CloudService::Session {
   Mode mode = kvstream::v1::MODE_UNSPECIFIED;
   ServedModel* served = nullptr;
   const ServedProjection* projection = nullptr;  // projected mode
+  // The map from the sender's cache into the served model's (projected mode), or null.
+  const model::Projection* map() const {
+    return projection != nullptr ? projection->projection.get() : nullptr;
+  }
   pipeline::CheckedOpen checked;  // the SessionOpen, checked against the served model
   Lease lease;
   net::Tenant tenant;  // the token's tenant (empty name: no authentication)
@@ -496,11 +500,9 @@ absl::StatusOr<std::unique_ptr<model::KvCache>> CloudService::BuildCache(
   auto interrupt = [context] {
     return context->IsCancelled() ? Gone(context, "during prefill") : absl::OkStatus();
   };
-  const model::Projection* projection =
-      s.projection != nullptr ? s.projection->projection.get() : nullptr;
   ASSIGN_OR_RETURN(std::unique_ptr<model::KvCache> cache,
                    pipeline::Rebuild(s.mode, *s.served->model, s.checked, s.assembler.get(),
-                                     projection, interrupt, &times));
+                                     s.map(), interrupt, &times));
   if (pipeline::CloudPrefills(s.mode)) {
     PadTo(t0, static_cast<int64_t>(s.checked.prompt.size()) - 1,
           options_.emulate_prefill_tokens_per_second);
@@ -510,7 +512,7 @@ absl::StatusOr<std::unique_ptr<model::KvCache>> CloudService::BuildCache(
   }
   s.stats.set_rebuild_seconds(times.rebuild);
   metrics_->Stage("rebuild", times.rebuild);
-  if (projection != nullptr) {
+  if (s.map() != nullptr) {
     s.stats.set_projection_seconds(times.projection);
     metrics_->Stage("project", times.projection);
   }
@@ -523,9 +525,7 @@ absl::Status CloudService::Attach(grpc::ServerContext* context,
   if (!open.resume()) {
     RETURN_IF_ERROR(Open(open, *s));
     open.SerializeToString(&s->open_bytes);
-    s->assembler = pipeline::NewAssembler(
-        s->mode, *s->served->model,
-        s->projection != nullptr ? s->projection->projection.get() : nullptr, s->id, s->checked);
+    s->assembler = pipeline::NewAssembler(s->mode, *s->served->model, s->map(), s->id, s->checked);
     return absl::OkStatus();
   }
   if (!parked_->enabled()) {

@@ -840,9 +840,8 @@ absl::StatusOr<std::unique_ptr<model::QualityProbe>> NewProbe(model::Model& scou
                                                               const model::Tokenizer& tokenizer,
                                                               const model::PrefillResult& pre,
                                                               int32_t last_token, int steps) {
-  std::vector<int32_t> stop = model::StopTokens(tokenizer);
-  for (int id : scout.config().eos_token_ids) stop.push_back(id);
-  return model::QualityProbe::Create(scout, *pre.cache, last_token, steps, stop, &pre.last_logits);
+  return model::QualityProbe::Create(scout, *pre.cache, last_token, steps,
+                                     pipeline::StopTokens(scout, &tokenizer), &pre.last_logits);
 }
 
 bool EdgeService::RecordEstimate(Request& r, const model::QualityEstimate& e) {
