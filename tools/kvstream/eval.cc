@@ -268,9 +268,9 @@ absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
                                                                     {absl::GetFlag(FLAGS_system)}));
     lengths.insert(static_cast<int>(prompt.tokens.size()));
     const int32_t last = prompt.tokens.back();
-    // The senders' prefills, with statistics over the whole prompt, shared by every
-    // variant (their caches equal the plain prefill's that a request without a selector
-    // gets).
+    // The senders' prefills, with statistics over the whole prompt (the request names a
+    // selector only so that Prefill gathers them), shared by every variant: their caches
+    // equal the plain prefill's that a request without a selector gets (pipeline_test).
     pipeline::Request stats_request;
     stats_request.selector = select::Policy::kQ2C;
     ASSIGN_OR_RETURN(model::PrefillResult full,

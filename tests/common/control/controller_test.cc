@@ -4,6 +4,8 @@
 
 #include <tuple>
 
+#include "absl/strings/str_cat.h"
+
 namespace kvstream::control {
 namespace {
 
@@ -327,7 +329,15 @@ TEST(QualityTableTest, ParsesAndRejectsWithThePlace) {
   auto bad = ParseQualityTable(R"([{"mode": "kv", "spec": "int9", "quality": 1}])", "t.json");
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(bad.status().message().find("t.json[0]"), std::string::npos) << bad.status();
-  EXPECT_FALSE(ParseQualityTable(R"([{"mode": "fax", "quality": 1}])", "t").ok());
+  // A point's mode is one that answers: the controller itself (adaptive) is not one.
+  for (const char* mode : {"fax", "adaptive"}) {
+    auto m = ParseQualityTable(absl::StrCat(R"([{"mode": ")", mode, R"(", "quality": 1}])"), "t");
+    EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument) << mode;
+    EXPECT_NE(m.status().message().find(
+                  absl::StrCat("t[0]: mode: expected kv, projected, scout, text; found '", mode)),
+              std::string::npos)
+        << m.status();
+  }
   EXPECT_FALSE(ParseQualityTable(R"({})", "t").ok());
   EXPECT_FALSE(ParseQualityTable(R"([])", "t").ok());
   EXPECT_FALSE(ParseQualityTable(R"([{"mode": "kv", "quality": 1, "retention": 2}])", "t").ok());
