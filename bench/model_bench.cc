@@ -172,6 +172,7 @@ int LengthSweep(kvstream::model::Model& model, const std::string& dir,
 
 int Main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
+  kvstream::model::SetComputeThreads(absl::GetFlag(FLAGS_threads));
   if (absl::GetFlag(FLAGS_system_allocator)) {
     std::printf("allocator: glibc defaults (freed memory returned to the system)\n");
   } else {
@@ -199,7 +200,6 @@ int Main(int argc, char** argv) {
        absl::StrSplit(absl::GetFlag(FLAGS_models), ',', absl::SkipEmpty())) {
     kvstream::model::RuntimeOptions ro;
     ro.dtype = absl::GetFlag(FLAGS_dtype);
-    ro.threads = absl::GetFlag(FLAGS_threads);
     const double rss_before = ProcBytes("VmRSS");
     auto model = kvstream::model::Model::Load(std::string(dir), ro);
     const double rss_loaded = ProcBytes("VmRSS");

@@ -311,8 +311,9 @@ absl::Status Run() {
     }
   }
   ASSIGN_OR_RETURN(const std::string dir, net::WorkDir(absl::GetFlag(FLAGS_work_dir), "transfer"));
-  ASSIGN_OR_RETURN(auto m, model::Model::Load(absl::GetFlag(FLAGS_model),
-                                              {"cpu", absl::GetFlag(FLAGS_dtype), 1}));
+  model::SetComputeThreads(1);  // the sink and the cloud share the other core
+  ASSIGN_OR_RETURN(
+      auto m, model::Model::Load(absl::GetFlag(FLAGS_model), {"cpu", absl::GetFlag(FLAGS_dtype)}));
   Peers peers;
   RETURN_IF_ERROR(StartPeers(dir, peers));
   std::mt19937 rng(1);

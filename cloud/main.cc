@@ -173,7 +173,7 @@ int main(int argc, char** argv) {
   kvstream::model::RuntimeOptions runtime;
   runtime.device = absl::GetFlag(FLAGS_device);
   runtime.dtype = absl::GetFlag(FLAGS_dtype);
-  runtime.threads = split->threads;
+  kvstream::model::SetComputeThreads(split->threads);
   std::vector<kvstream::cloud::ServedModel> models;
   for (const std::string& spec : absl::GetFlag(FLAGS_model)) {
     const std::vector<std::string> parts = absl::StrSplit(spec, absl::MaxSplits('=', 1));

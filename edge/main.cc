@@ -358,7 +358,7 @@ int main(int argc, char** argv) {
   kvstream::model::RuntimeOptions runtime;
   runtime.device = absl::GetFlag(FLAGS_device);
   runtime.dtype = absl::GetFlag(FLAGS_dtype);
-  runtime.threads = split->threads;
+  kvstream::model::SetComputeThreads(split->threads);
   const std::string dir = absl::GetFlag(FLAGS_scout);
   auto scout = kvstream::model::Model::Load(dir, runtime);
   if (!scout.ok()) return Fail(absl::StrCat("--scout: ", scout.status().message()));

@@ -459,6 +459,14 @@ const std::string& Model::fingerprint() const { return impl_->fingerprint; }
 const std::string& Model::dir() const { return impl_->dir; }
 bool Model::is_bf16() const { return impl_->opt.dtype() == torch::kBFloat16; }
 
+int SetComputeThreads(int threads) {
+  torch::set_num_threads(
+      threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  return ComputeThreads();
+}
+
+int ComputeThreads() { return torch::get_num_threads(); }
+
 absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir,
                                                    const RuntimeOptions& options) {
   auto impl = std::make_unique<Impl>();
@@ -479,8 +487,6 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir,
                     .device(device);
     return absl::OkStatus();
   }));
-  torch::set_num_threads(options.threads > 0 ? options.threads
-                                             : std::max(1u, std::thread::hardware_concurrency()));
   ASSIGN_OR_RETURN(std::shared_ptr<const WeightSet> set, WeightSet::OpenDir(dir));
   RETURN_IF_ERROR(Guard("load weights", [&]() -> absl::Status {
     ASSIGN_OR_RETURN(impl->w, LoadWeights(impl->config, *set, impl->opt, set));

@@ -24,8 +24,14 @@ namespace kvstream::model {
 struct RuntimeOptions {
   std::string device = "cpu";  // "cpu", "cuda" or "cuda:N"
   std::string dtype = "f32";   // compute and cache dtype: "f32" or "bf16"
-  int threads = 0;             // torch intra-op threads; 0 = every core
 };
+
+// Sets libtorch's intra-op thread count for the whole process (0: every core) and
+// returns the count now in effect. A process calls it once at start-up, before any
+// model work: it is process-wide state, so Model::Load does not touch it.
+int SetComputeThreads(int threads);
+// The intra-op thread count in effect.
+int ComputeThreads();
 
 class Model;
 
@@ -112,7 +118,7 @@ absl::StatusOr<PrefillResult> PrefillForSelection(
 // Thread safety: a Model's weights are read-only after Load, and Prefill, Extend and
 // FullLogits keep their state in the cache they are given, so several threads may run
 // them at once on different caches (the daemons' model workers do; torch's intra-op
-// threads are set once, at Load, for the process). A KvCache is used by one thread at a
+// threads are set once for the process, by SetComputeThreads). A KvCache is used by one thread at a
 // time.
 class Model {
  public:

@@ -298,8 +298,8 @@ TEST_F(DaemonsTest, LosslessKvEqualsTextOnTwentyPrompts) {
 // the encoded messages, the cloud's checks, rebuild and generation) and through the
 // edge and cloud daemons gives the same answer tokens and the same uplink bytes.
 TEST_F(DaemonsTest, InProcessPipelineMatchesTheDaemonsTokenForTokenAndByteForByte) {
-  model::RuntimeOptions rt;
-  rt.threads = 1;
+  model::SetComputeThreads(1);
+  const model::RuntimeOptions rt;
   auto scout = model::Model::Load(kScout, rt);
   auto large = model::Model::Load(kLarge, rt);
   auto projection = model::Projection::Load(kProjection);
@@ -558,7 +558,8 @@ TEST_F(DaemonsTest, ModelMismatchIsFailedPrecondition) {
 }
 
 TEST_F(DaemonsTest, CorruptedChunkIsDataLossAndFreesTheSession) {
-  auto scout = model::Model::Load(kScout, {"cpu", "f32", 1});
+  model::SetComputeThreads(1);
+  auto scout = model::Model::Load(kScout, {"cpu", "f32"});
   ASSERT_TRUE(scout.ok()) << scout.status();
   const eval::Example& ex = (*examples_)[2];
   const auto prompt = model::BuildQaPrompt(*tokenizer_, ex.context, ex.question, {kSystem});
@@ -619,7 +620,8 @@ TEST_F(DaemonsTest, MalformedValuesAreInvalidArgumentAndQuotedBriefly) {
 // Raw sessions: a position past the model's is refused (not wrapped), sequence numbers
 // run without gaps, and a re-sent seq must cover the same cells.
 TEST_F(DaemonsTest, SessionPositionsAndSequenceNumbersAreChecked) {
-  auto scout = model::Model::Load(kScout, {"cpu", "f32", 1});
+  model::SetComputeThreads(1);
+  auto scout = model::Model::Load(kScout, {"cpu", "f32"});
   ASSERT_TRUE(scout.ok()) << scout.status();
   const auto prompt = model::BuildQaPrompt(*tokenizer_, (*examples_)[2].context,
                                            (*examples_)[2].question, {kSystem});
@@ -668,7 +670,8 @@ TEST_F(DaemonsTest, SessionPositionsAndSequenceNumbersAreChecked) {
 }
 
 TEST_F(DaemonsTest, ResentChunkIsAckedAndAppliedOnce) {
-  auto scout = model::Model::Load(kScout, {"cpu", "f32", 1});
+  model::SetComputeThreads(1);
+  auto scout = model::Model::Load(kScout, {"cpu", "f32"});
   ASSERT_TRUE(scout.ok()) << scout.status();
   const eval::Example& ex = (*examples_)[4];
   const auto prompt = model::BuildQaPrompt(*tokenizer_, ex.context, ex.question, {kSystem});

@@ -164,8 +164,8 @@ struct Sweep {
 
 absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
   using model::Model;
-  model::RuntimeOptions runtime;
-  runtime.threads = absl::GetFlag(FLAGS_threads);
+  model::SetComputeThreads(absl::GetFlag(FLAGS_threads));
+  const model::RuntimeOptions runtime;
   ASSIGN_OR_RETURN(auto answerer, Model::Load(absl::GetFlag(FLAGS_model), runtime));
   ASSIGN_OR_RETURN(auto tok,
                    model::Tokenizer::Load(absl::GetFlag(FLAGS_model) + "/tokenizer.json"));

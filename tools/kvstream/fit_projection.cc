@@ -134,11 +134,10 @@ absl::StatusOr<Fitted> LoadAndFit(const model::FitOptions& options) {
   }
   const std::string from = absl::GetFlag(FLAGS_from), to = absl::GetFlag(FLAGS_to);
   RETURN_IF_ERROR(model::CheckSameTokenizer(from, to));
-  model::RuntimeOptions runtime;
-  runtime.threads = absl::GetFlag(FLAGS_threads);
+  model::SetComputeThreads(absl::GetFlag(FLAGS_threads));
   Fitted f;
-  ASSIGN_OR_RETURN(f.source, model::Model::Load(from, runtime));
-  ASSIGN_OR_RETURN(f.target, model::Model::Load(to, runtime));
+  ASSIGN_OR_RETURN(f.source, model::Model::Load(from));
+  ASSIGN_OR_RETURN(f.target, model::Model::Load(to));
   ASSIGN_OR_RETURN(f.tokenizer, model::Tokenizer::Load(from + "/tokenizer.json"));
   ASSIGN_OR_RETURN(const auto prompts, CalibrationPrompts(*f.tokenizer));
   ASSIGN_OR_RETURN(auto fitter, model::ProjectionFitter::Create(*f.source, *f.target, options));

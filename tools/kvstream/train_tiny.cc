@@ -38,6 +38,7 @@
 #include "common/eval/tasks.h"
 #include "common/model/bpe_trainer.h"
 #include "common/model/chat.h"
+#include "common/model/model.h"
 #include "common/model/tokenizer.h"
 #include "common/model/training.h"
 #include "common/model/transformer.h"
@@ -617,7 +618,7 @@ int RunTrainTiny() {
         which.c_str());
     return 2;
   }
-  if (absl::GetFlag(FLAGS_threads) > 0) torch::set_num_threads(absl::GetFlag(FLAGS_threads));
+  model::SetComputeThreads(absl::GetFlag(FLAGS_threads));
   auto words = eval::LoadWords(absl::GetFlag(FLAGS_words));
   if (!words.ok()) {
     std::fprintf(stderr, "kvstream train-tiny: %s\n",

@@ -150,7 +150,7 @@ TEST(Qwen3Test, PerHeadNormsMakeTheProjectionsScaleIrrelevant) {
 TEST(Qwen3Test, LoadedModelMatchesTheReferenceForward) {
   const ModelConfig c = Qwen3Tiny();
   const std::string dir = testing::WriteTinyModel("qwen3_tiny", c, 9);
-  auto m = Model::Load(dir, {"cpu", "f32", 1});
+  auto m = Model::Load(dir, {"cpu", "f32"});
   ASSERT_TRUE(m.ok()) << m.status();
   EXPECT_TRUE((*m)->config().qk_norm);
   const std::vector<int32_t> tokens = {3, 14, 15, 92, 65, 35, 89, 79, 32, 38};

@@ -19,7 +19,7 @@ class KvChunksTest : public ::testing::Test {
     if (dir_.empty()) dir_ = testing::WriteTinyModel("kv_chunks_model", testing::TinyConfig(), 21);
   }
   std::unique_ptr<Model> Load(const std::string& dtype = "f32") {
-    auto m = Model::Load(dir_, {"cpu", dtype, 0});
+    auto m = Model::Load(dir_, {"cpu", dtype});
     EXPECT_TRUE(m.ok()) << m.status();
     return std::move(*m);
   }
@@ -207,7 +207,7 @@ namespace {
 TEST(KvOracleTest, LosslessKvModeEqualsTextModeOnTwentyPrompts) {
   const std::string dir = testing::WriteTinyModel("oracle_model", testing::TinyConfig(), 33);
   for (const char* dtype : {"f32", "bf16"}) {
-    auto m = Model::Load(dir, {"cpu", dtype, 0});
+    auto m = Model::Load(dir, {"cpu", dtype});
     ASSERT_TRUE(m.ok());
     SamplingOptions o;
     o.max_new_tokens = 12;

@@ -328,14 +328,26 @@ TEST(ModelLoadTest, FingerprintTracksWeightsAndErrorsNameTheTensor) {
                 "model.layers.0.mlp.gate_proj.weight has shape [64, 32], config needs [65, 32]"),
             std::string::npos)
       << r.status();
-  EXPECT_EQ(Model::Load(a, {"cpu", "f16", 0}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Model::Load(a, {"cpu", "f16"}).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(Model::Load(::testing::TempDir() + "/nonexistent").status().code(),
             absl::StatusCode::kNotFound);
 }
 
+// The intra-op thread count is the process's, set once at start-up: loading a model
+// leaves it as it was.
+TEST(ModelLoadTest, LoadingLeavesTheProcessThreadCountAlone) {
+  const int before = ComputeThreads();
+  EXPECT_EQ(SetComputeThreads(1), 1);
+  auto m = Model::Load(WriteTinyModel("threads", TinyConfig(), 3));
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(ComputeThreads(), 1);
+  EXPECT_GE(SetComputeThreads(0), 1);  // 0: every core
+  SetComputeThreads(before);
+}
+
 TEST(ModelLoadTest, Bf16RuntimeTracksFloat32) {
   const std::string dir = WriteTinyModel("bf16", TinyConfig(), 3);
-  auto f = Model::Load(dir), h = Model::Load(dir, {"cpu", "bf16", 0});
+  auto f = Model::Load(dir), h = Model::Load(dir, {"cpu", "bf16"});
   ASSERT_TRUE(f.ok() && h.ok());
   EXPECT_TRUE((*h)->is_bf16());
   const auto tokens = Tokens(20);
@@ -369,7 +381,7 @@ TEST(RandomModelLoadTest, ARandomModelLoadsAndPrefills) {
   ASSERT_TRUE(WriteRandomModel(p, {StDType::kBF16, 2, 3}, dir).ok());
   std::filesystem::remove(dir + "/tokenizer.json");
   for (const char* dtype : {"f32", "bf16"}) {
-    auto m = Model::Load(dir, {"cpu", dtype, 1});
+    auto m = Model::Load(dir, {"cpu", dtype});
     ASSERT_TRUE(m.ok()) << m.status();
     EXPECT_EQ((*m)->config().num_kv_heads, 2);
     EXPECT_EQ((*m)->config().head_dim, 64);

@@ -23,8 +23,8 @@ constexpr char kProjection[] = "testdata/projections/scout_to_large.safetensors"
 class PipelineTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    model::RuntimeOptions runtime;
-    runtime.threads = 1;
+    model::SetComputeThreads(1);
+    const model::RuntimeOptions runtime;
     scout_ = model::Model::Load(kScout, runtime).value().release();
     large_ = model::Model::Load(kLarge, runtime).value().release();
     tokenizer_ = model::Tokenizer::Load(std::string(kScout) + "/tokenizer.json").value().release();
