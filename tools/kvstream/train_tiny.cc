@@ -149,7 +149,10 @@ struct Sample {
 
 class Trainer {
  public:
-  Trainer(const model::Tokenizer& tok, const eval::TaskGenerator& gen) : tok_(tok), gen_(gen) {
+  // `count_error` is where `gen`'s token counter records a tokenizer failure.
+  Trainer(const model::Tokenizer& tok, const eval::TaskGenerator& gen,
+          const absl::Status& count_error)
+      : tok_(tok), gen_(gen), count_error_(count_error) {
     im_end_ = tok.TokenId("<|im_end|>");
   }
 
@@ -157,20 +160,10 @@ class Trainer {
   // `level` is the curriculum's current cap on records per context: contexts are drawn
   // from 2..level records (short ones stay in the mix so recall learned there is kept),
   // needles are padded to about 12 tokens per level, and multi-hop samples enter at 8.
-  Sample Make(uint64_t seed, int level) const {
+  absl::StatusOr<Sample> Make(uint64_t seed, int level) const {
     std::mt19937_64 rng(seed);
-    const double u = std::uniform_real_distribution<double>(0, 1)(rng);
-    const int r = 2 + static_cast<int>(rng() % static_cast<uint64_t>(std::max(1, level - 1)));
-    eval::Example ex;
-    if (u < 0.7 || level < 8) {
-      ex = gen_.One("single", rng(), r, 0);
-    } else if (u < 0.85) {
-      ex = gen_.One("needle", rng(), 0,
-                    48 + static_cast<int>(rng() % static_cast<uint64_t>(12 * level)));
-    } else {
-      ex = gen_.One("multi", rng(),
-                    4 + 2 * static_cast<int>(rng() % static_cast<uint64_t>(std::max(1, r / 4))), 0);
-    }
+    const eval::Example ex = Draw(rng, level);
+    RETURN_IF_ERROR(count_error_);
     std::vector<std::pair<std::string, std::string>> qas = ex.all_qas;
     // Ask about at most half of the records (and at most 8), each once: asking about all
     // of them lets later answers be found by elimination (with two records the second
@@ -183,58 +176,41 @@ class Trainer {
     qas.resize(std::min<size_t>({qas.size(), std::max<size_t>(1, qas.size() / 2), 8}));
 
     Sample s;
-    auto add = [&](const std::vector<int32_t>& ids, bool loss) {
-      for (int32_t id : ids) {
-        s.ids.push_back(id);
-        s.targets.push_back(loss ? id : -100);
-      }
-    };
-    auto enc = [&](const std::string& text, bool special) {
-      return tok_.Encode(text, special).value();
-    };
     for (size_t i = 0; i < qas.size(); ++i) {
       if (i == 0) {
-        add(model::BuildQaPrompt(tok_, ex.context, qas[0].first, {kSystem}).value().tokens, false);
+        ASSIGN_OR_RETURN(const model::ChatPrompt prompt,
+                         model::BuildQaPrompt(tok_, ex.context, qas[0].first, {kSystem}));
+        Add(s, prompt.tokens, false);
       } else {
-        add(enc("\n<|im_start|>user\nQuestion:", true), false);
-        add(enc(" " + qas[i].first, false), false);
-        add(enc("<|im_end|>\n<|im_start|>assistant\n", true), false);
+        RETURN_IF_ERROR(Append(s, "\n<|im_start|>user\nQuestion:", true, false));
+        RETURN_IF_ERROR(Append(s, " " + qas[i].first, false, false));
+        RETURN_IF_ERROR(Append(s, "<|im_end|>\n<|im_start|>assistant\n", true, false));
       }
       // The answer keeps the leading space its value has in the records, so recall is a
       // copy of the very token in the context (SQuAD scoring ignores the space).
-      std::vector<int32_t> ans = enc(" " + qas[i].second, false);
-      ans.push_back(im_end_);
-      add(ans, true);
+      RETURN_IF_ERROR(Append(s, " " + qas[i].second, false, true));
+      Add(s, {im_end_}, true);
     }
-    if (const int recap = absl::GetFlag(FLAGS_recap); recap > 0 && !ex.records.empty()) {
-      std::vector<std::pair<std::string, std::string>> recs = ex.records;
-      std::shuffle(recs.begin(), recs.end(), rng);
-      recs.resize(std::min<size_t>(recs.size(), static_cast<size_t>(recap)));
-      add(enc("\n<|im_start|>user\nRecap:", true), false);
-      for (const auto& [name, value] : recs) {
-        add(enc(absl::StrCat(" The code of ", name, " is"), false), false);
-        add(enc(" " + value, false), true);
-        add(enc(".", false), false);
-      }
-      add(enc("<|im_end|>", true), false);
-    }
+    RETURN_IF_ERROR(AddRecap(s, ex, rng));
     // Predict token t+1 at position t.
     s.targets.erase(s.targets.begin());
     s.targets.push_back(-100);
     return s;
   }
 
-  // Greedy answers on held-out single-hop questions, full recompute (no cache): exact match.
-  std::pair<double, double> Evaluate(const ModelConfig& c, const Weights& w, int n,
-                                     int records) const {
+  // Greedy answers on held-out single-hop questions, full recompute (no cache): exact
+  // match and the mean prompt length.
+  absl::StatusOr<std::pair<double, double>> Evaluate(const ModelConfig& c, const Weights& w, int n,
+                                                     int records) const {
     torch::NoGradGuard no_grad;
     double em = 0, tokens = 0;
     for (int i = 0; i < n; ++i) {
       const eval::Example ex = gen_.One("single", 0xE7A1000ull + i, records, 0);
-      std::vector<int32_t> prompt =
-          model::BuildQaPrompt(tok_, ex.context, ex.question, {kSystem}).value().tokens;
-      tokens += prompt.size();
-      std::vector<int64_t> ids(prompt.begin(), prompt.end());
+      RETURN_IF_ERROR(count_error_);
+      ASSIGN_OR_RETURN(const model::ChatPrompt prompt,
+                       model::BuildQaPrompt(tok_, ex.context, ex.question, {kSystem}));
+      tokens += prompt.tokens.size();
+      std::vector<int64_t> ids(prompt.tokens.begin(), prompt.tokens.end());
       std::vector<int32_t> answer;
       for (int step = 0; step < 8; ++step) {
         const torch::Tensor logits = model::ForwardFull(c, w, torch::tensor(ids).unsqueeze(0));
@@ -243,14 +219,58 @@ class Trainer {
         answer.push_back(static_cast<int32_t>(next));
         ids.push_back(next);
       }
-      em += eval::ExactMatch(tok_.Decode(answer).value(), ex.answers);
+      ASSIGN_OR_RETURN(const std::string text, tok_.Decode(answer));
+      em += eval::ExactMatch(text, ex.answers);
     }
-    return {em / n, tokens / n};
+    return std::make_pair(em / n, tokens / n);
   }
 
  private:
+  // The task behind one sequence: single-hop mostly; needles and multi-hop from level 8.
+  eval::Example Draw(std::mt19937_64& rng, int level) const {
+    const double u = std::uniform_real_distribution<double>(0, 1)(rng);
+    const int r = 2 + static_cast<int>(rng() % static_cast<uint64_t>(std::max(1, level - 1)));
+    if (u < 0.7 || level < 8) return gen_.One("single", rng(), r, 0);
+    if (u < 0.85) {
+      return gen_.One("needle", rng(), 0,
+                      48 + static_cast<int>(rng() % static_cast<uint64_t>(12 * level)));
+    }
+    return gen_.One("multi", rng(),
+                    4 + 2 * static_cast<int>(rng() % static_cast<uint64_t>(std::max(1, r / 4))), 0);
+  }
+
+  static void Add(Sample& s, const std::vector<int32_t>& ids, bool loss) {
+    for (int32_t id : ids) {
+      s.ids.push_back(id);
+      s.targets.push_back(loss ? id : -100);
+    }
+  }
+
+  absl::Status Append(Sample& s, const std::string& text, bool special, bool loss) const {
+    ASSIGN_OR_RETURN(const std::vector<int32_t> ids, tok_.Encode(text, special));
+    Add(s, ids, loss);
+    return absl::OkStatus();
+  }
+
+  // --recap: records restated in a closing user turn, with loss on their values.
+  absl::Status AddRecap(Sample& s, const eval::Example& ex, std::mt19937_64& rng) const {
+    const int recap = absl::GetFlag(FLAGS_recap);
+    if (recap <= 0 || ex.records.empty()) return absl::OkStatus();
+    std::vector<std::pair<std::string, std::string>> recs = ex.records;
+    std::shuffle(recs.begin(), recs.end(), rng);
+    recs.resize(std::min<size_t>(recs.size(), static_cast<size_t>(recap)));
+    RETURN_IF_ERROR(Append(s, "\n<|im_start|>user\nRecap:", true, false));
+    for (const auto& [name, value] : recs) {
+      RETURN_IF_ERROR(Append(s, absl::StrCat(" The code of ", name, " is"), false, false));
+      RETURN_IF_ERROR(Append(s, " " + value, false, true));
+      RETURN_IF_ERROR(Append(s, ".", false, false));
+    }
+    return Append(s, "<|im_end|>", true, false);
+  }
+
   const model::Tokenizer& tok_;
   const eval::TaskGenerator& gen_;
+  const absl::Status& count_error_;
   int32_t im_end_;
 };
 
@@ -323,51 +343,98 @@ absl::StatusOr<std::optional<RecallOffsets>> ParseRecallCircuit(const model::Tok
   return r;
 }
 
-absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok,
-                        const std::string& tok_json, const eval::TaskGenerator& gen) {
-  const ModelConfig c = TinyConfig(name, tok.vocab_size(), tok.TokenId("<|im_end|>"));
-  const int total = absl::GetFlag(FLAGS_steps);
-  const uint64_t seed = absl::GetFlag(FLAGS_train_seed);
-  const std::string ckpt = absl::StrCat(absl::GetFlag(FLAGS_ckpt_dir), "/", name);
-  std::filesystem::create_directories(ckpt);
+// One model's training run: fresh, grown from a smaller model, or resumed from its
+// checkpoint; a curriculum over context length gated by held-out exact match;
+// checkpoints, evaluations and exports on the way.
+class TrainingRun {
+ public:
+  TrainingRun(const std::string& name, const model::Tokenizer& tok, std::string tok_json,
+              const eval::TaskGenerator& gen, const absl::Status& count_error)
+      : name_(name),
+        tok_(tok),
+        tok_json_(std::move(tok_json)),
+        trainer_(tok, gen, count_error),
+        c_(TinyConfig(name, tok.vocab_size(), tok.TokenId("<|im_end|>"))),
+        total_(absl::GetFlag(FLAGS_steps)),
+        seed_(absl::GetFlag(FLAGS_train_seed)),
+        ckpt_(absl::StrCat(absl::GetFlag(FLAGS_ckpt_dir), "/", name)),
+        level_(absl::GetFlag(FLAGS_start_records)) {}
 
-  Weights w = model::InitWeights(c, seed + (name == "large" ? 100 : 0), 0.02);
-  int step = 0;
-  int level = absl::GetFlag(FLAGS_start_records);
-  bool circuit = false;  // a planted recall circuit, held for the first --freeze_circuit steps
-  // Provenance that outlives a restart: checkpoints carry it, exports record it.
-  std::string grown_from;
-  nlohmann::json evals = nlohmann::json::array();
-  const bool resume = std::filesystem::exists(ckpt + "/state.json");
-  if (resume) {
-    ASSIGN_OR_RETURN(auto set, model::WeightSet::OpenDir(ckpt));
-    ASSIGN_OR_RETURN(w, model::LoadWeights(c, *set, torch::TensorOptions().dtype(torch::kFloat32)));
-    std::ifstream in(ckpt + "/state.json");
+  absl::Status Run() {
+    std::filesystem::create_directories(ckpt_);
+    w_ = model::InitWeights(c_, seed_ + (name_ == "large" ? 100 : 0), 0.02);
+    const bool resume = std::filesystem::exists(ckpt_ + "/state.json");
+    const std::string from = absl::GetFlag(FLAGS_grow_from);
+    RETURN_IF_ERROR(resume ? Restore() : !from.empty() ? GrowFrom(from) : PlantFresh());
+    HoldPlanted();
+    RETURN_IF_ERROR(MakeOptimizer(resume));
+    LogStart(resume);
+    start_ = std::chrono::steady_clock::now();
+    const double max_minutes = absl::GetFlag(FLAGS_max_minutes);
+    for (; step_ < total_; ++step_) {
+      RETURN_IF_ERROR(Step());
+      RETURN_IF_ERROR(Gate());
+      const bool out_of_time = max_minutes > 0 && Minutes() >= max_minutes;
+      if ((step_ + 1) % absl::GetFlag(FLAGS_checkpoint_every) == 0 || out_of_time) {
+        ++step_;
+        RETURN_IF_ERROR(Save());
+        if (step_ % absl::GetFlag(FLAGS_eval_every) == 0 || out_of_time) {
+          RETURN_IF_ERROR(EvaluateAndExport());
+        }
+        --step_;
+      }
+      if (out_of_time) {
+        std::printf("[%s] time budget of %.0f minutes reached at step %d\n", name_.c_str(),
+                    max_minutes, step_ + 1);
+        return absl::OkStatus();
+      }
+    }
+    RETURN_IF_ERROR(Save());
+    if (step_ % absl::GetFlag(FLAGS_checkpoint_every) == 0 &&
+        step_ % absl::GetFlag(FLAGS_eval_every) == 0) {
+      return absl::OkStatus();  // the loop's last checkpoint already evaluated and exported
+    }
+    return EvaluateAndExport();
+  }
+
+ private:
+  // Weights and progress from the checkpoint in --ckpt_dir.
+  absl::Status Restore() {
+    ASSIGN_OR_RETURN(auto set, model::WeightSet::OpenDir(ckpt_));
+    ASSIGN_OR_RETURN(w_,
+                     model::LoadWeights(c_, *set, torch::TensorOptions().dtype(torch::kFloat32)));
+    std::ifstream in(ckpt_ + "/state.json");
     const nlohmann::json state = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    double theta = 10000.0;
     try {  // value() throws on a field of another type
       if (!state.is_object()) throw std::invalid_argument("not a JSON object");
-      step = state.value("step", 0);
-      level = state.value("level", level);
-      circuit = state.value("recall_circuit", false);
-      grown_from = state.value("grown_from", "");
-      if (state.contains("evals")) evals = state["evals"];
+      step_ = state.value("step", 0);
+      level_ = state.value("level", level_);
+      circuit_ = state.value("recall_circuit", false);
+      grown_from_ = state.value("grown_from", "");
+      theta = state.value("rope_theta", theta);
+      if (state.contains("evals")) evals_ = state["evals"];
     } catch (const std::exception& e) {
       return absl::InvalidArgumentError(absl::StrCat(
-          ckpt, "/state.json: expected the checkpoint's state (step, level, ...): ", e.what()));
+          ckpt_, "/state.json: expected the checkpoint's state (step, level, ...): ", e.what()));
     }
     // Checkpoints hold weights only; the shape comes from the flags, and so does RoPE's base.
-    if (const double theta = state.value("rope_theta", 10000.0); theta != c.rope_theta) {
-      return absl::InvalidArgumentError(absl::StrCat("--rope_theta: the checkpoint in ", ckpt,
+    if (theta != c_.rope_theta) {
+      return absl::InvalidArgumentError(absl::StrCat("--rope_theta: the checkpoint in ", ckpt_,
                                                      " was trained with ", theta, ", found ",
-                                                     c.rope_theta));
+                                                     c_.rope_theta));
     }
-  } else if (const std::string from = absl::GetFlag(FLAGS_grow_from); !from.empty()) {
+    return absl::OkStatus();
+  }
+
+  // --grow_from: the smaller model's function in the wider, deeper shape.
+  absl::Status GrowFrom(const std::string& from) {
     // Token ids only mean the same in both models with the same tokenizer; equal
     // vocabulary sizes (checked by GrowWeights) are not enough.
     std::ifstream tin(from + "/tokenizer.json", std::ios::binary);
     const std::string from_tok((std::istreambuf_iterator<char>(tin)),
                                std::istreambuf_iterator<char>());
-    if (from_tok != tok_json) {
+    if (from_tok != tok_json_) {
       return absl::InvalidArgumentError(absl::StrCat(
           "--grow_from=", from,
           ": expected its tokenizer.json to be the one this run trains with (", TrainOut(),
@@ -378,14 +445,21 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok,
     ASSIGN_OR_RETURN(
         const Weights sw,
         model::LoadWeights(small, *set, torch::TensorOptions().dtype(torch::kFloat32)));
-    ASSIGN_OR_RETURN(w, model::GrowWeights(small, sw, c, 1e-3, seed + 200));
-    grown_from = from;
+    ASSIGN_OR_RETURN(w_, model::GrowWeights(small, sw, c_, 1e-3, seed_ + 200));
+    grown_from_ = from;
     std::ifstream in(from + "/training.json");
     const nlohmann::json prov = nlohmann::json::parse(in, nullptr, false);
-    if (!prov.is_discarded()) level = prov.value("curriculum_records", level);
+    if (prov.is_object() && prov.contains("curriculum_records") &&
+        prov["curriculum_records"].is_number_integer()) {
+      level_ = prov["curriculum_records"].get<int>();
+    }
     std::printf("[%s] grown from %s (%d layers, hidden %d), curriculum at %d records\n",
-                name.c_str(), from.c_str(), small.num_layers, small.hidden_size, level);
-  } else {  // fresh weights
+                name_.c_str(), from.c_str(), small.num_layers, small.hidden_size, level_);
+    return absl::OkStatus();
+  }
+
+  // Fresh weights with the planted heads --offset_heads and --recall_circuit ask for.
+  absl::Status PlantFresh() {
     const std::string list = absl::GetFlag(FLAGS_offset_heads);
     std::optional<std::vector<int>> parsed = list.empty() ? std::vector<int>{} : ParseInts(list);
     if (!parsed.has_value()) {
@@ -393,219 +467,266 @@ absl::Status TrainModel(const std::string& name, const model::Tokenizer& tok,
           "--offset_heads: expected integers separated by commas, found '", list, "'"));
     }
     const std::vector<int> offsets = *std::move(parsed);
-    RETURN_IF_ERROR(model::PlantOffsetHeads(c, w, offsets));
-    ASSIGN_OR_RETURN(const std::optional<RecallOffsets> rc, ParseRecallCircuit(tok));
+    RETURN_IF_ERROR(model::PlantOffsetHeads(c_, w_, offsets));
+    ASSIGN_OR_RETURN(const std::optional<RecallOffsets> rc, ParseRecallCircuit(tok_));
     if (rc.has_value()) {
       if (!offsets.empty()) {
         return absl::InvalidArgumentError(
             "--offset_heads: expected --recall_circuit=none with it (both plant layer 0's first "
-            "heads), "
-            "found --recall_circuit=" +
+            "heads), found --recall_circuit=" +
             absl::GetFlag(FLAGS_recall_circuit));
       }
-      RETURN_IF_ERROR(model::PlantRecallCircuit(c, w, rc->key, rc->queries, seed + 300));
-      circuit = true;
+      RETURN_IF_ERROR(model::PlantRecallCircuit(c_, w_, rc->key, rc->queries, seed_ + 300));
+      circuit_ = true;
       std::printf(
           "[%s] recall circuit: values see their names %d tokens back, answers the names asked for "
-          "%s "
-          "back; held for %d steps\n",
-          name.c_str(), rc->key, absl::StrJoin(rc->queries, ", ").c_str(),
+          "%s back; held for %d steps\n",
+          name_.c_str(), rc->key, absl::StrJoin(rc->queries, ", ").c_str(),
           absl::GetFlag(FLAGS_freeze_circuit));
     }
     if (!offsets.empty()) {
       std::printf("[%s] layer 0: query heads 0-%zu start out attending %s tokens back\n",
-                  name.c_str(), offsets.size() - 1, absl::StrJoin(offsets, ", ").c_str());
-    }
-  }
-  // Held at their planted values for the first --freeze_circuit steps, while the rest
-  // of the model learns to use them.
-  std::vector<std::pair<torch::Tensor, torch::Tensor>> frozen;
-  if (circuit && step < absl::GetFlag(FLAGS_freeze_circuit)) {
-    for (torch::Tensor* t :
-         {&w.layers[0].v_w, &w.layers[0].o_w, &w.layers[0].q_b, &w.layers[0].k_b, &w.layers[1].q_w,
-          &w.layers[1].k_w, &w.layers[1].q_b, &w.layers[1].k_b}) {
-      if (t->defined()) frozen.emplace_back(*t, t->detach().clone());
-    }
-  }
-  std::vector<torch::Tensor> matrices, vectors;
-  for (torch::Tensor& t : w.Parameters()) {
-    t.requires_grad_(true);
-    (t.dim() >= 2 ? matrices : vectors).push_back(t);
-  }
-  std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(matrices,
-                      std::make_unique<torch::optim::AdamWOptions>(
-                          torch::optim::AdamWOptions(1e-3).betas({0.9, 0.95}).weight_decay(0.1)));
-  groups.emplace_back(vectors,
-                      std::make_unique<torch::optim::AdamWOptions>(
-                          torch::optim::AdamWOptions(1e-3).betas({0.9, 0.95}).weight_decay(0.0)));
-  torch::optim::AdamW opt(std::move(groups));
-  if (resume && std::filesystem::exists(ckpt + "/optimizer.pt"))
-    torch::load(opt, ckpt + "/optimizer.pt");
-
-  int64_t n_params = 0;
-  for (const auto& t : w.Parameters()) n_params += t.numel();
-  std::printf(
-      "[%s] %lld parameters, %d layers, hidden %d, heads %d/%d, vocab %d; %s at step %d of %d\n",
-      name.c_str(), static_cast<long long>(n_params), c.num_layers, c.hidden_size, c.num_heads,
-      c.num_kv_heads, c.vocab_size, resume ? "resuming" : "starting", step, total);
-  std::fflush(stdout);
-
-  Trainer trainer(tok, gen);
-  const auto start = std::chrono::steady_clock::now();
-  const double max_minutes = absl::GetFlag(FLAGS_max_minutes);
-  const int batch = absl::GetFlag(FLAGS_batch), warmup = absl::GetFlag(FLAGS_warmup);
-  const double peak = absl::GetFlag(FLAGS_lr);
-  double loss_acc = 0, best_em = -1;
-  // Running mean of the answer loss over the last ~100 steps (for the log).
-  double loss_ema = -1;
-  const int max_records = absl::GetFlag(FLAGS_max_records);
-  int loss_n = 0;
-  int64_t tokens_seen = 0;
-  auto minutes = [&] {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / 60.0;
-  };
-  auto save = [&]() -> absl::Status {
-    RETURN_IF_ERROR(model::SaveWeights(c, w, ckpt + "/model.safetensors"));
-    torch::save(opt, ckpt + "/optimizer.pt");
-    const nlohmann::json state = {{"step", step},
-                                  {"level", level},
-                                  {"rope_theta", c.rope_theta},
-                                  {"recall_circuit", circuit},
-                                  {"grown_from", grown_from},
-                                  {"evals", evals}};
-    return WriteText(ckpt + "/state.json", state.dump() + "\n");
-  };
-  auto evaluate_and_export = [&]() -> absl::Status {
-    const auto [em, prompt_tokens] = trainer.Evaluate(c, w, absl::GetFlag(FLAGS_eval_questions),
-                                                      absl::GetFlag(FLAGS_max_records));
-    std::printf("[%s] step %d eval: exact match %.3f on held-out single-hop (%.0f prompt tokens)\n",
-                name.c_str(), step, em, prompt_tokens);
-    std::fflush(stdout);
-    evals.push_back({{"step", step}, {"single_hop_em", em}, {"prompt_tokens", prompt_tokens}});
-    if (em >= best_em) {
-      best_em = em;
-      nlohmann::json prov = {{"command", "kvstream train-tiny"},
-                             {"step", step},
-                             {"steps", total},
-                             {"seed", seed},
-                             {"lr", peak},
-                             {"batch", batch},
-                             {"curriculum_records", level},
-                             {"single_token_names", absl::GetFlag(FLAGS_single_token_names)},
-                             {"grown_from", grown_from},
-                             {"recap", absl::GetFlag(FLAGS_recap)},
-                             {"recall_circuit", circuit},
-                             {"freeze_circuit", absl::GetFlag(FLAGS_freeze_circuit)},
-                             {"evals", evals}};
-      RETURN_IF_ERROR(Export(absl::StrCat(TrainOut(), "/", name), c, w, tok_json, prov));
+                  name_.c_str(), offsets.size() - 1, absl::StrJoin(offsets, ", ").c_str());
     }
     return absl::OkStatus();
-  };
+  }
 
-  for (; step < total; ++step) {
-    const double lr =
-        step < warmup
-            ? peak * (step + 1) / warmup
-            : peak *
-                  (0.1 + 0.9 * 0.5 *
-                             (1 + std::cos(M_PI * (step - warmup) / std::max(1, total - warmup))));
-    for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+  // A planted circuit is held at its values for the first --freeze_circuit steps, while
+  // the rest of the model learns to use it.
+  void HoldPlanted() {
+    if (!circuit_ || step_ >= absl::GetFlag(FLAGS_freeze_circuit)) return;
+    model::LayerWeights& l0 = w_.layers[0];
+    model::LayerWeights& l1 = w_.layers[1];
+    for (torch::Tensor* t :
+         {&l0.v_w, &l0.o_w, &l0.q_b, &l0.k_b, &l1.q_w, &l1.k_w, &l1.q_b, &l1.k_b}) {
+      if (t->defined()) frozen_.emplace_back(*t, t->detach().clone());
+    }
+  }
+
+  // AdamW, weight decay on matrices only; its state comes back with a checkpoint.
+  absl::Status MakeOptimizer(bool resume) {
+    std::vector<torch::Tensor> matrices, vectors;
+    for (torch::Tensor& t : w_.Parameters()) {
+      t.requires_grad_(true);
+      (t.dim() >= 2 ? matrices : vectors).push_back(t);
+    }
+    std::vector<torch::optim::OptimizerParamGroup> groups;
+    for (const auto& [params, decay] :
+         {std::make_pair(matrices, 0.1), std::make_pair(vectors, 0.0)}) {
+      groups.emplace_back(
+          params, std::make_unique<torch::optim::AdamWOptions>(
+                      torch::optim::AdamWOptions(1e-3).betas({0.9, 0.95}).weight_decay(decay)));
+    }
+    opt_ = std::make_unique<torch::optim::AdamW>(std::move(groups));
+    const std::string state = ckpt_ + "/optimizer.pt";
+    if (!resume || !std::filesystem::exists(state)) return absl::OkStatus();
+    try {
+      torch::load(*opt_, state);
+    } catch (const std::exception& e) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(state, ": expected the optimizer state of this model: ", e.what()));
+    }
+    return absl::OkStatus();
+  }
+
+  void LogStart(bool resume) const {
+    int64_t n_params = 0;
+    for (const auto& t : w_.Parameters()) n_params += t.numel();
+    std::printf(
+        "[%s] %lld parameters, %d layers, hidden %d, heads %d/%d, vocab %d; %s at step %d of %d\n",
+        name_.c_str(), static_cast<long long>(n_params), c_.num_layers, c_.hidden_size,
+        c_.num_heads, c_.num_kv_heads, c_.vocab_size, resume ? "resuming" : "starting", step_,
+        total_);
+    std::fflush(stdout);
+  }
+
+  // Linear warm-up, then cosine decay to a tenth of the peak.
+  double LearningRate() const {
+    const double peak = absl::GetFlag(FLAGS_lr);
+    const int warmup = absl::GetFlag(FLAGS_warmup);
+    if (step_ < warmup) return peak * (step_ + 1) / warmup;
+    return peak *
+           (0.1 +
+            0.9 * 0.5 * (1 + std::cos(M_PI * (step_ - warmup) / std::max(1, total_ - warmup))));
+  }
+
+  absl::StatusOr<std::vector<Sample>> Batch() {
     std::vector<Sample> samples;
+    const int batch = absl::GetFlag(FLAGS_batch);
     for (int b = 0; b < batch; ++b) {
-      samples.push_back(trainer.Make(seed * 7919 + static_cast<uint64_t>(step) * 131 + b, level));
-      tokens_seen += static_cast<int64_t>(samples.back().ids.size());
+      ASSIGN_OR_RETURN(
+          Sample s, trainer_.Make(seed_ * 7919 + static_cast<uint64_t>(step_) * 131 + b, level_));
+      tokens_seen_ += static_cast<int64_t>(s.ids.size());
+      samples.push_back(std::move(s));
     }
     // Micro-batches of similar lengths (less padding; every activation stays below
-    // glibc's 32 MiB mmap threshold, so no step pays fresh page faults), gradients summed
-    // over the whole batch, the loss a mean over all of its answer tokens.
+    // glibc's 32 MiB mmap threshold, so no step pays fresh page faults).
     std::sort(samples.begin(), samples.end(),
               [](const Sample& a, const Sample& b) { return a.ids.size() < b.ids.size(); });
+    return samples;
+  }
+
+  // Forward and backward over samples [first, first + n), padded to the longest; the
+  // loss is a sum over answer tokens divided by the whole batch's answer tokens.
+  double Backward(const std::vector<Sample>& samples, int first, int n, int64_t answer_tokens) {
+    size_t max_len = 0;
+    for (int b = 0; b < n; ++b) max_len = std::max(max_len, samples[first + b].ids.size());
+    std::vector<int64_t> ids(n * max_len, 0), targets(n * max_len, -100);
+    for (int b = 0; b < n; ++b) {
+      const Sample& smp = samples[first + b];
+      std::copy(smp.ids.begin(), smp.ids.end(), ids.begin() + b * max_len);
+      std::copy(smp.targets.begin(), smp.targets.end(), targets.begin() + b * max_len);
+    }
+    const auto L = static_cast<int64_t>(max_len);
+    const torch::Tensor y = torch::tensor(targets);
+    const torch::Tensor at = (y >= 0).nonzero().squeeze(1);
+    const torch::Tensor hidden =
+        model::ForwardHidden(c_, w_, torch::tensor(ids).view({n, L})).view({n * L, -1});
+    const torch::Tensor logits = torch::linear(hidden.index_select(0, at), w_.lm_head);
+    const torch::Tensor loss =
+        torch::nn::functional::cross_entropy(
+            logits, y.index_select(0, at),
+            torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum)) /
+        static_cast<double>(std::max<int64_t>(1, answer_tokens));
+    loss.backward();
+    return loss.item<double>();
+  }
+
+  // One optimizer step over --batch sequences, gradients summed over micro-batches.
+  absl::Status Step() {
+    const double lr = LearningRate();
+    for (auto& g : opt_->param_groups()) {
+      static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+    }
+    ASSIGN_OR_RETURN(const std::vector<Sample> samples, Batch());
     int64_t answer_tokens = 0;
     for (const Sample& smp : samples) {
       answer_tokens +=
           std::count_if(smp.targets.begin(), smp.targets.end(), [](int64_t t) { return t >= 0; });
     }
-    opt.zero_grad();
-    double loss_now = 0;
+    opt_->zero_grad();
+    double loss = 0;
+    const int batch = static_cast<int>(samples.size());
     const int micro = std::max(1, absl::GetFlag(FLAGS_micro_batch));
     for (int first = 0; first < batch; first += micro) {
-      const int n = std::min(micro, batch - first);
-      size_t max_len = 0;
-      for (int b = 0; b < n; ++b) max_len = std::max(max_len, samples[first + b].ids.size());
-      std::vector<int64_t> ids(n * max_len, 0), targets(n * max_len, -100);
-      for (int b = 0; b < n; ++b) {
-        const Sample& smp = samples[first + b];
-        std::copy(smp.ids.begin(), smp.ids.end(), ids.begin() + b * max_len);
-        std::copy(smp.targets.begin(), smp.targets.end(), targets.begin() + b * max_len);
-      }
-      const auto L = static_cast<int64_t>(max_len);
-      const torch::Tensor y = torch::tensor(targets);
-      const torch::Tensor at = (y >= 0).nonzero().squeeze(1);
-      const torch::Tensor hidden =
-          model::ForwardHidden(c, w, torch::tensor(ids).view({n, L})).view({n * L, -1});
-      const torch::Tensor logits = torch::linear(hidden.index_select(0, at), w.lm_head);
-      const torch::Tensor loss =
-          torch::nn::functional::cross_entropy(
-              logits, y.index_select(0, at),
-              torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum)) /
-          static_cast<double>(std::max<int64_t>(1, answer_tokens));
-      loss.backward();
-      loss_now += loss.item<double>();
+      loss += Backward(samples, first, std::min(micro, batch - first), answer_tokens);
     }
-    torch::nn::utils::clip_grad_norm_(w.Parameters(), 1.0);
-    opt.step();
-    if (!frozen.empty() && step < absl::GetFlag(FLAGS_freeze_circuit)) {
+    torch::nn::utils::clip_grad_norm_(w_.Parameters(), 1.0);
+    opt_->step();
+    if (!frozen_.empty() && step_ < absl::GetFlag(FLAGS_freeze_circuit)) {
       torch::NoGradGuard no_grad;
-      for (auto& [t, v] : frozen) t.copy_(v);
+      for (auto& [t, v] : frozen_) t.copy_(v);
     }
-    loss_acc += loss_now;
-    ++loss_n;
-    loss_ema = loss_ema < 0 ? loss_now : 0.99 * loss_ema + 0.01 * loss_now;
-    // The gate is held-out exact match at the current length, not the training loss:
-    // the loss also falls through shortcuts (e.g. answering later questions of a
-    // sequence by elimination) that teach no key matching.
-    if (level < max_records && (step + 1) % absl::GetFlag(FLAGS_gate_every) == 0) {
-      const double em = trainer.Evaluate(c, w, absl::GetFlag(FLAGS_eval_questions), level).first;
-      std::printf("[%s] step %d: held-out exact match %.3f at %d records\n", name.c_str(), step + 1,
-                  em, level);
-      if (em >= absl::GetFlag(FLAGS_advance_em)) {
-        level = std::min(max_records, level + std::max(1, level / 4));
-        std::printf("[%s] step %d: curriculum advances to %d records\n", name.c_str(), step + 1,
-                    level);
-      }
-    }
-    if ((step + 1) % 50 == 0) {
-      std::printf(
-          "[%s] step %d loss %.4f (running %.4f) records<=%d lr %.2e tokens/s %.0f elapsed %.1f "
-          "min\n",
-          name.c_str(), step + 1, loss_acc / loss_n, loss_ema, level, lr,
-          tokens_seen / (minutes() * 60.0), minutes());
-      std::fflush(stdout);
-      loss_acc = 0;
-      loss_n = 0;
-    }
-    const bool out_of_time = max_minutes > 0 && minutes() >= max_minutes;
-    if ((step + 1) % absl::GetFlag(FLAGS_checkpoint_every) == 0 || out_of_time) {
-      ++step;
-      RETURN_IF_ERROR(save());
-      if (step % absl::GetFlag(FLAGS_eval_every) == 0 || out_of_time)
-        RETURN_IF_ERROR(evaluate_and_export());
-      --step;
-    }
-    if (out_of_time) {
-      std::printf("[%s] time budget of %.0f minutes reached at step %d\n", name.c_str(),
-                  max_minutes, step + 1);
+    LogLoss(loss, lr);
+    return absl::OkStatus();
+  }
+
+  void LogLoss(double loss, double lr) {
+    loss_acc_ += loss;
+    ++loss_n_;
+    // Running mean of the answer loss over the last ~100 steps.
+    loss_ema_ = loss_ema_ < 0 ? loss : 0.99 * loss_ema_ + 0.01 * loss;
+    if ((step_ + 1) % 50 != 0) return;
+    std::printf(
+        "[%s] step %d loss %.4f (running %.4f) records<=%d lr %.2e tokens/s %.0f elapsed %.1f "
+        "min\n",
+        name_.c_str(), step_ + 1, loss_acc_ / loss_n_, loss_ema_, level_, lr,
+        tokens_seen_ / (Minutes() * 60.0), Minutes());
+    std::fflush(stdout);
+    loss_acc_ = 0;
+    loss_n_ = 0;
+  }
+
+  // The curriculum's gate is held-out exact match at the current length, not the
+  // training loss: the loss also falls through shortcuts (e.g. answering later questions
+  // of a sequence by elimination) that teach no key matching.
+  absl::Status Gate() {
+    const int max_records = absl::GetFlag(FLAGS_max_records);
+    if (level_ >= max_records || (step_ + 1) % absl::GetFlag(FLAGS_gate_every) != 0) {
       return absl::OkStatus();
     }
+    ASSIGN_OR_RETURN(const auto result,
+                     trainer_.Evaluate(c_, w_, absl::GetFlag(FLAGS_eval_questions), level_));
+    std::printf("[%s] step %d: held-out exact match %.3f at %d records\n", name_.c_str(), step_ + 1,
+                result.first, level_);
+    if (result.first >= absl::GetFlag(FLAGS_advance_em)) {
+      level_ = std::min(max_records, level_ + std::max(1, level_ / 4));
+      std::printf("[%s] step %d: curriculum advances to %d records\n", name_.c_str(), step_ + 1,
+                  level_);
+    }
+    return absl::OkStatus();
   }
-  RETURN_IF_ERROR(save());
-  if (step % absl::GetFlag(FLAGS_checkpoint_every) == 0 &&
-      step % absl::GetFlag(FLAGS_eval_every) == 0) {
-    return absl::OkStatus();  // the loop's last checkpoint already evaluated and exported
+
+  // Weights, optimizer and progress (with provenance that outlives a restart).
+  absl::Status Save() {
+    RETURN_IF_ERROR(model::SaveWeights(c_, w_, ckpt_ + "/model.safetensors"));
+    try {
+      torch::save(*opt_, ckpt_ + "/optimizer.pt");
+    } catch (const std::exception& e) {
+      return absl::InternalError(absl::StrCat("cannot write ", ckpt_, "/optimizer.pt: ", e.what()));
+    }
+    const nlohmann::json state = {{"step", step_},
+                                  {"level", level_},
+                                  {"rope_theta", c_.rope_theta},
+                                  {"recall_circuit", circuit_},
+                                  {"grown_from", grown_from_},
+                                  {"evals", evals_}};
+    return WriteText(ckpt_ + "/state.json", state.dump() + "\n");
   }
-  return evaluate_and_export();
-}
+
+  // Held-out exact match at --max_records; the best model so far is exported.
+  absl::Status EvaluateAndExport() {
+    ASSIGN_OR_RETURN(const auto result,
+                     trainer_.Evaluate(c_, w_, absl::GetFlag(FLAGS_eval_questions),
+                                       absl::GetFlag(FLAGS_max_records)));
+    const auto [em, prompt_tokens] = result;
+    std::printf("[%s] step %d eval: exact match %.3f on held-out single-hop (%.0f prompt tokens)\n",
+                name_.c_str(), step_, em, prompt_tokens);
+    std::fflush(stdout);
+    evals_.push_back({{"step", step_}, {"single_hop_em", em}, {"prompt_tokens", prompt_tokens}});
+    if (em < best_em_) return absl::OkStatus();
+    best_em_ = em;
+    const nlohmann::json prov = {{"command", "kvstream train-tiny"},
+                                 {"step", step_},
+                                 {"steps", total_},
+                                 {"seed", seed_},
+                                 {"lr", absl::GetFlag(FLAGS_lr)},
+                                 {"batch", absl::GetFlag(FLAGS_batch)},
+                                 {"curriculum_records", level_},
+                                 {"single_token_names", absl::GetFlag(FLAGS_single_token_names)},
+                                 {"grown_from", grown_from_},
+                                 {"recap", absl::GetFlag(FLAGS_recap)},
+                                 {"recall_circuit", circuit_},
+                                 {"freeze_circuit", absl::GetFlag(FLAGS_freeze_circuit)},
+                                 {"evals", evals_}};
+    return Export(absl::StrCat(TrainOut(), "/", name_), c_, w_, tok_json_, prov);
+  }
+
+  double Minutes() const {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count() / 60.0;
+  }
+
+  const std::string name_;
+  const model::Tokenizer& tok_;
+  const std::string tok_json_;
+  const Trainer trainer_;
+  const ModelConfig c_;
+  const int total_;
+  const uint64_t seed_;
+  const std::string ckpt_;
+  Weights w_;
+  int step_ = 0;
+  int level_;
+  bool circuit_ = false;    // a planted recall circuit, held for the first --freeze_circuit steps
+  std::string grown_from_;  // provenance that outlives a restart
+  nlohmann::json evals_ = nlohmann::json::array();
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> frozen_;
+  std::unique_ptr<torch::optim::AdamW> opt_;
+  std::chrono::steady_clock::time_point start_;
+  double loss_acc_ = 0, loss_ema_ = -1, best_em_ = -1;
+  int loss_n_ = 0;
+  int64_t tokens_seen_ = 0;
+};
 
 }  // namespace
 
@@ -657,7 +778,9 @@ int RunTrainTiny() {
     auto trained = model::Tokenizer::FromJson(*json, tok_path);
     int whole = 0;
     for (const std::string& w : pool) {
-      if (trained.ok() && (*trained)->Encode(" " + w, false).value().size() == 1) ++whole;
+      if (!trained.ok()) break;
+      const absl::StatusOr<std::vector<int32_t>> ids = (*trained)->Encode(" " + w, false);
+      if (ids.ok() && ids->size() == 1) ++whole;
     }
     std::printf("tokenizer: %d tokens written to %s; %d of %zu task words are single tokens\n",
                 trained.ok() ? (*trained)->vocab_size() : -1, tok_path.c_str(), whole, pool.size());
@@ -672,14 +795,18 @@ int RunTrainTiny() {
   std::stringstream tss;
   tss << tin.rdbuf();
   const model::Tokenizer& t = **tok;
-  eval::TaskGenerator gen(*words, [&t](const std::string& s) {
-    return static_cast<int>(t.Encode(s, false).value().size());
-  });
+  absl::Status count_error;
+  eval::TaskGenerator gen(*words, CountTokens(t, count_error));
   gen.set_single_token_names(absl::GetFlag(FLAGS_single_token_names));
+  if (!count_error.ok()) {
+    std::fprintf(stderr, "kvstream train-tiny: tokenizing task words: %s\n",
+                 std::string(count_error.message()).c_str());
+    return 1;
+  }
   std::printf("tasks: %zu single-token value words\n", gen.values().size());
   for (const std::string name : {"scout", "large"}) {
     if (which != "both" && which != name) continue;
-    const absl::Status st = TrainModel(name, t, tss.str(), gen);
+    const absl::Status st = TrainingRun(name, t, tss.str(), gen, count_error).Run();
     if (!st.ok()) {
       std::fprintf(stderr, "kvstream train-tiny: %s: %s\n", name.c_str(),
                    std::string(st.message()).c_str());
