@@ -162,33 +162,12 @@ struct Sweep {
   bool print = true;
 };
 
-absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
-  using model::Model;
-  model::SetComputeThreads(absl::GetFlag(FLAGS_threads));
-  const model::RuntimeOptions runtime;
-  ASSIGN_OR_RETURN(auto answerer, Model::Load(absl::GetFlag(FLAGS_model), runtime));
-  ASSIGN_OR_RETURN(auto tok,
-                   model::Tokenizer::Load(absl::GetFlag(FLAGS_model) + "/tokenizer.json"));
-  std::unique_ptr<Model> scout;
-  if (!absl::GetFlag(FLAGS_scout).empty()) {
-    ASSIGN_OR_RETURN(scout, Model::Load(absl::GetFlag(FLAGS_scout), runtime));
-  }
-  std::vector<eval::Example> examples;
-  if (!absl::GetFlag(FLAGS_tasks).empty()) {
-    ASSIGN_OR_RETURN(examples, eval::LoadSquadFile(absl::GetFlag(FLAGS_tasks)));
-    if (static_cast<int>(examples.size()) > absl::GetFlag(FLAGS_n))
-      examples.resize(absl::GetFlag(FLAGS_n));
-  } else {
-    ASSIGN_OR_RETURN(examples, GeneratedTasks(*tok));
-  }
-
-  std::vector<std::string> specs = absl::StrSplit(sweep.specs, ';', absl::SkipEmpty());
-  std::vector<codec::Plan> plans;
-  for (const std::string& s : specs) {
-    ASSIGN_OR_RETURN(codec::Plan p, codec::ParsePlan(s));
-    RETURN_IF_ERROR(p.Validate(answerer->config().num_layers));
-    plans.push_back(p);
-  }
+// The variants a sweep names: text, then per selector and retention kv, scout and
+// projected (one per plan).
+absl::StatusOr<std::vector<Variant>> Variants(const std::set<std::string>& modes,
+                                              const Sweep& sweep,
+                                              const std::vector<codec::Plan>& plans) {
+  const std::vector<std::string> specs = absl::StrSplit(sweep.specs, ';', absl::SkipEmpty());
   std::vector<select::Policy> selectors;
   for (absl::string_view s : absl::StrSplit(sweep.selectors, ',', absl::SkipEmpty())) {
     ASSIGN_OR_RETURN(select::Policy p, select::ParsePolicy(s));
@@ -203,185 +182,255 @@ absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
     }
     retentions.push_back(r);
   }
+  std::vector<Variant> variants;
+  if (modes.count("text"))
+    variants.push_back({"text", "full", 1.0, "-", {}, select::Policy::kFull});
+  for (select::Policy p : selectors) {
+    const std::string name(select::PolicyName(p));
+    for (double r : p == select::Policy::kFull ? std::vector<double>{1.0} : retentions) {
+      for (size_t i = 0; modes.count("kv") && i < specs.size(); ++i) {
+        variants.push_back({"kv", name, r, specs[i], plans[i], p});
+      }
+      if (modes.count("scout")) variants.push_back({"scout", name, r, "-", {}, p});
+      for (size_t i = 0; modes.count("projected") && i < specs.size(); ++i) {
+        variants.push_back({"projected", name, r, specs[i], plans[i], p});
+      }
+    }
+  }
+  if (variants.empty()) {
+    return absl::InvalidArgumentError("nothing to evaluate: no mode/selector/spec given");
+  }
+  return variants;
+}
+
+absl::StatusOr<std::set<std::string>> Modes(const std::string& list) {
   std::set<std::string> modes;
-  for (absl::string_view m : absl::StrSplit(sweep.modes, ',', absl::SkipEmpty())) {
+  for (absl::string_view m : absl::StrSplit(list, ',', absl::SkipEmpty())) {
     if (m != "kv" && m != "scout" && m != "projected" && m != "text") {
       return absl::InvalidArgumentError(
           absl::StrCat("--modes: expected kv, scout, projected or text; found '", m, "'"));
     }
     modes.emplace(m);
   }
-  if ((modes.count("scout") || modes.count("projected")) && scout == nullptr) {
-    return absl::InvalidArgumentError(
-        "--modes=scout and projected need --scout=DIR (the model that selects)");
+  return modes;
+}
+
+absl::StatusOr<std::vector<eval::Example>> Examples(const model::Tokenizer& tok) {
+  if (absl::GetFlag(FLAGS_tasks).empty()) return GeneratedTasks(tok);
+  ASSIGN_OR_RETURN(std::vector<eval::Example> examples,
+                   eval::LoadSquadFile(absl::GetFlag(FLAGS_tasks)));
+  if (static_cast<int>(examples.size()) > absl::GetFlag(FLAGS_n)) {
+    examples.resize(absl::GetFlag(FLAGS_n));
   }
-  std::unique_ptr<model::Projection> projection;
-  if (modes.count("projected")) {
+  return examples;
+}
+
+// One example's senders: both prefills with statistics over the whole prompt, and the
+// edge's quality probes on them.
+struct Senders {
+  model::PrefillResult own, scout;
+  std::unique_ptr<model::QualityProbe> own_probe, scout_probe;
+};
+
+// One sweep: the models, the examples, the variants, and the answering side as the
+// cloud serves --model; Run evaluates every variant on every example.
+class Evaluation {
+ public:
+  absl::Status Load(const Sweep& sweep) {
+    using model::Model;
+    model::SetComputeThreads(absl::GetFlag(FLAGS_threads));
+    ASSIGN_OR_RETURN(answerer_, Model::Load(absl::GetFlag(FLAGS_model)));
+    ASSIGN_OR_RETURN(tok_, model::Tokenizer::Load(absl::GetFlag(FLAGS_model) + "/tokenizer.json"));
+    if (!absl::GetFlag(FLAGS_scout).empty()) {
+      ASSIGN_OR_RETURN(scout_, Model::Load(absl::GetFlag(FLAGS_scout)));
+    }
+    ASSIGN_OR_RETURN(examples_, Examples(*tok_));
+    std::vector<codec::Plan> plans;
+    for (absl::string_view s : absl::StrSplit(sweep.specs, ';', absl::SkipEmpty())) {
+      ASSIGN_OR_RETURN(codec::Plan p, codec::ParsePlan(s));
+      RETURN_IF_ERROR(p.Validate(answerer_->config().num_layers));
+      plans.push_back(p);
+    }
+    ASSIGN_OR_RETURN(const std::set<std::string> modes, Modes(sweep.modes));
+    if ((modes.count("scout") || modes.count("projected")) && scout_ == nullptr) {
+      return absl::InvalidArgumentError(
+          "--modes=scout and projected need --scout=DIR (the model that selects)");
+    }
+    if (modes.count("projected")) RETURN_IF_ERROR(LoadProjection(plans));
+    ASSIGN_OR_RETURN(variants_, Variants(modes, sweep, plans));
+    receiver_.model = answerer_.get();
+    receiver_.name = "eval";
+    const int sampling_tokens = absl::GetFlag(FLAGS_max_new_tokens);
+    receiver_.limits = {static_cast<uint32_t>(std::max(512, sampling_tokens)),
+                        static_cast<uint32_t>(sampling_tokens)};
+    receiver_.stop_tokens = pipeline::StopTokens(*answerer_, tok_.get());
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::vector<Variant>> Run(bool print) {
+    const auto start = std::chrono::steady_clock::now();
+    double base_f1 = 0;
+    for (size_t e = 0; e < examples_.size(); ++e) {
+      const eval::Example& ex = examples_[e];
+      ASSIGN_OR_RETURN(
+          const model::ChatPrompt prompt,
+          model::BuildQaPrompt(*tok_, ex.context, ex.question, {absl::GetFlag(FLAGS_system)}));
+      lengths_.insert(static_cast<int>(prompt.tokens.size()));
+      ASSIGN_OR_RETURN(const Senders senders, Prefill(prompt));
+      for (Variant& v : variants_) RETURN_IF_ERROR(Answer(ex, e, prompt, senders, v));
+      base_f1 = variants_[0].f1 / variants_[0].n;
+      const double secs =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      std::fprintf(stderr, "\r[eval] %zu/%zu examples, %.0f s, first variant F1 %.3f   ", e + 1,
+                   examples_.size(), secs, base_f1);
+      if (!absl::GetFlag(FLAGS_csv).empty() && ((e + 1) % 10 == 0 || e + 1 == examples_.size())) {
+        std::ofstream(absl::GetFlag(FLAGS_csv)) << Csv(variants_, base_f1);
+      }
+    }
+    std::fprintf(stderr, "\n");
+    if (print) Print(base_f1);
+    return variants_;
+  }
+
+ private:
+  absl::Status LoadProjection(const std::vector<codec::Plan>& plans) {
     if (absl::GetFlag(FLAGS_projection).empty()) {
       return absl::InvalidArgumentError(
           "--modes=projected needs --projection=FILE (kvstream fit-projection)");
     }
-    ASSIGN_OR_RETURN(projection, model::Projection::Load(absl::GetFlag(FLAGS_projection)));
-    RETURN_IF_ERROR(projection->CheckTarget(*answerer));
-    const model::ModelConfig& sc = scout->config();
-    RETURN_IF_ERROR(
-        projection->CheckSource(scout->fingerprint(), sc.num_layers, sc.num_kv_heads, sc.head_dim));
+    ASSIGN_OR_RETURN(projection_, model::Projection::Load(absl::GetFlag(FLAGS_projection)));
+    RETURN_IF_ERROR(projection_->CheckTarget(*answerer_));
+    const model::ModelConfig& sc = scout_->config();
+    RETURN_IF_ERROR(projection_->CheckSource(scout_->fingerprint(), sc.num_layers, sc.num_kv_heads,
+                                             sc.head_dim));
     for (const codec::Plan& p : plans) RETURN_IF_ERROR(p.Validate(sc.num_layers));
+    return absl::OkStatus();
   }
-  std::vector<Variant> variants;
-  if (modes.count("text"))
-    variants.push_back({"text", "full", 1.0, "-", {}, select::Policy::kFull});
-  for (select::Policy p : selectors) {
-    for (double r : p == select::Policy::kFull ? std::vector<double>{1.0} : retentions) {
-      if (modes.count("kv")) {
-        for (size_t i = 0; i < specs.size(); ++i) {
-          variants.push_back({"kv", std::string(select::PolicyName(p)), r, specs[i], plans[i], p});
-        }
-      }
-      if (modes.count("scout"))
-        variants.push_back({"scout", std::string(select::PolicyName(p)), r, "-", {}, p});
-      if (modes.count("projected")) {
-        for (size_t i = 0; i < specs.size(); ++i) {
-          variants.push_back(
-              {"projected", std::string(select::PolicyName(p)), r, specs[i], plans[i], p});
-        }
-      }
-    }
-  }
-  if (variants.empty())
-    return absl::InvalidArgumentError("nothing to evaluate: no mode/selector/spec given");
 
-  // The answering side, as the cloud serves --model.
-  pipeline::Receiver receiver;
-  receiver.model = answerer.get();
-  receiver.name = "eval";
-  const int sampling_tokens = absl::GetFlag(FLAGS_max_new_tokens);
-  receiver.limits = {static_cast<uint32_t>(std::max(512, sampling_tokens)),
-                     static_cast<uint32_t>(sampling_tokens)};
-  receiver.stop_tokens = pipeline::StopTokens(*answerer, tok.get());
-  const auto start = std::chrono::steady_clock::now();
-  double base_f1 = 0;
-  std::set<int> lengths;  // distinct prompt lengths the cell sampled
-  for (size_t e = 0; e < examples.size(); ++e) {
-    const eval::Example& ex = examples[e];
-    ASSIGN_OR_RETURN(model::ChatPrompt prompt, model::BuildQaPrompt(*tok, ex.context, ex.question,
-                                                                    {absl::GetFlag(FLAGS_system)}));
-    lengths.insert(static_cast<int>(prompt.tokens.size()));
-    const int32_t last = prompt.tokens.back();
-    // The senders' prefills, with statistics over the whole prompt (the request names a
-    // selector only so that Prefill gathers them), shared by every variant: their caches
-    // equal the plain prefill's that a request without a selector gets (pipeline_test).
+  // The senders' prefills, with statistics over the whole prompt (the request names a
+  // selector only so that Prefill gathers them), shared by every variant: their caches
+  // equal the plain prefill's that a request without a selector gets (pipeline_test).
+  // The edge's estimate probes the cache that is sent: --model's own (kv), the scout's
+  // (projected).
+  absl::StatusOr<Senders> Prefill(const model::ChatPrompt& prompt) const {
     pipeline::Request stats_request;
     stats_request.selector = select::Policy::kQ2C;
-    ASSIGN_OR_RETURN(model::PrefillResult full,
-                     pipeline::Prefill(*answerer, prompt, stats_request));
-    model::PrefillResult scout_pre;
-    if (scout != nullptr) {
-      ASSIGN_OR_RETURN(scout_pre, pipeline::Prefill(*scout, prompt, stats_request));
+    Senders s;
+    ASSIGN_OR_RETURN(s.own, pipeline::Prefill(*answerer_, prompt, stats_request));
+    if (scout_ != nullptr) {
+      ASSIGN_OR_RETURN(s.scout, pipeline::Prefill(*scout_, prompt, stats_request));
     }
-    // The edge's estimate probes the cache that is sent: --model's own (kv), the scout's
-    // (projected).
-    std::unique_ptr<model::QualityProbe> own_probe, scout_probe;
-    if (const int steps = absl::GetFlag(FLAGS_estimate_steps); steps > 0) {
-      std::vector<int32_t> stop = receiver.stop_tokens;
-      ASSIGN_OR_RETURN(own_probe, model::QualityProbe::Create(*answerer, *full.cache, last, steps,
-                                                              stop, &full.last_logits));
-      if (scout != nullptr) {
-        ASSIGN_OR_RETURN(scout_probe,
-                         model::QualityProbe::Create(*scout, *scout_pre.cache, last, steps, stop,
-                                                     &scout_pre.last_logits));
-      }
+    const int steps = absl::GetFlag(FLAGS_estimate_steps);
+    if (steps <= 0) return s;
+    const int32_t last = prompt.tokens.back();
+    const std::vector<int32_t>& stop = receiver_.stop_tokens;
+    ASSIGN_OR_RETURN(s.own_probe, model::QualityProbe::Create(*answerer_, *s.own.cache, last, steps,
+                                                              stop, &s.own.last_logits));
+    if (scout_ != nullptr) {
+      ASSIGN_OR_RETURN(s.scout_probe,
+                       model::QualityProbe::Create(*scout_, *s.scout.cache, last, steps, stop,
+                                                   &s.scout.last_logits));
     }
-    const double bytes16_full = 2.0 * 2 * answerer->config().num_layers *
-                                answerer->config().num_kv_heads * (prompt.tokens.size() - 1) *
-                                answerer->config().head_dim;
-    for (Variant& v : variants) {
-      // The request as the edge would send it, carried to the answering side in process
-      // through the daemons' own messages and checks.
-      ASSIGN_OR_RETURN(const pipeline::Mode mode, pipeline::ParseMode(v.mode, false));
-      pipeline::Request req;
-      req.mode = mode;
-      req.selector = v.policy;
-      req.retention = v.retention;
-      req.seed = e;
-      req.plan = v.plan;
-      req.cloud_model = receiver.name;
-      req.max_tokens = static_cast<uint32_t>(sampling_tokens);
-      const bool own = mode == kvstream::v1::MODE_KV;
-      const Model& sender = own ? *answerer : (scout != nullptr ? *scout : *answerer);
-      const model::PrefillResult& pre = own ? full : scout_pre;
-      select::Selection sel;
-      if (mode != kvstream::v1::MODE_TEXT) {
-        ASSIGN_OR_RETURN(sel, pipeline::Select(pre, prompt, req));
-      } else {
-        sel.context_kept = sel.context_total = prompt.spans.context_tokens();
-      }
-      const bool prefilled = pipeline::SenderPrefills(req);
-      ASSIGN_OR_RETURN(const pipeline::Payload payload,
-                       pipeline::Encode(sender, prefilled ? &pre : nullptr, &sel, prompt, req,
-                                        pipeline::NewSessionId()));
-      pipeline::Receiver to = receiver;
-      to.projection = mode == kvstream::v1::MODE_PROJECTED ? projection.get() : nullptr;
-      ASSIGN_OR_RETURN(const pipeline::LocalAnswer a, pipeline::AnswerLocally(payload, to));
-      ASSIGN_OR_RETURN(const std::string answer, tok->Decode(a.tokens, true));
-      v.cloud_seconds += a.times.prefill + a.times.rebuild + a.times.projection;
-      const double wire = static_cast<double>(a.wire_bytes);
-      v.em += eval::ExactMatch(answer, ex.answers);
-      const double f1 = eval::TokenF1(answer, ex.answers);
-      model::QualityProbe* probe = v.mode == "kv"          ? own_probe.get()
-                                   : v.mode == "projected" ? scout_probe.get()
-                                                           : nullptr;
-      if (probe != nullptr) RETURN_IF_ERROR(RecordEstimate(*probe, sel.kept, f1, v));
-      v.f1 += f1;
-      v.f1_sq += f1 * f1;
-      v.wire += wire;
-      v.bytes16 += bytes16_full;
-      v.kept += sel.context_kept;
-      v.context += sel.context_total;
-      ++v.n;
+    return s;
+  }
+
+  // One variant on one example: the request as the edge would send it, carried to the
+  // answering side in process through the daemons' own messages and checks.
+  absl::Status Answer(const eval::Example& ex, size_t e, const model::ChatPrompt& prompt,
+                      const Senders& senders, Variant& v) {
+    ASSIGN_OR_RETURN(const pipeline::Mode mode, pipeline::ParseMode(v.mode, false));
+    pipeline::Request req;
+    req.mode = mode;
+    req.selector = v.policy;
+    req.retention = v.retention;
+    req.seed = e;
+    req.plan = v.plan;
+    req.cloud_model = receiver_.name;
+    req.max_tokens = receiver_.limits.default_new_tokens;  // --max_new_tokens
+    const bool own = mode == kvstream::v1::MODE_KV;
+    const model::Model& sender = own || scout_ == nullptr ? *answerer_ : *scout_;
+    const model::PrefillResult& pre = own ? senders.own : senders.scout;
+    select::Selection sel;
+    if (mode != kvstream::v1::MODE_TEXT) {
+      ASSIGN_OR_RETURN(sel, pipeline::Select(pre, prompt, req));
+    } else {
+      sel.context_kept = sel.context_total = prompt.spans.context_tokens();
     }
-    base_f1 = variants[0].f1 / variants[0].n;
-    const double secs =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    std::fprintf(stderr, "\r[eval] %zu/%zu examples, %.0f s, first variant F1 %.3f   ", e + 1,
-                 examples.size(), secs, base_f1);
-    if (!absl::GetFlag(FLAGS_csv).empty() && ((e + 1) % 10 == 0 || e + 1 == examples.size())) {
-      std::ofstream(absl::GetFlag(FLAGS_csv)) << Csv(variants, base_f1);
+    const bool prefilled = pipeline::SenderPrefills(req);
+    ASSIGN_OR_RETURN(const pipeline::Payload payload,
+                     pipeline::Encode(sender, prefilled ? &pre : nullptr, &sel, prompt, req,
+                                      pipeline::NewSessionId()));
+    pipeline::Receiver to = receiver_;
+    to.projection = mode == kvstream::v1::MODE_PROJECTED ? projection_.get() : nullptr;
+    ASSIGN_OR_RETURN(const pipeline::LocalAnswer a, pipeline::AnswerLocally(payload, to));
+    ASSIGN_OR_RETURN(const std::string answer, tok_->Decode(a.tokens, true));
+    const double f1 = eval::TokenF1(answer, ex.answers);
+    model::QualityProbe* probe = v.mode == "kv"          ? senders.own_probe.get()
+                                 : v.mode == "projected" ? senders.scout_probe.get()
+                                                         : nullptr;
+    if (probe != nullptr) RETURN_IF_ERROR(RecordEstimate(*probe, sel.kept, f1, v));
+    const model::ModelConfig& c = answerer_->config();
+    v.cloud_seconds += a.times.prefill + a.times.rebuild + a.times.projection;
+    v.em += eval::ExactMatch(answer, ex.answers);
+    v.f1 += f1;
+    v.f1_sq += f1 * f1;
+    v.wire += static_cast<double>(a.wire_bytes);
+    v.bytes16 += 2.0 * 2 * c.num_layers * c.num_kv_heads * (prompt.tokens.size() - 1) * c.head_dim;
+    v.kept += sel.context_kept;
+    v.context += sel.context_total;
+    ++v.n;
+    return absl::OkStatus();
+  }
+
+  void Print(double base_f1) const {
+    std::printf(
+        "model %s (%s), %zu examples (%s; prompt tokens %d-%d, %zu distinct lengths); share of F1 "
+        "relative to the first row; +-: 95%% interval of the mean F1\n",
+        absl::GetFlag(FLAGS_model).c_str(), answerer_->fingerprint().c_str(), examples_.size(),
+        absl::GetFlag(FLAGS_tasks).empty() ? TaskShape().c_str()
+                                           : absl::GetFlag(FLAGS_tasks).c_str(),
+        lengths_.empty() ? 0 : *lengths_.begin(), lengths_.empty() ? 0 : *lengths_.rbegin(),
+        lengths_.size());
+    std::printf("%-9s %-12s %5s %-28s %6s %6s %6s %8s %10s %8s\n", "mode", "select", "keep", "spec",
+                "EM", "F1", "+-", "F1 share", "bandwidth", "cloud ms");
+    nlohmann::json rows = nlohmann::json::array();
+    for (const Variant& v : variants_) {
+      const double f1 = v.f1 / v.n;
+      std::printf("%-9s %-12s %5.2f %-28s %6.3f %6.3f %6.3f %8.3f %10.4f %8.2f\n", v.mode.c_str(),
+                  v.selector.c_str(), v.retention, v.spec.c_str(), v.em / v.n, f1, v.f1_ci95(),
+                  base_f1 > 0 ? f1 / base_f1 : 0.0, v.wire / v.bytes16,
+                  1e3 * v.cloud_seconds / v.n);
+      rows.push_back({{"mode", v.mode},
+                      {"selector", v.selector},
+                      {"retention", v.retention},
+                      {"spec", v.spec},
+                      {"n", v.n},
+                      {"exact_match", v.em / v.n},
+                      {"f1", f1},
+                      {"f1_ci95", v.f1_ci95()},
+                      {"bandwidth_share", v.wire / v.bytes16},
+                      {"context_tokens", v.context / v.n},
+                      {"cloud_ms", 1e3 * v.cloud_seconds / v.n}});
+    }
+    PrintEstimates(variants_, rows);
+    if (!absl::GetFlag(FLAGS_json).empty()) {
+      std::ofstream(absl::GetFlag(FLAGS_json)) << rows.dump(1) << "\n";
     }
   }
-  std::fprintf(stderr, "\n");
-  if (!sweep.print) return variants;
-  std::printf(
-      "model %s (%s), %zu examples (%s; prompt tokens %d-%d, %zu distinct lengths); share of F1 "
-      "relative to the first row; +-: 95%% interval of the mean F1\n",
-      absl::GetFlag(FLAGS_model).c_str(), answerer->fingerprint().c_str(), examples.size(),
-      absl::GetFlag(FLAGS_tasks).empty() ? TaskShape().c_str() : absl::GetFlag(FLAGS_tasks).c_str(),
-      lengths.empty() ? 0 : *lengths.begin(), lengths.empty() ? 0 : *lengths.rbegin(),
-      lengths.size());
-  std::printf("%-9s %-12s %5s %-28s %6s %6s %6s %8s %10s %8s\n", "mode", "select", "keep", "spec",
-              "EM", "F1", "+-", "F1 share", "bandwidth", "cloud ms");
-  nlohmann::json rows = nlohmann::json::array();
-  for (const Variant& v : variants) {
-    const double f1 = v.f1 / v.n;
-    std::printf("%-9s %-12s %5.2f %-28s %6.3f %6.3f %6.3f %8.3f %10.4f %8.2f\n", v.mode.c_str(),
-                v.selector.c_str(), v.retention, v.spec.c_str(), v.em / v.n, f1, v.f1_ci95(),
-                base_f1 > 0 ? f1 / base_f1 : 0.0, v.wire / v.bytes16, 1e3 * v.cloud_seconds / v.n);
-    rows.push_back({{"mode", v.mode},
-                    {"selector", v.selector},
-                    {"retention", v.retention},
-                    {"spec", v.spec},
-                    {"n", v.n},
-                    {"exact_match", v.em / v.n},
-                    {"f1", f1},
-                    {"f1_ci95", v.f1_ci95()},
-                    {"bandwidth_share", v.wire / v.bytes16},
-                    {"context_tokens", v.context / v.n},
-                    {"cloud_ms", 1e3 * v.cloud_seconds / v.n}});
-  }
-  PrintEstimates(variants, rows);
-  if (!absl::GetFlag(FLAGS_json).empty())
-    std::ofstream(absl::GetFlag(FLAGS_json)) << rows.dump(1) << "\n";
-  return variants;
+
+  std::unique_ptr<model::Model> answerer_, scout_;
+  std::unique_ptr<model::Tokenizer> tok_;
+  std::unique_ptr<model::Projection> projection_;
+  std::vector<eval::Example> examples_;
+  std::vector<Variant> variants_;
+  pipeline::Receiver receiver_;
+  std::set<int> lengths_;  // distinct prompt lengths the cell sampled
+};
+
+absl::StatusOr<std::vector<Variant>> Run(const Sweep& sweep) {
+  Evaluation evaluation;
+  RETURN_IF_ERROR(evaluation.Load(sweep));
+  return evaluation.Run(sweep.print);
 }
 
 // The per-layer diagnostic: quantize one layer at a time to --low (the rest lossless),
