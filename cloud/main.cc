@@ -15,6 +15,7 @@
 #include "cloud/cloud_service.h"
 #include "common/base/log.h"
 #include "common/base/memory.h"
+#include "common/base/status.h"
 #include "common/metrics/metrics.h"
 #include "common/net/daemon.h"
 #include "common/net/daemon_flags.h"
@@ -123,6 +124,131 @@ int Fail(const std::string& message) {
   return 1;
 }
 
+namespace logging = kvstream::logging;
+using kvstream::PrefixStatus;
+
+// Every --model NAME=DIR, loaded and (with --measure_rates) timed.
+absl::StatusOr<std::vector<kvstream::cloud::ServedModel>> LoadModels(
+    const kvstream::model::RuntimeOptions& runtime) {
+  std::vector<kvstream::cloud::ServedModel> models;
+  for (const std::string& spec : absl::GetFlag(FLAGS_model)) {
+    const std::vector<std::string> parts = absl::StrSplit(spec, absl::MaxSplits('=', 1));
+    if (parts.size() != 2 || parts[0].empty() || parts[1].empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--model: expected NAME=DIR, found '", spec, "'"));
+    }
+    for (const auto& m : models) {
+      if (m.name == parts[0]) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--model: name '", parts[0], "' given twice"));
+      }
+    }
+    auto served = kvstream::cloud::LoadServedModel(parts[0], parts[1], runtime,
+                                                   absl::GetFlag(FLAGS_measure_rates) ? 256 : 0);
+    if (!served.ok()) return PrefixStatus(absl::StrCat("--model ", spec, ": "), served.status());
+    std::string timings;
+    for (const auto& [tokens, seconds] : served->prefill_timings) {
+      absl::StrAppend(&timings, timings.empty() ? " (" : ", ", tokens, " in ",
+                      absl::StrFormat("%.1f ms", seconds * 1e3));
+    }
+    if (!timings.empty()) timings += ")";
+    logging::Logf(logging::Level::kInfo, "cloud",
+                  "model %s from %s: %s, prefill %.0f tokens/s%s, decode %.0f tokens/s",
+                  served->name, parts[1], served->model->fingerprint(),
+                  served->prefill_tokens_per_second, timings, served->decode_tokens_per_second);
+    models.push_back(std::move(*served));
+  }
+  return models;
+}
+
+// Every --projection FILE, checked against the models it maps between.
+absl::StatusOr<std::vector<kvstream::cloud::ServedProjection>> LoadProjections(
+    const std::vector<kvstream::cloud::ServedModel>& models) {
+  std::vector<kvstream::cloud::ServedProjection> projections;
+  for (const std::string& path : absl::GetFlag(FLAGS_projection)) {
+    auto p =
+        kvstream::cloud::LoadServedProjection(path, models, absl::GetFlag(FLAGS_measure_rates));
+    if (!p.ok()) return PrefixStatus(absl::StrCat("--projection ", path, ": "), p.status());
+    const kvstream::model::ProjectionHeader& h = p->projection->header();
+    logging::Logf(logging::Level::kInfo, "cloud", "projection %s: %s -> model %s, %.0f slots/s",
+                  path, h.source.fingerprint, models[p->target].name, p->tokens_per_second);
+    projections.push_back(std::move(*p));
+  }
+  return projections;
+}
+
+// The service's limits, timeouts and authentication from the flags.
+absl::StatusOr<kvstream::cloud::CloudOptions> OptionsFromFlags(int model_workers) {
+  kvstream::cloud::CloudOptions options;
+  options.max_sessions = absl::GetFlag(FLAGS_max_sessions);
+  options.max_streams_per_peer = kvstream::net::MaxStreamsPerPeerFlag();
+  options.cache_budget_bytes = absl::GetFlag(FLAGS_cache_budget_bytes);
+  options.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
+  options.emulate_prefill_tokens_per_second = absl::GetFlag(FLAGS_emulate_prefill_tps);
+  options.emulate_decode_tokens_per_second = absl::GetFlag(FLAGS_emulate_decode_tps);
+  options.model_workers = model_workers;
+  options.open_timeout_seconds = absl::GetFlag(FLAGS_open_timeout_seconds);
+  options.idle_timeout_seconds = absl::GetFlag(FLAGS_idle_timeout_seconds);
+  options.resume_window_seconds = absl::GetFlag(FLAGS_resume_window_seconds);
+  options.max_queued = absl::GetFlag(FLAGS_max_queued);
+  if (!absl::GetFlag(FLAGS_auth_tokens_file).empty()) {
+    auto auth = kvstream::net::TokenAuthenticator::Load(absl::GetFlag(FLAGS_auth_tokens_file));
+    if (!auth.ok()) return PrefixStatus("--auth_tokens_file: ", auth.status());
+    options.auth = std::move(*auth);
+    logging::Logf(logging::Level::kInfo, "cloud", "authentication: %zu tokens from %s",
+                  options.auth->size(), options.auth->path());
+  }
+  kvstream::net::WarnIfOpen("cloud", absl::GetFlag(FLAGS_listen),
+                            !absl::GetFlag(FLAGS_tls_cert).empty(), options.auth != nullptr);
+  return options;
+}
+
+absl::Status Run() {
+  RETURN_IF_ERROR(logging::SetLevelByName(absl::GetFlag(FLAGS_log_level)));
+  if (absl::GetFlag(FLAGS_model).empty()) {
+    return absl::InvalidArgumentError("no --model given; expected at least one NAME=DIR");
+  }
+  logging::Logf(logging::Level::kInfo, "cloud", "%s", kvstream::base::KeepFreedMemoryForReuse());
+  // Before any model or server thread allocates.
+  RETURN_IF_ERROR(kvstream::net::LimitArenasFromFlag("cloud", absl::GetFlag(FLAGS_model_workers)));
+  kvstream::net::ServeOptions so;
+  RETURN_IF_ERROR(kvstream::net::ApplyDaemonFlags(so));
+  auto credentials = kvstream::net::ServerCredentials({absl::GetFlag(FLAGS_tls_client_ca),
+                                                       absl::GetFlag(FLAGS_tls_cert),
+                                                       absl::GetFlag(FLAGS_tls_key), ""});
+  if (!credentials.ok()) return PrefixStatus("--tls_*: ", credentials.status());
+  // Metrics first: a taken port fails fast, before the slow model load.
+  kvstream::metrics::MetricsServer metrics;
+  RETURN_IF_ERROR(kvstream::net::StartMetrics(metrics, absl::GetFlag(FLAGS_metrics_address),
+                                              absl::GetFlag(FLAGS_metrics_port_file)));
+  ASSIGN_OR_RETURN(
+      const kvstream::base::WorkerSplit split,
+      kvstream::net::SplitCores("cloud", absl::GetFlag(FLAGS_model_workers),
+                                absl::GetFlag(FLAGS_threads), absl::GetFlag(FLAGS_max_queued)));
+  kvstream::model::SetComputeThreads(split.threads);
+  kvstream::model::RuntimeOptions runtime;
+  runtime.device = absl::GetFlag(FLAGS_device);
+  runtime.dtype = absl::GetFlag(FLAGS_dtype);
+  ASSIGN_OR_RETURN(std::vector<kvstream::cloud::ServedModel> models, LoadModels(runtime));
+  ASSIGN_OR_RETURN(kvstream::cloud::CloudOptions options, OptionsFromFlags(split.workers));
+  ASSIGN_OR_RETURN(std::vector<kvstream::cloud::ServedProjection> projections,
+                   LoadProjections(models));
+  kvstream::cloud::CloudService service(std::move(models), std::move(projections), options,
+                                        metrics);
+  so.component = "cloud";
+  so.listen = absl::GetFlag(FLAGS_listen);
+  so.port_file = absl::GetFlag(FLAGS_port_file);
+  so.grace_seconds = absl::GetFlag(FLAGS_shutdown_grace_seconds);
+  // The card's name lets edges' health checks pass over replicas serving other models.
+  so.health_services = {"kvstream.v1.CloudService",
+                        absl::StrCat("kvstream.v1.CloudService/", service.model_card())};
+  logging::Logf(logging::Level::kInfo, "cloud", "model card %s", service.model_card());
+  so.credentials = *credentials;
+  so.on_drain = [&service] { service.Drain(); };
+  so.on_reload = [auth = options.auth] { kvstream::net::ReloadTokens("cloud", auth.get()); };
+  return kvstream::net::Serve(so, {&service});
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -137,114 +263,6 @@ int main(int argc, char** argv) {
   const std::vector<char*> rest =
       absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
   if (rest.size() > 1) return Fail(absl::StrCat("unexpected argument '", rest[1], "'"));
-  namespace logging = kvstream::logging;
-  if (absl::Status st = logging::SetLevelByName(absl::GetFlag(FLAGS_log_level)); !st.ok()) {
-    return Fail(std::string(st.message()));
-  }
-  if (absl::GetFlag(FLAGS_model).empty())
-    return Fail("no --model given; expected at least one NAME=DIR");
-  logging::Logf(logging::Level::kInfo, "cloud", "%s", kvstream::base::KeepFreedMemoryForReuse());
-  // Before any model or server thread allocates.
-  if (absl::Status st =
-          kvstream::net::LimitArenasFromFlag("cloud", absl::GetFlag(FLAGS_model_workers));
-      !st.ok()) {
-    return Fail(std::string(st.message()));
-  }
-  kvstream::net::ServeOptions so;
-  if (absl::Status st = kvstream::net::ApplyDaemonFlags(so); !st.ok()) {
-    return Fail(std::string(st.message()));
-  }
-
-  auto credentials = kvstream::net::ServerCredentials({absl::GetFlag(FLAGS_tls_client_ca),
-                                                       absl::GetFlag(FLAGS_tls_cert),
-                                                       absl::GetFlag(FLAGS_tls_key), ""});
-  if (!credentials.ok()) return Fail(absl::StrCat("--tls_*: ", credentials.status().message()));
-  // Metrics first: a taken port fails fast, before the slow model load.
-  kvstream::metrics::MetricsServer metrics;
-  if (absl::Status st = kvstream::net::StartMetrics(metrics, absl::GetFlag(FLAGS_metrics_address),
-                                                    absl::GetFlag(FLAGS_metrics_port_file));
-      !st.ok()) {
-    return Fail(std::string(st.message()));
-  }
-  auto split =
-      kvstream::net::SplitCores("cloud", absl::GetFlag(FLAGS_model_workers),
-                                absl::GetFlag(FLAGS_threads), absl::GetFlag(FLAGS_max_queued));
-  if (!split.ok()) return Fail(std::string(split.status().message()));
-  kvstream::model::RuntimeOptions runtime;
-  runtime.device = absl::GetFlag(FLAGS_device);
-  runtime.dtype = absl::GetFlag(FLAGS_dtype);
-  kvstream::model::SetComputeThreads(split->threads);
-  std::vector<kvstream::cloud::ServedModel> models;
-  for (const std::string& spec : absl::GetFlag(FLAGS_model)) {
-    const std::vector<std::string> parts = absl::StrSplit(spec, absl::MaxSplits('=', 1));
-    if (parts.size() != 2 || parts[0].empty() || parts[1].empty()) {
-      return Fail(absl::StrCat("--model: expected NAME=DIR, found '", spec, "'"));
-    }
-    for (const auto& m : models) {
-      if (m.name == parts[0])
-        return Fail(absl::StrCat("--model: name '", parts[0], "' given twice"));
-    }
-    auto served = kvstream::cloud::LoadServedModel(parts[0], parts[1], runtime,
-                                                   absl::GetFlag(FLAGS_measure_rates) ? 256 : 0);
-    if (!served.ok()) return Fail(absl::StrCat("--model ", spec, ": ", served.status().message()));
-    std::string timings;
-    for (const auto& [tokens, seconds] : served->prefill_timings)
-      absl::StrAppend(&timings, timings.empty() ? " (" : ", ", tokens, " in ",
-                      absl::StrFormat("%.1f ms", seconds * 1e3));
-    if (!timings.empty()) timings += ")";
-    logging::Logf(logging::Level::kInfo, "cloud",
-                  "model %s from %s: %s, prefill %.0f tokens/s%s, decode %.0f tokens/s",
-                  served->name, parts[1], served->model->fingerprint(),
-                  served->prefill_tokens_per_second, timings, served->decode_tokens_per_second);
-    models.push_back(std::move(*served));
-  }
-
-  kvstream::cloud::CloudOptions options;
-  options.max_sessions = absl::GetFlag(FLAGS_max_sessions);
-  options.max_streams_per_peer = kvstream::net::MaxStreamsPerPeerFlag();
-  options.cache_budget_bytes = absl::GetFlag(FLAGS_cache_budget_bytes);
-  options.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
-  options.emulate_prefill_tokens_per_second = absl::GetFlag(FLAGS_emulate_prefill_tps);
-  options.emulate_decode_tokens_per_second = absl::GetFlag(FLAGS_emulate_decode_tps);
-  options.model_workers = split->workers;
-  options.open_timeout_seconds = absl::GetFlag(FLAGS_open_timeout_seconds);
-  if (!absl::GetFlag(FLAGS_auth_tokens_file).empty()) {
-    auto auth = kvstream::net::TokenAuthenticator::Load(absl::GetFlag(FLAGS_auth_tokens_file));
-    if (!auth.ok()) return Fail(absl::StrCat("--auth_tokens_file: ", auth.status().message()));
-    options.auth = std::move(*auth);
-    logging::Logf(logging::Level::kInfo, "cloud", "authentication: %zu tokens from %s",
-                  options.auth->size(), options.auth->path());
-  }
-  kvstream::net::WarnIfOpen("cloud", absl::GetFlag(FLAGS_listen),
-                            !absl::GetFlag(FLAGS_tls_cert).empty(), options.auth != nullptr);
-  options.idle_timeout_seconds = absl::GetFlag(FLAGS_idle_timeout_seconds);
-  options.resume_window_seconds = absl::GetFlag(FLAGS_resume_window_seconds);
-  options.max_queued = absl::GetFlag(FLAGS_max_queued);
-  std::vector<kvstream::cloud::ServedProjection> projections;
-  for (const std::string& path : absl::GetFlag(FLAGS_projection)) {
-    auto p =
-        kvstream::cloud::LoadServedProjection(path, models, absl::GetFlag(FLAGS_measure_rates));
-    if (!p.ok()) return Fail(absl::StrCat("--projection ", path, ": ", p.status().message()));
-    const kvstream::model::ProjectionHeader& h = p->projection->header();
-    logging::Logf(logging::Level::kInfo, "cloud", "projection %s: %s -> model %s, %.0f slots/s",
-                  path, h.source.fingerprint, models[p->target].name, p->tokens_per_second);
-    projections.push_back(std::move(*p));
-  }
-  kvstream::cloud::CloudService service(std::move(models), std::move(projections), options,
-                                        metrics);
-
-  so.component = "cloud";
-  so.listen = absl::GetFlag(FLAGS_listen);
-  so.port_file = absl::GetFlag(FLAGS_port_file);
-  so.grace_seconds = absl::GetFlag(FLAGS_shutdown_grace_seconds);
-  // The card's name lets edges' health checks pass over replicas serving other models.
-  so.health_services = {"kvstream.v1.CloudService",
-                        absl::StrCat("kvstream.v1.CloudService/", service.model_card())};
-  logging::Logf(logging::Level::kInfo, "cloud", "model card %s", service.model_card());
-  so.credentials = *credentials;
-  so.on_drain = [&service] { service.Drain(); };
-  so.on_reload = [auth = options.auth] { kvstream::net::ReloadTokens("cloud", auth.get()); };
-  if (absl::Status st = kvstream::net::Serve(so, {&service}); !st.ok())
-    return Fail(std::string(st.message()));
+  if (absl::Status st = Run(); !st.ok()) return Fail(std::string(st.message()));
   return 0;
 }

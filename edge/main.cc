@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/base/log.h"
 #include "common/base/memory.h"
+#include "common/base/status.h"
 #include "common/control/controller.h"
 #include "common/metrics/metrics.h"
 #include "common/model/model.h"
@@ -222,6 +223,237 @@ absl::StatusOr<CloudLink> ConnectCloud(const std::string& target, const std::str
   link.channel = *channel;
   return link;
 }
+
+using kvstream::PrefixStatus;
+using kvstream::edge::EdgeOptions;
+namespace logging = kvstream::logging;
+
+// --on_transfer_failure, --transfer_retries and the quality estimate's flags.
+absl::Status ApplyTransferFlags(EdgeOptions& options) {
+  auto on_failure =
+      kvstream::edge::ParseOnTransferFailure(absl::GetFlag(FLAGS_on_transfer_failure));
+  if (!on_failure.ok()) return PrefixStatus("--", on_failure.status());
+  options.on_transfer_failure = *on_failure;
+  options.transfer_retries = absl::GetFlag(FLAGS_transfer_retries);
+  options.estimate_steps = absl::GetFlag(FLAGS_estimate_steps);
+  options.estimate_min_agreement = absl::GetFlag(FLAGS_estimate_min_agreement);
+  options.estimate_overlap = absl::GetFlag(FLAGS_estimate_overlap);
+  options.estimate_max_kl = absl::GetFlag(FLAGS_estimate_max_kl);
+  if (options.estimate_steps < 0 || options.estimate_steps > 64) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--estimate_steps: expected 0 to 64, found ", options.estimate_steps));
+  }
+  if (!(options.estimate_min_agreement >= 0 && options.estimate_min_agreement <= 1) ||
+      !(options.estimate_max_kl >= 0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--estimate_min_agreement: expected 0 to 1, found ", options.estimate_min_agreement,
+        "; --estimate_max_kl: expected >= 0, found ", options.estimate_max_kl));
+  }
+  if (options.transfer_retries < 0 || options.transfer_retries > 10) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--transfer_retries: expected 0 to 10, found ", options.transfer_retries));
+  }
+  return absl::OkStatus();
+}
+
+// --auth_tokens_file (clients' tokens) and --cloud_token_file (the edge's own).
+absl::Status ApplyAuthFlags(EdgeOptions& options) {
+  if (!absl::GetFlag(FLAGS_auth_tokens_file).empty()) {
+    auto auth = kvstream::net::TokenAuthenticator::Load(absl::GetFlag(FLAGS_auth_tokens_file));
+    if (!auth.ok()) return PrefixStatus("--auth_tokens_file: ", auth.status());
+    options.auth = std::move(*auth);
+    logging::Logf(logging::Level::kInfo, "edge", "authentication: %zu tokens from %s",
+                  options.auth->size(), options.auth->path());
+  }
+  if (!absl::GetFlag(FLAGS_cloud_token_file).empty()) {
+    auto token = kvstream::net::ReadBearerToken(absl::GetFlag(FLAGS_cloud_token_file));
+    if (!token.ok()) return PrefixStatus("--cloud_token_file: ", token.status());
+    options.cloud_token = *token;
+  }
+  return absl::OkStatus();
+}
+
+// The request defaults (--mode, --selector, ...), --chunk_bytes and adaptive's quality
+// table, floor and initial link estimate.
+absl::Status ApplyPolicyFlags(EdgeOptions& options) {
+  options.system_prompt = absl::GetFlag(FLAGS_system_prompt);
+  options.chunk_bytes = absl::GetFlag(FLAGS_chunk_bytes);
+  if (options.chunk_bytes < 1024 || options.chunk_bytes > (8u << 20)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--chunk_bytes: expected 1024..8388608 (chunks stay under the 16 MiB message "
+                     "limit), found ",
+                     options.chunk_bytes));
+  }
+  auto mode = kvstream::pipeline::ParseMode(absl::GetFlag(FLAGS_mode));
+  if (!mode.ok()) return PrefixStatus("--", mode.status());
+  kvstream::v1::Policy& d = options.defaults;
+  d.set_mode(*mode);
+  d.set_selector(absl::GetFlag(FLAGS_selector));
+  d.set_retention(absl::GetFlag(FLAGS_retention));
+  d.set_spec(absl::GetFlag(FLAGS_spec));
+  d.set_max_tokens(absl::GetFlag(FLAGS_max_tokens));
+  d.set_cloud_model(absl::GetFlag(FLAGS_cloud_model));
+  d.set_ttft_target_seconds(absl::GetFlag(FLAGS_ttft_target));
+  if (!absl::GetFlag(FLAGS_quality_table).empty()) {
+    auto table = kvstream::control::LoadQualityTable(absl::GetFlag(FLAGS_quality_table));
+    if (!table.ok()) return PrefixStatus("--quality_table: ", table.status());
+    options.quality_table = std::move(*table);
+  } else if (*mode == kvstream::v1::MODE_ADAPTIVE) {
+    return absl::InvalidArgumentError("--mode=adaptive needs --quality_table");
+  }
+  if (absl::GetFlag(FLAGS_quality_floor) < 0 || absl::GetFlag(FLAGS_quality_floor) > 1) {
+    return absl::InvalidArgumentError("--quality_floor: expected a share in [0, 1]");
+  }
+  double best_quality = 0;
+  for (const auto& p : options.quality_table) best_quality = std::max(best_quality, p.quality);
+  options.quality_floor = absl::GetFlag(FLAGS_quality_floor) * best_quality;
+  options.initial_bandwidth_bps = absl::GetFlag(FLAGS_initial_bandwidth_mbps) * 1e6;
+  options.initial_rtt_seconds = absl::GetFlag(FLAGS_initial_rtt_ms) / 1000;
+  if (options.initial_bandwidth_bps <= 0) {
+    return absl::InvalidArgumentError("--initial_bandwidth_mbps must be > 0");
+  }
+  return absl::OkStatus();
+}
+
+// Uplink emulation: --uplink_trace or --uplink_mbps, and --one_way_delay_ms.
+absl::Status ApplyLinkFlags(EdgeOptions& options) {
+  const double delay = absl::GetFlag(FLAGS_one_way_delay_ms) / 1000;
+  if (delay < 0 || absl::GetFlag(FLAGS_uplink_mbps) < 0) {
+    return absl::InvalidArgumentError("--one_way_delay_ms and --uplink_mbps must be >= 0");
+  }
+  using kvstream::net::LinkTrace;
+  using kvstream::net::Shaper;
+  if (!absl::GetFlag(FLAGS_uplink_trace).empty()) {
+    auto trace = LinkTrace::Load(absl::GetFlag(FLAGS_uplink_trace));
+    if (!trace.ok()) return PrefixStatus("--uplink_trace: ", trace.status());
+    options.shaper = std::make_shared<Shaper>(std::move(*trace), delay);
+  } else if (absl::GetFlag(FLAGS_uplink_mbps) > 0) {
+    options.shaper =
+        std::make_shared<Shaper>(LinkTrace::Constant(absl::GetFlag(FLAGS_uplink_mbps)), delay);
+  } else if (delay > 0) {  // delay only: an unconstrained rate
+    options.shaper = std::make_shared<Shaper>(LinkTrace::Constant(1e6), delay);
+  }
+  if (options.shaper != nullptr) {
+    logging::Logf(logging::Level::kInfo, "edge", "uplink emulation: %s, one-way delay %.1f ms",
+                  absl::GetFlag(FLAGS_uplink_trace).empty()
+                      ? absl::StrCat(options.shaper->trace().RateAt(0), " Mbit/s")
+                      : absl::StrCat("trace ", absl::GetFlag(FLAGS_uplink_trace)),
+                  delay * 1000);
+  }
+  return absl::OkStatus();
+}
+
+// The scout's prefill cost against prompt length, for the adaptive cost model: timed at
+// two lengths, plain and collecting statistics for a selector over a question at the
+// end, best of three (start-up is noisy), and fitted as a*n + b*n^2.
+absl::Status TimeScoutPrefill(kvstream::model::Model& scout, EdgeOptions& options) {
+  const int max_n = scout.config().max_position_embeddings / 2;
+  const int n2 = std::min(512, max_n), n1 = std::max(16, n2 / 4);
+  std::mt19937 rng(7);
+  std::vector<int32_t> tokens(n2);
+  for (int32_t& t : tokens) {
+    t = static_cast<int32_t>(rng() % static_cast<uint32_t>(scout.config().vocab_size));
+  }
+  (void)scout.Prefill(tokens);  // warm-up: first-call allocations are not prefill cost
+  auto time_prefill = [&](int n, bool stats) {
+    kvstream::model::PrefillOptions po;
+    po.collect_stats = stats;
+    po.spans.num_tokens = n;
+    po.spans.context_begin = 8;
+    po.spans.context_end = n - 12;
+    po.spans.question_begin = n - 10;
+    po.spans.question_end = n - 4;
+    double best = 0;
+    for (int round = 0; round < 3; ++round) {
+      const auto t0 = std::chrono::steady_clock::now();
+      auto pre = scout.Prefill(absl::MakeSpan(tokens).subspan(0, n), po);
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (pre.ok() && (best == 0 || s < best)) best = s;
+    }
+    return best;
+  };
+  for (const bool stats : {false, true}) {
+    const double t1 = time_prefill(n1, stats), t2 = time_prefill(n2, stats);
+    auto cost = kvstream::control::PrefillCost::Fit(n1, t1, n2, t2);
+    if (!cost.ok()) return PrefixStatus("timing the scout's prefill: ", cost.status());
+    (stats ? options.edge_prefill_stats : options.edge_prefill) = *cost;
+    logging::Logf(logging::Level::kInfo, "edge",
+                  "scout prefill%s: %d tokens in %.1f ms, %d in %.1f ms",
+                  stats ? " with statistics" : "", n1, t1 * 1e3, n2, t2 * 1e3);
+  }
+  return absl::OkStatus();
+}
+
+// Options from every flag, the cloud connected; `so` gets the shared daemon flags.
+absl::StatusOr<EdgeOptions> OptionsFromFlags(kvstream::net::ServeOptions& so) {
+  RETURN_IF_ERROR(kvstream::net::ApplyDaemonFlags(so));
+  EdgeOptions options;
+  options.cloud_address = absl::GetFlag(FLAGS_cloud);
+  options.max_streams_per_peer = kvstream::net::MaxStreamsPerPeerFlag();
+  RETURN_IF_ERROR(ApplyTransferFlags(options));
+  RETURN_IF_ERROR(ApplyAuthFlags(options));
+  ASSIGN_OR_RETURN(const CloudLink link,
+                   ConnectCloud(options.cloud_address, options.cloud_token, so.keepalive_seconds));
+  options.cloud_channel = link.channel;
+  options.replica_set = link.replica_set;
+  options.cloud_replicas = link.replicas;
+  kvstream::net::WarnIfOpen("edge", absl::GetFlag(FLAGS_listen),
+                            !absl::GetFlag(FLAGS_tls_cert).empty(), options.auth != nullptr);
+  RETURN_IF_ERROR(ApplyPolicyFlags(options));
+  RETURN_IF_ERROR(ApplyLinkFlags(options));
+  ASSIGN_OR_RETURN(
+      const kvstream::base::WorkerSplit split,
+      kvstream::net::SplitCores("edge", absl::GetFlag(FLAGS_model_workers),
+                                absl::GetFlag(FLAGS_threads), absl::GetFlag(FLAGS_max_queued)));
+  options.model_workers = split.workers;
+  options.max_queued = absl::GetFlag(FLAGS_max_queued);
+  kvstream::model::SetComputeThreads(split.threads);
+  return options;
+}
+
+absl::Status Run() {
+  RETURN_IF_ERROR(logging::SetLevelByName(absl::GetFlag(FLAGS_log_level)));
+  logging::Logf(logging::Level::kInfo, "edge", "%s", kvstream::base::KeepFreedMemoryForReuse());
+  // Before any model or server thread allocates.
+  RETURN_IF_ERROR(kvstream::net::LimitArenasFromFlag("edge", absl::GetFlag(FLAGS_model_workers)));
+  kvstream::net::ServeOptions so;
+  ASSIGN_OR_RETURN(EdgeOptions options, OptionsFromFlags(so));
+  auto credentials = kvstream::net::ServerCredentials({absl::GetFlag(FLAGS_tls_client_ca),
+                                                       absl::GetFlag(FLAGS_tls_cert),
+                                                       absl::GetFlag(FLAGS_tls_key), ""});
+  if (!credentials.ok()) return PrefixStatus("--tls_*: ", credentials.status());
+  kvstream::model::RuntimeOptions runtime;
+  runtime.device = absl::GetFlag(FLAGS_device);
+  runtime.dtype = absl::GetFlag(FLAGS_dtype);
+  const std::string dir = absl::GetFlag(FLAGS_scout);
+  auto scout = kvstream::model::Model::Load(dir, runtime);
+  if (!scout.ok()) return PrefixStatus("--scout: ", scout.status());
+  auto tokenizer = kvstream::model::Tokenizer::Load(dir + "/tokenizer.json");
+  if (!tokenizer.ok()) return PrefixStatus("--scout: ", tokenizer.status());
+  // The defaults must be servable: check them the way a request would be.
+  if (auto p = kvstream::edge::ResolvePolicy({}, options.defaults, (*scout)->config().num_layers);
+      !p.ok()) {
+    return PrefixStatus("default policy: ", p.status());
+  }
+  RETURN_IF_ERROR(TimeScoutPrefill(**scout, options));
+  logging::Logf(logging::Level::kInfo, "edge",
+                "scout %s (%s); cloud %s; default mode %s, selector %s, spec %s", dir,
+                (*scout)->fingerprint(), options.cloud_address, absl::GetFlag(FLAGS_mode),
+                absl::GetFlag(FLAGS_selector), absl::GetFlag(FLAGS_spec));
+  kvstream::metrics::MetricsServer metrics;
+  RETURN_IF_ERROR(kvstream::net::StartMetrics(metrics, absl::GetFlag(FLAGS_metrics_address),
+                                              absl::GetFlag(FLAGS_metrics_port_file)));
+  kvstream::edge::EdgeService service(std::move(*scout), std::move(*tokenizer), options, metrics);
+  so.component = "edge";
+  so.listen = absl::GetFlag(FLAGS_listen);
+  so.port_file = absl::GetFlag(FLAGS_port_file);
+  so.grace_seconds = absl::GetFlag(FLAGS_shutdown_grace_seconds);
+  so.health_services = {"kvstream.v1.EdgeService"};
+  so.credentials = *credentials;
+  so.on_drain = [&service] { service.Drain(); };
+  so.on_reload = [auth = options.auth] { kvstream::net::ReloadTokens("edge", auth.get()); };
+  return kvstream::net::Serve(so, {&service});
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -234,208 +466,6 @@ int main(int argc, char** argv) {
       "[flags]");
   const std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
   if (rest.size() > 1) return Fail(absl::StrCat("unexpected argument '", rest[1], "'"));
-  namespace logging = kvstream::logging;
-  if (absl::Status st = logging::SetLevelByName(absl::GetFlag(FLAGS_log_level)); !st.ok()) {
-    return Fail(std::string(st.message()));
-  }
-  logging::Logf(logging::Level::kInfo, "edge", "%s", kvstream::base::KeepFreedMemoryForReuse());
-  // Before any model or server thread allocates.
-  if (absl::Status st =
-          kvstream::net::LimitArenasFromFlag("edge", absl::GetFlag(FLAGS_model_workers));
-      !st.ok()) {
-    return Fail(std::string(st.message()));
-  }
-  kvstream::net::ServeOptions so;
-  if (absl::Status st = kvstream::net::ApplyDaemonFlags(so); !st.ok()) {
-    return Fail(std::string(st.message()));
-  }
-
-  kvstream::edge::EdgeOptions options;
-  options.cloud_address = absl::GetFlag(FLAGS_cloud);
-  options.max_streams_per_peer = kvstream::net::MaxStreamsPerPeerFlag();
-  auto on_failure =
-      kvstream::edge::ParseOnTransferFailure(absl::GetFlag(FLAGS_on_transfer_failure));
-  if (!on_failure.ok()) return Fail(absl::StrCat("--", on_failure.status().message()));
-  options.on_transfer_failure = *on_failure;
-  options.transfer_retries = absl::GetFlag(FLAGS_transfer_retries);
-  options.estimate_steps = absl::GetFlag(FLAGS_estimate_steps);
-  options.estimate_min_agreement = absl::GetFlag(FLAGS_estimate_min_agreement);
-  options.estimate_overlap = absl::GetFlag(FLAGS_estimate_overlap);
-  options.estimate_max_kl = absl::GetFlag(FLAGS_estimate_max_kl);
-  if (options.estimate_steps < 0 || options.estimate_steps > 64) {
-    return Fail(absl::StrCat("--estimate_steps: expected 0 to 64, found ", options.estimate_steps));
-  }
-  if (!(options.estimate_min_agreement >= 0 && options.estimate_min_agreement <= 1) ||
-      !(options.estimate_max_kl >= 0)) {
-    return Fail(absl::StrCat(
-        "--estimate_min_agreement: expected 0 to 1, found ", options.estimate_min_agreement,
-        "; --estimate_max_kl: expected >= 0, found ", options.estimate_max_kl));
-  }
-  if (options.transfer_retries < 0 || options.transfer_retries > 10) {
-    return Fail(
-        absl::StrCat("--transfer_retries: expected 0 to 10, found ", options.transfer_retries));
-  }
-  auto credentials = kvstream::net::ServerCredentials({absl::GetFlag(FLAGS_tls_client_ca),
-                                                       absl::GetFlag(FLAGS_tls_cert),
-                                                       absl::GetFlag(FLAGS_tls_key), ""});
-  if (!credentials.ok()) return Fail(absl::StrCat("--tls_*: ", credentials.status().message()));
-  if (!absl::GetFlag(FLAGS_auth_tokens_file).empty()) {
-    auto auth = kvstream::net::TokenAuthenticator::Load(absl::GetFlag(FLAGS_auth_tokens_file));
-    if (!auth.ok()) return Fail(absl::StrCat("--auth_tokens_file: ", auth.status().message()));
-    options.auth = std::move(*auth);
-    logging::Logf(logging::Level::kInfo, "edge", "authentication: %zu tokens from %s",
-                  options.auth->size(), options.auth->path());
-  }
-  if (!absl::GetFlag(FLAGS_cloud_token_file).empty()) {
-    auto token = kvstream::net::ReadBearerToken(absl::GetFlag(FLAGS_cloud_token_file));
-    if (!token.ok()) return Fail(absl::StrCat("--cloud_token_file: ", token.status().message()));
-    options.cloud_token = *token;
-  }
-  auto link = ConnectCloud(options.cloud_address, options.cloud_token, so.keepalive_seconds);
-  if (!link.ok()) return Fail(std::string(link.status().message()));
-  options.cloud_channel = link->channel;
-  options.replica_set = link->replica_set;
-  options.cloud_replicas = link->replicas;
-  kvstream::net::WarnIfOpen("edge", absl::GetFlag(FLAGS_listen),
-                            !absl::GetFlag(FLAGS_tls_cert).empty(), options.auth != nullptr);
-  options.system_prompt = absl::GetFlag(FLAGS_system_prompt);
-  options.chunk_bytes = absl::GetFlag(FLAGS_chunk_bytes);
-  if (options.chunk_bytes < 1024 || options.chunk_bytes > (8u << 20)) {
-    return Fail(
-        absl::StrCat("--chunk_bytes: expected 1024..8388608 (chunks stay under the 16 MiB message "
-                     "limit), found ",
-                     options.chunk_bytes));
-  }
-  auto mode = kvstream::pipeline::ParseMode(absl::GetFlag(FLAGS_mode));
-  if (!mode.ok()) return Fail(absl::StrCat("--", mode.status().message()));
-  kvstream::v1::Policy& d = options.defaults;
-  d.set_mode(*mode);
-  d.set_selector(absl::GetFlag(FLAGS_selector));
-  d.set_retention(absl::GetFlag(FLAGS_retention));
-  d.set_spec(absl::GetFlag(FLAGS_spec));
-  d.set_max_tokens(absl::GetFlag(FLAGS_max_tokens));
-  d.set_cloud_model(absl::GetFlag(FLAGS_cloud_model));
-  d.set_ttft_target_seconds(absl::GetFlag(FLAGS_ttft_target));
-  if (!absl::GetFlag(FLAGS_quality_table).empty()) {
-    auto table = kvstream::control::LoadQualityTable(absl::GetFlag(FLAGS_quality_table));
-    if (!table.ok()) return Fail(absl::StrCat("--quality_table: ", table.status().message()));
-    options.quality_table = std::move(*table);
-  } else if (*mode == kvstream::v1::MODE_ADAPTIVE) {
-    return Fail("--mode=adaptive needs --quality_table");
-  }
-  if (absl::GetFlag(FLAGS_quality_floor) < 0 || absl::GetFlag(FLAGS_quality_floor) > 1) {
-    return Fail("--quality_floor: expected a share in [0, 1]");
-  }
-  double best_quality = 0;
-  for (const auto& p : options.quality_table) best_quality = std::max(best_quality, p.quality);
-  options.quality_floor = absl::GetFlag(FLAGS_quality_floor) * best_quality;
-  options.initial_bandwidth_bps = absl::GetFlag(FLAGS_initial_bandwidth_mbps) * 1e6;
-  options.initial_rtt_seconds = absl::GetFlag(FLAGS_initial_rtt_ms) / 1000;
-  if (options.initial_bandwidth_bps <= 0) return Fail("--initial_bandwidth_mbps must be > 0");
-  const double delay = absl::GetFlag(FLAGS_one_way_delay_ms) / 1000;
-  if (delay < 0 || absl::GetFlag(FLAGS_uplink_mbps) < 0) {
-    return Fail("--one_way_delay_ms and --uplink_mbps must be >= 0");
-  }
-  if (!absl::GetFlag(FLAGS_uplink_trace).empty()) {
-    auto trace = kvstream::net::LinkTrace::Load(absl::GetFlag(FLAGS_uplink_trace));
-    if (!trace.ok()) return Fail(absl::StrCat("--uplink_trace: ", trace.status().message()));
-    options.shaper = std::make_shared<kvstream::net::Shaper>(std::move(*trace), delay);
-  } else if (absl::GetFlag(FLAGS_uplink_mbps) > 0) {
-    options.shaper = std::make_shared<kvstream::net::Shaper>(
-        kvstream::net::LinkTrace::Constant(absl::GetFlag(FLAGS_uplink_mbps)), delay);
-  } else if (delay > 0) {
-    // Delay only: an unconstrained rate.
-    options.shaper =
-        std::make_shared<kvstream::net::Shaper>(kvstream::net::LinkTrace::Constant(1e6), delay);
-  }
-
-  auto split =
-      kvstream::net::SplitCores("edge", absl::GetFlag(FLAGS_model_workers),
-                                absl::GetFlag(FLAGS_threads), absl::GetFlag(FLAGS_max_queued));
-  if (!split.ok()) return Fail(std::string(split.status().message()));
-  options.model_workers = split->workers;
-  options.max_queued = absl::GetFlag(FLAGS_max_queued);
-  kvstream::model::RuntimeOptions runtime;
-  runtime.device = absl::GetFlag(FLAGS_device);
-  runtime.dtype = absl::GetFlag(FLAGS_dtype);
-  kvstream::model::SetComputeThreads(split->threads);
-  const std::string dir = absl::GetFlag(FLAGS_scout);
-  auto scout = kvstream::model::Model::Load(dir, runtime);
-  if (!scout.ok()) return Fail(absl::StrCat("--scout: ", scout.status().message()));
-  auto tokenizer = kvstream::model::Tokenizer::Load(dir + "/tokenizer.json");
-  if (!tokenizer.ok()) return Fail(absl::StrCat("--scout: ", tokenizer.status().message()));
-  // The defaults must be servable: check them the way a request would be.
-  if (auto p = kvstream::edge::ResolvePolicy({}, d, (*scout)->config().num_layers); !p.ok()) {
-    return Fail(absl::StrCat("default policy: ", p.status().message()));
-  }
-  {
-    // The scout's prefill cost against prompt length, for the adaptive cost model:
-    // timed at two lengths, plain and collecting statistics for a selector over a
-    // question at the end, best of three (start-up is noisy), and fitted as a*n + b*n^2.
-    const int max_n = (*scout)->config().max_position_embeddings / 2;
-    const int n2 = std::min(512, max_n), n1 = std::max(16, n2 / 4);
-    std::mt19937 rng(7);
-    std::vector<int32_t> tokens(n2);
-    for (int32_t& t : tokens)
-      t = static_cast<int32_t>(rng() % static_cast<uint32_t>((*scout)->config().vocab_size));
-    (void)(*scout)->Prefill(tokens);  // warm-up: first-call allocations are not prefill cost
-    auto time_prefill = [&](int n, bool stats) {
-      kvstream::model::PrefillOptions po;
-      po.collect_stats = stats;
-      po.spans.num_tokens = n;
-      po.spans.context_begin = 8;
-      po.spans.context_end = n - 12;
-      po.spans.question_begin = n - 10;
-      po.spans.question_end = n - 4;
-      double best = 0;
-      for (int round = 0; round < 3; ++round) {
-        const auto t0 = std::chrono::steady_clock::now();
-        auto pre = (*scout)->Prefill(absl::MakeSpan(tokens).subspan(0, n), po);
-        const double s =
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        if (pre.ok() && (best == 0 || s < best)) best = s;
-      }
-      return best;
-    };
-    for (const bool stats : {false, true}) {
-      const double t1 = time_prefill(n1, stats), t2 = time_prefill(n2, stats);
-      auto cost = kvstream::control::PrefillCost::Fit(n1, t1, n2, t2);
-      if (!cost.ok())
-        return Fail(absl::StrCat("timing the scout's prefill: ", cost.status().message()));
-      (stats ? options.edge_prefill_stats : options.edge_prefill) = *cost;
-      logging::Logf(logging::Level::kInfo, "edge",
-                    "scout prefill%s: %d tokens in %.1f ms, %d in %.1f ms",
-                    stats ? " with statistics" : "", n1, t1 * 1e3, n2, t2 * 1e3);
-    }
-  }
-  if (options.shaper != nullptr) {
-    logging::Logf(logging::Level::kInfo, "edge", "uplink emulation: %s, one-way delay %.1f ms",
-                  absl::GetFlag(FLAGS_uplink_trace).empty()
-                      ? absl::StrCat(options.shaper->trace().RateAt(0), " Mbit/s")
-                      : absl::StrCat("trace ", absl::GetFlag(FLAGS_uplink_trace)),
-                  delay * 1000);
-  }
-  logging::Logf(logging::Level::kInfo, "edge",
-                "scout %s (%s); cloud %s; default mode %s, selector %s, spec %s", dir,
-                (*scout)->fingerprint(), options.cloud_address, absl::GetFlag(FLAGS_mode),
-                absl::GetFlag(FLAGS_selector), absl::GetFlag(FLAGS_spec));
-
-  kvstream::metrics::MetricsServer metrics;
-  if (absl::Status st = kvstream::net::StartMetrics(metrics, absl::GetFlag(FLAGS_metrics_address),
-                                                    absl::GetFlag(FLAGS_metrics_port_file));
-      !st.ok()) {
-    return Fail(std::string(st.message()));
-  }
-  kvstream::edge::EdgeService service(std::move(*scout), std::move(*tokenizer), options, metrics);
-  so.component = "edge";
-  so.listen = absl::GetFlag(FLAGS_listen);
-  so.port_file = absl::GetFlag(FLAGS_port_file);
-  so.grace_seconds = absl::GetFlag(FLAGS_shutdown_grace_seconds);
-  so.health_services = {"kvstream.v1.EdgeService"};
-  so.credentials = *credentials;
-  so.on_drain = [&service] { service.Drain(); };
-  so.on_reload = [auth = options.auth] { kvstream::net::ReloadTokens("edge", auth.get()); };
-  if (absl::Status st = kvstream::net::Serve(so, {&service}); !st.ok())
-    return Fail(std::string(st.message()));
+  if (absl::Status st = Run(); !st.ok()) return Fail(std::string(st.message()));
   return 0;
 }

@@ -7,6 +7,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 
 #define KVS_CONCAT_INNER_(a, b) a##b
 #define KVS_CONCAT_(a, b) KVS_CONCAT_INNER_(a, b)
@@ -29,3 +31,12 @@
   if (!tmp.ok()) return std::move(tmp).status();   \
   lhs = std::move(tmp).value()
 // NOLINTEND(bugprone-macro-parentheses)
+
+namespace kvstream {
+
+// `status` with `prefix` (e.g. the flag or file it concerns) before its message, same code.
+inline absl::Status PrefixStatus(absl::string_view prefix, const absl::Status& status) {
+  return absl::Status(status.code(), absl::StrCat(prefix, status.message()));
+}
+
+}  // namespace kvstream
