@@ -200,197 +200,242 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& pa
   return FromJson(ss.str(), path);
 }
 
-absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(absl::string_view text,
-                                                               absl::string_view source) {
-  auto fail = [&](auto&&... parts) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": ", parts...));
-  };
+// Reads tokenizer.json's parts into an Impl; every error names `source` and the field.
+class Tokenizer::Loader {
+ public:
+  Loader(absl::string_view source, Impl& impl) : source_(source), impl_(impl) {}
+
+  absl::Status Read(const json& j) {
+    if (!j.contains("model") || !j["model"].is_object()) {
+      return Fail("expected a BPE model (\"model\": {\"type\": \"BPE\", ...})");
+    }
+    const json& m = j["model"];
+    ASSIGN_OR_RETURN(const std::string model_type, OptString(m, "type", "", "model"));
+    if (model_type != "BPE") {
+      return Fail("expected a BPE model (\"model\": {\"type\": \"BPE\", ...}), found type \"",
+                  model_type, "\"");
+    }
+    RETURN_IF_ERROR(Vocab(m));
+    ASSIGN_OR_RETURN(impl_.ignore_merges, OptBool(m, "ignore_merges", false, "model"));
+    RETURN_IF_ERROR(Merges(m));
+    if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
+      for (const json& t : j["added_tokens"]) RETURN_IF_ERROR(AddedToken(t));
+    }
+    IndexAdded();
+    if (j.contains("normalizer") && j["normalizer"].is_object()) {  // NFC, or none
+      ASSIGN_OR_RETURN(const std::string type,
+                       OptString(j["normalizer"], "type", "", "normalizer"));
+      if (type != "NFC") return Fail("normalizer ", type, " is not supported (NFC or null)");
+      impl_.nfc = true;
+    }
+    if (j.contains("pre_tokenizer") && j["pre_tokenizer"].is_object()) {
+      RETURN_IF_ERROR(PreTokenizer(j["pre_tokenizer"]));
+    }
+    return CompileRegex();
+  }
+
+ private:
+  template <typename... Parts>
+  absl::Status Fail(const Parts&... parts) const {
+    return absl::InvalidArgumentError(absl::StrCat(source_, ": ", parts...));
+  }
+
   // Optional fields of one type: absent or null gives `fallback`, another type an error
   // (json's value() would throw).
-  auto opt_string = [&](const json& obj, const char* key, const char* fallback,
-                        absl::string_view where) -> absl::StatusOr<std::string> {
+  absl::StatusOr<std::string> OptString(const json& obj, const char* key, const char* fallback,
+                                        absl::string_view where) const {
     if (!obj.is_object() || !obj.contains(key) || obj[key].is_null()) return fallback;
     if (!obj[key].is_string()) {
-      return fail(where, ".", key, ": expected a string, found ", obj[key].dump());
+      return Fail(where, ".", key, ": expected a string, found ", obj[key].dump());
     }
     return obj[key].get<std::string>();
-  };
-  auto opt_bool = [&](const json& obj, const char* key, bool fallback,
-                      absl::string_view where) -> absl::StatusOr<bool> {
+  }
+  absl::StatusOr<bool> OptBool(const json& obj, const char* key, bool fallback,
+                               absl::string_view where) const {
     if (!obj.is_object() || !obj.contains(key) || obj[key].is_null()) return fallback;
     if (!obj[key].is_boolean()) {
-      return fail(where, ".", key, ": expected true or false, found ", obj[key].dump());
+      return Fail(where, ".", key, ": expected true or false, found ", obj[key].dump());
     }
     return obj[key].get<bool>();
-  };
+  }
   // Ids index id_to_token: bounded, so a hostile file cannot ask for a huge table.
-  auto valid_id = [](const json& v) {
+  static bool ValidId(const json& v) {
     return v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() <= 10'000'000;
-  };
-
-  json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) return fail("not a JSON object");
-  if (!j.contains("model") || !j["model"].is_object()) {
-    return fail("expected a BPE model (\"model\": {\"type\": \"BPE\", ...})");
-  }
-  const json& m = j["model"];
-  ASSIGN_OR_RETURN(const std::string model_type, opt_string(m, "type", "", "model"));
-  if (model_type != "BPE") {
-    return fail("expected a BPE model (\"model\": {\"type\": \"BPE\", ...}), found type \"",
-                model_type, "\"");
-  }
-  auto impl = std::make_unique<Impl>();
-  if (!m.contains("vocab") || !m["vocab"].is_object()) return fail("model.vocab must be an object");
-  // Decoding maps an id back to its one string: two strings on one id would decode one
-  // as the other, so ids are unique within the vocabulary.
-  std::vector<bool> taken;
-  for (auto it = m["vocab"].begin(); it != m["vocab"].end(); ++it) {
-    if (!valid_id(it.value())) {
-      return fail("vocab entry ", it.key(), " has a bad id ", it.value().dump());
-    }
-    const int32_t id = it.value().get<int32_t>();
-    if (static_cast<size_t>(id) >= impl->id_to_token.size()) {
-      impl->id_to_token.resize(id + 1);
-      taken.resize(id + 1);
-    }
-    if (taken[id]) {
-      return fail("vocab entries \"", impl->id_to_token[id], "\" and \"", it.key(), "\" share id ",
-                  id);
-    }
-    taken[id] = true;
-    impl->vocab[it.key()] = id;
-    impl->id_to_token[id] = it.key();
-  }
-  ASSIGN_OR_RETURN(impl->ignore_merges, opt_bool(m, "ignore_merges", false, "model"));
-  // Every byte's character must be a token, or BPE cannot start.
-  for (int b = 0; b < 256; ++b) {
-    const std::string ch = CodepointToUtf8(ByteToUnicode()[b]);
-    auto it = impl->vocab.find(ch);
-    if (it == impl->vocab.end()) return fail("vocab lacks the byte-level token for byte ", b);
-    impl->byte_id[b] = it->second;
-    impl->unicode_to_byte[ByteToUnicode()[b]] = static_cast<uint8_t>(b);
-  }
-  if (!m.contains("merges") || !m["merges"].is_array())
-    return fail("model.merges must be an array");
-  int32_t rank = 0;
-  for (const json& mg : m["merges"]) {
-    std::string a, b;
-    if (mg.is_string()) {  // "a b"
-      const std::string s = mg.get<std::string>();
-      const size_t sp = s.find(' ');
-      if (sp == std::string::npos) return fail("merge ", rank, " '", s, "' is not \"left right\"");
-      a = s.substr(0, sp);
-      b = s.substr(sp + 1);
-    } else if (mg.is_array() && mg.size() == 2 && mg[0].is_string() && mg[1].is_string()) {
-      a = mg[0].get<std::string>();
-      b = mg[1].get<std::string>();
-    } else {
-      return fail("merge ", rank, " must be \"a b\" or [\"a\", \"b\"], found ", mg.dump());
-    }
-    auto ia = impl->vocab.find(a), ib = impl->vocab.find(b), im = impl->vocab.find(a + b);
-    if (ia == impl->vocab.end() || ib == impl->vocab.end() || im == impl->vocab.end()) {
-      return fail("merge ", rank, " (", a, ", ", b, ") names a token missing from the vocab");
-    }
-    impl->merges.emplace(PairKey(ia->second, ib->second), std::make_pair(rank, im->second));
-    ++rank;
-  }
-  if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
-    for (const json& t : j["added_tokens"]) {
-      if (!t.contains("id") || !valid_id(t["id"]) || !t.contains("content") ||
-          !t["content"].is_string() || t["content"].get<std::string>().empty()) {
-        return fail("added token ", t.dump(), " needs an id in 0..10000000 and non-empty content");
-      }
-      Impl::Added a{t["content"].get<std::string>(), t["id"].get<int32_t>(), false};
-      ASSIGN_OR_RETURN(a.special, opt_bool(t, "special", false, "added token"));
-      // An added token may repeat a vocabulary entry (GPT-2's <|endoftext|>), not take
-      // another string's id.
-      if (static_cast<size_t>(a.id) >= impl->id_to_token.size()) {
-        impl->id_to_token.resize(a.id + 1);
-        taken.resize(a.id + 1);
-      }
-      if (taken[a.id] && impl->id_to_token[a.id] != a.content) {
-        return fail("added token \"", a.content, "\" has id ", a.id, ", which \"",
-                    impl->id_to_token[a.id], "\" already has");
-      }
-      taken[a.id] = true;
-      impl->id_to_token[a.id] = a.content;
-      impl->vocab[a.content] = a.id;
-      impl->added.push_back(std::move(a));
-    }
-  }
-  std::stable_sort(impl->added.begin(), impl->added.end(),
-                   [](const Impl::Added& x, const Impl::Added& y) {
-                     return x.content.size() > y.content.size();
-                   });
-  impl->is_added.assign(impl->id_to_token.size(), false);
-  impl->is_special.assign(impl->id_to_token.size(), false);
-  for (const auto& a : impl->added) {
-    impl->is_added[a.id] = true;
-    impl->is_special[a.id] = a.special;
   }
 
-  // normalizer: NFC, or none
-  if (j.contains("normalizer") && j["normalizer"].is_object()) {
-    ASSIGN_OR_RETURN(const std::string type, opt_string(j["normalizer"], "type", "", "normalizer"));
-    if (type == "NFC") {
-      impl->nfc = true;
-    } else {
-      return fail("normalizer ", type, " is not supported (NFC or null)");
+  // Gives `id` the string `token`. Decoding maps an id back to its one string: two strings
+  // on one id would decode one as the other, so ids are unique within the vocabulary.
+  void Claim(int32_t id, const std::string& token) {
+    if (static_cast<size_t>(id) >= impl_.id_to_token.size()) {
+      impl_.id_to_token.resize(id + 1);
+      taken_.resize(id + 1);
+    }
+    taken_[id] = true;
+    impl_.id_to_token[id] = token;
+    impl_.vocab[token] = id;
+  }
+  bool Taken(int32_t id) const { return static_cast<size_t>(id) < taken_.size() && taken_[id]; }
+
+  absl::Status Vocab(const json& m) {
+    if (!m.contains("vocab") || !m["vocab"].is_object()) {
+      return Fail("model.vocab must be an object");
+    }
+    for (auto it = m["vocab"].begin(); it != m["vocab"].end(); ++it) {
+      if (!ValidId(it.value())) {
+        return Fail("vocab entry ", it.key(), " has a bad id ", it.value().dump());
+      }
+      const auto id = it.value().get<int32_t>();
+      if (Taken(id)) {
+        return Fail("vocab entries \"", impl_.id_to_token[id], "\" and \"", it.key(),
+                    "\" share id ", id);
+      }
+      Claim(id, it.key());
+    }
+    // Every byte's character must be a token, or BPE cannot start.
+    for (int b = 0; b < 256; ++b) {
+      const std::string ch = CodepointToUtf8(ByteToUnicode()[b]);
+      auto it = impl_.vocab.find(ch);
+      if (it == impl_.vocab.end()) return Fail("vocab lacks the byte-level token for byte ", b);
+      impl_.byte_id[b] = it->second;
+      impl_.unicode_to_byte[ByteToUnicode()[b]] = static_cast<uint8_t>(b);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Merges(const json& m) {
+    if (!m.contains("merges") || !m["merges"].is_array()) {
+      return Fail("model.merges must be an array");
+    }
+    int32_t rank = 0;
+    for (const json& mg : m["merges"]) {
+      std::string a, b;
+      if (mg.is_string()) {  // "a b"
+        const std::string s = mg.get<std::string>();
+        const size_t sp = s.find(' ');
+        if (sp == std::string::npos)
+          return Fail("merge ", rank, " '", s, "' is not \"left right\"");
+        a = s.substr(0, sp);
+        b = s.substr(sp + 1);
+      } else if (mg.is_array() && mg.size() == 2 && mg[0].is_string() && mg[1].is_string()) {
+        a = mg[0].get<std::string>();
+        b = mg[1].get<std::string>();
+      } else {
+        return Fail("merge ", rank, " must be \"a b\" or [\"a\", \"b\"], found ", mg.dump());
+      }
+      auto ia = impl_.vocab.find(a), ib = impl_.vocab.find(b), im = impl_.vocab.find(a + b);
+      if (ia == impl_.vocab.end() || ib == impl_.vocab.end() || im == impl_.vocab.end()) {
+        return Fail("merge ", rank, " (", a, ", ", b, ") names a token missing from the vocab");
+      }
+      impl_.merges.emplace(PairKey(ia->second, ib->second), std::make_pair(rank, im->second));
+      ++rank;
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status AddedToken(const json& t) {
+    if (!t.contains("id") || !ValidId(t["id"]) || !t.contains("content") ||
+        !t["content"].is_string() || t["content"].get<std::string>().empty()) {
+      return Fail("added token ", t.dump(), " needs an id in 0..10000000 and non-empty content");
+    }
+    Impl::Added a{t["content"].get<std::string>(), t["id"].get<int32_t>(), false};
+    ASSIGN_OR_RETURN(a.special, OptBool(t, "special", false, "added token"));
+    // An added token may repeat a vocabulary entry (GPT-2's <|endoftext|>), not take
+    // another string's id.
+    if (Taken(a.id) && impl_.id_to_token[a.id] != a.content) {
+      return Fail("added token \"", a.content, "\" has id ", a.id, ", which \"",
+                  impl_.id_to_token[a.id], "\" already has");
+    }
+    Claim(a.id, a.content);
+    impl_.added.push_back(std::move(a));
+    return absl::OkStatus();
+  }
+
+  // Added tokens are matched longest first; flags per id for Encode and Decode.
+  void IndexAdded() {
+    std::stable_sort(impl_.added.begin(), impl_.added.end(),
+                     [](const Impl::Added& x, const Impl::Added& y) {
+                       return x.content.size() > y.content.size();
+                     });
+    impl_.is_added.assign(impl_.id_to_token.size(), false);
+    impl_.is_special.assign(impl_.id_to_token.size(), false);
+    for (const auto& a : impl_.added) {
+      impl_.is_added[a.id] = true;
+      impl_.is_special[a.id] = a.special;
     }
   }
-  // pre-tokenizer: a Split regex (optionally in a Sequence with ByteLevel(use_regex=false))
-  std::string pattern;
-  if (j.contains("pre_tokenizer") && j["pre_tokenizer"].is_object()) {
-    const json& p = j["pre_tokenizer"];
-    ASSIGN_OR_RETURN(const std::string p_type, opt_string(p, "type", "", "pre_tokenizer"));
+
+  // A Split regex, optionally in a Sequence with ByteLevel(use_regex=false).
+  absl::Status PreTokenizer(const json& p) {
+    ASSIGN_OR_RETURN(const std::string p_type, OptString(p, "type", "", "pre_tokenizer"));
     std::vector<json> steps;
     if (p_type == "Sequence") {
       if (!p.contains("pretokenizers") || !p["pretokenizers"].is_array()) {
-        return fail("pre_tokenizer.pretokenizers: expected an array of pre-tokenizers");
+        return Fail("pre_tokenizer.pretokenizers: expected an array of pre-tokenizers");
       }
       for (const json& s : p["pretokenizers"]) steps.push_back(s);
     } else {
       steps.push_back(p);
     }
-    for (const json& s : steps) {
-      ASSIGN_OR_RETURN(const std::string type, opt_string(s, "type", "", "pre-tokenizer"));
-      if (type == "Split" && s.contains("pattern") && s["pattern"].is_object() &&
-          s["pattern"].contains("Regex")) {
-        if (!s["pattern"]["Regex"].is_string()) {
-          return fail("Split pre-tokenizer: pattern.Regex must be a string, found ",
-                      s["pattern"]["Regex"].dump());
-        }
-        pattern = s["pattern"]["Regex"].get<std::string>();
-        ASSIGN_OR_RETURN(const std::string behavior,
-                         opt_string(s, "behavior", "Isolated", "Split pre-tokenizer"));
-        ASSIGN_OR_RETURN(const bool invert, opt_bool(s, "invert", false, "Split pre-tokenizer"));
-        if (behavior != "Isolated" || invert) {
-          return fail("Split pre-tokenizer must be behavior Isolated, invert false");
-        }
-      } else if (type == "ByteLevel") {
-        ASSIGN_OR_RETURN(const bool use_regex,
-                         opt_bool(s, "use_regex", true, "ByteLevel pre-tokenizer"));
-        if (use_regex) {
-          return fail("ByteLevel pre-tokenizer with use_regex=true is not supported");
-        }
-      } else {
-        return fail("pre-tokenizer ", type, " is not supported");
-      }
-    }
+    for (const json& s : steps) RETURN_IF_ERROR(PreTokenizerStep(s));
+    return absl::OkStatus();
   }
-  if (!pattern.empty()) {
+
+  absl::Status PreTokenizerStep(const json& s) {
+    ASSIGN_OR_RETURN(const std::string type, OptString(s, "type", "", "pre-tokenizer"));
+    if (type == "Split" && s.contains("pattern") && s["pattern"].is_object() &&
+        s["pattern"].contains("Regex")) {
+      if (!s["pattern"]["Regex"].is_string()) {
+        return Fail("Split pre-tokenizer: pattern.Regex must be a string, found ",
+                    s["pattern"]["Regex"].dump());
+      }
+      pattern_ = s["pattern"]["Regex"].get<std::string>();
+      ASSIGN_OR_RETURN(const std::string behavior,
+                       OptString(s, "behavior", "Isolated", "Split pre-tokenizer"));
+      ASSIGN_OR_RETURN(const bool invert, OptBool(s, "invert", false, "Split pre-tokenizer"));
+      if (behavior != "Isolated" || invert) {
+        return Fail("Split pre-tokenizer must be behavior Isolated, invert false");
+      }
+      return absl::OkStatus();
+    }
+    if (type == "ByteLevel") {
+      ASSIGN_OR_RETURN(const bool use_regex,
+                       OptBool(s, "use_regex", true, "ByteLevel pre-tokenizer"));
+      if (use_regex) return Fail("ByteLevel pre-tokenizer with use_regex=true is not supported");
+      return absl::OkStatus();
+    }
+    return Fail("pre-tokenizer ", type, " is not supported");
+  }
+
+  absl::Status CompileRegex() {
+    if (pattern_.empty()) return absl::OkStatus();
     int err = 0;
     PCRE2_SIZE err_off = 0;
-    impl->regex = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+    impl_.regex = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern_.data()), pattern_.size(),
                                 PCRE2_UTF | PCRE2_UCP, &err, &err_off, nullptr);
-    if (impl->regex == nullptr) {
+    if (impl_.regex == nullptr) {
       PCRE2_UCHAR msg[256];
       pcre2_get_error_message(err, msg, sizeof(msg));
-      return fail("pre-tokenizer regex does not compile at offset ", err_off, ": ",
+      return Fail("pre-tokenizer regex does not compile at offset ", err_off, ": ",
                   reinterpret_cast<char*>(msg));
     }
-    pcre2_jit_compile(impl->regex, PCRE2_JIT_COMPLETE);  // falls back to the interpreter
+    pcre2_jit_compile(impl_.regex, PCRE2_JIT_COMPLETE);  // falls back to the interpreter
+    return absl::OkStatus();
   }
+
+  const absl::string_view source_;
+  Impl& impl_;
+  std::vector<bool> taken_;  // ids that have a string
+  std::string pattern_;      // the Split pre-tokenizer's regex
+};
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(absl::string_view text,
+                                                               absl::string_view source) {
+  const json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": not a JSON object"));
+  }
+  auto impl = std::make_unique<Impl>();
+  RETURN_IF_ERROR(Loader(source, *impl).Read(j));
   return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(impl)));
 }
 

@@ -43,6 +43,7 @@ class Tokenizer {
 
  private:
   struct Impl;
+  class Loader;  // reads tokenizer.json into an Impl
   explicit Tokenizer(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
