@@ -228,50 +228,108 @@ std::string ToSquadJson(const std::vector<Example>& examples) {
   return json({{"version", "v2.0"}, {"data", data}}).dump(1) + "\n";
 }
 
+namespace {
+
+// Reads SQuAD v1/v2 JSON. Fields of another type than SQuAD's are errors naming the
+// place (json's value() would throw); absent optional ones take SQuAD's defaults.
+class SquadReader {
+ public:
+  explicit SquadReader(const std::string& source) : source_(source) {}
+
+  absl::StatusOr<std::vector<Example>> Read(const std::string& text) {
+    const json j = json::parse(text, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("data") || !j["data"].is_array()) {
+      return Fail("expected SQuAD JSON {\"data\": [...]}");
+    }
+    for (size_t a = 0; a < j["data"].size(); ++a) {
+      const json& article = j["data"][a];
+      const std::string where = absl::StrCat("data[", a, "]");
+      if (!article.is_object()) return Fail(where, ": expected an object, found ", Quote(article));
+      ASSIGN_OR_RETURN(const std::string title, String(article, "title", where));
+      if (!article.contains("paragraphs") || !article["paragraphs"].is_array()) {
+        return Fail(where, " ('", title, "') has no paragraphs array");
+      }
+      for (size_t i = 0; i < article["paragraphs"].size(); ++i) {
+        RETURN_IF_ERROR(Paragraph(article["paragraphs"][i], title,
+                                  absl::StrCat(where, ".paragraphs[", i, "]")));
+      }
+    }
+    return std::move(out_);
+  }
+
+ private:
+  template <typename... Parts>
+  absl::Status Fail(const Parts&... parts) const {
+    return absl::InvalidArgumentError(absl::StrCat(source_, ": ", parts...));
+  }
+  static std::string Quote(const json& v) {
+    std::string s = v.dump();
+    if (s.size() > 60) s = s.substr(0, 57) + "...";
+    return s;
+  }
+  // An optional string field: absent or null is "".
+  absl::StatusOr<std::string> String(const json& obj, const char* key,
+                                     const std::string& where) const {
+    if (!obj.contains(key) || obj[key].is_null()) return std::string();
+    if (!obj[key].is_string()) {
+      return Fail(where, ".", key, ": expected a string, found ", Quote(obj[key]));
+    }
+    return obj[key].get<std::string>();
+  }
+
+  absl::Status Paragraph(const json& p, const std::string& title, const std::string& where) {
+    if (!p.is_object() || !p.contains("context") || !p["context"].is_string() ||
+        !p.contains("qas") || !p["qas"].is_array()) {
+      return Fail(where, " (of '", title, "'): expected a context string and a qas array");
+    }
+    for (size_t q = 0; q < p["qas"].size(); ++q) {
+      RETURN_IF_ERROR(Question(p["qas"][q], p["context"].get<std::string>(), title,
+                               absl::StrCat(where, ".qas[", q, "]")));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Question(const json& qa, const std::string& context, const std::string& title,
+                        const std::string& where) {
+    if (!qa.is_object()) return Fail(where, ": expected an object, found ", Quote(qa));
+    if (qa.contains("is_impossible") && !qa["is_impossible"].is_boolean()) {
+      return Fail(where, ".is_impossible: expected true or false, found ",
+                  Quote(qa["is_impossible"]));
+    }
+    if (qa.contains("is_impossible") && qa["is_impossible"].get<bool>()) return absl::OkStatus();
+    Example ex;
+    ex.context = context;
+    ASSIGN_OR_RETURN(ex.id, String(qa, "id", where));
+    ASSIGN_OR_RETURN(ex.question, String(qa, "question", where));
+    // The generator's titles ("single-40", "needle-512") carry the kind and length.
+    const std::string dash = title.substr(0, title.find('-'));
+    ex.kind = (dash == "single" || dash == "multi" || dash == "needle") ? dash : "squad";
+    if (title.find('-') != std::string::npos) {
+      ex.target_tokens = std::atoi(title.c_str() + title.find('-') + 1);
+    }
+    if (qa.contains("answers") && qa["answers"].is_array()) {
+      for (const json& a : qa["answers"]) {
+        if (a.is_object() && a.contains("text") && a["text"].is_string()) {
+          ex.answers.push_back(a["text"].get<std::string>());
+        }
+      }
+    }
+    if (ex.question.empty() || ex.answers.empty()) {
+      return Fail(where, " ('", ex.id, "'): expected a question and at least one answer text");
+    }
+    out_.push_back(std::move(ex));
+    return absl::OkStatus();
+  }
+
+  const std::string& source_;
+  std::vector<Example> out_;
+};
+
+}  // namespace
+
 absl::StatusOr<std::vector<Example>> FromSquadJson(const std::string& text,
                                                    const std::string& source) {
-  json j = json::parse(text, nullptr, false);
-  auto fail = [&](auto&&... parts) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": ", parts...));
-  };
-  if (j.is_discarded() || !j.is_object() || !j.contains("data") || !j["data"].is_array()) {
-    return fail("expected SQuAD JSON {\"data\": [...]}");
-  }
-  std::vector<Example> out;
-  for (const json& article : j["data"]) {
-    const std::string title = article.value("title", "");
-    if (!article.contains("paragraphs") || !article["paragraphs"].is_array()) {
-      return fail("article '", title, "' has no paragraphs array");
-    }
-    for (const json& p : article["paragraphs"]) {
-      if (!p.contains("context") || !p["context"].is_string() || !p.contains("qas")) {
-        return fail("a paragraph of '", title, "' lacks context or qas");
-      }
-      for (const json& qa : p["qas"]) {
-        if (qa.value("is_impossible", false)) continue;
-        Example ex;
-        ex.context = p["context"].get<std::string>();
-        ex.id = qa.contains("id") && qa["id"].is_string() ? qa["id"].get<std::string>() : "";
-        ex.question = qa.value("question", "");
-        const std::string dash = title.substr(0, title.find('-'));
-        ex.kind = (dash == "single" || dash == "multi" || dash == "needle") ? dash : "squad";
-        if (title.find('-') != std::string::npos) {
-          ex.target_tokens = std::atoi(title.c_str() + title.find('-') + 1);
-        }
-        if (qa.contains("answers") && qa["answers"].is_array()) {
-          for (const json& a : qa["answers"]) {
-            if (a.contains("text") && a["text"].is_string())
-              ex.answers.push_back(a["text"].get<std::string>());
-          }
-        }
-        if (ex.question.empty() || ex.answers.empty()) {
-          return fail("question '", ex.id, "' needs a question and at least one answer");
-        }
-        out.push_back(std::move(ex));
-      }
-    }
-  }
-  return out;
+  return SquadReader(source).Read(text);
 }
 
 absl::StatusOr<std::vector<Example>> LoadSquadFile(const std::string& path) {

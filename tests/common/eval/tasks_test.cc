@@ -222,6 +222,49 @@ TEST(TasksTest, ReadsRealSquadV2AndSkipsUnanswerable) {
       std::string::npos);
 }
 
+// Every malformed SQuAD file is INVALID_ARGUMENT with the file, the place and what was
+// expected; none throws.
+TEST(TasksTest, MalformedSquadFilesNameThePlace) {
+  struct Bad {
+    const char* json;
+    const char* message;
+  };
+  const std::string para = R"({"data": [{"title": "t", "paragraphs": [{"context": "c", "qas": )";
+  const std::string end = "}]}]}";
+  for (const Bad& b : std::initializer_list<Bad>{
+           {"[]", "f.json: expected SQuAD JSON {\"data\": [...]}"},
+           {"{\"data\": 1}", "f.json: expected SQuAD JSON"},
+           {"{\"data\": [3]}", "f.json: data[0]: expected an object, found 3"},
+           {R"({"data": [{"title": 1}]})", "f.json: data[0].title: expected a string, found 1"},
+           {R"({"data": [{"title": "t"}]})", "f.json: data[0] ('t') has no paragraphs array"},
+           {R"({"data": [{"title": "t", "paragraphs": [{"qas": []}]}]})",
+            "f.json: data[0].paragraphs[0] (of 't'): expected a context string and a qas array"},
+           {R"({"data": [{"title": "t", "paragraphs": [{"context": "c", "qas": 3}]}]})",
+            "expected a context string and a qas array"},
+       }) {
+    auto r = FromSquadJson(b.json, "f.json");
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << b.json;
+    EXPECT_NE(r.status().message().find(b.message), std::string::npos) << r.status();
+  }
+  for (const Bad& b : std::initializer_list<Bad>{
+           {"[7]", "f.json: data[0].paragraphs[0].qas[0]: expected an object, found 7"},
+           {R"([{"question": "q?", "answers": [{"text": "a"}], "is_impossible": "no"}])",
+            "qas[0].is_impossible: expected true or false, found \"no\""},
+           {R"([{"question": ["q?"], "answers": [{"text": "a"}]}])",
+            "qas[0].question: expected a string, found [\"q?\"]"},
+           {R"([{"id": 5, "question": "q?", "answers": [{"text": "a"}]}])",
+            "qas[0].id: expected a string, found 5"},
+           {R"([{"id": "q", "question": "q?", "answers": []}])",
+            "qas[0] ('q'): expected a question and at least one answer text"},
+           {R"([{"id": "q", "question": "q?", "answers": [{"text": 4}]}])",
+            "expected a question and at least one answer text"},
+       }) {
+    auto r = FromSquadJson(para + b.json + end, "f.json");
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << b.json;
+    EXPECT_NE(r.status().message().find(b.message), std::string::npos) << r.status();
+  }
+}
+
 TEST(ScorerTest, SquadNormalizationExactMatchAndF1) {
   EXPECT_EQ(NormalizeAnswer("The  Quick, brown fox!"), "quick brown fox");
   EXPECT_EQ(ExactMatch("the France.", {"France"}), 1.0);
