@@ -257,6 +257,12 @@ absl::StatusOr<std::vector<OperatingPoint>> ParseQualityTable(const std::string&
       return absl::InvalidArgumentError(absl::StrCat(where(), ": ", mode.status().message()));
     p.mode = *mode;
     p.quality = e[qkey];
+    if (!(p.quality >= 0 && p.quality <= 1)) {
+      return absl::InvalidArgumentError(absl::StrCat(where(), ": ", qkey,
+                                                     " must be in [0, 1] (an F1 or its share), "
+                                                     "found ",
+                                                     p.quality));
+    }
     if (e.contains("selector")) {
       auto sel = select::ParsePolicy(e["selector"].get<std::string>());
       if (!sel.ok())

@@ -3,7 +3,8 @@
 # whole, a scout run plants its recall circuit, exports an HF directory and resumes from
 # its checkpoint (not with another RoPE base), offset heads and recall circuits are
 # planted or refused with a clear error, and a large run grows from that scout and keeps
-# that provenance across a restart. Usage: train_tiny_test.sh KVSTREAM_BINARY
+# that provenance across a restart; a malformed checkpoint state is refused.
+# Usage: train_tiny_test.sh KVSTREAM_BINARY
 set -euo pipefail
 BIN=$1
 DIR=$(mktemp -d)
@@ -36,6 +37,18 @@ grep -q '"step": 20' "$DIR/out/scout/training.json" || fail "resumed run did not
 # The export's evaluation history spans the restart (steps 10 and 20).
 [[ $(grep -c '"single_hop_em"' "$DIR/out/scout/training.json") == 2 ]] ||
   fail "evaluations lost on resume: $(cat "$DIR/out/scout/training.json")"
+
+# A checkpoint whose state has a field of another type, or no JSON object, is refused
+# with the file named, not thrown.
+for state in '{"step": "ten"}' '[1]' '{"step": 10, "rope_theta": "big"}'; do
+  rm -rf "$DIR/ckbad" && cp -r "$DIR/ckpt" "$DIR/ckbad"
+  printf '%s' "$state" >"$DIR/ckbad/scout/state.json"
+  if "$BIN" train-tiny --train=scout --steps=30 "${small[@]}" --ckpt_dir="$DIR/ckbad" 2>"$DIR/err.log" >/dev/null; then
+    fail "resumed from state $state"
+  fi
+  grep -qF "$DIR/ckbad/scout/state.json: expected the checkpoint's state (step, level, ...)" "$DIR/err.log" ||
+    fail "state $state: $(cat "$DIR/err.log")"
+done
 
 "$BIN" train-tiny --train=large --steps=2 --grow_from="$DIR/out/scout" "${small[@]}" >"$DIR/large.log"
 grep -q "grown from $DIR/out/scout (4 layers, hidden 96)" "$DIR/large.log" || fail "not grown: $(head -3 "$DIR/large.log")"

@@ -349,5 +349,48 @@ TEST(QualityTableTest, ParsesAndRejectsWithThePlace) {
       ParseQualityTable(R"([{"mode": "projected", "spec": "int9", "quality": 1}])", "t").ok());
 }
 
+// Every malformed table is INVALID_ARGUMENT naming the file, the entry and the field,
+// with what was expected and what was found; none throws.
+TEST(QualityTableTest, MalformedTablesNameTheEntryAndField) {
+  struct Bad {
+    const char* json;
+    const char* message;
+  };
+  for (const Bad& b : std::initializer_list<Bad>{
+           {"{}", "q.json: expected a JSON array of operating points"},
+           {"[", "q.json: expected a JSON array of operating points"},
+           {"[]", "q.json: no operating points"},
+           {"[3]", "q.json[0]: expected {\"mode\", \"quality\" or \"f1\", ...}"},
+           {R"([{"quality": 1}])", "q.json[0]: expected {\"mode\""},
+           {R"([{"mode": "kv"}])", "q.json[0]: expected {\"mode\""},
+           {R"([{"mode": "kv", "quality": "high"}])", "q.json[0]: expected {\"mode\""},
+           {R"([{"mode": 1, "quality": 1}])", "q.json[0]: expected {\"mode\""},
+           {R"([{"mode": "text", "quality": 1}, {"mode": "kv", "quality": 1, "selector": 3}])",
+            "q.json[1]: selector must be a string, found number"},
+           {R"([{"mode": "kv", "quality": 1, "spec": ["int4"]}])",
+            "q.json[0]: spec must be a string, found array"},
+           {R"([{"mode": "kv", "quality": 1, "retention": "half"}])",
+            "q.json[0]: retention must be a number, found string"},
+           {R"([{"mode": "kv", "quality": 1, "retention": 0}])",
+            "q.json[0]: retention must be in (0, 1], found 0"},
+           {R"([{"mode": "kv", "quality": 1.5}])",
+            "q.json[0]: quality must be in [0, 1] (an F1 or its share), found 1.5"},
+           {R"([{"mode": "kv", "f1": -0.1}])", "q.json[0]: f1 must be in [0, 1]"},
+           {R"([{"mode": "fax", "quality": 1}])",
+            "q.json[0]: mode: expected kv, projected, scout, text; found 'fax'"},
+           {R"([{"mode": "kv", "quality": 1, "selector": "best"}])", "q.json[0]: "},
+           {R"([{"mode": "kv", "quality": 1, "spec": "int9"}])", "q.json[0]: spec: "},
+           {R"([{"mode": "kv", "quality": 1, "kind": ""}])",
+            "q.json[0]: kind must be a non-empty string (the task kind measured)"},
+           {R"([{"mode": "kv", "quality": 1, "kind": 2}])", "q.json[0]: kind must be a non-empty"},
+       }) {
+    auto t = ParseQualityTable(b.json, "q.json");
+    EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument) << b.json;
+    EXPECT_NE(t.status().message().find(b.message), std::string::npos)
+        << "expected: " << b.message << "\nfound: " << t.status().message();
+  }
+  EXPECT_EQ(LoadQualityTable("/nonexistent.json").status().code(), absl::StatusCode::kNotFound);
+}
+
 }  // namespace
 }  // namespace kvstream::control
