@@ -8,8 +8,10 @@
 #include <cstring>
 #include <fstream>
 #include <limits>
+#include <optional>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "common/base/status.h"
@@ -238,6 +240,220 @@ absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Copy(const std::vector<int32_t
 
 // ---- Model ---------------------------------------------------------------------------
 
+// Attention statistics gathered during a prefill, per layer and head over key slots:
+// every query row (cumulative), the question's rows, the question through the last row,
+// and SnapKV's observation window (the last `window` rows).
+class StatsAccumulator {
+ public:
+  StatsAccumulator(const ModelConfig& c, int64_t slots, int64_t tokens,
+                   const PrefillOptions& options, const torch::Device& dev)
+      : q_begin_(options.spans.question_begin),
+        q_end_(options.spans.question_end),
+        w_begin_(std::max<int64_t>(0, tokens - options.window)),
+        tokens_(tokens),
+        window_(options.window) {
+    const auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(dev);
+    for (torch::Tensor* t : {&question_, &question_tail_, &window_rows_, &cumulative_}) {
+      *t = torch::zeros({c.num_layers, c.num_heads, slots}, f32);
+    }
+  }
+
+  // Adds layer `l`'s probabilities of query rows [i0, i0 + nb) over key slots [0, sb).
+  void Add(int l, const torch::Tensor& probs, int64_t i0, int64_t nb, int64_t sb) {
+    const int64_t nh = cumulative_.size(1);
+    const torch::Tensor p = probs.view({nh, nb, sb});
+    auto sum_rows = [](const torch::Tensor& t) { return t.sum(1, false, torch::kFloat32); };
+    cumulative_[l].narrow(1, 0, sb).add_(sum_rows(p));
+    auto add_rows = [&](torch::Tensor& dst, int64_t a, int64_t b) {
+      a = std::max(a, i0);
+      b = std::min(b, i0 + nb);
+      if (a < b) dst[l].narrow(1, 0, sb).add_(sum_rows(p.narrow(1, a - i0, b - a)));
+    };
+    add_rows(question_, q_begin_, q_end_);
+    add_rows(question_tail_, q_begin_, tokens_);
+    add_rows(window_rows_, w_begin_, tokens_);
+  }
+
+  void Export(select::AttentionStats& stats) const {
+    stats.num_layers = static_cast<int>(cumulative_.size(0));
+    stats.num_heads = static_cast<int>(cumulative_.size(1));
+    stats.num_tokens = static_cast<int>(cumulative_.size(2));
+    stats.window_size = window_;
+    auto to_vec = [](const torch::Tensor& t) {
+      const torch::Tensor cpu = t.to(torch::kCPU).contiguous();
+      return std::vector<float>(cpu.data_ptr<float>(), cpu.data_ptr<float>() + cpu.numel());
+    };
+    stats.cumulative = to_vec(cumulative_);
+    stats.window = to_vec(window_rows_);
+    if (q_end_ > q_begin_) {
+      stats.question = to_vec(question_);
+      stats.question_tail = to_vec(question_tail_);
+    }
+  }
+
+ private:
+  const int64_t q_begin_, q_end_, w_begin_, tokens_;
+  const int window_;
+  torch::Tensor question_, question_tail_, window_rows_, cumulative_;  // [layers, heads, slots]
+};
+
+// One forward pass of `tokens` at `positions` after the slots `cache` holds: embeds
+// them, runs layers one at a time (each appends its keys and values to the cache), and
+// gives the logits of the last rows. Attention runs in blocks of query rows.
+class ForwardPass {
+ public:
+  ForwardPass(const ModelConfig& c, const Weights& w, const torch::TensorOptions& opt,
+              KvCache::Impl& cache, absl::Span<const int32_t> tokens,
+              absl::Span<const int32_t> positions, const std::vector<uint8_t>* keep,
+              const PrefillOptions* stats_opt)
+      : c_(c),
+        w_(w),
+        opt_(opt),
+        cache_(cache),
+        T_(static_cast<int64_t>(tokens.size())),
+        slot0_(cache.size),
+        S_(slot0_ + T_),
+        block_(stats_opt != nullptr ? std::max(1, stats_opt->query_block) : 256),
+        interrupt_(stats_opt != nullptr && stats_opt->interrupt ? &stats_opt->interrupt : nullptr) {
+    cache_.Reserve(static_cast<int>(S_));
+    const auto dev = opt_.device();
+    std::vector<int64_t> ids(tokens.begin(), tokens.end());
+    std::vector<int64_t> qpos_v(positions.begin(), positions.end());
+    std::vector<int64_t> kpos_v(cache.positions.begin(), cache.positions.end());
+    kpos_v.insert(kpos_v.end(), qpos_v.begin(), qpos_v.end());
+    qpos_ = torch::tensor(qpos_v, torch::kInt64).to(dev);
+    kpos_ = torch::tensor(kpos_v, torch::kInt64).to(dev);
+    x_ = torch::embedding(w_.embed, torch::tensor(ids, torch::kInt64).to(dev));  // [T, H]
+    std::tie(cos_, sin_) = RopeCosSin(qpos_, c_, opt_.dtype().toScalarType());
+    if (keep != nullptr && !keep->empty()) {
+      std::vector<int64_t> kv(static_cast<size_t>(slot0_), 1);
+      kv.insert(kv.end(), keep->begin(), keep->end());
+      keep_ = torch::tensor(kv, torch::kInt64).to(dev).ne(0);
+    }
+    // Positions increasing along the slots (every prefill and extension; compaction keeps
+    // the order), and no keep mask: attention is plainly causal over the slots.
+    causal_ = !keep_.defined() && std::is_sorted(kpos_v.begin(), kpos_v.end(),
+                                                 [](int64_t a, int64_t b) { return a <= b; });
+    if (causal_ && T_ > 1) {  // [block, block]: true above the diagonal
+      const int64_t n = std::min<int64_t>(block_, T_);
+      diagonal_mask_ =
+          torch::ones({n, n}, torch::TensorOptions().dtype(torch::kBool).device(dev)).triu(1);
+    }
+    if (stats_opt != nullptr && stats_opt->collect_stats) {
+      stats_.emplace(c_, S_, T_, *stats_opt, dev);
+    }
+  }
+
+  int64_t slots() const { return S_; }
+
+  // Layer `l`: attention over the cache (this pass's keys and values appended), then
+  // the MLP, on the residual stream.
+  absl::Status Layer(int l) {
+    const LayerWeights& lw = w_.layers[l];
+    const int64_t nh = c_.num_heads, nkv = c_.num_kv_heads, hd = c_.head_dim;
+    const torch::Tensor h = RmsNorm(x_, lw.input_norm, c_.rms_norm_eps);
+    torch::Tensor q = torch::linear(h, lw.q_w, lw.q_b).view({T_, nh, hd});
+    torch::Tensor k = torch::linear(h, lw.k_w, lw.k_b).view({T_, nkv, hd});
+    if (c_.qk_norm) {  // Qwen3: per head, before RoPE
+      q = RmsNorm(q, lw.q_norm, c_.rms_norm_eps);
+      k = RmsNorm(k, lw.k_norm, c_.rms_norm_eps);
+    }
+    q = ApplyRope(q.transpose(0, 1), cos_, sin_);  // [nh, T, hd]
+    k = ApplyRope(k.transpose(0, 1), cos_, sin_);  // [nkv, T, hd]
+    const torch::Tensor v = torch::linear(h, lw.v_w, lw.v_b).view({T_, nkv, hd}).transpose(0, 1);
+    cache_.k[l].narrow(1, slot0_, T_).copy_(k);
+    cache_.v[l].narrow(1, slot0_, T_).copy_(v);
+    ASSIGN_OR_RETURN(const torch::Tensor out, Attention(l, q));
+    x_ = x_ + torch::linear(out.transpose(0, 1).reshape({T_, nh * hd}), lw.o_w);
+    // The MLP's [tokens, intermediate] activations are the largest of a long prompt:
+    // rows go through it a block at a time, so its memory does not grow with length.
+    constexpr int64_t kMlpRows = 1024;
+    for (int64_t r0 = 0; r0 < T_; r0 += kMlpRows) {
+      torch::Tensor xr = x_.narrow(0, r0, std::min(kMlpRows, T_ - r0));
+      xr.add_(Mlp(RmsNorm(xr, lw.post_norm, c_.rms_norm_eps), lw));
+    }
+    return absl::OkStatus();
+  }
+
+  void ExportStats(select::AttentionStats& stats) const {
+    if (stats_.has_value()) stats_->Export(stats);
+  }
+
+  std::vector<float> Logits(int64_t rows) const {
+    const torch::Tensor last = RmsNorm(x_.narrow(0, T_ - rows, rows), w_.norm, c_.rms_norm_eps);
+    const torch::Tensor logits =
+        torch::linear(last, w_.lm_head).to(torch::kCPU, torch::kFloat32).contiguous();
+    return std::vector<float>(logits.data_ptr<float>(), logits.data_ptr<float>() + logits.numel());
+  }
+
+ private:
+  // Layer `l`'s attention output [nh, T, hd] for queries `q` [nh, T, hd]. A kv head's g
+  // query heads are rows of one product with its keys ([nkv, g * nb, hd] x [nkv, hd,
+  // sb]), so the keys and values are read in place, never broadcast (and copied) to every
+  // query head.
+  absl::StatusOr<torch::Tensor> Attention(int l, const torch::Tensor& q) {
+    const int64_t nh = c_.num_heads, nkv = c_.num_kv_heads, hd = c_.head_dim, g = nh / nkv;
+    const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+    const torch::Tensor K = cache_.k[l].narrow(1, 0, S_);  // [nkv, S, hd]
+    const torch::Tensor V = cache_.v[l].narrow(1, 0, S_);
+    torch::Tensor out = torch::empty({nh, T_, hd}, opt_);
+    for (int64_t i0 = 0; i0 < T_; i0 += block_) {
+      const int64_t nb = std::min<int64_t>(block_, T_ - i0);
+      if (interrupt_ != nullptr) RETURN_IF_ERROR((*interrupt_)());
+      // With positions increasing along the slots, a query block sees exactly the keys up
+      // to its own last slot, and only its diagonal square needs a mask: the keys after
+      // it are left out of the products instead of masked.
+      const int64_t sb = causal_ ? slot0_ + i0 + nb : S_;
+      const torch::Tensor qb = (q.narrow(1, i0, nb) * scale).reshape({nkv, g * nb, hd});
+      torch::Tensor scores =
+          torch::matmul(qb, K.narrow(1, 0, sb).transpose(-1, -2)).view({nkv, g, nb, sb});
+      Mask(scores, i0, nb, sb);
+      // In the compute dtype: for bf16 the kernel works in float32 and rounds once, the
+      // same probabilities as a float32 softmax cast to bf16 for the product with V
+      // (as Hugging Face's eager attention does), without two float32 copies of the
+      // scores.
+      const torch::Tensor probs = torch::softmax(scores, -1);  // [nkv, g, nb, sb]
+      if (stats_.has_value()) stats_->Add(l, probs, i0, nb, sb);
+      out.narrow(1, i0, nb).copy_(
+          torch::matmul(probs.view({nkv, g * nb, sb}), V.narrow(1, 0, sb)).view({nh, nb, hd}));
+    }
+    return out;
+  }
+
+  // Hides from query rows [i0, i0 + nb) the keys they may not see: later positions, and
+  // with a keep mask the dropped slots (each row still sees itself).
+  void Mask(torch::Tensor& scores, int64_t i0, int64_t nb, int64_t sb) const {
+    const float neg_inf = -std::numeric_limits<float>::infinity();
+    if (causal_) {
+      if (nb > 1) {
+        scores.narrow(-1, sb - nb, nb)
+            .masked_fill_(diagonal_mask_.narrow(0, 0, nb).narrow(1, 0, nb), neg_inf);
+      }
+      return;
+    }
+    if (T_ == 1 && !keep_.defined()) return;
+    torch::Tensor visible = kpos_.unsqueeze(0) <= qpos_.narrow(0, i0, nb).unsqueeze(1);  // [nb, S]
+    if (keep_.defined()) {
+      const auto i64 = torch::TensorOptions().dtype(torch::kInt64).device(opt_.device());
+      const torch::Tensor self = torch::arange(S_, i64).unsqueeze(0) ==
+                                 torch::arange(slot0_ + i0, slot0_ + i0 + nb, i64).unsqueeze(1);
+      visible = visible.logical_and(keep_.unsqueeze(0).logical_or(self));
+    }
+    scores.masked_fill_(visible.logical_not(), neg_inf);
+  }
+
+  const ModelConfig& c_;
+  const Weights& w_;
+  const torch::TensorOptions& opt_;
+  KvCache::Impl& cache_;
+  const int64_t T_, slot0_, S_;  // new tokens, the first new slot, slots after the pass
+  const int block_;              // query rows per attention block
+  const std::function<absl::Status()>* interrupt_;
+  torch::Tensor qpos_, kpos_, x_, cos_, sin_, keep_, diagonal_mask_;
+  bool causal_ = false;
+  std::optional<StatsAccumulator> stats_;
+};
+
 struct Model::Impl {
   ModelConfig config;
   Weights w;
@@ -290,165 +506,15 @@ struct Model::Impl {
                                          absl::Span<const int32_t> positions,
                                          const std::vector<uint8_t>* keep,
                                          const PrefillOptions* stats_opt,
-                                         select::AttentionStats* stats, int64_t rows = 1) {
+                                         select::AttentionStats* stats, int64_t rows = 1) const {
     torch::NoGradGuard no_grad;
-    const ModelConfig& c = config;
-    const int64_t T = static_cast<int64_t>(tokens.size());
-    const int64_t nh = c.num_heads, nkv = c.num_kv_heads, hd = c.head_dim, g = nh / nkv;
-    const auto dev = opt.device();
-    const auto i64 = torch::TensorOptions().dtype(torch::kInt64).device(dev);
-    const int slot0 = cache.size;
-    const int64_t S = slot0 + T;
-    cache.Reserve(static_cast<int>(S));
-
-    std::vector<int64_t> ids(tokens.begin(), tokens.end());
-    std::vector<int64_t> qpos_v(positions.begin(), positions.end());
-    std::vector<int64_t> kpos_v(cache.positions.begin(), cache.positions.end());
-    kpos_v.insert(kpos_v.end(), qpos_v.begin(), qpos_v.end());
-    const torch::Tensor qpos = torch::tensor(qpos_v, torch::kInt64).to(dev);
-    const torch::Tensor kpos = torch::tensor(kpos_v, torch::kInt64).to(dev);
-    torch::Tensor x =
-        torch::embedding(w.embed, torch::tensor(ids, torch::kInt64).to(dev));  // [T, H]
-    auto [cos, sin] = RopeCosSin(qpos, c, opt.dtype().toScalarType());
-
-    torch::Tensor keep_t;
-    if (keep != nullptr && !keep->empty()) {
-      std::vector<uint8_t> kv(static_cast<size_t>(slot0), 1);
-      kv.insert(kv.end(), keep->begin(), keep->end());
-      keep_t =
-          torch::tensor(std::vector<int64_t>(kv.begin(), kv.end()), torch::kInt64).to(dev).ne(0);
-    }
-    const int block = stats_opt != nullptr ? std::max(1, stats_opt->query_block) : 256;
-    // Positions increasing along the slots (every prefill and extension; compaction keeps
-    // the order), and no keep mask: attention is plainly causal over the slots.
-    const bool causal =
-        !keep_t.defined() &&
-        std::is_sorted(kpos_v.begin(), kpos_v.end(), [](int64_t a, int64_t b) { return a <= b; });
-    torch::Tensor diagonal_mask;  // [block, block]: true above the diagonal
-    if (causal && T > 1) {
-      diagonal_mask = torch::ones({std::min<int64_t>(block, T), std::min<int64_t>(block, T)},
-                                  torch::TensorOptions().dtype(torch::kBool).device(dev))
-                          .triu(1);
-    }
-    torch::Tensor st_q, st_qt, st_w, st_c;
-    int q_begin = 0, q_end = 0, w_begin = 0;
-    if (stats != nullptr) {
-      const auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(dev);
-      st_q = torch::zeros({c.num_layers, nh, S}, f32);
-      st_qt = torch::zeros({c.num_layers, nh, S}, f32);
-      st_w = torch::zeros({c.num_layers, nh, S}, f32);
-      st_c = torch::zeros({c.num_layers, nh, S}, f32);
-      q_begin = stats_opt->spans.question_begin;
-      q_end = stats_opt->spans.question_end;
-      w_begin = std::max<int>(0, static_cast<int>(T) - stats_opt->window);
-    }
-    const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
-    const float neg_inf = -std::numeric_limits<float>::infinity();
-
-    const std::function<absl::Status()>* interrupt =
-        stats_opt != nullptr && stats_opt->interrupt ? &stats_opt->interrupt : nullptr;
-    for (int l = 0; l < c.num_layers; ++l) {
-      const LayerWeights& lw = w.layers[l];
-      const torch::Tensor h = RmsNorm(x, lw.input_norm, c.rms_norm_eps);
-      torch::Tensor q = torch::linear(h, lw.q_w, lw.q_b).view({T, nh, hd});
-      torch::Tensor k = torch::linear(h, lw.k_w, lw.k_b).view({T, nkv, hd});
-      if (c.qk_norm) {  // Qwen3: per head, before RoPE
-        q = RmsNorm(q, lw.q_norm, c.rms_norm_eps);
-        k = RmsNorm(k, lw.k_norm, c.rms_norm_eps);
-      }
-      q = q.transpose(0, 1);  // [nh, T, hd]
-      k = k.transpose(0, 1);  // [nkv, T, hd]
-      const torch::Tensor v = torch::linear(h, lw.v_w, lw.v_b).view({T, nkv, hd}).transpose(0, 1);
-      q = ApplyRope(q, cos, sin);
-      k = ApplyRope(k, cos, sin);
-      cache.k[l].narrow(1, slot0, T).copy_(k);
-      cache.v[l].narrow(1, slot0, T).copy_(v);
-      // A kv head's g query heads are rows of one product with its keys ([nkv, g * nb,
-      // hd] x [nkv, hd, sb]), so the keys and values are read in place, never broadcast
-      // (and copied) to every query head.
-      const torch::Tensor K = cache.k[l].narrow(1, 0, S);  // [nkv, S, hd]
-      const torch::Tensor V = cache.v[l].narrow(1, 0, S);
-      torch::Tensor out = torch::empty({nh, T, hd}, opt);
-      for (int64_t i0 = 0; i0 < T; i0 += block) {
-        const int64_t nb = std::min<int64_t>(block, T - i0);
-        if (interrupt != nullptr) RETURN_IF_ERROR((*interrupt)());
-        // With positions increasing along the slots, a query block sees exactly the keys up
-        // to its own last slot, and only its diagonal square needs a mask: the keys after
-        // it are left out of the products instead of masked.
-        const int64_t sb = causal ? slot0 + i0 + nb : S;
-        const torch::Tensor qb = (q.narrow(1, i0, nb) * scale).reshape({nkv, g * nb, hd});
-        torch::Tensor scores =
-            torch::matmul(qb, K.narrow(1, 0, sb).transpose(-1, -2)).view({nkv, g, nb, sb});
-        if (causal) {
-          if (nb > 1) {
-            scores.narrow(-1, sb - nb, nb)
-                .masked_fill_(diagonal_mask.narrow(0, 0, nb).narrow(1, 0, nb), neg_inf);
-          }
-        } else if (T > 1 || keep_t.defined()) {
-          torch::Tensor visible =
-              kpos.unsqueeze(0) <= qpos.narrow(0, i0, nb).unsqueeze(1);  // [nb, S]
-          if (keep_t.defined()) {
-            const torch::Tensor self = torch::arange(S, i64).unsqueeze(0) ==
-                                       torch::arange(slot0 + i0, slot0 + i0 + nb, i64).unsqueeze(1);
-            visible = visible.logical_and(keep_t.unsqueeze(0).logical_or(self));
-          }
-          scores.masked_fill_(visible.logical_not(), neg_inf);
-        }
-        // In the compute dtype: for bf16 the kernel works in float32 and rounds once, the
-        // same probabilities as a float32 softmax cast to bf16 for the product with V
-        // (as Hugging Face's eager attention does), without two float32 copies of the
-        // scores.
-        const torch::Tensor probs = torch::softmax(scores, -1);  // [nkv, g, nb, sb]
-        if (stats != nullptr) {
-          const torch::Tensor p = probs.view({nh, nb, sb});
-          auto sum_rows = [](const torch::Tensor& t) { return t.sum(1, false, torch::kFloat32); };
-          st_c[l].narrow(1, 0, sb).add_(sum_rows(p));
-          auto add_rows = [&](torch::Tensor& dst, int64_t a, int64_t b) {
-            a = std::max(a, i0);
-            b = std::min(b, i0 + nb);
-            if (a < b) dst[l].narrow(1, 0, sb).add_(sum_rows(p.narrow(1, a - i0, b - a)));
-          };
-          add_rows(st_q, q_begin, q_end);
-          add_rows(st_qt, q_begin, T);
-          add_rows(st_w, w_begin, T);
-        }
-        out.narrow(1, i0, nb).copy_(
-            torch::matmul(probs.view({nkv, g * nb, sb}), V.narrow(1, 0, sb)).view({nh, nb, hd}));
-      }
-      const torch::Tensor o = out.transpose(0, 1).reshape({T, nh * hd});
-      x = x + torch::linear(o, lw.o_w);
-      // The MLP's [tokens, intermediate] activations are the largest of a long prompt:
-      // rows go through it a block at a time, so its memory does not grow with length.
-      constexpr int64_t kMlpRows = 1024;
-      for (int64_t r0 = 0; r0 < T; r0 += kMlpRows) {
-        torch::Tensor xr = x.narrow(0, r0, std::min(kMlpRows, T - r0));
-        xr.add_(Mlp(RmsNorm(xr, lw.post_norm, c.rms_norm_eps), lw));
-      }
-    }
-    cache.size = static_cast<int>(S);
+    ForwardPass pass(config, w, opt, cache, tokens, positions, keep, stats_opt);
+    for (int l = 0; l < config.num_layers; ++l) RETURN_IF_ERROR(pass.Layer(l));
+    cache.size = static_cast<int>(pass.slots());
     cache.positions.insert(cache.positions.end(), positions.begin(), positions.end());
     cache.next_position = positions.back() + 1;
-
-    if (stats != nullptr) {
-      stats->num_layers = c.num_layers;
-      stats->num_heads = static_cast<int>(nh);
-      stats->num_tokens = static_cast<int>(S);
-      stats->window_size = stats_opt->window;
-      auto to_vec = [](const torch::Tensor& t) {
-        const torch::Tensor cpu = t.to(torch::kCPU).contiguous();
-        return std::vector<float>(cpu.data_ptr<float>(), cpu.data_ptr<float>() + cpu.numel());
-      };
-      stats->cumulative = to_vec(st_c);
-      stats->window = to_vec(st_w);
-      if (q_end > q_begin) {
-        stats->question = to_vec(st_q);
-        stats->question_tail = to_vec(st_qt);
-      }
-    }
-    const torch::Tensor last = RmsNorm(x.narrow(0, T - rows, rows), w.norm, c.rms_norm_eps);
-    const torch::Tensor logits =
-        torch::linear(last, w.lm_head).to(torch::kCPU, torch::kFloat32).contiguous();
-    return std::vector<float>(logits.data_ptr<float>(), logits.data_ptr<float>() + logits.numel());
+    if (stats != nullptr) pass.ExportStats(*stats);
+    return pass.Logits(rows);
   }
 };
 

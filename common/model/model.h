@@ -75,6 +75,7 @@ class KvCache {
 
  private:
   friend class Model;
+  friend class ForwardPass;  // model.cc: a forward pass appends its keys and values
   struct Impl;
   explicit KvCache(std::unique_ptr<Impl> impl);
   // `impl` grown to `positions.size()` slots (values unset) with those positions.
