@@ -149,15 +149,8 @@ std::string Csv(const std::vector<Result>& rs, double slo, bool emulated) {
   return out;
 }
 
-absl::Status Run() {
-  const std::string models = absl::GetFlag(FLAGS_models_dir);
-  const std::string bin = kvstream::net::ExecutableDir();
-  ASSIGN_OR_RETURN(const std::string work,
-                   kvstream::net::WorkDir(absl::GetFlag(FLAGS_work_dir), "kvstream-bench"));
-  const double slo = absl::GetFlag(FLAGS_slo);
-  const bool emulated =
-      absl::GetFlag(FLAGS_emulate_prefill_tps) > 0 || absl::GetFlag(FLAGS_emulate_decode_tps) > 0;
-
+// --rates x --rtts, then every --traces file (RTT 20 ms).
+absl::StatusOr<std::vector<Link>> ParseLinks() {
   std::vector<Link> links;
   for (absl::string_view rtt : absl::StrSplit(absl::GetFlag(FLAGS_rtts), ',', absl::SkipEmpty())) {
     for (absl::string_view rate :
@@ -179,15 +172,21 @@ absl::Status Run() {
     l.name = std::filesystem::path(l.trace).stem().string();
     links.push_back(l);
   }
-  std::vector<std::string> policies =
-      absl::StrSplit(absl::GetFlag(FLAGS_policies), ',', absl::SkipEmpty());
+  return links;
+}
 
+// The questions: --kind tasks over --records / --target_tokens ranges, single-token
+// names as the tiny models are trained.
+absl::StatusOr<std::vector<kvstream::eval::Example>> Examples(const std::string& models) {
   ASSIGN_OR_RETURN(auto tok, kvstream::model::Tokenizer::Load(models + "/tokenizer.json"));
   ASSIGN_OR_RETURN(auto words, kvstream::eval::LoadWords());
-  const kvstream::model::Tokenizer& t = *tok;
-  kvstream::eval::TaskGenerator gen(
-      words, [&t](const std::string& s) { return static_cast<int>(t.Encode(s, false)->size()); });
-  gen.set_single_token_names(true);  // as the tiny models are trained
+  absl::Status count_error;
+  kvstream::eval::TaskGenerator gen(words, [&tok, &count_error](const std::string& s) {
+    auto ids = tok->Encode(s, false);
+    if (!ids.ok() && count_error.ok()) count_error = ids.status();
+    return ids.ok() ? static_cast<int>(ids->size()) : 0;
+  });
+  gen.set_single_token_names(true);
   kvstream::eval::TaskOptions o;
   o.kind = absl::GetFlag(FLAGS_kind);
   o.num_examples = absl::GetFlag(FLAGS_n);
@@ -196,11 +195,129 @@ absl::Status Run() {
   RETURN_IF_ERROR(kvstream::eval::ParseRange(absl::GetFlag(FLAGS_target_tokens), "--target_tokens",
                                              &o.target_tokens, &o.target_tokens_max));
   o.seed = 7;
-  const std::vector<kvstream::eval::Example> examples = gen.Generate(o);
+  std::vector<kvstream::eval::Example> examples = gen.Generate(o);
+  if (!count_error.ok()) return kvstream::PrefixStatus("tokenizing tasks: ", count_error);
+  return examples;
+}
+
+// An edge for `link`: its emulated uplink and delay, and the adaptive flags.
+std::vector<std::string> EdgeArgs(const Link& link, int cloud_port, const std::string& port_file) {
+  const std::string models = absl::GetFlag(FLAGS_models_dir);
+  std::vector<std::string> args = {
+      kvstream::net::ExecutableDir() + "/kvstream-edge",
+      "--scout=" + models + "/scout",
+      absl::StrCat("--cloud=127.0.0.1:", cloud_port),
+      "--cloud_model=large",
+      "--listen=127.0.0.1:0",
+      "--port_file=" + port_file,
+      "--metrics_address=",
+      absl::StrCat("--one_way_delay_ms=", link.rtt_ms / 2),
+      "--quality_table=" + absl::GetFlag(FLAGS_quality_table),
+      absl::StrCat("--estimate_steps=", absl::GetFlag(FLAGS_estimate_steps)),
+      "--chunk_bytes=65536",
+      absl::StrCat("--initial_rtt_ms=", link.rtt_ms)};
+  if (link.trace.empty()) {
+    args.push_back(absl::StrCat("--uplink_mbps=", link.mbps));
+    args.push_back(absl::StrCat("--initial_bandwidth_mbps=", link.mbps));
+  } else {
+    args.push_back("--uplink_trace=" + link.trace);
+    args.push_back("--initial_bandwidth_mbps=10");
+  }
+  return args;
+}
+
+// Folds one answer into its policy's result.
+void Record(const kvstream::net::AskResult& a, const kvstream::eval::Example& ex, Result& r) {
+  r.em += kvstream::eval::ExactMatch(a.answer, ex.answers);
+  r.f1 += kvstream::eval::TokenF1(a.answer, ex.answers);
+  r.wire += static_cast<double>(a.stats.wire_bytes());
+  r.ttft.push_back(a.client_ttft_seconds);
+  const auto& s = a.stats;
+  const auto& st = s.stages();
+  r.edge_s += st.tokenize() + st.prefill() + st.select() + st.encode() + st.estimate();
+  r.estimate_s += st.estimate();
+  r.transfer_s += st.transfer();
+  r.cloud_s += st.rebuild() + st.project() + st.first_token();
+  if (s.predicted_ttft_seconds() > 0) {
+    r.predicted_s += s.predicted_ttft_seconds();
+    ++r.predicted_n;
+  }
+  std::string mode = s.mode() == kvstream::v1::MODE_KV
+                         ? absl::StrCat("kv/", s.selector(), "/", s.spec())
+                     : s.mode() == kvstream::v1::MODE_PROJECTED
+                         ? absl::StrCat("projected/", s.selector(), "/", s.spec())
+                     : s.mode() == kvstream::v1::MODE_SCOUT ? "scout"
+                                                            : "text";
+  ++r.modes[mode];
+}
+
+// Every question under every policy through an edge on `link`; the policies take turns
+// going first.
+absl::StatusOr<std::vector<Result>> RunLink(const Link& link, int cloud_port,
+                                            const std::vector<kvstream::eval::Example>& examples,
+                                            const std::vector<std::string>& policies,
+                                            const std::string& work) {
+  ChildProcess edge;
+  const std::string port_file = absl::StrCat(work, "/edge-", link.name, ".port");
+  RETURN_IF_ERROR(edge.Start(EdgeArgs(link, cloud_port, port_file),
+                             absl::StrCat(work, "/edge-", link.name, ".log")));
+  ASSIGN_OR_RETURN(const int edge_port, edge.WaitForPortFile(port_file, 60));
+  auto stub = kvstream::v1::EdgeService::NewStub(
+      kvstream::net::MakeChannel(absl::StrCat("127.0.0.1:", edge_port)));
+  std::vector<Result> per_policy(policies.size());
+  for (size_t p = 0; p < policies.size(); ++p) {
+    per_policy[p].link = link.name;
+    per_policy[p].policy = policies[p];
+    per_policy[p].mbps = link.mbps;
+    per_policy[p].rtt_ms = link.rtt_ms;
+  }
+  for (size_t q = 0; q < examples.size(); ++q) {
+    for (size_t k = 0; k < policies.size(); ++k) {
+      const size_t p = (q + k) % policies.size();  // rotate who goes first
+      kvstream::v1::AskRequest req;
+      req.set_context(examples[q].context);
+      req.set_question(examples[q].question);
+      *req.mutable_policy() = PolicyFor(policies[p], absl::GetFlag(FLAGS_slo));
+      kvstream::net::AskCall call;
+      call.timeout_seconds = 120;
+      auto a = kvstream::net::Ask(*stub, req, call);
+      ++per_policy[p].n;
+      if (a.ok()) {
+        Record(*a, examples[q], per_policy[p]);
+        continue;
+      }
+      ++per_policy[p].errors;
+      std::fprintf(stderr, "[bench] %s %s: %s\n", link.name.c_str(), policies[p].c_str(),
+                   std::string(a.status().message()).c_str());
+    }
+  }
+  for (const Result& r : per_policy) {
+    std::fprintf(stderr, "[bench] %-16s %-14s TTFT median %.3f s, F1 %.2f\n", link.name.c_str(),
+                 r.policy.c_str(), Quantile(r.ttft, 0.5),
+                 r.n - r.errors ? r.f1 / (r.n - r.errors) : 0.0);
+  }
+  ASSIGN_OR_RETURN(const int code, edge.Stop(30));
+  if (code != 0) {
+    return absl::InternalError(absl::StrCat("edge for ", link.name, " exited with ", code));
+  }
+  return per_policy;
+}
+
+absl::Status Run() {
+  const std::string models = absl::GetFlag(FLAGS_models_dir);
+  ASSIGN_OR_RETURN(const std::string work,
+                   kvstream::net::WorkDir(absl::GetFlag(FLAGS_work_dir), "kvstream-bench"));
+  const double slo = absl::GetFlag(FLAGS_slo);
+  const bool emulated =
+      absl::GetFlag(FLAGS_emulate_prefill_tps) > 0 || absl::GetFlag(FLAGS_emulate_decode_tps) > 0;
+  ASSIGN_OR_RETURN(const std::vector<Link> links, ParseLinks());
+  const std::vector<std::string> policies =
+      absl::StrSplit(absl::GetFlag(FLAGS_policies), ',', absl::SkipEmpty());
+  ASSIGN_OR_RETURN(const std::vector<kvstream::eval::Example> examples, Examples(models));
 
   ChildProcess cloud;
   RETURN_IF_ERROR(cloud.Start(
-      {bin + "/kvstream-cloud", "--model=large=" + models + "/large",
+      {kvstream::net::ExecutableDir() + "/kvstream-cloud", "--model=large=" + models + "/large",
        "--model=scout=" + models + "/scout", "--projection=" + absl::GetFlag(FLAGS_projection),
        "--listen=127.0.0.1:0", "--port_file=" + work + "/cloud.port", "--metrics_address=",
        absl::StrCat("--emulate_prefill_tps=", absl::GetFlag(FLAGS_emulate_prefill_tps)),
@@ -210,92 +327,11 @@ absl::Status Run() {
   std::fprintf(stderr,
                "[bench] cloud on port %d; %zu links x %zu policies x %zu questions; logs in %s\n",
                cloud_port, links.size(), policies.size(), examples.size(), work.c_str());
-
   std::vector<Result> results;
   for (const Link& link : links) {
-    ChildProcess edge;
-    const std::string port_file = absl::StrCat(work, "/edge-", link.name, ".port");
-    std::vector<std::string> args = {
-        bin + "/kvstream-edge",
-        "--scout=" + models + "/scout",
-        absl::StrCat("--cloud=127.0.0.1:", cloud_port),
-        "--cloud_model=large",
-        "--listen=127.0.0.1:0",
-        "--port_file=" + port_file,
-        "--metrics_address=",
-        absl::StrCat("--one_way_delay_ms=", link.rtt_ms / 2),
-        "--quality_table=" + absl::GetFlag(FLAGS_quality_table),
-        absl::StrCat("--estimate_steps=", absl::GetFlag(FLAGS_estimate_steps)),
-        "--chunk_bytes=65536",
-        absl::StrCat("--initial_rtt_ms=", link.rtt_ms)};
-    args.push_back(link.trace.empty() ? absl::StrCat("--uplink_mbps=", link.mbps)
-                                      : "--uplink_trace=" + link.trace);
-    if (!link.trace.empty())
-      args.push_back("--initial_bandwidth_mbps=10");
-    else
-      args.push_back(absl::StrCat("--initial_bandwidth_mbps=", link.mbps));
-    RETURN_IF_ERROR(edge.Start(args, absl::StrCat(work, "/edge-", link.name, ".log")));
-    ASSIGN_OR_RETURN(const int edge_port, edge.WaitForPortFile(port_file, 60));
-    auto stub = kvstream::v1::EdgeService::NewStub(
-        kvstream::net::MakeChannel(absl::StrCat("127.0.0.1:", edge_port)));
-    std::vector<Result> per_policy(policies.size());
-    for (size_t p = 0; p < policies.size(); ++p) {
-      per_policy[p].link = link.name;
-      per_policy[p].policy = policies[p];
-      per_policy[p].mbps = link.mbps;
-      per_policy[p].rtt_ms = link.rtt_ms;
-    }
-    for (size_t q = 0; q < examples.size(); ++q) {
-      const auto& ex = examples[q];
-      for (size_t k = 0; k < policies.size(); ++k) {
-        const size_t p = (q + k) % policies.size();  // rotate who goes first
-        Result& r = per_policy[p];
-        kvstream::v1::AskRequest req;
-        req.set_context(ex.context);
-        req.set_question(ex.question);
-        *req.mutable_policy() = PolicyFor(policies[p], slo);
-        kvstream::net::AskCall call;
-        call.timeout_seconds = 120;
-        auto a = kvstream::net::Ask(*stub, req, call);
-        ++r.n;
-        if (!a.ok()) {
-          ++r.errors;
-          std::fprintf(stderr, "[bench] %s %s: %s\n", link.name.c_str(), policies[p].c_str(),
-                       std::string(a.status().message()).c_str());
-          continue;
-        }
-        r.em += kvstream::eval::ExactMatch(a->answer, ex.answers);
-        r.f1 += kvstream::eval::TokenF1(a->answer, ex.answers);
-        r.wire += static_cast<double>(a->stats.wire_bytes());
-        r.ttft.push_back(a->client_ttft_seconds);
-        const auto& s = a->stats;
-        const auto& st = s.stages();
-        r.edge_s += st.tokenize() + st.prefill() + st.select() + st.encode() + st.estimate();
-        r.estimate_s += st.estimate();
-        r.transfer_s += st.transfer();
-        r.cloud_s += st.rebuild() + st.project() + st.first_token();
-        if (s.predicted_ttft_seconds() > 0) {
-          r.predicted_s += s.predicted_ttft_seconds();
-          ++r.predicted_n;
-        }
-        std::string mode = s.mode() == kvstream::v1::MODE_KV
-                               ? absl::StrCat("kv/", s.selector(), "/", s.spec())
-                           : s.mode() == kvstream::v1::MODE_PROJECTED
-                               ? absl::StrCat("projected/", s.selector(), "/", s.spec())
-                           : s.mode() == kvstream::v1::MODE_SCOUT ? "scout"
-                                                                  : "text";
-        ++r.modes[mode];
-      }
-    }
-    for (Result& r : per_policy) {
-      std::fprintf(stderr, "[bench] %-16s %-14s TTFT median %.3f s, F1 %.2f\n", link.name.c_str(),
-                   r.policy.c_str(), Quantile(r.ttft, 0.5),
-                   r.n - r.errors ? r.f1 / (r.n - r.errors) : 0.0);
-      results.push_back(std::move(r));
-    }
-    ASSIGN_OR_RETURN(const int code, edge.Stop(30));
-    if (code != 0)
-      return absl::InternalError(absl::StrCat("edge for ", link.name, " exited with ", code));
+    ASSIGN_OR_RETURN(std::vector<Result> per_policy,
+                     RunLink(link, cloud_port, examples, policies, work));
+    for (Result& r : per_policy) results.push_back(std::move(r));
     std::ofstream(absl::GetFlag(FLAGS_csv)) << Csv(results, slo, emulated);
   }
   ASSIGN_OR_RETURN(const int code, cloud.Stop(30));
