@@ -77,122 +77,157 @@ bool RopeScaling::operator==(const RopeScaling& o) const {
          attention_factor == o.attention_factor && truncate == o.truncate;
 }
 
-absl::StatusOr<ModelConfig> ModelConfig::FromJson(absl::string_view text,
-                                                  absl::string_view source) {
-  json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": not a JSON object"));
-  }
-  ModelConfig c;
-  auto fail = [&](absl::string_view what) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": ", what));
-  };
-  if (!j.contains("architectures") || !j["architectures"].is_array() ||
-      j["architectures"].empty() || !j["architectures"][0].is_string()) {
-    return fail(
-        "expected \"architectures\": [\"Qwen2ForCausalLM\" | \"Qwen3ForCausalLM\" | "
-        "\"LlamaForCausalLM\" | \"MistralForCausalLM\"]");
-  }
-  c.architecture = j["architectures"][0].get<std::string>();
-  if (c.architecture != "Qwen2ForCausalLM" && c.architecture != "Qwen3ForCausalLM" &&
-      c.architecture != "LlamaForCausalLM" && c.architecture != "MistralForCausalLM") {
-    return fail(absl::StrCat("architecture ", c.architecture,
-                             " is not supported (Qwen2, Qwen3, Llama or Mistral ForCausalLM)"));
-  }
-  auto get_int = [&](const char* key, int* out, bool required) -> absl::Status {
-    if (!j.contains(key) || j[key].is_null()) {
-      if (required) return fail(absl::StrCat("missing integer field \"", key, "\""));
-      return absl::OkStatus();
+namespace {
+
+// Reads config.json's fields into a ModelConfig; every error names `source` and the
+// field. Optional fields absent or null keep their defaults; present, they must have
+// their type.
+class ConfigReader {
+ public:
+  ConfigReader(const json& j, absl::string_view source) : j_(j), source_(source) {}
+
+  absl::StatusOr<ModelConfig> Read() {
+    ModelConfig c;
+    RETURN_IF_ERROR(Architecture(c));
+    RETURN_IF_ERROR(Shape(c));
+    RETURN_IF_ERROR(Positive(j_, "rms_norm_eps", &c.rms_norm_eps));
+    RETURN_IF_ERROR(Rope(c));
+    if (Present(j_, "tie_word_embeddings")) {
+      if (!j_["tie_word_embeddings"].is_boolean()) {
+        return Fail("\"tie_word_embeddings\" must be true or false, found ",
+                    j_["tie_word_embeddings"].dump());
+      }
+      c.tie_word_embeddings = j_["tie_word_embeddings"].get<bool>();
     }
-    if (!j[key].is_number_integer() || j[key].get<int64_t>() <= 0 ||
-        j[key].get<int64_t>() > (int64_t{1} << 31) - 1) {
-      return fail(absl::StrCat("\"", key, "\" must be a positive integer, found ", j[key].dump()));
+    for (const char* key : {"torch_dtype", "dtype"}) {
+      if (!Present(j_, key)) continue;
+      if (!j_[key].is_string())
+        return Fail("\"", key, "\" must be a string, found ", j_[key].dump());
+      c.torch_dtype = j_[key].get<std::string>();
     }
-    *out = j[key].get<int>();
-    return absl::OkStatus();
-  };
-  RETURN_IF_ERROR(get_int("vocab_size", &c.vocab_size, true));
-  RETURN_IF_ERROR(get_int("hidden_size", &c.hidden_size, true));
-  RETURN_IF_ERROR(get_int("intermediate_size", &c.intermediate_size, true));
-  RETURN_IF_ERROR(get_int("num_hidden_layers", &c.num_layers, true));
-  RETURN_IF_ERROR(get_int("num_attention_heads", &c.num_heads, true));
-  c.num_kv_heads = c.num_heads;
-  RETURN_IF_ERROR(get_int("num_key_value_heads", &c.num_kv_heads, false));
-  c.head_dim = c.hidden_size / c.num_heads;
-  if (c.head_dim == 0 && (!j.contains("head_dim") || j["head_dim"].is_null())) {
-    return fail(absl::StrCat("hidden_size ", c.hidden_size, " is smaller than num_attention_heads ",
-                             c.num_heads, " and no head_dim is given"));
+    if (Present(j_, "bos_token_id")) {
+      RETURN_IF_ERROR(TokenId(j_["bos_token_id"], "bos_token_id", &c.bos_token_id));
+    }
+    if (Present(j_, "eos_token_id")) {
+      const json& e = j_["eos_token_id"];
+      for (const json& x : e.is_array() ? e : json::array({e})) {
+        int id = 0;
+        RETURN_IF_ERROR(TokenId(x, "eos_token_id", &id));
+        c.eos_token_ids.push_back(id);
+      }
+    }
+    return c;
   }
-  RETURN_IF_ERROR(get_int("head_dim", &c.head_dim, false));
-  c.max_position_embeddings = 32768;
-  RETURN_IF_ERROR(get_int("max_position_embeddings", &c.max_position_embeddings, false));
-  if (c.num_heads % c.num_kv_heads != 0) {
-    return fail(absl::StrCat("num_attention_heads ", c.num_heads,
-                             " must be a multiple of num_key_value_heads ", c.num_kv_heads));
+
+ private:
+  template <typename... Parts>
+  absl::Status Fail(const Parts&... parts) const {
+    return absl::InvalidArgumentError(absl::StrCat(source_, ": ", parts...));
   }
-  // Optional fields: absent or null keeps the default; anything else must have the type.
-  auto present = [](const json& obj, const char* key) {
+  static bool Present(const json& obj, const char* key) {
     return obj.contains(key) && !obj[key].is_null();
-  };
-  auto get_positive = [&](const json& obj, const char* key, double* out) -> absl::Status {
-    if (!present(obj, key)) return absl::OkStatus();
+  }
+
+  absl::Status Int(const char* key, int* out, bool required) const {
+    if (!Present(j_, key)) {
+      return required ? Fail("missing integer field \"", key, "\"") : absl::OkStatus();
+    }
+    if (!j_[key].is_number_integer() || j_[key].get<int64_t>() <= 0 ||
+        j_[key].get<int64_t>() > (int64_t{1} << 31) - 1) {
+      return Fail("\"", key, "\" must be a positive integer, found ", j_[key].dump());
+    }
+    *out = j_[key].get<int>();
+    return absl::OkStatus();
+  }
+  absl::Status Positive(const json& obj, const char* key, double* out) const {
+    if (!Present(obj, key)) return absl::OkStatus();
     if (!obj[key].is_number() || !(obj[key].get<double>() > 0)) {
-      return fail(absl::StrCat("\"", key, "\" must be a positive number, found ", obj[key].dump()));
+      return Fail("\"", key, "\" must be a positive number, found ", obj[key].dump());
     }
     *out = obj[key].get<double>();
     return absl::OkStatus();
-  };
-  auto token_id = [&](const json& v, const char* key, int* out) -> absl::Status {
+  }
+  absl::Status TokenId(const json& v, const char* key, int* out) const {
     if (!v.is_number_integer() || v.get<int64_t>() < 0 ||
         v.get<int64_t>() > (int64_t{1} << 31) - 1) {
-      return fail(absl::StrCat("\"", key, "\" must be a token id (a non-negative integer), found ",
-                               v.dump()));
+      return Fail("\"", key, "\" must be a token id (a non-negative integer), found ", v.dump());
     }
     *out = v.get<int>();
     return absl::OkStatus();
-  };
-  RETURN_IF_ERROR(get_positive(j, "rms_norm_eps", &c.rms_norm_eps));
-  if (present(j, "rope_theta")) {
-    RETURN_IF_ERROR(get_positive(j, "rope_theta", &c.rope_theta));
-  } else if (present(j, "rope_parameters") && j["rope_parameters"].is_object()) {
-    RETURN_IF_ERROR(get_positive(j["rope_parameters"], "rope_theta", &c.rope_theta));
   }
-  c.qk_norm = c.architecture == "Qwen3ForCausalLM";
-  for (const char* key : {"rope_scaling", "rope_parameters"}) {
-    if (!present(j, key)) continue;
-    if (!j[key].is_object()) {
-      return fail(absl::StrCat("\"", key, "\" must be an object, found ", j[key].dump()));
+
+  absl::Status Architecture(ModelConfig& c) const {
+    if (!j_.contains("architectures") || !j_["architectures"].is_array() ||
+        j_["architectures"].empty() || !j_["architectures"][0].is_string()) {
+      return Fail(
+          "expected \"architectures\": [\"Qwen2ForCausalLM\" | \"Qwen3ForCausalLM\" | "
+          "\"LlamaForCausalLM\" | \"MistralForCausalLM\"]");
     }
-    auto scaling = ParseRopeScaling(j[key], key);
-    if (!scaling.ok()) return fail(scaling.status().message());
-    if (!scaling->type.empty()) c.rope_scaling = *scaling;
-  }
-  if (present(j, "tie_word_embeddings")) {
-    if (!j["tie_word_embeddings"].is_boolean()) {
-      return fail(absl::StrCat("\"tie_word_embeddings\" must be true or false, found ",
-                               j["tie_word_embeddings"].dump()));
+    c.architecture = j_["architectures"][0].get<std::string>();
+    if (c.architecture != "Qwen2ForCausalLM" && c.architecture != "Qwen3ForCausalLM" &&
+        c.architecture != "LlamaForCausalLM" && c.architecture != "MistralForCausalLM") {
+      return Fail("architecture ", c.architecture,
+                  " is not supported (Qwen2, Qwen3, Llama or Mistral ForCausalLM)");
     }
-    c.tie_word_embeddings = j["tie_word_embeddings"].get<bool>();
+    c.qk_norm = c.architecture == "Qwen3ForCausalLM";
+    return absl::OkStatus();
   }
-  for (const char* key : {"torch_dtype", "dtype"}) {
-    if (!present(j, key)) continue;
-    if (!j[key].is_string()) {
-      return fail(absl::StrCat("\"", key, "\" must be a string, found ", j[key].dump()));
+
+  // Sizes, heads and the position limit.
+  absl::Status Shape(ModelConfig& c) const {
+    RETURN_IF_ERROR(Int("vocab_size", &c.vocab_size, true));
+    RETURN_IF_ERROR(Int("hidden_size", &c.hidden_size, true));
+    RETURN_IF_ERROR(Int("intermediate_size", &c.intermediate_size, true));
+    RETURN_IF_ERROR(Int("num_hidden_layers", &c.num_layers, true));
+    RETURN_IF_ERROR(Int("num_attention_heads", &c.num_heads, true));
+    c.num_kv_heads = c.num_heads;
+    RETURN_IF_ERROR(Int("num_key_value_heads", &c.num_kv_heads, false));
+    c.head_dim = c.hidden_size / c.num_heads;
+    if (c.head_dim == 0 && !Present(j_, "head_dim")) {
+      return Fail("hidden_size ", c.hidden_size, " is smaller than num_attention_heads ",
+                  c.num_heads, " and no head_dim is given");
     }
-    c.torch_dtype = j[key].get<std::string>();
-  }
-  if (present(j, "bos_token_id")) {
-    RETURN_IF_ERROR(token_id(j["bos_token_id"], "bos_token_id", &c.bos_token_id));
-  }
-  if (present(j, "eos_token_id")) {
-    const json& e = j["eos_token_id"];
-    for (const json& x : e.is_array() ? e : json::array({e})) {
-      int id = 0;
-      RETURN_IF_ERROR(token_id(x, "eos_token_id", &id));
-      c.eos_token_ids.push_back(id);
+    RETURN_IF_ERROR(Int("head_dim", &c.head_dim, false));
+    c.max_position_embeddings = 32768;
+    RETURN_IF_ERROR(Int("max_position_embeddings", &c.max_position_embeddings, false));
+    if (c.num_heads % c.num_kv_heads != 0) {
+      return Fail("num_attention_heads ", c.num_heads,
+                  " must be a multiple of num_key_value_heads ", c.num_kv_heads);
     }
+    return absl::OkStatus();
   }
-  return c;
+
+  // RoPE's base (top level, or in rope_parameters) and scaling.
+  absl::Status Rope(ModelConfig& c) const {
+    if (Present(j_, "rope_theta")) {
+      RETURN_IF_ERROR(Positive(j_, "rope_theta", &c.rope_theta));
+    } else if (Present(j_, "rope_parameters") && j_["rope_parameters"].is_object()) {
+      RETURN_IF_ERROR(Positive(j_["rope_parameters"], "rope_theta", &c.rope_theta));
+    }
+    for (const char* key : {"rope_scaling", "rope_parameters"}) {
+      if (!Present(j_, key)) continue;
+      if (!j_[key].is_object())
+        return Fail("\"", key, "\" must be an object, found ", j_[key].dump());
+      auto scaling = ParseRopeScaling(j_[key], key);
+      if (!scaling.ok()) return Fail(scaling.status().message());
+      if (!scaling->type.empty()) c.rope_scaling = *scaling;
+    }
+    return absl::OkStatus();
+  }
+
+  const json& j_;
+  const absl::string_view source_;
+};
+
+}  // namespace
+
+absl::StatusOr<ModelConfig> ModelConfig::FromJson(absl::string_view text,
+                                                  absl::string_view source) {
+  const json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": not a JSON object"));
+  }
+  return ConfigReader(j, source).Read();
 }
 
 absl::StatusOr<ModelConfig> ModelConfig::Load(const std::string& path) {
