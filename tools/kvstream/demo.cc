@@ -48,25 +48,40 @@ struct Row {
 
 using base::Median;
 
-absl::Status Run() {
+kvstream::v1::Policy DemoPolicy(kvstream::v1::Mode mode, const char* selector, double retention,
+                                const char* spec) {
+  kvstream::v1::Policy p;
+  p.set_mode(mode);
+  p.set_selector(selector);
+  p.set_retention(retention);
+  p.set_spec(spec);
+  p.set_max_tokens(8);
+  return p;
+}
+
+// The table's rows: every mode, a few precisions and selections, and adaptive.
+std::vector<Row> DemoRows() {
+  using kvstream::v1::Mode;
+  return {
+      {"text", "large", DemoPolicy(Mode::MODE_TEXT, "full", 1, "")},
+      {"kv lossless", "scout", DemoPolicy(Mode::MODE_KV, "full", 1, "raw")},
+      {"kv int8", "scout", DemoPolicy(Mode::MODE_KV, "full", 1, "int8")},
+      {"kv q2c 50% + int4", "scout", DemoPolicy(Mode::MODE_KV, "q2c", 0.5, "int4")},
+      {"projected int4", "large", DemoPolicy(Mode::MODE_PROJECTED, "full", 1, "int4")},
+      {"projected q2c 50%+int4", "large", DemoPolicy(Mode::MODE_PROJECTED, "q2c", 0.5, "int4")},
+      {"scout q2c 50%", "large", DemoPolicy(Mode::MODE_SCOUT, "q2c", 0.5, "")},
+      {"adaptive", "(chosen)", DemoPolicy(Mode::MODE_ADAPTIVE, "", 0, "")},
+  };
+}
+
+// The cloud (large, scout and the projection between them) and an edge (scout) on
+// loopback; returns their ports.
+absl::StatusOr<std::pair<int, int>> StartDaemons(net::ChildProcess& cloud, net::ChildProcess& edge,
+                                                 const std::string& work) {
   const std::string models = absl::GetFlag(FLAGS_models_dir);
   const std::string bin =
       absl::GetFlag(FLAGS_bin_dir).empty() ? net::ExecutableDir() : absl::GetFlag(FLAGS_bin_dir);
-  ASSIGN_OR_RETURN(const std::string work,
-                   net::WorkDir(absl::GetFlag(FLAGS_work_dir), "kvstream-demo"));
   const std::string threads = absl::StrCat("--threads=", absl::GetFlag(FLAGS_daemon_threads));
-
-  // Questions first, so a bad --kind fails before anything starts.
-  ASSIGN_OR_RETURN(auto tok, model::Tokenizer::Load(models + "/tokenizer.json"));
-  ASSIGN_OR_RETURN(const std::vector<eval::Example> examples, GeneratedTasks(*tok));
-
-  std::printf(
-      "starting kvstream-cloud (large, scout, scout -> large projection) and kvstream-edge (scout) "
-      "on "
-      "loopback; logs in %s\n",
-      work.c_str());
-  std::fflush(stdout);
-  net::ChildProcess cloud, edge;
   RETURN_IF_ERROR(
       cloud.Start({bin + "/kvstream-cloud", "--model=large=" + models + "/large",
                    "--model=scout=" + models + "/scout",
@@ -81,59 +96,40 @@ absl::Status Run() {
                               "--quality_table=" + absl::GetFlag(FLAGS_demo_quality_table)},
                              work + "/edge.log"));
   ASSIGN_OR_RETURN(const int edge_port, edge.WaitForPortFile(work + "/edge.port", 60));
-  std::printf("cloud on port %d, edge on port %d; %zu %s questions per mode\n\n", cloud_port,
-              edge_port, examples.size(), absl::GetFlag(FLAGS_kind).c_str());
-  std::fflush(stdout);
+  return std::make_pair(cloud_port, edge_port);
+}
 
-  auto policy = [](kvstream::v1::Mode mode, const char* selector, double retention,
-                   const char* spec) {
-    kvstream::v1::Policy p;
-    p.set_mode(mode);
-    p.set_selector(selector);
-    p.set_retention(retention);
-    p.set_spec(spec);
-    p.set_max_tokens(8);
-    return p;
-  };
-  std::vector<Row> rows = {
-      {"text", "large", policy(kvstream::v1::MODE_TEXT, "full", 1, "")},
-      {"kv lossless", "scout", policy(kvstream::v1::MODE_KV, "full", 1, "raw")},
-      {"kv int8", "scout", policy(kvstream::v1::MODE_KV, "full", 1, "int8")},
-      {"kv q2c 50% + int4", "scout", policy(kvstream::v1::MODE_KV, "q2c", 0.5, "int4")},
-      {"projected int4", "large", policy(kvstream::v1::MODE_PROJECTED, "full", 1, "int4")},
-      {"projected q2c 50%+int4", "large", policy(kvstream::v1::MODE_PROJECTED, "q2c", 0.5, "int4")},
-      {"scout q2c 50%", "large", policy(kvstream::v1::MODE_SCOUT, "q2c", 0.5, "")},
-      {"adaptive", "(chosen)", policy(kvstream::v1::MODE_ADAPTIVE, "", 0, "")},
-  };
-  auto stub =
-      kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", edge_port)));
+// Asks every question under the row's policy; returns the first error, if any.
+absl::Status AskAll(kvstream::v1::EdgeService::Stub& stub,
+                    const std::vector<eval::Example>& examples, Row& row) {
   absl::Status first_error;
-  for (Row& row : rows) {
-    for (const eval::Example& ex : examples) {
-      kvstream::v1::AskRequest req;
-      req.set_context(ex.context);
-      req.set_question(ex.question);
-      *req.mutable_policy() = row.policy;
-      net::AskCall call;
-      call.timeout_seconds = 60;
-      auto r = net::Ask(*stub, req, call);
-      ++row.n;
-      if (!r.ok()) {
-        ++row.errors;
-        if (first_error.ok()) first_error = r.status();
-        continue;
-      }
-      row.em += eval::ExactMatch(r->answer, ex.answers);
-      row.f1 += eval::TokenF1(r->answer, ex.answers);
-      row.wire += static_cast<double>(r->stats.wire_bytes());
-      row.raw += static_cast<double>(r->stats.raw_kv_bytes());
-      row.ttft.push_back(r->client_ttft_seconds);
-      if (!r->stats.decision().empty())
-        ++row.chosen[r->stats.decision().substr(0, r->stats.decision().find(':'))];
+  for (const eval::Example& ex : examples) {
+    kvstream::v1::AskRequest req;
+    req.set_context(ex.context);
+    req.set_question(ex.question);
+    *req.mutable_policy() = row.policy;
+    net::AskCall call;
+    call.timeout_seconds = 60;
+    auto r = net::Ask(stub, req, call);
+    ++row.n;
+    if (!r.ok()) {
+      ++row.errors;
+      if (first_error.ok()) first_error = r.status();
+      continue;
     }
-    std::fprintf(stderr, "[demo] %s: %d questions\n", row.label.c_str(), row.n);
+    row.em += eval::ExactMatch(r->answer, ex.answers);
+    row.f1 += eval::TokenF1(r->answer, ex.answers);
+    row.wire += static_cast<double>(r->stats.wire_bytes());
+    row.raw += static_cast<double>(r->stats.raw_kv_bytes());
+    row.ttft.push_back(r->client_ttft_seconds);
+    const std::string& decision = r->stats.decision();
+    if (!decision.empty()) ++row.chosen[decision.substr(0, decision.find(':'))];
   }
+  std::fprintf(stderr, "[demo] %s: %d questions\n", row.label.c_str(), row.n);
+  return first_error;
+}
 
+void PrintTable(const std::vector<Row>& rows) {
   std::printf("%-24s %-8s %6s %6s %12s %8s %11s\n", "mode", "answers", "EM", "F1", "wire bytes",
               "ratio", "median TTFT");
   for (const Row& r : rows) {
@@ -144,24 +140,49 @@ absl::Status Run() {
                 r.errors ? absl::StrCat("  (", r.errors, " errors)").c_str() : "");
   }
   for (const Row& r : rows) {
-    for (const auto& [point, count] : r.chosen)
+    for (const auto& [point, count] : r.chosen) {
       std::printf("adaptive chose %s for %d questions\n", point.c_str(), count);
+    }
   }
   std::printf(
       "\nwire bytes: mean bytes sent edge -> cloud per question; ratio: the answering model's full "
-      "KV "
-      "cache at 16 bits over wire bytes; TTFT as this client saw it.\n");
+      "KV cache at 16 bits over wire bytes; TTFT as this client saw it.\n");
+}
 
+absl::Status Run() {
+  ASSIGN_OR_RETURN(const std::string work,
+                   net::WorkDir(absl::GetFlag(FLAGS_work_dir), "kvstream-demo"));
+  // Questions first, so a bad --kind fails before anything starts.
+  ASSIGN_OR_RETURN(auto tok,
+                   model::Tokenizer::Load(absl::GetFlag(FLAGS_models_dir) + "/tokenizer.json"));
+  ASSIGN_OR_RETURN(const std::vector<eval::Example> examples, GeneratedTasks(*tok));
+  std::printf(
+      "starting kvstream-cloud (large, scout, scout -> large projection) and kvstream-edge (scout) "
+      "on loopback; logs in %s\n",
+      work.c_str());
+  std::fflush(stdout);
+  net::ChildProcess cloud, edge;
+  ASSIGN_OR_RETURN(const auto ports, StartDaemons(cloud, edge, work));
+  std::printf("cloud on port %d, edge on port %d; %zu %s questions per mode\n\n", ports.first,
+              ports.second, examples.size(), absl::GetFlag(FLAGS_kind).c_str());
+  std::fflush(stdout);
+  std::vector<Row> rows = DemoRows();
+  auto stub = kvstream::v1::EdgeService::NewStub(
+      net::MakeChannel(absl::StrCat("127.0.0.1:", ports.second)));
+  absl::Status first_error;
+  for (Row& row : rows) {
+    const absl::Status st = AskAll(*stub, examples, row);
+    if (first_error.ok()) first_error = st;
+  }
+  PrintTable(rows);
   // Clean shutdown: SIGTERM, exit 0 expected from both.
   ASSIGN_OR_RETURN(const int edge_exit, edge.Stop(30));
   ASSIGN_OR_RETURN(const int cloud_exit, cloud.Stop(30));
   std::printf("daemons stopped with SIGTERM: edge exit %d, cloud exit %d\n", edge_exit, cloud_exit);
-  if (!first_error.ok()) {
-    return absl::Status(first_error.code(),
-                        absl::StrCat("some requests failed, first: ", first_error.message()));
-  }
-  if (edge_exit != 0 || cloud_exit != 0)
+  if (!first_error.ok()) return PrefixStatus("some requests failed, first: ", first_error);
+  if (edge_exit != 0 || cloud_exit != 0) {
     return absl::InternalError("a daemon did not exit cleanly");
+  }
   return absl::OkStatus();
 }
 
