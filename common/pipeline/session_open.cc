@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/status.h"
 #include "common/codec/positions.h"
 #include "common/pipeline/mode.h"
 
@@ -18,27 +19,31 @@ absl::Status CheckSessionMode(kvstream::v1::Mode mode) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<CheckedOpen> CheckSessionOpen(const kvstream::v1::SessionOpen& open,
-                                             const model::ModelConfig& c,
-                                             absl::string_view model_name,
-                                             const OpenLimits& limits) {
-  if (absl::Status st = CheckSessionMode(open.mode()); !st.ok()) return st;
-  if (open.mode() == kvstream::v1::MODE_KV) {
-    const kvstream::v1::ModelDims& d = open.dims();
-    const std::pair<const char*, std::pair<uint32_t, int>> dims[] = {
-        {"num_layers", {d.num_layers(), c.num_layers}},
-        {"num_kv_heads", {d.num_kv_heads(), c.num_kv_heads}},
-        {"head_dim", {d.head_dim(), c.head_dim}},
-    };
-    for (const auto& [field, v] : dims) {
-      if (static_cast<int64_t>(v.first) != v.second) {
-        return absl::FailedPreconditionError(absl::StrCat("SessionOpen.dims.", field, " is ",
-                                                          v.first, " but model '", model_name,
-                                                          "' has ", v.second));
-      }
+namespace {
+
+// kv mode's cache must have the answering model's shape.
+absl::Status CheckDims(const kvstream::v1::SessionOpen& open, const model::ModelConfig& c,
+                       absl::string_view model_name) {
+  if (open.mode() != kvstream::v1::MODE_KV) return absl::OkStatus();
+  const kvstream::v1::ModelDims& d = open.dims();
+  const std::pair<const char*, std::pair<uint32_t, int>> dims[] = {
+      {"num_layers", {d.num_layers(), c.num_layers}},
+      {"num_kv_heads", {d.num_kv_heads(), c.num_kv_heads}},
+      {"head_dim", {d.head_dim(), c.head_dim}},
+  };
+  for (const auto& [field, v] : dims) {
+    if (static_cast<int64_t>(v.first) != v.second) {
+      return absl::FailedPreconditionError(absl::StrCat("SessionOpen.dims.", field, " is ", v.first,
+                                                        " but model '", model_name, "' has ",
+                                                        v.second));
     }
   }
-  CheckedOpen out;
+  return absl::OkStatus();
+}
+
+// max_tokens within the cloud's limit, temperature and top_p in range.
+absl::Status CheckSampling(const kvstream::v1::SessionOpen& open, const OpenLimits& limits,
+                           CheckedOpen& out) {
   const uint32_t max_tokens =
       open.max_tokens() == 0 ? limits.default_new_tokens : open.max_tokens();
   if (max_tokens > limits.max_new_tokens) {
@@ -55,67 +60,85 @@ absl::StatusOr<CheckedOpen> CheckSessionOpen(const kvstream::v1::SessionOpen& op
   out.temperature = open.temperature();
   out.top_p = open.top_p() == 0 ? 1.0 : open.top_p();
   out.seed = open.seed();
+  return absl::OkStatus();
+}
 
-  const bool cache_sent = pipeline::SendsCache(open.mode());
-  if (cache_sent) {
-    if (open.last_token() < 0 || open.last_token() >= c.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "SessionOpen.last_token is ", open.last_token(), ", expected 0..", c.vocab_size - 1));
-    }
-    if (open.next_position() == 0 || open.num_slots() == 0) {
+// kv and projected: the last token, the positions and the kept slots of the cache sent.
+absl::Status CheckCacheOpen(const kvstream::v1::SessionOpen& open, const model::ModelConfig& c,
+                            absl::string_view model_name, CheckedOpen& out) {
+  if (open.last_token() < 0 || open.last_token() >= c.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat("SessionOpen.last_token is ", open.last_token(),
+                                                   ", expected 0..", c.vocab_size - 1));
+  }
+  if (open.next_position() == 0 || open.num_slots() == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("kv mode needs num_slots > 0 and next_position > 0, found ", open.num_slots(),
+                     " and ", open.next_position()));
+  }
+  // Checked before any narrowing: a position past the model's is refused, not wrapped.
+  if (open.next_position() >= static_cast<uint32_t>(c.max_position_embeddings) ||
+      open.num_slots() > open.next_position()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("SessionOpen.next_position is ", open.next_position(), " with ",
+                     open.num_slots(), " slots; model '", model_name, "' allows positions below ",
+                     c.max_position_embeddings, " and at most one slot per position"));
+  }
+  out.last_token = open.last_token();
+  out.next_position = static_cast<int>(open.next_position());
+  auto kept = codec::DecodePositions(open.kept_positions(), open.num_slots(), open.next_position());
+  if (!kept.ok()) return PrefixStatus("SessionOpen.kept_positions: ", kept.status());
+  out.kept = std::move(*kept);
+  out.slots = open.num_slots();
+  return absl::OkStatus();
+}
+
+// text and scout: the whole prompt's tokens, and scout's kept positions.
+absl::Status CheckPromptOpen(const kvstream::v1::SessionOpen& open, const model::ModelConfig& c,
+                             absl::string_view model_name, CheckedOpen& out) {
+  if (open.prompt_tokens_size() < 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("SessionOpen.prompt_tokens has ", open.prompt_tokens_size(),
+                     " tokens; expected the whole prompt (at least 2)"));
+  }
+  out.prompt.assign(open.prompt_tokens().begin(), open.prompt_tokens().end());
+  for (size_t i = 0; i < out.prompt.size(); ++i) {
+    if (out.prompt[i] < 0 || out.prompt[i] >= c.vocab_size) {
       return absl::InvalidArgumentError(
-          absl::StrCat("kv mode needs num_slots > 0 and next_position > 0, found ",
-                       open.num_slots(), " and ", open.next_position()));
-    }
-    // Checked before any narrowing: a position past the model's is refused, not wrapped.
-    if (open.next_position() >= static_cast<uint32_t>(c.max_position_embeddings) ||
-        open.num_slots() > open.next_position()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("SessionOpen.next_position is ", open.next_position(), " with ",
-                       open.num_slots(), " slots; model '", model_name, "' allows positions below ",
-                       c.max_position_embeddings, " and at most one slot per position"));
-    }
-    out.last_token = open.last_token();
-    out.next_position = static_cast<int>(open.next_position());
-    auto kept =
-        codec::DecodePositions(open.kept_positions(), open.num_slots(), open.next_position());
-    if (!kept.ok())
-      return absl::InvalidArgumentError(
-          absl::StrCat("SessionOpen.kept_positions: ", kept.status().message()));
-    out.kept = std::move(*kept);
-    out.slots = open.num_slots();
-  } else {
-    if (open.prompt_tokens_size() < 2) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("SessionOpen.prompt_tokens has ", open.prompt_tokens_size(),
-                       " tokens; expected the whole prompt (at least 2)"));
-    }
-    out.prompt.assign(open.prompt_tokens().begin(), open.prompt_tokens().end());
-    for (size_t i = 0; i < out.prompt.size(); ++i) {
-      if (out.prompt[i] < 0 || out.prompt[i] >= c.vocab_size) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("SessionOpen.prompt_tokens[", i, "] is ", out.prompt[i], ", expected 0..",
-                         c.vocab_size - 1, " for model '", model_name, "'"));
-      }
-    }
-    out.last_token = out.prompt.back();
-    out.next_position = static_cast<int>(out.prompt.size()) - 1;
-    if (open.mode() == kvstream::v1::MODE_SCOUT && !open.kept_positions().empty()) {
-      auto kept =
-          codec::DecodePositions(open.kept_positions(), open.num_slots(), out.next_position);
-      if (!kept.ok()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("SessionOpen.kept_positions: ", kept.status().message()));
-      }
-      out.kept = std::move(*kept);
-      out.slots = out.kept.size();
-    } else {
-      out.slots = out.prompt.size() - 1;
+          absl::StrCat("SessionOpen.prompt_tokens[", i, "] is ", out.prompt[i], ", expected 0..",
+                       c.vocab_size - 1, " for model '", model_name, "'"));
     }
   }
-  if (static_cast<int64_t>(out.next_position) + max_tokens >= c.max_position_embeddings) {
+  out.last_token = out.prompt.back();
+  out.next_position = static_cast<int>(out.prompt.size()) - 1;
+  if (open.mode() != kvstream::v1::MODE_SCOUT || open.kept_positions().empty()) {
+    out.slots = out.prompt.size() - 1;
+    return absl::OkStatus();
+  }
+  auto kept = codec::DecodePositions(open.kept_positions(), open.num_slots(), out.next_position);
+  if (!kept.ok()) return PrefixStatus("SessionOpen.kept_positions: ", kept.status());
+  out.kept = std::move(*kept);
+  out.slots = out.kept.size();
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<CheckedOpen> CheckSessionOpen(const kvstream::v1::SessionOpen& open,
+                                             const model::ModelConfig& c,
+                                             absl::string_view model_name,
+                                             const OpenLimits& limits) {
+  RETURN_IF_ERROR(CheckSessionMode(open.mode()));
+  RETURN_IF_ERROR(CheckDims(open, c, model_name));
+  CheckedOpen out;
+  RETURN_IF_ERROR(CheckSampling(open, limits, out));
+  if (pipeline::SendsCache(open.mode())) {
+    RETURN_IF_ERROR(CheckCacheOpen(open, c, model_name, out));
+  } else {
+    RETURN_IF_ERROR(CheckPromptOpen(open, c, model_name, out));
+  }
+  if (static_cast<int64_t>(out.next_position) + out.max_new_tokens >= c.max_position_embeddings) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "prompt of ", out.next_position + 1, " tokens plus max_tokens ", max_tokens,
+        "prompt of ", out.next_position + 1, " tokens plus max_tokens ", out.max_new_tokens,
         " exceeds model '", model_name, "''s ", c.max_position_embeddings, " positions"));
   }
   return out;
