@@ -63,8 +63,7 @@ bool Tenant::MayUse(const std::string& model) const {
 std::string Sha256Hex(absl::string_view data) { return absl::BytesToHexString(Sha256Raw(data)); }
 
 absl::StatusOr<std::vector<TokenAuthenticator::Entry>> TokenAuthenticator::Parse(
-    const std::string& path) {
-  ASSIGN_OR_RETURN(const std::string text, ReadFile(path, "token file"));
+    absl::string_view text, const std::string& path) {
   std::vector<Entry> entries;
   int line_no = 0;
   for (absl::string_view line : absl::StrSplit(text, '\n')) {
@@ -98,15 +97,22 @@ absl::StatusOr<std::vector<TokenAuthenticator::Entry>> TokenAuthenticator::Parse
 
 absl::StatusOr<std::unique_ptr<TokenAuthenticator>> TokenAuthenticator::Load(
     const std::string& path) {
-  ASSIGN_OR_RETURN(std::vector<Entry> entries, Parse(path));
+  ASSIGN_OR_RETURN(const std::string text, ReadFile(path, "token file"));
+  return FromText(text, path);
+}
+
+absl::StatusOr<std::unique_ptr<TokenAuthenticator>> TokenAuthenticator::FromText(
+    absl::string_view text, const std::string& source) {
+  ASSIGN_OR_RETURN(std::vector<Entry> entries, Parse(text, source));
   std::unique_ptr<TokenAuthenticator> a(new TokenAuthenticator());
-  a->path_ = path;
+  a->path_ = source;
   a->entries_ = std::move(entries);
   return a;
 }
 
 absl::Status TokenAuthenticator::Reload() {
-  ASSIGN_OR_RETURN(std::vector<Entry> entries, Parse(path_));
+  ASSIGN_OR_RETURN(const std::string text, ReadFile(path_, "token file"));
+  ASSIGN_OR_RETURN(std::vector<Entry> entries, Parse(text, path_));
   std::lock_guard<std::mutex> lock(mu_);
   entries_ = std::move(entries);
   return absl::OkStatus();

@@ -46,6 +46,9 @@ class TokenAuthenticator {
   // Reads `path`; INVALID_ARGUMENT naming the line for a malformed one, NOT_FOUND when
   // unreadable. An empty file accepts nobody.
   static absl::StatusOr<std::unique_ptr<TokenAuthenticator>> Load(const std::string& path);
+  // The same from the file's text; `source` names it in errors.
+  static absl::StatusOr<std::unique_ptr<TokenAuthenticator>> FromText(absl::string_view text,
+                                                                      const std::string& source);
   // Re-reads the file; on error the previous tokens stay and the error is returned.
   absl::Status Reload();
   // The tenant whose token the call carries, or UNAUTHENTICATED saying what was missing
@@ -61,7 +64,8 @@ class TokenAuthenticator {
     Tenant tenant;
     std::string hash;  // 32 raw bytes
   };
-  static absl::StatusOr<std::vector<Entry>> Parse(const std::string& path);
+  static absl::StatusOr<std::vector<Entry>> Parse(absl::string_view text,
+                                                  const std::string& source);
   std::string path_;
   mutable std::mutex mu_;
   std::vector<Entry> entries_;
