@@ -58,6 +58,9 @@ ABSL_FLAG(std::string, quality_table, "testdata/quality/tiny_mixed.json",
 ABSL_FLAG(double, emulate_prefill_tps, 0, "Cloud: emulate this prefill rate (tokens/s; 0: real)");
 ABSL_FLAG(double, emulate_decode_tps, 0, "Cloud: emulate this decode rate (tokens/s; 0: real)");
 ABSL_FLAG(std::string, csv, "bench/results/e2e.csv", "Output CSV (rewritten after every link)");
+ABSL_FLAG(std::string, edge_flags, "",
+          "Extra kvstream-edge flags, comma separated (e.g. --layerwise=false, --dtype=bf16)");
+ABSL_FLAG(std::string, cloud_flags, "", "Extra kvstream-cloud flags, comma separated");
 ABSL_FLAG(std::string, work_dir, "",
           "Port files and daemon logs (empty: a fresh directory under /tmp)");
 
@@ -223,6 +226,10 @@ std::vector<std::string> EdgeArgs(const Link& link, int cloud_port, const std::s
     args.push_back("--uplink_trace=" + link.trace);
     args.push_back("--initial_bandwidth_mbps=10");
   }
+  for (absl::string_view f :
+       absl::StrSplit(absl::GetFlag(FLAGS_edge_flags), ',', absl::SkipEmpty())) {
+    args.emplace_back(f);
+  }
   return args;
 }
 
@@ -315,14 +322,24 @@ absl::Status Run() {
       absl::StrSplit(absl::GetFlag(FLAGS_policies), ',', absl::SkipEmpty());
   ASSIGN_OR_RETURN(const std::vector<kvstream::eval::Example> examples, Examples(models));
 
+  std::vector<std::string> cloud_args = {
+      kvstream::net::ExecutableDir() + "/kvstream-cloud",
+      "--model=large=" + models + "/large",
+      "--model=scout=" + models + "/scout",
+      "--listen=127.0.0.1:0",
+      "--port_file=" + work + "/cloud.port",
+      "--metrics_address=",
+      absl::StrCat("--emulate_prefill_tps=", absl::GetFlag(FLAGS_emulate_prefill_tps)),
+      absl::StrCat("--emulate_decode_tps=", absl::GetFlag(FLAGS_emulate_decode_tps))};
+  if (!absl::GetFlag(FLAGS_projection).empty()) {
+    cloud_args.push_back("--projection=" + absl::GetFlag(FLAGS_projection));
+  }
+  for (absl::string_view f :
+       absl::StrSplit(absl::GetFlag(FLAGS_cloud_flags), ',', absl::SkipEmpty())) {
+    cloud_args.emplace_back(f);
+  }
   ChildProcess cloud;
-  RETURN_IF_ERROR(cloud.Start(
-      {kvstream::net::ExecutableDir() + "/kvstream-cloud", "--model=large=" + models + "/large",
-       "--model=scout=" + models + "/scout", "--projection=" + absl::GetFlag(FLAGS_projection),
-       "--listen=127.0.0.1:0", "--port_file=" + work + "/cloud.port", "--metrics_address=",
-       absl::StrCat("--emulate_prefill_tps=", absl::GetFlag(FLAGS_emulate_prefill_tps)),
-       absl::StrCat("--emulate_decode_tps=", absl::GetFlag(FLAGS_emulate_decode_tps))},
-      work + "/cloud.log"));
+  RETURN_IF_ERROR(cloud.Start(cloud_args, work + "/cloud.log"));
   ASSIGN_OR_RETURN(const int cloud_port, cloud.WaitForPortFile(work + "/cloud.port", 60));
   std::fprintf(stderr,
                "[bench] cloud on port %d; %zu links x %zu policies x %zu questions; logs in %s\n",

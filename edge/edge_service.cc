@@ -21,6 +21,7 @@
 #include "common/model/quality_probe.h"
 #include "common/net/grpc_util.h"
 #include "common/pipeline/pipeline.h"
+#include "edge/layer_sender.h"
 
 namespace kvstream::edge {
 namespace {
@@ -155,6 +156,7 @@ struct EdgeService::Request {
   bool sends_cache = false;       // kv / projected: the scout's cache goes on the wire
   bool selects = false;           // a selector other than full
   bool replan = false;            // kv / projected sent a layer at a time against a TTFT target
+  bool layerwise = false;         // --layerwise: sent a layer at a time during the prefill
   bool adaptive = false;          // the policy was chosen by the controller
   ResolvedPolicy requested;       // adaptive: the policy as asked, before the choice
   control::OperatingPoint point;  // adaptive: the point chosen
@@ -187,6 +189,9 @@ struct EdgeService::Request {
   std::unique_ptr<model::QualityProbe> probe;
   bool estimate_rejected = false;
   std::optional<base::AdmissionGate::Slot> estimate_slot;
+  // --layerwise: the model worker slot, held from admission until the prefill (which
+  // runs inside the first transfer attempt) ends.
+  std::optional<base::AdmissionGate::Slot> prefill_slot;
   std::future<absl::StatusOr<model::QualityEstimate>> estimate;
 };
 
@@ -398,6 +403,7 @@ absl::Status EdgeService::Prepare(const kvstream::v1::AskRequest& req, Request& 
   r.sends_cache = pipeline::SendsCache(r.policy.mode);
   r.selects = r.policy.selector != select::Policy::kFull;
   r.replan = r.policy.replan && r.sends_cache && r.policy.ttft_target_seconds > 0;
+  r.layerwise = options_.layerwise && r.sends_cache && !r.selects && !r.replan && !r.adaptive;
   if (r.sends_cache) r.stats.set_spec(r.policy.spec);
   r.head.assign(r.prompt.tokens.begin(), r.prompt.tokens.end() - 1);
   r.spans = r.prompt.spans;
@@ -456,7 +462,7 @@ absl::Status EdgeService::CheckLengths(Request& r) {
 }
 
 pipeline::Request EdgeService::PipelineRequest(const Request& r) const {
-  return ToPipelineRequest(r.policy, options_.chunk_bytes, options_.snapkv_window);
+  return ToPipelineRequest(r.policy, options_.chunk_bytes, options_.snapkv_window, r.layerwise);
 }
 
 absl::Status EdgeService::BuildPayload(grpc::ServerContext* context, Request& r) {
@@ -467,6 +473,13 @@ absl::Status EdgeService::BuildPayload(grpc::ServerContext* context, Request& r)
   // transfer waits on the network.
   ASSIGN_OR_RETURN(base::AdmissionGate::Slot slot, Admit(context, *r.stats.mutable_stages()));
   RETURN_IF_ERROR(CheckAlive(context, "prefill"));
+  if (r.layerwise) {  // the prefill runs in the transfer, sending each layer as it is done
+    r.prefill_slot.emplace(std::move(slot));
+    ASSIGN_OR_RETURN(
+        *r.open.mutable_open(),
+        pipeline::OpenBeforePrefill(*scout_, r.prompt, PipelineRequest(r), r.session_id));
+    return absl::OkStatus();
+  }
   ASSIGN_OR_RETURN(const select::Selection sel, PrefillAndSelect(context, r));
   const bool estimates = r.adaptive && r.sends_cache && options_.estimate_steps > 0;
   if (estimates && !(options_.estimate_overlap && !r.replan)) {
@@ -512,18 +525,71 @@ absl::StatusOr<select::Selection> EdgeService::PrefillAndSelect(grpc::ServerCont
   ASSIGN_OR_RETURN(r.pre, pipeline::Prefill(*scout_, r.prompt, request, interrupt));
   stages.set_prefill(Seconds(t, Clock::now()));
   metrics_->Stage("prefill", stages.prefill());
-  {
-    std::lock_guard<std::mutex> lock(cost_mu_);
-    control::PrefillCost& cost = r.selects ? prefill_stats_cost_ : prefill_cost_;
-    cost.Observe(static_cast<int>(r.head.size()), stages.prefill());
-    metrics_->prefill_scale.Add({{"kind", r.selects ? "stats" : "plain"}}).Set(cost.scale());
-  }
+  ObservePrefill(r, stages.prefill());
   t = Clock::now();
   ASSIGN_OR_RETURN(select::Selection sel, pipeline::Select(r.pre, r.prompt, request));
   r.stats.set_kept_tokens(sel.context_kept);
   stages.set_select(Seconds(t, Clock::now()));
   metrics_->Stage("select", stages.select());
   return sel;
+}
+
+void EdgeService::ObservePrefill(const Request& r, double seconds) {
+  std::lock_guard<std::mutex> lock(cost_mu_);
+  control::PrefillCost& cost = r.selects ? prefill_stats_cost_ : prefill_cost_;
+  cost.Observe(static_cast<int>(r.head.size()), seconds);
+  metrics_->prefill_scale.Add({{"kind", r.selects ? "stats" : "plain"}}).Set(cost.scale());
+}
+
+absl::Status EdgeService::SendWhilePrefilling(grpc::ServerContext* context, CloudTransfer& transfer,
+                                              Request& r, bool& sent_ok) {
+  const pipeline::Request request = PipelineRequest(r);
+  const bool keep = KeepsChunks();
+  LayerSender sender(transfer);
+  double encode = 0;
+  uint64_t seq = 0;
+  std::optional<Clock::time_point> first_sent;
+  // On the prefill's thread, between layers: the stream carries on meanwhile. A broken
+  // stream does not stop the prefill, so that another attempt has every chunk.
+  auto on_layer = [&](int layer, const model::KvCache& cache) -> absl::Status {
+    const auto t = Clock::now();
+    ASSIGN_OR_RETURN(std::vector<kvstream::v1::KvChunk> chunks,
+                     pipeline::EncodeLayer(cache, r.prompt, request, r.session_id, layer, seq));
+    encode += Seconds(t, Clock::now());
+    seq += chunks.size();
+    if (keep) r.chunks.insert(r.chunks.end(), chunks.begin(), chunks.end());
+    sender.Push(std::move(chunks));
+    if (!first_sent) first_sent = Clock::now();
+    return absl::OkStatus();
+  };
+  auto interrupt = [context] { return CheckAlive(context, "the prefill finished"); };
+  const auto t = Clock::now();
+  absl::StatusOr<model::PrefillResult> pre =
+      pipeline::Prefill(*scout_, r.prompt, request, interrupt, on_layer);
+  const auto done = Clock::now();
+  const double prefill = Seconds(t, done) - encode;
+  r.prefill_slot.reset();  // the scout is free for the next request while the rest goes
+  sent_ok = sender.Close() && sent_ok;
+  RETURN_IF_ERROR(pre.status());
+  r.pre = *std::move(pre);
+  r.send_cache = r.pre.cache.get();
+  kvstream::v1::StageSeconds& stages = *r.stats.mutable_stages();
+  stages.set_prefill(prefill);
+  stages.set_encode(stages.encode() + encode);
+  stages.set_overlap(first_sent ? Seconds(*first_sent, done) : 0.0);
+  metrics_->Stage("prefill", prefill);
+  metrics_->Stage("overlap", stages.overlap());
+  metrics_->Stage("encode", encode);
+  ObservePrefill(r, prefill);
+  return absl::OkStatus();
+}
+
+void EdgeService::SendChunks(CloudTransfer& transfer, Request& r, uint64_t first, bool& sent_ok) {
+  const bool keep = KeepsChunks();
+  for (size_t i = first; sent_ok && i < r.chunks.size(); ++i) {
+    sent_ok =
+        transfer.SendChunk(keep ? kvstream::v1::KvChunk(r.chunks[i]) : std::move(r.chunks[i]));
+  }
 }
 
 absl::Status EdgeService::Transfer(grpc::ServerContext* context,
@@ -617,10 +683,10 @@ absl::Status EdgeService::TransferOnce(grpc::ServerContext* context,
     }
     if (sent_ok) first = std::min<uint64_t>(*next, r.chunks.size());
   }
-  const bool keep = KeepsChunks();
-  for (size_t i = first; sent_ok && i < r.chunks.size(); ++i) {
-    sent_ok =
-        transfer.SendChunk(keep ? kvstream::v1::KvChunk(r.chunks[i]) : std::move(r.chunks[i]));
+  if (r.layerwise && r.pre.cache == nullptr) {  // the first attempt: the prefill is to run
+    if (sent_ok) send_status = SendWhilePrefilling(context, transfer, r, sent_ok);
+  } else {
+    SendChunks(transfer, r, first, sent_ok);
   }
   if (r.replan && sent_ok && send_status.ok()) send_status = SendReplanned(transfer, r, sent_ok);
   if (sent_ok && send_status.ok() && r.sends_cache && r.estimate.valid()) {
@@ -830,7 +896,7 @@ void EdgeService::RecordTransfer(const CloudTransfer::Result& t, Request& r) {
 
 absl::Status EdgeService::SwitchToText(Request& r) {
   r.mode = r.policy.mode = kvstream::v1::MODE_TEXT;
-  r.sends_cache = r.replan = false;
+  r.sends_cache = r.replan = r.layerwise = false;
   r.stats.set_mode(kvstream::v1::MODE_TEXT);
   r.stats.clear_spec();
   return EncodePayload(r);

@@ -78,6 +78,10 @@ struct EdgeOptions {
   // (a rejected plan's stream is closed without Commit and the new choice sent), so on
   // a fast link the estimate does not add to TTFT. Not with layer-by-layer re-planning.
   bool estimate_overlap = true;
+  // kv / projected requests without a selector (and neither adaptive nor re-planned):
+  // the stream opens before the scout's prefill, and each layer is encoded and sent as
+  // soon as the prefill has computed it, so the transfer overlaps the computation.
+  bool layerwise = true;
   control::PrefillCost edge_prefill;
   control::PrefillCost edge_prefill_stats;  // while collecting attention statistics
   // Admission control: requests that run the scout (kv, and scout mode with a selector)
@@ -153,6 +157,14 @@ class EdgeService final : public kvstream::v1::EdgeService::Service {
   bool KeepsChunks() const;
   // Re-planning kv: encodes and sends a layer at a time down the spec ladder.
   absl::Status SendReplanned(CloudTransfer& transfer, Request& r, bool& sent_ok);
+  // --layerwise: the prefill (holding the request's model worker slot), each layer's
+  // chunks sent on `transfer` while the next layer is computed.
+  absl::Status SendWhilePrefilling(grpc::ServerContext* context, CloudTransfer& transfer,
+                                   Request& r, bool& sent_ok);
+  // The chunks from `first` on, encoded before the transfer.
+  void SendChunks(CloudTransfer& transfer, Request& r, uint64_t first, bool& sent_ok);
+  // Folds a prefill's time into the cost model's calibration.
+  void ObservePrefill(const Request& r, double seconds);
   void RecordTransfer(const CloudTransfer::Result& result, Request& r);
   // Waits for a model worker within the call's deadline (queue time into `stages`).
   absl::StatusOr<base::AdmissionGate::Slot> Admit(grpc::ServerContext* context,

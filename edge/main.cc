@@ -114,6 +114,10 @@ ABSL_FLAG(bool, estimate_overlap, true,
           "Adaptive: run the estimate while the plan's chunks are sent and hold Commit for its "
           "verdict (a rejected plan's stream is closed without Commit and the new choice sent), "
           "so the estimate does not add to TTFT; false: estimate before sending");
+ABSL_FLAG(bool, layerwise, true,
+          "kv / projected requests without a selector (not adaptive, not re-planned): open the "
+          "stream before the scout's prefill and send each layer as soon as it is computed, so "
+          "the transfer overlaps the prefill; false: prefill, encode, then send");
 ABSL_FLAG(double, initial_bandwidth_mbps, 100,
           "Adaptive: bandwidth assumed before any chunk ack was measured");
 ABSL_FLAG(double, initial_rtt_ms, 20, "Adaptive: round-trip time assumed before any was measured");
@@ -238,6 +242,7 @@ absl::Status ApplyTransferFlags(EdgeOptions& options) {
   options.estimate_steps = absl::GetFlag(FLAGS_estimate_steps);
   options.estimate_min_agreement = absl::GetFlag(FLAGS_estimate_min_agreement);
   options.estimate_overlap = absl::GetFlag(FLAGS_estimate_overlap);
+  options.layerwise = absl::GetFlag(FLAGS_layerwise);
   options.estimate_max_kl = absl::GetFlag(FLAGS_estimate_max_kl);
   if (options.estimate_steps < 0 || options.estimate_steps > 64) {
     return absl::InvalidArgumentError(

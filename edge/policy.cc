@@ -68,7 +68,7 @@ absl::StatusOr<ResolvedPolicy> ResolvePolicy(const kvstream::v1::Policy& req,
 }
 
 pipeline::Request ToPipelineRequest(const ResolvedPolicy& p, uint64_t chunk_bytes,
-                                    int snapkv_window) {
+                                    int snapkv_window, bool layerwise) {
   pipeline::Request q;
   q.mode = p.mode;
   q.selector = p.selector;
@@ -81,6 +81,7 @@ pipeline::Request ToPipelineRequest(const ResolvedPolicy& p, uint64_t chunk_byte
   q.top_p = p.top_p;
   q.chunk_bytes = chunk_bytes;
   q.snapkv_window = snapkv_window;
+  q.layer_chunks = layerwise && q.CanStreamLayers();
   return q;
 }
 

@@ -41,8 +41,10 @@ absl::StatusOr<ResolvedPolicy> ResolvePolicy(const kvstream::v1::Policy& request
                                              const kvstream::v1::Policy& defaults, int num_layers);
 
 // The request the pipeline runs for `policy` (a mode that answers, not ADAPTIVE), with
-// chunks of at most `chunk_bytes` and SnapKV's window of `snapkv_window` rows.
+// chunks of at most `chunk_bytes` and SnapKV's window of `snapkv_window` rows; with
+// `layerwise`, a request that can stream its layers during the prefill (kv / projected
+// without a selector) sends one layer per chunk.
 pipeline::Request ToPipelineRequest(const ResolvedPolicy& policy, uint64_t chunk_bytes,
-                                    int snapkv_window);
+                                    int snapkv_window, bool layerwise = false);
 
 }  // namespace kvstream::edge

@@ -11,8 +11,13 @@ namespace kvstream::model {
 absl::StatusOr<std::vector<kvstream::v1::KvChunk>> EncodeCache(
     const KvCache& cache, const codec::Plan& plan, const std::string& session_id,
     const ChunkingOptions& options, uint64_t first_seq, EncodeStats* stats) {
-  const int L = cache.num_layers(), H = cache.kv_heads(), D = cache.head_dim(), N = cache.size();
+  const int L = cache.num_layers(), H = cache.kv_heads(), D = cache.head_dim();
   RETURN_IF_ERROR(plan.Validate(L));
+  if (options.num_slots > cache.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot encode ", options.num_slots, " slots of a cache of ", cache.size()));
+  }
+  const int N = options.num_slots < 0 ? cache.size() : options.num_slots;
   if (N == 0) return absl::InvalidArgumentError("cache is empty: nothing to send");
   const codec::DType native = cache.is_bf16() ? codec::DType::kBF16 : codec::DType::kF32;
   const int last = options.layer_end < 0 ? L : options.layer_end;

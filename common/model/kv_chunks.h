@@ -23,6 +23,9 @@ struct ChunkingOptions {
   // that re-plans mid-stream encodes a few layers at a time, each under its own spec.
   int layer_begin = 0;
   int layer_end = -1;
+  // Slots to encode, [0, num_slots); -1: all. A sender that encodes during its prefill
+  // sends the prompt's slots but the last token's.
+  int num_slots = -1;
 };
 
 struct EncodeStats {

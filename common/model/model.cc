@@ -502,17 +502,28 @@ struct Model::Impl {
   // Runs tokens through every layer, appending their K/V to `cache`; returns the logits of
   // the last `rows` tokens, row major. With `keep` (fresh cache only), masked tokens are invisible
   // to other queries. With `stats`, accumulates attention statistics (fresh cache only).
-  absl::StatusOr<std::vector<float>> Run(KvCache::Impl& cache, absl::Span<const int32_t> tokens,
-                                         absl::Span<const int32_t> positions,
-                                         const std::vector<uint8_t>* keep,
-                                         const PrefillOptions* stats_opt,
-                                         select::AttentionStats* stats, int64_t rows = 1) const {
+  // With `after_layer`, the cache takes its new slots and positions before the first
+  // layer runs, so that the callback sees them.
+  absl::StatusOr<std::vector<float>> Run(
+      KvCache::Impl& cache, absl::Span<const int32_t> tokens, absl::Span<const int32_t> positions,
+      const std::vector<uint8_t>* keep, const PrefillOptions* stats_opt,
+      select::AttentionStats* stats, int64_t rows = 1,
+      const std::function<absl::Status(int)>& after_layer = nullptr) const {
     torch::NoGradGuard no_grad;
     ForwardPass pass(config, w, opt, cache, tokens, positions, keep, stats_opt);
-    for (int l = 0; l < config.num_layers; ++l) RETURN_IF_ERROR(pass.Layer(l));
-    cache.size = static_cast<int>(pass.slots());
-    cache.positions.insert(cache.positions.end(), positions.begin(), positions.end());
-    cache.next_position = positions.back() + 1;
+    // Otherwise only a pass that completes changes the cache's slots (an interrupted
+    // Extend leaves it as it was).
+    auto take_slots = [&] {
+      cache.size = static_cast<int>(pass.slots());
+      cache.positions.insert(cache.positions.end(), positions.begin(), positions.end());
+      cache.next_position = positions.back() + 1;
+    };
+    if (after_layer) take_slots();
+    for (int l = 0; l < config.num_layers; ++l) {
+      RETURN_IF_ERROR(pass.Layer(l));
+      if (after_layer) RETURN_IF_ERROR(after_layer(l));
+    }
+    if (!after_layer) take_slots();
     if (stats != nullptr) pass.ExportStats(*stats);
     return pass.Logits(rows);
   }
@@ -619,14 +630,23 @@ absl::StatusOr<PrefillResult> Model::Prefill(absl::Span<const int32_t> tokens,
         "cache_tokens must be in [1, ", n,
         "] (or -1: all) and is not combined with a keep mask; found ", options.cache_tokens));
   }
+  if (masked && options.on_layer) {
+    return absl::InvalidArgumentError("on_layer is not combined with a keep mask");
+  }
   PrefillResult result;
+  KvCache::Impl& impl = *cache;
+  result.cache.reset(new KvCache(std::move(cache)));
+  std::function<absl::Status(int)> after_layer;
+  if (options.on_layer) {
+    after_layer = [&options, &result](int l) { return options.on_layer(l, *result.cache); };
+  }
   RETURN_IF_ERROR(Guard("prefill", [&]() -> absl::Status {
-    ASSIGN_OR_RETURN(result.last_logits,
-                     impl_->Run(*cache, tokens, positions, masked ? &options.keep_mask : nullptr,
-                                &options, options.collect_stats ? &result.stats : nullptr));
+    ASSIGN_OR_RETURN(
+        result.last_logits,
+        impl_->Run(impl, tokens, positions, masked ? &options.keep_mask : nullptr, &options,
+                   options.collect_stats ? &result.stats : nullptr, 1, after_layer));
     return absl::OkStatus();
   }));
-  result.cache.reset(new KvCache(std::move(cache)));
   if (masked) {
     std::vector<int32_t> kept;
     for (size_t i = 0; i < options.keep_mask.size(); ++i) {

@@ -99,6 +99,12 @@ struct PrefillOptions {
   // Called between layers and between query blocks (may be null): a non-OK status stops
   // the prefill within one block's time and is returned (cancelled or late requests).
   std::function<absl::Status()> interrupt;
+  // Called on the prefill's thread after each layer's keys and values are in `cache`
+  // (may be null; not with a keep mask): the cache already has every slot and position
+  // of the prompt (before `cache_tokens` trims it), and layers 0..`layer` their values.
+  // A sender encodes and sends a layer with it while the next is computed; a non-OK
+  // status stops the prefill and is returned.
+  std::function<absl::Status(int layer, const KvCache& cache)> on_layer;
 };
 
 struct PrefillResult {

@@ -39,6 +39,48 @@ kvstream::v1::SessionOpen CommonOpen(const Request& request, const std::string& 
   return open;
 }
 
+// kv / projected: what SessionOpen says of the sender's cache of `slots` slots at
+// `positions`.
+void FillCacheOpen(const model::Model& sender, const model::ChatPrompt& prompt,
+                   const std::vector<int32_t>& positions, kvstream::v1::SessionOpen& open) {
+  const model::ModelConfig& sc = sender.config();
+  open.set_model_fingerprint(sender.fingerprint());
+  open.mutable_dims()->set_num_layers(sc.num_layers);
+  open.mutable_dims()->set_num_kv_heads(sc.num_kv_heads);
+  open.mutable_dims()->set_head_dim(sc.head_dim);
+  open.mutable_dims()->set_vocab_size(sc.vocab_size);
+  open.mutable_dims()->set_max_position_embeddings(sc.max_position_embeddings);
+  open.set_last_token(prompt.tokens.back());
+  open.set_num_slots(static_cast<uint32_t>(positions.size()));
+  open.set_next_position(static_cast<uint32_t>(HeadTokens(prompt)));
+  open.set_kept_positions(codec::EncodePositions(positions));
+}
+
+// The chunks of `cache`'s first `num_slots` slots (-1: all) under the request's plan:
+// one layer per chunk with layer_chunks, else layers grouped where they fit.
+absl::StatusOr<std::vector<kvstream::v1::KvChunk>> EncodeLayers(
+    const model::KvCache& cache, int num_slots, const Request& request,
+    const std::string& session_id, int layer_begin, int layer_end, uint64_t first_seq) {
+  model::ChunkingOptions co;
+  co.max_chunk_bytes = request.chunk_bytes;
+  co.num_slots = num_slots;
+  if (!request.layer_chunks) {
+    co.layer_begin = layer_begin;
+    co.layer_end = layer_end;
+    return model::EncodeCache(cache, request.plan, session_id, co, first_seq);
+  }
+  std::vector<kvstream::v1::KvChunk> out;
+  for (int l = layer_begin; l < layer_end; ++l) {
+    co.layer_begin = l;
+    co.layer_end = l + 1;
+    ASSIGN_OR_RETURN(
+        std::vector<kvstream::v1::KvChunk> layer,
+        model::EncodeCache(cache, request.plan, session_id, co, first_seq + out.size()));
+    for (auto& ch : layer) out.push_back(std::move(ch));
+  }
+  return out;
+}
+
 // What one mode does on each side. The four instances are stateless.
 class Strategy {
  public:
@@ -74,23 +116,11 @@ class CacheStrategy : public Strategy {
     }
     payload.cache = request.selects() ? payload.kept.get() : pre->cache.get();
     if (encode_chunks) {
-      model::ChunkingOptions co;
-      co.max_chunk_bytes = request.chunk_bytes;
-      ASSIGN_OR_RETURN(payload.chunks, model::EncodeCache(*payload.cache, request.plan,
-                                                          payload.open.session_id(), co));
+      ASSIGN_OR_RETURN(payload.chunks,
+                       EncodeLayers(*payload.cache, -1, request, payload.open.session_id(), 0,
+                                    payload.cache->num_layers(), 0));
     }
-    const model::ModelConfig& sc = sender.config();
-    kvstream::v1::SessionOpen& open = payload.open;
-    open.set_model_fingerprint(sender.fingerprint());
-    open.mutable_dims()->set_num_layers(sc.num_layers);
-    open.mutable_dims()->set_num_kv_heads(sc.num_kv_heads);
-    open.mutable_dims()->set_head_dim(sc.head_dim);
-    open.mutable_dims()->set_vocab_size(sc.vocab_size);
-    open.mutable_dims()->set_max_position_embeddings(sc.max_position_embeddings);
-    open.set_last_token(prompt.tokens.back());
-    open.set_num_slots(static_cast<uint32_t>(payload.cache->size()));
-    open.set_next_position(static_cast<uint32_t>(HeadTokens(prompt)));
-    open.set_kept_positions(codec::EncodePositions(payload.cache->positions()));
+    FillCacheOpen(sender, prompt, payload.cache->positions(), payload.open);
     return absl::OkStatus();
   }
 
@@ -246,8 +276,16 @@ bool SenderPrefills(const Request& request) {
   return s != nullptr && s->SenderPrefills(request);
 }
 
-absl::StatusOr<model::PrefillResult> Prefill(model::Model& sender, const model::ChatPrompt& prompt,
-                                             const Request& request, Interrupt interrupt) {
+absl::StatusOr<model::PrefillResult> Prefill(
+    model::Model& sender, const model::ChatPrompt& prompt, const Request& request,
+    Interrupt interrupt,
+    std::function<absl::Status(int layer, const model::KvCache& cache)> on_layer) {
+  if (on_layer && !request.CanStreamLayers()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "layers can be sent during the prefill only for kv or projected without a selector, "
+        "found ",
+        ModeName(request.mode), " with selector ", select::PolicyName(request.selector)));
+  }
   if (request.selects()) {
     return model::PrefillForSelection(sender, prompt.tokens, prompt.spans, request.snapkv_window,
                                       std::move(interrupt));
@@ -260,8 +298,37 @@ absl::StatusOr<model::PrefillResult> Prefill(model::Model& sender, const model::
   // estimate's first step.
   model::PrefillOptions po;
   po.interrupt = std::move(interrupt);
+  po.on_layer = std::move(on_layer);
   po.cache_tokens = HeadTokens(prompt);
   return sender.Prefill(prompt.tokens, po);
+}
+
+absl::StatusOr<kvstream::v1::SessionOpen> OpenBeforePrefill(const model::Model& sender,
+                                                            const model::ChatPrompt& prompt,
+                                                            const Request& request,
+                                                            const std::string& session_id) {
+  if (!request.CanStreamLayers() || !request.layer_chunks) {
+    return absl::FailedPreconditionError(
+        "a SessionOpen before the prefill needs kv or projected without a selector, sent a "
+        "layer per chunk");
+  }
+  if (prompt.tokens.size() < 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a prompt of ", prompt.tokens.size(), " tokens; expected at least 2"));
+  }
+  kvstream::v1::SessionOpen open = CommonOpen(request, session_id);
+  std::vector<int32_t> positions(static_cast<size_t>(HeadTokens(prompt)));
+  for (size_t i = 0; i < positions.size(); ++i) positions[i] = static_cast<int32_t>(i);
+  FillCacheOpen(sender, prompt, positions, open);
+  return open;
+}
+
+absl::StatusOr<std::vector<kvstream::v1::KvChunk>> EncodeLayer(const model::KvCache& cache,
+                                                               const model::ChatPrompt& prompt,
+                                                               const Request& request,
+                                                               const std::string& session_id,
+                                                               int layer, uint64_t first_seq) {
+  return EncodeLayers(cache, HeadTokens(prompt), request, session_id, layer, layer + 1, first_seq);
 }
 
 absl::StatusOr<select::Selection> Select(const model::PrefillResult& pre,

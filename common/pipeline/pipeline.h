@@ -50,8 +50,12 @@ bool SenderPrefills(const Request& request);
 // which the receiver feeds first, and last_logits are the last token's. With attention
 // statistics over the whole prompt when the request selects (model::PrefillForSelection);
 // a plain prefill otherwise, whose cache is identical.
-absl::StatusOr<model::PrefillResult> Prefill(model::Model& sender, const model::ChatPrompt& prompt,
-                                             const Request& request, Interrupt interrupt = nullptr);
+// `on_layer` (requests that CanStreamLayers only) is called after each layer, on the
+// prefill's thread (model::PrefillOptions::on_layer).
+absl::StatusOr<model::PrefillResult> Prefill(
+    model::Model& sender, const model::ChatPrompt& prompt, const Request& request,
+    Interrupt interrupt = nullptr,
+    std::function<absl::Status(int layer, const model::KvCache& cache)> on_layer = nullptr);
 
 // The positions (of every prompt token but the last) the request keeps: the selector's
 // choice from `pre`'s statistics, or every one.
@@ -75,6 +79,21 @@ absl::StatusOr<Payload> Encode(const model::Model& sender, const model::PrefillR
                                const select::Selection* selection, const model::ChatPrompt& prompt,
                                const Request& request, const std::string& session_id,
                                bool encode_chunks = true);
+
+// Sending while prefilling (requests that CanStreamLayers, with layer_chunks): the
+// SessionOpen before any model work (the whole cache of the prompt but its last token),
+// then each layer's chunks from the cache Prefill's `on_layer` is given; sequence
+// numbers from `first_seq`. Together they are exactly what Encode gives after the
+// prefill.
+absl::StatusOr<kvstream::v1::SessionOpen> OpenBeforePrefill(const model::Model& sender,
+                                                            const model::ChatPrompt& prompt,
+                                                            const Request& request,
+                                                            const std::string& session_id);
+absl::StatusOr<std::vector<kvstream::v1::KvChunk>> EncodeLayer(const model::KvCache& cache,
+                                                               const model::ChatPrompt& prompt,
+                                                               const Request& request,
+                                                               const std::string& session_id,
+                                                               int layer, uint64_t first_seq);
 
 // A new session id, 25 characters: a per-process random salt and a counter, so ids do
 // not repeat within a process and rarely across processes.

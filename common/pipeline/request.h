@@ -25,7 +25,13 @@ struct Request {
   double top_p = 0;  // 0: 1
   int snapkv_window = 32;
   uint64_t chunk_bytes = 1 << 20;  // largest encoded chunk payload
+  // kv / projected without a selector: one layer per chunk, so that a sender can send
+  // each layer while its prefill computes the next (pipeline.h, CanStreamLayers).
+  bool layer_chunks = false;
   bool selects() const { return selector != select::Policy::kFull; }
+  // The whole cache of a mode that sends one: no selector waits on every layer's
+  // statistics, so each layer can go as soon as the prefill has computed it.
+  bool CanStreamLayers() const { return SendsCache(mode) && !selects(); }
 };
 
 }  // namespace kvstream::pipeline

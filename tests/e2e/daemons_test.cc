@@ -331,7 +331,8 @@ TEST_F(DaemonsTest, InProcessPipelineMatchesTheDaemonsTokenForTokenAndByteForByt
 
       auto policy = edge::ResolvePolicy(req.policy(), defaults, (*scout)->config().num_layers);
       ASSERT_TRUE(policy.ok()) << policy.status();
-      const pipeline::Request pr = edge::ToPipelineRequest(*policy, 1 << 20, 32);
+      const pipeline::Request pr =
+          edge::ToPipelineRequest(*policy, 1 << 20, 32, /*layerwise=*/true);
       auto prompt = model::BuildQaPrompt(*tokenizer_, (*examples_)[e].context,
                                          (*examples_)[e].question, {kSystem});
       ASSERT_TRUE(prompt.ok());
@@ -394,13 +395,23 @@ TEST_F(DaemonsTest, CompressedModesAnswerAndBytesMatchTheCodecFormula) {
       const uint64_t payload = 2ull * c.num_layers * per_tensor;
       EXPECT_EQ(s.raw_kv_bytes(), 2ull * c.num_layers * c.num_kv_heads * c.head_dim * 2 * head);
       EXPECT_GT(s.wire_bytes(), payload) << v.spec;
-      // Overhead: positions twice (SessionOpen and chunk, < 2 bytes each here), headers.
+      // Overhead: positions in SessionOpen and in each chunk (a run of consecutive
+      // positions takes a few bytes), headers.
       EXPECT_LE(s.wire_bytes(), payload + 4 * slots + 512) << v.spec;
       EXPECT_NEAR(s.compression_ratio(), static_cast<double>(s.raw_kv_bytes()) / s.wire_bytes(),
                   1e-9);
       EXPECT_GT(s.ttft_seconds(), 0);
       EXPECT_GT(s.stages().prefill(), 0);
       EXPECT_GT(s.stages().encode(), 0);
+      // The whole cache goes a layer at a time during the scout's prefill (--layerwise,
+      // the default): the transfer overlapped part of it. A selection waits for every
+      // layer's statistics, so it is sent after.
+      if (v.selector == "full") {
+        EXPECT_GT(s.stages().overlap(), 0);
+        EXPECT_LE(s.stages().overlap(), s.stages().prefill() + s.stages().encode());
+      } else {
+        EXPECT_EQ(s.stages().overlap(), 0);
+      }
       EXPECT_EQ(s.spec(), v.spec);
     }
   }

@@ -347,6 +347,7 @@ class Evaluation {
     req.plan = v.plan;
     req.cloud_model = receiver_.name;
     req.max_tokens = receiver_.limits.default_new_tokens;  // --max_new_tokens
+    req.layer_chunks = req.CanStreamLayers();              // the chunks the edge sends by default
     const bool own = mode == kvstream::v1::MODE_KV;
     const model::Model& sender = own || scout_ == nullptr ? *answerer_ : *scout_;
     const model::PrefillResult& pre = own ? senders.own : senders.scout;

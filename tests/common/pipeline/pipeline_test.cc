@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <numeric>
 
 #include "common/base/status.h"
 #include "common/codec/positions.h"
@@ -202,6 +203,66 @@ TEST_F(PipelineTest, SessionIdsHaveOneLengthAndDoNotRepeat) {
   EXPECT_EQ(a.size(), 25u);
   EXPECT_EQ(b.size(), a.size());
   EXPECT_NE(a, b);
+}
+
+// Sending while prefilling: the SessionOpen made before the prefill and the chunks each
+// layer's callback encodes (on the cache as it is being built) are byte for byte what
+// Encode gives after the whole prefill, for kv and projected, raw and compressed.
+TEST_F(PipelineTest, LayersEncodedDuringThePrefillAreTheChunksEncodedAfterIt) {
+  for (const auto& [mode, spec] : {std::pair<Mode, const char*>{kvstream::v1::MODE_KV, "raw"},
+                                   {kvstream::v1::MODE_KV, "int4,L0=f16"},
+                                   {kvstream::v1::MODE_PROJECTED, "int8"}}) {
+    SCOPED_TRACE(absl::StrCat(ModeName(mode), " ", spec));
+    Request r = Make(mode, spec);
+    r.layer_chunks = true;
+    ASSERT_TRUE(r.CanStreamLayers());
+    const std::string id = NewSessionId();
+    auto open = OpenBeforePrefill(*scout_, *prompt_, r, id);
+    ASSERT_TRUE(open.ok()) << open.status();
+    std::vector<kvstream::v1::KvChunk> streamed;
+    std::vector<int> layers;
+    auto on_layer = [&](int layer, const model::KvCache& cache) -> absl::Status {
+      layers.push_back(layer);
+      ASSIGN_OR_RETURN(auto chunks, EncodeLayer(cache, *prompt_, r, id, layer, streamed.size()));
+      for (auto& c : chunks) streamed.push_back(std::move(c));
+      return absl::OkStatus();
+    };
+    auto pre = Prefill(*scout_, *prompt_, r, nullptr, on_layer);
+    ASSERT_TRUE(pre.ok()) << pre.status();
+    std::vector<int> every(scout_->config().num_layers);
+    std::iota(every.begin(), every.end(), 0);
+    EXPECT_EQ(layers, every);
+    const select::Selection all = Select(*pre, *prompt_, r).value();
+    auto after = Encode(*scout_, &*pre, &all, *prompt_, r, id);
+    ASSERT_TRUE(after.ok()) << after.status();
+    EXPECT_EQ(open->SerializeAsString(), after->open.SerializeAsString());
+    ASSERT_EQ(streamed.size(), after->chunks.size());
+    EXPECT_GE(streamed.size(), every.size());  // one layer per chunk at least
+    for (size_t i = 0; i < streamed.size(); ++i) {
+      EXPECT_EQ(streamed[i].SerializeAsString(), after->chunks[i].SerializeAsString()) << i;
+    }
+  }
+  // Only a whole cache can go before its statistics exist.
+  Request q2c = Make(kvstream::v1::MODE_KV, "raw", select::Policy::kQ2C, 0.5);
+  q2c.layer_chunks = true;
+  EXPECT_FALSE(q2c.CanStreamLayers());
+  EXPECT_EQ(OpenBeforePrefill(*scout_, *prompt_, q2c, NewSessionId()).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  auto refused = Prefill(*scout_, *prompt_, q2c, nullptr,
+                         [](int, const model::KvCache&) { return absl::OkStatus(); });
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("only for kv or projected without a selector"),
+            std::string::npos)
+      << refused.status();
+  // A callback's error stops the prefill and is returned.
+  int calls = 0;
+  auto stopped = Prefill(*scout_, *prompt_, Make(kvstream::v1::MODE_KV), nullptr,
+                         [&calls](int, const model::KvCache&) {
+                           ++calls;
+                           return absl::UnavailableError("stream broke");
+                         });
+  EXPECT_EQ(stopped.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(calls, 1);
 }
 
 }  // namespace
