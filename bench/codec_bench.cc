@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "common/codec/chunk.h"
+#include "common/codec/float_formats.h"
 #include "common/codec/quantize.h"
 
 namespace kvstream::codec {
@@ -86,6 +87,18 @@ void BM_DecodeTensor(benchmark::State& state, const std::string& spec_text) {
     benchmark::ClobberMemory();
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * kInputBytes));
+}
+
+// The float formats on the software path, for the ratio of the F16C / AVX2 one to it.
+void BM_Software(benchmark::State& state, bool encode, const std::string& spec_text) {
+  const FloatPath before = ActiveFloatPath();
+  ForceFloatPath(FloatPath::kScalar);
+  if (encode) {
+    BM_EncodeTensor(state, spec_text);
+  } else {
+    BM_DecodeTensor(state, spec_text);
+  }
+  ForceFloatPath(before);
 }
 
 ChunkMeta Meta(const std::string& plan_text) {
@@ -166,9 +179,15 @@ int main(int argc, char** argv) {
   using namespace kvstream::codec;
   benchmark::RegisterBenchmark("memcpy", BM_Memcpy);
   for (const char* spec : {"int8", "int4", "int2", "int8/ch", "int4/ch", "int2/ch", "int8/g32",
-                           "int4/g32", "int2/g32", "int3", "int6/ch", "f16"}) {
+                           "int4/g32", "int2/g32", "int3", "int6/ch", "f16", "bf16"}) {
     benchmark::RegisterBenchmark((std::string("encode/") + spec).c_str(), BM_EncodeTensor, spec);
     benchmark::RegisterBenchmark((std::string("decode/") + spec).c_str(), BM_DecodeTensor, spec);
+  }
+  for (const char* spec : {"f16", "bf16"}) {
+    benchmark::RegisterBenchmark((std::string("encode/") + spec + "/software").c_str(), BM_Software,
+                                 true, spec);
+    benchmark::RegisterBenchmark((std::string("decode/") + spec + "/software").c_str(), BM_Software,
+                                 false, spec);
   }
   for (const char* plan :
        {"int8", "int8,zstd=1", "int4", "int4,zstd=1", "int4,zstd=3", "int2,zstd=1"}) {

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/base/status.h"
 #include "common/codec/bitpack.h"
+#include "common/codec/float_formats.h"
 #include "common/codec/half.h"
 
 namespace kvstream::codec {
@@ -201,27 +202,17 @@ void DecodeInt(const TensorSpec& spec, const TensorShape& s, const uint8_t* in, 
 // ---- float formats -------------------------------------------------------------------
 
 absl::Status EncodeF16(const float* x, int64_t n, uint8_t* out) {
-  for (int64_t i = 0; i < n; ++i) {
-    const uint16_t h = FloatToHalf(x[i]);
-    if ((h & 0x7c00u) == 0x7c00u) {
-      return absl::InvalidArgumentError(absl::StrCat("f16: element ", i, " = ", x[i],
-                                                     " is outside the fp16 range (|x| <= 65504)"));
-    }
-    out[2 * i] = static_cast<uint8_t>(h);
-    out[2 * i + 1] = static_cast<uint8_t>(h >> 8);
+  if (const int64_t i = FloatsToHalf(x, n, out); i >= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("f16: element ", i, " = ", x[i], " is outside the fp16 range (|x| <= 65504)"));
   }
   return absl::OkStatus();
 }
 
 absl::Status EncodeBF16(const float* x, int64_t n, uint8_t* out) {
-  for (int64_t i = 0; i < n; ++i) {
-    const uint16_t b = FloatToBf16(x[i]);
-    if ((b & 0x7f80u) == 0x7f80u) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("bf16: element ", i, " = ", x[i], " is not finite"));
-    }
-    out[2 * i] = static_cast<uint8_t>(b);
-    out[2 * i + 1] = static_cast<uint8_t>(b >> 8);
+  if (const int64_t i = FloatsToBf16(x, n, out); i >= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bf16: element ", i, " = ", x[i], " is not finite"));
   }
   return absl::OkStatus();
 }
@@ -233,14 +224,10 @@ void ToFloat(DType source, const void* src, int64_t n, float* y) {
       std::memcpy(y, src, static_cast<size_t>(n) * 4);
       break;
     case DType::kF16:
-      for (int64_t i = 0; i < n; ++i) {
-        y[i] = HalfToFloat(static_cast<uint16_t>(b[2 * i] | (b[2 * i + 1] << 8)));
-      }
+      HalfsToFloats(b, n, y);
       break;
     case DType::kBF16:
-      for (int64_t i = 0; i < n; ++i) {
-        y[i] = Bf16ToFloat(static_cast<uint16_t>(b[2 * i] | (b[2 * i + 1] << 8)));
-      }
+      Bf16sToFloats(b, n, y);
       break;
   }
 }

@@ -1,0 +1,180 @@
+#include "common/codec/float_formats.h"
+
+#include <atomic>
+
+#include "common/codec/half.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define KVS_HAVE_F16C_PATH 1
+#define KVS_F16C __attribute__((target("avx2,f16c")))
+#endif
+
+namespace kvstream::codec {
+namespace {
+
+bool CpuHasF16c() {
+#ifdef KVS_HAVE_F16C_PATH
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+#else
+  return false;
+#endif
+}
+
+std::atomic<FloatPath>& Path() {
+  static std::atomic<FloatPath> path{CpuHasF16c() ? FloatPath::kF16c : FloatPath::kScalar};
+  return path;
+}
+
+// ---- software ------------------------------------------------------------------------
+
+int64_t ScalarToHalf(const float* x, int64_t n, uint8_t* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    const uint16_t h = FloatToHalf(x[i]);
+    if ((h & 0x7c00u) == 0x7c00u) return i;
+    out[2 * i] = static_cast<uint8_t>(h);
+    out[2 * i + 1] = static_cast<uint8_t>(h >> 8);
+  }
+  return -1;
+}
+
+void ScalarFromHalf(const uint8_t* in, int64_t n, float* y) {
+  for (int64_t i = 0; i < n; ++i) {
+    y[i] = HalfToFloat(static_cast<uint16_t>(in[2 * i] | (in[2 * i + 1] << 8)));
+  }
+}
+
+// An element fails when it is not finite, or rounds to infinity (above bf16's largest).
+int64_t ScalarToBf16(const float* x, int64_t n, uint8_t* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t v = FloatBits(x[i]);
+    const uint16_t h = static_cast<uint16_t>((v + 0x7fffu + ((v >> 16) & 1u)) >> 16);
+    if ((v & 0x7f800000u) == 0x7f800000u || (h & 0x7f80u) == 0x7f80u) return i;
+    out[2 * i] = static_cast<uint8_t>(h);
+    out[2 * i + 1] = static_cast<uint8_t>(h >> 8);
+  }
+  return -1;
+}
+
+void ScalarFromBf16(const uint8_t* in, int64_t n, float* y) {
+  for (int64_t i = 0; i < n; ++i) {
+    y[i] = BitsFloat(static_cast<uint32_t>(in[2 * i] | (in[2 * i + 1] << 8)) << 16);
+  }
+}
+
+// ---- F16C + AVX2 ---------------------------------------------------------------------
+
+#ifdef KVS_HAVE_F16C_PATH
+KVS_F16C int64_t F16cToHalf(const float* x, int64_t n, uint8_t* out) {
+  const __m128i exp_mask = _mm_set1_epi16(0x7c00);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m128i h =
+        _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m128i special = _mm_cmpeq_epi16(_mm_and_si128(h, exp_mask), exp_mask);
+    if (_mm_movemask_epi8(special) != 0) {
+      const int64_t at = ScalarToHalf(x + i, 8, out + 2 * i);
+      return at < 0 ? -1 : i + at;  // at >= 0: the same lanes are special in software
+    }
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 2 * i), h);
+  }
+  const int64_t tail = ScalarToHalf(x + i, n - i, out + 2 * i);
+  return tail < 0 ? -1 : i + tail;
+}
+
+KVS_F16C void F16cFromHalf(const uint8_t* in, int64_t n, float* y) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + 2 * i));
+    _mm256_storeu_ps(y + i, _mm256_cvtph_ps(h));
+  }
+  ScalarFromHalf(in + 2 * i, n - i, y + i);
+}
+
+// bf16 keeps the float's top half, rounded to nearest even: integer arithmetic on eight
+// lanes, then the low 16 bits of each lane packed in order.
+KVS_F16C int64_t Avx2ToBf16(const float* x, int64_t n, uint8_t* out) {
+  const __m256i exp_mask = _mm256_set1_epi32(0x7f800000);
+  const __m256i bias = _mm256_set1_epi32(0x7fff);
+  const __m256i one = _mm256_set1_epi32(1);
+  const __m256i bf16_exp = _mm256_set1_epi32(0x7f80);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i));
+    const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(v, 16), one);
+    const __m256i r = _mm256_srli_epi32(_mm256_add_epi32(v, _mm256_add_epi32(bias, odd)), 16);
+    // Not finite, or rounded up to infinity: the software path finds which.
+    const __m256i special =
+        _mm256_or_si256(_mm256_cmpeq_epi32(_mm256_and_si256(v, exp_mask), exp_mask),
+                        _mm256_cmpeq_epi32(_mm256_and_si256(r, bf16_exp), bf16_exp));
+    if (_mm256_movemask_epi8(special) != 0) {
+      const int64_t at = ScalarToBf16(x + i, 8, out + 2 * i);
+      return at < 0 ? -1 : i + at;
+    }
+    // r's lanes are below 2^16: packus keeps them, per 128-bit half; permute orders them.
+    const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 2 * i), _mm256_castsi256_si128(packed));
+  }
+  const int64_t tail = ScalarToBf16(x + i, n - i, out + 2 * i);
+  return tail < 0 ? -1 : i + tail;
+}
+
+KVS_F16C void Avx2FromBf16(const uint8_t* in, int64_t n, float* y) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + 2 * i));
+    const __m256i w = _mm256_slli_epi32(_mm256_cvtepu16_epi32(b), 16);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + i), w);
+  }
+  ScalarFromBf16(in + 2 * i, n - i, y + i);
+}
+#endif
+
+bool UseF16c() {
+#ifdef KVS_HAVE_F16C_PATH
+  return Path().load(std::memory_order_relaxed) == FloatPath::kF16c;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+FloatPath ActiveFloatPath() { return Path().load(); }
+
+FloatPath ForceFloatPath(FloatPath path) {
+  if (path == FloatPath::kF16c && !CpuHasF16c()) path = FloatPath::kScalar;
+  Path().store(path);
+  return path;
+}
+
+int64_t FloatsToHalf(const float* x, int64_t n, uint8_t* out) {
+#ifdef KVS_HAVE_F16C_PATH
+  if (UseF16c()) return F16cToHalf(x, n, out);
+#endif
+  return ScalarToHalf(x, n, out);
+}
+
+void HalfsToFloats(const uint8_t* in, int64_t n, float* y) {
+#ifdef KVS_HAVE_F16C_PATH
+  if (UseF16c()) return F16cFromHalf(in, n, y);
+#endif
+  ScalarFromHalf(in, n, y);
+}
+
+int64_t FloatsToBf16(const float* x, int64_t n, uint8_t* out) {
+#ifdef KVS_HAVE_F16C_PATH
+  if (UseF16c()) return Avx2ToBf16(x, n, out);
+#endif
+  return ScalarToBf16(x, n, out);
+}
+
+void Bf16sToFloats(const uint8_t* in, int64_t n, float* y) {
+#ifdef KVS_HAVE_F16C_PATH
+  if (UseF16c()) return Avx2FromBf16(in, n, y);
+#endif
+  ScalarFromBf16(in, n, y);
+}
+
+}  // namespace kvstream::codec
