@@ -142,6 +142,17 @@ struct EdgeService::Metrics {
   void Stage(const char* name, double seconds) {
     stages.Add({{"stage", name}}, metrics::SecondsBuckets()).Observe(seconds);
   }
+  // Every edge stage a request ran, once it has ended (whatever its outcome), from the
+  // same figures as its RequestStats; `prefill` is the scout's alone.
+  void Stages(const kvstream::v1::StageSeconds& s, double edge_prefill) {
+    const std::pair<const char*, double> ran[] = {
+        {"tokenize", s.tokenize()}, {"prefill", edge_prefill},  {"select", s.select()},
+        {"encode", s.encode()},     {"estimate", s.estimate()}, {"overlap", s.overlap()},
+        {"transfer", s.transfer()}};
+    for (const auto& [name, seconds] : ran) {
+      if (seconds > 0) Stage(name, seconds);
+    }
+  }
 };
 
 // One Ask's state as it moves through the stages (Prepare -> BuildPayload -> Transfer).
@@ -157,6 +168,7 @@ struct EdgeService::Request {
   bool selects = false;           // a selector other than full
   bool replan = false;            // kv / projected sent a layer at a time against a TTFT target
   bool layerwise = false;         // --layerwise: sent a layer at a time during the prefill
+  double edge_prefill = 0;        // the scout's prefill (stats.stages.prefill adds the cloud's)
   bool adaptive = false;          // the policy was chosen by the controller
   ResolvedPolicy requested;       // adaptive: the policy as asked, before the choice
   control::OperatingPoint point;  // adaptive: the point chosen
@@ -388,7 +400,6 @@ absl::Status EdgeService::Prepare(const kvstream::v1::AskRequest& req, Request& 
   ASSIGN_OR_RETURN(r.prompt,
                    model::BuildQaPrompt(*tokenizer_, req.context(), req.question(), chat));
   stages.set_tokenize(Seconds(t, Clock::now()));
-  metrics_->Stage("tokenize", stages.tokenize());
   const int n = static_cast<int>(r.prompt.tokens.size());
   if (r.policy.mode == kvstream::v1::MODE_ADAPTIVE) {
     r.adaptive = true;
@@ -512,7 +523,6 @@ absl::Status EdgeService::EncodePayload(Request& r) {
   const double encode = Seconds(t, Clock::now());
   kvstream::v1::StageSeconds& stages = *r.stats.mutable_stages();
   stages.set_encode(stages.encode() + encode);
-  metrics_->Stage("encode", encode);
   return absl::OkStatus();
 }
 
@@ -524,13 +534,12 @@ absl::StatusOr<select::Selection> EdgeService::PrefillAndSelect(grpc::ServerCont
   const pipeline::Request request = PipelineRequest(r);
   ASSIGN_OR_RETURN(r.pre, pipeline::Prefill(*scout_, r.prompt, request, interrupt));
   stages.set_prefill(Seconds(t, Clock::now()));
-  metrics_->Stage("prefill", stages.prefill());
+  r.edge_prefill = stages.prefill();
   ObservePrefill(r, stages.prefill());
   t = Clock::now();
   ASSIGN_OR_RETURN(select::Selection sel, pipeline::Select(r.pre, r.prompt, request));
   r.stats.set_kept_tokens(sel.context_kept);
   stages.set_select(Seconds(t, Clock::now()));
-  metrics_->Stage("select", stages.select());
   return sel;
 }
 
@@ -577,9 +586,7 @@ absl::Status EdgeService::SendWhilePrefilling(grpc::ServerContext* context, Clou
   stages.set_prefill(prefill);
   stages.set_encode(stages.encode() + encode);
   stages.set_overlap(first_sent ? Seconds(*first_sent, done) : 0.0);
-  metrics_->Stage("prefill", prefill);
-  metrics_->Stage("overlap", stages.overlap());
-  metrics_->Stage("encode", encode);
+  r.edge_prefill = prefill;
   ObservePrefill(r, prefill);
   return absl::OkStatus();
 }
@@ -873,7 +880,6 @@ void EdgeService::RecordTransfer(const CloudTransfer::Result& t, Request& r) {
   kvstream::v1::StageSeconds& stages = *stats.mutable_stages();
   stages.set_transfer(
       Seconds(t.start, t.chunks == 0 ? t.writes_done : std::max(t.last_ack, t.start)));
-  metrics_->Stage("transfer", stages.transfer());
   const kvstream::v1::CloudStats& cloud = t.cloud;
   stages.set_cloud_queue(cloud.queue_seconds());
   stages.set_rebuild(cloud.rebuild_seconds());
@@ -972,7 +978,6 @@ absl::Status EdgeService::CheckEstimate(grpc::ServerContext* context, Request& r
   r.selected = estimate_kept;
   const double estimate = Seconds(t, Clock::now());
   r.stats.mutable_stages()->set_estimate(r.stats.stages().estimate() + estimate);
-  metrics_->Stage("estimate", estimate);
   return absl::OkStatus();
 }
 
@@ -996,7 +1001,6 @@ absl::StatusOr<bool> EdgeService::AwaitEstimate(Request& r) {
   r.estimate_slot.reset();
   if (!e.ok()) return e.status();
   r.stats.mutable_stages()->set_estimate(e->seconds);
-  metrics_->Stage("estimate", e->seconds);
   return RecordEstimate(r, *e);
 }
 
@@ -1169,6 +1173,7 @@ grpc::Status EdgeService::Ask(grpc::ServerContext* context, const kvstream::v1::
   absl::StatusOr<net::PeerLimiter::Hold> hold = peers_->Acquire(context->peer());
   const absl::Status st = hold.ok() ? Serve(context, *request, writer, r) : hold.status();
   metrics_->active.Decrement();
+  metrics_->Stages(r.stats.stages(), r.edge_prefill);
   grpc::Status out = net::ToGrpc(st);
   const char* mode = pipeline::ModeName(r.mode);
   metrics_->requests.Add({{"mode", mode}, {"code", net::CodeName(out.error_code())}}).Increment();

@@ -1466,6 +1466,41 @@ std::string Promtool(const std::string& text, const std::string& work, int* exit
   return std::string(std::istreambuf_iterator<char>(f), {});
 }
 
+// The value of the sample `name` (with its labels) on a /metrics page; -1 when absent.
+double Sample(const std::string& page, const std::string& name) {
+  const size_t at = page.find("\n" + name + " ");
+  return at == std::string::npos ? -1 : std::strtod(page.c_str() + at + name.size() + 2, nullptr);
+}
+
+// The edge's stage histograms are observed once per request, when it ends, from the
+// figures its RequestStats report: the two agree stage by stage.
+TEST_F(DaemonsTest, EdgeStageMetricsAreTheRequestStats) {
+  const std::vector<std::string> stages = {"tokenize", "prefill", "encode", "overlap", "transfer"};
+  auto sums = [&] {
+    const std::string page = testing::HttpGet(edge_->metrics_port, "/metrics").body;
+    std::map<std::string, double> out;
+    for (const std::string& stage : stages) {
+      const double v = Sample(page, "kvstream_edge_stage_seconds_sum{stage=\"" + stage + "\"}");
+      out[stage] = v < 0 ? 0 : v;
+    }
+    return out;
+  };
+  const auto before = sums();
+  auto r = Ask(Request((*examples_)[7], kvstream::v1::MODE_KV, "int4"));
+  ASSERT_TRUE(r.ok()) << r.status();
+  const auto after = sums();
+  const kvstream::v1::StageSeconds& s = r->stats.stages();
+  const std::map<std::string, double> want = {{"tokenize", s.tokenize()},
+                                              {"prefill", s.prefill()},
+                                              {"encode", s.encode()},
+                                              {"overlap", s.overlap()},
+                                              {"transfer", s.transfer()}};
+  for (const auto& [stage, seconds] : want) {
+    EXPECT_GT(seconds, 0) << stage;
+    EXPECT_NEAR(after.at(stage) - before.at(stage), seconds, 1e-6) << stage;
+  }
+}
+
 TEST_F(DaemonsTest, MetricsAfterTrafficPassPromtool) {
   ASSERT_TRUE(Ask(Request((*examples_)[5], kvstream::v1::MODE_KV, "int4")).ok());
   ASSERT_TRUE(Ask(Request((*examples_)[5], kvstream::v1::MODE_TEXT, "")).ok());
