@@ -414,7 +414,10 @@ absl::Status EdgeService::Prepare(const kvstream::v1::AskRequest& req, Request& 
   r.sends_cache = pipeline::SendsCache(r.policy.mode);
   r.selects = r.policy.selector != select::Policy::kFull;
   r.replan = r.policy.replan && r.sends_cache && r.policy.ttft_target_seconds > 0;
-  r.layerwise = options_.layerwise && r.sends_cache && !r.selects && !r.replan && !r.adaptive;
+  // An adaptive request's estimate needs the whole prefill: it runs beside the rest of
+  // the transfer (--estimate_overlap), or there is none.
+  r.layerwise = options_.layerwise && r.sends_cache && !r.selects && !r.replan &&
+                (!Estimates(r) || options_.estimate_overlap);
   if (r.sends_cache) r.stats.set_spec(r.policy.spec);
   r.head.assign(r.prompt.tokens.begin(), r.prompt.tokens.end() - 1);
   r.spans = r.prompt.spans;
@@ -492,7 +495,7 @@ absl::Status EdgeService::BuildPayload(grpc::ServerContext* context, Request& r)
     return absl::OkStatus();
   }
   ASSIGN_OR_RETURN(const select::Selection sel, PrefillAndSelect(context, r));
-  const bool estimates = r.adaptive && r.sends_cache && options_.estimate_steps > 0;
+  const bool estimates = Estimates(r);
   if (estimates && !(options_.estimate_overlap && !r.replan)) {
     RETURN_IF_ERROR(CheckEstimate(context, r, r.selects ? sel.kept : std::vector<int32_t>{}));
     if (r.mode == kvstream::v1::MODE_TEXT) return absl::OkStatus();  // the estimate chose text
@@ -577,11 +580,18 @@ absl::Status EdgeService::SendWhilePrefilling(grpc::ServerContext* context, Clou
       pipeline::Prefill(*scout_, r.prompt, request, interrupt, on_layer);
   const auto done = Clock::now();
   const double prefill = Seconds(t, done) - encode;
-  r.prefill_slot.reset();  // the scout is free for the next request while the rest goes
+  if (pre.ok()) {
+    r.pre = *std::move(pre);
+    r.send_cache = r.pre.cache.get();
+  }
+  // The slot goes to the adaptive estimate, which runs beside the rest of the transfer
+  // (Commit waits for its verdict), or back to the next request.
+  if (pre.ok() && Estimates(r)) {
+    StartEstimate(r, *std::move(r.prefill_slot), {});
+  }
+  r.prefill_slot.reset();
   sent_ok = sender.Close() && sent_ok;
   RETURN_IF_ERROR(pre.status());
-  r.pre = *std::move(pre);
-  r.send_cache = r.pre.cache.get();
   kvstream::v1::StageSeconds& stages = *r.stats.mutable_stages();
   stages.set_prefill(prefill);
   stages.set_encode(stages.encode() + encode);
@@ -647,6 +657,10 @@ absl::Status EdgeService::Transfer(grpc::ServerContext* context,
   *last.mutable_stats() = r.stats;
   if (!writer->Write(last)) return absl::CancelledError("client went away before the stats");
   return absl::OkStatus();
+}
+
+bool EdgeService::Estimates(const Request& r) const {
+  return r.adaptive && r.sends_cache && options_.estimate_steps > 0;
 }
 
 bool EdgeService::KeepsChunks() const {
@@ -1094,6 +1108,8 @@ absl::StatusOr<std::vector<control::OperatingPoint>> EdgeService::ServablePoints
       projection = &p;
   }
   if (projection != nullptr) rates.projection = projection->tokens_per_second();
+  // A request with a TTFT target is re-planned layer by layer after its prefill instead.
+  rates.layerwise = options_.layerwise && !(request.ttft_target_seconds > 0);
   // Only points the cloud can serve: kv needs the scout there, projected a projection
   // from it into the named model, text/scout the named model.
   auto servable = [&](control::Mode mode) {

@@ -155,6 +155,8 @@ class EdgeService final : public kvstream::v1::EdgeService::Service {
   void NoteResumed(const CloudTransfer::Result& t, Request& r);
   // Whether chunks are kept after sending, for a resume or another attempt.
   bool KeepsChunks() const;
+  // An adaptive request that sends a cache checks its plan with the quality estimate.
+  bool Estimates(const Request& r) const;
   // Re-planning kv: encodes and sends a layer at a time down the spec ladder.
   absl::Status SendReplanned(CloudTransfer& transfer, Request& r, bool& sent_ok);
   // --layerwise: the prefill (holding the request's model worker slot), each layer's

@@ -137,6 +137,13 @@ absl::StatusOr<Prediction> Predict(const OperatingPoint& p, const RequestShape& 
   out.transfer_seconds =
       link.rtt_seconds + 8.0 * static_cast<double>(out.wire_bytes) / link.bandwidth_bps;
   out.ttft_seconds = out.edge_seconds + out.transfer_seconds + out.cloud_seconds;
+  if (rates.layerwise && pipeline::SendsCache(p.mode) && p.selector == select::Policy::kFull) {
+    // The first layer goes once it is computed; the last is computed before it goes.
+    const double layers = std::max(1, m.layers);
+    out.ttft_seconds = std::max(out.edge_seconds + out.transfer_seconds / layers,
+                                out.edge_seconds / layers + out.transfer_seconds) +
+                       out.cloud_seconds;
+  }
   return out;
 }
 

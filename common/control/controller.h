@@ -92,6 +92,9 @@ struct Rates {
   double kv_decode = 0;            // the cloud's copy of the scout, first decode step
   double rebuild_bytes = 1e9;      // chunk decode + cache write at the cloud
   double projection = 0;           // cache slots the cloud maps into its model per second
+  // The edge sends a whole cache (kv / projected without a selector) a layer at a time
+  // during its prefill (its --layerwise): compute and transfer overlap.
+  bool layerwise = false;
 };
 
 struct LinkState {
@@ -126,7 +129,10 @@ struct Prediction {
 //   1/cloud_decode kv:    edge_prefill(prompt) + bytes/encode + rtt + tx(chunks) + bytes/rebuild +
 //   1/kv_decode projected: as kv, plus slots/projection, and the first decode step is the answering
 //          model's (1/cloud_decode)
-// where edge_prefill is the statistics-collecting cost when the point selects.
+// where edge_prefill is the statistics-collecting cost when the point selects. With
+// rates.layerwise, a kv / projected point without a selector overlaps the edge's work and
+// the transfer as a pipeline of L equal layers:
+//   max(edge + transfer / L, edge / L + transfer) + cloud.
 // where kv bytes follow the codec's size formula for the kept slots (f32 source; zstd
 // is not credited, so the estimate is an upper bound), and ids cost 3 bytes each.
 absl::StatusOr<Prediction> Predict(const OperatingPoint& point, const RequestShape& request,

@@ -48,6 +48,27 @@ TEST(ControllerTest, PredictsKvInt8ByHand) {
   EXPECT_NEAR(p->ttft_seconds, expected, 1e-12);
 }
 
+// Layer-wise sending makes the edge's work and the transfer a two-stage pipeline of L
+// layers; a selection still waits for every layer's statistics.
+TEST(ControllerTest, LayerwiseSendingOverlapsComputeAndTransfer) {
+  Rates rates = TestRates();
+  rates.layerwise = true;
+  const double payload = 2 * 2 * 100 * (4 + 4), wire = payload + 4 * 100 + 256;
+  const double edge = 100 / 1000.0 + payload / 2e9;
+  const double transfer = 0.1 + wire * 8 / 1e6;
+  const double cloud = payload / 1e9 + 1 / 100.0;
+  auto p = Predict(Point(kvstream::v1::MODE_KV, "int8", 0.8), kRequest, kScout, rates, {1e6, 0.1});
+  ASSERT_TRUE(p.ok()) << p.status();
+  // Two layers: the first goes after half the edge's work, the second after all of it.
+  EXPECT_NEAR(p->ttft_seconds, std::max(edge + transfer / 2, edge / 2 + transfer) + cloud, 1e-12);
+  EXPECT_LT(p->ttft_seconds, edge + transfer + cloud);
+  auto selected = Predict(Point(kvstream::v1::MODE_KV, "int8", 0.8, select::Policy::kQ2C, 0.5),
+                          kRequest, kScout, rates, {1e6, 0.1});
+  ASSERT_TRUE(selected.ok()) << selected.status();
+  EXPECT_NEAR(selected->ttft_seconds,
+              selected->edge_seconds + selected->transfer_seconds + selected->cloud_seconds, 1e-12);
+}
+
 TEST(ControllerTest, PredictsProjectedByHand) {
   // As kv INT8, plus mapping 100 slots at 20,000 slots/s, and the answering model's first
   // decode step (50/s) instead of the scout's.
