@@ -8,6 +8,51 @@
 
 namespace kvstream::model {
 
+namespace {
+
+// One chunk: layers [lb, le) x slots [tb, te) of `cache` under `spec`, read in `source`
+// (the cache's own dtype for raw specs, float32 otherwise).
+absl::StatusOr<kvstream::v1::KvChunk> EncodeBlock(const KvCache& cache, const codec::Plan& plan,
+                                                  const codec::LayerSpec& spec, codec::DType source,
+                                                  const std::string& session_id, uint64_t seq,
+                                                  int lb, int le, int tb, int te) {
+  const int H = cache.kv_heads(), D = cache.head_dim(), n = te - tb;
+  const bool raw = source != codec::DType::kF32 || spec.k.format == codec::Format::kRaw ||
+                   spec.v.format == codec::Format::kRaw;
+  const size_t tensor_bytes =
+      static_cast<size_t>(H) * n * D * static_cast<size_t>(codec::DTypeBytes(source));
+  std::vector<std::vector<uint8_t>> buffers;
+  std::vector<codec::LayerKv> views;
+  buffers.reserve(2 * (le - lb));
+  for (int l = lb; l < le; ++l) {
+    buffers.emplace_back(tensor_bytes);
+    buffers.emplace_back(tensor_bytes);
+    void* k = buffers[buffers.size() - 2].data();
+    void* v = buffers.back().data();
+    if (raw) {
+      RETURN_IF_ERROR(cache.ExportLayerRaw(l, tb, te, k, v));
+    } else {
+      RETURN_IF_ERROR(cache.ExportLayer(l, tb, te, static_cast<float*>(k), static_cast<float*>(v)));
+    }
+    views.push_back({k, v});
+  }
+  codec::ChunkMeta m;
+  m.session_id = session_id;
+  m.seq = seq;
+  m.layer_begin = lb;
+  m.layer_end = le;
+  m.token_begin = tb;
+  m.positions.assign(cache.positions().begin() + tb, cache.positions().begin() + te);
+  m.kv_heads = H;
+  m.head_dim = D;
+  m.source_dtype = source;
+  m.spec = spec;
+  m.zstd_level = plan.zstd_level;
+  return codec::EncodeChunk(m, views);
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<kvstream::v1::KvChunk>> EncodeCache(
     const KvCache& cache, const codec::Plan& plan, const std::string& session_id,
     const ChunkingOptions& options, uint64_t first_seq, EncodeStats* stats) {
@@ -28,11 +73,10 @@ absl::StatusOr<std::vector<kvstream::v1::KvChunk>> EncodeCache(
   std::vector<kvstream::v1::KvChunk> out;
   uint64_t seq = first_seq;
   EncodeStats local;
-  int layer = options.layer_begin;
-  while (layer < last) {
+  for (int layer = options.layer_begin, layer_end; layer < last; layer = layer_end) {
     // A run of layers with the same spec.
     const codec::LayerSpec spec = plan.ForLayer(layer);
-    int layer_end = layer + 1;
+    layer_end = layer + 1;
     while (layer_end < last && plan.ForLayer(layer_end) == spec) ++layer_end;
     // Raw specs ship the cache's own dtype; everything else is encoded from float32.
     const bool raw = spec.k.format == codec::Format::kRaw || spec.v.format == codec::Format::kRaw;
@@ -53,39 +97,9 @@ absl::StatusOr<std::vector<kvstream::v1::KvChunk>> EncodeCache(
       const int le = std::min(layer_end, lb + layers_per_chunk);
       for (int tb = 0; tb < N; tb += tokens_per_chunk) {
         const int te = std::min(N, tb + tokens_per_chunk);
-        const int n = te - tb;
-        const size_t elem = static_cast<size_t>(codec::DTypeBytes(source));
-        const size_t tensor_bytes = static_cast<size_t>(H) * n * D * elem;
-        std::vector<std::vector<uint8_t>> buffers;
-        std::vector<codec::LayerKv> views;
-        buffers.reserve(2 * (le - lb));
-        for (int l = lb; l < le; ++l) {
-          buffers.emplace_back(tensor_bytes);
-          buffers.emplace_back(tensor_bytes);
-          void* k = buffers[buffers.size() - 2].data();
-          void* v = buffers.back().data();
-          if (raw) {
-            RETURN_IF_ERROR(cache.ExportLayerRaw(l, tb, te, k, v));
-          } else {
-            RETURN_IF_ERROR(
-                cache.ExportLayer(l, tb, te, static_cast<float*>(k), static_cast<float*>(v)));
-          }
-          views.push_back({k, v});
-        }
-        codec::ChunkMeta m;
-        m.session_id = session_id;
-        m.seq = seq++;
-        m.layer_begin = lb;
-        m.layer_end = le;
-        m.token_begin = tb;
-        m.positions.assign(cache.positions().begin() + tb, cache.positions().begin() + te);
-        m.kv_heads = H;
-        m.head_dim = D;
-        m.source_dtype = source;
-        m.spec = spec;
-        m.zstd_level = plan.zstd_level;
-        ASSIGN_OR_RETURN(kvstream::v1::KvChunk chunk, codec::EncodeChunk(m, views));
-        local.bytes16 += codec::ChunkBytes16(m);
+        ASSIGN_OR_RETURN(kvstream::v1::KvChunk chunk,
+                         EncodeBlock(cache, plan, spec, source, session_id, seq++, lb, le, tb, te));
+        local.bytes16 += 2ull * (le - lb) * H * (te - tb) * D * 2;
         local.raw_bytes += chunk.raw_bytes();
         local.wire_bytes += chunk.payload().size();
         local.message_bytes += chunk.ByteSizeLong();
@@ -93,7 +107,6 @@ absl::StatusOr<std::vector<kvstream::v1::KvChunk>> EncodeCache(
         out.push_back(std::move(chunk));
       }
     }
-    layer = layer_end;
   }
   if (stats != nullptr) *stats = local;
   return out;
