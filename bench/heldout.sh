@@ -2,14 +2,16 @@
 # Adaptive mode on task kinds its quality table was not measured on: the e2e benchmark
 # with a needle-only table on single-hop questions and a single-hop-only table on
 # needles, beside the mixed default table on both, at 10 and 100 Mbit/s (RTT 20 ms),
-# with the per-request quality estimate on and off. Writes bench/results/heldout_*.csv,
-# heldout_summary.md and heldout.png. About 10 minutes on 2 cores.
+# with the per-request quality estimate on (ESTIMATE_STEPS, default 4) and off. Writes
+# heldout_*.csv, heldout_summary.md and heldout.png to OUT (default bench/results).
+# About 2 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BUILD_DIR:-build}/bin
-out=bench/results
+out=${OUT:-bench/results}
 N=${N:-16}
-single_table=$out/heldout_table_single.json
+steps=${ESTIMATE_STEPS:-4}  # the edge's --estimate_steps where the estimate is on
+single_table=bench/results/heldout_table_single.json
 [[ -s $single_table ]] || KINDS=single N=20 bench/make_quality_table.sh "$single_table" >/dev/null
 policies=text,kv-int4,kv-q2c50-int4,projected-int4,adaptive
 run() {  # NAME TABLE KIND SHAPE ESTIMATE_STEPS
@@ -17,10 +19,10 @@ run() {  # NAME TABLE KIND SHAPE ESTIMATE_STEPS
     --traces= --n="$N" --policies="$policies" --estimate_steps="$5" \
     --csv="$out/heldout_$1.csv" >/dev/null 2>&1
 }
-run needle-table_single-questions testdata/quality/tiny_needle512.json single --records=16-64 4
+run needle-table_single-questions testdata/quality/tiny_needle512.json single --records=16-64 "$steps"
 run needle-table_single-questions_no-estimate testdata/quality/tiny_needle512.json single --records=16-64 0
-run single-table_needle-questions "$single_table" needle --target_tokens=400-600 4
-run mixed-table_single-questions testdata/quality/tiny_mixed.json single --records=16-64 4
-run mixed-table_needle-questions testdata/quality/tiny_mixed.json needle --target_tokens=400-600 4
+run single-table_needle-questions "$single_table" needle --target_tokens=400-600 "$steps"
+run mixed-table_single-questions testdata/quality/tiny_mixed.json single --records=16-64 "$steps"
+run mixed-table_needle-questions testdata/quality/tiny_mixed.json needle --target_tokens=400-600 "$steps"
 /usr/bin/python3 bench/heldout.py "$out"/heldout_*.csv > "$out/heldout_summary.md"
 cat "$out/heldout_summary.md"
