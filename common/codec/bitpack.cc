@@ -37,7 +37,13 @@ void BitWriter::Put(const uint8_t* codes, size_t n) {
           *out_++ = b;
         }
         break;
-      default:
+      default:  // 3, 5, 6, 7 bits: eight codes fill exactly `bits` bytes
+        for (; i + 8 <= n; i += 8) {
+          uint64_t v = 0;
+          for (int j = 0; j < 8; ++j) v |= static_cast<uint64_t>(codes[i + j]) << (j * bits_);
+          for (int k = 0; k < bits_; ++k) out_[k] = static_cast<uint8_t>(v >> (8 * k));
+          out_ += bits_;
+        }
         break;
     }
   }
@@ -109,7 +115,13 @@ void BitReader::Get(uint8_t* codes, size_t n) {
           for (int j = 0; j < 8; ++j) codes[i + j] = (b >> j) & 1;
         }
         break;
-      default:
+      default:  // 3, 5, 6, 7 bits: eight codes from exactly `bits` bytes
+        for (; i + 8 <= n && in_ + bits_ <= end_; i += 8) {
+          uint64_t v = 0;
+          for (int k = 0; k < bits_; ++k) v |= static_cast<uint64_t>(in_[k]) << (8 * k);
+          for (int j = 0; j < 8; ++j) codes[i + j] = static_cast<uint8_t>(v >> (j * bits_)) & mask;
+          in_ += bits_;
+        }
         break;
     }
   }

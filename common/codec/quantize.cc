@@ -66,6 +66,37 @@ KVS_KERNEL void DequantizeRun(const uint8_t* __restrict q, int64_t n, float scal
   for (int64_t i = 0; i < n; ++i) y[i] = static_cast<float>(q[i]) * scale + offset;
 }
 
+// Per-channel kernels: one token's row of D channels against per-channel state.
+// Folds the row into the running per-channel min and max; returns nonzero on a NaN.
+KVS_KERNEL int ChannelRangeRow(const float* __restrict row, int64_t D, float* __restrict lo,
+                               float* __restrict hi) {
+  int nan = 0;
+  for (int64_t d = 0; d < D; ++d) {
+    const float v = row[d];
+    nan |= v != v;
+    lo[d] = v < lo[d] ? v : lo[d];
+    hi[d] = v > hi[d] ? v : hi[d];
+  }
+  return nan;
+}
+
+KVS_KERNEL void QuantizeChannels(const float* __restrict row, int64_t D,
+                                 const float* __restrict off, const float* __restrict inv,
+                                 float levels, uint8_t* __restrict q) {
+  for (int64_t d = 0; d < D; ++d) {
+    float v = (row[d] - off[d]) * inv[d];
+    v = v > 0.0f ? v : 0.0f;
+    v = v < levels ? v : levels;
+    q[d] = static_cast<uint8_t>(static_cast<int>(v + 0.5f));  // NOLINT: as in QuantizeRun
+  }
+}
+
+KVS_KERNEL void DequantizeChannels(const uint8_t* __restrict q, int64_t D,
+                                   const float* __restrict scale, const float* __restrict off,
+                                   float* __restrict y) {
+  for (int64_t d = 0; d < D; ++d) y[d] = static_cast<float>(q[d]) * scale[d] + off[d];
+}
+
 // Hot-path form of ComputeQuantParams: false when the range cannot be represented.
 inline bool FastParams(float lo, float hi, int bits, QuantParams* out) {
   if (lo < -kHalfMax || hi > kHalfMax) return false;
@@ -108,17 +139,9 @@ absl::Status EncodeInt(const TensorSpec& spec, const TensorShape& s, const float
       const float* xh = x + h * T * D;
       std::fill(lo.begin(), lo.end(), std::numeric_limits<float>::infinity());
       std::fill(hi.begin(), hi.end(), -std::numeric_limits<float>::infinity());
-      bool nan = false;
-      for (int64_t t = 0; t < T; ++t) {
-        const float* row = xh + t * D;
-        for (int64_t d = 0; d < D; ++d) {
-          const float v = row[d];
-          nan |= v != v;
-          lo[d] = v < lo[d] ? v : lo[d];
-          hi[d] = v > hi[d] ? v : hi[d];
-        }
-      }
-      if (nan) return NonFinite(h * D);
+      int nan = 0;
+      for (int64_t t = 0; t < T; ++t) nan |= ChannelRangeRow(xh + t * D, D, lo.data(), hi.data());
+      if (nan != 0) return NonFinite(h * D);
       for (int64_t d = 0; d < D; ++d) {
         if (!std::isfinite(lo[d]) || !std::isfinite(hi[d])) return NonFinite(h * D + d);
         QuantParams qp;
@@ -129,13 +152,7 @@ absl::Status EncodeInt(const TensorSpec& spec, const TensorShape& s, const float
         inv[d] = scale > 0.0f ? 1.0f / scale : 0.0f;
       }
       for (int64_t t = 0; t < T; ++t) {
-        const float* row = xh + t * D;
-        for (int64_t d = 0; d < D; ++d) {
-          float v = (row[d] - off[d]) * inv[d];
-          v = v > 0.0f ? v : 0.0f;
-          v = v < levels ? v : levels;
-          q[d] = static_cast<uint8_t>(static_cast<int>(v + 0.5f));  // NOLINT: as in QuantizeRun
-        }
+        QuantizeChannels(xh + t * D, D, off.data(), inv.data(), levels, q.data());
         writer.Put(q.data(), static_cast<size_t>(D));
       }
     }
@@ -179,8 +196,7 @@ void DecodeInt(const TensorSpec& spec, const TensorShape& s, const uint8_t* in, 
       for (int64_t d = 0; d < D; ++d) LoadParams(params + (h * D + d) * 4, &scale[d], &off[d]);
       for (int64_t t = 0; t < T; ++t) {
         reader.Get(q.data(), static_cast<size_t>(D));
-        float* row = y + (h * T + t) * D;
-        for (int64_t d = 0; d < D; ++d) row[d] = static_cast<float>(q[d]) * scale[d] + off[d];
+        DequantizeChannels(q.data(), D, scale.data(), off.data(), y + (h * T + t) * D);
       }
     }
     return;

@@ -70,5 +70,31 @@ TEST(BitpackTest, PiecewisePutsMatchOneShotAcrossByteBoundaries) {
   }
 }
 
+// The layout is fixed by the format: code i's bit j is bit i * bits + j of the stream,
+// least significant bit first. A packer written here bit by bit pins it for every
+// width and for runs long enough to take the writer's and reader's fast paths.
+TEST(BitpackTest, LongRunsHaveTheFormatsBitLayout) {
+  std::mt19937 rng(7);
+  for (int bits = 1; bits <= 8; ++bits) {
+    for (size_t n : {8u, 9u, 16u, 63u, 64u, 100u, 257u}) {
+      std::vector<uint8_t> codes(n);
+      for (auto& c : codes) c = static_cast<uint8_t>(rng() & ((1u << bits) - 1));
+      std::vector<uint8_t> want(PackedBytes(n, bits), 0);
+      for (size_t i = 0; i < n; ++i) {
+        for (int j = 0; j < bits; ++j) {
+          const size_t at = i * bits + j;
+          if ((codes[i] >> j) & 1) want[at / 8] |= static_cast<uint8_t>(1u << (at % 8));
+        }
+      }
+      std::vector<uint8_t> got(want.size());
+      PackBits(codes.data(), n, bits, got.data());
+      ASSERT_EQ(got, want) << "bits " << bits << ", n " << n;
+      std::vector<uint8_t> back(n);
+      UnpackBits(want.data(), n, bits, back.data());
+      ASSERT_EQ(back, codes) << "bits " << bits << ", n " << n;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace kvstream::codec
