@@ -3,6 +3,43 @@
 #include <cstring>
 
 namespace kvstream::codec {
+namespace {
+
+// Eight B-bit codes fill exactly B bytes, least significant bit first. The width is a
+// template parameter so that the shifts are constants and the loops unroll.
+template <int B>
+size_t PutEights(const uint8_t* codes, size_t n, uint8_t*& out) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t v = 0;
+    for (int j = 0; j < 8; ++j) v |= static_cast<uint64_t>(codes[i + j]) << (j * B);
+    for (int k = 0; k < B; ++k) out[k] = static_cast<uint8_t>(v >> (8 * k));
+    out += B;
+  }
+  return i;
+}
+
+template <int B>
+size_t GetEights(const uint8_t*& in, const uint8_t* end, uint8_t* codes, size_t n) {
+  constexpr uint64_t kMask = (uint64_t{1} << B) - 1;
+  size_t i = 0;
+  // One 8-byte load (little-endian, as the whole codec), B bytes of it used.
+  for (; i + 8 <= n && in + 8 <= end; i += 8) {
+    uint64_t v;
+    std::memcpy(&v, in, 8);
+    for (int j = 0; j < 8; ++j) codes[i + j] = static_cast<uint8_t>((v >> (j * B)) & kMask);
+    in += B;
+  }
+  for (; i + 8 <= n && in + B <= end; i += 8) {  // the last bytes: B loads of one byte
+    uint64_t v = 0;
+    for (int k = 0; k < B; ++k) v |= static_cast<uint64_t>(in[k]) << (8 * k);
+    for (int j = 0; j < 8; ++j) codes[i + j] = static_cast<uint8_t>((v >> (j * B)) & kMask);
+    in += B;
+  }
+  return i;
+}
+
+}  // namespace
 
 void BitWriter::Put(const uint8_t* codes, size_t n) {
   if (n == 0) return;
@@ -37,13 +74,19 @@ void BitWriter::Put(const uint8_t* codes, size_t n) {
           *out_++ = b;
         }
         break;
-      default:  // 3, 5, 6, 7 bits: eight codes fill exactly `bits` bytes
-        for (; i + 8 <= n; i += 8) {
-          uint64_t v = 0;
-          for (int j = 0; j < 8; ++j) v |= static_cast<uint64_t>(codes[i + j]) << (j * bits_);
-          for (int k = 0; k < bits_; ++k) out_[k] = static_cast<uint8_t>(v >> (8 * k));
-          out_ += bits_;
-        }
+      case 3:
+        i = PutEights<3>(codes, n, out_);
+        break;
+      case 5:
+        i = PutEights<5>(codes, n, out_);
+        break;
+      case 6:
+        i = PutEights<6>(codes, n, out_);
+        break;
+      case 7:
+        i = PutEights<7>(codes, n, out_);
+        break;
+      default:
         break;
     }
   }
@@ -115,13 +158,19 @@ void BitReader::Get(uint8_t* codes, size_t n) {
           for (int j = 0; j < 8; ++j) codes[i + j] = (b >> j) & 1;
         }
         break;
-      default:  // 3, 5, 6, 7 bits: eight codes from exactly `bits` bytes
-        for (; i + 8 <= n && in_ + bits_ <= end_; i += 8) {
-          uint64_t v = 0;
-          for (int k = 0; k < bits_; ++k) v |= static_cast<uint64_t>(in_[k]) << (8 * k);
-          for (int j = 0; j < 8; ++j) codes[i + j] = static_cast<uint8_t>(v >> (j * bits_)) & mask;
-          in_ += bits_;
-        }
+      case 3:
+        i = GetEights<3>(in_, end_, codes, n);
+        break;
+      case 5:
+        i = GetEights<5>(in_, end_, codes, n);
+        break;
+      case 6:
+        i = GetEights<6>(in_, end_, codes, n);
+        break;
+      case 7:
+        i = GetEights<7>(in_, end_, codes, n);
+        break;
+      default:
         break;
     }
   }
