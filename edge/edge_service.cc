@@ -580,18 +580,19 @@ absl::Status EdgeService::SendWhilePrefilling(grpc::ServerContext* context, Clou
       pipeline::Prefill(*scout_, r.prompt, request, interrupt, on_layer);
   const auto done = Clock::now();
   const double prefill = Seconds(t, done) - encode;
-  if (pre.ok()) {
+  const absl::Status prefilled = pre.status();
+  if (prefilled.ok()) {
     r.pre = *std::move(pre);
     r.send_cache = r.pre.cache.get();
   }
   // The slot goes to the adaptive estimate, which runs beside the rest of the transfer
   // (Commit waits for its verdict), or back to the next request.
-  if (pre.ok() && Estimates(r)) {
+  if (prefilled.ok() && Estimates(r)) {
     StartEstimate(r, *std::move(r.prefill_slot), {});
   }
   r.prefill_slot.reset();
   sent_ok = sender.Close() && sent_ok;
-  RETURN_IF_ERROR(pre.status());
+  RETURN_IF_ERROR(prefilled);
   kvstream::v1::StageSeconds& stages = *r.stats.mutable_stages();
   stages.set_prefill(prefill);
   stages.set_encode(stages.encode() + encode);

@@ -5,6 +5,7 @@
 #include "common/codec/half.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
 #include <immintrin.h>
 #define KVS_HAVE_F16C_PATH 1
 #define KVS_F16C __attribute__((target("avx2,f16c")))
@@ -15,8 +16,11 @@ namespace {
 
 bool CpuHasF16c() {
 #ifdef KVS_HAVE_F16C_PATH
+  // F16C is CPUID leaf 1, ECX bit 29 (clang's __builtin_cpu_supports has no "f16c").
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (__get_cpuid(1, &eax, &ebx, &ecx, &edx) == 0 || (ecx & (1u << 29)) == 0) return false;
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+  return __builtin_cpu_supports("avx2");
 #else
   return false;
 #endif
