@@ -133,15 +133,15 @@ KVS_F16C void Avx2FromBf16(const uint8_t* in, int64_t n, float* y) {
   }
   ScalarFromBf16(in + 2 * i, n - i, y + i);
 }
+#else
+// No F16C path on this target: the names lead to the software conversions.
+constexpr auto F16cToHalf = ScalarToHalf;
+constexpr auto F16cFromHalf = ScalarFromHalf;
+constexpr auto Avx2ToBf16 = ScalarToBf16;
+constexpr auto Avx2FromBf16 = ScalarFromBf16;
 #endif
 
-bool UseF16c() {
-#ifdef KVS_HAVE_F16C_PATH
-  return Path().load(std::memory_order_relaxed) == FloatPath::kF16c;
-#else
-  return false;
-#endif
-}
+bool UseF16c() { return Path().load(std::memory_order_relaxed) == FloatPath::kF16c; }
 
 }  // namespace
 
@@ -154,31 +154,19 @@ FloatPath ForceFloatPath(FloatPath path) {
 }
 
 int64_t FloatsToHalf(const float* x, int64_t n, uint8_t* out) {
-#ifdef KVS_HAVE_F16C_PATH
-  if (UseF16c()) return F16cToHalf(x, n, out);
-#endif
-  return ScalarToHalf(x, n, out);
+  return UseF16c() ? F16cToHalf(x, n, out) : ScalarToHalf(x, n, out);
 }
 
 void HalfsToFloats(const uint8_t* in, int64_t n, float* y) {
-#ifdef KVS_HAVE_F16C_PATH
-  if (UseF16c()) return F16cFromHalf(in, n, y);
-#endif
-  ScalarFromHalf(in, n, y);
+  UseF16c() ? F16cFromHalf(in, n, y) : ScalarFromHalf(in, n, y);
 }
 
 int64_t FloatsToBf16(const float* x, int64_t n, uint8_t* out) {
-#ifdef KVS_HAVE_F16C_PATH
-  if (UseF16c()) return Avx2ToBf16(x, n, out);
-#endif
-  return ScalarToBf16(x, n, out);
+  return UseF16c() ? Avx2ToBf16(x, n, out) : ScalarToBf16(x, n, out);
 }
 
 void Bf16sToFloats(const uint8_t* in, int64_t n, float* y) {
-#ifdef KVS_HAVE_F16C_PATH
-  if (UseF16c()) return Avx2FromBf16(in, n, y);
-#endif
-  ScalarFromBf16(in, n, y);
+  UseF16c() ? Avx2FromBf16(in, n, y) : ScalarFromBf16(in, n, y);
 }
 
 }  // namespace kvstream::codec
