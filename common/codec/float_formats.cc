@@ -77,10 +77,7 @@ KVS_F16C int64_t F16cToHalf(const float* x, int64_t n, uint8_t* out) {
     const __m128i h =
         _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const __m128i special = _mm_cmpeq_epi16(_mm_and_si128(h, exp_mask), exp_mask);
-    if (_mm_movemask_epi8(special) != 0) {
-      const int64_t at = ScalarToHalf(x + i, 8, out + 2 * i);
-      return at < 0 ? -1 : i + at;  // at >= 0: the same lanes are special in software
-    }
+    if (_mm_movemask_epi8(special) != 0) break;  // the software path finds which
     _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 2 * i), h);
   }
   const int64_t tail = ScalarToHalf(x + i, n - i, out + 2 * i);
@@ -108,14 +105,11 @@ KVS_F16C int64_t Avx2ToBf16(const float* x, int64_t n, uint8_t* out) {
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i));
     const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(v, 16), one);
     const __m256i r = _mm256_srli_epi32(_mm256_add_epi32(v, _mm256_add_epi32(bias, odd)), 16);
-    // Not finite, or rounded up to infinity: the software path finds which.
+    // Not finite, or rounded up to infinity: the software path finds which, from here.
     const __m256i special =
         _mm256_or_si256(_mm256_cmpeq_epi32(_mm256_and_si256(v, exp_mask), exp_mask),
                         _mm256_cmpeq_epi32(_mm256_and_si256(r, bf16_exp), bf16_exp));
-    if (_mm256_movemask_epi8(special) != 0) {
-      const int64_t at = ScalarToBf16(x + i, 8, out + 2 * i);
-      return at < 0 ? -1 : i + at;
-    }
+    if (_mm256_movemask_epi8(special) != 0) break;
     // r's lanes are below 2^16: packus keeps them, per 128-bit half; permute orders them.
     const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 2 * i), _mm256_castsi256_si128(packed));
