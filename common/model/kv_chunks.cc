@@ -17,8 +17,7 @@ absl::StatusOr<kvstream::v1::KvChunk> EncodeBlock(const KvCache& cache, const co
                                                   const std::string& session_id, uint64_t seq,
                                                   int lb, int le, int tb, int te) {
   const int H = cache.kv_heads(), D = cache.head_dim(), n = te - tb;
-  const bool raw = source != codec::DType::kF32 || spec.k.format == codec::Format::kRaw ||
-                   spec.v.format == codec::Format::kRaw;
+  const bool raw = spec.k.format == codec::Format::kRaw || spec.v.format == codec::Format::kRaw;
   const size_t tensor_bytes =
       static_cast<size_t>(H) * n * D * static_cast<size_t>(codec::DTypeBytes(source));
   std::vector<std::vector<uint8_t>> buffers;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <numeric>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -39,7 +40,14 @@ kvstream::v1::SessionOpen CommonOpen(const Request& request, const std::string& 
   return open;
 }
 
-// kv / projected: what SessionOpen says of the sender's cache of `slots` slots at
+// A sender's prompt holds the cache's tokens and the last one, which the receiver feeds.
+absl::Status CheckPromptLength(const model::ChatPrompt& prompt) {
+  if (prompt.tokens.size() >= 2) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("a prompt of ", prompt.tokens.size(), " tokens; expected at least 2"));
+}
+
+// kv / projected: what SessionOpen says of the sender's cache, whose slots hold
 // `positions`.
 void FillCacheOpen(const model::Model& sender, const model::ChatPrompt& prompt,
                    const std::vector<int32_t>& positions, kvstream::v1::SessionOpen& open) {
@@ -290,10 +298,7 @@ absl::StatusOr<model::PrefillResult> Prefill(
     return model::PrefillForSelection(sender, prompt.tokens, prompt.spans, request.snapkv_window,
                                       std::move(interrupt));
   }
-  if (prompt.tokens.size() < 2) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("a prompt of ", prompt.tokens.size(), " tokens; expected at least 2"));
-  }
+  RETURN_IF_ERROR(CheckPromptLength(prompt));
   // The whole prompt too: the last row's logits, one token's work, are the quality
   // estimate's first step.
   model::PrefillOptions po;
@@ -312,13 +317,10 @@ absl::StatusOr<kvstream::v1::SessionOpen> OpenBeforePrefill(const model::Model& 
         "a SessionOpen before the prefill needs kv or projected without a selector, sent a "
         "layer per chunk");
   }
-  if (prompt.tokens.size() < 2) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("a prompt of ", prompt.tokens.size(), " tokens; expected at least 2"));
-  }
+  RETURN_IF_ERROR(CheckPromptLength(prompt));
   kvstream::v1::SessionOpen open = CommonOpen(request, session_id);
   std::vector<int32_t> positions(static_cast<size_t>(HeadTokens(prompt)));
-  for (size_t i = 0; i < positions.size(); ++i) positions[i] = static_cast<int32_t>(i);
+  std::iota(positions.begin(), positions.end(), 0);
   FillCacheOpen(sender, prompt, positions, open);
   return open;
 }
@@ -354,10 +356,7 @@ absl::StatusOr<Payload> Encode(const model::Model& sender, const model::PrefillR
                                const Request& request, const std::string& session_id,
                                bool encode_chunks) {
   ASSIGN_OR_RETURN(const Strategy* strategy, Checked(request.mode));
-  if (prompt.tokens.size() < 2) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("a prompt of ", prompt.tokens.size(), " tokens; expected at least 2"));
-  }
+  RETURN_IF_ERROR(CheckPromptLength(prompt));
   Payload payload;
   payload.open = CommonOpen(request, session_id);
   RETURN_IF_ERROR(strategy->Fill(sender, pre, selection, prompt, request, encode_chunks, payload));
