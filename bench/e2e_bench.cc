@@ -184,11 +184,7 @@ absl::StatusOr<std::vector<kvstream::eval::Example>> Examples(const std::string&
   ASSIGN_OR_RETURN(auto tok, kvstream::model::Tokenizer::Load(models + "/tokenizer.json"));
   ASSIGN_OR_RETURN(auto words, kvstream::eval::LoadWords());
   absl::Status count_error;
-  kvstream::eval::TaskGenerator gen(words, [&tok, &count_error](const std::string& s) {
-    auto ids = tok->Encode(s, false);
-    if (!ids.ok() && count_error.ok()) count_error = ids.status();
-    return ids.ok() ? static_cast<int>(ids->size()) : 0;
-  });
+  kvstream::eval::TaskGenerator gen(words, kvstream::model::CountTokens(*tok, count_error));
   gen.set_single_token_names(true);
   kvstream::eval::TaskOptions o;
   o.kind = absl::GetFlag(FLAGS_kind);

@@ -518,4 +518,16 @@ bool Tokenizer::IsSpecial(int32_t id) const {
   return id >= 0 && static_cast<size_t>(id) < impl_->is_special.size() && impl_->is_special[id];
 }
 
+std::function<int(const std::string&)> CountTokens(const Tokenizer& tokenizer,
+                                                   absl::Status& error) {
+  return [&tokenizer, &error](const std::string& text) {
+    absl::StatusOr<std::vector<int32_t>> ids = tokenizer.Encode(text, false);
+    if (!ids.ok()) {
+      if (error.ok()) error = ids.status();
+      return 0;
+    }
+    return static_cast<int>(ids->size());
+  };
+}
+
 }  // namespace kvstream::model

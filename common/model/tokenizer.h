@@ -5,10 +5,12 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
@@ -52,5 +54,10 @@ class Tokenizer {
 const std::vector<uint32_t>& ByteToUnicode();
 // UTF-8 encoding of one code point.
 std::string CodepointToUtf8(uint32_t cp);
+
+// A token counter (as eval::TaskGenerator takes one): `text`'s length in tokens, encoded
+// without special tokens, or 0 with the first error kept in `error` (which must outlive
+// the counter) for the caller to return.
+std::function<int(const std::string&)> CountTokens(const Tokenizer& tokenizer, absl::Status& error);
 
 }  // namespace kvstream::model

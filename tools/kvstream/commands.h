@@ -49,9 +49,6 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> DaemonChannel(const std::string& 
 // --task_seed, --words, --single_token_names), values sized by `tokenizer`; an unknown
 // --kind is INVALID_ARGUMENT.
 absl::StatusOr<std::vector<eval::Example>> GeneratedTasks(const model::Tokenizer& tokenizer);
-// A token counter for eval::TaskGenerator: `tokenizer`'s count, or 0 with the first
-// error kept in `error` (which must outlive the counter) for the caller to return.
-eval::TokenCounter CountTokens(const model::Tokenizer& tokenizer, absl::Status& error);
 
 // "single, 64-80 records" / "needle, 512 tokens": the generated tasks the flags ask for.
 std::string TaskShape();

@@ -44,17 +44,6 @@ ABSL_FLAG(std::string, tls_server_name, "",
 
 namespace kvstream::cli {
 
-eval::TokenCounter CountTokens(const model::Tokenizer& tokenizer, absl::Status& error) {
-  return [&tokenizer, &error](const std::string& text) {
-    absl::StatusOr<std::vector<int32_t>> ids = tokenizer.Encode(text, false);
-    if (!ids.ok()) {
-      if (error.ok()) error = ids.status();
-      return 0;
-    }
-    return static_cast<int>(ids->size());
-  };
-}
-
 absl::StatusOr<std::vector<eval::Example>> GeneratedTasks(const model::Tokenizer& tokenizer) {
   eval::TaskOptions o;
   o.kind = absl::GetFlag(FLAGS_kind);
@@ -71,7 +60,7 @@ absl::StatusOr<std::vector<eval::Example>> GeneratedTasks(const model::Tokenizer
   auto words = eval::LoadWords(absl::GetFlag(FLAGS_words));
   if (!words.ok()) return words.status();
   absl::Status error;
-  eval::TaskGenerator gen(*words, CountTokens(tokenizer, error));
+  eval::TaskGenerator gen(*words, model::CountTokens(tokenizer, error));
   gen.set_single_token_names(absl::GetFlag(FLAGS_single_token_names));
   std::vector<eval::Example> examples = gen.Generate(o);
   if (!error.ok())

@@ -41,7 +41,7 @@ int RunGenTasks() {
       return 1;
     }
     tok = std::move(*t);
-    counter = CountTokens(*tok, encode_error);
+    counter = model::CountTokens(*tok, encode_error);
   }
   eval::TaskGenerator gen(*words, counter);
   gen.set_single_token_names(absl::GetFlag(FLAGS_single_token_names));

@@ -796,7 +796,7 @@ int RunTrainTiny() {
   tss << tin.rdbuf();
   const model::Tokenizer& t = **tok;
   absl::Status count_error;
-  eval::TaskGenerator gen(*words, CountTokens(t, count_error));
+  eval::TaskGenerator gen(*words, model::CountTokens(t, count_error));
   gen.set_single_token_names(absl::GetFlag(FLAGS_single_token_names));
   if (!count_error.ok()) {
     std::fprintf(stderr, "kvstream train-tiny: tokenizing task words: %s\n",
