@@ -78,7 +78,9 @@ struct EdgeOptions {
   // (a rejected plan's stream is closed without Commit and the new choice sent), so on
   // a fast link the estimate does not add to TTFT. Not with layer-by-layer re-planning.
   bool estimate_overlap = true;
-  // kv / projected requests without a selector (and neither adaptive nor re-planned):
+  // kv / projected requests without a selector, but adaptive ones with a TTFT target
+  // (re-planned layer by layer after the prefill); an adaptive one's estimate runs after
+  // the prefill, beside the rest of the transfer (needs estimate_overlap):
   // the stream opens before the scout's prefill, and each layer is encoded and sent as
   // soon as the prefill has computed it, so the transfer overlaps the computation.
   bool layerwise = true;

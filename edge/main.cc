@@ -115,9 +115,10 @@ ABSL_FLAG(bool, estimate_overlap, true,
           "verdict (a rejected plan's stream is closed without Commit and the new choice sent), "
           "so the estimate does not add to TTFT; false: estimate before sending");
 ABSL_FLAG(bool, layerwise, true,
-          "kv / projected requests without a selector (not adaptive, not re-planned): open the "
-          "stream before the scout's prefill and send each layer as soon as it is computed, so "
-          "the transfer overlaps the prefill; false: prefill, encode, then send");
+          "kv / projected requests without a selector (adaptive ones with --estimate_overlap and "
+          "no TTFT target, which is re-planned after the prefill instead): open the stream "
+          "before the scout's prefill and send each layer as soon as it is computed, so the "
+          "transfer overlaps the prefill; false: prefill, encode, then send");
 ABSL_FLAG(double, initial_bandwidth_mbps, 100,
           "Adaptive: bandwidth assumed before any chunk ack was measured");
 ABSL_FLAG(double, initial_rtt_ms, 20, "Adaptive: round-trip time assumed before any was measured");
