@@ -139,6 +139,23 @@ TEST_F(KvChunksTest, LayerRangesEncodeOnlyTheirLayersAndAssembleTogether) {
               absl::StatusCode::kInvalidArgument)
         << b << ".." << e;
   }
+  // A prefix of the slots (a sender that encodes while the prompt's last token is still
+  // in the cache) carries only those slots' positions; more slots than the cache has, or
+  // none, is refused.
+  ChunkingOptions prefix;
+  prefix.num_slots = n - 1;
+  auto head = EncodeCache(*cache, *codec::ParsePlan("raw"), "x", prefix);
+  ASSERT_TRUE(head.ok()) << head.status();
+  const std::vector<int32_t> first(cache->positions().begin(), cache->positions().end() - 1);
+  CacheAssembler head_cache(*m, "x", first, cache->next_position());
+  for (const auto& c : *head) ASSERT_TRUE(head_cache.Add(c).ok());
+  EXPECT_TRUE(head_cache.complete());
+  for (int bad : {n + 1, 0}) {
+    prefix.num_slots = bad;
+    EXPECT_EQ(EncodeCache(*cache, *codec::ParsePlan("raw"), "x", prefix).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << bad;
+  }
 }
 
 TEST_F(KvChunksTest, MixedPlanSplitsAtSpecBoundariesAndStaysClose) {
