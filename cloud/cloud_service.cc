@@ -511,6 +511,7 @@ absl::StatusOr<std::unique_ptr<model::KvCache>> CloudService::BuildCache(
     return cache;
   }
   s.stats.set_rebuild_seconds(times.rebuild);
+  s.stats.set_slots_used(static_cast<uint32_t>(times.slots));
   metrics_->Stage("rebuild", times.rebuild);
   if (s.map() != nullptr) {
     s.stats.set_projection_seconds(times.projection);

@@ -198,6 +198,14 @@ struct EdgeService::Request {
   // beside the transfer with its model worker slot. Last, so it is joined before the
   // members it reads are destroyed.
   std::vector<int32_t> selected;
+  // The selection by importance (select::Selection::ranked), for progressive plans.
+  std::vector<int32_t> ranked;
+  int always_kept = 0;
+  // Progressive plans with a TTFT target: each chunk's tier, the cloud's predicted
+  // time, and the tiers whose chunks were all sent.
+  std::vector<int> chunk_tier;
+  double cloud_seconds = 0;
+  int tiers_sent = 0;
   std::unique_ptr<model::QualityProbe> probe;
   bool estimate_rejected = false;
   std::optional<base::AdmissionGate::Slot> estimate_slot;
@@ -417,7 +425,7 @@ absl::Status EdgeService::Prepare(const kvstream::v1::AskRequest& req, Request& 
   // An adaptive request's estimate needs the whole prefill: it runs beside the rest of
   // the transfer (--estimate_overlap), or there is none.
   r.layerwise = options_.layerwise && r.sends_cache && !r.selects && !r.replan &&
-                (!Estimates(r) || options_.estimate_overlap);
+                r.policy.plan.tiers == 0 && (!Estimates(r) || options_.estimate_overlap);
   if (r.sends_cache) r.stats.set_spec(r.policy.spec);
   r.head.assign(r.prompt.tokens.begin(), r.prompt.tokens.end() - 1);
   r.spans = r.prompt.spans;
@@ -495,6 +503,8 @@ absl::Status EdgeService::BuildPayload(grpc::ServerContext* context, Request& r)
     return absl::OkStatus();
   }
   ASSIGN_OR_RETURN(const select::Selection sel, PrefillAndSelect(context, r));
+  r.ranked = sel.ranked;
+  r.always_kept = sel.always_kept;
   const bool estimates = Estimates(r);
   if (estimates && !(options_.estimate_overlap && !r.replan)) {
     RETURN_IF_ERROR(CheckEstimate(context, r, r.selects ? sel.kept : std::vector<int32_t>{}));
@@ -514,6 +524,8 @@ absl::Status EdgeService::EncodePayload(Request& r) {
   const auto t = Clock::now();
   select::Selection sel;
   sel.kept = r.selected;
+  sel.ranked = r.ranked;
+  sel.always_kept = r.always_kept;
   const bool prefilled = r.pre.cache != nullptr;
   ASSIGN_OR_RETURN(pipeline::Payload p,
                    pipeline::Encode(*scout_, prefilled ? &r.pre : nullptr, &sel, r.prompt,
@@ -523,6 +535,7 @@ absl::Status EdgeService::EncodePayload(Request& r) {
   r.kept = std::move(p.kept);
   r.send_cache = p.cache;
   if (!r.sends_cache) return absl::OkStatus();
+  RETURN_IF_ERROR(PlanTiers(r));
   const double encode = Seconds(t, Clock::now());
   kvstream::v1::StageSeconds& stages = *r.stats.mutable_stages();
   stages.set_encode(stages.encode() + encode);
@@ -604,10 +617,70 @@ absl::Status EdgeService::SendWhilePrefilling(grpc::ServerContext* context, Clou
 
 void EdgeService::SendChunks(CloudTransfer& transfer, Request& r, uint64_t first, bool& sent_ok) {
   const bool keep = KeepsChunks();
+  const int tiers = r.open.open().tier_slots_size();
+  r.tiers_sent = tiers;
   for (size_t i = first; sent_ok && i < r.chunks.size(); ++i) {
+    if (StopBeforeTier(transfer, r, i)) {
+      r.tiers_sent = r.chunk_tier[i];
+      logging::Logf(logging::Level::kDebug, "edge",
+                    "session %s: sent %d of %d tiers to meet the %.3f s TTFT target", r.session_id,
+                    r.tiers_sent, tiers, r.policy.ttft_target_seconds);
+      break;
+    }
     sent_ok =
         transfer.SendChunk(keep ? kvstream::v1::KvChunk(r.chunks[i]) : std::move(r.chunks[i]));
   }
+}
+
+bool EdgeService::StopBeforeTier(CloudTransfer& transfer, const Request& r, size_t i) {
+  if (r.chunk_tier.empty() || i == 0 || r.chunk_tier[i] == r.chunk_tier[i - 1]) return false;
+  uint64_t tier_bytes = 0;
+  for (size_t j = i; j < r.chunks.size() && r.chunk_tier[j] == r.chunk_tier[i]; ++j) {
+    tier_bytes += r.chunks[j].ByteSizeLong();
+  }
+  double fallback = 0, rtt = 0;
+  {
+    std::lock_guard<std::mutex> lock(link_mu_);
+    fallback = link_.has_bandwidth() ? link_.bandwidth_bps() : options_.initial_bandwidth_bps;
+    rtt = link_.rtt_seconds() > 0 ? link_.rtt_seconds() : options_.initial_rtt_seconds;
+  }
+  const double bandwidth = transfer.AckedBandwidth(fallback);
+  const double left =
+      r.policy.ttft_target_seconds - Seconds(r.start, Clock::now()) - r.cloud_seconds - rtt / 2;
+  const double needed =
+      8.0 * static_cast<double>(transfer.UnackedBytes() + tier_bytes) / std::max(bandwidth, 1.0);
+  return needed > left;
+}
+
+absl::Status EdgeService::PlanTiers(Request& r) {
+  r.chunk_tier.clear();
+  const auto& tiers = r.open.open().tier_slots();
+  if (tiers.empty() || !(r.policy.ttft_target_seconds > 0)) return absl::OkStatus();
+  std::vector<uint32_t> ends;
+  for (uint32_t n : tiers) ends.push_back((ends.empty() ? 0 : ends.back()) + n);
+  for (const kvstream::v1::KvChunk& c : r.chunks) {
+    const auto tier = std::upper_bound(ends.begin(), ends.end(), c.token_begin()) - ends.begin();
+    r.chunk_tier.push_back(static_cast<int>(tier));
+  }
+  ASSIGN_OR_RETURN(r.cloud_seconds, PredictCloudSeconds(r));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<double> EdgeService::PredictCloudSeconds(const Request& r) {
+  control::Rates rates;
+  RETURN_IF_ERROR(CloudRates(r.policy, rates).status());
+  control::OperatingPoint point;
+  point.mode = r.policy.mode;
+  point.selector = r.policy.selector;
+  point.retention = r.policy.retention;
+  point.spec = r.policy.spec;
+  const model::ModelConfig& c = scout_->config();
+  const control::LinkState link{options_.initial_bandwidth_bps, 0};
+  ASSIGN_OR_RETURN(
+      const control::Prediction p,
+      control::Predict(point, {static_cast<int>(r.prompt.tokens.size()), r.spans.context_tokens()},
+                       {c.num_layers, c.num_kv_heads, c.head_dim}, rates, link));
+  return p.cloud_seconds;
 }
 
 absl::Status EdgeService::Transfer(grpc::ServerContext* context,
@@ -913,6 +986,10 @@ void EdgeService::RecordTransfer(const CloudTransfer::Result& t, Request& r) {
                                       : Seconds(r.start, Clock::now()));
   stats.set_tokens_generated(t.tokens);
   stats.set_stop_reason(cloud.stop_reason());
+  if (r.open.open().tier_slots_size() > 0) {
+    stats.set_slots_used(cloud.slots_used());
+    stats.set_tiers_sent(static_cast<uint32_t>(r.tiers_sent));
+  }
 }
 
 absl::Status EdgeService::SwitchToText(Request& r) {
@@ -1083,34 +1160,45 @@ void EdgeService::UpdateLink(const CloudTransfer::Result& t) {
   metrics_->rtt.Set(link_.rtt_seconds());
 }
 
+absl::StatusOr<kvstream::v1::GetInfoResponse> EdgeService::CloudRates(const ResolvedPolicy& request,
+                                                                      control::Rates& rates) {
+  ASSIGN_OR_RETURN(kvstream::v1::GetInfoResponse info, CloudInfo());
+  {
+    std::lock_guard<std::mutex> lock(cost_mu_);
+    rates.edge_prefill = prefill_cost_;
+    rates.edge_prefill_stats = prefill_stats_cost_;
+  }
+  for (const auto& m : info.models()) {
+    if (m.fingerprint() == scout_->fingerprint()) rates.kv_decode = m.decode_tokens_per_second();
+    if (m.name() == request.cloud_model) {
+      rates.cloud_prefill = CloudPrefillCost(m);
+      rates.cloud_decode = m.decode_tokens_per_second();
+    }
+  }
+  for (const auto& p : info.projections()) {
+    if (p.source_fingerprint() == scout_->fingerprint() && p.target_model() == request.cloud_model)
+      rates.projection = p.tokens_per_second();
+  }
+  // A request with a TTFT target is re-planned layer by layer after its prefill instead.
+  rates.layerwise = options_.layerwise && !(request.ttft_target_seconds > 0);
+  return info;
+}
+
 absl::StatusOr<std::vector<control::OperatingPoint>> EdgeService::ServablePoints(
     const ResolvedPolicy& request, const std::function<bool(const control::OperatingPoint&)>& allow,
     control::Rates& rates) {
-  ASSIGN_OR_RETURN(const kvstream::v1::GetInfoResponse info, CloudInfo());
+  ASSIGN_OR_RETURN(const kvstream::v1::GetInfoResponse info, CloudRates(request, rates));
   const kvstream::v1::ModelInfo* kv_model = nullptr;
   const kvstream::v1::ModelInfo* answer_model = nullptr;
   for (const auto& m : info.models()) {
     if (m.fingerprint() == scout_->fingerprint()) kv_model = &m;
     if (m.name() == request.cloud_model) answer_model = &m;
   }
-  {
-    std::lock_guard<std::mutex> lock(cost_mu_);
-    rates.edge_prefill = prefill_cost_;
-    rates.edge_prefill_stats = prefill_stats_cost_;
-  }
-  if (kv_model != nullptr) rates.kv_decode = kv_model->decode_tokens_per_second();
-  if (answer_model != nullptr) {
-    rates.cloud_prefill = CloudPrefillCost(*answer_model);
-    rates.cloud_decode = answer_model->decode_tokens_per_second();
-  }
   const kvstream::v1::ProjectionInfo* projection = nullptr;
   for (const auto& p : info.projections()) {
     if (p.source_fingerprint() == scout_->fingerprint() && p.target_model() == request.cloud_model)
       projection = &p;
   }
-  if (projection != nullptr) rates.projection = projection->tokens_per_second();
-  // A request with a TTFT target is re-planned layer by layer after its prefill instead.
-  rates.layerwise = options_.layerwise && !(request.ttft_target_seconds > 0);
   // Only points the cloud can serve: kv needs the scout there, projected a projection
   // from it into the named model, text/scout the named model.
   auto servable = [&](control::Mode mode) {

@@ -165,8 +165,19 @@ class EdgeService final : public kvstream::v1::EdgeService::Service {
   // chunks sent on `transfer` while the next layer is computed.
   absl::Status SendWhilePrefilling(grpc::ServerContext* context, CloudTransfer& transfer,
                                    Request& r, bool& sent_ok);
-  // The chunks from `first` on, encoded before the transfer.
+  // The chunks from `first` on, encoded before the transfer; a progressive plan with a
+  // TTFT target stops before a tier that would not reach the cloud in time.
   void SendChunks(CloudTransfer& transfer, Request& r, uint64_t first, bool& sent_ok);
+  // Progressive sending: whether chunk `i`, the first of a tier after the first, should
+  // not be sent (its tier's bytes, after those still unacked, would cross the link after
+  // the TTFT target less the cloud's predicted time).
+  bool StopBeforeTier(CloudTransfer& transfer, const Request& r, size_t i);
+  // The cloud's predicted share of the request's TTFT (rebuild, projection, first
+  // token) by the cost model, for the policy chosen.
+  absl::StatusOr<double> PredictCloudSeconds(const Request& r);
+  // After encoding a progressive plan with a TTFT target: each chunk's tier and the
+  // cloud's predicted time.
+  absl::Status PlanTiers(Request& r);
   // Folds a prefill's time into the cost model's calibration.
   void ObservePrefill(const Request& r, double seconds);
   void RecordTransfer(const CloudTransfer::Result& result, Request& r);
@@ -179,6 +190,10 @@ class EdgeService final : public kvstream::v1::EdgeService::Service {
   absl::StatusOr<std::vector<control::OperatingPoint>> ServablePoints(
       const ResolvedPolicy& request,
       const std::function<bool(const control::OperatingPoint&)>& allow, control::Rates& rates);
+  // The rates the cost model prices `request` with (the edge's calibrated prefill, the
+  // cloud's GetInfo), and that GetInfo.
+  absl::StatusOr<kvstream::v1::GetInfoResponse> CloudRates(const ResolvedPolicy& request,
+                                                           control::Rates& rates);
   // Adaptive mode: picks a point for `n` prompt tokens (`context` of them context) from
   // the quality table, the link estimate and the measured rates.
   // `allow` (may be null) narrows the table's points; the point chosen goes to `chosen`.

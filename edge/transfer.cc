@@ -122,6 +122,15 @@ double CloudTransfer::AckedBandwidth(double fallback) {
   return local.has_bandwidth() ? local.bandwidth_bps() : fallback;
 }
 
+uint64_t CloudTransfer::UnackedBytes() {
+  std::lock_guard<std::mutex> lock(mu_);
+  uint64_t bytes = 0;
+  for (size_t i = 0; i < result_.chunk_bytes.size(); ++i) {
+    if (result_.acked[i] < 0) bytes += result_.chunk_bytes[i];
+  }
+  return bytes;
+}
+
 CloudTransfer::Result CloudTransfer::Finish() {
   stream_->WritesDone();
   result_.writes_done = Clock::now();

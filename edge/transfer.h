@@ -72,6 +72,8 @@ class CloudTransfer {
   void Cancel();
   // Throughput of this stream's acked chunks so far in bits/s, or `fallback` before any.
   double AckedBandwidth(double fallback);
+  // Serialized bytes of the chunks sent and not yet acked.
+  uint64_t UnackedBytes();
   uint64_t next_seq() const { return result_.first_seq + result_.chunks; }
   Clock::time_point start() const { return result_.start; }
 

@@ -20,4 +20,14 @@ std::string EncodePositions(const std::vector<int32_t>& positions);
 absl::StatusOr<std::vector<int32_t>> DecodePositions(absl::string_view bytes, uint32_t count,
                                                      int64_t limit);
 
+// Positions in runs (importance tiers, common/codec/spec.h Plan::tiers): each run
+// strictly increasing and encoded as above, its first position written whole; runs
+// follow one another with nothing between them. The runs may interleave, but no position
+// may appear twice.
+std::string EncodePositionRuns(const std::vector<int32_t>& positions,
+                               const std::vector<uint32_t>& run_lengths);
+absl::StatusOr<std::vector<int32_t>> DecodePositionRuns(absl::string_view bytes,
+                                                        const std::vector<uint32_t>& run_lengths,
+                                                        int64_t limit);
+
 }  // namespace kvstream::codec

@@ -256,8 +256,31 @@ std::string Plan::ToString() const {
     }
   }
   if (zstd_level > 0) absl::StrAppend(&out, ",zstd=", zstd_level);
+  if (tiers > 0) absl::StrAppend(&out, ",tiers=", tiers);
   return out;
 }
+
+namespace {
+
+// The plan-wide options: zstd=<level>|off, tiers=<n>|off.
+absl::Status ParsePlanOption(absl::string_view key, absl::string_view value, Plan& plan) {
+  int& field = key == "zstd" ? plan.zstd_level : plan.tiers;
+  if (value == "off") {
+    field = 0;
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(const int n, ParseInt(value, key == "zstd" ? "zstd level" : "tiers"));
+  const int lo = key == "zstd" ? 1 : 2;
+  const int hi = key == "zstd" ? kZstdMaxLevel : kMaxTiers;
+  if (n < lo || n > hi) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        key == "zstd" ? "zstd level" : "tiers", " must be ", lo, "..", hi, " or off, found ", n));
+  }
+  field = n;
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 absl::StatusOr<Plan> ParsePlan(absl::string_view text) {
   Plan plan;
@@ -278,18 +301,9 @@ absl::StatusOr<Plan> ParsePlan(absl::string_view text) {
     }
     absl::string_view key = item.substr(0, eq);
     absl::string_view value = item.substr(eq + 1);
-    if (key == "zstd") {
-      if (value == "off") {
-        plan.zstd_level = 0;
-        continue;
-      }
-      auto level = ParseInt(value, "zstd level");
-      if (!level.ok()) return fail(level.status());
-      if (*level < 1 || *level > kZstdMaxLevel) {
-        return fail(absl::InvalidArgumentError(
-            absl::StrCat("zstd level must be 1..", kZstdMaxLevel, " or off, found ", *level)));
-      }
-      plan.zstd_level = *level;
+    if (key == "zstd" || key == "tiers") {
+      const absl::Status st = ParsePlanOption(key, value, plan);
+      if (!st.ok()) return fail(st);
       continue;
     }
     auto spec = ParseTensorSpec(value);
@@ -329,9 +343,9 @@ absl::StatusOr<Plan> ParsePlan(absl::string_view text) {
       if (kind != "k") o.v = *spec;
       plan.overrides.push_back(o);
     } else {
-      return fail(absl::InvalidArgumentError(
-          absl::StrCat("expected a key (k, v, L<range>, L<range>.k, L<range>.v, zstd), found ",
-                       base::Quote(key))));
+      return fail(absl::InvalidArgumentError(absl::StrCat(
+          "expected a key (k, v, L<range>, L<range>.k, L<range>.v, zstd, tiers), found ",
+          base::Quote(key))));
     }
   }
   return plan;

@@ -73,6 +73,8 @@ struct LayerSpec {
   friend bool operator!=(const LayerSpec& a, const LayerSpec& b) { return !(a == b); }
 };
 
+inline constexpr int kMaxTiers = 64;
+
 struct Plan {
   struct Override {
     int first = 0;  // inclusive layer range
@@ -84,6 +86,13 @@ struct Plan {
   LayerSpec base;
   std::vector<Override> overrides;
   int zstd_level = 0;  // 0: no entropy stage
+  // Progressive sending ("tiers=N", 2..kMaxTiers; 0: off): the kept tokens go in N
+  // importance tiers, most important first, each tier's chunks whole before the next,
+  // so that a transfer cut short (a TTFT target, an outage) still leaves the receiver
+  // the most important tokens to answer from. The tokens outside the context (question,
+  // template) are in the first tier; the context tokens the selector ranks are split
+  // evenly over the N tiers.
+  int tiers = 0;
 
   // The spec layer `layer` is encoded with: base, then every override covering it in order.
   LayerSpec ForLayer(int layer) const;

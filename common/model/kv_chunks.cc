@@ -1,8 +1,10 @@
 #include "common/model/kv_chunks.h"
 
 #include <algorithm>
+#include <numeric>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/base/status.h"
 #include "common/codec/quantize.h"
 
@@ -52,6 +54,69 @@ absl::StatusOr<kvstream::v1::KvChunk> EncodeBlock(const KvCache& cache, const co
 
 }  // namespace
 
+namespace {
+
+// A run of layers sent under one spec, and how its chunks are cut.
+struct LayerGroup {
+  int begin = 0, end = 0;
+  codec::LayerSpec spec;
+  codec::DType source = codec::DType::kF32;
+  int layers_per_chunk = 1;
+  int tokens_per_chunk = 0;
+};
+
+// Layers [first, last) grouped where the plan gives them the same LayerSpec; whole
+// layers per chunk when a layer's `N` slots fit max_chunk_bytes, else runs of tokens.
+std::vector<LayerGroup> GroupLayers(const KvCache& cache, const codec::Plan& plan, int first,
+                                    int last, int N, uint64_t max_chunk_bytes) {
+  const int H = cache.kv_heads(), D = cache.head_dim();
+  const codec::DType native = cache.is_bf16() ? codec::DType::kBF16 : codec::DType::kF32;
+  std::vector<LayerGroup> groups;
+  for (int layer = first; layer < last;) {
+    LayerGroup g;
+    g.begin = layer;
+    g.spec = plan.ForLayer(layer);
+    g.end = layer + 1;
+    while (g.end < last && plan.ForLayer(g.end) == g.spec) ++g.end;
+    // Raw specs ship the cache's own dtype; everything else is encoded from float32.
+    const bool raw =
+        g.spec.k.format == codec::Format::kRaw || g.spec.v.format == codec::Format::kRaw;
+    g.source = raw ? native : codec::DType::kF32;
+    const uint64_t per_layer_all = codec::EncodedTensorBytes(g.spec.k, {H, N, D}, g.source) +
+                                   codec::EncodedTensorBytes(g.spec.v, {H, N, D}, g.source);
+    const uint64_t per_token = std::max<uint64_t>(1, per_layer_all / static_cast<uint64_t>(N));
+    g.tokens_per_chunk = N;
+    if (per_layer_all <= max_chunk_bytes) {
+      g.layers_per_chunk = static_cast<int>(std::max<uint64_t>(1, max_chunk_bytes / per_layer_all));
+    } else {
+      g.tokens_per_chunk = static_cast<int>(std::max<uint64_t>(1, max_chunk_bytes / per_token));
+    }
+    groups.push_back(g);
+    layer = g.end;
+  }
+  return groups;
+}
+
+// The slot ranges chunks must not straddle: the plan's tiers, or every slot as one.
+absl::StatusOr<std::vector<std::pair<int, int>>> SlotRanges(const ChunkingOptions& options, int N) {
+  if (options.tier_slots.empty()) return std::vector<std::pair<int, int>>{{0, N}};
+  std::vector<std::pair<int, int>> ranges;
+  int at = 0;
+  for (uint32_t n : options.tier_slots) {
+    if (n == 0 || at + static_cast<int64_t>(n) > N) break;
+    ranges.emplace_back(at, at + static_cast<int>(n));
+    at += static_cast<int>(n);
+  }
+  if (at != N || ranges.size() != options.tier_slots.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tiers of ", absl::StrJoin(options.tier_slots, "+"),
+                     " slots do not split the ", N, " slots sent into non-empty runs"));
+  }
+  return ranges;
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<kvstream::v1::KvChunk>> EncodeCache(
     const KvCache& cache, const codec::Plan& plan, const std::string& session_id,
     const ChunkingOptions& options, uint64_t first_seq, EncodeStats* stats) {
@@ -63,47 +128,34 @@ absl::StatusOr<std::vector<kvstream::v1::KvChunk>> EncodeCache(
   }
   const int N = options.num_slots < 0 ? cache.size() : options.num_slots;
   if (N == 0) return absl::InvalidArgumentError("cache is empty: nothing to send");
-  const codec::DType native = cache.is_bf16() ? codec::DType::kBF16 : codec::DType::kF32;
   const int last = options.layer_end < 0 ? L : options.layer_end;
   if (options.layer_begin < 0 || options.layer_begin >= last || last > L) {
     return absl::InvalidArgumentError(absl::StrCat("layer range [", options.layer_begin, ", ", last,
                                                    ") is not within the cache's ", L, " layers"));
   }
+  ASSIGN_OR_RETURN(const auto ranges, SlotRanges(options, N));
+  const std::vector<LayerGroup> groups =
+      GroupLayers(cache, plan, options.layer_begin, last, N, options.max_chunk_bytes);
   std::vector<kvstream::v1::KvChunk> out;
   uint64_t seq = first_seq;
   EncodeStats local;
-  for (int layer = options.layer_begin, layer_end; layer < last; layer = layer_end) {
-    // A run of layers with the same spec.
-    const codec::LayerSpec spec = plan.ForLayer(layer);
-    layer_end = layer + 1;
-    while (layer_end < last && plan.ForLayer(layer_end) == spec) ++layer_end;
-    // Raw specs ship the cache's own dtype; everything else is encoded from float32.
-    const bool raw = spec.k.format == codec::Format::kRaw || spec.v.format == codec::Format::kRaw;
-    const codec::DType source = raw ? native : codec::DType::kF32;
-    const uint64_t per_layer_all = codec::EncodedTensorBytes(spec.k, {H, N, D}, source) +
-                                   codec::EncodedTensorBytes(spec.v, {H, N, D}, source);
-    const uint64_t per_token = std::max<uint64_t>(1, per_layer_all / static_cast<uint64_t>(N));
-    // Whole layers per chunk when a layer is small, else runs of tokens of one layer.
-    int layers_per_chunk = 1, tokens_per_chunk = N;
-    if (per_layer_all <= options.max_chunk_bytes) {
-      layers_per_chunk =
-          static_cast<int>(std::max<uint64_t>(1, options.max_chunk_bytes / per_layer_all));
-    } else {
-      tokens_per_chunk =
-          static_cast<int>(std::max<uint64_t>(1, options.max_chunk_bytes / per_token));
-    }
-    for (int lb = layer; lb < layer_end; lb += layers_per_chunk) {
-      const int le = std::min(layer_end, lb + layers_per_chunk);
-      for (int tb = 0; tb < N; tb += tokens_per_chunk) {
-        const int te = std::min(N, tb + tokens_per_chunk);
-        ASSIGN_OR_RETURN(kvstream::v1::KvChunk chunk,
-                         EncodeBlock(cache, plan, spec, source, session_id, seq++, lb, le, tb, te));
-        local.bytes16 += 2ull * (le - lb) * H * (te - tb) * D * 2;
-        local.raw_bytes += chunk.raw_bytes();
-        local.wire_bytes += chunk.payload().size();
-        local.message_bytes += chunk.ByteSizeLong();
-        ++local.chunks;
-        out.push_back(std::move(chunk));
+  // Tier by tier (one range without tiers), each tier's layers whole before the next.
+  for (const auto& [t0, t1] : ranges) {
+    for (const LayerGroup& g : groups) {
+      for (int lb = g.begin; lb < g.end; lb += g.layers_per_chunk) {
+        const int le = std::min(g.end, lb + g.layers_per_chunk);
+        for (int tb = t0; tb < t1; tb += g.tokens_per_chunk) {
+          const int te = std::min(t1, tb + g.tokens_per_chunk);
+          ASSIGN_OR_RETURN(
+              kvstream::v1::KvChunk chunk,
+              EncodeBlock(cache, plan, g.spec, g.source, session_id, seq++, lb, le, tb, te));
+          local.bytes16 += 2ull * (le - lb) * H * (te - tb) * D * 2;
+          local.raw_bytes += chunk.raw_bytes();
+          local.wire_bytes += chunk.payload().size();
+          local.message_bytes += chunk.ByteSizeLong();
+          ++local.chunks;
+          out.push_back(std::move(chunk));
+        }
       }
     }
   }
@@ -211,6 +263,31 @@ absl::StatusOr<std::unique_ptr<KvCache>> CacheAssembler::Finish() {
   }
   if (cache_ == nullptr) return absl::FailedPreconditionError("cache already taken");
   return std::move(cache_);
+}
+
+int CacheAssembler::CompletePrefix() const {
+  int n = 0;
+  while (static_cast<size_t>(n) < positions_.size()) {
+    bool all = true;
+    for (const std::vector<bool>& layer : written_) all = all && layer[n];
+    if (!all) break;
+    ++n;
+  }
+  return n;
+}
+
+absl::StatusOr<std::unique_ptr<KvCache>> CacheAssembler::FinishPrefix(int n) const {
+  if (cache_ == nullptr) return absl::FailedPreconditionError("cache already taken");
+  if (n < 1 || n > CompletePrefix()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("a cache of the first ", n, " slots needs them in every layer; the first ",
+                     CompletePrefix(), " of ", positions_.size(), " were received"));
+  }
+  std::vector<int32_t> order(static_cast<size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(),
+            [&](int32_t a, int32_t b) { return positions_[a] < positions_[b]; });
+  return cache_->Copy(order);
 }
 
 }  // namespace kvstream::model

@@ -26,6 +26,10 @@ struct ChunkingOptions {
   // Slots to encode, [0, num_slots); -1: all. A sender that encodes during its prefill
   // sends the prompt's slots but the last token's.
   int num_slots = -1;
+  // Progressive sending (codec::Plan::tiers): the slots split into runs of these sizes
+  // (summing to the slots encoded), sent run by run, every layer of a run before the
+  // next; no chunk straddles two runs. Empty: one run.
+  std::vector<uint32_t> tier_slots;
 };
 
 struct EncodeStats {
@@ -65,6 +69,12 @@ class CacheAssembler {
   uint64_t cells_missing() const { return total_ - covered_; }
   // The cache, once every (layer, slot) is covered.
   absl::StatusOr<std::unique_ptr<KvCache>> Finish();
+  // The longest run of slots [0, n) that every layer has: what a progressive session cut
+  // short can answer from (its slots come most important first).
+  int CompletePrefix() const;
+  // A new cache of slots [0, n), each of which every layer must have, reordered by
+  // position: for n = every slot, the cache a sender without tiers would have sent.
+  absl::StatusOr<std::unique_ptr<KvCache>> FinishPrefix(int n) const;
 
  private:
   void Init(int num_layers, int kv_heads, int head_dim, std::string session_id, int next_position);

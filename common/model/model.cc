@@ -215,7 +215,11 @@ absl::Status KvCache::Compact(const std::vector<int32_t>& slots) {
                        " is not strictly increasing within [0, ", impl_->size, ")"));
     }
   }
-  return Guard("cache compact", [&]() -> absl::Status {
+  return Gather(slots);
+}
+
+absl::Status KvCache::Gather(const std::vector<int32_t>& slots) {
+  return Guard("cache gather", [&]() -> absl::Status {
     std::vector<int64_t> idx64(slots.begin(), slots.end());
     const torch::Tensor idx = torch::tensor(idx64, torch::kInt64).to(impl_->opt.device());
     for (int l = 0; l < impl_->num_layers; ++l) {
@@ -232,9 +236,18 @@ absl::Status KvCache::Compact(const std::vector<int32_t>& slots) {
 }
 
 absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Copy(const std::vector<int32_t>& slots) const {
-  auto impl = std::make_unique<Impl>(*impl_);  // shares tensors until Compact replaces them
+  std::vector<bool> seen(static_cast<size_t>(impl_->size), false);
+  for (size_t i = 0; i < slots.size(); ++i) {
+    if (slots[i] < 0 || slots[i] >= impl_->size || seen[slots[i]]) {
+      return absl::InvalidArgumentError(absl::StrCat("cache copy: slot index ", i, " = ", slots[i],
+                                                     " is not a distinct slot within [0, ",
+                                                     impl_->size, ")"));
+    }
+    seen[slots[i]] = true;
+  }
+  auto impl = std::make_unique<Impl>(*impl_);  // shares tensors until Gather replaces them
   std::unique_ptr<KvCache> copy(new KvCache(std::move(impl)));
-  RETURN_IF_ERROR(copy->Compact(slots));
+  RETURN_IF_ERROR(copy->Gather(slots));
   return copy;
 }
 

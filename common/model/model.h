@@ -68,7 +68,8 @@ class KvCache {
   absl::Status WriteLayerRaw(int layer, int begin, int n, const void* k, const void* v);
   // Keeps only `slots` (strictly increasing indices): eviction after a full prefill.
   absl::Status Compact(const std::vector<int32_t>& slots);
-  // A new cache holding only `slots` of this one; this cache is unchanged.
+  // A new cache holding `slots` of this one, in that order (distinct indices, in any
+  // order: a progressive sender orders its slots by importance); this cache is unchanged.
   absl::StatusOr<std::unique_ptr<KvCache>> Copy(const std::vector<int32_t>& slots) const;
   // Bytes held by the tensors.
   uint64_t bytes() const;
@@ -77,6 +78,8 @@ class KvCache {
   friend class Model;
   friend class ForwardPass;  // model.cc: a forward pass appends its keys and values
   struct Impl;
+  // Keeps `slots` (checked by the caller), in that order.
+  absl::Status Gather(const std::vector<int32_t>& slots);
   explicit KvCache(std::unique_ptr<Impl> impl);
   // `impl` grown to `positions.size()` slots (values unset) with those positions.
   static std::unique_ptr<KvCache> Sized(std::unique_ptr<Impl> impl,

@@ -50,7 +50,8 @@ absl::Status CheckPromptLength(const model::ChatPrompt& prompt) {
 // kv / projected: what SessionOpen says of the sender's cache, whose slots hold
 // `positions`.
 void FillCacheOpen(const model::Model& sender, const model::ChatPrompt& prompt,
-                   const std::vector<int32_t>& positions, kvstream::v1::SessionOpen& open) {
+                   const std::vector<int32_t>& positions, kvstream::v1::SessionOpen& open,
+                   const std::vector<uint32_t>& tier_slots = {}) {
   const model::ModelConfig& sc = sender.config();
   open.set_model_fingerprint(sender.fingerprint());
   open.mutable_dims()->set_num_layers(sc.num_layers);
@@ -61,17 +62,24 @@ void FillCacheOpen(const model::Model& sender, const model::ChatPrompt& prompt,
   open.set_last_token(prompt.tokens.back());
   open.set_num_slots(static_cast<uint32_t>(positions.size()));
   open.set_next_position(static_cast<uint32_t>(HeadTokens(prompt)));
-  open.set_kept_positions(codec::EncodePositions(positions));
+  if (tier_slots.empty()) {
+    open.set_kept_positions(codec::EncodePositions(positions));
+  } else {
+    open.mutable_tier_slots()->Add(tier_slots.begin(), tier_slots.end());
+    open.set_kept_positions(codec::EncodePositionRuns(positions, tier_slots));
+  }
 }
 
 // The chunks of `cache`'s first `num_slots` slots (-1: all) under the request's plan:
 // one layer per chunk with layer_chunks, else layers grouped where they fit.
 absl::StatusOr<std::vector<kvstream::v1::KvChunk>> EncodeLayers(
     const model::KvCache& cache, int num_slots, const Request& request,
-    const std::string& session_id, int layer_begin, int layer_end, uint64_t first_seq) {
+    const std::string& session_id, int layer_begin, int layer_end, uint64_t first_seq,
+    const std::vector<uint32_t>& tier_slots = {}) {
   model::ChunkingOptions co;
   co.max_chunk_bytes = request.chunk_bytes;
   co.num_slots = num_slots;
+  co.tier_slots = tier_slots;
   if (!request.layer_chunks) {
     co.layer_begin = layer_begin;
     co.layer_end = layer_end;
@@ -119,16 +127,22 @@ class CacheStrategy : public Strategy {
       return absl::FailedPreconditionError(
           absl::StrCat(ModeName(request.mode), " mode sends the sender's cache; no prefill given"));
     }
-    if (request.selects()) {
+    // Progressive: the kept slots tier by tier, most important first (one tier: none).
+    select::Tiers tiers;
+    if (request.plan.tiers > 0) tiers = select::SplitTiers(*selection, request.plan.tiers);
+    if (tiers.sizes.size() < 2) tiers = {};
+    if (!tiers.sizes.empty()) {  // the prefill's cache holds slot p at position p
+      ASSIGN_OR_RETURN(payload.kept, pre->cache->Copy(tiers.positions));
+    } else if (request.selects()) {
       ASSIGN_OR_RETURN(payload.kept, pre->cache->Copy(selection->kept));
     }
-    payload.cache = request.selects() ? payload.kept.get() : pre->cache.get();
+    payload.cache = payload.kept != nullptr ? payload.kept.get() : pre->cache.get();
     if (encode_chunks) {
       ASSIGN_OR_RETURN(payload.chunks,
                        EncodeLayers(*payload.cache, -1, request, payload.open.session_id(), 0,
-                                    payload.cache->num_layers(), 0));
+                                    payload.cache->num_layers(), 0, tiers.sizes));
     }
-    FillCacheOpen(sender, prompt, payload.cache->positions(), payload.open);
+    FillCacheOpen(sender, prompt, payload.cache->positions(), payload.open, tiers.sizes);
     return absl::OkStatus();
   }
 
@@ -141,20 +155,41 @@ class CacheStrategy : public Strategy {
   }
 
   absl::StatusOr<std::unique_ptr<model::KvCache>> Rebuild(
-      model::Model& answerer, const CheckedOpen&, model::CacheAssembler* assembler,
+      model::Model& answerer, const CheckedOpen& open, model::CacheAssembler* assembler,
       const model::Projection* projection, Interrupt, RebuildTimes& times) const override {
     if (assembler == nullptr) return absl::FailedPreconditionError("no chunks were received");
-    if (!assembler->complete()) {
-      return absl::InvalidArgumentError(absl::StrCat("Commit with ", assembler->cells_missing(),
-                                                     " (layer, slot) cells of the cache not sent"));
-    }
     const auto t = Clock::now();
-    ASSIGN_OR_RETURN(std::unique_ptr<model::KvCache> cache, assembler->Finish());
+    ASSIGN_OR_RETURN(std::unique_ptr<model::KvCache> cache,
+                     open.tier_slots.empty() ? Whole(*assembler) : Progressive(*assembler, open));
     times.rebuild += Since(t);
+    times.slots = cache->size();
     return Map(std::move(cache), answerer, projection, times);
   }
 
  protected:
+  // Every cell must have come.
+  static absl::StatusOr<std::unique_ptr<model::KvCache>> Whole(model::CacheAssembler& assembler) {
+    if (!assembler.complete()) {
+      return absl::InvalidArgumentError(absl::StrCat("Commit with ", assembler.cells_missing(),
+                                                     " (layer, slot) cells of the cache not sent"));
+    }
+    return assembler.Finish();
+  }
+
+  // The longest run of leading (most important) slots every layer has, which must hold
+  // the first tier, in position order.
+  static absl::StatusOr<std::unique_ptr<model::KvCache>> Progressive(
+      const model::CacheAssembler& assembler, const CheckedOpen& open) {
+    const int n = assembler.CompletePrefix();
+    if (n < static_cast<int>(open.tier_slots.front())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "Commit before the first tier was whole: a progressive session answers from at least "
+          "its first tier's ",
+          open.tier_slots.front(), " slots in every layer, found the first ", n));
+    }
+    return assembler.FinishPrefix(n);
+  }
+
   virtual absl::StatusOr<std::unique_ptr<model::KvCache>> Map(std::unique_ptr<model::KvCache> cache,
                                                               const model::Model&,
                                                               const model::Projection*,
@@ -344,11 +379,7 @@ absl::StatusOr<select::Selection> Select(const model::PrefillResult& pre,
     so.seed = request.seed;
     return select::Select(pre.stats, spans, so);
   }
-  select::Selection all;
-  all.kept.reserve(spans.num_tokens);
-  for (int i = 0; i < spans.num_tokens; ++i) all.kept.push_back(i);
-  all.context_kept = all.context_total = spans.context_tokens();
-  return all;
+  return select::KeepAll(spans);
 }
 
 absl::StatusOr<Payload> Encode(const model::Model& sender, const model::PrefillResult* pre,
@@ -371,12 +402,12 @@ std::string NewSessionId() {
                          static_cast<uint32_t>(counter.fetch_add(1) & 0xffffffffu));
 }
 
-std::vector<kvstream::v1::Uplink> UplinkMessages(const Payload& payload) {
-  std::vector<kvstream::v1::Uplink> out(payload.chunks.size() + 2);
+std::vector<kvstream::v1::Uplink> UplinkMessages(const Payload& payload, size_t chunks) {
+  chunks = std::min(chunks, payload.chunks.size());
+  std::vector<kvstream::v1::Uplink> out(chunks + 2);
   *out.front().mutable_open() = payload.open;
-  for (size_t i = 0; i < payload.chunks.size(); ++i)
-    *out[i + 1].mutable_chunk() = payload.chunks[i];
-  out.back().mutable_commit()->set_num_chunks(payload.chunks.size());
+  for (size_t i = 0; i < chunks; ++i) *out[i + 1].mutable_chunk() = payload.chunks[i];
+  out.back().mutable_commit()->set_num_chunks(chunks);
   return out;
 }
 
@@ -420,10 +451,11 @@ model::SamplingOptions Sampling(const CheckedOpen& open, std::vector<int32_t> st
   return s;
 }
 
-absl::StatusOr<LocalAnswer> AnswerLocally(const Payload& payload, const Receiver& receiver) {
+absl::StatusOr<LocalAnswer> AnswerLocally(const Payload& payload, const Receiver& receiver,
+                                          size_t chunks) {
   if (receiver.model == nullptr) return absl::InvalidArgumentError("receiver without a model");
   LocalAnswer out;
-  std::vector<kvstream::v1::Uplink> sent = UplinkMessages(payload);
+  std::vector<kvstream::v1::Uplink> sent = UplinkMessages(payload, chunks);
   std::vector<kvstream::v1::Uplink> got(sent.size());
   for (size_t i = 0; i < sent.size(); ++i) {
     const std::string bytes = sent[i].SerializeAsString();
@@ -449,6 +481,7 @@ absl::StatusOr<LocalAnswer> AnswerLocally(const Payload& payload, const Receiver
   ASSIGN_OR_RETURN(std::unique_ptr<model::KvCache> cache,
                    Rebuild(open.mode(), *receiver.model, checked, assembler.get(),
                            receiver.projection, nullptr, &out.times));
+  out.slots_used = cache->size();  // before the answer's tokens join the cache
   ASSIGN_OR_RETURN(model::Generation g, model::Generate(*receiver.model, *cache, checked.last_token,
                                                         Sampling(checked, receiver.stop_tokens)));
   out.tokens = std::move(g.tokens);

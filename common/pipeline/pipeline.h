@@ -99,8 +99,9 @@ absl::StatusOr<std::vector<kvstream::v1::KvChunk>> EncodeLayer(const model::KvCa
 // not repeat within a process and rarely across processes.
 std::string NewSessionId();
 
-// The messages a sender writes for `payload`: SessionOpen, every chunk, Commit.
-std::vector<kvstream::v1::Uplink> UplinkMessages(const Payload& payload);
+// The messages a sender writes for `payload`: SessionOpen, its first `chunks` chunks
+// (every one by default; fewer: a progressive sender that stopped early), Commit.
+std::vector<kvstream::v1::Uplink> UplinkMessages(const Payload& payload, size_t chunks = SIZE_MAX);
 
 // The ids that end an answer: the model's eos ids, then the tokenizer's end-of-turn ids
 // (`tokenizer` may be null).
@@ -120,11 +121,14 @@ struct RebuildTimes {
   double prefill = 0;     // scout / text: the answering model's prefill
   double rebuild = 0;     // kv / projected: Finish on the assembler
   double projection = 0;  // projected: mapping into the answering model
+  int slots = 0;          // kv / projected: the slots of the cache answered from
 };
 
-// The answering model's cache: the assembler's (every cell sent, else INVALID_ARGUMENT),
-// mapped by `projection` in projected mode; or the answering model's prefill of the
-// prompt but its last token (scout: only the kept positions are stored and visible).
+// The answering model's cache: the assembler's (every cell sent, else INVALID_ARGUMENT;
+// a progressive session: the longest leading run of slots every layer has, holding at
+// least the first tier, in position order), mapped by `projection` in projected mode; or the
+// answering model's prefill of the prompt but its last token (scout: only the kept positions are
+// stored and visible).
 absl::StatusOr<std::unique_ptr<model::KvCache>> Rebuild(Mode mode, model::Model& answerer,
                                                         const CheckedOpen& open,
                                                         model::CacheAssembler* assembler,
@@ -148,10 +152,13 @@ struct LocalAnswer {
   std::string stop_reason;
   uint64_t wire_bytes = 0;  // every serialized uplink message, as the edge counts them
   RebuildTimes times;
+  int slots_used = 0;  // kv / projected: the cache slots the answer came from
 };
 
 // Carries `payload` to `receiver` as the daemons do, through serialized Uplink messages
-// (each parsed back, every chunk validated), and generates the answer.
-absl::StatusOr<LocalAnswer> AnswerLocally(const Payload& payload, const Receiver& receiver);
+// (each parsed back, every chunk validated), and generates the answer; with `chunks`,
+// the sender stops after that many chunks and commits (a progressive transfer cut short).
+absl::StatusOr<LocalAnswer> AnswerLocally(const Payload& payload, const Receiver& receiver,
+                                          size_t chunks = SIZE_MAX);
 
 }  // namespace kvstream::pipeline

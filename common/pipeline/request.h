@@ -31,7 +31,8 @@ struct Request {
   bool selects() const { return selector != select::Policy::kFull; }
   // The whole cache of a mode that sends one: no selector waits on every layer's
   // statistics, so each layer can go as soon as the prefill has computed it.
-  bool CanStreamLayers() const { return SendsCache(mode) && !selects(); }
+  // A progressive plan sends tier by tier, not layer by layer.
+  bool CanStreamLayers() const { return SendsCache(mode) && !selects() && plan.tiers == 0; }
 };
 
 }  // namespace kvstream::pipeline

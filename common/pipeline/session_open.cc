@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/base/status.h"
 #include "common/codec/positions.h"
+#include "common/codec/spec.h"
 #include "common/pipeline/mode.h"
 
 namespace kvstream::pipeline {
@@ -63,6 +64,26 @@ absl::Status CheckSampling(const kvstream::v1::SessionOpen& open, const OpenLimi
   return absl::OkStatus();
 }
 
+// kv and projected, progressive: 2..kMaxTiers non-empty tiers covering num_slots.
+absl::Status CheckTiers(const kvstream::v1::SessionOpen& open, CheckedOpen& out) {
+  if (open.tier_slots_size() == 0) return absl::OkStatus();
+  uint64_t total = 0;
+  bool empty = false;
+  for (uint32_t n : open.tier_slots()) {
+    total += n;
+    empty = empty || n == 0;
+  }
+  if (open.tier_slots_size() < 2 || open.tier_slots_size() > codec::kMaxTiers || empty ||
+      total != open.num_slots()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "SessionOpen.tier_slots: expected 2..", codec::kMaxTiers,
+        " non-empty tiers summing to num_slots ", open.num_slots(), ", found ",
+        open.tier_slots_size(), " tiers", empty ? " (one empty)" : "", " summing to ", total));
+  }
+  out.tier_slots.assign(open.tier_slots().begin(), open.tier_slots().end());
+  return absl::OkStatus();
+}
+
 // kv and projected: the last token, the positions and the kept slots of the cache sent.
 absl::Status CheckCacheOpen(const kvstream::v1::SessionOpen& open, const model::ModelConfig& c,
                             absl::string_view model_name, CheckedOpen& out) {
@@ -85,7 +106,11 @@ absl::Status CheckCacheOpen(const kvstream::v1::SessionOpen& open, const model::
   }
   out.last_token = open.last_token();
   out.next_position = static_cast<int>(open.next_position());
-  auto kept = codec::DecodePositions(open.kept_positions(), open.num_slots(), open.next_position());
+  RETURN_IF_ERROR(CheckTiers(open, out));
+  auto kept =
+      out.tier_slots.empty()
+          ? codec::DecodePositions(open.kept_positions(), open.num_slots(), open.next_position())
+          : codec::DecodePositionRuns(open.kept_positions(), out.tier_slots, open.next_position());
   if (!kept.ok()) return PrefixStatus("SessionOpen.kept_positions: ", kept.status());
   out.kept = std::move(*kept);
   out.slots = open.num_slots();
@@ -95,6 +120,12 @@ absl::Status CheckCacheOpen(const kvstream::v1::SessionOpen& open, const model::
 // text and scout: the whole prompt's tokens, and scout's kept positions.
 absl::Status CheckPromptOpen(const kvstream::v1::SessionOpen& open, const model::ModelConfig& c,
                              absl::string_view model_name, CheckedOpen& out) {
+  if (open.tier_slots_size() > 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("SessionOpen.tier_slots: progressive tiers are for kv and projected "
+                     "sessions, found ",
+                     open.tier_slots_size(), " in a ", ModeName(open.mode()), " session"));
+  }
   if (open.prompt_tokens_size() < 2) {
     return absl::InvalidArgumentError(
         absl::StrCat("SessionOpen.prompt_tokens has ", open.prompt_tokens_size(),

@@ -36,6 +36,9 @@ struct CheckedOpen {
   int32_t last_token = 0;  // fed first through the cache
   int next_position = 0;   // its position id; next_position + max_new_tokens fits the model
   uint64_t slots = 0;      // cache slots filled before decoding
+  // kv / projected, progressive: the slots of each importance tier (`kept` lists them
+  // tier by tier); empty otherwise.
+  std::vector<uint32_t> tier_slots;
 };
 
 // Checks `open` against `config`, the config of the served model `model_name` (named in

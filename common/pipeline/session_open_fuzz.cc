@@ -15,6 +15,7 @@
 // runs as a regression test (tests/common/pipeline/session_open_fuzz_corpus_test.cc).
 #include <google/protobuf/stubs/logging.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -74,12 +75,24 @@ void CheckOpen(const kvstream::v1::SessionOpen& open, const ModelConfig& c,
     kvstream::base::FuzzCheck(o.slots == (o.kept.empty() ? o.prompt.size() - 1 : o.kept.size()));
   }
   kvstream::base::FuzzCheck(o.last_token >= 0 && o.last_token < c.vocab_size);
+  // Strictly increasing, or within each tier of a progressive session (and then no
+  // position twice).
+  std::vector<size_t> tier_starts = {0};
+  for (uint32_t n : o.tier_slots) tier_starts.push_back(tier_starts.back() + n);
+  if (!o.tier_slots.empty()) kvstream::base::FuzzCheck(tier_starts.back() == o.kept.size());
+  std::vector<int32_t> sorted = o.kept;
+  std::sort(sorted.begin(), sorted.end());
+  kvstream::base::FuzzCheck(std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end());
   for (size_t i = 0; i < o.kept.size(); ++i) {
     kvstream::base::FuzzCheck(o.kept[i] >= 0 && o.kept[i] < o.next_position);
-    if (i > 0) kvstream::base::FuzzCheck(o.kept[i] > o.kept[i - 1]);
+    const bool starts_tier =
+        std::find(tier_starts.begin(), tier_starts.end(), i) != tier_starts.end();
+    if (i > 0 && !starts_tier) kvstream::base::FuzzCheck(o.kept[i] > o.kept[i - 1]);
   }
-  if (!o.kept.empty())
-    kvstream::base::FuzzCheck(kvstream::codec::EncodePositions(o.kept) == open.kept_positions());
+  const std::string encoded = o.tier_slots.empty()
+                                  ? kvstream::codec::EncodePositions(o.kept)
+                                  : kvstream::codec::EncodePositionRuns(o.kept, o.tier_slots);
+  if (!o.kept.empty()) kvstream::base::FuzzCheck(encoded == open.kept_positions());
   kvstream::base::FuzzCheck(static_cast<int64_t>(o.next_position) + o.max_new_tokens <
                             c.max_position_embeddings);
 }

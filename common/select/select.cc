@@ -221,9 +221,43 @@ absl::StatusOr<Selection> Select(const AttentionStats& stats, const PromptSpans&
   for (int c : chosen) keep[spans.context_begin + c] = true;
   for (int t = 0; t < spans.num_tokens; ++t) {
     if (keep[t]) sel.kept.push_back(t);
+    if (keep[t] && (t < spans.context_begin || t >= spans.context_end)) sel.ranked.push_back(t);
   }
+  sel.always_kept = static_cast<int>(sel.ranked.size());
+  for (int i = 0; i < sinks; ++i) sel.ranked.push_back(spans.context_begin + i);
+  for (int c : chosen) sel.ranked.push_back(spans.context_begin + c);
   sel.context_kept = sinks + static_cast<int>(chosen.size());
   return sel;
+}
+
+Selection KeepAll(const PromptSpans& spans) {
+  Selection all;
+  all.kept.resize(static_cast<size_t>(spans.num_tokens));
+  std::iota(all.kept.begin(), all.kept.end(), 0);
+  for (int t = 0; t < spans.num_tokens; ++t) {
+    if (t < spans.context_begin || t >= spans.context_end) all.ranked.push_back(t);
+  }
+  all.always_kept = static_cast<int>(all.ranked.size());
+  for (int t = spans.context_begin; t < spans.context_end; ++t) all.ranked.push_back(t);
+  all.context_kept = all.context_total = spans.context_tokens();
+  return all;
+}
+
+Tiers SplitTiers(const Selection& selection, int n) {
+  Tiers out;
+  const auto ranked = static_cast<int>(selection.ranked.size()) - selection.always_kept;
+  n = std::max(1, std::min(n, ranked));
+  int at = 0;
+  for (int i = 0; i < n; ++i) {
+    int end = selection.always_kept + ranked / n * (i + 1) + std::min(i + 1, ranked % n);
+    if (i == n - 1) end = static_cast<int>(selection.ranked.size());
+    std::vector<int32_t> tier(selection.ranked.begin() + at, selection.ranked.begin() + end);
+    std::sort(tier.begin(), tier.end());
+    out.positions.insert(out.positions.end(), tier.begin(), tier.end());
+    out.sizes.push_back(static_cast<uint32_t>(tier.size()));
+    at = end;
+  }
+  return out;
 }
 
 }  // namespace kvstream::select

@@ -75,6 +75,13 @@ struct Selection {
   std::vector<int32_t> kept;  // prompt positions, strictly increasing
   int context_total = 0;
   int context_kept = 0;
+  // The same positions by importance: every kept token outside the context first (in
+  // prompt order; there are `always_kept` of them), then the sinks, then the context
+  // tokens the policy chose, most important first (q2c, q2c-question, snapkv: by score;
+  // h2o: the recent window, then the heavy hitters by score; random: in draw order;
+  // full: in prompt order). A progressive sender sends them in this order.
+  std::vector<int32_t> ranked;
+  int always_kept = 0;
 };
 
 absl::string_view PolicyName(Policy p);
@@ -85,5 +92,18 @@ int ContextBudget(double retention, int context_tokens);
 
 absl::StatusOr<Selection> Select(const AttentionStats& stats, const PromptSpans& spans,
                                  const SelectOptions& options);
+
+// Every prompt position in [0, spans.num_tokens), ranked in prompt order (no selector).
+Selection KeepAll(const PromptSpans& spans);
+
+// A selection's kept positions in `n` importance tiers (progressive sending): the
+// ranked context tokens split as evenly as `n` allows, most important first (earlier
+// tiers take the remainder), with every always-kept token in the first tier; each tier
+// in prompt order. Fewer tiers when there are fewer ranked context tokens than `n`.
+struct Tiers {
+  std::vector<int32_t> positions;  // tier after tier
+  std::vector<uint32_t> sizes;
+};
+Tiers SplitTiers(const Selection& selection, int n);
 
 }  // namespace kvstream::select

@@ -240,6 +240,32 @@ TEST(Crc32cTest, DispatchedEqualsPortable) {
   }
 }
 
+// Progressive sessions list their positions tier by tier: each run strictly increasing
+// and starting afresh, no position twice.
+TEST(PositionsTest, RunsRoundTripAndRefuseRepeats) {
+  const std::vector<int32_t> p = {5, 9, 40, 0, 7, 41, 3};
+  const std::vector<uint32_t> runs = {3, 3, 1};
+  const std::string bytes = EncodePositionRuns(p, runs);
+  EXPECT_EQ(bytes,
+            EncodePositions({5, 9, 40}) + EncodePositions({0, 7, 41}) + EncodePositions({3}));
+  auto back = DecodePositionRuns(bytes, runs, 42);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(*back, p);
+  EXPECT_FALSE(DecodePositionRuns(bytes, runs, 41).ok());          // 41 is out of range
+  EXPECT_FALSE(DecodePositionRuns(bytes, {3, 3}, 42).ok());        // a trailing byte
+  EXPECT_FALSE(DecodePositionRuns(bytes, {3, 3, 1, 1}, 42).ok());  // too short
+  auto repeated = DecodePositionRuns(EncodePositionRuns({1, 2, 2}, {2, 1}), {2, 1}, 10);
+  ASSERT_FALSE(repeated.ok());
+  EXPECT_NE(repeated.status().message().find("position 2 appears in two runs"), std::string::npos)
+      << repeated.status();
+  auto descending = DecodePositionRuns(std::string("\x03\x01", 2), {1, 1}, 10);  // runs may fall
+  ASSERT_TRUE(descending.ok()) << descending.status();
+  EXPECT_EQ(*descending, (std::vector<int32_t>{3, 1}));
+  auto gap0 = DecodePositionRuns(std::string("\x01\x00", 2), {2}, 10);
+  ASSERT_FALSE(gap0.ok());
+  EXPECT_NE(gap0.status().message().find("run 0: gap 1 is 0"), std::string::npos) << gap0.status();
+}
+
 TEST(PositionsTest, RoundTripAndSize) {
   std::vector<int32_t> p = {0, 1, 2, 200, 201, 100000};
   const std::string bytes = EncodePositions(p);

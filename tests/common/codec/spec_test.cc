@@ -39,7 +39,7 @@ TEST(SpecTest, LaterOverridesWin) {
 TEST(SpecTest, CanonicalStringRoundTrips) {
   for (const char* text : {"raw", "f16", "bf16", "int8", "int3/ch", "int6/g32", "k=int4/ch,v=int4",
                            "int4,L0=f16,zstd=3", "int4,L0-2.k=int8,L5.v=f16", "f16+svd8",
-                           "int8+ad4", "int4/ch+sd,zstd=19"}) {
+                           "int8+ad4", "int4/ch+sd,zstd=19", "int4,zstd=3,tiers=8"}) {
     auto p = ParsePlan(text);
     ASSERT_TRUE(p.ok()) << text << ": " << p.status();
     EXPECT_EQ(p->ToString(), text);
@@ -67,6 +67,9 @@ TEST(SpecTest, ErrorsNameTheBadItem) {
            {"int4,L0.q=f16", "expected '.k' or '.v'"},
            {"int4,Lx=f16", "first layer"},
            {"int4,zstd=99", "zstd level must be 1..22 or off, found 99"},
+           {"int4,tiers=1", "tiers must be 2..64 or off, found 1"},
+           {"int4,tiers=65", "tiers must be 2..64 or off, found 65"},
+           {"int4,tiers=x", "tiers"},
            {"int4,foo=int8", "expected a key"},
            {"raw+sd", "a transform needs a float16 or int format"},
            {"int4+svd0", "svd rank must be 1..4096"},

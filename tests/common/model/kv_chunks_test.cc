@@ -213,6 +213,64 @@ TEST_F(KvChunksTest, AssemblerRejectsBadChunksAndIncompleteCaches) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// Progressive sending: the slots in tiers (here the cache's 20 slots reordered, tiers
+// of 8, 7 and 5), sent tier by tier with no chunk across two; a receiver holding only
+// the first tiers rebuilds those slots in position order, and one holding every tier
+// the cache as sent without tiers.
+TEST_F(KvChunksTest, TiersAreSentInTurnAndAPrefixRebuildsInPositionOrder) {
+  auto m = Load();
+  auto cache = Cache(*m);  // 20 slots
+  std::vector<int32_t> order(20);
+  for (int i = 0; i < 20; ++i) order[i] = (i * 7) % 20;  // a permutation
+  std::vector<uint32_t> tiers = {8, 7, 5};
+  for (int t = 0, at = 0; t < 3; at += static_cast<int>(tiers[t]), ++t) {
+    std::sort(order.begin() + at, order.begin() + at + tiers[t]);  // each tier ascending
+  }
+  auto tiered = cache->Copy(order);
+  ASSERT_TRUE(tiered.ok()) << tiered.status();
+  ChunkingOptions o;
+  o.max_chunk_bytes = 400;  // an int4 layer of 8 slots is 256 bytes: layers apart in a tier
+  o.tier_slots = tiers;
+  auto chunks = EncodeCache(**tiered, *codec::ParsePlan("int4,L0=int8"), "s4", o, 0);
+  ASSERT_TRUE(chunks.ok()) << chunks.status();
+  const std::vector<int> ends = {8, 15, 20};
+  int tier = 0;
+  for (const auto& c : *chunks) {  // tiers in turn, none straddled
+    while (static_cast<int>(c.token_begin()) >= ends[tier]) ++tier;
+    EXPECT_LE(static_cast<int>(c.token_begin() + c.num_tokens()), ends[tier]) << c.seq();
+  }
+  EXPECT_EQ(tier, 2);
+  // Wrong tier sizes are refused.
+  o.tier_slots = {8, 7};
+  EXPECT_EQ(EncodeCache(**tiered, *codec::ParsePlan("int4"), "s", o, 0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  CacheAssembler a(*m, "s4", (*tiered)->positions(), cache->next_position());
+  size_t i = 0;
+  for (; i < chunks->size() && (*chunks)[i].token_begin() < 15; ++i) {
+    ASSERT_TRUE(a.Add((*chunks)[i]).ok());
+  }
+  EXPECT_EQ(a.CompletePrefix(), 15);
+  EXPECT_EQ(a.FinishPrefix(16).status().code(), absl::StatusCode::kFailedPrecondition);
+  auto prefix = a.FinishPrefix(15);
+  ASSERT_TRUE(prefix.ok()) << prefix.status();
+  std::vector<int32_t> want((*tiered)->positions().begin(), (*tiered)->positions().begin() + 15);
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ((*prefix)->positions(), want);
+  for (; i < chunks->size(); ++i) ASSERT_TRUE(a.Add((*chunks)[i]).ok());
+  auto whole = a.FinishPrefix(20);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  auto plain = EncodeCache(*cache, *codec::ParsePlan("int4,L0=int8"), "s5", {}, 0);
+  ASSERT_TRUE(plain.ok());
+  CacheAssembler b(*m, "s5", cache->positions(), cache->next_position());
+  for (const auto& c : *plain) ASSERT_TRUE(b.Add(c).ok());
+  auto sent = b.Finish();
+  ASSERT_TRUE(sent.ok());
+  EXPECT_EQ((*whole)->positions(), cache->positions());
+  auto x = m->Extend(**whole, {7}, {30}), y = m->Extend(**sent, {7}, {30});
+  ASSERT_TRUE(x.ok() && y.ok());
+  EXPECT_EQ(*x, *y);  // per-token specs: the same values, tiers or not
+}
+
 }  // namespace
 }  // namespace kvstream::model
 

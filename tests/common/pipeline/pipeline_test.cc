@@ -198,6 +198,96 @@ TEST_F(PipelineTest, ErrorsNameWhatWasExpected) {
   EXPECT_EQ(NewAssembler(kvstream::v1::MODE_TEXT, *scout_, nullptr, "s", *checked), nullptr);
 }
 
+// Progressive sending (a plan with tiers): every tier sent answers exactly as the plan
+// without tiers; a transfer cut after the first tiers answers from those slots, the
+// most important ones by the selector, and carries only the bytes it sent.
+TEST_F(PipelineTest, ProgressiveAnswersFromTheTiersSentAndWhollyAsWithoutTiers) {
+  const Request plain = Make(kvstream::v1::MODE_KV, "int4", select::Policy::kQ2C, 1);
+  const Request tiered = Make(kvstream::v1::MODE_KV, "int4,tiers=4", select::Policy::kQ2C, 1);
+  EXPECT_FALSE(tiered.CanStreamLayers());
+  auto pre = Prefill(*scout_, *prompt_, tiered);
+  ASSERT_TRUE(pre.ok()) << pre.status();
+  const select::Selection sel = Select(*pre, *prompt_, tiered).value();
+  auto payload = Encode(*scout_, &*pre, &sel, *prompt_, tiered, NewSessionId());
+  ASSERT_TRUE(payload.ok()) << payload.status();
+  const kvstream::v1::SessionOpen& open = payload->open;
+  ASSERT_EQ(open.tier_slots_size(), 4);
+  const select::Tiers tiers = select::SplitTiers(sel, 4);
+  EXPECT_EQ(std::vector<uint32_t>(open.tier_slots().begin(), open.tier_slots().end()), tiers.sizes);
+  EXPECT_EQ(payload->cache->positions(), tiers.positions);
+  // Whole: the same answer as without tiers.
+  Receiver to;
+  to.model = scout_;
+  to.name = "scout";
+  to.stop_tokens = StopTokens(*scout_, tokenizer_);
+  auto whole = AnswerLocally(*payload, to);
+  auto untiered = Run(plain, *scout_);
+  ASSERT_TRUE(whole.ok() && untiered.ok()) << whole.status() << untiered.status();
+  EXPECT_EQ(whole->tokens, untiered->tokens);
+  EXPECT_EQ(whole->slots_used, static_cast<int>(prompt_->tokens.size()) - 1);
+  // Cut after two tiers: those slots, and the bytes of what was sent.
+  const uint32_t two = tiers.sizes[0] + tiers.sizes[1];
+  size_t sent = 0;
+  while (sent < payload->chunks.size() && payload->chunks[sent].token_begin() < two) ++sent;
+  ASSERT_LT(sent, payload->chunks.size());
+  auto cut = AnswerLocally(*payload, to, sent);
+  ASSERT_TRUE(cut.ok()) << cut.status();
+  EXPECT_EQ(cut->slots_used, static_cast<int>(two));
+  EXPECT_FALSE(cut->tokens.empty());
+  uint64_t bytes = 0;
+  for (const kvstream::v1::Uplink& u : UplinkMessages(*payload, sent)) bytes += u.ByteSizeLong();
+  EXPECT_EQ(cut->wire_bytes, bytes);
+  EXPECT_LT(cut->wire_bytes, whole->wire_bytes);
+  // The receiver's cache holds exactly the first two tiers' positions, in prompt order.
+  auto checked = CheckSessionOpen(open, scout_->config(), "scout", {});
+  ASSERT_TRUE(checked.ok()) << checked.status();
+  auto assembler = NewAssembler(plain.mode, *scout_, nullptr, open.session_id(), *checked);
+  for (size_t i = 0; i < sent; ++i) ASSERT_TRUE(assembler->Add(payload->chunks[i]).ok());
+  RebuildTimes times;
+  auto cache = Rebuild(plain.mode, *scout_, *checked, assembler.get(), nullptr, nullptr, &times);
+  ASSERT_TRUE(cache.ok()) << cache.status();
+  std::vector<int32_t> want(tiers.positions.begin(), tiers.positions.begin() + two);
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ((*cache)->positions(), want);
+  EXPECT_EQ(times.slots, static_cast<int>(two));
+  // Nothing of the first tier: refused.
+  auto none = AnswerLocally(*payload, to, 0);
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(none.status().message().find("Commit before the first tier was whole"),
+            std::string::npos)
+      << none.status();
+}
+
+TEST_F(PipelineTest, SessionOpenTiersMustSplitTheSlots) {
+  const Request tiered = Make(kvstream::v1::MODE_KV, "int8,tiers=3", select::Policy::kQ2C, 0.5);
+  auto pre = Prefill(*scout_, *prompt_, tiered);
+  ASSERT_TRUE(pre.ok()) << pre.status();
+  const select::Selection sel = Select(*pre, *prompt_, tiered).value();
+  auto payload = Encode(*scout_, &*pre, &sel, *prompt_, tiered, NewSessionId());
+  ASSERT_TRUE(payload.ok()) << payload.status();
+  ASSERT_TRUE(CheckSessionOpen(payload->open, scout_->config(), "scout", {}).ok());
+  auto refused = [&](const kvstream::v1::SessionOpen& open, const std::string& want) {
+    auto st = CheckSessionOpen(open, scout_->config(), "scout", {}).status();
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << want;
+    EXPECT_NE(st.message().find(want), std::string::npos) << st;
+  };
+  kvstream::v1::SessionOpen open = payload->open;
+  open.set_tier_slots(0, open.tier_slots(0) + 1);
+  refused(open, "expected 2..64 non-empty tiers summing to num_slots");
+  open = payload->open;
+  open.clear_tier_slots();
+  open.add_tier_slots(open.num_slots());
+  refused(open, "found 1 tiers summing to");
+  open = payload->open;
+  open.clear_tier_slots();  // the runs read as one list, whose gaps run past the prompt
+  refused(open, "SessionOpen.kept_positions: positions: position");
+  open = payload->open;
+  open.set_mode(kvstream::v1::MODE_SCOUT);
+  open.add_prompt_tokens(1);
+  open.add_prompt_tokens(2);
+  refused(open, "progressive tiers are for kv and projected sessions");
+}
+
 TEST_F(PipelineTest, SessionIdsHaveOneLengthAndDoNotRepeat) {
   const std::string a = NewSessionId(), b = NewSessionId();
   EXPECT_EQ(a.size(), 25u);

@@ -223,5 +223,56 @@ TEST(SelectTest, ClearErrors) {
   EXPECT_NE(ParsePolicy("x").status().message().find("found 'x'"), std::string::npos);
 }
 
+// The importance order a progressive sender follows: the tokens outside the context
+// first, then the context tokens by score, and the tiers cut from it.
+TEST(SelectTest, RankedListsTheKeptTokensByImportanceAndTiersSplitIt) {
+  AttentionStats s = Flat();
+  // Descending Q2C scores at 30, 10, 20; everything else ties and goes by position.
+  Set(s, s.question_tail, 30, 0.9f);
+  Set(s, s.question_tail, 10, 0.8f);
+  Set(s, s.question_tail, 20, 0.7f);
+  SelectOptions o;
+  o.policy = Policy::kQ2C;
+  o.retention = 0.5;
+  auto sel = Select(s, Spans(), o);
+  ASSERT_TRUE(sel.ok()) << sel.status();
+  std::vector<int32_t> sorted = sel->ranked;
+  std::sort(sorted.begin(), sorted.end());
+  EXPECT_EQ(sorted, sel->kept);  // the same positions
+  EXPECT_EQ(sel->always_kept, 12);
+  const std::vector<int32_t> outside = {0, 1, 2, 3, 44, 45, 46, 47, 48, 49, 50, 51};
+  EXPECT_EQ(std::vector<int32_t>(sel->ranked.begin(), sel->ranked.begin() + 12), outside);
+  EXPECT_EQ(sel->ranked[12], 30);
+  EXPECT_EQ(sel->ranked[13], 10);
+  EXPECT_EQ(sel->ranked[14], 20);
+  EXPECT_EQ(sel->ranked[15], 4);  // then ties, lowest position first
+  // 20 context tokens in 3 tiers: 7, 7, 6, the first with the 12 outside the context.
+  const Tiers tiers = SplitTiers(*sel, 3);
+  EXPECT_EQ(tiers.sizes, (std::vector<uint32_t>{19, 7, 6}));
+  ASSERT_EQ(tiers.positions.size(), sel->kept.size());
+  size_t at = 0;
+  for (size_t t = 0; t < tiers.sizes.size(); ++t) {
+    const auto begin = tiers.positions.begin() + at, end = begin + tiers.sizes[t];
+    EXPECT_TRUE(std::is_sorted(begin, end)) << "tier " << t;
+    std::vector<int32_t> want(sel->ranked.begin() + at, sel->ranked.begin() + at + tiers.sizes[t]);
+    std::sort(want.begin(), want.end());
+    EXPECT_EQ(std::vector<int32_t>(begin, end), want) << "tier " << t;
+    at += tiers.sizes[t];
+  }
+  EXPECT_TRUE(std::binary_search(tiers.positions.begin(), tiers.positions.begin() + 19, 30));
+  // More tiers than ranked context tokens: one per token.
+  o.retention = 0.05;  // 2 context tokens
+  auto few = Select(s, Spans(), o);
+  ASSERT_TRUE(few.ok());
+  EXPECT_EQ(SplitTiers(*few, 8).sizes, (std::vector<uint32_t>{13, 1}));
+  // Without a selector: the context in prompt order.
+  const Selection all = KeepAll(Spans());
+  EXPECT_EQ(all.kept.size(), 52u);
+  EXPECT_EQ(all.always_kept, 12);
+  EXPECT_EQ(all.ranked[12], 4);
+  EXPECT_EQ(all.ranked.back(), 43);
+  EXPECT_EQ(SplitTiers(all, 4).sizes, (std::vector<uint32_t>{22, 10, 10, 10}));
+}
+
 }  // namespace
 }  // namespace kvstream::select
