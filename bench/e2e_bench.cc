@@ -42,7 +42,8 @@ ABSL_FLAG(
     "rest INT4), "
     "kv-q2c50-int4, scout (Q2C 50%), adaptive (lowest TTFT at >= 90% of the best quality), "
     "adaptive-slo "
-    "(best quality within --slo)");
+    "(best quality within --slo), progressive-f16 and progressive-int4 (the whole cache in 8 "
+    "importance tiers by Q2C, sent until --slo would be missed)");
 ABSL_FLAG(int, n, 10, "Questions per link x policy");
 ABSL_FLAG(std::string, kind, "needle", "Generated task kind: single, multi or needle");
 ABSL_FLAG(std::string, target_tokens, "512", "Needle context length in tokens: N or a range A-B");
@@ -87,6 +88,9 @@ struct Result {
   double edge_s = 0, transfer_s = 0, cloud_s = 0, predicted_s = 0;
   int predicted_n = 0;
   double estimate_s = 0;  // of which the adaptive quality estimate (in edge_s)
+  // Progressive policies: tiers whose chunks were all sent, summed over requests.
+  double tiers = 0;
+  int tiers_n = 0;
 };
 
 using kvstream::base::Quantile;
@@ -108,6 +112,14 @@ kvstream::v1::Policy PolicyFor(const std::string& name, double slo) {
   } else if (name == "adaptive") {
     // Lowest predicted TTFT among points at >= 90% of the table's best quality.
     p.set_mode(kvstream::v1::MODE_ADAPTIVE);
+  } else if (name == "progressive-f16" || name == "progressive-int4") {
+    // Every context token ranked by Q2C, in 8 tiers; the edge stops before a tier that
+    // would miss the SLO and the cloud answers from the tiers it has.
+    p.set_mode(kvstream::v1::MODE_KV);
+    p.set_selector("q2c");
+    p.set_retention(1);
+    p.set_spec(name == "progressive-f16" ? "f16,tiers=8" : "int4,tiers=8");
+    p.set_ttft_target_seconds(slo);
   } else if (name == "adaptive-slo") {
     // Best expected quality within the SLO.
     p.set_mode(kvstream::v1::MODE_ADAPTIVE);
@@ -131,7 +143,7 @@ std::string Csv(const std::vector<Result>& rs, double slo, bool emulated) {
   std::string out =
       "link,rate_mbps,rtt_ms,policy,n,errors,exact_match,f1,wire_bytes,ttft_median_s,ttft_p95_s,"
       "slo_s,slo_hit_rate,"
-      "modes,emulated,edge_s,transfer_s,cloud_s,predicted_ttft_s,estimate_s\n";
+      "modes,emulated,edge_s,transfer_s,cloud_s,predicted_ttft_s,estimate_s,tiers_sent\n";
   for (const Result& r : rs) {
     const int ok = r.n - r.errors;
     int hits = 0;
@@ -142,12 +154,12 @@ std::string Csv(const std::vector<Result>& rs, double slo, bool emulated) {
     const double d = ok ? ok : 1;
     absl::StrAppendFormat(
         &out,
-        "%s,%g,%g,%s,%d,%d,%.4f,%.4f,%.0f,%.5f,%.5f,%g,%.4f,\"%s\",%d,%.5f,%.5f,%.5f,%.5f,%.5f\n",
+        "%s,%g,%g,%s,%d,%d,%.4f,%.4f,%.0f,%.5f,%.5f,%g,%.4f,\"%s\",%d,%.5f,%.5f,%.5f,%.5f,%.5f,%.3f\n",
         r.link, r.mbps, r.rtt_ms, r.policy, r.n, r.errors, r.em / d, r.f1 / d, r.wire / d,
         Quantile(r.ttft, 0.5), Quantile(r.ttft, 0.95), slo,
         r.n ? static_cast<double>(hits) / r.n : 0.0, modes, emulated ? 1 : 0, r.edge_s / d,
         r.transfer_s / d, r.cloud_s / d, r.predicted_n ? r.predicted_s / r.predicted_n : 0.0,
-        r.estimate_s / d);
+        r.estimate_s / d, r.tiers_n ? r.tiers / r.tiers_n : 0.0);
   }
   return out;
 }
@@ -244,6 +256,10 @@ void Record(const kvstream::net::AskResult& a, const kvstream::eval::Example& ex
   if (s.predicted_ttft_seconds() > 0) {
     r.predicted_s += s.predicted_ttft_seconds();
     ++r.predicted_n;
+  }
+  if (s.tiers_sent() > 0) {
+    r.tiers += s.tiers_sent();
+    ++r.tiers_n;
   }
   std::string mode = s.mode() == kvstream::v1::MODE_KV
                          ? absl::StrCat("kv/", s.selector(), "/", s.spec())

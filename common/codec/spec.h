@@ -9,6 +9,7 @@
 //              | 'L' range ['.' ('k'|'v')] '=' spec
 //                                              override for layers (later items win)
 //              | 'zstd=' (LEVEL | 'off')       entropy stage (default off)
+//              | 'tiers=' (N | 'off')          progressive: N importance tiers (2..64)
 //   range     := N | N '-' M                   inclusive, 0-based
 //   spec      := format ['/' axis] ['+' transform]
 //   format    := 'raw'                         the cache's own dtype, bit-exact
@@ -20,7 +21,8 @@
 //   transform := 'ad' G | 'sd' | 'svd' R       anchor delta / sequential delta / rank-R SVD
 //
 // Examples: "raw"; "int8,zstd=3"; "k=int4/ch,v=int4/tok,L0=f16,zstd=3" (layer 0 at 16 bit,
-// the rest INT4 with K per channel); "int4/g32,L0-1.k=int8".
+// the rest INT4 with K per channel); "int4/g32,L0-1.k=int8"; "int4,tiers=8" (sent most
+// important tokens first, docs/codec.md).
 #pragma once
 
 #include <cstdint>

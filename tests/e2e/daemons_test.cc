@@ -1056,6 +1056,47 @@ TEST_F(DaemonsTest, AdaptiveModeMeetsTheTargetOnASlowLink) {
   EXPECT_EQ(*code, 0);
 }
 
+// Progressive sending on an emulated 2 Mbit/s uplink: the lossless cache in 8 importance
+// tiers (about 100 kB, 0.4 s on the link) against a 0.25 s TTFT target. The edge stops
+// before the tier that would arrive late, and the cloud answers from the tiers it has;
+// without a target every tier goes and the cloud uses every slot.
+TEST_F(DaemonsTest, ProgressiveSendingStopsAtTheTargetAndTheCloudAnswersFromWhatCame) {
+  Daemon edge;
+  ASSERT_TRUE(StartDaemon(edge, *work_, "edge-progressive", "kvstream-edge",
+                          {absl::StrCat("--scout=", kScout),
+                           absl::StrCat("--cloud=127.0.0.1:", cloud_->port), "--uplink_mbps=2",
+                           "--one_way_delay_ms=5", "--initial_bandwidth_mbps=2",
+                           "--chunk_bytes=8192"})
+                  .ok());
+  auto stub =
+      kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", edge.port)));
+  auto req = Request((*examples_)[0], kvstream::v1::MODE_KV, "raw,tiers=8", "q2c", 1);
+  net::AskCall call;
+  call.timeout_seconds = 60;
+  auto whole = net::Ask(*stub, req, call);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  const uint64_t slots = whole->stats.context_tokens();
+  EXPECT_EQ(whole->stats.tiers_sent(), 8u);
+  EXPECT_GT(whole->stats.slots_used(), slots);  // every context token, and the question
+  EXPECT_FALSE(whole->token_ids.empty());
+  const double whole_link = 8.0 * whole->stats.wire_bytes() / 2e6;
+  ASSERT_GT(whole_link, 0.3) << "the cache must not fit the target on this link";
+  req.mutable_policy()->set_ttft_target_seconds(0.25);
+  auto cut = net::Ask(*stub, req, call);
+  ASSERT_TRUE(cut.ok()) << cut.status();
+  const auto& s = cut->stats;
+  EXPECT_GE(s.tiers_sent(), 1u);
+  EXPECT_LT(s.tiers_sent(), 8u);
+  EXPECT_LT(s.slots_used(), whole->stats.slots_used());
+  EXPECT_GT(s.slots_used(), 0u);
+  EXPECT_LT(s.wire_bytes(), whole->stats.wire_bytes());
+  EXPECT_LT(s.ttft_seconds(), whole_link) << "answered before the whole cache could arrive";
+  EXPECT_FALSE(cut->token_ids.empty());
+  auto code = edge.process.Stop(20);
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 0);
+}
+
 // With the committed quality table the large model answers in text as well as the scout's
 // cache does; on a 2 Mbit/s link a question of about 1 kB beats any cache, so adaptive
 // sends text (as the end-to-end benchmark measured at 1-3 Mbit/s).
