@@ -120,6 +120,10 @@ int RunAsk() {
   std::printf("context tokens %llu, kept %llu\n",
               static_cast<unsigned long long>(s.context_tokens()),
               static_cast<unsigned long long>(s.kept_tokens()));
+  if (s.tiers_sent() > 0) {
+    std::printf("progressive: %u tiers sent, the cloud answered from %llu slots\n", s.tiers_sent(),
+                static_cast<unsigned long long>(s.slots_used()));
+  }
   std::printf("raw KV bytes (16-bit) %llu, wire bytes %llu, ratio %.2f\n",
               static_cast<unsigned long long>(s.raw_kv_bytes()),
               static_cast<unsigned long long>(s.wire_bytes()), s.compression_ratio());
