@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "cloud/uplink_reader.h"
 #include "common/base/log.h"
 #include "common/base/status.h"
 #include "common/codec/positions.h"
@@ -312,6 +313,11 @@ struct CloudService::Session {
   // validating them (on the reader's), added into `rebuild` once both are done.
   double rebuild = 0, validate = 0;
   bool park = false;  // set when the stream broke and the session may be resumed
+  // A progressive session with answer_after_seconds: the uplink's reader (owned by
+  // RunSession), when to answer without Commit, and whether it did.
+  UplinkReader* reader = nullptr;
+  Clock::time_point answer_at;
+  bool answered_early = false;
 };
 
 CloudService::CloudService(std::vector<ServedModel> models,
@@ -599,8 +605,16 @@ absl::Status CloudService::ReadChunks(grpc::ServerContext* context,
                                       Session& s, net::StreamWatchdog::Watch& watch,
                                       uint64_t& committed_chunks, ChunkApplier& applier) {
   Uplink up;
+  bool late = false;  // a progressive session past its answer_after_seconds
   for (;;) {
-    if (!stream->Read(&up)) {
+    const NextUplink next = ReadNext(stream, s, late, up);
+    if (next == NextUplink::kLate) {
+      late = true;
+      ASSIGN_OR_RETURN(const bool ready, FirstTierHeld(s, applier));
+      if (ready) return AnswerEarly(s, committed_chunks);
+      continue;
+    }
+    if (next == NextUplink::kClosed) {
       if (watch.expired()) {
         return absl::DeadlineExceededError(
             absl::StrCat("session idle for ", options_.idle_timeout_seconds,
@@ -630,7 +644,41 @@ absl::Status CloudService::ReadChunks(grpc::ServerContext* context,
     ack.mutable_ack()->set_seq(seq);
     ack.mutable_ack()->set_payload_bytes(size);
     if (!stream->Write(ack)) return Broken(context, s, "while chunks were acked");
+    if (late) {
+      ASSIGN_OR_RETURN(const bool ready, FirstTierHeld(s, applier));
+      if (ready) return AnswerEarly(s, committed_chunks);
+    }
   }
+}
+
+CloudService::NextUplink CloudService::ReadNext(Stream* stream, Session& s, bool late, Uplink& up) {
+  if (s.reader == nullptr) return stream->Read(&up) ? NextUplink::kMessage : NextUplink::kClosed;
+  // Past the deadline, wait for the chunks that complete the first tier (or Commit).
+  const Clock::time_point until = late ? Clock::now() + std::chrono::hours(24) : s.answer_at;
+  switch (s.reader->Next(&up, until)) {
+    case UplinkReader::Got::kMessage:
+      return NextUplink::kMessage;
+    case UplinkReader::Got::kClosed:
+      return NextUplink::kClosed;
+    case UplinkReader::Got::kTimedOut:
+      break;
+  }
+  return NextUplink::kLate;
+}
+
+absl::StatusOr<bool> CloudService::FirstTierHeld(Session& s, ChunkApplier& applier) {
+  RETURN_IF_ERROR(applier.Drain());
+  return s.assembler->CompletePrefix() >= static_cast<int>(s.checked.tier_slots.front());
+}
+
+absl::Status CloudService::AnswerEarly(Session& s, uint64_t& committed_chunks) {
+  committed_chunks = s.chunks;  // as if Commit had come now
+  s.answered_early = true;
+  logging::Logf(logging::Level::kDebug, "cloud",
+                "session %s: no Commit after %.3f s; answering from the %d slots held of %zu", s.id,
+                s.checked.answer_after_seconds, s.assembler->CompletePrefix(),
+                static_cast<size_t>(s.checked.slots));
+  return absl::OkStatus();
 }
 
 absl::StatusOr<bool> CloudService::AcceptChunk(const kvstream::v1::KvChunk& chunk, Session& s) {
@@ -713,15 +761,35 @@ absl::Status CloudService::RunSession(grpc::ServerContext* context,
   logging::Logf(logging::Level::kDebug, "cloud", "session %s open: %s mode, model %s, %zu slots",
                 s->id, pipeline::ModeName(s->mode), s->served->name,
                 static_cast<size_t>(s->checked.slots));
-  uint64_t committed_chunks = 0;
-  RETURN_IF_ERROR(ReceiveChunks(context, stream, *s, *watch, committed_chunks));
-  parked_->EndReceiving(s->id);
-  watch->Disarm();  // model work and generation are bounded by the call's own deadline
-  if (committed_chunks != s->chunks) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "Commit says ", committed_chunks, " chunks were sent but ", s->chunks, " arrived"));
+  std::unique_ptr<UplinkReader> reader;
+  if (s->assembler != nullptr && s->checked.answer_after_seconds > 0) {
+    reader = std::make_unique<UplinkReader>(stream);
+    s->reader = reader.get();
+    s->answer_at =
+        Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                           std::chrono::duration<double>(s->checked.answer_after_seconds));
   }
-  return Answer(context, stream, *s);
+  absl::Status st = ReceiveAndAnswer(context, stream, *s, *watch);
+  if (reader != nullptr) {
+    // The edge half-closes once it has the answer (or the error); past a grace period
+    // (an outage holding its uplink) the call is cancelled so the reader can end.
+    reader->Close(context, std::chrono::seconds(5));
+    s->reader = nullptr;
+  }
+  return st;
+}
+
+absl::Status CloudService::ReceiveAndAnswer(grpc::ServerContext* context, Stream* stream,
+                                            Session& s, net::StreamWatchdog::Watch& watch) {
+  uint64_t committed_chunks = 0;
+  RETURN_IF_ERROR(ReceiveChunks(context, stream, s, watch, committed_chunks));
+  parked_->EndReceiving(s.id);
+  watch.Disarm();  // model work and generation are bounded by the call's own deadline
+  if (committed_chunks != s.chunks) {
+    return absl::InvalidArgumentError(absl::StrCat("Commit says ", committed_chunks,
+                                                   " chunks were sent but ", s.chunks, " arrived"));
+  }
+  return Answer(context, stream, s);
 }
 
 absl::Status CloudService::Answer(grpc::ServerContext* context,

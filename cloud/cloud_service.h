@@ -127,6 +127,17 @@ class CloudService final : public kvstream::v1::CloudService::Service {
   absl::Status ReadChunks(grpc::ServerContext* context, Stream* stream, Session& s,
                           net::StreamWatchdog::Watch& watch, uint64_t& committed_chunks,
                           ChunkApplier& applier);
+  // Chunks until Commit (or a progressive session's deadline), then the answer.
+  absl::Status ReceiveAndAnswer(grpc::ServerContext* context, Stream* stream, Session& s,
+                                net::StreamWatchdog::Watch& watch);
+  // The next uplink message: from the stream, or from a progressive session's reader,
+  // which reports kLate at the session's deadline.
+  enum class NextUplink { kMessage, kClosed, kLate };
+  NextUplink ReadNext(Stream* stream, Session& s, bool late, kvstream::v1::Uplink& up);
+  // Whether every layer holds the first tier's slots (once queued chunks are applied).
+  absl::StatusOr<bool> FirstTierHeld(Session& s, ChunkApplier& applier);
+  // A progressive session answers without Commit: what arrived counts as committed.
+  absl::Status AnswerEarly(Session& s, uint64_t& committed_chunks);
   // Checks a chunk's place in the sequence: true for the next new one (now counted),
   // false for a re-sent one already accepted.
   absl::StatusOr<bool> AcceptChunk(const kvstream::v1::KvChunk& chunk, Session& s);

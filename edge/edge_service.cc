@@ -532,6 +532,7 @@ absl::Status EdgeService::EncodePayload(Request& r) {
                                     PipelineRequest(r), r.session_id, !r.replan));
   *r.open.mutable_open() = std::move(p.open);
   r.chunks = std::move(p.chunks);
+  r.chunk_tier.clear();
   r.kept = std::move(p.kept);
   r.send_cache = p.cache;
   if (!r.sends_cache) return absl::OkStatus();
@@ -620,6 +621,10 @@ void EdgeService::SendChunks(CloudTransfer& transfer, Request& r, uint64_t first
   const int tiers = r.open.open().tier_slots_size();
   r.tiers_sent = tiers;
   for (size_t i = first; sent_ok && i < r.chunks.size(); ++i) {
+    if (transfer.answering()) {  // the cloud answered from the tiers it had
+      r.tiers_sent = r.chunk_tier.empty() ? 0 : r.chunk_tier[i];
+      break;
+    }
     if (StopBeforeTier(transfer, r, i)) {
       r.tiers_sent = r.chunk_tier[i];
       logging::Logf(logging::Level::kDebug, "edge",
@@ -654,6 +659,7 @@ bool EdgeService::StopBeforeTier(CloudTransfer& transfer, const Request& r, size
 
 absl::Status EdgeService::PlanTiers(Request& r) {
   r.chunk_tier.clear();
+  r.cloud_seconds = 0;
   const auto& tiers = r.open.open().tier_slots();
   if (tiers.empty() || !(r.policy.ttft_target_seconds > 0)) return absl::OkStatus();
   std::vector<uint32_t> ends;
@@ -662,7 +668,25 @@ absl::Status EdgeService::PlanTiers(Request& r) {
     const auto tier = std::upper_bound(ends.begin(), ends.end(), c.token_begin()) - ends.begin();
     r.chunk_tier.push_back(static_cast<int>(tier));
   }
-  ASSIGN_OR_RETURN(r.cloud_seconds, PredictCloudSeconds(r));
+  // The prediction only tunes when to stop: without the cloud's rates, none is assumed.
+  const absl::StatusOr<double> cloud = PredictCloudSeconds(r);
+  if (!cloud.ok()) {
+    logging::Logf(logging::Level::kWarning, "edge",
+                  "session %s: no cloud time prediction for progressive sending (%s); assuming 0",
+                  r.session_id, cloud.status().message());
+  }
+  r.cloud_seconds = cloud.ok() ? *cloud : 0;
+  // Should an outage hold back the rest (Commit too), the cloud answers from what it
+  // has when the answer would otherwise miss the target: after the time left less the
+  // cloud's and a round trip.
+  double rtt = 0;
+  {
+    std::lock_guard<std::mutex> lock(link_mu_);
+    rtt = link_.rtt_seconds() > 0 ? link_.rtt_seconds() : options_.initial_rtt_seconds;
+  }
+  const double left =
+      r.policy.ttft_target_seconds - Seconds(r.start, Clock::now()) - r.cloud_seconds - rtt;
+  r.open.mutable_open()->set_answer_after_seconds(std::max(left, 1e-3));
   return absl::OkStatus();
 }
 
@@ -806,7 +830,10 @@ absl::Status EdgeService::TransferOnce(grpc::ServerContext* context,
   if (result.client_gone) {
     return absl::CancelledError("client went away while answer tokens were relayed");
   }
-  if (!result.status.ok()) {
+  // A progressive session answered without Commit may be cancelled after its Done, when
+  // the rest of the uplink is held back longer than the cloud waits for it.
+  const bool answered = result.have_done && r.open.open().answer_after_seconds() > 0;
+  if (!result.status.ok() && !answered) {
     if (result.status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
         result.status.error_code() == grpc::StatusCode::CANCELLED) {
       RETURN_IF_ERROR(CheckAlive(context, "the answer completed"));

@@ -49,6 +49,7 @@ void CloudTransfer::Read() {
       if (!result_.have_token) {
         result_.first_token = Clock::now();
         result_.have_token = true;
+        answering_ = true;
       }
       ++result_.tokens;
       if (!on_token_(d.token())) {

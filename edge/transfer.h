@@ -74,6 +74,9 @@ class CloudTransfer {
   double AckedBandwidth(double fallback);
   // Serialized bytes of the chunks sent and not yet acked.
   uint64_t UnackedBytes();
+  // The cloud has sent an answer token (a progressive session it answered without Commit:
+  // the rest need not be sent).
+  bool answering() const { return answering_; }
   uint64_t next_seq() const { return result_.first_seq + result_.chunks; }
   Clock::time_point start() const { return result_.start; }
 
@@ -95,6 +98,7 @@ class CloudTransfer {
   Result result_;
   double uplink_start_ = 0;
   std::atomic<bool> client_gone_{false};
+  std::atomic<bool> answering_{false};
   bool finished_ = false;
   std::thread reader_;
 };

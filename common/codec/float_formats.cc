@@ -67,6 +67,26 @@ void ScalarFromBf16(const uint8_t* in, int64_t n, float* y) {
   }
 }
 
+int64_t ScalarGroupParams(const float* lo, const float* hi, int64_t n, float levels,
+                          uint8_t* params, float* offset, float* inv) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (lo[i] < -kHalfMax || hi[i] > kHalfMax) return i;
+    const uint16_t off_h = HalfRoundDown(lo[i]);
+    offset[i] = HalfToFloat(off_h);
+    const float step = (hi[i] - offset[i]) / levels;
+    if (!(step <= kHalfMax)) return i;
+    const uint16_t scale_h = HalfRoundUp(step);
+    const float scale = HalfToFloat(scale_h);
+    inv[i] = scale > 0.0f ? 1.0f / scale : 0.0f;
+    uint8_t* p = params + 4 * i;
+    p[0] = static_cast<uint8_t>(scale_h);
+    p[1] = static_cast<uint8_t>(scale_h >> 8);
+    p[2] = static_cast<uint8_t>(off_h);
+    p[3] = static_cast<uint8_t>(off_h >> 8);
+  }
+  return -1;
+}
+
 // ---- F16C + AVX2 ---------------------------------------------------------------------
 
 #ifdef KVS_HAVE_F16C_PATH
@@ -127,8 +147,40 @@ KVS_F16C void Avx2FromBf16(const uint8_t* in, int64_t n, float* y) {
   }
   ScalarFromBf16(in + 2 * i, n - i, y + i);
 }
+// Eight groups at a time: F16C's directed roundings give exactly the software path's
+// largest fp16 <= lo and smallest fp16 >= step.
+KVS_F16C int64_t F16cGroupParams(const float* lo, const float* hi, int64_t n, float levels,
+                                 uint8_t* params, float* offset, float* inv) {
+  const __m256 max = _mm256_set1_ps(kHalfMax), min = _mm256_set1_ps(-kHalfMax);
+  const __m256 lv = _mm256_set1_ps(levels), one = _mm256_set1_ps(1.0f);
+  const __m256 zero = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 l = _mm256_loadu_ps(lo + i), h = _mm256_loadu_ps(hi + i);
+    const __m128i off_h = _mm256_cvtps_ph(l, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    const __m256 off = _mm256_cvtph_ps(off_h);
+    const __m256 step = _mm256_div_ps(_mm256_sub_ps(h, off), lv);
+    const __m256 bad = _mm256_or_ps(
+        _mm256_or_ps(_mm256_cmp_ps(l, min, _CMP_LT_OQ), _mm256_cmp_ps(h, max, _CMP_GT_OQ)),
+        _mm256_cmp_ps(step, max, _CMP_NLE_UQ));
+    if (_mm256_movemask_ps(bad) != 0) break;  // the software path finds which
+    const __m128i scale_h = _mm256_cvtps_ph(step, _MM_FROUND_TO_POS_INF | _MM_FROUND_NO_EXC);
+    const __m256 scale = _mm256_cvtph_ps(scale_h);
+    const __m256 r = _mm256_and_ps(_mm256_div_ps(one, scale), _mm256_cmp_ps(scale, zero, _CMP_GT_OQ));
+    _mm256_storeu_ps(offset + i, off);
+    _mm256_storeu_ps(inv + i, r);
+    // Interleave: scale, offset per group, as 16-bit pairs.
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(params + 4 * i), _mm_unpacklo_epi16(scale_h, off_h));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(params + 4 * i + 16),
+                     _mm_unpackhi_epi16(scale_h, off_h));
+  }
+  const int64_t tail = ScalarGroupParams(lo + i, hi + i, n - i, levels, params + 4 * i, offset + i,
+                                         inv + i);
+  return tail < 0 ? -1 : i + tail;
+}
 #else
 // No F16C path on this target: the names lead to the software conversions.
+constexpr auto F16cGroupParams = ScalarGroupParams;
 constexpr auto F16cToHalf = ScalarToHalf;
 constexpr auto F16cFromHalf = ScalarFromHalf;
 constexpr auto Avx2ToBf16 = ScalarToBf16;
@@ -161,6 +213,12 @@ int64_t FloatsToBf16(const float* x, int64_t n, uint8_t* out) {
 
 void Bf16sToFloats(const uint8_t* in, int64_t n, float* y) {
   UseF16c() ? Avx2FromBf16(in, n, y) : ScalarFromBf16(in, n, y);
+}
+
+int64_t GroupParams(const float* lo, const float* hi, int64_t n, float levels, uint8_t* params,
+                    float* offset, float* inv) {
+  return UseF16c() ? F16cGroupParams(lo, hi, n, levels, params, offset, inv)
+                   : ScalarGroupParams(lo, hi, n, levels, params, offset, inv);
 }
 
 }  // namespace kvstream::codec

@@ -24,4 +24,14 @@ void HalfsToFloats(const uint8_t* in, int64_t n, float* y);
 int64_t FloatsToBf16(const float* x, int64_t n, uint8_t* out);
 void Bf16sToFloats(const uint8_t* in, int64_t n, float* y);
 
+// Quantization parameters of n groups, each with finite range [lo[i], hi[i]], at
+// `levels` = 2^bits - 1: the fp16 offset is lo rounded down, the fp16 scale
+// (hi - offset) / levels rounded up (common/codec/quantize.h), stored as the four bytes
+// scale, offset (little-endian) at params + 4 i; `offset` and `inv` (1 / scale, or 0
+// for a zero scale) get them as floats. Returns the index of the first group fp16
+// cannot hold (|lo| or |hi| above 65504, or a scale above it), whose parameters and
+// those after it are not written, or -1 when every group's are.
+int64_t GroupParams(const float* lo, const float* hi, int64_t n, float levels, uint8_t* params,
+                    float* offset, float* inv);
+
 }  // namespace kvstream::codec

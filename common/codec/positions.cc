@@ -112,6 +112,7 @@ std::string EncodePositionRuns(const std::vector<int32_t>& positions,
   std::string out;
   size_t at = 0;
   for (uint32_t n : run_lengths) {
+    n = static_cast<uint32_t>(std::min<size_t>(n, positions.size() - at));  // past the end: cut
     const std::vector<int32_t> run(positions.begin() + at, positions.begin() + at + n);
     out += EncodePositions(run);
     at += n;

@@ -23,7 +23,8 @@ absl::StatusOr<std::vector<int32_t>> DecodePositions(absl::string_view bytes, ui
 // Positions in runs (importance tiers, common/codec/spec.h Plan::tiers): each run
 // strictly increasing and encoded as above, its first position written whole; runs
 // follow one another with nothing between them. The runs may interleave, but no position
-// may appear twice.
+// may appear twice. The run lengths should sum to positions.size() (runs past the end
+// are cut short).
 std::string EncodePositionRuns(const std::vector<int32_t>& positions,
                                const std::vector<uint32_t>& run_lengths);
 absl::StatusOr<std::vector<int32_t>> DecodePositionRuns(absl::string_view bytes,

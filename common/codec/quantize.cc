@@ -126,6 +126,62 @@ absl::Status NonFinite(int64_t group) {
 
 // ---- int formats ---------------------------------------------------------------------
 
+// Parameters of groups [0, n) from their ranges: GroupParams (eight at a time where the CPU
+// has F16C), and for a group it cannot hold, the careful path, which says why.
+absl::Status BlockParams(const float* lo, const float* hi, int64_t n, int bits, uint8_t* params,
+                         float* offset, float* inv) {
+  const float levels = static_cast<float>((1 << bits) - 1);
+  for (int64_t at = 0; at < n;) {
+    const int64_t bad = GroupParams(lo + at, hi + at, n - at, levels, params + 4 * at, offset + at,
+                                    inv + at);
+    if (bad < 0) break;
+    const int64_t g = at + bad;
+    QuantParams qp;
+    RETURN_IF_ERROR(ComputeQuantParams(lo[g], hi[g], bits, &qp));
+    StoreParams(params + 4 * g, qp);
+    const float scale = HalfToFloat(qp.scale_h);
+    offset[g] = HalfToFloat(qp.offset_h);
+    inv[g] = scale > 0.0f ? 1.0f / scale : 0.0f;
+    at = g + 1;
+  }
+  return absl::OkStatus();
+}
+
+// Per-token and grouped: for a block of rows, every group's range, then their parameters
+// at once, then the codes.
+absl::Status EncodeRows(const TensorSpec& spec, const TensorShape& s, const float* x,
+                        uint8_t* params, BitWriter& writer) {
+  const int64_t D = s.dim, rows = s.heads * s.tokens;
+  const int64_t G = spec.axis == Axis::kGroup ? std::min<int64_t>(spec.group_size, D) : D;
+  const auto n_blocks = static_cast<int64_t>(CeilDiv(D, G));
+  const float levels = static_cast<float>((1 << spec.bits) - 1);
+  constexpr int64_t kRows = 64;
+  const auto block = static_cast<size_t>(kRows * n_blocks);
+  std::vector<float> lo(block), hi(block), off(block), inv(block);
+  std::vector<uint8_t> q(static_cast<size_t>(D));
+  for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
+    const int64_t groups = std::min(kRows, rows - r0) * n_blocks;
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t start = (g % n_blocks) * G;
+      const MinMax mm = RangeOf(x + (r0 + g / n_blocks) * D + start, std::min(G, D - start));
+      if (mm.has_nan || !std::isfinite(mm.lo) || !std::isfinite(mm.hi)) {
+        return NonFinite(r0 * n_blocks + g);
+      }
+      lo[g] = mm.lo;
+      hi[g] = mm.hi;
+    }
+    RETURN_IF_ERROR(BlockParams(lo.data(), hi.data(), groups, spec.bits,
+                                params + 4 * r0 * n_blocks, off.data(), inv.data()));
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t start = (g % n_blocks) * G;
+      QuantizeRun(x + (r0 + g / n_blocks) * D + start, std::min(G, D - start), off[g], inv[g],
+                  levels, q.data() + start);
+      if ((g + 1) % n_blocks == 0) writer.Put(q.data(), static_cast<size_t>(D));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status EncodeInt(const TensorSpec& spec, const TensorShape& s, const float* x, uint8_t* out) {
   const int64_t H = s.heads, T = s.tokens, D = s.dim;
   const float levels = static_cast<float>((1 << spec.bits) - 1);
@@ -157,28 +213,7 @@ absl::Status EncodeInt(const TensorSpec& spec, const TensorShape& s, const float
       }
     }
   } else {
-    const int64_t G = spec.axis == Axis::kGroup ? std::min<int64_t>(spec.group_size, D) : D;
-    const int64_t n_blocks = static_cast<int64_t>(CeilDiv(D, G));
-    for (int64_t r = 0; r < H * T; ++r) {
-      const float* row = x + r * D;
-      for (int64_t j = 0; j < n_blocks; ++j) {
-        const int64_t start = j * G, len = std::min(G, D - start);
-        const MinMax mm = RangeOf(row + start, len);
-        const int64_t group = r * n_blocks + j;
-        if (mm.has_nan || !std::isfinite(mm.lo) || !std::isfinite(mm.hi)) {
-          return NonFinite(group);
-        }
-        QuantParams qp;
-        if (!FastParams(mm.lo, mm.hi, spec.bits, &qp)) {
-          RETURN_IF_ERROR(ComputeQuantParams(mm.lo, mm.hi, spec.bits, &qp));  // says why
-        }
-        StoreParams(params + group * 4, qp);
-        const float scale = HalfToFloat(qp.scale_h);
-        QuantizeRun(row + start, len, HalfToFloat(qp.offset_h), scale > 0.0f ? 1.0f / scale : 0.0f,
-                    levels, q.data() + start);
-      }
-      writer.Put(q.data(), static_cast<size_t>(D));
-    }
+    RETURN_IF_ERROR(EncodeRows(spec, s, x, params, writer));
   }
   writer.Finish();
   return absl::OkStatus();

@@ -227,6 +227,10 @@ absl::Status Plan::Validate(int num_layers) const {
                        " but the model has ", num_layers, " layers (0..", num_layers - 1, ")"));
     }
   }
+  if (tiers != 0 && (tiers < 2 || tiers > kMaxTiers)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("plan: tiers must be 2..", kMaxTiers, " or 0 (off), found ", tiers));
+  }
   return absl::OkStatus();
 }
 

@@ -98,7 +98,8 @@ struct Plan {
 
   // The spec layer `layer` is encoded with: base, then every override covering it in order.
   LayerSpec ForLayer(int layer) const;
-  // Checks that every override names layers of a model with `num_layers` layers.
+  // Checks that every override names layers of a model with `num_layers` layers, and the
+  // tiers count.
   absl::Status Validate(int num_layers) const;
   // Canonical plan string; Parse(ToString()) gives back an equal plan.
   std::string ToString() const;

@@ -287,6 +287,11 @@ absl::StatusOr<std::vector<OperatingPoint>> ParseQualityTable(const std::string&
       if (!plan.ok())
         return absl::InvalidArgumentError(
             absl::StrCat(where(), ": spec: ", plan.status().message()));
+      if (plan->tiers > 0) {  // the controller re-plans a layer at a time instead
+        return absl::InvalidArgumentError(
+            absl::StrCat(where(), ": spec: progressive plans (tiers=", plan->tiers,
+                         ") are a request's choice, not an operating point for the controller"));
+      }
     }
     if (e.contains("kind") && !(e["kind"].is_string() && !e["kind"].get<std::string>().empty())) {
       return absl::InvalidArgumentError(

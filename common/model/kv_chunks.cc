@@ -276,7 +276,7 @@ int CacheAssembler::CompletePrefix() const {
   return n;
 }
 
-absl::StatusOr<std::unique_ptr<KvCache>> CacheAssembler::FinishPrefix(int n) const {
+absl::StatusOr<std::unique_ptr<KvCache>> CacheAssembler::FinishPrefix(int n) {
   if (cache_ == nullptr) return absl::FailedPreconditionError("cache already taken");
   if (n < 1 || n > CompletePrefix()) {
     return absl::FailedPreconditionError(
@@ -287,7 +287,8 @@ absl::StatusOr<std::unique_ptr<KvCache>> CacheAssembler::FinishPrefix(int n) con
   std::iota(order.begin(), order.end(), 0);
   std::sort(order.begin(), order.end(),
             [&](int32_t a, int32_t b) { return positions_[a] < positions_[b]; });
-  return cache_->Copy(order);
+  RETURN_IF_ERROR(cache_->Reorder(order));
+  return std::move(cache_);
 }
 
 }  // namespace kvstream::model

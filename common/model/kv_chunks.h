@@ -72,9 +72,10 @@ class CacheAssembler {
   // The longest run of slots [0, n) that every layer has: what a progressive session cut
   // short can answer from (its slots come most important first).
   int CompletePrefix() const;
-  // A new cache of slots [0, n), each of which every layer must have, reordered by
-  // position: for n = every slot, the cache a sender without tiers would have sent.
-  absl::StatusOr<std::unique_ptr<KvCache>> FinishPrefix(int n) const;
+  // The cache cut to slots [0, n), each of which every layer must have, reordered by
+  // position (in place: for n = every slot, the cache a sender without tiers would have
+  // sent). Like Finish, hands the cache over.
+  absl::StatusOr<std::unique_ptr<KvCache>> FinishPrefix(int n);
 
  private:
   void Init(int num_layers, int kv_heads, int head_dim, std::string session_id, int next_position);

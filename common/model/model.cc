@@ -235,16 +235,26 @@ absl::Status KvCache::Gather(const std::vector<int32_t>& slots) {
   });
 }
 
-absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Copy(const std::vector<int32_t>& slots) const {
+absl::Status KvCache::CheckDistinct(const std::vector<int32_t>& slots, const char* what) const {
   std::vector<bool> seen(static_cast<size_t>(impl_->size), false);
   for (size_t i = 0; i < slots.size(); ++i) {
     if (slots[i] < 0 || slots[i] >= impl_->size || seen[slots[i]]) {
-      return absl::InvalidArgumentError(absl::StrCat("cache copy: slot index ", i, " = ", slots[i],
-                                                     " is not a distinct slot within [0, ",
-                                                     impl_->size, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("cache ", what, ": slot index ", i, " = ", slots[i],
+                       " is not a distinct slot within [0, ", impl_->size, ")"));
     }
     seen[slots[i]] = true;
   }
+  return absl::OkStatus();
+}
+
+absl::Status KvCache::Reorder(const std::vector<int32_t>& slots) {
+  RETURN_IF_ERROR(CheckDistinct(slots, "reorder"));
+  return Gather(slots);
+}
+
+absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Copy(const std::vector<int32_t>& slots) const {
+  RETURN_IF_ERROR(CheckDistinct(slots, "copy"));
   auto impl = std::make_unique<Impl>(*impl_);  // shares tensors until Gather replaces them
   std::unique_ptr<KvCache> copy(new KvCache(std::move(impl)));
   RETURN_IF_ERROR(copy->Gather(slots));

@@ -68,6 +68,9 @@ class KvCache {
   absl::Status WriteLayerRaw(int layer, int begin, int n, const void* k, const void* v);
   // Keeps only `slots` (strictly increasing indices): eviction after a full prefill.
   absl::Status Compact(const std::vector<int32_t>& slots);
+  // Keeps only `slots` (distinct indices, in any order), in that order; replaces a layer at
+  // a time, so it needs about one layer's memory beside the cache.
+  absl::Status Reorder(const std::vector<int32_t>& slots);
   // A new cache holding `slots` of this one, in that order (distinct indices, in any
   // order: a progressive sender orders its slots by importance); this cache is unchanged.
   absl::StatusOr<std::unique_ptr<KvCache>> Copy(const std::vector<int32_t>& slots) const;
@@ -80,6 +83,8 @@ class KvCache {
   struct Impl;
   // Keeps `slots` (checked by the caller), in that order.
   absl::Status Gather(const std::vector<int32_t>& slots);
+  // INVALID_ARGUMENT unless `slots` are distinct slots of this cache.
+  absl::Status CheckDistinct(const std::vector<int32_t>& slots, const char* what) const;
   explicit KvCache(std::unique_ptr<Impl> impl);
   // `impl` grown to `positions.size()` slots (values unset) with those positions.
   static std::unique_ptr<KvCache> Sized(std::unique_ptr<Impl> impl,

@@ -80,6 +80,10 @@ absl::StatusOr<std::vector<kvstream::v1::KvChunk>> EncodeLayers(
   co.max_chunk_bytes = request.chunk_bytes;
   co.num_slots = num_slots;
   co.tier_slots = tier_slots;
+  if (request.layer_chunks && !tier_slots.empty()) {
+    return absl::InvalidArgumentError(
+        "a progressive plan (tiers=) sends tier by tier, not a layer per chunk");
+  }
   if (!request.layer_chunks) {
     co.layer_begin = layer_begin;
     co.layer_end = layer_end;
@@ -95,6 +99,22 @@ absl::StatusOr<std::vector<kvstream::v1::KvChunk>> EncodeLayers(
     for (auto& ch : layer) out.push_back(std::move(ch));
   }
   return out;
+}
+
+// A progressive plan sends the selection's ranking: it must hold exactly the positions
+// sent (the kept ones, or with no selector every one of the `head` cached).
+absl::Status CheckRanking(const select::Selection& selection, const Request& request, int head) {
+  std::vector<int32_t> ranked = selection.ranked;
+  std::sort(ranked.begin(), ranked.end());
+  std::vector<int32_t> sent = selection.kept;
+  if (!request.selects()) {
+    sent.resize(static_cast<size_t>(head));
+    std::iota(sent.begin(), sent.end(), 0);
+  }
+  if (ranked == sent) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      absl::StrCat("a progressive plan needs the selection's ranking of the ", sent.size(),
+                   " positions sent; the ranking holds ", ranked.size(), " others"));
 }
 
 // What one mode does on each side. The four instances are stateless.
@@ -129,7 +149,10 @@ class CacheStrategy : public Strategy {
     }
     // Progressive: the kept slots tier by tier, most important first (one tier: none).
     select::Tiers tiers;
-    if (request.plan.tiers > 0) tiers = select::SplitTiers(*selection, request.plan.tiers);
+    if (request.plan.tiers > 0) {
+      RETURN_IF_ERROR(CheckRanking(*selection, request, HeadTokens(prompt)));
+      tiers = select::SplitTiers(*selection, request.plan.tiers);
+    }
     if (tiers.sizes.size() < 2) tiers = {};
     if (!tiers.sizes.empty()) {  // the prefill's cache holds slot p at position p
       ASSIGN_OR_RETURN(payload.kept, pre->cache->Copy(tiers.positions));
@@ -179,7 +202,7 @@ class CacheStrategy : public Strategy {
   // The longest run of leading (most important) slots every layer has, which must hold
   // the first tier, in position order.
   static absl::StatusOr<std::unique_ptr<model::KvCache>> Progressive(
-      const model::CacheAssembler& assembler, const CheckedOpen& open) {
+      model::CacheAssembler& assembler, const CheckedOpen& open) {
     const int n = assembler.CompletePrefix();
     if (n < static_cast<int>(open.tier_slots.front())) {
       return absl::InvalidArgumentError(absl::StrCat(

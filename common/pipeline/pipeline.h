@@ -66,8 +66,9 @@ absl::StatusOr<select::Selection> Select(const model::PrefillResult& pre,
 struct Payload {
   kvstream::v1::SessionOpen open;
   std::vector<kvstream::v1::KvChunk> chunks;  // kv / projected, unless encoding was deferred
-  std::unique_ptr<model::KvCache> kept;       // kv / projected with a selector: the kept slots
-  const model::KvCache* cache = nullptr;      // kv / projected: the cache that is sent
+  // kv / projected with a selector or a progressive plan: the kept slots, in the order sent
+  std::unique_ptr<model::KvCache> kept;
+  const model::KvCache* cache = nullptr;  // kv / projected: the cache that is sent
 };
 
 // The payload of `request` under `session_id`: its SessionOpen and, when the mode sends

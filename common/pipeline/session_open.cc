@@ -66,6 +66,14 @@ absl::Status CheckSampling(const kvstream::v1::SessionOpen& open, const OpenLimi
 
 // kv and projected, progressive: 2..kMaxTiers non-empty tiers covering num_slots.
 absl::Status CheckTiers(const kvstream::v1::SessionOpen& open, CheckedOpen& out) {
+  const double after = open.answer_after_seconds();
+  if (!(std::isfinite(after) && after >= 0) || (after > 0 && open.tier_slots_size() == 0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "SessionOpen.answer_after_seconds: expected 0, or a finite number of seconds >= 0 in a "
+        "progressive session (with tier_slots), found ",
+        after, open.tier_slots_size() == 0 ? " without tier_slots" : ""));
+  }
+  out.answer_after_seconds = after;
   if (open.tier_slots_size() == 0) return absl::OkStatus();
   uint64_t total = 0;
   bool empty = false;
@@ -120,11 +128,12 @@ absl::Status CheckCacheOpen(const kvstream::v1::SessionOpen& open, const model::
 // text and scout: the whole prompt's tokens, and scout's kept positions.
 absl::Status CheckPromptOpen(const kvstream::v1::SessionOpen& open, const model::ModelConfig& c,
                              absl::string_view model_name, CheckedOpen& out) {
-  if (open.tier_slots_size() > 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("SessionOpen.tier_slots: progressive tiers are for kv and projected "
-                     "sessions, found ",
-                     open.tier_slots_size(), " in a ", ModeName(open.mode()), " session"));
+  if (open.tier_slots_size() > 0 || open.answer_after_seconds() != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "SessionOpen.tier_slots and answer_after_seconds: progressive sending is for kv and "
+        "projected sessions, found ",
+        open.tier_slots_size(), " tiers and ", open.answer_after_seconds(), " s in a ",
+        ModeName(open.mode()), " session"));
   }
   if (open.prompt_tokens_size() < 2) {
     return absl::InvalidArgumentError(

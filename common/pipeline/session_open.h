@@ -39,6 +39,7 @@ struct CheckedOpen {
   // kv / projected, progressive: the slots of each importance tier (`kept` lists them
   // tier by tier); empty otherwise.
   std::vector<uint32_t> tier_slots;
+  double answer_after_seconds = 0;  // progressive: answer without Commit after this (0: never)
 };
 
 // Checks `open` against `config`, the config of the served model `model_name` (named in

@@ -23,6 +23,8 @@
 
 #include "common/base/fuzz_check.h"
 #include "common/codec/positions.h"
+#include "common/codec/spec.h"
+#include "common/pipeline/mode.h"
 #include "common/pipeline/session_open.h"
 
 namespace {
@@ -77,6 +79,17 @@ void CheckOpen(const kvstream::v1::SessionOpen& open, const ModelConfig& c,
   kvstream::base::FuzzCheck(o.last_token >= 0 && o.last_token < c.vocab_size);
   // Strictly increasing, or within each tier of a progressive session (and then no
   // position twice).
+  kvstream::base::FuzzCheck(std::equal(o.tier_slots.begin(), o.tier_slots.end(),
+                                       open.tier_slots().begin(), open.tier_slots().end()));
+  if (!o.tier_slots.empty()) {
+    kvstream::base::FuzzCheck(kvstream::pipeline::SendsCache(open.mode()));
+    kvstream::base::FuzzCheck(o.tier_slots.size() >= 2 &&
+                              o.tier_slots.size() <= kvstream::codec::kMaxTiers);
+    for (uint32_t n : o.tier_slots) kvstream::base::FuzzCheck(n > 0);
+  }
+  kvstream::base::FuzzCheck(o.answer_after_seconds == 0 ||
+                            (!o.tier_slots.empty() && o.answer_after_seconds > 0 &&
+                             std::isfinite(o.answer_after_seconds)));
   std::vector<size_t> tier_starts = {0};
   for (uint32_t n : o.tier_slots) tier_starts.push_back(tier_starts.back() + n);
   if (!o.tier_slots.empty()) kvstream::base::FuzzCheck(tier_starts.back() == o.kept.size());

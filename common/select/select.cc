@@ -223,8 +223,8 @@ absl::StatusOr<Selection> Select(const AttentionStats& stats, const PromptSpans&
     if (keep[t]) sel.kept.push_back(t);
     if (keep[t] && (t < spans.context_begin || t >= spans.context_end)) sel.ranked.push_back(t);
   }
-  sel.always_kept = static_cast<int>(sel.ranked.size());
   for (int i = 0; i < sinks; ++i) sel.ranked.push_back(spans.context_begin + i);
+  sel.always_kept = static_cast<int>(sel.ranked.size());
   for (int c : chosen) sel.ranked.push_back(spans.context_begin + c);
   sel.context_kept = sinks + static_cast<int>(chosen.size());
   return sel;

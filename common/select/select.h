@@ -76,7 +76,7 @@ struct Selection {
   int context_total = 0;
   int context_kept = 0;
   // The same positions by importance: every kept token outside the context first (in
-  // prompt order; there are `always_kept` of them), then the sinks, then the context
+  // prompt order), then the sinks (`always_kept` tokens so far), then the context
   // tokens the policy chose, most important first (q2c, q2c-question, snapkv: by score;
   // h2o: the recent window, then the heavy hitters by score; random: in draw order;
   // full: in prompt order). A progressive sender sends them in this order.

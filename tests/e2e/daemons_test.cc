@@ -1062,12 +1062,12 @@ TEST_F(DaemonsTest, AdaptiveModeMeetsTheTargetOnASlowLink) {
 // without a target every tier goes and the cloud uses every slot.
 TEST_F(DaemonsTest, ProgressiveSendingStopsAtTheTargetAndTheCloudAnswersFromWhatCame) {
   Daemon edge;
-  ASSERT_TRUE(StartDaemon(edge, *work_, "edge-progressive", "kvstream-edge",
-                          {absl::StrCat("--scout=", kScout),
-                           absl::StrCat("--cloud=127.0.0.1:", cloud_->port), "--uplink_mbps=2",
-                           "--one_way_delay_ms=5", "--initial_bandwidth_mbps=2",
-                           "--chunk_bytes=8192"})
-                  .ok());
+  ASSERT_TRUE(
+      StartDaemon(edge, *work_, "edge-progressive", "kvstream-edge",
+                  {absl::StrCat("--scout=", kScout),
+                   absl::StrCat("--cloud=127.0.0.1:", cloud_->port), "--uplink_mbps=2",
+                   "--one_way_delay_ms=5", "--initial_bandwidth_mbps=2", "--chunk_bytes=8192"})
+          .ok());
   auto stub =
       kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", edge.port)));
   auto req = Request((*examples_)[0], kvstream::v1::MODE_KV, "raw,tiers=8", "q2c", 1);
@@ -1095,6 +1095,70 @@ TEST_F(DaemonsTest, ProgressiveSendingStopsAtTheTargetAndTheCloudAnswersFromWhat
   auto code = edge.process.Stop(20);
   ASSERT_TRUE(code.ok()) << code.status();
   EXPECT_EQ(*code, 0);
+}
+
+// A progressive session whose Commit does not come (an outage holds back the uplink)
+// is answered at SessionOpen.answer_after_seconds from the tiers the cloud holds; one
+// whose first tier is not whole by then is answered as soon as it is.
+TEST_F(DaemonsTest, ProgressiveSessionIsAnsweredWithoutCommitAfterItsDeadline) {
+  model::SetComputeThreads(1);
+  auto scout = model::Model::Load(kScout, model::RuntimeOptions{});
+  ASSERT_TRUE(scout.ok()) << scout.status();
+  pipeline::Request pr;
+  pr.mode = kvstream::v1::MODE_KV;
+  pr.selector = select::Policy::kQ2C;
+  pr.plan = codec::ParsePlan("int8,tiers=4").value();
+  pr.max_tokens = 4;
+  auto prompt = model::BuildQaPrompt(*tokenizer_, (*examples_)[1].context, (*examples_)[1].question,
+                                     {kSystem});
+  ASSERT_TRUE(prompt.ok());
+  auto pre = pipeline::Prefill(**scout, *prompt, pr);
+  ASSERT_TRUE(pre.ok()) << pre.status();
+  const select::Selection sel = pipeline::Select(*pre, *prompt, pr).value();
+  for (const bool first_tier_late : {false, true}) {
+    SCOPED_TRACE(first_tier_late ? "first tier after the deadline" : "two tiers, no Commit");
+    auto payload =
+        pipeline::Encode(**scout, &*pre, &sel, *prompt, pr, pipeline::NewSessionId()).value();
+    payload.open.set_answer_after_seconds(0.3);
+    const auto& tiers = payload.open.tier_slots();
+    const uint32_t held = first_tier_late ? tiers[0] : tiers[0] + tiers[1];
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    auto stream = cloud_stub_->Transfer(&ctx);
+    Uplink up;
+    *up.mutable_open() = payload.open;
+    const auto start = std::chrono::steady_clock::now();
+    ASSERT_TRUE(stream->Write(up));
+    if (first_tier_late) std::this_thread::sleep_for(std::chrono::milliseconds(600));
+    for (const auto& chunk : payload.chunks) {
+      if (chunk.token_begin() >= held) break;
+      *up.mutable_chunk() = chunk;
+      ASSERT_TRUE(stream->Write(up));
+    }
+    // No Commit, no half-close: the answer must come anyway.
+    Downlink d;
+    int tokens = 0;
+    kvstream::v1::CloudStats stats;
+    while (stream->Read(&d)) {
+      tokens += d.has_token();
+      if (d.has_done()) {
+        stats = d.done().stats();
+        break;
+      }
+    }
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    EXPECT_GT(tokens, 0);
+    EXPECT_EQ(stats.slots_used(), held);
+    EXPECT_GE(seconds, first_tier_late ? 0.6 : 0.3);
+    EXPECT_LT(seconds, 10.0) << "answered at the deadline, not at the stream's idle timeout";
+    stream->WritesDone();
+    while (stream->Read(&d)) {
+    }
+    const grpc::Status st = stream->Finish();
+    EXPECT_TRUE(st.ok()) << st.error_message();
+  }
+  EXPECT_EQ(WaitForSessions(*cloud_stub_, 0), 0u);
 }
 
 // With the committed quality table the large model answers in text as well as the scout's

@@ -69,7 +69,7 @@ TEST(SpecTest, ErrorsNameTheBadItem) {
            {"int4,zstd=99", "zstd level must be 1..22 or off, found 99"},
            {"int4,tiers=1", "tiers must be 2..64 or off, found 1"},
            {"int4,tiers=65", "tiers must be 2..64 or off, found 65"},
-           {"int4,tiers=x", "tiers"},
+           {"int4,tiers=x", "tiers: expected a non-negative integer, found 'x'"},
            {"int4,foo=int8", "expected a key"},
            {"raw+sd", "a transform needs a float16 or int format"},
            {"int4+svd0", "svd rank must be 1..4096"},

@@ -235,8 +235,9 @@ TEST_F(KvChunksTest, TiersAreSentInTurnAndAPrefixRebuildsInPositionOrder) {
   ASSERT_TRUE(chunks.ok()) << chunks.status();
   const std::vector<int> ends = {8, 15, 20};
   int tier = 0;
-  for (const auto& c : *chunks) {  // tiers in turn, none straddled
+  for (const auto& c : *chunks) {  // tiers in turn, none straddled, none revisited
     while (static_cast<int>(c.token_begin()) >= ends[tier]) ++tier;
+    EXPECT_GE(static_cast<int>(c.token_begin()), tier == 0 ? 0 : ends[tier - 1]) << c.seq();
     EXPECT_LE(static_cast<int>(c.token_begin() + c.num_tokens()), ends[tier]) << c.seq();
   }
   EXPECT_EQ(tier, 2);
@@ -245,9 +246,12 @@ TEST_F(KvChunksTest, TiersAreSentInTurnAndAPrefixRebuildsInPositionOrder) {
   EXPECT_EQ(EncodeCache(**tiered, *codec::ParsePlan("int4"), "s", o, 0).status().code(),
             absl::StatusCode::kInvalidArgument);
   CacheAssembler a(*m, "s4", (*tiered)->positions(), cache->next_position());
-  size_t i = 0;
-  for (; i < chunks->size() && (*chunks)[i].token_begin() < 15; ++i) {
-    ASSERT_TRUE(a.Add((*chunks)[i]).ok());
+  CacheAssembler all(*m, "s4", (*tiered)->positions(), cache->next_position());
+  for (const auto& c : *chunks) {
+    if (c.token_begin() < 15) {
+      ASSERT_TRUE(a.Add(c).ok());
+    }
+    ASSERT_TRUE(all.Add(c).ok());
   }
   EXPECT_EQ(a.CompletePrefix(), 15);
   EXPECT_EQ(a.FinishPrefix(16).status().code(), absl::StatusCode::kFailedPrecondition);
@@ -256,8 +260,9 @@ TEST_F(KvChunksTest, TiersAreSentInTurnAndAPrefixRebuildsInPositionOrder) {
   std::vector<int32_t> want((*tiered)->positions().begin(), (*tiered)->positions().begin() + 15);
   std::sort(want.begin(), want.end());
   EXPECT_EQ((*prefix)->positions(), want);
-  for (; i < chunks->size(); ++i) ASSERT_TRUE(a.Add((*chunks)[i]).ok());
-  auto whole = a.FinishPrefix(20);
+  EXPECT_EQ((*prefix)->size(), 15);
+  EXPECT_EQ(a.FinishPrefix(15).status().code(), absl::StatusCode::kFailedPrecondition);  // taken
+  auto whole = all.FinishPrefix(20);
   ASSERT_TRUE(whole.ok()) << whole.status();
   auto plain = EncodeCache(*cache, *codec::ParsePlan("int4,L0=int8"), "s5", {}, 0);
   ASSERT_TRUE(plain.ok());

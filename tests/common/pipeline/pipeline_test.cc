@@ -285,7 +285,14 @@ TEST_F(PipelineTest, SessionOpenTiersMustSplitTheSlots) {
   open.set_mode(kvstream::v1::MODE_SCOUT);
   open.add_prompt_tokens(1);
   open.add_prompt_tokens(2);
-  refused(open, "progressive tiers are for kv and projected sessions");
+  refused(open, "progressive sending is for kv and projected sessions");
+  open = payload->open;
+  open.set_answer_after_seconds(-1);
+  refused(open, "answer_after_seconds: expected 0, or a finite number");
+  open.set_answer_after_seconds(0.5);
+  ASSERT_TRUE(CheckSessionOpen(open, scout_->config(), "scout", {}).ok());
+  open.clear_tier_slots();
+  refused(open, "without tier_slots");
 }
 
 TEST_F(PipelineTest, SessionIdsHaveOneLengthAndDoNotRepeat) {
