@@ -166,16 +166,18 @@ KVS_F16C int64_t F16cGroupParams(const float* lo, const float* hi, int64_t n, fl
     if (_mm256_movemask_ps(bad) != 0) break;  // the software path finds which
     const __m128i scale_h = _mm256_cvtps_ph(step, _MM_FROUND_TO_POS_INF | _MM_FROUND_NO_EXC);
     const __m256 scale = _mm256_cvtph_ps(scale_h);
-    const __m256 r = _mm256_and_ps(_mm256_div_ps(one, scale), _mm256_cmp_ps(scale, zero, _CMP_GT_OQ));
+    const __m256 r =
+        _mm256_and_ps(_mm256_div_ps(one, scale), _mm256_cmp_ps(scale, zero, _CMP_GT_OQ));
     _mm256_storeu_ps(offset + i, off);
     _mm256_storeu_ps(inv + i, r);
     // Interleave: scale, offset per group, as 16-bit pairs.
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(params + 4 * i), _mm_unpacklo_epi16(scale_h, off_h));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(params + 4 * i),
+                     _mm_unpacklo_epi16(scale_h, off_h));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(params + 4 * i + 16),
                      _mm_unpackhi_epi16(scale_h, off_h));
   }
-  const int64_t tail = ScalarGroupParams(lo + i, hi + i, n - i, levels, params + 4 * i, offset + i,
-                                         inv + i);
+  const int64_t tail =
+      ScalarGroupParams(lo + i, hi + i, n - i, levels, params + 4 * i, offset + i, inv + i);
   return tail < 0 ? -1 : i + tail;
 }
 #else

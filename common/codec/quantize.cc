@@ -132,8 +132,8 @@ absl::Status BlockParams(const float* lo, const float* hi, int64_t n, int bits, 
                          float* offset, float* inv) {
   const float levels = static_cast<float>((1 << bits) - 1);
   for (int64_t at = 0; at < n;) {
-    const int64_t bad = GroupParams(lo + at, hi + at, n - at, levels, params + 4 * at, offset + at,
-                                    inv + at);
+    const int64_t bad =
+        GroupParams(lo + at, hi + at, n - at, levels, params + 4 * at, offset + at, inv + at);
     if (bad < 0) break;
     const int64_t g = at + bad;
     QuantParams qp;
@@ -170,8 +170,8 @@ absl::Status EncodeRows(const TensorSpec& spec, const TensorShape& s, const floa
       lo[g] = mm.lo;
       hi[g] = mm.hi;
     }
-    RETURN_IF_ERROR(BlockParams(lo.data(), hi.data(), groups, spec.bits,
-                                params + 4 * r0 * n_blocks, off.data(), inv.data()));
+    RETURN_IF_ERROR(BlockParams(lo.data(), hi.data(), groups, spec.bits, params + 4 * r0 * n_blocks,
+                                off.data(), inv.data()));
     for (int64_t g = 0; g < groups; ++g) {
       const int64_t start = (g % n_blocks) * G;
       QuantizeRun(x + (r0 + g / n_blocks) * D + start, std::min(G, D - start), off[g], inv[g],

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <random>
@@ -144,6 +146,63 @@ TEST(FloatFormatsTest, TheFirstElementOutOfRangeIsReported) {
       }
     }
   });
+}
+
+// Quantization parameters eight groups at a time: the same bytes and floats as the
+// software path, for ranges of every magnitude (subnormal, zero-width, near +-65504 and
+// beyond it, where both report the same first group).
+TEST(FloatFormatsTest, GroupParamsMatchTheSoftwarePathBitForBit) {
+  std::mt19937 rng(17);
+  std::vector<float> lo, hi;
+  for (int i = 0; i < 2000; ++i) {
+    const float scale = std::ldexp(1.0f, static_cast<int>(rng() % 40) - 24);  // 2^-24 .. 2^15
+    std::uniform_real_distribution<float> u(-scale, scale);
+    float a = u(rng), b = u(rng);
+    if (i % 17 == 0) b = a;  // a zero-width range
+    lo.push_back(std::min(a, b));
+    hi.push_back(std::max(a, b));
+  }
+  for (float v : {-65504.0f, 65504.0f, -0.0f, 0.0f, 1e-8f, -1e-8f}) {
+    lo.push_back(std::min(v, 0.0f));
+    hi.push_back(std::max(v, 0.0f));
+  }
+  for (int bits : {1, 2, 4, 8}) {
+    SCOPED_TRACE(bits);
+    const float levels = static_cast<float>((1 << bits) - 1);
+    const auto n = static_cast<int64_t>(lo.size());
+    std::vector<uint8_t> want(4 * n), got(4 * n);
+    std::vector<float> want_off(n), want_inv(n), got_off(n), got_inv(n);
+    ForceFloatPath(FloatPath::kScalar);
+    ASSERT_EQ(
+        GroupParams(lo.data(), hi.data(), n, levels, want.data(), want_off.data(), want_inv.data()),
+        -1);
+    OnEveryPath([&] {
+      ASSERT_EQ(
+          GroupParams(lo.data(), hi.data(), n, levels, got.data(), got_off.data(), got_inv.data()),
+          -1);
+      EXPECT_EQ(got, want);
+      EXPECT_EQ(std::memcmp(got_off.data(), want_off.data(), 4 * n), 0);
+      EXPECT_EQ(std::memcmp(got_inv.data(), want_inv.data(), 4 * n), 0);
+    });
+    // The software path's parameters are quantize.h's rule, read back from the bytes.
+    for (int64_t i = 0; i < n; i += 97) {
+      const uint16_t scale_h = At(want, 2 * i), off_h = At(want, 2 * i + 1);
+      EXPECT_EQ(off_h, HalfRoundDown(lo[i])) << i;
+      EXPECT_EQ(scale_h, HalfRoundUp((hi[i] - HalfToFloat(off_h)) / levels)) << i;
+    }
+  }
+  // A range fp16 cannot hold: both paths stop at the same group.
+  std::vector<float> l(20, -1.0f), h(20, 1.0f);
+  h[13] = 70000.0f;
+  std::vector<uint8_t> p(80);
+  std::vector<float> o(20), v(20);
+  OnEveryPath([&] {
+    EXPECT_EQ(GroupParams(l.data(), h.data(), 20, 15, p.data(), o.data(), v.data()), 13);
+  });
+  h[13] = 1.0f;
+  l[9] = -65505.0f;
+  OnEveryPath(
+      [&] { EXPECT_EQ(GroupParams(l.data(), h.data(), 20, 15, p.data(), o.data(), v.data()), 9); });
 }
 
 }  // namespace
