@@ -484,7 +484,11 @@ absl::Status EdgeService::CheckLengths(Request& r) {
 }
 
 pipeline::Request EdgeService::PipelineRequest(const Request& r) const {
-  return ToPipelineRequest(r.policy, options_.chunk_bytes, options_.snapkv_window, r.layerwise);
+  pipeline::Request request =
+      ToPipelineRequest(r.policy, options_.chunk_bytes, options_.snapkv_window, r.layerwise);
+  // A layer-wise request encodes beside its own prefill, which has the worker's cores.
+  request.encode_threads = r.layerwise ? 1 : options_.encode_threads;
+  return request;
 }
 
 absl::Status EdgeService::BuildPayload(grpc::ServerContext* context, Request& r) {

@@ -54,6 +54,9 @@ struct EdgeOptions {
   std::string system_prompt = "Answer with the value from the context.";
   uint64_t chunk_bytes = 1 << 20;  // cap on a chunk's payload before zstd
   int snapkv_window = 32;
+  // Threads that encode one request's chunks (after its prefill, while it holds its model
+  // worker): the worker's share of the cores (--threads).
+  int encode_threads = 1;
   // Link emulation on the uplink (null: none): every uplink message waits for its bytes
   // to cross the shaped link; one one-way delay before the first uplink message and
   // before the first downlink message of each request.

@@ -413,6 +413,8 @@ absl::StatusOr<EdgeOptions> OptionsFromFlags(kvstream::net::ServeOptions& so) {
                                 absl::GetFlag(FLAGS_threads), absl::GetFlag(FLAGS_max_queued)));
   options.model_workers = split.workers;
   options.max_queued = absl::GetFlag(FLAGS_max_queued);
+  // A request encodes its chunks while it holds its model worker: on that worker's cores.
+  options.encode_threads = split.threads;
   kvstream::model::SetComputeThreads(split.threads);
   return options;
 }

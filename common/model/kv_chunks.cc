@@ -1,7 +1,9 @@
 #include "common/model/kv_chunks.h"
 
 #include <algorithm>
+#include <atomic>
 #include <numeric>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -115,6 +117,44 @@ absl::StatusOr<std::vector<std::pair<int, int>>> SlotRanges(const ChunkingOption
   return ranges;
 }
 
+// One chunk to encode: layers [lb, le) x slots [tb, te) of a group.
+struct Block {
+  const LayerGroup* group;
+  int lb, le, tb, te;
+};
+
+// Encodes blocks[i] into out[i] with seq first_seq + i, on `threads` threads that take
+// the next block in turn; the first error (by block) is returned.
+absl::Status EncodeBlocks(const KvCache& cache, const codec::Plan& plan,
+                          const std::string& session_id, uint64_t first_seq,
+                          const std::vector<Block>& blocks, int threads,
+                          std::vector<kvstream::v1::KvChunk>& out) {
+  std::vector<absl::Status> status(blocks.size());
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t i; (i = next.fetch_add(1)) < blocks.size();) {
+      const Block& b = blocks[i];
+      absl::StatusOr<kvstream::v1::KvChunk> chunk =
+          EncodeBlock(cache, plan, b.group->spec, b.group->source, session_id, first_seq + i, b.lb,
+                      b.le, b.tb, b.te);
+      if (chunk.ok()) {
+        out[i] = std::move(*chunk);
+      } else {
+        status[i] = chunk.status();
+        next = blocks.size();  // stop handing out blocks
+      }
+    }
+  };
+  const int helpers = std::min(std::max(threads, 1), static_cast<int>(blocks.size())) - 1;
+  std::vector<std::thread> pool;
+  pool.reserve(static_cast<size_t>(std::max(helpers, 0)));
+  for (int t = 0; t < helpers; ++t) pool.emplace_back(work);
+  work();
+  for (std::thread& t : pool) t.join();
+  for (const absl::Status& st : status) RETURN_IF_ERROR(st);
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::vector<kvstream::v1::KvChunk>> EncodeCache(
@@ -136,28 +176,28 @@ absl::StatusOr<std::vector<kvstream::v1::KvChunk>> EncodeCache(
   ASSIGN_OR_RETURN(const auto ranges, SlotRanges(options, N));
   const std::vector<LayerGroup> groups =
       GroupLayers(cache, plan, options.layer_begin, last, N, options.max_chunk_bytes);
-  std::vector<kvstream::v1::KvChunk> out;
-  uint64_t seq = first_seq;
-  EncodeStats local;
   // Tier by tier (one range without tiers), each tier's layers whole before the next.
+  std::vector<Block> blocks;
   for (const auto& [t0, t1] : ranges) {
     for (const LayerGroup& g : groups) {
       for (int lb = g.begin; lb < g.end; lb += g.layers_per_chunk) {
-        const int le = std::min(g.end, lb + g.layers_per_chunk);
         for (int tb = t0; tb < t1; tb += g.tokens_per_chunk) {
-          const int te = std::min(t1, tb + g.tokens_per_chunk);
-          ASSIGN_OR_RETURN(
-              kvstream::v1::KvChunk chunk,
-              EncodeBlock(cache, plan, g.spec, g.source, session_id, seq++, lb, le, tb, te));
-          local.bytes16 += 2ull * (le - lb) * H * (te - tb) * D * 2;
-          local.raw_bytes += chunk.raw_bytes();
-          local.wire_bytes += chunk.payload().size();
-          local.message_bytes += chunk.ByteSizeLong();
-          ++local.chunks;
-          out.push_back(std::move(chunk));
+          blocks.push_back({&g, lb, std::min(g.end, lb + g.layers_per_chunk), tb,
+                            std::min(t1, tb + g.tokens_per_chunk)});
         }
       }
     }
+  }
+  std::vector<kvstream::v1::KvChunk> out(blocks.size());
+  RETURN_IF_ERROR(EncodeBlocks(cache, plan, session_id, first_seq, blocks, options.threads, out));
+  EncodeStats local;
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    const Block& b = blocks[i];
+    local.bytes16 += 2ull * (b.le - b.lb) * H * (b.te - b.tb) * D * 2;
+    local.raw_bytes += out[i].raw_bytes();
+    local.wire_bytes += out[i].payload().size();
+    local.message_bytes += out[i].ByteSizeLong();
+    ++local.chunks;
   }
   if (stats != nullptr) *stats = local;
   return out;

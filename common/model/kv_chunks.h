@@ -30,6 +30,9 @@ struct ChunkingOptions {
   // (summing to the slots encoded), sent run by run, every layer of a run before the
   // next; no chunk straddles two runs. Empty: one run.
   std::vector<uint32_t> tier_slots;
+  // Threads that encode chunks at once (each chunk is independent of the others; the
+  // chunks and their order are the same for any count). 1: the caller's thread alone.
+  int threads = 1;
 };
 
 struct EncodeStats {

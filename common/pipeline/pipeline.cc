@@ -80,6 +80,7 @@ absl::StatusOr<std::vector<kvstream::v1::KvChunk>> EncodeLayers(
   co.max_chunk_bytes = request.chunk_bytes;
   co.num_slots = num_slots;
   co.tier_slots = tier_slots;
+  co.threads = request.encode_threads;
   if (request.layer_chunks && !tier_slots.empty()) {
     return absl::InvalidArgumentError(
         "a progressive plan (tiers=) sends tier by tier, not a layer per chunk");

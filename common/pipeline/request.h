@@ -25,6 +25,7 @@ struct Request {
   double top_p = 0;  // 0: 1
   int snapkv_window = 32;
   uint64_t chunk_bytes = 1 << 20;  // largest encoded chunk payload
+  int encode_threads = 1;          // threads encoding the chunks (the same chunks for any count)
   // kv / projected without a selector: one layer per chunk, so that a sender can send
   // each layer while its prefill computes the next (pipeline.h, CanStreamLayers).
   bool layer_chunks = false;

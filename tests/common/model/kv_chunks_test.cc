@@ -213,6 +213,31 @@ TEST_F(KvChunksTest, AssemblerRejectsBadChunksAndIncompleteCaches) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// Several threads encode the same chunks, in the same order, as one; an error is
+// returned the same way.
+TEST_F(KvChunksTest, ThreadsEncodeTheSameChunks) {
+  auto m = Load();
+  auto cache = Cache(*m);
+  ChunkingOptions o;
+  o.max_chunk_bytes = 120;  // many chunks
+  auto one = EncodeCache(*cache, *codec::ParsePlan("int4/g8,L0=f16,L1.v=int3/ch"), "t", o, 3);
+  ASSERT_TRUE(one.ok()) << one.status();
+  ASSERT_GT(one->size(), 8u);
+  for (int threads : {2, 3, 64}) {
+    o.threads = threads;
+    EncodeStats stats;
+    auto many =
+        EncodeCache(*cache, *codec::ParsePlan("int4/g8,L0=f16,L1.v=int3/ch"), "t", o, 3, &stats);
+    ASSERT_TRUE(many.ok()) << many.status();
+    ASSERT_EQ(many->size(), one->size()) << threads;
+    EXPECT_EQ(stats.chunks, static_cast<int>(one->size()));
+    for (size_t i = 0; i < one->size(); ++i) {
+      EXPECT_EQ((*many)[i].SerializeAsString(), (*one)[i].SerializeAsString())
+          << threads << " " << i;
+    }
+  }
+}
+
 // Progressive sending: the slots in tiers (here the cache's 20 slots reordered, tiers
 // of 8, 7 and 5), sent tier by tier with no chunk across two; a receiver holding only
 // the first tiers rebuilds those slots in position order, and one holding every tier
