@@ -152,14 +152,15 @@ std::string Csv(const std::vector<Result>& rs, double slo, bool emulated) {
     // Quoted in the CSV: a plan such as "int4,L0=f16" has a comma.
     for (const auto& [m, c] : r.modes) absl::StrAppend(&modes, modes.empty() ? "" : " ", m, ":", c);
     const double d = ok ? ok : 1;
-    absl::StrAppendFormat(
-        &out,
-        "%s,%g,%g,%s,%d,%d,%.4f,%.4f,%.0f,%.5f,%.5f,%g,%.4f,\"%s\",%d,%.5f,%.5f,%.5f,%.5f,%.5f,%.3f\n",
-        r.link, r.mbps, r.rtt_ms, r.policy, r.n, r.errors, r.em / d, r.f1 / d, r.wire / d,
-        Quantile(r.ttft, 0.5), Quantile(r.ttft, 0.95), slo,
-        r.n ? static_cast<double>(hits) / r.n : 0.0, modes, emulated ? 1 : 0, r.edge_s / d,
-        r.transfer_s / d, r.cloud_s / d, r.predicted_n ? r.predicted_s / r.predicted_n : 0.0,
-        r.estimate_s / d, r.tiers_n ? r.tiers / r.tiers_n : 0.0);
+    absl::StrAppendFormat(&out,
+                          "%s,%g,%g,%s,%d,%d,%.4f,%.4f,%.0f,%.5f,%.5f,%g,%.4f,\"%s\",%d,%.5f,%.5f,%"
+                          ".5f,%.5f,%.5f,%.3f\n",
+                          r.link, r.mbps, r.rtt_ms, r.policy, r.n, r.errors, r.em / d, r.f1 / d,
+                          r.wire / d, Quantile(r.ttft, 0.5), Quantile(r.ttft, 0.95), slo,
+                          r.n ? static_cast<double>(hits) / r.n : 0.0, modes, emulated ? 1 : 0,
+                          r.edge_s / d, r.transfer_s / d, r.cloud_s / d,
+                          r.predicted_n ? r.predicted_s / r.predicted_n : 0.0, r.estimate_s / d,
+                          r.tiers_n ? r.tiers / r.tiers_n : 0.0);
   }
   return out;
 }

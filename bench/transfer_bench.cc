@@ -236,9 +236,12 @@ absl::Status RunRep(const model::Model& m, const model::KvCache& cache, const co
   t0 = Clock::now();
   ASSIGN_OR_RETURN(auto threaded, model::EncodeCache(cache, plan, id, co));
   cell.encode_threaded.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+  if (threaded.size() != chunks.size() || chunks.empty()) {
+    return absl::InternalError(absl::StrCat(chunks.size(), " chunks on one thread, ",
+                                            threaded.size(), " on ", co.threads));
+  }
   for (size_t i = 0; i < chunks.size(); ++i) {
-    if (threaded.size() != chunks.size() ||
-        threaded[i].SerializeAsString() != chunks[i].SerializeAsString()) {
+    if (threaded[i].SerializeAsString() != chunks[i].SerializeAsString()) {
       return absl::InternalError(
           absl::StrCat("chunk ", i, " differs when encoded on ", co.threads, " threads"));
     }

@@ -11,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "cloud/uplink_reader.h"
 #include "common/base/log.h"
+#include "common/base/quote.h"
 #include "common/base/status.h"
 #include "common/codec/positions.h"
 #include "common/metrics/metrics.h"
@@ -313,11 +314,11 @@ struct CloudService::Session {
   // validating them (on the reader's), added into `rebuild` once both are done.
   double rebuild = 0, validate = 0;
   bool park = false;  // set when the stream broke and the session may be resumed
-  // A progressive session with answer_after_seconds: the uplink's reader (owned by
-  // RunSession), when to answer without Commit, and whether it did.
-  UplinkReader* reader = nullptr;
+  // A progressive session with answer_after_seconds: when to answer without Commit (set
+  // when the session opens, kept through a resume), and the uplink's reader while a
+  // stream carries it (owned by RunSession).
   Clock::time_point answer_at;
-  bool answered_early = false;
+  UplinkReader* reader = nullptr;
 };
 
 CloudService::CloudService(std::vector<ServedModel> models,
@@ -533,6 +534,9 @@ absl::Status CloudService::Attach(grpc::ServerContext* context,
     RETURN_IF_ERROR(Open(open, *s));
     open.SerializeToString(&s->open_bytes);
     s->assembler = pipeline::NewAssembler(s->mode, *s->served->model, s->map(), s->id, s->checked);
+    s->answer_at =
+        Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                           std::chrono::duration<double>(s->checked.answer_after_seconds));
     return absl::OkStatus();
   }
   if (!parked_->enabled()) {
@@ -611,15 +615,16 @@ absl::Status CloudService::ReadChunks(grpc::ServerContext* context,
     if (next == NextUplink::kLate) {
       late = true;
       ASSIGN_OR_RETURN(const bool ready, FirstTierHeld(s, applier));
-      if (ready) return AnswerEarly(s, committed_chunks);
+      if (ready) return AnswerEarly(stream, s, committed_chunks);
       continue;
     }
+    // The watchdog's cancel ends the stream; a reader may still hold messages read before.
+    if (watch.expired()) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("session idle for ", options_.idle_timeout_seconds,
+                       " s before Commit, after ", s.chunks, " chunks (--idle_timeout_seconds)"));
+    }
     if (next == NextUplink::kClosed) {
-      if (watch.expired()) {
-        return absl::DeadlineExceededError(
-            absl::StrCat("session idle for ", options_.idle_timeout_seconds,
-                         " s before Commit, after ", s.chunks, " chunks (--idle_timeout_seconds)"));
-      }
       if (!context->IsCancelled()) {
         return absl::InvalidArgumentError(
             absl::StrCat("stream closed before Commit, after ", s.chunks, " chunks"));
@@ -646,7 +651,7 @@ absl::Status CloudService::ReadChunks(grpc::ServerContext* context,
     if (!stream->Write(ack)) return Broken(context, s, "while chunks were acked");
     if (late) {
       ASSIGN_OR_RETURN(const bool ready, FirstTierHeld(s, applier));
-      if (ready) return AnswerEarly(s, committed_chunks);
+      if (ready) return AnswerEarly(stream, s, committed_chunks);
     }
   }
 }
@@ -671,9 +676,10 @@ absl::StatusOr<bool> CloudService::FirstTierHeld(Session& s, ChunkApplier& appli
   return s.assembler->CompletePrefix() >= static_cast<int>(s.checked.tier_slots.front());
 }
 
-absl::Status CloudService::AnswerEarly(Session& s, uint64_t& committed_chunks) {
+absl::Status CloudService::AnswerEarly(Stream* stream, Session& s, uint64_t& committed_chunks) {
   committed_chunks = s.chunks;  // as if Commit had come now
-  s.answered_early = true;
+  s.reader->Discard();
+  SendStop(stream, "answering from the tiers received");
   logging::Logf(logging::Level::kDebug, "cloud",
                 "session %s: no Commit after %.3f s; answering from the %d slots held of %zu", s.id,
                 s.checked.answer_after_seconds, s.assembler->CompletePrefix(),
@@ -763,20 +769,24 @@ absl::Status CloudService::RunSession(grpc::ServerContext* context,
                 static_cast<size_t>(s->checked.slots));
   std::unique_ptr<UplinkReader> reader;
   if (s->assembler != nullptr && s->checked.answer_after_seconds > 0) {
-    reader = std::make_unique<UplinkReader>(stream);
+    reader = std::make_unique<UplinkReader>(stream, kMaxQueuedChunkBytes);
     s->reader = reader.get();
-    s->answer_at =
-        Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                           std::chrono::duration<double>(s->checked.answer_after_seconds));
   }
   absl::Status st = ReceiveAndAnswer(context, stream, *s, *watch);
   if (reader != nullptr) {
-    // The edge half-closes once it has the answer (or the error); past a grace period
-    // (an outage holding its uplink) the call is cancelled so the reader can end.
+    // Told to stop, the edge half-closes; past a grace period (an outage holding its
+    // uplink) the call is cancelled so that the reader can end.
+    if (!st.ok()) SendStop(stream, st.message());
     reader->Close(context, std::chrono::seconds(5));
     s->reader = nullptr;
   }
   return st;
+}
+
+void CloudService::SendStop(Stream* stream, absl::string_view reason) {
+  Downlink stop;
+  stop.mutable_stop()->set_reason(std::string(base::Bounded(reason, 200)));
+  stream->Write(stop);  // a broken stream needs no telling
 }
 
 absl::Status CloudService::ReceiveAndAnswer(grpc::ServerContext* context, Stream* stream,

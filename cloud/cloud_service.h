@@ -137,7 +137,9 @@ class CloudService final : public kvstream::v1::CloudService::Service {
   // Whether every layer holds the first tier's slots (once queued chunks are applied).
   absl::StatusOr<bool> FirstTierHeld(Session& s, ChunkApplier& applier);
   // A progressive session answers without Commit: what arrived counts as committed.
-  absl::Status AnswerEarly(Session& s, uint64_t& committed_chunks);
+  absl::Status AnswerEarly(Stream* stream, Session& s, uint64_t& committed_chunks);
+  // Downlink Stop: the edge sends nothing more on this stream and half-closes.
+  static void SendStop(Stream* stream, absl::string_view reason);
   // Checks a chunk's place in the sequence: true for the next new one (now counted),
   // false for a re-sent one already accepted.
   absl::StatusOr<bool> AcceptChunk(const kvstream::v1::KvChunk& chunk, Session& s);

@@ -2,7 +2,8 @@
 
 namespace kvstream::cloud {
 
-UplinkReader::UplinkReader(Stream* stream) : stream_(stream), thread_([this] { Run(); }) {}
+UplinkReader::UplinkReader(Stream* stream, uint64_t max_queued_bytes)
+    : stream_(stream), max_queued_bytes_(max_queued_bytes), thread_([this] { Run(); }) {}
 
 UplinkReader::~UplinkReader() {
   if (thread_.joinable()) thread_.join();
@@ -10,9 +11,17 @@ UplinkReader::~UplinkReader() {
 
 void UplinkReader::Run() {
   kvstream::v1::Uplink up;
-  while (stream_->Read(&up)) {
+  for (;;) {
+    {
+      // Hold the sender back (by not reading) while the session has enough to do.
+      std::unique_lock<std::mutex> lock(mu_);
+      changed_.wait(lock, [this] { return discarding_ || queued_bytes_ < max_queued_bytes_; });
+    }
+    if (!stream_->Read(&up)) break;
     std::lock_guard<std::mutex> lock(mu_);
-    if (!closing_) queue_.push_back(std::move(up));
+    if (discarding_) continue;
+    queued_bytes_ += up.ByteSizeLong();
+    queue_.push_back(std::move(up));
     changed_.notify_all();
   }
   std::lock_guard<std::mutex> lock(mu_);
@@ -23,20 +32,28 @@ void UplinkReader::Run() {
 UplinkReader::Got UplinkReader::Next(kvstream::v1::Uplink* out, Clock::time_point deadline) {
   std::unique_lock<std::mutex> lock(mu_);
   changed_.wait_until(lock, deadline, [this] { return !queue_.empty() || ended_; });
-  if (!queue_.empty()) {
-    *out = std::move(queue_.front());
-    queue_.pop_front();
-    return Got::kMessage;
-  }
-  return ended_ ? Got::kClosed : Got::kTimedOut;
+  if (queue_.empty()) return ended_ ? Got::kClosed : Got::kTimedOut;
+  *out = std::move(queue_.front());
+  queue_.pop_front();
+  queued_bytes_ -= out->ByteSizeLong();
+  changed_.notify_all();
+  return Got::kMessage;
+}
+
+void UplinkReader::Discard() {
+  std::lock_guard<std::mutex> lock(mu_);
+  discarding_ = true;
+  queue_.clear();
+  queued_bytes_ = 0;
+  changed_.notify_all();
 }
 
 void UplinkReader::Close(grpc::ServerContext* context, std::chrono::milliseconds grace) {
-  std::unique_lock<std::mutex> lock(mu_);
-  closing_ = true;
-  queue_.clear();
-  if (!changed_.wait_for(lock, grace, [this] { return ended_; })) context->TryCancel();
-  lock.unlock();
+  Discard();
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!changed_.wait_for(lock, grace, [this] { return ended_; })) context->TryCancel();
+  }
   if (thread_.joinable()) thread_.join();
 }
 

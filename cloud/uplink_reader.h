@@ -2,14 +2,16 @@
 // wait for the next message until a deadline: a progressive session (SessionOpen.tier_slots)
 // with SessionOpen.answer_after_seconds answers from the tiers it holds when Commit is late,
 // as it is when an outage holds back the rest of the uplink, Commit included. The reader
-// keeps reading (and drops what comes) after the session stops asking, until the edge
-// half-closes or the call ends; the destructor waits for that.
+// holds at most `max_queued_bytes` of messages (then stops reading, so gRPC's flow control
+// holds the sender back); once the session stops taking messages (Discard, Close) it drops
+// what comes until the edge half-closes or the call ends.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <deque>
 #include <mutex>
 #include <thread>
@@ -23,28 +25,33 @@ class UplinkReader {
   using Clock = std::chrono::steady_clock;
   using Stream = grpc::ServerReaderWriter<kvstream::v1::Downlink, kvstream::v1::Uplink>;
 
-  explicit UplinkReader(Stream* stream);
-  // Stops handing out messages and waits up to `grace` for the stream to end (the edge
-  // half-closes once it has the answer); past that, cancels the call (`context`) and joins.
-  void Close(grpc::ServerContext* context, std::chrono::milliseconds grace);
+  UplinkReader(Stream* stream, uint64_t max_queued_bytes);
+  // Joins the reader, which must have ended: call Close first.
   ~UplinkReader();
   UplinkReader(const UplinkReader&) = delete;
   UplinkReader& operator=(const UplinkReader&) = delete;
 
   enum class Got { kMessage, kClosed, kTimedOut };
-  // The next message; kClosed once the stream ended (Read returned false); kTimedOut at
-  // `deadline` with none.
+  // The next message; kClosed once the stream ended (Read returned false) and nothing is
+  // queued; kTimedOut at `deadline` with none.
   Got Next(kvstream::v1::Uplink* out, Clock::time_point deadline);
+  // Drops what is queued and what comes from now on.
+  void Discard();
+  // Discards, waits up to `grace` for the stream to end (the edge half-closes once told to
+  // stop), past that cancels the call (`context`), and joins the reader.
+  void Close(grpc::ServerContext* context, std::chrono::milliseconds grace);
 
  private:
   void Run();
 
   Stream* stream_;
+  const uint64_t max_queued_bytes_;
   std::mutex mu_;
   std::condition_variable changed_;
   std::deque<kvstream::v1::Uplink> queue_;
-  bool ended_ = false;    // Read returned false
-  bool closing_ = false;  // Close: drop what comes
+  uint64_t queued_bytes_ = 0;
+  bool ended_ = false;       // Read returned false
+  bool discarding_ = false;  // Discard or Close: drop what comes
   std::thread thread_;
 };
 

@@ -625,7 +625,7 @@ void EdgeService::SendChunks(CloudTransfer& transfer, Request& r, uint64_t first
   const int tiers = r.open.open().tier_slots_size();
   r.tiers_sent = tiers;
   for (size_t i = first; sent_ok && i < r.chunks.size(); ++i) {
-    if (transfer.answering()) {  // the cloud answered from the tiers it had
+    if (transfer.stopped()) {  // the cloud answers from the tiers it has, or failed
       r.tiers_sent = r.chunk_tier.empty() ? 0 : r.chunk_tier[i];
       break;
     }
@@ -827,7 +827,7 @@ absl::Status EdgeService::TransferOnce(grpc::ServerContext* context,
     sent_ok = false;
     transfer.Cancel();
   }
-  if (sent_ok) transfer.SendCommit();
+  if (sent_ok && !transfer.stopped()) transfer.SendCommit();
   result = transfer.Finish();
   RETURN_IF_ERROR(send_status);
   if (r.estimate_rejected) return absl::AbortedError("the quality estimate rejected the plan");

@@ -49,7 +49,7 @@ void CloudTransfer::Read() {
       if (!result_.have_token) {
         result_.first_token = Clock::now();
         result_.have_token = true;
-        answering_ = true;
+        stopped_ = true;
       }
       ++result_.tokens;
       if (!on_token_(d.token())) {
@@ -57,6 +57,8 @@ void CloudTransfer::Read() {
         context_->TryCancel();
         break;
       }
+    } else if (d.has_stop()) {
+      stopped_ = true;
     } else if (d.has_done()) {
       result_.cloud = d.done().stats();
       result_.have_done = true;

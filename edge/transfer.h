@@ -74,9 +74,9 @@ class CloudTransfer {
   double AckedBandwidth(double fallback);
   // Serialized bytes of the chunks sent and not yet acked.
   uint64_t UnackedBytes();
-  // The cloud has sent an answer token (a progressive session it answered without Commit:
-  // the rest need not be sent).
-  bool answering() const { return answering_; }
+  // The cloud takes no more uplink messages: it sent Stop (a progressive session it
+  // answers without Commit, or one that failed) or an answer token.
+  bool stopped() const { return stopped_; }
   uint64_t next_seq() const { return result_.first_seq + result_.chunks; }
   Clock::time_point start() const { return result_.start; }
 
@@ -98,7 +98,7 @@ class CloudTransfer {
   Result result_;
   double uplink_start_ = 0;
   std::atomic<bool> client_gone_{false};
-  std::atomic<bool> answering_{false};
+  std::atomic<bool> stopped_{false};
   bool finished_ = false;
   std::thread reader_;
 };

@@ -3,16 +3,33 @@
 #include <algorithm>
 #include <atomic>
 #include <numeric>
+#include <system_error>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/base/status.h"
+#include "common/codec/float_formats.h"
 #include "common/codec/quantize.h"
 
 namespace kvstream::model {
 
 namespace {
+
+// Layer `l`'s K and V at slots [tb, te) in `source`: the cache's own dtype, or float32
+// converted here from a bf16 cache (exactly: bf16 is float32's top half). Never through
+// torch kernels, so encoding threads do not each start torch's intra-op threads.
+absl::Status ExportAs(const KvCache& cache, codec::DType source, int l, int tb, int te, void* k,
+                      void* v, std::vector<uint8_t>& scratch) {
+  const bool native = (source == codec::DType::kBF16) == cache.is_bf16();
+  if (native) return cache.ExportLayerRaw(l, tb, te, k, v);
+  const int64_t n = static_cast<int64_t>(cache.kv_heads()) * (te - tb) * cache.head_dim();
+  scratch.resize(static_cast<size_t>(4 * n));
+  RETURN_IF_ERROR(cache.ExportLayerRaw(l, tb, te, scratch.data(), scratch.data() + 2 * n));
+  codec::Bf16sToFloats(scratch.data(), n, static_cast<float*>(k));
+  codec::Bf16sToFloats(scratch.data() + 2 * n, n, static_cast<float*>(v));
+  return absl::OkStatus();
+}
 
 // One chunk: layers [lb, le) x slots [tb, te) of `cache` under `spec`, read in `source`
 // (the cache's own dtype for raw specs, float32 otherwise).
@@ -21,10 +38,10 @@ absl::StatusOr<kvstream::v1::KvChunk> EncodeBlock(const KvCache& cache, const co
                                                   const std::string& session_id, uint64_t seq,
                                                   int lb, int le, int tb, int te) {
   const int H = cache.kv_heads(), D = cache.head_dim(), n = te - tb;
-  const bool raw = spec.k.format == codec::Format::kRaw || spec.v.format == codec::Format::kRaw;
   const size_t tensor_bytes =
       static_cast<size_t>(H) * n * D * static_cast<size_t>(codec::DTypeBytes(source));
   std::vector<std::vector<uint8_t>> buffers;
+  std::vector<uint8_t> scratch;
   std::vector<codec::LayerKv> views;
   buffers.reserve(2 * (le - lb));
   for (int l = lb; l < le; ++l) {
@@ -32,11 +49,7 @@ absl::StatusOr<kvstream::v1::KvChunk> EncodeBlock(const KvCache& cache, const co
     buffers.emplace_back(tensor_bytes);
     void* k = buffers[buffers.size() - 2].data();
     void* v = buffers.back().data();
-    if (raw) {
-      RETURN_IF_ERROR(cache.ExportLayerRaw(l, tb, te, k, v));
-    } else {
-      RETURN_IF_ERROR(cache.ExportLayer(l, tb, te, static_cast<float*>(k), static_cast<float*>(v)));
-    }
+    RETURN_IF_ERROR(ExportAs(cache, source, l, tb, te, k, v, scratch));
     views.push_back({k, v});
   }
   codec::ChunkMeta m;
@@ -148,7 +161,13 @@ absl::Status EncodeBlocks(const KvCache& cache, const codec::Plan& plan,
   const int helpers = std::min(std::max(threads, 1), static_cast<int>(blocks.size())) - 1;
   std::vector<std::thread> pool;
   pool.reserve(static_cast<size_t>(std::max(helpers, 0)));
-  for (int t = 0; t < helpers; ++t) pool.emplace_back(work);
+  for (int t = 0; t < helpers; ++t) {
+    try {
+      pool.emplace_back(work);
+    } catch (const std::system_error&) {
+      break;  // no more threads to be had: those started (and this one) do the work
+    }
+  }
   work();
   for (std::thread& t : pool) t.join();
   for (const absl::Status& st : status) RETURN_IF_ERROR(st);

@@ -133,8 +133,34 @@ absl::Status KvCache::ExportLayer(int layer, int begin, int end, float* k, float
   });
 }
 
+namespace {
+
+// Slots [begin, begin + n) of every head of a CPU [heads, slots, dim] tensor whose rows are
+// contiguous, as [heads, n, dim], by memcpy: no torch kernel, so no intra-op thread team
+// is started from a caller's own threads (chunks encode on several). False: use torch.
+bool CopySlots(const torch::Tensor& t, int begin, int n, void* out) {
+  if (!t.device().is_cpu() || t.dim() != 3 || t.stride(2) != 1 || t.stride(1) != t.size(2)) {
+    return false;
+  }
+  const auto elem = static_cast<int64_t>(t.element_size());
+  const int64_t run = n * t.size(2) * elem;
+  const char* base = static_cast<const char*>(t.data_ptr());
+  char* dst = static_cast<char*>(out);
+  for (int64_t h = 0; h < t.size(0); ++h) {
+    std::memcpy(dst + h * run, base + (h * t.stride(0) + begin * t.stride(1)) * elem,
+                static_cast<size_t>(run));
+  }
+  return true;
+}
+
+}  // namespace
+
 absl::Status KvCache::ExportLayerRaw(int layer, int begin, int end, void* k, void* v) const {
   RETURN_IF_ERROR(impl_->CheckRange(layer, begin, end));
+  if (CopySlots(impl_->k[layer], begin, end - begin, k) &&
+      CopySlots(impl_->v[layer], begin, end - begin, v)) {
+    return absl::OkStatus();
+  }
   return Guard("cache export", [&]() -> absl::Status {
     const int n = end - begin;
     const torch::Tensor tk = impl_->k[layer].narrow(1, begin, n).to(torch::kCPU).contiguous();

@@ -59,7 +59,8 @@ class KvCache {
   // [kv_heads, end - begin, head_dim].
   absl::Status ExportLayer(int layer, int begin, int end, float* k, float* v) const;
   // The same slots in the cache's own dtype (f32: 4 bytes, bf16: 2 bytes per element),
-  // for lossless transfer.
+  // for lossless transfer. A CPU cache is copied without torch kernels, so this may run
+  // on threads of the caller's own (chunks are encoded on several).
   absl::Status ExportLayerRaw(int layer, int begin, int end, void* k, void* v) const;
   // Overwrites slots [begin, begin + n) of `layer` from float32 [kv_heads, n, head_dim].
   absl::Status WriteLayer(int layer, int begin, int n, const float* k, const float* v);

@@ -67,11 +67,12 @@ absl::Status CheckSampling(const kvstream::v1::SessionOpen& open, const OpenLimi
 // kv and projected, progressive: 2..kMaxTiers non-empty tiers covering num_slots.
 absl::Status CheckTiers(const kvstream::v1::SessionOpen& open, CheckedOpen& out) {
   const double after = open.answer_after_seconds();
-  if (!(std::isfinite(after) && after >= 0) || (after > 0 && open.tier_slots_size() == 0)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "SessionOpen.answer_after_seconds: expected 0, or a finite number of seconds >= 0 in a "
-        "progressive session (with tier_slots), found ",
-        after, open.tier_slots_size() == 0 ? " without tier_slots" : ""));
+  if (!(after >= 0 && after <= kMaxAnswerAfterSeconds) ||
+      (after > 0 && open.tier_slots_size() == 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("SessionOpen.answer_after_seconds: expected 0, or 0..", kMaxAnswerAfterSeconds,
+                     " seconds in a progressive session (with tier_slots), found ", after,
+                     open.tier_slots_size() == 0 ? " without tier_slots" : ""));
   }
   out.answer_after_seconds = after;
   if (open.tier_slots_size() == 0) return absl::OkStatus();

@@ -18,6 +18,9 @@ namespace kvstream::pipeline {
 // INVALID_ARGUMENT unless `mode` is KV, PROJECTED, SCOUT or TEXT.
 absl::Status CheckSessionMode(kvstream::v1::Mode mode);
 
+// The longest SessionOpen.answer_after_seconds accepted.
+inline constexpr double kMaxAnswerAfterSeconds = 3600;
+
 struct OpenLimits {
   uint32_t max_new_tokens = 512;     // cap on SessionOpen.max_tokens
   uint32_t default_new_tokens = 32;  // when SessionOpen.max_tokens is 0

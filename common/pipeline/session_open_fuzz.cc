@@ -89,7 +89,7 @@ void CheckOpen(const kvstream::v1::SessionOpen& open, const ModelConfig& c,
   }
   kvstream::base::FuzzCheck(o.answer_after_seconds == 0 ||
                             (!o.tier_slots.empty() && o.answer_after_seconds > 0 &&
-                             std::isfinite(o.answer_after_seconds)));
+                             o.answer_after_seconds <= kvstream::pipeline::kMaxAnswerAfterSeconds));
   std::vector<size_t> tier_starts = {0};
   for (uint32_t n : o.tier_slots) tier_starts.push_back(tier_starts.back() + n);
   if (!o.tier_slots.empty()) kvstream::base::FuzzCheck(tier_starts.back() == o.kept.size());

@@ -1135,11 +1135,13 @@ TEST_F(DaemonsTest, ProgressiveSessionIsAnsweredWithoutCommitAfterItsDeadline) {
       *up.mutable_chunk() = chunk;
       ASSERT_TRUE(stream->Write(up));
     }
-    // No Commit, no half-close: the answer must come anyway.
+    // No Commit, no half-close: the answer must come anyway, after a Stop.
     Downlink d;
     int tokens = 0;
+    bool stop_first = false;
     kvstream::v1::CloudStats stats;
     while (stream->Read(&d)) {
+      if (d.has_stop()) stop_first = tokens == 0;
       tokens += d.has_token();
       if (d.has_done()) {
         stats = d.done().stats();
@@ -1149,6 +1151,7 @@ TEST_F(DaemonsTest, ProgressiveSessionIsAnsweredWithoutCommitAfterItsDeadline) {
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     EXPECT_GT(tokens, 0);
+    EXPECT_TRUE(stop_first) << "Stop tells the edge to send nothing more, before the answer";
     EXPECT_EQ(stats.slots_used(), held);
     EXPECT_GE(seconds, first_tier_late ? 0.6 : 0.3);
     EXPECT_LT(seconds, 10.0) << "answered at the deadline, not at the stream's idle timeout";
@@ -1158,6 +1161,27 @@ TEST_F(DaemonsTest, ProgressiveSessionIsAnsweredWithoutCommitAfterItsDeadline) {
     const grpc::Status st = stream->Finish();
     EXPECT_TRUE(st.ok()) << st.error_message();
   }
+  // A bad chunk in such a session: Stop, and once the edge half-closes, the real status.
+  auto payload =
+      pipeline::Encode(**scout, &*pre, &sel, *prompt, pr, pipeline::NewSessionId()).value();
+  payload.open.set_answer_after_seconds(5);
+  grpc::ClientContext ctx;
+  auto stream = cloud_stub_->Transfer(&ctx);
+  Uplink up;
+  *up.mutable_open() = payload.open;
+  ASSERT_TRUE(stream->Write(up));
+  *up.mutable_chunk() = payload.chunks[0];
+  (*up.mutable_chunk()->mutable_payload())[3] ^= 0x10;
+  ASSERT_TRUE(stream->Write(up));
+  Downlink d;
+  bool stopped = false;
+  while (!stopped && stream->Read(&d)) stopped = d.has_stop();
+  EXPECT_TRUE(stopped);
+  stream->WritesDone();
+  while (stream->Read(&d)) {
+  }
+  const grpc::Status st = stream->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::DATA_LOSS) << st.error_message();
   EXPECT_EQ(WaitForSessions(*cloud_stub_, 0), 0u);
 }
 

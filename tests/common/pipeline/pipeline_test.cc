@@ -250,6 +250,16 @@ TEST_F(PipelineTest, ProgressiveAnswersFromTheTiersSentAndWhollyAsWithoutTiers) 
   std::sort(want.begin(), want.end());
   EXPECT_EQ((*cache)->positions(), want);
   EXPECT_EQ(times.slots, static_cast<int>(two));
+  // Projected mode rebuilds the scout's cache the same way before mapping it: the whole
+  // tiered transfer answers as the plan without tiers.
+  auto projected =
+      Run(Make(kvstream::v1::MODE_PROJECTED, "int8,tiers=3", select::Policy::kQ2C, 1), *large_);
+  auto projected_plain =
+      Run(Make(kvstream::v1::MODE_PROJECTED, "int8", select::Policy::kQ2C, 1), *large_);
+  ASSERT_TRUE(projected.ok() && projected_plain.ok())
+      << projected.status() << projected_plain.status();
+  EXPECT_EQ(projected->tokens, projected_plain->tokens);
+  EXPECT_EQ(projected->slots_used, whole->slots_used);
   // Nothing of the first tier: refused.
   auto none = AnswerLocally(*payload, to, 0);
   EXPECT_EQ(none.status().code(), absl::StatusCode::kInvalidArgument);
@@ -288,7 +298,9 @@ TEST_F(PipelineTest, SessionOpenTiersMustSplitTheSlots) {
   refused(open, "progressive sending is for kv and projected sessions");
   open = payload->open;
   open.set_answer_after_seconds(-1);
-  refused(open, "answer_after_seconds: expected 0, or a finite number");
+  refused(open, "answer_after_seconds: expected 0, or 0..3600 seconds");
+  open.set_answer_after_seconds(1e12);
+  refused(open, "found 1e+12");
   open.set_answer_after_seconds(0.5);
   ASSERT_TRUE(CheckSessionOpen(open, scout_->config(), "scout", {}).ok());
   open.clear_tier_slots();
