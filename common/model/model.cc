@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/base/status.h"
+#include "common/codec/float_formats.h"
 #include "common/model/safetensors.h"
 #include "common/model/transformer.h"
 
@@ -199,8 +200,16 @@ void WriteSlots(torch::Tensor& t, int begin, int n, const void* src, bool src_is
       continue;
     }
     const float* in = static_cast<const float*>(src) + h * run;
-    auto* out = reinterpret_cast<uint16_t*>(dst);
-    for (size_t i = 0; i < run; ++i) out[i] = Bf16Bits(in[i]);
+    auto* out = reinterpret_cast<uint8_t*>(dst);
+    // Eight at a time (AVX2 where the CPU has it); an element bf16 cannot hold as a
+    // finite value is converted here, as torch would.
+    for (auto i = static_cast<int64_t>(0); i < static_cast<int64_t>(run);) {
+      const int64_t bad = codec::FloatsToBf16(in + i, static_cast<int64_t>(run) - i, out + 2 * i);
+      if (bad < 0) break;
+      const uint16_t b = Bf16Bits(in[i + bad]);
+      std::memcpy(out + 2 * (i + bad), &b, 2);
+      i += bad + 1;
+    }
   }
 }
 

@@ -4,6 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <limits>
+#include <numeric>
 #include <random>
 
 #include "common/codec/crc32c.h"
@@ -97,6 +100,45 @@ TEST_F(KvChunksTest, RawChunksOfTheOtherDtypeAreConverted) {
       }
     }
   }
+}
+
+// Float32 written into a bf16 cache (a receiver decoding quantized chunks) rounds to
+// nearest even, eight at a time where the CPU allows, and keeps what bf16 cannot hold
+// finite as torch would: infinities, NaN, and values that round past the largest bf16.
+TEST_F(KvChunksTest, Float32WritesIntoABf16CacheRoundToNearestEven) {
+  auto m = Load("bf16");
+  const int H = m->config().num_kv_heads, D = m->config().head_dim, n = 13;
+  std::vector<int32_t> positions(n);
+  std::iota(positions.begin(), positions.end(), 0);
+  auto cache = m->NewCache(positions, n);
+  const size_t count = static_cast<size_t>(H) * n * D;
+  ASSERT_GT(count, 100u);
+  std::vector<float> k(count), v(count);
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> u(-4, 4);
+  for (size_t i = 0; i < count; ++i) k[i] = v[i] = u(rng);
+  const float inf = std::numeric_limits<float>::infinity();
+  const float specials[] = {
+      std::nanf(""), inf,    -inf,  3.4e38f,
+      -3.4e38f,      1e-40f, -0.0f, 1.00390625f /* halfway: rounds to even, 1.0 */,
+      1.01171875f};
+  for (size_t i = 0; i < std::size(specials); ++i) k[3 + 11 * i] = specials[i];
+  ASSERT_TRUE(cache->WriteLayer(0, 0, n, k.data(), v.data()).ok());
+  std::vector<uint16_t> kb(count), vb(count);
+  ASSERT_TRUE(cache->ExportLayerRaw(0, 0, n, kb.data(), vb.data()).ok());
+  for (size_t i = 0; i < count; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, &k[i], 4);
+    if (std::isnan(k[i])) {
+      EXPECT_EQ(kb[i] & 0x7f80u, 0x7f80u) << i;
+      EXPECT_NE(kb[i] & 0x007fu, 0u) << i;
+      continue;
+    }
+    const auto want = static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+    ASSERT_EQ(kb[i], want) << "element " << i << " = " << k[i];
+  }
+  EXPECT_EQ(kb[3 + 11 * 3], 0x7f80u);  // 3.4e38 rounds up to +inf
+  EXPECT_EQ(kb[3 + 11 * 7], 0x3f80u);  // the halfway case goes to even (1.0)
 }
 
 // Layer ranges let a sender encode a few layers at a time, each range under its own
