@@ -4,7 +4,7 @@ adaptive re-planning: per link (fixed rates and traces), the SLO hit rate, F1 an
 TTFT of each policy, and a Markdown table of the same.
 
 Usage: /usr/bin/python3 bench/plot_progressive.py bench/results/progressive.csv \
-           bench/results/progressive
+           bench/results/progressive "needles, 400-600 tokens, 10 per cell"
 (writes progressive.png and progressive.md; needs Debian's python3-matplotlib)."""
 import csv
 import sys
@@ -31,7 +31,7 @@ def table(rows, links, policies):
     return "\n".join(out) + "\n"
 
 
-def main(path, prefix):
+def main(path, prefix, task):
     rows = list(csv.DictReader(open(path)))
     links = list(dict.fromkeys(r["link"] for r in rows))
     policies = list(dict.fromkeys(r["policy"] for r in rows))
@@ -57,7 +57,7 @@ def main(path, prefix):
     axes[2].set_yscale("log")
     axes[2].axhline(slo, color="k", lw=0.8, ls="--")
     axes[0].legend(fontsize=7)
-    fig.suptitle("Progressive sending vs fixed plans and adaptive (tiny models, needle task)")
+    fig.suptitle(f"Progressive sending vs fixed plans and adaptive (tiny models; {task})")
     fig.tight_layout()
     fig.savefig(prefix + ".png", dpi=110)
     with open(prefix + ".md", "w") as f:
@@ -65,4 +65,4 @@ def main(path, prefix):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "task not named")
