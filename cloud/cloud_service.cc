@@ -777,7 +777,7 @@ absl::Status CloudService::RunSession(grpc::ServerContext* context,
     // Told to stop, the edge half-closes; past a grace period (an outage holding its
     // uplink) the call is cancelled so that the reader can end.
     if (!st.ok()) SendStop(stream, st.message());
-    reader->Close(context, std::chrono::seconds(5));
+    reader->Close([context] { context->TryCancel(); }, std::chrono::seconds(5));
     s->reader = nullptr;
   }
   return st;

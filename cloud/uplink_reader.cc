@@ -48,11 +48,11 @@ void UplinkReader::Discard() {
   changed_.notify_all();
 }
 
-void UplinkReader::Close(grpc::ServerContext* context, std::chrono::milliseconds grace) {
+void UplinkReader::Close(const std::function<void()>& cancel, std::chrono::milliseconds grace) {
   Discard();
   {
     std::unique_lock<std::mutex> lock(mu_);
-    if (!changed_.wait_for(lock, grace, [this] { return ended_; })) context->TryCancel();
+    if (!changed_.wait_for(lock, grace, [this] { return ended_; })) cancel();
   }
   if (thread_.joinable()) thread_.join();
 }

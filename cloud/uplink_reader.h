@@ -13,6 +13,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <thread>
 
@@ -23,7 +24,7 @@ namespace kvstream::cloud {
 class UplinkReader {
  public:
   using Clock = std::chrono::steady_clock;
-  using Stream = grpc::ServerReaderWriter<kvstream::v1::Downlink, kvstream::v1::Uplink>;
+  using Stream = grpc::ServerReaderWriterInterface<kvstream::v1::Downlink, kvstream::v1::Uplink>;
 
   UplinkReader(Stream* stream, uint64_t max_queued_bytes);
   // Joins the reader, which must have ended: call Close first.
@@ -38,8 +39,9 @@ class UplinkReader {
   // Drops what is queued and what comes from now on.
   void Discard();
   // Discards, waits up to `grace` for the stream to end (the edge half-closes once told to
-  // stop), past that cancels the call (`context`), and joins the reader.
-  void Close(grpc::ServerContext* context, std::chrono::milliseconds grace);
+  // stop), past that calls `cancel` (which must end the stream: the call's TryCancel),
+  // and joins the reader.
+  void Close(const std::function<void()>& cancel, std::chrono::milliseconds grace);
 
  private:
   void Run();
