@@ -55,7 +55,9 @@ ABSL_FLAG(std::string, selector, "full",
           "Default selector: full, q2c, q2c-question, snapkv, h2o or random");
 ABSL_FLAG(double, retention, 1.0, "Default share of context tokens the selector keeps, (0, 1]");
 ABSL_FLAG(std::string, spec, "raw",
-          "Default kv plan string, e.g. \"int8\" or \"k=int4/ch,v=int4,L0=f16,zstd=3\"");
+          "Default kv plan string, e.g. \"int8\" or \"k=int4/ch,v=int4,L0=f16,zstd=3\"; with "
+          "\"tiers=N\" the cache goes most important tokens first, in N tiers, and under a TTFT "
+          "target the cloud answers from the tiers that arrive in time (docs/codec.md)");
 ABSL_FLAG(uint32_t, max_tokens, 32, "Default answer length cap");
 ABSL_FLAG(std::string, cloud_model, "",
           "Default cloud model (by name) that answers in scout and text modes");

@@ -9,6 +9,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
+#include "common/base/status.h"
 #include "common/net/ask_client.h"
 #include "common/net/auth.h"
 #include "common/net/grpc_util.h"
@@ -27,8 +28,13 @@ ABSL_FLAG(std::string, selector, "",
           "full, q2c, q2c-question, snapkv, h2o or random (empty: the edge's default)");
 ABSL_FLAG(double, retention, 0, "Share of context tokens to keep, (0, 1] (0: the edge's default)");
 ABSL_FLAG(std::string, spec, "",
-          "kv plan string, e.g. \"int4,L0=f16,zstd=3\" (empty: the edge's default)");
+          "kv plan string, e.g. \"int4,L0=f16,zstd=3\", or \"int4,tiers=8\" to send the cache "
+          "most important tokens first (with --ttft_target, the cloud answers from the tiers that "
+          "arrive in time) (empty: the edge's default)");
 ABSL_FLAG(uint32_t, max_tokens, 0, "Answer length cap (0: the edge's default)");
+ABSL_FLAG(double, ttft_target, 0,
+          "Time-to-first-token target in seconds (0: none): adaptive mode chooses within it; a "
+          "plan with tiers= stops sending at it");
 ABSL_FLAG(std::string, cloud_model, "",
           "Cloud model for projected, scout and text modes (empty: the edge's default)");
 ABSL_FLAG(double, timeout, 60, "Deadline of the call in seconds (0: none)");
@@ -51,6 +57,28 @@ absl::StatusOr<std::string> ReadContext(const std::string& path) {
   return ss.str();
 }
 
+// The request's policy from the flags (unset fields: the edge's defaults).
+absl::StatusOr<kvstream::v1::Policy> PolicyFromFlags() {
+  kvstream::v1::Policy p;
+  if (!absl::GetFlag(FLAGS_mode).empty()) {
+    auto mode = pipeline::ParseMode(absl::GetFlag(FLAGS_mode));
+    if (!mode.ok()) return PrefixStatus("--", mode.status());
+    p.set_mode(*mode);
+  }
+  const double target = absl::GetFlag(FLAGS_ttft_target);
+  if (!(target >= 0 && target < 1e6)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--ttft_target: expected seconds >= 0, found ", target));
+  }
+  p.set_selector(absl::GetFlag(FLAGS_selector));
+  p.set_retention(absl::GetFlag(FLAGS_retention));
+  p.set_spec(absl::GetFlag(FLAGS_spec));
+  p.set_max_tokens(absl::GetFlag(FLAGS_max_tokens));
+  p.set_cloud_model(absl::GetFlag(FLAGS_cloud_model));
+  p.set_ttft_target_seconds(target);
+  return p;
+}
+
 }  // namespace
 
 int RunAsk() {
@@ -62,20 +90,12 @@ int RunAsk() {
   kvstream::v1::AskRequest req;
   req.set_context(*context);
   req.set_question(absl::GetFlag(FLAGS_question));
-  kvstream::v1::Policy& p = *req.mutable_policy();
-  if (!absl::GetFlag(FLAGS_mode).empty()) {
-    auto mode = pipeline::ParseMode(absl::GetFlag(FLAGS_mode));
-    if (!mode.ok()) {
-      std::fprintf(stderr, "kvstream ask: --%s\n", std::string(mode.status().message()).c_str());
-      return 2;
-    }
-    p.set_mode(*mode);
+  auto policy = PolicyFromFlags();
+  if (!policy.ok()) {
+    std::fprintf(stderr, "kvstream ask: %s\n", std::string(policy.status().message()).c_str());
+    return 2;
   }
-  p.set_selector(absl::GetFlag(FLAGS_selector));
-  p.set_retention(absl::GetFlag(FLAGS_retention));
-  p.set_spec(absl::GetFlag(FLAGS_spec));
-  p.set_max_tokens(absl::GetFlag(FLAGS_max_tokens));
-  p.set_cloud_model(absl::GetFlag(FLAGS_cloud_model));
+  *req.mutable_policy() = *policy;
 
   auto channel = DaemonChannel(absl::GetFlag(FLAGS_edge));
   if (!channel.ok()) {
