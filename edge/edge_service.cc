@@ -647,15 +647,10 @@ bool EdgeService::StopBeforeTier(CloudTransfer& transfer, const Request& r, size
   for (size_t j = i; j < r.chunks.size() && r.chunk_tier[j] == r.chunk_tier[i]; ++j) {
     tier_bytes += r.chunks[j].ByteSizeLong();
   }
-  double fallback = 0, rtt = 0;
-  {
-    std::lock_guard<std::mutex> lock(link_mu_);
-    fallback = link_.has_bandwidth() ? link_.bandwidth_bps() : options_.initial_bandwidth_bps;
-    rtt = link_.rtt_seconds() > 0 ? link_.rtt_seconds() : options_.initial_rtt_seconds;
-  }
-  const double bandwidth = transfer.AckedBandwidth(fallback);
-  const double left =
-      r.policy.ttft_target_seconds - Seconds(r.start, Clock::now()) - r.cloud_seconds - rtt / 2;
+  const control::LinkState link = Link();
+  const double bandwidth = transfer.AckedBandwidth(link.bandwidth_bps);
+  const double left = r.policy.ttft_target_seconds - Seconds(r.start, Clock::now()) -
+                      r.cloud_seconds - link.rtt_seconds / 2;
   const double needed =
       8.0 * static_cast<double>(transfer.UnackedBytes() + tier_bytes) / std::max(bandwidth, 1.0);
   return needed > left;
@@ -683,13 +678,8 @@ absl::Status EdgeService::PlanTiers(Request& r) {
   // Should an outage hold back the rest (Commit too), the cloud answers from what it
   // has when the answer would otherwise miss the target: after the time left less the
   // cloud's and a round trip.
-  double rtt = 0;
-  {
-    std::lock_guard<std::mutex> lock(link_mu_);
-    rtt = link_.rtt_seconds() > 0 ? link_.rtt_seconds() : options_.initial_rtt_seconds;
-  }
-  const double left =
-      r.policy.ttft_target_seconds - Seconds(r.start, Clock::now()) - r.cloud_seconds - rtt;
+  const double left = r.policy.ttft_target_seconds - Seconds(r.start, Clock::now()) -
+                      r.cloud_seconds - Link().rtt_seconds;
   r.open.mutable_open()->set_answer_after_seconds(std::max(left, 1e-3));
   return absl::OkStatus();
 }
@@ -1164,6 +1154,15 @@ void EdgeService::ObserveCloudPrefill(const std::string& model, int tokens, doub
   metrics_->prefill_scale.Add({{"kind", "cloud:" + model}}).Set(it->second.scale());
 }
 
+control::LinkState EdgeService::Link() {
+  std::lock_guard<std::mutex> lock(link_mu_);
+  control::LinkState link;
+  link.bandwidth_bps =
+      link_.has_bandwidth() ? link_.bandwidth_bps() : options_.initial_bandwidth_bps;
+  link.rtt_seconds = link_.rtt_seconds() > 0 ? link_.rtt_seconds() : options_.initial_rtt_seconds;
+  return link;
+}
+
 void EdgeService::UpdateLink(const CloudTransfer::Result& t) {
   const std::vector<uint64_t>& bytes = t.chunk_bytes;
   const std::vector<double>& sent = t.sent;
@@ -1270,13 +1269,7 @@ absl::StatusOr<ResolvedPolicy> EdgeService::ChooseAdaptive(
   control::Rates rates;
   ASSIGN_OR_RETURN(const std::vector<control::OperatingPoint> points,
                    ServablePoints(request, allow, rates));
-  control::LinkState link;
-  {
-    std::lock_guard<std::mutex> lock(link_mu_);
-    link.bandwidth_bps =
-        link_.has_bandwidth() ? link_.bandwidth_bps() : options_.initial_bandwidth_bps;
-    link.rtt_seconds = link_.rtt_seconds() > 0 ? link_.rtt_seconds() : options_.initial_rtt_seconds;
-  }
+  const control::LinkState link = Link();
   const model::ModelConfig& c = scout_->config();
   ASSIGN_OR_RETURN(
       control::Decision d,

@@ -229,6 +229,9 @@ class EdgeService final : public kvstream::v1::EdgeService::Service {
                              std::unique_ptr<model::QualityProbe> probe = nullptr);
   // Turns `r` into a text-mode request under its current session id.
   absl::Status SwitchToText(Request& r);
+  // The link as the controller sees it now: the ack estimate, or the flags' initial
+  // bandwidth and round trip before any.
+  control::LinkState Link();
   // Feeds one Transfer's chunk timings (seconds since the request began) to the estimator.
   void UpdateLink(const CloudTransfer::Result& transfer);
   // The cloud's GetInfo, fetched on first use and kept (models and rates do not change

@@ -97,23 +97,6 @@ KVS_KERNEL void DequantizeChannels(const uint8_t* __restrict q, int64_t D,
   for (int64_t d = 0; d < D; ++d) y[d] = static_cast<float>(q[d]) * scale[d] + off[d];
 }
 
-// Hot-path form of ComputeQuantParams: false when the range cannot be represented.
-inline bool FastParams(float lo, float hi, int bits, QuantParams* out) {
-  if (lo < -kHalfMax || hi > kHalfMax) return false;
-  out->offset_h = HalfRoundDown(lo);
-  const float step = (hi - HalfToFloat(out->offset_h)) / static_cast<float>((1 << bits) - 1);
-  if (!(step <= kHalfMax)) return false;
-  out->scale_h = HalfRoundUp(step);
-  return true;
-}
-
-inline void StoreParams(uint8_t* p, const QuantParams& qp) {
-  p[0] = static_cast<uint8_t>(qp.scale_h);
-  p[1] = static_cast<uint8_t>(qp.scale_h >> 8);
-  p[2] = static_cast<uint8_t>(qp.offset_h);
-  p[3] = static_cast<uint8_t>(qp.offset_h >> 8);
-}
-
 inline void LoadParams(const uint8_t* p, float* scale, float* offset) {
   *scale = HalfToFloat(static_cast<uint16_t>(p[0] | (p[1] << 8)));
   *offset = HalfToFloat(static_cast<uint16_t>(p[2] | (p[3] << 8)));
@@ -127,24 +110,16 @@ absl::Status NonFinite(int64_t group) {
 // ---- int formats ---------------------------------------------------------------------
 
 // Parameters of groups [0, n) from their ranges: GroupParams (eight at a time where the CPU
-// has F16C), and for a group it cannot hold, the careful path, which says why.
+// has F16C); for a group fp16 cannot hold, ComputeQuantParams says why.
 absl::Status BlockParams(const float* lo, const float* hi, int64_t n, int bits, uint8_t* params,
                          float* offset, float* inv) {
   const float levels = static_cast<float>((1 << bits) - 1);
-  for (int64_t at = 0; at < n;) {
-    const int64_t bad =
-        GroupParams(lo + at, hi + at, n - at, levels, params + 4 * at, offset + at, inv + at);
-    if (bad < 0) break;
-    const int64_t g = at + bad;
-    QuantParams qp;
-    RETURN_IF_ERROR(ComputeQuantParams(lo[g], hi[g], bits, &qp));
-    StoreParams(params + 4 * g, qp);
-    const float scale = HalfToFloat(qp.scale_h);
-    offset[g] = HalfToFloat(qp.offset_h);
-    inv[g] = scale > 0.0f ? 1.0f / scale : 0.0f;
-    at = g + 1;
-  }
-  return absl::OkStatus();
+  const int64_t bad = GroupParams(lo, hi, n, levels, params, offset, inv);
+  if (bad < 0) return absl::OkStatus();
+  QuantParams qp;
+  RETURN_IF_ERROR(ComputeQuantParams(lo[bad], hi[bad], bits, &qp));
+  return absl::InternalError(absl::StrCat("quantize: group ", bad, "'s range [", lo[bad], ", ",
+                                          hi[bad], "] was refused, then accepted"));
 }
 
 // Per-token and grouped: for a block of rows, every group's range, then their parameters
@@ -200,13 +175,9 @@ absl::Status EncodeInt(const TensorSpec& spec, const TensorShape& s, const float
       if (nan != 0) return NonFinite(h * D);
       for (int64_t d = 0; d < D; ++d) {
         if (!std::isfinite(lo[d]) || !std::isfinite(hi[d])) return NonFinite(h * D + d);
-        QuantParams qp;
-        RETURN_IF_ERROR(ComputeQuantParams(lo[d], hi[d], spec.bits, &qp));
-        StoreParams(params + (h * D + d) * 4, qp);
-        const float scale = HalfToFloat(qp.scale_h);
-        off[d] = HalfToFloat(qp.offset_h);
-        inv[d] = scale > 0.0f ? 1.0f / scale : 0.0f;
       }
+      RETURN_IF_ERROR(BlockParams(lo.data(), hi.data(), D, spec.bits, params + h * D * 4,
+                                  off.data(), inv.data()));
       for (int64_t t = 0; t < T; ++t) {
         QuantizeChannels(xh + t * D, D, off.data(), inv.data(), levels, q.data());
         writer.Put(q.data(), static_cast<size_t>(D));
@@ -437,7 +408,13 @@ void SvdFactors(const TensorShape& s, int64_t r, const float* x, float* a_out, f
 }  // namespace
 
 absl::Status ComputeQuantParams(float lo, float hi, int bits, QuantParams* out) {
-  if (FastParams(lo, hi, bits, out)) return absl::OkStatus();
+  uint8_t p[4];
+  float offset = 0, inv = 0;
+  if (GroupParams(&lo, &hi, 1, static_cast<float>((1 << bits) - 1), p, &offset, &inv) < 0) {
+    out->scale_h = static_cast<uint16_t>(p[0] | (p[1] << 8));
+    out->offset_h = static_cast<uint16_t>(p[2] | (p[3] << 8));
+    return absl::OkStatus();
+  }
   if (lo < -kHalfMax || hi > kHalfMax) {
     return absl::InvalidArgumentError(absl::StrCat(
         "quantize: values in [", lo, ", ", hi, "] exceed the fp16 offset range (|x| <= 65504)"));

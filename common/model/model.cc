@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/base/status.h"
 #include "common/codec/float_formats.h"
+#include "common/codec/half.h"
 #include "common/model/safetensors.h"
 #include "common/model/transformer.h"
 
@@ -174,14 +175,6 @@ absl::Status KvCache::ExportLayerRaw(int layer, int begin, int end, void* k, voi
 
 namespace {
 
-uint16_t Bf16Bits(float f) {  // round to nearest even, as torch converts
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);  // NaN
-  u += 0x7fff + ((u >> 16) & 1);
-  return static_cast<uint16_t>(u >> 16);
-}
-
 // Writes [kv_heads, n, head_dim] values into slots [begin, begin + n) of a CPU cache
 // tensor [kv_heads, capacity, head_dim] on the calling thread: one contiguous run per
 // head, converted from float32 when `src_is_f32` and the tensor holds bf16. Runs off the
@@ -206,7 +199,7 @@ void WriteSlots(torch::Tensor& t, int begin, int n, const void* src, bool src_is
     for (auto i = static_cast<int64_t>(0); i < static_cast<int64_t>(run);) {
       const int64_t bad = codec::FloatsToBf16(in + i, static_cast<int64_t>(run) - i, out + 2 * i);
       if (bad < 0) break;
-      const uint16_t b = Bf16Bits(in[i + bad]);
+      const uint16_t b = codec::FloatToBf16(in[i + bad]);  // as torch rounds
       std::memcpy(out + 2 * (i + bad), &b, 2);
       i += bad + 1;
     }
