@@ -42,6 +42,12 @@ absl::Status Gone(grpc::ServerContext* context, absl::string_view when) {
   return absl::CancelledError(absl::StrCat("client cancelled ", when));
 }
 
+// An interrupt for model work: Gone once the call is cancelled or past its deadline.
+pipeline::Interrupt Interrupter(grpc::ServerContext* context, const char* when) {
+  return
+      [context, when] { return context->IsCancelled() ? Gone(context, when) : absl::OkStatus(); };
+}
+
 // What makes a re-sent chunk the same chunk: the cells it covers and its payload's CRC.
 struct ChunkIdentity {
   uint32_t crc = 0, layer_begin = 0, layer_end = 0, token_begin = 0, num_tokens = 0;
@@ -203,6 +209,7 @@ struct CloudService::Metrics {
   prometheus::Histogram& queue_wait;
   prometheus::Gauge& parked;
   prometheus::Family<prometheus::Counter>& resumes;
+  prometheus::Family<prometheus::Counter>& answer_checks;
 
   explicit Metrics(prometheus::Registry& r)
       : sessions(prometheus::BuildCounter()
@@ -280,7 +287,12 @@ struct CloudService::Metrics {
         resumes(prometheus::BuildCounter()
                     .Name("kvstream_cloud_resumes_total")
                     .Help("SessionOpen.resume requests by outcome (resumed, refused)")
-                    .Register(r)) {}
+                    .Register(r)),
+        answer_checks(prometheus::BuildCounter()
+                          .Name("kvstream_cloud_answer_checks_total")
+                          .Help("Projected sessions' answer checks (Commit.check) by outcome: "
+                                "passed, or answered_from_prompt when the first token differed")
+                          .Register(r)) {}
 
   void Stage(const char* name, double seconds) {
     stages.Add({{"stage", name}}, metrics::SecondsBuckets()).Observe(seconds);
@@ -504,12 +516,9 @@ absl::StatusOr<std::unique_ptr<model::KvCache>> CloudService::BuildCache(
   const auto t0 = Clock::now();
   pipeline::RebuildTimes times;
   times.rebuild = s.rebuild;  // writing the chunks into the cache as they arrived
-  auto interrupt = [context] {
-    return context->IsCancelled() ? Gone(context, "during prefill") : absl::OkStatus();
-  };
   ASSIGN_OR_RETURN(std::unique_ptr<model::KvCache> cache,
                    pipeline::Rebuild(s.mode, *s.served->model, s.checked, s.assembler.get(),
-                                     s.map(), interrupt, &times));
+                                     s.map(), Interrupter(context, "during prefill"), &times));
   if (pipeline::CloudPrefills(s.mode)) {
     PadTo(t0, static_cast<int64_t>(s.checked.prompt.size()) - 1,
           options_.emulate_prefill_tokens_per_second);
@@ -634,7 +643,8 @@ absl::Status CloudService::ReadChunks(grpc::ServerContext* context,
     watch.ExtendBy(options_.idle_timeout_seconds);
     if (up.has_commit()) {
       committed_chunks = up.commit().num_chunks();
-      return absl::OkStatus();
+      return pipeline::CheckAnswerCheck(up.commit(), s.mode, s.served->model->config(),
+                                        s.served->name, s.checked);
     }
     if (up.has_open()) {
       return absl::InvalidArgumentError(
@@ -838,10 +848,14 @@ absl::Status CloudService::Answer(grpc::ServerContext* context,
     }
     return !context->IsCancelled();
   };
-  ASSIGN_OR_RETURN(model::Generation g,
-                   model::Generate(m, *cache, s.checked.last_token,
-                                   pipeline::Sampling(s.checked, s.served->stop_tokens), on_token));
+  pipeline::CheckOutcome check;
+  ASSIGN_OR_RETURN(
+      model::Generation g,
+      pipeline::GenerateChecked(
+          m, cache, s.checked, pipeline::Sampling(s.checked, s.served->stop_tokens),
+          Interrupter(context, "during the prefill after a failed check"), on_token, &check));
   if (write_failed || context->IsCancelled()) return Gone(context, "during generation");
+  RecordCheck(check, s);
   if (index == 0) s.stats.set_first_token_seconds(Seconds(committed, Clock::now()));
   s.stats.set_decode_seconds(Seconds(decode_start, Clock::now()));
   s.stats.set_tokens_generated(static_cast<uint32_t>(g.tokens.size()));
@@ -852,6 +866,22 @@ absl::Status CloudService::Answer(grpc::ServerContext* context,
   *done.mutable_done()->mutable_stats() = s.stats;
   stream->Write(done);
   return absl::OkStatus();
+}
+
+void CloudService::RecordCheck(const pipeline::CheckOutcome& check, Session& s) {
+  if (!check.checked) return;
+  s.stats.set_checked(true);
+  s.stats.set_answered_from_prompt(check.answered_from_prompt);
+  metrics_->answer_checks
+      .Add({{"outcome", check.answered_from_prompt ? "answered_from_prompt" : "passed"}})
+      .Increment();
+  if (!check.answered_from_prompt) return;
+  s.stats.set_prefill_seconds(s.stats.prefill_seconds() + check.prefill_seconds);
+  metrics_->Stage("prefill", check.prefill_seconds);
+  logging::Logf(logging::Level::kInfo, "cloud",
+                "session %s: the projected cache's first token was not the sender's %d; "
+                "answered from the prompt (%.1f ms prefill)",
+                s.id, s.checked.check_token, 1e3 * check.prefill_seconds);
 }
 
 grpc::Status CloudService::Transfer(grpc::ServerContext* context,

@@ -25,6 +25,10 @@
 #include "common/net/watchdog.h"
 #include "kvstream/v1/service.grpc.pb.h"
 
+namespace kvstream::pipeline {
+struct CheckOutcome;
+}  // namespace kvstream::pipeline
+
 namespace kvstream::model {
 class CacheAssembler;
 }
@@ -152,6 +156,8 @@ class CloudService final : public kvstream::v1::CloudService::Service {
   absl::Status Broken(grpc::ServerContext* context, Session& s, absl::string_view when);
   // A model worker, the cache, and the answer streamed back.
   absl::Status Answer(grpc::ServerContext* context, Stream* stream, Session& s);
+  // The answer check's outcome in the session's stats, metrics and log.
+  void RecordCheck(const pipeline::CheckOutcome& check, Session& s);
   absl::Status Open(const kvstream::v1::SessionOpen& open, Session& session);
   // Projected mode: finds the projection from the sender's model into `s.served`.
   absl::Status OpenProjected(const kvstream::v1::SessionOpen& open, Session& session);

@@ -488,6 +488,7 @@ pipeline::Request EdgeService::PipelineRequest(const Request& r) const {
       ToPipelineRequest(r.policy, options_.chunk_bytes, options_.snapkv_window, r.layerwise);
   // A layer-wise request encodes beside its own prefill, which has the worker's cores.
   request.encode_threads = r.layerwise ? 1 : options_.encode_threads;
+  request.answer_check = options_.answer_check;
   return request;
 }
 
@@ -817,7 +818,9 @@ absl::Status EdgeService::TransferOnce(grpc::ServerContext* context,
     sent_ok = false;
     transfer.Cancel();
   }
-  if (sent_ok && !transfer.stopped()) transfer.SendCommit();
+  if (sent_ok && !transfer.stopped()) {
+    transfer.SendCommit(pipeline::MakeAnswerCheck(r.pre, r.prompt, PipelineRequest(r)));
+  }
   result = transfer.Finish();
   RETURN_IF_ERROR(send_status);
   if (r.estimate_rejected) return absl::AbortedError("the quality estimate rejected the plan");
@@ -1010,6 +1013,9 @@ void EdgeService::RecordTransfer(const CloudTransfer::Result& t, Request& r) {
   if (r.open.open().tier_slots_size() > 0) {
     stats.set_slots_used(cloud.slots_used());
     stats.set_tiers_sent(static_cast<uint32_t>(r.tiers_sent));
+  }
+  if (cloud.checked()) {
+    stats.set_answer_check(cloud.answered_from_prompt() ? "answered from the prompt" : "passed");
   }
 }
 

@@ -81,6 +81,10 @@ struct EdgeOptions {
   // (a rejected plan's stream is closed without Commit and the new choice sent), so on
   // a fast link the estimate does not add to TTFT. Not with layer-by-layer re-planning.
   bool estimate_overlap = true;
+  // Projected requests carry an answer check in Commit (the scout's first answer token and
+  // the prompt): the cloud answers from the prompt when the projected cache would start
+  // the answer with another token (RequestStats.answer_check).
+  bool answer_check = true;
   // kv / projected requests without a selector, but adaptive ones with a TTFT target
   // (re-planned layer by layer after the prefill); an adaptive one's estimate runs after
   // the prefill, beside the rest of the transfer (needs estimate_overlap):

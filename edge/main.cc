@@ -112,6 +112,10 @@ ABSL_FLAG(double, estimate_min_agreement, 1.0,
 ABSL_FLAG(double, estimate_max_kl, 0,
           "Adaptive: largest mean KL divergence (nats per step) from the full cache's "
           "distributions a plan may show (0: no limit)");
+ABSL_FLAG(bool, answer_check, true,
+          "Projected requests: Commit carries the scout's first answer token and the prompt's "
+          "ids, and the cloud answers from the prompt (prefilled, as text) when its first token "
+          "from the projected cache differs; RequestStats.answer_check says which");
 ABSL_FLAG(bool, estimate_overlap, true,
           "Adaptive: run the estimate while the plan's chunks are sent and hold Commit for its "
           "verdict (a rejected plan's stream is closed without Commit and the new choice sent), "
@@ -245,6 +249,7 @@ absl::Status ApplyTransferFlags(EdgeOptions& options) {
   options.estimate_steps = absl::GetFlag(FLAGS_estimate_steps);
   options.estimate_min_agreement = absl::GetFlag(FLAGS_estimate_min_agreement);
   options.estimate_overlap = absl::GetFlag(FLAGS_estimate_overlap);
+  options.answer_check = absl::GetFlag(FLAGS_answer_check);
   options.layerwise = absl::GetFlag(FLAGS_layerwise);
   options.estimate_max_kl = absl::GetFlag(FLAGS_estimate_max_kl);
   if (options.estimate_steps < 0 || options.estimate_steps > 64) {

@@ -108,9 +108,10 @@ bool CloudTransfer::SendChunk(kvstream::v1::KvChunk&& chunk) {
   return stream_->Write(up);
 }
 
-bool CloudTransfer::SendCommit() {
+bool CloudTransfer::SendCommit(const std::optional<kvstream::v1::AnswerCheck>& check) {
   Uplink commit;
   commit.mutable_commit()->set_num_chunks(next_seq());
+  if (check) *commit.mutable_commit()->mutable_check() = *check;
   result_.wire_bytes += commit.ByteSizeLong();
   if (shaper_ != nullptr) shaper_->Transmit(commit.ByteSizeLong());
   return stream_->Write(commit);

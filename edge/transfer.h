@@ -67,7 +67,8 @@ class CloudTransfer {
   // stream's chunks are numbered; nullopt when the stream ended first (Finish says why).
   std::optional<uint64_t> WaitOpened();
   bool SendChunk(kvstream::v1::KvChunk&& chunk);
-  bool SendCommit();
+  // Commit, with the projected answer check when there is one.
+  bool SendCommit(const std::optional<kvstream::v1::AnswerCheck>& check = std::nullopt);
   // Cancels the stream (an error on the edge's side mid-transfer).
   void Cancel();
   // Throughput of this stream's acked chunks so far in bits/s, or `fallback` before any.

@@ -40,9 +40,10 @@ int32_t PickToken(absl::Span<const float> logits, const SamplingOptions& o, uint
   return probs[n - 1].second;
 }
 
-absl::StatusOr<Generation> Generate(Model& model, KvCache& cache, int32_t last_prompt_token,
-                                    const SamplingOptions& o,
-                                    const std::function<bool(int32_t)>& on_token) {
+absl::StatusOr<Generation> Generate(
+    Model& model, KvCache& cache, int32_t last_prompt_token, const SamplingOptions& o,
+    const std::function<bool(int32_t)>& on_token,
+    const std::function<bool(absl::Span<const float>)>& accept_first) {
   if (o.max_new_tokens < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("max_new_tokens must be >= 1, found ", o.max_new_tokens));
@@ -57,6 +58,10 @@ absl::StatusOr<Generation> Generate(Model& model, KvCache& cache, int32_t last_p
   for (;;) {
     const int32_t pos = cache.next_position();
     ASSIGN_OR_RETURN(std::vector<float> logits, model.Extend(cache, {token}, {pos}));
+    if (g.tokens.empty() && accept_first && !accept_first(logits)) {
+      g.stop_reason = "rejected";
+      break;
+    }
     token = PickToken(logits, o, &rng_state);
     if (std::find(o.stop_tokens.begin(), o.stop_tokens.end(), token) != o.stop_tokens.end()) {
       g.stop_reason = "stop_token";

@@ -24,7 +24,7 @@ struct SamplingOptions {
 
 struct Generation {
   std::vector<int32_t> tokens;
-  std::string stop_reason;  // "stop_token", "max_tokens" or "cancelled"
+  std::string stop_reason;  // "stop_token", "max_tokens", "cancelled" or "rejected"
 };
 
 // Picks the next token from logits [vocab] (greedy or sampled with `rng_state`).
@@ -32,8 +32,12 @@ int32_t PickToken(absl::Span<const float> logits, const SamplingOptions& options
                   uint64_t* rng_state);
 
 // `on_token` is called with each generated token; returning false stops generation.
-absl::StatusOr<Generation> Generate(Model& model, KvCache& cache, int32_t last_prompt_token,
-                                    const SamplingOptions& options,
-                                    const std::function<bool(int32_t)>& on_token = nullptr);
+// `accept_first` (may be null) is shown the first step's logits before a token is
+// picked; returning false ends the generation there, with no token and stop_reason
+// "rejected" (an answer check that failed).
+absl::StatusOr<Generation> Generate(
+    Model& model, KvCache& cache, int32_t last_prompt_token, const SamplingOptions& options,
+    const std::function<bool(int32_t)>& on_token = nullptr,
+    const std::function<bool(absl::Span<const float>)>& accept_first = nullptr);
 
 }  // namespace kvstream::model

@@ -415,7 +415,22 @@ absl::StatusOr<Payload> Encode(const model::Model& sender, const model::PrefillR
   Payload payload;
   payload.open = CommonOpen(request, session_id);
   RETURN_IF_ERROR(strategy->Fill(sender, pre, selection, prompt, request, encode_chunks, payload));
+  if (pre != nullptr) payload.check = MakeAnswerCheck(*pre, prompt, request);
   return payload;
+}
+
+std::optional<kvstream::v1::AnswerCheck> MakeAnswerCheck(const model::PrefillResult& pre,
+                                                         const model::ChatPrompt& prompt,
+                                                         const Request& request) {
+  if (!request.answer_check || request.mode != kvstream::v1::MODE_PROJECTED ||
+      pre.last_logits.empty()) {
+    return std::nullopt;
+  }
+  kvstream::v1::AnswerCheck check;
+  const auto& l = pre.last_logits;  // greedy, ties to the lowest id, as generation picks
+  check.set_expected_token(static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin()));
+  check.mutable_prompt_tokens()->Add(prompt.tokens.begin(), prompt.tokens.end());
+  return check;
 }
 
 std::string NewSessionId() {
@@ -432,6 +447,7 @@ std::vector<kvstream::v1::Uplink> UplinkMessages(const Payload& payload, size_t 
   *out.front().mutable_open() = payload.open;
   for (size_t i = 0; i < chunks; ++i) *out[i + 1].mutable_chunk() = payload.chunks[i];
   out.back().mutable_commit()->set_num_chunks(chunks);
+  if (payload.check) *out.back().mutable_commit()->mutable_check() = *payload.check;
   return out;
 }
 
@@ -465,6 +481,34 @@ absl::StatusOr<std::unique_ptr<model::KvCache>> Rebuild(Mode mode, model::Model&
                            times != nullptr ? *times : local);
 }
 
+absl::StatusOr<model::Generation> GenerateChecked(
+    model::Model& answerer, std::unique_ptr<model::KvCache>& cache, const CheckedOpen& open,
+    const model::SamplingOptions& sampling, Interrupt interrupt,
+    const std::function<bool(int32_t)>& on_token, CheckOutcome* outcome) {
+  CheckOutcome local;
+  CheckOutcome& out = outcome != nullptr ? *outcome : local;
+  if (open.check_token < 0) {
+    return model::Generate(answerer, *cache, open.last_token, sampling, on_token);
+  }
+  out.checked = true;
+  auto agrees = [&open](absl::Span<const float> logits) {
+    return std::max_element(logits.begin(), logits.end()) - logits.begin() == open.check_token;
+  };
+  ASSIGN_OR_RETURN(model::Generation g,
+                   model::Generate(answerer, *cache, open.last_token, sampling, on_token, agrees));
+  if (g.stop_reason != "rejected") return g;
+  out.answered_from_prompt = true;
+  const auto t = Clock::now();
+  model::PrefillOptions po;
+  po.interrupt = std::move(interrupt);
+  ASSIGN_OR_RETURN(
+      model::PrefillResult pre,
+      answerer.Prefill(absl::MakeConstSpan(open.prompt).subspan(0, open.prompt.size() - 1), po));
+  out.prefill_seconds = Since(t);
+  cache = std::move(pre.cache);
+  return model::Generate(answerer, *cache, open.last_token, sampling, on_token);
+}
+
 model::SamplingOptions Sampling(const CheckedOpen& open, std::vector<int32_t> stop_tokens) {
   model::SamplingOptions s;
   s.max_new_tokens = open.max_new_tokens;
@@ -488,8 +532,8 @@ absl::StatusOr<LocalAnswer> AnswerLocally(const Payload& payload, const Receiver
       return absl::InternalError("an uplink message did not parse");
   }
   const kvstream::v1::SessionOpen& open = got.front().open();
-  ASSIGN_OR_RETURN(const CheckedOpen checked, CheckSessionOpen(open, receiver.model->config(),
-                                                               receiver.name, receiver.limits));
+  ASSIGN_OR_RETURN(CheckedOpen checked, CheckSessionOpen(open, receiver.model->config(),
+                                                         receiver.name, receiver.limits));
   std::unique_ptr<model::CacheAssembler> assembler =
       NewAssembler(open.mode(), *receiver.model, receiver.projection, open.session_id(), checked);
   const auto t = Clock::now();  // writing the chunks counts as rebuild, as on the cloud
@@ -506,8 +550,12 @@ absl::StatusOr<LocalAnswer> AnswerLocally(const Payload& payload, const Receiver
                    Rebuild(open.mode(), *receiver.model, checked, assembler.get(),
                            receiver.projection, nullptr, &out.times));
   out.slots_used = cache->size();  // before the answer's tokens join the cache
-  ASSIGN_OR_RETURN(model::Generation g, model::Generate(*receiver.model, *cache, checked.last_token,
-                                                        Sampling(checked, receiver.stop_tokens)));
+  RETURN_IF_ERROR(CheckAnswerCheck(got.back().commit(), open.mode(), receiver.model->config(),
+                                   receiver.name, checked));
+  ASSIGN_OR_RETURN(model::Generation g, GenerateChecked(*receiver.model, cache, checked,
+                                                        Sampling(checked, receiver.stop_tokens),
+                                                        nullptr, nullptr, &out.check));
+  out.times.prefill += out.check.prefill_seconds;
   out.tokens = std::move(g.tokens);
   out.stop_reason = std::move(g.stop_reason);
   return out;

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -68,8 +69,16 @@ struct Payload {
   std::vector<kvstream::v1::KvChunk> chunks;  // kv / projected, unless encoding was deferred
   // kv / projected with a selector or a progressive plan: the kept slots, in the order sent
   std::unique_ptr<model::KvCache> kept;
-  const model::KvCache* cache = nullptr;  // kv / projected: the cache that is sent
+  const model::KvCache* cache = nullptr;           // kv / projected: the cache that is sent
+  std::optional<kvstream::v1::AnswerCheck> check;  // for Commit (MakeAnswerCheck)
 };
+
+// The answer check of a projected request that asks for one (Request::answer_check):
+// the sender's greedy first answer token, from the logits its prefill computed for the
+// prompt's last token, and the whole prompt. Nothing for other requests.
+std::optional<kvstream::v1::AnswerCheck> MakeAnswerCheck(const model::PrefillResult& pre,
+                                                         const model::ChatPrompt& prompt,
+                                                         const Request& request);
 
 // The payload of `request` under `session_id`: its SessionOpen and, when the mode sends
 // a cache, the chunks (unless `encode_chunks` is false: a sender that re-plans encodes a
@@ -136,6 +145,23 @@ absl::StatusOr<std::unique_ptr<model::KvCache>> Rebuild(Mode mode, model::Model&
                                                         const model::Projection* projection,
                                                         Interrupt interrupt, RebuildTimes* times);
 
+// What the answer check (Commit.check) found; nothing checked without one.
+struct CheckOutcome {
+  bool checked = false;
+  bool answered_from_prompt = false;  // the check failed
+  double prefill_seconds = 0;         // the prompt's prefill after a failed check
+};
+
+// Generates the answer from `cache` (model::Generate, `on_token` for each token). With an
+// answer check (`open.check_token` >= 0) the first step's greedy token must be the
+// sender's; when it is not, nothing is emitted from `cache`: the answering model prefills
+// `open.prompt` but its last token (`interrupt` as in Rebuild), `cache` becomes that
+// prefill's, and the answer comes from it, as in text mode.
+absl::StatusOr<model::Generation> GenerateChecked(
+    model::Model& answerer, std::unique_ptr<model::KvCache>& cache, const CheckedOpen& open,
+    const model::SamplingOptions& sampling, Interrupt interrupt,
+    const std::function<bool(int32_t)>& on_token, CheckOutcome* outcome);
+
 // The sampling `open` asks for, ending at `stop_tokens`.
 model::SamplingOptions Sampling(const CheckedOpen& open, std::vector<int32_t> stop_tokens);
 
@@ -154,6 +180,7 @@ struct LocalAnswer {
   uint64_t wire_bytes = 0;  // every serialized uplink message, as the edge counts them
   RebuildTimes times;
   int slots_used = 0;  // kv / projected: the cache slots the answer came from
+  CheckOutcome check;  // projected with Request::answer_check
 };
 
 // Carries `payload` to `receiver` as the daemons do, through serialized Uplink messages

@@ -29,6 +29,10 @@ struct Request {
   // kv / projected without a selector: one layer per chunk, so that a sender can send
   // each layer while its prefill computes the next (pipeline.h, CanStreamLayers).
   bool layer_chunks = false;
+  // projected: the sender puts an answer check in Commit (its first answer token and the
+  // prompt), so the receiver answers from the prompt when the projected cache would
+  // start the answer otherwise (MakeAnswerCheck).
+  bool answer_check = false;
   bool selects() const { return selector != select::Policy::kFull; }
   // The whole cache of a mode that sends one: no selector waits on every layer's
   // statistics, so each layer can go as soon as the prefill has computed it.

@@ -126,6 +126,19 @@ absl::Status CheckCacheOpen(const kvstream::v1::SessionOpen& open, const model::
   return absl::OkStatus();
 }
 
+// Every id of `ids` (the field `what`) in the model's vocabulary.
+absl::Status CheckIds(const std::vector<int32_t>& ids, absl::string_view what,
+                      const model::ModelConfig& c, absl::string_view model_name) {
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0 || ids[i] >= c.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat(what, "[", i, "] is ", ids[i],
+                                                     ", expected 0..", c.vocab_size - 1,
+                                                     " for model '", model_name, "'"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 // text and scout: the whole prompt's tokens, and scout's kept positions.
 absl::Status CheckPromptOpen(const kvstream::v1::SessionOpen& open, const model::ModelConfig& c,
                              absl::string_view model_name, CheckedOpen& out) {
@@ -142,13 +155,7 @@ absl::Status CheckPromptOpen(const kvstream::v1::SessionOpen& open, const model:
                      " tokens; expected the whole prompt (at least 2)"));
   }
   out.prompt.assign(open.prompt_tokens().begin(), open.prompt_tokens().end());
-  for (size_t i = 0; i < out.prompt.size(); ++i) {
-    if (out.prompt[i] < 0 || out.prompt[i] >= c.vocab_size) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("SessionOpen.prompt_tokens[", i, "] is ", out.prompt[i], ", expected 0..",
-                       c.vocab_size - 1, " for model '", model_name, "'"));
-    }
-  }
+  RETURN_IF_ERROR(CheckIds(out.prompt, "SessionOpen.prompt_tokens", c, model_name));
   out.last_token = out.prompt.back();
   out.next_position = static_cast<int>(out.prompt.size()) - 1;
   if (open.mode() != kvstream::v1::MODE_SCOUT || open.kept_positions().empty()) {
@@ -183,6 +190,35 @@ absl::StatusOr<CheckedOpen> CheckSessionOpen(const kvstream::v1::SessionOpen& op
         " exceeds model '", model_name, "''s ", c.max_position_embeddings, " positions"));
   }
   return out;
+}
+
+absl::Status CheckAnswerCheck(const kvstream::v1::Commit& commit, kvstream::v1::Mode mode,
+                              const model::ModelConfig& c, absl::string_view model_name,
+                              CheckedOpen& open) {
+  if (!commit.has_check()) return absl::OkStatus();
+  if (mode != kvstream::v1::MODE_PROJECTED) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Commit.check: expected only in a projected session, found one in a ",
+                     ModeName(mode), " session"));
+  }
+  const kvstream::v1::AnswerCheck& check = commit.check();
+  const std::vector<int32_t> expected = {check.expected_token()};
+  RETURN_IF_ERROR(CheckIds(expected, "Commit.check.expected_token", c, model_name));
+  const auto n = static_cast<size_t>(open.next_position) + 1;
+  if (static_cast<size_t>(check.prompt_tokens_size()) != n ||
+      check.prompt_tokens(check.prompt_tokens_size() - 1) != open.last_token) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Commit.check.prompt_tokens: expected the whole prompt, ", n,
+        " ids ending with last_token ", open.last_token, ", found ", check.prompt_tokens_size(),
+        check.prompt_tokens_size() > 0
+            ? absl::StrCat(" ending with ", check.prompt_tokens(check.prompt_tokens_size() - 1))
+            : ""));
+  }
+  std::vector<int32_t> prompt(check.prompt_tokens().begin(), check.prompt_tokens().end());
+  RETURN_IF_ERROR(CheckIds(prompt, "Commit.check.prompt_tokens", c, model_name));
+  open.prompt = std::move(prompt);
+  open.check_token = check.expected_token();
+  return absl::OkStatus();
 }
 
 }  // namespace kvstream::pipeline

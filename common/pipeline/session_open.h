@@ -32,7 +32,9 @@ struct CheckedOpen {
   double temperature = 0;
   double top_p = 1;  // 0 on the wire means 1
   uint64_t seed = 0;
-  std::vector<int32_t> prompt;  // scout / text: the whole prompt, ids in the vocabulary
+  // scout / text: the whole prompt, ids in the vocabulary; projected with an answer
+  // check: the prompt answered from when the check fails (CheckAnswerCheck)
+  std::vector<int32_t> prompt;
   // kv / projected: the slots' positions, strictly increasing, below next_position;
   // scout: the kept prompt positions likewise (empty: every position).
   std::vector<int32_t> kept;
@@ -43,6 +45,7 @@ struct CheckedOpen {
   // tier by tier); empty otherwise.
   std::vector<uint32_t> tier_slots;
   double answer_after_seconds = 0;  // progressive: answer without Commit after this (0: never)
+  int32_t check_token = -1;  // projected, Commit.check: the sender's first token (-1: no check)
 };
 
 // Checks `open` against `config`, the config of the served model `model_name` (named in
@@ -55,5 +58,13 @@ absl::StatusOr<CheckedOpen> CheckSessionOpen(const kvstream::v1::SessionOpen& op
                                              const model::ModelConfig& config,
                                              absl::string_view model_name,
                                              const OpenLimits& limits);
+
+// Commit.check, when present, against the session `open` describes: projected sessions
+// only, the expected token in the vocabulary, and the whole prompt (next_position + 1
+// ids in the vocabulary, ending with last_token). Sets `open.check_token` and
+// `open.prompt`; INVALID_ARGUMENT naming what was expected and found otherwise.
+absl::Status CheckAnswerCheck(const kvstream::v1::Commit& commit, kvstream::v1::Mode mode,
+                              const model::ModelConfig& config, absl::string_view model_name,
+                              CheckedOpen& open);
 
 }  // namespace kvstream::pipeline

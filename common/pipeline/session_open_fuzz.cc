@@ -1,7 +1,9 @@
 // libFuzzer target for the cloud's SessionOpen checks (CheckSessionOpen). Input: one
 // control byte, then a serialized SessionOpen. Bit 0 of the control byte picks the
 // served model's config (the tiny scout's, or one with only 64 positions so the position
-// limits are near); bit 1 the cloud's token limits.
+// limits are near); bit 1 the cloud's token limits; bit 2 also checks a Commit whose
+// answer check carries the SessionOpen's own prompt_tokens and, as the expected token,
+// its seed (CheckAnswerCheck).
 //
 // Invariants checked on every SessionOpen that passes: max_new_tokens in 1..the cap;
 // temperature finite and >= 0, top_p in (0, 1]; kv / projected: the sender's dims are
@@ -9,7 +11,9 @@
 // scout / text: at least 2 prompt ids, all in the vocabulary, last_token and
 // next_position taken from the prompt, kept empty or inside it; kept strictly increasing
 // and below next_position, and re-encoded to the bytes that were sent; next_position +
-// max_new_tokens below the model's positions.
+// max_new_tokens below the model's positions. An accepted answer check: a projected
+// session, the expected token in the vocabulary, the whole prompt (next_position + 1 ids
+// in the vocabulary, ending with last_token); a refused one changes nothing.
 //
 // Build and run: docs/fuzzing.md. The committed corpus (session_open_fuzz_corpus/) also
 // runs as a regression test (tests/common/pipeline/session_open_fuzz_corpus_test.cc).
@@ -110,6 +114,22 @@ void CheckOpen(const kvstream::v1::SessionOpen& open, const ModelConfig& c,
                             c.max_position_embeddings);
 }
 
+void CheckCommit(const kvstream::v1::SessionOpen& open, const ModelConfig& c, CheckedOpen o) {
+  kvstream::v1::Commit commit;
+  commit.mutable_check()->set_expected_token(static_cast<int32_t>(open.seed()));
+  *commit.mutable_check()->mutable_prompt_tokens() = open.prompt_tokens();
+  const CheckedOpen before = o;
+  if (!kvstream::pipeline::CheckAnswerCheck(commit, open.mode(), c, "scout", o).ok()) {
+    kvstream::base::FuzzCheck(o.check_token == before.check_token && o.prompt == before.prompt);
+    return;
+  }
+  kvstream::base::FuzzCheck(open.mode() == kvstream::v1::MODE_PROJECTED);
+  kvstream::base::FuzzCheck(o.check_token >= 0 && o.check_token < c.vocab_size);
+  kvstream::base::FuzzCheck(o.prompt.size() == static_cast<size_t>(o.next_position) + 1 &&
+                            o.prompt.back() == o.last_token);
+  for (int32_t id : o.prompt) kvstream::base::FuzzCheck(id >= 0 && id < c.vocab_size);
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -120,5 +140,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const OpenLimits limits = (data[0] & 2) ? OpenLimits{16, 16} : OpenLimits{};
   auto checked = kvstream::pipeline::CheckSessionOpen(open, config, "scout", limits);
   if (checked.ok()) CheckOpen(open, config, limits, *checked);
+  if (checked.ok() && (data[0] & 4)) CheckCommit(open, config, *checked);
   return 0;
 }

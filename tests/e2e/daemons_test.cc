@@ -331,8 +331,8 @@ TEST_F(DaemonsTest, InProcessPipelineMatchesTheDaemonsTokenForTokenAndByteForByt
 
       auto policy = edge::ResolvePolicy(req.policy(), defaults, (*scout)->config().num_layers);
       ASSERT_TRUE(policy.ok()) << policy.status();
-      const pipeline::Request pr =
-          edge::ToPipelineRequest(*policy, 1 << 20, 32, /*layerwise=*/true);
+      pipeline::Request pr = edge::ToPipelineRequest(*policy, 1 << 20, 32, /*layerwise=*/true);
+      pr.answer_check = true;  // the edge's --answer_check default (projected requests only)
       auto prompt = model::BuildQaPrompt(*tokenizer_, (*examples_)[e].context,
                                          (*examples_)[e].question, {kSystem});
       ASSERT_TRUE(prompt.ok());
@@ -357,8 +357,70 @@ TEST_F(DaemonsTest, InProcessPipelineMatchesTheDaemonsTokenForTokenAndByteForByt
       EXPECT_EQ(local->tokens, daemons->token_ids);
       EXPECT_EQ(local->wire_bytes, daemons->stats.wire_bytes());
       EXPECT_EQ(local->stop_reason, daemons->stats.stop_reason());
+      EXPECT_EQ(local->check.checked, c.mode == kvstream::v1::MODE_PROJECTED);
+      EXPECT_EQ(daemons->stats.answer_check(), !local->check.checked ? ""
+                                               : local->check.answered_from_prompt
+                                                   ? "answered from the prompt"
+                                                   : "passed");
     }
   }
+}
+
+// A projected session whose Commit carries an answer check the large model's first
+// token does not meet is answered from the prompt: exactly text mode's answer, and the
+// stats say so. A check in a kv session is refused at Commit.
+TEST_F(DaemonsTest, FailedAnswerCheckAnswersFromThePromptAsTextDoes) {
+  model::SetComputeThreads(1);
+  auto scout = model::Model::Load(kScout);
+  ASSERT_TRUE(scout.ok());
+  const eval::Example& ex = (*examples_)[1];
+  auto text = Ask(Request(ex, kvstream::v1::MODE_TEXT, "", "full", 1, "large"));
+  ASSERT_TRUE(text.ok()) << text.status();
+  auto prompt = model::BuildQaPrompt(*tokenizer_, ex.context, ex.question, {kSystem});
+  ASSERT_TRUE(prompt.ok());
+  auto send = [&](kvstream::v1::Mode mode, const char* model_name, int32_t shift,
+                  std::vector<int32_t>& tokens, kvstream::v1::CloudStats& stats) {
+    pipeline::Request r;
+    r.mode = mode;
+    r.plan = codec::ParsePlan("int8").value();
+    r.cloud_model = model_name;
+    r.max_tokens = 8;
+    r.answer_check = true;
+    auto pre = pipeline::Prefill(**scout, *prompt, r).value();
+    const select::Selection sel = pipeline::Select(pre, *prompt, r).value();
+    auto payload =
+        pipeline::Encode(**scout, &pre, &sel, *prompt, r, pipeline::NewSessionId()).value();
+    pipeline::Request as_projected = r;  // a kv request gets no check: make the same one
+    as_projected.mode = kvstream::v1::MODE_PROJECTED;
+    kvstream::v1::AnswerCheck check = pipeline::MakeAnswerCheck(pre, *prompt, as_projected).value();
+    check.set_expected_token((check.expected_token() + shift) % 2048);
+    payload.check = check;
+    grpc::ClientContext ctx;
+    auto stream = cloud_stub_->Transfer(&ctx);
+    for (const Uplink& u : pipeline::UplinkMessages(payload)) stream->Write(u);
+    stream->WritesDone();
+    Downlink d;
+    while (stream->Read(&d)) {
+      if (d.has_token()) tokens.push_back(d.token().id());
+      if (d.has_done()) stats = d.done().stats();
+    }
+    return stream->Finish();
+  };
+  std::vector<int32_t> tokens;
+  kvstream::v1::CloudStats stats;
+  const grpc::Status st = send(kvstream::v1::MODE_PROJECTED, "large", 1, tokens, stats);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_TRUE(stats.checked());
+  EXPECT_TRUE(stats.answered_from_prompt());
+  EXPECT_GT(stats.prefill_seconds(), 0);
+  EXPECT_EQ(tokens, text->token_ids);
+  tokens.clear();
+  const grpc::Status kv = send(kvstream::v1::MODE_KV, "", 0, tokens, stats);
+  EXPECT_EQ(kv.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << kv.error_message();
+  EXPECT_NE(kv.error_message().find("Commit.check: expected only in a projected session"),
+            std::string::npos)
+      << kv.error_message();
+  EXPECT_TRUE(tokens.empty());
 }
 
 TEST_F(DaemonsTest, CompressedModesAnswerAndBytesMatchTheCodecFormula) {

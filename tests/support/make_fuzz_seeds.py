@@ -281,7 +281,7 @@ for name, table in {
     write(QT, name, json.dumps(table))
 
 # ---- SessionOpen -----------------------------------------------------------------------
-SO = "cloud/session_open_fuzz_corpus"
+SO = "common/pipeline/session_open_fuzz_corpus"
 
 
 def varint(v):
@@ -346,6 +346,18 @@ write(SO, "valid_text_short_context", session_open(TEXT, control=1, model_name="
 write(SO, "valid_kv_small_limits", session_open(KV, control=2, dims=[4, 2, 24], last_token=0,
                                                 num_slots=1, next_position=1,
                                                 kept_positions=positions([0])))
+# Control bit 2: a Commit whose answer check is the SessionOpen's prompt_tokens and seed.
+write(SO, "valid_projected_check", session_open(PROJECTED, control=4, model_name="scout",
+                                                dims=[2, 1, 16], prompt_tokens=[7, 8, 9, 3],
+                                                last_token=3, num_slots=3, next_position=3,
+                                                kept_positions=positions([0, 1, 2]), seed=11))
+write(SO, "bad_check_in_kv", session_open(KV, control=4, dims=[4, 2, 24], last_token=1,
+                                          prompt_tokens=[4, 1], num_slots=1, next_position=1,
+                                          kept_positions=positions([0]), seed=5))
+write(SO, "bad_check_prompt_short", session_open(PROJECTED, control=4, model_name="scout",
+                                                 dims=[2, 1, 16], prompt_tokens=[9, 3],
+                                                 last_token=3, num_slots=3, next_position=3,
+                                                 kept_positions=positions([0, 1, 2]), seed=11))
 write(SO, "bad_dims", session_open(KV, dims=[4, 2, 32], last_token=1, num_slots=1,
                                    next_position=1, kept_positions=positions([0])))
 write(SO, "bad_mode", session_open(4, model_name="scout", prompt_tokens=[1, 2]))

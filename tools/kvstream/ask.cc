@@ -144,6 +144,7 @@ int RunAsk() {
     std::printf("progressive: %u tiers sent, the cloud answered from %llu slots\n", s.tiers_sent(),
                 static_cast<unsigned long long>(s.slots_used()));
   }
+  if (!s.answer_check().empty()) std::printf("answer check: %s\n", s.answer_check().c_str());
   std::printf("raw KV bytes (16-bit) %llu, wire bytes %llu, ratio %.2f\n",
               static_cast<unsigned long long>(s.raw_kv_bytes()),
               static_cast<unsigned long long>(s.wire_bytes()), s.compression_ratio());

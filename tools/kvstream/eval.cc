@@ -61,6 +61,13 @@ ABSL_FLAG(double, protect_gain, 0.05,
           "profile: F1 gain over all --base that earns a layer f16 in the recommendation");
 ABSL_FLAG(std::string, profile_json, "",
           "profile: write per-layer results and the recommended plan as JSON");
+ABSL_FLAG(bool, answer_check, false,
+          "eval: projected variants carry the answer check the edge sends by default "
+          "(--answer_check there): the answering model answers from the prompt when its first "
+          "token from the projected cache is not the scout's; off: the projection alone");
+ABSL_FLAG(std::string, estimate_csv, "",
+          "eval --estimate_steps: write one row per answer (variant, example, the estimate's KL, "
+          "agreement and p_top, the answer's F1) as CSV, for calibrating the estimate");
 
 namespace kvstream::cli {
 namespace {
@@ -76,9 +83,16 @@ struct Variant {
   double cloud_seconds =
       0;  // the answering side's work before decoding: prefill, rebuild, projection
   int n = 0;
+  int from_prompt = 0;  // --answer_check: answers that came from the prompt
   // --estimate_steps: examples the estimate accepted / rejected, their F1, and its KL.
   int est_accepted = 0, est_rejected = 0;
   double f1_accepted = 0, f1_rejected = 0, est_kl = 0;
+  struct Answer {
+    size_t example;
+    model::QualityEstimate estimate;
+    double f1;
+  };
+  std::vector<Answer> estimated = {};  // every answer the estimate saw, in order
   std::string EstimateColumns() const {
     const int m = est_accepted + est_rejected;
     if (m == 0) return ",,,,";
@@ -96,9 +110,10 @@ struct Variant {
 
 // --estimate_steps: folds the edge's quality estimate of sending `kept` slots under
 // `v.plan`, and the F1 the variant's answer got, into `v`.
-absl::Status RecordEstimate(model::QualityProbe& probe, const std::vector<int32_t>& kept, double f1,
-                            Variant& v) {
+absl::Status RecordEstimate(model::QualityProbe& probe, const std::vector<int32_t>& kept,
+                            size_t example, double f1, Variant& v) {
   ASSIGN_OR_RETURN(const model::QualityEstimate e, probe.Estimate(kept, v.plan));
+  v.estimated.push_back({example, e, f1});
   v.est_kl += e.kl;
   if (e.agreement >= 1.0) {
     ++v.est_accepted;
@@ -108,6 +123,21 @@ absl::Status RecordEstimate(model::QualityProbe& probe, const std::vector<int32_
     v.f1_rejected += f1;
   }
   return absl::OkStatus();
+}
+
+// --estimate_csv: one row per answer the estimate saw.
+void WriteEstimateCsv(const std::vector<Variant>& vs) {
+  const std::string path = absl::GetFlag(FLAGS_estimate_csv);
+  if (path.empty() || absl::GetFlag(FLAGS_estimate_steps) <= 0) return;
+  std::ofstream out(path);
+  out << "mode,selector,retention,spec,example,steps,kl,agreement,p_top,f1\n";
+  for (const Variant& v : vs) {
+    for (const Variant::Answer& a : v.estimated) {
+      out << absl::StrFormat("%s,%s,%.2f,\"%s\",%zu,%d,%.6g,%.4f,%.6g,%.4f\n", v.mode, v.selector,
+                             v.retention, v.spec, a.example, a.estimate.steps, a.estimate.kl,
+                             a.estimate.agreement, a.estimate.p_top, a.f1);
+    }
+  }
 }
 
 // --estimate_steps: how often the edge's estimate accepts each kv / projected variant and
@@ -348,6 +378,7 @@ class Evaluation {
     req.cloud_model = receiver_.name;
     req.max_tokens = receiver_.limits.default_new_tokens;  // --max_new_tokens
     req.layer_chunks = req.CanStreamLayers();              // the chunks the edge sends by default
+    req.answer_check = absl::GetFlag(FLAGS_answer_check);
     const bool own = mode == kvstream::v1::MODE_KV;
     const model::Model& sender = own || scout_ == nullptr ? *answerer_ : *scout_;
     const model::PrefillResult& pre = own ? senders.own : senders.scout;
@@ -369,9 +400,10 @@ class Evaluation {
     model::QualityProbe* probe = v.mode == "kv"          ? senders.own_probe.get()
                                  : v.mode == "projected" ? senders.scout_probe.get()
                                                          : nullptr;
-    if (probe != nullptr) RETURN_IF_ERROR(RecordEstimate(*probe, sel.kept, f1, v));
+    if (probe != nullptr) RETURN_IF_ERROR(RecordEstimate(*probe, sel.kept, e, f1, v));
     const model::ModelConfig& c = answerer_->config();
     v.cloud_seconds += a.times.prefill + a.times.rebuild + a.times.projection;
+    v.from_prompt += a.check.answered_from_prompt;
     v.em += eval::ExactMatch(answer, ex.answers);
     v.f1 += f1;
     v.f1_sq += f1 * f1;
@@ -411,9 +443,15 @@ class Evaluation {
                       {"f1_ci95", v.f1_ci95()},
                       {"bandwidth_share", v.wire / v.bytes16},
                       {"context_tokens", v.context / v.n},
-                      {"cloud_ms", 1e3 * v.cloud_seconds / v.n}});
+                      {"cloud_ms", 1e3 * v.cloud_seconds / v.n},
+                      {"answered_from_prompt", static_cast<double>(v.from_prompt) / v.n}});
+      if (v.from_prompt > 0) {
+        std::printf("%9s answer check: %d of %d answered from the prompt\n", "", v.from_prompt,
+                    v.n);
+      }
     }
     PrintEstimates(variants_, rows);
+    WriteEstimateCsv(variants_);
     if (!absl::GetFlag(FLAGS_json).empty()) {
       std::ofstream(absl::GetFlag(FLAGS_json)) << rows.dump(1) << "\n";
     }

@@ -70,5 +70,50 @@ TEST(GenerateTest, GreedyFromACacheEqualsArgmaxOfFullRecompute) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// The first step's logits go to `accept_first` once, before any token is picked: a
+// rejection emits nothing, and an acceptance leaves the answer as it was.
+TEST(GenerateTest, AcceptFirstSeesTheFirstLogitsOnceAndCanRejectThem) {
+  const std::string dir = testing::WriteTinyModel("gen_model", testing::TinyConfig(), 9);
+  auto model = Model::Load(dir);
+  ASSERT_TRUE(model.ok());
+  const std::vector<int32_t> prompt = {5, 17, 33, 2, 71, 8, 90, 14};
+  auto run = [&](const std::function<bool(absl::Span<const float>)>& accept,
+                 std::vector<int32_t>* streamed) {
+    auto pre = (*model)->Prefill(absl::MakeConstSpan(prompt).subspan(0, prompt.size() - 1));
+    EXPECT_TRUE(pre.ok());
+    SamplingOptions o;
+    o.max_new_tokens = 4;
+    return Generate(
+        **model, *pre->cache, prompt.back(), o,
+        [streamed](int32_t t) {
+          streamed->push_back(t);
+          return true;
+        },
+        accept);
+  };
+  std::vector<int32_t> plain_tokens, accepted_tokens, rejected_tokens;
+  auto plain = run(nullptr, &plain_tokens);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  int calls = 0;
+  int32_t argmax = -1;
+  auto accepted = run(
+      [&](absl::Span<const float> logits) {
+        ++calls;
+        argmax =
+            static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+        return true;
+      },
+      &accepted_tokens);
+  ASSERT_TRUE(accepted.ok()) << accepted.status();
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(argmax, plain->tokens.front());
+  EXPECT_EQ(accepted->tokens, plain->tokens);
+  auto rejected = run([](absl::Span<const float>) { return false; }, &rejected_tokens);
+  ASSERT_TRUE(rejected.ok()) << rejected.status();
+  EXPECT_TRUE(rejected->tokens.empty());
+  EXPECT_TRUE(rejected_tokens.empty());
+  EXPECT_EQ(rejected->stop_reason, "rejected");
+}
+
 }  // namespace
 }  // namespace kvstream::model

@@ -198,6 +198,107 @@ TEST_F(PipelineTest, ErrorsNameWhatWasExpected) {
   EXPECT_EQ(NewAssembler(kvstream::v1::MODE_TEXT, *scout_, nullptr, "s", *checked), nullptr);
 }
 
+// The answer check of projected mode: the scout's first answer token and the prompt
+// travel in Commit. When the large model's first token from the projected cache agrees,
+// the answer is the projected one; when it does not, the answer is exactly text mode's.
+TEST_F(PipelineTest, AnswerCheckKeepsTheProjectedAnswerOrAnswersAsTextDoes) {
+  Request r = Make(kvstream::v1::MODE_PROJECTED, "int8");
+  auto unchecked = Run(r, *large_);
+  auto text = Run(Make(kvstream::v1::MODE_TEXT), *large_);
+  ASSERT_TRUE(unchecked.ok() && text.ok()) << unchecked.status() << text.status();
+  EXPECT_FALSE(unchecked->check.checked);
+  r.answer_check = true;
+  auto pre = Prefill(*scout_, *prompt_, r);
+  ASSERT_TRUE(pre.ok()) << pre.status();
+  auto sel = Select(*pre, *prompt_, r);
+  ASSERT_TRUE(sel.ok()) << sel.status();
+  auto payload = Encode(*scout_, &*pre, &*sel, *prompt_, r, NewSessionId());
+  ASSERT_TRUE(payload.ok() && payload->check.has_value()) << payload.status();
+  const auto& l = pre->last_logits;
+  const int32_t scout_first =
+      static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin());
+  EXPECT_EQ(payload->check->expected_token(), scout_first);
+  EXPECT_EQ(std::vector<int32_t>(payload->check->prompt_tokens().begin(),
+                                 payload->check->prompt_tokens().end()),
+            prompt_->tokens);
+  Receiver to;
+  to.model = large_;
+  to.name = "large";
+  to.projection = projection_;
+  to.stop_tokens = StopTokens(*large_, tokenizer_);
+  auto checked = AnswerLocally(*payload, to);
+  ASSERT_TRUE(checked.ok()) << checked.status();
+  EXPECT_TRUE(checked->check.checked);
+  ASSERT_FALSE(unchecked->tokens.empty());
+  // On this question both models start with the same token: the projected answer stands.
+  EXPECT_EQ(unchecked->tokens.front(), scout_first);
+  EXPECT_FALSE(checked->check.answered_from_prompt);
+  EXPECT_EQ(checked->tokens, unchecked->tokens);
+  // The sender expecting another first token: the answer is text mode's.
+  payload->check->set_expected_token((scout_first + 1) % large_->config().vocab_size);
+  auto fell_back = AnswerLocally(*payload, to);
+  ASSERT_TRUE(fell_back.ok()) << fell_back.status();
+  EXPECT_TRUE(fell_back->check.answered_from_prompt);
+  EXPECT_GT(fell_back->check.prefill_seconds, 0);
+  EXPECT_EQ(fell_back->tokens, text->tokens);
+  EXPECT_GT(fell_back->wire_bytes, unchecked->wire_bytes + prompt_->tokens.size());
+}
+
+// A check the receiver cannot use is refused, saying what was expected.
+TEST_F(PipelineTest, AnswerCheckIsRefusedOutsideProjectedModeOrWithoutThePrompt) {
+  const int vocab = large_->config().vocab_size;
+  Request r = Make(kvstream::v1::MODE_PROJECTED, "int8");
+  r.answer_check = true;
+  auto pre = Prefill(*scout_, *prompt_, r);
+  ASSERT_TRUE(pre.ok()) << pre.status();
+  auto sel = Select(*pre, *prompt_, r);
+  ASSERT_TRUE(sel.ok()) << sel.status();
+  auto payload = Encode(*scout_, &*pre, &*sel, *prompt_, r, NewSessionId());
+  ASSERT_TRUE(payload.ok() && payload->check) << payload.status();
+  auto open = CheckSessionOpen(payload->open, large_->config(), "large", {});
+  ASSERT_TRUE(open.ok()) << open.status();
+  kvstream::v1::Commit commit;
+  *commit.mutable_check() = *payload->check;
+  CheckedOpen good = *open;
+  ASSERT_TRUE(CheckAnswerCheck(commit, r.mode, large_->config(), "large", good).ok());
+  EXPECT_EQ(good.check_token, payload->check->expected_token());
+  EXPECT_EQ(good.prompt, prompt_->tokens);
+  auto refused = [&](const kvstream::v1::Commit& c, kvstream::v1::Mode mode) {
+    CheckedOpen o = *open;
+    const absl::Status st = CheckAnswerCheck(c, mode, large_->config(), "large", o);
+    EXPECT_EQ(o.check_token, -1);
+    return st.code() == absl::StatusCode::kInvalidArgument ? std::string(st.message()) : "";
+  };
+  EXPECT_NE(refused(commit, kvstream::v1::MODE_KV)
+                .find("only in a projected session, found one "
+                      "in a kv session"),
+            std::string::npos);
+  kvstream::v1::Commit c = commit;
+  c.mutable_check()->set_expected_token(vocab);
+  EXPECT_NE(refused(c, r.mode).find("expected_token[0] is " + std::to_string(vocab)),
+            std::string::npos);
+  c = commit;
+  c.mutable_check()->mutable_prompt_tokens()->RemoveLast();
+  EXPECT_NE(refused(c, r.mode).find("expected the whole prompt"), std::string::npos);
+  c = commit;
+  c.mutable_check()->clear_prompt_tokens();
+  EXPECT_NE(refused(c, r.mode).find("found 0"), std::string::npos);
+  c = commit;
+  c.mutable_check()->set_prompt_tokens(c.check().prompt_tokens_size() - 1, open->last_token + 1);
+  EXPECT_NE(refused(c, r.mode).find("ending with last_token"), std::string::npos);
+  c = commit;
+  c.mutable_check()->set_prompt_tokens(0, -3);
+  EXPECT_NE(refused(c, r.mode).find("prompt_tokens[0] is -3"), std::string::npos);
+  // Without a check, nothing changes; a kv request asking for one gets none.
+  CheckedOpen none = *open;
+  EXPECT_TRUE(
+      CheckAnswerCheck(kvstream::v1::Commit(), r.mode, large_->config(), "large", none).ok());
+  EXPECT_EQ(none.check_token, -1);
+  Request kv = Make(kvstream::v1::MODE_KV, "int8");
+  kv.answer_check = true;
+  EXPECT_FALSE(MakeAnswerCheck(*pre, *prompt_, kv).has_value());
+}
+
 // Progressive sending (a plan with tiers): every tier sent answers exactly as the plan
 // without tiers; a transfer cut after the first tiers answers from those slots, the
 // most important ones by the selector, and carries only the bytes it sent.

@@ -1,6 +1,7 @@
-// Runs the committed corpus of the SessionOpen fuzz target (cloud/session_open_fuzz.cc) as
-// a regression test. A file is a control byte (bit 0: the 64-position config; bit 1: the
-// small token limits), then a serialized SessionOpen.
+// Runs the committed corpus of the SessionOpen fuzz target (common/pipeline/session_open_fuzz.cc)
+// as a regression test. A file is a control byte (bit 0: the 64-position config; bit 1: the small
+// token limits; bit 2: also a Commit whose answer check is the SessionOpen's own prompt_tokens and
+// seed), then a serialized SessionOpen.
 #include <gtest/gtest.h>
 
 #include "common/model/config.h"
@@ -25,7 +26,12 @@ TEST(SessionOpenFuzzCorpusTest, EverySeedRunsAndNamedSeedsParseAsNamed) {
         ModelConfig c = *scout;
         if (data[0] & 1) c.max_position_embeddings = 64;
         const OpenLimits limits = (data[0] & 2) ? OpenLimits{16, 16} : OpenLimits{};
-        return kvstream::pipeline::CheckSessionOpen(open, c, "scout", limits).status();
+        auto checked = kvstream::pipeline::CheckSessionOpen(open, c, "scout", limits);
+        if (!checked.ok() || !(data[0] & 4)) return checked.status();
+        kvstream::v1::Commit commit;
+        commit.mutable_check()->set_expected_token(static_cast<int32_t>(open.seed()));
+        *commit.mutable_check()->mutable_prompt_tokens() = open.prompt_tokens();
+        return kvstream::pipeline::CheckAnswerCheck(commit, open.mode(), c, "scout", *checked);
       });
   EXPECT_GE(counts.files, 14);
   EXPECT_GE(counts.valid, 5);
