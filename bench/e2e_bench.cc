@@ -52,7 +52,7 @@ ABSL_FLAG(double, slo, 0.5, "TTFT SLO in seconds (adaptive-slo's target too)");
 ABSL_FLAG(std::string, models_dir, "testdata/models", "Directory with scout/ and large/");
 ABSL_FLAG(std::string, projection, "testdata/projections/scout_to_large.safetensors",
           "Projection the cloud serves for projected policies (scout -> large)");
-ABSL_FLAG(int, estimate_steps, 4,
+ABSL_FLAG(int, estimate_steps, 1,
           "Edge --estimate_steps: adaptive checks its kv plan on the scout first (0: off)");
 ABSL_FLAG(std::string, quality_table, "testdata/quality/tiny_mixed.json",
           "Quality table for adaptive");

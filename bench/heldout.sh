@@ -2,7 +2,7 @@
 # Adaptive mode on task kinds its quality table was not measured on: the e2e benchmark
 # with a needle-only table on single-hop questions and a single-hop-only table on
 # needles, beside the mixed default table on both, at 10 and 100 Mbit/s (RTT 20 ms),
-# with the per-request quality estimate on (ESTIMATE_STEPS, default 4) and off. Writes
+# with the per-request quality estimate on (ESTIMATE_STEPS, default 1, the edge's) and off. Writes
 # heldout_*.csv, heldout_summary.md and heldout.png to OUT (default bench/results).
 # About 2 minutes on 2 cores.
 set -euo pipefail
@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 BIN=${BUILD_DIR:-build}/bin
 out=${OUT:-bench/results}
 N=${N:-16}
-steps=${ESTIMATE_STEPS:-4}  # the edge's --estimate_steps where the estimate is on
+steps=${ESTIMATE_STEPS:-1}  # the edge's --estimate_steps where the estimate is on
 single_table=bench/results/heldout_table_single.json
 [[ -s $single_table ]] || KINDS=single N=20 bench/make_quality_table.sh "$single_table" >/dev/null
 policies=text,kv-int4,kv-q2c50-int4,projected-int4,adaptive

@@ -101,12 +101,13 @@ ABSL_FLAG(double, quality_floor, 0.9,
           "Adaptive: when minimising TTFT, accept points whose expected quality is at least this "
           "share of the "
           "table's best");
-ABSL_FLAG(int, estimate_steps, 4,
+ABSL_FLAG(int, estimate_steps, 1,
           "Adaptive: before sending a kv / projected plan, rebuild it on the scout as the cloud "
           "would and compare this many next-token distributions (the prompt's last token, then "
           "the full cache's greedy tokens) with the full cache's; a plan that fails "
           "--estimate_min_agreement / --estimate_max_kl is rejected and the controller chooses "
-          "again among the same selection's other specs and text (0: off)");
+          "again among the same selection's other specs and text (0: off). One step costs one "
+          "forward pass of the plan's cache; each further step, one more pass for the reference");
 ABSL_FLAG(double, estimate_min_agreement, 1.0,
           "Adaptive: share of the estimate's steps whose greedy token must be the full cache's");
 ABSL_FLAG(double, estimate_max_kl, 0,

@@ -135,11 +135,15 @@ absl::StatusOr<QualityEstimate> QualityProbe::Estimate(const std::vector<int32_t
     e.seconds = Since(t0);
     return e;
   }
-  ASSIGN_OR_RETURN(std::unique_ptr<KvCache> sent,
-                   cache_.Copy(kept.empty() ? AllSlots(cache_) : kept));
-  // Through the codec and the receiver's assembler, as the cloud rebuilds it.
-  ASSIGN_OR_RETURN(auto chunks, EncodeCache(*sent, plan, "estimate", {}));
-  CacheAssembler assembler(model_, "estimate", sent->positions(), sent->next_position());
+  // The kept slots (the whole cache is encoded in place), through the codec and the
+  // receiver's assembler, as the cloud rebuilds them.
+  std::unique_ptr<KvCache> copy;
+  if (!kept.empty()) {
+    ASSIGN_OR_RETURN(copy, cache_.Copy(kept));
+  }
+  const KvCache& sent = copy != nullptr ? *copy : cache_;
+  ASSIGN_OR_RETURN(auto chunks, EncodeCache(sent, plan, "estimate", {}));
+  CacheAssembler assembler(model_, "estimate", sent.positions(), sent.next_position());
   for (const auto& c : chunks) RETURN_IF_ERROR(assembler.Add(c));
   ASSIGN_OR_RETURN(std::unique_ptr<KvCache> rebuilt, assembler.Finish());
   ASSIGN_OR_RETURN(const std::vector<std::vector<double>> plan_lp, StepLogProbsOn(*rebuilt));
