@@ -2,9 +2,10 @@
 # Adaptive mode on task kinds its quality table was not measured on: the e2e benchmark
 # with a needle-only table on single-hop questions and a single-hop-only table on
 # needles, beside the mixed default table on both, at 10 and 100 Mbit/s (RTT 20 ms),
-# with the per-request quality estimate on (ESTIMATE_STEPS, default 1, the edge's) and off. Writes
-# heldout_*.csv, heldout_summary.md and heldout.png to OUT (default bench/results).
-# About 2 minutes on 2 cores.
+# with the per-request quality estimate on (ESTIMATE_STEPS, default 1, the edge's) and off;
+# the mixed table also on needles and single-hop questions of about 1,000 tokens and on
+# multi-hop questions (48-64 records, about 500 tokens). Writes heldout_*.csv, heldout_summary.md and
+# heldout.png to OUT (default bench/results). About 4 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BUILD_DIR:-build}/bin
@@ -24,5 +25,9 @@ run needle-table_single-questions_no-estimate testdata/quality/tiny_needle512.js
 run single-table_needle-questions "$single_table" needle --target_tokens=400-600 "$steps"
 run mixed-table_single-questions testdata/quality/tiny_mixed.json single --records=16-64 "$steps"
 run mixed-table_needle-questions testdata/quality/tiny_mixed.json needle --target_tokens=400-600 "$steps"
+# About 1,000 tokens (the mixed table has rows there), and multi-hop, a kind no table has.
+run mixed-table_needle1024-questions testdata/quality/tiny_mixed.json needle --target_tokens=900-1150 "$steps"
+run mixed-table_single1024-questions testdata/quality/tiny_mixed.json single --records=110-140 "$steps"
+run mixed-table_multi-questions testdata/quality/tiny_mixed.json multi --records=48-64 "$steps"
 /usr/bin/python3 bench/heldout.py "$out"/heldout_*.csv > "$out/heldout_summary.md"
 cat "$out/heldout_summary.md"

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Measures a quality table for the tiny models (adaptive mode's expected quality per
-# operating point): F1 per task kind, `large` answering in text and scout modes and from
-# the scout's cache in projected mode (testdata/projections/scout_to_large.safetensors),
-# the scout's own cache in kv mode. Each row names its kind; the edge keeps the lowest
-# quality over kinds for each point. Prompt lengths are sampled: needles of
-# NEEDLE_TOKENS (400-600) tokens, single-hop contexts of SINGLE_RECORDS (40-64) records.
+# operating point): F1 per task kind and prompt length band, `large` answering in text
+# and scout modes and from the scout's cache in projected mode
+# (testdata/projections/scout_to_large.safetensors; with the answer check, as the edge
+# sends projected requests by default), the scout's own cache in kv mode.
+# Each row names its kind and the prompt lengths it was measured over ("tokens"); the
+# edge prices a request by each kind's row at (or nearest) its length and keeps the
+# lowest over kinds. Prompt lengths are sampled per band: needles of NEEDLE_TOKENS
+# (400-600 and 900-1150) tokens, single-hop contexts of SINGLE_RECORDS (40-64 and
+# 110-140) records, about 500 and 1,000 tokens.
 # Usage: [N=20] [THREADS=0] [KINDS="needle single"] bench/make_quality_table.sh [OUT.json]
 # (default testdata/quality/tiny_mixed.json; the older needle-only table,
 # testdata/quality/tiny_needle512.json, is KINDS=needle NEEDLE_TOKENS=512).
@@ -19,29 +23,35 @@ TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 for kind in $KINDS; do
   case $kind in
-    needle) shape=(--target_tokens="${NEEDLE_TOKENS:-400-600}") ;;
-    single|multi) shape=(--records="${SINGLE_RECORDS:-40-64}") ;;
+    needle) flag=--target_tokens bands=${NEEDLE_TOKENS:-400-600 900-1150} ;;
+    single|multi) flag=--records bands=${SINGLE_RECORDS:-40-64 110-140} ;;
     *) echo "unknown kind $kind" >&2; exit 1 ;;
   esac
-  common=(--kind="$kind" "${shape[@]}" --n="$N" --threads="$THREADS")
-  "$BIN"/kvstream eval --model=testdata/models/large --scout=testdata/models/scout --modes=text,scout \
-    --selectors=q2c,snapkv --retentions=0.5 "${common[@]}" --json="$TMP/$kind.large.json" >/dev/null
-  "$BIN"/kvstream eval --model=testdata/models/large --scout=testdata/models/scout --modes=projected \
-    --projection=testdata/projections/scout_to_large.safetensors --selectors=full,q2c,snapkv --retentions=0.5 \
-    --specs="int8;int4;int2" "${common[@]}" --json="$TMP/$kind.projected.json" >/dev/null
-  "$BIN"/kvstream eval --model=testdata/models/scout --modes=kv --selectors=full,q2c,snapkv --retentions=0.5,0.25 \
-    --specs="raw;int8;int4;int2" "${common[@]}" --json="$TMP/$kind.kv.json" >/dev/null
+  for band in $bands; do
+    common=(--kind="$kind" "$flag=$band" --n="$N" --threads="$THREADS")
+    name="$kind-$band"
+    "$BIN"/kvstream eval --model=testdata/models/large --scout=testdata/models/scout --modes=text,scout \
+      --selectors=q2c,snapkv --retentions=0.5 "${common[@]}" --json="$TMP/$name.large.json" >/dev/null
+    "$BIN"/kvstream eval --model=testdata/models/large --scout=testdata/models/scout --modes=projected \
+      --projection=testdata/projections/scout_to_large.safetensors --selectors=full,q2c,snapkv \
+      --retentions=0.5 --specs="int8;int4;int2" --answer_check "${common[@]}" \
+      --json="$TMP/$name.projected.json" >/dev/null
+    "$BIN"/kvstream eval --model=testdata/models/scout --modes=kv --selectors=full,q2c,snapkv \
+      --retentions=0.5,0.25 --specs="raw;int8;int4;int2" "${common[@]}" --json="$TMP/$name.kv.json" >/dev/null
+  done
 done
 /usr/bin/python3 - "$TMP"/*.json "$OUT" <<'PY'
 import json, os, sys
 out = []
 for path in sys.argv[1:-1]:
-    kind = os.path.basename(path).split(".")[0]
+    kind = os.path.basename(path).split(".")[0].split("-")[0]
     for r in json.load(open(path)):
         out.append({"kind": kind, "mode": r["mode"], "selector": r["selector"],
                     "retention": r["retention"],
                     "spec": r["spec"] if r["mode"] in ("kv", "projected") else "",
-                    "quality": round(r["f1"], 4), "n": r["n"]})
+                    "quality": round(r["f1"], 4), "n": r["n"], "tokens": r["tokens"]})
+        if r["mode"] == "projected":
+            out[-1]["answered_from_prompt"] = round(r["answered_from_prompt"], 4)
 json.dump(out, open(sys.argv[-1], "w"), indent=1)
 print(f"{len(out)} operating points written to {sys.argv[-1]}")
 PY

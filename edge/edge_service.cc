@@ -1217,6 +1217,7 @@ absl::StatusOr<kvstream::v1::GetInfoResponse> EdgeService::CloudRates(const Reso
   }
   // A request with a TTFT target is re-planned layer by layer after its prefill instead.
   rates.layerwise = options_.layerwise && !(request.ttft_target_seconds > 0);
+  rates.answer_check = options_.answer_check;
   return info;
 }
 
@@ -1273,14 +1274,18 @@ absl::StatusOr<ResolvedPolicy> EdgeService::ChooseAdaptive(
         "MODE_TEXT, or restart it with a quality table");
   }
   control::Rates rates;
-  ASSIGN_OR_RETURN(const std::vector<control::OperatingPoint> points,
+  ASSIGN_OR_RETURN(const std::vector<control::OperatingPoint> servable,
                    ServablePoints(request, allow, rates));
+  // The table's qualities where they were measured at this prompt's length.
+  const std::vector<control::OperatingPoint> points = control::AtPromptLength(servable, n);
+  double best = 0;
+  for (const control::OperatingPoint& p : points) best = std::max(best, p.quality);
   const control::LinkState link = Link();
   const model::ModelConfig& c = scout_->config();
   ASSIGN_OR_RETURN(
       control::Decision d,
       control::Choose(points, {n, context}, {c.num_layers, c.num_kv_heads, c.head_dim}, rates, link,
-                      request.ttft_target_seconds, options_.quality_floor));
+                      request.ttft_target_seconds, options_.quality_floor * best));
   ResolvedPolicy out = request;
   out.mode = d.point.mode;
   out.selector = d.point.selector;

@@ -68,6 +68,8 @@ struct EdgeOptions {
   std::vector<control::OperatingPoint> quality_table;
   double initial_bandwidth_bps = 100e6;
   double initial_rtt_seconds = 0.02;
+  // Adaptive minimising TTFT considers points whose quality at the prompt's length is at
+  // least this share of the best servable point's there (--quality_floor).
   double quality_floor = 0;
   // Adaptive: before sending a kv / projected plan, rebuild it on the scout and compare
   // its first `estimate_steps` next-token distributions with the full cache's (0: off).

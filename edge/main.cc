@@ -98,9 +98,8 @@ ABSL_FLAG(std::string, quality_table, "testdata/quality/tiny_mixed.json",
 ABSL_FLAG(double, ttft_target, 0,
           "Default TTFT target in seconds for adaptive requests (0: minimise TTFT)");
 ABSL_FLAG(double, quality_floor, 0.9,
-          "Adaptive: when minimising TTFT, accept points whose expected quality is at least this "
-          "share of the "
-          "table's best");
+          "Adaptive: when minimising TTFT, accept points whose expected quality at the prompt's "
+          "length is at least this share of the best servable point's there");
 ABSL_FLAG(int, estimate_steps, 1,
           "Adaptive: before sending a kv / projected plan, rebuild it on the scout as the cloud "
           "would and compare this many next-token distributions (the prompt's last token, then "
@@ -318,9 +317,7 @@ absl::Status ApplyPolicyFlags(EdgeOptions& options) {
   if (absl::GetFlag(FLAGS_quality_floor) < 0 || absl::GetFlag(FLAGS_quality_floor) > 1) {
     return absl::InvalidArgumentError("--quality_floor: expected a share in [0, 1]");
   }
-  double best_quality = 0;
-  for (const auto& p : options.quality_table) best_quality = std::max(best_quality, p.quality);
-  options.quality_floor = absl::GetFlag(FLAGS_quality_floor) * best_quality;
+  options.quality_floor = absl::GetFlag(FLAGS_quality_floor);
   options.initial_bandwidth_bps = absl::GetFlag(FLAGS_initial_bandwidth_mbps) * 1e6;
   options.initial_rtt_seconds = absl::GetFlag(FLAGS_initial_rtt_ms) / 1000;
   if (options.initial_bandwidth_bps <= 0) {

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -133,6 +134,10 @@ absl::StatusOr<Prediction> Predict(const OperatingPoint& p, const RequestShape& 
     out.cloud_seconds += p.mode == kvstream::v1::MODE_PROJECTED
                              ? per(slots, rates.projection) + per(1, rates.cloud_decode)
                              : per(1, rates.kv_decode);
+    if (p.mode == kvstream::v1::MODE_PROJECTED && rates.answer_check) {
+      out.wire_bytes += ids_bytes;  // Commit.check
+      out.cloud_seconds += p.fallback_share * rates.cloud_prefill.Seconds(head);
+    }
   }
   out.transfer_seconds =
       link.rtt_seconds + 8.0 * static_cast<double>(out.wire_bytes) / link.bandwidth_bps;
@@ -222,11 +227,155 @@ void MergeConservatively(const OperatingPoint& p, std::vector<OperatingPoint>& p
     if (q.mode == p.mode && q.selector == p.selector && q.retention == p.retention &&
         q.spec == p.spec) {
       q.quality = std::min(q.quality, p.quality);
+      q.fallback_share = std::max(q.fallback_share, p.fallback_share);
+      q.bands.insert(q.bands.end(), p.bands.begin(), p.bands.end());
       return;
     }
   }
   points.push_back(p);
 }
+
+// A row's optional "tokens": [min, max], the prompt lengths it was measured over.
+absl::Status ParseTokenRange(const nlohmann::json& e, const std::string& where, QualityBand& b) {
+  b.min_tokens = 0;
+  b.max_tokens = std::numeric_limits<int>::max();
+  if (!e.contains("tokens")) return absl::OkStatus();
+  const nlohmann::json& t = e["tokens"];
+  const auto ok = [](const nlohmann::json& v) {
+    return v.is_number_integer() && v.get<int64_t>() >= 1 && v.get<int64_t>() <= (1 << 24);
+  };
+  if (!t.is_array() || t.size() != 2 || !ok(t[0]) || !ok(t[1]) ||
+      t[0].get<int>() > t[1].get<int>()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, ": tokens must be [min, max], prompt lengths with 1 <= min <= max, found ",
+        t.dump().substr(0, 80)));
+  }
+  b.min_tokens = t[0].get<int>();
+  b.max_tokens = t[1].get<int>();
+  return absl::OkStatus();
+}
+
+// A row's optional "answered_from_prompt", the share of answers its answer check sent
+// to the prompt's prefill (`kvstream eval --answer_check --json` writes it).
+absl::Status ParseFallback(const nlohmann::json& e, const std::string& where, QualityBand& b) {
+  if (!e.contains("answered_from_prompt")) return absl::OkStatus();
+  const nlohmann::json& f = e["answered_from_prompt"];
+  if (!f.is_number() || !(f.get<double>() >= 0 && f.get<double>() <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, ": answered_from_prompt must be a share in [0, 1], found ", f.dump().substr(0, 40)));
+  }
+  b.fallback = f.get<double>();
+  return absl::OkStatus();
+}
+
+// How far a prompt of `n` tokens lies outside `b`'s range (0 inside it).
+int64_t Distance(const QualityBand& b, int n) {
+  if (n < b.min_tokens) return static_cast<int64_t>(b.min_tokens) - n;
+  if (n > b.max_tokens) return static_cast<int64_t>(n) - b.max_tokens;
+  return 0;
+}
+
+// `p`'s quality and fallback share for a prompt of `n` tokens (AtPromptLength).
+void PriceAt(OperatingPoint& p, int n) {
+  std::map<std::string, QualityBand> chosen;  // per kind; min_tokens holds the distance
+  for (const QualityBand& b : p.bands) {
+    QualityBand here = b;
+    here.min_tokens = static_cast<int>(std::min<int64_t>(Distance(b, n), 1 << 30));
+    auto [it, fresh] = chosen.emplace(b.kind, here);
+    QualityBand& c = it->second;
+    if (fresh || here.min_tokens < c.min_tokens) {
+      c = here;
+    } else if (here.min_tokens == c.min_tokens) {
+      c.quality = std::min(c.quality, here.quality);
+      c.fallback = std::max(c.fallback, here.fallback);
+    }
+  }
+  p.quality = 1;
+  p.fallback_share = 0;
+  for (const auto& [kind, c] : chosen) {
+    p.quality = std::min(p.quality, c.quality);
+    p.fallback_share = std::max(p.fallback_share, c.fallback);
+  }
+}
+}  // namespace
+
+namespace {
+
+// A cache-sending point's spec is a plan, and not a progressive one.
+absl::Status CheckSpec(const OperatingPoint& p, const std::string& where) {
+  if (!pipeline::SendsCache(p.mode)) return absl::OkStatus();
+  auto plan = codec::ParsePlan(p.spec);
+  if (!plan.ok())
+    return absl::InvalidArgumentError(absl::StrCat(where, ": spec: ", plan.status().message()));
+  if (plan->tiers > 0) {  // the controller re-plans a layer at a time instead
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": spec: progressive plans (tiers=", plan->tiers,
+                     ") are a request's choice, not an operating point for the controller"));
+  }
+  return absl::OkStatus();
+}
+
+// A row's point: its mode, quality, selector, retention and spec, each checked.
+absl::StatusOr<OperatingPoint> ParsePoint(const nlohmann::json& e, const std::string& where) {
+  // "quality", or "f1" as `kvstream eval --json` writes it.
+  const char* qkey = e.is_object() && e.contains("quality") ? "quality" : "f1";
+  if (!e.is_object() || !e.contains("mode") || !e["mode"].is_string() || !e.contains(qkey) ||
+      !e[qkey].is_number()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": expected {\"mode\", \"quality\" or \"f1\", ...}"));
+  }
+  for (const char* key : {"selector", "spec"}) {
+    if (e.contains(key) && !e[key].is_string()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": ", key, " must be a string, found ", e[key].type_name()));
+    }
+  }
+  if (e.contains("retention") && !e["retention"].is_number()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": retention must be a number, found ", e["retention"].type_name()));
+  }
+  OperatingPoint p;
+  const absl::StatusOr<Mode> mode =
+      pipeline::ParseMode(e["mode"].get<std::string>(), /*allow_adaptive=*/false);
+  if (!mode.ok())
+    return absl::InvalidArgumentError(absl::StrCat(where, ": ", mode.status().message()));
+  p.mode = *mode;
+  p.quality = e[qkey];
+  if (!(p.quality >= 0 && p.quality <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, ": ", qkey, " must be in [0, 1] (an F1 or its share), found ", p.quality));
+  }
+  if (e.contains("selector")) {
+    auto sel = select::ParsePolicy(e["selector"].get<std::string>());
+    if (!sel.ok())
+      return absl::InvalidArgumentError(absl::StrCat(where, ": ", sel.status().message()));
+    p.selector = *sel;
+  }
+  p.retention = e.value("retention", 1.0);
+  if (!(p.retention > 0 && p.retention <= 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": retention must be in (0, 1], found ", p.retention));
+  }
+  p.spec = e.value("spec", std::string("raw"));
+  RETURN_IF_ERROR(CheckSpec(p, where));
+  return p;
+}
+
+// A row's measurement: its kind, length range and fallback share beside its quality.
+absl::StatusOr<QualityBand> ParseBand(const nlohmann::json& e, const std::string& where,
+                                      double quality) {
+  if (e.contains("kind") && !(e["kind"].is_string() && !e["kind"].get<std::string>().empty())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": kind must be a non-empty string (the task kind measured)"));
+  }
+  QualityBand band;
+  band.kind = e.value("kind", std::string());
+  band.quality = quality;
+  RETURN_IF_ERROR(ParseTokenRange(e, where, band));
+  RETURN_IF_ERROR(ParseFallback(e, where, band));
+  return band;
+}
+
 }  // namespace
 
 absl::StatusOr<std::vector<OperatingPoint>> ParseQualityTable(const std::string& json,
@@ -238,68 +387,23 @@ absl::StatusOr<std::vector<OperatingPoint>> ParseQualityTable(const std::string&
   }
   std::vector<OperatingPoint> out;
   for (size_t i = 0; i < j.size(); ++i) {
-    const nlohmann::json& e = j[i];
-    auto where = [&] { return absl::StrCat(source, "[", i, "]"); };
-    // "quality", or "f1" as `kvstream eval --json` writes it.
-    const char* qkey = e.is_object() && e.contains("quality") ? "quality" : "f1";
-    if (!e.is_object() || !e.contains("mode") || !e["mode"].is_string() || !e.contains(qkey) ||
-        !e[qkey].is_number()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where(), ": expected {\"mode\", \"quality\" or \"f1\", ...}"));
-    }
-    for (const char* key : {"selector", "spec"}) {
-      if (e.contains(key) && !e[key].is_string()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(where(), ": ", key, " must be a string, found ", e[key].type_name()));
-      }
-    }
-    if (e.contains("retention") && !e["retention"].is_number()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          where(), ": retention must be a number, found ", e["retention"].type_name()));
-    }
-    OperatingPoint p;
-    const absl::StatusOr<Mode> mode =
-        pipeline::ParseMode(e["mode"].get<std::string>(), /*allow_adaptive=*/false);
-    if (!mode.ok())
-      return absl::InvalidArgumentError(absl::StrCat(where(), ": ", mode.status().message()));
-    p.mode = *mode;
-    p.quality = e[qkey];
-    if (!(p.quality >= 0 && p.quality <= 1)) {
-      return absl::InvalidArgumentError(absl::StrCat(where(), ": ", qkey,
-                                                     " must be in [0, 1] (an F1 or its share), "
-                                                     "found ",
-                                                     p.quality));
-    }
-    if (e.contains("selector")) {
-      auto sel = select::ParsePolicy(e["selector"].get<std::string>());
-      if (!sel.ok())
-        return absl::InvalidArgumentError(absl::StrCat(where(), ": ", sel.status().message()));
-      p.selector = *sel;
-    }
-    p.retention = e.value("retention", 1.0);
-    if (!(p.retention > 0 && p.retention <= 1)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where(), ": retention must be in (0, 1], found ", p.retention));
-    }
-    p.spec = e.value("spec", std::string("raw"));
-    if (pipeline::SendsCache(p.mode)) {
-      auto plan = codec::ParsePlan(p.spec);
-      if (!plan.ok())
-        return absl::InvalidArgumentError(
-            absl::StrCat(where(), ": spec: ", plan.status().message()));
-      if (plan->tiers > 0) {  // the controller re-plans a layer at a time instead
-        return absl::InvalidArgumentError(
-            absl::StrCat(where(), ": spec: progressive plans (tiers=", plan->tiers,
-                         ") are a request's choice, not an operating point for the controller"));
-      }
-    }
-    if (e.contains("kind") && !(e["kind"].is_string() && !e["kind"].get<std::string>().empty())) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where(), ": kind must be a non-empty string (the task kind measured)"));
-    }
+    const std::string where = absl::StrCat(source, "[", i, "]");
+    ASSIGN_OR_RETURN(OperatingPoint p, ParsePoint(j[i], where));
+    ASSIGN_OR_RETURN(const QualityBand band, ParseBand(j[i], where, p.quality));
+    p.fallback_share = band.fallback;
+    p.bands = {band};
     MergeConservatively(p, out);
   }
   if (out.empty()) return absl::InvalidArgumentError(absl::StrCat(source, ": no operating points"));
+  return out;
+}
+
+std::vector<OperatingPoint> AtPromptLength(const std::vector<OperatingPoint>& points,
+                                           int prompt_tokens) {
+  std::vector<OperatingPoint> out = points;
+  for (OperatingPoint& p : out) {
+    if (!p.bands.empty()) PriceAt(p, prompt_tokens);
+  }
   return out;
 }
 

@@ -95,6 +95,9 @@ struct Rates {
   // The edge sends a whole cache (kv / projected without a selector) a layer at a time
   // during its prefill (its --layerwise): compute and transfer overlap.
   bool layerwise = false;
+  // Projected requests carry the answer check (the prompt's ids; a point's fallback share
+  // of answers then costs the cloud model's prefill of the prompt).
+  bool answer_check = false;
 };
 
 struct LinkState {
@@ -107,14 +110,39 @@ struct RequestShape {
   int context_tokens = 0;  // of which context (selection applies to these)
 };
 
+// One quality-table row's measurement: a task kind (may be empty) over prompts of
+// [min_tokens, max_tokens] tokens (a row that states no range covers every length).
+struct QualityBand {
+  std::string kind;
+  int min_tokens = 0;
+  int max_tokens = 0;
+  double quality = 0;
+  double fallback = 0;  // projected: share answered from the prompt by the answer check
+};
+
 struct OperatingPoint {
   Mode mode = kvstream::v1::MODE_KV;
   select::Policy selector = select::Policy::kFull;
   double retention = 1.0;
   std::string spec = "raw";  // kv / projected plan string
-  double quality = 0;        // expected quality (e.g. F1) from the quality table
+  // Expected quality (e.g. F1) from the quality table: the lowest of its rows, or, from
+  // AtPromptLength, the lowest of the rows that apply at the prompt's length.
+  double quality = 0;
+  // Projected: the share of answers the cloud's answer check sent to the prompt's prefill
+  // (the highest of the rows, or of those AtPromptLength applies), which the cost model
+  // adds to the point's cloud time.
+  double fallback_share = 0;
+  std::vector<QualityBand> bands;  // every row measured for this point
   std::string label() const;
 };
+
+// `points` priced for a prompt of `prompt_tokens` tokens: for each task kind, the point's
+// rows whose length range holds the prompt (the lowest quality among them), or, when none
+// does, the row whose range is nearest the prompt's length; the point's quality is the
+// lowest over kinds, its fallback share the highest. Rows that state no range apply at
+// every length.
+std::vector<OperatingPoint> AtPromptLength(const std::vector<OperatingPoint>& points,
+                                           int prompt_tokens);
 
 struct Prediction {
   double ttft_seconds = 0;
@@ -128,7 +156,8 @@ struct Prediction {
 //   scout: edge_prefill(prompt) + rtt + tx(ids + positions) + cloud_prefill(prompt) +
 //   1/cloud_decode kv:    edge_prefill(prompt) + bytes/encode + rtt + tx(chunks) + bytes/rebuild +
 //   1/kv_decode projected: as kv, plus slots/projection, and the first decode step is the answering
-//          model's (1/cloud_decode)
+//          model's (1/cloud_decode); with rates.answer_check, plus the prompt's ids on the
+//          wire and fallback_share x cloud_prefill(prompt)
 // where edge_prefill is the statistics-collecting cost when the point selects. With
 // rates.layerwise, a kv / projected point without a selector overlaps the edge's work and
 // the transfer as a pipeline of L equal layers:
@@ -168,8 +197,11 @@ absl::StatusOr<int> ReplanRung(const std::vector<std::string>& ladder, int curre
 // Quality table: JSON [{"mode": "kv" (or "projected", "scout", "text"), "selector": "q2c",
 // "retention": 0.5, "spec": "int4", "quality": 0.55}, ...]; "f1" stands in for "quality", so
 // `kvstream eval --json` output is a table. A row may name the task kind it was measured
-// on ("kind": "needle"); rows for one point from several kinds become one point at the
-// lowest quality among them. `source` names the file in errors.
+// on ("kind": "needle"), the prompt lengths it was measured over ("tokens": [400, 600])
+// and, for a projected point, the share its answer check answered from the prompt
+// ("answered_from_prompt": 0.3); rows for one point become one point whose quality is the lowest
+// among them (AtPromptLength narrows that to the rows that apply at a prompt's length). `source`
+// names the file in errors.
 absl::StatusOr<std::vector<OperatingPoint>> ParseQualityTable(const std::string& json,
                                                               const std::string& source);
 absl::StatusOr<std::vector<OperatingPoint>> LoadQualityTable(const std::string& path);

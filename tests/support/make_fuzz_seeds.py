@@ -266,7 +266,15 @@ write(QT, "valid_eval_json_f1", json.dumps([
      "f1": 0.61, "em": 0.5},
     {"mode": "projected", "spec": "int4", "f1": 0.55},
     {"mode": "text", "quality": 1}]))
+write(QT, "valid_length_ranges", json.dumps([
+    {"mode": "kv", "spec": "int4", "kind": "needle", "tokens": [400, 600], "quality": 1.0},
+    {"mode": "kv", "spec": "int4", "kind": "needle", "tokens": [900, 1150], "quality": 0.9},
+    {"mode": "kv", "spec": "int4", "kind": "single", "tokens": [330, 500], "quality": 0.95},
+    {"mode": "text", "kind": "single", "tokens": [850, 1100], "quality": 0.8},
+    {"mode": "text", "quality": 1}]))
 for name, table in {
+    "bad_tokens_reversed": [{"mode": "kv", "tokens": [600, 400], "quality": 1}],
+    "bad_tokens_not_a_pair": [{"mode": "kv", "tokens": 512, "quality": 1}],
     "bad_empty": [],
     "bad_mode": [{"mode": "adaptive", "quality": 1}],
     "bad_retention": [{"mode": "scout", "selector": "q2c", "retention": 0, "quality": 1}],

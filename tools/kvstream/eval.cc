@@ -445,6 +445,9 @@ class Evaluation {
                       {"context_tokens", v.context / v.n},
                       {"cloud_ms", 1e3 * v.cloud_seconds / v.n},
                       {"answered_from_prompt", static_cast<double>(v.from_prompt) / v.n}});
+      if (!lengths_.empty()) {  // the prompt lengths measured over, as quality tables state them
+        rows.back()["tokens"] = {*lengths_.begin(), *lengths_.rbegin()};
+      }
       if (v.from_prompt > 0) {
         std::printf("%9s answer check: %d of %d answered from the prompt\n", "", v.from_prompt,
                     v.n);

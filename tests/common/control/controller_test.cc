@@ -339,6 +339,76 @@ TEST(QualityTableTest, RowsFromSeveralKindsKeepTheLowestQuality) {
   EXPECT_NE(bad.status().message().find("t.json[0]: kind"), std::string::npos) << bad.status();
 }
 
+// Rows measured over stated prompt lengths: a request is priced by the rows of each
+// kind whose range holds its length, or else by the nearest range; rows without a range
+// apply everywhere; the kinds' lowest is the point's quality.
+TEST(QualityTableTest, RowsWithLengthRangesPriceAPromptByTheRangeThatAppliesPerKind) {
+  auto t = ParseQualityTable(R"([
+    {"mode": "kv", "spec": "int4", "quality": 1.0, "kind": "needle", "tokens": [400, 600]},
+    {"mode": "kv", "spec": "int4", "quality": 0.9, "kind": "needle", "tokens": [900, 1150]},
+    {"mode": "kv", "spec": "int4", "quality": 0.95, "kind": "single", "tokens": [330, 500]},
+    {"mode": "kv", "spec": "int4", "quality": 0.6, "kind": "single", "tokens": [850, 1100]},
+    {"mode": "text", "quality": 0.8, "kind": "single", "tokens": [850, 1100]},
+    {"mode": "text", "quality": 1.0}])",
+                             "t.json");
+  ASSERT_TRUE(t.ok()) << t.status();
+  ASSERT_EQ(t->size(), 2u);
+  EXPECT_DOUBLE_EQ((*t)[0].quality, 0.6) << "no length known: the lowest row";
+  EXPECT_EQ((*t)[0].bands.size(), 4u);
+  auto at = [&](int n, size_t point) { return AtPromptLength(*t, n)[point].quality; };
+  EXPECT_DOUBLE_EQ(at(450, 0), 0.95);  // needle 1.0 and single 0.95 hold 450
+  EXPECT_DOUBLE_EQ(at(550, 0), 0.95);  // single's nearest range is [330, 500]
+  EXPECT_DOUBLE_EQ(at(300, 0), 0.95);  // below every range: the nearest per kind
+  EXPECT_DOUBLE_EQ(at(1000, 0), 0.6);
+  // 720: needle's nearest range is [400, 600] (1.0), single's [850, 1100] (0.6).
+  EXPECT_DOUBLE_EQ(at(720, 0), 0.6);
+  // A row without a range applies at every length, beside the kinds' own rows.
+  EXPECT_DOUBLE_EQ(at(1000, 1), 0.8);
+  EXPECT_DOUBLE_EQ(at(450, 1), 0.8) << "single's only text row is the nearest one";
+  EXPECT_DOUBLE_EQ((*t)[1].quality, 0.8);
+  // The table itself is unchanged.
+  EXPECT_DOUBLE_EQ((*t)[0].quality, 0.6);
+}
+
+// A projected point's answer check sends a share of answers to the prompt's prefill: the
+// table says how many, per row, and the cost model adds that share of the cloud model's
+// prefill, and the prompt's ids, to the point's TTFT and bytes.
+TEST(QualityTableTest, TheAnswerChecksFallbackShareIsPricedIntoProjectedPoints) {
+  auto t = ParseQualityTable(R"([
+    {"mode": "projected", "spec": "int2", "quality": 1.0, "kind": "needle",
+     "tokens": [400, 600], "answered_from_prompt": 0.1},
+    {"mode": "projected", "spec": "int2", "quality": 0.95, "kind": "single",
+     "tokens": [330, 500], "answered_from_prompt": 0.35},
+    {"mode": "projected", "spec": "int2", "quality": 0.8, "kind": "single",
+     "tokens": [850, 1100], "answered_from_prompt": 0.5}])",
+                             "t.json");
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_DOUBLE_EQ((*t)[0].fallback_share, 0.5) << "no length known: the highest";
+  OperatingPoint p = AtPromptLength(*t, 450)[0];
+  EXPECT_DOUBLE_EQ(p.fallback_share, 0.35);
+  EXPECT_DOUBLE_EQ(p.quality, 0.95);
+  Rates rates;
+  rates.cloud_prefill = PrefillCost::FromRate(1000);  // 449 tokens: 0.449 s
+  rates.cloud_decode = 100;
+  const ModelShape m{4, 2, 24};
+  const LinkState link{100e6, 0};
+  auto plain = Predict(p, {450, 400}, m, rates, link);
+  rates.answer_check = true;
+  auto checked = Predict(p, {450, 400}, m, rates, link);
+  ASSERT_TRUE(plain.ok() && checked.ok());
+  EXPECT_NEAR(checked->cloud_seconds - plain->cloud_seconds, 0.35 * 0.449, 1e-9);
+  EXPECT_EQ(checked->wire_bytes - plain->wire_bytes, 3u * 450 + 64);
+  p.fallback_share = 0;
+  auto agreeing = Predict(p, {450, 400}, m, rates, link);
+  EXPECT_NEAR(agreeing->cloud_seconds, plain->cloud_seconds, 1e-12);
+  auto bad = ParseQualityTable(
+      R"([{"mode": "projected", "spec": "int2", "quality": 1, "answered_from_prompt": 2}])", "q");
+  EXPECT_NE(bad.status().message().find("q[0]: answered_from_prompt must be a share in [0, 1], "
+                                        "found 2"),
+            std::string::npos)
+      << bad.status();
+}
+
 TEST(QualityTableTest, ParsesAndRejectsWithThePlace) {
   auto t = ParseQualityTable(
       R"([{"mode": "text", "quality": 0.1}, {"mode": "kv", "selector": "q2c", "retention": 0.5, "spec": "int4", "quality": 0.55}])",
@@ -404,6 +474,12 @@ TEST(QualityTableTest, MalformedTablesNameTheEntryAndField) {
            {R"([{"mode": "kv", "quality": 1, "kind": ""}])",
             "q.json[0]: kind must be a non-empty string (the task kind measured)"},
            {R"([{"mode": "kv", "quality": 1, "kind": 2}])", "q.json[0]: kind must be a non-empty"},
+           {R"([{"mode": "kv", "quality": 1, "tokens": 500}])",
+            "q.json[0]: tokens must be [min, max], prompt lengths with 1 <= min <= max, found 500"},
+           {R"([{"mode": "kv", "quality": 1, "tokens": [600, 400]}])", "found [600,400]"},
+           {R"([{"mode": "kv", "quality": 1, "tokens": [0, 400]}])", "found [0,400]"},
+           {R"([{"mode": "kv", "quality": 1, "tokens": [1.5, 400]}])", "found [1.5,400]"},
+           {R"([{"mode": "kv", "quality": 1, "tokens": [1, 2, 3]}])", "found [1,2,3]"},
        }) {
     auto t = ParseQualityTable(b.json, "q.json");
     EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument) << b.json;
