@@ -4,8 +4,10 @@
 # needles, beside the mixed default table on both, at 10 and 100 Mbit/s (RTT 20 ms),
 # with the per-request quality estimate on (ESTIMATE_STEPS, default 1, the edge's) and off;
 # the mixed table also on needles and single-hop questions of about 1,000 tokens and on
-# multi-hop questions (48-64 records, about 500 tokens). Writes heldout_*.csv, heldout_summary.md and
-# heldout.png to OUT (default bench/results). About 4 minutes on 2 cores.
+# multi-hop questions (48-64 records, about 500 tokens); and the needle table on
+# ~1,000-token single-hop questions with and without the edge's --kv_min_confidence gate.
+# Writes heldout_*.csv, heldout_summary.md and heldout.png to OUT (default bench/results).
+# About 5 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BUILD_DIR:-build}/bin
@@ -15,10 +17,10 @@ steps=${ESTIMATE_STEPS:-1}  # the edge's --estimate_steps where the estimate is 
 single_table=bench/results/heldout_table_single.json
 [[ -s $single_table ]] || KINDS=single N=20 bench/make_quality_table.sh "$single_table" >/dev/null
 policies=text,kv-int4,kv-q2c50-int4,projected-int4,adaptive
-run() {  # NAME TABLE KIND SHAPE ESTIMATE_STEPS
+run() {  # NAME TABLE KIND SHAPE ESTIMATE_STEPS [KV_MIN_CONFIDENCE]
   "$BIN"/kvstream-e2e-bench --quality_table="$2" --kind="$3" "$4" --rates=10,100 --rtts=20 \
     --traces= --n="$N" --policies="$policies" --estimate_steps="$5" \
-    --csv="$out/heldout_$1.csv" >/dev/null 2>&1
+    --kv_min_confidence="${6:-0.5}" --csv="$out/heldout_$1.csv" >/dev/null 2>&1
 }
 run needle-table_single-questions testdata/quality/tiny_needle512.json single --records=16-64 "$steps"
 run needle-table_single-questions_no-estimate testdata/quality/tiny_needle512.json single --records=16-64 0
@@ -29,5 +31,9 @@ run mixed-table_needle-questions testdata/quality/tiny_mixed.json needle --targe
 run mixed-table_needle1024-questions testdata/quality/tiny_mixed.json needle --target_tokens=900-1150 "$steps"
 run mixed-table_single1024-questions testdata/quality/tiny_mixed.json single --records=110-140 "$steps"
 run mixed-table_multi-questions testdata/quality/tiny_mixed.json multi --records=48-64 "$steps"
+# The needle table (512 tokens, where the scout answers everything) on ~1,000-token
+# single-hop questions, with and without the scout-confidence gate.
+run needle-table_single1024-questions testdata/quality/tiny_needle512.json single --records=110-140 "$steps"
+run needle-table_single1024-questions_no-gate testdata/quality/tiny_needle512.json single --records=110-140 "$steps" 0
 /usr/bin/python3 bench/heldout.py "$out"/heldout_*.csv > "$out/heldout_summary.md"
 cat "$out/heldout_summary.md"

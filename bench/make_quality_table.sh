@@ -3,7 +3,8 @@
 # operating point): F1 per task kind and prompt length band, `large` answering in text
 # and scout modes and from the scout's cache in projected mode
 # (testdata/projections/scout_to_large.safetensors; with the answer check, as the edge
-# sends projected requests by default), the scout's own cache in kv mode.
+# sends projected requests by default), the scout's own cache in kv mode (with the
+# edge's confidence gate, KV_MIN_CONFIDENCE).
 # Each row names its kind and the prompt lengths it was measured over ("tokens"); the
 # edge prices a request by each kind's row at (or nearest) its length and keeps the
 # lowest over kinds. Prompt lengths are sampled per band: needles of NEEDLE_TOKENS
@@ -19,6 +20,9 @@ KINDS=${KINDS:-needle single}
 BIN=${BUILD_DIR:-build}/bin
 N=${N:-20}
 THREADS=${THREADS:-0}  # libtorch threads per eval (0: every core)
+# kv rows as the adaptive edge answers them with its --kv_min_confidence (default 0.5):
+# an answer the scout is unsure of comes from the large model's text answer instead.
+KV_MIN_CONFIDENCE=${KV_MIN_CONFIDENCE:-0.5}
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 for kind in $KINDS; do
@@ -37,7 +41,8 @@ for kind in $KINDS; do
       --retentions=0.5 --specs="int8;int4;int2" --answer_check "${common[@]}" \
       --json="$TMP/$name.projected.json" >/dev/null
     "$BIN"/kvstream eval --model=testdata/models/scout --modes=kv --selectors=full,q2c,snapkv \
-      --retentions=0.5,0.25 --specs="raw;int8;int4;int2" "${common[@]}" --json="$TMP/$name.kv.json" >/dev/null
+      --retentions=0.5,0.25 --specs="raw;int8;int4;int2" --kv_min_confidence="$KV_MIN_CONFIDENCE" \
+      "${common[@]}" --json="$TMP/$name.kv.json" >/dev/null
   done
 done
 /usr/bin/python3 - "$TMP"/*.json "$OUT" <<'PY'
@@ -50,7 +55,7 @@ for path in sys.argv[1:-1]:
                     "retention": r["retention"],
                     "spec": r["spec"] if r["mode"] in ("kv", "projected") else "",
                     "quality": round(r["f1"], 4), "n": r["n"], "tokens": r["tokens"]})
-        if r["mode"] == "projected":
+        if r["mode"] in ("kv", "projected"):
             out[-1]["answered_from_prompt"] = round(r["answered_from_prompt"], 4)
 json.dump(out, open(sys.argv[-1], "w"), indent=1)
 print(f"{len(out)} operating points written to {sys.argv[-1]}")

@@ -208,6 +208,7 @@ struct EdgeService::Request {
   int tiers_sent = 0;
   std::unique_ptr<model::QualityProbe> probe;
   bool estimate_rejected = false;
+  bool scout_unsure = false;  // the last estimate: a kv point, the scout's confidence too low
   std::optional<base::AdmissionGate::Slot> estimate_slot;
   // --layerwise: the model worker slot, held from admission until the prefill (which
   // runs inside the first transfer attempt) ends.
@@ -1036,14 +1037,20 @@ absl::StatusOr<std::unique_ptr<model::QualityProbe>> NewProbe(model::Model& scou
 }
 
 bool EdgeService::RecordEstimate(Request& r, const model::QualityEstimate& e) {
+  // A kv answer is the scout's own: a scout unsure of its first token is likely wrong
+  // however faithfully its cache is sent.
+  r.scout_unsure =
+      r.point.mode == kvstream::v1::MODE_KV && e.confidence < options_.kv_min_confidence;
   const bool accepted = e.agreement >= options_.estimate_min_agreement &&
-                        (options_.estimate_max_kl <= 0 || e.kl <= options_.estimate_max_kl);
+                        (options_.estimate_max_kl <= 0 || e.kl <= options_.estimate_max_kl) &&
+                        !r.scout_unsure;
   kvstream::v1::PlanEstimate& pe = *r.stats.add_estimates();
   pe.set_point(r.point.label());
   pe.set_kl(e.kl);
   pe.set_agreement(e.agreement);
   pe.set_p_top(e.p_top);
   pe.set_steps(static_cast<uint32_t>(e.steps));
+  pe.set_confidence(e.confidence);
   pe.set_accepted(accepted);
   return accepted;
 }
@@ -1062,15 +1069,23 @@ absl::Status EdgeService::CheckEstimate(grpc::ServerContext* context, Request& r
     if (choose) {
       // The same selection under the table's other specs, or a lossless fallback: text,
       // or kv's whole cache unquantized (for a tenant that may not use the text model).
+      // A scout unsure of its answer: text, or the same selection projected into the
+      // cloud model, never the scout's own answer.
       const control::OperatingPoint was = r.point;
+      const bool unsure = r.scout_unsure;
       auto allow = [&](const control::OperatingPoint& p) {
         if (std::find(rejected.begin(), rejected.end(), p.label()) != rejected.end()) return false;
         if (r.tenant_allows && !r.tenant_allows(p)) return false;
+        const bool same_selection = p.selector == was.selector && p.retention == was.retention;
+        if (unsure) {
+          return p.mode == kvstream::v1::MODE_TEXT ||
+                 (p.mode == kvstream::v1::MODE_PROJECTED && same_selection);
+        }
         const bool whole_kv = was.mode == kvstream::v1::MODE_KV &&
                               p.mode == kvstream::v1::MODE_KV &&
                               p.selector == select::Policy::kFull && p.spec == "raw";
         return p.mode == kvstream::v1::MODE_TEXT || whole_kv ||
-               (p.mode == was.mode && p.selector == was.selector && p.retention == was.retention);
+               (p.mode == was.mode && same_selection);
       };
       ASSIGN_OR_RETURN(r.policy,
                        ChooseAdaptive(r.requested, static_cast<int>(r.prompt.tokens.size()),
@@ -1081,6 +1096,8 @@ absl::Status EdgeService::CheckEstimate(grpc::ServerContext* context, Request& r
         RETURN_IF_ERROR(SwitchToText(r));
         break;
       }
+      r.mode = r.policy.mode;  // kv -> projected when the scout was unsure
+      r.stats.set_mode(r.mode);
       if (r.point.selector != was.selector || r.point.retention != was.retention) {
         r.selects = false;  // the whole cache
         estimate_kept.clear();
@@ -1218,6 +1235,7 @@ absl::StatusOr<kvstream::v1::GetInfoResponse> EdgeService::CloudRates(const Reso
   // A request with a TTFT target is re-planned layer by layer after its prefill instead.
   rates.layerwise = options_.layerwise && !(request.ttft_target_seconds > 0);
   rates.answer_check = options_.answer_check;
+  rates.kv_confidence_gate = options_.kv_min_confidence > 0 && options_.estimate_steps > 0;
   return info;
 }
 

@@ -87,6 +87,10 @@ struct EdgeOptions {
   // the prompt): the cloud answers from the prompt when the projected cache would start
   // the answer with another token (RequestStats.answer_check).
   bool answer_check = true;
+  // Adaptive, with the estimate: a kv point is rejected when the scout's own probability
+  // of its first answer token (full cache) is below this (0: never), and the controller
+  // chooses again among text and the same selection projected into the cloud model.
+  double kv_min_confidence = 0;  // --kv_min_confidence (0.5 by default there)
   // kv / projected requests without a selector, but adaptive ones with a TTFT target
   // (re-planned layer by layer after the prefill); an adaptive one's estimate runs after
   // the prefill, beside the rest of the transfer (needs estimate_overlap):

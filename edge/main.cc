@@ -116,6 +116,10 @@ ABSL_FLAG(bool, answer_check, true,
           "Projected requests: Commit carries the scout's first answer token and the prompt's "
           "ids, and the cloud answers from the prompt (prefilled, as text) when its first token "
           "from the projected cache differs; RequestStats.answer_check says which");
+ABSL_FLAG(double, kv_min_confidence, 0.5,
+          "Adaptive, with --estimate_steps: reject a kv plan (answered by the scout) when the "
+          "scout's own probability of its first answer token is below this, and choose again "
+          "among text and the same selection projected into the cloud model (0: off)");
 ABSL_FLAG(bool, estimate_overlap, true,
           "Adaptive: run the estimate while the plan's chunks are sent and hold Commit for its "
           "verdict (a rejected plan's stream is closed without Commit and the new choice sent), "
@@ -250,6 +254,12 @@ absl::Status ApplyTransferFlags(EdgeOptions& options) {
   options.estimate_min_agreement = absl::GetFlag(FLAGS_estimate_min_agreement);
   options.estimate_overlap = absl::GetFlag(FLAGS_estimate_overlap);
   options.answer_check = absl::GetFlag(FLAGS_answer_check);
+  options.kv_min_confidence = absl::GetFlag(FLAGS_kv_min_confidence);
+  if (!(options.kv_min_confidence >= 0 && options.kv_min_confidence <= 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--kv_min_confidence: expected a probability in [0, 1], found ",
+                     options.kv_min_confidence));
+  }
   options.layerwise = absl::GetFlag(FLAGS_layerwise);
   options.estimate_max_kl = absl::GetFlag(FLAGS_estimate_max_kl);
   if (options.estimate_steps < 0 || options.estimate_steps > 64) {

@@ -137,6 +137,9 @@ absl::StatusOr<Prediction> Predict(const OperatingPoint& p, const RequestShape& 
     if (p.mode == kvstream::v1::MODE_PROJECTED && rates.answer_check) {
       out.wire_bytes += ids_bytes;  // Commit.check
       out.cloud_seconds += p.fallback_share * rates.cloud_prefill.Seconds(head);
+    } else if (p.mode == kvstream::v1::MODE_KV && rates.kv_confidence_gate) {
+      out.cloud_seconds +=
+          p.fallback_share * (link.rtt_seconds + rates.cloud_prefill.Seconds(head));
     }
   }
   out.transfer_seconds =

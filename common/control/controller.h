@@ -98,6 +98,9 @@ struct Rates {
   // Projected requests carry the answer check (the prompt's ids; a point's fallback share
   // of answers then costs the cloud model's prefill of the prompt).
   bool answer_check = false;
+  // Adaptive kv answers the scout is unsure of go to text (the edge's --kv_min_confidence):
+  // a kv point's fallback share then costs the cloud model's prefill and a round trip.
+  bool kv_confidence_gate = false;
 };
 
 struct LinkState {
@@ -128,9 +131,9 @@ struct OperatingPoint {
   // Expected quality (e.g. F1) from the quality table: the lowest of its rows, or, from
   // AtPromptLength, the lowest of the rows that apply at the prompt's length.
   double quality = 0;
-  // Projected: the share of answers the cloud's answer check sent to the prompt's prefill
-  // (the highest of the rows, or of those AtPromptLength applies), which the cost model
-  // adds to the point's cloud time.
+  // The share of answers that came from the prompt's prefill instead (projected: the
+  // cloud's answer check; kv: the edge's confidence gate), the highest of the rows or of
+  // those AtPromptLength applies; the cost model adds it to the point's cloud time.
   double fallback_share = 0;
   std::vector<QualityBand> bands;  // every row measured for this point
   std::string label() const;
@@ -157,7 +160,8 @@ struct Prediction {
 //   1/cloud_decode kv:    edge_prefill(prompt) + bytes/encode + rtt + tx(chunks) + bytes/rebuild +
 //   1/kv_decode projected: as kv, plus slots/projection, and the first decode step is the answering
 //          model's (1/cloud_decode); with rates.answer_check, plus the prompt's ids on the
-//          wire and fallback_share x cloud_prefill(prompt)
+//          wire and fallback_share x cloud_prefill(prompt); kv with rates.kv_confidence_gate,
+//          plus fallback_share x (rtt + cloud_prefill(prompt))
 // where edge_prefill is the statistics-collecting cost when the point selects. With
 // rates.layerwise, a kv / projected point without a selector overlaps the edge's work and
 // the transfer as a pipeline of L equal layers:

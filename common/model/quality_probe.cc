@@ -121,6 +121,8 @@ absl::StatusOr<std::vector<std::vector<double>>> QualityProbe::StepLogProbsOn(
   return out;
 }
 
+double QualityProbe::confidence() const { return std::exp(log_probs_.front()[top_.front()]); }
+
 absl::StatusOr<QualityEstimate> QualityProbe::Estimate(const std::vector<int32_t>& kept,
                                                        const codec::Plan& plan) {
   const auto t0 = Clock::now();
@@ -132,6 +134,7 @@ absl::StatusOr<QualityEstimate> QualityProbe::Estimate(const std::vector<int32_t
     e.p_top = 0;
     for (size_t s = 0; s < inputs_.size(); ++s) e.p_top += std::exp(log_probs_[s][top_[s]]);
     e.p_top /= e.steps;
+    e.confidence = confidence();
     e.seconds = Since(t0);
     return e;
   }
@@ -164,6 +167,7 @@ absl::StatusOr<QualityEstimate> QualityProbe::Estimate(const std::vector<int32_t
   e.kl /= e.steps;
   e.agreement /= e.steps;
   e.p_top /= e.steps;
+  e.confidence = confidence();
   e.seconds = Since(t0);
   return e;
 }

@@ -23,6 +23,9 @@ struct QualityEstimate {
   double p_top = 1;      // mean over steps of the plan's probability of the full cache's token
   int steps = 0;
   double seconds = 0;  // to rebuild the cache and run the steps
+  // The full cache's own probability of its first greedy token: how sure the sender's
+  // model is of its answer, whatever the plan (QualityProbe::confidence).
+  double confidence = 1;
 };
 
 class QualityProbe {
@@ -49,6 +52,8 @@ class QualityProbe {
   // The full cache's greedy token at each step (ties to the lowest id, as generation).
   const std::vector<int>& greedy() const { return top_; }
   double reference_seconds() const { return reference_seconds_; }
+  // The full cache's probability of its own first greedy token.
+  double confidence() const;
 
  private:
   QualityProbe(Model& model, const KvCache& cache) : model_(model), cache_(cache) {}

@@ -1375,6 +1375,43 @@ TEST_F(DaemonsTest, AdaptiveDoesNotSendAPlanTheEstimateShowsBreaking) {
   }
 }
 
+// A kv answer is the scout's own: when the scout is unsure of its first answer token
+// (--kv_min_confidence), adaptive does not send a kv plan however faithful, and answers
+// with the cloud model instead (text, or the same selection projected into it).
+TEST_F(DaemonsTest, AdaptiveAnswersWithTheCloudModelWhenTheScoutIsUnsure) {
+  const std::string table = *work_ + "/kv_first_table.json";
+  std::ofstream(table) << R"([{"mode": "kv", "spec": "int8", "quality": 1.0},
+                             {"mode": "projected", "spec": "int8", "quality": 0.5},
+                             {"mode": "text", "quality": 0.5}])";
+  Daemon edge;
+  ASSERT_TRUE(
+      StartDaemon(
+          edge, *work_, "edge-unsure", "kvstream-edge",
+          {absl::StrCat("--scout=", kScout), absl::StrCat("--cloud=127.0.0.1:", cloud_->port),
+           "--cloud_model=large", "--quality_table=" + table, "--mode=adaptive",
+           "--initial_bandwidth_mbps=100", "--initial_rtt_ms=1", "--kv_min_confidence=0.99999"})
+          .ok());
+  auto stub =
+      kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", edge.port)));
+  net::AskCall call;
+  call.timeout_seconds = 60;
+  auto r = net::Ask(*stub, Request((*examples_)[2], kvstream::v1::MODE_ADAPTIVE, "", ""), call);
+  EXPECT_TRUE(edge.process.Stop(20).ok());
+  ASSERT_TRUE(r.ok()) << r.status();
+  const auto& s = r->stats;
+  ASSERT_GE(s.estimates_size(), 1) << s.decision();
+  EXPECT_NE(s.estimates(0).point().find("kv full int8"), std::string::npos) << s.decision();
+  EXPECT_FALSE(s.estimates(0).accepted());
+  EXPECT_EQ(s.estimates(0).agreement(), 1.0) << "the plan itself was faithful";
+  EXPECT_GT(s.estimates(0).confidence(), 0.0);
+  EXPECT_LT(s.estimates(0).confidence(), 0.99999);
+  EXPECT_NE(s.mode(), kvstream::v1::MODE_KV) << s.decision();
+  EXPECT_NE(s.decision().find("the estimate rejected kv full int8"), std::string::npos)
+      << s.decision();
+  EXPECT_FALSE(r->token_ids.empty());
+  EXPECT_EQ(WaitForSessions(*cloud_stub_, 0), 0u);
+}
+
 // Edge to cloud over TLS: a cloud with a certificate from a test CA answers an edge that
 // trusts the CA, and refuses one that speaks plaintext.
 // Bearer tokens: the edge requires one from clients and presents its own to the cloud;

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 
 #include "absl/flags/flag.h"
@@ -65,6 +66,12 @@ ABSL_FLAG(bool, answer_check, false,
           "eval: projected variants carry the answer check the edge sends by default "
           "(--answer_check there): the answering model answers from the prompt when its first "
           "token from the projected cache is not the scout's; off: the projection alone");
+ABSL_FLAG(double, kv_min_confidence, 0,
+          "eval: kv variants answer as the adaptive edge with --kv_min_confidence does: when the "
+          "answering model's own probability of its first answer token is below this, the "
+          "answer is --fallback_model's text answer (counted as answered from the prompt; 0: off)");
+ABSL_FLAG(std::string, fallback_model, "testdata/models/large",
+          "eval --kv_min_confidence: the model whose text answer replaces an unsure kv answer");
 ABSL_FLAG(std::string, estimate_csv, "",
           "eval --estimate_steps: write one row per answer (variant, example, the estimate's KL, "
           "agreement and p_top, the answer's F1) as CSV, for calibrating the estimate");
@@ -260,6 +267,9 @@ absl::StatusOr<std::vector<eval::Example>> Examples(const model::Tokenizer& tok)
 struct Senders {
   model::PrefillResult own, scout;
   std::unique_ptr<model::QualityProbe> own_probe, scout_probe;
+  double own_confidence = 1;  // --model's probability of its first answer token, full cache
+  // --kv_min_confidence, when own_confidence is below it: --fallback_model's text answer
+  std::optional<std::string> fallback_answer;
 };
 
 // One sweep: the models, the examples, the variants, and the answering side as the
@@ -294,6 +304,12 @@ class Evaluation {
     receiver_.limits = {static_cast<uint32_t>(std::max(512, sampling_tokens)),
                         static_cast<uint32_t>(sampling_tokens)};
     receiver_.stop_tokens = pipeline::StopTokens(*answerer_, tok_.get());
+    if (absl::GetFlag(FLAGS_kv_min_confidence) > 0 && modes.count("kv")) {
+      ASSIGN_OR_RETURN(fallback_, Model::Load(absl::GetFlag(FLAGS_fallback_model)));
+      fallback_receiver_ = receiver_;
+      fallback_receiver_.model = fallback_.get();
+      fallback_receiver_.stop_tokens = pipeline::StopTokens(*fallback_, tok_.get());
+    }
     return absl::OkStatus();
   }
 
@@ -306,7 +322,8 @@ class Evaluation {
           const model::ChatPrompt prompt,
           model::BuildQaPrompt(*tok_, ex.context, ex.question, {absl::GetFlag(FLAGS_system)}));
       lengths_.insert(static_cast<int>(prompt.tokens.size()));
-      ASSIGN_OR_RETURN(const Senders senders, Prefill(prompt));
+      ASSIGN_OR_RETURN(Senders senders, Prefill(prompt));
+      RETURN_IF_ERROR(Fallback(prompt, senders));
       for (Variant& v : variants_) RETURN_IF_ERROR(Answer(ex, e, prompt, senders, v));
       base_f1 = variants_[0].f1 / variants_[0].n;
       const double secs =
@@ -323,6 +340,29 @@ class Evaluation {
   }
 
  private:
+  // --kv_min_confidence: the text answer an unsure kv answer is replaced with.
+  absl::Status Fallback(const model::ChatPrompt& prompt, Senders& s) const {
+    const auto& l = s.own.last_logits;
+    const float top = *std::max_element(l.begin(), l.end());
+    double z = 0;
+    for (float x : l) z += std::exp(static_cast<double>(x) - top);
+    s.own_confidence = 1 / z;
+    if (fallback_ == nullptr || s.own_confidence >= absl::GetFlag(FLAGS_kv_min_confidence)) {
+      return absl::OkStatus();
+    }
+    pipeline::Request text;
+    text.mode = kvstream::v1::MODE_TEXT;
+    text.cloud_model = "eval";
+    text.max_tokens = receiver_.limits.default_new_tokens;
+    ASSIGN_OR_RETURN(
+        const pipeline::Payload payload,
+        pipeline::Encode(*fallback_, nullptr, nullptr, prompt, text, pipeline::NewSessionId()));
+    ASSIGN_OR_RETURN(const pipeline::LocalAnswer a,
+                     pipeline::AnswerLocally(payload, fallback_receiver_));
+    ASSIGN_OR_RETURN(s.fallback_answer, tok_->Decode(a.tokens, true));
+    return absl::OkStatus();
+  }
+
   absl::Status LoadProjection(const std::vector<codec::Plan>& plans) {
     if (absl::GetFlag(FLAGS_projection).empty()) {
       return absl::InvalidArgumentError(
@@ -395,7 +435,11 @@ class Evaluation {
     pipeline::Receiver to = receiver_;
     to.projection = mode == kvstream::v1::MODE_PROJECTED ? projection_.get() : nullptr;
     ASSIGN_OR_RETURN(const pipeline::LocalAnswer a, pipeline::AnswerLocally(payload, to));
-    ASSIGN_OR_RETURN(const std::string answer, tok_->Decode(a.tokens, true));
+    ASSIGN_OR_RETURN(std::string answer, tok_->Decode(a.tokens, true));
+    if (v.mode == "kv" && senders.fallback_answer) {  // the scout was unsure: text answers
+      answer = *senders.fallback_answer;
+      ++v.from_prompt;
+    }
     const double f1 = eval::TokenF1(answer, ex.answers);
     model::QualityProbe* probe = v.mode == "kv"          ? senders.own_probe.get()
                                  : v.mode == "projected" ? senders.scout_probe.get()
@@ -460,7 +504,8 @@ class Evaluation {
     }
   }
 
-  std::unique_ptr<model::Model> answerer_, scout_;
+  std::unique_ptr<model::Model> answerer_, scout_, fallback_;
+  pipeline::Receiver fallback_receiver_;  // --kv_min_confidence: fallback_ answering text
   std::unique_ptr<model::Tokenizer> tok_;
   std::unique_ptr<model::Projection> projection_;
   std::vector<eval::Example> examples_;

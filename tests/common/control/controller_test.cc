@@ -401,6 +401,18 @@ TEST(QualityTableTest, TheAnswerChecksFallbackShareIsPricedIntoProjectedPoints) 
   p.fallback_share = 0;
   auto agreeing = Predict(p, {450, 400}, m, rates, link);
   EXPECT_NEAR(agreeing->cloud_seconds, plain->cloud_seconds, 1e-12);
+  // A kv point's share of answers the edge's confidence gate sends to text costs the
+  // cloud's prefill and a round trip, only with the gate on.
+  OperatingPoint kv;
+  kv.spec = "int4";
+  kv.fallback_share = 0.25;
+  const LinkState slow{100e6, 0.02};
+  auto ungated = Predict(kv, {450, 400}, m, rates, slow);
+  rates.kv_confidence_gate = true;
+  auto gated = Predict(kv, {450, 400}, m, rates, slow);
+  ASSERT_TRUE(ungated.ok() && gated.ok());
+  EXPECT_NEAR(gated->cloud_seconds - ungated->cloud_seconds, 0.25 * (0.02 + 0.449), 1e-9);
+  EXPECT_EQ(gated->wire_bytes, ungated->wire_bytes);
   auto bad = ParseQualityTable(
       R"([{"mode": "projected", "spec": "int2", "quality": 1, "answered_from_prompt": 2}])", "q");
   EXPECT_NE(bad.status().message().find("q[0]: answered_from_prompt must be a share in [0, 1], "
