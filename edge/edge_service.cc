@@ -1036,11 +1036,20 @@ absl::StatusOr<std::unique_ptr<model::QualityProbe>> NewProbe(model::Model& scou
                                      pipeline::StopTokens(scout, &tokenizer), &pre.last_logits);
 }
 
+bool EdgeService::CloudModelAllowed(const Request& r) const {
+  return std::any_of(options_.quality_table.begin(), options_.quality_table.end(),
+                     [&r](const control::OperatingPoint& p) {
+                       return p.mode != kvstream::v1::MODE_KV &&
+                              p.mode != kvstream::v1::MODE_SCOUT &&
+                              (!r.tenant_allows || r.tenant_allows(p));
+                     });
+}
+
 bool EdgeService::RecordEstimate(Request& r, const model::QualityEstimate& e) {
   // A kv answer is the scout's own: a scout unsure of its first token is likely wrong
-  // however faithfully its cache is sent.
-  r.scout_unsure =
-      r.point.mode == kvstream::v1::MODE_KV && e.confidence < options_.kv_min_confidence;
+  // however faithfully its cache is sent (unless the tenant may use no other model).
+  r.scout_unsure = r.point.mode == kvstream::v1::MODE_KV &&
+                   e.confidence < options_.kv_min_confidence && CloudModelAllowed(r);
   const bool accepted = e.agreement >= options_.estimate_min_agreement &&
                         (options_.estimate_max_kl <= 0 || e.kl <= options_.estimate_max_kl) &&
                         !r.scout_unsure;

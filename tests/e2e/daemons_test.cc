@@ -1382,7 +1382,7 @@ TEST_F(DaemonsTest, AdaptiveAnswersWithTheCloudModelWhenTheScoutIsUnsure) {
   const std::string table = *work_ + "/kv_first_table.json";
   std::ofstream(table) << R"([{"mode": "kv", "spec": "int8", "quality": 1.0},
                              {"mode": "projected", "spec": "int8", "quality": 0.5},
-                             {"mode": "text", "quality": 0.5}])";
+                             {"mode": "text", "quality": 0.1}])";
   Daemon edge;
   ASSERT_TRUE(
       StartDaemon(
@@ -1405,7 +1405,12 @@ TEST_F(DaemonsTest, AdaptiveAnswersWithTheCloudModelWhenTheScoutIsUnsure) {
   EXPECT_EQ(s.estimates(0).agreement(), 1.0) << "the plan itself was faithful";
   EXPECT_GT(s.estimates(0).confidence(), 0.0);
   EXPECT_LT(s.estimates(0).confidence(), 0.99999);
-  EXPECT_NE(s.mode(), kvstream::v1::MODE_KV) << s.decision();
+  // Projected is the best of the rest: the scout's cache, the large model's answer.
+  EXPECT_EQ(s.mode(), kvstream::v1::MODE_PROJECTED) << s.decision();
+  EXPECT_FALSE(s.answer_check().empty());
+  ASSERT_EQ(s.estimates_size(), 2) << s.decision();
+  EXPECT_NE(s.estimates(1).point().find("projected full int8"), std::string::npos);
+  EXPECT_TRUE(s.estimates(1).accepted());
   EXPECT_NE(s.decision().find("the estimate rejected kv full int8"), std::string::npos)
       << s.decision();
   EXPECT_FALSE(r->token_ids.empty());
