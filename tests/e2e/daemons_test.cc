@@ -151,6 +151,24 @@ class DaemonsTest : public ::testing::Test {
     return up;
   }
 
+  // An adaptive edge on the shared cloud (the large model answering), its quality table
+  // the JSON `table` (written to the work directory as NAME.json), `flags` added; a stub
+  // for it.
+  static absl::StatusOr<std::unique_ptr<kvstream::v1::EdgeService::Stub>> StartAdaptiveEdge(
+      Daemon& edge, const std::string& name, const std::string& table,
+      const std::vector<std::string>& flags) {
+    const std::string path = *work_ + "/" + name + ".json";
+    std::ofstream(path) << table;
+    std::vector<std::string> args = {
+        absl::StrCat("--scout=", kScout), absl::StrCat("--cloud=127.0.0.1:", cloud_->port),
+        "--cloud_model=large", "--quality_table=" + path, "--mode=adaptive"};
+    args.insert(args.end(), flags.begin(), flags.end());
+    const absl::Status started = StartDaemon(edge, *work_, name, "kvstream-edge", std::move(args));
+    if (!started.ok()) return started;
+    return kvstream::v1::EdgeService::NewStub(
+        net::MakeChannel(absl::StrCat("127.0.0.1:", edge.port)));
+  }
+
   // A kv SessionOpen for `cache` (every slot sent), as an edge would write it.
   static Uplink KvOpen(const model::Model& scout, const model::KvCache& cache, int32_t last_token,
                        const std::string& id) {
@@ -1049,27 +1067,22 @@ TEST_F(DaemonsTest, SessionsBeyondMaxSessionsAreResourceExhausted) {
 // The table makes kv the best quality (with the committed table text is as good, and
 // wins on a slow link: the next test).
 TEST_F(DaemonsTest, AdaptiveModeMeetsTheTargetOnASlowLink) {
-  const std::string table = *work_ + "/kv_table.json";
-  std::ofstream(table) << R"([{"mode": "kv", "spec": "raw", "quality": 1.0},
-                             {"mode": "kv", "spec": "int8", "quality": 1.0},
-                             {"mode": "kv", "spec": "int4", "quality": 0.95},
-                             {"mode": "kv", "selector": "snapkv", "retention": 0.5, "spec": "int4", "quality": 0.9},
-                             {"mode": "text", "quality": 0.5}])";
   Daemon edge;
-  ASSERT_TRUE(StartDaemon(edge, *work_, "edge-adaptive", "kvstream-edge",
-                          {absl::StrCat("--scout=", kScout),
-                           absl::StrCat("--cloud=127.0.0.1:", cloud_->port), "--cloud_model=large",
-                           "--uplink_mbps=2", "--one_way_delay_ms=5", "--quality_table=" + table,
-                           "--mode=adaptive", "--initial_bandwidth_mbps=2", "--chunk_bytes=8192"})
-                  .ok());
-  auto stub =
-      kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", edge.port)));
+  auto stub = StartAdaptiveEdge(edge, "edge-adaptive",
+                                R"([{"mode": "kv", "spec": "raw", "quality": 1.0},
+          {"mode": "kv", "spec": "int8", "quality": 1.0},
+          {"mode": "kv", "spec": "int4", "quality": 0.95},
+          {"mode": "kv", "selector": "snapkv", "retention": 0.5, "spec": "int4", "quality": 0.9},
+          {"mode": "text", "quality": 0.5}])",
+                                {"--uplink_mbps=2", "--one_way_delay_ms=5",
+                                 "--initial_bandwidth_mbps=2", "--chunk_bytes=8192"});
+  ASSERT_TRUE(stub.ok()) << stub.status();
   for (int i = 0; i < 4; ++i) {
     auto req = Request((*examples_)[i], kvstream::v1::MODE_UNSPECIFIED, "", "");
     req.mutable_policy()->set_ttft_target_seconds(0.25);
     net::AskCall call;
     call.timeout_seconds = 60;
-    auto r = net::Ask(*stub, req, call);
+    auto r = net::Ask(**stub, req, call);
     ASSERT_TRUE(r.ok()) << r.status();
     const auto& s = r->stats;
     EXPECT_FALSE(s.decision().empty());
@@ -1278,25 +1291,19 @@ TEST_F(DaemonsTest, AdaptiveModeSendsTextOnASlowLinkWhenTextAnswersAsWell) {
 // cache looks affordable; the link is 2 Mbit/s. After the first layer's acks the
 // remaining layers must move down the ladder.
 TEST_F(DaemonsTest, AdaptiveKvReplansWhenTheLinkIsSlowerThanAssumed) {
-  const std::string table = *work_ + "/replan_table.json";
-  std::ofstream(table) << R"([{"mode": "kv", "spec": "raw", "quality": 0.8},
-                             {"mode": "kv", "spec": "int4", "quality": 0.7},
-                             {"mode": "text", "quality": 0.1}])";
   Daemon edge;
-  ASSERT_TRUE(
-      StartDaemon(
-          edge, *work_, "edge-replan", "kvstream-edge",
-          {absl::StrCat("--scout=", kScout), absl::StrCat("--cloud=127.0.0.1:", cloud_->port),
-           "--cloud_model=large", "--uplink_mbps=2", "--quality_table=" + table, "--mode=adaptive",
-           "--initial_bandwidth_mbps=100", "--initial_rtt_ms=1", "--chunk_bytes=4096"})
-          .ok());
-  auto stub =
-      kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", edge.port)));
+  auto stub = StartAdaptiveEdge(edge, "edge-replan",
+                                R"([{"mode": "kv", "spec": "raw", "quality": 0.8},
+                                    {"mode": "kv", "spec": "int4", "quality": 0.7},
+                                    {"mode": "text", "quality": 0.1}])",
+                                {"--uplink_mbps=2", "--initial_bandwidth_mbps=100",
+                                 "--initial_rtt_ms=1", "--chunk_bytes=4096"});
+  ASSERT_TRUE(stub.ok()) << stub.status();
   auto req = Request((*examples_)[6], kvstream::v1::MODE_ADAPTIVE, "", "");
   req.mutable_policy()->set_ttft_target_seconds(0.3);
   net::AskCall call;
   call.timeout_seconds = 60;
-  auto r = net::Ask(*stub, req, call);
+  auto r = net::Ask(**stub, req, call);
   ASSERT_TRUE(r.ok()) << r.status();
   const auto& s = r->stats;
   EXPECT_EQ(s.mode(), kvstream::v1::MODE_KV);
@@ -1317,24 +1324,19 @@ TEST_F(DaemonsTest, AdaptiveKvReplansWhenTheLinkIsSlowerThanAssumed) {
 // (the default) INT1 is already on the wire when the verdict comes: its stream closes
 // without Commit, the cloud drops that session, and the new choice goes on a second one.
 TEST_F(DaemonsTest, AdaptiveDoesNotSendAPlanTheEstimateShowsBreaking) {
-  const std::string table = *work_ + "/lying_table.json";
-  std::ofstream(table) << R"([{"mode": "kv", "spec": "int1", "quality": 1.0},
-                             {"mode": "kv", "spec": "raw", "quality": 1.0}])";
   auto ask = [&](const std::string& name, int steps, bool overlap) {
     Daemon edge;
-    EXPECT_TRUE(
-        StartDaemon(edge, *work_, name, "kvstream-edge",
-                    {absl::StrCat("--scout=", kScout),
-                     absl::StrCat("--cloud=127.0.0.1:", cloud_->port), "--cloud_model=large",
-                     "--quality_table=" + table, "--mode=adaptive", "--initial_bandwidth_mbps=10",
-                     "--initial_rtt_ms=1", absl::StrCat("--estimate_steps=", steps),
-                     absl::StrCat("--estimate_overlap=", overlap)})
-            .ok());
-    auto stub =
-        kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", edge.port)));
+    auto started = StartAdaptiveEdge(
+        edge, name,
+        R"([{"mode": "kv", "spec": "int1", "quality": 1.0},
+                                         {"mode": "kv", "spec": "raw", "quality": 1.0}])",
+        {"--initial_bandwidth_mbps=10", "--initial_rtt_ms=1",
+         absl::StrCat("--estimate_steps=", steps), absl::StrCat("--estimate_overlap=", overlap)});
+    if (!started.ok()) return absl::StatusOr<net::AskResult>(started.status());
     net::AskCall call;
     call.timeout_seconds = 60;
-    auto r = net::Ask(*stub, Request((*examples_)[2], kvstream::v1::MODE_ADAPTIVE, "", ""), call);
+    auto r =
+        net::Ask(**started, Request((*examples_)[2], kvstream::v1::MODE_ADAPTIVE, "", ""), call);
     EXPECT_TRUE(edge.process.Stop(20).ok());
     return r;
   };
@@ -1379,23 +1381,17 @@ TEST_F(DaemonsTest, AdaptiveDoesNotSendAPlanTheEstimateShowsBreaking) {
 // (--kv_min_confidence), adaptive does not send a kv plan however faithful, and answers
 // with the cloud model instead (text, or the same selection projected into it).
 TEST_F(DaemonsTest, AdaptiveAnswersWithTheCloudModelWhenTheScoutIsUnsure) {
-  const std::string table = *work_ + "/kv_first_table.json";
-  std::ofstream(table) << R"([{"mode": "kv", "spec": "int8", "quality": 1.0},
-                             {"mode": "projected", "spec": "int8", "quality": 0.5},
-                             {"mode": "text", "quality": 0.1}])";
   Daemon edge;
-  ASSERT_TRUE(
-      StartDaemon(
-          edge, *work_, "edge-unsure", "kvstream-edge",
-          {absl::StrCat("--scout=", kScout), absl::StrCat("--cloud=127.0.0.1:", cloud_->port),
-           "--cloud_model=large", "--quality_table=" + table, "--mode=adaptive",
-           "--initial_bandwidth_mbps=100", "--initial_rtt_ms=1", "--kv_min_confidence=0.99999"})
-          .ok());
-  auto stub =
-      kvstream::v1::EdgeService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", edge.port)));
+  auto stub = StartAdaptiveEdge(
+      edge, "edge-unsure",
+      R"([{"mode": "kv", "spec": "int8", "quality": 1.0},
+                                    {"mode": "projected", "spec": "int8", "quality": 0.5},
+                                    {"mode": "text", "quality": 0.1}])",
+      {"--initial_bandwidth_mbps=100", "--initial_rtt_ms=1", "--kv_min_confidence=0.99999"});
+  ASSERT_TRUE(stub.ok()) << stub.status();
   net::AskCall call;
   call.timeout_seconds = 60;
-  auto r = net::Ask(*stub, Request((*examples_)[2], kvstream::v1::MODE_ADAPTIVE, "", ""), call);
+  auto r = net::Ask(**stub, Request((*examples_)[2], kvstream::v1::MODE_ADAPTIVE, "", ""), call);
   EXPECT_TRUE(edge.process.Stop(20).ok());
   ASSERT_TRUE(r.ok()) << r.status();
   const auto& s = r->stats;

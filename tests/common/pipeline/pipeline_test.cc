@@ -59,23 +59,32 @@ class PipelineTest : public ::testing::Test {
     return r;
   }
 
-  // The sender's side for `r` (the scout sends), then the receiver's in process.
-  static absl::StatusOr<LocalAnswer> Run(const Request& r, model::Model& answerer,
-                                         Payload* kept = nullptr) {
-    model::PrefillResult pre;
+  // The sender's side for `r` (the scout sends); `pre` receives its prefill.
+  static absl::StatusOr<Payload> Send(const Request& r, model::PrefillResult& pre) {
     select::Selection sel;
     if (SenderPrefills(r)) {
       ASSIGN_OR_RETURN(pre, Prefill(*scout_, *prompt_, r));
       ASSIGN_OR_RETURN(sel, Select(pre, *prompt_, r));
     }
-    ASSIGN_OR_RETURN(Payload payload, Encode(*scout_, SenderPrefills(r) ? &pre : nullptr, &sel,
-                                             *prompt_, r, NewSessionId()));
+    return Encode(*scout_, SenderPrefills(r) ? &pre : nullptr, &sel, *prompt_, r, NewSessionId());
+  }
+
+  // The answering side in process for a request in `mode`.
+  static Receiver To(model::Model& answerer, Mode mode) {
     Receiver to;
     to.model = &answerer;
     to.name = &answerer == large_ ? "large" : "scout";
-    to.projection = r.mode == kvstream::v1::MODE_PROJECTED ? projection_ : nullptr;
+    to.projection = mode == kvstream::v1::MODE_PROJECTED ? projection_ : nullptr;
     to.stop_tokens = StopTokens(answerer, tokenizer_);
-    absl::StatusOr<LocalAnswer> a = AnswerLocally(payload, to);
+    return to;
+  }
+
+  // The sender's side for `r`, then the receiver's in process.
+  static absl::StatusOr<LocalAnswer> Run(const Request& r, model::Model& answerer,
+                                         Payload* kept = nullptr) {
+    model::PrefillResult pre;
+    ASSIGN_OR_RETURN(Payload payload, Send(r, pre));
+    absl::StatusOr<LocalAnswer> a = AnswerLocally(payload, To(answerer, r.mode));
     if (kept != nullptr) {
       kept->open = payload.open;
       kept->chunks = payload.chunks;
@@ -208,24 +217,17 @@ TEST_F(PipelineTest, AnswerCheckKeepsTheProjectedAnswerOrAnswersAsTextDoes) {
   ASSERT_TRUE(unchecked.ok() && text.ok()) << unchecked.status() << text.status();
   EXPECT_FALSE(unchecked->check.checked);
   r.answer_check = true;
-  auto pre = Prefill(*scout_, *prompt_, r);
-  ASSERT_TRUE(pre.ok()) << pre.status();
-  auto sel = Select(*pre, *prompt_, r);
-  ASSERT_TRUE(sel.ok()) << sel.status();
-  auto payload = Encode(*scout_, &*pre, &*sel, *prompt_, r, NewSessionId());
+  model::PrefillResult pre;
+  auto payload = Send(r, pre);
   ASSERT_TRUE(payload.ok() && payload->check.has_value()) << payload.status();
-  const auto& l = pre->last_logits;
+  const auto& l = pre.last_logits;
   const int32_t scout_first =
       static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin());
   EXPECT_EQ(payload->check->expected_token(), scout_first);
   EXPECT_EQ(std::vector<int32_t>(payload->check->prompt_tokens().begin(),
                                  payload->check->prompt_tokens().end()),
             prompt_->tokens);
-  Receiver to;
-  to.model = large_;
-  to.name = "large";
-  to.projection = projection_;
-  to.stop_tokens = StopTokens(*large_, tokenizer_);
+  const Receiver to = To(*large_, r.mode);
   auto checked = AnswerLocally(*payload, to);
   ASSERT_TRUE(checked.ok()) << checked.status();
   EXPECT_TRUE(checked->check.checked);
@@ -249,11 +251,8 @@ TEST_F(PipelineTest, AnswerCheckIsRefusedOutsideProjectedModeOrWithoutThePrompt)
   const int vocab = large_->config().vocab_size;
   Request r = Make(kvstream::v1::MODE_PROJECTED, "int8");
   r.answer_check = true;
-  auto pre = Prefill(*scout_, *prompt_, r);
-  ASSERT_TRUE(pre.ok()) << pre.status();
-  auto sel = Select(*pre, *prompt_, r);
-  ASSERT_TRUE(sel.ok()) << sel.status();
-  auto payload = Encode(*scout_, &*pre, &*sel, *prompt_, r, NewSessionId());
+  model::PrefillResult pre;
+  auto payload = Send(r, pre);
   ASSERT_TRUE(payload.ok() && payload->check) << payload.status();
   auto open = CheckSessionOpen(payload->open, large_->config(), "large", {});
   ASSERT_TRUE(open.ok()) << open.status();
@@ -296,7 +295,7 @@ TEST_F(PipelineTest, AnswerCheckIsRefusedOutsideProjectedModeOrWithoutThePrompt)
   EXPECT_EQ(none.check_token, -1);
   Request kv = Make(kvstream::v1::MODE_KV, "int8");
   kv.answer_check = true;
-  EXPECT_FALSE(MakeAnswerCheck(*pre, *prompt_, kv).has_value());
+  EXPECT_FALSE(MakeAnswerCheck(pre, *prompt_, kv).has_value());
 }
 
 // Progressive sending (a plan with tiers): every tier sent answers exactly as the plan
