@@ -467,8 +467,13 @@ absl::Status CloudService::Open(const kvstream::v1::SessionOpen& open, Session& 
   const uint64_t slots = s.checked.slots;
   const uint64_t max_tokens = static_cast<uint64_t>(s.checked.max_new_tokens);
   const uint64_t elem = s.served->model->is_bf16() ? 2 : 4;
+  // A projected session whose answer check fails is answered from the whole prompt's
+  // prefill instead (its projected cache freed first), so it may need a cache that long.
+  const uint64_t cells = s.mode == kvstream::v1::MODE_PROJECTED
+                             ? std::max<uint64_t>(slots, s.checked.next_position)
+                             : slots;
   uint64_t bytes =
-      (slots + max_tokens + 1) * c.num_layers * 2ull * c.num_kv_heads * c.head_dim * elem;
+      (cells + max_tokens + 1) * c.num_layers * 2ull * c.num_kv_heads * c.head_dim * elem;
   if (s.projection != nullptr) {  // the sender's cache is rebuilt (float32) before it is mapped
     const model::ProjectionModel& src = s.projection->projection->header().source;
     bytes += slots * src.num_layers * 2ull * src.num_kv_heads * src.head_dim * 4;
@@ -853,7 +858,13 @@ absl::Status CloudService::Answer(grpc::ServerContext* context,
       model::Generation g,
       pipeline::GenerateChecked(
           m, cache, s.checked, pipeline::Sampling(s.checked, s.served->stop_tokens),
-          Interrupter(context, "during the prefill after a failed check"), on_token, &check));
+          Interrupter(context, "during the prefill after a failed check"), on_token, &check,
+          [&](double seconds) {  // --emulate_prefill_tokens_per_second, as for text
+            PadTo(Clock::now() - std::chrono::duration_cast<Clock::duration>(
+                                     std::chrono::duration<double>(seconds)),
+                  static_cast<int64_t>(s.checked.prompt.size()) - 1,
+                  options_.emulate_prefill_tokens_per_second);
+          }));
   if (write_failed || context->IsCancelled()) return Gone(context, "during generation");
   RecordCheck(check, s);
   if (index == 0) s.stats.set_first_token_seconds(Seconds(committed, Clock::now()));
@@ -877,6 +888,7 @@ void CloudService::RecordCheck(const pipeline::CheckOutcome& check, Session& s) 
       .Increment();
   if (!check.answered_from_prompt) return;
   s.stats.set_prefill_seconds(s.stats.prefill_seconds() + check.prefill_seconds);
+  s.stats.set_slots_used(static_cast<uint32_t>(s.checked.prompt.size() - 1));
   metrics_->Stage("prefill", check.prefill_seconds);
   logging::Logf(logging::Level::kInfo, "cloud",
                 "session %s: the projected cache's first token was not the sender's %d; "

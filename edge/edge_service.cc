@@ -1036,13 +1036,21 @@ absl::StatusOr<std::unique_ptr<model::QualityProbe>> NewProbe(model::Model& scou
                                      pipeline::StopTokens(scout, &tokenizer), &pre.last_logits);
 }
 
-bool EdgeService::CloudModelAllowed(const Request& r) const {
-  return std::any_of(options_.quality_table.begin(), options_.quality_table.end(),
-                     [&r](const control::OperatingPoint& p) {
-                       return p.mode != kvstream::v1::MODE_KV &&
-                              p.mode != kvstream::v1::MODE_SCOUT &&
-                              (!r.tenant_allows || r.tenant_allows(p));
-                     });
+std::function<bool(const control::OperatingPoint&)> EdgeService::InsteadOfScout(
+    const Request& r) const {
+  const control::OperatingPoint was = r.point;
+  return [&r, was](const control::OperatingPoint& p) {
+    if (r.tenant_allows && !r.tenant_allows(p)) return false;
+    return p.mode == kvstream::v1::MODE_TEXT ||
+           (p.mode == kvstream::v1::MODE_PROJECTED && p.selector == was.selector &&
+            p.retention == was.retention);
+  };
+}
+
+bool EdgeService::CloudModelAllowed(const Request& r) {
+  control::Rates rates;
+  const auto points = ServablePoints(r.requested, InsteadOfScout(r), rates);
+  return points.ok() && !points->empty();
 }
 
 bool EdgeService::RecordEstimate(Request& r, const model::QualityEstimate& e) {
@@ -1081,15 +1089,12 @@ absl::Status EdgeService::CheckEstimate(grpc::ServerContext* context, Request& r
       // A scout unsure of its answer: text, or the same selection projected into the
       // cloud model, never the scout's own answer.
       const control::OperatingPoint was = r.point;
-      const bool unsure = r.scout_unsure;
+      const auto instead_of_scout = r.scout_unsure ? InsteadOfScout(r) : nullptr;
       auto allow = [&](const control::OperatingPoint& p) {
         if (std::find(rejected.begin(), rejected.end(), p.label()) != rejected.end()) return false;
+        if (instead_of_scout) return instead_of_scout(p);
         if (r.tenant_allows && !r.tenant_allows(p)) return false;
         const bool same_selection = p.selector == was.selector && p.retention == was.retention;
-        if (unsure) {
-          return p.mode == kvstream::v1::MODE_TEXT ||
-                 (p.mode == kvstream::v1::MODE_PROJECTED && same_selection);
-        }
         const bool whole_kv = was.mode == kvstream::v1::MODE_KV &&
                               p.mode == kvstream::v1::MODE_KV &&
                               p.selector == select::Policy::kFull && p.spec == "raw";
@@ -1105,8 +1110,11 @@ absl::Status EdgeService::CheckEstimate(grpc::ServerContext* context, Request& r
         RETURN_IF_ERROR(SwitchToText(r));
         break;
       }
-      r.mode = r.policy.mode;  // kv -> projected when the scout was unsure
-      r.stats.set_mode(r.mode);
+      if (r.mode != r.policy.mode) {  // kv -> projected when the scout was unsure
+        r.mode = r.policy.mode;
+        r.stats.set_mode(r.mode);
+        RETURN_IF_ERROR(CheckLengths(r));  // the cloud model's positions and raw bytes
+      }
       if (r.point.selector != was.selector || r.point.retention != was.retention) {
         r.selects = false;  // the whole cache
         estimate_kept.clear();
@@ -1278,6 +1286,11 @@ absl::StatusOr<std::vector<control::OperatingPoint>> EdgeService::ServablePoints
   std::vector<control::OperatingPoint> points;
   for (const control::OperatingPoint& p : options_.quality_table) {
     if (servable(p.mode) && (!allow || allow(p))) points.push_back(p);
+  }
+  if (points.empty() && kv_model != nullptr && answer_model != nullptr) {
+    return absl::FailedPreconditionError(
+        "adaptive: no operating point of the quality table is allowed for this request (the "
+        "tenant's models, or every one rejected by the quality estimate)");
   }
   if (points.empty()) {
     return absl::FailedPreconditionError(absl::StrCat(

@@ -172,9 +172,11 @@ class EdgeService final : public kvstream::v1::EdgeService::Service {
   bool KeepsChunks() const;
   // An adaptive request that sends a cache checks its plan with the quality estimate.
   bool Estimates(const Request& r) const;
-  // Whether the request's tenant may be answered by the cloud model (a text or projected
-  // point of the quality table), where an unsure scout's kv answer would go instead.
-  bool CloudModelAllowed(const Request& r) const;
+  // The points an unsure scout's kv answer may go to instead: text, or the same selection
+  // projected into the cloud model, as the request's tenant allows.
+  std::function<bool(const control::OperatingPoint&)> InsteadOfScout(const Request& r) const;
+  // Whether one of those is servable, so that an unsure scout's answer has somewhere to go.
+  bool CloudModelAllowed(const Request& r);
   // Re-planning kv: encodes and sends a layer at a time down the spec ladder.
   absl::Status SendReplanned(CloudTransfer& transfer, Request& r, bool& sent_ok);
   // --layerwise: the prefill (holding the request's model worker slot), each layer's

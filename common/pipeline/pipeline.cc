@@ -484,7 +484,8 @@ absl::StatusOr<std::unique_ptr<model::KvCache>> Rebuild(Mode mode, model::Model&
 absl::StatusOr<model::Generation> GenerateChecked(
     model::Model& answerer, std::unique_ptr<model::KvCache>& cache, const CheckedOpen& open,
     const model::SamplingOptions& sampling, Interrupt interrupt,
-    const std::function<bool(int32_t)>& on_token, CheckOutcome* outcome) {
+    const std::function<bool(int32_t)>& on_token, CheckOutcome* outcome,
+    const std::function<void(double)>& after_prefill) {
   CheckOutcome local;
   CheckOutcome& out = outcome != nullptr ? *outcome : local;
   if (open.check_token < 0) {
@@ -498,12 +499,14 @@ absl::StatusOr<model::Generation> GenerateChecked(
                    model::Generate(answerer, *cache, open.last_token, sampling, on_token, agrees));
   if (g.stop_reason != "rejected") return g;
   out.answered_from_prompt = true;
+  cache.reset();  // the projected cache is not needed again: free it before the prefill
   const auto t = Clock::now();
   model::PrefillOptions po;
   po.interrupt = std::move(interrupt);
   ASSIGN_OR_RETURN(
       model::PrefillResult pre,
       answerer.Prefill(absl::MakeConstSpan(open.prompt).subspan(0, open.prompt.size() - 1), po));
+  if (after_prefill) after_prefill(Since(t));
   out.prefill_seconds = Since(t);
   cache = std::move(pre.cache);
   return model::Generate(answerer, *cache, open.last_token, sampling, on_token);

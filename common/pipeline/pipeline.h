@@ -154,13 +154,16 @@ struct CheckOutcome {
 
 // Generates the answer from `cache` (model::Generate, `on_token` for each token). With an
 // answer check (`open.check_token` >= 0) the first step's greedy token must be the
-// sender's; when it is not, nothing is emitted from `cache`: the answering model prefills
-// `open.prompt` but its last token (`interrupt` as in Rebuild), `cache` becomes that
-// prefill's, and the answer comes from it, as in text mode.
+// sender's; when it is not, nothing is emitted from `cache`: it is freed, the answering
+// model prefills `open.prompt` but its last token (`interrupt` as in Rebuild), `cache`
+// becomes that prefill's, and the answer comes from it, as in text mode. `after_prefill`
+// (may be null) is called with that prefill's seconds before generation starts from it
+// (the cloud pads emulated prefill rates there).
 absl::StatusOr<model::Generation> GenerateChecked(
     model::Model& answerer, std::unique_ptr<model::KvCache>& cache, const CheckedOpen& open,
     const model::SamplingOptions& sampling, Interrupt interrupt,
-    const std::function<bool(int32_t)>& on_token, CheckOutcome* outcome);
+    const std::function<bool(int32_t)>& on_token, CheckOutcome* outcome,
+    const std::function<void(double)>& after_prefill = nullptr);
 
 // The sampling `open` asks for, ending at `stop_tokens`.
 model::SamplingOptions Sampling(const CheckedOpen& open, std::vector<int32_t> stop_tokens);

@@ -1411,6 +1411,21 @@ TEST_F(DaemonsTest, AdaptiveAnswersWithTheCloudModelWhenTheScoutIsUnsure) {
       << s.decision();
   EXPECT_FALSE(r->token_ids.empty());
   EXPECT_EQ(WaitForSessions(*cloud_stub_, 0), 0u);
+
+  // With nothing but kv in the table, the scout's answer is the only one: it is kept.
+  Daemon kv_only;
+  auto kv_stub = StartAdaptiveEdge(
+      kv_only, "edge-unsure-kv-only", R"([{"mode": "kv", "spec": "int8", "quality": 1.0}])",
+      {"--initial_bandwidth_mbps=100", "--initial_rtt_ms=1", "--kv_min_confidence=0.99999"});
+  ASSERT_TRUE(kv_stub.ok()) << kv_stub.status();
+  auto kept =
+      net::Ask(**kv_stub, Request((*examples_)[2], kvstream::v1::MODE_ADAPTIVE, "", ""), call);
+  EXPECT_TRUE(kv_only.process.Stop(20).ok());
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  EXPECT_EQ(kept->stats.mode(), kvstream::v1::MODE_KV) << kept->stats.decision();
+  ASSERT_EQ(kept->stats.estimates_size(), 1);
+  EXPECT_TRUE(kept->stats.estimates(0).accepted());
+  EXPECT_LT(kept->stats.estimates(0).confidence(), 0.99999);
 }
 
 // Edge to cloud over TLS: a cloud with a certificate from a test CA answers an edge that

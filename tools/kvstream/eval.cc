@@ -69,7 +69,8 @@ ABSL_FLAG(bool, answer_check, false,
 ABSL_FLAG(double, kv_min_confidence, 0,
           "eval: kv variants answer as the adaptive edge with --kv_min_confidence does: when the "
           "answering model's own probability of its first answer token is below this, the "
-          "answer is --fallback_model's text answer (counted as answered from the prompt; 0: off)");
+          "answer is --fallback_model's text answer (counted as answered from the prompt; the "
+          "estimate's figures judge the kv answer itself; 0: off)");
 ABSL_FLAG(std::string, fallback_model, "testdata/models/large",
           "eval --kv_min_confidence: the model whose text answer replaces an unsure kv answer");
 ABSL_FLAG(std::string, estimate_csv, "",
@@ -137,12 +138,13 @@ void WriteEstimateCsv(const std::vector<Variant>& vs) {
   const std::string path = absl::GetFlag(FLAGS_estimate_csv);
   if (path.empty() || absl::GetFlag(FLAGS_estimate_steps) <= 0) return;
   std::ofstream out(path);
-  out << "mode,selector,retention,spec,example,steps,kl,agreement,p_top,f1\n";
+  out << "mode,selector,retention,spec,example,steps,kl,agreement,p_top,confidence,f1\n";
   for (const Variant& v : vs) {
     for (const Variant::Answer& a : v.estimated) {
-      out << absl::StrFormat("%s,%s,%.2f,\"%s\",%zu,%d,%.6g,%.4f,%.6g,%.4f\n", v.mode, v.selector,
-                             v.retention, v.spec, a.example, a.estimate.steps, a.estimate.kl,
-                             a.estimate.agreement, a.estimate.p_top, a.f1);
+      out << absl::StrFormat("%s,%s,%.2f,\"%s\",%zu,%d,%.6g,%.4f,%.6g,%.6g,%.4f\n", v.mode,
+                             v.selector, v.retention, v.spec, a.example, a.estimate.steps,
+                             a.estimate.kl, a.estimate.agreement, a.estimate.p_top,
+                             a.estimate.confidence, a.f1);
     }
   }
 }
@@ -436,7 +438,8 @@ class Evaluation {
     to.projection = mode == kvstream::v1::MODE_PROJECTED ? projection_.get() : nullptr;
     ASSIGN_OR_RETURN(const pipeline::LocalAnswer a, pipeline::AnswerLocally(payload, to));
     ASSIGN_OR_RETURN(std::string answer, tok_->Decode(a.tokens, true));
-    if (v.mode == "kv" && senders.fallback_answer) {  // the scout was unsure: text answers
+    const double own_f1 = eval::TokenF1(answer, ex.answers);  // what the estimate judged
+    if (v.mode == "kv" && senders.fallback_answer) {          // the scout was unsure: text answers
       answer = *senders.fallback_answer;
       ++v.from_prompt;
     }
@@ -444,7 +447,7 @@ class Evaluation {
     model::QualityProbe* probe = v.mode == "kv"          ? senders.own_probe.get()
                                  : v.mode == "projected" ? senders.scout_probe.get()
                                                          : nullptr;
-    if (probe != nullptr) RETURN_IF_ERROR(RecordEstimate(*probe, sel.kept, e, f1, v));
+    if (probe != nullptr) RETURN_IF_ERROR(RecordEstimate(*probe, sel.kept, e, own_f1, v));
     const model::ModelConfig& c = answerer_->config();
     v.cloud_seconds += a.times.prefill + a.times.rebuild + a.times.projection;
     v.from_prompt += a.check.answered_from_prompt;
