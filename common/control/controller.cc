@@ -280,29 +280,29 @@ int64_t Distance(const QualityBand& b, int n) {
 
 // `p`'s quality and fallback share for a prompt of `n` tokens (AtPromptLength).
 void PriceAt(OperatingPoint& p, int n) {
-  std::map<std::string, QualityBand> chosen;  // per kind; min_tokens holds the distance
+  struct Nearest {
+    int64_t distance;
+    double quality, fallback;
+  };
+  std::map<std::string, Nearest> by_kind;
   for (const QualityBand& b : p.bands) {
-    QualityBand here = b;
-    here.min_tokens = static_cast<int>(std::min<int64_t>(Distance(b, n), 1 << 30));
-    auto [it, fresh] = chosen.emplace(b.kind, here);
-    QualityBand& c = it->second;
-    if (fresh || here.min_tokens < c.min_tokens) {
+    const Nearest here{Distance(b, n), b.quality, b.fallback};
+    auto [it, fresh] = by_kind.emplace(b.kind, here);
+    Nearest& c = it->second;
+    if (!fresh && here.distance < c.distance) {
       c = here;
-    } else if (here.min_tokens == c.min_tokens) {
+    } else if (!fresh && here.distance == c.distance) {
       c.quality = std::min(c.quality, here.quality);
       c.fallback = std::max(c.fallback, here.fallback);
     }
   }
   p.quality = 1;
   p.fallback_share = 0;
-  for (const auto& [kind, c] : chosen) {
+  for (const auto& [kind, c] : by_kind) {
     p.quality = std::min(p.quality, c.quality);
     p.fallback_share = std::max(p.fallback_share, c.fallback);
   }
 }
-}  // namespace
-
-namespace {
 
 // A cache-sending point's spec is a plan, and not a progressive one.
 absl::Status CheckSpec(const OperatingPoint& p, const std::string& where) {

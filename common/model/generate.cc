@@ -10,10 +10,19 @@
 
 namespace kvstream::model {
 
+int32_t GreedyToken(absl::Span<const float> logits) {
+  return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+}
+
+double GreedyProbability(absl::Span<const float> logits) {
+  const double top = logits[GreedyToken(logits)];
+  double z = 0;
+  for (float x : logits) z += std::exp(static_cast<double>(x) - top);
+  return 1 / z;
+}
+
 int32_t PickToken(absl::Span<const float> logits, const SamplingOptions& o, uint64_t* rng_state) {
-  if (o.temperature <= 0.0) {
-    return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
-  }
+  if (o.temperature <= 0.0) return GreedyToken(logits);
   // Softmax at temperature, then keep the smallest set of tokens whose mass reaches top_p.
   const float max_logit = *std::max_element(logits.begin(), logits.end());
   std::vector<std::pair<double, int32_t>> probs(logits.size());

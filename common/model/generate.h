@@ -27,6 +27,11 @@ struct Generation {
   std::string stop_reason;  // "stop_token", "max_tokens", "cancelled" or "rejected"
 };
 
+// The greedy choice from logits [vocab]: the highest, ties to the lowest id.
+int32_t GreedyToken(absl::Span<const float> logits);
+// The softmax probability of that token.
+double GreedyProbability(absl::Span<const float> logits);
+
 // Picks the next token from logits [vocab] (greedy or sampled with `rng_state`).
 int32_t PickToken(absl::Span<const float> logits, const SamplingOptions& options,
                   uint64_t* rng_state);

@@ -427,8 +427,7 @@ std::optional<kvstream::v1::AnswerCheck> MakeAnswerCheck(const model::PrefillRes
     return std::nullopt;
   }
   kvstream::v1::AnswerCheck check;
-  const auto& l = pre.last_logits;  // greedy, ties to the lowest id, as generation picks
-  check.set_expected_token(static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin()));
+  check.set_expected_token(model::GreedyToken(pre.last_logits));
   check.mutable_prompt_tokens()->Add(prompt.tokens.begin(), prompt.tokens.end());
   return check;
 }
@@ -493,22 +492,21 @@ absl::StatusOr<model::Generation> GenerateChecked(
   }
   out.checked = true;
   auto agrees = [&open](absl::Span<const float> logits) {
-    return std::max_element(logits.begin(), logits.end()) - logits.begin() == open.check_token;
+    return model::GreedyToken(logits) == open.check_token;
   };
   ASSIGN_OR_RETURN(model::Generation g,
                    model::Generate(answerer, *cache, open.last_token, sampling, on_token, agrees));
   if (g.stop_reason != "rejected") return g;
   out.answered_from_prompt = true;
   cache.reset();  // the projected cache is not needed again: free it before the prefill
+  // Text mode's own rebuild: the whole prompt (no kept positions), prefilled.
+  CheckedOpen text = open;
+  text.kept.clear();
   const auto t = Clock::now();
-  model::PrefillOptions po;
-  po.interrupt = std::move(interrupt);
-  ASSIGN_OR_RETURN(
-      model::PrefillResult pre,
-      answerer.Prefill(absl::MakeConstSpan(open.prompt).subspan(0, open.prompt.size() - 1), po));
+  ASSIGN_OR_RETURN(cache, Rebuild(kvstream::v1::MODE_TEXT, answerer, text, nullptr, nullptr,
+                                  std::move(interrupt), nullptr));
   if (after_prefill) after_prefill(Since(t));
   out.prefill_seconds = Since(t);
-  cache = std::move(pre.cache);
   return model::Generate(answerer, *cache, open.last_token, sampling, on_token);
 }
 

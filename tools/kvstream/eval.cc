@@ -75,7 +75,8 @@ ABSL_FLAG(std::string, fallback_model, "testdata/models/large",
           "eval --kv_min_confidence: the model whose text answer replaces an unsure kv answer");
 ABSL_FLAG(std::string, estimate_csv, "",
           "eval --estimate_steps: write one row per answer (variant, example, the estimate's KL, "
-          "agreement and p_top, the answer's F1) as CSV, for calibrating the estimate");
+          "agreement, p_top and the full cache's confidence, the answer's F1) as CSV, for "
+          "calibrating the estimate");
 
 namespace kvstream::cli {
 namespace {
@@ -91,7 +92,7 @@ struct Variant {
   double cloud_seconds =
       0;  // the answering side's work before decoding: prefill, rebuild, projection
   int n = 0;
-  int from_prompt = 0;  // --answer_check: answers that came from the prompt
+  int from_prompt = 0;  // --answer_check / --kv_min_confidence: answers from the prompt
   // --estimate_steps: examples the estimate accepted / rejected, their F1, and its KL.
   int est_accepted = 0, est_rejected = 0;
   double f1_accepted = 0, f1_rejected = 0, est_kl = 0;
@@ -269,8 +270,8 @@ absl::StatusOr<std::vector<eval::Example>> Examples(const model::Tokenizer& tok)
 struct Senders {
   model::PrefillResult own, scout;
   std::unique_ptr<model::QualityProbe> own_probe, scout_probe;
-  double own_confidence = 1;  // --model's probability of its first answer token, full cache
-  // --kv_min_confidence, when own_confidence is below it: --fallback_model's text answer
+  // --kv_min_confidence, when --model is less sure of its first answer token (full cache):
+  // --fallback_model's text answer
   std::optional<std::string> fallback_answer;
 };
 
@@ -344,12 +345,8 @@ class Evaluation {
  private:
   // --kv_min_confidence: the text answer an unsure kv answer is replaced with.
   absl::Status Fallback(const model::ChatPrompt& prompt, Senders& s) const {
-    const auto& l = s.own.last_logits;
-    const float top = *std::max_element(l.begin(), l.end());
-    double z = 0;
-    for (float x : l) z += std::exp(static_cast<double>(x) - top);
-    s.own_confidence = 1 / z;
-    if (fallback_ == nullptr || s.own_confidence >= absl::GetFlag(FLAGS_kv_min_confidence)) {
+    if (fallback_ == nullptr ||
+        model::GreedyProbability(s.own.last_logits) >= absl::GetFlag(FLAGS_kv_min_confidence)) {
       return absl::OkStatus();
     }
     pipeline::Request text;
