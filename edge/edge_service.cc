@@ -828,6 +828,11 @@ absl::Status EdgeService::TransferOnce(grpc::ServerContext* context,
   if (result.client_gone) {
     return absl::CancelledError("client went away while answer tokens were relayed");
   }
+  return StreamStatus(context, result, r);
+}
+
+absl::Status EdgeService::StreamStatus(grpc::ServerContext* context,
+                                       const CloudTransfer::Result& result, const Request& r) {
   // A progressive session answered without Commit may be cancelled after its Done, when
   // the rest of the uplink is held back longer than the cloud waits for it.
   const bool answered = result.have_done && r.open.open().answer_after_seconds() > 0;
@@ -835,6 +840,12 @@ absl::Status EdgeService::TransferOnce(grpc::ServerContext* context,
     if (result.status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
         result.status.error_code() == grpc::StatusCode::CANCELLED) {
       RETURN_IF_ERROR(CheckAlive(context, "the answer completed"));
+    }
+    if (result.status.error_code() == grpc::StatusCode::CANCELLED) {
+      // Neither the client nor this edge cancelled: the cloud ended the call (a server
+      // shutting down cancels calls it had not started), a broken stream like any other.
+      return absl::UnavailableError(
+          absl::StrCat("cloud cancelled the stream: ", result.status.error_message()));
     }
     return net::FromGrpc(result.status, "cloud: ");
   }

@@ -158,6 +158,11 @@ class EdgeService final : public kvstream::v1::EdgeService::Service {
   absl::Status TransferOnce(grpc::ServerContext* context,
                             grpc::ServerWriter<kvstream::v1::AskEvent>* writer, Request& r,
                             CloudTransfer::Result& result);
+  // The outcome of one Transfer stream that `TransferOnce` finished: OK with its Done;
+  // UNAVAILABLE for a stream the cloud broke or cancelled (tried again by the caller);
+  // otherwise the cloud's status, or the client's going away.
+  absl::Status StreamStatus(grpc::ServerContext* context, const CloudTransfer::Result& result,
+                            const Request& r);
   // After a broken stream (`failure`, `broken`): waits a jittered backoff within the
   // deadline and readies `r` for the next attempt: a resume of the session when the cloud
   // had opened it, else StartAfresh.
