@@ -220,15 +220,32 @@ torch::Tensor ForwardFull(const ModelConfig& c, const Weights& w, const torch::T
   return torch::linear(ForwardHidden(c, w, ids), w.lm_head);
 }
 
+namespace {
+
+// RoPE's cos / sin for ForwardHidden: [T, hd] at 0..T-1, or [B, 1, T, hd] at `positions`.
+std::pair<torch::Tensor, torch::Tensor> ForwardCosSin(const ModelConfig& c,
+                                                      const torch::Tensor& ids,
+                                                      const torch::Tensor* positions,
+                                                      torch::ScalarType dtype) {
+  const int64_t B = ids.size(0), T = ids.size(1);
+  if (positions == nullptr) {
+    return RopeCosSin(
+        torch::arange(T, torch::TensorOptions().dtype(torch::kInt64).device(ids.device())), c,
+        dtype);
+  }
+  auto [cos, sin] = RopeCosSin(positions->reshape({B * T}), c, dtype);
+  return {cos.view({B, 1, T, -1}), sin.view({B, 1, T, -1})};
+}
+
+}  // namespace
+
 torch::Tensor ForwardHidden(const ModelConfig& c, const Weights& w, const torch::Tensor& ids,
-                            std::vector<torch::Tensor>* attention) {
+                            std::vector<torch::Tensor>* attention, const torch::Tensor* positions) {
   const int64_t B = ids.size(0), T = ids.size(1);
   const int64_t nh = c.num_heads, nkv = c.num_kv_heads, hd = c.head_dim, g = nh / nkv;
   torch::Tensor x = torch::embedding(w.embed, ids);  // [B, T, H]
   const auto dtype = x.scalar_type();
-  const torch::Tensor pos =
-      torch::arange(T, torch::TensorOptions().dtype(torch::kInt64).device(ids.device()));
-  auto [cos, sin] = RopeCosSin(pos, c, dtype);
+  auto [cos, sin] = ForwardCosSin(c, ids, positions, dtype);
   const torch::Tensor mask =
       torch::full({T, T}, -std::numeric_limits<float>::infinity(),
                   torch::TensorOptions().dtype(torch::kFloat32).device(ids.device()))

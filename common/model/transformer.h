@@ -83,8 +83,11 @@ torch::Tensor ForwardFull(const ModelConfig& config, const Weights& w, const tor
 // Training applies the head only where it takes a loss (a few answer tokens per
 // sequence), which spares the [batch, n, vocab] logits and their gradient. With
 // `attention`, each layer's attention probabilities [batch, heads, n, n] are appended
-// to it (query heads; for diagnostics).
+// to it (query heads; for diagnostics). `positions` [batch, n] (int64, increasing along
+// each row) replaces 0..n-1 as the RoPE positions: gaps between them stand for tokens
+// not there, so training sees long distances in short sequences (--position_gaps).
 torch::Tensor ForwardHidden(const ModelConfig& config, const Weights& w, const torch::Tensor& ids,
-                            std::vector<torch::Tensor>* attention = nullptr);
+                            std::vector<torch::Tensor>* attention = nullptr,
+                            const torch::Tensor* positions = nullptr);
 
 }  // namespace kvstream::model

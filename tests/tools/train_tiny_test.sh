@@ -3,7 +3,8 @@
 # whole, a scout run plants its recall circuit, exports an HF directory and resumes from
 # its checkpoint (not with another RoPE base), offset heads and recall circuits are
 # planted or refused with a clear error, and a large run grows from that scout and keeps
-# that provenance across a restart; a malformed checkpoint state is refused.
+# that provenance across a restart; a malformed checkpoint state is refused; a trained
+# scout is carried on with gapped positions, and what --continue_from refuses.
 # Usage: train_tiny_test.sh KVSTREAM_BINARY
 set -euo pipefail
 BIN=$1
@@ -58,6 +59,29 @@ grep -q "\"grown_from\": \"$DIR/out/scout\"" "$DIR/out/large/training.json" || f
 "$BIN" train-tiny --train=large --steps=4 "${small[@]}" >"$DIR/large2.log"
 grep -q "resuming at step 2 of 4" "$DIR/large2.log" || fail "large did not resume: $(head -3 "$DIR/large2.log")"
 grep -q "\"grown_from\": \"$DIR/out/scout\"" "$DIR/out/large/training.json" || fail "grown_from lost on resume"
+
+# A trained scout carried on (--continue_from) with gapped positions: a new schedule from
+# step 0, its weights as the start, both named in the export; the curriculum starts at
+# --start_records.
+mkdir -p "$DIR/out5" && cp "$DIR/out/tokenizer.json" "$DIR/out5/"
+"$BIN" train-tiny --train=scout --steps=2 --continue_from="$DIR/out/scout" --position_gaps=2048 \
+  --start_records=12 --max_records=12 "${small[@]}" --out="$DIR/out5" --ckpt_dir="$DIR/ckpt7" \
+  >"$DIR/cont.log" 2>&1 || fail "continue: $(cat "$DIR/cont.log")"
+grep -q "continued from $DIR/out/scout, curriculum at 12 records" "$DIR/cont.log" ||
+  fail "not continued: $(head -3 "$DIR/cont.log")"
+grep -q "starting at step 0 of 2" "$DIR/cont.log" || fail "continued run's schedule: $(head -3 "$DIR/cont.log")"
+grep -q "\"continued_from\": \"$DIR/out/scout\"" "$DIR/out5/scout/training.json" || fail "provenance lacks continued_from"
+grep -q '"position_gaps": 2048' "$DIR/out5/scout/training.json" || fail "provenance lacks position_gaps"
+for bad in "--continue_from=$DIR/out/large|expected the scout shape (4 layers, hidden 96, intermediate 256, rope_theta 1e+06); found 6 layers, hidden 192" \
+           "--continue_from=$DIR/out/scout --grow_from=$DIR/out/scout|expected it or --grow_from, not both" \
+           "--continue_from=$DIR/nothing|expected its tokenizer.json to be the one this run trains with"; do
+  # shellcheck disable=SC2086
+  if "$BIN" train-tiny --train=scout --steps=2 ${bad%%|*} "${small[@]}" --out="$DIR/out5" \
+       --ckpt_dir="$DIR/ckpt8" 2>"$DIR/err.log" >/dev/null; then
+    fail "accepted ${bad%%|*}"
+  fi
+  grep -qF "${bad#*|}" "$DIR/err.log" || fail "error: $(cat "$DIR/err.log")"
+done
 
 # A scout trained with another tokenizer (here: one of 1024 entries) cannot seed this run.
 mkdir -p "$DIR/other"

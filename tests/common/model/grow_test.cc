@@ -1,7 +1,8 @@
 // The trainer's initialisations: growing a model (twice as wide, deeper) preserves its
 // function (the `large` tiny model starts from the trained `scout` this way), planted
 // offset heads attend a fixed distance back from the first step, and a planted recall
-// circuit attends from a recap's question to the value of the name asked for.
+// circuit attends from a recap's question to the value of the name asked for; and the
+// training forward takes RoPE positions with gaps.
 #include <gtest/gtest.h>
 
 #include <numeric>
@@ -56,6 +57,29 @@ TEST_P(GrowTest, GrownModelComputesTheSameLogits) {
 }
 
 INSTANTIATE_TEST_SUITE_P(TiedAndUntied, GrowTest, ::testing::Bool());
+
+// --position_gaps trains on RoPE positions with gaps. RoPE sees only distances, so
+// positions shifted by a constant give the same hidden states; a gap changes only the
+// rows after it, and the same gap in a batch row of its own gives that row's result.
+TEST(PositionsTest, ForwardSeesDistancesNotOffsets) {
+  const ModelConfig c = testing::TinyConfig();
+  const Weights w = InitWeights(c, 3, 0.3);
+  const torch::Tensor plain = ForwardHidden(c, w, Ids());
+  const torch::Tensor shifted = torch::arange(12, torch::kInt64).view({1, 12}) + 1000;
+  EXPECT_LT((ForwardHidden(c, w, Ids(), nullptr, &shifted) - plain).abs().max().item<float>(),
+            1e-4f);
+  torch::Tensor gapped = torch::arange(12, torch::kInt64).view({1, 12});
+  gapped.narrow(1, 6, 6).add_(500);
+  const torch::Tensor g = ForwardHidden(c, w, Ids(), nullptr, &gapped);
+  EXPECT_LT((g.narrow(1, 0, 6) - plain.narrow(1, 0, 6)).abs().max().item<float>(), 1e-5f);
+  EXPECT_GT((g.narrow(1, 6, 6) - plain.narrow(1, 6, 6)).abs().max().item<float>(), 1e-2f);
+  // Two rows, one contiguous and one gapped, each as computed alone.
+  const torch::Tensor both_pos =
+      torch::cat({torch::arange(12, torch::kInt64).view({1, 12}), gapped});
+  const torch::Tensor both = ForwardHidden(c, w, torch::cat({Ids(), Ids()}), nullptr, &both_pos);
+  EXPECT_LT((both[0] - plain[0]).abs().max().item<float>(), 1e-5f);
+  EXPECT_LT((both[1] - g[0]).abs().max().item<float>(), 1e-5f);
+}
 
 TEST(GrowErrorsTest, NamesTheDimensionThatDoesNotDouble) {
   const ModelConfig s = testing::TinyConfig();
