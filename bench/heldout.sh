@@ -7,30 +7,38 @@
 # multi-hop questions (48-64 records, about 500 tokens); and the needle table on
 # ~1,000-token single-hop questions with and without the edge's --kv_min_confidence gate.
 # Writes heldout_*.csv, heldout_summary.md and heldout.png to OUT (default bench/results).
-# About 5 minutes on 2 cores.
+# About 5 minutes on 2 cores. Another model pair: MODELS (a directory with scout/ and
+# large/), PROJECTION and MIXED_TABLE (its own measured table); CELLS (a regular
+# expression) runs only the cells whose names match.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BUILD_DIR:-build}/bin
 out=${OUT:-bench/results}
 N=${N:-16}
 steps=${ESTIMATE_STEPS:-1}  # the edge's --estimate_steps where the estimate is on
+MODELS=${MODELS:-testdata/models}
+PROJECTION=${PROJECTION:-testdata/projections/scout_to_large.safetensors}
+mixed=${MIXED_TABLE:-testdata/quality/tiny_mixed.json}
+CELLS=${CELLS:-.}
 single_table=bench/results/heldout_table_single.json
-[[ -s $single_table ]] || KINDS=single N=20 bench/make_quality_table.sh "$single_table" >/dev/null
+[[ -s $single_table ]] || [[ ! single-table =~ $CELLS ]] || KINDS=single N=20 bench/make_quality_table.sh "$single_table" >/dev/null
 policies=text,kv-int4,kv-q2c50-int4,projected-int4,adaptive
 run() {  # NAME TABLE KIND SHAPE ESTIMATE_STEPS [KV_MIN_CONFIDENCE]
-  "$BIN"/kvstream-e2e-bench --quality_table="$2" --kind="$3" "$4" --rates=10,100 --rtts=20 \
+  [[ $1 =~ $CELLS ]] || return 0
+  "$BIN"/kvstream-e2e-bench --models_dir="$MODELS" --projection="$PROJECTION" \
+    --quality_table="$2" --kind="$3" "$4" --rates=10,100 --rtts=20 \
     --traces= --n="$N" --policies="$policies" --estimate_steps="$5" \
     --kv_min_confidence="${6:-0.5}" --csv="$out/heldout_$1.csv" >/dev/null 2>&1
 }
 run needle-table_single-questions testdata/quality/tiny_needle512.json single --records=16-64 "$steps"
 run needle-table_single-questions_no-estimate testdata/quality/tiny_needle512.json single --records=16-64 0
 run single-table_needle-questions "$single_table" needle --target_tokens=400-600 "$steps"
-run mixed-table_single-questions testdata/quality/tiny_mixed.json single --records=16-64 "$steps"
-run mixed-table_needle-questions testdata/quality/tiny_mixed.json needle --target_tokens=400-600 "$steps"
+run mixed-table_single-questions "$mixed" single --records=16-64 "$steps"
+run mixed-table_needle-questions "$mixed" needle --target_tokens=400-600 "$steps"
 # About 1,000 tokens (the mixed table has rows there), and multi-hop, a kind no table has.
-run mixed-table_needle1024-questions testdata/quality/tiny_mixed.json needle --target_tokens=900-1150 "$steps"
-run mixed-table_single1024-questions testdata/quality/tiny_mixed.json single --records=110-140 "$steps"
-run mixed-table_multi-questions testdata/quality/tiny_mixed.json multi --records=48-64 "$steps"
+run mixed-table_needle1024-questions "$mixed" needle --target_tokens=900-1150 "$steps"
+run mixed-table_single1024-questions "$mixed" single --records=110-140 "$steps"
+run mixed-table_multi-questions "$mixed" multi --records=48-64 "$steps"
 # The needle table (512 tokens, where the scout answers everything) on ~1,000-token
 # single-hop questions, with and without the scout-confidence gate.
 run needle-table_single1024-questions testdata/quality/tiny_needle512.json single --records=110-140 "$steps"

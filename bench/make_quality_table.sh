@@ -10,15 +10,20 @@
 # lowest over kinds. Prompt lengths are sampled per band: needles of NEEDLE_TOKENS
 # (400-600 and 900-1150) tokens, single-hop contexts of SINGLE_RECORDS (40-64 and
 # 110-140) records, about 500 and 1,000 tokens.
-# Usage: [N=20] [THREADS=0] [KINDS="needle single"] bench/make_quality_table.sh [OUT.json]
+# Usage: [N=20] [THREADS=0] [KINDS="needle single"] [MODELS=testdata/models]
+#        [PROJECTION=testdata/projections/scout_to_large.safetensors]
+#        bench/make_quality_table.sh [OUT.json]
 # (default testdata/quality/tiny_mixed.json; the older needle-only table,
-# testdata/quality/tiny_needle512.json, is KINDS=needle NEEDLE_TOKENS=512).
+# testdata/quality/tiny_needle512.json, is KINDS=needle NEEDLE_TOKENS=512; MODELS is a
+# directory with scout/ and large/, e.g. testdata/models-2k with its projection).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-testdata/quality/tiny_mixed.json}
 KINDS=${KINDS:-needle single}
 BIN=${BUILD_DIR:-build}/bin
 N=${N:-20}
+MODELS=${MODELS:-testdata/models}
+PROJECTION=${PROJECTION:-testdata/projections/scout_to_large.safetensors}
 THREADS=${THREADS:-0}  # libtorch threads per eval (0: every core)
 # kv rows as the adaptive edge answers them with its --kv_min_confidence (default 0.5):
 # an answer the scout is unsure of comes from the large model's text answer instead.
@@ -34,14 +39,15 @@ for kind in $KINDS; do
   for band in $bands; do
     common=(--kind="$kind" "$flag=$band" --n="$N" --threads="$THREADS")
     name="$kind-$band"
-    "$BIN"/kvstream eval --model=testdata/models/large --scout=testdata/models/scout --modes=text,scout \
+    "$BIN"/kvstream eval --model="$MODELS/large" --scout="$MODELS/scout" --modes=text,scout \
       --selectors=q2c,snapkv --retentions=0.5 "${common[@]}" --json="$TMP/$name.large.json" >/dev/null
-    "$BIN"/kvstream eval --model=testdata/models/large --scout=testdata/models/scout --modes=projected \
-      --projection=testdata/projections/scout_to_large.safetensors --selectors=full,q2c,snapkv \
+    "$BIN"/kvstream eval --model="$MODELS/large" --scout="$MODELS/scout" --modes=projected \
+      --projection="$PROJECTION" --selectors=full,q2c,snapkv \
       --retentions=0.5 --specs="int8;int4;int2" --answer_check "${common[@]}" \
       --json="$TMP/$name.projected.json" >/dev/null
-    "$BIN"/kvstream eval --model=testdata/models/scout --modes=kv --selectors=full,q2c,snapkv \
+    "$BIN"/kvstream eval --model="$MODELS/scout" --modes=kv --selectors=full,q2c,snapkv \
       --retentions=0.5,0.25 --specs="raw;int8;int4;int2" --kv_min_confidence="$KV_MIN_CONFIDENCE" \
+      --fallback_model="$MODELS/large" \
       "${common[@]}" --json="$TMP/$name.kv.json" >/dev/null
   done
 done

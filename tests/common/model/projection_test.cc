@@ -354,6 +354,34 @@ TEST_F(ProjectionFileTest, MalformedFilesAreRefusedWithTheReason) {
       << weights.status();
 }
 
+// Each committed projection serves its own model pair and refuses the other pair's
+// models by fingerprint: the -2k pair shares the tokenizer and the shapes, so only the
+// fingerprint tells a map fitted on one pair from the other's.
+TEST(Projection, CommittedProjectionsServeTheirOwnPairOnly) {
+  const std::vector<std::pair<std::string, std::string>> pairs = {
+      {"testdata/models", "testdata/projections/scout_to_large.safetensors"},
+      {"testdata/models-2k", "testdata/projections/scout_to_large_2k.safetensors"}};
+  std::vector<std::unique_ptr<Model>> scouts, larges;
+  for (const auto& [dir, file] : pairs) {
+    scouts.push_back(Model::Load(dir + "/scout").value());
+    larges.push_back(Model::Load(dir + "/large").value());
+  }
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    auto p = Projection::Load(pairs[i].second);
+    ASSERT_TRUE(p.ok()) << p.status();
+    for (size_t j = 0; j < pairs.size(); ++j) {
+      const ModelConfig& c = scouts[j]->config();
+      const absl::Status target = (*p)->CheckTarget(*larges[j]);
+      const absl::Status source =
+          (*p)->CheckSource(scouts[j]->fingerprint(), c.num_layers, c.num_kv_heads, c.head_dim);
+      EXPECT_EQ(target.ok(), i == j)
+          << pairs[i].second << " on " << pairs[j].first << ": " << target;
+      EXPECT_EQ(source.ok(), i == j)
+          << pairs[i].second << " on " << pairs[j].first << ": " << source;
+    }
+  }
+}
+
 TEST(Projection, RefusesModelsWithDifferentTokenizers) {
   const fs::path dir = TempDir("tokenizer");
   fs::copy_file(fs::path(kScout) / "config.json", dir / "config.json",

@@ -66,5 +66,17 @@ TEST(TinyModelsTest, ScoutAndLargeAnswerSingleHopAt512Tokens) {
   EXPECT_GE(ExactMatch("testdata/models/large", "single", 40, 72, 0), 0.875);
 }
 
+TEST(TinyModelsTest, TwoThousandTokenPairAnswersSingleHopAt1024And2048Tokens) {
+  // The -2k pair is the committed pair carried on with gapped positions. Targets:
+  // single-hop exact match at 1024 tokens scout >= 0.85 and large >= 0.9, at 2048 tokens
+  // >= 0.7 and >= 0.8. 146 records make ~1,070 prompt tokens, 292 ~2,090. README (40
+  // questions): scout 1.000 and 0.925, large 0.975 and 0.975; on these 20: scout 1.000 and
+  // 0.950, large 1.000 and 0.950.
+  EXPECT_GE(ExactMatch("testdata/models-2k/scout", "single", 20, 146, 0), 0.95);
+  EXPECT_GE(ExactMatch("testdata/models-2k/scout", "single", 20, 292, 0), 0.90);
+  EXPECT_GE(ExactMatch("testdata/models-2k/large", "single", 20, 146, 0), 0.95);
+  EXPECT_GE(ExactMatch("testdata/models-2k/large", "single", 20, 292, 0), 0.90);
+}
+
 }  // namespace
 }  // namespace kvstream::model
