@@ -8,8 +8,10 @@
 # ~1,000-token single-hop questions with and without the edge's --kv_min_confidence gate.
 # Writes heldout_*.csv, heldout_summary.md and heldout.png to OUT (default bench/results).
 # About 5 minutes on 2 cores. Another model pair: MODELS (a directory with scout/ and
-# large/), PROJECTION and MIXED_TABLE (its own measured table); CELLS (a regular
-# expression) runs only the cells whose names match.
+# large/) with its PROJECTION and MIXED_TABLE (a table measured on it); the needle and
+# single-hop tables (NEEDLE_TABLE, SINGLE_TABLE) belong to testdata/models, so with
+# another pair only the mixed-table cells run unless both are given. CELLS (a regular
+# expression) runs only the cells whose names match; the summary covers the cells run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BUILD_DIR:-build}/bin
@@ -17,21 +19,34 @@ out=${OUT:-bench/results}
 N=${N:-16}
 steps=${ESTIMATE_STEPS:-1}  # the edge's --estimate_steps where the estimate is on
 MODELS=${MODELS:-testdata/models}
+if [[ $MODELS != testdata/models ]]; then
+  for v in PROJECTION MIXED_TABLE; do
+    [[ -n ${!v:-} ]] || { echo "heldout.sh: MODELS=$MODELS: expected $v for that pair" >&2; exit 2; }
+  done
+  [[ -n ${NEEDLE_TABLE:-} && -n ${SINGLE_TABLE:-} ]] || CELLS=${CELLS:-^mixed-table}
+fi
 PROJECTION=${PROJECTION:-testdata/projections/scout_to_large.safetensors}
 mixed=${MIXED_TABLE:-testdata/quality/tiny_mixed.json}
+needle_table=${NEEDLE_TABLE:-testdata/quality/tiny_needle512.json}
+single_table=${SINGLE_TABLE:-bench/results/heldout_table_single.json}
 CELLS=${CELLS:-.}
-single_table=bench/results/heldout_table_single.json
-[[ -s $single_table ]] || [[ ! single-table =~ $CELLS ]] || KINDS=single N=20 bench/make_quality_table.sh "$single_table" >/dev/null
+if [[ ! -s $single_table && single-table_needle-questions =~ $CELLS ]]; then
+  KINDS=single N=20 bench/make_quality_table.sh "$single_table" >/dev/null
+fi
+written=()
 policies=text,kv-int4,kv-q2c50-int4,projected-int4,adaptive
 run() {  # NAME TABLE KIND SHAPE ESTIMATE_STEPS [KV_MIN_CONFIDENCE]
   [[ $1 =~ $CELLS ]] || return 0
+  written+=("$out/heldout_$1.csv")
   "$BIN"/kvstream-e2e-bench --models_dir="$MODELS" --projection="$PROJECTION" \
     --quality_table="$2" --kind="$3" "$4" --rates=10,100 --rtts=20 \
     --traces= --n="$N" --policies="$policies" --estimate_steps="$5" \
-    --kv_min_confidence="${6:-0.5}" --csv="$out/heldout_$1.csv" >/dev/null 2>&1
+    --kv_min_confidence="${6:-0.5}" --csv="$out/heldout_$1.csv" >/dev/null 2>"$out/.heldout.err" ||
+    { echo "heldout.sh: cell $1 failed:" >&2; tail -5 "$out/.heldout.err" >&2; exit 1; }
+  rm -f "$out/.heldout.err"
 }
-run needle-table_single-questions testdata/quality/tiny_needle512.json single --records=16-64 "$steps"
-run needle-table_single-questions_no-estimate testdata/quality/tiny_needle512.json single --records=16-64 0
+run needle-table_single-questions "$needle_table" single --records=16-64 "$steps"
+run needle-table_single-questions_no-estimate "$needle_table" single --records=16-64 0
 run single-table_needle-questions "$single_table" needle --target_tokens=400-600 "$steps"
 run mixed-table_single-questions "$mixed" single --records=16-64 "$steps"
 run mixed-table_needle-questions "$mixed" needle --target_tokens=400-600 "$steps"
@@ -41,7 +56,7 @@ run mixed-table_single1024-questions "$mixed" single --records=110-140 "$steps"
 run mixed-table_multi-questions "$mixed" multi --records=48-64 "$steps"
 # The needle table (512 tokens, where the scout answers everything) on ~1,000-token
 # single-hop questions, with and without the scout-confidence gate.
-run needle-table_single1024-questions testdata/quality/tiny_needle512.json single --records=110-140 "$steps"
-run needle-table_single1024-questions_no-gate testdata/quality/tiny_needle512.json single --records=110-140 "$steps" 0
-/usr/bin/python3 bench/heldout.py "$out"/heldout_*.csv > "$out/heldout_summary.md"
+run needle-table_single1024-questions "$needle_table" single --records=110-140 "$steps"
+run needle-table_single1024-questions_no-gate "$needle_table" single --records=110-140 "$steps" 0
+/usr/bin/python3 bench/heldout.py "${written[@]}" > "$out/heldout_summary.md"
 cat "$out/heldout_summary.md"

@@ -18,6 +18,11 @@
 # directory with scout/ and large/, e.g. testdata/models-2k with its projection).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [[ -z ${1:-} && ${MODELS:-testdata/models} != testdata/models ]]; then
+  echo "make_quality_table.sh: MODELS=$MODELS: expected an output path (the default," \
+    "testdata/quality/tiny_mixed.json, is the table of testdata/models)" >&2
+  exit 2
+fi
 OUT=${1:-testdata/quality/tiny_mixed.json}
 KINDS=${KINDS:-needle single}
 BIN=${BUILD_DIR:-build}/bin

@@ -1,5 +1,6 @@
 #include "common/model/training.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -9,6 +10,22 @@
 #include "common/base/status.h"
 
 namespace kvstream::model {
+
+std::vector<int64_t> GappedPositions(int64_t n, int64_t span, int64_t gap_end,
+                                     std::mt19937_64& rng) {
+  if (span <= n || gap_end < 2) return {};
+  const int64_t extra = std::uniform_int_distribution<int64_t>(0, span - n)(rng);
+  const int64_t first = std::uniform_int_distribution<int64_t>(0, extra)(rng);
+  std::uniform_int_distribution<int64_t> at(1, gap_end - 1);
+  const int64_t a = at(rng);
+  const int64_t b = at(rng);
+  std::vector<int64_t> positions(n);
+  for (int64_t j = 0; j < n; ++j) {
+    positions[j] =
+        j + (j >= std::min(a, b) ? first : 0) + (j >= std::max(a, b) ? extra - first : 0);
+  }
+  return positions;
+}
 
 Weights InitWeights(const ModelConfig& c, uint64_t seed, double std, bool attention_bias) {
   torch::manual_seed(seed);

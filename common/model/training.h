@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,13 @@
 
 namespace kvstream::model {
 
+// RoPE positions for a training sequence of n tokens spread over up to `span` positions
+// (positional skip-wise training): two gaps of random size, together at most span - n,
+// at two random token indices in [1, gap_end), so tokens either side of a gap keep their
+// distances. Strictly increasing, the last at most span - 1. Empty (positions 0..n-1)
+// when span <= n or gap_end < 2.
+std::vector<int64_t> GappedPositions(int64_t n, int64_t span, int64_t gap_end,
+                                     std::mt19937_64& rng);
 // HF-style initialisation: N(0, std) matrices and embeddings, zero biases, unit norms.
 Weights InitWeights(const ModelConfig& config, uint64_t seed, double std = 0.02,
                     bool attention_bias = true);

@@ -233,6 +233,8 @@ std::pair<torch::Tensor, torch::Tensor> ForwardCosSin(const ModelConfig& c,
         torch::arange(T, torch::TensorOptions().dtype(torch::kInt64).device(ids.device())), c,
         dtype);
   }
+  TORCH_CHECK(positions->sizes() == ids.sizes(), "positions: expected the ids' shape ", ids.sizes(),
+              ", found ", positions->sizes());
   auto [cos, sin] = RopeCosSin(positions->reshape({B * T}), c, dtype);
   return {cos.view({B, 1, T, -1}), sin.view({B, 1, T, -1})};
 }

@@ -4,7 +4,8 @@
 # its checkpoint (not with another RoPE base), offset heads and recall circuits are
 # planted or refused with a clear error, and a large run grows from that scout and keeps
 # that provenance across a restart; a malformed checkpoint state is refused; a trained
-# scout is carried on with gapped positions, and what --continue_from refuses.
+# scout is carried on with gapped positions (and stopped part-way through its schedule),
+# and what --continue_from refuses.
 # Usage: train_tiny_test.sh KVSTREAM_BINARY
 set -euo pipefail
 BIN=$1
@@ -72,15 +73,39 @@ grep -q "continued from $DIR/out/scout, curriculum at 12 records" "$DIR/cont.log
 grep -q "starting at step 0 of 2" "$DIR/cont.log" || fail "continued run's schedule: $(head -3 "$DIR/cont.log")"
 grep -q "\"continued_from\": \"$DIR/out/scout\"" "$DIR/out5/scout/training.json" || fail "provenance lacks continued_from"
 grep -q '"position_gaps": 2048' "$DIR/out5/scout/training.json" || fail "provenance lacks position_gaps"
-for bad in "--continue_from=$DIR/out/large|expected the scout shape (4 layers, hidden 96, intermediate 256, rope_theta 1e+06); found 6 layers, hidden 192" \
+# --stop_after: the schedule spans --steps, the run stops and exports at that step.
+mkdir -p "$DIR/out6" && cp "$DIR/out/tokenizer.json" "$DIR/out6/"
+# Evaluated at every step, each once; the export is step 3 whatever it scores.
+"$BIN" train-tiny --train=scout --steps=20 --stop_after=3 --continue_from="$DIR/out/scout" \
+  "${small[@]}" --checkpoint_every=1 --eval_every=1 --out="$DIR/out6" --ckpt_dir="$DIR/ckpt10" \
+  >"$DIR/stop.log" 2>&1 || fail "stop_after: $(cat "$DIR/stop.log")"
+grep -q '"step": 3,' "$DIR/out6/scout/training.json" && grep -qE '"steps": 20,?$' "$DIR/out6/scout/training.json" ||
+  fail "stop_after export: $(cat "$DIR/out6/scout/training.json")"
+[[ $(grep -c '"single_hop_em"' "$DIR/out6/scout/training.json") == 3 ]] ||
+  fail "stop_after evaluations: $(cat "$DIR/out6/scout/training.json")"
+# Its checkpoint is at step 3: a run to stop sooner, or carrying on another model, is refused.
+for bad in "--stop_after=2|expected the checkpoint in $DIR/ckpt10/scout at or before step 2; found step 3" \
+           "--continue_from=$DIR/out5/scout|to carry that model on; found it continued from '$DIR/out/scout'"; do
+  if "$BIN" train-tiny --train=scout --steps=20 "${bad%%|*}" "${small[@]}" --out="$DIR/out6" \
+       --ckpt_dir="$DIR/ckpt10" 2>"$DIR/err.log" >/dev/null; then
+    fail "resumed with ${bad%%|*}"
+  fi
+  grep -qF -- "${bad#*|}" "$DIR/err.log" || fail "error: $(cat "$DIR/err.log")"
+done
+if "$BIN" train-tiny --train=both --continue_from="$DIR/out/scout" --out="$DIR/out6" 2>"$DIR/err.log" >/dev/null; then
+  fail "continued both models from one directory"
+fi
+grep -qF -- "--continue_from: expected --train=scout or --train=large" "$DIR/err.log" || fail "error: $(cat "$DIR/err.log")"
+for bad in "--continue_from=$DIR/out/large|expected the scout shape (4 layers, hidden 96, intermediate 256, heads 4/2, rope_theta 1e+06); found 6 layers, hidden 192" \
            "--continue_from=$DIR/out/scout --grow_from=$DIR/out/scout|expected it or --grow_from, not both" \
-           "--continue_from=$DIR/nothing|expected its tokenizer.json to be the one this run trains with"; do
+           "--continue_from=$DIR/nothing|expected its tokenizer.json to be the one this run trains with" \
+           "--continue_from=$DIR/out/scout --position_gaps=5000|--position_gaps: expected at most the models' max_position_embeddings (4096), found 5000"; do
   # shellcheck disable=SC2086
   if "$BIN" train-tiny --train=scout --steps=2 ${bad%%|*} "${small[@]}" --out="$DIR/out5" \
        --ckpt_dir="$DIR/ckpt8" 2>"$DIR/err.log" >/dev/null; then
     fail "accepted ${bad%%|*}"
   fi
-  grep -qF "${bad#*|}" "$DIR/err.log" || fail "error: $(cat "$DIR/err.log")"
+  grep -qF -- "${bad#*|}" "$DIR/err.log" || fail "error: $(cat "$DIR/err.log")"
 done
 
 # A scout trained with another tokenizer (here: one of 1024 entries) cannot seed this run.

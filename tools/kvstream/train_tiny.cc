@@ -49,6 +49,9 @@ ABSL_FLAG(std::string, train, "both", "What to train: tokenizer, scout, large or
 ABSL_FLAG(std::string, ckpt_dir, "build/train-ckpt",
           "Checkpoint directory (resumed from when present)");
 ABSL_FLAG(int, steps, 60000, "Optimizer steps per model (the learning-rate schedule spans them)");
+ABSL_FLAG(int, stop_after, 0,
+          "Stop after this step and export it whatever it scores, the schedule still spanning "
+          "--steps (0: run all --steps); reproduces a checkpoint taken part-way through a run");
 ABSL_FLAG(int, batch, 32, "Sequences per step");
 ABSL_FLAG(int, micro_batch, 8,
           "Sequences per forward/backward pass (gradients are summed over --batch)");
@@ -76,12 +79,13 @@ ABSL_FLAG(std::string, continue_from, "",
           "A trained model directory of this run's shape to start from (a fresh run only): its "
           "weights, a new optimizer and schedule, the curriculum at --start_records; e.g. to "
           "carry a committed model to longer contexts with --start_records=--max_records");
-ABSL_FLAG(int, position_gaps, 0,
-          "Spread each training sequence's RoPE positions over up to this many (0: off): two gaps "
-          "of random size at random points of the context, so short sequences carry the "
-          "question-to-record distances of long ones, as positional skip-wise training (PoSE) "
-          "does (measured: the committed scout's exact match at 64 records fell from 0.95 to 0.45 "
-          "when 1,500 positions were left between its context and the question)");
+ABSL_FLAG(
+    int, position_gaps, 0,
+    "Spread each training sequence's RoPE positions over up to this many (0: off): two gaps "
+    "of random size at random points before the end of the context, so short sequences carry the "
+    "question-to-record distances of long ones, as positional skip-wise training (PoSE) "
+    "does (measured: the committed scout's exact match at 64 records fell from 0.95 to 0.45 "
+    "when 1,500 positions were left between its context and the question)");
 ABSL_FLAG(int, recap, 8,
           "Records restated in a closing user turn of each training sequence, shuffled, with loss "
           "on their values: recall with the key just before the answer, a denser signal for the "
@@ -209,25 +213,10 @@ class Trainer {
     // Predict token t+1 at position t.
     s.targets.erase(s.targets.begin());
     s.targets.push_back(-100);
-    SpreadPositions(s, context_end, rng);
+    // --position_gaps: gaps before the end of the context, where the records are.
+    s.positions = model::GappedPositions(static_cast<int64_t>(s.ids.size()),
+                                         absl::GetFlag(FLAGS_position_gaps), context_end, rng);
     return s;
-  }
-
-  // --position_gaps: two gaps at random points of the context, of random sizes that
-  // together leave the sequence at most that many positions long.
-  static void SpreadPositions(Sample& s, int context_end, std::mt19937_64& rng) {
-    const auto n = static_cast<int64_t>(s.ids.size());
-    const int64_t span = absl::GetFlag(FLAGS_position_gaps);
-    if (span <= n || context_end < 2) return;
-    const int64_t extra = std::uniform_int_distribution<int64_t>(0, span - n)(rng);
-    const int64_t first = std::uniform_int_distribution<int64_t>(0, extra)(rng);
-    std::uniform_int_distribution<int64_t> at(1, context_end - 1);
-    const int64_t a = at(rng), b = at(rng);
-    s.positions.resize(n);
-    for (int64_t j = 0; j < n; ++j) {
-      s.positions[j] =
-          j + (j >= std::min(a, b) ? first : 0) + (j >= std::max(a, b) ? extra - first : 0);
-    }
   }
 
   // Greedy answers on held-out single-hop questions, full recompute (no cache): exact
@@ -393,16 +382,23 @@ class TrainingRun {
         level_(absl::GetFlag(FLAGS_start_records)) {}
 
   absl::Status Run() {
+    if (const int gaps = absl::GetFlag(FLAGS_position_gaps); gaps > c_.max_position_embeddings) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--position_gaps: expected at most the models' max_position_embeddings (",
+                       c_.max_position_embeddings, "), found ", gaps));
+    }
     std::filesystem::create_directories(ckpt_);
     w_ = model::InitWeights(c_, seed_ + (name_ == "large" ? 100 : 0), 0.02);
     const bool resume = std::filesystem::exists(ckpt_ + "/state.json");
-    RETURN_IF_ERROR(resume ? Restore() : Start());
+    const int stop = absl::GetFlag(FLAGS_stop_after);
+    const int last = stop > 0 ? std::min(stop, total_) : total_;
+    RETURN_IF_ERROR(resume ? Restore(last) : Start());
     HoldPlanted();
     RETURN_IF_ERROR(MakeOptimizer(resume));
     LogStart(resume);
     start_ = std::chrono::steady_clock::now();
     const double max_minutes = absl::GetFlag(FLAGS_max_minutes);
-    for (; step_ < total_; ++step_) {
+    for (; step_ < last; ++step_) {
       RETURN_IF_ERROR(Step());
       RETURN_IF_ERROR(Gate());
       const bool out_of_time = max_minutes > 0 && Minutes() >= max_minutes;
@@ -421,16 +417,32 @@ class TrainingRun {
       }
     }
     RETURN_IF_ERROR(Save());
-    if (step_ % absl::GetFlag(FLAGS_checkpoint_every) == 0 &&
-        step_ % absl::GetFlag(FLAGS_eval_every) == 0) {
-      return absl::OkStatus();  // the loop's last checkpoint already evaluated and exported
-    }
-    return EvaluateAndExport();
+    // --stop_after exports its step whatever it scores; a whole run, its best so far
+    // (nothing twice: a step evaluated or exported in the loop is not again).
+    RETURN_IF_ERROR(EvaluateAndExport(/*always=*/stop > 0));
+    return Save();  // with the last evaluation in its history
   }
 
  private:
-  // Weights and progress from the checkpoint in --ckpt_dir.
-  absl::Status Restore() {
+  // Weights and progress from the checkpoint in --ckpt_dir, which must not be past the
+  // step the run is to stop at, nor carry on another model than --continue_from names.
+  absl::Status Restore(int last) {
+    RETURN_IF_ERROR(RestoreState());
+    if (step_ > last) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--steps / --stop_after: expected the checkpoint in ", ckpt_,
+                       " at or before step ", last, "; found step ", step_));
+    }
+    const std::string cont = absl::GetFlag(FLAGS_continue_from);
+    if (!cont.empty() && cont != continued_from_) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--continue_from=", cont, ": expected the checkpoint in ", ckpt_,
+                       " to carry that model on; found it continued from '", continued_from_, "'"));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status RestoreState() {
     ASSIGN_OR_RETURN(auto set, model::WeightSet::OpenDir(ckpt_));
     ASSIGN_OR_RETURN(w_,
                      model::LoadWeights(c_, *set, torch::TensorOptions().dtype(torch::kFloat32)));
@@ -491,12 +503,13 @@ class TrainingRun {
     if (had.num_layers != c_.num_layers || had.hidden_size != c_.hidden_size ||
         had.num_heads != c_.num_heads || had.num_kv_heads != c_.num_kv_heads ||
         had.intermediate_size != c_.intermediate_size || had.rope_theta != c_.rope_theta) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--continue_from=", from, ": expected the ", name_, " shape (",
-                       c_.num_layers, " layers, hidden ", c_.hidden_size, ", intermediate ",
-                       c_.intermediate_size, ", rope_theta ", c_.rope_theta, "); found ",
-                       had.num_layers, " layers, hidden ", had.hidden_size, ", intermediate ",
-                       had.intermediate_size, ", rope_theta ", had.rope_theta));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--continue_from=", from, ": expected the ", name_, " shape (", c_.num_layers,
+          " layers, hidden ", c_.hidden_size, ", intermediate ", c_.intermediate_size, ", heads ",
+          c_.num_heads, "/", c_.num_kv_heads, ", rope_theta ", c_.rope_theta, "); found ",
+          had.num_layers, " layers, hidden ", had.hidden_size, ", intermediate ",
+          had.intermediate_size, ", heads ", had.num_heads, "/", had.num_kv_heads, ", rope_theta ",
+          had.rope_theta));
     }
     ASSIGN_OR_RETURN(auto set, model::WeightSet::OpenDir(from));
     ASSIGN_OR_RETURN(w_,
@@ -759,18 +772,14 @@ class TrainingRun {
     return WriteText(ckpt_ + "/state.json", state.dump() + "\n");
   }
 
-  // Held-out exact match at --max_records; the best model so far is exported.
-  absl::Status EvaluateAndExport() {
-    ASSIGN_OR_RETURN(const auto result,
-                     trainer_.Evaluate(c_, w_, absl::GetFlag(FLAGS_eval_questions),
-                                       absl::GetFlag(FLAGS_max_records)));
-    const auto [em, prompt_tokens] = result;
-    std::printf("[%s] step %d eval: exact match %.3f on held-out single-hop (%.0f prompt tokens)\n",
-                name_.c_str(), step_, em, prompt_tokens);
-    std::fflush(stdout);
-    evals_.push_back({{"step", step_}, {"single_hop_em", em}, {"prompt_tokens", prompt_tokens}});
-    if (em < best_em_) return absl::OkStatus();
-    best_em_ = em;
+  // Held-out exact match at --max_records; the best model so far is exported (and the
+  // current one when `always`).
+  absl::Status EvaluateAndExport(bool always = false) {
+    if (exported_step_ == step_) return absl::OkStatus();
+    ASSIGN_OR_RETURN(const double em, Evaluation());
+    if (em < best_em_ && !always) return absl::OkStatus();
+    best_em_ = std::max(best_em_, em);
+    exported_step_ = step_;
     const nlohmann::json prov = {{"command", "kvstream train-tiny"},
                                  {"step", step_},
                                  {"steps", total_},
@@ -789,6 +798,22 @@ class TrainingRun {
     return Export(absl::StrCat(TrainOut(), "/", name_), c_, w_, tok_json_, prov);
   }
 
+  // This step's held-out exact match, evaluated once and kept in the run's history.
+  absl::StatusOr<double> Evaluation() {
+    if (!evals_.empty() && evals_.back()["step"] == step_) {
+      return evals_.back()["single_hop_em"].get<double>();
+    }
+    ASSIGN_OR_RETURN(const auto result,
+                     trainer_.Evaluate(c_, w_, absl::GetFlag(FLAGS_eval_questions),
+                                       absl::GetFlag(FLAGS_max_records)));
+    const auto [em, prompt_tokens] = result;
+    std::printf("[%s] step %d eval: exact match %.3f on held-out single-hop (%.0f prompt tokens)\n",
+                name_.c_str(), step_, em, prompt_tokens);
+    std::fflush(stdout);
+    evals_.push_back({{"step", step_}, {"single_hop_em", em}, {"prompt_tokens", prompt_tokens}});
+    return em;
+  }
+
   double Minutes() const {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count() / 60.0;
   }
@@ -803,6 +828,7 @@ class TrainingRun {
   const std::string ckpt_;
   Weights w_;
   int step_ = 0;
+  int exported_step_ = -1;
   int level_;
   bool circuit_ = false;    // a planted recall circuit, held for the first --freeze_circuit steps
   std::string grown_from_;  // provenance that outlives a restart
@@ -825,6 +851,12 @@ int RunTrainTiny() {
         stderr,
         "kvstream train-tiny: --train must be tokenizer, scout, large or both; found '%s'\n",
         which.c_str());
+    return 2;
+  }
+  if (which == "both" && !absl::GetFlag(FLAGS_continue_from).empty()) {
+    std::fprintf(stderr,
+                 "kvstream train-tiny: --continue_from: expected --train=scout or --train=large "
+                 "(one model's directory), found --train=both\n");
     return 2;
   }
   model::SetComputeThreads(absl::GetFlag(FLAGS_threads));

@@ -58,6 +58,32 @@ TEST_P(GrowTest, GrownModelComputesTheSameLogits) {
 
 INSTANTIATE_TEST_SUITE_P(TiedAndUntied, GrowTest, ::testing::Bool());
 
+// Two gaps inside [1, gap_end), strictly increasing positions, the last within the span,
+// the distances on either side of a gap kept; nothing when the span does not exceed n.
+TEST(GappedPositionsTest, TwoGapsBeforeTheEndWithinTheSpan) {
+  std::mt19937_64 rng(5);
+  int spread = 0;
+  for (int trial = 0; trial < 200; ++trial) {
+    const std::vector<int64_t> p = GappedPositions(100, 2100, 60, rng);
+    ASSERT_EQ(p.size(), 100u);
+    EXPECT_EQ(p[0], 0);
+    EXPECT_LE(p.back(), 2099);
+    int gaps = 0;
+    for (size_t j = 1; j < p.size(); ++j) {
+      ASSERT_GT(p[j], p[j - 1]);
+      if (p[j] - p[j - 1] > 1) {
+        ++gaps;
+        EXPECT_LT(j, 60u) << "a gap after the context";
+      }
+    }
+    EXPECT_LE(gaps, 2);
+    spread += p.back() > 1000;
+  }
+  EXPECT_GT(spread, 50) << "gaps should often span long distances";
+  EXPECT_TRUE(GappedPositions(100, 100, 60, rng).empty());
+  EXPECT_TRUE(GappedPositions(100, 2100, 1, rng).empty());
+}
+
 // --position_gaps trains on RoPE positions with gaps. RoPE sees only distances, so
 // positions shifted by a constant give the same hidden states; a gap changes only the
 // rows after it, and the same gap in a batch row of its own gives that row's result.
@@ -67,7 +93,7 @@ TEST(PositionsTest, ForwardSeesDistancesNotOffsets) {
   const torch::Tensor plain = ForwardHidden(c, w, Ids());
   const torch::Tensor shifted = torch::arange(12, torch::kInt64).view({1, 12}) + 1000;
   EXPECT_LT((ForwardHidden(c, w, Ids(), nullptr, &shifted) - plain).abs().max().item<float>(),
-            1e-4f);
+            1e-3f);
   torch::Tensor gapped = torch::arange(12, torch::kInt64).view({1, 12});
   gapped.narrow(1, 6, 6).add_(500);
   const torch::Tensor g = ForwardHidden(c, w, Ids(), nullptr, &gapped);
