@@ -18,7 +18,8 @@
 # directory with scout/ and large/, e.g. testdata/models-2k with its projection).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [[ -z ${1:-} && ${MODELS:-testdata/models} != testdata/models ]]; then
+MODELS=${MODELS:-testdata/models}
+if [[ -z ${1:-} && $MODELS != testdata/models ]]; then
   echo "make_quality_table.sh: MODELS=$MODELS: expected an output path (the default," \
     "testdata/quality/tiny_mixed.json, is the table of testdata/models)" >&2
   exit 2
@@ -27,7 +28,6 @@ OUT=${1:-testdata/quality/tiny_mixed.json}
 KINDS=${KINDS:-needle single}
 BIN=${BUILD_DIR:-build}/bin
 N=${N:-20}
-MODELS=${MODELS:-testdata/models}
 PROJECTION=${PROJECTION:-testdata/projections/scout_to_large.safetensors}
 THREADS=${THREADS:-0}  # libtorch threads per eval (0: every core)
 # kv rows as the adaptive edge answers them with its --kv_min_confidence (default 0.5):

@@ -295,6 +295,12 @@ class Trainer {
   int32_t im_end_;
 };
 
+// A model directory's or checkpoint's weights as float32 tensors to train.
+absl::StatusOr<Weights> LoadFloat32(const ModelConfig& c, const std::string& dir) {
+  ASSIGN_OR_RETURN(auto set, model::WeightSet::OpenDir(dir));
+  return model::LoadWeights(c, *set, torch::TensorOptions().dtype(torch::kFloat32));
+}
+
 absl::Status WriteText(const std::string& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out << text;
@@ -416,11 +422,12 @@ class TrainingRun {
         return absl::OkStatus();
       }
     }
-    RETURN_IF_ERROR(Save());
     // --stop_after exports its step whatever it scores; a whole run, its best so far
-    // (nothing twice: a step evaluated or exported in the loop is not again).
-    RETURN_IF_ERROR(EvaluateAndExport(/*always=*/stop > 0));
-    return Save();  // with the last evaluation in its history
+    // (nothing twice: a step evaluated or exported in the loop is not again). The
+    // checkpoint is written either way, with that evaluation in its history.
+    const absl::Status exported = EvaluateAndExport(/*always=*/stop > 0);
+    RETURN_IF_ERROR(Save());
+    return exported;
   }
 
  private:
@@ -443,9 +450,7 @@ class TrainingRun {
   }
 
   absl::Status RestoreState() {
-    ASSIGN_OR_RETURN(auto set, model::WeightSet::OpenDir(ckpt_));
-    ASSIGN_OR_RETURN(w_,
-                     model::LoadWeights(c_, *set, torch::TensorOptions().dtype(torch::kFloat32)));
+    ASSIGN_OR_RETURN(w_, LoadFloat32(c_, ckpt_));
     std::ifstream in(ckpt_ + "/state.json");
     const nlohmann::json state = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
     double theta = 10000.0;
@@ -511,9 +516,7 @@ class TrainingRun {
           had.intermediate_size, ", heads ", had.num_heads, "/", had.num_kv_heads, ", rope_theta ",
           had.rope_theta));
     }
-    ASSIGN_OR_RETURN(auto set, model::WeightSet::OpenDir(from));
-    ASSIGN_OR_RETURN(w_,
-                     model::LoadWeights(c_, *set, torch::TensorOptions().dtype(torch::kFloat32)));
+    ASSIGN_OR_RETURN(w_, LoadFloat32(c_, from));
     continued_from_ = from;
     std::printf("[%s] continued from %s, curriculum at %d records\n", name_.c_str(), from.c_str(),
                 level_);
@@ -524,10 +527,7 @@ class TrainingRun {
   absl::Status GrowFrom(const std::string& from) {
     RETURN_IF_ERROR(SameTokenizer("--grow_from", from));
     ASSIGN_OR_RETURN(const ModelConfig small, ModelConfig::Load(from + "/config.json"));
-    ASSIGN_OR_RETURN(auto set, model::WeightSet::OpenDir(from));
-    ASSIGN_OR_RETURN(
-        const Weights sw,
-        model::LoadWeights(small, *set, torch::TensorOptions().dtype(torch::kFloat32)));
+    ASSIGN_OR_RETURN(const Weights sw, LoadFloat32(small, from));
     ASSIGN_OR_RETURN(w_, model::GrowWeights(small, sw, c_, 1e-3, seed_ + 200));
     grown_from_ = from;
     std::ifstream in(from + "/training.json");
@@ -661,14 +661,12 @@ class TrainingRun {
       std::copy(smp.ids.begin(), smp.ids.end(), ids.begin() + b * max_len);
       std::copy(smp.targets.begin(), smp.targets.end(), targets.begin() + b * max_len);
       // Padding follows the last position (causal attention keeps it out of the loss).
+      const int64_t shift = smp.positions.empty()
+                                ? 0
+                                : smp.positions.back() + 1 - static_cast<int64_t>(smp.ids.size());
       for (size_t j = 0; j < max_len; ++j) {
         positions[b * max_len + j] =
-            j < smp.positions.size()
-                ? smp.positions[j]
-                : (smp.positions.empty()
-                       ? 0
-                       : smp.positions.back() - static_cast<int64_t>(smp.ids.size()) + 1) +
-                      static_cast<int64_t>(j);
+            j < smp.positions.size() ? smp.positions[j] : shift + static_cast<int64_t>(j);
       }
       spread = spread || !smp.positions.empty();
     }
@@ -842,6 +840,44 @@ class TrainingRun {
   int64_t tokens_seen_ = 0;
 };
 
+// The byte-level BPE tokenizer both models share (scout mode needs one vocabulary),
+// its merges trained on tasks over --word_pool words; false after printing why not.
+bool TrainTokenizer(const std::vector<std::string>& words, const std::string& tok_path) {
+  std::vector<std::string> pool = words;
+  if (const int n = absl::GetFlag(FLAGS_word_pool); n > 0 && n < static_cast<int>(pool.size())) {
+    std::shuffle(pool.begin(), pool.end(), std::mt19937_64(0x9001));
+    pool.resize(n);
+    std::sort(pool.begin(), pool.end());
+  }
+  eval::TaskGenerator gen(pool);
+  std::vector<std::string> corpus;
+  for (int i = 0; i < 3000; ++i) {
+    const char* kind = i % 3 == 0 ? "single" : i % 3 == 1 ? "multi" : "needle";
+    const eval::Example ex = gen.One(kind, 0xC0FFEEull + i, 30, 300);
+    corpus.push_back(ex.context);
+    for (const auto& [q, a] : ex.all_qas) corpus.push_back(absl::StrCat("Question: ", q, " ", a));
+  }
+  corpus.push_back(kSystem);
+  model::BpeTrainOptions bo;
+  bo.vocab_size = absl::GetFlag(FLAGS_vocab_size);
+  auto json = model::TrainBpeTokenizer(corpus, bo);
+  if (!json.ok() || !WriteText(tok_path, *json).ok()) {
+    std::fprintf(stderr, "kvstream train-tiny: tokenizer: %s\n",
+                 std::string(json.status().message()).c_str());
+    return false;
+  }
+  auto trained = model::Tokenizer::FromJson(*json, tok_path);
+  int whole = 0;
+  for (const std::string& w : pool) {
+    if (!trained.ok()) break;
+    const absl::StatusOr<std::vector<int32_t>> ids = (*trained)->Encode(" " + w, false);
+    if (ids.ok() && ids->size() == 1) ++whole;
+  }
+  std::printf("tokenizer: %d tokens written to %s; %d of %zu task words are single tokens\n",
+              trained.ok() ? (*trained)->vocab_size() : -1, tok_path.c_str(), whole, pool.size());
+  return true;
+}
+
 }  // namespace
 
 int RunTrainTiny() {
@@ -871,39 +907,9 @@ int RunTrainTiny() {
   const std::string tok_path = out + "/tokenizer.json";
 
   // Tokenizer: trained once and shared by both models (scout mode needs one vocabulary).
-  if (which == "tokenizer" || !std::filesystem::exists(tok_path)) {
-    std::vector<std::string> pool = *words;
-    if (const int n = absl::GetFlag(FLAGS_word_pool); n > 0 && n < static_cast<int>(pool.size())) {
-      std::shuffle(pool.begin(), pool.end(), std::mt19937_64(0x9001));
-      pool.resize(n);
-      std::sort(pool.begin(), pool.end());
-    }
-    eval::TaskGenerator gen(pool);
-    std::vector<std::string> corpus;
-    for (int i = 0; i < 3000; ++i) {
-      const char* kind = i % 3 == 0 ? "single" : i % 3 == 1 ? "multi" : "needle";
-      const eval::Example ex = gen.One(kind, 0xC0FFEEull + i, 30, 300);
-      corpus.push_back(ex.context);
-      for (const auto& [q, a] : ex.all_qas) corpus.push_back(absl::StrCat("Question: ", q, " ", a));
-    }
-    corpus.push_back(kSystem);
-    model::BpeTrainOptions bo;
-    bo.vocab_size = absl::GetFlag(FLAGS_vocab_size);
-    auto json = model::TrainBpeTokenizer(corpus, bo);
-    if (!json.ok() || !WriteText(tok_path, *json).ok()) {
-      std::fprintf(stderr, "kvstream train-tiny: tokenizer: %s\n",
-                   std::string(json.status().message()).c_str());
-      return 1;
-    }
-    auto trained = model::Tokenizer::FromJson(*json, tok_path);
-    int whole = 0;
-    for (const std::string& w : pool) {
-      if (!trained.ok()) break;
-      const absl::StatusOr<std::vector<int32_t>> ids = (*trained)->Encode(" " + w, false);
-      if (ids.ok() && ids->size() == 1) ++whole;
-    }
-    std::printf("tokenizer: %d tokens written to %s; %d of %zu task words are single tokens\n",
-                trained.ok() ? (*trained)->vocab_size() : -1, tok_path.c_str(), whole, pool.size());
+  if ((which == "tokenizer" || !std::filesystem::exists(tok_path)) &&
+      !TrainTokenizer(*words, tok_path)) {
+    return 1;
   }
   if (which == "tokenizer") return 0;
   auto tok = model::Tokenizer::Load(tok_path);
