@@ -45,7 +45,9 @@ ABSL_FLAG(
     "(best quality within --slo), progressive-f16 and progressive-int4 (the whole cache in 8 "
     "importance tiers by Q2C, sent until --slo would be missed)");
 ABSL_FLAG(int, n, 10, "Questions per link x policy");
-ABSL_FLAG(std::string, kind, "needle", "Generated task kind: single, multi or needle");
+ABSL_FLAG(
+    std::string, kind, "needle",
+    "Generated task kind: single, multi (answered \"<town>: <value>\"), multi_lives or needle");
 ABSL_FLAG(std::string, target_tokens, "512", "Needle context length in tokens: N or a range A-B");
 ABSL_FLAG(std::string, records, "20", "Records per single/multi context: N or a range A-B");
 ABSL_FLAG(double, slo, 0.5, "TTFT SLO in seconds (adaptive-slo's target too)");
@@ -204,6 +206,10 @@ absl::StatusOr<std::vector<kvstream::eval::Example>> Examples(const std::string&
   gen.set_single_token_names(true);
   kvstream::eval::TaskOptions o;
   o.kind = absl::GetFlag(FLAGS_kind);
+  if (!kvstream::eval::IsGeneratedKind(o.kind)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--kind: expected ", kvstream::eval::kGeneratedKinds, "; found '", o.kind, "'"));
+  }
   o.num_examples = absl::GetFlag(FLAGS_n);
   RETURN_IF_ERROR(kvstream::eval::ParseRange(absl::GetFlag(FLAGS_records), "--records",
                                              &o.num_records, &o.num_records_max));

@@ -90,87 +90,117 @@ std::string TaskGenerator::Value(std::mt19937_64& rng, int digits) const {
   return Number(rng, digits);
 }
 
+bool IsGeneratedKind(absl::string_view kind) {
+  return kind == "single" || kind == "multi" || kind == "multi_lives" || kind == "needle";
+}
+
 Example TaskGenerator::One(const std::string& kind, uint64_t seed, int num_records,
                            int target_tokens, int value_digits) const {
   std::mt19937_64 rng(seed);
   Example ex;
   ex.kind = kind;
   if (kind == "single") {
-    const std::vector<std::string> names =
-        Pick(single_token_names_ ? names_ : words_, rng, num_records);
-    std::vector<std::string> sentences;
-    std::vector<std::string> values;
-    for (const std::string& n : names) {
-      values.push_back(Value(rng, value_digits));
-      sentences.push_back(absl::StrCat("The code of ", n, " is ", values.back(), "."));
-      ex.records.emplace_back(n, values.back());
-    }
-    const size_t q = rng() % names.size();
-    ex.context = absl::StrJoin(sentences, " ");
-    ex.question = absl::StrCat("What is the code of ", names[q], "?");
-    ex.answers = {values[q]};
-    for (size_t i = 0; i < names.size(); ++i) {
-      ex.all_qas.emplace_back(absl::StrCat("What is the code of ", names[i], "?"), values[i]);
-    }
-  } else if (kind == "multi") {
-    // Half the records map people to towns, half map towns to codes; every town has a
-    // code, so the first hop alone never answers.
-    const int pairs = std::max(1, num_records / 2);
-    const std::vector<std::string> picked =
-        Pick(single_token_names_ ? names_ : words_, rng, 2 * pairs);
-    std::vector<std::string> sentences;
-    std::vector<std::string> values;
-    for (int i = 0; i < pairs; ++i) {
-      values.push_back(Value(rng, value_digits));
-      sentences.push_back(
-          absl::StrCat(Capitalize(picked[i]), " lives in ", picked[pairs + i], "."));
-      sentences.push_back(
-          absl::StrCat("The code of ", picked[pairs + i], " is ", values.back(), "."));
-      ex.records.emplace_back(picked[pairs + i], values.back());
-    }
-    std::shuffle(sentences.begin(), sentences.end(), rng);
-    const int q = static_cast<int>(rng() % pairs);
-    ex.context = absl::StrJoin(sentences, " ");
-    ex.question =
-        absl::StrCat("What is the code of the town where ", Capitalize(picked[q]), " lives?");
-    ex.answers = {values[q]};
-    for (int i = 0; i < pairs; ++i) {
-      ex.all_qas.emplace_back(
-          absl::StrCat("What is the code of the town where ", Capitalize(picked[i]), " lives?"),
-          values[i]);
-      ex.all_qas.emplace_back(absl::StrCat("Where does ", Capitalize(picked[i]), " live?"),
-                              picked[pairs + i]);
-    }
-  } else {  // needle
-    const std::vector<std::string> name = Pick(single_token_names_ ? names_ : words_, rng, 1);
-    const std::string value = Value(rng, value_digits);
-    const std::string needle = absl::StrCat("The code of ", name[0], " is ", value, ".");
-    auto count = [&](const std::string& s) {
-      return counter_ ? counter_(s) : static_cast<int>(s.size() / 4);
-    };
-    // Distractor sentences of dictionary words, until the context reaches the target.
-    std::vector<std::string> sentences;
-    std::string text;
-    while (count(text) + count(needle) < target_tokens) {
-      std::vector<std::string> ws;
-      const int len = 5 + static_cast<int>(rng() % 8);
-      ws.reserve(len);
-      for (int i = 0; i < len; ++i) ws.push_back(words_[rng() % words_.size()]);
-      ws[0] = Capitalize(ws[0]);
-      sentences.push_back(absl::StrCat(absl::StrJoin(ws, " "), "."));
-      text = absl::StrJoin(sentences, " ");
-    }
-    if (!sentences.empty()) sentences.pop_back();
-    const size_t at = sentences.empty() ? 0 : rng() % (sentences.size() + 1);
-    sentences.insert(sentences.begin() + static_cast<std::ptrdiff_t>(at), needle);
-    ex.context = absl::StrJoin(sentences, " ");
-    ex.question = absl::StrCat("What is the code of ", name[0], "?");
-    ex.answers = {value};
-    ex.target_tokens = target_tokens;
-    ex.all_qas.emplace_back(ex.question, value);
-    ex.records.emplace_back(name[0], value);
+    SingleHop(rng, num_records, value_digits, ex);
+  } else if (kind == "multi" || kind == "multi_lives") {
+    MultiHop(rng, num_records, value_digits, kind == "multi", ex);
+  } else {
+    Needle(rng, target_tokens, value_digits, ex);
   }
   return ex;
+}
+
+const std::vector<std::string>& TaskGenerator::NamePool() const {
+  return single_token_names_ ? names_ : words_;
+}
+
+void TaskGenerator::SingleHop(std::mt19937_64& rng, int num_records, int value_digits,
+                              Example& ex) const {
+  const std::vector<std::string> names = Pick(NamePool(), rng, num_records);
+  std::vector<std::string> sentences;
+  std::vector<std::string> values;
+  for (const std::string& n : names) {
+    values.push_back(Value(rng, value_digits));
+    sentences.push_back(absl::StrCat("The code of ", n, " is ", values.back(), "."));
+    ex.records.emplace_back(n, values.back());
+  }
+  const size_t q = rng() % names.size();
+  ex.context = absl::StrJoin(sentences, " ");
+  ex.question = absl::StrCat("What is the code of ", names[q], "?");
+  ex.answers = {values[q]};
+  for (size_t i = 0; i < names.size(); ++i) {
+    ex.all_qas.emplace_back(absl::StrCat("What is the code of ", names[i], "?"), values[i]);
+  }
+}
+
+// Half the records map people to towns, half map towns to codes; every town has a code,
+// so the first hop alone never answers. `bridge`: "The town of <name> is <town>.", asked
+// "What is the code of the town of <name>?" and answered "<town>: <value>", the town
+// first (each hop is then one lookup of a name, as in single-hop records); otherwise the
+// format the committed models were trained with: "<Name> lives in <town>.", asked "What
+// is the code of the town where <Name> lives?" and answered "<value>".
+void TaskGenerator::MultiHop(std::mt19937_64& rng, int num_records, int value_digits, bool bridge,
+                             Example& ex) const {
+  const int pairs = std::max(1, num_records / 2);
+  const std::vector<std::string> picked = Pick(NamePool(), rng, 2 * pairs);
+  auto person = [&](int i) { return bridge ? picked[i] : Capitalize(picked[i]); };
+  std::vector<std::string> sentences;
+  std::vector<std::string> values;
+  for (int i = 0; i < pairs; ++i) {
+    const std::string& town = picked[pairs + i];
+    values.push_back(Value(rng, value_digits));
+    sentences.push_back(bridge ? absl::StrCat("The town of ", person(i), " is ", town, ".")
+                               : absl::StrCat(person(i), " lives in ", town, "."));
+    sentences.push_back(absl::StrCat("The code of ", town, " is ", values.back(), "."));
+    ex.records.emplace_back(town, values.back());
+  }
+  std::shuffle(sentences.begin(), sentences.end(), rng);
+  ex.context = absl::StrJoin(sentences, " ");
+  for (int i = 0; i < pairs; ++i) {
+    const std::string& town = picked[pairs + i];
+    if (bridge) {
+      ex.all_qas.emplace_back(absl::StrCat("What is the code of the town of ", person(i), "?"),
+                              absl::StrCat(town, ": ", values[i]));
+      ex.all_qas.emplace_back(absl::StrCat("What is the town of ", person(i), "?"), town);
+    } else {
+      ex.all_qas.emplace_back(
+          absl::StrCat("What is the code of the town where ", person(i), " lives?"), values[i]);
+      ex.all_qas.emplace_back(absl::StrCat("Where does ", person(i), " live?"), town);
+    }
+  }
+  const int q = static_cast<int>(rng() % pairs);
+  ex.question = ex.all_qas[2 * q].first;
+  ex.answers = {ex.all_qas[2 * q].second};
+}
+
+void TaskGenerator::Needle(std::mt19937_64& rng, int target_tokens, int value_digits,
+                           Example& ex) const {
+  const std::vector<std::string> name = Pick(NamePool(), rng, 1);
+  const std::string value = Value(rng, value_digits);
+  const std::string needle = absl::StrCat("The code of ", name[0], " is ", value, ".");
+  auto count = [&](const std::string& s) {
+    return counter_ ? counter_(s) : static_cast<int>(s.size() / 4);
+  };
+  // Distractor sentences of dictionary words, until the context reaches the target.
+  std::vector<std::string> sentences;
+  std::string text;
+  while (count(text) + count(needle) < target_tokens) {
+    std::vector<std::string> ws;
+    const int len = 5 + static_cast<int>(rng() % 8);
+    ws.reserve(len);
+    for (int i = 0; i < len; ++i) ws.push_back(words_[rng() % words_.size()]);
+    ws[0] = Capitalize(ws[0]);
+    sentences.push_back(absl::StrCat(absl::StrJoin(ws, " "), "."));
+    text = absl::StrJoin(sentences, " ");
+  }
+  if (!sentences.empty()) sentences.pop_back();
+  const size_t at = sentences.empty() ? 0 : rng() % (sentences.size() + 1);
+  sentences.insert(sentences.begin() + static_cast<std::ptrdiff_t>(at), needle);
+  ex.context = absl::StrJoin(sentences, " ");
+  ex.question = absl::StrCat("What is the code of ", name[0], "?");
+  ex.answers = {value};
+  ex.target_tokens = target_tokens;
+  ex.all_qas.emplace_back(ex.question, value);
+  ex.records.emplace_back(name[0], value);
 }
 
 std::vector<Example> TaskGenerator::Generate(const TaskOptions& o) const {
@@ -303,7 +333,7 @@ class SquadReader {
     ASSIGN_OR_RETURN(ex.question, String(qa, "question", where));
     // The generator's titles ("single-40", "needle-512") carry the kind and length.
     const std::string dash = title.substr(0, title.find('-'));
-    ex.kind = (dash == "single" || dash == "multi" || dash == "needle") ? dash : "squad";
+    ex.kind = IsGeneratedKind(dash) ? dash : "squad";
     if (title.find('-') != std::string::npos) {
       ex.target_tokens = std::atoi(title.c_str() + title.find('-') + 1);
     }

@@ -4,8 +4,12 @@
 // Kinds (the answer always sits somewhere in a long context, so selection and
 // quantization errors show up as wrong answers):
 //   single  many records "The code of <name> is <value>."; the question asks one.
-//   multi   records "<name> lives in <town>." and "The code of <town> is <value>.";
-//           the question needs both hops.
+//   multi   records "The town of <name> is <town>." and "The code of <town> is <value>.";
+//           the question ("What is the code of the town of <name>?") needs both hops
+//           and is answered "<town>: <value>", the bridge first, one lookup a token.
+//   multi_lives  the multi-hop format the committed models were trained with:
+//           "<Name> lives in <town>.", asked "What is the code of the town where <Name>
+//           lives?" and answered "<value>" (kept so that their training regenerates).
 //   needle  one record hidden in distractor sentences, padded to a target length.
 // Names, towns and distractor words come from a word list (Debian's wamerican). Values
 // are words too: with a TokenCounter, only words the tokenizer keeps as one token after
@@ -26,12 +30,12 @@ namespace kvstream::eval {
 
 struct Example {
   std::string id;
-  std::string kind;  // single | multi | needle | squad
+  std::string kind;  // single | multi | multi_lives | needle | squad
   std::string context;
   std::string question;
   std::vector<std::string> answers;
   int target_tokens = 0;  // length the context was generated for (0: not applicable)
-  int num_records = 0;    // single / multi: records in the context
+  int num_records = 0;    // single / multi: records in the context (multi: both kinds)
   // Every (question, answer) the context answers, the main one included (generated
   // tasks only): training asks several per sequence.
   std::vector<std::pair<std::string, std::string>> all_qas;
@@ -54,6 +58,11 @@ struct TaskOptions {
   int num_records_max = 0;
   int target_tokens_max = 0;
 };
+
+// The kinds TaskGenerator::One makes: single, multi, multi_lives, needle.
+bool IsGeneratedKind(absl::string_view kind);
+// What an error says the kinds are.
+inline constexpr char kGeneratedKinds[] = "single, multi, multi_lives or needle";
 
 // A count or an inclusive range as written in flags: "72" or "64-80". INVALID_ARGUMENT
 // naming `what` otherwise.
@@ -86,6 +95,11 @@ class TaskGenerator {
 
  private:
   std::string Value(std::mt19937_64& rng, int digits) const;
+  const std::vector<std::string>& NamePool() const;
+  void SingleHop(std::mt19937_64& rng, int num_records, int value_digits, Example& ex) const;
+  void MultiHop(std::mt19937_64& rng, int num_records, int value_digits, bool bridge,
+                Example& ex) const;
+  void Needle(std::mt19937_64& rng, int target_tokens, int value_digits, Example& ex) const;
   std::vector<std::string> words_;
   std::vector<std::string> values_;
   std::vector<std::string> names_;  // single-token names (set_single_token_names)

@@ -65,9 +65,16 @@ grep -q "\"grown_from\": \"$DIR/out/scout\"" "$DIR/out/large/training.json" || f
 # step 0, its weights as the start, both named in the export; the curriculum starts at
 # --start_records.
 mkdir -p "$DIR/out5" && cp "$DIR/out/tokenizer.json" "$DIR/out5/"
+# Half its questions are multi-hop in the bridge format, and its evaluations report them.
 "$BIN" train-tiny --train=scout --steps=2 --continue_from="$DIR/out/scout" --position_gaps=2048 \
-  --start_records=12 --max_records=12 "${small[@]}" --out="$DIR/out5" --ckpt_dir="$DIR/ckpt7" \
-  >"$DIR/cont.log" 2>&1 || fail "continue: $(cat "$DIR/cont.log")"
+  --start_records=12 --max_records=12 --multi_kind=multi --multi_share=0.5 "${small[@]}" \
+  --out="$DIR/out5" --ckpt_dir="$DIR/ckpt7" >"$DIR/cont.log" 2>&1 || fail "continue: $(cat "$DIR/cont.log")"
+grep -qE "step 2 eval: exact match [0-9.]+ on held-out multi-hop" "$DIR/cont.log" ||
+  fail "no multi-hop evaluation: $(cat "$DIR/cont.log")"
+grep -q '"multi_kind": "multi"' "$DIR/out5/scout/training.json" &&
+  grep -q '"multi_share": 0.5' "$DIR/out5/scout/training.json" &&
+  grep -q '"multi_hop_em"' "$DIR/out5/scout/training.json" ||
+  fail "provenance lacks the multi-hop questions: $(cat "$DIR/out5/scout/training.json")"
 grep -q "continued from $DIR/out/scout, curriculum at 12 records" "$DIR/cont.log" ||
   fail "not continued: $(head -3 "$DIR/cont.log")"
 grep -q "starting at step 0 of 2" "$DIR/cont.log" || fail "continued run's schedule: $(head -3 "$DIR/cont.log")"
@@ -99,7 +106,9 @@ grep -qF -- "--continue_from: expected --train=scout or --train=large" "$DIR/err
 for bad in "--continue_from=$DIR/out/large|expected the scout shape (4 layers, hidden 96, intermediate 256, heads 4/2, rope_theta 1e+06); found 6 layers, hidden 192" \
            "--continue_from=$DIR/out/scout --grow_from=$DIR/out/scout|expected it or --grow_from, not both" \
            "--continue_from=$DIR/nothing|expected its tokenizer.json to be the one this run trains with" \
-           "--continue_from=$DIR/out/scout --position_gaps=5000|--position_gaps: expected at most the models' max_position_embeddings (4096), found 5000"; do
+           "--continue_from=$DIR/out/scout --position_gaps=5000|--position_gaps: expected at most the models' max_position_embeddings (4096), found 5000" \
+           "--continue_from=$DIR/out/scout --multi_kind=lives|--multi_kind: expected multi or multi_lives, found 'lives'" \
+           "--continue_from=$DIR/out/scout --multi_share=0.9|--multi_share: expected a share from 0 to 0.85 (needles keep 0.15), found 0.9"; do
   # shellcheck disable=SC2086
   if "$BIN" train-tiny --train=scout --steps=2 ${bad%%|*} "${small[@]}" --out="$DIR/out5" \
        --ckpt_dir="$DIR/ckpt8" 2>"$DIR/err.log" >/dev/null; then

@@ -18,6 +18,8 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "common/base/status.h"
 #include "common/codec/positions.h"
@@ -73,6 +75,10 @@ ABSL_FLAG(double, kv_min_confidence, 0,
           "estimate's figures judge the kv answer itself; 0: off)");
 ABSL_FLAG(std::string, fallback_model, "testdata/models/large",
           "eval --kv_min_confidence: the model whose text answer replaces an unsure kv answer");
+ABSL_FLAG(std::string, answers_csv, "",
+          "eval: write every answer as CSV (variant, example id, question, the answer given, the "
+          "gold answers joined by '|', exact match, F1), to see what a model says, not only how "
+          "well");
 ABSL_FLAG(std::string, estimate_csv, "",
           "eval --estimate_steps: write one row per answer (variant, example, the estimate's KL, "
           "agreement, p_top and the full cache's confidence, the answer's F1) as CSV, for "
@@ -102,6 +108,12 @@ struct Variant {
     double f1;
   };
   std::vector<Answer> estimated = {};  // every answer the estimate saw, in order
+  struct Given {
+    size_t example;
+    std::string text;
+    double em, f1;
+  };
+  std::vector<Given> given = {};  // --answers_csv: every answer, in order
   std::string EstimateColumns() const {
     const int m = est_accepted + est_rejected;
     if (m == 0) return ",,,,";
@@ -146,6 +158,28 @@ void WriteEstimateCsv(const std::vector<Variant>& vs) {
                              v.selector, v.retention, v.spec, a.example, a.estimate.steps,
                              a.estimate.kl, a.estimate.agreement, a.estimate.p_top,
                              a.estimate.confidence, a.f1);
+    }
+  }
+}
+
+// A CSV field: quoted, quotes doubled.
+std::string CsvField(const std::string& s) {
+  return absl::StrCat("\"", absl::StrReplaceAll(s, {{"\"", "\"\""}}), "\"");
+}
+
+// --answers_csv: one row per answer given.
+void WriteAnswersCsv(const std::vector<Variant>& vs, const std::vector<eval::Example>& examples) {
+  const std::string path = absl::GetFlag(FLAGS_answers_csv);
+  if (path.empty()) return;
+  std::ofstream out(path);
+  out << "mode,selector,retention,spec,example,question,answer,gold,em,f1\n";
+  for (const Variant& v : vs) {
+    for (const Variant::Given& g : v.given) {
+      const eval::Example& ex = examples[g.example];
+      out << absl::StrFormat("%s,%s,%.2f,%s,%s,%s,%s,%s,%.0f,%.4f\n", v.mode, v.selector,
+                             v.retention, CsvField(v.spec), CsvField(ex.id), CsvField(ex.question),
+                             CsvField(g.text), CsvField(absl::StrJoin(ex.answers, "|")), g.em,
+                             g.f1);
     }
   }
 }
@@ -448,7 +482,9 @@ class Evaluation {
     const model::ModelConfig& c = answerer_->config();
     v.cloud_seconds += a.times.prefill + a.times.rebuild + a.times.projection;
     v.from_prompt += a.check.answered_from_prompt;
-    v.em += eval::ExactMatch(answer, ex.answers);
+    const double em = eval::ExactMatch(answer, ex.answers);
+    if (!absl::GetFlag(FLAGS_answers_csv).empty()) v.given.push_back({e, answer, em, f1});
+    v.em += em;
     v.f1 += f1;
     v.f1_sq += f1 * f1;
     v.wire += static_cast<double>(a.wire_bytes);
@@ -499,6 +535,7 @@ class Evaluation {
     }
     PrintEstimates(variants_, rows);
     WriteEstimateCsv(variants_);
+    WriteAnswersCsv(variants_, examples_);
     if (!absl::GetFlag(FLAGS_json).empty()) {
       std::ofstream(absl::GetFlag(FLAGS_json)) << rows.dump(1) << "\n";
     }

@@ -38,10 +38,9 @@ ABSL_FLAG(std::string, fit_specs, "raw;int4",
           "by ';' (e.g. \"raw;int8;int4\"): maps fitted on what the cloud receives do not amplify "
           "its noise");
 ABSL_FLAG(std::string, calibration,
-          "single:8,single:40,single:72,needle:256,needle:512,needle:1024,multi:20",
-          "fit-projection: calibration prompt sets, KIND:SIZE comma separated (single/multi: "
-          "records, needle: "
-          "tokens)");
+          "single:8,single:40,single:72,needle:256,needle:512,needle:1024,multi_lives:20",
+          "fit-projection: calibration prompt sets, KIND:SIZE comma separated (single, multi, "
+          "multi_lives: records; needle: tokens)");
 ABSL_FLAG(int, calibration_n, 16, "fit-projection: prompts per calibration set");
 ABSL_FLAG(
     std::string, calibration_text, "",
@@ -63,10 +62,10 @@ absl::StatusOr<std::vector<CalibrationSet>> ParseCalibration(const std::string& 
     const std::vector<std::string> parts = absl::StrSplit(item, ':');
     CalibrationSet s;
     if (parts.size() != 2 || !absl::SimpleAtoi(parts[1], &s.size) || s.size < 1 ||
-        (parts[0] != "single" && parts[0] != "multi" && parts[0] != "needle")) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--calibration: expected KIND:SIZE with KIND single, multi or needle, found '", item,
-          "'"));
+        !eval::IsGeneratedKind(parts[0])) {
+      return absl::InvalidArgumentError(absl::StrCat("--calibration: expected KIND:SIZE with KIND ",
+                                                     eval::kGeneratedKinds, ", found '", item,
+                                                     "'"));
     }
     s.kind = parts[0];
     sets.push_back(s);

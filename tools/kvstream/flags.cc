@@ -17,7 +17,9 @@ ABSL_FLAG(std::string, tokenizer, "",
 ABSL_FLAG(std::string, words, "/usr/share/dict/words",
           "Word list for generated tasks (names, values, distractors; Debian's wamerican)");
 ABSL_FLAG(uint64_t, task_seed, 7, "Seed of generated evaluation tasks (training uses other seeds)");
-ABSL_FLAG(std::string, kind, "single", "Generated task kind: single, multi or needle");
+ABSL_FLAG(
+    std::string, kind, "single",
+    "Generated task kind: single, multi (answered \"<town>: <value>\"), multi_lives or needle");
 ABSL_FLAG(int, n, 40, "Examples (questions) to run");
 ABSL_FLAG(int, threads, 0, "train-tiny, eval, profile: libtorch threads (0: every core)");
 ABSL_FLAG(std::string, records, "40",
@@ -47,9 +49,9 @@ namespace kvstream::cli {
 absl::StatusOr<std::vector<eval::Example>> GeneratedTasks(const model::Tokenizer& tokenizer) {
   eval::TaskOptions o;
   o.kind = absl::GetFlag(FLAGS_kind);
-  if (o.kind != "single" && o.kind != "multi" && o.kind != "needle") {
+  if (!eval::IsGeneratedKind(o.kind)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("--kind: expected single, multi or needle; found '", o.kind, "'"));
+        absl::StrCat("--kind: expected ", eval::kGeneratedKinds, "; found '", o.kind, "'"));
   }
   o.num_examples = absl::GetFlag(FLAGS_n);
   RETURN_IF_ERROR(eval::ParseRange(absl::GetFlag(FLAGS_records), "--records", &o.num_records,

@@ -7,7 +7,8 @@
 #include "common/model/tokenizer.h"
 #include "tools/kvstream/commands.h"
 
-ABSL_FLAG(std::string, task_kind, "single", "single, multi or needle");
+ABSL_FLAG(std::string, task_kind, "single",
+          "single, multi, multi_lives or needle (see common/eval/tasks.h)");
 ABSL_FLAG(int, count, 100, "Number of examples");
 ABSL_FLAG(int, num_records, 40, "Records per single/multi context");
 ABSL_FLAG(int, length, 512, "Needle context length in tokens (counted with --tokenizer)");
@@ -20,10 +21,9 @@ namespace kvstream::cli {
 
 int RunGenTasks() {
   const std::string kind = absl::GetFlag(FLAGS_task_kind);
-  if (kind != "single" && kind != "multi" && kind != "needle") {
-    std::fprintf(stderr,
-                 "kvstream gen-tasks: --task_kind must be single, multi or needle; found '%s'\n",
-                 kind.c_str());
+  if (!eval::IsGeneratedKind(kind)) {
+    std::fprintf(stderr, "kvstream gen-tasks: --task_kind must be %s; found '%s'\n",
+                 eval::kGeneratedKinds, kind.c_str());
     return 2;
   }
   auto words = eval::LoadWords(absl::GetFlag(FLAGS_words));

@@ -86,6 +86,15 @@ ABSL_FLAG(
     "question-to-record distances of long ones, as positional skip-wise training (PoSE) "
     "does (measured: the committed scout's exact match at 64 records fell from 0.95 to 0.45 "
     "when 1,500 positions were left between its context and the question)");
+ABSL_FLAG(std::string, multi_kind, "multi_lives",
+          "Multi-hop training questions: multi_lives (\"<Name> lives in <town>.\", answered with "
+          "the code: the format the committed models were trained with, which none of them "
+          "learned) or multi (\"The town of <name> is <town>.\", answered \"<town>: <code>\", "
+          "one lookup a token; its contexts then draw as many records as single-hop ones, and "
+          "each evaluation also reports multi-hop exact match at --max_records)");
+ABSL_FLAG(double, multi_share, 0.15,
+          "Share of training sequences asking multi-hop questions (from 8 records on); needles "
+          "keep 0.15, single-hop the rest");
 ABSL_FLAG(int, recap, 8,
           "Records restated in a closing user turn of each training sequence, shuffled, with loss "
           "on their values: recall with the key just before the answer, a denser signal for the "
@@ -219,14 +228,15 @@ class Trainer {
     return s;
   }
 
-  // Greedy answers on held-out single-hop questions, full recompute (no cache): exact
+  // Greedy answers on held-out questions of `kind`, full recompute (no cache): exact
   // match and the mean prompt length.
   absl::StatusOr<std::pair<double, double>> Evaluate(const ModelConfig& c, const Weights& w, int n,
-                                                     int records) const {
+                                                     int records,
+                                                     const std::string& kind = "single") const {
     torch::NoGradGuard no_grad;
     double em = 0, tokens = 0;
     for (int i = 0; i < n; ++i) {
-      const eval::Example ex = gen_.One("single", 0xE7A1000ull + i, records, 0);
+      const eval::Example ex = gen_.One(kind, 0xE7A1000ull + i, records, 0);
       RETURN_IF_ERROR(count_error_);
       ASSIGN_OR_RETURN(const model::ChatPrompt prompt,
                        model::BuildQaPrompt(tok_, ex.context, ex.question, {kSystem}));
@@ -250,13 +260,16 @@ class Trainer {
   // The task behind one sequence: single-hop mostly; needles and multi-hop from level 8.
   eval::Example Draw(std::mt19937_64& rng, int level) const {
     const double u = std::uniform_real_distribution<double>(0, 1)(rng);
+    const double multi = absl::GetFlag(FLAGS_multi_share);
     const int r = 2 + static_cast<int>(rng() % static_cast<uint64_t>(std::max(1, level - 1)));
-    if (u < 0.7 || level < 8) return gen_.One("single", rng(), r, 0);
-    if (u < 0.85) {
+    if (u < 0.85 - multi || level < 8) return gen_.One("single", rng(), r, 0);
+    if (u < 1.0 - multi) {
       return gen_.One("needle", rng(), 0,
                       48 + static_cast<int>(rng() % static_cast<uint64_t>(12 * level)));
     }
-    return gen_.One("multi", rng(),
+    const std::string kind = absl::GetFlag(FLAGS_multi_kind);
+    if (kind == "multi") return gen_.One(kind, rng(), std::max(4, r), 0);
+    return gen_.One(kind, rng(),
                     4 + 2 * static_cast<int>(rng() % static_cast<uint64_t>(std::max(1, r / 4))), 0);
   }
 
@@ -370,6 +383,19 @@ absl::StatusOr<std::optional<RecallOffsets>> ParseRecallCircuit(const model::Tok
   return r;
 }
 
+absl::Status CheckMultiHopFlags() {
+  if (const std::string kind = absl::GetFlag(FLAGS_multi_kind);
+      kind != "multi" && kind != "multi_lives") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--multi_kind: expected multi or multi_lives, found '", kind, "'"));
+  }
+  if (const double share = absl::GetFlag(FLAGS_multi_share); !(share >= 0 && share <= 0.85)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--multi_share: expected a share from 0 to 0.85 (needles keep 0.15), found ", share));
+  }
+  return absl::OkStatus();
+}
+
 // One model's training run: fresh, grown from a smaller model, or resumed from its
 // checkpoint; a curriculum over context length gated by held-out exact match;
 // checkpoints, evaluations and exports on the way.
@@ -393,6 +419,7 @@ class TrainingRun {
           absl::StrCat("--position_gaps: expected at most the models' max_position_embeddings (",
                        c_.max_position_embeddings, "), found ", gaps));
     }
+    RETURN_IF_ERROR(CheckMultiHopFlags());
     std::filesystem::create_directories(ckpt_);
     w_ = model::InitWeights(c_, seed_ + (name_ == "large" ? 100 : 0), 0.02);
     const bool resume = std::filesystem::exists(ckpt_ + "/state.json");
@@ -789,6 +816,8 @@ class TrainingRun {
                                  {"grown_from", grown_from_},
                                  {"continued_from", continued_from_},
                                  {"position_gaps", absl::GetFlag(FLAGS_position_gaps)},
+                                 {"multi_kind", absl::GetFlag(FLAGS_multi_kind)},
+                                 {"multi_share", absl::GetFlag(FLAGS_multi_share)},
                                  {"recap", absl::GetFlag(FLAGS_recap)},
                                  {"recall_circuit", circuit_},
                                  {"freeze_circuit", absl::GetFlag(FLAGS_freeze_circuit)},
@@ -809,6 +838,16 @@ class TrainingRun {
                 name_.c_str(), step_, em, prompt_tokens);
     std::fflush(stdout);
     evals_.push_back({{"step", step_}, {"single_hop_em", em}, {"prompt_tokens", prompt_tokens}});
+    if (absl::GetFlag(FLAGS_multi_kind) == "multi") {
+      ASSIGN_OR_RETURN(const auto multi,
+                       trainer_.Evaluate(c_, w_, absl::GetFlag(FLAGS_eval_questions),
+                                         absl::GetFlag(FLAGS_max_records), "multi"));
+      std::printf(
+          "[%s] step %d eval: exact match %.3f on held-out multi-hop (%.0f prompt tokens)\n",
+          name_.c_str(), step_, multi.first, multi.second);
+      std::fflush(stdout);
+      evals_.back()["multi_hop_em"] = multi.first;
+    }
     return em;
   }
 
@@ -852,7 +891,8 @@ bool TrainTokenizer(const std::vector<std::string>& words, const std::string& to
   eval::TaskGenerator gen(pool);
   std::vector<std::string> corpus;
   for (int i = 0; i < 3000; ++i) {
-    const char* kind = i % 3 == 0 ? "single" : i % 3 == 1 ? "multi" : "needle";
+    // The multi-hop format the committed tokenizer was trained on.
+    const char* kind = i % 3 == 0 ? "single" : i % 3 == 1 ? "multi_lives" : "needle";
     const eval::Example ex = gen.One(kind, 0xC0FFEEull + i, 30, 300);
     corpus.push_back(ex.context);
     for (const auto& [q, a] : ex.all_qas) corpus.push_back(absl::StrCat("Question: ", q, " ", a));

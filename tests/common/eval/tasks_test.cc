@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cctype>
 #include <set>
 
 namespace kvstream::eval {
@@ -90,20 +92,50 @@ TEST(TasksTest, SingleTokenNamesNeedEnoughWholeWords) {
 TEST(TasksTest, MultiHopNeedsBothRecords) {
   TaskGenerator gen(Words());
   const Example ex = gen.One("multi", 5, 10, 0);
-  // "What is the code of the town where Name lives?"
+  // "What is the code of the town of <name>?", answered "<town>: <value>".
+  const std::string prefix = "What is the code of the town of ";
+  ASSERT_EQ(ex.question.rfind(prefix, 0), 0u) << ex.question;
+  const std::string name =
+      ex.question.substr(prefix.size(), ex.question.size() - prefix.size() - 1);
+  const size_t at = ex.context.find("The town of " + name + " is ");
+  ASSERT_NE(at, std::string::npos) << ex.context;
+  const size_t town_at = at + name.size() + 16;
+  const std::string town = ex.context.substr(town_at, ex.context.find('.', town_at) - town_at);
+  ASSERT_EQ(ex.answers.size(), 1u);
+  ASSERT_EQ(ex.answers[0].rfind(town + ": ", 0), 0u) << ex.answers[0];
+  const std::string value = ex.answers[0].substr(town.size() + 2);
+  EXPECT_NE(ex.context.find("The code of " + town + " is " + value + "."), std::string::npos);
+  EXPECT_EQ(ex.context.find("The code of " + name), std::string::npos);  // no shortcut
+  // 5 people, 5 towns, every town with a code; each person asked both ways.
+  EXPECT_EQ(ex.records.size(), 5u);
+  EXPECT_EQ(ex.all_qas.size(), 10u);
+  EXPECT_NE(std::find(ex.all_qas.begin(), ex.all_qas.end(),
+                      std::make_pair("What is the town of " + name + "?", town)),
+            ex.all_qas.end());
+}
+
+TEST(TasksTest, MultiLivesKeepsTheFormatTheCommittedModelsWereTrainedOn) {
+  TaskGenerator gen(Words());
+  const Example ex = gen.One("multi_lives", 5, 10, 0);
+  EXPECT_EQ(ex.kind, "multi_lives");
+  // "What is the code of the town where Name lives?", answered with the code alone.
   const std::string name = ex.question.substr(35, ex.question.size() - 35 - 7);
+  ASSERT_TRUE(std::isupper(static_cast<unsigned char>(name[0]))) << ex.question;
   const size_t at = ex.context.find(name + " lives in ");
   ASSERT_NE(at, std::string::npos) << ex.context;
   const size_t town_at = at + name.size() + 10;
   const std::string town = ex.context.substr(town_at, ex.context.find('.', town_at) - town_at);
   EXPECT_NE(ex.context.find("The code of " + town + " is " + ex.answers[0] + "."),
             std::string::npos);
-  EXPECT_EQ(ex.context.find("The code of " + name), std::string::npos);  // no shortcut
+  // The same draws as the bridge format: the same towns and codes, other sentences.
+  const Example bridge = gen.One("multi", 5, 10, 0);
+  EXPECT_EQ(ex.records, bridge.records);
+  EXPECT_EQ(bridge.answers[0], town + ": " + ex.answers[0]);
 }
 
 TEST(TasksTest, RecordsListEveryCodeRecordOfTheContext) {
   TaskGenerator gen(Words());
-  for (const std::string kind : {"single", "multi", "needle"}) {
+  for (const std::string kind : {"single", "multi", "multi_lives", "needle"}) {
     const Example ex = gen.One(kind, 11, 10, 256);
     size_t in_context = 0;
     for (size_t at = ex.context.find("The code of "); at != std::string::npos;
@@ -117,7 +149,9 @@ TEST(TasksTest, RecordsListEveryCodeRecordOfTheContext) {
     }
     // The question's answer is one of them.
     bool answered = false;
-    for (const auto& r : ex.records) answered = answered || r.second == ex.answers[0];
+    for (const auto& [name, value] : ex.records) {
+      answered = answered || (kind == "multi" ? name + ": " + value : value) == ex.answers[0];
+    }
     EXPECT_TRUE(answered) << kind;
   }
 }
