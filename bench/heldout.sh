@@ -7,7 +7,8 @@
 # multi-hop questions (48-64 records, about 500 tokens); and the needle table on
 # ~1,000-token single-hop questions with and without the edge's --kv_min_confidence gate.
 # Writes heldout_*.csv, heldout_summary.md and heldout.png to OUT (default bench/results).
-# About 5 minutes on 2 cores. Another model pair: MODELS (a directory with scout/ and
+# ESTIMATE_STEPS and KV_MIN_CONFIDENCE set the edge's flags of those names (defaults 1
+# and 0.5, the edge's). About 5 minutes on 2 cores. Another model pair: MODELS (a directory with scout/ and
 # large/) with its PROJECTION and MIXED_TABLE (a table measured on it); the needle and
 # single-hop tables (NEEDLE_TABLE, SINGLE_TABLE) belong to testdata/models, so with
 # another pair only the mixed-table cells run unless both are given. CELLS (a regular
@@ -18,6 +19,7 @@ BIN=${BUILD_DIR:-build}/bin
 out=${OUT:-bench/results}
 N=${N:-16}
 steps=${ESTIMATE_STEPS:-1}  # the edge's --estimate_steps where the estimate is on
+gate=${KV_MIN_CONFIDENCE:-0.5}  # the edge's --kv_min_confidence where the gate is on
 MODELS=${MODELS:-testdata/models}
 if [[ $MODELS != testdata/models ]]; then
   for v in PROJECTION MIXED_TABLE; do
@@ -41,7 +43,7 @@ run() {  # NAME TABLE KIND SHAPE ESTIMATE_STEPS [KV_MIN_CONFIDENCE]
   "$BIN"/kvstream-e2e-bench --models_dir="$MODELS" --projection="$PROJECTION" \
     --quality_table="$2" --kind="$3" "$4" --rates=10,100 --rtts=20 \
     --traces= --n="$N" --policies="$policies" --estimate_steps="$5" \
-    --kv_min_confidence="${6:-0.5}" --csv="$out/heldout_$1.csv" >/dev/null 2>"$out/.heldout.err" ||
+    --kv_min_confidence="${6:-$gate}" --csv="$out/heldout_$1.csv" >/dev/null 2>"$out/.heldout.err" ||
     { echo "heldout.sh: cell $1 failed:" >&2; tail -5 "$out/.heldout.err" >&2; exit 1; }
   rm -f "$out/.heldout.err"
 }

@@ -3,7 +3,8 @@
 # this project measures on its tiny models, with a verdict per row. Every eval cell
 # samples prompt lengths (single-hop among 56-64 records, needles of 448-576 tokens).
 # Writes bench/results/seed_findings.md (and the runs it is built from, seed_*).
-# Usage: [N=60] [THREADS=0] bench/seed_findings.sh
+# Multi-hop rows use the models-2k scout (MULTI_SCOUT), the committed one has not learned them.
+# Usage: [N=60] [THREADS=0] [MULTI_SCOUT=DIR] bench/seed_findings.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BUILD_DIR:-build}/bin
@@ -22,6 +23,11 @@ for task in single needle; do
     --selectors=full,q2c,q2c-question,snapkv,h2o,random --retentions=0.25,0.5,0.75 \
     --json=$OUT/seed_${task}_select.json > $OUT/seed_${task}_select.txt
 done
+# Multi-hop questions on the scout that has learned them (the models-2k pair).
+"$BIN"/kvstream eval --model="${MULTI_SCOUT:-testdata/models-2k/scout}" --modes=kv --kind=multi \
+  --records=56-64 --n="$N" --threads="$THREADS" --specs="raw;int4" \
+  --selectors=full,q2c,snapkv,h2o,random --retentions=0.25,0.5,0.75 \
+  --json=$OUT/seed_multi_select.json > $OUT/seed_multi_select.txt
 "$BIN"/kvstream profile --model=$SCOUT "${single[@]}" --low=int2 --base=int3 \
   --profile_json=$OUT/seed_single_profile.json > $OUT/seed_single_profile.txt
 "$BIN"/kvstream compare-models --from=$SCOUT --to=testdata/models/large --kind=single --records=56-64 \

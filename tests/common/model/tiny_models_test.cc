@@ -67,15 +67,24 @@ TEST(TinyModelsTest, ScoutAndLargeAnswerSingleHopAt512Tokens) {
 }
 
 TEST(TinyModelsTest, TwoThousandTokenPairAnswersSingleHopAt1024And2048Tokens) {
-  // The -2k pair is the committed pair carried on with gapped positions. Targets:
-  // single-hop exact match at 1024 tokens scout >= 0.85 and large >= 0.9, at 2048 tokens
-  // >= 0.7 and >= 0.8. 146 records make ~1,070 prompt tokens, 292 ~2,090. README (40
-  // questions): scout 1.000 and 0.925, large 0.975 and 0.975; on these 20: scout 1.000 and
-  // 0.950, large 1.000 and 0.950.
+  // The -2k pair is the committed pair carried on with gapped positions, then on
+  // multi-hop questions. Targets: single-hop exact match at 1024 tokens scout >= 0.85 and
+  // large >= 0.9, at 2048 tokens >= 0.7 and >= 0.8. 146 records make ~1,070 prompt
+  // tokens, 292 ~2,090. README (40 questions): scout 0.975 and 0.950, large 1.000 and
+  // 0.950; on these 20: scout 1.000 and 0.900, large 1.000 and 0.950.
   EXPECT_GE(ExactMatch("testdata/models-2k/scout", "single", 20, 146, 0), 0.95);
-  EXPECT_GE(ExactMatch("testdata/models-2k/scout", "single", 20, 292, 0), 0.90);
+  EXPECT_GE(ExactMatch("testdata/models-2k/scout", "single", 20, 292, 0), 0.85);
   EXPECT_GE(ExactMatch("testdata/models-2k/large", "single", 20, 146, 0), 0.95);
   EXPECT_GE(ExactMatch("testdata/models-2k/large", "single", 20, 292, 0), 0.90);
+}
+
+TEST(TinyModelsTest, TwoThousandTokenPairAnswersMultiHopAt512Tokens) {
+  // Target: multi-hop exact match >= 0.6 for the large model at 512 tokens. 64 records
+  // (32 people, 32 towns) make 501 prompt tokens; the answer "<town>: <code>" counts only
+  // with both hops right. README (40 questions): scout 1.000, large 0.975; on these 20:
+  // scout 1.000, large 0.950. The committed pair scores 0.000 here.
+  EXPECT_GE(ExactMatch("testdata/models-2k/scout", "multi", 20, 64, 0), 0.95);
+  EXPECT_GE(ExactMatch("testdata/models-2k/large", "multi", 20, 64, 0), 0.90);
 }
 
 }  // namespace
