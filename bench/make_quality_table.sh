@@ -38,7 +38,7 @@ trap 'rm -rf "$TMP"' EXIT
 for kind in $KINDS; do
   case $kind in
     needle) flag=--target_tokens bands=${NEEDLE_TOKENS:-400-600 900-1150} ;;
-    single|multi) flag=--records bands=${SINGLE_RECORDS:-40-64 110-140} ;;
+    single|multi|multi_lives) flag=--records bands=${SINGLE_RECORDS:-40-64 110-140} ;;
     *) echo "unknown kind $kind" >&2; exit 1 ;;
   esac
   for band in $bands; do

@@ -42,27 +42,39 @@ def pct(x):
 
 def multi_hop_rows(out):
     """The multi-hop findings, from the scout of the models-2k pair (the committed scout has
-    not learned multi-hop questions: EM 0.000 on them)."""
+    not learned multi-hop questions: EM 0.000 on them). Answers are "<town>: <code>", so F1
+    gives the right town alone half credit; exact match is printed beside it."""
     path = os.path.join(out, "seed_multi_select.json")
     if not os.path.exists(path):
         return [("Multi-hop ties Q2C and SnapKV", "90.6% vs 90.9% (HotpotQA)", "not measured",
                  "cannot test", f"{path} is missing")]
     m = Cell(load(path))
+
+    def em(selector, retention, spec="raw"):
+        r = m.find(selector, retention, spec)
+        return f"{r['exact_match']:.2f}" if r else "?"
+
     q = {r: m.share("q2c", r, "raw") for r in (0.25, 0.5)}
     sk = {r: m.share("snapkv", r, "raw") for r in (0.25, 0.5)}
     tie = abs(q[0.5] - sk[0.5]) <= 0.05
+    gap = q[0.25] - sk[0.25]
+    at25 = ("Q2C keeps a lead at 25%" if gap > 0.05 else
+            "SnapKV leads at 25%" if gap < -0.05 else "they tie at 25% too")
     rows = [("Multi-hop ties Q2C and SnapKV", "90.6% vs 90.9% at 50% (HotpotQA, 7B)",
-             f"multi-hop at 50% kept: Q2C {pct(q[0.5])}, SnapKV {pct(sk[0.5])}; at 25%: "
-             f"{pct(q[0.25])} and {pct(sk[0.25])}",
+             f"multi-hop at 50% kept: Q2C {pct(q[0.5])}, SnapKV {pct(sk[0.5])} (EM {em('q2c', 0.5)} / "
+             f"{em('snapkv', 0.5)}); at 25%: {pct(q[0.25])} and {pct(sk[0.25])} (EM {em('q2c', 0.25)} / "
+             f"{em('snapkv', 0.25)})",
              "agrees" if tie else "differs",
-             "scout-2k, 56-64 records (half person -> town, half town -> code), answered town "
-             "first; at 25% Q2C keeps the lead it has on single-hop")]
+             "scout-2k, 56-64 records (half person -> town, half town -> code), answered "
+             f"\"town: code\" (F1 half credit for the town alone); {at25}")]
     h2o, rnd = m.share("h2o", 0.5, "raw"), m.share("random", 0.5, "raw")
     rows.append(("H2O collapses on multi-hop", "63.5% (7B), 43.2% (3B) at 50%",
-                 f"multi-hop at 50% kept: H2O {pct(h2o)}, random {pct(rnd)}",
+                 f"multi-hop at 50% kept: H2O {pct(h2o)} (EM {em('h2o', 0.5)}), random {pct(rnd)} "
+                 f"(EM {em('random', 0.5)})",
                  "agrees" if h2o <= 0.7 else "differs", "scout-2k, as above"))
     i4 = m.share("full", 1, "int4")
-    rows.append(("INT4 on multi-hop", "7B 63%, 3B 97% (HotpotQA)", f"multi-hop INT4 {pct(i4)}",
+    rows.append(("INT4 on multi-hop", "7B 63%, 3B 97% (HotpotQA)",
+                 f"multi-hop INT4 {pct(i4)} (EM {em('full', 1, 'int4')})",
                  "agrees with 3B" if i4 >= 0.9 else "agrees with 7B" if i4 >= 0.5 else "differs",
                  f"scout-2k (2 kv heads), n={m.n}"))
     return rows

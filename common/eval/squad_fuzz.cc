@@ -2,7 +2,7 @@
 //
 // Invariants checked on every file that parses: no more examples than the questions in
 // it, and every example has a question, at least one answer and the kind its article's
-// title names (single, multi, needle or squad).
+// title names (single, multi, multi_lives, needle or squad).
 //
 // A field of the wrong type ("title": 1, "is_impossible": "no", a question that is not an
 // object) once escaped as nlohmann::json::type_error; the corpus files named wrong_type_*

@@ -6,7 +6,9 @@
 //   single  many records "The code of <name> is <value>."; the question asks one.
 //   multi   records "The town of <name> is <town>." and "The code of <town> is <value>.";
 //           the question ("What is the code of the town of <name>?") needs both hops
-//           and is answered "<town>: <value>", the bridge first, one lookup a token.
+//           and is answered "<town>: <value>", the bridge first, one lookup a token
+//           (not a span of the context: ToSquadJson writes its answer_start as -1, and
+//           SQuAD F1 gives the right town alone half credit; exact match needs both).
 //   multi_lives  the multi-hop format the committed models were trained with:
 //           "<Name> lives in <town>.", asked "What is the code of the town where <Name>
 //           lives?" and answered "<value>" (kept so that their training regenerates).

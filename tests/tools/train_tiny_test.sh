@@ -75,6 +75,14 @@ grep -q '"multi_kind": "multi"' "$DIR/out5/scout/training.json" &&
   grep -q '"multi_share": 0.5' "$DIR/out5/scout/training.json" &&
   grep -q '"multi_hop_em"' "$DIR/out5/scout/training.json" ||
   fail "provenance lacks the multi-hop questions: $(cat "$DIR/out5/scout/training.json")"
+# Resuming it with other questions than it was trained on is refused.
+if "$BIN" train-tiny --train=scout --steps=3 --continue_from="$DIR/out/scout" --position_gaps=2048 \
+     --start_records=12 --max_records=12 "${small[@]}" --out="$DIR/out5" --ckpt_dir="$DIR/ckpt7" \
+     2>"$DIR/err.log" >/dev/null; then
+  fail "resumed a multi-hop run without its questions"
+fi
+grep -qF -- "--multi_kind / --multi_share: expected the checkpoint's multi / 0.5 to resume it; found multi_lives / 0.15" \
+  "$DIR/err.log" || fail "error: $(cat "$DIR/err.log")"
 grep -q "continued from $DIR/out/scout, curriculum at 12 records" "$DIR/cont.log" ||
   fail "not continued: $(head -3 "$DIR/cont.log")"
 grep -q "starting at step 0 of 2" "$DIR/cont.log" || fail "continued run's schedule: $(head -3 "$DIR/cont.log")"

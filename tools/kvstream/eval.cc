@@ -322,6 +322,10 @@ class Evaluation {
       ASSIGN_OR_RETURN(scout_, Model::Load(absl::GetFlag(FLAGS_scout)));
     }
     ASSIGN_OR_RETURN(examples_, Examples(*tok_));
+    if (const std::string csv = absl::GetFlag(FLAGS_answers_csv);
+        !csv.empty() && !std::ofstream(csv)) {  // refused before the sweep, not after it
+      return absl::InvalidArgumentError(absl::StrCat("--answers_csv: cannot write ", csv));
+    }
     std::vector<codec::Plan> plans;
     for (absl::string_view s : absl::StrSplit(sweep.specs, ';', absl::SkipEmpty())) {
       ASSIGN_OR_RETURN(codec::Plan p, codec::ParsePlan(s));

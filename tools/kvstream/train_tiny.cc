@@ -473,6 +473,14 @@ class TrainingRun {
           absl::StrCat("--continue_from=", cont, ": expected the checkpoint in ", ckpt_,
                        " to carry that model on; found it continued from '", continued_from_, "'"));
     }
+    // A resumed run draws the questions the run before it drew.
+    if (ckpt_multi_.first != absl::GetFlag(FLAGS_multi_kind) ||
+        ckpt_multi_.second != absl::GetFlag(FLAGS_multi_share)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--multi_kind / --multi_share: expected the checkpoint's ",
+                       ckpt_multi_.first, " / ", ckpt_multi_.second, " to resume it; found ",
+                       absl::GetFlag(FLAGS_multi_kind), " / ", absl::GetFlag(FLAGS_multi_share)));
+    }
     return absl::OkStatus();
   }
 
@@ -488,6 +496,7 @@ class TrainingRun {
       circuit_ = state.value("recall_circuit", false);
       grown_from_ = state.value("grown_from", "");
       continued_from_ = state.value("continued_from", "");
+      ckpt_multi_ = {state.value("multi_kind", "multi_lives"), state.value("multi_share", 0.15)};
       theta = state.value("rope_theta", theta);
       if (state.contains("evals")) evals_ = state["evals"];
     } catch (const std::exception& e) {
@@ -793,6 +802,8 @@ class TrainingRun {
                                   {"recall_circuit", circuit_},
                                   {"grown_from", grown_from_},
                                   {"continued_from", continued_from_},
+                                  {"multi_kind", absl::GetFlag(FLAGS_multi_kind)},
+                                  {"multi_share", absl::GetFlag(FLAGS_multi_share)},
                                   {"evals", evals_}};
     return WriteText(ckpt_ + "/state.json", state.dump() + "\n");
   }
@@ -870,6 +881,8 @@ class TrainingRun {
   bool circuit_ = false;    // a planted recall circuit, held for the first --freeze_circuit steps
   std::string grown_from_;  // provenance that outlives a restart
   std::string continued_from_;
+  // The checkpoint's --multi_kind / --multi_share (before they existed: the defaults).
+  std::pair<std::string, double> ckpt_multi_ = {"multi_lives", 0.15};
   nlohmann::json evals_ = nlohmann::json::array();
   std::vector<std::pair<torch::Tensor, torch::Tensor>> frozen_;
   std::unique_ptr<torch::optim::AdamW> opt_;

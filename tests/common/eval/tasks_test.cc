@@ -133,6 +133,38 @@ TEST(TasksTest, MultiLivesKeepsTheFormatTheCommittedModelsWereTrainedOn) {
   EXPECT_EQ(bridge.answers[0], town + ": " + ex.answers[0]);
 }
 
+// FNV-1a of everything an example holds, in a fixed order.
+uint64_t Digest(const Example& ex) {
+  std::string all = ex.context + "|" + ex.question + "|" + ex.answers[0];
+  for (const auto& [q, a] : ex.all_qas) all += "|" + q + "=" + a;
+  for (const auto& [n, v] : ex.records) all += "|" + n + "=" + v;
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : all) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+TEST(TasksTest, MultiLivesDrawsExactlyWhatMultiDidWhenTheModelsWereTrained) {
+  // The committed models' training commands regenerate them only if multi_lives makes the
+  // very examples the generator's "multi" made then. The digests were computed with the
+  // generator as it stood before the bridge format (commit 231be7b), on a synthetic word
+  // list so that they do not depend on the installed dictionary.
+  std::vector<std::string> words;
+  for (int i = 0; i < 2000; ++i) {
+    std::string w = "w";
+    for (int v = i, k = 0; k < 3; ++k, v /= 26) w.push_back(static_cast<char>('a' + v % 26));
+    words.push_back(w);
+  }
+  const TaskGenerator gen(words);
+  const std::vector<std::pair<uint64_t, uint64_t>> expected = {{5, 10746788769091475033ull},
+                                                               {11, 14299761514788670294ull},
+                                                               {12345, 10482142766900181690ull}};
+  for (const auto& [seed, digest] : expected) {
+    EXPECT_EQ(Digest(gen.One("multi_lives", seed, 10, 0)), digest) << "seed " << seed;
+  }
+  EXPECT_EQ(gen.One("multi_lives", 5, 10, 0).question,
+            "What is the code of the town where Wsha lives?");
+}
+
 TEST(TasksTest, RecordsListEveryCodeRecordOfTheContext) {
   TaskGenerator gen(Words());
   for (const std::string kind : {"single", "multi", "multi_lives", "needle"}) {
