@@ -258,6 +258,9 @@ class Trainer {
 
  private:
   // The task behind one sequence: single-hop mostly; needles and multi-hop from level 8.
+  // Two calls below draw rng() twice in one argument list, in an order C++ leaves to the
+  // compiler; the committed models were trained with Debian 12's GCC, and reordering the
+  // draws would change every sequence after the first, so they stay as they are.
   eval::Example Draw(std::mt19937_64& rng, int level) const {
     const double u = std::uniform_real_distribution<double>(0, 1)(rng);
     const double multi = absl::GetFlag(FLAGS_multi_share);
