@@ -422,7 +422,6 @@ class TrainingRun {
           absl::StrCat("--position_gaps: expected at most the models' max_position_embeddings (",
                        c_.max_position_embeddings, "), found ", gaps));
     }
-    RETURN_IF_ERROR(CheckMultiHopFlags());
     std::filesystem::create_directories(ckpt_);
     w_ = model::InitWeights(c_, seed_ + (name_ == "large" ? 100 : 0), 0.02);
     const bool resume = std::filesystem::exists(ckpt_ + "/state.json");
@@ -844,22 +843,22 @@ class TrainingRun {
     if (!evals_.empty() && evals_.back()["step"] == step_) {
       return evals_.back()["single_hop_em"].get<double>();
     }
-    ASSIGN_OR_RETURN(const auto result,
-                     trainer_.Evaluate(c_, w_, absl::GetFlag(FLAGS_eval_questions),
-                                       absl::GetFlag(FLAGS_max_records)));
-    const auto [em, prompt_tokens] = result;
-    std::printf("[%s] step %d eval: exact match %.3f on held-out single-hop (%.0f prompt tokens)\n",
-                name_.c_str(), step_, em, prompt_tokens);
-    std::fflush(stdout);
+    // Held-out exact match and prompt length on `kind`, printed as it is measured.
+    auto measure = [&](const std::string& kind,
+                       const char* label) -> absl::StatusOr<std::pair<double, double>> {
+      ASSIGN_OR_RETURN(const auto result,
+                       trainer_.Evaluate(c_, w_, absl::GetFlag(FLAGS_eval_questions),
+                                         absl::GetFlag(FLAGS_max_records), kind));
+      std::printf("[%s] step %d eval: exact match %.3f on held-out %s (%.0f prompt tokens)\n",
+                  name_.c_str(), step_, result.first, label, result.second);
+      std::fflush(stdout);
+      return result;
+    };
+    ASSIGN_OR_RETURN(const auto single, measure("single", "single-hop"));
+    const auto [em, prompt_tokens] = single;
     evals_.push_back({{"step", step_}, {"single_hop_em", em}, {"prompt_tokens", prompt_tokens}});
     if (absl::GetFlag(FLAGS_multi_kind) == "multi") {
-      ASSIGN_OR_RETURN(const auto multi,
-                       trainer_.Evaluate(c_, w_, absl::GetFlag(FLAGS_eval_questions),
-                                         absl::GetFlag(FLAGS_max_records), "multi"));
-      std::printf(
-          "[%s] step %d eval: exact match %.3f on held-out multi-hop (%.0f prompt tokens)\n",
-          name_.c_str(), step_, multi.first, multi.second);
-      std::fflush(stdout);
+      ASSIGN_OR_RETURN(const auto multi, measure("multi", "multi-hop"));
       evals_.back()["multi_hop_em"] = multi.first;
     }
     return em;
@@ -949,6 +948,10 @@ int RunTrainTiny() {
     std::fprintf(stderr,
                  "kvstream train-tiny: --continue_from: expected --train=scout or --train=large "
                  "(one model's directory), found --train=both\n");
+    return 2;
+  }
+  if (const absl::Status flags = CheckMultiHopFlags(); !flags.ok()) {
+    std::fprintf(stderr, "kvstream train-tiny: %s\n", std::string(flags.message()).c_str());
     return 2;
   }
   model::SetComputeThreads(absl::GetFlag(FLAGS_threads));
