@@ -59,6 +59,7 @@ struct EdgeService::Metrics {
   prometheus::Gauge& rtt;
   prometheus::Family<prometheus::Counter>& decisions;
   prometheus::Family<prometheus::Gauge>& prefill_scale;
+  prometheus::Family<prometheus::Gauge>& rejection_share;
   prometheus::Gauge& workers_busy;
   prometheus::Gauge& queued;
   prometheus::Histogram& queue_wait;
@@ -119,6 +120,11 @@ struct EdgeService::Metrics {
                 .Help("Recent prefill time over the start-up fit (1: as fast as at start-up): the "
                       "scout's, plain or with attention statistics, and each cloud model's")
                 .Register(r)),
+        rejection_share(prometheus::BuildGauge()
+                            .Name("kvstream_edge_estimate_rejection_share")
+                            .Help("Adaptive: each operating point's recent share of quality "
+                                  "estimates that rejected it (its quality is priced down by it)")
+                            .Register(r)),
         workers_busy(
             prometheus::BuildGauge()
                 .Name("kvstream_edge_model_workers_busy")
@@ -414,6 +420,7 @@ absl::Status EdgeService::Prepare(const kvstream::v1::AskRequest& req, Request& 
     r.adaptive = true;
     r.requested = r.policy;
     RETURN_IF_ERROR(SetTenantPoints(r));
+    if (options_.estimate_history) estimate_history_.Tick();
     ASSIGN_OR_RETURN(r.policy, ChooseAdaptive(r.requested, n, r.prompt.spans.context_tokens(),
                                               r.stats, r.tenant_allows, &r.point));
     r.mode = r.policy.mode;
@@ -757,6 +764,15 @@ bool EdgeService::Estimates(const Request& r) const {
   return r.adaptive && r.sends_cache && options_.estimate_steps > 0;
 }
 
+int EdgeService::EstimateSteps(const std::vector<int32_t>& kept) const {
+  const int selection = options_.estimate_selection_steps;
+  return kept.empty() || selection == 0 ? options_.estimate_steps : selection;
+}
+
+int EdgeService::ProbeSteps() const {
+  return std::max(options_.estimate_steps, options_.estimate_selection_steps);
+}
+
 bool EdgeService::KeepsChunks() const {
   return options_.on_transfer_failure != OnTransferFailure::kFail && options_.transfer_retries > 0;
 }
@@ -1080,7 +1096,71 @@ bool EdgeService::RecordEstimate(Request& r, const model::QualityEstimate& e) {
   pe.set_steps(static_cast<uint32_t>(e.steps));
   pe.set_confidence(e.confidence);
   pe.set_accepted(accepted);
+  if (options_.estimate_history) {
+    estimate_history_.Observe(pe.point(), !accepted);
+    metrics_->rejection_share.Add({{"point", pe.point()}})
+        .Set(estimate_history_.RejectionShare(pe.point()));
+  }
   return accepted;
+}
+
+std::function<bool(const control::OperatingPoint&)> EdgeService::AfterRejection(
+    const Request& r, const std::vector<std::string>& rejected) const {
+  // The same selection under the table's other specs; a selection of the same kind that
+  // keeps more, or the whole cache (what a selection dropped may be what the answer
+  // needs); or a lossless fallback: text, or kv's whole cache unquantized (for a tenant
+  // that may not use the text model). A scout unsure of its answer: text, or the same
+  // selection projected into the cloud model, never the scout's own answer.
+  const control::OperatingPoint was = r.point;
+  auto instead_of_scout = r.scout_unsure ? InsteadOfScout(r) : nullptr;
+  return [&r, was, rejected, instead_of_scout](const control::OperatingPoint& p) {
+    if (std::find(rejected.begin(), rejected.end(), p.label()) != rejected.end()) return false;
+    if (instead_of_scout) return instead_of_scout(p);
+    if (r.tenant_allows && !r.tenant_allows(p)) return false;
+    const bool same_selection = p.selector == was.selector && p.retention == was.retention;
+    const bool keeps_more = was.selector != select::Policy::kFull &&
+                            (p.selector == select::Policy::kFull ||
+                             (p.selector == was.selector && p.retention > was.retention));
+    const bool whole_kv = was.mode == kvstream::v1::MODE_KV && p.mode == kvstream::v1::MODE_KV &&
+                          p.selector == select::Policy::kFull && p.spec == "raw";
+    return p.mode == kvstream::v1::MODE_TEXT || whole_kv ||
+           (p.mode == was.mode && (same_selection || keeps_more));
+  };
+}
+
+absl::Status EdgeService::ChooseAfterRejection(Request& r, const std::vector<std::string>& rejected,
+                                               std::vector<int32_t>& kept) {
+  const control::OperatingPoint was = r.point;
+  ASSIGN_OR_RETURN(r.policy, ChooseAdaptive(r.requested, static_cast<int>(r.prompt.tokens.size()),
+                                            r.prompt.spans.context_tokens(), r.stats,
+                                            AfterRejection(r, rejected), &r.point));
+  r.stats.set_decision(
+      absl::StrCat(r.stats.decision(), "; the estimate rejected ", absl::StrJoin(rejected, ", ")));
+  if (r.policy.mode == kvstream::v1::MODE_TEXT) return SwitchToText(r);
+  if (r.mode != r.policy.mode) {  // kv -> projected when the scout was unsure
+    r.mode = r.policy.mode;
+    r.stats.set_mode(r.mode);
+    RETURN_IF_ERROR(CheckLengths(r));  // the cloud model's positions and raw bytes
+  }
+  r.stats.set_spec(r.policy.spec);
+  if (r.point.selector == was.selector && r.point.retention == was.retention) {
+    return absl::OkStatus();
+  }
+  r.stats.set_selector(std::string(select::PolicyName(r.policy.selector)));
+  if (r.point.selector == select::Policy::kFull) {
+    r.selects = false;  // the whole cache
+    kept.clear();
+    r.stats.set_kept_tokens(r.spans.context_tokens());
+    return absl::OkStatus();
+  }
+  // The same selector keeping more: from the prefill's statistics, which it already has.
+  ASSIGN_OR_RETURN(const select::Selection sel,
+                   pipeline::Select(r.pre, r.prompt, PipelineRequest(r)));
+  kept = sel.kept;
+  r.ranked = sel.ranked;
+  r.always_kept = sel.always_kept;
+  r.stats.set_kept_tokens(sel.context_kept);
+  return absl::OkStatus();
 }
 
 absl::Status EdgeService::CheckEstimate(grpc::ServerContext* context, Request& r,
@@ -1089,53 +1169,18 @@ absl::Status EdgeService::CheckEstimate(grpc::ServerContext* context, Request& r
                                         std::unique_ptr<model::QualityProbe> probe) {
   const auto t = Clock::now();
   if (probe == nullptr) {
-    ASSIGN_OR_RETURN(probe, NewProbe(*scout_, *tokenizer_, r.pre, r.prompt.tokens.back(),
-                                     options_.estimate_steps));
+    ASSIGN_OR_RETURN(probe,
+                     NewProbe(*scout_, *tokenizer_, r.pre, r.prompt.tokens.back(), ProbeSteps()));
   }
   std::vector<int32_t> estimate_kept = kept;
   for (bool choose = !rejected.empty();; choose = true) {
     if (choose) {
-      // The same selection under the table's other specs, or a lossless fallback: text,
-      // or kv's whole cache unquantized (for a tenant that may not use the text model).
-      // A scout unsure of its answer: text, or the same selection projected into the
-      // cloud model, never the scout's own answer.
-      const control::OperatingPoint was = r.point;
-      const auto instead_of_scout = r.scout_unsure ? InsteadOfScout(r) : nullptr;
-      auto allow = [&](const control::OperatingPoint& p) {
-        if (std::find(rejected.begin(), rejected.end(), p.label()) != rejected.end()) return false;
-        if (instead_of_scout) return instead_of_scout(p);
-        if (r.tenant_allows && !r.tenant_allows(p)) return false;
-        const bool same_selection = p.selector == was.selector && p.retention == was.retention;
-        const bool whole_kv = was.mode == kvstream::v1::MODE_KV &&
-                              p.mode == kvstream::v1::MODE_KV &&
-                              p.selector == select::Policy::kFull && p.spec == "raw";
-        return p.mode == kvstream::v1::MODE_TEXT || whole_kv ||
-               (p.mode == was.mode && same_selection);
-      };
-      ASSIGN_OR_RETURN(r.policy,
-                       ChooseAdaptive(r.requested, static_cast<int>(r.prompt.tokens.size()),
-                                      r.prompt.spans.context_tokens(), r.stats, allow, &r.point));
-      r.stats.set_decision(absl::StrCat(r.stats.decision(), "; the estimate rejected ",
-                                        absl::StrJoin(rejected, ", ")));
-      if (r.policy.mode == kvstream::v1::MODE_TEXT) {
-        RETURN_IF_ERROR(SwitchToText(r));
-        break;
-      }
-      if (r.mode != r.policy.mode) {  // kv -> projected when the scout was unsure
-        r.mode = r.policy.mode;
-        r.stats.set_mode(r.mode);
-        RETURN_IF_ERROR(CheckLengths(r));  // the cloud model's positions and raw bytes
-      }
-      if (r.point.selector != was.selector || r.point.retention != was.retention) {
-        r.selects = false;  // the whole cache
-        estimate_kept.clear();
-        r.stats.set_selector(std::string(select::PolicyName(r.policy.selector)));
-        r.stats.set_kept_tokens(r.spans.context_tokens());
-      }
-      r.stats.set_spec(r.policy.spec);
+      RETURN_IF_ERROR(ChooseAfterRejection(r, rejected, estimate_kept));
+      if (r.mode == kvstream::v1::MODE_TEXT) break;
     }
     RETURN_IF_ERROR(CheckAlive(context, "the quality estimate"));
-    ASSIGN_OR_RETURN(const model::QualityEstimate e, probe->Estimate(estimate_kept, r.policy.plan));
+    ASSIGN_OR_RETURN(const model::QualityEstimate e,
+                     probe->Estimate(estimate_kept, r.policy.plan, EstimateSteps(estimate_kept)));
     if (RecordEstimate(r, e)) break;
     rejected.push_back(r.point.label());
   }
@@ -1152,9 +1197,10 @@ void EdgeService::StartEstimate(Request& r, base::AdmissionGate::Slot slot,
       std::launch::async,
       [this, &r, kept = std::move(kept)]() -> absl::StatusOr<model::QualityEstimate> {
         const auto t = Clock::now();
-        ASSIGN_OR_RETURN(r.probe, NewProbe(*scout_, *tokenizer_, r.pre, r.prompt.tokens.back(),
-                                           options_.estimate_steps));
-        ASSIGN_OR_RETURN(model::QualityEstimate e, r.probe->Estimate(kept, r.policy.plan));
+        ASSIGN_OR_RETURN(
+            r.probe, NewProbe(*scout_, *tokenizer_, r.pre, r.prompt.tokens.back(), ProbeSteps()));
+        ASSIGN_OR_RETURN(model::QualityEstimate e,
+                         r.probe->Estimate(kept, r.policy.plan, EstimateSteps(kept)));
         e.seconds = Seconds(t, Clock::now());
         return e;
       });
@@ -1327,8 +1373,10 @@ absl::StatusOr<ResolvedPolicy> EdgeService::ChooseAdaptive(
   control::Rates rates;
   ASSIGN_OR_RETURN(const std::vector<control::OperatingPoint> servable,
                    ServablePoints(request, allow, rates));
-  // The table's qualities where they were measured at this prompt's length.
-  const std::vector<control::OperatingPoint> points = control::AtPromptLength(servable, n);
+  // The table's qualities where they were measured at this prompt's length, priced down
+  // by what the estimate has said of each point lately.
+  const std::vector<control::OperatingPoint> points =
+      estimate_history_.Discount(control::AtPromptLength(servable, n));
   double best = 0;
   for (const control::OperatingPoint& p : points) best = std::max(best, p.quality);
   const control::LinkState link = Link();
@@ -1345,8 +1393,9 @@ absl::StatusOr<ResolvedPolicy> EdgeService::ChooseAdaptive(
   if (pipeline::SendsCache(out.mode)) {
     ASSIGN_OR_RETURN(out.plan, codec::ParsePlan(out.spec));
   }
-  stats.set_decision(absl::StrFormat("%s: %s (link %.1f Mbit/s, rtt %.0f ms)", d.point.label(),
-                                     d.reason, link.bandwidth_bps / 1e6, link.rtt_seconds * 1000));
+  stats.set_decision(absl::StrFormat("%s: %s (link %.1f Mbit/s, rtt %.0f ms)%s", d.point.label(),
+                                     d.reason, link.bandwidth_bps / 1e6, link.rtt_seconds * 1000,
+                                     SetAside(servable)));
   stats.set_predicted_ttft_seconds(d.prediction.ttft_seconds);
   if (chosen != nullptr) *chosen = d.point;
   out.replan = true;
@@ -1355,6 +1404,16 @@ absl::StatusOr<ResolvedPolicy> EdgeService::ChooseAdaptive(
   metrics_->decisions.Add({{"mode", pipeline::ModeName(out.mode)}}).Increment();
   logging::Logf(logging::Level::kDebug, "edge", "adaptive: %s", stats.decision());
   return out;
+}
+
+std::string EdgeService::SetAside(const std::vector<control::OperatingPoint>& points) const {
+  std::vector<std::string> aside;
+  for (const control::OperatingPoint& p : points) {
+    const double share = estimate_history_.RejectionShare(p.label());
+    if (share >= 0.01) aside.push_back(absl::StrFormat("%s %.2f", p.label(), share));
+  }
+  if (aside.empty()) return "";
+  return absl::StrCat("; recently rejected by the estimate: ", absl::StrJoin(aside, ", "));
 }
 
 grpc::Status EdgeService::Ask(grpc::ServerContext* context, const kvstream::v1::AskRequest* request,

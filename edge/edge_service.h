@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "common/base/admission.h"
 #include "common/control/controller.h"
+#include "common/control/estimate_history.h"
 #include "common/metrics/metrics.h"
 #include "common/model/model.h"
 #include "common/model/quality_probe.h"
@@ -77,6 +78,14 @@ struct EdgeOptions {
   // KL exceeds `estimate_max_kl` (0: no limit), is rejected and the controller chooses
   // again among the same selection's other specs and text.
   int estimate_steps = 0;
+  // The steps for a plan that drops positions (a selection), when not 0: what a
+  // selection drops can matter only to a later answer token (a second hop's record),
+  // while quantizing the whole cache shows in the first.
+  int estimate_selection_steps = 0;
+  // Adaptive, with the estimate: price each point's quality down by the share of its
+  // recent estimates that rejected it (control::EstimateHistory), so a kind of request
+  // the table does not know stops paying for the same rejected choice every time.
+  bool estimate_history = true;
   double estimate_min_agreement = 1.0;
   double estimate_max_kl = 0;
   // Run the estimate while the plan's chunks are sent and hold Commit for its verdict
@@ -177,6 +186,10 @@ class EdgeService final : public kvstream::v1::EdgeService::Service {
   bool KeepsChunks() const;
   // An adaptive request that sends a cache checks its plan with the quality estimate.
   bool Estimates(const Request& r) const;
+  // The estimate's steps for a plan sending `kept` (empty: the whole cache), and the most
+  // any plan takes (the probe's).
+  int EstimateSteps(const std::vector<int32_t>& kept) const;
+  int ProbeSteps() const;
   // The points an unsure scout's kv answer may go to instead: text, or the same selection
   // projected into the cloud model, as the request's tenant allows.
   std::function<bool(const control::OperatingPoint&)> InsteadOfScout(const Request& r) const;
@@ -236,17 +249,28 @@ class EdgeService final : public kvstream::v1::EdgeService::Service {
   // The payload of the request's current policy (pipeline::Encode): SessionOpen and, for
   // kv / projected, the chunks of the selected cache (none yet when re-planning).
   absl::Status EncodePayload(Request& r);
+  // The decision's note on the points the estimate history prices down, or "".
+  std::string SetAside(const std::vector<control::OperatingPoint>& points) const;
   // Records one plan's estimate in the request's stats; true when it passes.
   bool RecordEstimate(Request& r, const model::QualityEstimate& e);
   // Adaptive kv / projected: estimates the chosen plan on the scout (the cache in
   // `r.pre`, the selection `kept`) and chooses again while the estimate rejects it: the
-  // same selection's other specs, or a lossless fallback (text, or kv's whole cache
-  // unquantized); the request may end up in text mode.
+  // same selection's other specs, a selection keeping more, or a lossless fallback
+  // (AfterRejection); the request may end up in text mode.
   // `rejected`: plans already rejected (the loop then starts by choosing again).
   absl::Status CheckEstimate(grpc::ServerContext* context, Request& r,
                              const std::vector<int32_t>& kept,
                              std::vector<std::string> rejected = {},
                              std::unique_ptr<model::QualityProbe> probe = nullptr);
+  // The points the controller may choose after the estimate rejected `r.point`: the same
+  // selection's other specs, the same selector keeping more or the whole cache, text or
+  // kv's whole cache unquantized (or, for an unsure scout, InsteadOfScout).
+  std::function<bool(const control::OperatingPoint&)> AfterRejection(
+      const Request& r, const std::vector<std::string>& rejected) const;
+  // Chooses again after `rejected`, switching `r` to the new mode and selection (`kept`:
+  // its positions, selected again from the prefill's statistics when it keeps more).
+  absl::Status ChooseAfterRejection(Request& r, const std::vector<std::string>& rejected,
+                                    std::vector<int32_t>& kept);
   // Turns `r` into a text-mode request under its current session id.
   absl::Status SwitchToText(Request& r);
   // The link as the controller sees it now: the ack estimate, or the flags' initial
@@ -271,6 +295,9 @@ class EdgeService final : public kvstream::v1::EdgeService::Service {
   std::unique_ptr<net::TenantLedger> tenants_ = std::make_unique<net::TenantLedger>("requests");
   std::mutex link_mu_;
   control::LinkEstimator link_;
+  // --estimate_history: each point's recent share of rejecting estimates, which prices
+  // its quality down (control::EstimateHistory).
+  control::EstimateHistory estimate_history_;
   // The cloud model's prefill cost (text / scout), fitted to the start-up timings in its
   // GetInfo the first time it is priced, then recalibrated by every answer it prefills.
   control::PrefillCost CloudPrefillCost(const kvstream::v1::ModelInfo& model);

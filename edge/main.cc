@@ -107,6 +107,17 @@ ABSL_FLAG(int, estimate_steps, 1,
           "--estimate_min_agreement / --estimate_max_kl is rejected and the controller chooses "
           "again among the same selection's other specs and text (0: off). One step costs one "
           "forward pass of the plan's cache; each further step, one more pass for the reference");
+ABSL_FLAG(int, estimate_selection_steps, 0,
+          "Adaptive: the estimate's steps for a plan that keeps only the selected positions "
+          "(0: --estimate_steps). What a selection drops can matter only to a later answer "
+          "token (the record a question's second hop needs), while quantizing the whole cache "
+          "shows in the first; e.g. --estimate_steps=1 --estimate_selection_steps=3. The "
+          "probe ends where the full cache's answer ends");
+ABSL_FLAG(bool, estimate_history, true,
+          "Adaptive, with the estimate: price each operating point's table quality down by the "
+          "share of its recent estimates that rejected it (each verdict moves the share half "
+          "way; every adaptive request takes a tenth off), so requests of a kind the table does "
+          "not know stop paying for the same rejected choice; false: the table alone");
 ABSL_FLAG(double, estimate_min_agreement, 1.0,
           "Adaptive: share of the estimate's steps whose greedy token must be the full cache's");
 ABSL_FLAG(double, estimate_max_kl, 0,
@@ -251,6 +262,8 @@ absl::Status ApplyTransferFlags(EdgeOptions& options) {
   options.on_transfer_failure = *on_failure;
   options.transfer_retries = absl::GetFlag(FLAGS_transfer_retries);
   options.estimate_steps = absl::GetFlag(FLAGS_estimate_steps);
+  options.estimate_selection_steps = absl::GetFlag(FLAGS_estimate_selection_steps);
+  options.estimate_history = absl::GetFlag(FLAGS_estimate_history);
   options.estimate_min_agreement = absl::GetFlag(FLAGS_estimate_min_agreement);
   options.estimate_overlap = absl::GetFlag(FLAGS_estimate_overlap);
   options.answer_check = absl::GetFlag(FLAGS_answer_check);
@@ -265,6 +278,10 @@ absl::Status ApplyTransferFlags(EdgeOptions& options) {
   if (options.estimate_steps < 0 || options.estimate_steps > 64) {
     return absl::InvalidArgumentError(
         absl::StrCat("--estimate_steps: expected 0 to 64, found ", options.estimate_steps));
+  }
+  if (options.estimate_selection_steps < 0 || options.estimate_selection_steps > 64) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--estimate_selection_steps: expected 0 to 64, found ", options.estimate_selection_steps));
   }
   if (!(options.estimate_min_agreement >= 0 && options.estimate_min_agreement <= 1) ||
       !(options.estimate_max_kl >= 0)) {

@@ -52,36 +52,54 @@ absl::StatusOr<std::unique_ptr<QualityProbe>> QualityProbe::Create(
     return absl::InvalidArgumentError(absl::StrCat(
         "quality probe: last logits of ", last_logits->size(), " entries; expected ", vocab));
   }
-  const auto t0 = Clock::now();
   std::unique_ptr<QualityProbe> probe(new QualityProbe(model, cache));
-  ASSIGN_OR_RETURN(probe->inputs_, probe->GreedyInputs(last, steps, stop_tokens, last_logits));
+  probe->last_ = last;
+  probe->max_steps_ = steps;
+  probe->stop_tokens_ = stop_tokens;
+  if (last_logits != nullptr) probe->last_logits_ = *last_logits;
+  RETURN_IF_ERROR(probe->ComputeReference(/*all_steps=*/false));
+  probe->confidence_ = std::exp(probe->log_probs_.front()[probe->top_.front()]);
+  return probe;
+}
+
+absl::Status QualityProbe::ComputeReference(bool all_steps) {
+  const auto t0 = Clock::now();
+  const int steps = all_steps ? max_steps_ : 1;
+  ASSIGN_OR_RETURN(inputs_, GreedyInputs(steps));
   // The reference distributions come from one teacher-forced pass over those inputs, the
   // same call Estimate makes on a plan's cache. With one step and the prefill's logits,
   // those logits are the reference and no pass runs (Estimate answers a lossless plan
   // over every slot exactly, without a pass, so it still compares exactly equal).
-  if (probe->inputs_.size() == 1 && last_logits != nullptr) {
-    probe->log_probs_ = {LogSoftmax(*last_logits)};
+  if (inputs_.size() == 1 && !last_logits_.empty()) {
+    log_probs_ = {LogSoftmax(last_logits_)};
   } else {
-    ASSIGN_OR_RETURN(probe->log_probs_, probe->StepLogProbs(cache, AllSlots(cache)));
+    ASSIGN_OR_RETURN(log_probs_,
+                     StepLogProbs(cache_, AllSlots(cache_), static_cast<int>(inputs_.size())));
   }
-  for (const std::vector<double>& lp : probe->log_probs_) probe->top_.push_back(ArgMax(lp));
-  probe->reference_seconds_ = Since(t0);
-  return probe;
+  top_.clear();
+  for (const std::vector<double>& lp : log_probs_) top_.push_back(ArgMax(lp));
+  all_steps_ = all_steps || max_steps_ == 1;
+  reference_seconds_ += Since(t0);
+  return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<int32_t>> QualityProbe::GreedyInputs(
-    int32_t last, int steps, const std::vector<int32_t>& stop_tokens,
-    const std::vector<float>* last_logits) {
+absl::StatusOr<int> QualityProbe::Steps(int steps) {
+  if (steps <= 0 || steps > max_steps_) steps = max_steps_;
+  if (steps > 1 && !all_steps_) RETURN_IF_ERROR(ComputeReference(/*all_steps=*/true));
+  return std::min(steps, static_cast<int>(inputs_.size()));
+}
+
+absl::StatusOr<std::vector<int32_t>> QualityProbe::GreedyInputs(int steps) {
   auto is_stop = [&](int32_t t) {
-    return std::find(stop_tokens.begin(), stop_tokens.end(), t) != stop_tokens.end();
+    return std::find(stop_tokens_.begin(), stop_tokens_.end(), t) != stop_tokens_.end();
   };
-  std::vector<int32_t> inputs = {last};
+  std::vector<int32_t> inputs = {last_};
   std::unique_ptr<KvCache> copy;
-  std::vector<int32_t> pending = {last};  // fed on the next call
+  std::vector<int32_t> pending = {last_};  // fed on the next call
   for (int s = 0; s + 1 < steps; ++s) {
     int32_t top;
-    if (s == 0 && last_logits != nullptr) {  // the prefill already ran `last`
-      top = ArgMax(LogSoftmax(*last_logits));
+    if (s == 0 && !last_logits_.empty()) {  // the prefill already ran `last`
+      top = ArgMax(LogSoftmax(last_logits_));
     } else {
       if (copy == nullptr) {
         ASSIGN_OR_RETURN(copy, cache_.Copy(AllSlots(cache_)));
@@ -100,17 +118,17 @@ absl::StatusOr<std::vector<int32_t>> QualityProbe::GreedyInputs(
 }
 
 absl::StatusOr<std::vector<std::vector<double>>> QualityProbe::StepLogProbs(
-    const KvCache& source, const std::vector<int32_t>& slots) const {
+    const KvCache& source, const std::vector<int32_t>& slots, int n) const {
   ASSIGN_OR_RETURN(std::unique_ptr<KvCache> cache, source.Copy(slots));
-  return StepLogProbsOn(*cache);
+  return StepLogProbsOn(*cache, n);
 }
 
-absl::StatusOr<std::vector<std::vector<double>>> QualityProbe::StepLogProbsOn(
-    KvCache& cache) const {
-  const int n = static_cast<int>(inputs_.size());
+absl::StatusOr<std::vector<std::vector<double>>> QualityProbe::StepLogProbsOn(KvCache& cache,
+                                                                              int n) const {
+  const std::vector<int32_t> inputs(inputs_.begin(), inputs_.begin() + n);
   std::vector<int32_t> positions(n);
   std::iota(positions.begin(), positions.end(), cache.next_position());
-  ASSIGN_OR_RETURN(std::vector<float> logits, model_.Extend(cache, inputs_, positions, n));
+  ASSIGN_OR_RETURN(std::vector<float> logits, model_.Extend(cache, inputs, positions, n));
   const size_t vocab = logits.size() / n;
   std::vector<std::vector<double>> out;
   out.reserve(n);
@@ -121,20 +139,19 @@ absl::StatusOr<std::vector<std::vector<double>>> QualityProbe::StepLogProbsOn(
   return out;
 }
 
-double QualityProbe::confidence() const { return std::exp(log_probs_.front()[top_.front()]); }
-
 absl::StatusOr<QualityEstimate> QualityProbe::Estimate(const std::vector<int32_t>& kept,
-                                                       const codec::Plan& plan) {
+                                                       const codec::Plan& plan, int steps) {
   const auto t0 = Clock::now();
+  ASSIGN_OR_RETURN(const int n, Steps(steps));
   if (kept.empty() && plan.lossless(model_.config().num_layers)) {
     // The receiver rebuilds this cache bit for bit: the reference itself.
     QualityEstimate e;
-    e.steps = static_cast<int>(inputs_.size());
+    e.steps = n;
     e.agreement = 1;
     e.p_top = 0;
-    for (size_t s = 0; s < inputs_.size(); ++s) e.p_top += std::exp(log_probs_[s][top_[s]]);
-    e.p_top /= e.steps;
-    e.confidence = confidence();
+    for (int s = 0; s < n; ++s) e.p_top += std::exp(log_probs_[s][top_[s]]);
+    e.p_top /= n;
+    e.confidence = confidence_;
     e.seconds = Since(t0);
     return e;
   }
@@ -149,10 +166,17 @@ absl::StatusOr<QualityEstimate> QualityProbe::Estimate(const std::vector<int32_t
   CacheAssembler assembler(model_, "estimate", sent.positions(), sent.next_position());
   for (const auto& c : chunks) RETURN_IF_ERROR(assembler.Add(c));
   ASSIGN_OR_RETURN(std::unique_ptr<KvCache> rebuilt, assembler.Finish());
-  ASSIGN_OR_RETURN(const std::vector<std::vector<double>> plan_lp, StepLogProbsOn(*rebuilt));
+  ASSIGN_OR_RETURN(const std::vector<std::vector<double>> plan_lp, StepLogProbsOn(*rebuilt, n));
+  QualityEstimate e = Compare(plan_lp, n);
+  e.seconds = Since(t0);
+  return e;
+}
+
+QualityEstimate QualityProbe::Compare(const std::vector<std::vector<double>>& plan_lp,
+                                      int n) const {
   QualityEstimate e;
   e.agreement = e.p_top = 0;
-  for (size_t s = 0; s < inputs_.size(); ++s) {
+  for (int s = 0; s < n; ++s) {
     const std::vector<double>& lp = plan_lp[s];
     const std::vector<double>& ref = log_probs_[s];
     double kl = 0;
@@ -163,12 +187,11 @@ absl::StatusOr<QualityEstimate> QualityProbe::Estimate(const std::vector<int32_t
     e.agreement += ArgMax(lp) == top_[s];
     e.p_top += std::exp(lp[top_[s]]);
   }
-  e.steps = static_cast<int>(inputs_.size());
-  e.kl /= e.steps;
-  e.agreement /= e.steps;
-  e.p_top /= e.steps;
-  e.confidence = confidence();
-  e.seconds = Since(t0);
+  e.steps = n;
+  e.kl /= n;
+  e.agreement /= n;
+  e.p_top /= n;
+  e.confidence = confidence_;
   return e;
 }
 

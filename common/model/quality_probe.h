@@ -37,41 +37,53 @@ class QualityProbe {
   // prefill already computed for `last` over the whole prompt, which saves a step.
   // The greedy tokens are found one forward pass at a time; the distributions compared
   // then come from one teacher-forced pass over all the steps, for the reference and
-  // for each plan alike.
+  // for each plan alike. The steps after the first are computed when an estimate
+  // first asks for them, so a probe whose estimates take one step (with `last_logits`)
+  // runs no forward pass of its own.
   static absl::StatusOr<std::unique_ptr<QualityProbe>> Create(
       Model& model, const KvCache& cache, int32_t last, int steps,
       const std::vector<int32_t>& stop_tokens = {},
       const std::vector<float>* last_logits = nullptr);
 
   // The estimate for sending `kept` slots of the cache (strictly increasing; empty: all)
-  // coded under `plan`.
+  // coded under `plan`, over the first `steps` steps (at most Create's; 0: all of them).
   absl::StatusOr<QualityEstimate> Estimate(const std::vector<int32_t>& kept,
-                                           const codec::Plan& plan);
+                                           const codec::Plan& plan, int steps = 0);
 
-  int steps() const { return static_cast<int>(inputs_.size()); }
-  // The full cache's greedy token at each step (ties to the lowest id, as generation).
+  // The steps an estimate of `steps` compares (fewer when the full cache's answer ends).
+  absl::StatusOr<int> Steps(int steps = 0);
+  // The full cache's greedy token at each step computed so far (ties to the lowest id,
+  // as generation); Steps(n) computes the first n.
   const std::vector<int>& greedy() const { return top_; }
   double reference_seconds() const { return reference_seconds_; }
   // The full cache's probability of its own first greedy token.
-  double confidence() const;
+  double confidence() const { return confidence_; }
 
  private:
   QualityProbe(Model& model, const KvCache& cache) : model_(model), cache_(cache) {}
+  // Computes the reference's first step, or every step (Create's count).
+  absl::Status ComputeReference(bool all_steps);
   // `last` and the full cache's greedy tokens after it, up to `steps` inputs.
-  absl::StatusOr<std::vector<int32_t>> GreedyInputs(int32_t last, int steps,
-                                                    const std::vector<int32_t>& stop_tokens,
-                                                    const std::vector<float>* last_logits);
-  // Log-probabilities at each step, the inputs fed in one pass through a copy of
-  // `source`'s `slots` (or through `cache` itself, which it extends).
-  absl::StatusOr<std::vector<std::vector<double>>> StepLogProbs(
-      const KvCache& source, const std::vector<int32_t>& slots) const;
-  absl::StatusOr<std::vector<std::vector<double>>> StepLogProbsOn(KvCache& cache) const;
+  absl::StatusOr<std::vector<int32_t>> GreedyInputs(int steps);
+  // Log-probabilities at each of the first `n` steps, the inputs fed in one pass through
+  // a copy of `source`'s `slots` (or through `cache` itself, which it extends).
+  absl::StatusOr<std::vector<std::vector<double>>> StepLogProbs(const KvCache& source,
+                                                                const std::vector<int32_t>& slots,
+                                                                int n) const;
+  absl::StatusOr<std::vector<std::vector<double>>> StepLogProbsOn(KvCache& cache, int n) const;
+  QualityEstimate Compare(const std::vector<std::vector<double>>& plan_lp, int n) const;
 
   Model& model_;
   const KvCache& cache_;
-  std::vector<int32_t> inputs_;                 // token fed at each step
+  int32_t last_ = 0;
+  int max_steps_ = 1;  // Create's
+  std::vector<int32_t> stop_tokens_;
+  std::vector<float> last_logits_;  // the prefill's for `last`, or empty
+  bool all_steps_ = false;          // the reference covers every step, not just the first
+  std::vector<int32_t> inputs_;     // token fed at each step
   std::vector<std::vector<double>> log_probs_;  // the full cache's, per step
   std::vector<int> top_;                        // its greedy token per step
+  double confidence_ = 1;                       // from the first reference computed
   double reference_seconds_ = 0;
 };
 

@@ -72,7 +72,7 @@ TEST_F(QualityProbeTest, LosslessPlanIsExactlyNoLoss) {
   const int slots = pre->cache->size();
   auto probe = QualityProbe::Create(*model_, *pre->cache, p.tokens.back(), 4);
   ASSERT_TRUE(probe.ok()) << probe.status();
-  EXPECT_EQ((*probe)->steps(), 4);
+  ASSERT_EQ((*probe)->Steps().value(), 4);
   auto e = (*probe)->Estimate({}, codec::ParsePlan("raw").value());
   ASSERT_TRUE(e.ok()) << e.status();
   EXPECT_EQ(e->kl, 0.0);
@@ -103,6 +103,7 @@ TEST_F(QualityProbeTest, PrefillLogitsSaveTheFirstStep) {
     auto saved =
         QualityProbe::Create(*model_, *pre->cache, p.tokens.back(), 4, {}, &pre->last_logits);
     ASSERT_TRUE(plain.ok() && saved.ok());
+    ASSERT_TRUE((*plain)->Steps().ok() && (*saved)->Steps().ok());
     EXPECT_EQ((*plain)->greedy(), (*saved)->greedy());
     for (const char* spec : {"raw", "int4", "int2"}) {
       const auto a = (*plain)->Estimate({}, codec::ParsePlan(spec).value());
@@ -151,6 +152,51 @@ TEST_F(QualityProbeTest, OneStepUsesThePrefillLogitsAsTheReference) {
     const auto dropped = (*saved)->Estimate(most, codec::ParsePlan("raw").value());
     ASSERT_TRUE(dropped.ok());
     EXPECT_GT(dropped->kl, 0.0);
+  }
+}
+
+// A probe made for four steps answers a one-step estimate from the prefill's logits
+// alone, exactly as a one-step probe does, and computes the later steps only when an
+// estimate first asks for them; an estimate may take fewer steps than the probe has.
+TEST_F(QualityProbeTest, LaterStepsAreComputedWhenFirstAskedFor) {
+  for (const ChatPrompt& p : Prompts(2)) {
+    PrefillOptions po;
+    po.cache_tokens = static_cast<int>(p.tokens.size()) - 1;
+    auto pre = model_->Prefill(p.tokens, po);
+    ASSERT_TRUE(pre.ok()) << pre.status();
+    auto one =
+        QualityProbe::Create(*model_, *pre->cache, p.tokens.back(), 1, {}, &pre->last_logits);
+    auto four =
+        QualityProbe::Create(*model_, *pre->cache, p.tokens.back(), 4, {}, &pre->last_logits);
+    ASSERT_TRUE(one.ok() && four.ok());
+    EXPECT_EQ((*four)->greedy().size(), 1u) << "no step after the first before it is asked for";
+    const double first_step = (*four)->reference_seconds();
+    const codec::Plan int2 = codec::ParsePlan("int2").value();
+    const auto a = (*one)->Estimate({}, int2);
+    const auto b = (*four)->Estimate({}, int2, 1);
+    ASSERT_TRUE(a.ok() && b.ok());
+    EXPECT_EQ(b->steps, 1);
+    EXPECT_EQ(a->kl, b->kl);
+    EXPECT_EQ(a->p_top, b->p_top);
+    EXPECT_EQ((*four)->greedy().size(), 1u);
+    EXPECT_EQ(a->confidence, b->confidence);
+    // Two of the four steps, then all four: the same reference, the same first steps.
+    const auto two = (*four)->Estimate({}, int2, 2);
+    ASSERT_TRUE(two.ok());
+    EXPECT_EQ(two->steps, 2);
+    EXPECT_EQ((*four)->greedy().size(), 4u);
+    EXPECT_GT((*four)->reference_seconds(), first_step);
+    const auto all = (*four)->Estimate({}, int2);
+    ASSERT_TRUE(all.ok());
+    EXPECT_EQ(all->steps, 4);
+    EXPECT_EQ(all->confidence, a->confidence) << "the confidence is the first step's";
+    auto computed = QualityProbe::Create(*model_, *pre->cache, p.tokens.back(), 4);
+    ASSERT_TRUE(computed.ok() && (*computed)->Steps().ok());
+    EXPECT_EQ((*computed)->greedy(), (*four)->greedy());
+    const auto same = (*computed)->Estimate({}, int2);
+    ASSERT_TRUE(same.ok());
+    EXPECT_NEAR(same->kl, all->kl, 1e-9 + 1e-6 * all->kl);
+    EXPECT_EQ((*four)->Steps(9).value(), 4) << "at most the probe's steps";
   }
 }
 
