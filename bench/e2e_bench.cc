@@ -56,6 +56,8 @@ ABSL_FLAG(std::string, projection, "testdata/projections/scout_to_large.safetens
           "Projection the cloud serves for projected policies (scout -> large)");
 ABSL_FLAG(int, estimate_steps, 1,
           "Edge --estimate_steps: adaptive checks its kv plan on the scout first (0: off)");
+ABSL_FLAG(bool, estimate_history, true,
+          "Edge --estimate_history: price points down by their recent rejection share");
 ABSL_FLAG(int, estimate_selection_steps, 0,
           "Edge --estimate_selection_steps: the estimate's steps for a plan that keeps a "
           "selection (0: --estimate_steps)");
@@ -239,6 +241,7 @@ std::vector<std::string> EdgeArgs(const Link& link, int cloud_port, const std::s
       "--quality_table=" + absl::GetFlag(FLAGS_quality_table),
       absl::StrCat("--estimate_steps=", absl::GetFlag(FLAGS_estimate_steps)),
       absl::StrCat("--estimate_selection_steps=", absl::GetFlag(FLAGS_estimate_selection_steps)),
+      absl::StrCat("--estimate_history=", absl::GetFlag(FLAGS_estimate_history)),
       absl::StrCat("--kv_min_confidence=", absl::GetFlag(FLAGS_kv_min_confidence)),
       "--chunk_bytes=65536",
       absl::StrCat("--initial_rtt_ms=", link.rtt_ms)};

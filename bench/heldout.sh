@@ -9,7 +9,8 @@
 # Writes heldout_*.csv, heldout_summary.md and heldout.png to OUT (default bench/results).
 # ESTIMATE_STEPS and KV_MIN_CONFIDENCE set the edge's flags of those names (defaults 1
 # and 0.5, the edge's; bench/calibrate_confidence.sh measures a pair's gate),
-# SELECTION_STEPS its --estimate_selection_steps (default 0: as ESTIMATE_STEPS);
+# SELECTION_STEPS its --estimate_selection_steps (default 0: as ESTIMATE_STEPS), HISTORY
+# its --estimate_history (default true);
 # MULTI_KIND the multi-hop format (multi; multi_lives for testdata/models, as its
 # committed results were measured). About 5 minutes on 2 cores. Another model pair:
 # MODELS (a directory with scout/ and
@@ -24,6 +25,7 @@ out=${OUT:-bench/results}
 N=${N:-16}
 steps=${ESTIMATE_STEPS:-1}  # the edge's --estimate_steps where the estimate is on
 selection_steps=${SELECTION_STEPS:-0}  # its --estimate_selection_steps (0: ESTIMATE_STEPS)
+history=${HISTORY:-true}  # its --estimate_history
 gate=${KV_MIN_CONFIDENCE:-0.5}  # the edge's --kv_min_confidence where the gate is on
 MODELS=${MODELS:-testdata/models}
 # Multi-hop questions: the committed results for testdata/models were measured in the
@@ -53,6 +55,7 @@ run() {  # NAME TABLE KIND SHAPE ESTIMATE_STEPS [KV_MIN_CONFIDENCE]
     --quality_table="$2" --kind="$3" "$4" --rates=10,100 --rtts=20 \
     --traces= --n="$N" --policies="$policies" --estimate_steps="$5" \
     --estimate_selection_steps="$([[ $5 == 0 ]] && echo 0 || echo "$selection_steps")" \
+    --estimate_history="$history" \
     --kv_min_confidence="${6:-$gate}" --csv="$out/heldout_$1.csv" >/dev/null 2>"$out/.heldout.err" ||
     { echo "heldout.sh: cell $1 failed:" >&2; tail -5 "$out/.heldout.err" >&2; exit 1; }
   rm -f "$out/.heldout.err"

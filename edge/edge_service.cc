@@ -420,7 +420,11 @@ absl::Status EdgeService::Prepare(const kvstream::v1::AskRequest& req, Request& 
     r.adaptive = true;
     r.requested = r.policy;
     RETURN_IF_ERROR(SetTenantPoints(r));
-    if (options_.estimate_history) estimate_history_.Tick();
+    if (options_.estimate_history) {
+      for (const auto& [point, share] : estimate_history_.Tick()) {
+        metrics_->rejection_share.Add({{"point", point}}).Set(share);
+      }
+    }
     ASSIGN_OR_RETURN(r.policy, ChooseAdaptive(r.requested, n, r.prompt.spans.context_tokens(),
                                               r.stats, r.tenant_allows, &r.point));
     r.mode = r.policy.mode;
@@ -1147,19 +1151,18 @@ absl::Status EdgeService::ChooseAfterRejection(Request& r, const std::vector<std
     return absl::OkStatus();
   }
   r.stats.set_selector(std::string(select::PolicyName(r.policy.selector)));
-  if (r.point.selector == select::Policy::kFull) {
-    r.selects = false;  // the whole cache
-    kept.clear();
-    r.stats.set_kept_tokens(r.spans.context_tokens());
-    return absl::OkStatus();
-  }
-  // The same selector keeping more: from the prefill's statistics, which it already has.
+  // The same selector keeping more, or the whole cache: selected again from the
+  // prefill's statistics, which the request still holds.
+  const auto t = Clock::now();
+  r.selects = r.point.selector != select::Policy::kFull;
   ASSIGN_OR_RETURN(const select::Selection sel,
                    pipeline::Select(r.pre, r.prompt, PipelineRequest(r)));
-  kept = sel.kept;
+  kept = r.selects ? sel.kept : std::vector<int32_t>{};
   r.ranked = sel.ranked;
   r.always_kept = sel.always_kept;
   r.stats.set_kept_tokens(sel.context_kept);
+  kvstream::v1::StageSeconds& stages = *r.stats.mutable_stages();
+  stages.set_select(stages.select() + Seconds(t, Clock::now()));
   return absl::OkStatus();
 }
 

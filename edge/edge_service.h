@@ -76,7 +76,7 @@ struct EdgeOptions {
   // its first `estimate_steps` next-token distributions with the full cache's (0: off).
   // A plan whose greedy tokens agree less than `estimate_min_agreement`, or whose mean
   // KL exceeds `estimate_max_kl` (0: no limit), is rejected and the controller chooses
-  // again among the same selection's other specs and text.
+  // again (EdgeService::AfterRejection).
   int estimate_steps = 0;
   // The steps for a plan that drops positions (a selection), when not 0: what a
   // selection drops can matter only to a later answer token (a second hop's record),

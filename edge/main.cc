@@ -105,11 +105,13 @@ ABSL_FLAG(int, estimate_steps, 1,
           "would and compare this many next-token distributions (the prompt's last token, then "
           "the full cache's greedy tokens) with the full cache's; a plan that fails "
           "--estimate_min_agreement / --estimate_max_kl is rejected and the controller chooses "
-          "again among the same selection's other specs and text (0: off). One step costs one "
-          "forward pass of the plan's cache; each further step, one more pass for the reference");
+          "again among the same selection's other specs, a selection keeping more and text (0: "
+          "off). One step costs one forward pass of the plan's cache; more steps add the "
+          "reference's own passes, once per request");
 ABSL_FLAG(int, estimate_selection_steps, 0,
           "Adaptive: the estimate's steps for a plan that keeps only the selected positions "
-          "(0: --estimate_steps). What a selection drops can matter only to a later answer "
+          "(0: --estimate_steps; the estimate is on with --estimate_steps > 0). What a "
+          "selection drops can matter only to a later answer "
           "token (the record a question's second hop needs), while quantizing the whole cache "
           "shows in the first; e.g. --estimate_steps=1 --estimate_selection_steps=3. The "
           "probe ends where the full cache's answer ends");

@@ -7,13 +7,17 @@ namespace kvstream::control {
 EstimateHistory::EstimateHistory(double weight, double decay)
     : weight_(std::clamp(weight, 0.0, 1.0)), decay_(std::clamp(decay, 0.0, 1.0)) {}
 
-void EstimateHistory::Tick() {
+std::map<std::string, double> EstimateHistory::Tick() {
   std::lock_guard<std::mutex> lock(mu_);
+  std::map<std::string, double> out;
   for (auto it = share_.begin(); it != share_.end();) {
     it->second *= 1 - decay_;
     // Below a thousandth the share no longer moves a choice: forget the point.
-    it = it->second < 1e-3 ? share_.erase(it) : std::next(it);
+    const bool forget = it->second < 1e-3;
+    out[it->first] = forget ? 0.0 : it->second;
+    it = forget ? share_.erase(it) : std::next(it);
   }
+  return out;
 }
 
 void EstimateHistory::Observe(const std::string& label, bool rejected) {

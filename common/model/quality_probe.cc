@@ -58,30 +58,40 @@ absl::StatusOr<std::unique_ptr<QualityProbe>> QualityProbe::Create(
   probe->stop_tokens_ = stop_tokens;
   if (last_logits != nullptr) probe->last_logits_ = *last_logits;
   RETURN_IF_ERROR(probe->ComputeReference(/*all_steps=*/false));
-  probe->confidence_ = std::exp(probe->log_probs_.front()[probe->top_.front()]);
+  probe->first_log_probs_ = probe->log_probs_.front();
+  probe->first_top_ = probe->top_.front();
+  probe->confidence_ = std::exp(probe->first_log_probs_[probe->first_top_]);
   return probe;
 }
 
 absl::Status QualityProbe::ComputeReference(bool all_steps) {
   const auto t0 = Clock::now();
   const int steps = all_steps ? max_steps_ : 1;
-  ASSIGN_OR_RETURN(inputs_, GreedyInputs(steps));
+  ASSIGN_OR_RETURN(std::vector<int32_t> inputs, GreedyInputs(steps));
   // The reference distributions come from one teacher-forced pass over those inputs, the
   // same call Estimate makes on a plan's cache. With one step and the prefill's logits,
   // those logits are the reference and no pass runs (Estimate answers a lossless plan
   // over every slot exactly, without a pass, so it still compares exactly equal).
-  if (inputs_.size() == 1 && !last_logits_.empty()) {
-    log_probs_ = {LogSoftmax(last_logits_)};
+  std::vector<std::vector<double>> log_probs;
+  if (inputs.size() == 1 && !last_logits_.empty()) {
+    log_probs = {LogSoftmax(last_logits_)};
   } else {
-    ASSIGN_OR_RETURN(log_probs_,
-                     StepLogProbs(cache_, AllSlots(cache_), static_cast<int>(inputs_.size())));
+    ASSIGN_OR_RETURN(log_probs, StepLogProbs(cache_, AllSlots(cache_), inputs));
   }
+  inputs_ = std::move(inputs);
+  log_probs_ = std::move(log_probs);
   top_.clear();
   for (const std::vector<double>& lp : log_probs_) top_.push_back(ArgMax(lp));
   all_steps_ = all_steps || max_steps_ == 1;
   reference_seconds_ += Since(t0);
   return absl::OkStatus();
 }
+
+const std::vector<double>& QualityProbe::Reference(int s, int n) const {
+  return n == 1 ? first_log_probs_ : log_probs_[s];
+}
+
+int QualityProbe::Top(int s, int n) const { return n == 1 ? first_top_ : top_[s]; }
 
 absl::StatusOr<int> QualityProbe::Steps(int steps) {
   if (steps <= 0 || steps > max_steps_) steps = max_steps_;
@@ -118,14 +128,15 @@ absl::StatusOr<std::vector<int32_t>> QualityProbe::GreedyInputs(int steps) {
 }
 
 absl::StatusOr<std::vector<std::vector<double>>> QualityProbe::StepLogProbs(
-    const KvCache& source, const std::vector<int32_t>& slots, int n) const {
+    const KvCache& source, const std::vector<int32_t>& slots,
+    const std::vector<int32_t>& inputs) const {
   ASSIGN_OR_RETURN(std::unique_ptr<KvCache> cache, source.Copy(slots));
-  return StepLogProbsOn(*cache, n);
+  return StepLogProbsOn(*cache, inputs);
 }
 
-absl::StatusOr<std::vector<std::vector<double>>> QualityProbe::StepLogProbsOn(KvCache& cache,
-                                                                              int n) const {
-  const std::vector<int32_t> inputs(inputs_.begin(), inputs_.begin() + n);
+absl::StatusOr<std::vector<std::vector<double>>> QualityProbe::StepLogProbsOn(
+    KvCache& cache, const std::vector<int32_t>& inputs) const {
+  const int n = static_cast<int>(inputs.size());
   std::vector<int32_t> positions(n);
   std::iota(positions.begin(), positions.end(), cache.next_position());
   ASSIGN_OR_RETURN(std::vector<float> logits, model_.Extend(cache, inputs, positions, n));
@@ -149,7 +160,7 @@ absl::StatusOr<QualityEstimate> QualityProbe::Estimate(const std::vector<int32_t
     e.steps = n;
     e.agreement = 1;
     e.p_top = 0;
-    for (int s = 0; s < n; ++s) e.p_top += std::exp(log_probs_[s][top_[s]]);
+    for (int s = 0; s < n; ++s) e.p_top += std::exp(Reference(s, n)[Top(s, n)]);
     e.p_top /= n;
     e.confidence = confidence_;
     e.seconds = Since(t0);
@@ -166,7 +177,9 @@ absl::StatusOr<QualityEstimate> QualityProbe::Estimate(const std::vector<int32_t
   CacheAssembler assembler(model_, "estimate", sent.positions(), sent.next_position());
   for (const auto& c : chunks) RETURN_IF_ERROR(assembler.Add(c));
   ASSIGN_OR_RETURN(std::unique_ptr<KvCache> rebuilt, assembler.Finish());
-  ASSIGN_OR_RETURN(const std::vector<std::vector<double>> plan_lp, StepLogProbsOn(*rebuilt, n));
+  const std::vector<int32_t> inputs(inputs_.begin(), inputs_.begin() + n);
+  ASSIGN_OR_RETURN(const std::vector<std::vector<double>> plan_lp,
+                   StepLogProbsOn(*rebuilt, inputs));
   QualityEstimate e = Compare(plan_lp, n);
   e.seconds = Since(t0);
   return e;
@@ -178,14 +191,14 @@ QualityEstimate QualityProbe::Compare(const std::vector<std::vector<double>>& pl
   e.agreement = e.p_top = 0;
   for (int s = 0; s < n; ++s) {
     const std::vector<double>& lp = plan_lp[s];
-    const std::vector<double>& ref = log_probs_[s];
+    const std::vector<double>& ref = Reference(s, n);
     double kl = 0;
     for (size_t i = 0; i < ref.size(); ++i) {
       if (ref[i] > -80) kl += std::exp(ref[i]) * (ref[i] - lp[i]);  // e^-80: below f32 noise
     }
     e.kl += std::max(0.0, kl);
-    e.agreement += ArgMax(lp) == top_[s];
-    e.p_top += std::exp(lp[top_[s]]);
+    e.agreement += ArgMax(lp) == Top(s, n);
+    e.p_top += std::exp(lp[Top(s, n)]);
   }
   e.steps = n;
   e.kl /= n;

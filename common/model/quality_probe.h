@@ -39,7 +39,9 @@ class QualityProbe {
   // then come from one teacher-forced pass over all the steps, for the reference and
   // for each plan alike. The steps after the first are computed when an estimate
   // first asks for them, so a probe whose estimates take one step (with `last_logits`)
-  // runs no forward pass of its own.
+  // runs no forward pass of its own. A one-step estimate always compares with the first
+  // reference computed (the prefill's logits when given), whatever came before it; a
+  // longer one with the teacher-forced pass, so that a lossless plan compares exactly.
   static absl::StatusOr<std::unique_ptr<QualityProbe>> Create(
       Model& model, const KvCache& cache, int32_t last, int steps,
       const std::vector<int32_t>& stop_tokens = {},
@@ -65,12 +67,16 @@ class QualityProbe {
   absl::Status ComputeReference(bool all_steps);
   // `last` and the full cache's greedy tokens after it, up to `steps` inputs.
   absl::StatusOr<std::vector<int32_t>> GreedyInputs(int steps);
-  // Log-probabilities at each of the first `n` steps, the inputs fed in one pass through
-  // a copy of `source`'s `slots` (or through `cache` itself, which it extends).
-  absl::StatusOr<std::vector<std::vector<double>>> StepLogProbs(const KvCache& source,
-                                                                const std::vector<int32_t>& slots,
-                                                                int n) const;
-  absl::StatusOr<std::vector<std::vector<double>>> StepLogProbsOn(KvCache& cache, int n) const;
+  // Log-probabilities at each step, `inputs` fed in one pass through a copy of
+  // `source`'s `slots` (or through `cache` itself, which it extends).
+  absl::StatusOr<std::vector<std::vector<double>>> StepLogProbs(
+      const KvCache& source, const std::vector<int32_t>& slots,
+      const std::vector<int32_t>& inputs) const;
+  absl::StatusOr<std::vector<std::vector<double>>> StepLogProbsOn(
+      KvCache& cache, const std::vector<int32_t>& inputs) const;
+  // The reference's distribution and greedy token at step `s` of an `n`-step estimate.
+  const std::vector<double>& Reference(int s, int n) const;
+  int Top(int s, int n) const;
   QualityEstimate Compare(const std::vector<std::vector<double>>& plan_lp, int n) const;
 
   Model& model_;
@@ -83,7 +89,9 @@ class QualityProbe {
   std::vector<int32_t> inputs_;     // token fed at each step
   std::vector<std::vector<double>> log_probs_;  // the full cache's, per step
   std::vector<int> top_;                        // its greedy token per step
-  double confidence_ = 1;                       // from the first reference computed
+  std::vector<double> first_log_probs_;         // the first step's, as first computed
+  int first_top_ = 0;
+  double confidence_ = 1;  // from the first reference computed
   double reference_seconds_ = 0;
 };
 

@@ -1379,14 +1379,16 @@ TEST_F(DaemonsTest, AdaptiveDoesNotSendAPlanTheEstimateShowsBreaking) {
 
 // What a selection drops can matter only to a later answer token, so a plan that keeps
 // a selection is probed over more steps (--estimate_selection_steps) than one that keeps
-// the whole cache (--estimate_steps). A rejected selection is replaced by one keeping
-// more (here the whole cache at INT8, the table's only other point), and the next
-// request does not choose the rejected one first (--estimate_history).
+// the whole cache (--estimate_steps). A rejected selection gives way to one keeping
+// more: here Q2C 10% to Q2C 50% (selected again from the prefill's statistics), then,
+// INT1 breaking that too, the whole cache at INT8; and the next request does not choose
+// the rejected points first (--estimate_history).
 TEST_F(DaemonsTest, AdaptiveKeepsMoreWhenTheEstimateRejectsASelection) {
   Daemon edge;
   auto stub = StartAdaptiveEdge(
       edge, "edge-keep-more",
       R"([{"mode": "kv", "selector": "q2c", "retention": 0.1, "spec": "int1", "quality": 1.0},
+          {"mode": "kv", "selector": "q2c", "retention": 0.5, "spec": "int1", "quality": 1.0},
           {"mode": "kv", "spec": "int8", "quality": 1.0}])",
       {"--initial_bandwidth_mbps=10", "--initial_rtt_ms=1", "--estimate_steps=1",
        "--estimate_selection_steps=4", "--kv_min_confidence=0"});
@@ -1398,24 +1400,29 @@ TEST_F(DaemonsTest, AdaptiveKeepsMoreWhenTheEstimateRejectsASelection) {
   EXPECT_TRUE(edge.process.Stop(20).ok());
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_TRUE(next.ok()) << next.status();
-  // The second request prices the rejected point down by its share (0.5, a tenth off).
-  ASSERT_EQ(next->stats.estimates_size(), 1) << next->stats.decision();
-  EXPECT_EQ(next->stats.estimates(0).point(), "kv full int8");
-  EXPECT_NE(next->stats.decision().find("recently rejected by the estimate: kv q2c@0.10 int1 0.45"),
-            std::string::npos)
-      << next->stats.decision();
   const auto& s = r->stats;
-  ASSERT_EQ(s.estimates_size(), 2) << s.decision();
-  EXPECT_EQ(s.estimates(0).point(), "kv q2c@0.10 int1");
-  EXPECT_FALSE(s.estimates(0).accepted());
-  EXPECT_GE(s.estimates(0).steps(), 2u) << "a selection is probed past the first token";
-  EXPECT_EQ(s.estimates(1).point(), "kv full int8");
-  EXPECT_TRUE(s.estimates(1).accepted());
-  EXPECT_EQ(s.estimates(1).steps(), 1u) << "the whole cache is probed at its first token";
+  ASSERT_EQ(s.estimates_size(), 3) << s.decision();
+  for (int i : {0, 1}) {
+    EXPECT_EQ(s.estimates(i).point(), i == 0 ? "kv q2c@0.10 int1" : "kv q2c@0.50 int1");
+    EXPECT_FALSE(s.estimates(i).accepted());
+    EXPECT_GE(s.estimates(i).steps(), 2u) << "a selection is probed past the first token";
+  }
+  EXPECT_EQ(s.estimates(2).point(), "kv full int8");
+  EXPECT_TRUE(s.estimates(2).accepted());
+  EXPECT_EQ(s.estimates(2).steps(), 1u) << "the whole cache is probed at its first token";
   EXPECT_EQ(s.mode(), kvstream::v1::MODE_KV);
   EXPECT_EQ(s.selector(), "full");
   EXPECT_EQ(s.spec(), "int8");
+  EXPECT_EQ(s.kept_tokens(), s.context_tokens());
   EXPECT_FALSE(r->token_ids.empty());
+  // The second request prices both rejected points down by their share (0.5, a tenth
+  // off) and starts from the whole cache.
+  ASSERT_EQ(next->stats.estimates_size(), 1) << next->stats.decision();
+  EXPECT_EQ(next->stats.estimates(0).point(), "kv full int8");
+  EXPECT_NE(next->stats.decision().find("recently rejected by the estimate: kv q2c@0.10 int1 "
+                                        "0.45, kv q2c@0.50 int1 0.45"),
+            std::string::npos)
+      << next->stats.decision();
   EXPECT_EQ(WaitForSessions(*cloud_stub_, 0), 0u);
 }
 

@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
+#include <string>
+
 #include "common/select/select.h"
 
 namespace kvstream::control {
@@ -35,16 +38,23 @@ TEST(EstimateHistoryTest, RejectionsPriceAPointDownAndDecayWithRequests) {
   h.Observe(q2c.label(), false);
   EXPECT_DOUBLE_EQ(h.RejectionShare(q2c.label()), 0.375);
   // Each request takes a tenth off, so a point set aside is tried again later.
-  h.Tick();
+  const auto ticked = h.Tick();
   EXPECT_DOUBLE_EQ(h.RejectionShare(q2c.label()), 0.3375);
-  for (int i = 0; i < 60; ++i) h.Tick();
+  ASSERT_EQ(ticked.size(), 1u);
+  EXPECT_DOUBLE_EQ(ticked.at(q2c.label()), 0.3375);
+  std::map<std::string, double> last;
+  for (int i = 0; i < 60 && h.RejectionShare(q2c.label()) > 0; ++i) last = h.Tick();
   EXPECT_EQ(h.RejectionShare(q2c.label()), 0.0) << "forgotten below a thousandth";
+  ASSERT_EQ(last.size(), 1u) << "the tick that forgets a point reports it at 0";
+  EXPECT_EQ(last.at(q2c.label()), 0.0);
+  EXPECT_TRUE(h.Tick().empty());
   EXPECT_TRUE(h.Shares().empty());
   EXPECT_DOUBLE_EQ(h.Discount({q2c})[0].quality, 1.0);
 }
 
-// Under a quality floor of 0.9 of the best, one rejection sets the cheapest point aside
-// for the requests that follow, until the share decays below a tenth: 16 of them.
+// Under a quality floor of 0.9 of the best, one rejection prices the best point below
+// the floor for the 15 requests that follow; the 16th (its share decayed below a tenth)
+// considers it again.
 TEST(EstimateHistoryTest, OneRejectionSetsAPointAsideForAWhile) {
   EstimateHistory h;
   const OperatingPoint q2c = Point(select::Policy::kQ2C, 0.25, "int4", 1.0);
