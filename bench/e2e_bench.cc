@@ -58,9 +58,9 @@ ABSL_FLAG(int, estimate_steps, 1,
           "Edge --estimate_steps: adaptive checks its kv plan on the scout first (0: off)");
 ABSL_FLAG(bool, estimate_history, true,
           "Edge --estimate_history: price points down by their recent rejection share");
-ABSL_FLAG(int, estimate_selection_steps, 0,
-          "Edge --estimate_selection_steps: the estimate's steps for a plan that keeps a "
-          "selection (0: --estimate_steps)");
+ABSL_FLAG(int, estimate_selection_steps, 3,
+          "Edge --estimate_selection_steps: the estimate's least steps for a plan that keeps "
+          "a selection (0: --estimate_steps alone)");
 ABSL_FLAG(double, kv_min_confidence, 0.5,
           "Edge --kv_min_confidence: adaptive does not answer with the scout when it is less "
           "sure of its first answer token than this (0: off)");

@@ -9,7 +9,7 @@
 # Writes heldout_*.csv, heldout_summary.md and heldout.png to OUT (default bench/results).
 # ESTIMATE_STEPS and KV_MIN_CONFIDENCE set the edge's flags of those names (defaults 1
 # and 0.5, the edge's; bench/calibrate_confidence.sh measures a pair's gate),
-# SELECTION_STEPS its --estimate_selection_steps (default 0: as ESTIMATE_STEPS), HISTORY
+# SELECTION_STEPS its --estimate_selection_steps (default 3, the edge's), HISTORY
 # its --estimate_history (default true);
 # MULTI_KIND the multi-hop format (multi; multi_lives for testdata/models, as its
 # committed results were measured). About 5 minutes on 2 cores. Another model pair:
@@ -24,7 +24,7 @@ BIN=${BUILD_DIR:-build}/bin
 out=${OUT:-bench/results}
 N=${N:-16}
 steps=${ESTIMATE_STEPS:-1}  # the edge's --estimate_steps where the estimate is on
-selection_steps=${SELECTION_STEPS:-0}  # its --estimate_selection_steps (0: ESTIMATE_STEPS)
+selection_steps=${SELECTION_STEPS:-3}  # its --estimate_selection_steps (0: ESTIMATE_STEPS alone)
 history=${HISTORY:-true}  # its --estimate_history
 gate=${KV_MIN_CONFIDENCE:-0.5}  # the edge's --kv_min_confidence where the gate is on
 MODELS=${MODELS:-testdata/models}

@@ -770,7 +770,7 @@ bool EdgeService::Estimates(const Request& r) const {
 
 int EdgeService::EstimateSteps(const std::vector<int32_t>& kept) const {
   const int selection = options_.estimate_selection_steps;
-  return kept.empty() || selection == 0 ? options_.estimate_steps : selection;
+  return kept.empty() ? options_.estimate_steps : std::max(options_.estimate_steps, selection);
 }
 
 int EdgeService::ProbeSteps() const {

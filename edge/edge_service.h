@@ -78,10 +78,10 @@ struct EdgeOptions {
   // KL exceeds `estimate_max_kl` (0: no limit), is rejected and the controller chooses
   // again (EdgeService::AfterRejection).
   int estimate_steps = 0;
-  // The steps for a plan that drops positions (a selection), when not 0: what a
-  // selection drops can matter only to a later answer token (a second hop's record),
-  // while quantizing the whole cache shows in the first.
-  int estimate_selection_steps = 0;
+  // The least steps for a plan that drops positions (a selection): what a selection
+  // drops can matter only to a later answer token (a second hop's record), while
+  // quantizing the whole cache shows in the first.
+  int estimate_selection_steps = 3;
   // Adaptive, with the estimate: price each point's quality down by the share of its
   // recent estimates that rejected it (control::EstimateHistory), so a kind of request
   // the table does not know stops paying for the same rejected choice every time.

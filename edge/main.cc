@@ -108,13 +108,12 @@ ABSL_FLAG(int, estimate_steps, 1,
           "again among the same selection's other specs, a selection keeping more and text (0: "
           "off). One step costs one forward pass of the plan's cache; more steps add the "
           "reference's own passes, once per request");
-ABSL_FLAG(int, estimate_selection_steps, 0,
-          "Adaptive: the estimate's steps for a plan that keeps only the selected positions "
-          "(0: --estimate_steps; the estimate is on with --estimate_steps > 0). What a "
-          "selection drops can matter only to a later answer "
-          "token (the record a question's second hop needs), while quantizing the whole cache "
-          "shows in the first; e.g. --estimate_steps=1 --estimate_selection_steps=3. The "
-          "probe ends where the full cache's answer ends");
+ABSL_FLAG(int, estimate_selection_steps, 3,
+          "Adaptive: a plan that keeps only the selected positions is probed over at least this "
+          "many steps (0: --estimate_steps alone; the estimate is on with --estimate_steps > "
+          "0). What a selection drops can matter only to a later answer token (the record a "
+          "question's second hop needs), while quantizing the whole cache shows in the first. "
+          "The probe ends where the full cache's answer ends, so a one-word answer takes two");
 ABSL_FLAG(bool, estimate_history, true,
           "Adaptive, with the estimate: price each operating point's table quality down by the "
           "share of its recent estimates that rejected it (each verdict moves the share half "

@@ -22,6 +22,7 @@ refuses() {
 extra=()
 edge=(--cloud=127.0.0.1:1 --scout=testdata/models/scout)
 refuses "$EDGE" "kvstream-edge: --estimate_steps: expected 0 to 64, found 99" "${edge[@]}" --estimate_steps=99
+refuses "$EDGE" "kvstream-edge: --estimate_selection_steps: expected 0 to 64, found -1" "${edge[@]}" --estimate_selection_steps=-1
 refuses "$EDGE" "--chunk_bytes: expected 1024..8388608 (chunks stay under the 16 MiB message limit), found 10" \
   "${edge[@]}" --chunk_bytes=10
 refuses "$EDGE" "--mode: expected kv, projected, scout, text or adaptive; found 'bogus'" "${edge[@]}" --mode=bogus
