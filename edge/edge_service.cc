@@ -769,8 +769,8 @@ bool EdgeService::Estimates(const Request& r) const {
 }
 
 int EdgeService::EstimateSteps(const std::vector<int32_t>& kept) const {
-  const int selection = options_.estimate_selection_steps;
-  return kept.empty() ? options_.estimate_steps : std::max(options_.estimate_steps, selection);
+  return EstimateStepsFor(!kept.empty(), options_.estimate_steps,
+                          options_.estimate_selection_steps);
 }
 
 int EdgeService::ProbeSteps() const {
@@ -1099,6 +1099,7 @@ bool EdgeService::RecordEstimate(Request& r, const model::QualityEstimate& e) {
   pe.set_p_top(e.p_top);
   pe.set_steps(static_cast<uint32_t>(e.steps));
   pe.set_confidence(e.confidence);
+  pe.set_kept_tokens(r.stats.kept_tokens());
   pe.set_accepted(accepted);
   if (options_.estimate_history) {
     estimate_history_.Observe(pe.point(), !accepted);

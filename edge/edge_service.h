@@ -73,7 +73,8 @@ struct EdgeOptions {
   // least this share of the best servable point's there (--quality_floor).
   double quality_floor = 0;
   // Adaptive: before sending a kv / projected plan, rebuild it on the scout and compare
-  // its first `estimate_steps` next-token distributions with the full cache's (0: off).
+  // its first `estimate_steps` next-token distributions with the full cache's (0: off;
+  // a selection: at least `estimate_selection_steps`).
   // A plan whose greedy tokens agree less than `estimate_min_agreement`, or whose mean
   // KL exceeds `estimate_max_kl` (0: no limit), is rejected and the controller chooses
   // again (EdgeService::AfterRejection).

@@ -105,8 +105,9 @@ ABSL_FLAG(int, estimate_steps, 1,
           "would and compare this many next-token distributions (the prompt's last token, then "
           "the full cache's greedy tokens) with the full cache's; a plan that fails "
           "--estimate_min_agreement / --estimate_max_kl is rejected and the controller chooses "
-          "again among the same selection's other specs, a selection keeping more and text (0: "
-          "off). One step costs one forward pass of the plan's cache; more steps add the "
+          "again among the same selection's other specs, a selection keeping more or the whole "
+          "cache, and text (kv's whole unquantized cache for a tenant without text) (0: off). "
+          "One step costs one forward pass of the plan's cache; more steps add the "
           "reference's own passes, once per request");
 ABSL_FLAG(int, estimate_selection_steps, 3,
           "Adaptive: a plan that keeps only the selected positions is probed over at least this "

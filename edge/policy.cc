@@ -1,5 +1,6 @@
 #include "edge/policy.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -83,6 +84,10 @@ pipeline::Request ToPipelineRequest(const ResolvedPolicy& p, uint64_t chunk_byte
   q.snapkv_window = snapkv_window;
   q.layer_chunks = layerwise && q.CanStreamLayers();
   return q;
+}
+
+int EstimateStepsFor(bool selects, int steps, int selection_steps) {
+  return selects ? std::max(steps, selection_steps) : steps;
 }
 
 }  // namespace kvstream::edge

@@ -47,4 +47,8 @@ absl::StatusOr<ResolvedPolicy> ResolvePolicy(const kvstream::v1::Policy& request
 pipeline::Request ToPipelineRequest(const ResolvedPolicy& policy, uint64_t chunk_bytes,
                                     int snapkv_window, bool layerwise = false);
 
+// The quality estimate's steps for a plan: `steps` (--estimate_steps) for the whole cache,
+// at least `selection_steps` (--estimate_selection_steps) for one that keeps a selection.
+int EstimateStepsFor(bool selects, int steps, int selection_steps);
+
 }  // namespace kvstream::edge

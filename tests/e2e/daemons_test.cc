@@ -1407,6 +1407,11 @@ TEST_F(DaemonsTest, AdaptiveKeepsMoreWhenTheEstimateRejectsASelection) {
     EXPECT_FALSE(s.estimates(i).accepted());
     EXPECT_GE(s.estimates(i).steps(), 2u) << "a selection is probed past the first token";
   }
+  // Each plan estimated what it keeps: a tenth, then half (selected again), then all.
+  const double context = static_cast<double>(s.context_tokens());
+  EXPECT_NEAR(s.estimates(0).kept_tokens(), 0.1 * context, 1.0);
+  EXPECT_NEAR(s.estimates(1).kept_tokens(), 0.5 * context, 1.0);
+  EXPECT_EQ(s.estimates(2).kept_tokens(), s.context_tokens());
   EXPECT_EQ(s.estimates(2).point(), "kv full int8");
   EXPECT_TRUE(s.estimates(2).accepted());
   EXPECT_EQ(s.estimates(2).steps(), 1u) << "the whole cache is probed at its first token";

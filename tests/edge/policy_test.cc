@@ -16,6 +16,16 @@ kvstream::v1::Policy Defaults() {
   return d;
 }
 
+// A selection is probed over at least --estimate_selection_steps, never fewer steps than
+// --estimate_steps gives the whole cache; the whole cache takes --estimate_steps alone.
+TEST(PolicyTest, EstimateStepsForASelectionAreAtLeastTheSelectionSteps) {
+  EXPECT_EQ(EstimateStepsFor(/*selects=*/false, 1, 3), 1);
+  EXPECT_EQ(EstimateStepsFor(/*selects=*/true, 1, 3), 3);
+  EXPECT_EQ(EstimateStepsFor(/*selects=*/true, 4, 3), 4);
+  EXPECT_EQ(EstimateStepsFor(/*selects=*/true, 2, 0), 2);
+  EXPECT_EQ(EstimateStepsFor(/*selects=*/false, 4, 1), 4);
+}
+
 TEST(PolicyTest, DefaultsApplyWhereTheRequestIsSilent) {
   auto p = ResolvePolicy({}, Defaults(), 4);
   ASSERT_TRUE(p.ok()) << p.status();

@@ -188,11 +188,20 @@ TEST_F(QualityProbeTest, LaterStepsAreComputedWhenFirstAskedFor) {
     const auto all = (*four)->Estimate({}, int2);
     ASSERT_TRUE(all.ok());
     EXPECT_EQ(all->steps, 4);
+    EXPECT_EQ(all->confidence, a->confidence) << "the confidence is the first step's";
     // A one-step estimate after the later steps were computed: the same reference.
     const auto again = (*four)->Estimate({}, int2, 1);
     ASSERT_TRUE(again.ok());
     EXPECT_EQ(again->kl, b->kl);
     EXPECT_EQ(again->p_top, b->p_top);
+    // And on a fresh probe whose first estimate took two steps.
+    auto fresh =
+        QualityProbe::Create(*model_, *pre->cache, p.tokens.back(), 4, {}, &pre->last_logits);
+    ASSERT_TRUE(fresh.ok() && (*fresh)->Estimate({}, int2, 2).ok());
+    const auto after_two = (*fresh)->Estimate({}, int2, 1);
+    ASSERT_TRUE(after_two.ok());
+    EXPECT_EQ(after_two->kl, a->kl);
+    EXPECT_EQ(after_two->p_top, a->p_top);
     auto computed = QualityProbe::Create(*model_, *pre->cache, p.tokens.back(), 4);
     ASSERT_TRUE(computed.ok() && (*computed)->Steps().ok());
     EXPECT_EQ((*computed)->greedy(), (*four)->greedy());
