@@ -132,7 +132,9 @@ ABSL_FLAG(bool, answer_check, true,
 ABSL_FLAG(double, kv_min_confidence, 0.5,
           "Adaptive, with --estimate_steps: reject a kv plan (answered by the scout) when the "
           "scout's own probability of its first answer token is below this, and choose again "
-          "among text and the same selection projected into the cloud model (0: off)");
+          "among text and the same selection projected into the cloud model (0: off). The "
+          "threshold belongs to the model pair: bench/calibrate_confidence.sh measures it "
+          "(0.5 suits testdata/models, 0.1 testdata/models-2k)");
 ABSL_FLAG(bool, estimate_overlap, true,
           "Adaptive: run the estimate while the plan's chunks are sent and hold Commit for its "
           "verdict (a rejected plan's stream is closed without Commit and the new choice sent), "
