@@ -7,7 +7,9 @@
 # picks the lowest one whose routed F1 over all bands is within one answer of the best
 # any threshold reaches (the fewest detours for the answers the gate can save).
 # Usage: [MODELS=testdata/models] [N=40] [KINDS="needle single multi"] [THREADS=1]
+#        [NEEDLE_TOKENS="400-600 900-1150"] [SINGLE_RECORDS="40-64 110-140"]
 #        bench/calibrate_confidence.sh [OUT_DIR]
+# (the bands of bench/task_bands.sh, the quality tables' too)
 # (default OUT_DIR: bench/results/confidence_<pair>, e.g. confidence_models-2k; the
 # answers go there as CSV and the table as calibration.md). About 3 minutes on 2 cores.
 set -euo pipefail
@@ -18,13 +20,10 @@ out=${1:-bench/results/confidence_$(basename "$MODELS")}
 N=${N:-40}
 KINDS=${KINDS:-needle single multi}
 THREADS=${THREADS:-1}
+source bench/task_bands.sh
 mkdir -p "$out"
 for kind in $KINDS; do
-  case $kind in
-    needle) flag=--target_tokens bands="400-600 900-1150" ;;
-    single|multi|multi_lives) flag=--records bands="40-64 110-140" ;;
-    *) echo "calibrate_confidence.sh: unknown kind $kind" >&2; exit 2 ;;
-  esac
+  task_bands "$kind" || exit 2
   for band in $bands; do
     common=(--kind="$kind" "$flag=$band" --n="$N" --threads="$THREADS")
     "$BIN"/kvstream eval --model="$MODELS/scout" --modes=kv --selectors=full --specs=raw \

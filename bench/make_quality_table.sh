@@ -33,14 +33,11 @@ THREADS=${THREADS:-0}  # libtorch threads per eval (0: every core)
 # kv rows as the adaptive edge answers them with its --kv_min_confidence (default 0.5):
 # an answer the scout is unsure of comes from the large model's text answer instead.
 KV_MIN_CONFIDENCE=${KV_MIN_CONFIDENCE:-0.5}
+source bench/task_bands.sh
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 for kind in $KINDS; do
-  case $kind in
-    needle) flag=--target_tokens bands=${NEEDLE_TOKENS:-400-600 900-1150} ;;
-    single|multi|multi_lives) flag=--records bands=${SINGLE_RECORDS:-40-64 110-140} ;;
-    *) echo "unknown kind $kind" >&2; exit 1 ;;
-  esac
+  task_bands "$kind" || exit 1
   for band in $bands; do
     common=(--kind="$kind" "$flag=$band" --n="$N" --threads="$THREADS")
     name="$kind-$band"

@@ -520,8 +520,6 @@ absl::Status EdgeService::BuildPayload(grpc::ServerContext* context, Request& r)
     return absl::OkStatus();
   }
   ASSIGN_OR_RETURN(const select::Selection sel, PrefillAndSelect(context, r));
-  r.ranked = sel.ranked;
-  r.always_kept = sel.always_kept;
   const bool estimates = Estimates(r);
   if (estimates && !(options_.estimate_overlap && !r.replan)) {
     RETURN_IF_ERROR(CheckEstimate(context, r, r.selects ? sel.kept : std::vector<int32_t>{}));
@@ -570,10 +568,17 @@ absl::StatusOr<select::Selection> EdgeService::PrefillAndSelect(grpc::ServerCont
   stages.set_prefill(Seconds(t, Clock::now()));
   r.edge_prefill = stages.prefill();
   ObservePrefill(r, stages.prefill());
-  t = Clock::now();
-  ASSIGN_OR_RETURN(select::Selection sel, pipeline::Select(r.pre, r.prompt, request));
+  return SelectFromPrefill(r);
+}
+
+absl::StatusOr<select::Selection> EdgeService::SelectFromPrefill(Request& r) {
+  const auto t = Clock::now();
+  ASSIGN_OR_RETURN(select::Selection sel, pipeline::Select(r.pre, r.prompt, PipelineRequest(r)));
+  r.ranked = sel.ranked;
+  r.always_kept = sel.always_kept;
   r.stats.set_kept_tokens(sel.context_kept);
-  stages.set_select(Seconds(t, Clock::now()));
+  kvstream::v1::StageSeconds& stages = *r.stats.mutable_stages();
+  stages.set_select(stages.select() + Seconds(t, Clock::now()));
   return sel;
 }
 
@@ -774,7 +779,9 @@ int EdgeService::EstimateSteps(const std::vector<int32_t>& kept) const {
 }
 
 int EdgeService::ProbeSteps() const {
-  return std::max(options_.estimate_steps, options_.estimate_selection_steps);
+  // The most any plan takes: a selection's.
+  return EstimateStepsFor(/*selects=*/true, options_.estimate_steps,
+                          options_.estimate_selection_steps);
 }
 
 bool EdgeService::KeepsChunks() const {
@@ -1154,16 +1161,9 @@ absl::Status EdgeService::ChooseAfterRejection(Request& r, const std::vector<std
   r.stats.set_selector(std::string(select::PolicyName(r.policy.selector)));
   // The same selector keeping more, or the whole cache: selected again from the
   // prefill's statistics, which the request still holds.
-  const auto t = Clock::now();
   r.selects = r.point.selector != select::Policy::kFull;
-  ASSIGN_OR_RETURN(const select::Selection sel,
-                   pipeline::Select(r.pre, r.prompt, PipelineRequest(r)));
+  ASSIGN_OR_RETURN(const select::Selection sel, SelectFromPrefill(r));
   kept = r.selects ? sel.kept : std::vector<int32_t>{};
-  r.ranked = sel.ranked;
-  r.always_kept = sel.always_kept;
-  r.stats.set_kept_tokens(sel.context_kept);
-  kvstream::v1::StageSeconds& stages = *r.stats.mutable_stages();
-  stages.set_select(stages.select() + Seconds(t, Clock::now()));
   return absl::OkStatus();
 }
 

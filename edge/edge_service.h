@@ -160,6 +160,10 @@ class EdgeService final : public kvstream::v1::EdgeService::Service {
   // encode (nothing heavy for text, or scout without a selector).
   absl::Status BuildPayload(grpc::ServerContext* context, Request& r);
   absl::StatusOr<select::Selection> PrefillAndSelect(grpc::ServerContext* context, Request& r);
+  // The selection of the request's current policy from the prefill's statistics in
+  // `r.pre` (its ranking in `r`, its kept tokens in the stats, its time added to the
+  // select stage).
+  absl::StatusOr<select::Selection> SelectFromPrefill(Request& r);
   // Transfer streams until one answers (recovering per --on_transfer_failure), then
   // records the stats and writes them last.
   absl::Status Transfer(grpc::ServerContext* context,

@@ -44,9 +44,4 @@ std::vector<OperatingPoint> EstimateHistory::Discount(std::vector<OperatingPoint
   return points;
 }
 
-std::map<std::string, double> EstimateHistory::Shares() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return share_;
-}
-
 }  // namespace kvstream::control

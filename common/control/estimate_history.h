@@ -36,8 +36,6 @@ class EstimateHistory {
   double RejectionShare(const std::string& label) const;
   // `points` with each quality (and each band's) scaled by 1 - its rejection share.
   std::vector<OperatingPoint> Discount(std::vector<OperatingPoint> points) const;
-  // Every point with a share.
-  std::map<std::string, double> Shares() const;
 
  private:
   const double weight_, decay_;

@@ -60,7 +60,6 @@ absl::StatusOr<std::unique_ptr<QualityProbe>> QualityProbe::Create(
   RETURN_IF_ERROR(probe->ComputeReference(/*all_steps=*/false));
   probe->first_log_probs_ = probe->log_probs_.front();
   probe->first_top_ = probe->top_.front();
-  probe->confidence_ = std::exp(probe->first_log_probs_[probe->first_top_]);
   return probe;
 }
 
@@ -162,7 +161,7 @@ absl::StatusOr<QualityEstimate> QualityProbe::Estimate(const std::vector<int32_t
     e.p_top = 0;
     for (int s = 0; s < n; ++s) e.p_top += std::exp(Reference(s, n)[Top(s, n)]);
     e.p_top /= n;
-    e.confidence = confidence_;
+    e.confidence = confidence();
     e.seconds = Since(t0);
     return e;
   }
@@ -204,7 +203,7 @@ QualityEstimate QualityProbe::Compare(const std::vector<std::vector<double>>& pl
   e.kl /= n;
   e.agreement /= n;
   e.p_top /= n;
-  e.confidence = confidence_;
+  e.confidence = confidence();
   return e;
 }
 

@@ -6,6 +6,7 @@
 // and compares the next-token distributions with the full cache's at each step.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -59,7 +60,7 @@ class QualityProbe {
   const std::vector<int>& greedy() const { return top_; }
   double reference_seconds() const { return reference_seconds_; }
   // The full cache's probability of its own first greedy token.
-  double confidence() const { return confidence_; }
+  double confidence() const { return std::exp(first_log_probs_[first_top_]); }
 
  private:
   QualityProbe(Model& model, const KvCache& cache) : model_(model), cache_(cache) {}
@@ -91,7 +92,6 @@ class QualityProbe {
   std::vector<int> top_;                        // its greedy token per step
   std::vector<double> first_log_probs_;         // the first step's, as first computed
   int first_top_ = 0;
-  double confidence_ = 1;  // from the first reference computed
   double reference_seconds_ = 0;
 };
 

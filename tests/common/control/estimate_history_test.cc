@@ -48,7 +48,6 @@ TEST(EstimateHistoryTest, RejectionsPriceAPointDownAndDecayWithRequests) {
   ASSERT_EQ(last.size(), 1u) << "the tick that forgets a point reports it at 0";
   EXPECT_EQ(last.at(q2c.label()), 0.0);
   EXPECT_TRUE(h.Tick().empty());
-  EXPECT_TRUE(h.Shares().empty());
   EXPECT_DOUBLE_EQ(h.Discount({q2c})[0].quality, 1.0);
 }
 

@@ -43,6 +43,13 @@ class QualityProbeTest : public ::testing::Test {
     ASSERT_TRUE(m.ok()) << m.status();
     model_ = std::move(*m);
   }
+  // The whole prompt prefilled, caching all but its last token (whose logits the result
+  // carries), as the edge's prefill does.
+  absl::StatusOr<PrefillResult> PrefillButLast(const ChatPrompt& p) {
+    PrefillOptions po;
+    po.cache_tokens = static_cast<int>(p.tokens.size()) - 1;
+    return model_->Prefill(p.tokens, po);
+  }
   // The probe's estimate for each plan, summed over `prompts` (kept: every slot).
   std::vector<double> SummedKl(const std::vector<ChatPrompt>& prompts,
                                const std::vector<std::string>& specs) {
@@ -95,9 +102,7 @@ TEST_F(QualityProbeTest, LosslessPlanIsExactlyNoLoss) {
 // same greedy tokens, same estimates (up to float noise: another pass computed them).
 TEST_F(QualityProbeTest, PrefillLogitsSaveTheFirstStep) {
   for (const ChatPrompt& p : Prompts(3)) {
-    PrefillOptions po;
-    po.cache_tokens = static_cast<int>(p.tokens.size()) - 1;
-    auto pre = model_->Prefill(p.tokens, po);
+    auto pre = PrefillButLast(p);
     ASSERT_TRUE(pre.ok()) << pre.status();
     auto plain = QualityProbe::Create(*model_, *pre->cache, p.tokens.back(), 4);
     auto saved =
@@ -124,9 +129,7 @@ TEST_F(QualityProbeTest, PrefillLogitsSaveTheFirstStep) {
 // every slot is still exactly no loss.
 TEST_F(QualityProbeTest, OneStepUsesThePrefillLogitsAsTheReference) {
   for (const ChatPrompt& p : Prompts(3)) {
-    PrefillOptions po;
-    po.cache_tokens = static_cast<int>(p.tokens.size()) - 1;
-    auto pre = model_->Prefill(p.tokens, po);
+    auto pre = PrefillButLast(p);
     ASSERT_TRUE(pre.ok()) << pre.status();
     auto computed = QualityProbe::Create(*model_, *pre->cache, p.tokens.back(), 1);
     auto saved =
@@ -160,9 +163,7 @@ TEST_F(QualityProbeTest, OneStepUsesThePrefillLogitsAsTheReference) {
 // estimate first asks for them; an estimate may take fewer steps than the probe has.
 TEST_F(QualityProbeTest, LaterStepsAreComputedWhenFirstAskedFor) {
   for (const ChatPrompt& p : Prompts(2)) {
-    PrefillOptions po;
-    po.cache_tokens = static_cast<int>(p.tokens.size()) - 1;
-    auto pre = model_->Prefill(p.tokens, po);
+    auto pre = PrefillButLast(p);
     ASSERT_TRUE(pre.ok()) << pre.status();
     auto one =
         QualityProbe::Create(*model_, *pre->cache, p.tokens.back(), 1, {}, &pre->last_logits);
