@@ -51,8 +51,8 @@ ABSL_FLAG(
 ABSL_FLAG(std::string, target_tokens, "512", "Needle context length in tokens: N or a range A-B");
 ABSL_FLAG(std::string, records, "20", "Records per single/multi context: N or a range A-B");
 ABSL_FLAG(double, slo, 0.5, "TTFT SLO in seconds (adaptive-slo's target too)");
-ABSL_FLAG(std::string, models_dir, "testdata/models", "Directory with scout/ and large/");
-ABSL_FLAG(std::string, projection, "testdata/projections/scout_to_large.safetensors",
+ABSL_FLAG(std::string, models_dir, "testdata/models-2k", "Directory with scout/ and large/");
+ABSL_FLAG(std::string, projection, "testdata/projections/scout_to_large_2k.safetensors",
           "Projection the cloud serves for projected policies (scout -> large)");
 ABSL_FLAG(int, estimate_steps, 1,
           "Edge --estimate_steps: adaptive checks its kv plan on the scout first (0: off)");
@@ -61,10 +61,11 @@ ABSL_FLAG(bool, estimate_history, true,
 ABSL_FLAG(int, estimate_selection_steps, 3,
           "Edge --estimate_selection_steps: the estimate's least steps for a plan that keeps "
           "a selection (0: --estimate_steps alone)");
-ABSL_FLAG(double, kv_min_confidence, 0.5,
+ABSL_FLAG(double, kv_min_confidence, -1,
           "Edge --kv_min_confidence: adaptive does not answer with the scout when it is less "
-          "sure of its first answer token than this (0: off)");
-ABSL_FLAG(std::string, quality_table, "testdata/quality/tiny_mixed.json",
+          "sure of its first answer token than this (0: off; -1: the gate the quality table "
+          "was measured with)");
+ABSL_FLAG(std::string, quality_table, "testdata/quality/tiny2k_mixed.json",
           "Quality table for adaptive");
 ABSL_FLAG(double, emulate_prefill_tps, 0, "Cloud: emulate this prefill rate (tokens/s; 0: real)");
 ABSL_FLAG(double, emulate_decode_tps, 0, "Cloud: emulate this decode rate (tokens/s; 0: real)");

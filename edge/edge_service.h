@@ -100,7 +100,7 @@ struct EdgeOptions {
   // Adaptive, with the estimate: a kv point is rejected when the scout's own probability
   // of its first answer token (full cache) is below this (0: never), and the controller
   // chooses again among text and the same selection projected into the cloud model.
-  double kv_min_confidence = 0;  // --kv_min_confidence (0.5 by default there)
+  double kv_min_confidence = 0;  // --kv_min_confidence, or the quality table's (main.cc)
   // kv / projected requests without a selector, but adaptive ones with a TTFT target
   // (re-planned layer by layer after the prefill); an adaptive one's estimate runs after
   // the prefill, beside the rest of the transfer (needs estimate_overlap):

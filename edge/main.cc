@@ -44,7 +44,7 @@ ABSL_FLAG(std::string, cloud_lb, "round_robin",
           "a target whose addresses the edge can list) or pick_first (one replica until it "
           "fails)");
 ABSL_FLAG(
-    std::string, scout, "testdata/models/scout",
+    std::string, scout, "testdata/models-2k/scout",
     "Scout model directory (HF format, with tokenizer.json): prefills, selects and, in kv mode, "
     "is the model whose cache is sent (the cloud must serve the same model)");
 ABSL_FLAG(
@@ -91,7 +91,7 @@ ABSL_FLAG(std::string, uplink_trace, "",
           "overrides --uplink_mbps");
 ABSL_FLAG(double, one_way_delay_ms, 0,
           "Emulated one-way delay, added to the first message each way per request");
-ABSL_FLAG(std::string, quality_table, "testdata/quality/tiny_mixed.json",
+ABSL_FLAG(std::string, quality_table, "testdata/quality/tiny2k_mixed.json",
           "JSON operating points with expected quality for adaptive mode, measured for the --scout "
           "/ --cloud_model "
           "pair (bench/make_quality_table.sh; empty: adaptive requests are UNIMPLEMENTED)");
@@ -129,12 +129,14 @@ ABSL_FLAG(bool, answer_check, true,
           "Projected requests: Commit carries the scout's first answer token and the prompt's "
           "ids, and the cloud answers from the prompt (prefilled, as text) when its first token "
           "from the projected cache differs; RequestStats.answer_check says which");
-ABSL_FLAG(double, kv_min_confidence, 0.5,
+ABSL_FLAG(double, kv_min_confidence, -1,
           "Adaptive, with --estimate_steps: reject a kv plan (answered by the scout) when the "
           "scout's own probability of its first answer token is below this, and choose again "
           "among text and the same selection projected into the cloud model (0: off). The "
           "threshold belongs to the model pair: bench/calibrate_confidence.sh measures it "
-          "(0.5 suits testdata/models, 0.1 testdata/models-2k)");
+          "(0.1 for testdata/models-2k, 0.5 for testdata/models). -1: the gate the quality "
+          "table's kv rows were measured with (their \"kv_min_confidence\"), 0.5 when they "
+          "do not say");
 ABSL_FLAG(bool, estimate_overlap, true,
           "Adaptive: run the estimate while the plan's chunks are sent and hold Commit for its "
           "verdict (a rejected plan's stream is closed without Commit and the new choice sent), "
@@ -271,12 +273,6 @@ absl::Status ApplyTransferFlags(EdgeOptions& options) {
   options.estimate_min_agreement = absl::GetFlag(FLAGS_estimate_min_agreement);
   options.estimate_overlap = absl::GetFlag(FLAGS_estimate_overlap);
   options.answer_check = absl::GetFlag(FLAGS_answer_check);
-  options.kv_min_confidence = absl::GetFlag(FLAGS_kv_min_confidence);
-  if (!(options.kv_min_confidence >= 0 && options.kv_min_confidence <= 1)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--kv_min_confidence: expected a probability in [0, 1], found ",
-                     options.kv_min_confidence));
-  }
   options.layerwise = absl::GetFlag(FLAGS_layerwise);
   options.estimate_max_kl = absl::GetFlag(FLAGS_estimate_max_kl);
   if (options.estimate_steps < 0 || options.estimate_steps > 64) {
@@ -353,6 +349,39 @@ absl::Status ApplyPolicyFlags(EdgeOptions& options) {
   options.initial_rtt_seconds = absl::GetFlag(FLAGS_initial_rtt_ms) / 1000;
   if (options.initial_bandwidth_bps <= 0) {
     return absl::InvalidArgumentError("--initial_bandwidth_mbps must be > 0");
+  }
+  return absl::OkStatus();
+}
+
+// --kv_min_confidence, or (-1) the gate the quality table was measured with, said in the
+// log either way, with a warning when the two differ or when the gate cannot run.
+absl::Status ApplyGateFlag(EdgeOptions& options) {
+  const double flag = absl::GetFlag(FLAGS_kv_min_confidence);
+  if (!(flag == -1 || (flag >= 0 && flag <= 1))) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--kv_min_confidence: expected a probability in [0, 1] or -1 (the quality table's), "
+        "found ",
+        flag));
+  }
+  const std::optional<double> table = kvstream::control::MeasuredKvGate(options.quality_table);
+  options.kv_min_confidence = flag >= 0 ? flag : table.value_or(0.5);
+  const char* from = flag >= 0 ? "--kv_min_confidence"
+                     : table   ? "the quality table's kv rows"
+                     : options.quality_table.empty()
+                         ? "the default; no quality table"
+                         : "the default; the quality table does not say";
+  logging::Logf(logging::Level::kInfo, "edge", "kv confidence gate %g (%s)",
+                options.kv_min_confidence, from);
+  if (flag >= 0 && table && *table != flag) {
+    logging::Logf(logging::Level::kWarning, "edge",
+                  "--kv_min_confidence %g differs from the %g the quality table's kv rows were "
+                  "measured with: their quality may not hold",
+                  flag, *table);
+  }
+  if (options.kv_min_confidence > 0 && options.estimate_steps == 0) {
+    logging::Logf(logging::Level::kWarning, "edge",
+                  "the kv confidence gate runs with the quality estimate only; with "
+                  "--estimate_steps=0 the scout's unsure kv answers are sent as they are");
   }
   return absl::OkStatus();
 }
@@ -442,6 +471,7 @@ absl::StatusOr<EdgeOptions> OptionsFromFlags(kvstream::net::ServeOptions& so) {
   kvstream::net::WarnIfOpen("edge", absl::GetFlag(FLAGS_listen),
                             !absl::GetFlag(FLAGS_tls_cert).empty(), options.auth != nullptr);
   RETURN_IF_ERROR(ApplyPolicyFlags(options));
+  RETURN_IF_ERROR(ApplyGateFlag(options));
   RETURN_IF_ERROR(ApplyLinkFlags(options));
   ASSIGN_OR_RETURN(
       const kvstream::base::WorkerSplit split,

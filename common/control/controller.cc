@@ -271,6 +271,37 @@ absl::Status ParseFallback(const nlohmann::json& e, const std::string& where, Qu
   return absl::OkStatus();
 }
 
+// A kv row's optional "kv_min_confidence", the gate its answers went through.
+absl::Status ParseGate(const nlohmann::json& e, const std::string& where, OperatingPoint& p) {
+  if (!e.contains("kv_min_confidence")) return absl::OkStatus();
+  const nlohmann::json& g = e["kv_min_confidence"];
+  if (p.mode != kvstream::v1::MODE_KV) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": kv_min_confidence belongs to kv rows, found it on a ",
+                     pipeline::ModeName(p.mode), " row"));
+  }
+  if (!g.is_number() || !(g.get<double>() >= 0 && g.get<double>() <= 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": kv_min_confidence must be a probability in [0, 1], found ",
+                     g.dump().substr(0, 40)));
+  }
+  p.kv_min_confidence = g.get<double>();
+  return absl::OkStatus();
+}
+
+// Every kv row states the same gate, or none does: one edge runs one gate, so a table
+// measured under two would price some points for answers the edge does not give.
+absl::Status CheckOneGate(const OperatingPoint& p, const std::string& where,
+                          std::optional<double>& first) {
+  if (p.mode != kvstream::v1::MODE_KV) return absl::OkStatus();
+  if (!first) first = p.kv_min_confidence;
+  if (*first == p.kv_min_confidence) return absl::OkStatus();
+  const auto name = [](double g) { return g < 0 ? std::string("none") : absl::StrCat(g); };
+  return absl::InvalidArgumentError(absl::StrCat(
+      where, ": kv_min_confidence ", name(p.kv_min_confidence), ", where an earlier kv row states ",
+      name(*first), " (a table's kv rows are measured under one gate)"));
+}
+
 // How far a prompt of `n` tokens lies outside `b`'s range (0 inside it).
 int64_t Distance(const QualityBand& b, int n) {
   if (n < b.min_tokens) return static_cast<int64_t>(b.min_tokens) - n;
@@ -389,9 +420,12 @@ absl::StatusOr<std::vector<OperatingPoint>> ParseQualityTable(const std::string&
         absl::StrCat(source, ": expected a JSON array of operating points"));
   }
   std::vector<OperatingPoint> out;
+  std::optional<double> gate;
   for (size_t i = 0; i < j.size(); ++i) {
     const std::string where = absl::StrCat(source, "[", i, "]");
     ASSIGN_OR_RETURN(OperatingPoint p, ParsePoint(j[i], where));
+    RETURN_IF_ERROR(ParseGate(j[i], where, p));
+    RETURN_IF_ERROR(CheckOneGate(p, where, gate));
     ASSIGN_OR_RETURN(const QualityBand band, ParseBand(j[i], where, p.quality));
     p.fallback_share = band.fallback;
     p.bands = {band};
@@ -399,6 +433,13 @@ absl::StatusOr<std::vector<OperatingPoint>> ParseQualityTable(const std::string&
   }
   if (out.empty()) return absl::InvalidArgumentError(absl::StrCat(source, ": no operating points"));
   return out;
+}
+
+std::optional<double> MeasuredKvGate(const std::vector<OperatingPoint>& points) {
+  for (const OperatingPoint& p : points) {
+    if (p.mode == kvstream::v1::MODE_KV && p.kv_min_confidence >= 0) return p.kv_min_confidence;
+  }
+  return std::nullopt;
 }
 
 std::vector<OperatingPoint> AtPromptLength(const std::vector<OperatingPoint>& points,

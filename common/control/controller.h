@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -136,8 +137,15 @@ struct OperatingPoint {
   // those AtPromptLength applies; the cost model adds it to the point's cloud time.
   double fallback_share = 0;
   std::vector<QualityBand> bands;  // every row measured for this point
+  // kv: the edge's --kv_min_confidence its rows were measured with (the scout's unsure
+  // answers replaced by the large model's text answers), -1 when the table does not say.
+  double kv_min_confidence = -1;
   std::string label() const;
 };
+
+// The confidence gate a table's kv rows were measured with (ParseQualityTable holds every
+// kv row to one value), or nullopt when they do not say.
+std::optional<double> MeasuredKvGate(const std::vector<OperatingPoint>& points);
 
 // `points` priced for a prompt of `prompt_tokens` tokens: for each task kind, the point's
 // rows whose length range holds the prompt (the lowest quality among them), or, when none
@@ -203,9 +211,10 @@ absl::StatusOr<int> ReplanRung(const std::vector<std::string>& ladder, int curre
 // `kvstream eval --json` output is a table. A row may name the task kind it was measured
 // on ("kind": "needle"), the prompt lengths it was measured over ("tokens": [400, 600])
 // and, for a projected point, the share its answer check answered from the prompt
-// ("answered_from_prompt": 0.3); rows for one point become one point whose quality is the lowest
-// among them (AtPromptLength narrows that to the rows that apply at a prompt's length). `source`
-// names the file in errors.
+// ("answered_from_prompt": 0.3); kv rows may state the confidence gate their answers went
+// through ("kv_min_confidence": 0.1; all kv rows or none, one value); rows for one point become one
+// point whose quality is the lowest among them (AtPromptLength narrows that to the rows that apply
+// at a prompt's length). `source` names the file in errors.
 absl::StatusOr<std::vector<OperatingPoint>> ParseQualityTable(const std::string& json,
                                                               const std::string& source);
 absl::StatusOr<std::vector<OperatingPoint>> LoadQualityTable(const std::string& path);

@@ -45,9 +45,9 @@ namespace {
 using kvstream::v1::Downlink;
 using kvstream::v1::Uplink;
 
-constexpr char kScout[] = "testdata/models/scout";
-constexpr char kLarge[] = "testdata/models/large";
-constexpr char kProjection[] = "testdata/projections/scout_to_large.safetensors";
+constexpr char kScout[] = "testdata/models-2k/scout";
+constexpr char kLarge[] = "testdata/models-2k/large";
+constexpr char kProjection[] = "testdata/projections/scout_to_large_2k.safetensors";
 constexpr char kSystem[] = "Answer with the value from the context.";
 
 using testing::Daemon;
@@ -1268,7 +1268,7 @@ TEST_F(DaemonsTest, AdaptiveModeSendsTextOnASlowLinkWhenTextAnswersAsWell) {
   ASSERT_TRUE(StartDaemon(edge, *work_, "edge-adaptive-text", "kvstream-edge",
                           {absl::StrCat("--scout=", kScout),
                            absl::StrCat("--cloud=127.0.0.1:", cloud_->port), "--cloud_model=large",
-                           "--uplink_mbps=2", "--quality_table=testdata/quality/tiny_mixed.json",
+                           "--uplink_mbps=2", "--quality_table=testdata/quality/tiny2k_mixed.json",
                            "--mode=adaptive", "--initial_bandwidth_mbps=2"})
                   .ok());
   auto stub =
@@ -1433,15 +1433,16 @@ TEST_F(DaemonsTest, AdaptiveKeepsMoreWhenTheEstimateRejectsASelection) {
 
 // A kv answer is the scout's own: when the scout is unsure of its first answer token
 // (--kv_min_confidence), adaptive does not send a kv plan however faithful, and answers
-// with the cloud model instead (text, or the same selection projected into it).
+// with the cloud model instead (text, or the same selection projected into it). The
+// gate is the one the table's kv rows were measured with unless the flag sets one.
 TEST_F(DaemonsTest, AdaptiveAnswersWithTheCloudModelWhenTheScoutIsUnsure) {
+  const std::string table =
+      R"([{"mode": "kv", "spec": "int8", "quality": 1.0, "kv_min_confidence": 0.99999},
+          {"mode": "projected", "spec": "int8", "quality": 0.5},
+          {"mode": "text", "quality": 0.1}])";
   Daemon edge;
-  auto stub = StartAdaptiveEdge(
-      edge, "edge-unsure",
-      R"([{"mode": "kv", "spec": "int8", "quality": 1.0},
-                                    {"mode": "projected", "spec": "int8", "quality": 0.5},
-                                    {"mode": "text", "quality": 0.1}])",
-      {"--initial_bandwidth_mbps=100", "--initial_rtt_ms=1", "--kv_min_confidence=0.99999"});
+  auto stub = StartAdaptiveEdge(edge, "edge-unsure", table,
+                                {"--initial_bandwidth_mbps=100", "--initial_rtt_ms=1"});
   ASSERT_TRUE(stub.ok()) << stub.status();
   net::AskCall call;
   call.timeout_seconds = 60;
@@ -1453,7 +1454,9 @@ TEST_F(DaemonsTest, AdaptiveAnswersWithTheCloudModelWhenTheScoutIsUnsure) {
   EXPECT_NE(s.estimates(0).point().find("kv full int8"), std::string::npos) << s.decision();
   EXPECT_FALSE(s.estimates(0).accepted());
   EXPECT_EQ(s.estimates(0).agreement(), 1.0) << "the plan itself was faithful";
-  EXPECT_GT(s.estimates(0).confidence(), 0.0);
+  // Surer than the 0.5 an edge runs with when its table says nothing: the table's gate
+  // rejected it.
+  EXPECT_GT(s.estimates(0).confidence(), 0.5);
   EXPECT_LT(s.estimates(0).confidence(), 0.99999);
   // Projected is the best of the rest: the scout's cache, the large model's answer.
   EXPECT_EQ(s.mode(), kvstream::v1::MODE_PROJECTED) << s.decision();
@@ -1466,7 +1469,22 @@ TEST_F(DaemonsTest, AdaptiveAnswersWithTheCloudModelWhenTheScoutIsUnsure) {
   EXPECT_FALSE(r->token_ids.empty());
   EXPECT_EQ(WaitForSessions(*cloud_stub_, 0), 0u);
 
-  // With nothing but kv in the table, the scout's answer is the only one: it is kept.
+  // The flag wins over the table: with the gate off the faithful kv plan is sent.
+  Daemon ungated;
+  auto ungated_stub = StartAdaptiveEdge(
+      ungated, "edge-unsure-ungated", table,
+      {"--initial_bandwidth_mbps=100", "--initial_rtt_ms=1", "--kv_min_confidence=0"});
+  ASSERT_TRUE(ungated_stub.ok()) << ungated_stub.status();
+  auto sent =
+      net::Ask(**ungated_stub, Request((*examples_)[2], kvstream::v1::MODE_ADAPTIVE, "", ""), call);
+  EXPECT_TRUE(ungated.process.Stop(20).ok());
+  ASSERT_TRUE(sent.ok()) << sent.status();
+  EXPECT_EQ(sent->stats.mode(), kvstream::v1::MODE_KV) << sent->stats.decision();
+  ASSERT_EQ(sent->stats.estimates_size(), 1) << sent->stats.decision();
+  EXPECT_TRUE(sent->stats.estimates(0).accepted());
+
+  // With nothing but kv in the table, the scout's answer is the only one: it is kept
+  // (here the gate comes from the flag, the table stating none).
   Daemon kv_only;
   auto kv_stub = StartAdaptiveEdge(
       kv_only, "edge-unsure-kv-only", R"([{"mode": "kv", "spec": "int8", "quality": 1.0}])",

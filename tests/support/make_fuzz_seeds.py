@@ -254,9 +254,15 @@ write(PROJ, "bad_text_format", b"\0" + json.dumps({**proj_header(), "format": 2}
 
 # ---- quality tables --------------------------------------------------------------------
 QT = "common/control/quality_table_fuzz_corpus"
-for table in ("tiny_needle512", "tiny_mixed"):
+for table in ("tiny_needle512", "tiny_mixed", "tiny2k_mixed"):
     with open(os.path.join(ROOT, "testdata/quality/%s.json" % table), "rb") as f:
         write(QT, "valid_" + table, f.read())
+write(QT, "bad_gate_twice", json.dumps([
+    {"mode": "kv", "spec": "int4", "quality": 0.9, "kv_min_confidence": 0.1},
+    {"mode": "kv", "spec": "int8", "quality": 1.0, "kv_min_confidence": 0.5}]))
+write(QT, "bad_gate_on_text", json.dumps([{"mode": "text", "quality": 1.0, "kv_min_confidence": 0.5}]))
+write(QT, "wrong_type_gate_string",
+      json.dumps([{"mode": "kv", "spec": "int4", "quality": 0.9, "kv_min_confidence": "high"}]))
 write(QT, "valid_kinds_merged", json.dumps([
     {"mode": "kv", "spec": "int4", "kind": "needle", "quality": 0.9},
     {"mode": "kv", "spec": "int4", "kind": "single", "quality": 0.4},

@@ -28,6 +28,10 @@ refuses "$EDGE" "--chunk_bytes: expected 1024..8388608 (chunks stay under the 16
 refuses "$EDGE" "--mode: expected kv, projected, scout, text or adaptive; found 'bogus'" "${edge[@]}" --mode=bogus
 refuses "$EDGE" "--mode=adaptive needs --quality_table" "${edge[@]}" --mode=adaptive --quality_table=
 refuses "$EDGE" "--quality_floor: expected a share in [0, 1]" "${edge[@]}" --quality_floor=2
+refuses "$EDGE" "--kv_min_confidence: expected a probability in [0, 1] or -1 (the quality table's), found 2" \
+  "${edge[@]}" --kv_min_confidence=2
+refuses "$EDGE" "--kv_min_confidence: expected a probability in [0, 1] or -1 (the quality table's), found -0.5" \
+  "${edge[@]}" --kv_min_confidence=-0.5
 refuses "$EDGE" "--one_way_delay_ms and --uplink_mbps must be >= 0" "${edge[@]}" --uplink_mbps=-1
 refuses "$EDGE" "--transfer_retries: expected 0 to 10, found 50" "${edge[@]}" --transfer_retries=50
 refuses "$EDGE" "--on_transfer_failure: expected fail, retry or text, found 'x'" "${edge[@]}" --on_transfer_failure=x

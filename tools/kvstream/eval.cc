@@ -34,7 +34,7 @@
 #include "common/pipeline/pipeline.h"
 #include "tools/kvstream/commands.h"
 
-ABSL_FLAG(std::string, model, "testdata/models/large", "Model directory that answers");
+ABSL_FLAG(std::string, model, "testdata/models-2k/large", "Model directory that answers");
 ABSL_FLAG(std::string, scout, "",
           "Scout model directory for scout mode (its selection, --model's prefill)");
 ABSL_FLAG(std::string, tasks, "", "SQuAD-format JSON to evaluate; empty: generate --kind tasks");
@@ -73,8 +73,9 @@ ABSL_FLAG(double, kv_min_confidence, 0,
           "answering model's own probability of its first answer token is below this, the "
           "answer is --fallback_model's text answer (counted as answered from the prompt; the "
           "estimate's figures judge the kv answer itself; 0: off)");
-ABSL_FLAG(std::string, fallback_model, "testdata/models/large",
-          "eval --kv_min_confidence: the model whose text answer replaces an unsure kv answer");
+ABSL_FLAG(std::string, fallback_model, "",
+          "eval --kv_min_confidence: the model whose text answer replaces an unsure kv answer "
+          "(empty: the large/ directory beside --model, as in testdata/models-2k)");
 ABSL_FLAG(std::string, answers_csv, "",
           "eval: write every answer as CSV (variant, example id, question, the answer given, the "
           "gold answers joined by '|', exact match, F1), to see what a model says, not only how "
@@ -309,6 +310,15 @@ struct Senders {
   std::optional<std::string> fallback_answer;
 };
 
+// --fallback_model, or the large/ directory beside --model.
+std::string FallbackModel() {
+  if (!absl::GetFlag(FLAGS_fallback_model).empty()) return absl::GetFlag(FLAGS_fallback_model);
+  std::string model = absl::GetFlag(FLAGS_model);
+  while (model.size() > 1 && model.back() == '/') model.pop_back();
+  const size_t slash = model.rfind('/');
+  return slash == std::string::npos ? "large" : model.substr(0, slash) + "/large";
+}
+
 // One sweep: the models, the examples, the variants, and the answering side as the
 // cloud serves --model; Run evaluates every variant on every example.
 class Evaluation {
@@ -316,6 +326,10 @@ class Evaluation {
   absl::Status Load(const Sweep& sweep) {
     using model::Model;
     model::SetComputeThreads(absl::GetFlag(FLAGS_threads));
+    if (const double g = absl::GetFlag(FLAGS_kv_min_confidence); !(g >= 0 && g <= 1)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--kv_min_confidence: expected a probability in [0, 1], found ", g));
+    }
     ASSIGN_OR_RETURN(answerer_, Model::Load(absl::GetFlag(FLAGS_model)));
     ASSIGN_OR_RETURN(tok_, model::Tokenizer::Load(absl::GetFlag(FLAGS_model) + "/tokenizer.json"));
     if (!absl::GetFlag(FLAGS_scout).empty()) {
@@ -346,7 +360,7 @@ class Evaluation {
                         static_cast<uint32_t>(sampling_tokens)};
     receiver_.stop_tokens = pipeline::StopTokens(*answerer_, tok_.get());
     if (absl::GetFlag(FLAGS_kv_min_confidence) > 0 && modes.count("kv")) {
-      ASSIGN_OR_RETURN(fallback_, Model::Load(absl::GetFlag(FLAGS_fallback_model)));
+      ASSIGN_OR_RETURN(fallback_, Model::Load(FallbackModel()));
       fallback_receiver_ = receiver_;
       fallback_receiver_.model = fallback_.get();
       fallback_receiver_.stop_tokens = pipeline::StopTokens(*fallback_, tok_.get());
@@ -531,6 +545,9 @@ class Evaluation {
                       {"answered_from_prompt", static_cast<double>(v.from_prompt) / v.n}});
       if (!lengths_.empty()) {  // the prompt lengths measured over, as quality tables state them
         rows.back()["tokens"] = {*lengths_.begin(), *lengths_.rbegin()};
+      }
+      if (v.mode == "kv") {  // the gate its answers went through (0: none)
+        rows.back()["kv_min_confidence"] = absl::GetFlag(FLAGS_kv_min_confidence);
       }
       if (v.from_prompt > 0) {
         std::printf("%9s answer check: %d of %d answered from the prompt\n", "", v.from_prompt,

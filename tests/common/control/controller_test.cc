@@ -452,6 +452,27 @@ TEST(QualityTableTest, ParsesAndRejectsWithThePlace) {
       ParseQualityTable(R"([{"mode": "projected", "spec": "int9", "quality": 1}])", "t").ok());
 }
 
+// A table's kv rows say which confidence gate their answers went through, so the edge
+// can run with the gate its table was measured under; a table that does not say has none.
+TEST(QualityTableTest, KvRowsCarryTheGateTheyWereMeasuredWith) {
+  auto t = ParseQualityTable(R"([{"mode": "text", "quality": 0.9},
+      {"mode": "kv", "spec": "int4", "quality": 1, "kv_min_confidence": 0.1},
+      {"mode": "kv", "spec": "int2", "quality": 0.5, "kv_min_confidence": 0.1}])",
+                             "t");
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ((*t)[0].kv_min_confidence, -1);
+  EXPECT_EQ((*t)[2].kv_min_confidence, 0.1);
+  ASSERT_TRUE(MeasuredKvGate(*t).has_value());
+  EXPECT_EQ(*MeasuredKvGate(*t), 0.1);
+  auto unstated = ParseQualityTable(R"([{"mode": "kv", "spec": "int4", "quality": 1}])", "t");
+  ASSERT_TRUE(unstated.ok()) << unstated.status();
+  EXPECT_FALSE(MeasuredKvGate(*unstated).has_value());
+  // A gate of zero (measured without one) is a statement too.
+  auto off = ParseQualityTable(R"([{"mode": "kv", "quality": 1, "kv_min_confidence": 0}])", "t");
+  ASSERT_TRUE(off.ok()) << off.status();
+  EXPECT_EQ(MeasuredKvGate(*off), std::optional<double>(0.0));
+}
+
 // Every malformed table is INVALID_ARGUMENT naming the file, the entry and the field,
 // with what was expected and what was found; none throws.
 TEST(QualityTableTest, MalformedTablesNameTheEntryAndField) {
@@ -492,6 +513,17 @@ TEST(QualityTableTest, MalformedTablesNameTheEntryAndField) {
            {R"([{"mode": "kv", "quality": 1, "tokens": [0, 400]}])", "found [0,400]"},
            {R"([{"mode": "kv", "quality": 1, "tokens": [1.5, 400]}])", "found [1.5,400]"},
            {R"([{"mode": "kv", "quality": 1, "tokens": [1, 2, 3]}])", "found [1,2,3]"},
+           {R"([{"mode": "kv", "quality": 1, "kv_min_confidence": 1.5}])",
+            "q.json[0]: kv_min_confidence must be a probability in [0, 1], found 1.5"},
+           {R"([{"mode": "kv", "quality": 1, "kv_min_confidence": "low"}])", "found \"low\""},
+           {R"([{"mode": "text", "quality": 1, "kv_min_confidence": 0.5}])",
+            "q.json[0]: kv_min_confidence belongs to kv rows, found it on a text row"},
+           {R"([{"mode": "kv", "quality": 1, "kv_min_confidence": 0.1},
+                {"mode": "kv", "spec": "int4", "quality": 1, "kv_min_confidence": 0.5}])",
+            "q.json[1]: kv_min_confidence 0.5, where an earlier kv row states 0.1"},
+           {R"([{"mode": "kv", "quality": 1, "kv_min_confidence": 0.1},
+                {"mode": "kv", "spec": "int4", "quality": 1}])",
+            "q.json[1]: kv_min_confidence none, where an earlier kv row states 0.1"},
        }) {
     auto t = ParseQualityTable(b.json, "q.json");
     EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument) << b.json;
