@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # Projected mode with and without the cloud's answer check (Commit.check): kvstream eval
-# on the tiny models (scout -> large through the committed projection), single-hop
-# questions (40-64 records) and needles (400-600 tokens), N questions each, with the
-# projection alone and with the check; text mode beside them. Writes
-# bench/results/answer_check_{single,needle}_{off,on}.{txt,json} and answer_check.md.
-# About 2 minutes on 2 cores.
+# on a tiny pair (MODELS, default testdata/models-2k, scout -> large through its
+# PROJECTION, as bench/pair.sh sets them), single-hop questions (40-64 records) and
+# needles (400-600 tokens), N questions each, with the projection alone and with the
+# check; text mode beside them. Writes answer_check_{single,needle}_{off,on}.{txt,json}
+# and answer_check.md to OUT (default: RESULTS, bench/results for the default pair).
+# About 1 minute on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/pair.sh  # MODELS (default testdata/models-2k), its PROJECTION and RESULTS
+: "${PROJECTION:?MODELS=$MODELS: expected PROJECTION, the projection file of that pair}"
 BIN=${BUILD_DIR:-build}/bin
-out=${OUT:-bench/results}
+out=${OUT:-$RESULTS}
+mkdir -p "$out"
 n=${N:-60}
-common=(--model=testdata/models/large --scout=testdata/models/scout
-        --projection=testdata/projections/scout_to_large.safetensors --modes=text,projected
+common=(--model="$MODELS/large" --scout="$MODELS/scout"
+        --projection="$PROJECTION" --modes=text,projected
         --selectors=full,q2c --retentions=0.5 "--specs=int8;int4;int2" --n="$n" --threads=1)
 for task in single:--records=40-64 needle:--target_tokens=400-600; do
   kind=${task%%:*} shape=${task#*:}
@@ -21,10 +25,10 @@ for task in single:--records=40-64 needle:--target_tokens=400-600; do
       --json="$out/answer_check_${kind}_${check}.json" > "$out/answer_check_${kind}_${check}.txt"
   done
 done
-/usr/bin/python3 - "$out" "$n" > "$out/answer_check.md" <<'PY'
+/usr/bin/python3 - "$out" "$n" "$MODELS" > "$out/answer_check.md" <<'PY'
 import json, sys
-out, n = sys.argv[1], sys.argv[2]
-print(f"Projected mode with and without the answer check: tiny scout -> large, {n} questions")
+out, n, models = sys.argv[1], sys.argv[2], sys.argv[3]
+print(f"Projected mode with and without the answer check: {models} scout -> large, {n} questions")
 print("per task (single: 40-64 records; needle: 400-600 tokens), F1 with its 95% interval.\n")
 print("| task | selector | keep | spec | F1 projection alone | F1 with the check | answered from the prompt | cloud ms alone | cloud ms with |")
 print("|---|---|---|---|---|---|---|---|---|")

@@ -6,7 +6,7 @@
 # instead); bench/calibrate_confidence.py then routes every answer at each threshold and
 # picks the lowest one whose routed F1 over all bands is within one answer of the best
 # any threshold reaches (the fewest detours for the answers the gate can save).
-# Usage: [MODELS=testdata/models] [N=40] [KINDS="needle single multi"] [THREADS=1]
+# Usage: [MODELS=testdata/models-2k] [N=40] [KINDS="needle single MULTI_KIND"] [THREADS=1]
 #        [NEEDLE_TOKENS="400-600 900-1150"] [SINGLE_RECORDS="40-64 110-140"]
 #        bench/calibrate_confidence.sh [OUT_DIR]
 # (the bands of bench/task_bands.sh, the quality tables' too)
@@ -15,10 +15,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BUILD_DIR:-build}/bin
-MODELS=${MODELS:-testdata/models}
+source bench/pair.sh
 out=${1:-bench/results/confidence_$(basename "$MODELS")}
 N=${N:-40}
-KINDS=${KINDS:-needle single multi}
+KINDS=${KINDS:-needle single ${MULTI_KIND:-multi}}
 THREADS=${THREADS:-1}
 source bench/task_bands.sh
 mkdir -p "$out"

@@ -6,45 +6,39 @@
 # the mixed table also on needles and single-hop questions of about 1,000 tokens and on
 # multi-hop questions (48-64 records, about 500 tokens); and the needle table on
 # ~1,000-token single-hop questions with and without the edge's --kv_min_confidence gate.
-# Writes heldout_*.csv, heldout_summary.md and heldout.png to OUT (default bench/results).
-# ESTIMATE_STEPS and KV_MIN_CONFIDENCE set the edge's flags of those names (defaults 1
-# and 0.5, the edge's; bench/calibrate_confidence.sh measures a pair's gate),
-# SELECTION_STEPS its --estimate_selection_steps (default 3, the edge's), HISTORY
-# its --estimate_history (default true);
-# MULTI_KIND the multi-hop format (multi; multi_lives for testdata/models, as its
-# committed results were measured). About 5 minutes on 2 cores. Another model pair:
-# MODELS (a directory with scout/ and
-# large/) with its PROJECTION and MIXED_TABLE (a table measured on it); the needle and
-# single-hop tables (NEEDLE_TABLE, SINGLE_TABLE) belong to testdata/models, so with
-# another pair only the mixed-table cells run unless both are given. CELLS (a regular
-# expression) runs only the cells whose names match; the summary covers the cells run.
+# Writes heldout_*.csv, heldout_summary.md and heldout.png to OUT (default
+# bench/results/heldout_models-2k for the default pair, bench/results for testdata/models).
+# The pair: MODELS and its files, as bench/pair.sh sets them (PROJECTION, MIXED_TABLE,
+# NEEDLE_TABLE, SINGLE_TABLE, MULTI_KIND); with another pair only the mixed-table cells
+# run unless NEEDLE_TABLE and SINGLE_TABLE are given. ESTIMATE_STEPS sets the edge's
+# --estimate_steps (default 1, the edge's), SELECTION_STEPS its
+# --estimate_selection_steps (default 3), HISTORY its --estimate_history (default true),
+# KV_MIN_CONFIDENCE its --kv_min_confidence where the gate is on (default -1, the gate
+# the quality table was measured with, as the edge's). About 5 minutes on 2 cores.
+# CELLS (a regular expression) runs only the cells whose names match; the summary covers
+# the cells run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BUILD_DIR:-build}/bin
-out=${OUT:-bench/results}
 N=${N:-16}
 steps=${ESTIMATE_STEPS:-1}  # the edge's --estimate_steps where the estimate is on
 selection_steps=${SELECTION_STEPS:-3}  # its --estimate_selection_steps (0: ESTIMATE_STEPS alone)
 history=${HISTORY:-true}  # its --estimate_history
-gate=${KV_MIN_CONFIDENCE:-0.5}  # the edge's --kv_min_confidence where the gate is on
-MODELS=${MODELS:-testdata/models}
-# Multi-hop questions: the committed results for testdata/models were measured in the
-# format now called multi_lives (neither format is answered by that pair).
+gate=${KV_MIN_CONFIDENCE:--1}  # the edge's --kv_min_confidence where the gate is on
+source bench/pair.sh
+out=${OUT:-$([[ $MODELS == testdata/models ]] && echo bench/results || echo "bench/results/heldout_$(basename "$MODELS")")}
+for v in PROJECTION MIXED_TABLE; do
+  [[ -n ${!v:-} ]] || { echo "heldout.sh: MODELS=$MODELS: expected $v for that pair" >&2; exit 2; }
+done
+mkdir -p "$out"
+[[ -n ${NEEDLE_TABLE:-} && -n ${SINGLE_TABLE:-} ]] || CELLS=${CELLS:-^mixed-table}
 multi=${MULTI_KIND:-multi}
-[[ $MODELS == testdata/models && -z ${MULTI_KIND:-} ]] && multi=multi_lives
-if [[ $MODELS != testdata/models ]]; then
-  for v in PROJECTION MIXED_TABLE; do
-    [[ -n ${!v:-} ]] || { echo "heldout.sh: MODELS=$MODELS: expected $v for that pair" >&2; exit 2; }
-  done
-  [[ -n ${NEEDLE_TABLE:-} && -n ${SINGLE_TABLE:-} ]] || CELLS=${CELLS:-^mixed-table}
-fi
-PROJECTION=${PROJECTION:-testdata/projections/scout_to_large.safetensors}
-mixed=${MIXED_TABLE:-testdata/quality/tiny_mixed.json}
-needle_table=${NEEDLE_TABLE:-testdata/quality/tiny_needle512.json}
-single_table=${SINGLE_TABLE:-bench/results/heldout_table_single.json}
+mixed=$MIXED_TABLE
+needle_table=${NEEDLE_TABLE:-}
+single_table=${SINGLE_TABLE:-}
 CELLS=${CELLS:-.}
-if [[ ! -s $single_table && single-table_needle-questions =~ $CELLS ]]; then
-  KV_MIN_CONFIDENCE=0.5 KINDS=single N=20 bench/make_quality_table.sh "$single_table" >/dev/null
+if [[ -n $single_table && ! -s $single_table && single-table_needle-questions =~ $CELLS ]]; then
+  KV_MIN_CONFIDENCE=${KV_GATE:-0.5} KINDS=single N=20 bench/make_quality_table.sh "$single_table" >/dev/null
 fi
 written=()
 policies=text,kv-int4,kv-q2c50-int4,projected-int4,adaptive

@@ -1,38 +1,51 @@
 #!/usr/bin/env bash
-# Measures a quality table for the tiny models (adaptive mode's expected quality per
+# Measures a quality table for a tiny model pair (adaptive mode's expected quality per
 # operating point): F1 per task kind and prompt length band, `large` answering in text
-# and scout modes and from the scout's cache in projected mode
-# (testdata/projections/scout_to_large.safetensors; with the answer check, as the edge
-# sends projected requests by default), the scout's own cache in kv mode (with the
-# edge's confidence gate, KV_MIN_CONFIDENCE).
+# and scout modes and from the scout's cache in projected mode (through the pair's
+# PROJECTION, with the answer check, as the edge sends projected requests by default),
+# the scout's own cache in kv mode (with the edge's confidence gate, KV_MIN_CONFIDENCE,
+# default the pair's KV_GATE, written into every kv row as "kv_min_confidence" so the
+# edge runs with the gate the table was measured under).
 # Each row names its kind and the prompt lengths it was measured over ("tokens"); the
 # edge prices a request by each kind's row at (or nearest) its length and keeps the
 # lowest over kinds. Prompt lengths are sampled per band: needles of NEEDLE_TOKENS
 # (400-600 and 900-1150) tokens, single-hop contexts of SINGLE_RECORDS (40-64 and
 # 110-140) records, about 500 and 1,000 tokens.
-# Usage: [N=20] [THREADS=0] [KINDS="needle single"] [MODELS=testdata/models]
-#        [PROJECTION=testdata/projections/scout_to_large.safetensors]
+# Usage: [N=20] [THREADS=0] [KINDS="needle single"] [MODELS=testdata/models-2k]
 #        bench/make_quality_table.sh [OUT.json]
-# (default testdata/quality/tiny_mixed.json; the older needle-only table,
-# testdata/quality/tiny_needle512.json, is KINDS=needle NEEDLE_TOKENS=512; MODELS is a
-# directory with scout/ and large/, e.g. testdata/models-2k with its projection).
+# (MODELS and its PROJECTION as bench/pair.sh sets them; default OUT: the pair's
+# MIXED_TABLE, testdata/quality/tiny2k_mixed.json for the default pair,
+# testdata/quality/tiny_mixed.json for testdata/models; a needle-only table such as
+# tiny2k_needle512.json is KINDS=needle NEEDLE_TOKENS=512).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MODELS=${MODELS:-testdata/models}
-if [[ -z ${1:-} && $MODELS != testdata/models ]]; then
-  echo "make_quality_table.sh: MODELS=$MODELS: expected an output path (the default," \
-    "testdata/quality/tiny_mixed.json, is the table of testdata/models)" >&2
+source bench/pair.sh
+[[ $# == 0 || -n $1 ]] || { echo "make_quality_table.sh: expected an output path, found ''" >&2; exit 2; }
+OUT=${1:-${MIXED_TABLE:-}}
+# kv rows as the adaptive edge answers them with its --kv_min_confidence: an answer the
+# scout is unsure of comes from the large model's text answer instead. -1 (the edge's
+# "the table's gate") means the pair's.
+KV_MIN_CONFIDENCE=${KV_MIN_CONFIDENCE:-${KV_GATE:-}}
+[[ $KV_MIN_CONFIDENCE == -1 ]] && KV_MIN_CONFIDENCE=${KV_GATE:-}
+missing=()
+[[ -n $OUT ]] || missing+=("an output path")
+[[ -n ${PROJECTION:-} ]] || missing+=(PROJECTION)
+[[ -n $KV_MIN_CONFIDENCE ]] || missing+=(KV_MIN_CONFIDENCE)
+if ((${#missing[@]})); then
+  list=$(printf ', %s' "${missing[@]}")
+  echo "make_quality_table.sh: MODELS=$MODELS: expected ${list:2} for that pair" >&2
   exit 2
 fi
-OUT=${1:-testdata/quality/tiny_mixed.json}
+/usr/bin/python3 -c 'import sys; g = float(sys.argv[1]); sys.exit(not 0 <= g <= 1)' \
+  "$KV_MIN_CONFIDENCE" 2>/dev/null || {
+  echo "make_quality_table.sh: KV_MIN_CONFIDENCE: expected a probability in [0, 1]," \
+    "found '$KV_MIN_CONFIDENCE'" >&2
+  exit 2
+}
 KINDS=${KINDS:-needle single}
 BIN=${BUILD_DIR:-build}/bin
 N=${N:-20}
-PROJECTION=${PROJECTION:-testdata/projections/scout_to_large.safetensors}
 THREADS=${THREADS:-0}  # libtorch threads per eval (0: every core)
-# kv rows as the adaptive edge answers them with its --kv_min_confidence (default 0.5):
-# an answer the scout is unsure of comes from the large model's text answer instead.
-KV_MIN_CONFIDENCE=${KV_MIN_CONFIDENCE:-0.5}
 source bench/task_bands.sh
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
@@ -53,10 +66,11 @@ for kind in $KINDS; do
       "${common[@]}" --json="$TMP/$name.kv.json" >/dev/null
   done
 done
-/usr/bin/python3 - "$TMP"/*.json "$OUT" <<'PY'
+/usr/bin/python3 - "$KV_MIN_CONFIDENCE" "$TMP"/*.json "$OUT" <<'PY'
 import json, os, sys
+gate = float(sys.argv[1])
 out = []
-for path in sys.argv[1:-1]:
+for path in sys.argv[2:-1]:
     kind = os.path.basename(path).split(".")[0].split("-")[0]
     for r in json.load(open(path)):
         out.append({"kind": kind, "mode": r["mode"], "selector": r["selector"],
@@ -65,6 +79,8 @@ for path in sys.argv[1:-1]:
                     "quality": round(r["f1"], 4), "n": r["n"], "tokens": r["tokens"]})
         if r["mode"] in ("kv", "projected"):
             out[-1]["answered_from_prompt"] = round(r["answered_from_prompt"], 4)
+        if r["mode"] == "kv":  # the gate its answers went through, for the edge to run
+            out[-1]["kv_min_confidence"] = gate
 json.dump(out, open(sys.argv[-1], "w"), indent=1)
 print(f"{len(out)} operating points written to {sys.argv[-1]}")
 PY

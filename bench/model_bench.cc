@@ -34,7 +34,7 @@
 #include "common/model/model.h"
 #include "common/model/quality_probe.h"
 
-ABSL_FLAG(std::string, models, "testdata/models/scout,testdata/models/large",
+ABSL_FLAG(std::string, models, "testdata/models-2k/scout,testdata/models-2k/large",
           "Model directories, comma separated");
 ABSL_FLAG(int, prompt, 512, "Prompt tokens to prefill");
 ABSL_FLAG(int, decode, 64, "Tokens to decode one at a time");

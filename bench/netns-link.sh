@@ -12,9 +12,9 @@
 #
 # Example:
 #   bench/netns-link.sh up 10
-#   bench/netns-link.sh exec cloud build/bin/kvstream-cloud --model=scout=testdata/models/scout \
+#   bench/netns-link.sh exec cloud build/bin/kvstream-cloud --model=scout=testdata/models-2k/scout \
 #       --listen=10.77.0.2:50052 --metrics_address= &
-#   bench/netns-link.sh exec edge build/bin/kvstream-edge --scout=testdata/models/scout \
+#   bench/netns-link.sh exec edge build/bin/kvstream-edge --scout=testdata/models-2k/scout \
 #       --cloud=10.77.0.2:50052 --listen=10.77.0.1:50051 --metrics_address= &
 #   bench/netns-link.sh exec edge build/bin/kvstream ask --edge=10.77.0.1:50051 ...
 set -euo pipefail

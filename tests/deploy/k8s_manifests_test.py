@@ -68,7 +68,7 @@ class K8sManifestsTest(unittest.TestCase):
         try:
             cloud_port = None
             for key in ["cloud.flags", "edge.flags"]:
-                text = self.flagfiles[key].replace("/models/", "testdata/models/")
+                text = self.flagfiles[key].replace("/models/", "testdata/models-2k/")
                 text = re.sub(r"--listen=\S+", "--listen=127.0.0.1:0", text)
                 text = re.sub(r"--metrics_address=\S+", "--metrics_address=127.0.0.1:0", text)
                 if cloud_port is not None:

@@ -33,8 +33,8 @@ namespace kvstream {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr char kScout[] = "testdata/models/scout";
-constexpr char kLarge[] = "testdata/models/large";
+constexpr char kScout[] = "testdata/models-2k/scout";
+constexpr char kLarge[] = "testdata/models-2k/large";
 
 // A field of /proc/<pid>/status ("Threads", "VmRSS"), as its first number.
 long ProcStatus(pid_t pid, const std::string& field) {

@@ -20,7 +20,7 @@ import grpc
 from kvstream_client import Client, KvstreamError, Policy
 
 BIN = sys.argv.pop(1) if len(sys.argv) > 1 else "build/bin"
-SCOUT, LARGE = "testdata/models/scout", "testdata/models/large"
+SCOUT, LARGE = "testdata/models-2k/scout", "testdata/models-2k/large"
 CONTEXT = " ".join(f"The code of item{i} is w{7 * i}." for i in range(12))
 QUESTION = "What is the code of item5?"
 TOKEN = "py-client-secret"

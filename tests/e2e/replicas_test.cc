@@ -29,8 +29,8 @@ namespace kvstream {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr char kScout[] = "testdata/models/scout";
-constexpr char kLarge[] = "testdata/models/large";
+constexpr char kScout[] = "testdata/models-2k/scout";
+constexpr char kLarge[] = "testdata/models-2k/large";
 
 double Seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();

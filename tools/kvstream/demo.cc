@@ -18,7 +18,7 @@
 #include "common/net/process.h"
 #include "tools/kvstream/commands.h"
 
-ABSL_FLAG(std::string, models_dir, "testdata/models",
+ABSL_FLAG(std::string, models_dir, "testdata/models-2k",
           "Directory with scout/, large/ and tokenizer.json");
 ABSL_FLAG(std::string, bin_dir, "",
           "Directory of kvstream-edge and kvstream-cloud (empty: next to this binary)");
@@ -26,9 +26,9 @@ ABSL_FLAG(std::string, work_dir, "",
           "Port files and daemon logs (empty: a fresh directory under /tmp)");
 ABSL_FLAG(int, daemon_threads, 0,
           "libtorch threads per model worker in each daemon (0: the daemon's default)");
-ABSL_FLAG(std::string, demo_projection, "testdata/projections/scout_to_large.safetensors",
+ABSL_FLAG(std::string, demo_projection, "testdata/projections/scout_to_large_2k.safetensors",
           "Projection the cloud serves for the projected rows (kvstream fit-projection)");
-ABSL_FLAG(std::string, demo_quality_table, "testdata/quality/tiny_mixed.json",
+ABSL_FLAG(std::string, demo_quality_table, "testdata/quality/tiny2k_mixed.json",
           "Quality table the edge's adaptive mode uses (the demo's last row)");
 
 namespace kvstream::cli {

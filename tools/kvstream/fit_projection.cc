@@ -22,9 +22,9 @@
 #include "common/model/projection.h"
 #include "tools/kvstream/commands.h"
 
-ABSL_FLAG(std::string, from, "testdata/models/scout",
+ABSL_FLAG(std::string, from, "testdata/models-2k/scout",
           "fit-projection: source model directory (the edge's scout)");
-ABSL_FLAG(std::string, to, "testdata/models/large",
+ABSL_FLAG(std::string, to, "testdata/models-2k/large",
           "fit-projection: target model directory (answers in the cloud)");
 ABSL_FLAG(std::string, layer_map, "bracket",
           "fit-projection: source layers per target layer: bracket (the one or two at the same "

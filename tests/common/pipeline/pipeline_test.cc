@@ -17,9 +17,9 @@
 namespace kvstream::pipeline {
 namespace {
 
-constexpr char kScout[] = "testdata/models/scout";
-constexpr char kLarge[] = "testdata/models/large";
-constexpr char kProjection[] = "testdata/projections/scout_to_large.safetensors";
+constexpr char kScout[] = "testdata/models-2k/scout";
+constexpr char kLarge[] = "testdata/models-2k/large";
+constexpr char kProjection[] = "testdata/projections/scout_to_large_2k.safetensors";
 
 class PipelineTest : public ::testing::Test {
  protected:
