@@ -81,6 +81,8 @@ for path in sys.argv[2:-1]:
             out[-1]["answered_from_prompt"] = round(r["answered_from_prompt"], 4)
         if r["mode"] == "kv":  # the gate its answers went through, for the edge to run
             out[-1]["kv_min_confidence"] = gate
+        if "scout" in r:  # the scout measured with, for the edge to check against its own
+            out[-1]["scout"] = r["scout"]
 json.dump(out, open(sys.argv[-1], "w"), indent=1)
 print(f"{len(out)} operating points written to {sys.argv[-1]}")
 PY

@@ -386,6 +386,19 @@ absl::Status ApplyGateFlag(EdgeOptions& options) {
   return absl::OkStatus();
 }
 
+// A quality table measured with another scout prices this one's plans by another
+// model's answers: said at start-up, since adaptive would otherwise choose by them quietly.
+void WarnIfTableIsAnotherScouts(const EdgeOptions& options, const kvstream::model::Model& scout) {
+  const std::optional<std::string> measured =
+      kvstream::control::MeasuredScout(options.quality_table);
+  if (!measured || *measured == scout.fingerprint()) return;
+  logging::Logf(logging::Level::kWarning, "edge",
+                "--quality_table %s was measured with scout %s, not this edge's %s (%s): its "
+                "quality figures may not hold; measure one with bench/make_quality_table.sh",
+                absl::GetFlag(FLAGS_quality_table), *measured, scout.fingerprint(),
+                absl::GetFlag(FLAGS_scout));
+}
+
 // Uplink emulation: --uplink_trace or --uplink_mbps, and --one_way_delay_ms.
 absl::Status ApplyLinkFlags(EdgeOptions& options) {
   const double delay = absl::GetFlag(FLAGS_one_way_delay_ms) / 1000;
@@ -504,6 +517,7 @@ absl::Status Run() {
   if (!scout.ok()) return PrefixStatus("--scout: ", scout.status());
   auto tokenizer = kvstream::model::Tokenizer::Load(dir + "/tokenizer.json");
   if (!tokenizer.ok()) return PrefixStatus("--scout: ", tokenizer.status());
+  WarnIfTableIsAnotherScouts(options, **scout);
   // The defaults must be servable: check them the way a request would be.
   if (auto p = kvstream::edge::ResolvePolicy({}, options.defaults, (*scout)->config().num_layers);
       !p.ok()) {

@@ -232,6 +232,7 @@ void MergeConservatively(const OperatingPoint& p, std::vector<OperatingPoint>& p
       q.quality = std::min(q.quality, p.quality);
       q.fallback_share = std::max(q.fallback_share, p.fallback_share);
       q.bands.insert(q.bands.end(), p.bands.begin(), p.bands.end());
+      if (q.scout.empty()) q.scout = p.scout;
       return;
     }
   }
@@ -300,6 +301,24 @@ absl::Status CheckOneGate(const OperatingPoint& p, const std::string& where,
   return absl::InvalidArgumentError(absl::StrCat(
       where, ": kv_min_confidence ", name(p.kv_min_confidence), ", where an earlier kv row states ",
       name(*first), " (a table's kv rows are measured under one gate)"));
+}
+
+// A row's optional "scout", the fingerprint of the scout it was measured with; every row
+// that names one names the same (`first`: the first named).
+absl::Status ParseScout(const nlohmann::json& e, const std::string& where, OperatingPoint& p,
+                        std::string& first) {
+  if (!e.contains("scout")) return absl::OkStatus();
+  if (!e["scout"].is_string() || e["scout"].get<std::string>().empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": scout must be a model fingerprint (a non-empty string), found ",
+                     e["scout"].dump().substr(0, 40)));
+  }
+  p.scout = e["scout"].get<std::string>();
+  if (first.empty()) first = p.scout;
+  if (p.scout == first) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(where, ": scout ", p.scout.substr(0, 40),
+                                                 ", where an earlier row states ", first,
+                                                 " (a table is measured with one scout)"));
 }
 
 // How far a prompt of `n` tokens lies outside `b`'s range (0 inside it).
@@ -421,11 +440,13 @@ absl::StatusOr<std::vector<OperatingPoint>> ParseQualityTable(const std::string&
   }
   std::vector<OperatingPoint> out;
   std::optional<double> gate;
+  std::string scout;
   for (size_t i = 0; i < j.size(); ++i) {
     const std::string where = absl::StrCat(source, "[", i, "]");
     ASSIGN_OR_RETURN(OperatingPoint p, ParsePoint(j[i], where));
     RETURN_IF_ERROR(ParseGate(j[i], where, p));
     RETURN_IF_ERROR(CheckOneGate(p, where, gate));
+    RETURN_IF_ERROR(ParseScout(j[i], where, p, scout));
     ASSIGN_OR_RETURN(const QualityBand band, ParseBand(j[i], where, p.quality));
     p.fallback_share = band.fallback;
     p.bands = {band};
@@ -438,6 +459,13 @@ absl::StatusOr<std::vector<OperatingPoint>> ParseQualityTable(const std::string&
 std::optional<double> MeasuredKvGate(const std::vector<OperatingPoint>& points) {
   for (const OperatingPoint& p : points) {
     if (p.mode == kvstream::v1::MODE_KV && p.kv_min_confidence >= 0) return p.kv_min_confidence;
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> MeasuredScout(const std::vector<OperatingPoint>& points) {
+  for (const OperatingPoint& p : points) {
+    if (!p.scout.empty()) return p.scout;
   }
   return std::nullopt;
 }

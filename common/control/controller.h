@@ -140,12 +140,18 @@ struct OperatingPoint {
   // kv: the edge's --kv_min_confidence its rows were measured with (the scout's unsure
   // answers replaced by the large model's text answers), -1 when the table does not say.
   double kv_min_confidence = -1;
+  // The fingerprint of the scout the rows were measured with (model::Model::fingerprint),
+  // empty when the table does not say.
+  std::string scout;
   std::string label() const;
 };
 
 // The confidence gate a table's kv rows were measured with (ParseQualityTable holds every
 // kv row to one value), or nullopt when they do not say.
 std::optional<double> MeasuredKvGate(const std::vector<OperatingPoint>& points);
+// The scout a table was measured with (ParseQualityTable holds the rows that say to one
+// fingerprint), or nullopt when no row says.
+std::optional<std::string> MeasuredScout(const std::vector<OperatingPoint>& points);
 
 // `points` priced for a prompt of `prompt_tokens` tokens: for each task kind, the point's
 // rows whose length range holds the prompt (the lowest quality among them), or, when none
@@ -212,9 +218,10 @@ absl::StatusOr<int> ReplanRung(const std::vector<std::string>& ladder, int curre
 // on ("kind": "needle"), the prompt lengths it was measured over ("tokens": [400, 600])
 // and, for a projected point, the share its answer check answered from the prompt
 // ("answered_from_prompt": 0.3); kv rows may state the confidence gate their answers went
-// through ("kv_min_confidence": 0.1; all kv rows or none, one value); rows for one point become one
-// point whose quality is the lowest among them (AtPromptLength narrows that to the rows that apply
-// at a prompt's length). `source` names the file in errors.
+// through ("kv_min_confidence": 0.1; all kv rows or none, one value), and any row the
+// fingerprint of the scout it was measured with ("scout"; one for the table); rows for one point
+// become one point whose quality is the lowest among them (AtPromptLength narrows that to the rows
+// that apply at a prompt's length). `source` names the file in errors.
 absl::StatusOr<std::vector<OperatingPoint>> ParseQualityTable(const std::string& json,
                                                               const std::string& source);
 absl::StatusOr<std::vector<OperatingPoint>> LoadQualityTable(const std::string& path);

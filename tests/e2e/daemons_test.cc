@@ -238,6 +238,12 @@ grpc::Status CommitAndFinish(grpc::ClientReaderWriter<Uplink, Downlink>& stream)
 // Server reflection lists the services. The request is written by hand as protobuf
 // bytes (ServerReflectionRequest.list_services = "", field 7) over a generic stub, so the
 // test needs no copy of reflection.proto (whose message names gRPC's own library holds).
+// A daemon's log (StartDaemon writes WORK/NAME.log).
+std::string DaemonLog(const std::string& work, const std::string& name) {
+  std::ifstream in(absl::StrCat(work, "/", name, ".log"));
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
 std::string ReflectionListServices(int port) {
   auto channel = net::MakeChannel(absl::StrCat("127.0.0.1:", port));
   grpc::GenericStub stub(channel);
@@ -1468,6 +1474,9 @@ TEST_F(DaemonsTest, AdaptiveAnswersWithTheCloudModelWhenTheScoutIsUnsure) {
       << s.decision();
   EXPECT_FALSE(r->token_ids.empty());
   EXPECT_EQ(WaitForSessions(*cloud_stub_, 0), 0u);
+  EXPECT_NE(DaemonLog(*work_, "edge-unsure")
+                .find("kv confidence gate 0.99999 (the quality table's kv rows)"),
+            std::string::npos);
 
   // The flag wins over the table: with the gate off the faithful kv plan is sent.
   Daemon ungated;
@@ -1484,10 +1493,12 @@ TEST_F(DaemonsTest, AdaptiveAnswersWithTheCloudModelWhenTheScoutIsUnsure) {
   EXPECT_TRUE(sent->stats.estimates(0).accepted());
 
   // With nothing but kv in the table, the scout's answer is the only one: it is kept
-  // (here the gate comes from the flag, the table stating none).
+  // (here the gate comes from the flag, the table stating none). The table names another
+  // scout, which the edge says at start-up.
   Daemon kv_only;
   auto kv_stub = StartAdaptiveEdge(
-      kv_only, "edge-unsure-kv-only", R"([{"mode": "kv", "spec": "int8", "quality": 1.0}])",
+      kv_only, "edge-unsure-kv-only",
+      R"([{"mode": "kv", "spec": "int8", "quality": 1.0, "scout": "qwen2-0000000000000000"}])",
       {"--initial_bandwidth_mbps=100", "--initial_rtt_ms=1", "--kv_min_confidence=0.99999"});
   ASSERT_TRUE(kv_stub.ok()) << kv_stub.status();
   auto kept =
@@ -1498,6 +1509,11 @@ TEST_F(DaemonsTest, AdaptiveAnswersWithTheCloudModelWhenTheScoutIsUnsure) {
   ASSERT_EQ(kept->stats.estimates_size(), 1);
   EXPECT_TRUE(kept->stats.estimates(0).accepted());
   EXPECT_LT(kept->stats.estimates(0).confidence(), 0.99999);
+  const std::string log = DaemonLog(*work_, "edge-unsure-kv-only");
+  EXPECT_NE(log.find("was measured with scout qwen2-0000000000000000, not this edge's"),
+            std::string::npos)
+      << log.substr(0, 2000);
+  EXPECT_EQ(DaemonLog(*work_, "edge-unsure").find("was measured with scout"), std::string::npos);
 }
 
 // Edge to cloud over TLS: a cloud with a certificate from a test CA answers an edge that

@@ -263,6 +263,10 @@ write(QT, "bad_gate_twice", json.dumps([
 write(QT, "bad_gate_on_text", json.dumps([{"mode": "text", "quality": 1.0, "kv_min_confidence": 0.5}]))
 write(QT, "wrong_type_gate_string",
       json.dumps([{"mode": "kv", "spec": "int4", "quality": 0.9, "kv_min_confidence": "high"}]))
+write(QT, "bad_scout_twice", json.dumps([
+    {"mode": "kv", "spec": "int4", "quality": 0.9, "scout": "qwen2-a"},
+    {"mode": "text", "quality": 1.0, "scout": "qwen2-b"}]))
+write(QT, "wrong_type_scout_number", json.dumps([{"mode": "kv", "quality": 0.9, "scout": 7}]))
 write(QT, "valid_kinds_merged", json.dumps([
     {"mode": "kv", "spec": "int4", "kind": "needle", "quality": 0.9},
     {"mode": "kv", "spec": "int4", "kind": "single", "quality": 0.4},

@@ -549,6 +549,10 @@ class Evaluation {
       if (v.mode == "kv") {  // the gate its answers went through (0: none)
         rows.back()["kv_min_confidence"] = absl::GetFlag(FLAGS_kv_min_confidence);
       }
+      // The scout measured with: kv sends --model's own cache, the rest --scout's.
+      if (const model::Model* scout = v.mode == "kv" ? answerer_.get() : scout_.get()) {
+        rows.back()["scout"] = scout->fingerprint();
+      }
       if (v.from_prompt > 0) {
         std::printf("%9s answer check: %d of %d answered from the prompt\n", "", v.from_prompt,
                     v.n);

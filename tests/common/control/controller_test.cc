@@ -473,6 +473,21 @@ TEST(QualityTableTest, KvRowsCarryTheGateTheyWereMeasuredWith) {
   EXPECT_EQ(MeasuredKvGate(*off), std::optional<double>(0.0));
 }
 
+// A table names the scout it was measured with, so an edge can tell a table made for
+// another model; rows that do not say are allowed beside those that do.
+TEST(QualityTableTest, RowsNameTheScoutTheyWereMeasuredWith) {
+  auto t = ParseQualityTable(R"([{"mode": "text", "quality": 0.9},
+      {"mode": "kv", "spec": "int4", "quality": 1, "scout": "qwen2-f57f"},
+      {"mode": "kv", "spec": "int4", "quality": 0.8, "kind": "single", "scout": "qwen2-f57f"}])",
+                             "t");
+  ASSERT_TRUE(t.ok()) << t.status();
+  ASSERT_EQ(t->size(), 2u);
+  EXPECT_EQ(MeasuredScout(*t), std::optional<std::string>("qwen2-f57f"));
+  auto none = ParseQualityTable(R"([{"mode": "text", "quality": 0.9}])", "t");
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_FALSE(MeasuredScout(*none).has_value());
+}
+
 // Every malformed table is INVALID_ARGUMENT naming the file, the entry and the field,
 // with what was expected and what was found; none throws.
 TEST(QualityTableTest, MalformedTablesNameTheEntryAndField) {
@@ -524,6 +539,12 @@ TEST(QualityTableTest, MalformedTablesNameTheEntryAndField) {
            {R"([{"mode": "kv", "quality": 1, "kv_min_confidence": 0.1},
                 {"mode": "kv", "spec": "int4", "quality": 1}])",
             "q.json[1]: kv_min_confidence none, where an earlier kv row states 0.1"},
+           {R"([{"mode": "kv", "quality": 1, "scout": ""}])",
+            "q.json[0]: scout must be a model fingerprint (a non-empty string), found \"\""},
+           {R"([{"mode": "kv", "quality": 1, "scout": 7}])", "q.json[0]: scout must be a model"},
+           {R"([{"mode": "kv", "quality": 1, "scout": "qwen2-a"},
+                {"mode": "text", "quality": 1, "scout": "qwen2-b"}])",
+            "q.json[1]: scout qwen2-b, where an earlier row states qwen2-a"},
        }) {
     auto t = ParseQualityTable(b.json, "q.json");
     EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument) << b.json;
