@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/pair.sh  # MODELS (default testdata/models-2k) and its RESULTS directory
-bin=build/bin/kvstream
+bin=${BUILD_DIR:-build}/bin/kvstream
 out=${OUT:-$RESULTS}
 mkdir -p "$out"
 n=${N:-60}

@@ -38,7 +38,7 @@ needle_table=${NEEDLE_TABLE:-}
 single_table=${SINGLE_TABLE:-}
 CELLS=${CELLS:-.}
 if [[ -n $single_table && ! -s $single_table && single-table_needle-questions =~ $CELLS ]]; then
-  KV_MIN_CONFIDENCE=${KV_GATE:-0.5} KINDS=single N=20 bench/make_quality_table.sh "$single_table" >/dev/null
+  KV_MIN_CONFIDENCE=-1 KINDS=single N=20 bench/make_quality_table.sh "$single_table" >/dev/null
 fi
 written=()
 policies=text,kv-int4,kv-q2c50-int4,projected-int4,adaptive

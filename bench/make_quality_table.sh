@@ -5,7 +5,8 @@
 # PROJECTION, with the answer check, as the edge sends projected requests by default),
 # the scout's own cache in kv mode (with the edge's confidence gate, KV_MIN_CONFIDENCE,
 # default the pair's KV_GATE, written into every kv row as "kv_min_confidence" so the
-# edge runs with the gate the table was measured under).
+# edge runs with the gate the table was measured under). Every row names the scout it was
+# measured with ("scout", its fingerprint), which the edge checks against its own.
 # Each row names its kind and the prompt lengths it was measured over ("tokens"); the
 # edge prices a request by each kind's row at (or nearest) its length and keeps the
 # lowest over kinds. Prompt lengths are sampled per band: needles of NEEDLE_TOKENS
@@ -38,8 +39,13 @@ if ((${#missing[@]})); then
 fi
 /usr/bin/python3 -c 'import sys; g = float(sys.argv[1]); sys.exit(not 0 <= g <= 1)' \
   "$KV_MIN_CONFIDENCE" 2>/dev/null || {
-  echo "make_quality_table.sh: KV_MIN_CONFIDENCE: expected a probability in [0, 1]," \
-    "found '$KV_MIN_CONFIDENCE'" >&2
+  echo "make_quality_table.sh: KV_MIN_CONFIDENCE: expected a probability in [0, 1] or -1" \
+    "(the pair's), found '$KV_MIN_CONFIDENCE'" >&2
+  exit 2
+}
+mkdir -p "$(dirname "$OUT")" 2>/dev/null || true
+[[ -w $(dirname "$OUT") && ( ! -e $OUT || -w $OUT ) ]] || {
+  echo "make_quality_table.sh: cannot write $OUT" >&2
   exit 2
 }
 KINDS=${KINDS:-needle single}

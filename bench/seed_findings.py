@@ -55,7 +55,7 @@ def int2_by_length(out):
     if not f16 > 0 or int2 != int2:  # missing rows (NaN)
         return ""
     return (f"; needles of ~2,048 tokens keep {pct(int2 / f16)} of f16 at INT2 "
-            "(bench/results/eval_needle2048)")
+            f"({os.path.join(out, 'eval_needle2048')})")
 
 
 def scout_name(out):

@@ -275,6 +275,13 @@ absl::Status ApplyTransferFlags(EdgeOptions& options) {
   options.answer_check = absl::GetFlag(FLAGS_answer_check);
   options.layerwise = absl::GetFlag(FLAGS_layerwise);
   options.estimate_max_kl = absl::GetFlag(FLAGS_estimate_max_kl);
+  // Checked here, before the cloud is dialled; resolved against the table in ApplyGateFlag.
+  if (const double g = absl::GetFlag(FLAGS_kv_min_confidence); !(g == -1 || (g >= 0 && g <= 1))) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--kv_min_confidence: expected a probability in [0, 1] or -1 (the quality table's), "
+        "found ",
+        g));
+  }
   if (options.estimate_steps < 0 || options.estimate_steps > 64) {
     return absl::InvalidArgumentError(
         absl::StrCat("--estimate_steps: expected 0 to 64, found ", options.estimate_steps));
@@ -357,12 +364,6 @@ absl::Status ApplyPolicyFlags(EdgeOptions& options) {
 // log either way, with a warning when the two differ or when the gate cannot run.
 absl::Status ApplyGateFlag(EdgeOptions& options) {
   const double flag = absl::GetFlag(FLAGS_kv_min_confidence);
-  if (!(flag == -1 || (flag >= 0 && flag <= 1))) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--kv_min_confidence: expected a probability in [0, 1] or -1 (the quality table's), "
-        "found ",
-        flag));
-  }
   const std::optional<double> table = kvstream::control::MeasuredKvGate(options.quality_table);
   options.kv_min_confidence = flag >= 0 ? flag : table.value_or(0.5);
   const char* from = flag >= 0 ? "--kv_min_confidence"
@@ -378,7 +379,8 @@ absl::Status ApplyGateFlag(EdgeOptions& options) {
                   "measured with: their quality may not hold",
                   flag, *table);
   }
-  if (options.kv_min_confidence > 0 && options.estimate_steps == 0) {
+  if (options.kv_min_confidence > 0 && options.estimate_steps == 0 &&
+      !options.quality_table.empty()) {
     logging::Logf(logging::Level::kWarning, "edge",
                   "the kv confidence gate runs with the quality estimate only; with "
                   "--estimate_steps=0 the scout's unsure kv answers are sent as they are");
@@ -392,11 +394,14 @@ void WarnIfTableIsAnotherScouts(const EdgeOptions& options, const kvstream::mode
   const std::optional<std::string> measured =
       kvstream::control::MeasuredScout(options.quality_table);
   if (!measured || *measured == scout.fingerprint()) return;
+  const bool gate_too = absl::GetFlag(FLAGS_kv_min_confidence) < 0 &&
+                        kvstream::control::MeasuredKvGate(options.quality_table).has_value();
   logging::Logf(logging::Level::kWarning, "edge",
                 "--quality_table %s was measured with scout %s, not this edge's %s (%s): its "
-                "quality figures may not hold; measure one with bench/make_quality_table.sh",
+                "quality figures%s may not hold; measure one with bench/make_quality_table.sh",
                 absl::GetFlag(FLAGS_quality_table), *measured, scout.fingerprint(),
-                absl::GetFlag(FLAGS_scout));
+                absl::GetFlag(FLAGS_scout),
+                gate_too ? " and the kv confidence gate taken from it" : "");
 }
 
 // Uplink emulation: --uplink_trace or --uplink_mbps, and --one_way_delay_ms.

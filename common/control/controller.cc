@@ -316,9 +316,9 @@ absl::Status ParseScout(const nlohmann::json& e, const std::string& where, Opera
   p.scout = e["scout"].get<std::string>();
   if (first.empty()) first = p.scout;
   if (p.scout == first) return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrCat(where, ": scout ", p.scout.substr(0, 40),
-                                                 ", where an earlier row states ", first,
-                                                 " (a table is measured with one scout)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat(where, ": scout ", p.scout.substr(0, 40), ", where an earlier row states ",
+                   first.substr(0, 40), " (a table is measured with one scout)"));
 }
 
 // How far a prompt of `n` tokens lies outside `b`'s range (0 inside it).

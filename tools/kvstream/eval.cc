@@ -513,6 +513,20 @@ class Evaluation {
     return absl::OkStatus();
   }
 
+  // The scout every variant was measured with, as quality tables name it: kv sends
+  // --model's own cache, the other modes --scout's; empty when the variants differ (such
+  // a run's rows cannot be one table's) or no variant sends a scout's work.
+  std::string Sender() const {
+    std::string sender;
+    for (const Variant& v : variants_) {
+      const model::Model* m = v.mode == "kv" ? answerer_.get() : scout_.get();
+      if (m == nullptr) continue;
+      if (!sender.empty() && sender != m->fingerprint()) return "";
+      sender = m->fingerprint();
+    }
+    return sender;
+  }
+
   void Print(double base_f1) const {
     std::printf(
         "model %s (%s), %zu examples (%s; prompt tokens %d-%d, %zu distinct lengths); share of F1 "
@@ -525,6 +539,7 @@ class Evaluation {
     std::printf("%-9s %-12s %5s %-28s %6s %6s %6s %8s %10s %8s\n", "mode", "select", "keep", "spec",
                 "EM", "F1", "+-", "F1 share", "bandwidth", "cloud ms");
     nlohmann::json rows = nlohmann::json::array();
+    const std::string sender = Sender();
     for (const Variant& v : variants_) {
       const double f1 = v.f1 / v.n;
       std::printf("%-9s %-12s %5.2f %-28s %6.3f %6.3f %6.3f %8.3f %10.4f %8.2f\n", v.mode.c_str(),
@@ -549,10 +564,7 @@ class Evaluation {
       if (v.mode == "kv") {  // the gate its answers went through (0: none)
         rows.back()["kv_min_confidence"] = absl::GetFlag(FLAGS_kv_min_confidence);
       }
-      // The scout measured with: kv sends --model's own cache, the rest --scout's.
-      if (const model::Model* scout = v.mode == "kv" ? answerer_.get() : scout_.get()) {
-        rows.back()["scout"] = scout->fingerprint();
-      }
+      if (!sender.empty()) rows.back()["scout"] = sender;
       if (v.from_prompt > 0) {
         std::printf("%9s answer check: %d of %d answered from the prompt\n", "", v.from_prompt,
                     v.n);
