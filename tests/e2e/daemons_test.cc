@@ -169,6 +169,23 @@ class DaemonsTest : public ::testing::Test {
         net::MakeChannel(absl::StrCat("127.0.0.1:", edge.port)));
   }
 
+  // Starts an adaptive edge on `table`, asks it one question (example 2) and stops it;
+  // its log stays in WORK/NAME.log.
+  static absl::StatusOr<net::AskResult> AskAdaptiveOnce(const std::string& name,
+                                                        const std::string& table,
+                                                        const std::vector<std::string>& flags) {
+    Daemon edge;
+    auto stub = StartAdaptiveEdge(edge, name, table, flags);
+    if (!stub.ok()) return stub.status();
+    net::AskCall call;
+    call.timeout_seconds = 60;
+    auto r = net::Ask(**stub, Request((*examples_)[2], kvstream::v1::MODE_ADAPTIVE, "", ""), call);
+    auto stopped = edge.process.Stop(20);
+    if (!stopped.ok()) return stopped.status();
+    if (*stopped != 0) return absl::InternalError(absl::StrCat(name, " exited ", *stopped));
+    return r;
+  }
+
   // A kv SessionOpen for `cache` (every slot sent), as an edge would write it.
   static Uplink KvOpen(const model::Model& scout, const model::KvCache& cache, int32_t last_token,
                        const std::string& id) {
@@ -1454,14 +1471,8 @@ constexpr char kUnsureTable[] =
 // with the cloud model instead (text, or the same selection projected into it). The
 // gate is the one the table's kv rows were measured with unless the flag sets one.
 TEST_F(DaemonsTest, AdaptiveAnswersWithTheCloudModelWhenTheScoutIsUnsure) {
-  Daemon edge;
-  auto stub = StartAdaptiveEdge(edge, "edge-unsure", kUnsureTable,
-                                {"--initial_bandwidth_mbps=100", "--initial_rtt_ms=1"});
-  ASSERT_TRUE(stub.ok()) << stub.status();
-  net::AskCall call;
-  call.timeout_seconds = 60;
-  auto r = net::Ask(**stub, Request((*examples_)[2], kvstream::v1::MODE_ADAPTIVE, "", ""), call);
-  EXPECT_TRUE(edge.process.Stop(20).ok());
+  auto r = AskAdaptiveOnce("edge-unsure", kUnsureTable,
+                           {"--initial_bandwidth_mbps=100", "--initial_rtt_ms=1"});
   ASSERT_TRUE(r.ok()) << r.status();
   const auto& s = r->stats;
   ASSERT_GE(s.estimates_size(), 1) << s.decision();
@@ -1490,15 +1501,9 @@ TEST_F(DaemonsTest, AdaptiveAnswersWithTheCloudModelWhenTheScoutIsUnsure) {
 // The flag wins over the table, with a warning: with the gate off the faithful kv plan
 // is sent.
 TEST_F(DaemonsTest, KvMinConfidenceFlagOverridesTheTablesGate) {
-  Daemon edge;
-  auto stub = StartAdaptiveEdge(
-      edge, "edge-unsure-ungated", kUnsureTable,
+  auto r = AskAdaptiveOnce(
+      "edge-unsure-ungated", kUnsureTable,
       {"--initial_bandwidth_mbps=100", "--initial_rtt_ms=1", "--kv_min_confidence=0"});
-  ASSERT_TRUE(stub.ok()) << stub.status();
-  net::AskCall call;
-  call.timeout_seconds = 60;
-  auto r = net::Ask(**stub, Request((*examples_)[2], kvstream::v1::MODE_ADAPTIVE, "", ""), call);
-  EXPECT_TRUE(edge.process.Stop(20).ok());
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->stats.mode(), kvstream::v1::MODE_KV) << r->stats.decision();
   ASSERT_EQ(r->stats.estimates_size(), 1) << r->stats.decision();
@@ -1513,16 +1518,10 @@ TEST_F(DaemonsTest, KvMinConfidenceFlagOverridesTheTablesGate) {
 // gate from the flag, the table stating none). The table names another scout, which the
 // edge says at start-up.
 TEST_F(DaemonsTest, AnUnsureScoutsKvAnswerIsKeptWhenTheTableHasNothingElse) {
-  Daemon edge;
-  auto stub = StartAdaptiveEdge(
-      edge, "edge-unsure-kv-only",
+  auto kept = AskAdaptiveOnce(
+      "edge-unsure-kv-only",
       R"([{"mode": "kv", "spec": "int8", "quality": 1.0, "scout": "qwen2-0000000000000000"}])",
       {"--initial_bandwidth_mbps=100", "--initial_rtt_ms=1", "--kv_min_confidence=0.99999"});
-  ASSERT_TRUE(stub.ok()) << stub.status();
-  net::AskCall call;
-  call.timeout_seconds = 60;
-  auto kept = net::Ask(**stub, Request((*examples_)[2], kvstream::v1::MODE_ADAPTIVE, "", ""), call);
-  EXPECT_TRUE(edge.process.Stop(20).ok());
   ASSERT_TRUE(kept.ok()) << kept.status();
   EXPECT_EQ(kept->stats.mode(), kvstream::v1::MODE_KV) << kept->stats.decision();
   ASSERT_EQ(kept->stats.estimates_size(), 1);
