@@ -72,11 +72,10 @@ for kind in $KINDS; do
       "${common[@]}" --json="$TMP/$name.kv.json" >/dev/null
   done
 done
-/usr/bin/python3 - "$KV_MIN_CONFIDENCE" "$TMP"/*.json "$OUT" <<'PY'
+/usr/bin/python3 - "$TMP"/*.json "$OUT" <<'PY'
 import json, os, sys
-gate = float(sys.argv[1])
 out = []
-for path in sys.argv[2:-1]:
+for path in sys.argv[1:-1]:
     kind = os.path.basename(path).split(".")[0].split("-")[0]
     for r in json.load(open(path)):
         out.append({"kind": kind, "mode": r["mode"], "selector": r["selector"],
@@ -85,10 +84,11 @@ for path in sys.argv[2:-1]:
                     "quality": round(r["f1"], 4), "n": r["n"], "tokens": r["tokens"]})
         if r["mode"] in ("kv", "projected"):
             out[-1]["answered_from_prompt"] = round(r["answered_from_prompt"], 4)
-        if r["mode"] == "kv":  # the gate its answers went through, for the edge to run
-            out[-1]["kv_min_confidence"] = gate
-        if "scout" in r:  # the scout measured with, for the edge to check against its own
-            out[-1]["scout"] = r["scout"]
+        # As kvstream eval wrote them: the gate a kv row's answers went through (the edge
+        # runs it) and the scout every row was measured with (the edge checks its own).
+        for key in ("kv_min_confidence", "scout"):
+            if key in r:
+                out[-1][key] = r[key]
 json.dump(out, open(sys.argv[-1], "w"), indent=1)
 print(f"{len(out)} operating points written to {sys.argv[-1]}")
 PY
