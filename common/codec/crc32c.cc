@@ -31,14 +31,78 @@ const Tables& GetTables() {
 }
 
 #if defined(__x86_64__)
-// The SSE4.2 crc32 instruction computes this same polynomial, 8 bytes at a time.
+// Bytes per lane: the instruction's result takes three cycles and it can start one every
+// cycle, so a single chain runs at a third of its speed. Above three lanes' worth, the
+// data goes in stripes of three lanes computed side by side and joined.
+constexpr size_t kLane = 8192;
+
+// Appending n zero bytes to a raw (not inverted) CRC register is linear in the register,
+// so four lookups, one per byte of it, do it.
+struct ZeroShift {
+  std::array<std::array<uint32_t, 256>, 4> t{};
+  uint32_t operator()(uint32_t c) const {
+    return t[0][c & 0xff] ^ t[1][(c >> 8) & 0xff] ^ t[2][(c >> 16) & 0xff] ^ t[3][c >> 24];
+  }
+};
+
+template <typename Shift>
+ZeroShift TableOf(Shift shift) {
+  std::array<uint32_t, 32> basis{};  // where each bit of the register goes
+  for (int i = 0; i < 32; ++i) basis[i] = shift(1u << i);
+  ZeroShift z;
+  for (int k = 0; k < 4; ++k) {
+    for (uint32_t b = 0; b < 256; ++b) {
+      uint32_t v = 0;
+      for (int bit = 0; bit < 8; ++bit) v ^= (b >> bit & 1u) ? basis[8 * k + bit] : 0u;
+      z.t[k][b] = v;
+    }
+  }
+  return z;
+}
+
+__attribute__((target("sse4.2"))) uint32_t AppendZeroLane(uint32_t c) {
+  uint64_t r = c;
+  for (size_t i = 0; i < kLane; i += 8) r = _mm_crc32_u64(r, 0);
+  return static_cast<uint32_t>(r);
+}
+
+// Shifts by one and by two lanes of zeros.
+struct LaneShifts {
+  ZeroShift one, two;
+  LaneShifts()
+      : one(TableOf(AppendZeroLane)), two(TableOf([this](uint32_t c) { return one(one(c)); })) {}
+};
+
+const LaneShifts& GetLaneShifts() {
+  static const LaneShifts shifts;
+  return shifts;
+}
+
+uint64_t Load64(const uint8_t* p) {
+  uint64_t w;
+  std::memcpy(&w, p, 8);
+  return w;
+}
+
+// The SSE4.2 crc32 instruction computes this same polynomial, 8 bytes at a time; three
+// lanes at once (for lanes B, C started from zero, crc(A B C) = shift2(crc(A)) ^
+// shift1(crc(B)) ^ crc(C)), then the rest in one chain.
 __attribute__((target("sse4.2"))) uint32_t Crc32cSse42(const uint8_t* p, size_t n, uint32_t crc) {
   uint64_t c = ~crc;
-  for (; n >= 8; p += 8, n -= 8) {
-    uint64_t w;
-    std::memcpy(&w, p, 8);
-    c = _mm_crc32_u64(c, w);
+  if (n >= 3 * kLane) {
+    const LaneShifts& shift = GetLaneShifts();
+    for (; n >= 3 * kLane; p += 3 * kLane, n -= 3 * kLane) {
+      uint64_t b = 0, d = 0;
+      for (size_t i = 0; i < kLane; i += 8) {
+        c = _mm_crc32_u64(c, Load64(p + i));
+        b = _mm_crc32_u64(b, Load64(p + kLane + i));
+        d = _mm_crc32_u64(d, Load64(p + 2 * kLane + i));
+      }
+      c = shift.two(static_cast<uint32_t>(c)) ^ shift.one(static_cast<uint32_t>(b)) ^
+          static_cast<uint32_t>(d);
+    }
   }
+  for (; n >= 8; p += 8, n -= 8) c = _mm_crc32_u64(c, Load64(p));
   auto c32 = static_cast<uint32_t>(c);
   while (n--) c32 = _mm_crc32_u8(c32, *p++);
   return ~c32;

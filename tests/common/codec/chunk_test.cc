@@ -227,13 +227,15 @@ TEST(Crc32cTest, KnownVectors) {
 }
 
 // The dispatched CRC (the CPU's instruction where it has one) and the portable one agree
-// at every length and alignment, including tails shorter than a word.
+// at every length and alignment, including tails shorter than a word, and from below to
+// past several stripes of the three-lane path (3 x 8 KiB each).
 TEST(Crc32cTest, DispatchedEqualsPortable) {
-  std::string data(4099, '\0');
+  std::string data(100000, '\0');
   uint32_t x = 12345;
   for (char& c : data) c = static_cast<char>((x = x * 1103515245 + 12345) >> 24);
   for (size_t offset = 0; offset < 8; ++offset) {
-    for (size_t n : {0, 1, 7, 8, 9, 63, 64, 1000, 4091}) {
+    for (size_t n :
+         {0, 1, 7, 8, 9, 63, 64, 1000, 4091, 24575, 24576, 24577, 24583, 49152, 73735, 99992}) {
       ASSERT_EQ(Crc32c(data.data() + offset, n, 7), Crc32cPortable(data.data() + offset, n, 7))
           << "offset " << offset << " length " << n;
     }
