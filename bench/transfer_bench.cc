@@ -3,16 +3,20 @@
 // model's shape (a prompt length drawn from --tokens per repetition) and sends the same
 // chunks, with the edge's own CloudTransfer, twice in turn:
 //   - to a sink (a child process answering Opened / one ack per chunk / Done and doing
-//     nothing else): the baseline, what a gRPC stream of these messages costs;
+//     nothing else): the baseline, what a gRPC stream of these messages costs (the sink
+//     and the sender keep freed memory for reuse, as the daemons do);
 //   - to a real kvstream-cloud serving the model, which validates, decodes and writes
 //     every chunk into a cache and then answers one token.
 // The transfer stage is timed as the edge times it (stream start to the last chunk's
 // ack), and so is "ready": that plus the time the cloud still spent writing chunks into
 // its cache after Commit (CloudStats.rebuild_wait_seconds), i.e. when the cache is whole.
 // Prints, per cell, the medians over repetitions: wire MB, encode seconds, the sink's
-// transfer and GB/s, the cloud's transfer, GB/s, chunks/s, ready and rebuild seconds, and
-// the ratios of the cloud's goodput to the sink's (transfer and ready); then each plan's
-// transfer and ready times over the raw plan's.
+// transfer and GB/s, the cloud's transfer, GB/s, chunks/s, ready and rebuild seconds; and
+// the ratios of the cloud's goodput to the sink's (transfer and ready), each the median of
+// one ratio per repetition (the sink and the cloud sent the same chunks back to back) with
+// its interquartile range, so that a ratio's run-to-run spread is printed beside it; then
+// each plan's transfer and ready times over the raw plan's, paired the same way (the raw
+// plan's session of the same repetition, on the same cache).
 
 #include <signal.h>
 
@@ -28,6 +32,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "common/base/memory.h"
 #include "common/base/quantile.h"
 #include "common/base/status.h"
 #include "common/codec/chunk.h"
@@ -48,7 +53,7 @@ ABSL_FLAG(std::string, tokens, "1400-1700",
           "Cached prompt length: N, or a range A-B each repetition draws from");
 ABSL_FLAG(std::string, chunk_kib, "256,1024,4096,8192", "Chunk sizes in KiB, comma separated");
 ABSL_FLAG(std::string, plans, "raw;int8;int4;int4,zstd=3", "Plans, separated by ';'");
-ABSL_FLAG(int, reps, 5, "Repetitions per cell (each with a new prompt length and cache)");
+ABSL_FLAG(int, reps, 15, "Repetitions per cell (each with a new prompt length and cache)");
 ABSL_FLAG(int, encode_threads, 2,
           "Also encode each cache on this many threads (the edge uses its model worker's "
           "--threads), beside one thread: the speedup is printed");
@@ -145,10 +150,24 @@ Session Send(kvstream::v1::CloudService::Stub& stub, const Uplink& open,
 struct Cell {
   std::string plan;
   int chunk_kib = 0;
+  // One entry per repetition, in order: entry i of two cells is the same cache.
   std::vector<double> sink, cloud, ready, rebuild, wire, chunks, encode, encode_threaded;
 };
 
 using base::Median;
+using base::Quantile;
+
+// a[i] / b[i] for each repetition.
+std::vector<double> Ratios(const std::vector<double>& a, const std::vector<double>& b) {
+  std::vector<double> r;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) r.push_back(b[i] > 0 ? a[i] / b[i] : 0);
+  return r;
+}
+
+// "0.93x [0.88-0.97]": the median of paired ratios and their interquartile range.
+std::string RatioText(const std::vector<double>& r) {
+  return absl::StrFormat("%.2fx [%.2f-%.2f]", Median(r), Quantile(r, 0.25), Quantile(r, 0.75));
+}
 
 absl::StatusOr<std::pair<int, int>> ParseRange(const std::string& text) {
   std::vector<std::string> parts = absl::StrSplit(text, '-');
@@ -268,16 +287,19 @@ void Print(const std::vector<Cell>& cells, const std::string& model, const std::
            int reps) {
   std::printf("\nmodel %s (%s), random cache of %s tokens, %d repetitions per cell, loopback\n",
               model.c_str(), absl::GetFlag(FLAGS_dtype).c_str(), tokens.c_str(), reps);
-  std::printf("%-12s %5s %7s %7s %7s %6s %7s %6s %7s %7s %7s %6s %6s\n", "plan", "KiB", "wire MB",
-              "encode", "sink s", "GB/s", "cloud s", "GB/s", "chunk/s", "ready s", "rebuild",
-              "ratio", "ready");
+  std::printf(
+      "ratio: the sink's transfer over the cloud's (ready: over the cloud's ready), the "
+      "median of per-repetition ratios [interquartile range]\n");
+  std::printf("%-12s %5s %7s %7s %7s %6s %7s %6s %7s %7s %7s  %-18s %-18s\n", "plan", "KiB",
+              "wire MB", "encode", "sink s", "GB/s", "cloud s", "GB/s", "chunk/s", "ready s",
+              "rebuild", "ratio", "ready");
   for (const Cell& c : cells) {
-    const double wire = Median(c.wire), sink = Median(c.sink), cloud = Median(c.cloud),
-                 ready = Median(c.ready);
-    std::printf("%-12s %5d %7.2f %7.4f %7.4f %6.2f %7.4f %6.2f %7.0f %7.4f %7.4f %5.2fx %5.2fx\n",
+    const double wire = Median(c.wire), sink = Median(c.sink), cloud = Median(c.cloud);
+    std::printf("%-12s %5d %7.2f %7.4f %7.4f %6.2f %7.4f %6.2f %7.0f %7.4f %7.4f  %-18s %-18s\n",
                 c.plan.c_str(), c.chunk_kib, wire / 1e6, Median(c.encode), sink, wire / sink / 1e9,
-                cloud, wire / cloud / 1e9, Median(c.chunks) / cloud, ready, Median(c.rebuild),
-                sink / cloud, sink / ready);
+                cloud, wire / cloud / 1e9, Median(c.chunks) / cloud, Median(c.ready),
+                Median(c.rebuild), RatioText(Ratios(c.sink, c.cloud)).c_str(),
+                RatioText(Ratios(c.sink, c.ready)).c_str());
   }
   std::printf("\nencode on %d threads against one (the same chunks)\n",
               absl::GetFlag(FLAGS_encode_threads));
@@ -286,13 +308,16 @@ void Print(const std::vector<Cell>& cells, const std::string& model, const std::
                 Median(c.encode), Median(c.encode_threaded),
                 Median(c.encode) / Median(c.encode_threaded));
   }
-  std::printf("\nagainst the raw plan at the same chunk size (cloud): transfer, ready, bytes\n");
+  std::printf(
+      "\nagainst the raw plan at the same chunk size (cloud, paired by repetition): "
+      "transfer, ready, bytes\n");
   for (const Cell& c : cells) {
     for (const Cell& raw : cells) {
       if (raw.plan == "raw" && raw.chunk_kib == c.chunk_kib && c.plan != "raw") {
-        std::printf("  %-12s %5d KiB: %.2fx the transfer, %.2fx ready, %.2fx the bytes\n",
-                    c.plan.c_str(), c.chunk_kib, Median(c.cloud) / Median(raw.cloud),
-                    Median(c.ready) / Median(raw.ready), Median(c.wire) / Median(raw.wire));
+        std::printf("  %-12s %5d KiB: %s the transfer, %s ready, %.2fx the bytes\n", c.plan.c_str(),
+                    c.chunk_kib, RatioText(Ratios(c.cloud, raw.cloud)).c_str(),
+                    RatioText(Ratios(c.ready, raw.ready)).c_str(),
+                    Median(c.wire) / Median(raw.wire));
       }
     }
   }
@@ -301,12 +326,15 @@ void Print(const std::vector<Cell>& cells, const std::string& model, const std::
 absl::Status WriteCsv(const std::string& path, const std::vector<Cell>& cells) {
   std::ofstream out(path);
   out << "plan,chunk_kib,wire_bytes,encode_s,sink_transfer_s,cloud_transfer_s,cloud_ready_s,"
-         "cloud_rebuild_s,reps,encode_threaded_s\n";
+         "cloud_rebuild_s,reps,encode_threaded_s,ratio,ratio_p25,ratio_p75,ready_ratio\n";
   for (const Cell& c : cells) {
     out << '"' << c.plan << '"' << ',' << c.chunk_kib << ',' << Median(c.wire) << ','
         << Median(c.encode) << ',' << Median(c.sink) << ',' << Median(c.cloud) << ','
         << Median(c.ready) << ',' << Median(c.rebuild) << ',' << c.cloud.size() << ','
-        << Median(c.encode_threaded) << '\n';
+        << Median(c.encode_threaded);
+    const std::vector<double> r = Ratios(c.sink, c.cloud);
+    out << ',' << Median(r) << ',' << Quantile(r, 0.25) << ',' << Quantile(r, 0.75) << ','
+        << Median(Ratios(c.sink, c.ready)) << '\n';
   }
   return out ? absl::OkStatus() : absl::InternalError(absl::StrCat(path, ": write failed"));
 }
@@ -366,6 +394,9 @@ int main(int argc, char** argv) {
       "KV stream goodput against a plain gRPC stream of the same messages.\n"
       "  kvstream-transfer-bench --model=DIR [--tokens=1400-1700] [--plans='raw;int4']");
   absl::ParseCommandLine(argc, argv);
+  // The sink and the sender keep freed memory as both daemons do: a baseline paying a
+  // page fault for every fresh page would measure the allocator, not gRPC.
+  (void)kvstream::base::KeepFreedMemoryForReuse();
   if (!absl::GetFlag(FLAGS_sink_port_file).empty()) {
     return kvstream::RunSink(absl::GetFlag(FLAGS_sink_port_file));
   }
