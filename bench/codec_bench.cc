@@ -102,6 +102,33 @@ void BM_DecodeTensor(benchmark::State& state, const std::string& spec_text) {
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * kInputBytes));
 }
 
+// Decoding into bf16 rows as a bf16 cache takes them (DecodeTensorToBf16), against
+// decoding to float32 and rounding afterwards; `dim` 128 is the buffer's shape, 64 the
+// same values as [16 heads, 4096 tokens, 64 dims] (Qwen2.5-0.5B's and 3B's head size).
+void BM_DecodeBf16(benchmark::State& state, const std::string& spec_text, int64_t dim,
+                   bool direct) {
+  const Data& d = GetData();
+  const TensorSpec spec = *ParseTensorSpec(spec_text);
+  const TensorShape shape{static_cast<int64_t>(kNumel) / 4096 / dim, 4096, dim};
+  const uint64_t bytes = EncodedTensorBytes(spec, shape, DType::kF32);
+  std::vector<uint8_t> ek(bytes), ev(bytes), out(2 * kNumel);
+  (void)EncodeTensor(spec, shape, DType::kF32, d.k.data(), ek.data());
+  (void)EncodeTensor(spec, shape, DType::kF32, d.v.data(), ev.data());
+  std::vector<float> y(direct ? 0 : kNumel);
+  for (auto _ : state) {
+    for (const auto* e : {&ek, &ev}) {
+      if (direct) {
+        (void)DecodeTensorToBf16(spec, shape, DType::kF32, e->data(), bytes, out.data(), 4096);
+      } else {
+        (void)DecodeTensor(spec, shape, DType::kF32, e->data(), bytes, y.data());
+        FloatsToBf16Rounded(y.data(), static_cast<int64_t>(kNumel), out.data());
+      }
+    }
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * kInputBytes));
+}
+
 // The float formats on the software path, for the ratio of the F16C / AVX2 one to it.
 void BM_Software(benchmark::State& state, bool encode, const std::string& spec_text) {
   const FloatPath before = ActiveFloatPath();
@@ -197,6 +224,15 @@ int main(int argc, char** argv) {
                            "int4/g32", "int2/g32", "int3", "int6/ch", "f16", "bf16"}) {
     benchmark::RegisterBenchmark((std::string("encode/") + spec).c_str(), BM_EncodeTensor, spec);
     benchmark::RegisterBenchmark((std::string("decode/") + spec).c_str(), BM_DecodeTensor, spec);
+  }
+  for (const char* spec : {"int8", "int4"}) {
+    for (const int64_t dim : {128, 64}) {
+      const std::string tail = std::string(spec) + "/d" + std::to_string(dim);
+      benchmark::RegisterBenchmark(("to_bf16/float32_then_round/" + tail).c_str(), BM_DecodeBf16,
+                                   spec, dim, false);
+      benchmark::RegisterBenchmark(("to_bf16/direct/" + tail).c_str(), BM_DecodeBf16, spec, dim,
+                                   true);
+    }
   }
   for (const char* spec : {"f16", "bf16"}) {
     benchmark::RegisterBenchmark((std::string("encode/") + spec + "/software").c_str(), BM_Software,

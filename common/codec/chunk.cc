@@ -255,6 +255,23 @@ absl::Status ChunkPayload::DecodeLayer(int i, float* k, float* v) const {
   return DecodeTensor(m.spec.v, s, m.source_dtype, in + k_bytes_, v_bytes_, v);
 }
 
+bool ChunkPayload::DecodesToBf16Directly() const {
+  return codec::DecodesToBf16Directly(meta_->spec.k) && codec::DecodesToBf16Directly(meta_->spec.v);
+}
+
+absl::Status ChunkPayload::DecodeLayerToBf16(int i, uint8_t* k, uint8_t* v,
+                                             int64_t head_stride) const {
+  const ChunkMeta& m = *meta_;
+  if (i < 0 || i >= m.num_layers()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("chunk ", seq_, ": no layer ", i, " in its ", m.num_layers()));
+  }
+  const TensorShape s = ShapeOf(m);
+  const auto* in = reinterpret_cast<const uint8_t*>(raw_.data()) + i * (k_bytes_ + v_bytes_);
+  RETURN_IF_ERROR(DecodeTensorToBf16(m.spec.k, s, m.source_dtype, in, k_bytes_, k, head_stride));
+  return DecodeTensorToBf16(m.spec.v, s, m.source_dtype, in + k_bytes_, v_bytes_, v, head_stride);
+}
+
 absl::Status DecodeValidated(const kvstream::v1::KvChunk& c, const ChunkMeta& m,
                              absl::Span<float> out) {
   ASSIGN_OR_RETURN(const ChunkPayload payload, ChunkPayload::Open(c, m));

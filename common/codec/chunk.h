@@ -106,6 +106,11 @@ class ChunkPayload {
   // Layer `i` of the chunk (0-based within it) into `k` and `v`, each
   // [kv_heads][num_tokens][head_dim] floats.
   absl::Status DecodeLayer(int i, float* k, float* v) const;
+  // Whether DecodeLayerToBf16 takes this chunk (its K and V specs are int, untransformed).
+  bool DecodesToBf16Directly() const;
+  // Layer `i` straight into bf16 rows (DecodeTensorToBf16): head h, token t of K at
+  // k + 2 * (h * head_stride + t) * head_dim bytes, and of V likewise at `v`.
+  absl::Status DecodeLayerToBf16(int i, uint8_t* k, uint8_t* v, int64_t head_stride) const;
 
  private:
   const ChunkMeta* meta_ = nullptr;

@@ -1,6 +1,7 @@
 #include "common/codec/float_formats.h"
 
 #include <atomic>
+#include <cstring>
 
 #include "common/codec/half.h"
 
@@ -211,6 +212,16 @@ void HalfsToFloats(const uint8_t* in, int64_t n, float* y) {
 
 int64_t FloatsToBf16(const float* x, int64_t n, uint8_t* out) {
   return UseF16c() ? Avx2ToBf16(x, n, out) : ScalarToBf16(x, n, out);
+}
+
+void FloatsToBf16Rounded(const float* x, int64_t n, uint8_t* out) {
+  for (int64_t i = 0; i < n;) {
+    const int64_t bad = FloatsToBf16(x + i, n - i, out + 2 * i);
+    if (bad < 0) return;
+    const uint16_t b = FloatToBf16(x[i + bad]);
+    std::memcpy(out + 2 * (i + bad), &b, 2);
+    i += bad + 1;
+  }
 }
 
 void Bf16sToFloats(const uint8_t* in, int64_t n, float* y) {

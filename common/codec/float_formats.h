@@ -23,6 +23,9 @@ void HalfsToFloats(const uint8_t* in, int64_t n, float* y);
 // The same for bfloat16: the first element that is not finite, or -1.
 int64_t FloatsToBf16(const float* x, int64_t n, uint8_t* out);
 void Bf16sToFloats(const uint8_t* in, int64_t n, float* y);
+// Every element of x[0..n) to bfloat16, those FloatsToBf16 stops at (not finite) as
+// torch rounds them (FloatToBf16): what a bf16 cache holds for float32 values written in.
+void FloatsToBf16Rounded(const float* x, int64_t n, uint8_t* out);
 
 // Quantization parameters of n groups, each with finite range [lo[i], hi[i]], at
 // `levels` = 2^bits - 1: the fp16 offset is lo rounded down, the fp16 scale

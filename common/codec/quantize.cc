@@ -13,6 +13,10 @@
 #include "common/codec/float_formats.h"
 #include "common/codec/half.h"
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 namespace kvstream::codec {
 namespace {
 
@@ -190,35 +194,61 @@ absl::Status EncodeInt(const TensorSpec& spec, const TensorShape& s, const float
   return absl::OkStatus();
 }
 
-void DecodeInt(const TensorSpec& spec, const TensorShape& s, const uint8_t* in, const uint8_t* end,
-               float* y) {
-  const int64_t H = s.heads, T = s.tokens, D = s.dim;
-  const uint8_t* params = in;
-  BitReader reader(in + QuantGroups(spec, s) * 4, end, spec.bits);
-  std::vector<uint8_t> q(static_cast<size_t>(D));
-  if (spec.axis == Axis::kPerChannel) {
-    std::vector<float> scale(D), off(D);
-    for (int64_t h = 0; h < H; ++h) {
-      for (int64_t d = 0; d < D; ++d) LoadParams(params + (h * D + d) * 4, &scale[d], &off[d]);
-      for (int64_t t = 0; t < T; ++t) {
-        reader.Get(q.data(), static_cast<size_t>(D));
-        DequantizeChannels(q.data(), D, scale.data(), off.data(), y + (h * T + t) * D);
+// The rows of an int tensor (row r = head * tokens + token), decoded in order a block
+// of rows at a time.
+class IntRows {
+ public:
+  IntRows(const TensorSpec& spec, const TensorShape& s, const uint8_t* in, const uint8_t* end)
+      : per_channel_(spec.axis == Axis::kPerChannel),
+        tokens_(s.tokens),
+        dim_(s.dim),
+        group_(spec.axis == Axis::kGroup ? std::min<int64_t>(spec.group_size, s.dim) : s.dim),
+        blocks_(static_cast<int64_t>(CeilDiv(s.dim, group_))),
+        params_(in),
+        reader_(in + QuantGroups(spec, s) * 4, end, spec.bits),
+        q_(static_cast<size_t>(s.dim)) {
+    if (per_channel_) scale_.resize(s.dim), offset_.resize(s.dim);
+  }
+
+  // The next `n` rows into y [n, dim].
+  void Next(int64_t n, float* y) {
+    for (int64_t i = 0; i < n; ++i, ++row_) {
+      reader_.Get(q_.data(), static_cast<size_t>(dim_));
+      float* out = y + i * dim_;
+      if (per_channel_) {
+        if (row_ / tokens_ != head_) LoadHead(row_ / tokens_);
+        DequantizeChannels(q_.data(), dim_, scale_.data(), offset_.data(), out);
+        continue;
+      }
+      for (int64_t j = 0; j < blocks_; ++j) {
+        const int64_t start = j * group_, len = std::min(group_, dim_ - start);
+        float scale, offset;
+        LoadParams(params_ + (row_ * blocks_ + j) * 4, &scale, &offset);
+        DequantizeRun(q_.data() + start, len, scale, offset, out + start);
       }
     }
-    return;
   }
-  const int64_t G = spec.axis == Axis::kGroup ? std::min<int64_t>(spec.group_size, D) : D;
-  const int64_t n_blocks = static_cast<int64_t>(CeilDiv(D, G));
-  for (int64_t r = 0; r < H * T; ++r) {
-    reader.Get(q.data(), static_cast<size_t>(D));
-    float* row = y + r * D;
-    for (int64_t j = 0; j < n_blocks; ++j) {
-      const int64_t start = j * G, len = std::min(G, D - start);
-      float scale, off;
-      LoadParams(params + (r * n_blocks + j) * 4, &scale, &off);
-      DequantizeRun(q.data() + start, len, scale, off, row + start);
+
+ private:
+  void LoadHead(int64_t h) {
+    head_ = h;
+    for (int64_t d = 0; d < dim_; ++d) {
+      LoadParams(params_ + (h * dim_ + d) * 4, &scale_[d], &offset_[d]);
     }
   }
+
+  const bool per_channel_;
+  const int64_t tokens_, dim_, group_, blocks_;
+  const uint8_t* params_;
+  BitReader reader_;
+  std::vector<uint8_t> q_;
+  std::vector<float> scale_, offset_;  // per channel, of head_
+  int64_t row_ = 0, head_ = -1;
+};
+
+void DecodeInt(const TensorSpec& spec, const TensorShape& s, const uint8_t* in, const uint8_t* end,
+               float* y) {
+  IntRows(spec, s, in, end).Next(s.heads * s.tokens, y);
 }
 
 // ---- float formats -------------------------------------------------------------------
@@ -538,6 +568,128 @@ absl::Status DecodeTensor(const TensorSpec& spec, const TensorShape& s, DType so
   DecodeFormat(spec, s, source, in, end, dst);
   if (spec.transform == Transform::kAnchorDelta) AnchorDelta(s, spec.transform_param, dst, true);
   if (spec.transform == Transform::kSeqDelta) SeqDelta(s, dst, true);
+  return absl::OkStatus();
+}
+
+namespace {
+
+// One per-token row into bf16, element by element: value = code * scale + offset in
+// float32 (multiply, then add, as DequantizeRun), rounded as FloatsToBf16Rounded rounds.
+void RowToBf16Scalar(const uint8_t* codes, int64_t n, float scale, float offset, uint8_t* out) {
+  for (int64_t d = 0; d < n; ++d) {
+    const float product = static_cast<float>(codes[d]) * scale;
+    const uint16_t b = FloatToBf16(product + offset);
+    std::memcpy(out + 2 * d, &b, 2);
+  }
+}
+
+#if defined(__x86_64__)
+// Sixteen codes (bytes) to bf16 at out: for finite scale and offset every value is finite
+// (|code * scale + offset| <= 255 * 65504 + 65504), so rounding to nearest even is
+// (bits + 0x7fff + lsb) >> 16 with no special cases; the bits equal RowToBf16Scalar's.
+__attribute__((target("avx2"))) inline void SixteenToBf16(__m128i codes, __m256 scale,
+                                                          __m256 offset, uint8_t* out) {
+  const __m256i one = _mm256_set1_epi32(1), half = _mm256_set1_epi32(0x7fff);
+  __m256i r[2];
+  for (int i = 0; i < 2; ++i) {
+    const __m128i part = i == 0 ? codes : _mm_srli_si128(codes, 8);
+    const __m256 x = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(part));
+    const __m256i bits = _mm256_castps_si256(_mm256_add_ps(_mm256_mul_ps(x, scale), offset));
+    const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(bits, 16), one);
+    r[i] = _mm256_srli_epi32(_mm256_add_epi32(bits, _mm256_add_epi32(half, lsb)), 16);
+  }
+  // packus interleaves the 128-bit halves; the permute puts the 16 values back in order.
+  const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(r[0], r[1]), 0xD8);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), packed);
+}
+
+// A per-token row of n codes (n a multiple of 16), 8 or 4 bits each (4: two per byte, the
+// first in the low nibble), into bf16.
+__attribute__((target("avx2"))) void RowToBf16Avx2(const uint8_t* in, int bits, int64_t n,
+                                                   float scale, float offset, uint8_t* out) {
+  const __m256 s = _mm256_set1_ps(scale), o = _mm256_set1_ps(offset);
+  const __m128i low_nibble = _mm_set1_epi8(0x0f);
+  for (int64_t d = 0; d < n; d += 16) {
+    __m128i codes;
+    if (bits == 8) {
+      codes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + d));
+    } else {
+      const __m128i packed = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(in + d / 2));
+      codes = _mm_unpacklo_epi8(_mm_and_si128(packed, low_nibble),
+                                _mm_and_si128(_mm_srli_epi16(packed, 4), low_nibble));
+    }
+    SixteenToBf16(codes, s, o, out + 2 * d);
+  }
+}
+#endif
+
+// Per-token int8 and int4 rows whose codes start on a byte and fill whole vectors, with
+// AVX2 (the codec's F16C path): decoded and rounded in registers, a row at a time. Rows
+// with a non-finite scale or offset (which no encoder writes) go element by element.
+bool PerTokenToBf16Fast(const TensorSpec& spec, const TensorShape& s, const uint8_t* in,
+                        uint8_t* dst, int64_t head_stride) {
+#if defined(__x86_64__)
+  if (spec.axis != Axis::kPerToken || (spec.bits != 8 && spec.bits != 4) || s.dim % 16 != 0 ||
+      ActiveFloatPath() != FloatPath::kF16c) {
+    return false;
+  }
+  const int64_t row_bytes = s.dim * spec.bits / 8;
+  const uint8_t* codes = in + s.heads * s.tokens * 4;
+  std::vector<uint8_t> unpacked(static_cast<size_t>(s.dim));
+  for (int64_t h = 0; h < s.heads; ++h) {
+    for (int64_t t = 0; t < s.tokens; ++t) {
+      const int64_t r = h * s.tokens + t;
+      float scale, offset;
+      LoadParams(in + r * 4, &scale, &offset);
+      uint8_t* out = dst + 2 * (h * head_stride + t) * s.dim;
+      if (std::isfinite(scale) && std::isfinite(offset)) {
+        RowToBf16Avx2(codes + r * row_bytes, spec.bits, s.dim, scale, offset, out);
+        continue;
+      }
+      UnpackBits(codes + r * row_bytes, static_cast<size_t>(s.dim), spec.bits, unpacked.data());
+      RowToBf16Scalar(unpacked.data(), s.dim, scale, offset, out);
+    }
+  }
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+bool DecodesToBf16Directly(const TensorSpec& spec) {
+  return spec.format == Format::kInt && spec.transform == Transform::kNone;
+}
+
+absl::Status DecodeTensorToBf16(const TensorSpec& spec, const TensorShape& s, DType source,
+                                const uint8_t* in, size_t in_size, uint8_t* dst,
+                                int64_t head_stride) {
+  RETURN_IF_ERROR(spec.Validate());
+  if (!DecodesToBf16Directly(spec)) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor ", spec.ToString(),
+                                                   ": no direct bf16 decoding (int specs without a "
+                                                   "transform only); decode to float32"));
+  }
+  const uint64_t expected = EncodedTensorBytes(spec, s, source);
+  if (in_size != expected || head_stride < s.tokens) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor ", spec.ToString(), " [", s.heads, ", ", s.tokens, ", ", s.dim,
+                     "]: expected ", expected, " bytes and a head stride of at least ", s.tokens,
+                     ", found ", in_size, " bytes and ", head_stride));
+  }
+  if (PerTokenToBf16Fast(spec, s, in, dst, head_stride)) return absl::OkStatus();
+  // A few KiB of float32 rows at a time, converted while they are still in L1.
+  const int64_t block = std::max<int64_t>(1, 2048 / s.dim);
+  std::vector<float> rows(static_cast<size_t>(block * s.dim));
+  IntRows decoder(spec, s, in, in + in_size);
+  for (int64_t h = 0; h < s.heads; ++h) {
+    for (int64_t t = 0; t < s.tokens; t += block) {
+      const int64_t n = std::min(block, s.tokens - t);
+      decoder.Next(n, rows.data());
+      FloatsToBf16Rounded(rows.data(), n * s.dim, dst + 2 * (h * head_stride + t) * s.dim);
+    }
+  }
   return absl::OkStatus();
 }
 

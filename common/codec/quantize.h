@@ -49,6 +49,17 @@ absl::Status EncodeTensor(const TensorSpec& spec, const TensorShape& shape, DTyp
 absl::Status DecodeTensor(const TensorSpec& spec, const TensorShape& shape, DType source,
                           const uint8_t* in, size_t in_size, float* dst);
 
+// Whether DecodeTensorToBf16 takes `spec`: int formats without a transform.
+bool DecodesToBf16Directly(const TensorSpec& spec);
+
+// Decodes as DecodeTensor does and rounds to bf16 (FloatsToBf16Rounded) on the way, with
+// no float32 tensor in between: row (h, t) of `dim` values goes to dst + 2 * (h *
+// head_stride + t) * dim bytes (head_stride >= tokens: rows of a cache [heads, capacity,
+// dim] from a slot on). The bits equal DecodeTensor's output converted afterwards.
+absl::Status DecodeTensorToBf16(const TensorSpec& spec, const TensorShape& shape, DType source,
+                                const uint8_t* in, size_t in_size, uint8_t* dst,
+                                int64_t head_stride);
+
 // Scale and offset the encoder stores for a group with values in [lo, hi]: the offset is
 // lo rounded down to fp16, the scale (hi - offset) / (2^bits - 1) rounded up to fp16, so
 // every value lies within the representable range and decodes within scale/2.

@@ -260,31 +260,49 @@ absl::StatusOr<codec::ChunkMeta> CacheAssembler::Validate(
 
 absl::Status CacheAssembler::AddValidated(const kvstream::v1::KvChunk& chunk,
                                           const codec::ChunkMeta& meta) {
+  RETURN_IF_ERROR(CheckCells(chunk.seq(), meta));
+  RETURN_IF_ERROR(WriteChunk(chunk, meta));
   const int tb = meta.token_begin;
   const int n = meta.num_tokens();
-  RETURN_IF_ERROR(CheckCells(chunk.seq(), meta));
-  // Lossless chunks in the cache's own dtype are copied as they are; the rest decode
-  // through float32, a layer at a time.
-  const codec::DType own = cache_->is_bf16() ? codec::DType::kBF16 : codec::DType::kF32;
-  std::vector<codec::LayerKv> raw;
-  if (meta.source_dtype == own) raw = codec::PayloadTensors(chunk, meta);
-  if (!raw.empty()) {
-    for (int i = 0; i < meta.num_layers(); ++i) {
-      RETURN_IF_ERROR(cache_->WriteLayerRaw(meta.layer_begin + i, tb, n, raw[i].k, raw[i].v));
-    }
-  } else {
-    ASSIGN_OR_RETURN(const codec::ChunkPayload payload, codec::ChunkPayload::Open(chunk, meta));
-    const size_t tensor = static_cast<size_t>(meta.kv_heads) * n * meta.head_dim;
-    scratch_.resize(2 * tensor);
-    for (int i = 0; i < meta.num_layers(); ++i) {
-      RETURN_IF_ERROR(payload.DecodeLayer(i, scratch_.data(), scratch_.data() + tensor));
-      RETURN_IF_ERROR(cache_->WriteLayer(meta.layer_begin + i, tb, n, scratch_.data(),
-                                         scratch_.data() + tensor));
-    }
-  }
   for (int l = meta.layer_begin; l < meta.layer_end; ++l) {
     for (int t = tb; t < tb + n; ++t) written_[l][t] = true;
     covered_ += static_cast<uint64_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+// Lossless chunks in the cache's own dtype are copied as they are; int chunks decode
+// straight into a bf16 cache on the CPU; the rest decode through float32, a layer at a
+// time. Each way gives the cache the same bits.
+absl::Status CacheAssembler::WriteChunk(const kvstream::v1::KvChunk& chunk,
+                                        const codec::ChunkMeta& meta) {
+  const int tb = meta.token_begin;
+  const int n = meta.num_tokens();
+  const codec::DType own = cache_->is_bf16() ? codec::DType::kBF16 : codec::DType::kF32;
+  if (meta.source_dtype == own) {
+    const std::vector<codec::LayerKv> raw = codec::PayloadTensors(chunk, meta);
+    for (size_t i = 0; i < raw.size(); ++i) {
+      RETURN_IF_ERROR(
+          cache_->WriteLayerRaw(meta.layer_begin + static_cast<int>(i), tb, n, raw[i].k, raw[i].v));
+    }
+    if (!raw.empty()) return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(const codec::ChunkPayload payload, codec::ChunkPayload::Open(chunk, meta));
+  if (own == codec::DType::kBF16 && payload.DecodesToBf16Directly() &&
+      cache_->MutableRows(meta.layer_begin, tb, n).ok()) {
+    for (int i = 0; i < meta.num_layers(); ++i) {
+      ASSIGN_OR_RETURN(const KvCache::Rows rows, cache_->MutableRows(meta.layer_begin + i, tb, n));
+      RETURN_IF_ERROR(payload.DecodeLayerToBf16(i, static_cast<uint8_t*>(rows.k),
+                                                static_cast<uint8_t*>(rows.v), rows.head_stride));
+    }
+    return absl::OkStatus();
+  }
+  const size_t tensor = static_cast<size_t>(meta.kv_heads) * n * meta.head_dim;
+  scratch_.resize(2 * tensor);
+  for (int i = 0; i < meta.num_layers(); ++i) {
+    RETURN_IF_ERROR(payload.DecodeLayer(i, scratch_.data(), scratch_.data() + tensor));
+    RETURN_IF_ERROR(
+        cache_->WriteLayer(meta.layer_begin + i, tb, n, scratch_.data(), scratch_.data() + tensor));
   }
   return absl::OkStatus();
 }

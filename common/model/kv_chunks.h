@@ -84,6 +84,8 @@ class CacheAssembler {
   void Init(int num_layers, int kv_heads, int head_dim, std::string session_id, int next_position);
   // The chunk's cells are inside the session, not yet written, at the expected positions.
   absl::Status CheckCells(uint64_t seq, const codec::ChunkMeta& meta) const;
+  // The chunk's cells into the cache.
+  absl::Status WriteChunk(const kvstream::v1::KvChunk& chunk, const codec::ChunkMeta& meta);
 
   codec::ChunkLimits limits_;
   std::vector<int32_t> positions_;

@@ -192,17 +192,8 @@ void WriteSlots(torch::Tensor& t, int begin, int n, const void* src, bool src_is
       std::memcpy(dst, static_cast<const char*>(src) + h * run * width, run * width);
       continue;
     }
-    const float* in = static_cast<const float*>(src) + h * run;
-    auto* out = reinterpret_cast<uint8_t*>(dst);
-    // Eight at a time (AVX2 where the CPU has it); an element bf16 cannot hold as a
-    // finite value is converted here, as torch would.
-    for (auto i = static_cast<int64_t>(0); i < static_cast<int64_t>(run);) {
-      const int64_t bad = codec::FloatsToBf16(in + i, static_cast<int64_t>(run) - i, out + 2 * i);
-      if (bad < 0) break;
-      const uint16_t b = codec::FloatToBf16(in[i + bad]);  // as torch rounds
-      std::memcpy(out + 2 * (i + bad), &b, 2);
-      i += bad + 1;
-    }
+    codec::FloatsToBf16Rounded(static_cast<const float*>(src) + h * run, static_cast<int64_t>(run),
+                               reinterpret_cast<uint8_t*>(dst));
   }
 }
 
@@ -233,6 +224,19 @@ absl::Status KvCache::WriteLayer(int layer, int begin, int n, const float* k, co
 
 absl::Status KvCache::WriteLayerRaw(int layer, int begin, int n, const void* k, const void* v) {
   return impl_->Write(layer, begin, n, k, v, /*src_f32=*/false);
+}
+
+absl::StatusOr<KvCache::Rows> KvCache::MutableRows(int layer, int begin, int n) {
+  Impl& c = *impl_;
+  RETURN_IF_ERROR(c.CheckRange(layer, begin, begin + n));
+  torch::Tensor& k = c.k[layer];
+  torch::Tensor& v = c.v[layer];
+  if (!k.is_cpu() || !k.is_contiguous() || !v.is_contiguous()) {
+    return absl::FailedPreconditionError("cache rows are written in place on the CPU only");
+  }
+  const int64_t offset = static_cast<int64_t>(begin) * c.head_dim;
+  return Rows{static_cast<char*>(k.data_ptr()) + offset * k.element_size(),
+              static_cast<char*>(v.data_ptr()) + offset * v.element_size(), k.size(1)};
 }
 
 absl::Status KvCache::Compact(const std::vector<int32_t>& slots) {

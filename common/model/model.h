@@ -67,6 +67,16 @@ class KvCache {
   // The same from buffers in the cache's own dtype (as ExportLayerRaw gives them): a
   // copy with no conversion, for lossless chunks.
   absl::Status WriteLayerRaw(int layer, int begin, int n, const void* k, const void* v);
+  // Slots [begin, begin + n) of `layer` for a writer that fills them in place in the
+  // cache's dtype (a decoder writing bf16 straight in): K and V of head h, slot begin + t,
+  // start (h * head_stride + t) * head_dim elements from `k` and `v`. A CPU cache only
+  // (FailedPrecondition elsewhere: write through WriteLayer).
+  struct Rows {
+    void* k;
+    void* v;
+    int64_t head_stride;
+  };
+  absl::StatusOr<Rows> MutableRows(int layer, int begin, int n);
   // Keeps only `slots` (strictly increasing indices): eviction after a full prefill.
   absl::Status Compact(const std::vector<int32_t>& slots);
   // Keeps only `slots` (distinct indices, in any order), in that order; replaces a layer at

@@ -7,6 +7,7 @@
 #include <random>
 #include <vector>
 
+#include "common/codec/float_formats.h"
 #include "common/codec/half.h"
 
 namespace kvstream::codec {
@@ -100,6 +101,100 @@ TEST(QuantizeTest, IntRoundTripWithinHalfScaleForEveryWidthAxisAndGroup) {
     }
   }
   EXPECT_GT(checked, 100000);
+}
+
+// Decoding straight into bf16 rows gives the bits of decoding to float32 and rounding
+// afterwards, for every width, axis and group; rows land at their head's stride and the
+// rows between heads are left alone.
+TEST(QuantizeTest, DirectBf16DecodingEqualsFloatDecodingRounded) {
+  int checked = 0;
+  for (const Case& c : AllIntCases()) {
+    const TensorShape& s = c.shape;
+    SCOPED_TRACE(c.spec.ToString() + " shape " + std::to_string(s.heads) + "x" +
+                 std::to_string(s.tokens) + "x" + std::to_string(s.dim));
+    const std::vector<float> x = RandomData(s, 11u + static_cast<uint32_t>(checked));
+    const uint64_t bytes = EncodedTensorBytes(c.spec, s, DType::kF32);
+    std::vector<uint8_t> enc(bytes);
+    ASSERT_TRUE(EncodeTensor(c.spec, s, DType::kF32, x.data(), enc.data()).ok());
+    std::vector<float> y(x.size());
+    ASSERT_TRUE(DecodeTensor(c.spec, s, DType::kF32, enc.data(), bytes, y.data()).ok());
+    std::vector<uint8_t> want(2 * y.size());
+    FloatsToBf16Rounded(y.data(), static_cast<int64_t>(y.size()), want.data());
+    const int64_t stride = s.tokens + 3;  // a cache's capacity beyond these slots
+    std::vector<uint8_t> got(2 * s.heads * stride * s.dim, 0xCD);
+    ASSERT_TRUE(
+        DecodeTensorToBf16(c.spec, s, DType::kF32, enc.data(), bytes, got.data(), stride).ok());
+    for (int64_t h = 0; h < s.heads; ++h) {
+      const size_t run = 2 * s.tokens * s.dim;
+      ASSERT_EQ(std::memcmp(got.data() + 2 * h * stride * s.dim, want.data() + h * run, run), 0)
+          << "head " << h;
+      for (size_t i = run; i < static_cast<size_t>(2 * stride * s.dim); ++i) {
+        ASSERT_EQ(got[2 * h * stride * s.dim + i], 0xCD) << "wrote past head " << h;
+      }
+    }
+    ++checked;
+  }
+  EXPECT_EQ(checked, static_cast<int>(AllIntCases().size()));
+}
+
+// Rows whose stored scale or offset is not finite (no encoder writes them; a hostile or
+// corrupted chunk may) decode to the same bits on the direct path as through float32, on
+// the vector path and on the scalar one.
+TEST(QuantizeTest, DirectBf16DecodingOfNonFiniteParamsEqualsFloatDecoding) {
+  const TensorShape s{2, 6, 32};
+  for (const FloatPath path : {FloatPath::kF16c, FloatPath::kScalar}) {
+    ForceFloatPath(path);
+    for (const int bits : {8, 4}) {
+      SCOPED_TRACE(std::to_string(bits) + " bits, path " + std::to_string(static_cast<int>(path)));
+      const TensorSpec spec = TensorSpec::Int(bits, Axis::kPerToken);
+      const std::vector<float> x = RandomData(s, 3);
+      const uint64_t bytes = EncodedTensorBytes(spec, s, DType::kF32);
+      std::vector<uint8_t> enc(bytes);
+      ASSERT_TRUE(EncodeTensor(spec, s, DType::kF32, x.data(), enc.data()).ok());
+      // fp16 +inf, a NaN whose payload carries when rounded as a finite value would, 65504
+      const uint16_t inf = 0x7c00, nan = 0x7fff, big = 0x7bff;
+      std::memcpy(enc.data() + 1 * 4, &inf, 2);      // row 1: infinite scale
+      std::memcpy(enc.data() + 2 * 4 + 2, &nan, 2);  // row 2: NaN offset
+      std::memcpy(enc.data() + 7 * 4, &big, 2);      // row 7: the largest finite scale
+      std::memcpy(enc.data() + 7 * 4 + 2, &big, 2);
+      std::vector<float> y(x.size());
+      ASSERT_TRUE(DecodeTensor(spec, s, DType::kF32, enc.data(), bytes, y.data()).ok());
+      std::vector<uint8_t> want(2 * y.size()), got(2 * y.size());
+      FloatsToBf16Rounded(y.data(), static_cast<int64_t>(y.size()), want.data());
+      ASSERT_TRUE(
+          DecodeTensorToBf16(spec, s, DType::kF32, enc.data(), bytes, got.data(), s.tokens).ok());
+      EXPECT_EQ(got, want);
+    }
+  }
+  ForceFloatPath(FloatPath::kF16c);
+}
+
+// Direct bf16 decoding takes int specs without a transform, the encoded size exactly and
+// a head stride of at least the tokens; it refuses the rest with what it expected.
+TEST(QuantizeTest, DirectBf16DecodingRefusesWhatItCannotTake) {
+  const TensorShape s{2, 4, 8};
+  const TensorSpec int4 = TensorSpec::Int(4, Axis::kPerToken);
+  std::vector<uint8_t> enc(EncodedTensorBytes(int4, s, DType::kF32));
+  std::vector<uint8_t> out(2 * s.numel() * 2);
+  EXPECT_TRUE(DecodesToBf16Directly(int4));
+  EXPECT_TRUE(DecodeTensorToBf16(int4, s, DType::kF32, enc.data(), enc.size(), out.data(), 4).ok());
+  const absl::Status short_input =
+      DecodeTensorToBf16(int4, s, DType::kF32, enc.data(), enc.size() - 1, out.data(), 4);
+  EXPECT_NE(short_input.message().find("expected " + std::to_string(enc.size()) + " bytes"),
+            std::string::npos)
+      << short_input;
+  const absl::Status narrow =
+      DecodeTensorToBf16(int4, s, DType::kF32, enc.data(), enc.size(), out.data(), 3);
+  EXPECT_NE(narrow.message().find("head stride of at least 4, found"), std::string::npos) << narrow;
+  for (const char* text : {"f16", "raw", "int4+sd"}) {
+    auto spec = ParseTensorSpec(text);
+    ASSERT_TRUE(spec.ok()) << text;
+    EXPECT_FALSE(DecodesToBf16Directly(*spec)) << text;
+    EXPECT_EQ(
+        DecodeTensorToBf16(*spec, s, DType::kF32, enc.data(), enc.size(), out.data(), 4).code(),
+        absl::StatusCode::kInvalidArgument)
+        << text;
+  }
 }
 
 TEST(QuantizeTest, StoredScaleIsNearTheGroupsRangeOverLevels) {

@@ -141,6 +141,48 @@ TEST_F(KvChunksTest, Float32WritesIntoABf16CacheRoundToNearestEven) {
   EXPECT_EQ(kb[3 + 11 * 7], 0x3f80u);  // the halfway case goes to even (1.0)
 }
 
+// Int chunks decode straight into a bf16 cache; the cache holds the bits the float32 path
+// gives (decode, then write the floats in), for per-token, per-channel and grouped
+// specs, several chunks per layer, and zstd.
+TEST_F(KvChunksTest, IntChunksDecodeIntoABf16CacheAsThroughFloat32) {
+  auto m = Load("bf16");
+  auto cache = Cache(*m);
+  const int L = m->config().num_layers, H = m->config().num_kv_heads, D = m->config().head_dim;
+  for (const char* text : {"int8", "int4/ch", "int2/g8,zstd=1", "int3,L0=f16"}) {
+    SCOPED_TRACE(text);
+    auto plan = codec::ParsePlan(text);
+    ASSERT_TRUE(plan.ok()) << plan.status();
+    ChunkingOptions co;
+    co.max_chunk_bytes = 200;  // several chunks per layer
+    auto chunks = EncodeCache(*cache, *plan, "bf", co);
+    ASSERT_TRUE(chunks.ok()) << chunks.status();
+    ASSERT_GT(chunks->size(), static_cast<size_t>(L));
+    CacheAssembler direct(*m, "bf", cache->positions(), cache->next_position());
+    auto through_float = m->NewCache(cache->positions(), cache->next_position());
+    for (const auto& c : *chunks) {
+      ASSERT_TRUE(direct.Add(c).ok());
+      auto decoded = codec::DecodeChunk(c, {});
+      ASSERT_TRUE(decoded.ok()) << decoded.status();
+      for (int i = 0; i < decoded->meta.num_layers(); ++i) {
+        ASSERT_TRUE(through_float
+                        ->WriteLayer(decoded->meta.layer_begin + i, decoded->meta.token_begin,
+                                     decoded->meta.num_tokens(), decoded->k(i), decoded->v(i))
+                        .ok());
+      }
+    }
+    auto rebuilt = direct.Finish();
+    ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
+    const size_t count = static_cast<size_t>(H) * cache->size() * D;
+    std::vector<uint16_t> k0(count), v0(count), k1(count), v1(count);
+    for (int l = 0; l < L; ++l) {
+      ASSERT_TRUE(through_float->ExportLayerRaw(l, 0, cache->size(), k0.data(), v0.data()).ok());
+      ASSERT_TRUE((*rebuilt)->ExportLayerRaw(l, 0, cache->size(), k1.data(), v1.data()).ok());
+      ASSERT_EQ(k1, k0) << "layer " << l;
+      ASSERT_EQ(v1, v0) << "layer " << l;
+    }
+  }
+}
+
 // Layer ranges let a sender encode a few layers at a time, each range under its own
 // plan; the assembler takes the pieces like any other chunks.
 TEST_F(KvChunksTest, LayerRangesEncodeOnlyTheirLayersAndAssembleTogether) {
