@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# kvstream-transfer-bench end to end at toy scale: every session to the sink and to a real
+# kvstream-cloud (bf16 cache, so int chunks take the direct decoding path) completes, the
+# CSV has one row per plan x chunk size with every repetition, compressed plans put fewer
+# bytes on the wire, and the cloud's cache is never whole before its transfer ended.
+# Usage: transfer_bench_test.sh KVSTREAM_TRANSFER_BENCH_BINARY
+set -euo pipefail
+BIN=$1
+DIR=$(mktemp -d)
+trap 'rm -rf "$DIR"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+"$BIN" --model=testdata/models-2k/large --tokens=150-250 --reps=3 --chunk_kib=4,64 \
+  "--plans=raw;int8;int4,zstd=1" --csv="$DIR/cells.csv" --work_dir="$DIR" \
+  >"$DIR/out.txt" 2>"$DIR/err.txt" || fail "exit $?: $(cat "$DIR/err.txt")"
+grep -q "interquartile range" "$DIR/out.txt" || fail "no table: $(cat "$DIR/out.txt")"
+/usr/bin/python3 - "$DIR/cells.csv" <<'PY' || fail "$(cat "$DIR/out.txt")"
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+assert len(rows) == 6, rows
+cells = {(r["plan"], int(r["chunk_kib"])): r for r in rows}
+for kib in (4, 64):
+    raw, int8, int4 = (float(cells[(p, kib)]["wire_bytes"]) for p in ("raw", "int8", "int4,zstd=1"))
+    assert int4 < int8 < raw, (kib, raw, int8, int4)
+for r in rows:
+    assert int(r["reps"]) == 3, r
+    assert float(r["cloud_ready_s"]) >= float(r["cloud_transfer_s"]) > 0, r
+    assert float(r["ratio_p25"]) <= float(r["ratio"]) <= float(r["ratio_p75"]), r
+    assert float(r["ratio"]) > 0 and float(r["sink_transfer_s"]) > 0, r
+PY
+echo "ok"
