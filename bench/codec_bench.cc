@@ -112,17 +112,22 @@ void BM_DecodeBf16(benchmark::State& state, const std::string& spec_text, int64_
   const TensorShape shape{static_cast<int64_t>(kNumel) / 4096 / dim, 4096, dim};
   const uint64_t bytes = EncodedTensorBytes(spec, shape, DType::kF32);
   std::vector<uint8_t> ek(bytes), ev(bytes), out(2 * kNumel);
-  (void)EncodeTensor(spec, shape, DType::kF32, d.k.data(), ek.data());
-  (void)EncodeTensor(spec, shape, DType::kF32, d.v.data(), ev.data());
+  if (!EncodeTensor(spec, shape, DType::kF32, d.k.data(), ek.data()).ok() ||
+      !EncodeTensor(spec, shape, DType::kF32, d.v.data(), ev.data()).ok()) {
+    state.SkipWithError("encode failed");
+    return;
+  }
   std::vector<float> y(direct ? 0 : kNumel);
   for (auto _ : state) {
     for (const auto* e : {&ek, &ev}) {
-      if (direct) {
-        (void)DecodeTensorToBf16(spec, shape, DType::kF32, e->data(), bytes, out.data(), 4096);
-      } else {
-        (void)DecodeTensor(spec, shape, DType::kF32, e->data(), bytes, y.data());
-        FloatsToBf16Rounded(y.data(), static_cast<int64_t>(kNumel), out.data());
+      const absl::Status st =
+          direct ? DecodeTensorToBf16(spec, shape, DType::kF32, e->data(), bytes, out.data(), 4096)
+                 : DecodeTensor(spec, shape, DType::kF32, e->data(), bytes, y.data());
+      if (!st.ok()) {
+        state.SkipWithError(std::string(st.message()).c_str());
+        return;
       }
+      if (!direct) FloatsToBf16Rounded(y.data(), static_cast<int64_t>(kNumel), out.data());
     }
     benchmark::ClobberMemory();
   }

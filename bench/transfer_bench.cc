@@ -11,7 +11,8 @@
 // ack), and so is "ready": that plus the time the cloud still spent writing chunks into
 // its cache after Commit (CloudStats.rebuild_wait_seconds), i.e. when the cache is whole.
 // Prints, per cell, the medians over repetitions: wire MB, encode seconds, the sink's
-// transfer and GB/s, the cloud's transfer, GB/s, chunks/s, ready and rebuild seconds; and
+// transfer and GB/s, the cloud's transfer, GB/s, chunks/s, ready and rebuild seconds
+// (CloudStats.rebuild_seconds: validating chunks and writing them into the cache); and
 // the ratios of the cloud's goodput to the sink's (transfer and ready), each the median of
 // one ratio per repetition (the sink and the cloud sent the same chunks back to back) with
 // its interquartile range, so that a ratio's run-to-run spread is printed beside it; then

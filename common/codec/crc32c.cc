@@ -85,25 +85,26 @@ uint64_t Load64(const uint8_t* p) {
 }
 
 // The SSE4.2 crc32 instruction computes this same polynomial, 8 bytes at a time; three
-// lanes at once (for lanes B, C started from zero, crc(A B C) = shift2(crc(A)) ^
-// shift1(crc(B)) ^ crc(C)), then the rest in one chain.
+// lanes at once (lane a continues the running register, lanes b and c start from zero:
+// register(a b c) = shift2(register(a)) ^ shift1(register(b)) ^ register(c)), then the
+// rest in one chain.
 __attribute__((target("sse4.2"))) uint32_t Crc32cSse42(const uint8_t* p, size_t n, uint32_t crc) {
-  uint64_t c = ~crc;
+  uint64_t reg = ~crc;
   if (n >= 3 * kLane) {
     const LaneShifts& shift = GetLaneShifts();
     for (; n >= 3 * kLane; p += 3 * kLane, n -= 3 * kLane) {
-      uint64_t b = 0, d = 0;
+      uint64_t a = reg, b = 0, c = 0;
       for (size_t i = 0; i < kLane; i += 8) {
-        c = _mm_crc32_u64(c, Load64(p + i));
+        a = _mm_crc32_u64(a, Load64(p + i));
         b = _mm_crc32_u64(b, Load64(p + kLane + i));
-        d = _mm_crc32_u64(d, Load64(p + 2 * kLane + i));
+        c = _mm_crc32_u64(c, Load64(p + 2 * kLane + i));
       }
-      c = shift.two(static_cast<uint32_t>(c)) ^ shift.one(static_cast<uint32_t>(b)) ^
-          static_cast<uint32_t>(d);
+      reg = shift.two(static_cast<uint32_t>(a)) ^ shift.one(static_cast<uint32_t>(b)) ^
+            static_cast<uint32_t>(c);
     }
   }
-  for (; n >= 8; p += 8, n -= 8) c = _mm_crc32_u64(c, Load64(p));
-  auto c32 = static_cast<uint32_t>(c);
+  for (; n >= 8; p += 8, n -= 8) reg = _mm_crc32_u64(reg, Load64(p));
+  auto c32 = static_cast<uint32_t>(reg);
   while (n--) c32 = _mm_crc32_u8(c32, *p++);
   return ~c32;
 }

@@ -532,9 +532,23 @@ absl::Status EncodeTensor(const TensorSpec& spec, const TensorShape& s, DType so
   return EncodeFormat(spec, s, x, out);
 }
 
+namespace {
+
+absl::Status CheckShape(const TensorSpec& spec, const TensorShape& s) {
+  if (s.heads < 1 || s.tokens < 1 || s.dim < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor ", spec.ToString(), " [", s.heads, ", ",
+                                                   s.tokens, ", ", s.dim,
+                                                   "]: every dimension must be at least 1"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status DecodeTensor(const TensorSpec& spec, const TensorShape& s, DType source,
                           const uint8_t* in, size_t in_size, float* dst) {
   RETURN_IF_ERROR(spec.Validate());
+  RETURN_IF_ERROR(CheckShape(spec, s));
   const uint64_t expected = EncodedTensorBytes(spec, s, source);
   if (in_size != expected) {
     return absl::InvalidArgumentError(absl::StrCat("tensor ", spec.ToString(), " [", s.heads, ", ",
@@ -574,7 +588,11 @@ absl::Status DecodeTensor(const TensorSpec& spec, const TensorShape& s, DType so
 namespace {
 
 // One per-token row into bf16, element by element: value = code * scale + offset in
-// float32 (multiply, then add, as DequantizeRun), rounded as FloatsToBf16Rounded rounds.
+// float32, rounded as FloatsToBf16Rounded rounds. The product of a code (8 bits) and an
+// fp16 scale (11 significant bits) is exact in float32, so only the addition rounds, and
+// a fused multiply-add would give the same value: the bits equal DequantizeRun's however
+// the compiler contracts either, for finite parameters (non-finite ones give a NaN or
+// infinity either way, a NaN's payload not necessarily the same).
 void RowToBf16Scalar(const uint8_t* codes, int64_t n, float scale, float offset, uint8_t* out) {
   for (int64_t d = 0; d < n; ++d) {
     const float product = static_cast<float>(codes[d]) * scale;
@@ -585,8 +603,9 @@ void RowToBf16Scalar(const uint8_t* codes, int64_t n, float scale, float offset,
 
 #if defined(__x86_64__)
 // Sixteen codes (bytes) to bf16 at out: for finite scale and offset every value is finite
-// (|code * scale + offset| <= 255 * 65504 + 65504), so rounding to nearest even is
-// (bits + 0x7fff + lsb) >> 16 with no special cases; the bits equal RowToBf16Scalar's.
+// (|code * scale + offset| <= 255 * 65504 + 65504) and a multiple of 2^-24 (no
+// subnormals), so rounding to nearest even is (bits + 0x7fff + lsb) >> 16 with no special
+// cases; the bits equal RowToBf16Scalar's.
 __attribute__((target("avx2"))) inline void SixteenToBf16(__m128i codes, __m256 scale,
                                                           __m256 offset, uint8_t* out) {
   const __m256i one = _mm256_set1_epi32(1), half = _mm256_set1_epi32(0x7fff);
@@ -666,6 +685,7 @@ absl::Status DecodeTensorToBf16(const TensorSpec& spec, const TensorShape& s, DT
                                 const uint8_t* in, size_t in_size, uint8_t* dst,
                                 int64_t head_stride) {
   RETURN_IF_ERROR(spec.Validate());
+  RETURN_IF_ERROR(CheckShape(spec, s));
   if (!DecodesToBf16Directly(spec)) {
     return absl::InvalidArgumentError(absl::StrCat("tensor ", spec.ToString(),
                                                    ": no direct bf16 decoding (int specs without a "

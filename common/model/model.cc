@@ -231,12 +231,13 @@ absl::StatusOr<KvCache::Rows> KvCache::MutableRows(int layer, int begin, int n) 
   RETURN_IF_ERROR(c.CheckRange(layer, begin, begin + n));
   torch::Tensor& k = c.k[layer];
   torch::Tensor& v = c.v[layer];
-  if (!k.is_cpu() || !k.is_contiguous() || !v.is_contiguous()) {
+  if (!k.is_cpu() || !v.is_cpu() || !k.is_contiguous() || !v.is_contiguous()) {
     return absl::FailedPreconditionError("cache rows are written in place on the CPU only");
   }
   const int64_t offset = static_cast<int64_t>(begin) * c.head_dim;
   return Rows{static_cast<char*>(k.data_ptr()) + offset * k.element_size(),
-              static_cast<char*>(v.data_ptr()) + offset * v.element_size(), k.size(1)};
+              static_cast<char*>(v.data_ptr()) + offset * v.element_size(),
+              k.stride(0) / c.head_dim};
 }
 
 absl::Status KvCache::Compact(const std::vector<int32_t>& slots) {

@@ -67,10 +67,11 @@ class KvCache {
   // The same from buffers in the cache's own dtype (as ExportLayerRaw gives them): a
   // copy with no conversion, for lossless chunks.
   absl::Status WriteLayerRaw(int layer, int begin, int n, const void* k, const void* v);
-  // Slots [begin, begin + n) of `layer` for a writer that fills them in place in the
-  // cache's dtype (a decoder writing bf16 straight in): K and V of head h, slot begin + t,
-  // start (h * head_stride + t) * head_dim elements from `k` and `v`. A CPU cache only
-  // (FailedPrecondition elsewhere: write through WriteLayer).
+  // Slots [begin, begin + n) of `layer` for a writer that fills them in place, in the
+  // cache's dtype (is_bf16: 2 bytes an element, else 4; a decoder writing bf16 straight
+  // in checks is_bf16 first): K and V of head h, slot begin + t, start (h * head_stride +
+  // t) * head_dim elements from `k` and `v`. A CPU cache only (FailedPrecondition
+  // elsewhere: write through WriteLayer).
   struct Rows {
     void* k;
     void* v;

@@ -38,6 +38,42 @@ class KvChunksTest : public ::testing::Test {
     EXPECT_TRUE(pre->cache->Compact(kept).ok());
     return std::move(pre->cache);
   }
+  // Assembles `cache` encoded under `plan_text` (several chunks per layer) into a bf16
+  // cache, and compares it bit for bit with the chunks decoded to float32 and written in.
+  static void ExpectDirectEqualsFloat(Model& m, const KvCache& cache, const char* plan_text) {
+    auto plan = codec::ParsePlan(plan_text);
+    ASSERT_TRUE(plan.ok()) << plan.status();
+    ChunkingOptions co;
+    co.max_chunk_bytes = 200;
+    auto chunks = EncodeCache(cache, *plan, "bf", co);
+    ASSERT_TRUE(chunks.ok()) << chunks.status();
+    const int L = m.config().num_layers, H = m.config().num_kv_heads, D = m.config().head_dim;
+    ASSERT_GT(chunks->size(), static_cast<size_t>(L));
+    CacheAssembler direct(m, "bf", cache.positions(), cache.next_position());
+    auto through_float = m.NewCache(cache.positions(), cache.next_position());
+    for (const auto& c : *chunks) {
+      ASSERT_TRUE(direct.Add(c).ok());
+      auto decoded = codec::DecodeChunk(c, {});
+      ASSERT_TRUE(decoded.ok()) << decoded.status();
+      const codec::ChunkMeta& meta = decoded->meta;
+      for (int i = 0; i < meta.num_layers(); ++i) {
+        ASSERT_TRUE(through_float
+                        ->WriteLayer(meta.layer_begin + i, meta.token_begin, meta.num_tokens(),
+                                     decoded->k(i), decoded->v(i))
+                        .ok());
+      }
+    }
+    auto rebuilt = direct.Finish();
+    ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
+    const size_t count = static_cast<size_t>(H) * cache.size() * D;
+    std::vector<uint16_t> k0(count), v0(count), k1(count), v1(count);
+    for (int l = 0; l < L; ++l) {
+      ASSERT_TRUE(through_float->ExportLayerRaw(l, 0, cache.size(), k0.data(), v0.data()).ok());
+      ASSERT_TRUE((*rebuilt)->ExportLayerRaw(l, 0, cache.size(), k1.data(), v1.data()).ok());
+      ASSERT_EQ(k1, k0) << "layer " << l;
+      ASSERT_EQ(v1, v0) << "layer " << l;
+    }
+  }
   static std::string dir_;
 };
 std::string KvChunksTest::dir_;
@@ -143,42 +179,20 @@ TEST_F(KvChunksTest, Float32WritesIntoABf16CacheRoundToNearestEven) {
 
 // Int chunks decode straight into a bf16 cache; the cache holds the bits the float32 path
 // gives (decode, then write the floats in), for per-token, per-channel and grouped
-// specs, several chunks per layer, and zstd.
+// specs, several chunks per layer, and zstd; with head_dim 8 (rows of the blocked path)
+// and 32 (per-token int8 and int4 rows in vector registers).
 TEST_F(KvChunksTest, IntChunksDecodeIntoABf16CacheAsThroughFloat32) {
-  auto m = Load("bf16");
-  auto cache = Cache(*m);
-  const int L = m->config().num_layers, H = m->config().num_kv_heads, D = m->config().head_dim;
-  for (const char* text : {"int8", "int4/ch", "int2/g8,zstd=1", "int3,L0=f16"}) {
-    SCOPED_TRACE(text);
-    auto plan = codec::ParsePlan(text);
-    ASSERT_TRUE(plan.ok()) << plan.status();
-    ChunkingOptions co;
-    co.max_chunk_bytes = 200;  // several chunks per layer
-    auto chunks = EncodeCache(*cache, *plan, "bf", co);
-    ASSERT_TRUE(chunks.ok()) << chunks.status();
-    ASSERT_GT(chunks->size(), static_cast<size_t>(L));
-    CacheAssembler direct(*m, "bf", cache->positions(), cache->next_position());
-    auto through_float = m->NewCache(cache->positions(), cache->next_position());
-    for (const auto& c : *chunks) {
-      ASSERT_TRUE(direct.Add(c).ok());
-      auto decoded = codec::DecodeChunk(c, {});
-      ASSERT_TRUE(decoded.ok()) << decoded.status();
-      for (int i = 0; i < decoded->meta.num_layers(); ++i) {
-        ASSERT_TRUE(through_float
-                        ->WriteLayer(decoded->meta.layer_begin + i, decoded->meta.token_begin,
-                                     decoded->meta.num_tokens(), decoded->k(i), decoded->v(i))
-                        .ok());
-      }
-    }
-    auto rebuilt = direct.Finish();
-    ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
-    const size_t count = static_cast<size_t>(H) * cache->size() * D;
-    std::vector<uint16_t> k0(count), v0(count), k1(count), v1(count);
-    for (int l = 0; l < L; ++l) {
-      ASSERT_TRUE(through_float->ExportLayerRaw(l, 0, cache->size(), k0.data(), v0.data()).ok());
-      ASSERT_TRUE((*rebuilt)->ExportLayerRaw(l, 0, cache->size(), k1.data(), v1.data()).ok());
-      ASSERT_EQ(k1, k0) << "layer " << l;
-      ASSERT_EQ(v1, v0) << "layer " << l;
+  ModelConfig wide = testing::TinyConfig();
+  wide.head_dim = 32;
+  const std::string wide_dir = testing::WriteTinyModel("kv_chunks_wide", wide, 22);
+  for (const std::string& dir : {dir_, wide_dir}) {
+    auto m = Model::Load(dir, {"cpu", "bf16"});
+    ASSERT_TRUE(m.ok()) << m.status();
+    SCOPED_TRACE("head_dim " + std::to_string((*m)->config().head_dim));
+    auto cache = Cache(**m);
+    for (const char* text : {"int8", "int4", "int4/ch", "int2/g8,zstd=1", "int3,L0=f16"}) {
+      SCOPED_TRACE(text);
+      ExpectDirectEqualsFloat(**m, *cache, text);
     }
   }
 }
