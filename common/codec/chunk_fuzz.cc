@@ -7,12 +7,16 @@
 // The committed corpus also runs as a regression test (tests/common/codec).
 #include <google/protobuf/stubs/logging.h>
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
+#include <vector>
 
 #include "common/codec/chunk.h"
 #include "common/codec/crc32c.h"
+#include "common/codec/half.h"
 
 namespace {
 // Malformed strings are expected input here; keep protobuf's parse warnings off stderr.
@@ -21,6 +25,29 @@ const bool kQuietProtobuf = [] {
       [](google::protobuf::LogLevel, const char*, int, const std::string&) {});
   return true;
 }();
+
+// Invariant: an int chunk decoded straight into bf16 rows (as a bf16 cache takes it, one
+// spare slot per head) holds what its float32 decoding rounds to, a NaN where that is NaN.
+void CheckDirectBf16(const kvstream::v1::KvChunk& chunk, const kvstream::codec::DecodedChunk& d) {
+  auto payload = kvstream::codec::ChunkPayload::Open(chunk, d.meta);
+  if (!payload.ok()) std::abort();
+  if (!payload->DecodesToBf16Directly()) return;
+  const int64_t T = d.meta.num_tokens(), D = d.meta.head_dim, stride = T + 1;
+  std::vector<uint8_t> k(2 * d.meta.kv_heads * stride * D), v(k.size());
+  for (int i = 0; i < d.meta.num_layers(); ++i) {
+    if (!payload->DecodeLayerToBf16(i, k.data(), v.data(), stride).ok()) std::abort();
+    for (size_t e = 0; e < d.tensor_numel(); ++e) {
+      const size_t h = e / (T * D), at = 2 * (h * stride * D + e % (T * D));
+      for (const auto& [rows, x] : {std::make_pair(&k, d.k(i)[e]), std::make_pair(&v, d.v(i)[e])}) {
+        uint16_t got;
+        std::memcpy(&got, rows->data() + at, 2);
+        const bool same =
+            std::isnan(x) ? (got & 0x7fffu) > 0x7f80u : got == kvstream::codec::FloatToBf16(x);
+        if (!same) std::abort();
+      }
+    }
+  }
+}
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -41,6 +68,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (decoded->kv.size() != expected || m.num_tokens() != static_cast<int>(chunk.num_tokens())) {
       std::abort();
     }
+    CheckDirectBf16(chunk, *decoded);
   }
   return 0;
 }
