@@ -243,14 +243,18 @@ absl::StatusOr<ChunkPayload> ChunkPayload::Open(const kvstream::v1::KvChunk& c,
   return p;
 }
 
+absl::StatusOr<const uint8_t*> ChunkPayload::Layer(int i) const {
+  if (i < 0 || i >= meta_->num_layers()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("chunk ", seq_, ": no layer ", i, " in its ", meta_->num_layers()));
+  }
+  return reinterpret_cast<const uint8_t*>(raw_.data()) + i * (k_bytes_ + v_bytes_);
+}
+
 absl::Status ChunkPayload::DecodeLayer(int i, float* k, float* v) const {
   const ChunkMeta& m = *meta_;
-  if (i < 0 || i >= m.num_layers()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("chunk ", seq_, ": no layer ", i, " in its ", m.num_layers()));
-  }
+  ASSIGN_OR_RETURN(const uint8_t* in, Layer(i));
   const TensorShape s = ShapeOf(m);
-  const auto* in = reinterpret_cast<const uint8_t*>(raw_.data()) + i * (k_bytes_ + v_bytes_);
   RETURN_IF_ERROR(DecodeTensor(m.spec.k, s, m.source_dtype, in, k_bytes_, k));
   return DecodeTensor(m.spec.v, s, m.source_dtype, in + k_bytes_, v_bytes_, v);
 }
@@ -262,12 +266,8 @@ bool ChunkPayload::DecodesToBf16Directly() const {
 absl::Status ChunkPayload::DecodeLayerToBf16(int i, uint8_t* k, uint8_t* v,
                                              int64_t head_stride) const {
   const ChunkMeta& m = *meta_;
-  if (i < 0 || i >= m.num_layers()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("chunk ", seq_, ": no layer ", i, " in its ", m.num_layers()));
-  }
+  ASSIGN_OR_RETURN(const uint8_t* in, Layer(i));
   const TensorShape s = ShapeOf(m);
-  const auto* in = reinterpret_cast<const uint8_t*>(raw_.data()) + i * (k_bytes_ + v_bytes_);
   RETURN_IF_ERROR(DecodeTensorToBf16(m.spec.k, s, m.source_dtype, in, k_bytes_, k, head_stride));
   return DecodeTensorToBf16(m.spec.v, s, m.source_dtype, in + k_bytes_, v_bytes_, v, head_stride);
 }

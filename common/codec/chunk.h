@@ -113,6 +113,9 @@ class ChunkPayload {
   absl::Status DecodeLayerToBf16(int i, uint8_t* k, uint8_t* v, int64_t head_stride) const;
 
  private:
+  // Layer i's encoded K (its V follows), or why there is no such layer.
+  absl::StatusOr<const uint8_t*> Layer(int i) const;
+
   const ChunkMeta* meta_ = nullptr;
   uint64_t seq_ = 0;
   std::shared_ptr<std::string> decompressed_;
