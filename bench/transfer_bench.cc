@@ -123,18 +123,17 @@ struct Session {
   std::string error;
 };
 
-// One session of pre-encoded chunks, timed as the edge times its transfer stage.
+// One session of pre-encoded chunks, timed as the edge times its transfer stage; the
+// chunks are moved into the stream as the edge moves its own (the caller copies them
+// first, outside the timed part, so that every session sends the same ones).
 Session Send(kvstream::v1::CloudService::Stub& stub, const Uplink& open,
-             const std::vector<kvstream::v1::KvChunk>& chunks) {
+             std::vector<kvstream::v1::KvChunk> chunks) {
   auto context = std::make_unique<grpc::ClientContext>();
   context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
   edge::CloudTransfer t(
       stub, std::move(context), [](const kvstream::v1::Token&) { return true; }, nullptr);
   bool ok = t.SendOpen(open);
-  for (size_t i = 0; ok && i < chunks.size(); ++i) {
-    kvstream::v1::KvChunk c = chunks[i];
-    ok = t.SendChunk(std::move(c));
-  }
+  for (size_t i = 0; ok && i < chunks.size(); ++i) ok = t.SendChunk(std::move(chunks[i]));
   if (ok) t.SendCommit();
   const edge::CloudTransfer::Result r = t.Finish();
   Session s;
