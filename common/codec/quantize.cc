@@ -207,7 +207,10 @@ class IntRows {
         params_(in),
         reader_(in + QuantGroups(spec, s) * 4, end, spec.bits),
         q_(static_cast<size_t>(s.dim)) {
-    if (per_channel_) scale_.resize(s.dim), offset_.resize(s.dim);
+    if (per_channel_) {
+      scale_.resize(s.dim);
+      offset_.resize(s.dim);
+    }
   }
 
   // The next `n` rows into y [n, dim].
@@ -587,25 +590,14 @@ absl::Status DecodeTensor(const TensorSpec& spec, const TensorShape& s, DType so
 
 namespace {
 
-// One per-token row into bf16, element by element: value = code * scale + offset in
-// float32, rounded as FloatsToBf16Rounded rounds. The product of a code (8 bits) and an
-// fp16 scale (11 significant bits) is exact in float32, so only the addition rounds, and
-// a fused multiply-add would give the same value: the bits equal DequantizeRun's however
-// the compiler contracts either, for finite parameters (non-finite ones give a NaN or
-// infinity either way, a NaN's payload not necessarily the same).
-void RowToBf16Scalar(const uint8_t* codes, int64_t n, float scale, float offset, uint8_t* out) {
-  for (int64_t d = 0; d < n; ++d) {
-    const float product = static_cast<float>(codes[d]) * scale;
-    const uint16_t b = FloatToBf16(product + offset);
-    std::memcpy(out + 2 * d, &b, 2);
-  }
-}
-
 #if defined(__x86_64__)
-// Sixteen codes (bytes) to bf16 at out: for finite scale and offset every value is finite
-// (|code * scale + offset| <= 255 * 65504 + 65504) and a multiple of 2^-24 (no
+// Sixteen codes (bytes) to bf16 at out, with the bits DequantizeRun then
+// FloatsToBf16Rounded give for finite scale and offset: the product of a code (8 bits)
+// and an fp16 scale (11 significant bits) is exact in float32, so only the addition
+// rounds, however a compiler contracts DequantizeRun's multiply and add; every value is
+// finite (|code * scale + offset| <= 255 * 65504 + 65504) and a multiple of 2^-24 (no
 // subnormals), so rounding to nearest even is (bits + 0x7fff + lsb) >> 16 with no special
-// cases; the bits equal RowToBf16Scalar's.
+// cases.
 __attribute__((target("avx2"))) inline void SixteenToBf16(__m128i codes, __m256 scale,
                                                           __m256 offset, uint8_t* out) {
   const __m256i one = _mm256_set1_epi32(1), half = _mm256_set1_epi32(0x7fff);
@@ -644,7 +636,8 @@ __attribute__((target("avx2"))) void RowToBf16Avx2(const uint8_t* in, int bits, 
 
 // Per-token int8 and int4 rows whose codes start on a byte and fill whole vectors, with
 // AVX2 (the codec's F16C path): decoded and rounded in registers, a row at a time. Rows
-// with a non-finite scale or offset (which no encoder writes) go element by element.
+// with a non-finite scale or offset (which no encoder writes) go through DequantizeRun
+// and FloatsToBf16Rounded, as the blocked path's rows do.
 bool PerTokenToBf16Fast(const TensorSpec& spec, const TensorShape& s, const uint8_t* in,
                         uint8_t* dst, int64_t head_stride) {
 #if defined(__x86_64__)
@@ -655,6 +648,7 @@ bool PerTokenToBf16Fast(const TensorSpec& spec, const TensorShape& s, const uint
   const int64_t row_bytes = s.dim * spec.bits / 8;
   const uint8_t* codes = in + s.heads * s.tokens * 4;
   std::vector<uint8_t> unpacked(static_cast<size_t>(s.dim));
+  std::vector<float> row(static_cast<size_t>(s.dim));
   for (int64_t h = 0; h < s.heads; ++h) {
     for (int64_t t = 0; t < s.tokens; ++t) {
       const int64_t r = h * s.tokens + t;
@@ -666,7 +660,8 @@ bool PerTokenToBf16Fast(const TensorSpec& spec, const TensorShape& s, const uint
         continue;
       }
       UnpackBits(codes + r * row_bytes, static_cast<size_t>(s.dim), spec.bits, unpacked.data());
-      RowToBf16Scalar(unpacked.data(), s.dim, scale, offset, out);
+      DequantizeRun(unpacked.data(), s.dim, scale, offset, row.data());
+      FloatsToBf16Rounded(row.data(), s.dim, out);
     }
   }
   return true;

@@ -56,8 +56,7 @@ bool DecodesToBf16Directly(const TensorSpec& spec);
 // no float32 tensor in between. `dst` is slot 0 of head 0 in a bf16 tensor [heads,
 // head_stride, dim] (head_stride >= tokens; e.g. a cache [heads, capacity, dim] from the
 // chunk's first slot on): row (h, t) goes to dst + 2 * (h * head_stride + t) * dim bytes.
-// For finite quantization parameters the bits equal DecodeTensor's output converted
-// afterwards; non-finite ones (no encoder writes them) decode to NaN or infinity too.
+// The bits equal DecodeTensor's output converted afterwards.
 absl::Status DecodeTensorToBf16(const TensorSpec& spec, const TensorShape& shape, DType source,
                                 const uint8_t* in, size_t in_size, uint8_t* dst,
                                 int64_t head_stride);
