@@ -139,6 +139,11 @@ absl::StatusOr<kvstream::v1::KvChunk> EncodeChunk(const ChunkMeta& m,
 }
 
 absl::StatusOr<ChunkMeta> ValidateChunk(const kvstream::v1::KvChunk& c, const ChunkLimits& limits) {
+  return ValidateChunk(c, PayloadView(c.payload()), limits);
+}
+
+absl::StatusOr<ChunkMeta> ValidateChunk(const kvstream::v1::KvChunk& c, const PayloadView& payload,
+                                        const ChunkLimits& limits) {
   const std::string where = absl::StrCat("chunk ", c.seq(), ": ");
   auto invalid = [&](auto&&... parts) {
     return absl::InvalidArgumentError(absl::StrCat(where, parts...));
@@ -201,9 +206,9 @@ absl::StatusOr<ChunkMeta> ValidateChunk(const kvstream::v1::KvChunk& c, const Ch
     return invalid("decodes to ", decoded_bytes, " bytes, above the limit of ",
                    limits.max_decoded_bytes);
   }
-  const uint32_t crc = Crc32c(c.payload().data(), c.payload().size());
+  const uint32_t crc = payload.Crc32c();
   if (crc != c.crc32c()) {
-    return absl::DataLossError(absl::StrCat(where, "CRC32C of the ", c.payload().size(),
+    return absl::DataLossError(absl::StrCat(where, "CRC32C of the ", payload.size(),
                                             "-byte payload is ", crc, ", chunk says ", c.crc32c()));
   }
   auto positions = DecodePositions(c.positions(), c.num_tokens(),
@@ -220,21 +225,25 @@ size_t ChunkNumel(const ChunkMeta& m) {
 
 absl::StatusOr<ChunkPayload> ChunkPayload::Open(const kvstream::v1::KvChunk& c,
                                                 const ChunkMeta& m) {
+  return Open(PayloadView(c.payload()), m);
+}
+
+absl::StatusOr<ChunkPayload> ChunkPayload::Open(const PayloadView& payload, const ChunkMeta& m) {
   ChunkPayload p;
   p.meta_ = &m;
-  p.seq_ = c.seq();
-  const uint64_t expected_raw = c.raw_bytes();  // checked against the spec by ValidateChunk
-  p.raw_ = c.payload();
+  const uint64_t expected_raw = ChunkRawBytes(m);  // raw_bytes, as ValidateChunk checked
+  p.raw_ = payload;
   if (m.zstd_level > 0) {
-    auto d = ZstdDecompress(c.payload(), expected_raw);
+    std::string flat;  // the frame as one string, when it came in several ranges
+    if (payload.num_parts() > 1) flat = payload.Flatten();
+    auto d = ZstdDecompress(payload.num_parts() == 1 ? payload.part(0) : flat, expected_raw);
     if (!d.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("chunk ", c.seq(), ": ", d.status().message()));
+      return absl::InvalidArgumentError(absl::StrCat("chunk ", m.seq, ": ", d.status().message()));
     }
     p.decompressed_ = std::make_shared<std::string>(*std::move(d));
-    p.raw_ = *p.decompressed_;
+    p.raw_ = PayloadView(*p.decompressed_);
   } else if (p.raw_.size() != expected_raw) {
-    return absl::InvalidArgumentError(absl::StrCat("chunk ", c.seq(), ": payload ", p.raw_.size(),
+    return absl::InvalidArgumentError(absl::StrCat("chunk ", m.seq, ": payload ", p.raw_.size(),
                                                    " bytes, spec needs ", expected_raw));
   }
   const TensorShape s = ShapeOf(m);
@@ -243,20 +252,27 @@ absl::StatusOr<ChunkPayload> ChunkPayload::Open(const kvstream::v1::KvChunk& c,
   return p;
 }
 
-absl::StatusOr<const uint8_t*> ChunkPayload::Layer(int i) const {
+absl::StatusOr<const uint8_t*> ChunkPayload::Tensor(int i, bool v) const {
   if (i < 0 || i >= meta_->num_layers()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("chunk ", seq_, ": no layer ", i, " in its ", meta_->num_layers()));
+        absl::StrCat("chunk ", meta_->seq, ": no layer ", i, " in its ", meta_->num_layers()));
   }
-  return reinterpret_cast<const uint8_t*>(raw_.data()) + i * (k_bytes_ + v_bytes_);
+  const uint64_t at = i * (k_bytes_ + v_bytes_) + (v ? k_bytes_ : 0);
+  const uint8_t* p = raw_.Get(at, v ? v_bytes_ : k_bytes_, &scratch_);
+  if (p == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "chunk ", meta_->seq, ": layer ", i, " runs past the payload's ", raw_.size(), " bytes"));
+  }
+  return p;
 }
 
 absl::Status ChunkPayload::DecodeLayer(int i, float* k, float* v) const {
   const ChunkMeta& m = *meta_;
-  ASSIGN_OR_RETURN(const uint8_t* in, Layer(i));
   const TensorShape s = ShapeOf(m);
-  RETURN_IF_ERROR(DecodeTensor(m.spec.k, s, m.source_dtype, in, k_bytes_, k));
-  return DecodeTensor(m.spec.v, s, m.source_dtype, in + k_bytes_, v_bytes_, v);
+  ASSIGN_OR_RETURN(const uint8_t* in_k, Tensor(i, false));
+  RETURN_IF_ERROR(DecodeTensor(m.spec.k, s, m.source_dtype, in_k, k_bytes_, k));
+  ASSIGN_OR_RETURN(const uint8_t* in_v, Tensor(i, true));
+  return DecodeTensor(m.spec.v, s, m.source_dtype, in_v, v_bytes_, v);
 }
 
 bool ChunkPayload::DecodesToBf16Directly() const {
@@ -266,10 +282,11 @@ bool ChunkPayload::DecodesToBf16Directly() const {
 absl::Status ChunkPayload::DecodeLayerToBf16(int i, uint8_t* k, uint8_t* v,
                                              int64_t head_stride) const {
   const ChunkMeta& m = *meta_;
-  ASSIGN_OR_RETURN(const uint8_t* in, Layer(i));
   const TensorShape s = ShapeOf(m);
-  RETURN_IF_ERROR(DecodeTensorToBf16(m.spec.k, s, m.source_dtype, in, k_bytes_, k, head_stride));
-  return DecodeTensorToBf16(m.spec.v, s, m.source_dtype, in + k_bytes_, v_bytes_, v, head_stride);
+  ASSIGN_OR_RETURN(const uint8_t* in_k, Tensor(i, false));
+  RETURN_IF_ERROR(DecodeTensorToBf16(m.spec.k, s, m.source_dtype, in_k, k_bytes_, k, head_stride));
+  ASSIGN_OR_RETURN(const uint8_t* in_v, Tensor(i, true));
+  return DecodeTensorToBf16(m.spec.v, s, m.source_dtype, in_v, v_bytes_, v, head_stride);
 }
 
 absl::Status DecodeValidated(const kvstream::v1::KvChunk& c, const ChunkMeta& m,
@@ -283,18 +300,10 @@ absl::Status DecodeValidated(const kvstream::v1::KvChunk& c, const ChunkMeta& m,
   return absl::OkStatus();
 }
 
-std::vector<LayerKv> PayloadTensors(const kvstream::v1::KvChunk& c, const ChunkMeta& m) {
+uint64_t RawTensorBytes(const ChunkMeta& m, uint64_t payload_size) {
   const bool raw = m.spec.k.lossless() && m.spec.v.lossless();
-  if (!raw || m.zstd_level > 0 || c.payload().size() != c.raw_bytes()) return {};
-  const uint64_t bytes = static_cast<uint64_t>(ShapeOf(m).numel()) * DTypeBytes(m.source_dtype);
-  std::vector<LayerKv> layers(m.num_layers());
-  const char* in = c.payload().data();
-  for (LayerKv& l : layers) {
-    l.k = in;
-    l.v = in + bytes;
-    in += 2 * bytes;
-  }
-  return layers;
+  if (!raw || m.zstd_level > 0 || payload_size != ChunkRawBytes(m)) return 0;
+  return static_cast<uint64_t>(ShapeOf(m).numel()) * DTypeBytes(m.source_dtype);
 }
 
 absl::Status DecodeChunkInto(const kvstream::v1::KvChunk& c, const ChunkLimits& limits,

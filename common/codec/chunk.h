@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "common/codec/payload.h"
 #include "common/codec/spec.h"
 #include "kvstream/v1/kv_chunk.pb.h"
 
@@ -82,6 +83,10 @@ struct DecodedChunk {
 // and returns the header without decoding tensors (so a receiver can size its buffer).
 absl::StatusOr<ChunkMeta> ValidateChunk(const kvstream::v1::KvChunk& chunk,
                                         const ChunkLimits& limits);
+// The same for a chunk whose payload is held apart from it (its `payload` field is not
+// read): a receiver keeping the bytes in the buffers they arrived in.
+absl::StatusOr<ChunkMeta> ValidateChunk(const kvstream::v1::KvChunk& chunk,
+                                        const PayloadView& payload, const ChunkLimits& limits);
 
 // Floats the chunk decodes to: num_layers * 2 * kv_heads * num_tokens * head_dim.
 size_t ChunkNumel(const ChunkMeta& meta);
@@ -98,11 +103,14 @@ absl::Status DecodeValidated(const kvstream::v1::KvChunk& chunk, const ChunkMeta
 
 // A validated chunk's payload (decompressed when it went through zstd), decoded a layer
 // at a time so a receiver's scratch space is one layer, not the whole chunk. Refers to
-// the chunk and meta it was opened on: they must outlive it.
+// the payload and meta it was opened on: they must outlive it. A tensor that straddles
+// two of the payload's ranges is copied into scratch space first, so one ChunkPayload
+// decodes on one thread at a time.
 class ChunkPayload {
  public:
   static absl::StatusOr<ChunkPayload> Open(const kvstream::v1::KvChunk& chunk,
                                            const ChunkMeta& meta);
+  static absl::StatusOr<ChunkPayload> Open(const PayloadView& payload, const ChunkMeta& meta);
   // Layer `i` of the chunk (0-based within it) into `k` and `v`, each
   // [kv_heads][num_tokens][head_dim] floats.
   absl::Status DecodeLayer(int i, float* k, float* v) const;
@@ -113,20 +121,21 @@ class ChunkPayload {
   absl::Status DecodeLayerToBf16(int i, uint8_t* k, uint8_t* v, int64_t head_stride) const;
 
  private:
-  // Layer i's encoded K (its V follows), or why there is no such layer.
-  absl::StatusOr<const uint8_t*> Layer(int i) const;
+  // Layer i's encoded K (v: its V), contiguous, or why there is no such layer.
+  absl::StatusOr<const uint8_t*> Tensor(int i, bool v) const;
 
   const ChunkMeta* meta_ = nullptr;
-  uint64_t seq_ = 0;
   std::shared_ptr<std::string> decompressed_;
-  absl::string_view raw_;
+  PayloadView raw_;
   uint64_t k_bytes_ = 0, v_bytes_ = 0;
+  mutable std::string scratch_;  // a tensor that straddles two ranges of raw_
 };
 
-// When a validated chunk's payload is its tensors as they were (raw specs, no entropy
-// stage), each layer's K and V in `meta.source_dtype`, pointing into the payload; else
-// empty. A receiver whose cache has that dtype copies them without decoding.
-std::vector<LayerKv> PayloadTensors(const kvstream::v1::KvChunk& chunk, const ChunkMeta& meta);
+// When a validated chunk's payload (of `payload_size` bytes) is its tensors as they were
+// (raw specs, no entropy stage): the bytes of one tensor, layer i's K at 2 * i times
+// that, its V right after, each [kv_heads][num_tokens][head_dim] in `meta.source_dtype`.
+// Else 0. A receiver whose cache has that dtype copies them without decoding.
+uint64_t RawTensorBytes(const ChunkMeta& meta, uint64_t payload_size);
 
 // Validates, then decodes into `out`, resized to ChunkNumel (its capacity is reused, so a
 // receiver decoding many chunks allocates once).

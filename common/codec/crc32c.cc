@@ -1,5 +1,6 @@
 #include "common/codec/crc32c.h"
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 
@@ -33,7 +34,8 @@ const Tables& GetTables() {
 #if defined(__x86_64__)
 // Bytes per lane: the instruction's result takes three cycles and it can start one every
 // cycle, so a single chain runs at a third of its speed. Above three lanes' worth, the
-// data goes in stripes of three lanes computed side by side and joined.
+// data goes in stripes of three lanes computed side by side and joined. (Lanes of 512
+// bytes ran at two thirds of one chain's speed on data not in cache.)
 constexpr size_t kLane = 8192;
 
 // Appending n zero bytes to a raw (not inverted) CRC register is linear in the register,
@@ -109,6 +111,101 @@ __attribute__((target("sse4.2"))) uint32_t Crc32cSse42(const uint8_t* p, size_t 
   return ~c32;
 }
 
+// A position in a sequence of byte ranges.
+class Cursor {
+ public:
+  Cursor(const absl::string_view* part, const absl::string_view* end) : part_(part), end_(end) {
+    Skip();
+  }
+  size_t avail() const { return part_ == end_ ? 0 : part_->size() - off_; }
+  const uint8_t* data() const { return reinterpret_cast<const uint8_t*>(part_->data()) + off_; }
+  // Moves n bytes on (n <= the bytes left in all the ranges).
+  void Advance(size_t n) {
+    while (n > 0) {
+      const size_t take = n < avail() ? n : avail();
+      off_ += take;
+      n -= take;
+      Skip();
+    }
+  }
+
+ private:
+  void Skip() {
+    while (part_ != end_ && off_ == part_->size()) {
+      ++part_;
+      off_ = 0;
+    }
+  }
+  const absl::string_view* part_;
+  const absl::string_view* end_;
+  size_t off_ = 0;
+};
+
+// One lane of a stripe that may cross from range to range: its register, the bytes it has
+// left, and where they are.
+struct Lane {
+  uint64_t reg;
+  size_t left;
+  Cursor at;
+  // Bytes one at a time while fewer than a word are left in the lane or in its range.
+  __attribute__((target("sse4.2"))) void Fixup() {
+    while (left > 0 && (left < 8 || at.avail() < 8)) {
+      reg = _mm_crc32_u8(static_cast<uint32_t>(reg), *at.data());
+      at.Advance(1);
+      --left;
+    }
+  }
+  // The rest of the lane in one chain.
+  __attribute__((target("sse4.2"))) void Finish() {
+    while (left > 0) {
+      Fixup();
+      size_t n = std::min(left, at.avail()) & ~size_t{7};
+      for (const uint8_t* p = at.data(); n > 0; p += 8, n -= 8, left -= 8) {
+        reg = _mm_crc32_u64(reg, Load64(p));
+        at.Advance(8);
+      }
+    }
+  }
+};
+
+// Stripes of three lanes over ranges, each lane running on across range boundaries, so
+// that a payload held in many small ranges is checked at the speed of one buffer.
+// Returns the register; `at` and `n` move past the stripes.
+__attribute__((target("sse4.2"))) uint64_t StripesAcross(Cursor& at, size_t& n, uint64_t reg) {
+  if (n < 3 * kLane) return reg;
+  const LaneShifts& shift = GetLaneShifts();
+  for (; n >= 3 * kLane; n -= 3 * kLane) {
+    Lane a{reg, kLane, at}, b{0, kLane, at}, c{0, kLane, at};
+    b.at.Advance(kLane);
+    c.at.Advance(2 * kLane);
+    for (;;) {
+      a.Fixup();
+      b.Fixup();
+      c.Fixup();
+      if (a.left == 0 || b.left == 0 || c.left == 0) break;
+      const size_t m =
+          std::min({a.left, b.left, c.left, a.at.avail(), b.at.avail(), c.at.avail()}) & ~size_t{7};
+      const uint8_t *pa = a.at.data(), *pb = b.at.data(), *pc = c.at.data();
+      for (size_t i = 0; i < m; i += 8) {
+        a.reg = _mm_crc32_u64(a.reg, Load64(pa + i));
+        b.reg = _mm_crc32_u64(b.reg, Load64(pb + i));
+        c.reg = _mm_crc32_u64(c.reg, Load64(pc + i));
+      }
+      for (Lane* l : {&a, &b, &c}) {
+        l->at.Advance(m);
+        l->left -= m;
+      }
+    }
+    a.Finish();
+    b.Finish();
+    c.Finish();
+    reg = shift.two(static_cast<uint32_t>(a.reg)) ^ shift.one(static_cast<uint32_t>(b.reg)) ^
+          static_cast<uint32_t>(c.reg);
+    at = c.at;
+  }
+  return reg;
+}
+
 bool HaveSse42() {
   static const bool have = __builtin_cpu_supports("sse4.2");
   return have;
@@ -122,6 +219,26 @@ uint32_t Crc32c(const void* data, size_t n, uint32_t crc) {
   if (HaveSse42()) return Crc32cSse42(static_cast<const uint8_t*>(data), n, crc);
 #endif
   return Crc32cPortable(data, n, crc);
+}
+
+uint32_t Crc32c(absl::Span<const absl::string_view> parts, uint32_t crc) {
+#if defined(__x86_64__)
+  if (HaveSse42()) {
+    size_t n = 0;
+    for (absl::string_view p : parts) n += p.size();
+    Cursor at(parts.data(), parts.data() + parts.size());
+    crc = ~static_cast<uint32_t>(StripesAcross(at, n, ~crc));
+    while (n > 0) {  // under three lanes' worth left: range by range
+      const size_t take = std::min(n, at.avail());
+      crc = Crc32cSse42(at.data(), take, crc);
+      at.Advance(take);
+      n -= take;
+    }
+    return crc;
+  }
+#endif
+  for (absl::string_view p : parts) crc = Crc32cPortable(p.data(), p.size(), crc);
+  return crc;
 }
 
 uint32_t Crc32cPortable(const void* data, size_t n, uint32_t crc) {

@@ -214,6 +214,63 @@ TEST(ChunkTest, DecoderEnforcesTheDecodedSizeLimit) {
   EXPECT_NE(r.status().message().find("above the limit of 1000"), std::string::npos) << r.status();
 }
 
+// A payload held in ranges (as the cloud holds one in the slices gRPC received it in)
+// validates and decodes to the same floats and bf16 rows as the same chunk in one string,
+// however it is cut: tensors inside one range are read in place, those across two are
+// gathered first.
+TEST(ChunkTest, DecodesThePayloadFromRangesAsFromOneString) {
+  for (const char* plan : {"raw", "int8", "int4", "int4/ch,zstd=3", "k=int4/ch,v=int2/g8"}) {
+    Fixture f = MakeChunk(plan);
+    auto chunk = EncodeChunk(f.meta, f.views);
+    ASSERT_TRUE(chunk.ok()) << chunk.status();
+    auto want = DecodeChunk(*chunk, Limits());
+    ASSERT_TRUE(want.ok()) << want.status();
+    const std::string payload = chunk->payload();
+    v1::KvChunk header = *chunk;
+    header.clear_payload();  // the held payload is the only one read
+    for (size_t cut : {1, 5, 64, 100, 1000}) {
+      SCOPED_TRACE(std::string(plan) + ", ranges of " + std::to_string(cut));
+      std::vector<absl::string_view> parts;
+      for (size_t at = 0; at < payload.size(); at += cut) {
+        parts.push_back(absl::string_view(payload).substr(at, cut));
+      }
+      const PayloadView view(parts);
+      auto meta = ValidateChunk(header, view, Limits());
+      ASSERT_TRUE(meta.ok()) << meta.status();
+      auto opened = ChunkPayload::Open(view, *meta);
+      ASSERT_TRUE(opened.ok()) << opened.status();
+      const size_t tensor = want->tensor_numel();
+      std::vector<float> k(tensor), v(tensor);
+      std::vector<uint16_t> k16(tensor), v16(tensor), want_k16(tensor), want_v16(tensor);
+      auto whole = ChunkPayload::Open(*chunk, want->meta);
+      ASSERT_TRUE(whole.ok()) << whole.status();
+      for (int l = 0; l < kLayers; ++l) {
+        ASSERT_TRUE(opened->DecodeLayer(l, k.data(), v.data()).ok());
+        EXPECT_EQ(k, std::vector<float>(want->k(l), want->k(l) + tensor)) << "layer " << l;
+        EXPECT_EQ(v, std::vector<float>(want->v(l), want->v(l) + tensor)) << "layer " << l;
+        if (!opened->DecodesToBf16Directly()) continue;
+        auto* k8 = reinterpret_cast<uint8_t*>(k16.data());
+        auto* v8 = reinterpret_cast<uint8_t*>(v16.data());
+        ASSERT_TRUE(opened->DecodeLayerToBf16(l, k8, v8, f.meta.num_tokens()).ok());
+        ASSERT_TRUE(whole
+                        ->DecodeLayerToBf16(l, reinterpret_cast<uint8_t*>(want_k16.data()),
+                                            reinterpret_cast<uint8_t*>(want_v16.data()),
+                                            f.meta.num_tokens())
+                        .ok());
+        EXPECT_EQ(k16, want_k16) << "layer " << l;
+        EXPECT_EQ(v16, want_v16) << "layer " << l;
+      }
+    }
+    // One flipped bit in one range fails the CRC, as it does in one string.
+    std::string bad = payload;
+    bad[bad.size() / 2] ^= 4;
+    const absl::string_view halves[] = {absl::string_view(bad).substr(0, 10),
+                                        absl::string_view(bad).substr(10)};
+    auto refused = ValidateChunk(header, PayloadView(halves), Limits());
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kDataLoss) << plan;
+  }
+}
+
 TEST(Crc32cTest, KnownVectors) {
   // RFC 3720 B.4 test vectors.
   EXPECT_EQ(Crc32c("123456789", 9), 0xE3069283u);
@@ -234,8 +291,8 @@ TEST(Crc32cTest, DispatchedEqualsPortable) {
   uint32_t x = 12345;
   for (char& c : data) c = static_cast<char>((x = x * 1103515245 + 12345) >> 24);
   for (size_t offset = 0; offset < 8; ++offset) {
-    for (size_t n :
-         {0, 1, 7, 8, 9, 63, 64, 1000, 4091, 24575, 24576, 24577, 24583, 49152, 73735, 99992}) {
+    for (size_t n : {0,    1,    7,     8,     9,     63,    64,    1000,  1535,  1536, 1537,
+                     4091, 8192, 24575, 24576, 24577, 24583, 26115, 49152, 73735, 99992}) {
       ASSERT_EQ(Crc32c(data.data() + offset, n, 7), Crc32cPortable(data.data() + offset, n, 7))
           << "offset " << offset << " length " << n;
     }

@@ -1,0 +1,84 @@
+#include "common/codec/payload.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "common/codec/crc32c.h"
+
+namespace kvstream::codec {
+
+PayloadView::PayloadView(absl::string_view whole)
+    : PayloadView(absl::Span<const absl::string_view>(&whole, 1)) {}
+
+PayloadView::PayloadView(absl::Span<const absl::string_view> parts) {
+  parts_.reserve(parts.size());
+  starts_.reserve(parts.size());
+  for (absl::string_view p : parts) {
+    if (p.empty()) continue;
+    parts_.push_back(p);
+    starts_.push_back(size_);
+    size_ += p.size();
+  }
+}
+
+uint32_t PayloadView::Crc32c() const { return codec::Crc32c(absl::MakeConstSpan(parts_)); }
+
+size_t PayloadView::PartAt(uint64_t offset) const {
+  return static_cast<size_t>(std::upper_bound(starts_.begin(), starts_.end(), offset) -
+                             starts_.begin()) -
+         1;
+}
+
+bool PayloadView::CopyOut(uint64_t offset, uint64_t n, void* dst) const {
+  if (offset > size_ || n > size_ - offset) return false;
+  if (n == 0) return true;
+  auto* out = static_cast<char*>(dst);
+  for (size_t i = PartAt(offset); n > 0; ++i) {
+    const uint64_t skip = offset - starts_[i];
+    const uint64_t take = std::min<uint64_t>(n, parts_[i].size() - skip);
+    std::memcpy(out, parts_[i].data() + skip, take);
+    out += take;
+    offset += take;
+    n -= take;
+  }
+  return true;
+}
+
+const uint8_t* PayloadView::Get(uint64_t offset, uint64_t n, std::string* scratch) const {
+  if (offset > size_ || n > size_ - offset) return nullptr;
+  if (n == 0 || size_ == 0) {
+    scratch->clear();
+    return reinterpret_cast<const uint8_t*>(scratch->data());
+  }
+  const size_t i = PartAt(offset);
+  const uint64_t skip = offset - starts_[i];
+  if (parts_[i].size() - skip >= n) {
+    return reinterpret_cast<const uint8_t*>(parts_[i].data() + skip);
+  }
+  scratch->resize(n);
+  CopyOut(offset, n, scratch->data());
+  return reinterpret_cast<const uint8_t*>(scratch->data());
+}
+
+std::string PayloadView::Flatten() const {
+  std::string out(size_, '\0');
+  CopyOut(0, size_, out.data());
+  return out;
+}
+
+PayloadView PayloadView::Sub(uint64_t offset, uint64_t n) const {
+  PayloadView out;
+  if (offset > size_ || n > size_ - offset || n == 0) return out;
+  for (size_t i = PartAt(offset); n > 0; ++i) {
+    const uint64_t skip = offset - starts_[i];
+    const uint64_t take = std::min<uint64_t>(n, parts_[i].size() - skip);
+    out.parts_.push_back(parts_[i].substr(skip, take));
+    out.starts_.push_back(out.size_);
+    out.size_ += take;
+    offset += take;
+    n -= take;
+  }
+  return out;
+}
+
+}  // namespace kvstream::codec
