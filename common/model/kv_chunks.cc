@@ -71,6 +71,11 @@ absl::StatusOr<kvstream::v1::KvChunk> EncodeBlock(const KvCache& cache, const co
 
 namespace {
 
+absl::Status PastPayload(const codec::ChunkMeta& meta, const codec::PayloadView& payload) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      "chunk ", meta.seq, ": its tensors run past the payload's ", payload.size(), " bytes"));
+}
+
 // A run of layers sent under one spec, and how its chunks are cut.
 struct LayerGroup {
   int begin = 0, end = 0;
@@ -258,10 +263,20 @@ absl::StatusOr<codec::ChunkMeta> CacheAssembler::Validate(
   return codec::ValidateChunk(chunk, limits_);
 }
 
+absl::StatusOr<codec::ChunkMeta> CacheAssembler::Validate(const kvstream::v1::KvChunk& chunk,
+                                                          const codec::PayloadView& payload) const {
+  return codec::ValidateChunk(chunk, payload, limits_);
+}
+
 absl::Status CacheAssembler::AddValidated(const kvstream::v1::KvChunk& chunk,
                                           const codec::ChunkMeta& meta) {
-  RETURN_IF_ERROR(CheckCells(chunk.seq(), meta));
-  RETURN_IF_ERROR(WriteChunk(chunk, meta));
+  return AddValidated(codec::PayloadView(chunk.payload()), meta);
+}
+
+absl::Status CacheAssembler::AddValidated(const codec::PayloadView& payload,
+                                          const codec::ChunkMeta& meta) {
+  RETURN_IF_ERROR(CheckCells(meta.seq, meta));
+  RETURN_IF_ERROR(WriteChunk(payload, meta));
   const int tb = meta.token_begin;
   const int n = meta.num_tokens();
   for (int l = meta.layer_begin; l < meta.layer_end; ++l) {
@@ -274,20 +289,16 @@ absl::Status CacheAssembler::AddValidated(const kvstream::v1::KvChunk& chunk,
 // Lossless chunks in the cache's own dtype are copied as they are; int chunks decode
 // straight into a bf16 cache on the CPU; the rest decode through float32, a layer at a
 // time. Each way gives the cache the same bits.
-absl::Status CacheAssembler::WriteChunk(const kvstream::v1::KvChunk& chunk,
+absl::Status CacheAssembler::WriteChunk(const codec::PayloadView& view,
                                         const codec::ChunkMeta& meta) {
   const int tb = meta.token_begin;
   const int n = meta.num_tokens();
   const codec::DType own = cache_->is_bf16() ? codec::DType::kBF16 : codec::DType::kF32;
   if (meta.source_dtype == own) {
-    const std::vector<codec::LayerKv> raw = codec::PayloadTensors(chunk, meta);
-    for (size_t i = 0; i < raw.size(); ++i) {
-      RETURN_IF_ERROR(
-          cache_->WriteLayerRaw(meta.layer_begin + static_cast<int>(i), tb, n, raw[i].k, raw[i].v));
-    }
-    if (!raw.empty()) return absl::OkStatus();
+    const uint64_t tensor_bytes = codec::RawTensorBytes(meta, view.size());
+    if (tensor_bytes > 0) return WriteRaw(view, meta, tensor_bytes);
   }
-  ASSIGN_OR_RETURN(const codec::ChunkPayload payload, codec::ChunkPayload::Open(chunk, meta));
+  ASSIGN_OR_RETURN(const codec::ChunkPayload payload, codec::ChunkPayload::Open(view, meta));
   if (own == codec::DType::kBF16 && payload.DecodesToBf16Directly() &&
       cache_->MutableRows(meta.layer_begin, tb, n).ok()) {
     for (int i = 0; i < meta.num_layers(); ++i) {
@@ -303,6 +314,36 @@ absl::Status CacheAssembler::WriteChunk(const kvstream::v1::KvChunk& chunk,
     RETURN_IF_ERROR(payload.DecodeLayer(i, scratch_.data(), scratch_.data() + tensor));
     RETURN_IF_ERROR(
         cache_->WriteLayer(meta.layer_begin + i, tb, n, scratch_.data(), scratch_.data() + tensor));
+  }
+  return absl::OkStatus();
+}
+
+// On the CPU each head's run of rows is copied from the payload's ranges straight into
+// place; elsewhere a layer's K and V go through WriteLayerRaw, gathered first when they
+// straddle two ranges.
+absl::Status CacheAssembler::WriteRaw(const codec::PayloadView& payload,
+                                      const codec::ChunkMeta& meta, uint64_t tensor_bytes) {
+  const int tb = meta.token_begin;
+  const int n = meta.num_tokens();
+  const uint64_t run = tensor_bytes / meta.kv_heads;  // one head's rows
+  const int64_t elt = cache_->is_bf16() ? 2 : 4;
+  for (int i = 0; i < meta.num_layers(); ++i) {
+    const uint64_t k_at = 2 * i * tensor_bytes, v_at = k_at + tensor_bytes;
+    absl::StatusOr<KvCache::Rows> rows = cache_->MutableRows(meta.layer_begin + i, tb, n);
+    if (!rows.ok()) {
+      const uint8_t* k = payload.Get(k_at, tensor_bytes, &raw_k_);
+      const uint8_t* v = payload.Get(v_at, tensor_bytes, &raw_v_);
+      if (k == nullptr || v == nullptr) return PastPayload(meta, payload);
+      RETURN_IF_ERROR(cache_->WriteLayerRaw(meta.layer_begin + i, tb, n, k, v));
+      continue;
+    }
+    const int64_t stride = rows->head_stride * meta.head_dim * elt;
+    for (int h = 0; h < meta.kv_heads; ++h) {
+      if (!payload.CopyOut(k_at + h * run, run, static_cast<char*>(rows->k) + h * stride) ||
+          !payload.CopyOut(v_at + h * run, run, static_cast<char*>(rows->v) + h * stride)) {
+        return PastPayload(meta, payload);
+      }
+    }
   }
   return absl::OkStatus();
 }

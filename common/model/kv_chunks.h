@@ -68,6 +68,11 @@ class CacheAssembler {
   // session; touches nothing, safe beside AddValidated) and AddValidated.
   absl::StatusOr<codec::ChunkMeta> Validate(const kvstream::v1::KvChunk& chunk) const;
   absl::Status AddValidated(const kvstream::v1::KvChunk& chunk, const codec::ChunkMeta& meta);
+  // The same for a chunk whose payload is held apart from it (its `payload` field is not
+  // read), e.g. in the network buffers it arrived in.
+  absl::StatusOr<codec::ChunkMeta> Validate(const kvstream::v1::KvChunk& chunk,
+                                            const codec::PayloadView& payload) const;
+  absl::Status AddValidated(const codec::PayloadView& payload, const codec::ChunkMeta& meta);
   bool complete() const { return covered_ == total_; }
   uint64_t cells_missing() const { return total_ - covered_; }
   // The cache, once every (layer, slot) is covered.
@@ -85,7 +90,10 @@ class CacheAssembler {
   // The chunk's cells are inside the session, not yet written, at the expected positions.
   absl::Status CheckCells(uint64_t seq, const codec::ChunkMeta& meta) const;
   // The chunk's cells into the cache.
-  absl::Status WriteChunk(const kvstream::v1::KvChunk& chunk, const codec::ChunkMeta& meta);
+  absl::Status WriteChunk(const codec::PayloadView& payload, const codec::ChunkMeta& meta);
+  // A lossless payload in the cache's dtype (tensors of `tensor_bytes`), copied in.
+  absl::Status WriteRaw(const codec::PayloadView& payload, const codec::ChunkMeta& meta,
+                        uint64_t tensor_bytes);
 
   codec::ChunkLimits limits_;
   std::vector<int32_t> positions_;
@@ -94,6 +102,7 @@ class CacheAssembler {
   uint64_t covered_ = 0;
   uint64_t total_ = 0;
   std::vector<float> scratch_;
+  std::string raw_k_, raw_v_;  // a lossless tensor that straddles two payload ranges
 };
 
 }  // namespace kvstream::model

@@ -197,6 +197,51 @@ TEST_F(KvChunksTest, IntChunksDecodeIntoABf16CacheAsThroughFloat32) {
   }
 }
 
+// A receiver holding each payload in the ranges it arrived in (the cloud keeps gRPC's
+// slices) builds the cache bit for bit as from whole chunks: raw chunks copied head by
+// head across range boundaries, int chunks decoded.
+TEST_F(KvChunksTest, PayloadsHeldInRangesAssembleAsWholeChunks) {
+  for (const char* dtype : {"f32", "bf16"}) {
+    auto m = Load(dtype);
+    auto cache = Cache(*m);
+    for (const char* text : {"raw", "int8", "int4/ch,zstd=1"}) {
+      SCOPED_TRACE(std::string(dtype) + ", " + text);
+      ChunkingOptions co;
+      co.max_chunk_bytes = 300;
+      auto chunks = EncodeCache(*cache, *codec::ParsePlan(text), "r", co);
+      ASSERT_TRUE(chunks.ok()) << chunks.status();
+      CacheAssembler whole(*m, "r", cache->positions(), cache->next_position());
+      CacheAssembler held(*m, "r", cache->positions(), cache->next_position());
+      for (const kvstream::v1::KvChunk& c : *chunks) {
+        ASSERT_TRUE(whole.Add(c).ok());
+        std::vector<absl::string_view> parts;
+        for (size_t at = 0; at < c.payload().size(); at += 7) {
+          parts.push_back(absl::string_view(c.payload()).substr(at, 7));
+        }
+        const codec::PayloadView view(parts);
+        kvstream::v1::KvChunk header = c;
+        header.clear_payload();
+        auto meta = held.Validate(header, view);
+        ASSERT_TRUE(meta.ok()) << meta.status();
+        ASSERT_TRUE(held.AddValidated(view, *meta).ok());
+      }
+      auto a = whole.Finish(), b = held.Finish();
+      ASSERT_TRUE(a.ok() && b.ok());
+      const size_t bytes = static_cast<size_t>((*a)->kv_heads()) * cache->size() *
+                           (*a)->head_dim() * ((*a)->is_bf16() ? 2 : 4);
+      // Raw chunks: the sender's own cache; the others: the whole chunks' cache.
+      const KvCache& want = std::string(text) == "raw" ? *cache : **a;
+      std::vector<uint8_t> k0(bytes), v0(bytes), k1(bytes), v1(bytes);
+      for (int l = 0; l < (*a)->num_layers(); ++l) {
+        ASSERT_TRUE(want.ExportLayerRaw(l, 0, cache->size(), k0.data(), v0.data()).ok());
+        ASSERT_TRUE((*b)->ExportLayerRaw(l, 0, cache->size(), k1.data(), v1.data()).ok());
+        ASSERT_EQ(k1, k0) << "layer " << l;
+        ASSERT_EQ(v1, v0) << "layer " << l;
+      }
+    }
+  }
+}
+
 // Layer ranges let a sender encode a few layers at a time, each range under its own
 // plan; the assembler takes the pieces like any other chunks.
 TEST_F(KvChunksTest, LayerRangesEncodeOnlyTheirLayersAndAssembleTogether) {
