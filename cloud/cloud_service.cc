@@ -1,5 +1,7 @@
 #include "cloud/cloud_service.h"
 
+#include <grpcpp/support/method_handler.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -341,6 +343,16 @@ CloudService::CloudService(std::vector<ServedModel> models,
       model_card_(ModelCard(models_, projections_)),
       options_(options),
       metrics_(std::make_unique<Metrics>(metrics.registry())) {
+  // Transfer reads UplinkFrames (uplink_frame.h) where the generated handler would parse
+  // whole Uplinks; methods are numbered in the order service.proto declares them.
+  constexpr int kTransferMethod = 0;
+  UplinkFrame::SetHoldPayloads(options.zero_copy_uplink);
+  MarkMethodStreamed(kTransferMethod,
+                     new grpc::internal::BidiStreamingHandler<CloudService, UplinkFrame, Downlink>(
+                         [](CloudService* service, grpc::ServerContext* context, Stream* stream) {
+                           return service->ServeTransfer(context, stream);
+                         },
+                         this));
   Metrics* m = metrics_.get();
   watchdog_ = std::make_unique<net::StreamWatchdog>();
   m->budget.Set(static_cast<double>(options.cache_budget_bytes));
@@ -598,9 +610,8 @@ absl::Status CloudService::Broken(grpc::ServerContext* context, Session& s,
                                            parked_->window_seconds(), " s for a resume"));
 }
 
-absl::Status CloudService::ReceiveChunks(grpc::ServerContext* context,
-                                         grpc::ServerReaderWriter<Downlink, Uplink>* stream,
-                                         Session& s, net::StreamWatchdog::Watch& watch,
+absl::Status CloudService::ReceiveChunks(grpc::ServerContext* context, Stream* stream, Session& s,
+                                         net::StreamWatchdog::Watch& watch,
                                          uint64_t& committed_chunks) {
   // Chunks are acknowledged as they are accepted and applied behind the reader; every
   // way out waits for them, so a parked or answered session holds all it acknowledged.
@@ -618,11 +629,10 @@ absl::Status CloudService::ReceiveChunks(grpc::ServerContext* context,
   return read;
 }
 
-absl::Status CloudService::ReadChunks(grpc::ServerContext* context,
-                                      grpc::ServerReaderWriter<Downlink, Uplink>* stream,
-                                      Session& s, net::StreamWatchdog::Watch& watch,
-                                      uint64_t& committed_chunks, ChunkApplier& applier) {
-  Uplink up;
+absl::Status CloudService::ReadChunks(grpc::ServerContext* context, Stream* stream, Session& s,
+                                      net::StreamWatchdog::Watch& watch, uint64_t& committed_chunks,
+                                      ChunkApplier& applier) {
+  UplinkFrame up;
   bool late = false;  // a progressive session past its answer_after_seconds
   for (;;) {
     const NextUplink next = ReadNext(stream, s, late, up);
@@ -646,18 +656,19 @@ absl::Status CloudService::ReadChunks(grpc::ServerContext* context,
       return Broken(context, s, absl::StrCat("before Commit, after ", s.chunks, " chunks"));
     }
     watch.ExtendBy(options_.idle_timeout_seconds);
-    if (up.has_commit()) {
-      committed_chunks = up.commit().num_chunks();
-      return pipeline::CheckAnswerCheck(up.commit(), s.mode, s.served->model->config(),
+    const Uplink& m = up.message;
+    if (m.has_commit()) {
+      committed_chunks = m.commit().num_chunks();
+      return pipeline::CheckAnswerCheck(m.commit(), s.mode, s.served->model->config(),
                                         s.served->name, s.checked);
     }
-    if (up.has_open()) {
+    if (m.has_open()) {
       return absl::InvalidArgumentError(
           "a second SessionOpen on one stream; one session per stream");
     }
-    ASSIGN_OR_RETURN(const bool is_new, AcceptChunk(up.chunk(), s));
-    const uint64_t seq = up.chunk().seq(), size = up.chunk().ByteSizeLong();
-    if (is_new) RETURN_IF_ERROR(QueueChunk(std::move(*up.mutable_chunk()), s, applier));
+    ASSIGN_OR_RETURN(const bool is_new, AcceptChunk(m.chunk(), s));
+    const uint64_t seq = m.chunk().seq(), size = up.chunk_bytes();
+    if (is_new) RETURN_IF_ERROR(QueueChunk(std::move(up), s, applier));
     metrics_->received_bytes.Increment(static_cast<double>(size));
     metrics_->chunks.Increment();
     Downlink ack;
@@ -671,7 +682,8 @@ absl::Status CloudService::ReadChunks(grpc::ServerContext* context,
   }
 }
 
-CloudService::NextUplink CloudService::ReadNext(Stream* stream, Session& s, bool late, Uplink& up) {
+CloudService::NextUplink CloudService::ReadNext(Stream* stream, Session& s, bool late,
+                                                UplinkFrame& up) {
   if (s.reader == nullptr) return stream->Read(&up) ? NextUplink::kMessage : NextUplink::kClosed;
   // Past the deadline, wait for the chunks that complete the first tier (or Commit).
   const Clock::time_point until = late ? Clock::now() + std::chrono::hours(24) : s.answer_at;
@@ -728,29 +740,28 @@ absl::StatusOr<bool> CloudService::AcceptChunk(const kvstream::v1::KvChunk& chun
   return true;
 }
 
-absl::Status CloudService::QueueChunk(kvstream::v1::KvChunk chunk, Session& s,
-                                      ChunkApplier& applier) {
-  auto prefixed = [seq = chunk.seq()](const absl::Status& st) {
+absl::Status CloudService::QueueChunk(UplinkFrame frame, Session& s, ChunkApplier& applier) {
+  auto prefixed = [seq = frame.message.chunk().seq()](const absl::Status& st) {
     return absl::Status(st.code(), absl::StrCat("chunk seq ", seq, ": ", st.message()));
   };
+  auto owned = std::make_shared<std::pair<UplinkFrame, codec::ChunkMeta>>(std::move(frame),
+                                                                          codec::ChunkMeta());
+  const codec::PayloadView payload = owned->first.payload();  // valid while `owned` lives
   // Integrity first, so a chunk is acknowledged only once it arrived intact.
   const auto t0 = Clock::now();
-  auto meta = s.assembler->Validate(chunk);
+  auto meta = s.assembler->Validate(owned->first.message.chunk(), payload);
   s.validate += Seconds(t0, Clock::now());
   if (!meta.ok()) return prefixed(meta.status());
-  const uint64_t bytes = chunk.payload().size();
-  auto owned = std::make_shared<std::pair<kvstream::v1::KvChunk, codec::ChunkMeta>>(
-      std::move(chunk), *std::move(meta));
-  return applier.Push(bytes, [&s, owned, prefixed]() -> absl::Status {
+  owned->second = *std::move(meta);
+  return applier.Push(payload.size(), [&s, owned, payload, prefixed]() -> absl::Status {
     const auto t = Clock::now();
-    const absl::Status added = s.assembler->AddValidated(owned->first, owned->second);
+    const absl::Status added = s.assembler->AddValidated(payload, owned->second);
     s.rebuild += Seconds(t, Clock::now());
     return added.ok() ? added : prefixed(added);
   });
 }
 
-absl::Status CloudService::RunSession(grpc::ServerContext* context,
-                                      grpc::ServerReaderWriter<Downlink, Uplink>* stream,
+absl::Status CloudService::RunSession(grpc::ServerContext* context, Stream* stream,
                                       std::unique_ptr<Session>& s) {
   if (options_.auth != nullptr) {
     ASSIGN_OR_RETURN(s->tenant, options_.auth->Check(*context));
@@ -759,8 +770,8 @@ absl::Status CloudService::RunSession(grpc::ServerContext* context,
   // at its timeout so it cannot hold a thread or a session slot.
   const std::unique_ptr<net::StreamWatchdog::Watch> watch =
       watchdog_->Start(context, options_.open_timeout_seconds);
-  Uplink up;
-  if (!stream->Read(&up)) {
+  UplinkFrame first;
+  if (!stream->Read(&first)) {
     if (watch->expired()) {
       return absl::DeadlineExceededError(absl::StrCat(
           "no SessionOpen within ", options_.open_timeout_seconds, " s (--open_timeout_seconds)"));
@@ -768,6 +779,7 @@ absl::Status CloudService::RunSession(grpc::ServerContext* context,
     return context->IsCancelled() ? Gone(context, "before SessionOpen")
                                   : absl::InvalidArgumentError("stream closed before SessionOpen");
   }
+  const Uplink& up = first.message;
   if (!up.has_open()) {
     return absl::InvalidArgumentError(
         absl::StrCat("expected SessionOpen as the first message, found ",
@@ -817,8 +829,7 @@ absl::Status CloudService::ReceiveAndAnswer(grpc::ServerContext* context, Stream
   return Answer(context, stream, s);
 }
 
-absl::Status CloudService::Answer(grpc::ServerContext* context,
-                                  grpc::ServerReaderWriter<Downlink, Uplink>* stream, Session& s) {
+absl::Status CloudService::Answer(grpc::ServerContext* context, Stream* stream, Session& s) {
   const auto committed = Clock::now();
   // One model worker from here through generation; queue time counts against the deadline.
   ASSIGN_OR_RETURN(base::AdmissionGate::Slot slot, gate_->Acquire(context->deadline(), [context] {
@@ -896,8 +907,7 @@ void CloudService::RecordCheck(const pipeline::CheckOutcome& check, Session& s) 
                 s.id, s.checked.check_token, 1e3 * check.prefill_seconds);
 }
 
-grpc::Status CloudService::Transfer(grpc::ServerContext* context,
-                                    grpc::ServerReaderWriter<Downlink, Uplink>* stream) {
+grpc::Status CloudService::ServeTransfer(grpc::ServerContext* context, Stream* stream) {
   auto s = std::make_unique<Session>();
   absl::StatusOr<net::PeerLimiter::Hold> hold = peers_->Acquire(context->peer());
   const absl::Status st = hold.ok() ? RunSession(context, stream, s) : hold.status();

@@ -14,6 +14,7 @@
 #include "cloud/chunk_applier.h"
 #include "cloud/parked_sessions.h"
 #include "cloud/session_store.h"
+#include "cloud/uplink_frame.h"
 #include "common/base/admission.h"
 #include "common/metrics/metrics.h"
 #include "common/model/model.h"
@@ -90,6 +91,10 @@ struct CloudOptions {
   // A kv / projected session whose stream breaks before Commit is kept this long, with its
   // chunks and reservations, for the sender to resume (0: not kept).
   double resume_window_seconds = 10;
+  // Chunk payloads stay in the gRPC buffers they arrived in, and the cache is written from
+  // there (UplinkFrame); false copies each into its message first, as protobuf parsing
+  // does (for comparison). Process-wide: the last service constructed sets it.
+  bool zero_copy_uplink = true;
   // Edges must present a token from this set (null: no authentication).
   std::shared_ptr<net::TokenAuthenticator> auth;
 };
@@ -100,9 +105,10 @@ class CloudService final : public kvstream::v1::CloudService::Service {
                const CloudOptions& options, metrics::MetricsServer& metrics);
   ~CloudService() override;
 
-  grpc::Status Transfer(
-      grpc::ServerContext* context,
-      grpc::ServerReaderWriter<kvstream::v1::Downlink, kvstream::v1::Uplink>* stream) override;
+  // Transfer's handler: it reads the uplink as UplinkFrames (a chunk's payload left in the
+  // slices it came in), registered in place of the generated one.
+  grpc::Status ServeTransfer(grpc::ServerContext* context,
+                             grpc::ServerReaderWriter<kvstream::v1::Downlink, UplinkFrame>* stream);
   grpc::Status GetInfo(grpc::ServerContext* context, const kvstream::v1::GetInfoRequest* request,
                        kvstream::v1::GetInfoResponse* response) override;
 
@@ -115,7 +121,7 @@ class CloudService final : public kvstream::v1::CloudService::Service {
  private:
   struct Metrics;
   struct Session;
-  using Stream = grpc::ServerReaderWriter<kvstream::v1::Downlink, kvstream::v1::Uplink>;
+  using Stream = grpc::ServerReaderWriter<kvstream::v1::Downlink, UplinkFrame>;
   // SessionOpen through Commit, then Answer. `session` may be replaced by a parked one
   // (resume), and is marked for parking when the stream breaks before Commit.
   absl::Status RunSession(grpc::ServerContext* context, Stream* stream,
@@ -137,7 +143,7 @@ class CloudService final : public kvstream::v1::CloudService::Service {
   // The next uplink message: from the stream, or from a progressive session's reader,
   // which reports kLate at the session's deadline.
   enum class NextUplink { kMessage, kClosed, kLate };
-  NextUplink ReadNext(Stream* stream, Session& s, bool late, kvstream::v1::Uplink& up);
+  NextUplink ReadNext(Stream* stream, Session& s, bool late, UplinkFrame& up);
   // Whether every layer holds the first tier's slots (once queued chunks are applied).
   absl::StatusOr<bool> FirstTierHeld(Session& s, ChunkApplier& applier);
   // A progressive session answers without Commit: what arrived counts as committed.
@@ -149,7 +155,7 @@ class CloudService final : public kvstream::v1::CloudService::Service {
   absl::StatusOr<bool> AcceptChunk(const kvstream::v1::KvChunk& chunk, Session& s);
   // Validates an accepted chunk (header, CRC, positions) and queues it to be written into
   // the session's cache on the applier's thread.
-  absl::Status QueueChunk(kvstream::v1::KvChunk chunk, Session& s, ChunkApplier& applier);
+  absl::Status QueueChunk(UplinkFrame frame, Session& s, ChunkApplier& applier);
   // Bytes of accepted chunks waiting to be applied before the reader stops taking more.
   static constexpr uint64_t kMaxQueuedChunkBytes = 32ull << 20;
   // The stream broke `when`: CANCELLED or DEADLINE_EXCEEDED, and marks `s` for parking.

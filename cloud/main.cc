@@ -73,6 +73,10 @@ ABSL_FLAG(double, resume_window_seconds, 10,
           "How long a kv or projected session whose Transfer stream broke before Commit is kept "
           "(its chunks, session slot and cache bytes) for the edge to resume it and re-send only "
           "the chunks not applied; 0: not kept, the edge sends again from the start");
+ABSL_FLAG(bool, zero_copy_uplink, true,
+          "Keep each received chunk's payload in the gRPC buffers it arrived in and write the "
+          "cache from there; false copies it into its message first, as plain protobuf parsing "
+          "does (to compare the two)");
 ABSL_FLAG(bool, measure_rates, true,
           "Measure each model's prefill and decode rate at start-up (for GetInfo)");
 ABSL_FLAG(double, emulate_prefill_tps, 0,
@@ -191,6 +195,7 @@ absl::StatusOr<kvstream::cloud::CloudOptions> OptionsFromFlags(int model_workers
   options.idle_timeout_seconds = absl::GetFlag(FLAGS_idle_timeout_seconds);
   options.resume_window_seconds = absl::GetFlag(FLAGS_resume_window_seconds);
   options.max_queued = absl::GetFlag(FLAGS_max_queued);
+  options.zero_copy_uplink = absl::GetFlag(FLAGS_zero_copy_uplink);
   if (!absl::GetFlag(FLAGS_auth_tokens_file).empty()) {
     auto auth = kvstream::net::TokenAuthenticator::Load(absl::GetFlag(FLAGS_auth_tokens_file));
     if (!auth.ok()) return PrefixStatus("--auth_tokens_file: ", auth.status());

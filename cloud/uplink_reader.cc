@@ -1,6 +1,13 @@
 #include "cloud/uplink_reader.h"
 
 namespace kvstream::cloud {
+namespace {
+
+uint64_t Bytes(const UplinkFrame& f) {
+  return f.message.has_chunk() ? f.chunk_bytes() : f.message.ByteSizeLong();
+}
+
+}  // namespace
 
 UplinkReader::UplinkReader(Stream* stream, uint64_t max_queued_bytes)
     : stream_(stream), max_queued_bytes_(max_queued_bytes), thread_([this] { Run(); }) {}
@@ -10,7 +17,7 @@ UplinkReader::~UplinkReader() {
 }
 
 void UplinkReader::Run() {
-  kvstream::v1::Uplink up;
+  UplinkFrame up;
   for (;;) {
     {
       // Hold the sender back (by not reading) while the session has enough to do.
@@ -20,7 +27,7 @@ void UplinkReader::Run() {
     if (!stream_->Read(&up)) break;
     std::lock_guard<std::mutex> lock(mu_);
     if (discarding_) continue;
-    queued_bytes_ += up.ByteSizeLong();
+    queued_bytes_ += Bytes(up);
     queue_.push_back(std::move(up));
     changed_.notify_all();
   }
@@ -29,13 +36,13 @@ void UplinkReader::Run() {
   changed_.notify_all();
 }
 
-UplinkReader::Got UplinkReader::Next(kvstream::v1::Uplink* out, Clock::time_point deadline) {
+UplinkReader::Got UplinkReader::Next(UplinkFrame* out, Clock::time_point deadline) {
   std::unique_lock<std::mutex> lock(mu_);
   changed_.wait_until(lock, deadline, [this] { return !queue_.empty() || ended_; });
   if (queue_.empty()) return ended_ ? Got::kClosed : Got::kTimedOut;
   *out = std::move(queue_.front());
   queue_.pop_front();
-  queued_bytes_ -= out->ByteSizeLong();
+  queued_bytes_ -= Bytes(*out);
   changed_.notify_all();
   return Got::kMessage;
 }

@@ -17,6 +17,7 @@
 #include <mutex>
 #include <thread>
 
+#include "cloud/uplink_frame.h"
 #include "kvstream/v1/service.grpc.pb.h"
 
 namespace kvstream::cloud {
@@ -24,7 +25,7 @@ namespace kvstream::cloud {
 class UplinkReader {
  public:
   using Clock = std::chrono::steady_clock;
-  using Stream = grpc::ServerReaderWriterInterface<kvstream::v1::Downlink, kvstream::v1::Uplink>;
+  using Stream = grpc::ServerReaderWriterInterface<kvstream::v1::Downlink, UplinkFrame>;
 
   UplinkReader(Stream* stream, uint64_t max_queued_bytes);
   // Joins the reader, which must have ended: call Close first.
@@ -35,7 +36,7 @@ class UplinkReader {
   enum class Got { kMessage, kClosed, kTimedOut };
   // The next message; kClosed once the stream ended (Read returned false) and nothing is
   // queued; kTimedOut at `deadline` with none.
-  Got Next(kvstream::v1::Uplink* out, Clock::time_point deadline);
+  Got Next(UplinkFrame* out, Clock::time_point deadline);
   // Drops what is queued and what comes from now on.
   void Discard();
   // Discards, waits up to `grace` for the stream to end (the edge half-closes once told to
@@ -50,7 +51,7 @@ class UplinkReader {
   const uint64_t max_queued_bytes_;
   std::mutex mu_;
   std::condition_variable changed_;
-  std::deque<kvstream::v1::Uplink> queue_;
+  std::deque<UplinkFrame> queue_;
   uint64_t queued_bytes_ = 0;
   bool ended_ = false;       // Read returned false
   bool discarding_ = false;  // Discard or Close: drop what comes

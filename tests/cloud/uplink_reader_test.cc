@@ -20,7 +20,7 @@ using Clock = std::chrono::steady_clock;
 
 // Read hands out pushed messages, blocks while there are none, and returns false once
 // ended (by End, or by Cancel as a cancelled call's Read does).
-class ScriptedStream : public grpc::ServerReaderWriterInterface<Downlink, Uplink> {
+class ScriptedStream : public grpc::ServerReaderWriterInterface<Downlink, UplinkFrame> {
  public:
   void Push(int seq, size_t payload_bytes) {
     Uplink up;
@@ -37,11 +37,13 @@ class ScriptedStream : public grpc::ServerReaderWriterInterface<Downlink, Uplink
   }
   int reads() const { return reads_; }
 
-  bool Read(Uplink* msg) override {
+  // Parsed as the cloud parses what gRPC hands it, in slices.
+  bool Read(UplinkFrame* msg) override {
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait(lock, [this] { return !pending_.empty() || ended_; });
     if (pending_.empty()) return false;
-    *msg = pending_.front();
+    const std::string bytes = pending_.front().SerializeAsString();
+    if (!msg->ParseSlices(bytes, {bytes.size() / 2}).ok()) return false;
     pending_.pop_front();
     ++reads_;
     return true;
@@ -78,11 +80,11 @@ TEST(UplinkReaderTest, HandsOutMessagesInOrderAndTimesOutWithoutOne) {
   UplinkReader reader(&stream, 1 << 20);
   stream.Push(0, 10);
   stream.Push(1, 10);
-  Uplink up;
+  UplinkFrame up;
   ASSERT_EQ(reader.Next(&up, In(2000)), UplinkReader::Got::kMessage);
-  EXPECT_EQ(up.chunk().seq(), 0u);
+  EXPECT_EQ(up.message.chunk().seq(), 0u);
   ASSERT_EQ(reader.Next(&up, In(2000)), UplinkReader::Got::kMessage);
-  EXPECT_EQ(up.chunk().seq(), 1u);
+  EXPECT_EQ(up.message.chunk().seq(), 1u);
   const auto t0 = Clock::now();
   EXPECT_EQ(reader.Next(&up, In(100)), UplinkReader::Got::kTimedOut);
   EXPECT_GE(Clock::now() - t0, std::chrono::milliseconds(100));
@@ -96,7 +98,7 @@ TEST(UplinkReaderTest, StopsReadingAtTheByteCapUntilMessagesAreTaken) {
   UplinkReader reader(&stream, 3000);  // two 1,000-byte messages fit, the third fills it
   for (int i = 0; i < 6; ++i) stream.Push(i, 1000);
   EXPECT_EQ(ReadsSettleAt(stream, 3), 3) << "read past the cap";
-  Uplink up;
+  UplinkFrame up;
   ASSERT_EQ(reader.Next(&up, In(2000)), UplinkReader::Got::kMessage);
   EXPECT_EQ(ReadsSettleAt(stream, 4), 4);
   // Discarded: what is queued and what comes is dropped, and reading goes on to the end.
