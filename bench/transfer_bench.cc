@@ -17,11 +17,14 @@
 // one ratio per repetition (the sink and the cloud sent the same chunks back to back) with
 // its interquartile range, so that a ratio's run-to-run spread is printed beside it; then
 // each plan's transfer and ready times over the raw plan's, paired the same way (the raw
-// plan's session of the same repetition, on the same cache).
+// plan's session of the same repetition, on the same cache). With --compare_cloud_args a
+// second cloud, started with those flags too, gets the same chunks in every repetition
+// (the three sessions' order rotating), and its times are printed over the first's.
 
 #include <signal.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <fstream>
 #include <random>
@@ -32,6 +35,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/base/memory.h"
 #include "common/base/quantile.h"
@@ -60,7 +64,11 @@ ABSL_FLAG(int, encode_threads, 2,
           "--threads), beside one thread: the speedup is printed");
 ABSL_FLAG(std::string, csv, "", "Also write the cells here as CSV");
 ABSL_FLAG(std::vector<std::string>, cloud_args, {},
-          "Extra kvstream-cloud flags, comma separated (e.g. --threads=1)");
+          "Extra kvstream-cloud flags, comma separated (e.g. --model_workers=1)");
+ABSL_FLAG(std::vector<std::string>, compare_cloud_args, {},
+          "Also run a second kvstream-cloud with these flags added (comma separated, e.g. "
+          "--zero_copy_uplink=false), sent the same chunks in the same repetitions, and print "
+          "its times against the first cloud's, paired by repetition");
 ABSL_FLAG(std::string, work_dir, "", "Port files and the cloud's log (default: a fresh /tmp dir)");
 ABSL_FLAG(std::string, sink_port_file, "",
           "Internal: run as the baseline sink, writing its port here, until SIGTERM");
@@ -152,6 +160,7 @@ struct Cell {
   int chunk_kib = 0;
   // One entry per repetition, in order: entry i of two cells is the same cache.
   std::vector<double> sink, cloud, ready, rebuild, wire, chunks, encode, encode_threaded;
+  std::vector<double> other, other_ready, other_rebuild;  // --compare_cloud_args
 };
 
 using base::Median;
@@ -217,27 +226,42 @@ Uplink OpenFor(const model::Model& m, const model::KvCache& cache, const std::st
 }
 
 struct Peers {
-  net::ChildProcess sink, cloud;
-  std::unique_ptr<kvstream::v1::CloudService::Stub> sink_stub, cloud_stub;
+  net::ChildProcess sink, cloud, other;
+  std::unique_ptr<kvstream::v1::CloudService::Stub> sink_stub, cloud_stub, other_stub;
 };
 
+// Starts a kvstream-cloud serving --model with --cloud_args and `extra`; its stub.
+absl::StatusOr<std::unique_ptr<kvstream::v1::CloudService::Stub>> StartCloud(
+    net::ChildProcess& cloud, const std::string& dir, const std::string& name,
+    const std::vector<std::string>& extra) {
+  std::vector<std::string> args = {net::ExecutableDir() + "/kvstream-cloud",
+                                   "--model=bench=" + absl::GetFlag(FLAGS_model),
+                                   "--dtype=" + absl::GetFlag(FLAGS_dtype),
+                                   "--listen=127.0.0.1:0",
+                                   "--port_file=" + dir + "/" + name + ".port",
+                                   "--metrics_address=",
+                                   "--measure_rates=false",
+                                   "--log_level=warning"};
+  const std::vector<std::string> common = absl::GetFlag(FLAGS_cloud_args);
+  args.insert(args.end(), common.begin(), common.end());
+  args.insert(args.end(), extra.begin(), extra.end());
+  RETURN_IF_ERROR(cloud.Start(args, dir + "/" + name + ".log"));
+  ASSIGN_OR_RETURN(const int port, cloud.WaitForPortFile(dir + "/" + name + ".port", 300));
+  return kvstream::v1::CloudService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", port)));
+}
+
 absl::Status StartPeers(const std::string& dir, Peers& p) {
-  const std::string bin = net::ExecutableDir();
-  RETURN_IF_ERROR(
-      p.sink.Start({bin + "/kvstream-transfer-bench", "--sink_port_file=" + dir + "/sink.port"},
-                   dir + "/sink.log"));
-  RETURN_IF_ERROR(
-      p.cloud.Start({bin + "/kvstream-cloud", "--model=bench=" + absl::GetFlag(FLAGS_model),
-                     "--dtype=" + absl::GetFlag(FLAGS_dtype), "--listen=127.0.0.1:0",
-                     "--port_file=" + dir + "/cloud.port",
-                     "--metrics_address=", "--measure_rates=false", "--log_level=warning"},
-                    dir + "/cloud.log"));
+  RETURN_IF_ERROR(p.sink.Start(
+      {net::ExecutableDir() + "/kvstream-transfer-bench", "--sink_port_file=" + dir + "/sink.port"},
+      dir + "/sink.log"));
   ASSIGN_OR_RETURN(const int sink_port, p.sink.WaitForPortFile(dir + "/sink.port", 30));
-  ASSIGN_OR_RETURN(const int cloud_port, p.cloud.WaitForPortFile(dir + "/cloud.port", 300));
   p.sink_stub =
       kvstream::v1::CloudService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", sink_port)));
-  p.cloud_stub =
-      kvstream::v1::CloudService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", cloud_port)));
+  ASSIGN_OR_RETURN(p.cloud_stub, StartCloud(p.cloud, dir, "cloud", {}));
+  const std::vector<std::string> compare = absl::GetFlag(FLAGS_compare_cloud_args);
+  if (!compare.empty()) {
+    ASSIGN_OR_RETURN(p.other_stub, StartCloud(p.other, dir, "other", compare));
+  }
   return absl::OkStatus();
 }
 
@@ -265,22 +289,48 @@ absl::Status RunRep(const model::Model& m, const model::KvCache& cache, const co
           absl::StrCat("chunk ", i, " differs when encoded on ", co.threads, " threads"));
     }
   }
-  for (int turn = 0; turn < 2; ++turn) {
-    const bool to_sink = (turn + rep) % 2 == 0;
-    const Uplink open = OpenFor(m, cache, id);
-    const Session s = Send(to_sink ? *peers.sink_stub : *peers.cloud_stub, open, chunks);
+  const int n = peers.other_stub != nullptr ? 3 : 2;
+  for (int turn = 0; turn < n; ++turn) {
+    const int to = (turn + rep) % n;  // 0: the sink, 1: the cloud, 2: the other cloud
+    const Session s = Send(to == 0   ? *peers.sink_stub
+                           : to == 1 ? *peers.cloud_stub
+                                     : *peers.other_stub,
+                           OpenFor(m, cache, id), chunks);
     if (!s.ok) {
       return absl::InternalError(
-          absl::StrCat(to_sink ? "sink" : "cloud", " session failed: ", s.error));
+          absl::StrCat(std::array<const char*, 3>{"sink", "cloud", "other cloud"}[to],
+                       " session failed: ", s.error));
     }
-    (to_sink ? cell.sink : cell.cloud).push_back(s.transfer);
-    if (to_sink) continue;
-    cell.rebuild.push_back(s.rebuild);
-    cell.ready.push_back(s.transfer + s.wait);
-    cell.wire.push_back(static_cast<double>(s.wire));
-    cell.chunks.push_back(static_cast<double>(s.chunks));
+    if (to == 0) {
+      cell.sink.push_back(s.transfer);
+    } else if (to == 2) {
+      cell.other.push_back(s.transfer);
+      cell.other_ready.push_back(s.transfer + s.wait);
+      cell.other_rebuild.push_back(s.rebuild);
+    } else {
+      cell.rebuild.push_back(s.rebuild);
+      cell.ready.push_back(s.transfer + s.wait);
+      cell.wire.push_back(static_cast<double>(s.wire));
+      cell.chunks.push_back(static_cast<double>(s.chunks));
+      cell.cloud.push_back(s.transfer);
+    }
   }
   return absl::OkStatus();
+}
+
+// The second cloud (--compare_cloud_args) against the first, paired by repetition.
+void PrintComparison(const std::vector<Cell>& cells) {
+  if (cells.empty() || cells.front().other.empty()) return;
+  std::printf(
+      "\nthe cloud with --compare_cloud_args=%s over the cloud without (paired by "
+      "repetition): transfer, ready; rebuild seconds\n",
+      absl::StrJoin(absl::GetFlag(FLAGS_compare_cloud_args), ",").c_str());
+  for (const Cell& c : cells) {
+    std::printf("  %-12s %5d KiB: %s the transfer, %s ready; rebuild %.4f -> %.4f\n",
+                c.plan.c_str(), c.chunk_kib, RatioText(Ratios(c.other, c.cloud)).c_str(),
+                RatioText(Ratios(c.other_ready, c.ready)).c_str(), Median(c.rebuild),
+                Median(c.other_rebuild));
+  }
 }
 
 void Print(const std::vector<Cell>& cells, const std::string& model, const std::string& tokens,
@@ -326,7 +376,8 @@ void Print(const std::vector<Cell>& cells, const std::string& model, const std::
 absl::Status WriteCsv(const std::string& path, const std::vector<Cell>& cells) {
   std::ofstream out(path);
   out << "plan,chunk_kib,wire_bytes,encode_s,sink_transfer_s,cloud_transfer_s,cloud_ready_s,"
-         "cloud_rebuild_s,reps,encode_threaded_s,ratio,ratio_p25,ratio_p75,ready_ratio\n";
+         "cloud_rebuild_s,reps,encode_threaded_s,ratio,ratio_p25,ratio_p75,ready_ratio,"
+         "compare_transfer_s,compare_ratio\n";
   for (const Cell& c : cells) {
     out << '"' << c.plan << '"' << ',' << c.chunk_kib << ',' << Median(c.wire) << ','
         << Median(c.encode) << ',' << Median(c.sink) << ',' << Median(c.cloud) << ','
@@ -334,7 +385,9 @@ absl::Status WriteCsv(const std::string& path, const std::vector<Cell>& cells) {
         << Median(c.encode_threaded);
     const std::vector<double> r = Ratios(c.sink, c.cloud);
     out << ',' << Median(r) << ',' << Quantile(r, 0.25) << ',' << Quantile(r, 0.75) << ','
-        << Median(Ratios(c.sink, c.ready)) << '\n';
+        << Median(Ratios(c.sink, c.ready)) << ',';
+    if (!c.other.empty()) out << Median(c.other) << ',' << Median(Ratios(c.other, c.cloud));
+    out << '\n';
   }
   return out ? absl::OkStatus() : absl::InternalError(absl::StrCat(path, ": write failed"));
 }
@@ -380,8 +433,10 @@ absl::Status Run() {
     std::fprintf(stderr, "repetition %d/%d (%d tokens) done\n", rep + 1, reps, n);
   }
   Print(cells, absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_tokens), reps);
+  PrintComparison(cells);
   (void)peers.sink.Stop(5);
   (void)peers.cloud.Stop(10);
+  if (peers.other.running()) (void)peers.other.Stop(10);
   if (!absl::GetFlag(FLAGS_csv).empty()) return WriteCsv(absl::GetFlag(FLAGS_csv), cells);
   return absl::OkStatus();
 }
