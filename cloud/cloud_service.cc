@@ -344,10 +344,14 @@ CloudService::CloudService(std::vector<ServedModel> models,
       options_(options),
       metrics_(std::make_unique<Metrics>(metrics.registry())) {
   // Transfer reads UplinkFrames (uplink_frame.h) where the generated handler would parse
-  // whole Uplinks; methods are numbered in the order service.proto declares them.
-  constexpr int kTransferMethod = 0;
+  // whole Uplinks. The generated service numbers its methods as service.proto declares them.
+  const int transfer = kvstream::v1::Uplink::descriptor()
+                           ->file()
+                           ->FindServiceByName("CloudService")
+                           ->FindMethodByName("Transfer")
+                           ->index();
   UplinkFrame::SetHoldPayloads(options.zero_copy_uplink);
-  MarkMethodStreamed(kTransferMethod,
+  MarkMethodStreamed(transfer,
                      new grpc::internal::BidiStreamingHandler<CloudService, UplinkFrame, Downlink>(
                          [](CloudService* service, grpc::ServerContext* context, Stream* stream) {
                            return service->ServeTransfer(context, stream);

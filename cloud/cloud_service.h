@@ -14,7 +14,6 @@
 #include "cloud/chunk_applier.h"
 #include "cloud/parked_sessions.h"
 #include "cloud/session_store.h"
-#include "cloud/uplink_frame.h"
 #include "common/base/admission.h"
 #include "common/metrics/metrics.h"
 #include "common/model/model.h"
@@ -23,6 +22,7 @@
 #include "common/net/auth.h"
 #include "common/net/peer_limit.h"
 #include "common/net/tenant_ledger.h"
+#include "common/net/uplink_frame.h"
 #include "common/net/watchdog.h"
 #include "kvstream/v1/service.grpc.pb.h"
 
@@ -68,6 +68,8 @@ struct ServedProjection {
 absl::StatusOr<ServedProjection> LoadServedProjection(const std::string& path,
                                                       const std::vector<ServedModel>& models,
                                                       bool measure);
+
+using UplinkFrame = net::UplinkFrame;
 
 struct CloudOptions {
   uint32_t max_sessions = 16;

@@ -17,10 +17,12 @@
 #include <mutex>
 #include <thread>
 
-#include "cloud/uplink_frame.h"
+#include "common/net/uplink_frame.h"
 #include "kvstream/v1/service.grpc.pb.h"
 
 namespace kvstream::cloud {
+
+using UplinkFrame = net::UplinkFrame;
 
 class UplinkReader {
  public:

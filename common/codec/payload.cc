@@ -21,6 +21,17 @@ PayloadView::PayloadView(absl::Span<const absl::string_view> parts) {
   }
 }
 
+PayloadView& PayloadView::operator=(PayloadView&& other) noexcept {
+  if (this != &other) {
+    parts_ = std::move(other.parts_);
+    starts_ = std::move(other.starts_);
+    size_ = std::exchange(other.size_, 0);
+    other.parts_.clear();
+    other.starts_.clear();
+  }
+  return *this;
+}
+
 uint32_t PayloadView::Crc32c() const { return codec::Crc32c(absl::MakeConstSpan(parts_)); }
 
 size_t PayloadView::PartAt(uint64_t offset) const {

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/string_view.h"
@@ -20,6 +21,11 @@ class PayloadView {
   explicit PayloadView(absl::string_view whole);
   // Several ranges, in order (empty ones allowed).
   explicit PayloadView(absl::Span<const absl::string_view> parts);
+  PayloadView(const PayloadView&) = default;
+  PayloadView& operator=(const PayloadView&) = default;
+  // Leaves the source empty.
+  PayloadView(PayloadView&& other) noexcept { *this = std::move(other); }
+  PayloadView& operator=(PayloadView&& other) noexcept;
 
   uint64_t size() const { return size_; }
   // Ranges the bytes are in (0 for an empty payload).

@@ -394,3 +394,41 @@ write(SO, "bad_max_tokens", session_open(TEXT, model_name="scout", prompt_tokens
 write(SO, "bad_trailing_position_bytes", session_open(KV, dims=[4, 2, 24], last_token=1,
                                                       num_slots=1, next_position=5,
                                                       kept_positions=positions([0, 1])))
+
+# ---- Uplink (the cloud's UplinkFrame) --------------------------------------------------
+UP = "common/net/uplink_frame_fuzz_corpus"
+
+
+def fixed32(num, v):
+    return varint(num << 3 | 5) + struct.pack("<I", v)
+
+
+def chunk_fields(payload=b"\x01\x02\x03" * 70):
+    header = (field(1, "s-1") + field(2, 4) + field(3, 0) + field(4, 2) + field(6, 3)
+              + field(7, positions([0, 2, 5])) + field(8, 2) + field(9, 8))
+    return header, field(15, payload) + fixed32(16, 0x1234ABCD)
+
+
+def uplink_chunk(control, chunk):
+    return bytes([control]) + field(2, chunk)
+
+
+h, rest = chunk_fields()
+write(UP, "valid_chunk", uplink_chunk(0x45, h + rest))
+write(UP, "valid_chunk_byte_slices", uplink_chunk(0, h + rest))
+write(UP, "valid_chunk_payload_first", uplink_chunk(3, rest + h))
+write(UP, "valid_open", bytes([5]) + field(1, field(1, "s-1")))
+write(UP, "valid_commit", bytes([5]) + field(3, field(1, 4)))
+write(UP, "valid_payload_twice", uplink_chunk(9, h + rest + field(15, "later")))
+write(UP, "valid_chunk_then_open", uplink_chunk(9, h + rest) + field(1, field(1, "s-2")))
+write(UP, "valid_chunk_twice", uplink_chunk(9, h + rest) + field(2, field(2, 5)))
+write(UP, "valid_unknown_fields", uplink_chunk(17, h + varint(99 << 3) + varint(7)
+                                               + varint(100 << 3 | 1) + b"\0" * 8 + rest))
+# A five-byte tag past 32 bits that protobuf cuts down to the payload's tag.
+write(UP, "valid_disguised_payload_tag", uplink_chunk(9, h + rest + b"\xfa\x80\x80\x80\x10"
+                                                      + varint(3) + b"xyz"))
+write(UP, "bad_truncated", uplink_chunk(9, h + rest)[:-40])
+write(UP, "bad_six_byte_tag", uplink_chunk(9, h + b"\xfa\x80\x80\x80\x80\x00" + varint(3)
+                                           + b"xyz"))
+write(UP, "bad_field_zero", uplink_chunk(9, h + varint(0) + varint(1) + rest))
+write(UP, "bad_open_group", uplink_chunk(9, h + varint(20 << 3 | 3) + rest))

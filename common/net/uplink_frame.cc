@@ -1,14 +1,15 @@
-#include "cloud/uplink_frame.h"
+#include "common/net/uplink_frame.h"
 
 #include <grpcpp/impl/codegen/proto_utils.h>
 #include <grpcpp/support/proto_buffer_reader.h>
 
 #include <atomic>
+#include <cstdint>
 #include <utility>
 
 #include "absl/strings/string_view.h"
 
-namespace kvstream::cloud {
+namespace kvstream::net {
 namespace {
 
 constexpr uint64_t kChunkField = kvstream::v1::Uplink::kChunkFieldNumber;
@@ -18,19 +19,31 @@ constexpr uint64_t kVarint = 0, kFixed64 = 1, kLengthDelimited = 2, kFixed32 = 5
 
 std::atomic<bool> hold_payloads{true};
 
-// A varint at `at` (advanced past it), within [at, end); false when malformed.
-bool ReadVarint(const codec::PayloadView& b, uint64_t& at, uint64_t end, uint64_t* out) {
+// A varint of at most `max_bytes` bytes and value `max_value` at `at` (advanced past it),
+// within [at, end); false otherwise.
+bool ReadVarint(const codec::PayloadView& b, uint64_t& at, uint64_t end, int max_bytes,
+                uint64_t max_value, uint64_t* out) {
   uint64_t v = 0;
-  for (int shift = 0; shift < 64 && at < end; shift += 7) {
+  for (int i = 0; i < max_bytes && at < end; ++i) {
     uint8_t byte = 0;
     b.CopyOut(at++, 1, &byte);
-    v |= static_cast<uint64_t>(byte & 0x7f) << shift;
+    v |= static_cast<uint64_t>(byte & 0x7f) << (7 * i);
     if ((byte & 0x80) == 0) {
       *out = v;
-      return true;
+      return v <= max_value;
     }
   }
   return false;
+}
+
+// Tags and lengths as protobuf reads them without doubt: five bytes at most, a tag within
+// 32 bits, a length well inside int. Anything else (protobuf truncates long tags and
+// refuses long lengths) is left to protobuf.
+bool ReadTag(const codec::PayloadView& b, uint64_t& at, uint64_t end, uint64_t* out) {
+  return ReadVarint(b, at, end, 5, UINT32_MAX, out);
+}
+bool ReadLength(const codec::PayloadView& b, uint64_t& at, uint64_t end, uint64_t* out) {
+  return ReadVarint(b, at, end, 5, INT32_MAX - 64, out);
 }
 
 // Past one field's value of wire type `type` (a length-delimited one's length read into
@@ -39,8 +52,8 @@ bool SkipValue(const codec::PayloadView& b, uint64_t type, uint64_t& at, uint64_
                uint64_t* len) {
   uint64_t n = 0;
   switch (type) {
-    case kVarint:
-      return ReadVarint(b, at, end, &n);
+    case kVarint:  // a value protobuf reads itself
+      return ReadVarint(b, at, end, 10, UINT64_MAX, &n);
     case kFixed64:
       n = 8;
       break;
@@ -48,7 +61,7 @@ bool SkipValue(const codec::PayloadView& b, uint64_t type, uint64_t& at, uint64_
       n = 4;
       break;
     case kLengthDelimited:
-      if (!ReadVarint(b, at, end, &n)) return false;
+      if (!ReadLength(b, at, end, &n)) return false;
       *len = n;
       break;
     default:  // groups: not in these messages; protobuf decides
@@ -62,6 +75,18 @@ bool SkipValue(const codec::PayloadView& b, uint64_t type, uint64_t& at, uint64_
 }  // namespace
 
 void UplinkFrame::SetHoldPayloads(bool hold) { hold_payloads.store(hold); }
+
+UplinkFrame& UplinkFrame::operator=(UplinkFrame&& other) noexcept {
+  if (this != &other) {
+    message = std::move(other.message);
+    slices_ = std::move(other.slices_);
+    held_payload_ = std::move(other.held_payload_);
+    held_ = other.held_;
+    chunk_bytes_ = other.chunk_bytes_;
+    other.Clear();
+  }
+  return *this;
+}
 
 codec::PayloadView UplinkFrame::payload() const {
   return held_ ? held_payload_ : codec::PayloadView(message.chunk().payload());
@@ -103,8 +128,8 @@ bool UplinkFrame::ParseChunk(const codec::PayloadView& bytes) {
   uint64_t at = 0, tag = 0, len = 0;
   const uint64_t end = bytes.size();
   // The Uplink: one KvChunk field, to the end of the message.
-  if (!ReadVarint(bytes, at, end, &tag) || tag != (kChunkField << 3 | kLengthDelimited) ||
-      !ReadVarint(bytes, at, end, &len) || len != end - at) {
+  if (!ReadTag(bytes, at, end, &tag) || tag != (kChunkField << 3 | kLengthDelimited) ||
+      !ReadLength(bytes, at, end, &len) || len != end - at) {
     return false;
   }
   chunk_bytes_ = len;
@@ -114,7 +139,7 @@ bool UplinkFrame::ParseChunk(const codec::PayloadView& bytes) {
   bool have_payload = false;
   while (at < end) {
     const uint64_t field_at = at;
-    if (!ReadVarint(bytes, at, end, &tag) || (tag >> 3) == 0) return false;
+    if (!ReadTag(bytes, at, end, &tag) || (tag >> 3) == 0) return false;
     if (!SkipValue(bytes, tag & 7, at, end, &len)) return false;
     if (tag == (kPayloadField << 3 | kLengthDelimited)) {
       if (have_payload) return false;  // protobuf keeps the last: let it
@@ -127,7 +152,11 @@ bool UplinkFrame::ParseChunk(const codec::PayloadView& bytes) {
     header.resize(old + (at - field_at));
     bytes.CopyOut(field_at, at - field_at, header.data() + old);
   }
-  if (!have_payload || !message.mutable_chunk()->ParseFromString(header)) return false;
+  // (A payload protobuf found in the header would mean the walker misread a tag.)
+  if (!have_payload || !message.mutable_chunk()->ParseFromString(header) ||
+      !message.chunk().payload().empty()) {
+    return false;
+  }
   held_payload_ = bytes.Sub(payload_at, payload_len);
   held_ = true;
   return true;
@@ -146,4 +175,4 @@ grpc::Status UplinkFrame::ParseSlices(const std::string& serialized,
   return Parse(&buffer);
 }
 
-}  // namespace kvstream::cloud
+}  // namespace kvstream::net

@@ -2,7 +2,7 @@
 // everything else parsed by protobuf, and any other message (or a chunk in an unusual
 // encoding) left to protobuf whole. Checked against protobuf's own parse of the same
 // bytes, cut into slices at random places, for valid, unusual and corrupted messages.
-#include "cloud/uplink_frame.h"
+#include "common/net/uplink_frame.h"
 
 #include <google/protobuf/stubs/logging.h>
 #include <gtest/gtest.h>
@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-namespace kvstream::cloud {
+namespace kvstream::net {
 namespace {
 
 using kvstream::v1::Uplink;
@@ -101,6 +101,9 @@ TEST(UplinkFrameTest, HoldsAChunksPayloadInTheSlicesItCameIn) {
   ASSERT_TRUE(a.ParseSlices(up.SerializeAsString(), {100, 2000, 2001}).ok());
   UplinkFrame b = std::move(a);
   EXPECT_EQ(b.payload().Flatten(), up.chunk().payload());
+  EXPECT_FALSE(a.held());  // NOLINT(bugprone-use-after-move): moved from, left empty
+  EXPECT_EQ(a.payload().size(), 0u);
+  EXPECT_EQ(a.chunk_bytes(), 0u);
 }
 
 TEST(UplinkFrameTest, OtherMessagesAndUnusualEncodingsAreLeftToProtobuf) {
@@ -121,16 +124,31 @@ TEST(UplinkFrameTest, OtherMessagesAndUnusualEncodingsAreLeftToProtobuf) {
   tail.set_seq(5);
   const std::string twice_payload =
       ChunkField(a.chunk().SerializeAsString() + tail.SerializeAsString());
+  // Tags protobuf reads with a twist: a five-byte tag past 32 bits that protobuf cuts down
+  // to the payload's tag (so a second payload, which protobuf keeps), and a six-byte one.
+  kvstream::v1::KvChunk header = a.chunk();
+  header.clear_payload();
+  const std::string disguised =
+      ChunkField(a.chunk().SerializeAsString() + std::string("\xFA\x80\x80\x80\x10\x03xyz", 9));
+  const std::string too_long =
+      ChunkField(header.SerializeAsString() + std::string("\xFA\x80\x80\x80\x80\x00\x03xyz", 10));
   const std::vector<std::string> cases = {
       twice_payload,
+      disguised,
+      too_long,
       a.SerializeAsString() + b.SerializeAsString(),     // the chunk field twice: merged
       a.SerializeAsString() + open.SerializeAsString(),  // a oneof: the last one set wins
   };
   for (const std::string& bytes : cases) {
     for (size_t max_part : {3, 1000}) {
-      ASSERT_TRUE(ExpectSameAsProtobuf(bytes, RandomCuts(bytes.size(), max_part, rng)));
+      const bool parsed = ExpectSameAsProtobuf(bytes, RandomCuts(bytes.size(), max_part, rng));
+      EXPECT_EQ(parsed, bytes != too_long);  // protobuf refuses a tag of six bytes
     }
   }
+  UplinkFrame read;
+  ASSERT_TRUE(read.ParseSlices(disguised, {7}).ok());
+  EXPECT_FALSE(read.held());
+  EXPECT_EQ(read.message.chunk().payload(), "xyz");  // as protobuf reads it
   UplinkFrame frame;
   ASSERT_TRUE(frame.ParseSlices(twice_payload, {}).ok());
   EXPECT_EQ(frame.message.chunk().payload(), "later");
@@ -171,4 +189,4 @@ TEST(UplinkFrameTest, CorruptedMessagesReadAsProtobufReadsThem) {
 }
 
 }  // namespace
-}  // namespace kvstream::cloud
+}  // namespace kvstream::net

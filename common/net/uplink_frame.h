@@ -1,8 +1,9 @@
 // An Uplink as the cloud reads it off the stream. A KvChunk's payload stays in the gRPC
-// slices it arrived in instead of being copied into the message, so that writing it into
-// the cache is the one copy the cloud makes of it (parsing the message copied every
-// payload byte once more: 2.3 ms of CPU for a 19 MB cache on this 2-core machine, as
-// much as validating and writing it).
+// slices it arrived in instead of being copied into the message: the CRC reads it there,
+// and lossless rows are copied from there into a CPU cache (int tensors and lossless ones
+// bound for another device are read in place unless they straddle two slices; a zstd
+// frame is joined before it is decompressed). Parsing the message used to copy every
+// payload byte once more, about 2 ms of CPU for a 19 MB cache on this 2-core machine.
 //
 // Any Uplink but a message that is one KvChunk with one payload field (what a sender
 // writes) is parsed by protobuf as before, its payload in the message.
@@ -13,19 +14,21 @@
 #include <grpcpp/support/slice.h>
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "common/codec/payload.h"
 #include "kvstream/v1/service.pb.h"
 
-namespace kvstream::cloud {
+namespace kvstream::net {
 
 class UplinkFrame {
  public:
   UplinkFrame() = default;
-  // Moves keep the payload's views valid (the slices stay where they are); copies would not.
-  UplinkFrame(UplinkFrame&&) = default;
-  UplinkFrame& operator=(UplinkFrame&&) = default;
+  // Moves keep the payload's views valid (the slices stay where they are) and leave the
+  // source empty; copies would not keep them valid.
+  UplinkFrame(UplinkFrame&& other) noexcept { *this = std::move(other); }
+  UplinkFrame& operator=(UplinkFrame&& other) noexcept;
   UplinkFrame(const UplinkFrame&) = delete;
   UplinkFrame& operator=(const UplinkFrame&) = delete;
 
@@ -61,14 +64,14 @@ class UplinkFrame {
   uint64_t chunk_bytes_ = 0;
 };
 
-}  // namespace kvstream::cloud
+}  // namespace kvstream::net
 
 namespace grpc {
 // Lets a server read a stream's messages as UplinkFrames.
 template <>
-class SerializationTraits<kvstream::cloud::UplinkFrame> {
+class SerializationTraits<kvstream::net::UplinkFrame> {
  public:
-  static Status Deserialize(ByteBuffer* buffer, kvstream::cloud::UplinkFrame* frame) {
+  static Status Deserialize(ByteBuffer* buffer, kvstream::net::UplinkFrame* frame) {
     return frame->Parse(buffer);
   }
 };
