@@ -157,13 +157,14 @@ struct Lane {
   }
   // The rest of the lane in one chain.
   __attribute__((target("sse4.2"))) void Finish() {
-    while (left > 0) {
-      Fixup();
-      size_t n = std::min(left, at.avail()) & ~size_t{7};
-      for (const uint8_t* p = at.data(); n > 0; p += 8, n -= 8, left -= 8) {
-        reg = _mm_crc32_u64(reg, Load64(p));
-        at.Advance(8);
-      }
+    for (;;) {
+      Fixup();  // leaves a word or more in the lane and its range, or nothing in the lane
+      const size_t n = std::min(left, at.avail()) & ~size_t{7};
+      if (n == 0) return;
+      const uint8_t* p = at.data();
+      for (size_t i = 0; i < n; i += 8) reg = _mm_crc32_u64(reg, Load64(p + i));
+      at.Advance(n);
+      left -= n;
     }
   }
 };
