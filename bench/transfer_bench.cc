@@ -19,7 +19,8 @@
 // each plan's transfer and ready times over the raw plan's, paired the same way (the raw
 // plan's session of the same repetition, on the same cache). With --compare_cloud_args a
 // second cloud, started with those flags too, gets the same chunks in every repetition
-// (the three sessions' order rotating), and its times are printed over the first's.
+// (the three sessions' order cycling through all six), and its times are printed over
+// the first's.
 
 #include <signal.h>
 
@@ -265,8 +266,8 @@ absl::Status StartPeers(const std::string& dir, Peers& p) {
   return absl::OkStatus();
 }
 
-// One repetition of one cell: encode, then the sink and the cloud in turn (alternating
-// which goes first, so neither always runs on a warmer machine).
+// One repetition of one cell: encode, then the sink and the cloud (and the other cloud) in
+// turn, in an order that changes every repetition, so none always runs on a warmer machine.
 absl::Status RunRep(const model::Model& m, const model::KvCache& cache, const codec::Plan& plan,
                     Cell& cell, int rep, Peers& peers) {
   model::ChunkingOptions co;
@@ -289,9 +290,14 @@ absl::Status RunRep(const model::Model& m, const model::KvCache& cache, const co
           absl::StrCat("chunk ", i, " differs when encoded on ", co.threads, " threads"));
     }
   }
+  // Every order of the peers in turn, so that none goes first or before another more often.
+  static constexpr int kTwo[2][2] = {{0, 1}, {1, 0}};
+  static constexpr int kThree[6][3] = {{0, 1, 2}, {1, 2, 0}, {2, 0, 1},
+                                       {0, 2, 1}, {2, 1, 0}, {1, 0, 2}};
   const int n = peers.other_stub != nullptr ? 3 : 2;
   for (int turn = 0; turn < n; ++turn) {
-    const int to = (turn + rep) % n;  // 0: the sink, 1: the cloud, 2: the other cloud
+    // 0: the sink, 1: the cloud, 2: the other cloud
+    const int to = n == 2 ? kTwo[rep % 2][turn] : kThree[rep % 6][turn];
     const Session s = Send(to == 0   ? *peers.sink_stub
                            : to == 1 ? *peers.cloud_stub
                                      : *peers.other_stub,
@@ -386,8 +392,11 @@ absl::Status WriteCsv(const std::string& path, const std::vector<Cell>& cells) {
     const std::vector<double> r = Ratios(c.sink, c.cloud);
     out << ',' << Median(r) << ',' << Quantile(r, 0.25) << ',' << Quantile(r, 0.75) << ','
         << Median(Ratios(c.sink, c.ready)) << ',';
-    if (!c.other.empty()) out << Median(c.other) << ',' << Median(Ratios(c.other, c.cloud));
-    out << '\n';
+    if (c.other.empty()) {
+      out << ",\n";  // no second cloud: both columns empty
+    } else {
+      out << Median(c.other) << ',' << Median(Ratios(c.other, c.cloud)) << '\n';
+    }
   }
   return out ? absl::OkStatus() : absl::InternalError(absl::StrCat(path, ": write failed"));
 }

@@ -155,6 +155,24 @@ TEST(UplinkFrameTest, OtherMessagesAndUnusualEncodingsAreLeftToProtobuf) {
   EXPECT_EQ(frame.message.chunk().seq(), 5u);
 }
 
+// With holding turned off (--zero_copy_uplink=false) every chunk's payload is in its
+// message, as protobuf parses it.
+TEST(UplinkFrameTest, WithHoldingOffPayloadsAreInTheMessage) {
+  std::mt19937 rng(4);
+  const Uplink up = ChunkMessage(70000, rng);
+  UplinkFrame::SetHoldPayloads(false);
+  UplinkFrame frame;
+  const grpc::Status st = frame.ParseSlices(up.SerializeAsString(), {100, 9000});
+  UplinkFrame::SetHoldPayloads(true);
+  ASSERT_TRUE(st.ok());
+  EXPECT_FALSE(frame.held());
+  EXPECT_EQ(frame.message.chunk().payload(), up.chunk().payload());
+  EXPECT_EQ(frame.payload().Flatten(), up.chunk().payload());
+  UplinkFrame held;
+  ASSERT_TRUE(held.ParseSlices(up.SerializeAsString(), {100, 9000}).ok());
+  EXPECT_TRUE(held.held());
+}
+
 // Corrupted messages (bytes flipped, truncated, extended) are accepted or refused as
 // protobuf accepts or refuses them, and read as protobuf reads them.
 TEST(UplinkFrameTest, CorruptedMessagesReadAsProtobufReadsThem) {
