@@ -234,9 +234,9 @@ absl::StatusOr<ChunkPayload> ChunkPayload::Open(const PayloadView& payload, cons
   const uint64_t expected_raw = ChunkRawBytes(m);  // raw_bytes, as ValidateChunk checked
   p.raw_ = payload;
   if (m.zstd_level > 0) {
-    std::string flat;  // the frame as one string, when it came in several ranges
-    if (payload.num_parts() > 1) flat = payload.Flatten();
-    auto d = ZstdDecompress(payload.num_parts() == 1 ? payload.part(0) : flat, expected_raw);
+    std::string flat;  // the frame, when it came in several ranges
+    const auto* frame = reinterpret_cast<const char*>(payload.Get(0, payload.size(), &flat));
+    auto d = ZstdDecompress(absl::string_view(frame, payload.size()), expected_raw);
     if (!d.ok()) {
       return absl::InvalidArgumentError(absl::StrCat("chunk ", m.seq, ": ", d.status().message()));
     }

@@ -40,18 +40,25 @@ size_t PayloadView::PartAt(uint64_t offset) const {
          1;
 }
 
-bool PayloadView::CopyOut(uint64_t offset, uint64_t n, void* dst) const {
-  if (offset > size_ || n > size_ - offset) return false;
-  if (n == 0) return true;
-  auto* out = static_cast<char*>(dst);
+template <typename Fn>
+void PayloadView::ForEachPiece(uint64_t offset, uint64_t n, Fn fn) const {
+  if (n == 0) return;
   for (size_t i = PartAt(offset); n > 0; ++i) {
     const uint64_t skip = offset - starts_[i];
     const uint64_t take = std::min<uint64_t>(n, parts_[i].size() - skip);
-    std::memcpy(out, parts_[i].data() + skip, take);
-    out += take;
+    fn(parts_[i].substr(skip, take));
     offset += take;
     n -= take;
   }
+}
+
+bool PayloadView::CopyOut(uint64_t offset, uint64_t n, void* dst) const {
+  if (offset > size_ || n > size_ - offset) return false;
+  auto* out = static_cast<char*>(dst);
+  ForEachPiece(offset, n, [&out](absl::string_view piece) {
+    std::memcpy(out, piece.data(), piece.size());
+    out += piece.size();
+  });
   return true;
 }
 
@@ -78,18 +85,10 @@ std::string PayloadView::Flatten() const {
 }
 
 PayloadView PayloadView::Sub(uint64_t offset, uint64_t n) const {
-  PayloadView out;
-  if (offset > size_ || n > size_ - offset || n == 0) return out;
-  for (size_t i = PartAt(offset); n > 0; ++i) {
-    const uint64_t skip = offset - starts_[i];
-    const uint64_t take = std::min<uint64_t>(n, parts_[i].size() - skip);
-    out.parts_.push_back(parts_[i].substr(skip, take));
-    out.starts_.push_back(out.size_);
-    out.size_ += take;
-    offset += take;
-    n -= take;
-  }
-  return out;
+  if (offset > size_ || n > size_ - offset) return PayloadView();
+  std::vector<absl::string_view> pieces;
+  ForEachPiece(offset, n, [&pieces](absl::string_view piece) { pieces.push_back(piece); });
+  return PayloadView(pieces);
 }
 
 }  // namespace kvstream::codec

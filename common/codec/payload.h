@@ -30,7 +30,6 @@ class PayloadView {
   uint64_t size() const { return size_; }
   // Ranges the bytes are in (0 for an empty payload).
   size_t num_parts() const { return parts_.size(); }
-  absl::string_view part(size_t i) const { return parts_[i]; }
   // CRC32C of the bytes (codec::Crc32c over the ranges in turn).
   uint32_t Crc32c() const;
   // Copies bytes [offset, offset + n) to `dst`; false (nothing copied) when they are not
@@ -48,6 +47,10 @@ class PayloadView {
  private:
   // Index of the range holding byte `offset` (< size()).
   size_t PartAt(uint64_t offset) const;
+  // Calls fn(piece) for the pieces of the ranges that make up bytes [offset, offset + n),
+  // in order (the caller checked they are inside).
+  template <typename Fn>
+  void ForEachPiece(uint64_t offset, uint64_t n, Fn fn) const;
 
   std::vector<absl::string_view> parts_;  // non-empty ranges only
   std::vector<uint64_t> starts_;          // offset of each range's first byte
