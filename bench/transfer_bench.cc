@@ -160,8 +160,12 @@ struct Cell {
   std::string plan;
   int chunk_kib = 0;
   // One entry per repetition, in order: entry i of two cells is the same cache.
-  std::vector<double> sink, cloud, ready, rebuild, wire, chunks, encode, encode_threaded;
-  std::vector<double> other, other_ready, other_rebuild;  // --compare_cloud_args
+  std::vector<double> sink, wire, chunks, encode, encode_threaded;
+  // A cloud's sessions: transfer, ready (transfer + rebuild wait) and rebuild seconds.
+  struct Runs {
+    std::vector<double> transfer, ready, rebuild;
+  };
+  Runs cloud, other;  // other: the cloud with --compare_cloud_args
 };
 
 using base::Median;
@@ -309,16 +313,15 @@ absl::Status RunRep(const model::Model& m, const model::KvCache& cache, const co
     }
     if (to == 0) {
       cell.sink.push_back(s.transfer);
-    } else if (to == 2) {
-      cell.other.push_back(s.transfer);
-      cell.other_ready.push_back(s.transfer + s.wait);
-      cell.other_rebuild.push_back(s.rebuild);
-    } else {
-      cell.rebuild.push_back(s.rebuild);
-      cell.ready.push_back(s.transfer + s.wait);
+      continue;
+    }
+    Cell::Runs& runs = to == 1 ? cell.cloud : cell.other;
+    runs.transfer.push_back(s.transfer);
+    runs.ready.push_back(s.transfer + s.wait);
+    runs.rebuild.push_back(s.rebuild);
+    if (to == 1) {
       cell.wire.push_back(static_cast<double>(s.wire));
       cell.chunks.push_back(static_cast<double>(s.chunks));
-      cell.cloud.push_back(s.transfer);
     }
   }
   return absl::OkStatus();
@@ -326,16 +329,17 @@ absl::Status RunRep(const model::Model& m, const model::KvCache& cache, const co
 
 // The second cloud (--compare_cloud_args) against the first, paired by repetition.
 void PrintComparison(const std::vector<Cell>& cells) {
-  if (cells.empty() || cells.front().other.empty()) return;
+  if (cells.empty() || cells.front().other.transfer.empty()) return;
   std::printf(
       "\nthe cloud with --compare_cloud_args=%s over the cloud without (paired by "
       "repetition): transfer, ready; rebuild seconds\n",
       absl::StrJoin(absl::GetFlag(FLAGS_compare_cloud_args), ",").c_str());
   for (const Cell& c : cells) {
     std::printf("  %-12s %5d KiB: %s the transfer, %s ready; rebuild %.4f -> %.4f\n",
-                c.plan.c_str(), c.chunk_kib, RatioText(Ratios(c.other, c.cloud)).c_str(),
-                RatioText(Ratios(c.other_ready, c.ready)).c_str(), Median(c.rebuild),
-                Median(c.other_rebuild));
+                c.plan.c_str(), c.chunk_kib,
+                RatioText(Ratios(c.other.transfer, c.cloud.transfer)).c_str(),
+                RatioText(Ratios(c.other.ready, c.cloud.ready)).c_str(), Median(c.cloud.rebuild),
+                Median(c.other.rebuild));
   }
 }
 
@@ -350,12 +354,12 @@ void Print(const std::vector<Cell>& cells, const std::string& model, const std::
               "wire MB", "encode", "sink s", "GB/s", "cloud s", "GB/s", "chunk/s", "ready s",
               "rebuild", "ratio", "ready");
   for (const Cell& c : cells) {
-    const double wire = Median(c.wire), sink = Median(c.sink), cloud = Median(c.cloud);
+    const double wire = Median(c.wire), sink = Median(c.sink), cloud = Median(c.cloud.transfer);
     std::printf("%-12s %5d %7.2f %7.4f %7.4f %6.2f %7.4f %6.2f %7.0f %7.4f %7.4f  %-18s %-18s\n",
                 c.plan.c_str(), c.chunk_kib, wire / 1e6, Median(c.encode), sink, wire / sink / 1e9,
-                cloud, wire / cloud / 1e9, Median(c.chunks) / cloud, Median(c.ready),
-                Median(c.rebuild), RatioText(Ratios(c.sink, c.cloud)).c_str(),
-                RatioText(Ratios(c.sink, c.ready)).c_str());
+                cloud, wire / cloud / 1e9, Median(c.chunks) / cloud, Median(c.cloud.ready),
+                Median(c.cloud.rebuild), RatioText(Ratios(c.sink, c.cloud.transfer)).c_str(),
+                RatioText(Ratios(c.sink, c.cloud.ready)).c_str());
   }
   std::printf("\nencode on %d threads against one (the same chunks)\n",
               absl::GetFlag(FLAGS_encode_threads));
@@ -371,8 +375,8 @@ void Print(const std::vector<Cell>& cells, const std::string& model, const std::
     for (const Cell& raw : cells) {
       if (raw.plan == "raw" && raw.chunk_kib == c.chunk_kib && c.plan != "raw") {
         std::printf("  %-12s %5d KiB: %s the transfer, %s ready, %.2fx the bytes\n", c.plan.c_str(),
-                    c.chunk_kib, RatioText(Ratios(c.cloud, raw.cloud)).c_str(),
-                    RatioText(Ratios(c.ready, raw.ready)).c_str(),
+                    c.chunk_kib, RatioText(Ratios(c.cloud.transfer, raw.cloud.transfer)).c_str(),
+                    RatioText(Ratios(c.cloud.ready, raw.cloud.ready)).c_str(),
                     Median(c.wire) / Median(raw.wire));
       }
     }
@@ -386,16 +390,17 @@ absl::Status WriteCsv(const std::string& path, const std::vector<Cell>& cells) {
          "compare_transfer_s,compare_ratio\n";
   for (const Cell& c : cells) {
     out << '"' << c.plan << '"' << ',' << c.chunk_kib << ',' << Median(c.wire) << ','
-        << Median(c.encode) << ',' << Median(c.sink) << ',' << Median(c.cloud) << ','
-        << Median(c.ready) << ',' << Median(c.rebuild) << ',' << c.cloud.size() << ','
-        << Median(c.encode_threaded);
-    const std::vector<double> r = Ratios(c.sink, c.cloud);
+        << Median(c.encode) << ',' << Median(c.sink) << ',' << Median(c.cloud.transfer) << ','
+        << Median(c.cloud.ready) << ',' << Median(c.cloud.rebuild) << ',' << c.cloud.transfer.size()
+        << ',' << Median(c.encode_threaded);
+    const std::vector<double> r = Ratios(c.sink, c.cloud.transfer);
     out << ',' << Median(r) << ',' << Quantile(r, 0.25) << ',' << Quantile(r, 0.75) << ','
-        << Median(Ratios(c.sink, c.ready)) << ',';
-    if (c.other.empty()) {
+        << Median(Ratios(c.sink, c.cloud.ready)) << ',';
+    if (c.other.transfer.empty()) {
       out << ",\n";  // no second cloud: both columns empty
     } else {
-      out << Median(c.other) << ',' << Median(Ratios(c.other, c.cloud)) << '\n';
+      out << Median(c.other.transfer) << ',' << Median(Ratios(c.other.transfer, c.cloud.transfer))
+          << '\n';
     }
   }
   return out ? absl::OkStatus() : absl::InternalError(absl::StrCat(path, ": write failed"));
