@@ -20,7 +20,9 @@
 // plan's session of the same repetition, on the same cache). With --compare_cloud_args a
 // second cloud, started with those flags too, gets the same chunks in every repetition
 // (the three sessions' order cycling through all six), and its times are printed over
-// the first's.
+// the first's; --compare_zero_copy_send does the same with a third session to the first
+// cloud from a sender that treats payloads the other way (copied into each message, or
+// handed to gRPC where they are).
 
 #include <signal.h>
 
@@ -70,6 +72,12 @@ ABSL_FLAG(std::vector<std::string>, compare_cloud_args, {},
           "Also run a second kvstream-cloud with these flags added (comma separated, e.g. "
           "--zero_copy_uplink=false), sent the same chunks in the same repetitions, and print "
           "its times against the first cloud's, paired by repetition");
+ABSL_FLAG(bool, zero_copy_send, true,
+          "The sender hands chunk payloads to gRPC where they are, as the edge does by default "
+          "(false: copies each into its message's buffer, as --zero_copy_uplink=false does)");
+ABSL_FLAG(bool, compare_zero_copy_send, false,
+          "Also send the same chunks to the cloud with the other --zero_copy_send, in the same "
+          "repetitions, and print its times against the first sender's, paired by repetition");
 ABSL_FLAG(std::string, work_dir, "", "Port files and the cloud's log (default: a fresh /tmp dir)");
 ABSL_FLAG(std::string, sink_port_file, "",
           "Internal: run as the baseline sink, writing its port here, until SIGTERM");
@@ -133,14 +141,14 @@ struct Session {
 };
 
 // One session of pre-encoded chunks, timed as the edge times its transfer stage; the
-// chunks are moved into the stream as the edge moves its own (the caller copies them
-// first, outside the timed part, so that every session sends the same ones).
-Session Send(kvstream::v1::CloudService::Stub& stub, const Uplink& open,
-             std::vector<kvstream::v1::KvChunk> chunks) {
+// chunks' payloads are shared with the stream as the edge shares its own.
+Session Send(const std::shared_ptr<grpc::Channel>& channel, const Uplink& open,
+             std::vector<net::SharedChunk> chunks, bool zero_copy) {
   auto context = std::make_unique<grpc::ClientContext>();
   context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
   edge::CloudTransfer t(
-      stub, std::move(context), [](const kvstream::v1::Token&) { return true; }, nullptr);
+      channel, std::move(context), [](const kvstream::v1::Token&) { return true; }, nullptr, "",
+      zero_copy);
   bool ok = t.SendOpen(open);
   for (size_t i = 0; ok && i < chunks.size(); ++i) ok = t.SendChunk(std::move(chunks[i]));
   if (ok) t.SendCommit();
@@ -165,7 +173,7 @@ struct Cell {
   struct Runs {
     std::vector<double> transfer, ready, rebuild;
   };
-  Runs cloud, other;  // other: the cloud with --compare_cloud_args
+  Runs cloud, other;  // other: the cloud with --compare_cloud_args, or the other sender
 };
 
 using base::Median;
@@ -232,13 +240,16 @@ Uplink OpenFor(const model::Model& m, const model::KvCache& cache, const std::st
 
 struct Peers {
   net::ChildProcess sink, cloud, other;
-  std::unique_ptr<kvstream::v1::CloudService::Stub> sink_stub, cloud_stub, other_stub;
+  std::shared_ptr<grpc::Channel> sink_channel, cloud_channel;
+  // The third session's: the other cloud's, or the cloud's for the other sender.
+  std::shared_ptr<grpc::Channel> other_channel;
 };
 
-// Starts a kvstream-cloud serving --model with --cloud_args and `extra`; its stub.
-absl::StatusOr<std::unique_ptr<kvstream::v1::CloudService::Stub>> StartCloud(
-    net::ChildProcess& cloud, const std::string& dir, const std::string& name,
-    const std::vector<std::string>& extra) {
+// Starts a kvstream-cloud serving --model with --cloud_args and `extra`; a channel to it.
+absl::StatusOr<std::shared_ptr<grpc::Channel>> StartCloud(net::ChildProcess& cloud,
+                                                          const std::string& dir,
+                                                          const std::string& name,
+                                                          const std::vector<std::string>& extra) {
   std::vector<std::string> args = {net::ExecutableDir() + "/kvstream-cloud",
                                    "--model=bench=" + absl::GetFlag(FLAGS_model),
                                    "--dtype=" + absl::GetFlag(FLAGS_dtype),
@@ -252,7 +263,7 @@ absl::StatusOr<std::unique_ptr<kvstream::v1::CloudService::Stub>> StartCloud(
   args.insert(args.end(), extra.begin(), extra.end());
   RETURN_IF_ERROR(cloud.Start(args, dir + "/" + name + ".log"));
   ASSIGN_OR_RETURN(const int port, cloud.WaitForPortFile(dir + "/" + name + ".port", 300));
-  return kvstream::v1::CloudService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", port)));
+  return net::MakeChannel(absl::StrCat("127.0.0.1:", port));
 }
 
 absl::Status StartPeers(const std::string& dir, Peers& p) {
@@ -260,12 +271,13 @@ absl::Status StartPeers(const std::string& dir, Peers& p) {
       {net::ExecutableDir() + "/kvstream-transfer-bench", "--sink_port_file=" + dir + "/sink.port"},
       dir + "/sink.log"));
   ASSIGN_OR_RETURN(const int sink_port, p.sink.WaitForPortFile(dir + "/sink.port", 30));
-  p.sink_stub =
-      kvstream::v1::CloudService::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", sink_port)));
-  ASSIGN_OR_RETURN(p.cloud_stub, StartCloud(p.cloud, dir, "cloud", {}));
+  p.sink_channel = net::MakeChannel(absl::StrCat("127.0.0.1:", sink_port));
+  ASSIGN_OR_RETURN(p.cloud_channel, StartCloud(p.cloud, dir, "cloud", {}));
   const std::vector<std::string> compare = absl::GetFlag(FLAGS_compare_cloud_args);
   if (!compare.empty()) {
-    ASSIGN_OR_RETURN(p.other_stub, StartCloud(p.other, dir, "other", compare));
+    ASSIGN_OR_RETURN(p.other_channel, StartCloud(p.other, dir, "other", compare));
+  } else if (absl::GetFlag(FLAGS_compare_zero_copy_send)) {
+    p.other_channel = p.cloud_channel;
   }
   return absl::OkStatus();
 }
@@ -278,38 +290,41 @@ absl::Status RunRep(const model::Model& m, const model::KvCache& cache, const co
   co.max_chunk_bytes = static_cast<uint64_t>(cell.chunk_kib) << 10;
   const std::string id = absl::StrCat("bench-", cell.plan, "-", cell.chunk_kib, "-", rep);
   auto t0 = Clock::now();
-  ASSIGN_OR_RETURN(auto chunks, model::EncodeCache(cache, plan, id, co));
+  ASSIGN_OR_RETURN(auto encoded, model::EncodeCache(cache, plan, id, co));
   cell.encode.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
   co.threads = absl::GetFlag(FLAGS_encode_threads);
   t0 = Clock::now();
   ASSIGN_OR_RETURN(auto threaded, model::EncodeCache(cache, plan, id, co));
   cell.encode_threaded.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
-  if (threaded.size() != chunks.size() || chunks.empty()) {
-    return absl::InternalError(absl::StrCat(chunks.size(), " chunks on one thread, ",
+  if (threaded.size() != encoded.size() || encoded.empty()) {
+    return absl::InternalError(absl::StrCat(encoded.size(), " chunks on one thread, ",
                                             threaded.size(), " on ", co.threads));
   }
-  for (size_t i = 0; i < chunks.size(); ++i) {
-    if (threaded[i].SerializeAsString() != chunks[i].SerializeAsString()) {
+  for (size_t i = 0; i < encoded.size(); ++i) {
+    if (threaded[i].SerializeAsString() != encoded[i].SerializeAsString()) {
       return absl::InternalError(
           absl::StrCat("chunk ", i, " differs when encoded on ", co.threads, " threads"));
     }
   }
+  const std::vector<net::SharedChunk> chunks = net::ShareAll(std::move(encoded));
   // Every order of the peers in turn, so that none goes first or before another more often.
   static constexpr int kTwo[2][2] = {{0, 1}, {1, 0}};
   static constexpr int kThree[6][3] = {{0, 1, 2}, {1, 2, 0}, {2, 0, 1},
                                        {0, 2, 1}, {2, 1, 0}, {1, 0, 2}};
-  const int n = peers.other_stub != nullptr ? 3 : 2;
+  const int n = peers.other_channel != nullptr ? 3 : 2;
+  const bool zero_copy = absl::GetFlag(FLAGS_zero_copy_send);
+  const bool other_sender = absl::GetFlag(FLAGS_compare_zero_copy_send);
   for (int turn = 0; turn < n; ++turn) {
-    // 0: the sink, 1: the cloud, 2: the other cloud
+    // 0: the sink, 1: the cloud, 2: the other cloud or sender
     const int to = n == 2 ? kTwo[rep % 2][turn] : kThree[rep % 6][turn];
-    const Session s = Send(to == 0   ? *peers.sink_stub
-                           : to == 1 ? *peers.cloud_stub
-                                     : *peers.other_stub,
-                           OpenFor(m, cache, id), chunks);
+    const Session s =
+        Send(to == 0   ? peers.sink_channel
+             : to == 1 ? peers.cloud_channel
+                       : peers.other_channel,
+             OpenFor(m, cache, id), chunks, to == 2 && other_sender ? !zero_copy : zero_copy);
     if (!s.ok) {
-      return absl::InternalError(
-          absl::StrCat(std::array<const char*, 3>{"sink", "cloud", "other cloud"}[to],
-                       " session failed: ", s.error));
+      return absl::InternalError(absl::StrCat(
+          std::array<const char*, 3>{"sink", "cloud", "third"}[to], " session failed: ", s.error));
     }
     if (to == 0) {
       cell.sink.push_back(s.transfer);
@@ -327,13 +342,22 @@ absl::Status RunRep(const model::Model& m, const model::KvCache& cache, const co
   return absl::OkStatus();
 }
 
-// The second cloud (--compare_cloud_args) against the first, paired by repetition.
+// The second cloud (--compare_cloud_args) or sender (--compare_zero_copy_send) against
+// the first, paired by repetition.
 void PrintComparison(const std::vector<Cell>& cells) {
   if (cells.empty() || cells.front().other.transfer.empty()) return;
-  std::printf(
-      "\nthe cloud with --compare_cloud_args=%s over the cloud without (paired by "
-      "repetition): transfer, ready; rebuild seconds\n",
-      absl::StrJoin(absl::GetFlag(FLAGS_compare_cloud_args), ",").c_str());
+  if (absl::GetFlag(FLAGS_compare_cloud_args).empty()) {
+    std::printf(
+        "\nthe sender with --zero_copy_send=%s over the one with %s (paired by repetition): "
+        "transfer, ready; rebuild seconds\n",
+        absl::GetFlag(FLAGS_zero_copy_send) ? "false" : "true",
+        absl::GetFlag(FLAGS_zero_copy_send) ? "true" : "false");
+  } else {
+    std::printf(
+        "\nthe cloud with --compare_cloud_args=%s over the cloud without (paired by "
+        "repetition): transfer, ready; rebuild seconds\n",
+        absl::StrJoin(absl::GetFlag(FLAGS_compare_cloud_args), ",").c_str());
+  }
   for (const Cell& c : cells) {
     std::printf("  %-12s %5d KiB: %s the transfer, %s ready; rebuild %.4f -> %.4f\n",
                 c.plan.c_str(), c.chunk_kib,
@@ -411,6 +435,11 @@ absl::Status Run() {
     return absl::InvalidArgumentError("--model: a model directory is required");
   }
   ASSIGN_OR_RETURN(const auto range, ParseRange(absl::GetFlag(FLAGS_tokens)));
+  if (!absl::GetFlag(FLAGS_compare_cloud_args).empty() &&
+      absl::GetFlag(FLAGS_compare_zero_copy_send)) {
+    return absl::InvalidArgumentError(
+        "--compare_cloud_args and --compare_zero_copy_send: expected one of the two, found both");
+  }
   if (absl::GetFlag(FLAGS_reps) < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("--reps: expected 1 or more, found ", absl::GetFlag(FLAGS_reps)));

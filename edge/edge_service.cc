@@ -186,7 +186,8 @@ struct EdgeService::Request {
   Uplink open;
   // Encoded up front (no re-planning), or as sent (re-planning) while another attempt
   // could re-send them; chunks[i] has seq i.
-  std::vector<kvstream::v1::KvChunk> chunks;
+  // Their payloads are shared with the streams that send them, not copied.
+  std::vector<net::SharedChunk> chunks;
   int replan_layer = 0, replan_rung = 0;  // re-planning: the next layer, the ladder rung
   // Recovery: whether the cloud opened the current session (so it may hold it), whether
   // the next attempt resumes it, what broke, and that stream's chunks sent and unacked.
@@ -546,7 +547,7 @@ absl::Status EdgeService::EncodePayload(Request& r) {
                    pipeline::Encode(*scout_, prefilled ? &r.pre : nullptr, &sel, r.prompt,
                                     PipelineRequest(r), r.session_id, !r.replan));
   *r.open.mutable_open() = std::move(p.open);
-  r.chunks = std::move(p.chunks);
+  r.chunks = net::ShareAll(std::move(p.chunks));
   r.chunk_tier.clear();
   r.kept = std::move(p.kept);
   r.send_cache = p.cache;
@@ -601,8 +602,9 @@ absl::Status EdgeService::SendWhilePrefilling(grpc::ServerContext* context, Clou
   // stream does not stop the prefill, so that another attempt has every chunk.
   auto on_layer = [&](int layer, const model::KvCache& cache) -> absl::Status {
     const auto t = Clock::now();
-    ASSIGN_OR_RETURN(std::vector<kvstream::v1::KvChunk> chunks,
+    ASSIGN_OR_RETURN(std::vector<kvstream::v1::KvChunk> encoded,
                      pipeline::EncodeLayer(cache, r.prompt, request, r.session_id, layer, seq));
+    std::vector<net::SharedChunk> chunks = net::ShareAll(std::move(encoded));
     encode += Seconds(t, Clock::now());
     seq += chunks.size();
     if (keep) r.chunks.insert(r.chunks.end(), chunks.begin(), chunks.end());
@@ -654,8 +656,7 @@ void EdgeService::SendChunks(CloudTransfer& transfer, Request& r, uint64_t first
                     r.tiers_sent, tiers, r.policy.ttft_target_seconds);
       break;
     }
-    sent_ok =
-        transfer.SendChunk(keep ? kvstream::v1::KvChunk(r.chunks[i]) : std::move(r.chunks[i]));
+    sent_ok = transfer.SendChunk(keep ? r.chunks[i] : std::move(r.chunks[i]));
   }
 }
 
@@ -663,7 +664,7 @@ bool EdgeService::StopBeforeTier(CloudTransfer& transfer, const Request& r, size
   if (r.chunk_tier.empty() || i == 0 || r.chunk_tier[i] == r.chunk_tier[i - 1]) return false;
   uint64_t tier_bytes = 0;
   for (size_t j = i; j < r.chunks.size() && r.chunk_tier[j] == r.chunk_tier[i]; ++j) {
-    tier_bytes += r.chunks[j].ByteSizeLong();
+    tier_bytes += r.chunks[j].ByteSize();
   }
   const control::LinkState link = Link();
   const double bandwidth = transfer.AckedBandwidth(link.bandwidth_bps);
@@ -681,8 +682,9 @@ absl::Status EdgeService::PlanTiers(Request& r) {
   if (tiers.empty() || !(r.policy.ttft_target_seconds > 0)) return absl::OkStatus();
   std::vector<uint32_t> ends;
   for (uint32_t n : tiers) ends.push_back((ends.empty() ? 0 : ends.back()) + n);
-  for (const kvstream::v1::KvChunk& c : r.chunks) {
-    const auto tier = std::upper_bound(ends.begin(), ends.end(), c.token_begin()) - ends.begin();
+  for (const net::SharedChunk& c : r.chunks) {
+    const auto tier =
+        std::upper_bound(ends.begin(), ends.end(), c.header.token_begin()) - ends.begin();
     r.chunk_tier.push_back(static_cast<int>(tier));
   }
   // The prediction only tunes when to stop: without the cloud's rates, none is assumed.
@@ -793,7 +795,7 @@ absl::Status EdgeService::TransferOnce(grpc::ServerContext* context,
                                        CloudTransfer::Result& result) {
   // Cancellation and deadline of the client's call propagate to the cloud's; the
   // transfer joins its reader on every way out.
-  kvstream::v1::CloudService::Stub* stub = cloud_.get();
+  std::shared_ptr<grpc::ChannelInterface> channel = channel_;
   std::optional<ReplicaSet::Picked> replica;  // counted against its replica until the end
   if (options_.replica_set != nullptr) {
     replica.emplace(options_.replica_set->Pick());
@@ -801,15 +803,15 @@ absl::Status EdgeService::TransferOnce(grpc::ServerContext* context,
       return absl::UnavailableError(
           "no cloud replica is ready (down, or failing its health check)");
     }
-    stub = (*replica)->stub.get();
+    channel = (*replica)->channel;
   }
   auto relay = [writer](const kvstream::v1::Token& token) {
     AskEvent ev;
     *ev.mutable_token() = token;
     return writer->Write(ev);
   };
-  CloudTransfer transfer(*stub, grpc::ClientContext::FromServerContext(*context), relay,
-                         options_.shaper.get(), options_.cloud_token);
+  CloudTransfer transfer(channel, grpc::ClientContext::FromServerContext(*context), relay,
+                         options_.shaper.get(), options_.cloud_token, options_.zero_copy_uplink);
   Uplink open = r.open;
   if (r.resume) open.mutable_open()->set_resume(true);
   bool sent_ok = transfer.SendOpen(open);
@@ -955,7 +957,7 @@ absl::Status EdgeService::StartAfresh(Request& r, const std::string& what) {
     r.chunks.clear();
     r.replan_layer = r.replan_rung = 0;
   }
-  for (kvstream::v1::KvChunk& c : r.chunks) c.set_session_id(r.session_id);
+  for (net::SharedChunk& c : r.chunks) c.header.set_session_id(r.session_id);
   return to_text ? SwitchToText(r) : absl::OkStatus();
 }
 
@@ -1012,9 +1014,10 @@ absl::Status EdgeService::SendReplanned(CloudTransfer& transfer, Request& r, boo
       status = layer.status();
       break;
     }
+    std::vector<net::SharedChunk> chunks = net::ShareAll(*std::move(layer));
     // Kept first, so a resume can re-send this layer's unsent chunks too.
-    if (keep) r.chunks.insert(r.chunks.end(), layer->begin(), layer->end());
-    for (auto& ch : *layer) {
+    if (keep) r.chunks.insert(r.chunks.end(), chunks.begin(), chunks.end());
+    for (auto& ch : chunks) {
       if (!(sent_ok = transfer.SendChunk(std::move(ch)))) break;
     }
   }

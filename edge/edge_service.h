@@ -54,6 +54,9 @@ struct EdgeOptions {
   kvstream::v1::Policy defaults;  // mode, selector, retention, spec, max_tokens, cloud_model
   std::string system_prompt = "Answer with the value from the context.";
   uint64_t chunk_bytes = 1 << 20;  // cap on a chunk's payload before zstd
+  // Payloads go to gRPC where they are, shared with the copies kept for a retry (false:
+  // copied into each message's buffer, for comparison).
+  bool zero_copy_uplink = true;
   int snapkv_window = 32;
   // Threads that encode one request's chunks (after its prefill, while it holds its model
   // worker): the worker's share of the cores (--threads).

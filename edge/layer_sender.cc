@@ -9,7 +9,7 @@ LayerSender::LayerSender(CloudTransfer& transfer)
 
 LayerSender::~LayerSender() { Close(); }
 
-void LayerSender::Push(std::vector<kvstream::v1::KvChunk> chunks) {
+void LayerSender::Push(std::vector<net::SharedChunk> chunks) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& c : chunks) queue_.push_back(std::move(c));
@@ -29,7 +29,7 @@ bool LayerSender::Close() {
 
 void LayerSender::Run() {
   for (;;) {
-    kvstream::v1::KvChunk chunk;
+    net::SharedChunk chunk;
     {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [this] { return closed_ || !queue_.empty(); });

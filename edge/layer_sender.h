@@ -25,7 +25,7 @@ class LayerSender {
   LayerSender& operator=(const LayerSender&) = delete;
 
   // Queues chunks to send after those queued before.
-  void Push(std::vector<kvstream::v1::KvChunk> chunks);
+  void Push(std::vector<net::SharedChunk> chunks);
   // No more chunks: waits until every queued chunk was sent or the stream broke, and
   // returns whether all were sent. Chunks queued after a break are dropped.
   bool Close();
@@ -38,7 +38,7 @@ class LayerSender {
   CloudTransfer& transfer_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<kvstream::v1::KvChunk> queue_;
+  std::deque<net::SharedChunk> queue_;
   bool closed_ = false;
   std::atomic<bool> ok_{true};
   std::thread thread_;

@@ -65,6 +65,10 @@ ABSL_FLAG(std::string, system_prompt, "Answer with the value from the context.",
           "System prompt when a request gives none");
 ABSL_FLAG(uint64_t, chunk_bytes, 1 << 20,
           "Cap on one KvChunk's payload before zstd (gRPC limit: 16 MiB)");
+ABSL_FLAG(bool, zero_copy_uplink, true,
+          "Hand each chunk's payload to gRPC where it is, shared with the copy kept for a retry; "
+          "false copies it into each message's buffer, as plain protobuf serializing does (to "
+          "compare the two)");
 ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9101",
           "Serve Prometheus /metrics here (empty: off)");
 ABSL_FLAG(std::string, metrics_port_file, "", "Write the bound /metrics port to this file");
@@ -325,6 +329,7 @@ absl::Status ApplyAuthFlags(EdgeOptions& options) {
 absl::Status ApplyPolicyFlags(EdgeOptions& options) {
   options.system_prompt = absl::GetFlag(FLAGS_system_prompt);
   options.chunk_bytes = absl::GetFlag(FLAGS_chunk_bytes);
+  options.zero_copy_uplink = absl::GetFlag(FLAGS_zero_copy_uplink);
   if (options.chunk_bytes < 1024 || options.chunk_bytes > (8u << 20)) {
     return absl::InvalidArgumentError(
         absl::StrCat("--chunk_bytes: expected 1024..8388608 (chunks stay under the 16 MiB message "

@@ -1,5 +1,6 @@
 #include "edge/transfer.h"
 
+#include "absl/strings/str_cat.h"
 #include "common/control/controller.h"
 #include "common/net/auth.h"
 
@@ -8,12 +9,35 @@ namespace kvstream::edge {
 using kvstream::v1::Downlink;
 using kvstream::v1::Uplink;
 
-CloudTransfer::CloudTransfer(kvstream::v1::CloudService::Stub& stub,
+namespace {
+
+// The Transfer method's path, as the generated stub names it.
+const char* TransferMethod() {
+  static const std::string* path = [] {
+    const auto* service =
+        kvstream::v1::Uplink::descriptor()->file()->FindServiceByName("CloudService");
+    return new std::string(absl::StrCat("/", service->full_name(), "/",
+                                        service->FindMethodByName("Transfer")->name()));
+  }();
+  return path->c_str();
+}
+
+}  // namespace
+
+CloudTransfer::CloudTransfer(const std::shared_ptr<grpc::ChannelInterface>& channel,
                              std::unique_ptr<grpc::ClientContext> context, OnToken on_token,
-                             net::Shaper* shaper, const std::string& bearer)
-    : context_(std::move(context)), on_token_(std::move(on_token)), shaper_(shaper) {
+                             net::Shaper* shaper, const std::string& bearer, bool zero_copy)
+    : context_(std::move(context)),
+      zero_copy_(zero_copy),
+      on_token_(std::move(on_token)),
+      shaper_(shaper) {
   net::AddBearer(*context_, bearer);
-  stream_ = stub.Transfer(context_.get());
+  // The generated stub writes Uplink messages; this stream writes OutgoingUplinks, whose
+  // chunk payloads gRPC sends without a copy.
+  const grpc::internal::RpcMethod method(TransferMethod(),
+                                         grpc::internal::RpcMethod::BIDI_STREAMING, channel);
+  stream_.reset(grpc::internal::ClientReaderWriterFactory<net::OutgoingUplink, Downlink>::Create(
+      channel.get(), method, context_.get()));
   result_.start = result_.last_ack = Clock::now();
   reader_ = std::thread([this] { Read(); });
 }
@@ -79,7 +103,8 @@ std::optional<uint64_t> CloudTransfer::WaitOpened() {
 }
 
 bool CloudTransfer::SendOpen(const Uplink& open) {
-  const uint64_t bytes = open.ByteSizeLong();
+  net::OutgoingUplink up(open);
+  const uint64_t bytes = up.ByteSize();
   result_.wire_bytes += bytes;
   uplink_start_ = Since(Clock::now());
   result_.open_sent = uplink_start_;
@@ -87,13 +112,12 @@ bool CloudTransfer::SendOpen(const Uplink& open) {
     shaper_->Delay();  // uplink one-way delay
     shaper_->Transmit(bytes);
   }
-  return stream_->Write(open);
+  return stream_->Write(up);
 }
 
-bool CloudTransfer::SendChunk(kvstream::v1::KvChunk&& chunk) {
-  Uplink up;
-  *up.mutable_chunk() = std::move(chunk);
-  const uint64_t bytes = up.ByteSizeLong();
+bool CloudTransfer::SendChunk(net::SharedChunk chunk) {
+  const net::OutgoingUplink up(std::move(chunk), zero_copy_);
+  const uint64_t bytes = up.ByteSize();
   result_.wire_bytes += bytes;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -112,9 +136,10 @@ bool CloudTransfer::SendCommit(const std::optional<kvstream::v1::AnswerCheck>& c
   Uplink commit;
   commit.mutable_commit()->set_num_chunks(next_seq());
   if (check) *commit.mutable_commit()->mutable_check() = *check;
-  result_.wire_bytes += commit.ByteSizeLong();
-  if (shaper_ != nullptr) shaper_->Transmit(commit.ByteSizeLong());
-  return stream_->Write(commit);
+  const net::OutgoingUplink up(std::move(commit));
+  result_.wire_bytes += up.ByteSize();
+  if (shaper_ != nullptr) shaper_->Transmit(up.ByteSize());
+  return stream_->Write(up);
 }
 
 void CloudTransfer::Cancel() { context_->TryCancel(); }

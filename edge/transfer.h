@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "common/net/shaper.h"
+#include "common/net/uplink_send.h"
 #include "kvstream/v1/service.grpc.pb.h"
 
 namespace kvstream::edge {
@@ -51,12 +52,13 @@ class CloudTransfer {
   // Returns false when the tokens' receiver is gone (the stream is then cancelled).
   using OnToken = std::function<bool(const kvstream::v1::Token&)>;
 
-  // Opens the stream under `context` (the edge's: made from its client's Ask, so that
-  // call's cancellation and deadline propagate). `bearer`: the token the cloud requires
-  // (empty: none).
-  CloudTransfer(kvstream::v1::CloudService::Stub& stub,
+  // Opens the stream on `channel` under `context` (the edge's: made from its client's
+  // Ask, so that call's cancellation and deadline propagate). `bearer`: the token the
+  // cloud requires (empty: none). `zero_copy`: chunk payloads go to gRPC where they are
+  // (false: copied into each message's buffer, as protobuf's serializer does).
+  CloudTransfer(const std::shared_ptr<grpc::ChannelInterface>& channel,
                 std::unique_ptr<grpc::ClientContext> context, OnToken on_token, net::Shaper* shaper,
-                const std::string& bearer = "");
+                const std::string& bearer = "", bool zero_copy = true);
   ~CloudTransfer();
   CloudTransfer(const CloudTransfer&) = delete;
   CloudTransfer& operator=(const CloudTransfer&) = delete;
@@ -66,7 +68,8 @@ class CloudTransfer {
   // Blocks until the cloud's Opened arrives and returns its next_seq, from which this
   // stream's chunks are numbered; nullopt when the stream ended first (Finish says why).
   std::optional<uint64_t> WaitOpened();
-  bool SendChunk(kvstream::v1::KvChunk&& chunk);
+  // The payload is shared with the caller's copy (the edge keeps one for a retry).
+  bool SendChunk(net::SharedChunk chunk);
   // Commit, with the projected answer check when there is one.
   bool SendCommit(const std::optional<kvstream::v1::AnswerCheck>& check = std::nullopt);
   // Cancels the stream (an error on the edge's side mid-transfer).
@@ -89,7 +92,8 @@ class CloudTransfer {
   double Since(Clock::time_point t) const;
 
   std::unique_ptr<grpc::ClientContext> context_;
-  std::unique_ptr<grpc::ClientReaderWriter<kvstream::v1::Uplink, kvstream::v1::Downlink>> stream_;
+  std::unique_ptr<grpc::ClientReaderWriter<net::OutgoingUplink, kvstream::v1::Downlink>> stream_;
+  bool zero_copy_;
   OnToken on_token_;
   net::Shaper* shaper_;
   std::mutex mu_;  // guards the chunk log and the Opened state (written by both threads)

@@ -4,7 +4,9 @@
 # CSV has one row per plan x chunk size with every repetition, compressed plans put fewer
 # bytes on the wire, and the cloud reports the time it spent writing each cache; both
 # clouds get --cloud_args, and the second (--compare_cloud_args: one that copies payloads
-# out of gRPC's buffers) is compared with the first cell by cell.
+# out of gRPC's buffers) is compared with the first cell by cell; a second run compares a
+# sender that copies payloads into each message with one that hands them over
+# (--compare_zero_copy_send), and the two comparisons together are refused.
 # Usage: transfer_bench_test.sh KVSTREAM_TRANSFER_BENCH_BINARY
 set -euo pipefail
 BIN=$1
@@ -37,4 +39,15 @@ for r in rows:
     assert float(r["ratio"]) > 0 and float(r["sink_transfer_s"]) > 0, r
     assert float(r["compare_transfer_s"]) > 0 and float(r["compare_ratio"]) > 0, r
 PY
+"$BIN" --model=testdata/models-2k/large --tokens=150-250 --reps=2 --chunk_kib=64 \
+  "--plans=raw;int4" --work_dir="$DIR/send" --compare_zero_copy_send \
+  >"$DIR/send.txt" 2>"$DIR/send_err.txt" || fail "exit $?: $(cat "$DIR/send_err.txt")"
+compared=$(sed -n '/--zero_copy_send=false over the one with true/,$p' "$DIR/send.txt" |
+  grep -c "KiB: .* the transfer" || true)
+[ "$compared" = 2 ] || fail "expected 2 compared senders, found $compared: $(cat "$DIR/send.txt")"
+if "$BIN" --model=testdata/models-2k/large --compare_zero_copy_send \
+  --compare_cloud_args=--zero_copy_uplink=false >/dev/null 2>"$DIR/both.txt"; then
+  fail "both comparisons were accepted"
+fi
+grep -q "expected one of the two, found both" "$DIR/both.txt" || fail "$(cat "$DIR/both.txt")"
 echo "ok"
