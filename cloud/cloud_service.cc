@@ -345,13 +345,8 @@ CloudService::CloudService(std::vector<ServedModel> models,
       metrics_(std::make_unique<Metrics>(metrics.registry())) {
   // Transfer reads UplinkFrames (uplink_frame.h) where the generated handler would parse
   // whole Uplinks. The generated service numbers its methods as service.proto declares them.
-  const int transfer = kvstream::v1::Uplink::descriptor()
-                           ->file()
-                           ->FindServiceByName("CloudService")
-                           ->FindMethodByName("Transfer")
-                           ->index();
   UplinkFrame::SetHoldPayloads(options.zero_copy_uplink);
-  MarkMethodStreamed(transfer,
+  MarkMethodStreamed(net::TransferMethodIndex(),
                      new grpc::internal::BidiStreamingHandler<CloudService, UplinkFrame, Downlink>(
                          [](CloudService* service, grpc::ServerContext* context, Stream* stream) {
                            return service->ServeTransfer(context, stream);

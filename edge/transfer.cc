@@ -1,6 +1,5 @@
 #include "edge/transfer.h"
 
-#include "absl/strings/str_cat.h"
 #include "common/control/controller.h"
 #include "common/net/auth.h"
 
@@ -9,33 +8,20 @@ namespace kvstream::edge {
 using kvstream::v1::Downlink;
 using kvstream::v1::Uplink;
 
-namespace {
-
-// The Transfer method's path, as the generated stub names it.
-const char* TransferMethod() {
-  static const std::string* path = [] {
-    const auto* service =
-        kvstream::v1::Uplink::descriptor()->file()->FindServiceByName("CloudService");
-    return new std::string(absl::StrCat("/", service->full_name(), "/",
-                                        service->FindMethodByName("Transfer")->name()));
-  }();
-  return path->c_str();
-}
-
-}  // namespace
-
 CloudTransfer::CloudTransfer(const std::shared_ptr<grpc::ChannelInterface>& channel,
                              std::unique_ptr<grpc::ClientContext> context, OnToken on_token,
                              net::Shaper* shaper, const std::string& bearer, bool zero_copy)
-    : context_(std::move(context)),
+    : channel_(channel),
+      context_(std::move(context)),
       zero_copy_(zero_copy),
       on_token_(std::move(on_token)),
       shaper_(shaper) {
   net::AddBearer(*context_, bearer);
   // The generated stub writes Uplink messages; this stream writes OutgoingUplinks, whose
-  // chunk payloads gRPC sends without a copy.
-  const grpc::internal::RpcMethod method(TransferMethod(),
-                                         grpc::internal::RpcMethod::BIDI_STREAMING, channel);
+  // chunk payloads gRPC sends without a copy. The method is not registered with the
+  // channel (the stub registers its own once): gRPC names it on each call instead.
+  const grpc::internal::RpcMethod method(net::TransferMethodPath(),
+                                         grpc::internal::RpcMethod::BIDI_STREAMING);
   stream_.reset(grpc::internal::ClientReaderWriterFactory<net::OutgoingUplink, Downlink>::Create(
       channel.get(), method, context_.get()));
   result_.start = result_.last_ack = Clock::now();

@@ -91,6 +91,7 @@ class CloudTransfer {
   void Read();
   double Since(Clock::time_point t) const;
 
+  std::shared_ptr<grpc::ChannelInterface> channel_;  // the stream's calls go through it
   std::unique_ptr<grpc::ClientContext> context_;
   std::unique_ptr<grpc::ClientReaderWriter<net::OutgoingUplink, kvstream::v1::Downlink>> stream_;
   bool zero_copy_;

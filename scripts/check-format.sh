@@ -10,6 +10,10 @@ if ! command -v "$FORMAT" >/dev/null 2>&1; then
   exit 1
 fi
 mapfile -t files < <(git ls-files '*.cc' '*.h')
+if ((${#files[@]} == 0)); then
+  echo "check-format: no C++ files tracked here (run it in a git checkout)" >&2
+  exit 1
+fi
 # One process for every file (one per file spent most of its time starting up); each
 # violation is reported as "FILE:LINE:COL: error: ...".
 report=$("$FORMAT" --dry-run --Werror "${files[@]}" 2>&1 >/dev/null) && status=0 || status=$?

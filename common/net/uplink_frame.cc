@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 
 namespace kvstream::net {
@@ -73,6 +74,21 @@ bool SkipValue(const codec::PayloadView& b, uint64_t type, uint64_t& at, uint64_
 }
 
 }  // namespace
+
+const google::protobuf::MethodDescriptor& TransferMethod() {
+  return *kvstream::v1::Uplink::descriptor()
+              ->file()
+              ->FindServiceByName("CloudService")
+              ->FindMethodByName("Transfer");
+}
+
+int TransferMethodIndex() { return TransferMethod().index(); }
+
+const char* TransferMethodPath() {
+  static const std::string* path = new std::string(
+      absl::StrCat("/", TransferMethod().service()->full_name(), "/", TransferMethod().name()));
+  return path->c_str();
+}
 
 void UplinkFrame::SetHoldPayloads(bool hold) { hold_payloads.store(hold); }
 

@@ -22,6 +22,10 @@
 
 namespace kvstream::net {
 
+// CloudService.Transfer's index among the service's methods (as service.proto declares
+// them), for a server that installs its own handler reading UplinkFrames.
+int TransferMethodIndex();
+
 class UplinkFrame {
  public:
   UplinkFrame() = default;

@@ -23,7 +23,8 @@ void AppendVarint(uint64_t v, std::string& out) {
 }
 
 // The header's fields numbered below the payload's and those above it: protobuf writes
-// fields in the order of their numbers, so the payload goes between the two.
+// known fields in the order of their numbers, then any unknown ones, so the payload goes
+// between the two.
 std::pair<KvChunk, KvChunk> SplitAtPayload(const KvChunk& header) {
   std::pair<KvChunk, KvChunk> parts{header, header};
   const google::protobuf::Reflection* r = header.GetReflection();
@@ -32,6 +33,7 @@ std::pair<KvChunk, KvChunk> SplitAtPayload(const KvChunk& header) {
   for (const google::protobuf::FieldDescriptor* f : fields) {
     r->ClearField(f->number() < KvChunk::kPayloadFieldNumber ? &parts.second : &parts.first, f);
   }
+  r->MutableUnknownFields(&parts.first)->Clear();
   return parts;
 }
 

@@ -21,6 +21,10 @@
 
 namespace kvstream::net {
 
+// CloudService.Transfer's path ("/kvstream.v1.CloudService/Transfer"), for a client that
+// opens the stream itself to write OutgoingUplinks.
+const char* TransferMethodPath();
+
 // A KvChunk with its payload held apart: `header` is the chunk with an empty payload.
 // Copies share the payload.
 struct SharedChunk {

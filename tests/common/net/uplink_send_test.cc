@@ -30,6 +30,7 @@ KvChunk RandomChunk(size_t payload_bytes, std::mt19937& rng) {
   if (maybe()) c.set_num_tokens(rng() % 5000);
   if (maybe()) c.set_positions(std::string(rng() % 300 + 1, static_cast<char>(rng())));
   if (maybe()) c.set_kv_heads(rng() % 8 + 1);
+  if (maybe()) c.set_source_dtype(kvstream::v1::DTYPE_BF16);
   if (maybe()) c.set_head_dim(128);
   if (maybe()) c.mutable_k_spec()->set_bits(rng() % 8 + 1);
   if (maybe()) c.mutable_v_spec()->set_group_size(64);
@@ -39,6 +40,11 @@ KvChunk RandomChunk(size_t payload_bytes, std::mt19937& rng) {
   for (char& b : payload) b = static_cast<char>(rng());
   c.set_payload(payload);
   if (maybe()) c.set_crc32c(static_cast<uint32_t>(rng()));
+  if (rng() % 4 == 0) {  // a field this version does not know (field 99, varint 5)
+    const std::string unknown("\x98\x06\x05", 3);
+    EXPECT_TRUE(c.MergeFromString(unknown));
+    EXPECT_EQ(c.GetReflection()->GetUnknownFields(c).field_count(), 1);
+  }
   return c;
 }
 
