@@ -4,7 +4,8 @@
 // chunks, with the edge's own CloudTransfer, twice in turn:
 //   - to a sink (a child process answering Opened / one ack per chunk / Done and doing
 //     nothing else): the baseline, what a gRPC stream of these messages costs (the sink
-//     and the sender keep freed memory for reuse, as the daemons do);
+//     reads payloads where gRPC received them, as the cloud does, and the sink and the
+//     sender keep freed memory for reuse, as the daemons do);
 //   - to a real kvstream-cloud serving the model, which validates, decodes and writes
 //     every chunk into a cache and then answers one token.
 // The transfer stage is timed as the edge times it (stream start to the last chunk's
@@ -24,6 +25,7 @@
 // cloud from a sender that treats payloads the other way (copied into each message, or
 // handed to gRPC where they are).
 
+#include <grpcpp/support/method_handler.h>
 #include <signal.h>
 
 #include <algorithm>
@@ -49,6 +51,7 @@
 #include "common/model/model.h"
 #include "common/net/grpc_util.h"
 #include "common/net/process.h"
+#include "common/net/uplink_frame.h"
 #include "edge/transfer.h"
 
 ABSL_FLAG(std::string, model, "",
@@ -90,17 +93,30 @@ using kvstream::v1::Downlink;
 using kvstream::v1::Uplink;
 
 // The baseline: reads every message and answers as the cloud's protocol asks, no more.
+// It reads them as the cloud does, payloads left in gRPC's buffers (uplink_frame.h), so
+// that the baseline copies no byte the cloud does not.
 class Sink final : public kvstream::v1::CloudService::Service {
-  grpc::Status Transfer(grpc::ServerContext*,
-                        grpc::ServerReaderWriter<Downlink, Uplink>* stream) override {
-    Uplink up;
-    while (stream->Read(&up)) {
+ public:
+  using Stream = grpc::ServerReaderWriter<Downlink, net::UplinkFrame>;
+  Sink() {
+    MarkMethodStreamed(
+        net::TransferMethodIndex(),
+        new grpc::internal::BidiStreamingHandler<Sink, net::UplinkFrame, Downlink>(
+            [](Sink* sink, grpc::ServerContext*, Stream* stream) { return sink->Serve(stream); },
+            this));
+  }
+
+ private:
+  grpc::Status Serve(Stream* stream) {
+    net::UplinkFrame frame;
+    while (stream->Read(&frame)) {
+      const Uplink& up = frame.message;
       Downlink d;
       if (up.has_open()) {
         d.mutable_opened()->set_next_seq(0);
       } else if (up.has_chunk()) {
         d.mutable_ack()->set_seq(up.chunk().seq());
-        d.mutable_ack()->set_payload_bytes(up.chunk().ByteSizeLong());
+        d.mutable_ack()->set_payload_bytes(frame.chunk_bytes());
       } else {
         d.mutable_done();
         stream->Write(d);
