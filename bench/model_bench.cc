@@ -15,7 +15,8 @@
 //   build/bin/kvstream-model-bench [--models=DIR,DIR] [--prompt=512] [--decode=64]
 //                                  [--threads=0] [--dtype=f32|bf16] [--system_allocator]
 //                                  [--estimate_steps=4] [--lengths=512,2048,8192]
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <algorithm>
 #include <chrono>

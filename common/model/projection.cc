@@ -1,6 +1,7 @@
 #include "common/model/projection.h"
 
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <cmath>
 #include <fstream>

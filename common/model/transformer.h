@@ -1,5 +1,6 @@
-// Internal (includes torch): the Qwen2/Llama decoder as functions over a Weights struct.
-// Included by model.cc and the tiny-model trainer only; everything else uses model.h.
+// Internal (includes torch's tensor headers, not all of <torch/torch.h>): the Qwen2/Llama decoder
+// as functions over a Weights struct. Included by model.cc and the tiny-model trainer only;
+// everything else uses model.h.
 //
 // Shapes, HF naming in brackets:
 //   embed   [vocab, hidden]                       (model.embed_tokens.weight)
@@ -11,7 +12,8 @@
 //   lm_head [vocab, hidden], the embedding itself when tied       (lm_head.weight)
 #pragma once
 
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <string>
 #include <utility>

@@ -1,7 +1,8 @@
 // RoPE scaling (linear, llama3, yarn) and Qwen3's per-head q/k norms, each checked
 // against the published formulas written out here in plain arithmetic.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <cmath>
 
