@@ -387,6 +387,10 @@ void Print(const std::vector<Cell>& cells, const std::string& model, const std::
            int reps) {
   std::printf("\nmodel %s (%s), random cache of %s tokens, %d repetitions per cell, loopback\n",
               model.c_str(), absl::GetFlag(FLAGS_dtype).c_str(), tokens.c_str(), reps);
+  std::printf("sender: payloads %s; the sink reads them where gRPC received them\n",
+              absl::GetFlag(FLAGS_zero_copy_send)
+                  ? "handed to gRPC where they are (--zero_copy_send)"
+                  : "copied into each message (--zero_copy_send=false)");
   std::printf(
       "ratio: the sink's transfer over the cloud's (ready: over the cloud's ready), the "
       "median of per-repetition ratios [interquartile range]\n");
