@@ -218,9 +218,11 @@ absl::Status Run() {
   RETURN_IF_ERROR(kvstream::net::LimitArenasFromFlag("cloud", absl::GetFlag(FLAGS_model_workers)));
   kvstream::net::ServeOptions so;
   RETURN_IF_ERROR(kvstream::net::ApplyDaemonFlags(so));
+  const absl::StatusOr<int> reload = kvstream::net::TlsReloadSecondsFlag();
+  if (!reload.ok()) return reload.status();
   auto credentials = kvstream::net::ServerCredentials({absl::GetFlag(FLAGS_tls_client_ca),
                                                        absl::GetFlag(FLAGS_tls_cert),
-                                                       absl::GetFlag(FLAGS_tls_key), ""});
+                                                       absl::GetFlag(FLAGS_tls_key), "", *reload});
   if (!credentials.ok()) return PrefixStatus("--tls_*: ", credentials.status());
   // Metrics first: a taken port fails fast, before the slow model load.
   kvstream::metrics::MetricsServer metrics;

@@ -221,9 +221,11 @@ struct CloudLink {
 // serve, so a replica serving another card is passed over.
 absl::StatusOr<CloudLink> ConnectCloud(const std::string& target, const std::string& bearer,
                                        double keepalive_seconds) {
+  const absl::StatusOr<int> reload = kvstream::net::TlsReloadSecondsFlag();
+  if (!reload.ok()) return reload.status();
   const kvstream::net::TlsFiles tls{
       absl::GetFlag(FLAGS_cloud_tls_ca), absl::GetFlag(FLAGS_cloud_tls_cert),
-      absl::GetFlag(FLAGS_cloud_tls_key), absl::GetFlag(FLAGS_cloud_tls_server_name)};
+      absl::GetFlag(FLAGS_cloud_tls_key), absl::GetFlag(FLAGS_cloud_tls_server_name), *reload};
   auto addresses = kvstream::edge::TargetAddresses(target);
   if (absl::IsNotFound(addresses.status())) {  // e.g. a Service with no ready pod yet
     kvstream::logging::Logf(kvstream::logging::Level::kWarning, "edge",
@@ -515,9 +517,11 @@ absl::Status Run() {
   RETURN_IF_ERROR(kvstream::net::LimitArenasFromFlag("edge", absl::GetFlag(FLAGS_model_workers)));
   kvstream::net::ServeOptions so;
   ASSIGN_OR_RETURN(EdgeOptions options, OptionsFromFlags(so));
+  const absl::StatusOr<int> reload = kvstream::net::TlsReloadSecondsFlag();
+  if (!reload.ok()) return reload.status();
   auto credentials = kvstream::net::ServerCredentials({absl::GetFlag(FLAGS_tls_client_ca),
                                                        absl::GetFlag(FLAGS_tls_cert),
-                                                       absl::GetFlag(FLAGS_tls_key), ""});
+                                                       absl::GetFlag(FLAGS_tls_key), "", *reload});
   if (!credentials.ok()) return PrefixStatus("--tls_*: ", credentials.status());
   kvstream::model::RuntimeOptions runtime;
   runtime.device = absl::GetFlag(FLAGS_device);

@@ -19,6 +19,10 @@ ABSL_FLAG(double, keepalive_seconds, 20,
 ABSL_FLAG(int, max_streams_per_peer, 64,
           "Calls one client address may hold open at once; more get RESOURCE_EXHAUSTED (0: no "
           "cap)");
+ABSL_FLAG(int, tls_reload_seconds, 0,
+          "Read every TLS certificate, key and CA file again this often (the edge's link to the "
+          "cloud too), so that a certificate rotated in place is used by new connections "
+          "without a restart; open connections keep theirs (0: read once at start-up)");
 
 ABSL_FLAG(int, malloc_arenas, 0,
           "Most malloc arenas the process uses; fewer keep less freed memory per thread (RSS "
@@ -26,6 +30,15 @@ ABSL_FLAG(int, malloc_arenas, 0,
           "latency). 0: --model_workers + 1. MALLOC_ARENA_MAX in the environment wins");
 
 namespace kvstream::net {
+
+absl::StatusOr<int> TlsReloadSecondsFlag() {
+  const int seconds = absl::GetFlag(FLAGS_tls_reload_seconds);
+  if (seconds < 0 || seconds > 86400) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--tls_reload_seconds: expected 0 (read once) to 86400 seconds, found ", seconds));
+  }
+  return seconds;
+}
 
 absl::Status ApplyDaemonFlags(ServeOptions& options) {
   const double keepalive = absl::GetFlag(FLAGS_keepalive_seconds);

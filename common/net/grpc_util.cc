@@ -1,5 +1,10 @@
 #include "common/net/grpc_util.h"
 
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/security/tls_certificate_provider.h>
+#include <grpcpp/security/tls_credentials_options.h>
+
 #include <csignal>
 #include <cstdio>
 #include <fstream>
@@ -59,18 +64,55 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address) {
                                    LimitedChannelArgs(kDefaultKeepaliveSeconds));
 }
 
+namespace {
+
+// Credentials that read `tls`'s files every `tls.reload_seconds` (gRPC's file watcher).
+std::shared_ptr<grpc::ServerCredentials> ReloadingServerCredentials(const TlsFiles& tls) {
+  auto files = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+      tls.key, tls.cert, tls.ca, tls.reload_seconds);
+  grpc::experimental::TlsServerCredentialsOptions o(files);
+  o.watch_identity_key_cert_pairs();
+  if (tls.ca.empty()) {
+    o.set_cert_request_type(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  } else {
+    o.watch_root_certs();
+    o.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  }
+  return grpc::experimental::TlsServerCredentials(o);
+}
+
+std::shared_ptr<grpc::ChannelCredentials> ReloadingChannelCredentials(const TlsFiles& tls) {
+  auto files = tls.cert.empty()
+                   ? std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+                         tls.ca, tls.reload_seconds)
+                   : std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+                         tls.key, tls.cert, tls.ca, tls.reload_seconds);
+  grpc::experimental::TlsChannelCredentialsOptions o;
+  o.set_certificate_provider(files);
+  o.watch_root_certs();
+  if (!tls.cert.empty()) o.watch_identity_key_cert_pairs();
+  return grpc::experimental::TlsCredentials(o);
+}
+
+}  // namespace
+
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(const TlsFiles& tls) {
   if (!tls.enabled()) return grpc::InsecureServerCredentials();
   if (tls.cert.empty() || tls.key.empty()) {
     return absl::InvalidArgumentError("server TLS needs both a certificate and its key");
   }
+  if (tls.reload_seconds < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "TLS reload interval: expected 0 or more seconds, found ", tls.reload_seconds));
+  }
   grpc::SslServerCredentialsOptions o;
-  ASSIGN_OR_RETURN(auto pair, ReadCertAndKey(tls));
+  ASSIGN_OR_RETURN(auto pair, ReadCertAndKey(tls));  // the files are readable now
   o.pem_key_cert_pairs.push_back(std::move(pair));
   if (!tls.ca.empty()) {
     ASSIGN_OR_RETURN(o.pem_root_certs, ReadPem(tls.ca, "client CA"));
     o.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
   }
+  if (tls.reload_seconds > 0) return ReloadingServerCredentials(tls);
   return grpc::SslServerCredentials(o);
 }
 
@@ -104,6 +146,10 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& ad
     return absl::InvalidArgumentError(
         "a client certificate needs its key, and a key its certificate");
   }
+  if (tls.reload_seconds < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "TLS reload interval: expected 0 or more seconds, found ", tls.reload_seconds));
+  }
   grpc::SslCredentialsOptions o;
   ASSIGN_OR_RETURN(o.pem_root_certs, ReadPem(tls.ca, "CA"));
   if (!tls.cert.empty()) {
@@ -112,7 +158,9 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& ad
     o.pem_private_key = pair.private_key;
   }
   if (!tls.server_name.empty()) args.SetSslTargetNameOverride(tls.server_name);
-  return grpc::CreateCustomChannel(address, grpc::SslCredentials(o), args);
+  return grpc::CreateCustomChannel(
+      address, tls.reload_seconds > 0 ? ReloadingChannelCredentials(tls) : grpc::SslCredentials(o),
+      args);
 }
 
 void ApplyServerLimits(grpc::ServerBuilder& builder, double keepalive_seconds) {

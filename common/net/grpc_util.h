@@ -35,12 +35,16 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address);
 // TLS material as PEM file paths. Server side: cert + key, and a client CA to require
 // client certificates (mutual TLS). Client side: the CA that signed the server's cert,
 // and optionally a client cert + key; `server_name` overrides the name checked against
-// the server's certificate (e.g. when dialing an IP address).
+// the server's certificate (e.g. when dialing an IP address). With `reload_seconds` > 0
+// the files are read again that often, and every new connection's handshake uses what
+// they hold then (a certificate rotated in place is served, or trusted, without a
+// restart; connections already open keep theirs); 0 reads them once.
 struct TlsFiles {
   std::string ca;
   std::string cert;
   std::string key;
   std::string server_name;
+  int reload_seconds = 0;
   bool enabled() const { return !ca.empty() || !cert.empty() || !key.empty(); }
 };
 // Insecure credentials when `tls` is empty; errors name the file that could not be read

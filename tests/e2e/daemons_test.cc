@@ -1533,7 +1533,8 @@ TEST_F(DaemonsTest, AnUnsureScoutsKvAnswerIsKeptWhenTheTableHasNothingElse) {
       << log.substr(0, 2000);
 }
 
-// Edge to cloud over TLS: a cloud with a certificate from a test CA answers an edge that
+// Edge to cloud over TLS (both reading their TLS files again every second; tls_reload_test
+// covers what that does): a cloud with a certificate from a test CA answers an edge that
 // trusts the CA, and refuses one that speaks plaintext.
 // Bearer tokens: the edge requires one from clients and presents its own to the cloud;
 // a missing or wrong token is UNAUTHENTICATED, and a token revoked from the file is
@@ -1768,12 +1769,14 @@ TEST_F(DaemonsTest, EdgeReachesACloudOverTls) {
   Daemon cloud, tls_edge, plain_edge;
   ASSERT_TRUE(StartDaemon(cloud, *work_, "cloud-tls", "kvstream-cloud",
                           {absl::StrCat("--model=scout=", kScout), "--measure_rates=false",
-                           "--tls_cert=" + d + "/server.pem", "--tls_key=" + d + "/server.key"})
+                           "--tls_cert=" + d + "/server.pem", "--tls_key=" + d + "/server.key",
+                           "--tls_reload_seconds=1"})
                   .ok());
   ASSERT_TRUE(
       StartDaemon(tls_edge, *work_, "edge-tls", "kvstream-edge",
                   {absl::StrCat("--scout=", kScout), absl::StrCat("--cloud=127.0.0.1:", cloud.port),
-                   "--cloud_tls_ca=" + d + "/ca.pem", "--mode=kv", "--quality_table="})
+                   "--cloud_tls_ca=" + d + "/ca.pem", "--tls_reload_seconds=1", "--mode=kv",
+                   "--quality_table="})
           .ok());
   ASSERT_TRUE(
       StartDaemon(plain_edge, *work_, "edge-plain", "kvstream-edge",

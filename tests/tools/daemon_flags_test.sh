@@ -39,6 +39,8 @@ refuses "$EDGE" "--log_level: expected debug, info, warning or error; found 'lou
 refuses "$EDGE" "--scout: /nonexistent/config.json: cannot open" --cloud=127.0.0.1:1 --scout=/nonexistent
 refuses "$EDGE" "--auth_tokens_file: " "${edge[@]}" --auth_tokens_file=/nonexistent
 refuses "$EDGE" "default policy: " "${edge[@]}" --spec=int9
+refuses "$EDGE" "--tls_reload_seconds: expected 0 (read once) to 86400 seconds, found -5" "${edge[@]}" \
+  --tls_reload_seconds=-5
 refuses "$EDGE" "unexpected argument 'extra'" "${edge[@]}" extra
 
 extra=(--measure_rates=false)  # no start-up timing
@@ -52,5 +54,7 @@ refuses "$CLOUD" "--model_workers, --threads and --max_queued must be >= 0, foun
   --model=large=testdata/models/large --model_workers=-1
 refuses "$CLOUD" "--tls_*: server TLS needs both a certificate and its key" --model=large=testdata/models/large \
   --tls_cert=/x
+refuses "$CLOUD" "--tls_reload_seconds: expected 0 (read once) to 86400 seconds, found 100000" \
+  --model=large=testdata/models/large --tls_reload_seconds=100000
 refuses "$CLOUD" "unexpected argument 'extra'" --model=large=testdata/models/large extra
 echo PASS
