@@ -4,11 +4,17 @@
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/security/tls_certificate_provider.h>
 #include <grpcpp/security/tls_credentials_options.h>
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <iterator>
+#include <memory>
 
 #include "absl/strings/str_cat.h"
 #include "common/base/quote.h"
@@ -49,12 +55,45 @@ absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what) {
   return pem;
 }
 
+// Whether the private key in `pair` belongs to the first certificate of its chain. gRPC
+// finds out only at a handshake when it reloads files, so a daemon would start and then
+// fail every TLS connection.
+absl::Status CheckKeyMatches(const grpc::SslServerCredentialsOptions::PemKeyCertPair& pair,
+                             const TlsFiles& tls) {
+  auto read = [](const std::string& pem, auto reader) {
+    std::unique_ptr<BIO, decltype(&BIO_free)> bio(
+        BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())), BIO_free);
+    return bio == nullptr ? nullptr : reader(bio.get(), nullptr, nullptr, nullptr);
+  };
+  std::unique_ptr<X509, decltype(&X509_free)> cert(read(pair.cert_chain, PEM_read_bio_X509),
+                                                   X509_free);
+  std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(
+      read(pair.private_key, PEM_read_bio_PrivateKey), EVP_PKEY_free);
+  const bool matches =
+      cert != nullptr && key != nullptr && X509_check_private_key(cert.get(), key.get()) == 1;
+  ERR_clear_error();
+  if (cert == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("TLS certificate file ", tls.cert, " holds no readable certificate"));
+  }
+  if (key == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("TLS key file ", tls.key, " holds no readable private key"));
+  }
+  if (!matches) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("TLS key file ", tls.key, " is not the key of certificate ", tls.cert));
+  }
+  return absl::OkStatus();
+}
+
 // The certificate chain and private key named by `tls` (both set by the caller's checks).
 absl::StatusOr<grpc::SslServerCredentialsOptions::PemKeyCertPair> ReadCertAndKey(
     const TlsFiles& tls) {
   grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
   ASSIGN_OR_RETURN(pair.cert_chain, ReadPem(tls.cert, "certificate"));
   ASSIGN_OR_RETURN(pair.private_key, ReadPem(tls.key, "key"));
+  RETURN_IF_ERROR(CheckKeyMatches(pair, tls));
   return pair;
 }
 }  // namespace

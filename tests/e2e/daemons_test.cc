@@ -1533,9 +1533,9 @@ TEST_F(DaemonsTest, AnUnsureScoutsKvAnswerIsKeptWhenTheTableHasNothingElse) {
       << log.substr(0, 2000);
 }
 
-// Edge to cloud over TLS (both reading their TLS files again every second; tls_reload_test
-// covers what that does): a cloud with a certificate from a test CA answers an edge that
-// trusts the CA, and refuses one that speaks plaintext.
+// Edge to cloud over TLS (the cloud reading its files again every second, the edge once;
+// tls_reload_test covers what reloading does): a cloud with a certificate from a test CA
+// answers an edge that trusts the CA, and refuses one that speaks plaintext.
 // Bearer tokens: the edge requires one from clients and presents its own to the cloud;
 // a missing or wrong token is UNAUTHENTICATED, and a token revoked from the file is
 // refused after SIGHUP without a restart.
@@ -1775,8 +1775,7 @@ TEST_F(DaemonsTest, EdgeReachesACloudOverTls) {
   ASSERT_TRUE(
       StartDaemon(tls_edge, *work_, "edge-tls", "kvstream-edge",
                   {absl::StrCat("--scout=", kScout), absl::StrCat("--cloud=127.0.0.1:", cloud.port),
-                   "--cloud_tls_ca=" + d + "/ca.pem", "--tls_reload_seconds=1", "--mode=kv",
-                   "--quality_table="})
+                   "--cloud_tls_ca=" + d + "/ca.pem", "--mode=kv", "--quality_table="})
           .ok());
   ASSERT_TRUE(
       StartDaemon(plain_edge, *work_, "edge-plain", "kvstream-edge",

@@ -24,16 +24,17 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Two CAs, each with a server certificate for 127.0.0.1 / localhost, in a fresh directory.
+// Two CAs, each with a server certificate for 127.0.0.1 / localhost, made once for the
+// suite; each test installs the files it serves and trusts in a directory of its own.
 class TlsReloadTest : public testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("kvstream-tls-" + std::to_string(::getpid()));
-    fs::create_directories(dir_);
+  static void SetUpTestSuite() {
+    keys_ = fs::temp_directory_path() / ("kvstream-tls-" + std::to_string(::getpid()));
+    fs::create_directories(keys_);
     for (const char* name : {"a", "b"}) {
       const std::string n = name;
       const std::string script = absl::StrCat(
-          "set -e; cd ", dir_.string(), "; ",
+          "set -e; cd ", keys_.string(), "; ",
           "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca-", n, ".key -out ca-", n,
           ".pem -days 2 -subj '/CN=test CA ", n, "' 2>/dev/null; ",
           "openssl req -newkey rsa:2048 -nodes -keyout server-", n, ".key -out server-", n,
@@ -45,7 +46,14 @@ class TlsReloadTest : public testing::Test {
           << "openssl could not make test certificates";
     }
   }
-  void TearDown() override { fs::remove_all(dir_); }
+  static void TearDownTestSuite() { fs::remove_all(keys_); }
+  void SetUp() override {
+    dir_ = keys_ / testing::UnitTest::GetInstance()->current_test_info()->name();
+    fs::create_directories(dir_);
+    for (const auto& f : fs::directory_iterator(keys_)) {
+      if (f.is_regular_file()) fs::copy_file(f.path(), dir_ / f.path().filename());
+    }
+  }
 
   std::string Path(const std::string& name) const { return (dir_ / name).string(); }
 
@@ -61,6 +69,7 @@ class TlsReloadTest : public testing::Test {
     auto credentials =
         ServerCredentials({"", Path("server.pem"), Path("server.key"), "", reload_seconds});
     EXPECT_TRUE(credentials.ok()) << credentials.status();
+    if (!credentials.ok()) return nullptr;
     grpc::ServerBuilder builder;
     builder.AddListeningPort(absl::StrCat("127.0.0.1:", *port), *credentials, port);
     builder.RegisterService(&service_);  // its methods are UNIMPLEMENTED; a server needs one
@@ -81,6 +90,7 @@ class TlsReloadTest : public testing::Test {
     return *channel;
   }
 
+  static inline fs::path keys_;
   fs::path dir_;
   int channels_ = 0;
   mutable kvstream::v1::CloudService::Service service_;
@@ -143,6 +153,26 @@ TEST_F(TlsReloadTest, AChannelTrustsACaReplacedInPlace) {
   EXPECT_TRUE(Connects(reloading, 6)) << "the replaced CA file was not read again";
   EXPECT_FALSE(Connects(once, 2)) << "a CA read once trusted the new certificate";
   server->Shutdown();
+}
+
+// gRPC would only find a key that is not the certificate's at the first handshake (when it
+// reloads files: after the daemon has started), so it is refused when read.
+TEST_F(TlsReloadTest, AKeyThatIsNotTheCertificatesIsRefused) {
+  for (const int reload : {0, 1}) {
+    auto server = ServerCredentials({"", Path("server-a.pem"), Path("server-b.key"), "", reload});
+    EXPECT_EQ(server.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(server.status().message().find("server-b.key is not the key of certificate"),
+              std::string::npos)
+        << server.status();
+    auto channel = MakeChannel(
+        "127.0.0.1:1", {Path("ca-a.pem"), Path("server-a.pem"), Path("server-b.key"), "", reload});
+    EXPECT_EQ(channel.status().code(), absl::StatusCode::kInvalidArgument) << channel.status();
+  }
+  Install("server-a.key", "broken.pem");  // a PEM block, but no certificate in it
+  auto broken = ServerCredentials({"", Path("broken.pem"), Path("server-a.key"), "", 1});
+  EXPECT_NE(broken.status().message().find("holds no readable certificate"), std::string::npos)
+      << broken.status();
+  EXPECT_TRUE(ServerCredentials({"", Path("server-a.pem"), Path("server-a.key"), "", 1}).ok());
 }
 
 TEST(TlsFilesTest, ANegativeReloadIntervalIsRefused) {
