@@ -63,7 +63,8 @@ absl::Status CheckKeyMatches(const grpc::SslServerCredentialsOptions::PemKeyCert
   auto read = [](const std::string& pem, auto reader) {
     std::unique_ptr<BIO, decltype(&BIO_free)> bio(
         BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())), BIO_free);
-    return bio == nullptr ? nullptr : reader(bio.get(), nullptr, nullptr, nullptr);
+    // An empty passphrase: OpenSSL would otherwise ask for one on the terminal.
+    return bio == nullptr ? nullptr : reader(bio.get(), nullptr, nullptr, const_cast<char*>(""));
   };
   std::unique_ptr<X509, decltype(&X509_free)> cert(read(pair.cert_chain, PEM_read_bio_X509),
                                                    X509_free);
@@ -78,7 +79,8 @@ absl::Status CheckKeyMatches(const grpc::SslServerCredentialsOptions::PemKeyCert
   }
   if (key == nullptr) {
     return absl::InvalidArgumentError(
-        absl::StrCat("TLS key file ", tls.key, " holds no readable private key"));
+        absl::StrCat("TLS key file ", tls.key,
+                     " holds no readable private key (an encrypted key is not supported)"));
   }
   if (!matches) {
     return absl::InvalidArgumentError(

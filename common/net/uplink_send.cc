@@ -3,7 +3,7 @@
 #include <google/protobuf/io/coded_stream.h>
 #include <grpcpp/impl/codegen/proto_utils.h>
 
-#include <cstring>
+#include <algorithm>
 #include <utility>
 #include <vector>
 
@@ -121,9 +121,9 @@ grpc::Status OutgoingUplink::Serialize(grpc::ByteBuffer* buffer) const {
   if (!zero_copy_) {  // one buffer, as protobuf's serializer fills it
     grpc::Slice whole(f.before.size() + payload.size() + f.after.size());
     char* out = const_cast<char*>(reinterpret_cast<const char*>(whole.begin()));
-    std::memcpy(out, f.before.data(), f.before.size());
-    std::memcpy(out + f.before.size(), payload.data(), payload.size());
-    std::memcpy(out + f.before.size() + payload.size(), f.after.data(), f.after.size());
+    out = std::copy(f.before.begin(), f.before.end(), out);
+    out = std::copy(payload.begin(), payload.end(), out);
+    std::copy(f.after.begin(), f.after.end(), out);
     grpc::ByteBuffer one(&whole, 1);
     buffer->Swap(&one);
     return grpc::Status::OK;

@@ -172,6 +172,15 @@ TEST_F(TlsReloadTest, AKeyThatIsNotTheCertificatesIsRefused) {
   auto broken = ServerCredentials({"", Path("broken.pem"), Path("server-a.key"), "", 1});
   EXPECT_NE(broken.status().message().find("holds no readable certificate"), std::string::npos)
       << broken.status();
+  // An encrypted key is refused, without OpenSSL asking for a passphrase.
+  ASSERT_EQ(std::system(("openssl pkey -in " + Path("server-a.key") +
+                         " -aes256 -passout pass:x -out " + Path("encrypted.key"))
+                            .c_str()),
+            0);
+  auto encrypted = ServerCredentials({"", Path("server-a.pem"), Path("encrypted.key"), "", 0});
+  EXPECT_NE(encrypted.status().message().find("an encrypted key is not supported"),
+            std::string::npos)
+      << encrypted.status();
   EXPECT_TRUE(ServerCredentials({"", Path("server-a.pem"), Path("server-a.key"), "", 1}).ok());
 }
 
