@@ -520,6 +520,35 @@ TEST_F(DaemonsTest, CompressedModesAnswerAndBytesMatchTheCodecFormula) {
   }
 }
 
+// An edge whose sender copies each payload into its message (--zero_copy_uplink=false)
+// puts as many bytes on the wire and gets the same answers as the default edge, which
+// hands payloads to gRPC where they are.
+TEST_F(DaemonsTest, ACopyingSenderSendsTheSameBytesAndGetsTheSameAnswers) {
+  Daemon copying;
+  ASSERT_TRUE(StartDaemon(copying, *work_, "edge-copying", "kvstream-edge",
+                          {absl::StrCat("--scout=", kScout),
+                           absl::StrCat("--cloud=127.0.0.1:", cloud_->port), "--max_tokens=8",
+                           "--mode=kv", "--quality_table=", "--zero_copy_uplink=false"})
+                  .ok());
+  auto stub = kvstream::v1::EdgeService::NewStub(
+      net::MakeChannel(absl::StrCat("127.0.0.1:", copying.port)));
+  for (const char* spec : {"raw", "int4"}) {
+    for (int e = 0; e < 2; ++e) {
+      const auto request = Request((*examples_)[e], kvstream::v1::MODE_KV, spec);
+      auto shared = Ask(request);
+      net::AskCall call;
+      call.timeout_seconds = 60;
+      auto copied = net::Ask(*stub, request, call);
+      ASSERT_TRUE(shared.ok()) << shared.status();
+      ASSERT_TRUE(copied.ok()) << copied.status();
+      EXPECT_EQ(copied->token_ids, shared->token_ids) << spec;
+      EXPECT_EQ(copied->stats.wire_bytes(), shared->stats.wire_bytes()) << spec;
+      EXPECT_GT(copied->stats.wire_bytes(), copied->stats.raw_kv_bytes() / 8) << spec;
+    }
+  }
+  testing::StopCleanly({&copying});
+}
+
 TEST_F(DaemonsTest, ScoutModeUsesTheCloudModelAndSendsPositions) {
   const eval::Example& ex = (*examples_)[1];
   auto r = Ask(Request(ex, kvstream::v1::MODE_SCOUT, "", "q2c", 0.5));
