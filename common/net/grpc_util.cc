@@ -107,6 +107,12 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address) {
 
 namespace {
 
+absl::Status CheckReloadSeconds(const TlsFiles& tls) {
+  if (tls.reload_seconds >= 0) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("TLS reload interval: expected 0 or more seconds, found ", tls.reload_seconds));
+}
+
 // Credentials that read `tls`'s files every `tls.reload_seconds` (gRPC's file watcher).
 std::shared_ptr<grpc::ServerCredentials> ReloadingServerCredentials(const TlsFiles& tls) {
   auto files = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
@@ -142,10 +148,7 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(const
   if (tls.cert.empty() || tls.key.empty()) {
     return absl::InvalidArgumentError("server TLS needs both a certificate and its key");
   }
-  if (tls.reload_seconds < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "TLS reload interval: expected 0 or more seconds, found ", tls.reload_seconds));
-  }
+  RETURN_IF_ERROR(CheckReloadSeconds(tls));
   grpc::SslServerCredentialsOptions o;
   ASSIGN_OR_RETURN(auto pair, ReadCertAndKey(tls));  // the files are readable now
   o.pem_key_cert_pairs.push_back(std::move(pair));
@@ -187,10 +190,7 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& ad
     return absl::InvalidArgumentError(
         "a client certificate needs its key, and a key its certificate");
   }
-  if (tls.reload_seconds < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "TLS reload interval: expected 0 or more seconds, found ", tls.reload_seconds));
-  }
+  RETURN_IF_ERROR(CheckReloadSeconds(tls));
   grpc::SslCredentialsOptions o;
   ASSIGN_OR_RETURN(o.pem_root_certs, ReadPem(tls.ca, "CA"));
   if (!tls.cert.empty()) {

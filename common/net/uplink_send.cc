@@ -45,11 +45,9 @@ struct Framing {
 Framing FrameChunk(const SharedChunk& c) {
   const auto [low, high] = SplitAtPayload(c.header);
   const uint64_t n = c.payload->size();
-  const uint64_t chunk = low.ByteSizeLong() + CodedOutputStream::VarintSize32(kPayloadTag) +
-                         CodedOutputStream::VarintSize64(n) + n + high.ByteSizeLong();
   Framing f;
   AppendVarint(kChunkTag, f.before);
-  AppendVarint(chunk, f.before);
+  AppendVarint(c.ByteSize(), f.before);
   low.AppendToString(&f.before);
   AppendVarint(kPayloadTag, f.before);
   AppendVarint(n, f.before);
